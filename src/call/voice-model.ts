@@ -1,0 +1,90 @@
+/**
+ * The model side of a call, as the CallSession sees it: one small,
+ * provider-neutral port. OpenAI Realtime (src/realtime/) implements it first;
+ * a GPT-Live provider or an STT→LLM→TTS pipeline slots in beside it by
+ * implementing the same interface. Nothing here knows sockets or JSON.
+ *
+ * Audio formats are named by what travels: `pcm24k` = PCM16 little-endian
+ * mono 24 kHz, `ulaw8k` = G.711 µ-law 8 kHz. Audio crosses this port as
+ * base64 strings, because that is what both Twilio and OpenAI put on the wire:
+ * the relay never decodes audio it does not have to transform.
+ */
+
+export type ModelAudioFormat = 'pcm24k' | 'ulaw8k';
+
+/** Token usage of one response (from the provider's usage report). */
+export interface Usage {
+  inputTextTokens: number;
+  inputAudioTokens: number;
+  inputCachedTokens: number;
+  outputTextTokens: number;
+  outputAudioTokens: number;
+}
+
+export type ResponseStatus = 'completed' | 'cancelled' | 'failed' | 'incomplete';
+
+/** Events a model session reports to its call. One discriminated union. */
+export type ModelEvent =
+  | { type: 'ready' }
+  /** Caller started speaking (server VAD). `audioStartMs`: position in the input audio stream. */
+  | { type: 'speech_started'; itemId: string; audioStartMs: number }
+  | { type: 'speech_stopped'; itemId: string; audioEndMs: number }
+  | { type: 'response_started'; responseId: string }
+  /** A piece of the assistant's voice, base64 in the session's output format. */
+  | { type: 'audio'; responseId: string; itemId: string; audio: string }
+  | { type: 'audio_done'; responseId: string; itemId: string }
+  /** The assistant's words for an output item (final text of that item). */
+  | { type: 'assistant_transcript'; responseId: string; itemId: string; text: string }
+  /** The caller's words for an input item; may arrive after the reply to it. */
+  | { type: 'caller_transcript'; itemId: string; text: string }
+  | { type: 'tool_call'; responseId: string; callId: string; name: string; arguments: string }
+  | { type: 'response_done'; responseId: string; status: ResponseStatus; usage: Usage | undefined }
+  /** A recoverable provider error: the session stays open. */
+  | { type: 'error'; code: string; message: string }
+  /** The session is gone (socket closed, fatal error). `retryable`: a reconnect may help. */
+  | { type: 'closed'; reason: string; retryable: boolean };
+
+export interface ModelSessionOptions {
+  instructions: string;
+  voice: string;
+  tools: ToolSpec[];
+}
+
+/** A function tool as the model sees it: name, description, JSON-schema parameters. */
+export interface ToolSpec {
+  name: string;
+  description: string;
+  parameters: Record<string, unknown>;
+}
+
+export interface ModelSession {
+  /** Format the session expects in appendAudio and produces in 'audio' events. */
+  readonly format: ModelAudioFormat;
+  /** Subscribe to events (one listener; set before connect resolves or events queue until set). */
+  onEvent(listener: (ev: ModelEvent) => void): void;
+  /** Caller audio, base64 in `format`. Fire-and-forget. */
+  appendAudio(base64: string): void;
+  /** A caller-side text message (e.g. DTMF digits), added to the conversation. */
+  sendUserText(text: string): void;
+  /** Ask the model to respond now, optionally with one-off instructions (greeting, hold prompts). */
+  createResponse(instructions?: string): void;
+  cancelResponse(): void;
+  /** Cut an assistant item to what the caller heard (ms of that item's audio). */
+  truncate(itemId: string, audioEndMs: number): void;
+  /** Return a tool call's result; `respond` asks for a new response afterwards. */
+  sendToolResult(callId: string, output: string, respond: boolean): void;
+  close(): void;
+}
+
+/** Opens model sessions; one per call. Connect errors reject with ModelConnectError. */
+export interface ModelProvider {
+  readonly name: string;
+  connect(opts: ModelSessionOptions, signal?: AbortSignal): Promise<ModelSession>;
+}
+
+export class ModelConnectError extends Error {
+  constructor(message: string, readonly retryable: boolean, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ModelConnectError';
+  }
+}

@@ -1,0 +1,225 @@
+/**
+ * One typed configuration, read once from the environment at start-up.
+ *
+ * Contract: `loadConfig(env)` either returns a complete Config (every default
+ * filled in) or a ConfigError whose message lists *every* problem, one per
+ * line — start-up stops once with the whole list, never one problem at a time.
+ * Times are in ms unless the name says otherwise; prices in USD.
+ */
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+
+export const DEFAULT_INSTRUCTIONS = [
+  'You are the voice assistant of an insurance eligibility line, speaking with a caller on the phone.',
+  'Keep every answer short and natural: one or two sentences, no lists, no markdown.',
+  'To check coverage you need the member ID and the date of birth. Ask for whichever is missing, one at a time',
+  '("Can I get the Member ID?" ... "And the date of birth?"), read the ID back if unsure, then call check_eligibility.',
+  'If a tool reports trouble accessing the system, apologise briefly and offer to try again or take a message.',
+  'Never invent coverage details; only speak what the tool returned.',
+].join(' ');
+
+export const DEFAULT_GREETING = 'Greet the caller: "Thanks for calling the eligibility line. How can I help you today?"';
+
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes' || v === 'on');
+
+const intIn = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
+const httpUrl = z.url({ protocol: /^https?$/ });
+
+/** Raw environment schema: names are the environment variable names. */
+const EnvSchema = z.object({
+  PORT: intIn(0, 65535).default(5002),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  PUBLIC_URL: httpUrl.optional(),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+
+  OPENAI_API_KEY: z.string().min(1).optional(),
+  OPENAI_BASE_URL: z.url({ protocol: /^(https?|wss?)$/ }).default('https://api.openai.com/v1'),
+  OPENAI_MODEL: z.string().min(1).default('gpt-realtime'),
+  /** Extra CA certificate (PEM file) to trust for the model endpoint, e.g. a local stand-in's self-signed one. */
+  OPENAI_CA_FILE: z.string().min(1).optional(),
+  VOICE: z.string().min(1).default('marin'),
+  INSTRUCTIONS: z.string().min(1).optional(),
+  INSTRUCTIONS_FILE: z.string().min(1).optional(),
+  GREETING: z.string().default(DEFAULT_GREETING),
+  AUDIO_MODE: z.enum(['transcode', 'passthrough']).default('transcode'),
+  TRANSCRIPTION_MODEL: z.string().default('gpt-4o-transcribe'),
+  VAD_THRESHOLD: z.coerce.number().min(0).max(1).default(0.5),
+  VAD_PREFIX_PADDING_MS: intIn(0, 5000).default(300),
+  VAD_SILENCE_DURATION_MS: intIn(0, 5000).default(500),
+
+  TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
+
+  /** Outbound playout lead: how far ahead of real time audio is sent to Twilio. */
+  PLAYOUT_LEAD_MS: intIn(20, 2000).default(100),
+  SILENCE_TIMEOUT_MS: intIn(1000, 86_400_000).default(300_000),
+  MAX_CALL_MS: intIn(1000, 86_400_000).default(3_600_000),
+  MAX_CONCURRENT_CALLS: intIn(1, 100_000).default(1000),
+  PREWARM_TTL_MS: intIn(1000, 600_000).default(30_000),
+  MODEL_CONNECT_TIMEOUT_MS: intIn(100, 60_000).default(10_000),
+
+  CALLBRIDGE_DB: z.string().min(1).default('./data/callbridge.db'),
+  TRANSCRIPT_KEY: z
+    .string()
+    .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters (a 256-bit AES key)')
+    .optional(),
+  ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+
+  ELIGIBILITY_API_URL: httpUrl.optional(),
+  ELIGIBILITY_API_KEY: z.string().min(1).optional(),
+  ELIGIBILITY_TIMEOUT_MS: intIn(50, 60_000).default(3000),
+  ELIGIBILITY_RETRIES: intIn(0, 10).default(2),
+
+  /** USD per 1M tokens / per minute (gpt-realtime list prices, Twilio US inbound voice + stream). */
+  PRICE_AUDIO_IN_PER_MTOK: z.coerce.number().min(0).default(32),
+  PRICE_AUDIO_OUT_PER_MTOK: z.coerce.number().min(0).default(64),
+  PRICE_TEXT_IN_PER_MTOK: z.coerce.number().min(0).default(4),
+  PRICE_TEXT_OUT_PER_MTOK: z.coerce.number().min(0).default(16),
+  PRICE_CACHED_IN_PER_MTOK: z.coerce.number().min(0).default(0.4),
+  PRICE_TELEPHONY_PER_MIN: z.coerce.number().min(0).default(0.0085 + 0.004),
+
+  METRICS: bool.default(true),
+});
+
+export type AudioMode = 'transcode' | 'passthrough';
+
+export interface Prices {
+  audioInPerMTok: number;
+  audioOutPerMTok: number;
+  textInPerMTok: number;
+  textOutPerMTok: number;
+  cachedInPerMTok: number;
+  telephonyPerMin: number;
+}
+
+export interface Config {
+  port: number;
+  host: string;
+  /** https origin Twilio reaches, without a trailing slash; undefined = derive from the request's Host header. */
+  publicUrl: string | undefined;
+  logLevel: string;
+  openai: {
+    apiKey: string | undefined;
+    /** Realtime websocket URL without query, e.g. wss://api.openai.com/v1/realtime (ws:// for an http base). */
+    realtimeUrl: string;
+    model: string;
+    caFile: string | undefined;
+    voice: string;
+    instructions: string;
+    greeting: string;
+    transcriptionModel: string;
+    vad: { threshold: number; prefixPaddingMs: number; silenceDurationMs: number };
+    connectTimeoutMs: number;
+  };
+  audioMode: AudioMode;
+  twilioAuthToken: string | undefined;
+  playoutLeadMs: number;
+  silenceTimeoutMs: number;
+  maxCallMs: number;
+  maxConcurrentCalls: number;
+  prewarmTtlMs: number;
+  dbPath: string;
+  transcriptKey: Buffer | undefined;
+  adminToken: string | undefined;
+  eligibility: { apiUrl: string | undefined; apiKey: string | undefined; timeoutMs: number; retries: number };
+  prices: Prices;
+  metrics: boolean;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** http(s)://host/v1 → ws(s)://host/v1/realtime; ws(s) URLs are taken as the realtime endpoint itself. */
+export function realtimeUrlFromBase(base: string): string {
+  const u = new URL(base);
+  if (u.protocol === 'ws:' || u.protocol === 'wss:') return u.toString().replace(/\/$/, '');
+  u.protocol = u.protocol === 'http:' ? 'ws:' : 'wss:';
+  u.pathname = `${u.pathname.replace(/\/$/, '')}/realtime`;
+  u.search = '';
+  return u.toString();
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  // Empty strings count as unset: `FOO= npm start` should mean the default.
+  const cleaned: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== '') cleaned[k] = v;
+
+  const parsed = EnvSchema.safeParse(cleaned);
+  const problems: string[] = [];
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.') || '(env)'}: ${issue.message}`);
+  }
+  let instructions = DEFAULT_INSTRUCTIONS;
+  if (cleaned.INSTRUCTIONS && cleaned.INSTRUCTIONS_FILE) {
+    problems.push('INSTRUCTIONS and INSTRUCTIONS_FILE: set one, not both');
+  } else if (cleaned.INSTRUCTIONS_FILE) {
+    try {
+      instructions = readFileSync(cleaned.INSTRUCTIONS_FILE, 'utf8').trim();
+      if (!instructions) problems.push(`INSTRUCTIONS_FILE: ${cleaned.INSTRUCTIONS_FILE} is empty`);
+    } catch (err) {
+      problems.push(`INSTRUCTIONS_FILE: cannot read ${cleaned.INSTRUCTIONS_FILE} (${(err as NodeJS.ErrnoException).code ?? err})`);
+    }
+  } else if (cleaned.INSTRUCTIONS) {
+    instructions = cleaned.INSTRUCTIONS;
+  }
+  if (cleaned.ELIGIBILITY_API_KEY && !cleaned.ELIGIBILITY_API_URL) {
+    problems.push('ELIGIBILITY_API_KEY: set without ELIGIBILITY_API_URL');
+  }
+  if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
+  const e = parsed.data;
+  if (e.MAX_CALL_MS < e.SILENCE_TIMEOUT_MS && env.SILENCE_TIMEOUT_MS) {
+    // Allowed, but worth knowing: the call cap fires first. Not an error.
+  }
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    publicUrl: e.PUBLIC_URL?.replace(/\/$/, ''),
+    logLevel: e.LOG_LEVEL,
+    openai: {
+      apiKey: e.OPENAI_API_KEY,
+      realtimeUrl: realtimeUrlFromBase(e.OPENAI_BASE_URL),
+      model: e.OPENAI_MODEL,
+      caFile: e.OPENAI_CA_FILE,
+      voice: e.VOICE,
+      instructions,
+      greeting: e.GREETING,
+      transcriptionModel: e.TRANSCRIPTION_MODEL,
+      vad: {
+        threshold: e.VAD_THRESHOLD,
+        prefixPaddingMs: e.VAD_PREFIX_PADDING_MS,
+        silenceDurationMs: e.VAD_SILENCE_DURATION_MS,
+      },
+      connectTimeoutMs: e.MODEL_CONNECT_TIMEOUT_MS,
+    },
+    audioMode: e.AUDIO_MODE,
+    twilioAuthToken: e.TWILIO_AUTH_TOKEN,
+    playoutLeadMs: e.PLAYOUT_LEAD_MS,
+    silenceTimeoutMs: e.SILENCE_TIMEOUT_MS,
+    maxCallMs: e.MAX_CALL_MS,
+    maxConcurrentCalls: e.MAX_CONCURRENT_CALLS,
+    prewarmTtlMs: e.PREWARM_TTL_MS,
+    dbPath: e.CALLBRIDGE_DB,
+    transcriptKey: e.TRANSCRIPT_KEY ? Buffer.from(e.TRANSCRIPT_KEY, 'hex') : undefined,
+    adminToken: e.ADMIN_TOKEN,
+    eligibility: {
+      apiUrl: e.ELIGIBILITY_API_URL,
+      apiKey: e.ELIGIBILITY_API_KEY,
+      timeoutMs: e.ELIGIBILITY_TIMEOUT_MS,
+      retries: e.ELIGIBILITY_RETRIES,
+    },
+    prices: {
+      audioInPerMTok: e.PRICE_AUDIO_IN_PER_MTOK,
+      audioOutPerMTok: e.PRICE_AUDIO_OUT_PER_MTOK,
+      textInPerMTok: e.PRICE_TEXT_IN_PER_MTOK,
+      textOutPerMTok: e.PRICE_TEXT_OUT_PER_MTOK,
+      cachedInPerMTok: e.PRICE_CACHED_IN_PER_MTOK,
+      telephonyPerMin: e.PRICE_TELEPHONY_PER_MIN,
+    },
+    metrics: e.METRICS,
+  };
+}
