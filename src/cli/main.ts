@@ -1,0 +1,54 @@
+/**
+ * `callbridge <command>`: one entry point for every job. Each command lives
+ * in its own module, loaded only when asked for, and returns an exit code.
+ */
+export interface CliIO {
+  stdin: NodeJS.ReadableStream;
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  env: NodeJS.ProcessEnv;
+}
+
+const USAGE = `usage: callbridge <command> [options]
+
+commands:
+  serve                      run the relay server (needs OPENAI_API_KEY, or OPENAI_BASE_URL for a stand-in)
+  demo [--calls N]           run the server with the built-in model stand-in and place simulated calls
+  transcode --from F --to F [IN] [OUT]
+                             convert audio through the call transcoder (ulaw8k, alaw8k, pcm8k, pcm24k; .wav by extension)
+  calls list [--since T] [--json]
+  calls show <CallSid> [--json]
+                             read the call records
+`;
+
+type Command = (args: string[], io: CliIO) => Promise<number>;
+
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  transcode: async () => (await import('./transcode.js')).run,
+  calls: async () => (await import('./calls.js')).run,
+  serve: async () => (await import('./serve.js')).run,
+  demo: async () => (await import('./demo.js')).run,
+};
+
+export async function main(argv: string[], io: CliIO = defaultIO()): Promise<number> {
+  const [name, ...rest] = argv;
+  if (!name || name === '--help' || name === '-h' || name === 'help') {
+    (name ? io.stdout : io.stderr).write(USAGE);
+    return name ? 0 : 2;
+  }
+  const load = COMMANDS[name];
+  if (!load) {
+    io.stderr.write(`callbridge: unknown command '${name}'\n${USAGE}`);
+    return 2;
+  }
+  try {
+    return await (await load())(rest, io);
+  } catch (err) {
+    io.stderr.write(`callbridge ${name}: ${err instanceof Error ? err.message : String(err)}\n`);
+    return 1;
+  }
+}
+
+function defaultIO(): CliIO {
+  return { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env };
+}
