@@ -1,0 +1,68 @@
+/**
+ * What a call reports for its durable record. CallSession talks to this
+ * narrow interface; src/call/store-recorder.ts implements it over the
+ * CallStore. Every method is fire-and-forget and must not block audio.
+ * Times: `atMs` is ms since the call started (stream `start`).
+ */
+import type { Usage } from './voice-model.js';
+
+export type Speaker = 'caller' | 'assistant' | 'dtmf' | 'tool';
+
+export interface TranscriptLine {
+  atMs: number;
+  speaker: Speaker;
+  text: string;
+  /** Assistant speech cut short by the caller: `text` is what was heard. */
+  interrupted?: boolean;
+}
+
+export interface ToolCallRecord {
+  callId: string;
+  name: string;
+  args: string;
+  ok: boolean;
+  output: string;
+  record: unknown;
+  startedAtMs: number;
+  durationMs: number;
+}
+
+export interface TurnLatency {
+  turn: number;
+  /** speech_stopped received → first audio frame of the answer sent to Twilio, ms. */
+  latencyMs: number;
+}
+
+export interface CallStartInfo {
+  callSid: string;
+  streamSid: string;
+  audioMode: string;
+  startedAt: Date;
+}
+
+export interface CallEndInfo {
+  endedAt: Date;
+  reason: string;
+  /** Relay-added latency per frame, both directions (ms). */
+  relay: { inbound: { p50Ms: number; p99Ms: number }; outbound: { p50Ms: number; p99Ms: number } };
+  protocolErrors: number;
+}
+
+export interface CallRecorder {
+  started(info: CallStartInfo): void;
+  transcript(line: TranscriptLine): void;
+  toolCall(rec: ToolCallRecord): void;
+  turnLatency(t: TurnLatency): void;
+  usage(u: Usage): void;
+  ended(info: CallEndInfo): void;
+}
+
+/** A recorder that keeps nothing (tests, or a relay run without a store). */
+export const nullRecorder: CallRecorder = {
+  started() {},
+  transcript() {},
+  toolCall() {},
+  turnLatency() {},
+  usage() {},
+  ended() {},
+};

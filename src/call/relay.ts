@@ -1,0 +1,178 @@
+/**
+ * Relay: the call layer's face to the server (implements VoiceApp).
+ *
+ * - `/voice/incoming` mints a per-call token, answers TwiML that carries it
+ *   as a <Parameter>, and starts opening the model session right away
+ *   (pre-warm, keyed by CallSid) so the first turn does not pay the connect.
+ * - The stream's `start` must present that token for that CallSid (second
+ *   guard besides the signature); it then takes over the pre-warmed session.
+ * - It owns the set of live calls, the concurrent-call cap and health.
+ */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Config } from '../config.js';
+import type { Logger } from '../log.js';
+import type { ToolRegistry } from '../tools/registry.js';
+import { buildStreamTwiml } from '../twilio/twiml.js';
+import { sharedClock, type PacingClock } from './clock.js';
+import type { AdminRequest, AdminResponse, HealthReport, IncomingResult, StreamHandler, StreamInfo, TwilioSocket, VoiceApp } from './ports.js';
+import { nullRecorder, type CallRecorder } from './recorder.js';
+import { CallSession, noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics, type CallOptions } from './session.js';
+import type { ModelProvider, ModelSession } from './voice-model.js';
+
+export const CALL_SID_RE = /^CA[0-9a-zA-Z]{32}$/;
+
+export interface ModelHealth {
+  reachable: boolean | null;
+  lastOkAt: string | null;
+  lastError: string | null;
+}
+
+export interface RelayDeps {
+  config: Config;
+  log: Logger;
+  provider: ModelProvider;
+  tools: ToolRegistry;
+  openTranscoder(): AudioTranscoder;
+  /** A recorder for a new call (the durable record); default keeps nothing. */
+  recorderFor?(callSid: string, incoming: Record<string, string>): CallRecorder;
+  /** Status callbacks, already signature-checked. */
+  onStatus?(form: Record<string, string>): void;
+  admin?(req: AdminRequest): Promise<AdminResponse>;
+  modelHealth?(): ModelHealth;
+  metrics?: CallMetrics;
+  clock?: PacingClock;
+  version?: string;
+  callOptions?: Partial<CallOptions>;
+}
+
+interface Pending {
+  token: Buffer;
+  form: Record<string, string>;
+  model: Promise<ModelSession>;
+  abort: AbortController;
+  expiry: NodeJS.Timeout;
+}
+
+export class Relay implements VoiceApp {
+  readonly calls = new Set<CallSession>();
+  private readonly pending = new Map<string, Pending>();
+  private readonly startedAt = Date.now();
+  private readonly options: CallOptions;
+  private readonly clock: PacingClock;
+  private readonly metrics: CallMetrics;
+  private closing = false;
+  readonly admin?: (req: AdminRequest) => Promise<AdminResponse>;
+
+  constructor(private readonly deps: RelayDeps) {
+    const c = deps.config;
+    this.options = {
+      audioMode: c.audioMode,
+      playoutLeadMs: c.playoutLeadMs,
+      silenceTimeoutMs: c.silenceTimeoutMs,
+      maxCallMs: c.maxCallMs,
+      greeting: c.openai.greeting,
+      toolTimeoutMs: 10_000,
+      toolFillerMs: 2_500,
+      dtmfGapMs: 1_500,
+      ...deps.callOptions,
+    };
+    this.clock = deps.clock ?? sharedClock;
+    this.metrics = deps.metrics ?? noMetrics;
+    if (deps.admin) this.admin = deps.admin;
+  }
+
+  get activeCalls(): number {
+    return this.calls.size;
+  }
+
+  incoming(form: Record<string, string>, streamUrl: string): IncomingResult {
+    const callSid = form.CallSid ?? '';
+    if (!CALL_SID_RE.test(callSid)) return { ok: false, status: 400, message: 'missing or malformed CallSid' };
+    if (this.closing) return { ok: true, twiml: rejectTwiml() };
+    if (this.calls.size + this.pending.size >= this.deps.config.maxConcurrentCalls) {
+      this.deps.log.warn({ callSid, active: this.calls.size }, 'at capacity: rejecting call');
+      return { ok: true, twiml: rejectTwiml() };
+    }
+    const old = this.pending.get(callSid);
+    if (old) this.dropPending(callSid, old); // Twilio retried the webhook: start over
+    const token = randomBytes(18);
+    const abort = new AbortController();
+    const model = this.deps.provider.connect(
+      { instructions: this.deps.config.openai.instructions, voice: this.deps.config.openai.voice, tools: this.deps.tools.specs() },
+      abort.signal,
+    );
+    model.catch(() => {}); // observed on `start`; an unused pre-warm must not raise
+    const expiry = setTimeout(() => {
+      const p = this.pending.get(callSid);
+      if (p) {
+        this.deps.log.info({ callSid }, 'pre-warmed session unused: closing');
+        this.dropPending(callSid, p);
+      }
+    }, this.deps.config.prewarmTtlMs);
+    this.pending.set(callSid, { token, form, model, abort, expiry });
+    const twiml = buildStreamTwiml({ streamUrl, parameters: { token: token.toString('base64url') } });
+    return { ok: true, twiml };
+  }
+
+  status(form: Record<string, string>): void {
+    this.deps.onStatus?.(form);
+  }
+
+  openStream(socket: TwilioSocket, _info: StreamInfo): StreamHandler | null {
+    if (this.closing || this.calls.size >= this.deps.config.maxConcurrentCalls) return null;
+    const session: CallSession = new CallSession({
+      socket,
+      options: this.options,
+      log: this.deps.log,
+      tools: this.deps.tools,
+      clock: this.clock,
+      metrics: this.metrics,
+      admit: (callSid, params) => this.admit(callSid, params),
+      openTranscoder: this.deps.openTranscoder,
+      onEnded: (s) => this.calls.delete(s),
+    });
+    this.calls.add(session);
+    return session;
+  }
+
+  health(): HealthReport {
+    const model = this.deps.modelHealth?.() ?? { reachable: null, lastOkAt: null, lastError: null };
+    return {
+      status: model.reachable === false || this.closing ? 'degraded' : 'ok',
+      version: this.deps.version ?? '0.0.0',
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      activeCalls: this.calls.size,
+      model,
+    };
+  }
+
+  /** Stop taking calls; end the live ones; close pre-warmed sessions. */
+  shutdown(): void {
+    this.closing = true;
+    for (const [sid, p] of this.pending) this.dropPending(sid, p);
+    for (const call of [...this.calls]) call.end('shutdown');
+  }
+
+  private admit(callSid: string, params: Record<string, string>): CallAdmission | { refused: string } {
+    const p = this.pending.get(callSid);
+    const presented = Buffer.from(params.token ?? '', 'base64url');
+    if (!p || presented.length !== p.token.length || !timingSafeEqual(presented, p.token)) {
+      return { refused: p ? 'bad token' : 'no pending call for this CallSid' };
+    }
+    clearTimeout(p.expiry);
+    this.pending.delete(callSid);
+    const recorder = this.deps.recorderFor?.(callSid, p.form) ?? nullRecorder;
+    return { model: p.model, recorder };
+  }
+
+  private dropPending(callSid: string, p: Pending): void {
+    clearTimeout(p.expiry);
+    this.pending.delete(callSid);
+    p.abort.abort();
+    p.model.then((m) => m.close(), () => {});
+  }
+}
+
+function rejectTwiml(): string {
+  return '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>';
+}

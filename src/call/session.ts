@@ -1,0 +1,576 @@
+/**
+ * CallSession: one phone call, from the stream's `start` to its end.
+ *
+ *   Twilio stream ──media──▶ (transcode) ──▶ ModelSession.appendAudio
+ *   ModelSession ──audio──▶ (transcode) ──▶ Playout ──paced 20 ms frames──▶ Twilio
+ *
+ * It owns the call's lifecycle, barge-in (through Playout), tool calls (never
+ * awaited on the audio path), DTMF, timers, per-turn latency and the
+ * transcript. Handlers never throw: a bad message is counted and logged, and
+ * only this call is affected.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../log.js';
+import { TOOL_TROUBLE, type ToolRegistry } from '../tools/registry.js';
+import { clearMessage, markMessage, mediaMessage, parseTwilioMessage } from '../twilio/media-stream.js';
+import type { PacingClock } from './clock.js';
+import { FRAME_BYTES, Playout, type FrameInfo } from './playout.js';
+import type { StreamHandler, TwilioSocket } from './ports.js';
+import type { CallRecorder, TranscriptLine } from './recorder.js';
+import { cutWords } from './transcript.js';
+import { LatencyHistogram } from './stats.js';
+import type { ModelEvent, ModelSession, Usage } from './voice-model.js';
+
+/** The DSP's per-call Transcoder, as far as the call needs it (src/dsp implements it). */
+export interface AudioTranscoder {
+  inbound(ulaw: Uint8Array): Uint8Array;
+  outbound(pcm24: Uint8Array): Uint8Array;
+  resetOutbound(): void;
+  close(): void;
+}
+
+/** What a call reports to process-wide metrics (src/server/metrics implements it). */
+export interface CallMetrics {
+  relayLatency(direction: 'inbound' | 'outbound', ms: number): void;
+  turnLatency(ms: number): void;
+  protocolError(reason: string): void;
+  bargeIn(): void;
+  callEnded(reason: string): void;
+}
+
+export const noMetrics: CallMetrics = {
+  relayLatency() {},
+  turnLatency() {},
+  protocolError() {},
+  bargeIn() {},
+  callEnded() {},
+};
+
+export type EndReason =
+  | 'caller_hangup'
+  | 'stream_closed'
+  | 'model_disconnected'
+  | 'model_unavailable'
+  | 'silence_timeout'
+  | 'max_duration'
+  | 'unauthorized'
+  | 'shutdown'
+  | 'error';
+
+export interface CallOptions {
+  audioMode: 'transcode' | 'passthrough';
+  playoutLeadMs: number;
+  silenceTimeoutMs: number;
+  maxCallMs: number;
+  /** Instructions for the first response (the greeting); empty = wait for the caller. */
+  greeting: string;
+  toolTimeoutMs: number;
+  /** A tool still running after this long gets a short spoken "still checking". */
+  toolFillerMs: number;
+  dtmfGapMs: number;
+}
+
+/** Resolved on the stream's `start`: the model session and who this call is. */
+export interface CallAdmission {
+  model: Promise<ModelSession>;
+  recorder: CallRecorder;
+}
+
+export interface CallDeps {
+  socket: TwilioSocket;
+  options: CallOptions;
+  log: Logger;
+  tools: ToolRegistry;
+  clock: PacingClock;
+  metrics: CallMetrics;
+  /** Checks the `start` message (per-call token) and hands over the prewarmed model session, or refuses. */
+  admit(callSid: string, customParameters: Record<string, string>): CallAdmission | { refused: string };
+  openTranscoder(): AudioTranscoder;
+  onEnded(session: CallSession): void;
+  now?: () => number;
+}
+
+type State = 'awaiting_start' | 'connecting' | 'live' | 'ended';
+
+const MAX_EARLY_FRAMES = 150; // 3 s of caller audio held while the model connects
+const MAX_CANCELLED_TRACKED = 16;
+
+interface AssistantItem {
+  text: string;
+  atMs: number | undefined;
+  done: boolean;
+}
+
+export class CallSession implements StreamHandler {
+  readonly id = randomUUID();
+  state: State = 'awaiting_start';
+  callSid = '';
+  streamSid = '';
+  endReason: EndReason | undefined;
+  readonly relayIn = new LatencyHistogram();
+  readonly relayOut = new LatencyHistogram();
+  readonly turnLatency = new LatencyHistogram();
+  protocolErrors = 0;
+
+  private readonly now: () => number;
+  private readonly opts: CallOptions;
+  private log: Logger;
+  private model: ModelSession | undefined;
+  private recorder: CallRecorder | undefined;
+  private transcoder: AudioTranscoder | undefined;
+  private readonly playout: Playout;
+  private startedAtMs = 0;
+  private startedAtDate = new Date();
+  private scratch = Buffer.alloc(8192);
+  private earlyFrames: string[] = [];
+  private lastActivityMs = 0;
+  private timers: NodeJS.Timeout[] = [];
+  private stopReceived = false;
+
+  // Response and turn state.
+  private activeResponseId: string | undefined;
+  private wantResponse = false;
+  private readonly cancelled = new Set<string>();
+  private turn = 0;
+  private turnStartedMs: number | undefined;
+  private turnResponseId: string | undefined;
+  private readonly callerItemAtMs = new Map<string, number>();
+  private readonly assistantItems = new Map<string, AssistantItem>();
+  private toolsRunning = 0;
+  private dtmfDigits = '';
+  private dtmfTimer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly deps: CallDeps) {
+    this.now = deps.now ?? (() => performance.now());
+    this.opts = deps.options;
+    this.log = deps.log;
+    this.playout = new Playout(
+      {
+        sendFrame: (ring, start, mark) => this.sendFrame(ring, start, mark),
+        sendClear: () => this.deps.socket.send(clearMessage(this.streamSid)),
+      },
+      this.opts.playoutLeadMs,
+      (info, now) => this.onFrameSent(info, now),
+    );
+  }
+
+  // ── StreamHandler: Twilio → call ──────────────────────────────────────
+
+  onText(text: string): void {
+    const t0 = this.now();
+    const parsed = parseTwilioMessage(text);
+    if (!parsed.ok) return this.protocolError('malformed', parsed.error);
+    const msg = parsed.msg;
+    try {
+      switch (msg.event) {
+        case 'connected':
+          return;
+        case 'start':
+          return this.handleStart(msg.streamSid, msg.start.callSid, msg.start.customParameters, msg.start.mediaFormat);
+        case 'media':
+          if (!this.checkStream(msg.streamSid)) return;
+          return this.handleMedia(msg.media.payload, t0);
+        case 'mark':
+          if (!this.checkStream(msg.streamSid)) return;
+          this.playout.onMark(msg.mark.name);
+          return;
+        case 'dtmf':
+          if (!this.checkStream(msg.streamSid)) return;
+          return this.handleDtmf(msg.dtmf.digit);
+        case 'stop':
+          if (!this.checkStream(msg.streamSid)) return;
+          this.stopReceived = true;
+          return this.end('caller_hangup');
+        default: {
+          const never: never = msg;
+          return this.protocolError('unknown_event', String((never as { event?: unknown }).event));
+        }
+      }
+    } catch (err) {
+      this.log.error({ err }, 'call handler failed');
+      this.end('error');
+    }
+  }
+
+  onBinary(byteLength: number): void {
+    this.protocolError('binary_frame', `${byteLength} bytes`);
+  }
+
+  onDrain(): void {
+    this.playout.unblock();
+    if (this.state === 'live' && this.playout.pump(this.now())) this.deps.clock.add(this.playout);
+  }
+
+  onClose(code: number, reason: string): void {
+    this.log.debug({ code, reason }, 'stream closed');
+    this.end(this.stopReceived ? 'caller_hangup' : 'stream_closed', false);
+  }
+
+  // ── Twilio message handlers ───────────────────────────────────────────
+
+  private handleStart(
+    streamSid: string,
+    callSid: string,
+    params: Record<string, string>,
+    format: { encoding: string; sampleRate: number; channels: number },
+  ): void {
+    if (this.state !== 'awaiting_start') return this.protocolError('duplicate_start', streamSid);
+    if (format.encoding !== 'audio/x-mulaw' || format.sampleRate !== 8000 || format.channels !== 1) {
+      return this.protocolError('media_format', `${format.encoding}/${format.sampleRate}/${format.channels}`);
+    }
+    this.streamSid = streamSid;
+    this.callSid = callSid;
+    this.log = this.log.child({ callSid, streamSid });
+    const admission = this.deps.admit(callSid, params);
+    if ('refused' in admission) {
+      this.log.warn({ reason: admission.refused }, 'stream refused');
+      this.state = 'ended';
+      this.endReason = 'unauthorized';
+      this.deps.socket.close(1008, 'unauthorized');
+      this.deps.onEnded(this);
+      return;
+    }
+    this.state = 'connecting';
+    this.recorder = admission.recorder;
+    this.startedAtMs = this.now();
+    this.startedAtDate = new Date();
+    this.lastActivityMs = this.startedAtMs;
+    if (this.opts.audioMode === 'transcode') this.transcoder = this.deps.openTranscoder();
+    this.recorder.started({ callSid, streamSid, audioMode: this.opts.audioMode, startedAt: this.startedAtDate });
+    this.timers.push(setTimeout(() => this.end('max_duration'), this.opts.maxCallMs));
+    this.timers.push(setInterval(() => this.checkSilence(), Math.min(1000, this.opts.silenceTimeoutMs)));
+    admission.model.then(
+      (model) => this.onModelReady(model),
+      (err: unknown) => {
+        this.log.error({ err: err instanceof Error ? err.message : String(err) }, 'model session unavailable');
+        this.end('model_unavailable');
+      },
+    );
+  }
+
+  private onModelReady(model: ModelSession): void {
+    if (this.state !== 'connecting') {
+      model.close();
+      return;
+    }
+    this.model = model;
+    this.state = 'live';
+    model.onEvent((ev) => this.onModelEvent(ev));
+    for (const b64 of this.earlyFrames) model.appendAudio(b64);
+    this.earlyFrames = [];
+    if (this.opts.greeting) this.requestResponse(this.opts.greeting);
+  }
+
+  private handleMedia(payload: string, t0: number): void {
+    if (this.state !== 'live' && this.state !== 'connecting') {
+      return this.protocolError('media_before_start', this.state);
+    }
+    let out = payload; // passthrough: µ-law b64 goes to the model untouched
+    if (this.transcoder) {
+      const n = this.decodeB64(payload);
+      const pcm = this.transcoder.inbound(this.scratch.subarray(0, n));
+      out = Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength).toString('base64');
+    }
+    if (this.model) this.model.appendAudio(out);
+    else if (this.earlyFrames.length < MAX_EARLY_FRAMES) this.earlyFrames.push(out);
+    const ms = this.now() - t0;
+    this.relayIn.record(ms);
+    this.deps.metrics.relayLatency('inbound', ms);
+  }
+
+  private handleDtmf(digit: string): void {
+    if (this.state !== 'live') return;
+    this.lastActivityMs = this.now();
+    this.dtmfDigits += digit;
+    this.recorder?.transcript({ atMs: this.sinceStart(), speaker: 'dtmf', text: digit });
+    if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
+    const flush = () => {
+      this.dtmfTimer = undefined;
+      const digits = this.dtmfDigits;
+      this.dtmfDigits = '';
+      if (!digits || !this.model) return;
+      this.model.sendUserText(`The caller pressed these keys on the phone keypad: ${digits}`);
+      this.requestResponse();
+    };
+    if (digit === '#') flush();
+    else this.dtmfTimer = setTimeout(flush, this.opts.dtmfGapMs);
+  }
+
+  // ── Model → call ──────────────────────────────────────────────────────
+
+  private onModelEvent(ev: ModelEvent): void {
+    if (this.state === 'ended') return;
+    try {
+      switch (ev.type) {
+        case 'ready':
+          return;
+        case 'speech_started':
+          return this.handleSpeechStarted(ev.itemId);
+        case 'speech_stopped':
+          return this.handleSpeechStopped();
+        case 'response_started':
+          return this.handleResponseStarted(ev.responseId);
+        case 'audio':
+          return this.handleAudio(ev.responseId, ev.itemId, ev.audio);
+        case 'audio_done':
+          return this.handleAudioDone(ev.itemId);
+        case 'assistant_transcript':
+          return this.handleAssistantTranscript(ev.itemId, ev.text);
+        case 'caller_transcript':
+          return this.handleCallerTranscript(ev.itemId, ev.text);
+        case 'tool_call':
+          return this.handleToolCall(ev.callId, ev.name, ev.arguments);
+        case 'response_done':
+          return this.handleResponseDone(ev.responseId, ev.usage);
+        case 'error':
+          this.log.warn({ code: ev.code, message: ev.message }, 'model error');
+          return;
+        case 'closed':
+          this.log.warn({ reason: ev.reason, retryable: ev.retryable }, 'model session closed');
+          return this.end('model_disconnected');
+        default: {
+          const never: never = ev;
+          this.log.debug({ ev: never }, 'unhandled model event');
+        }
+      }
+    } catch (err) {
+      this.log.error({ err }, 'model event handler failed');
+    }
+  }
+
+  private handleSpeechStarted(itemId: string): void {
+    const now = this.now();
+    this.lastActivityMs = now;
+    this.callerItemAtMs.set(itemId, this.sinceStart(now));
+    if (this.activeResponseId) this.markCancelled(this.activeResponseId);
+    const cut = this.playout.interrupt(now);
+    this.deps.clock.delete(this.playout);
+    this.transcoder?.resetOutbound();
+    if (cut) {
+      this.deps.metrics.bargeIn();
+      this.model?.truncate(cut.itemId, Math.floor(cut.audioEndMs));
+      this.finishAssistantItem(cut.itemId, cut.audioEndMs, this.playout.item(cut.itemId)?.queuedMs ?? cut.sentMs);
+      this.log.debug({ itemId: cut.itemId, heardMs: cut.audioEndMs, sentMs: cut.sentMs }, 'barge-in');
+    }
+    // Anything the caller had fully heard is final now.
+    for (const [id, item] of this.assistantItems) if (item.done) this.finishAssistantItem(id);
+  }
+
+  private handleSpeechStopped(): void {
+    this.turn++;
+    this.turnStartedMs = this.now();
+    this.turnResponseId = undefined;
+  }
+
+  private handleResponseStarted(responseId: string): void {
+    this.activeResponseId = responseId;
+    if (this.turnStartedMs !== undefined && this.turnResponseId === undefined) this.turnResponseId = responseId;
+  }
+
+  private handleAudio(responseId: string, itemId: string, b64: string): void {
+    if (this.cancelled.has(responseId)) return; // late audio of an interrupted response
+    const t0 = this.now();
+    const n = this.decodeB64(b64);
+    let ulaw: Uint8Array = this.scratch.subarray(0, n);
+    if (this.transcoder) ulaw = this.transcoder.outbound(ulaw);
+    if (!this.assistantItems.has(itemId)) this.assistantItems.set(itemId, { text: '', atMs: undefined, done: false });
+    if (this.playout.enqueue(responseId, itemId, ulaw)) this.pumpNow(t0);
+    const ms = this.now() - t0;
+    this.relayOut.record(ms);
+    this.deps.metrics.relayLatency('outbound', ms);
+  }
+
+  private handleAudioDone(itemId: string): void {
+    this.playout.finishItem(itemId);
+    this.pumpNow(this.now());
+  }
+
+  private handleAssistantTranscript(itemId: string, text: string): void {
+    const item = this.assistantItems.get(itemId) ?? { text: '', atMs: undefined, done: false };
+    item.text = text;
+    item.done = true;
+    this.assistantItems.set(itemId, item);
+  }
+
+  private handleCallerTranscript(itemId: string, text: string): void {
+    const atMs = this.callerItemAtMs.get(itemId) ?? this.sinceStart();
+    this.callerItemAtMs.delete(itemId);
+    if (text.trim()) this.recorder?.transcript({ atMs, speaker: 'caller', text: text.trim() });
+  }
+
+  private handleResponseDone(responseId: string, usage: Usage | undefined): void {
+    if (usage) this.recorder?.usage(usage);
+    if (this.activeResponseId === responseId) this.activeResponseId = undefined;
+    if (this.wantResponse && this.toolsRunning === 0) {
+      this.wantResponse = false;
+      this.model?.createResponse();
+    }
+  }
+
+  private handleToolCall(callId: string, name: string, args: string): void {
+    this.toolsRunning++;
+    const startedAtMs = this.sinceStart();
+    const t0 = this.now();
+    const ac = new AbortController();
+    this.recorder?.transcript({ atMs: startedAtMs, speaker: 'tool', text: `${name} called` });
+    let timeout: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<{ ok: false; output: string; record: unknown }>((resolve) => {
+      timeout = setTimeout(() => {
+        ac.abort();
+        resolve({ ok: false, output: JSON.stringify({ error: TOOL_TROUBLE }), record: { error: 'timeout' } });
+      }, this.opts.toolTimeoutMs);
+    });
+    const filler = setTimeout(() => {
+      if (!this.activeResponseId && !this.playout.speaking && this.model) {
+        this.model.createResponse('In a few words, tell the caller you are still checking. Do not guess any result.');
+      }
+    }, this.opts.toolFillerMs);
+    Promise.race([this.deps.tools.call(name, args, { callSid: this.callSid, signal: ac.signal }), timedOut])
+      .then((outcome) => {
+        clearTimeout(timeout);
+        clearTimeout(filler);
+        this.toolsRunning--;
+        const durationMs = Math.round(this.now() - t0);
+        this.recorder?.toolCall({ callId, name, args, ok: outcome.ok, output: outcome.output, record: outcome.record, startedAtMs, durationMs });
+        this.log.info({ tool: name, ok: outcome.ok, durationMs }, 'tool call finished');
+        if (this.state !== 'live' || !this.model) return;
+        this.model.sendToolResult(callId, outcome.output, false);
+        if (this.toolsRunning === 0) this.requestResponse();
+      })
+      .catch((err: unknown) => {
+        this.toolsRunning--;
+        this.log.error({ err }, 'tool dispatch failed');
+      });
+  }
+
+  // ── Outbound audio ─────────────────────────────────────────────────────
+
+  private sendFrame(ring: Buffer, start: number, mark: string): boolean {
+    const socket = this.deps.socket;
+    let ok = true;
+    socket.cork(() => {
+      ok = socket.send(mediaMessage(this.streamSid, ring.toString('base64', start, start + FRAME_BYTES)));
+      ok = socket.send(markMessage(this.streamSid, mark)) && ok;
+    });
+    return ok;
+  }
+
+  private pumpNow(now: number): void {
+    if (this.state !== 'live') return;
+    if (this.playout.pump(now)) this.deps.clock.add(this.playout);
+  }
+
+  private onFrameSent(info: FrameInfo, now: number): void {
+    this.lastActivityMs = now;
+    const item = this.assistantItems.get(info.itemId);
+    if (item && item.atMs === undefined) item.atMs = this.sinceStart(now);
+    if (this.turnStartedMs !== undefined && info.responseId === this.turnResponseId) {
+      const ms = now - this.turnStartedMs;
+      this.turnStartedMs = undefined;
+      this.turnLatency.record(ms);
+      this.deps.metrics.turnLatency(ms);
+      this.recorder?.turnLatency({ turn: this.turn, latencyMs: Math.round(ms) });
+    }
+  }
+
+  // ── Helpers ────────────────────────────────────────────────────────────
+
+  /** Ask for a response now, or as soon as the current one is done. */
+  private requestResponse(instructions?: string): void {
+    if (!this.model) return;
+    if (this.activeResponseId) {
+      this.wantResponse = true;
+      return;
+    }
+    this.model.createResponse(instructions);
+  }
+
+  private markCancelled(responseId: string): void {
+    this.cancelled.add(responseId);
+    if (this.cancelled.size > MAX_CANCELLED_TRACKED) this.cancelled.delete(this.cancelled.values().next().value!);
+    if (this.activeResponseId === responseId) this.activeResponseId = undefined;
+  }
+
+  /**
+   * Write an assistant line to the transcript. With `heardMs` the caller was
+   * cut off: keep the share of the words matching the share of audio heard.
+   */
+  private finishAssistantItem(itemId: string, heardMs?: number, totalMs?: number): void {
+    const item = this.assistantItems.get(itemId);
+    this.assistantItems.delete(itemId);
+    if (!item || !item.text) return;
+    const line: TranscriptLine = { atMs: item.atMs ?? this.sinceStart(), speaker: 'assistant', text: item.text };
+    if (heardMs !== undefined && totalMs && heardMs < totalMs) {
+      line.text = cutWords(item.text, heardMs / totalMs);
+      line.interrupted = true;
+    }
+    this.recorder?.transcript(line);
+  }
+
+  private decodeB64(b64: string): number {
+    const need = Math.ceil((b64.length * 3) / 4);
+    if (need > this.scratch.length) this.scratch = Buffer.alloc(Math.max(need, this.scratch.length * 2));
+    return this.scratch.write(b64, 'base64');
+  }
+
+  private checkStream(streamSid: string): boolean {
+    if (this.state === 'awaiting_start') {
+      this.protocolError('before_start', streamSid);
+      return false;
+    }
+    if (streamSid !== this.streamSid) {
+      this.protocolError('wrong_stream_sid', streamSid);
+      return false;
+    }
+    return true;
+  }
+
+  private protocolError(reason: string, detail: string): void {
+    this.protocolErrors++;
+    this.deps.metrics.protocolError(reason);
+    // Log the first few per call, then every 100th: a broken peer must not flood the log.
+    if (this.protocolErrors <= 5 || this.protocolErrors % 100 === 0) {
+      this.log.warn({ reason, detail: detail.slice(0, 120), count: this.protocolErrors }, 'twilio protocol error');
+    }
+  }
+
+  private checkSilence(): void {
+    const idle = this.now() - this.lastActivityMs;
+    if (idle >= this.opts.silenceTimeoutMs && !this.playout.speaking && !this.activeResponseId) this.end('silence_timeout');
+  }
+
+  private sinceStart(now = this.now()): number {
+    return Math.max(0, Math.round(now - this.startedAtMs));
+  }
+
+  /** End the call once: stop timers, close the model and the stream, write the record. */
+  end(reason: EndReason, closeSocket = true): void {
+    if (this.state === 'ended') return;
+    const wasStarted = this.state !== 'awaiting_start';
+    this.state = 'ended';
+    this.endReason = reason;
+    for (const t of this.timers) clearTimeout(t);
+    if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
+    this.deps.clock.delete(this.playout);
+    this.model?.close();
+    this.transcoder?.close();
+    if (wasStarted) {
+      for (const [id] of this.assistantItems) {
+        const fig = this.playout.item(id);
+        this.finishAssistantItem(id, fig?.heardMs, fig?.queuedMs);
+      }
+      const inb = this.relayIn.summary();
+      const out = this.relayOut.summary();
+      this.recorder?.ended({
+        endedAt: new Date(),
+        reason,
+        relay: { inbound: { p50Ms: inb.p50Ms, p99Ms: inb.p99Ms }, outbound: { p50Ms: out.p50Ms, p99Ms: out.p99Ms } },
+        protocolErrors: this.protocolErrors,
+      });
+    }
+    this.deps.metrics.callEnded(reason);
+    this.log.info({ reason, turns: this.turn, protocolErrors: this.protocolErrors }, 'call ended');
+    if (closeSocket) this.deps.socket.close(reason === 'error' ? 1011 : 1000, reason);
+    this.deps.onEnded(this);
+  }
+}

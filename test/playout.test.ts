@@ -1,0 +1,193 @@
+import { describe, expect, it } from 'vitest';
+import { FRAME_BYTES, Playout, type FrameInfo } from '../src/call/playout.js';
+import { LatencyHistogram } from '../src/call/stats.js';
+import { cutWords } from '../src/call/transcript.js';
+
+interface Sent {
+  kind: 'frame' | 'clear';
+  bytes?: Buffer;
+  mark?: string;
+}
+
+function harness(leadMs = 100) {
+  const sent: Sent[] = [];
+  const frames: FrameInfo[] = [];
+  let accept = true;
+  const p = new Playout(
+    {
+      sendFrame: (ring, start, mark) => {
+        sent.push({ kind: 'frame', bytes: Buffer.from(ring.subarray(start, start + FRAME_BYTES)), mark });
+        return accept;
+      },
+      sendClear: () => sent.push({ kind: 'clear' }),
+    },
+    leadMs,
+    (info) => frames.push(info),
+  );
+  return { p, sent, frames, setAccept: (v: boolean) => (accept = v) };
+}
+
+const bytes = (n: number, fill = 1) => new Uint8Array(n).fill(fill);
+
+describe('Playout framing', () => {
+  it('sends only whole 160-byte frames and pads an item tail with µ-law silence', () => {
+    const { p, sent } = harness(1000);
+    p.enqueue('r1', 'i1', bytes(250, 7));
+    p.pump(0);
+    expect(sent).toHaveLength(1); // 90 bytes wait for more audio
+    p.finishItem('i1');
+    p.pump(0);
+    expect(sent).toHaveLength(2);
+    const tail = sent[1]!.bytes!;
+    expect([...tail.subarray(0, 90)].every((b) => b === 7)).toBe(true);
+    expect([...tail.subarray(90)].every((b) => b === 0xff)).toBe(true);
+  });
+
+  it('never lets a frame span two items', () => {
+    const { p, frames } = harness(10_000);
+    p.enqueue('r1', 'a', bytes(100, 1));
+    p.enqueue('r1', 'b', bytes(160, 2));
+    p.pump(0);
+    expect(frames.map((f) => f.itemId)).toEqual(['a', 'b']);
+  });
+
+  it('keeps byte order across ring growth and wrap-around', () => {
+    const { p, sent } = harness(1e9);
+    const src = new Uint8Array(160 * 450);
+    for (let i = 0; i < src.length; i++) src[i] = (i * 7) & 0xff;
+    // irregular chunk sizes, pumping in between, so reads and writes interleave and wrap
+    let off = 0;
+    let t = 0;
+    while (off < src.length) {
+      const n = Math.min(src.length - off, 37 + ((off * 13) % 901));
+      p.enqueue('r', 'i', src.subarray(off, off + n));
+      off += n;
+      if (off % 3 === 0) p.pump((t += 20));
+    }
+    p.pump(1e12);
+    const out = Buffer.concat(sent.map((s) => s.bytes!));
+    expect(out.length).toBe(src.length);
+    expect(Buffer.compare(out, Buffer.from(src))).toBe(0);
+  });
+});
+
+describe('Playout pacing', () => {
+  it('keeps between lead and lead + one frame of audio ahead of the wall clock', () => {
+    const { p, sent } = harness(100);
+    p.enqueue('r', 'i', bytes(160 * 100)); // 2 s arrives at once
+    p.pump(0);
+    expect(sent).toHaveLength(5); // 100 ms ahead
+    p.pump(10); // 90 ms ahead < lead: one more
+    expect(sent).toHaveLength(6);
+    p.pump(20); // 100 ms ahead: nothing
+    expect(sent).toHaveLength(6);
+    for (let t = 30; t <= 600; t += 10) {
+      p.pump(t);
+      const aheadMs = sent.length * 20 - t;
+      expect(aheadMs).toBeGreaterThanOrEqual(100);
+      expect(aheadMs).toBeLessThanOrEqual(120);
+    }
+  });
+
+  it('does not burst after a stalled clock: the missed time is not sent at once', () => {
+    const { p, sent } = harness(100);
+    p.enqueue('r', 'i', bytes(160 * 100));
+    p.pump(0);
+    p.pump(1000); // the caller ran dry at 100 ms; refill only the lead
+    expect(sent).toHaveLength(10);
+  });
+
+  it('stops on backpressure and resumes after unblock', () => {
+    const h = harness(1000);
+    h.p.enqueue('r', 'i', bytes(160 * 10));
+    h.setAccept(false);
+    h.p.pump(0);
+    expect(h.sent).toHaveLength(1);
+    h.setAccept(true);
+    h.p.pump(0);
+    expect(h.sent).toHaveLength(1);
+    h.p.unblock();
+    h.p.pump(0);
+    expect(h.sent).toHaveLength(10);
+  });
+});
+
+describe('Playout barge-in', () => {
+  it('truncates at the last acknowledged mark, ignores marks echoed after clear', () => {
+    const { p, sent } = harness(1000);
+    p.enqueue('r', 'item', bytes(160 * 20));
+    p.pump(0);
+    const marks = sent.map((s) => s.mark!);
+    expect(marks).toHaveLength(20);
+    expect(p.onMark(marks[6]!)).toBe(true); // 7 frames = 140 ms played
+    const cut = p.interrupt(200);
+    expect(cut).toEqual({ itemId: 'item', responseId: 'r', audioEndMs: 140, sentMs: 400 });
+    expect(sent.at(-1)!.kind).toBe('clear');
+    // Twilio echoes the pending marks on clear: they prove nothing
+    for (const m of marks.slice(7)) expect(p.onMark(m)).toBe(false);
+    expect(p.item('item')!.heardMs).toBe(140);
+    expect(p.speaking).toBe(false);
+  });
+
+  it('reports nothing to truncate when nothing is playing', () => {
+    const { p, sent } = harness();
+    expect(p.interrupt(0)).toBeNull();
+    p.enqueue('r', 'i', bytes(160));
+    p.pump(0);
+    p.onMark(sent[0]!.mark!);
+    expect(p.speaking).toBe(false);
+    expect(p.interrupt(100)).toBeNull();
+    expect(sent.filter((s) => s.kind === 'clear')).toHaveLength(0);
+  });
+
+  it('truncates at 0 ms when the caller barges in before any mark came back', () => {
+    const { p } = harness();
+    p.enqueue('r', 'i', bytes(480));
+    p.pump(0);
+    expect(p.interrupt(5)).toMatchObject({ itemId: 'i', audioEndMs: 0, sentMs: 60 });
+  });
+
+  it('starts fresh after a clear: the next item plays at once', () => {
+    const { p, sent } = harness(100);
+    p.enqueue('r1', 'a', bytes(160 * 50));
+    p.pump(0);
+    p.interrupt(10);
+    p.enqueue('r2', 'b', bytes(160 * 3));
+    p.pump(10);
+    const after = sent.slice(sent.findIndex((s) => s.kind === 'clear') + 1);
+    expect(after).toHaveLength(3);
+  });
+});
+
+describe('LatencyHistogram', () => {
+  it('gives percentiles within one bucket of the exact value', () => {
+    const h = new LatencyHistogram();
+    const xs: number[] = [];
+    for (let i = 1; i <= 10_000; i++) xs.push((i % 997) * 0.013 + 0.002);
+    for (const x of xs) h.record(x);
+    xs.sort((a, b) => a - b);
+    for (const q of [0.5, 0.9, 0.99]) {
+      const exact = xs[Math.ceil(q * xs.length) - 1]!;
+      expect(h.percentile(q)).toBeGreaterThanOrEqual(exact);
+      expect(h.percentile(q)).toBeLessThanOrEqual(exact * 1.13 + 0.001);
+    }
+    expect(h.count).toBe(10_000);
+    expect(h.percentile(1)).toBeCloseTo(Math.max(...xs), 9);
+  });
+
+  it('ignores NaN and negative samples and reports NaN when empty', () => {
+    const h = new LatencyHistogram();
+    expect(h.percentile(0.5)).toBeNaN();
+    h.record(NaN);
+    h.record(-1);
+    expect(h.count).toBe(0);
+  });
+});
+
+describe('cutWords', () => {
+  it('keeps the heard share of the words', () => {
+    expect(cutWords('one two three four', 0.5)).toBe('one two…');
+    expect(cutWords('one two three four', 1)).toBe('one two three four');
+    expect(cutWords('one two', 0)).toBe('…');
+  });
+});
