@@ -1,0 +1,237 @@
+// `callbridge transcode`: round trips through run() with fake streams and
+// through the real launcher (node bin/callbridge.js), WAV headers, errors.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable, Writable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { CliIO } from '../src/cli/main.js';
+import { run } from '../src/cli/transcode.js';
+import { Transcoder, pcm16ToUlaw, ulawToPcm16 } from '../src/dsp/index.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), 'cb-transcode-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Ran { code: number; stdout: Buffer; stderr: string }
+
+async function cli(args: string[], stdin: Uint8Array = new Uint8Array(0)): Promise<Ran> {
+  const out: Buffer[] = [];
+  let err = '';
+  const io: CliIO = {
+    stdin: Readable.from([Buffer.from(stdin)]),
+    stdout: new Writable({ write(chunk, _enc, done) { out.push(Buffer.from(chunk)); done(); } }),
+    stderr: new Writable({ write(chunk, _enc, done) { err += String(chunk); done(); } }),
+    env: {},
+  };
+  const code = await run(args, io);
+  return { code, stdout: Buffer.concat(out), stderr: err };
+}
+
+function tone(n: number, hz: number, rate: number, amp = 16000): Int16Array {
+  return Int16Array.from({ length: n }, (_, i) => Math.round(amp * Math.cos((2 * Math.PI * hz * i) / rate + 0.3)));
+}
+
+function bytes(x: Int16Array): Buffer {
+  return Buffer.from(x.buffer, x.byteOffset, x.byteLength);
+}
+
+function int16(b: Uint8Array): Int16Array {
+  const copy = new Uint8Array(b.length);
+  copy.set(b);
+  return new Int16Array(copy.buffer);
+}
+
+/** Reads the fields of a canonical WAV header written by the CLI. */
+function wavInfo(file: Buffer): { tag: number; channels: number; rate: number; bits: number; fmtSize: number; dataBytes: number; dataAt: number } {
+  expect(file.toString('latin1', 0, 4)).toBe('RIFF');
+  expect(file.readUInt32LE(4)).toBe(file.length - 8);
+  expect(file.toString('latin1', 8, 16)).toBe('WAVEfmt ');
+  const fmtSize = file.readUInt32LE(16);
+  const dataAt = file.indexOf('data', 36, 'latin1');
+  return {
+    tag: file.readUInt16LE(20), channels: file.readUInt16LE(22), rate: file.readUInt32LE(24), bits: file.readUInt16LE(34),
+    fmtSize, dataBytes: file.readUInt32LE(dataAt + 4), dataAt: dataAt + 8,
+  };
+}
+
+const speech8k = tone(8000, 1000, 8000); // 1 s
+
+describe('transcode via run()', () => {
+  it('pcm8k -> ulaw8k on stdin/stdout equals the G.711 encoder', async () => {
+    const r = await cli(['--from', 'pcm8k', '--to', 'ulaw8k'], bytes(speech8k));
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    expect(Buffer.compare(r.stdout, Buffer.from(pcm16ToUlaw(speech8k)))).toBe(0);
+  });
+
+  it('ulaw8k -> pcm24k equals the call Transcoder fed 20 ms frames', async () => {
+    const ulaw = pcm16ToUlaw(speech8k);
+    const r = await cli(['--from=ulaw8k', '--to=pcm24k', '-', '-'], ulaw);
+    expect(r.code).toBe(0);
+    const t = Transcoder.open();
+    const want = Buffer.concat(Array.from({ length: 50 }, (_, f) => Buffer.from(t.inbound(ulaw.subarray(160 * f, 160 * f + 160)))));
+    t.close();
+    expect(r.stdout.length).toBe(6 * ulaw.length);
+    expect(Buffer.compare(r.stdout, want)).toBe(0);
+  });
+
+  it('round trip pcm8k -> pcm24k.wav -> pcm8k returns the signal, 31 samples (3.875 ms) later', async () => {
+    const rawIn = join(dir, 'in.raw');
+    const wav = join(dir, 'mid.wav');
+    const rawOut = join(dir, 'out.raw');
+    writeFileSync(rawIn, bytes(speech8k));
+    expect((await cli(['--from', 'pcm8k', '--to', 'pcm24k', rawIn, wav])).code).toBe(0);
+    const info = wavInfo(readFileSync(wav));
+    expect(info).toMatchObject({ tag: 1, channels: 1, rate: 24000, bits: 16, fmtSize: 16, dataBytes: 6 * speech8k.length });
+    expect((await cli(['--from', 'pcm24k', '--to', 'pcm8k', wav, rawOut])).code).toBe(0);
+    const back = int16(readFileSync(rawOut));
+    expect(back.length).toBe(speech8k.length);
+    let signal = 0;
+    let error = 0;
+    for (let n = 200; n < back.length; n++) {
+      signal += speech8k[n - 31] ** 2;
+      error += (back[n] - speech8k[n - 31]) ** 2;
+    }
+    expect(10 * Math.log10(signal / error)).toBeGreaterThan(50); // limited by the 0.01 dB passband ripple
+  });
+
+  it('writes µ-law and A-law WAVs with format tags 7 and 6, and reads them back', async () => {
+    const rawIn = join(dir, 'tone.raw');
+    writeFileSync(rawIn, bytes(speech8k));
+    for (const [fmt, tag] of [['ulaw8k', 7], ['alaw8k', 6]] as const) {
+      const wav = join(dir, `${fmt}.WAV`);
+      expect((await cli(['--from', 'pcm8k', '--to', fmt, rawIn, wav])).code).toBe(0);
+      const file = readFileSync(wav);
+      const info = wavInfo(file);
+      expect(info).toMatchObject({ tag, channels: 1, rate: 8000, bits: 8, fmtSize: 18, dataBytes: 8000 });
+      expect(file.toString('latin1', 38, 42)).toBe('fact');
+      expect(file.readUInt32LE(46)).toBe(8000);
+      const r = await cli(['--from', fmt, '--to', 'pcm8k', wav]);
+      expect(r.code).toBe(0);
+      const decoded = int16(r.stdout);
+      expect(decoded.length).toBe(8000);
+      for (let i = 0; i < 8000; i++) expect(Math.abs(decoded[i] - speech8k[i])).toBeLessThanOrEqual(512);
+    }
+    // µ-law via WAV decodes exactly as the codec does
+    const r = await cli(['--from', 'ulaw8k', '--to', 'pcm8k', join(dir, 'ulaw8k.WAV')]);
+    expect(Array.from(int16(r.stdout))).toEqual(Array.from(ulawToPcm16(pcm16ToUlaw(speech8k))));
+  });
+
+  it('accepts a WAV with extra chunks and an odd-sized chunk before the data', async () => {
+    const audio = bytes(speech8k.subarray(0, 100));
+    const list = Buffer.concat([Buffer.from('LIST'), Buffer.from([3, 0, 0, 0]), Buffer.from('abc'), Buffer.from([0])]);
+    const fmt = Buffer.alloc(24);
+    fmt.write('fmt ', 0, 'latin1');
+    fmt.writeUInt32LE(16, 4);
+    fmt.writeUInt16LE(1, 8);
+    fmt.writeUInt16LE(1, 10);
+    fmt.writeUInt32LE(8000, 12);
+    fmt.writeUInt32LE(16000, 16);
+    fmt.writeUInt16LE(2, 20);
+    fmt.writeUInt16LE(16, 22);
+    const data = Buffer.concat([Buffer.from('data'), Buffer.from([200, 0, 0, 0]), audio]);
+    const body = Buffer.concat([Buffer.from('WAVE'), fmt, list, data]);
+    const head = Buffer.alloc(8);
+    head.write('RIFF', 0, 'latin1');
+    head.writeUInt32LE(body.length, 4);
+    const file = join(dir, 'extra.wav');
+    writeFileSync(file, Buffer.concat([head, body]));
+    const r = await cli(['--from', 'pcm8k', '--to', 'pcm8k', file]);
+    expect(r.code).toBe(0);
+    expect(Buffer.compare(r.stdout, audio)).toBe(0);
+  });
+});
+
+describe('transcode errors: one line on stderr, non-zero exit', () => {
+  const wav8k = join(dir, 'err8k.wav');
+  beforeAll(async () => {
+    writeFileSync(join(dir, 'err.raw'), bytes(speech8k));
+    expect((await cli(['--from', 'pcm8k', '--to', 'pcm8k', join(dir, 'err.raw'), wav8k])).code).toBe(0);
+  });
+
+  const cases: [string, () => Promise<Ran>, number, RegExp][] = [
+    ['unknown format', () => cli(['--from', 'mp3', '--to', 'pcm8k']), 2, /unknown format 'mp3'/],
+    ['missing --to', () => cli(['--from', 'pcm8k']), 2, /--from and --to are required/],
+    ['unknown option', () => cli(['--from', 'pcm8k', '--to', 'pcm8k', '--fast']), 2, /unknown option '--fast'/],
+    ['unreadable file', () => cli(['--from', 'pcm8k', '--to', 'ulaw8k', join(dir, 'missing.raw')]), 1, /cannot read .*missing\.raw: no such file/],
+    ['a directory as input', () => cli(['--from', 'pcm8k', '--to', 'ulaw8k', dir]), 1, /cannot read .*: is a directory/],
+    ['truncated WAV', async () => {
+      const cut = join(dir, 'cut.wav');
+      writeFileSync(cut, readFileSync(wav8k).subarray(0, 1000));
+      return cli(['--from', 'pcm8k', '--to', 'ulaw8k', cut]);
+    }, 1, /truncated WAV: data chunk declares 16000 bytes, 956 present/],
+    ['WAV cut inside its header', async () => {
+      const cut = join(dir, 'cut2.wav');
+      writeFileSync(cut, readFileSync(wav8k).subarray(0, 30));
+      return cli(['--from', 'pcm8k', '--to', 'ulaw8k', cut]);
+    }, 1, /truncated WAV/],
+    ['WAV rate differs from --from', () => cli(['--from', 'pcm24k', '--to', 'pcm8k', wav8k]), 1, /does not match --from pcm24k: 8000 Hz, not 24000 Hz/],
+    ['WAV encoding differs from --from', () => cli(['--from', 'ulaw8k', '--to', 'pcm8k', wav8k]), 1, /PCM 16-bit, not µ-law 8-bit/],
+    ['stereo WAV', async () => {
+      const stereo = Buffer.from(readFileSync(wav8k));
+      stereo.writeUInt16LE(2, 22);
+      const file = join(dir, 'stereo.wav');
+      writeFileSync(file, stereo);
+      return cli(['--from', 'pcm8k', '--to', 'ulaw8k', file]);
+    }, 1, /2 channels, not mono/],
+    ['not a WAV', async () => {
+      const file = join(dir, 'fake.wav');
+      writeFileSync(file, 'hello world, this is text');
+      return cli(['--from', 'pcm8k', '--to', 'ulaw8k', file]);
+    }, 1, /not a WAV file/],
+    ['raw PCM ending mid-sample', () => cli(['--from', 'pcm24k', '--to', 'ulaw8k'], new Uint8Array(961)), 1, /ends mid-sample/],
+  ];
+  for (const [name, go, code, message] of cases) {
+    it(name, async () => {
+      const r = await go();
+      expect(r.code).toBe(code);
+      expect(r.stderr).toMatch(message);
+      expect(r.stderr.startsWith('callbridge transcode: ')).toBe(true);
+      expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
+      expect(r.stdout.length).toBe(0);
+    });
+  }
+});
+
+describe('transcode through the launcher (node bin/callbridge.js)', () => {
+  beforeAll(() => {
+    // The launcher runs compiled code: build it if it is missing or older than the sources.
+    const built = join(ROOT, 'build/src/cli/transcode.js');
+    const newest = Math.max(...['src/cli/transcode.ts', 'src/cli/main.ts', 'src/dsp/index.ts', 'src/dsp/wasm.ts'].map((f) => statSync(join(ROOT, f)).mtimeMs));
+    let stale = true;
+    try {
+      stale = statSync(built).mtimeMs < newest;
+    } catch { /* not built */ }
+    if (stale) spawnSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: ROOT, stdio: 'ignore' }); // others' files may not compile yet; tsc still emits ours
+    try {
+      statSync(join(ROOT, 'build/dsp.wasm'));
+    } catch {
+      execFileSync('npm', ['run', 'build:wasm'], { cwd: ROOT, stdio: 'ignore' });
+    }
+  }, 120_000);
+
+  it('round trips µ-law WAV -> pcm24k WAV -> µ-law on stdout, matching run()', async () => {
+    const ulawWav = join(dir, 'launch-in.wav');
+    const pcmWav = join(dir, 'launch-mid.wav');
+    writeFileSync(join(dir, 'launch.raw'), bytes(speech8k));
+    expect((await cli(['--from', 'pcm8k', '--to', 'ulaw8k', join(dir, 'launch.raw'), ulawWav])).code).toBe(0);
+
+    const node = (args: string[]) => spawnSync(process.execPath, [join(ROOT, 'bin/callbridge.js'), 'transcode', ...args], { cwd: ROOT });
+    const up = node(['--from', 'ulaw8k', '--to', 'pcm24k', ulawWav, pcmWav]);
+    expect([up.status, up.stderr.toString()]).toEqual([0, '']);
+    const down = node(['--from', 'pcm24k', '--to', 'ulaw8k', pcmWav]);
+    expect(down.status).toBe(0);
+
+    const viaRun = await cli(['--from', 'pcm24k', '--to', 'ulaw8k', pcmWav]);
+    expect(down.stdout.length).toBe(8000);
+    expect(Buffer.compare(down.stdout, viaRun.stdout)).toBe(0);
+    const midFile = readFileSync(pcmWav);
+    expect(wavInfo(midFile)).toMatchObject({ rate: 24000, dataBytes: 48000 });
+
+    const bad = node(['--from', 'ulaw8k', '--to', 'nope', ulawWav]);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr.toString()).toMatch(/^callbridge transcode: unknown format 'nope'/);
+  });
+});
