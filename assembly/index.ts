@@ -10,7 +10,7 @@
 import { alawDecodeBlock, alawEncodeBlock, initG711, ulawDecodeBlock, ulawEncodeBlock } from './g711';
 import { FIR_PROTOTYPE, FIR_TAPS } from './fir96';
 import {
-  Codec, DOWN_STATE_BYTES, MAX_DOWN_IN, MAX_UP_IN, UP_STATE_BYTES, downsample, initResampler, upsample,
+  Codec, DOWN_STATE_BYTES, MAX_DOWN_IN, MAX_UP_IN, OUT_SLACK_BYTES, UP_STATE_BYTES, downsample, initResampler, upsample,
 } from './resample';
 
 export const E_NO_SLOTS: i32 = -1;
@@ -25,7 +25,7 @@ const MAX_CODEC_IN: i32 = 12288;
 const IO_BYTES: i32 = 24576; // max(MAX_DOWN_IN, MAX_CODEC_IN) int16, 3 * MAX_UP_IN int16
 
 const IO_IN: usize = memory.data(IO_BYTES, 16);
-const IO_OUT: usize = memory.data(IO_BYTES, 16);
+const IO_OUT: usize = memory.data(IO_BYTES + OUT_SLACK_BYTES, 16);
 const UP_STATE: usize = memory.data(MAX_SLOTS * UP_STATE_BYTES, 16);
 const DOWN_STATE: usize = memory.data(MAX_SLOTS * DOWN_STATE_BYTES, 16);
 const DOWN_PENDING: usize = memory.data(MAX_SLOTS * 4, 16);

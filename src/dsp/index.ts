@@ -191,7 +191,7 @@ function decode(input: Uint8Array, out: Int16Array | undefined, fn: 'ulawToPcm' 
     const n = Math.min(block, input.length - pos);
     dsp.u8.set(n === input.length ? input : input.subarray(pos, pos + n), dsp.ioIn);
     dsp.exports[fn](n);
-    result.set(dsp.i16.subarray(dsp.ioOut >> 1, (dsp.ioOut >> 1) + n), pos);
+    result.set(dsp.outInt16(n), pos);
   }
   return result;
 }
@@ -205,7 +205,7 @@ function encode(input: Int16Array, out: Uint8Array | undefined, fn: 'pcmToUlaw' 
     const n = Math.min(block, input.length - pos);
     dsp.i16.set(n === input.length ? input : input.subarray(pos, pos + n), dsp.ioIn >> 1);
     dsp.exports[fn](n);
-    result.set(dsp.u8.subarray(dsp.ioOut, dsp.ioOut + n), pos);
+    result.set(dsp.outView(n), pos);
   }
   return result;
 }

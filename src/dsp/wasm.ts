@@ -72,6 +72,7 @@ export class Dsp {
   #u8 = new Uint8Array(0);
   #i16 = new Int16Array(0);
   #outViews = new Map<number, Uint8Array>();
+  #outViews16 = new Map<number, Int16Array>();
 
   constructor(exports: DspExports) {
     this.exports = exports;
@@ -117,10 +118,23 @@ export class Dsp {
     return view;
   }
 
+  /** The first `samples` int16 of the output area, cached per length like outView(). */
+  outInt16(samples: number): Int16Array {
+    if (this.exports.memory.buffer !== this.#buffer) this.#remap();
+    let view = this.#outViews16.get(samples);
+    if (!view) {
+      if (this.#outViews16.size >= 64) this.#outViews16.clear();
+      view = new Int16Array(this.#buffer!, this.ioOut, samples);
+      this.#outViews16.set(samples, view);
+    }
+    return view;
+  }
+
   #remap(): void {
     const buffer = this.exports.memory.buffer;
     this.#buffer = buffer;
     this.#outViews.clear();
+    this.#outViews16.clear();
     this.#u8 = new Uint8Array(buffer);
     this.#i16 = new Int16Array(buffer);
   }
