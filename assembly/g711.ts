@@ -6,11 +6,21 @@
 const ULAW_DECODE: usize = memory.data(256 * 2, 16);
 const ALAW_DECODE: usize = memory.data(256 * 2, 16);
 
+/**
+ * Code for each input, built once from G.191's compress formulas. µ-law
+ * depends only on x >> 2 (14 bits), A-law only on x >> 4 (12 bits), since
+ * ~(x >> k) == (~x) >> k and the sign survives the shift.
+ */
+const ULAW_ENCODE: usize = memory.data(1 << 14, 16); // index (x >> 2) + 8192
+const ALAW_ENCODE: usize = memory.data(1 << 12, 16); // index (x >> 4) + 2048
+
 export function initG711(): void {
   for (let code = 0; code < 256; code++) {
     store<i16>(ULAW_DECODE + (<usize>code << 1), ulawExpand(code));
     store<i16>(ALAW_DECODE + (<usize>code << 1), alawExpand(code));
   }
+  for (let i = 0; i < 1 << 14; i++) store<u8>(ULAW_ENCODE + <usize>i, ulawCompress((i - 8192) << 2));
+  for (let i = 0; i < 1 << 12; i++) store<u8>(ALAW_ENCODE + <usize>i, alawCompress((i - 2048) << 4));
 }
 
 /** G.191 ulaw_expand for one code. */
@@ -42,8 +52,18 @@ function alawExpand(code: i32): i16 {
   return load<i16>(ALAW_DECODE + (<usize>code << 1));
 }
 
-/** G.191 ulaw_compress: magnitude >> 2 (one's complement for negatives), +33 bias, 13-bit clamp. */
+/** int16 -> µ-law code. */
 @inline export function ulawEncode(x: i32): u8 {
+  return load<u8>(ULAW_ENCODE + <usize>((x >> 2) + 8192));
+}
+
+/** int16 -> A-law code. */
+@inline export function alawEncode(x: i32): u8 {
+  return load<u8>(ALAW_ENCODE + <usize>((x >> 4) + 2048));
+}
+
+/** G.191 ulaw_compress: magnitude >> 2 (one's complement for negatives), +33 bias, 13-bit clamp. */
+function ulawCompress(x: i32): u8 {
   let magnitude = ((x < 0 ? ~x : x) >> 2) + 33;
   if (magnitude > 0x1fff) magnitude = 0x1fff;
   const segment = 33 - clz<i32>(magnitude >> 6); // 1 + bit length of magnitude >> 6
@@ -52,7 +72,7 @@ function alawExpand(code: i32): i16 {
 }
 
 /** G.191 alaw_compress: magnitude >> 4 (one's complement for negatives), even bits inverted. */
-@inline export function alawEncode(x: i32): u8 {
+function alawCompress(x: i32): u8 {
   let ix = (x < 0 ? ~x : x) >> 4;
   if (ix > 15) {
     const bits = 32 - clz<i32>(ix); // 5..11

@@ -46,9 +46,10 @@ const DOWN_TAPS: usize = memory.data(FIR_TAPS * 4, 16);
 /** Up scratch: 31 history + input (+ a group of slack), f32. */
 const UP_WORK: usize = memory.data((HISTORY + MAX_UP_IN + GROUP) * 4, 16);
 /** Down scratch: the linear input stream (pending + new), then its three phases with history. */
-const DOWN_LINEAR: usize = memory.data((MAX_DOWN_IN + 2) * 4, 16);
-const PHASE_STRIDE: usize = <usize>(HISTORY + MAX_DOWN_OUT + GROUP + 3) << 2; // bytes, 16-aligned
-const DOWN_PHASES: usize = memory.data(<i32>PHASE_STRIDE * PHASES, 16);
+const DOWN_LINEAR: usize = memory.data((MAX_DOWN_IN + 2 + 16) * 4, 16);
+const PHASE_STRIDE: usize = <usize>(HISTORY + 1 + MAX_DOWN_OUT + GROUP + 4) << 2; // bytes, multiple of 16
+/** Phase q's history starts at DOWN_PHASES + q * PHASE_STRIDE; 4 bytes in, so its new samples are 16-aligned. */
+const DOWN_PHASES: usize = memory.data(<i32>PHASE_STRIDE * PHASES, 16) + 4;
 
 export function initResampler(): void {
   for (let r = 0; r < PHASES; r++) {
@@ -79,7 +80,13 @@ export function initResampler(): void {
   } else if (codec == Codec.Alaw) {
     for (let i = 0; i < n; i++) store<f32>(dst + (<usize>i << 2), <f32>alawDecode(load<u8>(src + <usize>i)));
   } else {
-    for (let i = 0; i < n; i++) store<f32>(dst + (<usize>i << 2), <f32>load<i16>(src + (<usize>i << 1)));
+    // 8 at a time: may read up to 7 samples past src + n and write 7 floats past dst + n
+    for (let i = 0; i < n; i += 8) {
+      const v = v128.load(src + (<usize>i << 1));
+      const out = dst + (<usize>i << 2);
+      v128.store(out, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(v)));
+      v128.store(out, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(v)), 16);
+    }
   }
 }
 
@@ -132,12 +139,20 @@ export function downsample(state: usize, pendingPtr: usize, src: usize, n: i32, 
   memory.copy(DOWN_LINEAR, state + 3 * history, <usize>pending << 2);
   loadInput(src, n, Codec.Pcm16, DOWN_LINEAR + (<usize>pending << 2));
   // phase q holds s[3t + q], after its history
-  for (let q = 0; q < PHASES; q++) {
-    const phase = DOWN_PHASES + <usize>q * PHASE_STRIDE;
-    memory.copy(phase, state + <usize>q * history, history);
-    for (let t = 0; t < outputs; t++) {
-      store<f32>(phase + history + (<usize>t << 2), load<f32>(DOWN_LINEAR + (<usize>(3 * t + q) << 2)));
-    }
+  // (4 outputs a step: may write up to 3 values past each phase's end, into its slack)
+  const d0 = DOWN_PHASES + history;
+  const d1 = d0 + PHASE_STRIDE;
+  const d2 = d1 + PHASE_STRIDE;
+  for (let q = 0; q < PHASES; q++) memory.copy(DOWN_PHASES + <usize>q * PHASE_STRIDE, state + <usize>q * history, history);
+  for (let t = 0; t < outputs; t += 4) {
+    const s = DOWN_LINEAR + (<usize>(3 * t) << 2);
+    const v0 = v128.load(s); // s0 s1 s2 s3
+    const v1 = v128.load(s, 16); // s4 .. s7
+    const v2 = v128.load(s, 32); // s8 .. s11
+    const at = <usize>t << 2;
+    v128.store(d0 + at, v128.shuffle<f32>(v128.shuffle<f32>(v0, v1, 0, 3, 6, 7), v2, 0, 1, 2, 5));
+    v128.store(d1 + at, v128.shuffle<f32>(v128.shuffle<f32>(v0, v1, 1, 4, 7, 7), v2, 0, 1, 2, 6));
+    v128.store(d2 + at, v128.shuffle<f32>(v128.shuffle<f32>(v0, v1, 2, 5, 5, 5), v2, 0, 1, 4, 7));
   }
   // y[m] = Σ_r Σ_j h[3j + r] s[3(m - j) + 2 - r]
   const p2 = DOWN_PHASES;
