@@ -3,7 +3,8 @@
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DspError, Transcoder, loadDsp, pcm16ToAlaw, pcm16ToUlaw } from '../src/dsp/index.js';
+import { Dsp, DspError, Transcoder, loadDsp, pcm16ToAlaw, pcm16ToUlaw } from '../src/dsp/index.js';
+import type { DspExports } from '../src/dsp/wasm.js';
 
 const dsp = loadDsp();
 const opened: Transcoder[] = [];
@@ -272,5 +273,38 @@ describe('Transcoder lifecycle and isolation', () => {
     expect(x.up(slot, 1, 9)).toBe(-4);
     expect(x.close(slot)).toBe(0);
     expect(x.close(slot)).toBe(-2);
+  });
+});
+
+describe('passthrough and memory views', () => {
+  it('a passthrough transcoder copies bytes both ways and takes no slot', () => {
+    const before = dsp.exports.openSlots();
+    const t = Transcoder.open({ passthrough: true });
+    expect(dsp.exports.openSlots()).toBe(before);
+    const frame = ulawStream.subarray(0, 160);
+    const out = t.inbound(frame);
+    expect(equalBytes(out, frame)).toBe(true);
+    expect(out.buffer).not.toBe(frame.buffer);
+    expect(equalBytes(t.outbound(ulawStream.subarray(7, 19)), ulawStream.subarray(7, 19))).toBe(true);
+    t.close();
+    expect(() => t.inbound(frame)).toThrowError(expect.objectContaining({ code: 'closed' }));
+  });
+
+  it('re-makes its typed-array views when wasm memory grows', () => {
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: 2 });
+    const fake = {
+      memory, ioIn: () => 0, ioOut: () => 1024, ioBytes: () => 512, maxSlots: () => 1, maxUpIn: () => 1, maxDownIn: () => 1, maxCodecIn: () => 1,
+    } as unknown as DspExports;
+    const d = new Dsp(fake);
+    const before = d.u8;
+    const out = d.outView(4);
+    expect(before.length).toBe(65536);
+    memory.grow(1); // detaches the old ArrayBuffer
+    expect(before.length).toBe(0);
+    expect(d.u8.length).toBe(131072);
+    expect(d.i16.length).toBe(65536);
+    d.u8[1024] = 7;
+    expect(d.outView(4) === out).toBe(false);
+    expect(d.outView(4)[0]).toBe(7);
   });
 });

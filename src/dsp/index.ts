@@ -24,6 +24,12 @@ export type PhoneCodec = 'ulaw' | 'alaw' | 'pcm16';
 export interface TranscoderOptions {
   /** Phone-side encoding; default 'ulaw' (Twilio Media Streams). */
   phone?: PhoneCodec;
+  /**
+   * The model speaks the phone's own format (e.g. G.711 µ-law at 8 kHz):
+   * inbound and outbound hand bytes through unchanged (copied), no resampling,
+   * and no channel slot is used.
+   */
+  passthrough?: boolean;
 }
 
 /** Frees the slot of a Transcoder that was dropped without close(). */
@@ -40,14 +46,17 @@ export class Transcoder {
   /** Bytes per 8 kHz phone sample: 1 for G.711, 2 for PCM16. */
   readonly #phoneWidth: 1 | 2;
   #slot: number;
+  #open = true;
+  readonly #passthrough: boolean;
   /** Per direction: a byte carried to the next call (-1: none), the output buffer, the last view handed out. */
   #carry: [number, number] = [-1, -1];
   #out: [Uint8Array, Uint8Array] = [new Uint8Array(960 * 4), new Uint8Array(160 * 4)];
   #view: [Uint8Array, Uint8Array] = [new Uint8Array(0), new Uint8Array(0)];
 
-  private constructor(dsp: Dsp, slot: number, phone: PhoneCodec) {
+  private constructor(dsp: Dsp, slot: number, phone: PhoneCodec, passthrough: boolean) {
     this.#dsp = dsp;
     this.#slot = slot;
+    this.#passthrough = passthrough;
     this.phone = phone;
     this.#codec = CODEC[phone];
     this.#phoneWidth = phone === 'pcm16' ? 2 : 1;
@@ -58,16 +67,17 @@ export class Transcoder {
     const phone = options.phone ?? 'ulaw';
     if (!(phone in CODEC)) throw new DspError('bad_input', `unknown phone codec '${String(phone)}'`);
     const dsp = loadDsp();
+    if (options.passthrough) return new Transcoder(dsp, -1, phone, true);
     const slot = dsp.exports.open();
     if (slot < 0) throw new DspError('no_slots', `all ${dsp.maxSlots} DSP channel slots are in use`);
-    const transcoder = new Transcoder(dsp, slot, phone);
+    const transcoder = new Transcoder(dsp, slot, phone, false);
     leaked.register(transcoder, slot, transcoder);
     return transcoder;
   }
 
   /** True after close(). */
   get closed(): boolean {
-    return this.#slot < 0;
+    return !this.#open;
   }
 
   /**
@@ -89,6 +99,7 @@ export class Transcoder {
   /** Forgets inbound filter history (and a carried odd byte, for 'pcm16'). */
   resetInbound(): void {
     this.#checkOpen();
+    if (this.#passthrough) return;
     this.#dsp.exports.resetUp(this.#slot);
     this.#carry[0] = -1;
   }
@@ -96,20 +107,23 @@ export class Transcoder {
   /** Forgets outbound carry and filter history, e.g. after a barge-in clear. */
   resetOutbound(): void {
     this.#checkOpen();
+    if (this.#passthrough) return;
     this.#dsp.exports.resetDown(this.#slot);
     this.#carry[1] = -1;
   }
 
   /** Frees the slot. Idempotent; any later use throws DspError('closed'). */
   close(): void {
-    if (this.#slot < 0) return;
+    if (!this.#open) return;
+    this.#open = false;
+    if (this.#passthrough) return;
     this.#dsp.exports.close(this.#slot);
     leaked.unregister(this);
     this.#slot = -1;
   }
 
   #checkOpen(): void {
-    if (this.#slot < 0) throw new DspError('closed', 'transcoder is closed');
+    if (!this.#open) throw new DspError('closed', 'transcoder is closed');
   }
 
   #convert(input: Uint8Array, dir: Direction): Uint8Array {
@@ -117,6 +131,7 @@ export class Transcoder {
     if (!(input instanceof Uint8Array)) {
       throw new DspError('bad_input', `${dir === 0 ? 'inbound' : 'outbound'}() takes a Uint8Array, got ${describe(input)}`);
     }
+    if (this.#passthrough) return this.#copy(input, dir);
     const dsp = this.#dsp;
     const inWidth = dir === 0 ? this.#phoneWidth : 2;
     const outWidth = dir === 0 ? 2 : this.#phoneWidth;
@@ -156,8 +171,20 @@ export class Transcoder {
     } while (pos < input.length);
     this.#carry[dir] = carry;
 
+    return this.#result(dir, out, written);
+  }
+
+  #copy(input: Uint8Array, dir: Direction): Uint8Array {
+    let out = this.#out[dir];
+    if (out.length < input.length) out = this.#out[dir] = new Uint8Array(Math.max(input.length, 2 * out.length));
+    out.set(input);
+    return this.#result(dir, out, input.length);
+  }
+
+  /** out[0, length), reusing the previous view when it fits (the steady state makes none). */
+  #result(dir: Direction, out: Uint8Array, length: number): Uint8Array {
     let view = this.#view[dir];
-    if (view.buffer !== out.buffer || view.length !== written) view = this.#view[dir] = out.subarray(0, written);
+    if (view.buffer !== out.buffer || view.length !== length) view = this.#view[dir] = out.subarray(0, length);
     return view;
   }
 }
