@@ -258,7 +258,9 @@ describe('Transcoder lifecycle and isolation', () => {
   });
 
   it('rejects an unknown phone codec', () => {
-    expect(() => Transcoder.open({ phone: 'gsm' as 'ulaw' })).toThrowError(expect.objectContaining({ code: 'bad_input' }));
+    for (const phone of ['gsm', 'toString']) {
+      expect(() => Transcoder.open({ phone: phone as 'ulaw' })).toThrowError(expect.objectContaining({ code: 'bad_input' }));
+    }
   });
 
   it('the wasm side refuses bad slots and lengths with status codes', () => {

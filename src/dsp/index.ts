@@ -65,7 +65,7 @@ export class Transcoder {
   /** Opens a transcoder with silent filter history. Throws DspError('no_slots') when the thread's slots are used up. */
   static open(options: TranscoderOptions = {}): Transcoder {
     const phone = options.phone ?? 'ulaw';
-    if (!(phone in CODEC)) throw new DspError('bad_input', `unknown phone codec '${String(phone)}'`);
+    if (!Object.hasOwn(CODEC, phone)) throw new DspError('bad_input', `unknown phone codec '${String(phone)}'`);
     const dsp = loadDsp();
     if (options.passthrough) return new Transcoder(dsp, -1, phone, true);
     const slot = dsp.exports.open();
