@@ -1,0 +1,78 @@
+/**
+ * TwiML for an answered call: `<Response><Connect><Stream url="wss://…">`
+ * with `<Parameter>`s, built with the twilio package's VoiceResponse (which
+ * handles XML escaping). Pure: no I/O.
+ *
+ * Contract: `buildStreamTwiml` either returns the TwiML document or throws a
+ * TwimlError listing every problem. Rules enforced (Twilio's, PROTOCOLS.md):
+ * - the stream URL is an absolute `wss://` URL without a query string
+ *   (Twilio drops query strings; per-call data goes in `<Parameter>`s);
+ * - each parameter has a non-empty name, and name + value together are
+ *   under 500 characters (stricter than "value < 500", so safe under either
+ *   reading of Twilio's limit);
+ * - the status callback, if given, is an absolute http(s) URL.
+ */
+import twilio from 'twilio';
+
+/** Twilio's per-`<Parameter>` limit: name and value together must stay below this. */
+export const MAX_PARAMETER_CHARS = 500;
+
+export interface StreamTwimlOptions {
+  /** wss:// URL of the media stream endpoint, no query string. */
+  streamUrl: string;
+  /** Arrive in the `start` message as `customParameters`. */
+  parameters: Record<string, string>;
+  /** Stream status callback (stream-started|stream-stopped|stream-error), POSTed by Twilio. */
+  statusCallbackUrl?: string;
+}
+
+export class TwimlError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid stream TwiML: ${problems.join('; ')}`);
+    this.name = 'TwimlError';
+  }
+}
+
+function urlProblems(label: string, raw: string, protocols: string[]): string[] {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    return [`${label} is not an absolute URL`];
+  }
+  const problems: string[] = [];
+  if (!protocols.includes(u.protocol)) problems.push(`${label} must use ${protocols.map((p) => `${p}//`).join(' or ')}`);
+  return problems;
+}
+
+/** Every problem with these options (empty = valid). */
+export function streamTwimlProblems(opts: StreamTwimlOptions): string[] {
+  const problems = urlProblems('stream URL', opts.streamUrl, ['wss:']);
+  if (opts.streamUrl.includes('?')) problems.push('stream URL must not carry a query string (use parameters)');
+  if (opts.statusCallbackUrl !== undefined) {
+    problems.push(...urlProblems('status callback URL', opts.statusCallbackUrl, ['https:', 'http:']));
+  }
+  for (const [name, value] of Object.entries(opts.parameters)) {
+    if (name.length === 0) problems.push('parameter name must not be empty');
+    if (typeof value !== 'string') problems.push(`parameter ${name.slice(0, 40)}: value must be a string`);
+    else if (name.length + value.length >= MAX_PARAMETER_CHARS) {
+      problems.push(
+        `parameter ${name.slice(0, 40)}: name + value is ${name.length + value.length} chars (limit < ${MAX_PARAMETER_CHARS})`,
+      );
+    }
+  }
+  return problems;
+}
+
+/** The TwiML document answering a call into a bidirectional media stream. Throws TwimlError on invalid options. */
+export function buildStreamTwiml(opts: StreamTwimlOptions): string {
+  const problems = streamTwimlProblems(opts);
+  if (problems.length > 0) throw new TwimlError(problems);
+  const response = new twilio.twiml.VoiceResponse();
+  const stream = response.connect().stream({
+    url: opts.streamUrl,
+    ...(opts.statusCallbackUrl !== undefined ? { statusCallback: opts.statusCallbackUrl, statusCallbackMethod: 'POST' } : {}),
+  });
+  for (const [name, value] of Object.entries(opts.parameters)) stream.parameter({ name, value });
+  return response.toString();
+}
