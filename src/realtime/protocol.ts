@@ -51,12 +51,13 @@ export const MAX_SERVER_EVENT_CHARS = 8 * 1024 * 1024;
 // ---------------------------------------------------------------------------
 // Server events (validated subset)
 
-/** An output item as callbridge reads it: enough to learn a function call's name and call_id. */
+/** An output item as callbridge reads it: enough to learn a function call's name, call_id and arguments. */
 export interface OutputItemInfo {
   id: string | undefined;
   type: string;
   name: string | undefined;
   call_id: string | undefined;
+  arguments: string | undefined;
 }
 
 export type SessionCreated = Pick<SessionCreatedEvent, 'type'>;
@@ -147,7 +148,13 @@ const RESPONSE_STATUSES: ReadonlySet<string> = new Set<ResponseStatus>(['complet
 
 function outputItem(o: Obj): OutputItemInfo {
   const item = obj(o, 'item');
-  return { id: optStr(item, 'id'), type: str(item, 'type'), name: optStr(item, 'name'), call_id: optStr(item, 'call_id') };
+  return {
+    id: optStr(item, 'id'),
+    type: str(item, 'type'),
+    name: optStr(item, 'name'),
+    call_id: optStr(item, 'call_id'),
+    arguments: optStr(item, 'arguments'),
+  };
 }
 
 function usageOf(r: Obj): RealtimeResponseUsage | undefined {

@@ -1,0 +1,635 @@
+/**
+ * OpenAI Realtime (GA) as a ModelProvider: the outbound WebSocket of one call.
+ * The only module that knows the model's socket.
+ *
+ * Contract:
+ * - `connect()` dials `${url}?model=…` with `Authorization: Bearer …` (no
+ *   `OpenAI-Beta` header), waits for `session.created`, sends `session.update`
+ *   and resolves once `session.updated` arrives. Everything (TCP, TLS, HTTP
+ *   upgrade, both events) must finish within `connectTimeoutMs`. Failures
+ *   reject with ModelConnectError; `retryable` says whether trying again can
+ *   help (timeouts, refused connections, 429/5xx: yes; 401/403/400, bad
+ *   certificates, a rejected session.update: no).
+ * - Server events pass through one exhaustive switch into ModelEvents. Unknown
+ *   or malformed events are logged and skipped, never thrown. Events that
+ *   arrive before `onEvent` is set are queued and delivered in order.
+ * - Sends on a socket that is not open are dropped silently and counted.
+ * - The session reports `closed` once when the socket goes away on its own;
+ *   after `close()` is called locally it reports nothing more.
+ */
+import WebSocket from 'ws';
+import type { Logger } from '../log.js';
+import {
+  ModelConnectError,
+  type ModelAudioFormat,
+  type ModelEvent,
+  type ModelProvider,
+  type ModelSession,
+  type ModelSessionOptions,
+} from '../call/voice-model.js';
+import {
+  appendAudioEvent,
+  buildSessionUpdate,
+  functionCallOutputEvent,
+  parseServerEvent,
+  responseCancelEvent,
+  responseCreateEvent,
+  truncateEvent,
+  usageFromResponse,
+  userTextEvent,
+  type AudioDelta,
+  type AudioDone,
+  type AudioTranscriptDone,
+  type FunctionCallArgumentsDone,
+  type InputTranscriptCompleted,
+  type OutputItemAdded,
+  type OutputItemDone,
+  type ResponseCreated,
+  type ResponseDone,
+  type ServerError,
+  type ServerEvent,
+  type SpeechStarted,
+  type SpeechStopped,
+  type VadSettings,
+} from './protocol.js';
+
+// ---------------------------------------------------------------------------
+// Errors and reachability
+
+/** A socket-level failure talking to the model endpoint; `retryable`: a new attempt may succeed. */
+export class RealtimeSocketError extends Error {
+  constructor(
+    message: string,
+    readonly retryable: boolean,
+    /** HTTP status of a refused upgrade, a WebSocket close code, or a Node error code. */
+    readonly code?: number | string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'RealtimeSocketError';
+  }
+}
+
+const RETRYABLE_NET_CODES = new Set([
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN',
+]);
+
+/** Classify an error from the `ws` client (before or after open). */
+export function classifySocketError(err: unknown): RealtimeSocketError {
+  if (err instanceof RealtimeSocketError) return err;
+  const e = err instanceof Error ? err : new Error(String(err));
+  const http = /Unexpected server response: (\d{3})/.exec(e.message);
+  if (http) {
+    const status = Number(http[1]);
+    return new RealtimeSocketError(`model endpoint refused the upgrade: HTTP ${status}`, status === 429 || status >= 500, status, { cause: e });
+  }
+  const code = (e as NodeJS.ErrnoException).code;
+  if (typeof code === 'string') {
+    return new RealtimeSocketError(`model socket error: ${code}`, RETRYABLE_NET_CODES.has(code), code, { cause: e });
+  }
+  return new RealtimeSocketError(`model socket error: ${e.message}`, true, undefined, { cause: e });
+}
+
+/**
+ * Whether a reconnect can help after the server closed with `code`. Protocol
+ * and policy violations (1002, 1003, 1007, 1008) and HTTP-like 4xx
+ * application codes (4001, 4003, 4400–4499) mean the same request will fail again.
+ */
+export function isRetryableClose(code: number): boolean {
+  if (code === 1002 || code === 1003 || code === 1007 || code === 1008) return false;
+  if (code === 4001 || code === 4003 || (code >= 4400 && code <= 4499)) return false;
+  return true;
+}
+
+export interface ReachabilitySnapshot {
+  /** Outcome of the most recent connect; undefined before the first. */
+  reachable: boolean | undefined;
+  lastOkAtMs: number | undefined;
+  lastFailAtMs: number | undefined;
+  lastError: string | undefined;
+  consecutiveFailures: number;
+}
+
+/** Whether the model endpoint was reachable recently: updated on every connect attempt, read by /voice/health. */
+export class ReachabilityTracker {
+  private lastOkAtMs: number | undefined;
+  private lastFailAtMs: number | undefined;
+  private lastError: string | undefined;
+  private failures = 0;
+  private last: boolean | undefined;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  ok(): void {
+    this.lastOkAtMs = this.now();
+    this.failures = 0;
+    this.last = true;
+  }
+
+  fail(err: unknown): void {
+    this.lastFailAtMs = this.now();
+    this.lastError = err instanceof Error ? err.message : String(err);
+    this.failures++;
+    this.last = false;
+  }
+
+  snapshot(): ReachabilitySnapshot {
+    return {
+      reachable: this.last,
+      lastOkAtMs: this.lastOkAtMs,
+      lastFailAtMs: this.lastFailAtMs,
+      lastError: this.lastError,
+      consecutiveFailures: this.failures,
+    };
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Provider
+
+export interface OpenAIRealtimeProviderOptions {
+  /** ws:// or wss:// realtime endpoint without query (config.openai.realtimeUrl). */
+  url: string;
+  model: string;
+  apiKey: string;
+  /** Extra CA to trust for wss:// (a local stand-in's self-signed certificate). */
+  ca?: string | Buffer;
+  /** Whole handshake budget: socket open + session.created + session.updated. */
+  connectTimeoutMs: number;
+  format: ModelAudioFormat;
+  /** Input transcription model; empty = none. */
+  transcriptionModel: string;
+  vad: VadSettings;
+  log: Logger;
+  /** Shared tracker for the health endpoint; one is created if omitted. */
+  reachability?: ReachabilityTracker;
+  /** Largest server frame accepted (bytes). */
+  maxPayloadBytes?: number;
+}
+
+export class OpenAIRealtimeProvider implements ModelProvider {
+  readonly name = 'openai';
+  readonly reachability: ReachabilityTracker;
+
+  constructor(private readonly opts: OpenAIRealtimeProviderOptions) {
+    const u = new URL(opts.url);
+    if (u.protocol !== 'ws:' && u.protocol !== 'wss:') {
+      throw new Error(`realtime URL must be ws:// or wss://, got ${u.protocol}`);
+    }
+    this.reachability = opts.reachability ?? new ReachabilityTracker();
+  }
+
+  /** The URL dialled: the endpoint with `?model=`. */
+  endpoint(): string {
+    const u = new URL(this.opts.url);
+    u.searchParams.set('model', this.opts.model);
+    return u.toString();
+  }
+
+  connect(session: ModelSessionOptions, signal?: AbortSignal): Promise<ModelSession> {
+    const o = this.opts;
+    const s = new OpenAIRealtimeSession(o.format, o.log);
+    const sessionUpdate = buildSessionUpdate({
+      model: o.model,
+      instructions: session.instructions,
+      voice: session.voice,
+      format: o.format,
+      transcriptionModel: o.transcriptionModel,
+      vad: o.vad,
+      tools: session.tools,
+    });
+    return s
+      .open({
+        url: this.endpoint(),
+        apiKey: o.apiKey,
+        ca: o.ca,
+        timeoutMs: o.connectTimeoutMs,
+        maxPayloadBytes: o.maxPayloadBytes ?? 16 * 1024 * 1024,
+        sessionUpdate,
+        signal,
+      })
+      .then(
+        () => {
+          this.reachability.ok();
+          return s;
+        },
+        (err: ModelConnectError) => {
+          // The endpoint answered but refused the session: it is reachable. An abort tells nothing.
+          if (s.connectFailure === 'rejected') this.reachability.ok();
+          else if (s.connectFailure !== 'aborted') this.reachability.fail(err);
+          throw err;
+        },
+      );
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Session
+
+interface OpenParams {
+  url: string;
+  apiKey: string;
+  ca: string | Buffer | undefined;
+  timeoutMs: number;
+  maxPayloadBytes: number;
+  sessionUpdate: string;
+  signal: AbortSignal | undefined;
+}
+
+type Phase = 'connecting' | 'awaiting_created' | 'awaiting_updated' | 'open' | 'closed';
+
+interface PendingToolCall {
+  responseId: string;
+  callId: string;
+  arguments: string;
+}
+
+export interface SessionCounters {
+  sent: number;
+  /** Sends dropped because the socket was not open. */
+  dropped: number;
+  /** Server events skipped as malformed. */
+  malformed: number;
+  /** Well-formed server events callbridge does not act on. */
+  unhandled: number;
+}
+
+export class OpenAIRealtimeSession implements ModelSession {
+  private ws: WebSocket | undefined;
+  private phase: Phase = 'connecting';
+  private listener: ((ev: ModelEvent) => void) | undefined;
+  private queue: ModelEvent[] = [];
+  private closedLocally = false;
+  private closedReported = false;
+  /** call_id → function name, learned from response.output_item.added|done. */
+  private toolNames = new Map<string, string>();
+  /** Arguments done before the function's name is known. */
+  private pendingTools = new Map<string, PendingToolCall>();
+  private emittedTools = new Set<string>();
+  readonly counters: SessionCounters = { sent: 0, dropped: 0, malformed: 0, unhandled: 0 };
+  private settle: { resolve: () => void; reject: (e: ModelConnectError) => void } | undefined;
+  private sessionUpdate = '';
+  /** Why open() failed: the endpoint could not be used, refused the session (it answered), or the caller gave up. */
+  connectFailure: 'unreachable' | 'rejected' | 'aborted' | undefined;
+
+  constructor(
+    readonly format: ModelAudioFormat,
+    private readonly log: Logger,
+  ) {}
+
+  /** Dial and run the handshake. Resolves once session.updated has arrived. */
+  open(p: OpenParams): Promise<void> {
+    this.sessionUpdate = p.sessionUpdate;
+    return new Promise<void>((resolve, reject) => {
+      if (p.signal?.aborted) {
+        this.phase = 'closed';
+        this.connectFailure = 'aborted';
+        reject(new ModelConnectError('model connect aborted', false));
+        return;
+      }
+      let timer: NodeJS.Timeout | undefined;
+      const onAbort = (): void => this.failConnect(new ModelConnectError('model connect aborted', false), 'aborted');
+      const done = (): void => {
+        if (timer) clearTimeout(timer);
+        p.signal?.removeEventListener('abort', onAbort);
+        this.settle = undefined;
+      };
+      this.settle = {
+        resolve: () => {
+          done();
+          resolve();
+        },
+        reject: (e) => {
+          done();
+          reject(e);
+        },
+      };
+      timer = setTimeout(() => {
+        const cause = new RealtimeSocketError(`no session.updated within ${p.timeoutMs} ms`, true, 'ETIMEDOUT');
+        this.failConnect(new ModelConnectError(`model connect timed out after ${p.timeoutMs} ms (${this.phase})`, true, { cause }));
+      }, p.timeoutMs);
+      p.signal?.addEventListener('abort', onAbort, { once: true });
+
+      let ws: WebSocket;
+      try {
+        ws = new WebSocket(p.url, {
+          headers: { Authorization: `Bearer ${p.apiKey}` },
+          ...(p.ca !== undefined ? { ca: p.ca } : {}),
+          handshakeTimeout: p.timeoutMs,
+          maxPayload: p.maxPayloadBytes,
+          perMessageDeflate: false,
+        });
+      } catch (err) {
+        const cause = classifySocketError(err);
+        this.failConnect(new ModelConnectError(`model connect failed: ${cause.message}`, false, { cause }));
+        return;
+      }
+      this.ws = ws;
+      ws.on('open', () => {
+        if (this.phase === 'connecting') this.phase = 'awaiting_created';
+      });
+      ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
+      ws.on('error', (err) => this.onSocketError(err));
+      ws.on('close', (code, reason) => this.onSocketClose(code, reason.toString('utf8')));
+    });
+  }
+
+  private failConnect(err: ModelConnectError, why: 'unreachable' | 'rejected' | 'aborted' = 'unreachable'): void {
+    if (this.phase === 'closed' || this.phase === 'open') return;
+    this.phase = 'closed';
+    this.connectFailure = why;
+    this.log.warn({ err: err.message, retryable: err.retryable }, 'model connect failed');
+    this.terminate();
+    this.settle?.reject(err);
+  }
+
+  private terminate(): void {
+    const ws = this.ws;
+    if (!ws) return;
+    try {
+      ws.terminate();
+    } catch {
+      // already gone
+    }
+  }
+
+  // -- socket callbacks -----------------------------------------------------
+
+  private onSocketError(err: Error): void {
+    const e = classifySocketError(err);
+    if (this.phase !== 'open') {
+      this.failConnect(new ModelConnectError(`model connect failed: ${e.message}`, e.retryable, { cause: e }));
+      return;
+    }
+    this.log.warn({ err: e.message, code: e.code, retryable: e.retryable }, 'model socket error');
+    this.reportClosed(e.message, e.retryable);
+  }
+
+  private onSocketClose(code: number, reason: string): void {
+    const retryable = isRetryableClose(code);
+    if (this.phase !== 'open') {
+      const cause = new RealtimeSocketError(`model socket closed during handshake (${code} ${reason})`, retryable, code);
+      this.failConnect(new ModelConnectError(cause.message, retryable, { cause }));
+      return;
+    }
+    this.phase = 'closed';
+    this.log.info({ code, reason: reason.slice(0, 200) }, 'model socket closed');
+    this.reportClosed(`model socket closed (${code}${reason ? ` ${reason.slice(0, 200)}` : ''})`, retryable);
+  }
+
+  private reportClosed(reason: string, retryable: boolean): void {
+    if (this.closedLocally || this.closedReported) return;
+    this.closedReported = true;
+    this.emit({ type: 'closed', reason, retryable });
+  }
+
+  private onMessage(data: WebSocket.RawData, isBinary: boolean): void {
+    if (isBinary) {
+      this.counters.malformed++;
+      this.log.warn('model sent a binary frame; skipped');
+      return;
+    }
+    const text = Buffer.isBuffer(data)
+      ? data.toString('utf8')
+      : Array.isArray(data)
+        ? Buffer.concat(data).toString('utf8')
+        : Buffer.from(data).toString('utf8');
+    const parsed = parseServerEvent(text);
+    if (!parsed.ok) {
+      this.counters.malformed++;
+      this.log.warn({ error: parsed.error }, 'malformed model event skipped');
+      return;
+    }
+    this.handle(parsed.event);
+  }
+
+  // -- server events: one exhaustive switch, one small handler each ----------
+
+  private handle(ev: ServerEvent): void {
+    switch (ev.type) {
+      case 'session.created': return this.handleSessionCreated();
+      case 'session.updated': return this.handleSessionUpdated();
+      case 'input_audio_buffer.speech_started': return this.handleSpeechStarted(ev);
+      case 'input_audio_buffer.speech_stopped': return this.handleSpeechStopped(ev);
+      case 'response.created': return this.handleResponseCreated(ev);
+      case 'response.output_item.added': return this.handleOutputItem(ev);
+      case 'response.output_item.done': return this.handleOutputItem(ev);
+      case 'response.output_audio.delta': return this.handleAudioDelta(ev);
+      case 'response.output_audio.done': return this.handleAudioDone(ev);
+      case 'response.output_audio_transcript.done': return this.handleAssistantTranscript(ev);
+      case 'conversation.item.input_audio_transcription.completed': return this.handleCallerTranscript(ev);
+      case 'response.function_call_arguments.done': return this.handleFunctionCallArgumentsDone(ev);
+      case 'response.done': return this.handleResponseDone(ev);
+      case 'error': return this.handleError(ev);
+      case 'unhandled':
+        this.counters.unhandled++;
+        this.log.debug({ eventType: ev.originalType }, 'model event ignored');
+        return;
+      default: {
+        const never: never = ev;
+        void never;
+      }
+    }
+  }
+
+  private handleSessionCreated(): void {
+    if (this.phase === 'connecting' || this.phase === 'awaiting_created') {
+      this.phase = 'awaiting_updated';
+      this.sendRaw(this.sessionUpdate);
+      return;
+    }
+    this.log.debug('unexpected session.created ignored');
+  }
+
+  private handleSessionUpdated(): void {
+    if (this.phase === 'awaiting_updated') {
+      this.phase = 'open';
+      this.emit({ type: 'ready' });
+      this.settle?.resolve();
+      return;
+    }
+    this.log.debug({ phase: this.phase }, 'session.updated');
+  }
+
+  private handleSpeechStarted(ev: SpeechStarted): void {
+    this.emit({ type: 'speech_started', itemId: ev.item_id, audioStartMs: ev.audio_start_ms });
+  }
+
+  private handleSpeechStopped(ev: SpeechStopped): void {
+    this.emit({ type: 'speech_stopped', itemId: ev.item_id, audioEndMs: ev.audio_end_ms });
+  }
+
+  private handleResponseCreated(ev: ResponseCreated): void {
+    this.emit({ type: 'response_started', responseId: ev.response.id });
+  }
+
+  /** Learn function names by call_id; emit a tool call whose arguments finished before its name was known. */
+  private handleOutputItem(ev: OutputItemAdded | OutputItemDone): void {
+    const item = ev.item;
+    if (item.type !== 'function_call' || item.call_id === undefined) return;
+    if (item.name !== undefined) this.toolNames.set(item.call_id, item.name);
+    if (this.emittedTools.has(item.call_id) || item.name === undefined) return;
+    const pending = this.pendingTools.get(item.call_id);
+    if (pending) {
+      this.pendingTools.delete(item.call_id);
+      this.emitToolCall(pending.responseId, item.call_id, item.name, pending.arguments);
+    } else if (ev.type === 'response.output_item.done' && item.arguments !== undefined) {
+      // The item is complete even if no arguments.done was seen.
+      this.emitToolCall(ev.response_id, item.call_id, item.name, item.arguments);
+    }
+  }
+
+  private handleFunctionCallArgumentsDone(ev: FunctionCallArgumentsDone): void {
+    if (this.emittedTools.has(ev.call_id)) return;
+    const name = ev.name ?? this.toolNames.get(ev.call_id);
+    if (name === undefined) {
+      this.pendingTools.set(ev.call_id, { responseId: ev.response_id, callId: ev.call_id, arguments: ev.arguments });
+      return;
+    }
+    this.emitToolCall(ev.response_id, ev.call_id, name, ev.arguments);
+  }
+
+  private emitToolCall(responseId: string, callId: string, name: string, args: string): void {
+    this.emittedTools.add(callId);
+    this.emit({ type: 'tool_call', responseId, callId, name, arguments: args });
+  }
+
+  private handleAudioDelta(ev: AudioDelta): void {
+    this.emit({ type: 'audio', responseId: ev.response_id, itemId: ev.item_id, audio: ev.delta });
+  }
+
+  private handleAudioDone(ev: AudioDone): void {
+    this.emit({ type: 'audio_done', responseId: ev.response_id, itemId: ev.item_id });
+  }
+
+  private handleAssistantTranscript(ev: AudioTranscriptDone): void {
+    this.emit({ type: 'assistant_transcript', responseId: ev.response_id, itemId: ev.item_id, text: ev.transcript });
+  }
+
+  private handleCallerTranscript(ev: InputTranscriptCompleted): void {
+    this.emit({ type: 'caller_transcript', itemId: ev.item_id, text: ev.transcript });
+  }
+
+  private handleResponseDone(ev: ResponseDone): void {
+    for (const [callId, p] of this.pendingTools) {
+      if (p.responseId !== ev.response.id) continue;
+      this.pendingTools.delete(callId);
+      this.log.warn({ callId }, 'function call without a name dropped');
+    }
+    this.emit({
+      type: 'response_done',
+      responseId: ev.response.id,
+      status: ev.response.status,
+      usage: usageFromResponse(ev.response.usage),
+    });
+  }
+
+  private handleError(ev: ServerError): void {
+    const code = ev.error.code ?? ev.error.type;
+    if (this.phase === 'awaiting_updated' || this.phase === 'awaiting_created' || this.phase === 'connecting') {
+      // The server rejected the handshake (e.g. an invalid session.update): retrying the same config will not help,
+      // unless the server itself was at fault.
+      const retryable = ev.error.type === 'server_error' || /rate_limit/.test(code);
+      this.failConnect(new ModelConnectError(`model rejected the session: ${code}: ${ev.error.message}`, retryable), 'rejected');
+      return;
+    }
+    this.log.warn({ code, type: ev.error.type, eventId: ev.error.event_id }, 'model error event');
+    this.emit({ type: 'error', code, message: ev.error.message });
+  }
+
+  // -- delivery -------------------------------------------------------------
+
+  private emit(ev: ModelEvent): void {
+    const l = this.listener;
+    if (!l) {
+      this.queue.push(ev);
+      return;
+    }
+    this.deliver(l, ev);
+  }
+
+  private deliver(l: (ev: ModelEvent) => void, ev: ModelEvent): void {
+    try {
+      l(ev);
+    } catch (err) {
+      this.log.error({ err, eventType: ev.type }, 'model event listener threw');
+    }
+  }
+
+  onEvent(listener: (ev: ModelEvent) => void): void {
+    this.listener = listener;
+    const queued = this.queue;
+    this.queue = [];
+    for (const ev of queued) this.deliver(listener, ev);
+  }
+
+  // -- client events ---------------------------------------------------------
+
+  private sendRaw(text: string): void {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) {
+      this.counters.dropped++;
+      return;
+    }
+    try {
+      ws.send(text);
+      this.counters.sent++;
+    } catch {
+      this.counters.dropped++;
+    }
+  }
+
+  /** Client events are only sent once the session is configured (sessionUpdate goes through sendRaw directly). */
+  private send(text: string): void {
+    if (this.phase !== 'open') {
+      this.counters.dropped++;
+      return;
+    }
+    this.sendRaw(text);
+  }
+
+  appendAudio(base64: string): void {
+    this.send(appendAudioEvent(base64));
+  }
+
+  sendUserText(text: string): void {
+    this.send(userTextEvent(text));
+  }
+
+  createResponse(instructions?: string): void {
+    this.send(responseCreateEvent(instructions));
+  }
+
+  cancelResponse(): void {
+    this.send(responseCancelEvent());
+  }
+
+  truncate(itemId: string, audioEndMs: number): void {
+    this.send(truncateEvent(itemId, audioEndMs));
+  }
+
+  sendToolResult(callId: string, output: string, respond: boolean): void {
+    this.send(functionCallOutputEvent(callId, output));
+    if (respond) this.send(responseCreateEvent());
+  }
+
+  close(): void {
+    if (this.closedLocally) return;
+    this.closedLocally = true;
+    const wasOpen = this.phase === 'open';
+    if (!wasOpen) this.failConnect(new ModelConnectError('model session closed during connect', false), 'aborted');
+    this.phase = 'closed';
+    const ws = this.ws;
+    if (!ws) return;
+    try {
+      if (ws.readyState === WebSocket.OPEN) ws.close(1000, 'call ended');
+      else ws.terminate();
+    } catch {
+      // already gone
+    }
+    // Do not wait on a peer that never answers the close handshake.
+    const t = setTimeout(() => this.terminate(), 2000);
+    t.unref();
+    ws.once('close', () => clearTimeout(t));
+  }
+}
