@@ -12,7 +12,13 @@ export interface Pumpable {
   pump(nowMs: number): boolean;
 }
 
-export class PacingClock {
+/** Where a call registers its playout to be pumped (PacingClock; tests drive a fake). */
+export interface PumpScheduler {
+  add(p: Pumpable): void;
+  delete(p: Pumpable): void;
+}
+
+export class PacingClock implements PumpScheduler {
   private readonly members = new Set<Pumpable>();
   private timer: NodeJS.Timeout | undefined;
 

@@ -13,7 +13,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { ToolRegistry } from '../tools/registry.js';
 import { buildStreamTwiml } from '../twilio/twiml.js';
-import { sharedClock, type PacingClock } from './clock.js';
+import { sharedClock, type PumpScheduler } from './clock.js';
 import type { AdminRequest, AdminResponse, HealthReport, IncomingResult, StreamHandler, StreamInfo, TwilioSocket, VoiceApp } from './ports.js';
 import { nullRecorder, type CallRecorder } from './recorder.js';
 import { CallSession, noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics, type CallOptions } from './session.js';
@@ -40,7 +40,7 @@ export interface RelayDeps {
   admin?(req: AdminRequest): Promise<AdminResponse>;
   modelHealth?(): ModelHealth;
   metrics?: CallMetrics;
-  clock?: PacingClock;
+  clock?: PumpScheduler;
   version?: string;
   callOptions?: Partial<CallOptions>;
 }
@@ -58,7 +58,7 @@ export class Relay implements VoiceApp {
   private readonly pending = new Map<string, Pending>();
   private readonly startedAt = Date.now();
   private readonly options: CallOptions;
-  private readonly clock: PacingClock;
+  private readonly clock: PumpScheduler;
   private readonly metrics: CallMetrics;
   private closing = false;
   readonly admin?: (req: AdminRequest) => Promise<AdminResponse>;

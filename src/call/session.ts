@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
 import { TOOL_TROUBLE, type ToolRegistry } from '../tools/registry.js';
 import { clearMessage, markMessage, mediaMessage, parseTwilioMessage } from '../twilio/media-stream.js';
-import type { PacingClock } from './clock.js';
+import type { PumpScheduler } from './clock.js';
 import { FRAME_BYTES, Playout, type FrameInfo } from './playout.js';
 import type { StreamHandler, TwilioSocket } from './ports.js';
 import type { CallRecorder, TranscriptLine } from './recorder.js';
@@ -81,7 +81,7 @@ export interface CallDeps {
   options: CallOptions;
   log: Logger;
   tools: ToolRegistry;
-  clock: PacingClock;
+  clock: PumpScheduler;
   metrics: CallMetrics;
   /** Checks the `start` message (per-call token) and hands over the prewarmed model session, or refuses. */
   admit(callSid: string, customParameters: Record<string, string>): CallAdmission | { refused: string };

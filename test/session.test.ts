@@ -1,0 +1,365 @@
+/**
+ * CallSession unit tests: a fake Twilio socket, a fake model session and a
+ * manual clock, so every timing is exact. The loopback end-to-end tests
+ * (test/relay.e2e.test.ts) run the same code through real sockets.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Pumpable, PumpScheduler } from '../src/call/clock.js';
+import type { TwilioSocket } from '../src/call/ports.js';
+import type { CallRecorder, ToolCallRecord, TranscriptLine, TurnLatency } from '../src/call/recorder.js';
+import { CallSession, noMetrics, type CallOptions } from '../src/call/session.js';
+import type { ModelEvent, ModelSession } from '../src/call/voice-model.js';
+import { Transcoder } from '../src/dsp/index.js';
+import { silentLogger } from '../src/log.js';
+import { ToolRegistry, type Tool } from '../src/tools/registry.js';
+
+const STREAM = 'MZ00000000000000000000000000000001';
+const CALL = 'CA00000000000000000000000000000001';
+
+class FakeSocket implements TwilioSocket {
+  sent: Record<string, any>[] = [];
+  closed: { code?: number; reason?: string } | undefined;
+  send(text: string): boolean {
+    this.sent.push(JSON.parse(text));
+    return true;
+  }
+  bufferedAmount(): number {
+    return 0;
+  }
+  cork(fn: () => void): void {
+    fn();
+  }
+  close(code?: number, reason?: string): void {
+    this.closed = { code, reason };
+  }
+  of(event: string) {
+    return this.sent.filter((m) => m.event === event);
+  }
+}
+
+class FakeModel implements ModelSession {
+  readonly calls: [string, ...unknown[]][] = [];
+  private listener: ((ev: ModelEvent) => void) | undefined;
+  constructor(readonly format: 'pcm24k' | 'ulaw8k') {}
+  onEvent(l: (ev: ModelEvent) => void) {
+    this.listener = l;
+  }
+  emit(ev: ModelEvent) {
+    this.listener!(ev);
+  }
+  appendAudio(b64: string) {
+    this.calls.push(['append', b64]);
+  }
+  sendUserText(text: string) {
+    this.calls.push(['userText', text]);
+  }
+  createResponse(instructions?: string) {
+    this.calls.push(['createResponse', instructions]);
+  }
+  cancelResponse() {
+    this.calls.push(['cancel']);
+  }
+  truncate(itemId: string, ms: number) {
+    this.calls.push(['truncate', itemId, ms]);
+  }
+  sendToolResult(callId: string, output: string, respond: boolean) {
+    this.calls.push(['toolResult', callId, output, respond]);
+  }
+  close() {
+    this.calls.push(['close']);
+  }
+  named(name: string) {
+    return this.calls.filter((c) => c[0] === name);
+  }
+}
+
+class ManualClock implements PumpScheduler {
+  members = new Set<Pumpable>();
+  add(p: Pumpable) {
+    this.members.add(p);
+  }
+  delete(p: Pumpable) {
+    this.members.delete(p);
+  }
+  tick(now: number) {
+    for (const p of this.members) if (!p.pump(now)) this.members.delete(p);
+  }
+}
+
+class MemoryRecorder implements CallRecorder {
+  lines: TranscriptLine[] = [];
+  tools: ToolCallRecord[] = [];
+  turns: TurnLatency[] = [];
+  endedWith: string | undefined;
+  started() {}
+  transcript(l: TranscriptLine) {
+    this.lines.push(l);
+  }
+  toolCall(t: ToolCallRecord) {
+    this.tools.push(t);
+  }
+  turnLatency(t: TurnLatency) {
+    this.turns.push(t);
+  }
+  usage() {}
+  ended(i: { reason: string }) {
+    this.endedWith = i.reason;
+  }
+}
+
+const OPTIONS: CallOptions = {
+  audioMode: 'passthrough',
+  playoutLeadMs: 100,
+  silenceTimeoutMs: 60_000,
+  maxCallMs: 600_000,
+  greeting: 'Say hello',
+  toolTimeoutMs: 1000,
+  toolFillerMs: 500,
+  dtmfGapMs: 50,
+};
+
+const open: CallSession[] = [];
+afterEach(() => {
+  for (const s of open.splice(0)) s.end('shutdown');
+});
+
+function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = []) {
+  let t = 0;
+  const socket = new FakeSocket();
+  const options = { ...OPTIONS, ...opts };
+  const model = new FakeModel(options.audioMode === 'transcode' ? 'pcm24k' : 'ulaw8k');
+  const recorder = new MemoryRecorder();
+  const clock = new ManualClock();
+  let ended = 0;
+  const session = new CallSession({
+    socket,
+    options,
+    log: silentLogger,
+    tools: new ToolRegistry(tools),
+    clock,
+    metrics: noMetrics,
+    admit: (callSid, params) =>
+      params.token === 'good' && callSid === CALL ? { model: Promise.resolve(model), recorder } : { refused: 'bad token' },
+    openTranscoder: () => Transcoder.open(),
+    onEnded: () => ended++,
+    now: () => t,
+  });
+  open.push(session);
+  const text = (m: object) => session.onText(JSON.stringify(m));
+  const start = async (token = 'good') => {
+    text({ event: 'connected', protocol: 'Call', version: '1.0.0' });
+    text({
+      event: 'start', sequenceNumber: '1', streamSid: STREAM,
+      start: { accountSid: 'AC1', streamSid: STREAM, callSid: CALL, tracks: ['inbound'], customParameters: { token },
+        mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 } },
+    });
+    await Promise.resolve();
+    await Promise.resolve();
+  };
+  const media = (payload: string, sid = STREAM) =>
+    text({ event: 'media', sequenceNumber: '2', streamSid: sid, media: { track: 'inbound', chunk: '1', timestamp: '0', payload } });
+  return {
+    session, socket, model, recorder, clock, text, start, media,
+    setTime: (v: number) => (t = v),
+    ended: () => ended,
+  };
+}
+
+const ulawB64 = (bytes: number, fill = 0x55) => Buffer.alloc(bytes, fill).toString('base64');
+
+describe('CallSession start and admission', () => {
+  it('refuses a stream whose token does not match and closes it with 1008', async () => {
+    const h = setup();
+    await h.start('forged');
+    expect(h.socket.closed?.code).toBe(1008);
+    expect(h.session.endReason).toBe('unauthorized');
+    expect(h.ended()).toBe(1);
+  });
+
+  it('greets the caller first once the model is ready', async () => {
+    const h = setup();
+    await h.start();
+    expect(h.session.state).toBe('live');
+    expect(h.model.named('createResponse')).toEqual([['createResponse', 'Say hello']]);
+  });
+
+  it('counts media before start, wrong streamSid and garbage, and keeps going', async () => {
+    const h = setup();
+    h.media(ulawB64(160));
+    h.session.onText('{not json');
+    h.session.onBinary(12);
+    await h.start();
+    h.media(ulawB64(160), 'MZ-someone-else');
+    expect(h.session.protocolErrors).toBe(4);
+    expect(h.model.named('append')).toHaveLength(0);
+    h.media(ulawB64(160));
+    expect(h.model.named('append')).toHaveLength(1);
+    expect(h.session.state).toBe('live');
+  });
+});
+
+describe('CallSession audio', () => {
+  it('passthrough: forwards the caller payload untouched and frames the model audio in 20 ms with marks', async () => {
+    const h = setup();
+    await h.start();
+    const payload = ulawB64(160, 0x12);
+    h.media(payload);
+    expect(h.model.named('append')[0]![1]).toBe(payload);
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'i1', audio: ulawB64(1000, 0x33) });
+    const media = h.socket.of('media');
+    expect(media).toHaveLength(5); // 100 ms lead
+    for (const m of media) {
+      expect(m.streamSid).toBe(STREAM);
+      expect(Buffer.from(m.media.payload, 'base64')).toHaveLength(160);
+    }
+    expect(h.socket.of('mark')).toHaveLength(5);
+    h.model.emit({ type: 'audio_done', responseId: 'r1', itemId: 'i1' });
+    h.setTime(1000);
+    h.clock.tick(1000);
+    const all = h.socket.of('media');
+    expect(all).toHaveLength(7); // 1000 bytes → 6 full frames + 1 padded
+    const last = Buffer.from(all.at(-1)!.media.payload, 'base64');
+    expect(last.subarray(40).every((b) => b === 0xff)).toBe(true);
+  });
+
+  it('transcode: 160 µ-law bytes in become 960 bytes of 24 kHz PCM to the model; PCM out becomes µ-law frames', async () => {
+    const h = setup({ audioMode: 'transcode' });
+    await h.start();
+    h.media(ulawB64(160, 0xff));
+    expect(Buffer.from(h.model.named('append')[0]![1] as string, 'base64')).toHaveLength(960);
+    h.model.emit({ type: 'audio', responseId: 'r', itemId: 'i', audio: Buffer.alloc(961).toString('base64') });
+    // 961 bytes = 480 samples + 1 odd byte carried → 160 µ-law bytes = one frame
+    expect(h.socket.of('media')).toHaveLength(1);
+  });
+});
+
+describe('CallSession barge-in', () => {
+  it('clears at once, truncates at what the caller heard, and drops late audio of the interrupted response', async () => {
+    const h = setup();
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'i1', audio: ulawB64(160 * 50) });
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'i1', text: 'one two three four five six seven eight nine ten' });
+    h.setTime(60);
+    h.clock.tick(60);
+    const marks = h.socket.of('mark').map((m) => m.mark.name);
+    for (const name of marks.slice(0, 3)) h.text({ event: 'mark', sequenceNumber: '9', streamSid: STREAM, mark: { name } });
+    const before = h.socket.sent.length;
+    h.model.emit({ type: 'speech_started', itemId: 'c1', audioStartMs: 500 });
+    expect(h.socket.sent[before]).toEqual({ event: 'clear', streamSid: STREAM });
+    expect(h.model.named('truncate')).toEqual([['truncate', 'i1', 60]]);
+    // late audio of r1 is dropped; nothing more goes out
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'i1', audio: ulawB64(1600) });
+    h.clock.tick(200);
+    expect(h.socket.sent.length).toBe(before + 1);
+    // marks echoed by the clear prove nothing
+    for (const name of marks.slice(3)) h.text({ event: 'mark', sequenceNumber: '10', streamSid: STREAM, mark: { name } });
+    const line = h.recorder.lines.find((l) => l.speaker === 'assistant')!;
+    expect(line.interrupted).toBe(true);
+    expect(line.text).toBe('one…'); // 60 of 1000 ms heard: 0.6 of 10 words rounds to one
+  });
+
+  it('does not clear when the caller speaks while nothing is playing', async () => {
+    const h = setup();
+    await h.start();
+    h.model.emit({ type: 'speech_started', itemId: 'c1', audioStartMs: 0 });
+    expect(h.socket.of('clear')).toHaveLength(0);
+    expect(h.model.named('truncate')).toHaveLength(0);
+  });
+});
+
+describe('CallSession turns, tools and DTMF', () => {
+  it('measures per-turn latency from speech_stopped to the first frame of the answer', async () => {
+    const h = setup({ greeting: '' });
+    await h.start();
+    h.setTime(1000);
+    h.model.emit({ type: 'speech_stopped', itemId: 'c1', audioEndMs: 900 });
+    h.setTime(1200);
+    h.model.emit({ type: 'response_started', responseId: 'r2' });
+    h.setTime(1350);
+    h.model.emit({ type: 'audio', responseId: 'r2', itemId: 'i2', audio: ulawB64(320) });
+    expect(h.recorder.turns).toEqual([{ turn: 1, latencyMs: 350 }]);
+    expect(h.session.turnLatency.count).toBe(1);
+  });
+
+  it('orders the caller transcript by when the caller spoke, even when it arrives late', async () => {
+    const h = setup({ greeting: '' });
+    await h.start();
+    h.setTime(2000);
+    h.model.emit({ type: 'speech_started', itemId: 'c1', audioStartMs: 1900 });
+    h.setTime(5000);
+    h.model.emit({ type: 'caller_transcript', itemId: 'c1', text: 'I want to check my coverage' });
+    expect(h.recorder.lines).toEqual([{ atMs: 2000, speaker: 'caller', text: 'I want to check my coverage' }]);
+  });
+
+  it('runs a tool off the audio path and asks for a response only after the current one is done', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const tool: Tool = {
+      name: 'lookup', description: 'test', parameters: { type: 'object' },
+      run: async (args) => {
+        await gate;
+        return { ok: true, output: JSON.stringify({ echo: args }), record: { echo: args } };
+      },
+    };
+    const h = setup({ greeting: '' }, [tool]);
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'call_1', name: 'lookup', arguments: '{"x":1}' });
+    // audio keeps flowing while the tool runs
+    h.media(ulawB64(160));
+    expect(h.model.named('append')).toHaveLength(1);
+    release();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(h.model.named('toolResult')).toEqual([['toolResult', 'call_1', '{"echo":{"x":1}}', false]]);
+    expect(h.model.named('createResponse')).toHaveLength(0); // r1 still active
+    h.model.emit({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
+    expect(h.model.named('createResponse')).toHaveLength(1);
+    expect(h.recorder.tools[0]).toMatchObject({ callId: 'call_1', name: 'lookup', ok: true });
+  });
+
+  it('a tool that never answers yields the trouble path, not silence', async () => {
+    const tool: Tool = { name: 'stuck', description: 't', parameters: {}, run: () => new Promise(() => {}) };
+    const h = setup({ greeting: '', toolTimeoutMs: 30, toolFillerMs: 10_000 }, [tool]);
+    await h.start();
+    h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'c', name: 'stuck', arguments: '{}' });
+    await new Promise((r) => setTimeout(r, 80));
+    const [result] = h.model.named('toolResult');
+    expect(result![2]).toContain('trouble accessing the system');
+    expect(h.model.named('createResponse')).toHaveLength(1);
+  });
+
+  it('sends DTMF digits to the model as text', async () => {
+    const h = setup({ greeting: '' });
+    await h.start();
+    for (const digit of ['4', '2', '#']) {
+      h.text({ event: 'dtmf', sequenceNumber: '3', streamSid: STREAM, dtmf: { track: 'inbound_track', digit } });
+    }
+    expect(h.model.named('userText')[0]![1]).toContain('42#');
+    expect(h.model.named('createResponse')).toHaveLength(1);
+    expect(h.recorder.lines.filter((l) => l.speaker === 'dtmf').map((l) => l.text)).toEqual(['4', '2', '#']);
+  });
+});
+
+describe('CallSession end', () => {
+  it('ends cleanly when the model socket closes: record written, stream closed, model closed once', async () => {
+    const h = setup();
+    await h.start();
+    h.model.emit({ type: 'closed', reason: 'socket closed', retryable: true });
+    expect(h.session.state).toBe('ended');
+    expect(h.recorder.endedWith).toBe('model_disconnected');
+    expect(h.socket.closed?.code).toBe(1000);
+    expect(h.model.named('close')).toHaveLength(1);
+    h.session.onClose(1000, '');
+    expect(h.ended()).toBe(1);
+  });
+
+  it('Twilio stop ends the call as a hang-up', async () => {
+    const h = setup();
+    await h.start();
+    h.text({ event: 'stop', sequenceNumber: '5', streamSid: STREAM, stop: { accountSid: 'AC1', callSid: CALL } });
+    expect(h.session.endReason).toBe('caller_hangup');
+    expect(h.recorder.endedWith).toBe('caller_hangup');
+  });
+});
