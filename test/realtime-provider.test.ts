@@ -1,0 +1,483 @@
+/**
+ * OpenAIRealtimeProvider against a small GA Realtime stand-in written here:
+ * a real `ws` WebSocketServer on 127.0.0.1, scripted per test.
+ */
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { ModelConnectError, type ModelEvent, type ModelSession } from '../src/call/voice-model.js';
+import { silentLogger } from '../src/log.js';
+import {
+  OpenAIRealtimeProvider,
+  ReachabilityTracker,
+  isRetryableClose,
+  type OpenAIRealtimeProviderOptions,
+} from '../src/realtime/openai-provider.js';
+
+const fixture = readFileSync(new URL('./fixtures/realtime/server-events.jsonl', import.meta.url), 'utf8')
+  .split('\n')
+  .filter((l) => l.length > 0);
+
+const SESSION_OPTS = {
+  instructions: 'Be brief.',
+  voice: 'marin',
+  tools: [{ name: 'check_eligibility', description: 'Check coverage', parameters: { type: 'object' } }],
+};
+
+interface Script {
+  /** Send session.created on connection (default true). */
+  created?: boolean;
+  /** Reply to session.update with this (default: session.updated). null = never reply. */
+  onSessionUpdate?: ((ws: WebSocket) => void) | null;
+  /** Refuse the upgrade with this HTTP status. */
+  refuseStatus?: number;
+  /** Called once the handshake reply went out. */
+  afterHandshake?: (ws: WebSocket) => void;
+}
+
+class FakeModel {
+  readonly wss: WebSocketServer;
+  readonly received: any[] = [];
+  /** Time each message arrived, relative to the connection. */
+  readonly receivedAtMs: number[] = [];
+  requests: IncomingMessage[] = [];
+  sockets: WebSocket[] = [];
+  port = 0;
+
+  constructor(private readonly script: Script = {}) {
+    this.wss = new WebSocketServer({
+      host: '127.0.0.1',
+      port: 0,
+      verifyClient: (info, cb) => {
+        this.requests.push(info.req);
+        if (script.refuseStatus !== undefined) cb(false, script.refuseStatus, 'refused');
+        else cb(true);
+      },
+    });
+    this.wss.on('connection', (ws) => this.onConnection(ws));
+  }
+
+  async listening(): Promise<this> {
+    await new Promise<void>((r) => (this.wss.address() ? r() : this.wss.once('listening', () => r())));
+    this.port = (this.wss.address() as { port: number }).port;
+    return this;
+  }
+
+  get url(): string {
+    return `ws://127.0.0.1:${this.port}/v1/realtime`;
+  }
+
+  private onConnection(ws: WebSocket): void {
+    this.sockets.push(ws);
+    const t0 = Date.now();
+    ws.on('message', (data) => {
+      const ev = JSON.parse(data.toString());
+      this.received.push(ev);
+      this.receivedAtMs.push(Date.now() - t0);
+      if (ev.type !== 'session.update') return;
+      const reply = this.script.onSessionUpdate;
+      if (reply === null) return;
+      if (reply) reply(ws);
+      else ws.send(JSON.stringify({ type: 'session.updated', event_id: 'e2', session: ev.session }));
+      this.script.afterHandshake?.(ws);
+    });
+    if (this.script.created !== false) {
+      ws.send(JSON.stringify({ type: 'session.created', event_id: 'e1', session: { type: 'realtime', id: 'sess_1' } }));
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.terminate();
+    await new Promise<void>((r) => this.wss.close(() => r()));
+  }
+}
+
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!();
+});
+
+async function fake(script?: Script): Promise<FakeModel> {
+  const f = await new FakeModel(script).listening();
+  cleanups.push(() => f.close());
+  return f;
+}
+
+function provider(url: string, over: Partial<OpenAIRealtimeProviderOptions> = {}): OpenAIRealtimeProvider {
+  return new OpenAIRealtimeProvider({
+    url,
+    model: 'gpt-realtime',
+    apiKey: 'sk-test-123',
+    connectTimeoutMs: 2000,
+    format: 'pcm24k',
+    transcriptionModel: 'gpt-4o-transcribe',
+    vad: { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 },
+    log: silentLogger,
+    ...over,
+  });
+}
+
+async function connect(p: OpenAIRealtimeProvider, signal?: AbortSignal): Promise<ModelSession> {
+  const s = await p.connect(SESSION_OPTS, signal);
+  cleanups.push(() => s.close());
+  return s;
+}
+
+function collect(s: ModelSession): ModelEvent[] {
+  const out: ModelEvent[] = [];
+  s.onEvent((e) => out.push(e));
+  return out;
+}
+
+async function until(cond: () => boolean, timeoutMs = 2000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+async function connectError(p: Promise<unknown>): Promise<ModelConnectError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(ModelConnectError);
+    return e as ModelConnectError;
+  }
+  throw new Error('connect should have failed');
+}
+
+describe('handshake', () => {
+  it('dials ?model= with a Bearer key and no OpenAI-Beta header, sends session.update after session.created, resolves on session.updated', async () => {
+    const f = await fake();
+    const p = provider(f.url);
+    const s = await connect(p);
+    const req = f.requests[0]!;
+    expect(req.url).toBe('/v1/realtime?model=gpt-realtime');
+    expect(req.headers.authorization).toBe('Bearer sk-test-123');
+    expect(req.headers['openai-beta']).toBe(undefined);
+    expect(Object.keys(req.headers).some((h) => h.toLowerCase().startsWith('openai-beta'))).toBe(false);
+    expect(f.received).toHaveLength(1);
+    expect(f.received[0].type).toBe('session.update');
+    expect(f.received[0].session).toMatchObject({
+      type: 'realtime',
+      model: 'gpt-realtime',
+      instructions: 'Be brief.',
+      output_modalities: ['audio'],
+      audio: {
+        input: { format: { type: 'audio/pcm', rate: 24000 }, turn_detection: { type: 'server_vad', create_response: true, interrupt_response: true } },
+        output: { format: { type: 'audio/pcm', rate: 24000 }, voice: 'marin' },
+      },
+      tools: [{ type: 'function', name: 'check_eligibility' }],
+    });
+    expect(s.format).toBe('pcm24k');
+    expect(p.reachability.snapshot()).toMatchObject({ reachable: true, consecutiveFailures: 0 });
+  });
+
+  it('ulaw8k asks for audio/pcmu both ways', async () => {
+    const f = await fake();
+    const s = await connect(provider(f.url, { format: 'ulaw8k' }));
+    expect(s.format).toBe('ulaw8k');
+    expect(f.received[0].session.audio.input.format).toEqual({ type: 'audio/pcmu' });
+    expect(f.received[0].session.audio.output.format).toEqual({ type: 'audio/pcmu' });
+  });
+
+  it('waits for session.created before sending session.update, and for session.updated before resolving', async () => {
+    let server: WebSocket | undefined;
+    const f = await fake({ created: false, onSessionUpdate: null });
+    f.wss.on('connection', (ws) => (server = ws));
+    let resolved = false;
+    const pending = provider(f.url).connect(SESSION_OPTS).then((s) => {
+      resolved = true;
+      cleanups.push(() => s.close());
+      return s;
+    });
+    await until(() => server !== undefined);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(f.received).toHaveLength(0);
+    server!.send(JSON.stringify({ type: 'session.created', session: {} }));
+    await until(() => f.received.length === 1);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(resolved).toBe(false);
+    server!.send(JSON.stringify({ type: 'session.updated', session: {} }));
+    const s = await pending;
+    expect(resolved).toBe(true);
+    expect(collect(s)[0]).toEqual({ type: 'ready' });
+  });
+
+  it('times out (retryable) when the server never finishes the handshake', async () => {
+    const f = await fake({ onSessionUpdate: null });
+    const p = provider(f.url, { connectTimeoutMs: 200 });
+    const t0 = Date.now();
+    const err = await connectError(p.connect(SESSION_OPTS));
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(190);
+    expect(Date.now() - t0).toBeLessThan(1500);
+    expect(err.retryable).toBe(true);
+    expect(err.message).toMatch(/timed out/);
+    expect(p.reachability.snapshot()).toMatchObject({ reachable: false, consecutiveFailures: 1 });
+    await until(() => f.sockets[0]!.readyState === f.sockets[0]!.CLOSED);
+  });
+
+  it.each([
+    [401, false],
+    [403, false],
+    [400, false],
+    [429, true],
+    [503, true],
+  ])('a refused upgrade with HTTP %i: retryable %s', async (status, retryable) => {
+    const f = await fake({ refuseStatus: status });
+    const err = await connectError(provider(f.url).connect(SESSION_OPTS));
+    expect(err.retryable).toBe(retryable);
+    expect(err.message).toMatch(new RegExp(`HTTP ${status}`));
+  });
+
+  it('a refused TCP connection is retryable and marks the endpoint unreachable', async () => {
+    const srv = createNetServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const port = (srv.address() as { port: number }).port;
+    await new Promise<void>((r) => srv.close(() => r()));
+    const tracker = new ReachabilityTracker(() => 1234);
+    const p = provider(`ws://127.0.0.1:${port}/v1/realtime`, { reachability: tracker });
+    const err = await connectError(p.connect(SESSION_OPTS));
+    expect(err.retryable).toBe(true);
+    expect(err.message).toMatch(/ECONNREFUSED/);
+    expect(tracker.snapshot()).toMatchObject({ reachable: false, lastFailAtMs: 1234, consecutiveFailures: 1 });
+  });
+
+  it('a session.update the server rejects fails the connect, not retryable; the endpoint counts as reachable', async () => {
+    const f = await fake({
+      onSessionUpdate: (ws) =>
+        ws.send(JSON.stringify({ type: 'error', error: { type: 'invalid_request_error', code: 'beta_api_shape_disabled', message: 'no' } })),
+    });
+    const p = provider(f.url);
+    const err = await connectError(p.connect(SESSION_OPTS));
+    expect(err.retryable).toBe(false);
+    expect(err.message).toMatch(/beta_api_shape_disabled/);
+    expect(p.reachability.snapshot().reachable).toBe(true);
+  });
+
+  it('the server closing during the handshake fails the connect', async () => {
+    const f = await fake({ onSessionUpdate: (ws) => ws.close(1011, 'boom') });
+    const err = await connectError(provider(f.url).connect(SESSION_OPTS));
+    expect(err.retryable).toBe(true);
+    expect(err.message).toMatch(/1011/);
+  });
+
+  it('an abort signal stops the connect', async () => {
+    const f = await fake({ onSessionUpdate: null });
+    const ac = new AbortController();
+    const pending = provider(f.url).connect(SESSION_OPTS, ac.signal);
+    setTimeout(() => ac.abort(), 50);
+    const err = await connectError(pending);
+    expect(err.message).toMatch(/aborted/);
+    const pre = new AbortController();
+    pre.abort();
+    await connectError(provider(f.url).connect(SESSION_OPTS, pre.signal));
+  });
+
+  it('rejects non-websocket URLs at construction', () => {
+    expect(() => provider('https://api.openai.com/v1/realtime')).toThrow(/ws:\/\/ or wss:\/\//);
+  });
+});
+
+describe('server events → ModelEvents', () => {
+  it('maps the recorded call, skipping unknown and malformed events; queues until a listener is set', async () => {
+    const f = await fake({
+      afterHandshake: (ws) => {
+        for (const line of fixture.slice(2)) {
+          ws.send(line);
+          if (line.includes('"event_4"')) {
+            ws.send('not json');
+            ws.send('{"type":"input_audio_buffer.speech_started"}');
+            ws.send(Buffer.from([1, 2, 3]), { binary: true });
+            ws.send('{"type":"some.future_event","x":1}');
+          }
+        }
+        ws.send('{"type":"done.marker.test"}');
+      },
+    });
+    const s = await connect(provider(f.url));
+    // Everything above was sent before we listen: it must have been queued.
+    await new Promise((r) => setTimeout(r, 150));
+    const events = collect(s);
+    const audio = JSON.parse(fixture[8]!).delta;
+    expect(events).toEqual([
+      { type: 'ready' },
+      { type: 'speech_started', itemId: 'item_in1', audioStartMs: 1000 },
+      { type: 'speech_stopped', itemId: 'item_in1', audioEndMs: 2600 },
+      { type: 'response_started', responseId: 'resp_1' },
+      { type: 'audio', responseId: 'resp_1', itemId: 'item_out1', audio },
+      { type: 'caller_transcript', itemId: 'item_in1', text: "I'd like to check my coverage." },
+      { type: 'audio_done', responseId: 'resp_1', itemId: 'item_out1' },
+      { type: 'assistant_transcript', responseId: 'resp_1', itemId: 'item_out1', text: 'Sure. Can I get the Member ID?' },
+      {
+        type: 'response_done',
+        responseId: 'resp_1',
+        status: 'completed',
+        usage: { inputTextTokens: 120, inputAudioTokens: 80, inputCachedTokens: 64, outputTextTokens: 20, outputAudioTokens: 80 },
+      },
+      { type: 'response_started', responseId: 'resp_2' },
+      {
+        type: 'tool_call',
+        responseId: 'resp_2',
+        callId: 'call_abc',
+        name: 'check_eligibility',
+        arguments: '{"member_id":"ABC123","date_of_birth":"1980-01-02"}',
+      },
+      {
+        type: 'response_done',
+        responseId: 'resp_2',
+        status: 'completed',
+        usage: { inputTextTokens: 40, inputAudioTokens: 0, inputCachedTokens: 0, outputTextTokens: 10, outputAudioTokens: 0 },
+      },
+      { type: 'error', code: 'response_cancel_not_active', message: 'Cancellation failed: no active response found.' },
+    ]);
+    // Events after the listener is set are delivered directly.
+    f.sockets[0]!.send('{"type":"input_audio_buffer.speech_started","item_id":"i9","audio_start_ms":5}');
+    await until(() => events.length === 14);
+    expect(events[13]).toEqual({ type: 'speech_started', itemId: 'i9', audioStartMs: 5 });
+  });
+
+  it('takes a tool name from output_item.added when arguments.done has none, and from output_item.done alone', async () => {
+    const f = await fake({
+      afterHandshake: (ws) => {
+        const send = (o: object) => ws.send(JSON.stringify(o));
+        // (1) name only on the added item
+        send({ type: 'response.output_item.added', response_id: 'r1', item: { id: 'f1', type: 'function_call', name: 'tool_a', call_id: 'c1', arguments: '' } });
+        send({ type: 'response.function_call_arguments.done', response_id: 'r1', item_id: 'f1', call_id: 'c1', arguments: '{"a":1}' });
+        // (2) arguments before any name; the done item names it
+        send({ type: 'response.function_call_arguments.done', response_id: 'r1', item_id: 'f2', call_id: 'c2', arguments: '{"b":2}' });
+        send({ type: 'response.output_item.done', response_id: 'r1', item: { id: 'f2', type: 'function_call', name: 'tool_b', call_id: 'c2', arguments: '{"b":2}' } });
+        // (3) only the done item
+        send({ type: 'response.output_item.done', response_id: 'r1', item: { id: 'f3', type: 'function_call', name: 'tool_c', call_id: 'c3', arguments: '{}' } });
+        // (1 again) a repeated done item for an emitted call does not emit twice
+        send({ type: 'response.output_item.done', response_id: 'r1', item: { id: 'f1', type: 'function_call', name: 'tool_a', call_id: 'c1', arguments: '{"a":1}' } });
+        // (4) never named: dropped at response.done
+        send({ type: 'response.function_call_arguments.done', response_id: 'r1', item_id: 'f4', call_id: 'c4', arguments: '{}' });
+        send({ type: 'response.done', response: { id: 'r1', status: 'completed', usage: null } });
+      },
+    });
+    const s = await connect(provider(f.url));
+    const events = collect(s);
+    await until(() => events.some((e) => e.type === 'response_done'));
+    expect(events.filter((e) => e.type === 'tool_call')).toEqual([
+      { type: 'tool_call', responseId: 'r1', callId: 'c1', name: 'tool_a', arguments: '{"a":1}' },
+      { type: 'tool_call', responseId: 'r1', callId: 'c2', name: 'tool_b', arguments: '{"b":2}' },
+      { type: 'tool_call', responseId: 'r1', callId: 'c3', name: 'tool_c', arguments: '{}' },
+    ]);
+    expect(events.at(-1)).toEqual({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
+  });
+
+  it('a listener that throws does not break the session', async () => {
+    const f = await fake();
+    const s = await connect(provider(f.url));
+    const seen: string[] = [];
+    s.onEvent((e) => {
+      seen.push(e.type);
+      throw new Error('listener bug');
+    });
+    f.sockets[0]!.send('{"type":"input_audio_buffer.speech_started","item_id":"i","audio_start_ms":1}');
+    f.sockets[0]!.send('{"type":"input_audio_buffer.speech_stopped","item_id":"i","audio_end_ms":2}');
+    await until(() => seen.length === 3);
+    expect(seen).toEqual(['ready', 'speech_started', 'speech_stopped']);
+  });
+});
+
+describe('client events and closing', () => {
+  it('sends the client events in order with the exact shapes', async () => {
+    const f = await fake();
+    const s = await connect(provider(f.url));
+    s.appendAudio('AAEC');
+    s.sendUserText('The caller pressed 1');
+    s.createResponse('Say hello.');
+    s.cancelResponse();
+    s.truncate('item_out1', 840);
+    s.sendToolResult('call_abc', '{"ok":true}', true);
+    s.sendToolResult('call_def', '{"ok":false}', false);
+    await until(() => f.received.length === 9);
+    expect(f.received.slice(1)).toEqual([
+      { type: 'input_audio_buffer.append', audio: 'AAEC' },
+      { type: 'conversation.item.create', item: { type: 'message', role: 'user', content: [{ type: 'input_text', text: 'The caller pressed 1' }] } },
+      { type: 'response.create', response: { instructions: 'Say hello.' } },
+      { type: 'response.cancel' },
+      { type: 'conversation.item.truncate', item_id: 'item_out1', content_index: 0, audio_end_ms: 840 },
+      { type: 'conversation.item.create', item: { type: 'function_call_output', call_id: 'call_abc', output: '{"ok":true}' } },
+      { type: 'response.create' },
+      { type: 'conversation.item.create', item: { type: 'function_call_output', call_id: 'call_def', output: '{"ok":false}' } },
+    ]);
+  });
+
+  it.each([
+    [1011, true],
+    [1001, true],
+    [1008, false],
+    [4401, false],
+  ])('the server closing with %i reports closed (retryable %s) once', async (code, retryable) => {
+    const f = await fake();
+    const s = await connect(provider(f.url));
+    const events = collect(s);
+    f.sockets[0]!.close(code, 'bye');
+    await until(() => events.some((e) => e.type === 'closed'));
+    await new Promise((r) => setTimeout(r, 50));
+    const closed = events.filter((e) => e.type === 'closed');
+    expect(closed).toHaveLength(1);
+    expect(closed[0]).toMatchObject({ type: 'closed', retryable });
+    expect(closed[0]!.type === 'closed' && closed[0].reason).toContain(String(code));
+  });
+
+  it('a dropped TCP connection reports closed, retryable', async () => {
+    const f = await fake();
+    const s = await connect(provider(f.url));
+    const events = collect(s);
+    f.sockets[0]!.terminate();
+    await until(() => events.some((e) => e.type === 'closed'));
+    expect(events.find((e) => e.type === 'closed')).toMatchObject({ retryable: true });
+  });
+
+  it('a socket error followed by the close still reports closed once', async () => {
+    const f = await fake();
+    const s = await connect(provider(f.url, { maxPayloadBytes: 1024 }));
+    const events = collect(s);
+    f.sockets[0]!.send(JSON.stringify({ type: 'rate_limits.updated', pad: 'x'.repeat(2000) }));
+    await until(() => events.some((e) => e.type === 'closed'));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(events.filter((e) => e.type === 'closed')).toHaveLength(1);
+  });
+
+  it('sends after the socket closed are dropped silently and counted', async () => {
+    const f = await fake();
+    const s = await connect(provider(f.url));
+    const events = collect(s);
+    f.sockets[0]!.close(1011, 'gone');
+    await until(() => events.some((e) => e.type === 'closed'));
+    const counters = (s as unknown as { counters: { dropped: number; sent: number } }).counters;
+    const before = counters.dropped;
+    expect(() => {
+      s.appendAudio('AAAA');
+      s.createResponse();
+      s.truncate('x', 1);
+    }).not.toThrow();
+    expect(counters.dropped).toBe(before + 3);
+  });
+
+  it('close() closes the socket with 1000 and reports nothing more', async () => {
+    const f = await fake();
+    const s = await connect(provider(f.url));
+    const events = collect(s);
+    const serverClosed = new Promise<number>((r) => f.sockets[0]!.once('close', (code) => r(code)));
+    s.close();
+    expect(await serverClosed).toBe(1000);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(events.filter((e) => e.type === 'closed')).toHaveLength(0);
+    s.appendAudio('AAAA'); // no throw after close
+  });
+});
+
+describe('isRetryableClose', () => {
+  it('classifies close codes', () => {
+    expect([1000, 1001, 1006, 1011, 1012, 1013, 4000].map(isRetryableClose)).toEqual([true, true, true, true, true, true, true]);
+    expect([1002, 1003, 1007, 1008, 4001, 4003, 4400, 4499].map(isRetryableClose)).toEqual(Array(8).fill(false));
+  });
+});
