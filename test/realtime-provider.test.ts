@@ -2,8 +2,12 @@
  * OpenAIRealtimeProvider against a small GA Realtime stand-in written here:
  * a real `ws` WebSocketServer on 127.0.0.1, scripted per test.
  */
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer as createNetServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -462,6 +466,18 @@ describe('client events and closing', () => {
     expect(counters.dropped).toBe(before + 3);
   });
 
+  it('drops caller audio, not control events, when the model socket stops draining', async () => {
+    const f = await fake({ afterHandshake: (ws) => (ws as unknown as { _socket: { pause(): void } })._socket.pause() });
+    const s = await connect(provider(f.url));
+    const counters = (s as unknown as { counters: { audioDroppedForBackpressure: number; sent: number } }).counters;
+    const chunk = 'A'.repeat(256 * 1024);
+    for (let i = 0; i < 200; i++) s.appendAudio(chunk); // 50 MB, far beyond socket buffers
+    expect(counters.audioDroppedForBackpressure).toBeGreaterThan(100);
+    const sentBefore = counters.sent;
+    s.cancelResponse();
+    expect(counters.sent).toBe(sentBefore + 1);
+  });
+
   it('close() closes the socket with 1000 and reports nothing more', async () => {
     const f = await fake();
     const s = await connect(provider(f.url));
@@ -472,6 +488,48 @@ describe('client events and closing', () => {
     await new Promise((r) => setTimeout(r, 50));
     expect(events.filter((e) => e.type === 'closed')).toHaveLength(0);
     s.appendAudio('AAAA'); // no throw after close
+  });
+});
+
+describe('wss:// with an extra CA (a self-signed stand-in)', () => {
+  function selfSigned(): { key: string; cert: string } {
+    const dir = mkdtempSync(join(tmpdir(), 'callbridge-tls-'));
+    try {
+      execFileSync('openssl', [
+        'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+        '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
+      ], { stdio: 'ignore' });
+      return { key: readFileSync(join(dir, 'key.pem'), 'utf8'), cert: readFileSync(join(dir, 'cert.pem'), 'utf8') };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  it('connects when the CA is given and fails, not retryable, when it is not', async () => {
+    const { key, cert } = selfSigned();
+    const https = createHttpsServer({ key, cert });
+    const wss = new WebSocketServer({ server: https });
+    let auth: string | undefined;
+    wss.on('connection', (ws, req) => {
+      auth = req.headers.authorization;
+      ws.on('message', (d) => {
+        if (JSON.parse(d.toString()).type === 'session.update') ws.send('{"type":"session.updated","session":{}}');
+      });
+      ws.send('{"type":"session.created","session":{}}');
+    });
+    await new Promise<void>((r) => https.listen(0, '127.0.0.1', () => r()));
+    cleanups.push(() => new Promise<void>((r) => {
+      for (const c of wss.clients) c.terminate();
+      wss.close();
+      https.close(() => r());
+    }));
+    const url = `wss://127.0.0.1:${(https.address() as { port: number }).port}/v1/realtime`;
+    const s = await connect(provider(url, { ca: cert }));
+    expect(collect(s)[0]).toEqual({ type: 'ready' });
+    expect(auth).toBe('Bearer sk-test-123');
+    const err = await connectError(provider(url).connect(SESSION_OPTS));
+    expect(err.retryable).toBe(false);
+    expect(err.message).toMatch(/SELF_SIGNED|CERT|certificate/i);
   });
 });
 

@@ -252,7 +252,12 @@ export interface SessionCounters {
   malformed: number;
   /** Well-formed server events callbridge does not act on. */
   unhandled: number;
+  /** Audio appends dropped because the socket had more than MAX_BUFFERED_AUDIO_BYTES queued. */
+  audioDroppedForBackpressure: number;
 }
+
+/** Outbound bytes queued on the model socket above which caller audio is dropped (~2 min of pcm24k as base64). */
+export const MAX_BUFFERED_AUDIO_BYTES = 8 * 1024 * 1024;
 
 export class OpenAIRealtimeSession implements ModelSession {
   private ws: WebSocket | undefined;
@@ -266,7 +271,7 @@ export class OpenAIRealtimeSession implements ModelSession {
   /** Arguments done before the function's name is known. */
   private pendingTools = new Map<string, PendingToolCall>();
   private emittedTools = new Set<string>();
-  readonly counters: SessionCounters = { sent: 0, dropped: 0, malformed: 0, unhandled: 0 };
+  readonly counters: SessionCounters = { sent: 0, dropped: 0, malformed: 0, unhandled: 0, audioDroppedForBackpressure: 0 };
   private settle: { resolve: () => void; reject: (e: ModelConnectError) => void } | undefined;
   private sessionUpdate = '';
   /** Why open() failed: the endpoint could not be used, refused the session (it answered), or the caller gave up. */
@@ -589,6 +594,14 @@ export class OpenAIRealtimeSession implements ModelSession {
   }
 
   appendAudio(base64: string): void {
+    // A stalled model socket must not buffer caller audio without bound: past the cap, audio is dropped
+    // (control events still go out). Fresh audio matters more than a backlog the model will never catch up on.
+    const ws = this.ws;
+    if (ws && ws.bufferedAmount > MAX_BUFFERED_AUDIO_BYTES) {
+      this.counters.dropped++;
+      this.counters.audioDroppedForBackpressure++;
+      return;
+    }
     this.send(appendAudioEvent(base64));
   }
 
