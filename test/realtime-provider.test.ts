@@ -177,7 +177,8 @@ describe('handshake', () => {
       tools: [{ type: 'function', name: 'check_eligibility' }],
     });
     expect(s.format).toBe('pcm24k');
-    expect(p.reachability.snapshot()).toMatchObject({ reachable: true, consecutiveFailures: 0 });
+    expect(p.reachability.snapshot()).toMatchObject({ reachable: true, lastError: null, consecutiveFailures: 0 });
+    expect(Date.now() - Date.parse(p.reachability.snapshot().lastOkAt!)).toBeLessThan(5000);
   });
 
   it('ulaw8k asks for audio/pcmu both ways', async () => {
@@ -247,7 +248,13 @@ describe('handshake', () => {
     const err = await connectError(p.connect(SESSION_OPTS));
     expect(err.retryable).toBe(true);
     expect(err.message).toMatch(/ECONNREFUSED/);
-    expect(tracker.snapshot()).toMatchObject({ reachable: false, lastFailAtMs: 1234, consecutiveFailures: 1 });
+    expect(tracker.snapshot()).toEqual({
+      reachable: false,
+      lastOkAt: null,
+      lastFailAt: new Date(1234).toISOString(),
+      lastError: err.message,
+      consecutiveFailures: 1,
+    });
   });
 
   it('a session.update the server rejects fails the connect, not retryable; the endpoint counts as reachable', async () => {

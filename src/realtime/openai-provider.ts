@@ -101,22 +101,23 @@ export function isRetryableClose(code: number): boolean {
   return true;
 }
 
+/** Shape read by /voice/health (matches call/relay.ts ModelHealth); times are ISO 8601. */
 export interface ReachabilitySnapshot {
-  /** Outcome of the most recent connect; undefined before the first. */
-  reachable: boolean | undefined;
-  lastOkAtMs: number | undefined;
-  lastFailAtMs: number | undefined;
-  lastError: string | undefined;
+  /** Outcome of the most recent connect; null before the first. */
+  reachable: boolean | null;
+  lastOkAt: string | null;
+  lastFailAt: string | null;
+  lastError: string | null;
   consecutiveFailures: number;
 }
 
 /** Whether the model endpoint was reachable recently: updated on every connect attempt, read by /voice/health. */
 export class ReachabilityTracker {
-  private lastOkAtMs: number | undefined;
-  private lastFailAtMs: number | undefined;
-  private lastError: string | undefined;
+  private lastOkAtMs: number | null = null;
+  private lastFailAtMs: number | null = null;
+  private lastError: string | null = null;
   private failures = 0;
-  private last: boolean | undefined;
+  private last: boolean | null = null;
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -134,10 +135,11 @@ export class ReachabilityTracker {
   }
 
   snapshot(): ReachabilitySnapshot {
+    const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
     return {
       reachable: this.last,
-      lastOkAtMs: this.lastOkAtMs,
-      lastFailAtMs: this.lastFailAtMs,
+      lastOkAt: iso(this.lastOkAtMs),
+      lastFailAt: iso(this.lastFailAtMs),
       lastError: this.lastError,
       consecutiveFailures: this.failures,
     };
