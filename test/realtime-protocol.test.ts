@@ -156,7 +156,6 @@ describe('parseServerEvent rejects malformed input as a value', () => {
     ['response.done usage not object', '{"type":"response.done","response":{"id":"r","status":"completed","usage":7}}'],
     ['error without error', '{"type":"error"}'],
     ['error without message', '{"type":"error","error":{"type":"x"}}'],
-    ['session.created without session', '{"type":"session.created"}'],
   ])('%s', (_n, text) => {
     const r = parseServerEvent(text);
     expect(r.ok).toBe(false);

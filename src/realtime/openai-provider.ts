@@ -518,6 +518,9 @@ export class OpenAIRealtimeSession implements ModelSession {
   }
 
   private handleResponseDone(ev: ResponseDone): void {
+    if (ev.response.status === 'failed' || ev.response.status === 'incomplete') {
+      this.log.warn({ responseId: ev.response.id, status: ev.response.status, details: ev.response.status_details }, 'model response did not complete');
+    }
     for (const [callId, p] of this.pendingTools) {
       if (p.responseId !== ev.response.id) continue;
       this.pendingTools.delete(callId);

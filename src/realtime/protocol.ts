@@ -169,7 +169,7 @@ function parseHandled(type: string, o: Obj): ServerEvent {
   switch (type) {
     case 'session.created':
     case 'session.updated':
-      obj(o, 'session');
+      // Only the arrival matters; the effective session is not read.
       return { type };
     case 'input_audio_buffer.speech_started':
       return { type, item_id: str(o, 'item_id'), audio_start_ms: ms(o, 'audio_start_ms') };
