@@ -14,7 +14,7 @@ export interface RunOptions {
   timeMs: number;
   /** Warm-up time per task, ms. */
   warmupMs: number;
-  /** Rounds over all tasks; a task's figure is the median of its round medians. */
+  /** Rounds over all tasks; a task's figure is the lowest of its round medians (see measure.ts). */
   rounds: number;
   /** Progress lines go here (stderr), never into the table. */
   log: (line: string) => void;
@@ -31,7 +31,7 @@ export interface Result {
   group: string;
   /** What one unit of work is, e.g. '20 ms frame' or 'call-second'. */
   per: string;
-  /** Median ns per unit of work. */
+  /** Median ns per unit of work (of the least-disturbed round). */
   medianNs: number;
   /** 99th percentile ns per unit (of per-sample figures; see `note`). */
   p99Ns?: number;

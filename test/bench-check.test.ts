@@ -1,0 +1,146 @@
+// The bench's regression checker (bench/check.ts): pure results + thresholds
+// -> evaluations and regression messages.
+import { describe, expect, it } from 'vitest';
+import { evaluate, parseThresholds, regressions, type Ratio, type Thresholds } from '../bench/check.js';
+import type { Result } from '../bench/types.js';
+
+function result(id: string, medianNs: number, suite = 'dsp'): Result {
+  return { id, suite, name: id, group: 'g', per: '20 ms frame', medianNs, samples: 100 };
+}
+
+function ratio(id: string, num: string, den: string | number, max: number, suite = 'dsp'): Ratio {
+  return { id, suite, num, den, max, why: `why ${id}` };
+}
+
+const dsp = new Set(['dsp']);
+
+describe('evaluate', () => {
+  const results = [result('a.wasm', 100), result('a.peer', 1000), result('full', 4000)];
+
+  it('passes a ratio under its limit and reports the value', () => {
+    const [e] = evaluate(results, [ratio('a', 'a.wasm', 'a.peer', 0.2)], dsp);
+    expect(e.ok).toBe(true);
+    expect(e.value).toBeCloseTo(0.1, 12);
+    expect(e.problem).toBeUndefined();
+  });
+
+  it('passes a ratio exactly at its limit', () => {
+    expect(evaluate(results, [ratio('a', 'a.wasm', 'a.peer', 0.1)], dsp)[0].ok).toBe(true);
+  });
+
+  it('fails a ratio over its limit', () => {
+    const [e] = evaluate(results, [ratio('a', 'a.wasm', 'a.peer', 0.05)], dsp);
+    expect(e.ok).toBe(false);
+    expect(e.value).toBeCloseTo(0.1, 12);
+    expect(e.problem).toMatch(/0\.100 > limit 0\.050/);
+  });
+
+  it('takes a number of nanoseconds as the denominator (the 1 ms budget)', () => {
+    const [under, over] = evaluate(results, [ratio('b1', 'full', 1_000_000, 0.01), ratio('b2', 'full', 1_000_000, 0.001)], dsp);
+    expect(under.value).toBeCloseTo(0.004, 12);
+    expect(under.ok).toBe(true);
+    expect(over.ok).toBe(false);
+  });
+
+  it('fails, naming the id, when a result is missing from a suite that ran', () => {
+    const [e] = evaluate(results, [ratio('m', 'a.wasm', 'gone.peer', 10)], dsp);
+    expect(e.ok).toBe(false);
+    expect(e.value).toBeUndefined();
+    expect(e.problem).toContain("'gone.peer' is missing");
+  });
+
+  it('fails on a zero, negative or non-finite median instead of dividing by it', () => {
+    for (const bad of [0, -5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      const [e] = evaluate([result('x', 10), result('y', bad)], [ratio('z', 'x', 'y', 100)], dsp);
+      expect(e.ok, `median ${bad}`).toBe(false);
+      expect(e.problem).toContain("'y' has no valid median");
+    }
+  });
+
+  it('skips ratios of suites that did not run (e.g. --suite dsp skips relay limits)', () => {
+    const es = evaluate(results, [ratio('r', 'relay.p99', 'relay.p50', 3, 'relay'), ratio('a', 'a.wasm', 'a.peer', 1)], dsp);
+    expect(es.map((e) => e.ratio.id)).toEqual(['a']);
+  });
+
+  it('keeps the order of the thresholds file', () => {
+    const es = evaluate(results, [ratio('2', 'a.peer', 'a.wasm', 100), ratio('1', 'a.wasm', 'a.peer', 1)], dsp);
+    expect(es.map((e) => e.ratio.id)).toEqual(['2', '1']);
+  });
+});
+
+describe('regressions', () => {
+  const thresholds: Thresholds = {
+    checks: [
+      ratio('decode.vs.js', 'd.wasm', 'd.js', 0.8),
+      ratio('resample.vs.speex', 'r.wasm', 'r.speex', 0.2),
+      ratio('full.budget', 'full', 1_000_000, 0.02),
+    ],
+    // Targets never fail the run, however badly they are missed.
+    targets: [ratio('full.10us', 'full', 1000, 0.000001)],
+  };
+
+  it('is empty when every check passes', () => {
+    const rs = [result('d.wasm', 120), result('d.js', 280), result('r.wasm', 1400), result('r.speex', 19000), result('full', 3500)];
+    expect(regressions(rs, thresholds, dsp)).toEqual([]);
+  });
+
+  it('names each regression with its ratio, the limit and why', () => {
+    // A lost-SIMD resampler (5x slower) and a per-frame allocation in decode.
+    const rs = [result('d.wasm', 260), result('d.js', 280), result('r.wasm', 7000), result('r.speex', 19000), result('full', 3500)];
+    const msgs = regressions(rs, thresholds, dsp);
+    expect(msgs).toHaveLength(2);
+    expect(msgs[0]).toContain('REGRESSION decode.vs.js');
+    expect(msgs[0]).toContain('d.wasm / d.js');
+    expect(msgs[0]).toContain('limit 0.800');
+    expect(msgs[0]).toContain('why decode.vs.js');
+    expect(msgs[1]).toContain('REGRESSION resample.vs.speex');
+    expect(msgs[1]).toContain('0.368 > limit 0.200');
+  });
+
+  it('reports a missing result as a regression rather than passing silently', () => {
+    const rs = [result('d.wasm', 120), result('d.js', 280), result('full', 3500)];
+    const msgs = regressions(rs, thresholds, dsp);
+    expect(msgs).toHaveLength(1);
+    expect(msgs[0]).toMatch(/resample\.vs\.speex.*'r\.wasm' is missing/);
+  });
+
+  it('checks nothing when no suite with thresholds ran', () => {
+    expect(regressions([], thresholds, new Set(['relay']))).toEqual([]);
+  });
+});
+
+describe('parseThresholds', () => {
+  it('accepts a well-formed file', () => {
+    const t = parseThresholds({ checks: [ratio('a', 'x', 'y', 1)], targets: [ratio('b', 'x', 1000, 10)] });
+    expect(t.checks).toHaveLength(1);
+    expect(t.targets[0].den).toBe(1000);
+  });
+
+  it('lists every problem at once', () => {
+    const bad = {
+      checks: [{ id: 'a', suite: 'dsp', num: 'x', den: 0, max: -1, why: 'w' }, { id: 'a', suite: 'dsp', num: 'x', den: 'y', max: 1, why: 'w' }],
+      targets: 'nope',
+    };
+    let message = '';
+    try {
+      parseThresholds(bad);
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toContain('checks[0] (a): bad or missing den, max');
+    expect(message).toContain("'targets' must be an array");
+    expect(message).toContain('bench/thresholds.json');
+  });
+
+  it('rejects duplicate ids across checks and targets', () => {
+    expect(() => parseThresholds({ checks: [ratio('a', 'x', 'y', 1)], targets: [ratio('a', 'x', 'y', 1)] })).toThrow(/duplicate id 'a'/);
+  });
+
+  it('accepts the committed bench/thresholds.json', async () => {
+    const { readFileSync } = await import('node:fs');
+    const json: unknown = JSON.parse(readFileSync(new URL('../bench/thresholds.json', import.meta.url), 'utf8'));
+    const t = parseThresholds(json);
+    expect(t.checks.length).toBeGreaterThan(0);
+    expect(t.targets.length).toBeGreaterThan(0);
+  });
+});
