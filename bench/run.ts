@@ -119,6 +119,7 @@ async function main(): Promise<number> {
   const cpus = os.cpus();
   const env = `node ${process.version}, ${cpus.length} x ${cpus[0]?.model.trim() ?? 'cpu'}, ${os.platform()}/${os.arch()}`;
   console.log(`callbridge bench — ${env}${args.quick ? ' — QUICK (noisier)' : ''}`);
+  if (args.quick && args.check) console.log('note: --check with --quick compares noisier figures than CI does (CI runs the full bench)');
 
   const started = Date.now();
   const results: Result[] = [];
