@@ -1,0 +1,70 @@
+/**
+ * Prometheus metrics (prom-client), one Registry per server instance so tests
+ * can run many servers in one process. Importing this file does not load
+ * uWebSockets.js. `call` is the CallMetrics face the call layer records into.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { CallMetrics } from '../call/session.js';
+
+export interface Metrics {
+  registry: Registry;
+  call: CallMetrics;
+  httpRequests: Counter<'route' | 'status'>;
+  signatureRejections: Counter<'route'>;
+  streamsOpened: Counter;
+  streamsRefused: Counter<'reason'>;
+  backpressure: Counter;
+  rateLimited: Counter;
+  activeStreams: Gauge;
+}
+
+export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'callbridge_' });
+  const reg = { registers: [registry] };
+  const relayLatency = new Histogram({
+    name: 'callbridge_relay_latency_seconds',
+    help: 'Relay-added latency per audio message (message in to message out), by direction',
+    labelNames: ['direction'] as const,
+    buckets: [0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05],
+    ...reg,
+  });
+  const turnLatency = new Histogram({
+    name: 'callbridge_turn_latency_seconds',
+    help: 'Caller stops speaking (speech_stopped) to the first audio frame of the answer sent to Twilio',
+    buckets: [0.2, 0.4, 0.6, 0.8, 1, 1.2, 1.5, 2, 3, 5],
+    ...reg,
+  });
+  const protocolErrors = new Counter({
+    name: 'callbridge_twilio_protocol_errors_total',
+    help: 'Malformed or unexpected Twilio stream messages, by reason',
+    labelNames: ['reason'] as const,
+    ...reg,
+  });
+  const bargeIns = new Counter({ name: 'callbridge_barge_ins_total', help: 'Caller interruptions that cleared playback', ...reg });
+  const callsEnded = new Counter({
+    name: 'callbridge_calls_ended_total',
+    help: 'Calls ended, by reason',
+    labelNames: ['reason'] as const,
+    ...reg,
+  });
+  const inbound = relayLatency.labels('inbound');
+  const outbound = relayLatency.labels('outbound');
+  return {
+    registry,
+    call: {
+      relayLatency: (direction, ms) => (direction === 'inbound' ? inbound : outbound).observe(ms / 1000),
+      turnLatency: (ms) => turnLatency.observe(ms / 1000),
+      protocolError: (reason) => protocolErrors.inc({ reason }),
+      bargeIn: () => bargeIns.inc(),
+      callEnded: (reason) => callsEnded.inc({ reason }),
+    },
+    httpRequests: new Counter({ name: 'callbridge_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'] as const, ...reg }),
+    signatureRejections: new Counter({ name: 'callbridge_signature_rejections_total', help: 'Requests refused for a missing or bad X-Twilio-Signature', labelNames: ['route'] as const, ...reg }),
+    streamsOpened: new Counter({ name: 'callbridge_streams_opened_total', help: 'Media Stream websockets accepted', ...reg }),
+    streamsRefused: new Counter({ name: 'callbridge_streams_refused_total', help: 'Media Stream websockets refused, by reason', labelNames: ['reason'] as const, ...reg }),
+    backpressure: new Counter({ name: 'callbridge_ws_backpressure_total', help: 'Sends that hit a socket over its backpressure limit', ...reg }),
+    rateLimited: new Counter({ name: 'callbridge_rate_limited_total', help: 'Requests refused by the per-IP rate limit', ...reg }),
+    activeStreams: new Gauge({ name: 'callbridge_active_streams', help: 'Open Media Stream websockets', ...reg }),
+  };
+}

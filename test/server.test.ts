@@ -1,0 +1,258 @@
+/**
+ * The uWS server on loopback with a fake VoiceApp: real HTTP (fetch), real
+ * websockets (ws client), the real twilio signature code.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { loadConfig } from '../src/config.js';
+import type { StreamHandler, TwilioSocket, VoiceApp } from '../src/call/ports.js';
+import { silentLogger } from '../src/log.js';
+import { startServer, type RunningServer } from '../src/server/app.js';
+import { signTwilioRequest } from '../src/twilio/signature.js';
+
+const TOKEN = 'test-auth-token';
+const PUBLIC = 'https://relay.example.test';
+
+interface Recorded {
+  texts: string[];
+  binaries: number[];
+  drains: number;
+  closes: [number, string][];
+  socket: TwilioSocket;
+}
+
+function fakeApp(opts: { refuse?: boolean; admin?: boolean } = {}) {
+  const streams: Recorded[] = [];
+  const statuses: Record<string, string>[] = [];
+  const incoming: { form: Record<string, string>; streamUrl: string }[] = [];
+  const app: VoiceApp = {
+    incoming(form, streamUrl) {
+      incoming.push({ form, streamUrl });
+      return { ok: true, twiml: '<Response/>' };
+    },
+    status(form) {
+      statuses.push(form);
+    },
+    openStream(socket) {
+      if (opts.refuse) return null;
+      const rec: Recorded = { texts: [], binaries: [], drains: 0, closes: [], socket };
+      streams.push(rec);
+      const h: StreamHandler = {
+        onText: (t) => rec.texts.push(t),
+        onBinary: (n) => rec.binaries.push(n),
+        onDrain: () => rec.drains++,
+        onClose: (code, reason) => rec.closes.push([code, reason]),
+      };
+      return h;
+    },
+    health: () => ({ status: 'ok', version: '1', uptimeSeconds: 0, activeCalls: streams.length, model: { reachable: null, lastOkAt: null, lastError: null } }),
+  };
+  if (opts.admin) app.admin = async (req) => ({ status: 200, body: { path: req.path, limit: req.query.get('limit'), auth: req.headers.authorization ?? null } });
+  return { app, streams, statuses, incoming };
+}
+
+const servers: RunningServer[] = [];
+afterEach(async () => {
+  await Promise.all(servers.splice(0).map((s) => s.close()));
+});
+
+async function start(app: VoiceApp, env: Record<string, string> = {}, rateLimit?: { burst: number; perSecond: number }) {
+  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', PUBLIC_URL: PUBLIC, TWILIO_AUTH_TOKEN: TOKEN, ...env });
+  const s = await startServer({ config, app, log: silentLogger, rateLimit });
+  servers.push(s);
+  return { s, base: `http://127.0.0.1:${s.port}`, ws: `ws://127.0.0.1:${s.port}/voice/stream` };
+}
+
+function post(base: string, path: string, form: Record<string, string>, signature?: string) {
+  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
+  if (signature !== undefined) headers['x-twilio-signature'] = signature;
+  return fetch(base + path, { method: 'POST', headers, body: new URLSearchParams(form).toString() });
+}
+
+function openWs(url: string, signed = true): Promise<WebSocket> {
+  const headers: Record<string, string> = {};
+  if (signed) headers['x-twilio-signature'] = signTwilioRequest(TOKEN, `${PUBLIC.replace('https', 'wss')}/voice/stream`, {});
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { headers });
+    ws.once('open', () => resolve(ws));
+    ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+    ws.once('error', reject);
+  });
+}
+
+const closed = (ws: WebSocket) => new Promise<[number, string]>((r) => ws.once('close', (c, m) => r([c, m.toString()])));
+const until = async (cond: () => boolean, ms = 3000) => {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > ms) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
+describe('webhooks', () => {
+  const form = { CallSid: 'CA' + '1'.repeat(32), From: '+15550001111', To: '+15550002222', AccountSid: 'AC' + '2'.repeat(32) };
+
+  it('answers /voice/incoming with TwiML when the signature is valid, and passes the wss stream URL', async () => {
+    const f = fakeApp();
+    const { base } = await start(f.app);
+    const sig = signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, form);
+    const res = await post(base, '/voice/incoming', form, sig);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('text/xml');
+    expect(await res.text()).toBe('<Response/>');
+    expect(f.incoming[0]).toEqual({ form, streamUrl: 'wss://relay.example.test/voice/stream' });
+  });
+
+  it('refuses a tampered parameter or a missing signature with 403 and never calls the app', async () => {
+    const f = fakeApp();
+    const { base, s } = await start(f.app);
+    const sig = signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, form);
+    expect((await post(base, '/voice/incoming', { ...form, To: '+15559999999' }, sig)).status).toBe(403);
+    expect((await post(base, '/voice/incoming', form)).status).toBe(403);
+    expect((await post(base, '/voice/status', { CallSid: form.CallSid, CallStatus: 'completed' }, 'bogus')).status).toBe(403);
+    expect(f.incoming).toHaveLength(0);
+    expect(f.statuses).toHaveLength(0);
+    expect(await s.metrics.registry.getSingleMetricAsString('callbridge_signature_rejections_total')).toContain('route="incoming"} 2');
+  });
+
+  it('skips signature checks when no auth token is configured', async () => {
+    const f = fakeApp();
+    const { base } = await start(f.app, { TWILIO_AUTH_TOKEN: '' });
+    expect((await post(base, '/voice/incoming', form)).status).toBe(200);
+  });
+
+  it('takes signed status callbacks with 204', async () => {
+    const f = fakeApp();
+    const { base } = await start(f.app);
+    const status = { CallSid: form.CallSid, CallStatus: 'ringing', SequenceNumber: '0' };
+    const res = await post(base, '/voice/status', status, signTwilioRequest(TOKEN, `${PUBLIC}/voice/status`, status));
+    expect(res.status).toBe(204);
+    expect(f.statuses).toEqual([status]);
+  });
+
+  it('refuses an oversize body with 413', async () => {
+    const f = fakeApp();
+    const { base } = await start(f.app);
+    const res = await post(base, '/voice/incoming', { Big: 'x'.repeat(70 * 1024) }, 'x');
+    expect(res.status).toBe(413);
+  });
+});
+
+describe('health, metrics, admin, 404', () => {
+  it('serves health JSON, Prometheus text, admin passthrough and 404s', async () => {
+    const f = fakeApp({ admin: true });
+    const { base } = await start(f.app);
+    const health = await fetch(`${base}/voice/health`);
+    expect(health.status).toBe(200);
+    expect(await health.json()).toMatchObject({ status: 'ok', version: '1', activeCalls: 0 });
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    for (const name of ['callbridge_relay_latency_seconds', 'callbridge_turn_latency_seconds', 'callbridge_active_streams', 'callbridge_http_requests_total']) {
+      expect(metrics).toContain(name);
+    }
+    const admin = await fetch(`${base}/calls/CA123?limit=5`, { headers: { authorization: 'Bearer x' } });
+    expect(await admin.json()).toEqual({ path: '/calls/CA123', limit: '5', auth: 'Bearer x' });
+    expect((await fetch(`${base}/nope`)).status).toBe(404);
+  });
+
+  it('answers 404 on /calls when the app has no admin reader', async () => {
+    const { base } = await start(fakeApp().app);
+    expect((await fetch(`${base}/calls`)).status).toBe(404);
+  });
+
+  it('rate-limits per IP with 429', async () => {
+    const { base } = await start(fakeApp().app, {}, { burst: 3, perSecond: 0.001 });
+    const codes = [];
+    for (let i = 0; i < 5; i++) codes.push((await fetch(`${base}/voice/health`)).status);
+    expect(codes).toEqual([200, 200, 200, 429, 429]);
+  });
+});
+
+describe('media stream websocket', () => {
+  it('delivers text frames intact (multi-byte UTF-8) and binary frames as errors', async () => {
+    const f = fakeApp();
+    const { ws: url } = await start(f.app);
+    const ws = await openWs(url);
+    ws.send('{"event":"connected","note":"héllo ☎ 电话"}');
+    ws.send(Buffer.from([1, 2, 3]));
+    await until(() => f.streams[0]?.texts.length === 1 && f.streams[0].binaries.length === 1);
+    expect(f.streams[0]!.texts[0]).toBe('{"event":"connected","note":"héllo ☎ 电话"}');
+    expect(f.streams[0]!.binaries).toEqual([3]);
+    ws.close();
+  });
+
+  it('refuses an upgrade without a valid signature (403)', async () => {
+    const f = fakeApp();
+    const { ws: url } = await start(f.app);
+    await expect(openWs(url, false)).rejects.toThrow('HTTP 403');
+    expect(f.streams).toHaveLength(0);
+  });
+
+  it('closes with 1013 when the app refuses the stream (at capacity)', async () => {
+    const { ws: url } = await start(fakeApp({ refuse: true }).app);
+    const ws = await openWs(url);
+    expect((await closed(ws))[0]).toBe(1013);
+  });
+
+  it('closes an oversize frame\'s socket, counts nothing against others, and keeps serving', async () => {
+    const f = fakeApp();
+    const { ws: url } = await start(f.app);
+    const bad = await openWs(url);
+    const badClosed = closed(bad);
+    bad.send('x'.repeat(100 * 1024));
+    await badClosed;
+    await until(() => f.streams[0]?.closes.length === 1);
+    const good = await openWs(url);
+    good.send('{"event":"connected"}');
+    await until(() => f.streams[1]?.texts.length === 1);
+    good.close();
+  });
+
+  it('reports backpressure from send() and calls onDrain once the client reads again', async () => {
+    const f = fakeApp();
+    const { ws: url } = await start(f.app);
+    const ws = await openWs(url);
+    await until(() => f.streams.length === 1);
+    const raw = (ws as unknown as { _socket: import('node:net').Socket })._socket;
+    raw.pause();
+    const frame = JSON.stringify({ event: 'media', media: { payload: 'A'.repeat(4000) } });
+    let sent = 0;
+    while (f.streams[0]!.socket.send(frame) && sent < 100_000) sent++;
+    expect(sent).toBeLessThan(100_000);
+    expect(f.streams[0]!.socket.bufferedAmount()).toBeGreaterThan(0);
+    raw.resume();
+    await until(() => f.streams[0]!.drains > 0, 10_000);
+    ws.close();
+  });
+
+  it('calls onClose exactly once whether the client or the server closes, and sends after close are no-ops', async () => {
+    const f = fakeApp();
+    const { ws: url } = await start(f.app);
+    const a = await openWs(url);
+    await until(() => f.streams.length === 1);
+    a.close(1000, 'bye');
+    await until(() => f.streams[0]!.closes.length === 1);
+    expect(f.streams[0]!.closes[0]).toEqual([1000, 'bye']);
+    expect(f.streams[0]!.socket.send('{}')).toBe(false);
+    f.streams[0]!.socket.close();
+
+    const b = await openWs(url);
+    await until(() => f.streams.length === 2);
+    const bClosed = closed(b);
+    f.streams[1]!.socket.close(1000, 'done');
+    expect(await bClosed).toEqual([1000, 'done']);
+    await until(() => f.streams[1]!.closes.length === 1);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(f.streams[1]!.closes).toHaveLength(1);
+  });
+
+  it('close() ends open streams with 1001 and stops accepting', async () => {
+    const f = fakeApp();
+    const { ws: url, s, base } = await start(f.app);
+    const ws = await openWs(url);
+    const wsClosed = closed(ws);
+    await s.close();
+    expect((await wsClosed)[0]).toBe(1001);
+    expect(f.streams[0]!.closes).toHaveLength(1);
+    await expect(fetch(`${base}/voice/health`)).rejects.toThrow();
+  });
+});
