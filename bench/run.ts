@@ -60,7 +60,8 @@ function fmtPeer(r: Result, byId: Map<string, Result>): string {
   const p = byId.get(r.peer);
   if (!p) return `(peer ${r.peer} missing)`;
   const x = r.medianNs / p.medianNs;
-  const words = x <= 1 ? `${(1 / x).toFixed(1)}x faster` : `${x.toFixed(1)}x slower`;
+  const times = (v: number): string => v.toFixed(v < 2 ? 2 : 1);
+  const words = x <= 1 ? `${times(1 / x)}x faster` : `${times(x)}x slower`;
   return `${fmtRatio(x)} (${words} than ${p.name})`;
 }
 
