@@ -38,12 +38,15 @@ export interface Evaluation {
   problem?: string;
 }
 
+/** A side is a number of ns, a result id (its median), or `id#p99` (its 99th percentile). */
 function figure(side: string | number, byId: Map<string, Result>): { ns?: number; problem?: string } {
   if (typeof side === 'number') return { ns: side };
-  const r = byId.get(side);
-  if (!r) return { problem: `result '${side}' is missing from this run` };
-  if (!Number.isFinite(r.medianNs) || r.medianNs <= 0) return { problem: `result '${side}' has no valid median (${r.medianNs})` };
-  return { ns: r.medianNs };
+  const [id, stat] = side.split('#') as [string, string | undefined];
+  const r = byId.get(id);
+  if (!r) return { problem: `result '${id}' is missing from this run` };
+  const ns = stat === 'p99' ? r.p99Ns : stat === undefined ? r.medianNs : NaN;
+  if (ns === undefined || !Number.isFinite(ns) || ns <= 0) return { problem: `result '${side}' has no valid figure (${ns})` };
+  return { ns };
 }
 
 /** Evaluates every ratio whose suite ran. */

@@ -16,6 +16,7 @@ import { buildStreamTwiml } from '../twilio/twiml.js';
 import { sharedClock, type PumpScheduler } from './clock.js';
 import type { AdminRequest, AdminResponse, HealthReport, IncomingResult, StreamHandler, StreamInfo, TwilioSocket, VoiceApp } from './ports.js';
 import { nullRecorder, type CallRecorder } from './recorder.js';
+import { LatencyHistogram } from './stats.js';
 import { CallSession, noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics, type CallOptions } from './session.js';
 import type { ModelProvider, ModelSession } from './voice-model.js';
 
@@ -55,6 +56,11 @@ interface Pending {
 
 export class Relay implements VoiceApp {
   readonly calls = new Set<CallSession>();
+  /** Relay-added latency per audio message over every ended call, each direction (ms). */
+  readonly relayIn = new LatencyHistogram();
+  readonly relayOut = new LatencyHistogram();
+  readonly turnLatency = new LatencyHistogram();
+  callsEnded = 0;
   private readonly pending = new Map<string, Pending>();
   private readonly startedAt = Date.now();
   private readonly options: CallOptions;
@@ -129,7 +135,7 @@ export class Relay implements VoiceApp {
       metrics: this.metrics,
       admit: (callSid, params) => this.admit(callSid, params),
       openTranscoder: this.deps.openTranscoder,
-      onEnded: (s) => this.calls.delete(s),
+      onEnded: (s) => this.onCallEnded(s),
     });
     this.calls.add(session);
     return session;
@@ -151,6 +157,14 @@ export class Relay implements VoiceApp {
     this.closing = true;
     for (const [sid, p] of this.pending) this.dropPending(sid, p);
     for (const call of [...this.calls]) call.end('shutdown');
+  }
+
+  private onCallEnded(s: CallSession): void {
+    if (!this.calls.delete(s)) return;
+    this.callsEnded++;
+    this.relayIn.merge(s.relayIn);
+    this.relayOut.merge(s.relayOut);
+    this.turnLatency.merge(s.turnLatency);
   }
 
   private admit(callSid: string, params: Record<string, string>): CallAdmission | { refused: string } {

@@ -68,7 +68,8 @@ export class Dsp {
   readonly maxUpIn: number;
   readonly maxDownIn: number;
   readonly maxCodecIn: number;
-  #buffer: ArrayBuffer | undefined;
+  /** The memory's buffer as last seen; growth detaches it (byteLength 0), which forces a remap. */
+  #buffer: ArrayBuffer = new ArrayBuffer(0);
   #u8 = new Uint8Array(0);
   #i16 = new Int16Array(0);
   #outViews = new Map<number, Uint8Array>();
@@ -87,13 +88,13 @@ export class Dsp {
 
   /** The whole memory as bytes; valid until the next call into this object. */
   get u8(): Uint8Array {
-    if (this.exports.memory.buffer !== this.#buffer) this.#remap();
+    if (this.#buffer.byteLength === 0) this.#remap();
     return this.#u8;
   }
 
   /** The whole memory as int16 (index = byte offset / 2). */
   get i16(): Int16Array {
-    if (this.exports.memory.buffer !== this.#buffer) this.#remap();
+    if (this.#buffer.byteLength === 0) this.#remap();
     return this.#i16;
   }
 
@@ -108,11 +109,11 @@ export class Dsp {
    * (frames repeat a few sizes), so the steady state allocates nothing.
    */
   outView(byteLength: number): Uint8Array {
-    if (this.exports.memory.buffer !== this.#buffer) this.#remap();
+    if (this.#buffer.byteLength === 0) this.#remap();
     let view = this.#outViews.get(byteLength);
     if (!view) {
       if (this.#outViews.size >= 64) this.#outViews.clear();
-      view = new Uint8Array(this.#buffer!, this.ioOut, byteLength);
+      view = new Uint8Array(this.#buffer, this.ioOut, byteLength);
       this.#outViews.set(byteLength, view);
     }
     return view;
@@ -120,11 +121,11 @@ export class Dsp {
 
   /** The first `samples` int16 of the output area, cached per length like outView(). */
   outInt16(samples: number): Int16Array {
-    if (this.exports.memory.buffer !== this.#buffer) this.#remap();
+    if (this.#buffer.byteLength === 0) this.#remap();
     let view = this.#outViews16.get(samples);
     if (!view) {
       if (this.#outViews16.size >= 64) this.#outViews16.clear();
-      view = new Int16Array(this.#buffer!, this.ioOut, samples);
+      view = new Int16Array(this.#buffer, this.ioOut, samples);
       this.#outViews16.set(samples, view);
     }
     return view;
