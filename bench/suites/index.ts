@@ -4,5 +4,6 @@
  */
 import type { Suite } from '../types.js';
 import { dspSuite } from './dsp.js';
+import { relaySuite } from './relay.js';
 
-export const suites: Suite[] = [dspSuite];
+export const suites: Suite[] = [dspSuite, relaySuite];

@@ -1,0 +1,144 @@
+/**
+ * `callbridge demo`: the whole product on loopback with no credentials.
+ * Starts the model stand-in (src/sim), starts the real relay through the
+ * same composition root as `serve` (real uWS server, real wasm transcoder,
+ * real SQLite store, real eligibility tool on its mock back end), places
+ * simulated Twilio calls that speak the Media Streams protocol, and prints
+ * each call's transcript, latencies and record.
+ */
+import { randomBytes } from 'node:crypto';
+import { ConfigError, loadConfig } from '../config.js';
+import { createLogger } from '../log.js';
+import { startCallbridge } from '../main.js';
+import { placeCall, type CallResult } from '../sim/caller.js';
+import { startModelStandIn } from '../sim/model-server.js';
+import type { CallRecord } from '../store/types.js';
+import type { CliIO } from './main.js';
+
+const USAGE = 'usage: callbridge demo [--calls N] [--mode transcode|passthrough] [--quiet]\n';
+
+export async function run(args: string[], io: CliIO): Promise<number> {
+  let calls = 2;
+  let mode: string | undefined;
+  let quiet = false;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--calls') calls = Number(args[++i]);
+    else if (a === '--mode') mode = args[++i];
+    else if (a === '--quiet') quiet = true;
+    else {
+      io.stderr.write(`callbridge demo: unknown option ${a}\n${USAGE}`);
+      return 2;
+    }
+  }
+  if (!Number.isInteger(calls) || calls < 1 || calls > 200) {
+    io.stderr.write(`callbridge demo: --calls takes a whole number from 1 to 200\n`);
+    return 2;
+  }
+  if (mode !== undefined && mode !== 'transcode' && mode !== 'passthrough') {
+    io.stderr.write(`callbridge demo: --mode is transcode or passthrough\n`);
+    return 2;
+  }
+  const out = (s: string) => io.stdout.write(s);
+
+  const standIn = await startModelStandIn();
+  const authToken = randomBytes(16).toString('hex');
+  const publicUrl = 'https://callbridge.demo.invalid';
+  let config;
+  try {
+    config = loadConfig({
+      LOG_LEVEL: 'warn',
+      CALLBRIDGE_DB: './data/demo.db',
+      ...io.env,
+      // The demo always talks to its own stand-in and its own callers:
+      PORT: '0',
+      HOST: '127.0.0.1',
+      PUBLIC_URL: publicUrl,
+      OPENAI_BASE_URL: standIn.baseUrl,
+      OPENAI_API_KEY: 'demo-key',
+      TWILIO_AUTH_TOKEN: authToken,
+      ...(mode ? { AUDIO_MODE: mode } : {}),
+    });
+  } catch (err) {
+    await standIn.close();
+    if (err instanceof ConfigError) {
+      io.stderr.write(`callbridge demo: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel);
+  const app = await startCallbridge(config, log);
+  const baseUrl = `http://127.0.0.1:${app.port}`;
+  out(`callbridge demo: relay on ${baseUrl} (audio mode ${config.audioMode}), model stand-in on ${standIn.url}\n`);
+  out(`placing ${calls} simulated call${calls > 1 ? 's' : ''} (eligibility scenario, real-time audio: about 25 s each)…\n\n`);
+
+  let failed = 0;
+  try {
+    const results = await Promise.allSettled(
+      Array.from({ length: calls }, (_, i) =>
+        placeCall({
+          baseUrl,
+          publicUrl,
+          authToken,
+          from: `+1555010${String(i).padStart(4, '0')}`,
+          to: '+15550100999',
+          utterances: [
+            { durationMs: 1400 },
+            { durationMs: 1200 },
+            { durationMs: 1500 },
+            { durationMs: 1100 },
+          ],
+        }),
+      ),
+    );
+    app.store.flush();
+    for (const r of results) {
+      if (r.status === 'rejected') {
+        failed++;
+        out(`call failed: ${r.reason instanceof Error ? r.reason.message : String(r.reason)}\n\n`);
+        continue;
+      }
+      const record = app.store.get(r.value.callSid);
+      out(describeCall(r.value, record, quiet));
+    }
+  } finally {
+    await app.close();
+    await standIn.close();
+  }
+  out(`records are in ${config.dbPath}: \`npx callbridge calls list\` with CALLBRIDGE_DB=${config.dbPath}\n`);
+  return failed === 0 ? 0 : 1;
+}
+
+function describeCall(result: CallResult, record: CallRecord | undefined, quiet: boolean): string {
+  const lines: string[] = [];
+  lines.push(`── call ${result.callSid} ─────────────────────────────`);
+  if (!record) {
+    lines.push('  (no record found)');
+    return `${lines.join('\n')}\n\n`;
+  }
+  lines.push(`  ${record.state}, ${((record.durationMs ?? 0) / 1000).toFixed(1)} s, ended: ${record.endReason ?? '-'}, est. cost $${(record.estimatedCostUsd ?? 0).toFixed(4)}`);
+  if (!quiet) {
+    for (const t of record.transcript) {
+      const at = `${String(Math.floor(t.atMs / 60000)).padStart(2, '0')}:${String(Math.floor((t.atMs % 60000) / 1000)).padStart(2, '0')}`;
+      lines.push(`  [${at}] ${t.speaker.padEnd(9)} ${t.text}${t.interrupted ? '  (interrupted)' : ''}`);
+    }
+  }
+  for (const tc of record.toolCalls) lines.push(`  tool ${tc.name}: ${tc.ok ? 'ok' : 'failed'} in ${tc.durationMs} ms`);
+  const relayTurns = record.turnLatencies.map((t) => `${t.latencyMs}`).join(', ');
+  const callerTurns = result.turnLatenciesMs.map((t) => `${Math.round(t)}`).join(', ');
+  lines.push(`  per-turn latency, relay view (speech_stopped → first frame out), ms: ${relayTurns || '-'}`);
+  lines.push(`  per-turn latency, caller view (end of speech → first audio heard), ms: ${callerTurns || '-'}`);
+  if (record.relay) {
+    lines.push(
+      `  relay-added latency per frame: inbound p50 ${fmtUs(record.relay.inbound.p50Ms)} p99 ${fmtUs(record.relay.inbound.p99Ms)}, ` +
+        `outbound p50 ${fmtUs(record.relay.outbound.p50Ms)} p99 ${fmtUs(record.relay.outbound.p99Ms)}`,
+    );
+  }
+  lines.push(`  caller heard ${(result.heardMs / 1000).toFixed(1)} s of audio in ${result.framesReceived} frames; max buffered ${result.maxBufferedMs} ms; protocol violations: ${result.protocolViolations.length}`);
+  return `${lines.join('\n')}\n\n`;
+}
+
+function fmtUs(ms: number): string {
+  return Number.isFinite(ms) ? `${Math.round(ms * 1000)} µs` : '-';
+}

@@ -1,0 +1,214 @@
+/**
+ * The whole relay on loopback: the real uWS server, the real wasm
+ * transcoder, the real SQLite store and eligibility tool, the real
+ * OpenAI provider client — against the model stand-in and simulated Twilio
+ * callers (src/sim), which speak PROTOCOLS.md independently of our code.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { loadConfig } from '../src/config.js';
+import { silentLogger } from '../src/log.js';
+import { startCallbridge, type Callbridge } from '../src/main.js';
+import { placeCall } from '../src/sim/caller.js';
+import { eligibilityScenario, startModelStandIn, type ModelStandIn, type Scenario } from '../src/sim/model-server.js';
+import { signTwilioRequest } from '../src/twilio/signature.js';
+
+const AUTH = 'e2e-twilio-auth-token';
+const PUBLIC = 'https://relay.e2e.invalid';
+const dir = mkdtempSync(join(tmpdir(), 'callbridge-e2e-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const running: { app: Callbridge; model: ModelStandIn }[] = [];
+afterEach(async () => {
+  for (const r of running.splice(0)) {
+    await r.app.close();
+    await r.model.close();
+  }
+});
+
+let dbN = 0;
+async function start(env: Record<string, string> = {}, scenario?: Scenario) {
+  const model = await startModelStandIn({ scenario, audioSpeedup: 8, responseDelayMs: 50, transcriptDelayMs: 100 });
+  const config = loadConfig({
+    PORT: '0',
+    HOST: '127.0.0.1',
+    PUBLIC_URL: PUBLIC,
+    TWILIO_AUTH_TOKEN: AUTH,
+    OPENAI_BASE_URL: model.baseUrl,
+    OPENAI_API_KEY: 'test-key',
+    CALLBRIDGE_DB: join(dir, `calls-${++dbN}.db`),
+    VAD_SILENCE_DURATION_MS: '300',
+    ...env,
+  });
+  const app = await startCallbridge(config, silentLogger);
+  running.push({ app, model });
+  return { app, model, baseUrl: `http://127.0.0.1:${app.port}`, config };
+}
+
+const shortScenario: Scenario = {
+  greeting: 'Hello.',
+  turns: [
+    { callerTranscript: 'first thing', reply: 'Sure, one moment.' },
+    { callerTranscript: 'second thing', reply: 'All done.' },
+  ],
+};
+
+function caller(baseUrl: string, extra: Partial<Parameters<typeof placeCall>[0]> = {}) {
+  return placeCall({
+    baseUrl,
+    publicUrl: PUBLIC,
+    authToken: AUTH,
+    utterances: [{ durationMs: 900 }, { durationMs: 900 }],
+    hangupAfterMs: 800,
+    ...extra,
+  });
+}
+
+describe.each(['transcode', 'passthrough'] as const)('a full call in %s mode', (mode) => {
+  it('relays both ways in paced 20 ms frames, greets first, and leaves a complete record', async () => {
+    const { app, model, baseUrl } = await start({ AUDIO_MODE: mode }, shortScenario);
+    const result = await caller(baseUrl);
+    app.store.flush();
+    const session = model.sessions[0]!;
+    expect(session.format).toBe(mode === 'transcode' ? 'pcm24k' : 'ulaw8k');
+    expect(session.audioMsReceived).toBeGreaterThan(1500);
+    expect(result.protocolViolations).toEqual([]);
+    expect(Object.keys(result.frameSizes)).toEqual(['160']);
+    expect(result.maxBufferedMs).toBeLessThanOrEqual(100 + 60); // PLAYOUT_LEAD_MS + a frame + loopback jitter: never a burst
+    expect(result.heardMs).toBeGreaterThan(500);
+    expect(result.turnLatenciesMs.length).toBeGreaterThanOrEqual(2);
+
+    const record = app.store.get(result.callSid)!;
+    expect(record).toBeDefined();
+    expect(record.state).toBe('completed');
+    expect(record.audioMode).toBe(mode);
+    const speakers = record.transcript.map((t) => t.speaker);
+    expect(speakers[0]).toBe('assistant'); // the greeting comes first
+    expect(record.transcript.filter((t) => t.speaker === 'caller').map((t) => t.text)).toEqual(['first thing', 'second thing']);
+    expect(record.turnLatencies.length).toBeGreaterThanOrEqual(2);
+    for (const t of record.turnLatencies) expect(t.latencyMs).toBeGreaterThan(0);
+    expect(record.usage.outputAudioTokens).toBeGreaterThan(0);
+  });
+});
+
+describe('eligibility conversation', () => {
+  it('asks for the member ID and date of birth, runs check_eligibility and speaks the result', async () => {
+    const { app, baseUrl } = await start({}, eligibilityScenario);
+    const result = await caller(baseUrl, {
+      utterances: [{ durationMs: 900 }, { durationMs: 900 }, { durationMs: 900 }, { durationMs: 700 }],
+    });
+    app.store.flush();
+    const record = app.store.get(result.callSid)!;
+    expect(record.toolCalls).toHaveLength(1);
+    expect(record.toolCalls[0]).toMatchObject({ name: 'check_eligibility', ok: true });
+    const said = record.transcript.filter((t) => t.speaker === 'assistant').map((t) => t.text).join(' ');
+    expect(said).toMatch(/Member ID/);
+    expect(said).toMatch(/date of birth/);
+  });
+});
+
+describe('barge-in', () => {
+  it('clears the caller\'s playback at once and truncates at what the caller heard', async () => {
+    const long: Scenario = {
+      greeting: 'Hello.',
+      turns: [
+        { callerTranscript: 'tell me everything', reply: 'This is a long answer that goes on and on for several seconds so that the caller has time to interrupt it in the middle.' },
+        { callerTranscript: 'stop', reply: 'Okay.' },
+      ],
+    };
+    const { model, baseUrl } = await start({}, long);
+    const result = await caller(baseUrl, { utterances: [{ durationMs: 900 }, { durationMs: 900, bargeInAfterMs: 1200 }] });
+    expect(result.clears.length).toBeGreaterThanOrEqual(1);
+    const barge = result.bargeIns[0]!;
+    expect(barge.clearAtMs).toBeDefined();
+    // clear follows the model's VAD speech_started, which needs some speech first: well under a second
+    expect(barge.clearAtMs! - barge.speechStartMs).toBeLessThan(800);
+    const session = model.sessions[0]!;
+    expect(session.truncates).toHaveLength(1);
+    const heard = result.clears[0]!.playedMsOfRunBeforeClear;
+    // truncate is at the last acknowledged mark: at most a frame or two (plus loopback) behind what was played
+    expect(session.truncates[0]!.audio_end_ms).toBeLessThanOrEqual(heard + 20);
+    expect(session.truncates[0]!.audio_end_ms).toBeGreaterThanOrEqual(heard - 80);
+    expect(session.errorsSent).toEqual([]);
+  });
+});
+
+describe('DTMF and signatures', () => {
+  it('sends keypad digits to the model as text', async () => {
+    const { model, baseUrl } = await start({}, shortScenario);
+    await caller(baseUrl, { utterances: [{ durationMs: 900 }], dtmf: [{ afterUtterance: 0, digits: '12#' }] });
+    expect(model.sessions[0]!.userTexts.join(' ')).toContain('12#');
+  });
+
+  it('refuses a call whose webhook signature is wrong and opens no model session', async () => {
+    const { model, baseUrl } = await start({}, shortScenario);
+    await expect(caller(baseUrl, { authToken: 'not-the-token' })).rejects.toThrow(/403/);
+    expect(model.sessions).toHaveLength(0);
+  });
+});
+
+describe('robustness', () => {
+  it('malformed Twilio traffic is counted and harms neither the server nor another call', async () => {
+    const { app, baseUrl } = await start({}, shortScenario);
+    const good = caller(baseUrl, { utterances: [{ durationMs: 900 }] });
+    const url = `ws://127.0.0.1:${app.port}/voice/stream`;
+    const sig = signTwilioRequest(AUTH, `${PUBLIC.replace('https', 'wss')}/voice/stream`, {});
+    const ws = new WebSocket(url, { headers: { 'x-twilio-signature': sig } });
+    await new Promise((r) => ws.once('open', r));
+    const closed = new Promise<number>((r) => ws.once('close', (c) => r(c)));
+    ws.send('{not json');
+    ws.send(Buffer.from([0, 1, 2]));
+    ws.send(JSON.stringify({ event: 'media', sequenceNumber: '1', streamSid: 'MZx', media: { track: 'inbound', chunk: '1', timestamp: '0', payload: 'AAAA' } }));
+    ws.send(JSON.stringify({ event: 'start', sequenceNumber: '1', streamSid: 'MZ1', start: { accountSid: 'AC1', streamSid: 'MZ1', callSid: 'CA' + 'f'.repeat(32), tracks: ['inbound'], customParameters: { token: 'forged' }, mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 } } }));
+    expect(await closed).toBe(1008); // forged token: refused
+    const big = new WebSocket(url, { headers: { 'x-twilio-signature': sig } });
+    await new Promise((r) => big.once('open', r));
+    const bigClosed = new Promise<number>((r) => big.once('close', (c) => r(c)));
+    big.send('x'.repeat(200 * 1024));
+    expect(await bigClosed).toBe(1009);
+    const result = await good;
+    expect(result.protocolViolations).toEqual([]);
+    expect(result.heardMs).toBeGreaterThan(0);
+    const metrics = await app.server.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total');
+    expect(metrics).toMatch(/reason="malformed"} [1-9]/);
+    expect(metrics).toMatch(/reason="binary_frame"} [1-9]/);
+    expect(metrics).toMatch(/reason="media_before_start"} [1-9]/);
+  });
+
+  it('ends the call cleanly when the model socket closes mid-call', async () => {
+    const { app, model, baseUrl } = await start({}, shortScenario);
+    const pending = caller(baseUrl, { utterances: [{ durationMs: 900 }, { durationMs: 900 }, { durationMs: 900 }] });
+    const t0 = Date.now();
+    while (model.sessions.length === 0 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 1500));
+    model.sessions[0]!.dropSocket(1011);
+    const result = await pending;
+    expect(result.closeCode).toBe(1000);
+    app.store.flush();
+    const record = app.store.get(result.callSid)!;
+    expect(record.endReason).toBe('model_disconnected');
+    expect(record.state).toBe('completed');
+    expect(app.relay.activeCalls).toBe(0);
+  });
+
+  it('keeps 50 concurrent calls apart', async () => {
+    const { app, model, baseUrl } = await start({}, { greeting: 'Hi.', turns: [], onUserText: (t) => `You pressed ${t.replace(/\D/g, '')}.` });
+    const digits = Array.from({ length: 50 }, (_, i) => String(1000 + i));
+    const results = await Promise.all(
+      digits.map((d) => caller(baseUrl, { utterances: [{ durationMs: 300, pauseMs: 200 }], dtmf: [{ afterUtterance: 0, digits: `${d}#` }], hangupAfterMs: 1500, maxCallMs: 30_000 })),
+    );
+    app.store.flush();
+    expect(model.sessions).toHaveLength(50);
+    for (const [i, r] of results.entries()) {
+      expect(r.protocolViolations).toEqual([]);
+      const record = app.store.get(r.callSid)!;
+      const said = record.transcript.filter((t) => t.speaker === 'assistant').map((t) => t.text).join(' ');
+      expect(said).toContain(`You pressed ${digits[i]}`);
+      for (const other of [digits[(i + 1) % 50], digits[(i + 7) % 50]]) expect(said).not.toContain(`You pressed ${other}`);
+    }
+    for (const s of model.sessions) expect(s.userTexts.length).toBe(1);
+  }, 90_000);
+});
