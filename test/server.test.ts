@@ -21,7 +21,7 @@ interface Recorded {
   socket: TwilioSocket;
 }
 
-function fakeApp(opts: { refuse?: boolean; admin?: boolean } = {}) {
+function fakeApp(opts: { refuse?: boolean; admin?: boolean; throwOnText?: boolean; closeInOpen?: boolean } = {}) {
   const streams: Recorded[] = [];
   const statuses: Record<string, string>[] = [];
   const incoming: { form: Record<string, string>; streamUrl: string }[] = [];
@@ -37,8 +37,12 @@ function fakeApp(opts: { refuse?: boolean; admin?: boolean } = {}) {
       if (opts.refuse) return null;
       const rec: Recorded = { texts: [], binaries: [], drains: 0, closes: [], socket };
       streams.push(rec);
+      if (opts.closeInOpen) socket.close(1008, 'no token');
       const h: StreamHandler = {
-        onText: (t) => rec.texts.push(t),
+        onText: (t) => {
+          if (opts.throwOnText && t === 'boom') throw new Error('handler bug');
+          rec.texts.push(t);
+        },
         onBinary: (n) => rec.binaries.push(n),
         onDrain: () => rec.drains++,
         onClose: (code, reason) => rec.closes.push([code, reason]),
@@ -130,6 +134,25 @@ describe('webhooks', () => {
     expect(f.statuses).toEqual([status]);
   });
 
+  it('derives the signed URL and the stream URL from the Host header when PUBLIC_URL is unset', async () => {
+    const f = fakeApp();
+    const { base, s } = await start(f.app, { PUBLIC_URL: '' });
+    const origin = `https://127.0.0.1:${s.port}`; // fetch sends Host: 127.0.0.1:<port>
+    expect((await post(base, '/voice/incoming', form, signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, form))).status).toBe(403);
+    const res = await post(base, '/voice/incoming', form, signTwilioRequest(TOKEN, `${origin}/voice/incoming`, form));
+    expect(res.status).toBe(200);
+    expect(f.incoming[0]!.streamUrl).toBe(`wss://127.0.0.1:${s.port}/voice/stream`);
+  });
+
+  it('answers with the status and message the app gives when it refuses a call', async () => {
+    const f = fakeApp();
+    f.app.incoming = () => ({ ok: false, status: 503, message: 'at capacity' });
+    const { base } = await start(f.app, { TWILIO_AUTH_TOKEN: '' });
+    const res = await post(base, '/voice/incoming', form);
+    expect(res.status).toBe(503);
+    expect(await res.text()).toBe('at capacity\n');
+  });
+
   it('refuses an oversize body with 413', async () => {
     const f = fakeApp();
     const { base } = await start(f.app);
@@ -146,12 +169,33 @@ describe('health, metrics, admin, 404', () => {
     expect(health.status).toBe(200);
     expect(await health.json()).toMatchObject({ status: 'ok', version: '1', activeCalls: 0 });
     const metrics = await (await fetch(`${base}/metrics`)).text();
-    for (const name of ['callbridge_relay_latency_seconds', 'callbridge_turn_latency_seconds', 'callbridge_active_streams', 'callbridge_http_requests_total']) {
+    for (const name of [
+      'callbridge_relay_latency_seconds', 'callbridge_turn_latency_seconds', 'callbridge_active_streams',
+      'callbridge_http_requests_total', 'callbridge_streams_opened_total', 'callbridge_streams_refused_total',
+      'callbridge_twilio_protocol_errors_total', 'callbridge_ws_backpressure_total', 'callbridge_signature_rejections_total',
+      'callbridge_rate_limited_total', 'callbridge_handler_errors_total', 'callbridge_model_connect_failures_total',
+      'callbridge_process_cpu_seconds_total',
+    ]) {
       expect(metrics).toContain(name);
     }
     const admin = await fetch(`${base}/calls/CA123?limit=5`, { headers: { authorization: 'Bearer x' } });
     expect(await admin.json()).toEqual({ path: '/calls/CA123', limit: '5', auth: 'Bearer x' });
     expect((await fetch(`${base}/nope`)).status).toBe(404);
+  });
+
+  it('answers 500 (and keeps serving) when the admin reader throws or rejects', async () => {
+    const f = fakeApp();
+    let calls = 0;
+    f.app.admin = (() => {
+      calls++;
+      if (calls === 1) throw new Error('sync bug');
+      if (calls === 2) return Promise.reject(new Error('async bug'));
+      return Promise.resolve({ status: 200, body: { n: 1n } }); // BigInt: JSON.stringify throws
+    }) as VoiceApp['admin'];
+    const { base, s } = await start(f.app);
+    for (let i = 0; i < 3; i++) expect((await fetch(`${base}/calls`)).status).toBe(500);
+    expect((await fetch(`${base}/voice/health`)).status).toBe(200);
+    expect(await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total')).toContain('handler="admin"} 3');
   });
 
   it('answers 404 on /calls when the app has no admin reader', async () => {
@@ -193,18 +237,64 @@ describe('media stream websocket', () => {
     expect((await closed(ws))[0]).toBe(1013);
   });
 
-  it('closes an oversize frame\'s socket, counts nothing against others, and keeps serving', async () => {
+  it('closes an oversize frame\'s socket, counts it, and keeps serving others', async () => {
     const f = fakeApp();
-    const { ws: url } = await start(f.app);
+    const { ws: url, s } = await start(f.app);
     const bad = await openWs(url);
     const badClosed = closed(bad);
     bad.send('x'.repeat(100 * 1024));
     await badClosed;
     await until(() => f.streams[0]?.closes.length === 1);
+    expect(f.streams[0]!.texts).toHaveLength(0);
+    expect(await s.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total')).toContain('reason="oversize_frame"} 1');
     const good = await openWs(url);
     good.send('{"event":"connected"}');
     await until(() => f.streams[1]?.texts.length === 1);
     good.close();
+  });
+
+  it('an abrupt client disconnect calls onClose once and is not counted as malformed', async () => {
+    const f = fakeApp();
+    const { ws: url, s } = await start(f.app);
+    const ws = await openWs(url);
+    await until(() => f.streams.length === 1);
+    ws.terminate();
+    await until(() => f.streams[0]!.closes.length === 1);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(f.streams[0]!.closes).toHaveLength(1);
+    expect(await s.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total')).not.toContain('oversize_frame');
+  });
+
+  it('a handler that throws is logged and counted, and the socket keeps working', async () => {
+    const f = fakeApp({ throwOnText: true });
+    const { ws: url, s } = await start(f.app);
+    const ws = await openWs(url);
+    ws.send('boom');
+    ws.send('after');
+    await until(() => f.streams[0]?.texts.length === 1);
+    expect(f.streams[0]!.texts).toEqual(['after']);
+    expect(await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total')).toContain('handler="message"} 1');
+    ws.close();
+  });
+
+  it('closes with 1011 when openStream throws', async () => {
+    const f = fakeApp();
+    f.app.openStream = () => {
+      throw new Error('bug');
+    };
+    const { ws: url } = await start(f.app);
+    const ws = await openWs(url);
+    expect((await closed(ws))[0]).toBe(1011);
+  });
+
+  it('reports onClose once even when openStream closes the socket before returning', async () => {
+    const f = fakeApp({ closeInOpen: true });
+    const { ws: url } = await start(f.app);
+    const ws = await openWs(url);
+    expect(await closed(ws)).toEqual([1008, 'no token']);
+    await until(() => f.streams[0]?.closes.length === 1);
+    expect(f.streams[0]!.closes).toEqual([[1008, 'no token']]);
+    expect(f.streams[0]!.socket.send('{}')).toBe(false);
   });
 
   it('reports backpressure from send() and calls onDrain once the client reads again', async () => {

@@ -15,6 +15,23 @@
  * websocket sends report backpressure and the call resumes on `drain`;
  * sends after close are no-ops. Nothing a client sends can throw out of a
  * handler: every handler is guarded, logged and counted.
+ *
+ * Behaviour decisions:
+ * - Signatures: checked whenever TWILIO_AUTH_TOKEN is set, over
+ *   PUBLIC_URL + path (+ query). Without PUBLIC_URL the origin is derived as
+ *   `https://<Host header>` (Twilio only calls https, and a TLS-terminating
+ *   proxy keeps Host); the stream URL handed to the app is the same origin
+ *   with wss. The upgrade is checked over `wss://…/voice/stream` with no params.
+ * - GET /voice/health: 200 when the app reports `ok`, 503 when `degraded`
+ *   (model unreachable or shutting down) so a load balancer drains this
+ *   instance; the JSON body is the same either way.
+ * - Rate limit: one token bucket per client IP shared by HTTP requests and
+ *   upgrades, burst 50, refill 20/s (override with `rateLimit`). Twilio's own
+ *   traffic per call is ~3 requests + 1 upgrade, far below it. Over → 429.
+ * - Bodies over 64 KiB → 413 (early from Content-Length, with the connection
+ *   closed). Frames over 64 KiB → uWS closes the socket (1006), counted as
+ *   malformed `oversize_frame`.
+ * - Capacity: app.openStream → null closes with 1013; a throw closes with 1011.
  */
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
@@ -53,6 +70,9 @@ interface StreamData {
   headers: Record<string, string>;
   handler: StreamHandler | null;
   closed: boolean;
+  /** Set by `close`: replayed to a handler whose openStream closed the socket before returning. */
+  closeCode: number;
+  closeReason: string;
 }
 
 const textDecoder = new TextDecoder('utf-8', { fatal: false });
@@ -80,7 +100,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const guard = (route: string, fn: (res: HttpResponse, req: HttpRequest) => void) => (res: HttpResponse, req: HttpRequest) => {
     const ip = textDecoder.decode(res.getRemoteAddressAsText());
     if (!limiter.allow(ip)) {
-      metrics.rateLimited.inc();
+      metrics.rateLimited.inc({ kind: 'http' });
       reply(res, route, 429, 'too many requests\n');
       return;
     }
@@ -102,6 +122,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       const host = req.getHeader('host');
       const signature = req.getHeader('x-twilio-signature');
       const url = publicOrigin(host) + req.getUrl() + (req.getQuery() ? `?${req.getQuery()}` : '');
+      const declaredLength = Number(req.getHeader('content-length') || '0');
+      if (declaredLength > MAX_BODY_BYTES) {
+        // Refuse before reading; close the connection so the unread body is not parsed as a request.
+        res.cork(() => res.writeStatus(statusLine(413)).writeHeader('content-type', 'text/plain; charset=utf-8').end('body too large\n', true));
+        metrics.httpRequests.inc({ route, status: '413' });
+        return;
+      }
       let aborted = false;
       res.onAborted(() => (aborted = true));
       readBody(res, MAX_BODY_BYTES, (body) => {
@@ -116,6 +143,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         try {
           handle(form, host, res);
         } catch (err) {
+          metrics.handlerErrors.inc({ handler: route });
           log.error({ err, route }, 'webhook handler failed');
           reply(res, route, 500, 'internal error\n');
         }
@@ -153,10 +181,16 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     guard('metrics', (res) => {
       let aborted = false;
       res.onAborted(() => (aborted = true));
-      metrics.registry.metrics().then(
-        (text) => !aborted && reply(res, 'metrics', 200, text, metrics.registry.contentType),
-        () => !aborted && reply(res, 'metrics', 500, 'metrics failed\n'),
-      );
+      metrics.registry
+        .metrics()
+        .then(
+          (text) => void (!aborted && reply(res, 'metrics', 200, text, metrics.registry.contentType)),
+          (err: unknown) => {
+            log.error({ err }, 'metrics collection failed');
+            if (!aborted) reply(res, 'metrics', 500, 'metrics failed\n');
+          },
+        )
+        .catch((err: unknown) => log.error({ err }, 'metrics reply failed'));
     }),
   );
 
@@ -172,13 +206,21 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     };
     let aborted = false;
     res.onAborted(() => (aborted = true));
-    app.admin(request).then(
-      (r) => !aborted && reply(res, 'admin', r.status, JSON.stringify(r.body), 'application/json'),
-      (err: unknown) => {
-        log.error({ err }, 'admin handler failed');
-        if (!aborted) reply(res, 'admin', 500, '{"error":"internal error"}', 'application/json');
-      },
-    );
+    const failed = (err: unknown) => {
+      metrics.handlerErrors.inc({ handler: 'admin' });
+      log.error({ err }, 'admin handler failed');
+      if (!aborted) reply(res, 'admin', 500, '{"error":"internal error"}', 'application/json');
+    };
+    // Promise.resolve().then: a synchronous throw from admin() lands in `failed` too.
+    Promise.resolve()
+      .then(() => app.admin!(request))
+      .then((r) => {
+        if (aborted) return;
+        const body = JSON.stringify(r.body); // may throw (cycles, BigInt) → failed
+        reply(res, 'admin', r.status, body, 'application/json');
+      })
+      .catch(failed)
+      .catch((err: unknown) => log.error({ err }, 'admin error reply failed'));
   };
   server.get('/calls', guard('admin', admin));
   server.get('/calls/*', guard('admin', admin));
@@ -201,7 +243,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       req.forEach((k, v) => (headers[k] = v));
       const remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
       if (!limiter.allow(remoteAddress)) {
-        metrics.rateLimited.inc();
+        metrics.rateLimited.inc({ kind: 'upgrade' });
         metrics.streamsRefused.inc({ reason: 'rate_limited' });
         res.writeStatus(statusLine(429)).end('too many requests\n');
         return;
@@ -216,7 +258,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
           return;
         }
       }
-      const data: StreamData = { remoteAddress, headers, handler: null, closed: false };
+      const data: StreamData = { remoteAddress, headers, handler: null, closed: false, closeCode: 0, closeReason: '' };
       res.upgrade(data, secKey, secProtocol, secExtensions, context);
     },
 
@@ -227,9 +269,11 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       const port: TwilioSocket = {
         send: (text) => {
           if (data.closed) return false;
+          // 1 sent, 0 queued with backpressure (wait for drain), 2 dropped (over maxBackpressure).
           const status = ws.send(text, false);
-          if (status !== 1) metrics.backpressure.inc();
-          return status === 1;
+          if (status === 1) return true;
+          metrics.backpressure.inc({ result: status === 2 ? 'dropped' : 'backpressure' });
+          return false;
         },
         bufferedAmount: () => (data.closed ? 0 : ws.getBufferedAmount()),
         cork: (fn) => {
@@ -245,15 +289,28 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       try {
         handler = app.openStream(port, { remoteAddress: data.remoteAddress, headers: data.headers });
       } catch (err) {
+        metrics.handlerErrors.inc({ handler: 'openStream' });
+        metrics.streamsRefused.inc({ reason: 'error' });
         log.error({ err }, 'openStream failed');
+        if (!data.closed) ws.end(1011, 'internal error');
+        return;
       }
       if (!handler) {
         metrics.streamsRefused.inc({ reason: 'capacity' });
-        ws.end(1013, 'try again later');
+        if (!data.closed) ws.end(1013, 'try again later');
         return;
       }
       data.handler = handler;
       metrics.streamsOpened.inc();
+      if (data.closed) {
+        // openStream closed the socket itself: the close event has passed, so report it now (still exactly once).
+        try {
+          handler.onClose(data.closeCode, data.closeReason);
+        } catch (err) {
+          metrics.handlerErrors.inc({ handler: 'close' });
+          log.error({ err }, 'stream close handler failed');
+        }
+      }
     },
 
     message: (ws, message, isBinary) => {
@@ -264,6 +321,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         if (isBinary) h.onBinary(message.byteLength);
         else h.onText(textDecoder.decode(message));
       } catch (err) {
+        metrics.handlerErrors.inc({ handler: 'message' });
         log.error({ err }, 'stream message handler failed');
       }
     },
@@ -272,18 +330,29 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       try {
         ws.getUserData().handler?.onDrain();
       } catch (err) {
+        metrics.handlerErrors.inc({ handler: 'drain' });
         log.error({ err }, 'stream drain handler failed');
       }
     },
 
     close: (ws, code, message) => {
       const data = ws.getUserData();
+      if (data.closed) return;
       data.closed = true;
       sockets.delete(ws);
       metrics.activeStreams.set(sockets.size);
+      const reason = textDecoder.decode(message);
+      data.closeCode = code;
+      data.closeReason = reason;
+      // uWS closes with 1006 and a reason of its own on bad input (too big, bad UTF-8, bad framing).
+      if (code === 1006 && reason) {
+        metrics.malformed.inc({ reason: /too big/i.test(reason) ? 'oversize_frame' : 'ws_protocol' });
+        log.warn({ remoteAddress: data.remoteAddress, reason }, 'stream closed on malformed input');
+      }
       try {
-        data.handler?.onClose(code, textDecoder.decode(message));
+        data.handler?.onClose(code, reason);
       } catch (err) {
+        metrics.handlerErrors.inc({ handler: 'close' });
         log.error({ err }, 'stream close handler failed');
       }
       if (sockets.size === 0) onAllClosed?.();

@@ -8,13 +8,22 @@ import type { CallMetrics } from '../call/session.js';
 
 export interface Metrics {
   registry: Registry;
+  /** What CallSession records into (relay/turn latency, protocol errors, barge-ins, ends). */
   call: CallMetrics;
   httpRequests: Counter<'route' | 'status'>;
   signatureRejections: Counter<'route'>;
   streamsOpened: Counter;
+  /** reason: rate_limited | signature | capacity | error */
   streamsRefused: Counter<'reason'>;
-  backpressure: Counter;
-  rateLimited: Counter;
+  /** Malformed stream input by reason; the same series CallSession's protocolError() feeds. The server adds `oversize_frame` and `ws_protocol`. */
+  malformed: Counter<'reason'>;
+  /** result: backpressure (queued over the soft limit, wait for drain) | dropped (over maxBackpressure, not sent). */
+  backpressure: Counter<'result'>;
+  rateLimited: Counter<'kind'>;
+  /** Exceptions caught around VoiceApp/StreamHandler calls (each is a bug in the call layer, never a crash). */
+  handlerErrors: Counter<'handler'>;
+  /** Model session connects that failed (timeout, refused, handshake error): for the call layer to record. */
+  modelConnectFailures: Counter;
   activeStreams: Gauge;
 }
 
@@ -63,8 +72,11 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     signatureRejections: new Counter({ name: 'callbridge_signature_rejections_total', help: 'Requests refused for a missing or bad X-Twilio-Signature', labelNames: ['route'] as const, ...reg }),
     streamsOpened: new Counter({ name: 'callbridge_streams_opened_total', help: 'Media Stream websockets accepted', ...reg }),
     streamsRefused: new Counter({ name: 'callbridge_streams_refused_total', help: 'Media Stream websockets refused, by reason', labelNames: ['reason'] as const, ...reg }),
-    backpressure: new Counter({ name: 'callbridge_ws_backpressure_total', help: 'Sends that hit a socket over its backpressure limit', ...reg }),
-    rateLimited: new Counter({ name: 'callbridge_rate_limited_total', help: 'Requests refused by the per-IP rate limit', ...reg }),
+    malformed: protocolErrors,
+    backpressure: new Counter({ name: 'callbridge_ws_backpressure_total', help: 'Media Stream sends that met backpressure, by result (backpressure = queued, dropped = over the limit)', labelNames: ['result'] as const, ...reg }),
+    rateLimited: new Counter({ name: 'callbridge_rate_limited_total', help: 'Requests refused by the per-IP rate limit, by kind (http, upgrade)', labelNames: ['kind'] as const, ...reg }),
+    handlerErrors: new Counter({ name: 'callbridge_handler_errors_total', help: 'Exceptions caught around call-layer handlers, by handler', labelNames: ['handler'] as const, ...reg }),
+    modelConnectFailures: new Counter({ name: 'callbridge_model_connect_failures_total', help: 'Realtime model sessions that failed to connect', ...reg }),
     activeStreams: new Gauge({ name: 'callbridge_active_streams', help: 'Open Media Stream websockets', ...reg }),
   };
 }
