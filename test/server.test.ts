@@ -209,6 +209,16 @@ describe('health, metrics, admin, 404', () => {
     for (let i = 0; i < 5; i++) codes.push((await fetch(`${base}/voice/health`)).status);
     expect(codes).toEqual([200, 200, 200, 429, 429]);
   });
+
+  it('rate-limits websocket upgrades per IP with 429 before any stream opens', async () => {
+    const f = fakeApp();
+    const { ws: url, s } = await start(f.app, {}, { burst: 1, perSecond: 0.001 });
+    const first = await openWs(url);
+    await expect(openWs(url)).rejects.toThrow('HTTP 429');
+    expect(f.streams).toHaveLength(1);
+    expect(await s.metrics.registry.getSingleMetricAsString('callbridge_streams_refused_total')).toContain('reason="rate_limited"} 1');
+    first.close();
+  });
 });
 
 describe('media stream websocket', () => {

@@ -249,7 +249,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         return;
       }
       if (config.twilioAuthToken) {
-        const url = `${wsOrigin(host)}${req.getUrl()}`;
+        const query = req.getQuery();
+        const url = `${wsOrigin(host)}${req.getUrl()}${query ? `?${query}` : ''}`;
         if (!verifyTwilioSignature(config.twilioAuthToken, signature || undefined, url, {})) {
           metrics.signatureRejections.inc({ route: 'stream' });
           metrics.streamsRefused.inc({ reason: 'signature' });
