@@ -3,6 +3,7 @@
  * websockets (ws client), the real twilio signature code.
  */
 import { afterEach, describe, expect, it } from 'vitest';
+import net from 'node:net';
 import WebSocket from 'ws';
 import { loadConfig } from '../src/config.js';
 import type { StreamHandler, TwilioSocket, VoiceApp } from '../src/call/ports.js';
@@ -354,5 +355,31 @@ describe('media stream websocket', () => {
     expect((await wsClosed)[0]).toBe(1001);
     expect(f.streams[0]!.closes).toHaveLength(1);
     await expect(fetch(`${base}/voice/health`)).rejects.toThrow();
+  });
+
+  it('close() also drops idle keep-alive HTTP connections instead of serving on (they would hold the process open)', async () => {
+    const { s } = await start(fakeApp().app);
+    const sock = net.connect(s.port, '127.0.0.1');
+    sock.on('error', () => {}); // EPIPE/ECONNRESET once the server has dropped it
+    let isClosed = false;
+    sock.once('close', () => (isClosed = true));
+    let got = '';
+    sock.on('data', (d) => (got += d.toString()));
+    const request = 'GET /voice/health HTTP/1.1\r\nHost: x\r\n\r\n';
+    sock.write(request);
+    await until(() => got.includes('"status":"ok"'));
+    await s.close();
+    // Ask again on the same connection: a server that kept it would answer a second time.
+    const outcome = await new Promise<'closed' | 'answered'>((resolve) => {
+      const check = () => {
+        if (got.split('HTTP/1.1 200').length > 2) resolve('answered');
+        else if (isClosed) resolve('closed');
+      };
+      sock.on('data', check);
+      sock.once('close', check);
+      if (!sock.destroyed) sock.write(request);
+      check();
+    });
+    expect(outcome).toBe('closed');
   });
 });

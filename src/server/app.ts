@@ -383,6 +383,13 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
             /* already closing */
           }
         }
+      }).then(() => {
+        // Idle keep-alive HTTP connections would otherwise hold the event loop
+        // until clients drop them. App.close() (present in this build's
+        // binary though missing from its index.d.ts) closes them; the 1001
+        // close frames were written above.
+        const closeAll = (server as unknown as { close?: () => void }).close;
+        if (typeof closeAll === 'function') closeAll.call(server);
       });
       return closing;
     },
