@@ -154,6 +154,23 @@ describe('webhooks', () => {
     expect(await res.text()).toBe('at capacity\n');
   });
 
+  it('answers 500 when the app throws on a webhook, counts it, and keeps serving', async () => {
+    const f = fakeApp();
+    f.app.incoming = () => {
+      throw new Error('bug');
+    };
+    f.app.status = () => {
+      throw new Error('bug');
+    };
+    const { base, s } = await start(f.app, { TWILIO_AUTH_TOKEN: '' });
+    expect((await post(base, '/voice/incoming', form)).status).toBe(500);
+    expect((await post(base, '/voice/status', form)).status).toBe(500);
+    expect((await fetch(`${base}/voice/health`)).status).toBe(200);
+    const errors = await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total');
+    expect(errors).toContain('handler="incoming"} 1');
+    expect(errors).toContain('handler="status"} 1');
+  });
+
   it('refuses an oversize body with 413', async () => {
     const f = fakeApp();
     const { base } = await start(f.app);

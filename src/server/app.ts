@@ -39,7 +39,7 @@ import type { AdminRequest, StreamHandler, TwilioSocket, VoiceApp } from '../cal
 import { parseForm, verifyTwilioSignature } from '../twilio/signature.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
-import { uws, type HttpRequest, type HttpResponse, type WebSocket, type us_listen_socket } from './uws.js';
+import { uws, type HttpRequest, type HttpResponse, type WebSocket, type us_listen_socket, type us_socket_context_t } from './uws.js';
 
 /** A Twilio media frame is < 1 KiB; anything near this is not Twilio. */
 export const MAX_WS_MESSAGE_BYTES = 64 * 1024;
@@ -132,20 +132,25 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       let aborted = false;
       res.onAborted(() => (aborted = true));
       readBody(res, MAX_BODY_BYTES, (body) => {
-        if (aborted) return;
-        if (body === null) return reply(res, route, 413, 'body too large\n');
-        const form = parseForm(body);
-        if (config.twilioAuthToken && !verifyTwilioSignature(config.twilioAuthToken, signature || undefined, url, form)) {
-          metrics.signatureRejections.inc({ route });
-          log.warn({ route }, 'bad or missing X-Twilio-Signature');
-          return reply(res, route, 403, 'forbidden\n');
-        }
+        // Runs from a uWS data callback, outside `guard`: nothing may throw out of it.
         try {
+          if (aborted) return;
+          if (body === null) return reply(res, route, 413, 'body too large\n');
+          const form = parseForm(body);
+          if (config.twilioAuthToken && !verifyTwilioSignature(config.twilioAuthToken, signature || undefined, url, form)) {
+            metrics.signatureRejections.inc({ route });
+            log.warn({ route }, 'bad or missing X-Twilio-Signature');
+            return reply(res, route, 403, 'forbidden\n');
+          }
           handle(form, host, res);
         } catch (err) {
           metrics.handlerErrors.inc({ handler: route });
           log.error({ err, route }, 'webhook handler failed');
-          reply(res, route, 500, 'internal error\n');
+          try {
+            if (!aborted) reply(res, route, 500, 'internal error\n');
+          } catch {
+            /* already answered */
+          }
         }
       });
     });
@@ -225,6 +230,38 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   server.get('/calls', guard('admin', admin));
   server.get('/calls/*', guard('admin', admin));
 
+  /** WS /voice/stream upgrade: everything is read from `req` here, synchronously (uWS frees it on return). */
+  const upgradeStream = (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => {
+    // Copy out of req now: it is invalid once this function returns.
+    const secKey = req.getHeader('sec-websocket-key');
+    const secProtocol = req.getHeader('sec-websocket-protocol');
+    const secExtensions = req.getHeader('sec-websocket-extensions');
+    const host = req.getHeader('host');
+    const signature = req.getHeader('x-twilio-signature');
+    const headers: Record<string, string> = {};
+    req.forEach((k, v) => (headers[k] = v));
+    const remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
+    if (!limiter.allow(remoteAddress)) {
+      metrics.rateLimited.inc({ kind: 'upgrade' });
+      metrics.streamsRefused.inc({ reason: 'rate_limited' });
+      res.writeStatus(statusLine(429)).end('too many requests\n');
+      return;
+    }
+    if (config.twilioAuthToken) {
+      const query = req.getQuery();
+      const url = `${wsOrigin(host)}${req.getUrl()}${query ? `?${query}` : ''}`;
+      if (!verifyTwilioSignature(config.twilioAuthToken, signature || undefined, url, {})) {
+        metrics.signatureRejections.inc({ route: 'stream' });
+        metrics.streamsRefused.inc({ reason: 'signature' });
+        log.warn({ remoteAddress }, 'stream upgrade with bad or missing X-Twilio-Signature');
+        res.writeStatus(statusLine(403)).end('forbidden\n');
+        return;
+      }
+    }
+    const data: StreamData = { remoteAddress, headers, handler: null, closed: false, closeCode: 0, closeReason: '' };
+    res.upgrade(data, secKey, secProtocol, secExtensions, context);
+  };
+
   server.ws<StreamData>('/voice/stream', {
     maxPayloadLength: MAX_WS_MESSAGE_BYTES,
     maxBackpressure: MAX_BACKPRESSURE_BYTES,
@@ -233,34 +270,18 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     sendPingsAutomatically: true,
 
     upgrade: (res, req, context) => {
-      // Copy out of req now: it is invalid once this function returns.
-      const secKey = req.getHeader('sec-websocket-key');
-      const secProtocol = req.getHeader('sec-websocket-protocol');
-      const secExtensions = req.getHeader('sec-websocket-extensions');
-      const host = req.getHeader('host');
-      const signature = req.getHeader('x-twilio-signature');
-      const headers: Record<string, string> = {};
-      req.forEach((k, v) => (headers[k] = v));
-      const remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
-      if (!limiter.allow(remoteAddress)) {
-        metrics.rateLimited.inc({ kind: 'upgrade' });
-        metrics.streamsRefused.inc({ reason: 'rate_limited' });
-        res.writeStatus(statusLine(429)).end('too many requests\n');
-        return;
-      }
-      if (config.twilioAuthToken) {
-        const query = req.getQuery();
-        const url = `${wsOrigin(host)}${req.getUrl()}${query ? `?${query}` : ''}`;
-        if (!verifyTwilioSignature(config.twilioAuthToken, signature || undefined, url, {})) {
-          metrics.signatureRejections.inc({ route: 'stream' });
-          metrics.streamsRefused.inc({ reason: 'signature' });
-          log.warn({ remoteAddress }, 'stream upgrade with bad or missing X-Twilio-Signature');
-          res.writeStatus(statusLine(403)).end('forbidden\n');
-          return;
+      try {
+        upgradeStream(res, req, context);
+      } catch (err) {
+        metrics.handlerErrors.inc({ handler: 'upgrade' });
+        metrics.streamsRefused.inc({ reason: 'error' });
+        log.error({ err }, 'stream upgrade failed');
+        try {
+          res.writeStatus(statusLine(500)).end('internal error\n');
+        } catch {
+          /* already answered or upgraded */
         }
       }
-      const data: StreamData = { remoteAddress, headers, handler: null, closed: false, closeCode: 0, closeReason: '' };
-      res.upgrade(data, secKey, secProtocol, secExtensions, context);
     },
 
     open: (ws) => {

@@ -7,7 +7,7 @@
 import { createRequire } from 'node:module';
 import type * as UWS from 'uWebSockets.js';
 
-export type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_listen_socket } from 'uWebSockets.js';
+export type { HttpRequest, HttpResponse, TemplatedApp, WebSocket, us_listen_socket, us_socket_context_t } from 'uWebSockets.js';
 
 const require = createRequire(import.meta.url);
 const moduleName = process.env.CALLBRIDGE_UWS_MODULE || 'uWebSockets.js';
