@@ -2,7 +2,7 @@
  * The uWS server on loopback with a fake VoiceApp: real HTTP (fetch), real
  * websockets (ws client), the real twilio signature code.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import net from 'node:net';
 import WebSocket from 'ws';
 import { loadConfig } from '../src/config.js';
@@ -192,10 +192,11 @@ describe('health, metrics, admin, 404', () => {
       'callbridge_http_requests_total', 'callbridge_streams_opened_total', 'callbridge_streams_refused_total',
       'callbridge_twilio_protocol_errors_total', 'callbridge_ws_backpressure_total', 'callbridge_signature_rejections_total',
       'callbridge_rate_limited_total', 'callbridge_handler_errors_total', 'callbridge_model_connect_failures_total',
-      'callbridge_process_cpu_seconds_total',
+      'callbridge_process_cpu_seconds_total', 'callbridge_active_calls',
     ]) {
       expect(metrics).toContain(name);
     }
+    expect(metrics).toMatch(/^callbridge_active_calls 0$/m);
     const admin = await fetch(`${base}/calls/CA123?limit=5`, { headers: { authorization: 'Bearer x' } });
     expect(await admin.json()).toEqual({ path: '/calls/CA123', limit: '5', auth: 'Bearer x' });
     expect((await fetch(`${base}/nope`)).status).toBe(404);
@@ -398,5 +399,20 @@ describe('media stream websocket', () => {
       check();
     });
     expect(outcome).toBe('closed');
+  });
+});
+
+describe('uws loader', () => {
+  it('names the module and the override when the chosen uWS build cannot load', async () => {
+    // A fresh module graph re-runs uws.ts's top level with the override set.
+    const prev = process.env.CALLBRIDGE_UWS_MODULE;
+    process.env.CALLBRIDGE_UWS_MODULE = 'callbridge-no-such-uws-build';
+    try {
+      vi.resetModules();
+      await expect(import('../src/server/uws.js')).rejects.toThrow(/callbridge-no-such-uws-build.*CALLBRIDGE_UWS_MODULE/s);
+    } finally {
+      if (prev === undefined) delete process.env.CALLBRIDGE_UWS_MODULE;
+      else process.env.CALLBRIDGE_UWS_MODULE = prev;
+    }
   });
 });

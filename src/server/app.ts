@@ -37,6 +37,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { AdminRequest, StreamHandler, TwilioSocket, VoiceApp } from '../call/ports.js';
 import { parseForm, verifyTwilioSignature } from '../twilio/signature.js';
+import { Gauge } from 'prom-client';
 import { createMetrics, type Metrics } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
 import { uws, type HttpRequest, type HttpResponse, type WebSocket, type us_listen_socket, type us_socket_context_t } from './uws.js';
@@ -89,6 +90,23 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const wsOrigin = (host: string) => publicOrigin(host).replace(/^http/, 'ws');
 
   const server = uws.App();
+
+  // Active calls as the app counts them (streams that got a handler and have not ended).
+  if (!metrics.registry.getSingleMetric('callbridge_active_calls')) {
+    new Gauge({
+      name: 'callbridge_active_calls',
+      help: 'Calls in progress, as VoiceApp.health() reports them',
+      registers: [metrics.registry],
+      collect() {
+        try {
+          this.set(app.health().activeCalls);
+        } catch (err) {
+          metrics.handlerErrors.inc({ handler: 'health' });
+          log.error({ err }, 'health() failed while collecting metrics');
+        }
+      },
+    });
+  }
 
   const reply = (res: HttpResponse, route: string, status: number, body: string, type = 'text/plain; charset=utf-8') => {
     res.cork(() => {
