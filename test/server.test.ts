@@ -217,6 +217,11 @@ describe('health, metrics, admin, 404', () => {
     expect(await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total')).toContain('handler="admin"} 3');
   });
 
+  it('does not serve /metrics when METRICS=false', async () => {
+    const { base } = await start(fakeApp().app, { METRICS: 'false' });
+    expect((await fetch(`${base}/metrics`)).status).toBe(404);
+  });
+
   it('answers 404 on /calls when the app has no admin reader', async () => {
     const { base } = await start(fakeApp().app);
     expect((await fetch(`${base}/calls`)).status).toBe(404);

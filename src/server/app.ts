@@ -32,6 +32,7 @@
  *   closed). Frames over 64 KiB → uWS closes the socket (1006), counted as
  *   malformed `oversize_frame`.
  * - Capacity: app.openStream → null closes with 1013; a throw closes with 1011.
+ * - GET /metrics is served only when config.metrics (METRICS, default true).
  */
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
@@ -45,7 +46,7 @@ import { uws, type HttpRequest, type HttpResponse, type WebSocket, type us_liste
 /** A Twilio media frame is < 1 KiB; anything near this is not Twilio. */
 export const MAX_WS_MESSAGE_BYTES = 64 * 1024;
 export const MAX_BODY_BYTES = 64 * 1024;
-/** Per-socket send buffer before send() reports backpressure: ~10 s of outbound frames. */
+/** Per-socket send buffer past which send() drops frames (uWS maxBackpressure): >10 s of outbound media frames (~15 KB/s). */
 export const MAX_BACKPRESSURE_BYTES = 256 * 1024;
 /** Twilio sends media every 20 ms; a silent socket for this long is dead. */
 export const WS_IDLE_TIMEOUT_S = 60;
@@ -125,6 +126,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     try {
       fn(res, req);
     } catch (err) {
+      metrics.handlerErrors.inc({ handler: route });
       log.error({ err, route }, 'http handler failed');
       try {
         reply(res, route, 500, 'internal error\n');
@@ -199,23 +201,26 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     }),
   );
 
-  server.get(
-    '/metrics',
-    guard('metrics', (res) => {
-      let aborted = false;
-      res.onAborted(() => (aborted = true));
-      metrics.registry
-        .metrics()
-        .then(
-          (text) => void (!aborted && reply(res, 'metrics', 200, text, metrics.registry.contentType)),
-          (err: unknown) => {
-            log.error({ err }, 'metrics collection failed');
-            if (!aborted) reply(res, 'metrics', 500, 'metrics failed\n');
-          },
-        )
-        .catch((err: unknown) => log.error({ err }, 'metrics reply failed'));
-    }),
-  );
+  // METRICS=false: no /metrics route (404); the counters still exist for RunningServer.metrics.
+  if (config.metrics) {
+    server.get(
+      '/metrics',
+      guard('metrics', (res) => {
+        let aborted = false;
+        res.onAborted(() => (aborted = true));
+        metrics.registry
+          .metrics()
+          .then(
+            (text) => void (!aborted && reply(res, 'metrics', 200, text, metrics.registry.contentType)),
+            (err: unknown) => {
+              log.error({ err }, 'metrics collection failed');
+              if (!aborted) reply(res, 'metrics', 500, 'metrics failed\n');
+            },
+          )
+          .catch((err: unknown) => log.error({ err }, 'metrics reply failed'));
+      }),
+    );
+  }
 
   const admin = (res: HttpResponse, req: HttpRequest) => {
     if (!app.admin) return reply(res, 'admin', 404, 'not found\n');
