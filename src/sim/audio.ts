@@ -1,0 +1,82 @@
+/**
+ * Simulator audio: a deterministic speech-like signal and a small G.711
+ * µ-law codec of its own (G.191 formulas), independent of src/dsp so the
+ * simulators never share code with what they test.
+ */
+
+/** Speech-like PCM16: a voiced source (f0 ~120–160 Hz, harmonics) through a syllable-rate envelope, about -12 dBFS. */
+export function speechLike(durationMs: number, rate: number, seed = 1): Int16Array {
+  const n = Math.round((durationMs * rate) / 1000);
+  const out = new Int16Array(n);
+  let s = seed >>> 0 || 1;
+  const rand = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32) - 0.5;
+  const f0 = 120 + (seed % 5) * 10;
+  const formants = [500 + (seed % 3) * 100, 1500, 2500];
+  for (let i = 0; i < n; i++) {
+    const t = i / rate;
+    const syllable = 0.5 - 0.5 * Math.cos(2 * Math.PI * 4 * t); // 4 syllables/s
+    const edge = Math.min(1, t / 0.02, (durationMs / 1000 - t) / 0.02);
+    let v = 0;
+    for (let h = 1; h * f0 < Math.min(3400, rate / 2 - 200); h++) {
+      const f = h * f0;
+      let g = 0;
+      for (const fm of formants) g += 1 / (1 + ((f - fm) / 150) ** 2);
+      v += (g / h) * Math.sin(2 * Math.PI * f * t);
+    }
+    v = v * 3500 * syllable * Math.max(0, edge) + rand() * 80;
+    out[i] = Math.max(-32768, Math.min(32767, Math.round(v)));
+  }
+  return out;
+}
+
+export function ulawEncodeSample(x: number): number {
+  const sign = x < 0;
+  let abs = (sign ? ~x : x) >> 2;
+  abs += 33;
+  if (abs > 0x1fff) abs = 0x1fff;
+  let seg = 1;
+  for (let i = abs >> 6; i !== 0; i >>= 1) seg++;
+  const code = ((8 - seg) << 4) | (0x0f - ((abs >> seg) & 0x0f));
+  return sign ? code : code | 0x80;
+}
+
+export function ulawDecodeSample(code: number): number {
+  const sign = code < 0x80 ? -1 : 1;
+  const m = ~code;
+  const exponent = (m >> 4) & 7;
+  const step = 4 << (exponent + 1);
+  return sign * ((0x80 << exponent) + step * (m & 0x0f) + step / 2 - 4 * 33);
+}
+
+export function ulawEncode(pcm: Int16Array): Uint8Array {
+  const out = new Uint8Array(pcm.length);
+  for (let i = 0; i < pcm.length; i++) out[i] = ulawEncodeSample(pcm[i]!);
+  return out;
+}
+
+export function ulawDecode(bytes: Uint8Array): Int16Array {
+  const out = new Int16Array(bytes.length);
+  for (let i = 0; i < bytes.length; i++) out[i] = ulawDecodeSample(bytes[i]!);
+  return out;
+}
+
+/** RMS of PCM16 samples in dBFS (-Infinity for silence). */
+export function rmsDbfs(pcm: Int16Array): number {
+  let acc = 0;
+  for (let i = 0; i < pcm.length; i++) acc += pcm[i]! * pcm[i]!;
+  const rms = Math.sqrt(acc / Math.max(1, pcm.length));
+  return 20 * Math.log10(rms / 32768);
+}
+
+/** PCM16 8 kHz → 24 kHz by linear interpolation: good enough for a stand-in's VAD-level audio. */
+export function up3(pcm8: Int16Array): Int16Array {
+  const out = new Int16Array(pcm8.length * 3);
+  for (let i = 0; i < pcm8.length; i++) {
+    const a = pcm8[i]!;
+    const b = pcm8[i + 1] ?? a;
+    out[3 * i] = a;
+    out[3 * i + 1] = Math.round(a + (b - a) / 3);
+    out[3 * i + 2] = Math.round(a + ((b - a) * 2) / 3);
+  }
+  return out;
+}

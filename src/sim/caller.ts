@@ -1,0 +1,408 @@
+/**
+ * A simulated Twilio caller: speaks the Media Streams protocol to our relay
+ * the way Twilio does (PROTOCOLS.md), independently of src/twilio.
+ *
+ * It POSTs a signed /voice/incoming, opens the stream named in the TwiML
+ * (signed upgrade), sends connected/start and then one 20 ms µ-law frame
+ * every 20 ms of real time (drift-corrected; silence between utterances, as
+ * Twilio streams continuously), plays received audio at 8000 bytes/s,
+ * echoes each mark once the audio before it has played, honours `clear`
+ * (drops its buffer, echoes pending marks at once), and measures what a
+ * caller would: what was heard and when, pacing, and per-turn latency.
+ */
+import { randomBytes } from 'node:crypto';
+import twilio from 'twilio';
+import WebSocket from 'ws';
+import { rmsDbfs, speechLike, ulawDecode, ulawEncode } from './audio.js';
+
+export interface Utterance {
+  audio?: Int16Array;
+  durationMs?: number;
+  waitForReply?: boolean;
+  pauseMs?: number;
+  bargeInAfterMs?: number;
+}
+
+export interface CallerOptions {
+  baseUrl: string;
+  publicUrl?: string;
+  authToken?: string;
+  callSid?: string;
+  from?: string;
+  to?: string;
+  utterances: Utterance[];
+  dtmf?: { afterUtterance: number; digits: string }[];
+  hangupAfterMs?: number;
+  maxCallMs?: number;
+}
+
+export interface CallResult {
+  callSid: string;
+  streamSid: string;
+  twiml: string;
+  customParameters: Record<string, string>;
+  closeCode: number | undefined;
+  framesReceived: number;
+  heardMs: number;
+  playback: { startMs: number; endMs: number }[];
+  clears: { atMs: number; playedMsOfRunBeforeClear: number }[];
+  bargeIns: { speechStartMs: number; clearAtMs?: number }[];
+  marksEchoed: number;
+  maxBufferedMs: number;
+  turnLatenciesMs: number[];
+  protocolViolations: string[];
+  frameSizes: Record<number, number>;
+}
+
+const FRAME_MS = 20;
+const FRAME_BYTES = 160;
+const SILENCE = 0xff;
+/** A played frame louder than this counts as the assistant speaking. */
+const VOICE_DBFS = -50;
+/** With no reply this long after an utterance, the caller goes on anyway. */
+const REPLY_GIVE_UP_MS = 5000;
+
+const hex = (n: number) => randomBytes(n).toString('hex');
+
+/** Sign a Twilio webhook the way Twilio does (the twilio package's own code). */
+export function twilioSignature(authToken: string, url: string, params: Record<string, string>): string {
+  return twilio.getExpectedTwilioSignature(authToken, url, params);
+}
+
+/** POST a signed call status callback, as Twilio does. */
+export async function postStatusCallback(opts: {
+  baseUrl: string;
+  publicUrl?: string;
+  authToken?: string;
+  params: Record<string, string>;
+}): Promise<number> {
+  const url = `${opts.publicUrl ?? opts.baseUrl}/voice/status`;
+  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
+  if (opts.authToken) headers['x-twilio-signature'] = twilioSignature(opts.authToken, url, opts.params);
+  const res = await fetch(`${opts.baseUrl}/voice/status`, { method: 'POST', headers, body: new URLSearchParams(opts.params).toString() });
+  await res.arrayBuffer();
+  return res.status;
+}
+
+export async function placeCall(opts: CallerOptions): Promise<CallResult> {
+  const callSid = opts.callSid ?? `CA${hex(16)}`;
+  const accountSid = `AC${hex(16)}`;
+  const streamSid = `MZ${hex(16)}`;
+  const publicUrl = opts.publicUrl ?? opts.baseUrl;
+  const form: Record<string, string> = {
+    CallSid: callSid,
+    AccountSid: accountSid,
+    From: opts.from ?? '+15550100001',
+    To: opts.to ?? '+15550100999',
+    CallStatus: 'ringing',
+    Direction: 'inbound',
+    ApiVersion: '2010-04-01',
+  };
+  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
+  if (opts.authToken) headers['x-twilio-signature'] = twilioSignature(opts.authToken, `${publicUrl}/voice/incoming`, form);
+  const res = await fetch(`${opts.baseUrl}/voice/incoming`, { method: 'POST', headers, body: new URLSearchParams(form).toString() });
+  const twiml = await res.text();
+  if (res.status !== 200) throw new Error(`/voice/incoming answered ${res.status}`);
+  const streamUrl = /<Stream\b[^>]*\burl="([^"]+)"/.exec(twiml)?.[1];
+  if (!streamUrl) throw new Error(`TwiML has no <Stream url>: ${twiml.slice(0, 200)}`);
+  const customParameters: Record<string, string> = {};
+  for (const m of twiml.matchAll(/<Parameter\b([^>]*)\/?>/g)) {
+    const name = /\bname="([^"]*)"/.exec(m[1]!)?.[1];
+    const value = /\bvalue="([^"]*)"/.exec(m[1]!)?.[1];
+    if (name !== undefined) customParameters[xmlUnescape(name)] = xmlUnescape(value ?? '');
+  }
+  const wssUrl = xmlUnescape(streamUrl);
+  const target = new URL(wssUrl);
+  const base = new URL(opts.baseUrl);
+  const wsUrl = `${base.protocol === 'https:' ? 'wss' : 'ws'}://${base.host}${target.pathname}${target.search}`;
+  const wsHeaders: Record<string, string> = {};
+  if (opts.authToken) wsHeaders['x-twilio-signature'] = twilioSignature(opts.authToken, wssUrl, {});
+  const ws = new WebSocket(wsUrl, { headers: wsHeaders });
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve());
+    ws.once('unexpected-response', (_req, r) => reject(new Error(`stream upgrade answered ${r.statusCode}`)));
+    ws.once('error', reject);
+  });
+  return new CallRun(ws, opts, { callSid, accountSid, streamSid, twiml, customParameters }).run();
+}
+
+function xmlUnescape(s: string): string {
+  return s.replace(/&quot;/g, '"').replace(/&apos;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
+}
+
+interface Ids {
+  callSid: string;
+  accountSid: string;
+  streamSid: string;
+  twiml: string;
+  customParameters: Record<string, string>;
+}
+
+class CallRun {
+  private seq = 0;
+  private chunk = 0;
+  private t0 = 0;
+  // Playout: received audio waits here and plays at 8000 bytes/s.
+  private queue: Buffer[] = [];
+  private queuedBytes = 0;
+  private receivedBytes = 0;
+  private playedBytes = 0;
+  private pendingMarks: { name: string; atByte: number }[] = [];
+  private runStartMs: number | undefined;
+  private runPlayedMs = 0;
+  private lastPlayedAtMs = -Infinity;
+  // Caller speech.
+  private utteranceIdx = 0;
+  private speaking: Uint8Array | null = null;
+  private speakPos = 0;
+  private lastUtteranceEndMs = 0;
+  private playedSinceUtterance = false;
+  private firstPlayAfterUtteranceMs: number | undefined;
+  private awaitingTurnFromMs: number | undefined;
+  private dtmfQueue: string[] = [];
+  private done = false;
+  private stopAtMs: number | undefined;
+  private readonly result: CallResult;
+
+  constructor(private readonly ws: WebSocket, private readonly opts: CallerOptions, private readonly ids: Ids) {
+    this.result = {
+      callSid: ids.callSid,
+      streamSid: ids.streamSid,
+      twiml: ids.twiml,
+      customParameters: ids.customParameters,
+      closeCode: undefined,
+      framesReceived: 0,
+      heardMs: 0,
+      playback: [],
+      clears: [],
+      bargeIns: [],
+      marksEchoed: 0,
+      maxBufferedMs: 0,
+      turnLatenciesMs: [],
+      protocolViolations: [],
+      frameSizes: {},
+    };
+  }
+
+  run(): Promise<CallResult> {
+    return new Promise((resolve) => {
+      this.ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
+      this.ws.on('close', (code) => {
+        this.result.closeCode = code;
+        this.done = true;
+        this.closeRun();
+        resolve(this.result);
+      });
+      this.ws.on('error', () => {});
+      this.t0 = performance.now();
+      this.sendJson({ event: 'connected', protocol: 'Call', version: '1.0.0' });
+      this.sendJson({
+        event: 'start',
+        sequenceNumber: String(++this.seq),
+        streamSid: this.ids.streamSid,
+        start: {
+          accountSid: this.ids.accountSid,
+          streamSid: this.ids.streamSid,
+          callSid: this.ids.callSid,
+          tracks: ['inbound'],
+          customParameters: this.ids.customParameters,
+          mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 },
+        },
+      });
+      this.tick(0);
+    });
+  }
+
+  private nowMs(): number {
+    return performance.now() - this.t0;
+  }
+
+  /** The 20 ms clock: one frame out, one frame played, scheduled against t0 so it never drifts. */
+  private tick(n: number): void {
+    if (this.done) return;
+    const now = this.nowMs();
+    this.speak(now);
+    this.play(now);
+    if (this.stopAtMs !== undefined && now >= this.stopAtMs) return this.hangUp();
+    if (now > (this.opts.maxCallMs ?? 60_000)) return this.hangUp();
+    const next = (n + 1) * FRAME_MS;
+    setTimeout(() => this.tick(n + 1), Math.max(0, next - this.nowMs()));
+  }
+
+  private hangUp(): void {
+    if (this.done) return;
+    this.done = true;
+    this.sendJson({ event: 'stop', sequenceNumber: String(++this.seq), streamSid: this.ids.streamSid, stop: { accountSid: this.ids.accountSid, callSid: this.ids.callSid } });
+    this.ws.close(1000, 'caller hung up');
+  }
+
+  private speak(now: number): void {
+    if (this.dtmfQueue.length > 0) {
+      const digit = this.dtmfQueue.shift()!;
+      this.sendJson({ event: 'dtmf', sequenceNumber: String(++this.seq), streamSid: this.ids.streamSid, dtmf: { track: 'inbound_track', digit } });
+    }
+    if (!this.speaking) this.maybeStartUtterance(now);
+    let frame: Uint8Array;
+    if (this.speaking) {
+      frame = new Uint8Array(FRAME_BYTES).fill(SILENCE);
+      frame.set(this.speaking.subarray(this.speakPos, this.speakPos + FRAME_BYTES));
+      this.speakPos += FRAME_BYTES;
+      if (this.speakPos >= this.speaking.length) this.endUtterance(now);
+    } else {
+      frame = new Uint8Array(FRAME_BYTES).fill(SILENCE);
+    }
+    this.chunk++;
+    this.sendJson({
+      event: 'media',
+      sequenceNumber: String(++this.seq),
+      streamSid: this.ids.streamSid,
+      media: { track: 'inbound', chunk: String(this.chunk), timestamp: String(Math.round(now)), payload: Buffer.from(frame).toString('base64') },
+    });
+  }
+
+  private maybeStartUtterance(now: number): void {
+    const u = this.opts.utterances[this.utteranceIdx];
+    const sinceEnd = now - this.lastUtteranceEndMs;
+    if (!u) {
+      // All said: hang up once the last reply has played (or never came).
+      if (this.stopAtMs === undefined && this.replyFinished(now, 0)) this.stopAtMs = now + (this.opts.hangupAfterMs ?? 1500);
+      return;
+    }
+    let go: boolean;
+    if (u.bargeInAfterMs !== undefined) {
+      go = this.firstPlayAfterUtteranceMs !== undefined && now - this.firstPlayAfterUtteranceMs >= u.bargeInAfterMs;
+      if (!go && sinceEnd > REPLY_GIVE_UP_MS * 2) go = true;
+    } else if (u.waitForReply === false) {
+      go = sinceEnd >= (u.pauseMs ?? 400);
+    } else {
+      go = this.replyFinished(now, u.pauseMs ?? 400);
+    }
+    if (!go) return;
+    const pcm = u.audio ?? speechLike(u.durationMs ?? 1200, 8000, 7 + this.utteranceIdx);
+    this.speaking = ulawEncode(pcm);
+    this.speakPos = 0;
+    if (u.bargeInAfterMs !== undefined) this.result.bargeIns.push({ speechStartMs: now });
+  }
+
+  /** The assistant answered the last utterance and has been quiet for pauseMs (or never answered). */
+  private replyFinished(now: number, pauseMs: number): boolean {
+    const quiet = this.queuedBytes === 0 && now - this.lastPlayedAtMs >= pauseMs;
+    if (!quiet) return false;
+    return this.playedSinceUtterance || now - this.lastUtteranceEndMs >= REPLY_GIVE_UP_MS;
+  }
+
+  private endUtterance(now: number): void {
+    this.speaking = null;
+    this.lastUtteranceEndMs = now;
+    this.awaitingTurnFromMs = now;
+    this.playedSinceUtterance = false;
+    this.firstPlayAfterUtteranceMs = undefined;
+    for (const d of this.opts.dtmf ?? []) if (d.afterUtterance === this.utteranceIdx) this.dtmfQueue.push(...d.digits.split(''));
+    this.utteranceIdx++;
+  }
+
+  private play(now: number): void {
+    if (this.queuedBytes < FRAME_BYTES && this.queuedBytes === 0) {
+      this.closeRun();
+      return;
+    }
+    const frame = this.take(Math.min(FRAME_BYTES, this.queuedBytes));
+    this.playedBytes += frame.length;
+    const ms = frame.length / 8;
+    this.result.heardMs += ms;
+    if (this.runStartMs === undefined) {
+      this.runStartMs = now;
+      this.runPlayedMs = 0;
+    }
+    this.runPlayedMs += ms;
+    this.lastPlayedAtMs = now;
+    if (rmsDbfs(ulawDecode(frame)) > VOICE_DBFS) {
+      this.playedSinceUtterance = true;
+      if (this.firstPlayAfterUtteranceMs === undefined && this.utteranceIdx > 0) this.firstPlayAfterUtteranceMs = now;
+    }
+    // Echo every mark whose audio has now played.
+    while (this.pendingMarks.length > 0 && this.pendingMarks[0]!.atByte <= this.playedBytes) this.echoMark(this.pendingMarks.shift()!.name);
+  }
+
+  private closeRun(): void {
+    if (this.runStartMs === undefined) return;
+    this.result.playback.push({ startMs: Math.round(this.runStartMs), endMs: Math.round(this.runStartMs + this.runPlayedMs) });
+    this.runStartMs = undefined;
+  }
+
+  private take(n: number): Buffer {
+    const out = Buffer.alloc(n);
+    let off = 0;
+    while (off < n) {
+      const head = this.queue[0]!;
+      const k = Math.min(head.length, n - off);
+      head.copy(out, off, 0, k);
+      off += k;
+      if (k === head.length) this.queue.shift();
+      else this.queue[0] = head.subarray(k);
+    }
+    this.queuedBytes -= n;
+    return out;
+  }
+
+  private echoMark(name: string): void {
+    this.result.marksEchoed++;
+    this.sendJson({ event: 'mark', sequenceNumber: String(++this.seq), streamSid: this.ids.streamSid, mark: { name } });
+  }
+
+  private onMessage(data: Buffer, isBinary: boolean): void {
+    const v = this.result.protocolViolations;
+    if (isBinary) return void v.push('binary frame');
+    let msg: any;
+    try {
+      msg = JSON.parse(data.toString('utf8'));
+    } catch {
+      return void v.push('non-JSON text frame');
+    }
+    if (msg?.streamSid !== this.ids.streamSid) v.push(`wrong or missing streamSid on ${String(msg?.event)}`);
+    const now = this.nowMs();
+    switch (msg?.event) {
+      case 'media': {
+        const payload = msg.media?.payload;
+        if (typeof payload !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(payload) || payload.length % 4 !== 0) {
+          return void v.push('media payload is not base64');
+        }
+        const bytes = Buffer.from(payload, 'base64');
+        this.result.framesReceived++;
+        this.result.frameSizes[bytes.length] = (this.result.frameSizes[bytes.length] ?? 0) + 1;
+        this.queue.push(bytes);
+        this.queuedBytes += bytes.length;
+        this.receivedBytes += bytes.length;
+        this.result.maxBufferedMs = Math.max(this.result.maxBufferedMs, this.queuedBytes / 8);
+        if (this.awaitingTurnFromMs !== undefined && rmsDbfs(ulawDecode(bytes)) > VOICE_DBFS) {
+          this.result.turnLatenciesMs.push(now - this.awaitingTurnFromMs);
+          this.awaitingTurnFromMs = undefined;
+        }
+        return;
+      }
+      case 'mark': {
+        const name = msg.mark?.name;
+        if (typeof name !== 'string') return void v.push('mark without a name');
+        if (this.queuedBytes === 0) this.echoMark(name);
+        else this.pendingMarks.push({ name, atByte: this.receivedBytes });
+        return;
+      }
+      case 'clear': {
+        this.result.clears.push({ atMs: Math.round(now), playedMsOfRunBeforeClear: this.runStartMs === undefined ? 0 : this.runPlayedMs });
+        const barge = this.result.bargeIns.find((b) => b.clearAtMs === undefined && b.speechStartMs <= now);
+        if (barge) barge.clearAtMs = Math.round(now);
+        this.queue = [];
+        this.queuedBytes = 0;
+        this.closeRun();
+        for (const m of this.pendingMarks.splice(0)) this.echoMark(m.name);
+        return;
+      }
+      default:
+        v.push(`unknown event ${String(msg?.event)}`);
+    }
+  }
+
+  private sendJson(msg: unknown): void {
+    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+}
