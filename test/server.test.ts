@@ -359,14 +359,20 @@ describe('media stream websocket', () => {
     expect(f.streams[0]!.socket.send('{}')).toBe(false);
     f.streams[0]!.socket.close();
 
-    const b = await openWs(url);
+    const c = await openWs(url);
     await until(() => f.streams.length === 2);
+    const cClosed = closed(c);
+    f.streams[1]!.socket.close(1008, 'é'.repeat(100)); // 200 bytes: cut to 61 whole characters (122 bytes)
+    expect(await cClosed).toEqual([1008, 'é'.repeat(61)]);
+
+    const b = await openWs(url);
+    await until(() => f.streams.length === 3);
     const bClosed = closed(b);
-    f.streams[1]!.socket.close(1000, 'done');
+    f.streams[2]!.socket.close(1000, 'done');
     expect(await bClosed).toEqual([1000, 'done']);
-    await until(() => f.streams[1]!.closes.length === 1);
+    await until(() => f.streams[2]!.closes.length === 1);
     await new Promise((r) => setTimeout(r, 20));
-    expect(f.streams[1]!.closes).toHaveLength(1);
+    expect(f.streams[2]!.closes).toHaveLength(1);
   });
 
   it('close() ends open streams with 1001 and stops accepting', async () => {

@@ -327,7 +327,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         },
         close: (code = 1000, reason = '') => {
           if (data.closed) return;
-          ws.end(code, reason.slice(0, 120));
+          ws.end(code, closeReasonBytes(reason));
         },
       };
       let handler: StreamHandler | null = null;
@@ -453,6 +453,15 @@ function readBody(res: HttpResponse, limit: number, done: (body: Buffer | null) 
     }
     if (isLast) done(over ? null : Buffer.concat(chunks, size));
   });
+}
+
+/** A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5); cut on a character boundary. */
+function closeReasonBytes(reason: string): Buffer {
+  const bytes = Buffer.from(reason, 'utf8');
+  if (bytes.length <= 123) return bytes;
+  let end = 123;
+  while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--; // don't split a multi-byte character
+  return bytes.subarray(0, end);
 }
 
 const STATUS_TEXT: Record<number, string> = {
