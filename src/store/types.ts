@@ -1,0 +1,84 @@
+/**
+ * Call records: what every call leaves behind, and the store interface.
+ * SQLite (src/store/sqlite.ts) implements it for one machine; a PostgreSQL
+ * implementation for scale-out slots in behind the same interface.
+ * Times are ISO 8601 strings (UTC, ms); `atMs` fields are ms since call start.
+ */
+import type { CallEndInfo, ToolCallRecord, TranscriptLine, TurnLatency } from '../call/recorder.js';
+import type { Usage } from '../call/voice-model.js';
+
+export type CallState = 'in_progress' | 'completed' | 'interrupted';
+
+export interface StatusEvent {
+  sequenceNumber: number | null;
+  status: string;
+  timestamp: string | null;
+  callDurationS: number | null;
+  receivedAt: string;
+}
+
+export interface CallRecord {
+  callSid: string;
+  streamSid: string | null;
+  from: string | null;
+  to: string | null;
+  startedAt: string | null;
+  answeredAt: string | null;
+  endedAt: string | null;
+  durationMs: number | null;
+  /** Latest Twilio CallStatus (highest SequenceNumber). */
+  status: string | null;
+  statusEvents: StatusEvent[];
+  endReason: string | null;
+  outcome: string | null;
+  audioMode: string | null;
+  state: CallState;
+  transcript: TranscriptLine[];
+  toolCalls: ToolCallRecord[];
+  turnLatencies: TurnLatency[];
+  relay: CallEndInfo['relay'] | null;
+  protocolErrors: number;
+  usage: Usage;
+  estimatedCostUsd: number;
+}
+
+export interface CallSummary {
+  callSid: string;
+  from: string | null;
+  to: string | null;
+  startedAt: string | null;
+  durationMs: number | null;
+  status: string | null;
+  state: CallState;
+  outcome: string | null;
+  endReason: string | null;
+  estimatedCostUsd: number;
+}
+
+export interface CallStore {
+  /** The call was answered (webhook): create its row now, so even a call whose stream never starts is recorded. */
+  answered(callSid: string, info: { from?: string; to?: string }): void;
+  started(callSid: string, info: { streamSid: string; audioMode: string; startedAt: Date }): void;
+  appendTranscript(callSid: string, line: TranscriptLine): void;
+  appendToolCall(callSid: string, rec: ToolCallRecord): void;
+  appendTurnLatency(callSid: string, t: TurnLatency): void;
+  addUsage(callSid: string, u: Usage): void;
+  ended(callSid: string, info: CallEndInfo): void;
+  /** A Twilio status callback's form fields (validated here; bad ones are logged and ignored). */
+  recordStatus(form: Record<string, string>): void;
+  /** On start-up: calls a previous process left in progress become 'interrupted'. Returns how many. */
+  markInterrupted(): number;
+  get(callSid: string): CallRecord | undefined;
+  list(opts?: { since?: Date; limit?: number }): CallSummary[];
+  /** Write everything buffered now. */
+  flush(): void;
+  close(): void;
+}
+
+export const ZERO_USAGE: Usage = {
+  inputTextTokens: 0,
+  inputAudioTokens: 0,
+  inputCachedTokens: 0,
+  outputTextTokens: 0,
+  outputAudioTokens: 0,
+};
