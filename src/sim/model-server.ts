@@ -61,6 +61,8 @@ export interface ModelStandInOptions {
   host?: string;
   tls?: { cert: string | Buffer; key: string | Buffer };
   scenario?: Scenario;
+  /** Alias of `scenario`. */
+  script?: Scenario;
   audioSpeedup?: number;
   transcriptDelayMs?: number;
   responseDelayMs?: number;
@@ -93,6 +95,8 @@ export interface StandInSession {
 export interface ModelStandIn {
   url: string;
   baseUrl: string;
+  /** Same as baseUrl (http(s)://127.0.0.1:PORT/v1): what the openai package takes as baseURL. */
+  httpBaseUrl: string;
   port: number;
   sessions: StandInSession[];
   close(): Promise<void>;
@@ -103,7 +107,7 @@ const MAX_REPLY_MS = 6000;
 const FRAME_MS = 20;
 
 export async function startModelStandIn(opts: ModelStandInOptions = {}): Promise<ModelStandIn> {
-  const scenario = opts.scenario ?? eligibilityScenario;
+  const scenario = opts.scenario ?? opts.script ?? eligibilityScenario;
   const http = opts.tls ? createHttpsServer({ cert: opts.tls.cert, key: opts.tls.key }) : createHttpServer();
   http.on('request', (_req, res) => {
     res.writeHead(404).end();
@@ -141,9 +145,11 @@ export async function startModelStandIn(opts: ModelStandInOptions = {}): Promise
   await new Promise<void>((resolve) => http.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', resolve));
   const port = (http.address() as AddressInfo).port;
   const host = opts.host ?? '127.0.0.1';
+  const baseUrl = `${opts.tls ? 'https' : 'http'}://${host}:${port}/v1`;
   return {
     url: `${opts.tls ? 'wss' : 'ws'}://${host}:${port}/v1/realtime`,
-    baseUrl: `${opts.tls ? 'https' : 'http'}://${host}:${port}/v1`,
+    baseUrl,
+    httpBaseUrl: baseUrl,
     port,
     sessions,
     async close() {
