@@ -1,0 +1,112 @@
+/**
+ * `callbridge calls list|show`: read the call records (CALLBRIDGE_DB).
+ * Readable by default, `--json` for scripts. Errors: one line; exit 1 for
+ * an unknown call or unreadable store, 2 for usage.
+ */
+import { existsSync } from 'node:fs';
+import { ConfigError, loadConfig } from '../config.js';
+import { silentLogger } from '../log.js';
+import { LatencyHistogram } from '../call/stats.js';
+import { SqliteCallStore } from '../store/sqlite.js';
+import type { CallRecord, CallSummary } from '../store/types.js';
+import type { CliIO } from './main.js';
+
+const USAGE = 'usage: callbridge calls list [--since <ISO time | 30m | 2h | 7d>] [--limit N] [--json]\n       callbridge calls show <CallSid> [--json]\n';
+
+export async function run(args: string[], io: CliIO): Promise<number> {
+  const [sub, ...rest] = args;
+  const fail = (code: number, msg: string) => {
+    io.stderr.write(`callbridge calls: ${msg}\n`);
+    return code;
+  };
+  if (sub !== 'list' && sub !== 'show') return fail(2, `expected list or show\n${USAGE}`);
+  let json = false;
+  let since: Date | undefined;
+  let limit = 50;
+  const positional: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i]!;
+    if (a === '--json') json = true;
+    else if (a === '--since' && sub === 'list') {
+      since = parseSince(rest[++i] ?? '');
+      if (!since) return fail(2, `--since takes an ISO time or an age like 30m, 2h, 7d (got '${rest[i] ?? ''}')`);
+    } else if (a === '--limit' && sub === 'list') {
+      limit = Number(rest[++i]);
+      if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) return fail(2, '--limit takes a whole number from 1 to 10000');
+    } else if (a.startsWith('--')) return fail(2, `unknown option ${a}\n${USAGE}`);
+    else positional.push(a);
+  }
+  if (sub === 'show' && positional.length !== 1) return fail(2, `show takes one CallSid\n${USAGE}`);
+  if (sub === 'list' && positional.length > 0) return fail(2, `list takes no arguments\n${USAGE}`);
+
+  let config;
+  try {
+    config = loadConfig(io.env);
+  } catch (err) {
+    if (err instanceof ConfigError) return fail(2, err.message);
+    throw err;
+  }
+  if (!existsSync(config.dbPath)) return fail(1, `no call store at ${config.dbPath} (set CALLBRIDGE_DB)`);
+  const store = new SqliteCallStore({ path: config.dbPath, transcriptKey: config.transcriptKey, prices: config.prices, log: silentLogger, readOnly: true });
+  try {
+    if (sub === 'list') {
+      const calls = store.list({ since, limit });
+      io.stdout.write(json ? `${JSON.stringify(calls, null, 2)}\n` : formatList(calls));
+      return 0;
+    }
+    const record = store.get(positional[0]!);
+    if (!record) return fail(1, `no call ${positional[0]} in ${config.dbPath}`);
+    io.stdout.write(json ? `${JSON.stringify(record, null, 2)}\n` : formatRecord(record));
+    return 0;
+  } catch (err) {
+    return fail(1, err instanceof Error ? err.message : String(err));
+  } finally {
+    store.close();
+  }
+}
+
+export function parseSince(s: string, now = Date.now()): Date | undefined {
+  const age = /^(\d+)\s*(m|h|d)$/.exec(s);
+  if (age) return new Date(now - Number(age[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[age[2] as 'm' | 'h' | 'd']);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(s)) return undefined;
+  const d = new Date(s);
+  return Number.isNaN(d.getTime()) ? undefined : d;
+}
+
+const secs = (ms: number | null) => (ms === null ? '-' : `${(ms / 1000).toFixed(1)} s`);
+const mmss = (ms: number) => `${String(Math.floor(ms / 60000)).padStart(2, '0')}:${String(Math.floor((ms % 60000) / 1000)).padStart(2, '0')}`;
+
+function formatList(calls: CallSummary[]): string {
+  if (calls.length === 0) return 'no calls\n';
+  const rows = calls.map((c) => [c.startedAt ?? '-', c.callSid, secs(c.durationMs), c.state, c.status ?? '-', c.outcome ?? '-', `$${c.estimatedCostUsd.toFixed(4)}`]);
+  const head = ['started', 'call', 'duration', 'state', 'twilio status', 'outcome', 'cost'];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) => r.map((v, i) => v.padEnd(widths[i]!)).join('  ').trimEnd();
+  return `${[line(head), ...rows.map(line)].join('\n')}\n`;
+}
+
+function formatRecord(r: CallRecord): string {
+  const out: string[] = [];
+  out.push(`call ${r.callSid}   stream ${r.streamSid ?? '-'}   ${r.audioMode ?? ''}`);
+  out.push(`from ${r.from ?? '-'} to ${r.to ?? '-'}`);
+  out.push(`started ${r.startedAt ?? '-'}   ended ${r.endedAt ?? '-'}   duration ${secs(r.durationMs)}`);
+  out.push(`state ${r.state}   twilio status ${r.status ?? '-'}   end reason ${r.endReason ?? '-'}   outcome ${r.outcome ?? '-'}`);
+  out.push(`estimated cost $${r.estimatedCostUsd.toFixed(4)}`);
+  out.push('', 'transcript');
+  for (const t of r.transcript) out.push(`  [${mmss(t.atMs)}] ${t.speaker.padEnd(9)} ${t.text}${t.interrupted ? '  (interrupted)' : ''}`);
+  if (r.toolCalls.length) {
+    out.push('', 'tool calls');
+    for (const t of r.toolCalls) out.push(`  [${mmss(t.startedAtMs)}] ${t.name} ${t.ok ? 'ok' : 'FAILED'} in ${t.durationMs} ms: ${t.output}`);
+  }
+  if (r.turnLatencies.length) {
+    const h = new LatencyHistogram();
+    for (const t of r.turnLatencies) h.record(t.latencyMs);
+    const s = h.summary();
+    out.push('', `turn latency (speech stopped → first audio out): ${r.turnLatencies.length} turns, p50 ${Math.round(s.p50Ms)} ms, p95 ${Math.round(h.percentile(0.95))} ms, max ${Math.round(s.maxMs)} ms`);
+  }
+  if (r.relay) out.push(`relay-added latency per frame: in p50 ${(r.relay.inbound.p50Ms * 1000).toFixed(0)} µs p99 ${(r.relay.inbound.p99Ms * 1000).toFixed(0)} µs, out p50 ${(r.relay.outbound.p50Ms * 1000).toFixed(0)} µs p99 ${(r.relay.outbound.p99Ms * 1000).toFixed(0)} µs`);
+  const u = r.usage;
+  out.push(`usage: input ${u.inputAudioTokens} audio + ${u.inputTextTokens} text (${u.inputCachedTokens} cached), output ${u.outputAudioTokens} audio + ${u.outputTextTokens} text tokens`);
+  if (r.statusEvents.length) out.push(`status callbacks: ${r.statusEvents.map((e) => `${e.sequenceNumber ?? '?'}:${e.status}`).join(' → ')}`);
+  return `${out.join('\n')}\n`;
+}
