@@ -56,6 +56,9 @@ const EnvSchema = z.object({
   SILENCE_TIMEOUT_MS: intIn(1000, 86_400_000).default(300_000),
   MAX_CALL_MS: intIn(1000, 86_400_000).default(3_600_000),
   MAX_CONCURRENT_CALLS: intIn(1, 100_000).default(1000),
+  /** Per-IP token bucket for HTTP requests and stream upgrades. Twilio's traffic comes from few IPs: size it for peak call setup. */
+  RATE_LIMIT_BURST: intIn(1, 1_000_000).default(500),
+  RATE_LIMIT_PER_SECOND: z.coerce.number().positive().max(1_000_000).default(200),
   PREWARM_TTL_MS: intIn(1000, 600_000).default(30_000),
   MODEL_CONNECT_TIMEOUT_MS: intIn(100, 60_000).default(10_000),
 
@@ -118,6 +121,7 @@ export interface Config {
   silenceTimeoutMs: number;
   maxCallMs: number;
   maxConcurrentCalls: number;
+  rateLimit: { burst: number; perSecond: number };
   prewarmTtlMs: number;
   dbPath: string;
   transcriptKey: Buffer | undefined;
@@ -202,6 +206,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     silenceTimeoutMs: e.SILENCE_TIMEOUT_MS,
     maxCallMs: e.MAX_CALL_MS,
     maxConcurrentCalls: e.MAX_CONCURRENT_CALLS,
+    rateLimit: { burst: e.RATE_LIMIT_BURST, perSecond: e.RATE_LIMIT_PER_SECOND },
     prewarmTtlMs: e.PREWARM_TTL_MS,
     dbPath: e.CALLBRIDGE_DB,
     transcriptKey: e.TRANSCRIPT_KEY ? Buffer.from(e.TRANSCRIPT_KEY, 'hex') : undefined,

