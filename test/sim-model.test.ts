@@ -313,6 +313,18 @@ describe('model stand-in: client events', () => {
     expect(server!.sessions[0]!.toolOutputs).toEqual([{ call_id: args.call_id, output: '{"status":"eligible"}' }]);
   });
 
+  it('a manual commit under 100 ms → input_audio_buffer_commit_empty; with enough audio → committed', async () => {
+    const c = await open();
+    c.send({ type: 'session.update', session: { type: 'realtime', audio: { input: { format: { type: 'audio/pcmu' }, turn_detection: null } } } });
+    await c.next('session.updated');
+    c.send({ type: 'input_audio_buffer.append', audio: Buffer.alloc(400, 0xff).toString('base64') }); // 50 ms
+    c.send({ type: 'input_audio_buffer.commit' });
+    expect((await c.next('error')).error.code).toBe('input_audio_buffer_commit_empty');
+    c.send({ type: 'input_audio_buffer.append', audio: Buffer.alloc(800, 0xff).toString('base64') }); // +100 ms
+    c.send({ type: 'input_audio_buffer.commit' });
+    await c.next('input_audio_buffer.committed');
+  });
+
   it('answers unknown client events with an error and stays open', async () => {
     const c = await open();
     c.send({ type: 'session.frobnicate' });

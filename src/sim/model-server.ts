@@ -174,6 +174,8 @@ class Session {
   private seq = 0;
   private vad: Vad | null = { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500, createResponse: true, interruptResponse: true };
   private inputMs = 0;
+  /** Audio appended since the last commit/clear (ms): a manual commit needs ≥ 100 ms. */
+  private uncommittedMs = 0;
   private carry: Int16Array = new Int16Array(0);
   private speaking = false;
   private speechStartMs = 0;
@@ -278,8 +280,17 @@ class Session {
         this.record.appendTimes.push(at);
         return this.onAppend(ev);
       case 'input_audio_buffer.commit':
+        if (this.uncommittedMs < 100) {
+          return this.error(
+            'input_audio_buffer_commit_empty',
+            `Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, but buffer only has ${this.uncommittedMs.toFixed(2)}ms of audio.`,
+            ev.event_id,
+          );
+        }
+        this.uncommittedMs = 0;
         return this.send({ type: 'input_audio_buffer.committed', previous_item_id: null, item_id: this.newItemId() });
       case 'input_audio_buffer.clear':
+        this.uncommittedMs = 0;
         this.carry = new Int16Array(0);
         return this.send({ type: 'input_audio_buffer.cleared' });
       case 'conversation.item.create':
@@ -338,6 +349,7 @@ class Session {
       rate = 24000;
     }
     this.record.audioMsReceived += (pcm.length * 1000) / rate;
+    this.uncommittedMs += (pcm.length * 1000) / rate;
     const all = new Int16Array(this.carry.length + pcm.length);
     all.set(this.carry);
     all.set(pcm, this.carry.length);
@@ -370,6 +382,7 @@ class Session {
 
   private endTurn(): void {
     const itemId = this.inputItemId;
+    this.uncommittedMs = 0;
     this.send({ type: 'input_audio_buffer.speech_stopped', audio_end_ms: this.lastVoiceEndMs, item_id: itemId });
     this.send({ type: 'input_audio_buffer.committed', previous_item_id: null, item_id: itemId });
     const item = { id: itemId, type: 'message', role: 'user', status: 'completed', content: [{ type: 'input_audio', transcript: null }] };
