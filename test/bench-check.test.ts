@@ -53,8 +53,20 @@ describe('evaluate', () => {
     for (const bad of [0, -5, Number.NaN, Number.POSITIVE_INFINITY]) {
       const [e] = evaluate([result('x', 10), result('y', bad)], [ratio('z', 'x', 'y', 100)], dsp);
       expect(e.ok, `median ${bad}`).toBe(false);
-      expect(e.problem).toContain("'y' has no valid median");
+      expect(e.problem).toContain("'y' has no valid figure");
     }
+  });
+
+  it('reads a p99 figure with id#p99, and fails when the result has none', () => {
+    const withP99 = { ...result('lat', 50), p99Ns: 2_500_000 };
+    const [over] = evaluate([withP99], [ratio('p', 'lat#p99', 2_000_000, 1)], dsp);
+    expect(over.ok).toBe(false);
+    expect(over.value).toBeCloseTo(1.25, 9);
+    const [under] = evaluate([withP99], [ratio('p', 'lat#p99', 4_000_000, 1)], dsp);
+    expect(under.ok).toBe(true);
+    const [missing] = evaluate([result('lat', 50)], [ratio('p', 'lat#p99', 2_000_000, 1)], dsp);
+    expect(missing.ok).toBe(false);
+    expect(missing.problem).toContain("'lat#p99' has no valid figure");
   });
 
   it('skips ratios of suites that did not run (e.g. --suite dsp skips relay limits)', () => {
