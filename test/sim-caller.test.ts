@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import twilio from 'twilio';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { rmsDbfs, speechLike, ulawDecode, ulawEncode, ulawDecodeSample, ulawEncodeSample } from '../src/sim/audio.js';
+import { readWav, rmsDbfs, speechLike, ulawDecode, ulawEncode, ulawDecodeSample, ulawEncodeSample, writeWav } from '../src/sim/audio.js';
 import { placeCall, postStatusCallback } from '../src/sim/caller.js';
 
 const TOKEN = 'test-auth-token';
@@ -159,6 +159,24 @@ describe('sim audio', () => {
     expect(rmsDbfs(a)).toBeGreaterThan(-40);
     expect(speechLike(500, 24000, 3).length).toBe(12000);
   });
+
+  it('reads back the WAVs it writes (PCM16) and µ-law WAVs; refuses stereo', () => {
+    const pcm = speechLike(100, 8000, 5);
+    expect(readWav(writeWav(pcm, 8000))).toEqual({ rate: 8000, pcm });
+    const ulaw = ulawEncode(pcm);
+    const w = writeWav(new Int16Array(0), 8000);
+    const hdr = Buffer.from(w.subarray(0, 44));
+    hdr.writeUInt16LE(7, 20); // format 7: µ-law
+    hdr.writeUInt32LE(8000, 28);
+    hdr.writeUInt16LE(1, 32);
+    hdr.writeUInt16LE(8, 34);
+    hdr.writeUInt32LE(ulaw.length, 40);
+    const mu = readWav(Buffer.concat([hdr, Buffer.from(ulaw)]));
+    expect(mu.pcm).toEqual(ulawDecode(ulaw));
+    const stereo = Buffer.from(writeWav(pcm, 8000));
+    stereo.writeUInt16LE(2, 22);
+    expect(() => readWav(stereo)).toThrow(/mono/);
+  });
 });
 
 describe('simulated caller', () => {
@@ -169,7 +187,7 @@ describe('simulated caller', () => {
       publicUrl: PUBLIC,
       authToken: TOKEN,
       utterances: [{ durationMs: 400, waitForReply: false, pauseMs: 200 }],
-      dtmf: [{ afterUtterance: 0, digits: '42' }],
+      dtmf: [{ afterUtterance: 0, digits: '42' }, { atMs: 60, digits: '9' }],
       hangupAfterMs: 200,
       maxCallMs: 8000,
     });
@@ -195,7 +213,10 @@ describe('simulated caller', () => {
     // sequenceNumbers are strings counting up by one from the start event.
     const seqs = msgs.slice(1).map((m) => m.sequenceNumber);
     seqs.forEach((s, i) => expect(s).toBe(String(i + 1)));
-    expect(msgs.filter((m) => m.event === 'dtmf').map((m) => m.dtmf)).toEqual([
+    const dtmf = msgs.filter((m) => m.event === 'dtmf');
+    expect(Number(msgs[msgs.indexOf(dtmf[0]) - 1].media.timestamp)).toBeGreaterThanOrEqual(40); // the timed '9' came ~60 ms in
+    expect(dtmf.map((m) => m.dtmf)).toEqual([
+      { track: 'inbound_track', digit: '9' },
       { track: 'inbound_track', digit: '4' },
       { track: 'inbound_track', digit: '2' },
     ]);
@@ -224,6 +245,7 @@ describe('simulated caller', () => {
       publicUrl: PUBLIC,
       authToken: TOKEN,
       utterances: [{ durationMs: 400, waitForReply: false, pauseMs: 200 }],
+      recordHeard: true,
       hangupAfterMs: 100,
       maxCallMs: 8000,
     });
@@ -244,6 +266,12 @@ describe('simulated caller', () => {
     expect(relaySide).toBeGreaterThanOrEqual(480);
     expect(result.turnLatenciesMs).toHaveLength(1);
     expect(Math.abs(result.turnLatenciesMs[0]! - relaySide)).toBeLessThan(30);
+    // What it heard is exactly what was sent, one ≤160-byte frame per 20 ms tick.
+    const heard = Buffer.concat(result.heard!.map((h) => h.bytes));
+    expect(heard.equals(Buffer.from(ulawEncode(speechLike(800, 8000, 11))))).toBe(true);
+    const at = result.heard!.map((h) => h.atMs);
+    for (let i = 1; i < at.length; i++) expect(at[i]! - at[i - 1]!).toBeGreaterThan(5);
+    expect(at.at(-1)! - at[0]!).toBeGreaterThan(740);
     expect(result.frameSizes[1]).toBeGreaterThan(0); // irregular sizes were accepted as they came
     expect(result.protocolViolations).toEqual([]);
   });

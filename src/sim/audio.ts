@@ -80,3 +80,53 @@ export function up3(pcm8: Int16Array): Int16Array {
   }
   return out;
 }
+
+/**
+ * Reads a mono WAV of PCM16 (format 1) or µ-law (format 7) into PCM16 at its
+ * own rate. Throws on anything else (stereo, float, other codecs): a
+ * simulator fixture should be simple.
+ */
+export function readWav(buf: Uint8Array): { rate: number; pcm: Int16Array } {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (b.length < 12 || b.toString('ascii', 0, 4) !== 'RIFF' || b.toString('ascii', 8, 12) !== 'WAVE') throw new Error('not a RIFF/WAVE file');
+  let fmt: { format: number; channels: number; rate: number; bits: number } | undefined;
+  for (let off = 12; off + 8 <= b.length; ) {
+    const id = b.toString('ascii', off, off + 4);
+    const size = b.readUInt32LE(off + 4);
+    const body = b.subarray(off + 8, Math.min(b.length, off + 8 + size));
+    if (id === 'fmt ') {
+      fmt = { format: body.readUInt16LE(0), channels: body.readUInt16LE(2), rate: body.readUInt32LE(4), bits: body.readUInt16LE(14) };
+    } else if (id === 'data') {
+      if (!fmt) throw new Error('WAV data chunk before fmt chunk');
+      if (fmt.channels !== 1) throw new Error(`WAV has ${fmt.channels} channels; mono only`);
+      if (fmt.format === 1 && fmt.bits === 16) {
+        const pcm = new Int16Array(body.length >> 1);
+        for (let i = 0; i < pcm.length; i++) pcm[i] = body.readInt16LE(2 * i);
+        return { rate: fmt.rate, pcm };
+      }
+      if (fmt.format === 7 && fmt.bits === 8) return { rate: fmt.rate, pcm: ulawDecode(body) };
+      throw new Error(`WAV format ${fmt.format}/${fmt.bits} bits not supported (PCM16 or µ-law only)`);
+    }
+    off += 8 + size + (size & 1);
+  }
+  throw new Error('WAV has no data chunk');
+}
+
+/** Writes mono PCM16 as a WAV (for fixtures and for listening to what a simulated caller heard). */
+export function writeWav(pcm: Int16Array, rate: number): Buffer {
+  const out = Buffer.alloc(44 + pcm.length * 2);
+  out.write('RIFF', 0, 'ascii');
+  out.writeUInt32LE(36 + pcm.length * 2, 4);
+  out.write('WAVEfmt ', 8, 'ascii');
+  out.writeUInt32LE(16, 16);
+  out.writeUInt16LE(1, 20);
+  out.writeUInt16LE(1, 22);
+  out.writeUInt32LE(rate, 24);
+  out.writeUInt32LE(rate * 2, 28);
+  out.writeUInt16LE(2, 32);
+  out.writeUInt16LE(16, 34);
+  out.write('data', 36, 'ascii');
+  out.writeUInt32LE(pcm.length * 2, 40);
+  for (let i = 0; i < pcm.length; i++) out.writeInt16LE(pcm[i]!, 44 + 2 * i);
+  return out;
+}

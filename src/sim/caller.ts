@@ -31,7 +31,10 @@ export interface CallerOptions {
   from?: string;
   to?: string;
   utterances: Utterance[];
-  dtmf?: { afterUtterance: number; digits: string }[];
+  /** Digits sent one per 20 ms tick, either once utterance `afterUtterance` (0-based) has been said or at `atMs` after stream start. */
+  dtmf?: ({ afterUtterance: number; digits: string } | { atMs: number; digits: string })[];
+  /** Keep every played frame (µ-law bytes + when it played) in `result.heard`. Off by default (memory, in the bench). */
+  recordHeard?: boolean;
   hangupAfterMs?: number;
   maxCallMs?: number;
 }
@@ -52,6 +55,8 @@ export interface CallResult {
   turnLatenciesMs: number[];
   protocolViolations: string[];
   frameSizes: Record<number, number>;
+  /** With `recordHeard`: each played frame (≤ 160 µ-law bytes) and the ms since stream start it played at. */
+  heard?: { atMs: number; bytes: Uint8Array }[];
 }
 
 const FRAME_MS = 20;
@@ -160,6 +165,7 @@ class CallRun {
   private firstPlayAfterUtteranceMs: number | undefined;
   private awaitingTurnFromMs: number | undefined;
   private dtmfQueue: string[] = [];
+  private readonly timedDtmfSent = new Set<object>();
   private done = false;
   private stopAtMs: number | undefined;
   private readonly result: CallResult;
@@ -181,6 +187,7 @@ class CallRun {
       turnLatenciesMs: [],
       protocolViolations: [],
       frameSizes: {},
+      heard: opts.recordHeard ? [] : undefined,
     };
   }
 
@@ -237,6 +244,12 @@ class CallRun {
   }
 
   private speak(now: number): void {
+    for (const d of this.opts.dtmf ?? []) {
+      if ('atMs' in d && !this.timedDtmfSent.has(d) && now >= d.atMs) {
+        this.timedDtmfSent.add(d);
+        this.dtmfQueue.push(...d.digits.split(''));
+      }
+    }
     if (this.dtmfQueue.length > 0) {
       const digit = this.dtmfQueue.shift()!;
       this.sendJson({ event: 'dtmf', sequenceNumber: String(++this.seq), streamSid: this.ids.streamSid, dtmf: { track: 'inbound_track', digit } });
@@ -297,7 +310,7 @@ class CallRun {
     this.awaitingTurnFromMs = now;
     this.playedSinceUtterance = false;
     this.firstPlayAfterUtteranceMs = undefined;
-    for (const d of this.opts.dtmf ?? []) if (d.afterUtterance === this.utteranceIdx) this.dtmfQueue.push(...d.digits.split(''));
+    for (const d of this.opts.dtmf ?? []) if ('afterUtterance' in d && d.afterUtterance === this.utteranceIdx) this.dtmfQueue.push(...d.digits.split(''));
     this.utteranceIdx++;
   }
 
@@ -308,6 +321,7 @@ class CallRun {
     }
     const frame = this.take(Math.min(FRAME_BYTES, this.queuedBytes));
     this.playedBytes += frame.length;
+    this.result.heard?.push({ atMs: now, bytes: frame });
     const ms = frame.length / 8;
     this.result.heardMs += ms;
     if (this.runStartMs === undefined) {
