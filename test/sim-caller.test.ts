@@ -7,7 +7,7 @@ import twilio from 'twilio';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { readWav, rmsDbfs, speechLike, ulawDecode, ulawEncode, ulawDecodeSample, ulawEncodeSample, writeWav } from '../src/sim/audio.js';
-import { placeCall, postStatusCallback } from '../src/sim/caller.js';
+import { placeCall, postStatusCallback, postStatusSequence } from '../src/sim/caller.js';
 
 const TOKEN = 'test-auth-token';
 const PUBLIC = 'https://calls.example.com';
@@ -29,6 +29,7 @@ interface FakeRelay {
   signatures: { webhook: boolean; upgrade: boolean }[];
   replySentAt: number[];
   lastLoudAt: number;
+  statusCallbacks: Record<string, string>[];
   markSentAt: Map<string, number>;
   markEchoAt: Map<string, number>;
   close(): Promise<void>;
@@ -43,6 +44,7 @@ async function startFakeRelay(replies: Reply[]): Promise<FakeRelay> {
     signatures: [],
     replySentAt: [],
     lastLoudAt: 0,
+    statusCallbacks: [],
     markSentAt: new Map(),
     markEchoAt: new Map(),
     close: async () => {},
@@ -54,6 +56,7 @@ async function startFakeRelay(replies: Reply[]): Promise<FakeRelay> {
       const params = Object.fromEntries(new URLSearchParams(body));
       const ok = twilio.validateRequest(TOKEN, String(req.headers['x-twilio-signature'] ?? ''), `${PUBLIC}${req.url}`, params);
       if (req.url === '/voice/status') {
+        if (ok) r.statusCallbacks.push(params);
         res.writeHead(ok ? 204 : 403).end();
         return;
       }
@@ -323,5 +326,22 @@ describe('simulated caller', () => {
     const params = { CallSid: 'CA1', AccountSid: 'AC1', CallStatus: 'completed', SequenceNumber: '3', CallDuration: '12' };
     expect(await postStatusCallback({ baseUrl: relay.baseUrl, publicUrl: PUBLIC, authToken: TOKEN, params })).toBe(204);
     expect(await postStatusCallback({ baseUrl: relay.baseUrl, publicUrl: PUBLIC, authToken: 'nope', params })).toBe(403);
+  });
+
+  it('postStatusSequence sends a signed sequence out of order, with a duplicate', async () => {
+    relay = await startFakeRelay([]);
+    const sent = await postStatusSequence({ baseUrl: relay.baseUrl, publicUrl: PUBLIC, authToken: TOKEN, callSid: 'CA9', durationS: 7, order: [0, 2, 1, 3, 3] });
+    expect(sent.map((s) => s.httpStatus)).toEqual([204, 204, 204, 204, 204]);
+    expect(relay.statusCallbacks.map((p) => [p.SequenceNumber, p.CallStatus])).toEqual([
+      ['0', 'initiated'],
+      ['2', 'in-progress'],
+      ['1', 'ringing'],
+      ['3', 'completed'],
+      ['3', 'completed'],
+    ]);
+    expect(relay.statusCallbacks[3]!.CallDuration).toBe('7');
+    expect(relay.statusCallbacks[0]!.CallDuration).toBeUndefined();
+    const rev = await postStatusSequence({ baseUrl: relay.baseUrl, publicUrl: PUBLIC, authToken: TOKEN, callSid: 'CA9', statuses: ['ringing', 'busy'], order: 'reversed' });
+    expect(rev.map((s) => s.callStatus)).toEqual(['busy', 'ringing']);
   });
 });

@@ -89,6 +89,49 @@ export async function postStatusCallback(opts: {
   return res.status;
 }
 
+export interface StatusSequenceOptions {
+  baseUrl: string;
+  publicUrl?: string;
+  authToken?: string;
+  callSid: string;
+  accountSid?: string;
+  from?: string;
+  to?: string;
+  /** CallStatus values in the order Twilio produced them (SequenceNumber 0, 1, …). */
+  statuses?: string[];
+  /** Duration (s) put on the terminal callback as CallDuration. */
+  durationS?: number;
+  /** Order to POST them in: as produced, reversed, or a permutation of indexes (repeat an index for a duplicate). */
+  order?: 'in-order' | 'reversed' | number[];
+}
+
+/** POSTs a call's status callbacks (signed, SequenceNumber from 0), optionally out of order or duplicated; returns each HTTP status. */
+export async function postStatusSequence(opts: StatusSequenceOptions): Promise<{ sequenceNumber: number; callStatus: string; httpStatus: number }[]> {
+  const statuses = opts.statuses ?? ['initiated', 'ringing', 'in-progress', 'completed'];
+  const terminal = new Set(['completed', 'busy', 'failed', 'no-answer', 'canceled']);
+  const idx =
+    opts.order === 'reversed' ? statuses.map((_, i) => statuses.length - 1 - i) : Array.isArray(opts.order) ? opts.order : statuses.map((_, i) => i);
+  const out: { sequenceNumber: number; callStatus: string; httpStatus: number }[] = [];
+  for (const i of idx) {
+    const callStatus = statuses[i];
+    if (callStatus === undefined) throw new Error(`status index ${i} out of range`);
+    const params: Record<string, string> = {
+      CallSid: opts.callSid,
+      AccountSid: opts.accountSid ?? 'AC00000000000000000000000000000000',
+      From: opts.from ?? '+15550100001',
+      To: opts.to ?? '+15550100999',
+      CallStatus: callStatus,
+      Direction: 'inbound',
+      Timestamp: new Date().toUTCString(),
+      SequenceNumber: String(i),
+    };
+    if (terminal.has(callStatus)) params.CallDuration = String(opts.durationS ?? 0);
+    const httpStatus = await postStatusCallback({ baseUrl: opts.baseUrl, publicUrl: opts.publicUrl, authToken: opts.authToken, params });
+    out.push({ sequenceNumber: i, callStatus, httpStatus });
+  }
+  return out;
+}
+
 export async function placeCall(opts: CallerOptions): Promise<CallResult> {
   const callSid = opts.callSid ?? `CA${hex(16)}`;
   const accountSid = `AC${hex(16)}`;
