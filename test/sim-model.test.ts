@@ -128,7 +128,8 @@ describe('model stand-in: handshake', () => {
   });
 
   it('refuses the upgrade without a bearer token (401)', async () => {
-    server = await startModelStandIn();
+    const logged: string[] = [];
+    server = await startModelStandIn({ log: (_f, msg) => logged.push(msg) });
     const ws = new WebSocket(`${server.url}?model=gpt-realtime`);
     const status = await new Promise<number>((resolve, reject) => {
       ws.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
@@ -137,6 +138,7 @@ describe('model stand-in: handshake', () => {
     });
     expect(status).toBe(401);
     expect(server.sessions).toHaveLength(0);
+    expect(logged.join()).toMatch(/401/);
   });
 
   it('rejects an OpenAI-Beta header with beta_api_shape_disabled and closes', async () => {

@@ -66,6 +66,8 @@ export interface ModelStandInOptions {
   audioSpeedup?: number;
   transcriptDelayMs?: number;
   responseDelayMs?: number;
+  /** Told about refused upgrades and every error event sent (pino's `log.info.bind(log)` fits). */
+  log?: (fields: Record<string, unknown>, msg: string) => void;
 }
 
 export interface StandInResponse {
@@ -103,6 +105,24 @@ export interface ModelStandIn {
 }
 
 const MS_PER_CHAR = 65;
+
+/**
+ * Synthesised reply audio, cached by length and format: synthesis costs far
+ * more than relaying, and a load test must measure the relay, not this.
+ */
+const replyCache = new Map<string, Buffer>();
+function replyAudio(durationMs: number, format: 'pcm24k' | 'ulaw8k'): Buffer {
+  const ms = Math.round(durationMs / 100) * 100;
+  const key = `${format}:${ms}`;
+  let bytes = replyCache.get(key);
+  if (!bytes) {
+    const pcm = speechLike(ms, format === 'ulaw8k' ? 8000 : 24000, (ms / 100) % 7);
+    bytes = format === 'ulaw8k' ? Buffer.from(ulawEncode(pcm)) : Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength);
+    if (replyCache.size > 256) replyCache.clear();
+    replyCache.set(key, bytes);
+  }
+  return bytes;
+}
 const MAX_REPLY_MS = 6000;
 const FRAME_MS = 20;
 
@@ -124,6 +144,7 @@ export async function startModelStandIn(opts: ModelStandInOptions = {}): Promise
     }
     const auth = req.headers.authorization ?? '';
     if (!/^Bearer \S+/.test(auth)) {
+      opts.log?.({ path: url.pathname }, 'stand-in: upgrade without bearer token refused (401)');
       socket.end('HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\n\r\n{"error":{"message":"Missing bearer authentication","code":"invalid_api_key"}}');
       return;
     }
@@ -231,6 +252,7 @@ class Session {
 
   error(code: string, message: string, eventId?: string, param: string | null = null): void {
     this.record.errorsSent.push({ code });
+    this.opts.log?.({ code, param, eventId }, `stand-in: error sent: ${message}`);
     this.send({ type: 'error', error: { type: 'invalid_request_error', code, message, param, event_id: eventId ?? null } });
   }
 
@@ -470,9 +492,7 @@ class Session {
     const { resp } = act;
     const format = this.record.format ?? 'pcm24k';
     const durationMs = Math.min(MAX_REPLY_MS, Math.max(300, text.length * MS_PER_CHAR));
-    const rate = format === 'ulaw8k' ? 8000 : 24000;
-    const pcm = speechLike(durationMs, rate, this.seq);
-    const bytes = format === 'ulaw8k' ? Buffer.from(ulawEncode(pcm)) : Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength);
+    const bytes = replyAudio(durationMs, format);
     const bytesPerMs = format === 'ulaw8k' ? 8 : 48;
     // Irregular chunk sizes, odd byte counts included, like the real service.
     const sizes = format === 'ulaw8k' ? [800, 1201, 640, 1999] : [4800, 7201, 2399, 9600, 3841];
