@@ -230,8 +230,8 @@ describe('simulated caller', () => {
     const spanTs = ts.at(-1)! - ts[0]!;
     expect(spanTs).toBeGreaterThan((media.length - 1) * 20 - 40);
     expect(Math.abs(wall.at(-1)! - wall[0]! - spanTs)).toBeLessThan(60);
-    // Never more than a few frames' burst: no 100 ms window holds more than 8 frames.
-    for (let i = 0; i + 8 < wall.length; i++) expect(wall[i + 8]! - wall[i]!).toBeGreaterThan(100);
+    // No bursts beyond catching up a late timer: any 20 frames (400 ms of audio) span over 300 ms of wall time.
+    for (let i = 0; i + 20 < wall.length; i++) expect(wall[i + 20]! - wall[i]!).toBeGreaterThan(300);
     expect(result.protocolViolations).toEqual([]);
     expect(result.closeCode).toBe(1000);
   });
@@ -273,7 +273,7 @@ describe('simulated caller', () => {
     const heard = Buffer.concat(result.heard!.map((h) => h.bytes));
     expect(heard.equals(Buffer.from(ulawEncode(speechLike(800, 8000, 11))))).toBe(true);
     const at = result.heard!.map((h) => h.atMs);
-    for (let i = 1; i < at.length; i++) expect(at[i]! - at[i - 1]!).toBeGreaterThan(5);
+    for (let i = 0; i + 10 < at.length; i++) expect(at[i + 10]! - at[i]!).toBeGreaterThan(150);
     expect(at.at(-1)! - at[0]!).toBeGreaterThan(740);
     expect(result.frameSizes[1]).toBeGreaterThan(0); // irregular sizes were accepted as they came
     expect(result.protocolViolations).toEqual([]);
