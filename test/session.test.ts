@@ -283,6 +283,20 @@ describe('CallSession turns, tools and DTMF', () => {
     expect(h.session.turnLatency.count).toBe(1);
   });
 
+  it('counts a tool turn to the first audio of the answer, not to the tool-call response', async () => {
+    const h = setup({ greeting: '' });
+    await h.start();
+    h.setTime(1000);
+    h.model.emit({ type: 'speech_stopped', itemId: 'c1', audioEndMs: 900 });
+    h.model.emit({ type: 'response_started', responseId: 'r-tool' });
+    h.model.emit({ type: 'response_done', responseId: 'r-tool', status: 'completed', usage: undefined });
+    h.setTime(1600);
+    h.model.emit({ type: 'response_started', responseId: 'r-answer' });
+    h.setTime(1700);
+    h.model.emit({ type: 'audio', responseId: 'r-answer', itemId: 'i9', audio: ulawB64(320) });
+    expect(h.recorder.turns).toEqual([{ turn: 1, latencyMs: 700 }]);
+  });
+
   it('orders the caller transcript by when the caller spoke, even when it arrives late', async () => {
     const h = setup({ greeting: '' });
     await h.start();

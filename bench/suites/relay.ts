@@ -88,7 +88,7 @@ export async function measureRelay(calls: number, mode: 'transcode' | 'passthrou
       child.once('message', (m: RelayStats & { type: string }) => (m.type === 'stats' ? resolve(m) : reject(new Error('bad stats'))));
       child.send({ type: 'stop' });
     });
-    const callSeconds = results.reduce((s, r) => s + (r.playback.at(-1)?.endMs ?? 0), 0) / 1000;
+    const callSeconds = results.reduce((s, r) => s + r.durationMs, 0) / 1000;
     const violations = results.reduce((s, r) => s + r.protocolViolations.length, 0);
     const callerTurns = results.flatMap((r) => r.turnLatenciesMs).sort((a, b) => a - b);
     return { stats, callSeconds, wallMs, violations, callerTurns, calls: results.length };

@@ -133,7 +133,8 @@ export class CallSession implements StreamHandler {
   private readonly cancelled = new Set<string>();
   private turn = 0;
   private turnStartedMs: number | undefined;
-  private turnResponseId: string | undefined;
+  /** Responses started since the caller stopped speaking: the first frame of any of them answers the turn. */
+  private readonly turnResponses = new Set<string>();
   private readonly callerItemAtMs = new Map<string, number>();
   private readonly assistantItems = new Map<string, AssistantItem>();
   private toolsRunning = 0;
@@ -359,12 +360,12 @@ export class CallSession implements StreamHandler {
   private handleSpeechStopped(): void {
     this.turn++;
     this.turnStartedMs = this.now();
-    this.turnResponseId = undefined;
+    this.turnResponses.clear();
   }
 
   private handleResponseStarted(responseId: string): void {
     this.activeResponseId = responseId;
-    if (this.turnStartedMs !== undefined && this.turnResponseId === undefined) this.turnResponseId = responseId;
+    if (this.turnStartedMs !== undefined) this.turnResponses.add(responseId);
   }
 
   private handleAudio(responseId: string, itemId: string, b64: string): void {
@@ -464,9 +465,10 @@ export class CallSession implements StreamHandler {
     this.lastActivityMs = now;
     const item = this.assistantItems.get(info.itemId);
     if (item && item.atMs === undefined) item.atMs = this.sinceStart(now);
-    if (this.turnStartedMs !== undefined && info.responseId === this.turnResponseId) {
+    if (this.turnStartedMs !== undefined && this.turnResponses.has(info.responseId)) {
       const ms = now - this.turnStartedMs;
       this.turnStartedMs = undefined;
+      this.turnResponses.clear();
       this.turnLatency.record(ms);
       this.deps.metrics.turnLatency(ms);
       this.recorder?.turnLatency({ turn: this.turn, latencyMs: Math.round(ms) });

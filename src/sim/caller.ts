@@ -45,6 +45,8 @@ export interface CallResult {
   twiml: string;
   customParameters: Record<string, string>;
   closeCode: number | undefined;
+  /** Stream open → closed, ms. */
+  durationMs: number;
   framesReceived: number;
   heardMs: number;
   playback: { startMs: number; endMs: number }[];
@@ -220,6 +222,7 @@ class CallRun {
       twiml: ids.twiml,
       customParameters: ids.customParameters,
       closeCode: undefined,
+      durationMs: 0,
       framesReceived: 0,
       heardMs: 0,
       playback: [],
@@ -239,6 +242,7 @@ class CallRun {
       this.ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
       this.ws.on('close', (code) => {
         this.result.closeCode = code;
+        this.result.durationMs = Math.round(this.nowMs());
         this.done = true;
         this.closeRun();
         resolve(this.result);
