@@ -12,7 +12,7 @@ import type { Result } from './types.js';
 export interface Ratio {
   /** Stable name, printed in messages. */
   id: string;
-  /** Suite whose results this ratio reads; skipped when that suite did not run. */
+  /** Suite whose results this ratio reads ('a+b' for several); skipped unless all of them ran. */
   suite: string;
   num: string;
   den: string | number;
@@ -54,7 +54,8 @@ export function evaluate(results: readonly Result[], ratios: readonly Ratio[], s
   const byId = new Map(results.map((r) => [r.id, r]));
   const out: Evaluation[] = [];
   for (const ratio of ratios) {
-    if (!suitesRun.has(ratio.suite)) continue;
+    // 'relay+dsp': a ratio across suites is evaluated only when all of them ran.
+    if (!ratio.suite.split('+').every((name) => suitesRun.has(name))) continue;
     const num = figure(ratio.num, byId);
     const den = figure(ratio.den, byId);
     const problem = num.problem ?? den.problem;

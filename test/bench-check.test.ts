@@ -57,6 +57,16 @@ describe('evaluate', () => {
     }
   });
 
+  it('evaluates a cross-suite ratio (a+b) only when every suite in it ran', () => {
+    const rs = [result('relay.cpu', 100, 'relay'), result('dsp.fd', 4)];
+    const cross = ratio('x', 'relay.cpu', 'dsp.fd', 10, 'relay+dsp');
+    expect(evaluate(rs, [cross], new Set(['relay']))).toEqual([]);
+    expect(evaluate(rs, [cross], dsp)).toEqual([]);
+    const [e] = evaluate(rs, [cross], new Set(['relay', 'dsp']));
+    expect(e.value).toBe(25);
+    expect(e.ok).toBe(false);
+  });
+
   it('reads a p99 figure with id#p99, and fails when the result has none', () => {
     const withP99 = { ...result('lat', 50), p99Ns: 2_500_000 };
     const [over] = evaluate([withP99], [ratio('p', 'lat#p99', 2_000_000, 1)], dsp);
