@@ -21,6 +21,8 @@ import type { Prices } from '../config.js';
 import type { Logger } from '../log.js';
 import { parseStatusCallback } from '../twilio/signature.js';
 import { estimateCostUsd } from './cost.js';
+
+export { estimateCostUsd };
 import { openText, sealText } from './crypto.js';
 import { ZERO_USAGE, type CallRecord, type CallStore, type CallSummary, type StatusEvent } from './types.js';
 
