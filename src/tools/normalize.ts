@@ -88,7 +88,8 @@ function yearOf(words: string[]): number | undefined {
 
 export function normalizeDate(raw: unknown, today = new Date()): Normalized<string> {
   if (typeof raw !== 'string' || raw.trim() === '') return { ok: false, problem: 'the date of birth is missing' };
-  const s = raw.toLowerCase().replace(/,/g, ' ').replace(/\s+/g, ' ').trim();
+  // Sentence punctuation is not part of a date ("March fifth, 1980."); dots between digits are (03.05.1980).
+  const s = raw.toLowerCase().replace(/,/g, ' ').replace(/[.!?;:]+(?=\s|$)/g, ' ').replace(/\s+/g, ' ').trim();
   let y: number | undefined;
   let m: number | undefined;
   let d: number | undefined;

@@ -1,0 +1,197 @@
+/** The eligibility tool: normalisation, the mock back end, and the HTTP back end against a local server. */
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../src/log.js';
+import { HttpEligibilityBackend, MOCK_MEMBERS, MockEligibilityBackend } from '../src/tools/backends.js';
+import { createEligibilityTool } from '../src/tools/eligibility.js';
+import { normalizeDate, normalizeMemberId } from '../src/tools/normalize.js';
+import { TOOL_TROUBLE, ToolRegistry } from '../src/tools/registry.js';
+
+const ctx = () => ({ callSid: 'CA1', signal: new AbortController().signal });
+
+describe('normalizeMemberId', () => {
+  it.each([
+    ['M B 1 2 3 4 5 6', 'MB123456'],
+    ['mb-123456', 'MB123456'],
+    ['MB123456', 'MB123456'],
+    ['m b one two three four five six', 'MB123456'],
+    ['M as in Mary B as in boy 1 2 3 4 5 6', 'MB123456'],
+    ['k t six five four three two one', 'KT654321'],
+    ['A Z zero zero zero one one one', 'AZ000111'],
+    ['q r double seven eight eight nine nine', 'QR778899'],
+  ])('%s → %s', (spoken, id) => {
+    expect(normalizeMemberId(spoken)).toEqual({ ok: true, value: id });
+  });
+
+  it.each([[''], ['12345678'], ['MB12345'], ['MBC123456'], [42], [undefined]])('rejects %s with a reason the model can relay', (bad) => {
+    const r = normalizeMemberId(bad);
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.problem).toMatch(/member ID/);
+  });
+});
+
+describe('normalizeDate', () => {
+  const today = new Date('2026-11-25T00:00:00Z');
+  it.each([
+    ['1980-03-05', '1980-03-05'],
+    ['03/05/1980', '1980-03-05'],
+    ['March 5th 1980', '1980-03-05'],
+    ['March 5, 1980', '1980-03-05'],
+    ['5 March 1980', '1980-03-05'],
+    ['the fifth of March 1980', '1980-03-05'],
+    ['march fifth nineteen eighty', '1980-03-05'],
+    ['March fifth, 1980.', '1980-03-05'],
+    ['november twenty second nineteen seventy five', '1975-11-22'],
+    ['Sept 9 2001', '2001-09-09'],
+    ['july fourteenth two thousand three', '2003-07-14'],
+  ])('%s → %s', (spoken, iso) => {
+    expect(normalizeDate(spoken, today)).toEqual({ ok: true, value: iso });
+  });
+
+  it.each([['February 30 1980'], ['13/01/1980'], ['2030-01-01'], ['yesterday'], [''], ['1850-01-01']])('rejects %s', (bad) => {
+    expect(normalizeDate(bad, today).ok).toBe(false);
+  });
+});
+
+describe('check_eligibility with the mock back end', () => {
+  const tool = createEligibilityTool(new MockEligibilityBackend(), silentLogger);
+
+  it('answers an eligible member with a speakable summary and keeps the structured result', async () => {
+    const out = await tool.run({ member_id: 'M B 1 2 3 4 5 6', date_of_birth: 'March fifth nineteen eighty' }, ctx());
+    expect(out.ok).toBe(true);
+    expect(JSON.parse(out.output)).toEqual({
+      status: 'eligible',
+      plan: 'Gold PPO',
+      coverage: '2026-01-01 to 2026-12-31',
+      deductible: '$1,500, $420 met',
+      copays: 'primary care $25, specialist $50, emergency room $250',
+    });
+    expect(out.record).toMatchObject({ memberId: 'MB123456', dateOfBirth: '1980-03-05', status: 'eligible' });
+  });
+
+  it.each(MOCK_MEMBERS.map((m) => [m.memberId, m.dateOfBirth, m.coverage.status] as const))('member %s (%s) is %s', async (id, dob, status) => {
+    const out = await tool.run({ member_id: id, date_of_birth: dob }, ctx());
+    expect(JSON.parse(out.output).status).toBe(status);
+  });
+
+  it('tells the model a member is unknown, or the date of birth does not match', async () => {
+    expect(JSON.parse((await tool.run({ member_id: 'ZZ999999', date_of_birth: '1980-03-05' }, ctx())).output).status).toBe('not_found');
+    expect(JSON.parse((await tool.run({ member_id: 'MB123456', date_of_birth: '1981-03-05' }, ctx())).output).status).toBe('dob_mismatch');
+  });
+
+  it('sends invalid or missing arguments back with what to ask again, without a lookup', async () => {
+    const out = await tool.run({ member_id: 'twelve', date_of_birth: '' }, ctx());
+    expect(out.ok).toBe(false);
+    const body = JSON.parse(out.output);
+    expect(body.error).toBe('invalid_arguments');
+    expect(body.ask_again).toMatch(/member ID/);
+    expect(body.ask_again).toMatch(/date of birth is missing/);
+  });
+
+  it('an outage becomes the trouble outcome, never a throw', async () => {
+    const down = createEligibilityTool(new MockEligibilityBackend({ failing: true }), silentLogger);
+    const out = await down.run({ member_id: 'MB123456', date_of_birth: '1980-03-05' }, ctx());
+    expect(out).toMatchObject({ ok: false, output: JSON.stringify({ error: TOOL_TROUBLE }) });
+  });
+
+  it('the registry turns unknown tools and bad JSON into outcomes too', async () => {
+    const reg = new ToolRegistry([tool]);
+    expect(reg.specs()[0]!.name).toBe('check_eligibility');
+    expect((await reg.call('nope', '{}', ctx())).ok).toBe(false);
+    expect((await reg.call('check_eligibility', '{bad', ctx())).record).toEqual({ error: 'bad_json' });
+  });
+});
+
+describe('HTTP back end against a local eligibility API', () => {
+  let server: Server | undefined;
+  afterEach(() => new Promise<void>((r) => (server ? server.close(() => r()) : r())));
+
+  /** A local API whose answers follow `script` (one entry per request, the last repeats). */
+  async function api(script: Array<{ status: number; body?: string; delayMs?: number; headers?: Record<string, string> }>) {
+    const seen: { auth: string | undefined; body: unknown }[] = [];
+    server = createServer((req, res) => {
+      let raw = '';
+      req.on('data', (d) => (raw += d));
+      req.on('end', () => {
+        seen.push({ auth: req.headers.authorization, body: JSON.parse(raw) });
+        const step = script[Math.min(seen.length - 1, script.length - 1)]!;
+        setTimeout(() => {
+          res.writeHead(step.status, { 'content-type': 'application/json', ...step.headers });
+          res.end(step.body ?? '');
+        }, step.delayMs ?? 0);
+      });
+    });
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+    return { url: `http://127.0.0.1:${(server!.address() as AddressInfo).port}/eligibility`, seen };
+  }
+
+  const ok = JSON.stringify({ status: 'eligible', plan: 'Gold PPO', coverage_start: '2026-01-01', coverage_end: '2026-12-31', deductible: 1500, deductible_met: 20, copays: { 'primary care': 25 } });
+  const base = { timeoutMs: 500, retries: 3, backoffMs: 5, maxBackoffMs: 20 };
+
+  it('posts the normalised arguments with the bearer key and maps the answer', async () => {
+    const a = await api([{ status: 200, body: ok }]);
+    const b = new HttpEligibilityBackend({ ...base, url: a.url, apiKey: 'secret' });
+    const tool = createEligibilityTool(b, silentLogger);
+    const out = await tool.run({ member_id: 'mb-123456', date_of_birth: '03/05/1980' }, ctx());
+    expect(JSON.parse(out.output)).toMatchObject({ status: 'eligible', plan: 'Gold PPO', deductible: '$1,500, $20 met' });
+    expect(a.seen).toEqual([{ auth: 'Bearer secret', body: { member_id: 'MB123456', date_of_birth: '1980-03-05' } }]);
+  });
+
+  it('retries 500s and then succeeds', async () => {
+    const a = await api([{ status: 500 }, { status: 503 }, { status: 200, body: ok }]);
+    const b = new HttpEligibilityBackend({ ...base, url: a.url });
+    expect((await b.lookup('MB123456', '1980-03-05', ctx().signal)).status).toBe('eligible');
+    expect(b.attempts).toBe(3);
+  });
+
+  it('honours Retry-After on 429 (capped) and retries', async () => {
+    const a = await api([{ status: 429, headers: { 'retry-after': '0' } }, { status: 200, body: ok }]);
+    const b = new HttpEligibilityBackend({ ...base, url: a.url });
+    expect((await b.lookup('MB123456', '1980-03-05', ctx().signal)).status).toBe('eligible');
+    expect(a.seen).toHaveLength(2);
+  });
+
+  it('gives up after the retries on persistent 500s: the tool speaks the trouble outcome', async () => {
+    const a = await api([{ status: 500 }]);
+    const tool = createEligibilityTool(new HttpEligibilityBackend({ ...base, url: a.url, retries: 2 }), silentLogger);
+    const out = await tool.run({ member_id: 'MB123456', date_of_birth: '1980-03-05' }, ctx());
+    expect(out.output).toContain('trouble accessing the system');
+    expect(a.seen).toHaveLength(3);
+  });
+
+  it('does not retry a 400, and reads 404 as not found', async () => {
+    const a = await api([{ status: 400 }]);
+    const b = new HttpEligibilityBackend({ ...base, url: a.url });
+    await expect(b.lookup('MB123456', '1980-03-05', ctx().signal)).rejects.toMatchObject({ code: 'http_400', retryable: false });
+    expect(a.seen).toHaveLength(1);
+    server!.close();
+    const c = await api([{ status: 404 }]);
+    expect((await new HttpEligibilityBackend({ ...base, url: c.url }).lookup('MB123456', '1980-03-05', ctx().signal)).status).toBe('not_found');
+  });
+
+  it('times out a slow API and retries, then reports the timeout', async () => {
+    const a = await api([{ status: 200, body: ok, delayMs: 400 }]);
+    const b = new HttpEligibilityBackend({ ...base, url: a.url, timeoutMs: 50, retries: 1 });
+    await expect(b.lookup('MB123456', '1980-03-05', ctx().signal)).rejects.toMatchObject({ code: 'timeout' });
+    expect(b.attempts).toBe(2);
+  });
+
+  it('treats malformed JSON or a missing status as a bad response, without retrying', async () => {
+    const a = await api([{ status: 200, body: '{not json' }]);
+    const b = new HttpEligibilityBackend({ ...base, url: a.url });
+    await expect(b.lookup('MB123456', '1980-03-05', ctx().signal)).rejects.toMatchObject({ code: 'bad_response' });
+    expect(b.attempts).toBe(1);
+  });
+
+  it('opens the circuit breaker after repeated failures, then lets one lookup through after the cooldown', async () => {
+    const a = await api([{ status: 500 }, { status: 500 }, { status: 200, body: ok }]);
+    const b = new HttpEligibilityBackend({ ...base, url: a.url, retries: 0, breakerThreshold: 2, breakerCooldownMs: 100 });
+    for (let i = 0; i < 2; i++) await expect(b.lookup('MB123456', '1980-03-05', ctx().signal)).rejects.toMatchObject({ code: 'http_500' });
+    await expect(b.lookup('MB123456', '1980-03-05', ctx().signal)).rejects.toMatchObject({ code: 'breaker_open' });
+    expect(a.seen).toHaveLength(2); // the open breaker sent nothing
+    await new Promise((r) => setTimeout(r, 120));
+    expect((await b.lookup('MB123456', '1980-03-05', ctx().signal)).status).toBe('eligible');
+    expect(b.breakerOpen).toBe(false);
+  });
+});
