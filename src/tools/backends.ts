@@ -106,6 +106,7 @@ export class HttpEligibilityBackend implements EligibilityBackend {
   readonly name = 'http';
   private failures = 0;
   private openUntil = 0;
+  private trialInFlight = false;
   attempts = 0;
 
   constructor(private readonly o: HttpBackendOptions) {}
@@ -116,10 +117,13 @@ export class HttpEligibilityBackend implements EligibilityBackend {
 
   async lookup(memberId: string, dateOfBirth: string, signal: AbortSignal): Promise<Coverage> {
     const threshold = this.o.breakerThreshold ?? 5;
-    if (this.failures >= threshold && this.breakerOpen) {
+    const tripped = this.failures >= threshold;
+    if (tripped && (this.breakerOpen || this.trialInFlight)) {
       throw new EligibilityError('eligibility API circuit breaker is open', true, 'breaker_open');
     }
-    // Half-open after the cooldown: one lookup goes through; its result decides.
+    // Half-open after the cooldown: one trial lookup goes through (others are
+    // refused meanwhile); its result closes or re-opens the breaker.
+    if (tripped) this.trialInFlight = true;
     try {
       const result = await this.withRetries(memberId, dateOfBirth, signal);
       this.failures = 0;
@@ -130,6 +134,8 @@ export class HttpEligibilityBackend implements EligibilityBackend {
         if (this.failures >= threshold) this.openUntil = Date.now() + (this.o.breakerCooldownMs ?? 30_000);
       }
       throw err;
+    } finally {
+      if (tripped) this.trialInFlight = false;
     }
   }
 

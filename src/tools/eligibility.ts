@@ -6,7 +6,7 @@
  * and never a throw. Member IDs and dates of birth never reach a log message.
  */
 import type { Config } from '../config.js';
-import type { Logger } from '../log.js';
+import { silentLogger, type Logger } from '../log.js';
 import { HttpEligibilityBackend, MockEligibilityBackend, type Coverage, type EligibilityBackend, EligibilityError } from './backends.js';
 import { normalizeDate, normalizeMemberId } from './normalize.js';
 import { TOOL_TROUBLE, ToolRegistry, type Tool, type ToolOutcome } from './registry.js';
@@ -45,7 +45,7 @@ export function summarize(c: Coverage): Record<string, string> {
   return out;
 }
 
-export function createEligibilityTool(backend: EligibilityBackend, log: Logger): Tool {
+export function createEligibilityTool(backend: EligibilityBackend, log: Logger = silentLogger): Tool {
   return {
     name: ELIGIBILITY_TOOL,
     description:
