@@ -1,0 +1,133 @@
+/** `callbridge calls list|show` against a real store file, through run() with fake streams. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Writable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createStoreRecorder } from '../src/call/store-recorder.js';
+import { run, parseSince } from '../src/cli/calls.js';
+import { loadConfig } from '../src/config.js';
+import { silentLogger } from '../src/log.js';
+import { SqliteCallStore } from '../src/store/sqlite.js';
+
+const SID = 'CA11111111111111111111111111111111';
+const OPEN = 'CA22222222222222222222222222222222';
+let dir: string;
+let db: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'callbridge-cli-'));
+  db = join(dir, 'calls.db');
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+function seed(key?: Buffer): void {
+  const store = new SqliteCallStore({ path: db, prices: loadConfig({}).prices, log: silentLogger, transcriptKey: key });
+  const t0 = new Date(Date.now() - 10 * 60_000);
+  const r = createStoreRecorder(store, SID, { From: '+15551230000', To: '+15559870000' });
+  r.started({ callSid: SID, streamSid: 'MZ1', audioMode: 'transcode', startedAt: t0 });
+  r.transcript({ atMs: 400, speaker: 'assistant', text: 'Thanks for calling the eligibility line.' });
+  r.transcript({ atMs: 65_000, speaker: 'assistant', text: 'You are covered.' });
+  r.transcript({ atMs: 3_000, speaker: 'caller', text: 'Is my plan active?' });
+  r.toolCall({ callId: 'c1', name: 'check_eligibility', args: '{}', ok: true, output: '{"status":"eligible"}', record: null, startedAtMs: 60_000, durationMs: 15 });
+  for (const [i, ms] of [600, 700, 800, 2000].entries()) r.turnLatency({ turn: i + 1, latencyMs: ms });
+  r.usage({ inputTextTokens: 100, inputAudioTokens: 2000, inputCachedTokens: 0, outputTextTokens: 50, outputAudioTokens: 3000 });
+  r.ended({ endedAt: new Date(t0.getTime() + 70_000), reason: 'caller_hangup', relay: { inbound: { p50Ms: 0.05, p99Ms: 0.2 }, outbound: { p50Ms: 0.04, p99Ms: 0.1 } }, protocolErrors: 0 });
+  const o = createStoreRecorder(store, OPEN, {});
+  o.started({ callSid: OPEN, streamSid: 'MZ2', audioMode: 'passthrough', startedAt: new Date(Date.now() - 3 * 86_400_000) });
+  store.close();
+}
+
+async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const sink = (f: (s: string) => void) => new Writable({ write(c, _e, cb) { f(String(c)); cb(); } });
+  const code = await run(args, {
+    stdin: new PassThrough(),
+    stdout: sink((s) => (out += s)),
+    stderr: sink((s) => (err += s)),
+    env: { CALLBRIDGE_DB: db, ...env },
+  });
+  return { code, out, err };
+}
+
+describe('calls CLI', () => {
+  it('list: readable, newest first; --since filters; --limit; --json', async () => {
+    seed();
+    const all = await cli(['list']);
+    expect(all.code).toBe(0);
+    expect(all.out.indexOf(SID)).toBeGreaterThan(0);
+    expect(all.out.indexOf(SID)).toBeLessThan(all.out.indexOf(OPEN));
+    const recent = await cli(['list', '--since', '1h']);
+    expect(recent.out).toContain(SID);
+    expect(recent.out).not.toContain(OPEN);
+    const iso = await cli(['list', '--since', new Date(Date.now() - 3600_000).toISOString(), '--json']);
+    expect(JSON.parse(iso.out).map((c: { callSid: string }) => c.callSid)).toEqual([SID]);
+    const lim = await cli(['list', '--limit', '1', '--json']);
+    expect(JSON.parse(lim.out)).toHaveLength(1);
+  });
+
+  it('show: header, transcript in order with [mm:ss], tool calls, latency percentiles, usage', async () => {
+    seed();
+    const { code, out } = await cli(['show', SID]);
+    expect(code).toBe(0);
+    expect(out).toContain('duration 70.0 s');
+    expect(out).toMatch(/outcome eligibility_checked/);
+    expect(out).toMatch(/estimated cost \$\d+\.\d{4}/);
+    const lines = out.split('\n');
+    const t = (s: string) => lines.findIndex((l) => l.includes(s));
+    expect(t('[00:00] assistant')).toBeLessThan(t('[00:03] caller'));
+    expect(t('[00:03] caller')).toBeLessThan(t('[01:05] assistant'));
+    expect(out).toContain('check_eligibility ok in 15 ms');
+    expect(out).toMatch(/4 turns, p50 \d+ ms, p95 \d+ ms, max 2\d{3} ms/);
+    expect(out).toMatch(/usage: input 2000 audio/);
+  });
+
+  it('show --json is the full record', async () => {
+    seed();
+    const { code, out } = await cli(['show', SID, '--json']);
+    expect(code).toBe(0);
+    const r = JSON.parse(out);
+    expect(r.callSid).toBe(SID);
+    expect(r.transcript.map((l: { atMs: number }) => l.atMs)).toEqual([400, 3000, 65_000]);
+  });
+
+  it('does not mark in-progress calls interrupted (only the server does)', async () => {
+    seed();
+    await cli(['list']);
+    const { out } = await cli(['show', OPEN, '--json']);
+    expect(JSON.parse(out).state).toBe('in_progress');
+  });
+
+  it('errors: unknown sid → 1, missing store → 1, usage → 2, one line each', async () => {
+    seed();
+    const unknown = await cli(['show', 'CA99999999999999999999999999999999']);
+    expect(unknown.code).toBe(1);
+    expect(unknown.err.trim().split('\n')).toHaveLength(1);
+    expect((await cli(['list'], { CALLBRIDGE_DB: join(dir, 'none.db') })).code).toBe(1);
+    expect((await cli([])).code).toBe(2);
+    expect((await cli(['frobnicate'])).code).toBe(2);
+    expect((await cli(['show'])).code).toBe(2);
+    expect((await cli(['list', '--since', 'yesterday'])).code).toBe(2);
+    expect((await cli(['list', '--limit', '0'])).code).toBe(2);
+    expect((await cli(['list', '--bogus'])).code).toBe(2);
+  });
+
+  it('encrypted store: readable with the key, a clear one-line error without it', async () => {
+    const key = 'ab'.repeat(32);
+    seed(Buffer.from(key, 'hex'));
+    const ok = await cli(['show', SID], { TRANSCRIPT_KEY: key });
+    expect(ok.code).toBe(0);
+    expect(ok.out).toContain('Is my plan active?');
+    const bad = await cli(['show', SID]);
+    expect(bad.code).toBe(1);
+    expect(bad.err).toMatch(/TRANSCRIPT_KEY/);
+  });
+
+  it('parseSince: ages and ISO times', () => {
+    const now = Date.UTC(2026, 10, 25, 12);
+    expect(parseSince('30m', now)?.getTime()).toBe(now - 30 * 60_000);
+    expect(parseSince('2d', now)?.getTime()).toBe(now - 2 * 86_400_000);
+    expect(parseSince('2026-11-25T00:00:00Z', now)?.toISOString()).toBe('2026-11-25T00:00:00.000Z');
+    expect(parseSince('soon', now)).toBeUndefined();
+  });
+});
