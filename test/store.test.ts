@@ -115,6 +115,22 @@ describe('SqliteCallStore', () => {
     expect(r.statusEvents.map((e) => e.status)).toEqual(['in-progress', 'completed']);
   });
 
+  it('an entry arriving after the call ended is still recorded, in order', () => {
+    const store = open();
+    const rec = createStoreRecorder(store, SID, {});
+    rec.started({ callSid: SID, streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
+    rec.transcript({ atMs: 3000, speaker: 'assistant', text: 'Goodbye.' });
+    rec.ended(endInfo(new Date()));
+    rec.transcript({ atMs: 1000, speaker: 'caller', text: 'Thanks, bye.' }); // transcription finished late
+    store.flush();
+    const reader = open();
+    const r = reader.get(SID)!;
+    expect(r.state).toBe('completed');
+    expect(r.transcript.map((l) => l.text)).toEqual(['Thanks, bye.', 'Goodbye.']);
+    reader.close();
+    store.close();
+  });
+
   it('markInterrupted marks calls a previous process left in progress', () => {
     const a = open();
     createStoreRecorder(a, SID, {}).started({ callSid: SID, streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });

@@ -280,6 +280,9 @@ export class SqliteCallStore implements CallStore {
           v.dirty = false;
         }
       })();
+      // An entry that arrived after its call finished (a late transcription)
+      // is written, then let go: only calls in progress stay in memory.
+      for (const [sid, v] of dirty) if (v.rec.state !== 'in_progress') this.live.delete(sid);
     } catch (err) {
       this.opts.log.error({ err: err instanceof Error ? err.message : String(err) }, 'call store flush failed; will retry');
     }
