@@ -356,6 +356,34 @@ describe('CallSession turns, tools and DTMF', () => {
   });
 });
 
+describe('CallSession timers', () => {
+  it('ends a call nobody speaks on after the silence timeout', async () => {
+    const h = setup({ greeting: '', silenceTimeoutMs: 40 });
+    await h.start();
+    h.setTime(100); // 100 ms of no speech on either side, by the call's clock
+    await new Promise((r) => setTimeout(r, 120)); // the silence check runs every min(1 s, timeout)
+    expect(h.session.endReason).toBe('silence_timeout');
+    expect(h.recorder.endedWith).toBe('silence_timeout');
+  });
+
+  it('does not count a call as silent while the assistant is still speaking', async () => {
+    const h = setup({ greeting: '', silenceTimeoutMs: 40 });
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r' });
+    h.setTime(100);
+    await new Promise((r) => setTimeout(r, 120));
+    expect(h.session.state).toBe('live');
+  });
+
+  it('ends a call at the maximum duration', async () => {
+    const h = setup({ greeting: '', maxCallMs: 30 });
+    await h.start();
+    await new Promise((r) => setTimeout(r, 80));
+    expect(h.session.endReason).toBe('max_duration');
+    expect(h.socket.closed?.code).toBe(1000);
+  });
+});
+
 describe('CallSession end', () => {
   it('ends cleanly when the model socket closes: record written, stream closed, model closed once', async () => {
     const h = setup();
