@@ -178,6 +178,23 @@ describe('robustness', () => {
     expect(metrics).toMatch(/reason="before_start"} [1-9]/);
   });
 
+  it('a call whose media stream never arrives is still recorded, and its pre-warmed model session closed', async () => {
+    const { app, model, baseUrl } = await start({ PREWARM_TTL_MS: '1000' }, shortScenario);
+    const form = { CallSid: `CA${'e'.repeat(32)}`, AccountSid: `AC${'e'.repeat(32)}`, From: '+15550007777', To: '+15550008888', CallStatus: 'ringing' };
+    const res = await fetch(`${baseUrl}/voice/incoming`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': signTwilioRequest(AUTH, `${PUBLIC}/voice/incoming`, form) },
+      body: new URLSearchParams(form).toString(),
+    });
+    expect(res.status).toBe(200);
+    expect(app.store.get(form.CallSid)).toMatchObject({ state: 'in_progress', from: '+15550007777' });
+    const t0 = Date.now();
+    while (app.store.get(form.CallSid)?.state !== 'completed' && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
+    expect(app.store.get(form.CallSid)).toMatchObject({ state: 'completed', endReason: 'no_stream' });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(model.sessions[0]!.closed).toBe(true);
+  });
+
   it('ends the call cleanly when the model socket closes mid-call', async () => {
     const { app, model, baseUrl } = await start({}, shortScenario);
     const pending = caller(baseUrl, { utterances: [{ durationMs: 900 }, { durationMs: 900 }, { durationMs: 900 }] });

@@ -176,6 +176,18 @@ describe('CallSession start and admission', () => {
     expect(h.ended()).toBe(1);
   });
 
+  it('closes a stream whose media format is not µ-law 8 kHz mono', async () => {
+    const h = setup();
+    h.text({
+      event: 'start', sequenceNumber: '1', streamSid: STREAM,
+      start: { accountSid: 'AC1', streamSid: STREAM, callSid: CALL, tracks: ['inbound'], customParameters: { token: 'good' },
+        mediaFormat: { encoding: 'audio/x-l16', sampleRate: 16000, channels: 1 } },
+    });
+    expect(h.socket.closed?.code).toBe(1003);
+    expect(h.session.state).toBe('ended');
+    expect(h.ended()).toBe(1);
+  });
+
   it('greets the caller first once the model is ready', async () => {
     const h = setup();
     await h.start();

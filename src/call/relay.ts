@@ -48,7 +48,7 @@ export interface RelayDeps {
 
 interface Pending {
   token: Buffer;
-  form: Record<string, string>;
+  recorder: CallRecorder;
   model: Promise<ModelSession>;
   abort: AbortController;
   expiry: NodeJS.Timeout;
@@ -100,7 +100,7 @@ export class Relay implements VoiceApp {
       return { ok: true, twiml: rejectTwiml() };
     }
     const old = this.pending.get(callSid);
-    if (old) this.dropPending(callSid, old); // Twilio retried the webhook: start over
+    if (old) this.dropPending(callSid, old); // Twilio retried the webhook: start over (same record)
     const token = randomBytes(18);
     const abort = new AbortController();
     const model = this.deps.provider.connect(
@@ -108,14 +108,16 @@ export class Relay implements VoiceApp {
       abort.signal,
     );
     model.catch(() => {}); // observed on `start`; an unused pre-warm must not raise
+    // The record starts at the webhook: a call whose stream never arrives is recorded too.
+    const recorder = this.deps.recorderFor?.(callSid, form) ?? nullRecorder;
     const expiry = setTimeout(() => {
       const p = this.pending.get(callSid);
       if (p) {
-        this.deps.log.info({ callSid }, 'pre-warmed session unused: closing');
-        this.dropPending(callSid, p);
+        this.deps.log.warn({ callSid }, 'no media stream arrived for this call: closing its pre-warmed session');
+        this.dropPending(callSid, p, 'no_stream');
       }
     }, this.deps.config.prewarmTtlMs);
-    this.pending.set(callSid, { token, form, model, abort, expiry });
+    this.pending.set(callSid, { token, recorder, model, abort, expiry });
     const twiml = buildStreamTwiml({ streamUrl, parameters: { token: token.toString('base64url') } });
     return { ok: true, twiml };
   }
@@ -155,7 +157,7 @@ export class Relay implements VoiceApp {
   /** Stop taking calls; end the live ones; close pre-warmed sessions. */
   shutdown(): void {
     this.closing = true;
-    for (const [sid, p] of this.pending) this.dropPending(sid, p);
+    for (const [sid, p] of this.pending) this.dropPending(sid, p, 'shutdown');
     for (const call of [...this.calls]) call.end('shutdown');
   }
 
@@ -175,15 +177,19 @@ export class Relay implements VoiceApp {
     }
     clearTimeout(p.expiry);
     this.pending.delete(callSid);
-    const recorder = this.deps.recorderFor?.(callSid, p.form) ?? nullRecorder;
-    return { model: p.model, recorder };
+    return { model: p.model, recorder: p.recorder };
   }
 
-  private dropPending(callSid: string, p: Pending): void {
+  /** Forget a call that never streamed; with `reason`, its record is closed with it. */
+  private dropPending(callSid: string, p: Pending, reason?: string): void {
     clearTimeout(p.expiry);
     this.pending.delete(callSid);
     p.abort.abort();
     p.model.then((m) => m.close(), () => {});
+    if (reason) {
+      const none = { p50Ms: NaN, p99Ms: NaN };
+      p.recorder.ended({ endedAt: new Date(), reason, relay: { inbound: none, outbound: none }, protocolErrors: 0 });
+    }
   }
 }
 

@@ -217,7 +217,12 @@ export class CallSession implements StreamHandler {
   ): void {
     if (this.state !== 'awaiting_start') return this.protocolError('duplicate_start', streamSid);
     if (format.encoding !== 'audio/x-mulaw' || format.sampleRate !== 8000 || format.channels !== 1) {
-      return this.protocolError('media_format', `${format.encoding}/${format.sampleRate}/${format.channels}`);
+      this.protocolError('media_format', `${format.encoding}/${format.sampleRate}/${format.channels}`);
+      this.state = 'ended';
+      this.endReason = 'error';
+      this.deps.socket.close(1003, 'unsupported media format');
+      this.deps.onEnded(this);
+      return;
     }
     this.streamSid = streamSid;
     this.callSid = callSid;
