@@ -93,7 +93,13 @@ export async function measureRelay(calls: number, mode: 'transcode' | 'passthrou
     const callerTurns = results.flatMap((r) => r.turnLatenciesMs).sort((a, b) => a - b);
     return { stats, callSeconds, wallMs, violations, callerTurns, calls: results.length };
   } finally {
-    if (child.exitCode === null) child.kill('SIGKILL');
+    // Let the server exit on its own (it closes its store); kill it only if it hangs.
+    if (child.exitCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+    }
     await model.close();
     rmSync(dir, { recursive: true, force: true });
   }
