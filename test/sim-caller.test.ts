@@ -268,7 +268,11 @@ describe('simulated caller', () => {
     const relaySide = relay.replySentAt[0]! - relay.lastLoudAt;
     expect(relaySide).toBeGreaterThanOrEqual(480);
     expect(result.turnLatenciesMs).toHaveLength(1);
-    expect(Math.abs(result.turnLatenciesMs[0]! - relaySide)).toBeLessThan(30);
+    // Both views start within ~5 ms of each other (the utterance's last frame is loud); the
+    // caller's end is when it receives the first voiced chunk, observed ~30-40 ms after the fake
+    // relay's timestamp of the burst under a loaded test run (single process, event-loop delay),
+    // so allow 60 ms. A real bias beyond that (e.g. counting to playout) would still fail.
+    expect(Math.abs(result.turnLatenciesMs[0]! - relaySide)).toBeLessThan(60);
     // What it heard is exactly what was sent, one ≤160-byte frame per 20 ms tick.
     const heard = Buffer.concat(result.heard!.map((h) => h.bytes));
     expect(heard.equals(Buffer.from(ulawEncode(speechLike(800, 8000, 11))))).toBe(true);

@@ -1,14 +1,12 @@
 // The Realtime stand-in (src/sim/model-server.ts) driven by hand over loopback,
 // plus the openai package's own OpenAIRealtimeWS client against it over wss.
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import OpenAI from 'openai';
 import { OpenAIRealtimeWS } from 'openai/realtime/ws';
 import { speechLike, ulawEncode } from '../src/sim/audio.js';
+import { makeSelfSignedCert } from '../src/sim/tls.js';
 import { startModelStandIn, type ModelStandIn, type Scenario } from '../src/sim/model-server.js';
 
 const GA_SESSION = (format: Record<string, unknown>) => ({
@@ -337,20 +335,8 @@ describe('model stand-in: client events', () => {
 });
 
 describe('model stand-in over TLS with the openai package client', () => {
-  let dir: string | undefined;
-  afterEach(() => {
-    if (dir) rmSync(dir, { recursive: true, force: true });
-    dir = undefined;
-  });
-
   it('OpenAIRealtimeWS completes session.update and one turn over wss with a self-signed cert', async () => {
-    dir = mkdtempSync(join(tmpdir(), 'sim-tls-'));
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=127.0.0.1',
-      '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'),
-    ], { stdio: 'ignore' });
-    const cert = readFileSync(join(dir, 'cert.pem'), 'utf8');
-    const key = readFileSync(join(dir, 'key.pem'), 'utf8');
+    const { cert, key } = makeSelfSignedCert();
     server = await startModelStandIn({ tls: { cert, key }, audioSpeedup: 20, responseDelayMs: 10, transcriptDelayMs: 20 });
     expect(server.url.startsWith('wss://')).toBe(true);
     const client = new OpenAI({ apiKey: 'sk-test', baseURL: server.httpBaseUrl });
