@@ -1,5 +1,5 @@
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -27,14 +27,16 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
+const tick = () => new Promise<void>((r) => setImmediate(r));
 const open = (key?: Buffer) => new SqliteCallStore({ path, prices, log: silentLogger, transcriptKey: key });
 
 describe('SqliteCallStore', () => {
-  it('records a call through the recorder: answered, started, transcript, tools, latency, usage, ended', () => {
+  it('records a call through the recorder: answered, started, transcript, tools, latency, usage, ended', async () => {
     const store = open();
     const rec = createStoreRecorder(store, SID, { From: '+15551230000', To: '+15559870000' });
-    // The row exists as soon as the call is answered, before any stream.
+    // The row exists as soon as the call is answered (next event-loop turn), before any stream.
     const other = open();
+    await tick();
     expect(other.get(SID)?.from).toBe('+15551230000');
     const t0 = new Date('2026-11-25T08:00:00.000Z');
     rec.started({ callSid: SID, streamSid: 'MZ1', audioMode: 'transcode', startedAt: t0 });
@@ -71,9 +73,11 @@ describe('SqliteCallStore', () => {
     const store = open();
     const rec = createStoreRecorder(store, SID, {});
     rec.started({ callSid: SID, streamSid: 'MZ1', audioMode: 'passthrough', startedAt: new Date() });
+    await tick();
     rec.transcript({ atMs: 10, speaker: 'caller', text: 'hello' });
     const reader = open();
-    expect(reader.get(SID)!.transcript).toHaveLength(0);
+    await tick();
+    expect(reader.get(SID)!.transcript).toHaveLength(0); // waits for the timer, not the next turn
     await new Promise((r) => setTimeout(r, 600));
     expect(reader.get(SID)!.transcript).toHaveLength(1);
     reader.close();
@@ -186,29 +190,32 @@ describe('SqliteCallStore', () => {
 });
 
 describe('crash durability', () => {
-  const compiled = join(process.cwd(), 'build/src/store/sqlite.js');
-  const source = join(process.cwd(), 'src/store/sqlite.ts');
+  const fixtures = join(process.cwd(), 'test/fixtures/store');
 
   it('a call in a process killed with SIGKILL mid-call survives and is marked interrupted', async () => {
-    if (!existsSync(compiled) || statSync(compiled).mtimeMs < statSync(source).mtimeMs) {
-      spawnSync('npx', ['tsc', '-p', 'tsconfig.json'], { stdio: 'ignore' }); // others' type errors don't stop emit
-    }
-    expect(existsSync(compiled)).toBe(true);
-    const child = spawn(process.execPath, [join(process.cwd(), 'test/fixtures/store/crash-child.mjs'), path, SID], { stdio: ['ignore', 'pipe', 'inherit'] });
+    // The child runs the store's sources through a tiny transpiling loader (no build needed).
+    const child = spawn(process.execPath, ['--import', join(fixtures, 'ts-loader.mjs'), join(fixtures, 'crash-child.mjs'), path, SID], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     await new Promise<void>((resolve, reject) => {
       child.stdout.on('data', (d: Buffer) => d.toString().includes('ready') && resolve());
-      child.on('exit', (code) => reject(new Error(`child exited early (${code})`)));
+      child.on('exit', (code) => reject(new Error(`child exited early (${code}): ${stderr}`)));
     });
     const exited = new Promise((r) => child.on('exit', (_c, sig) => r(sig)));
     child.kill('SIGKILL');
     expect(await exited).toBe('SIGKILL');
 
     const s = open();
-    expect(s.markInterrupted()).toBeGreaterThanOrEqual(1);
+    expect(s.get(SID)!.state).toBe('in_progress'); // as the killed process left it
+    expect(s.markInterrupted()).toBe(1);
     const r = s.get(SID)!;
     expect(r.state).toBe('interrupted');
+    expect(r.endReason).toBe('process_exit');
     expect(r.from).toBe('+15550001111');
     expect(r.transcript.map((l) => l.atMs)).toEqual([100, 1800, 2500]);
+    expect(r.turnLatencies).toEqual([{ turn: 1, latencyMs: 700 }]);
     s.close();
   });
 });

@@ -1,16 +1,32 @@
 /**
  * The embedded call store: SQLite through better-sqlite3, WAL, one real file.
  *
- * Writes never block audio: the call path only updates an in-memory record
- * and marks it dirty; a timer (FLUSH_MS) writes every dirty record in one
- * transaction. A call's start and end are written at once (small, and what
- * a crash must not lose). Crash window: at most FLUSH_MS of transcript,
- * tool and latency entries of calls in progress; the row itself, with
- * everything up to the last flush, survives and is marked 'interrupted' by
- * the next process (markInterrupted).
+ * Writes never block audio. better-sqlite3 is synchronous, so nothing on the
+ * call path touches the database: every CallStore write only updates a small
+ * in-memory call header or pushes an entry onto a queue. One flush writes
+ * all of it in a single transaction:
+ *   - on a timer every FLUSH_MS (transcript lines, tool calls, latencies, usage);
+ *   - on the next turn of the event loop (setImmediate) after a call is
+ *     answered, starts or ends, or a status callback arrives — what a crash
+ *     must lose least of.
+ * Transcript lines, tool calls and latencies are append-only rows
+ * (`call_entries`), so a flush costs what arrived since the last one, never
+ * the size of the calls in progress; the `calls` row holds the header only.
+ *
+ * Crash window (process killed, e.g. kill -9): entries queued since the last
+ * flush — at most FLUSH_MS of transcript, tool and latency entries and usage
+ * of calls in progress — and header changes made in the current event-loop
+ * turn. Everything flushed before survives; the next process marks the call
+ * 'interrupted' (markInterrupted). With synchronous=NORMAL a committed flush
+ * survives a process crash; an OS crash or power loss may also lose the last
+ * commits before the WAL was synced (SQLite's documented WAL trade-off).
+ *
+ * One writing process per database file: start-up marks every call left in
+ * progress as interrupted, so processes must not share a file (run one file
+ * per process, or the PostgreSQL store for scale-out).
  *
  * Personal data — transcripts, tool arguments and results — is sealed with
- * AES-256-GCM when a key is configured (src/store/crypto.ts).
+ * AES-256-GCM per entry when a key is configured (src/store/crypto.ts).
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -21,15 +37,24 @@ import type { Prices } from '../config.js';
 import type { Logger } from '../log.js';
 import { parseStatusCallback } from '../twilio/signature.js';
 import { estimateCostUsd } from './cost.js';
-
-export { estimateCostUsd };
 import { openText, sealText } from './crypto.js';
 import { ZERO_USAGE, type CallRecord, type CallStore, type CallSummary, type StatusEvent } from './types.js';
 
+export { estimateCostUsd };
+
+/** Timer flush period: the crash window for transcript/tool/latency entries, ms. */
 export const FLUSH_MS = 250;
+/** Entries kept queued while the database refuses writes (disk full…); beyond this the oldest are dropped and logged. */
+const MAX_PENDING = 100_000;
+/** How long an answered call whose stream never started keeps its header in memory, ms. */
+const STREAMLESS_KEEP_MS = 10 * 60_000;
+/** How long a write waits for a lock before giving up until the next flush, ms (bounds an event-loop stall). */
+const WRITE_BUSY_MS = 100;
 
 /** Schema migrations, applied in order; PRAGMA user_version holds how many ran. */
 const MIGRATIONS: string[] = [
+  // 1: one row per call. The JSON list columns (transcript, tool_calls,
+  // turn_latencies) are only read now, for rows written before migration 2.
   `CREATE TABLE calls (
      call_sid        TEXT PRIMARY KEY,
      stream_sid      TEXT,
@@ -57,6 +82,17 @@ const MIGRATIONS: string[] = [
    );
    CREATE INDEX calls_by_time ON calls (coalesce(started_at, answered_at, created_at) DESC);
    CREATE INDEX calls_in_progress ON calls (state) WHERE state = 'in_progress';`,
+  // 2: append-only entries, so a flush writes only what is new.
+  `CREATE TABLE call_entries (
+     id       INTEGER PRIMARY KEY,
+     call_sid TEXT NOT NULL,
+     kind     TEXT NOT NULL CHECK (kind IN ('transcript', 'tool', 'latency')),
+     at_ms    REAL NOT NULL,
+     label    TEXT,
+     ok       INTEGER,
+     data     TEXT NOT NULL
+   );
+   CREATE INDEX call_entries_by_call ON call_entries (call_sid, kind, at_ms, id);`,
 ];
 
 export interface SqliteStoreOptions {
@@ -64,8 +100,24 @@ export interface SqliteStoreOptions {
   transcriptKey?: Buffer;
   prices: Prices;
   log: Logger;
-  /** Open an existing store for reading (CLI): no timer, no schema changes beyond migrations. */
+  /** Open an existing store for reading (CLI): the file must exist, no flush timer. */
   readOnly?: boolean;
+}
+
+/** A call's record without its lists: what the call path keeps in memory. */
+type Header = Omit<CallRecord, 'transcript' | 'toolCalls' | 'turnLatencies'>;
+
+type EntryKind = 'transcript' | 'tool' | 'latency';
+
+interface PendingEntry {
+  callSid: string;
+  kind: EntryKind;
+  atMs: number;
+  /** Tool name (not personal data): lets the outcome be computed in SQL. */
+  label: string | null;
+  ok: number | null;
+  /** JSON of the entry, sealed at flush time when personal. */
+  json: string;
 }
 
 interface Row {
@@ -92,106 +144,124 @@ interface Row {
   cost_usd: number;
 }
 
+interface EntryRow {
+  kind: EntryKind;
+  data: string;
+}
+
 export class SqliteCallStore implements CallStore {
   private readonly db: Database.Database;
-  /** Records of calls this process is handling, written on the next flush when dirty. */
-  private readonly live = new Map<string, { rec: CallRecord; dirty: boolean }>();
+  /** Headers of calls this process is writing (in progress, or changed since the last flush). */
+  private readonly live = new Map<string, { h: Header; dirty: boolean }>();
+  private pending: PendingEntry[] = [];
+  private droppedEntries = 0;
   private readonly timer: NodeJS.Timeout | undefined;
-  private readonly upsert: Database.Statement;
+  private immediate: NodeJS.Immediate | undefined;
   private readonly key: Buffer | undefined;
   private closed = false;
+  private readonly sql: {
+    upsertHeader: Database.Statement;
+    stub: Database.Statement;
+    insertEntry: Database.Statement;
+    header: Database.Statement;
+    entries: Database.Statement;
+    eligibilityResults: Database.Statement;
+  };
 
   constructor(private readonly opts: SqliteStoreOptions) {
     this.key = opts.transcriptKey;
-    if (opts.path !== ':memory:') mkdirSync(dirname(opts.path), { recursive: true });
+    if (opts.path !== ':memory:' && !opts.readOnly) mkdirSync(dirname(opts.path), { recursive: true });
     this.db = new Database(opts.path, { fileMustExist: opts.readOnly === true });
+    this.db.pragma('busy_timeout = 2000');
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
-    this.db.pragma('busy_timeout = 2000');
     this.migrate();
-    this.upsert = this.db.prepare(`
-      INSERT INTO calls (call_sid, stream_sid, from_number, to_number, started_at, answered_at, ended_at, duration_ms,
-        status, status_events, end_reason, outcome, audio_mode, state, transcript, tool_calls, turn_latencies, relay,
-        protocol_errors, usage, cost_usd, created_at, updated_at)
-      VALUES (@call_sid, @stream_sid, @from_number, @to_number, @started_at, @answered_at, @ended_at, @duration_ms,
-        @status, @status_events, @end_reason, @outcome, @audio_mode, @state, @transcript, @tool_calls, @turn_latencies,
-        @relay, @protocol_errors, @usage, @cost_usd, @now, @now)
-      ON CONFLICT (call_sid) DO UPDATE SET stream_sid = excluded.stream_sid, from_number = excluded.from_number,
-        to_number = excluded.to_number, started_at = excluded.started_at, answered_at = excluded.answered_at,
-        ended_at = excluded.ended_at, duration_ms = excluded.duration_ms, status = excluded.status,
-        status_events = excluded.status_events, end_reason = excluded.end_reason, outcome = excluded.outcome,
-        audio_mode = excluded.audio_mode, state = excluded.state, transcript = excluded.transcript,
-        tool_calls = excluded.tool_calls, turn_latencies = excluded.turn_latencies, relay = excluded.relay,
-        protocol_errors = excluded.protocol_errors, usage = excluded.usage, cost_usd = excluded.cost_usd,
-        updated_at = excluded.updated_at`);
+    this.sql = {
+      upsertHeader: this.db.prepare(`
+        INSERT INTO calls (call_sid, stream_sid, from_number, to_number, started_at, answered_at, ended_at, duration_ms,
+          status, status_events, end_reason, outcome, audio_mode, state, relay, protocol_errors, usage, cost_usd,
+          created_at, updated_at)
+        VALUES (@call_sid, @stream_sid, @from_number, @to_number, @started_at, @answered_at, @ended_at, @duration_ms,
+          @status, @status_events, @end_reason, @outcome, @audio_mode, @state, @relay, @protocol_errors, @usage, @cost_usd,
+          @now, @now)
+        ON CONFLICT (call_sid) DO UPDATE SET stream_sid = excluded.stream_sid, from_number = excluded.from_number,
+          to_number = excluded.to_number, started_at = excluded.started_at, answered_at = excluded.answered_at,
+          ended_at = excluded.ended_at, duration_ms = excluded.duration_ms, status = excluded.status,
+          status_events = excluded.status_events, end_reason = excluded.end_reason, outcome = excluded.outcome,
+          audio_mode = excluded.audio_mode, state = excluded.state, relay = excluded.relay,
+          protocol_errors = excluded.protocol_errors, usage = excluded.usage, cost_usd = excluded.cost_usd,
+          updated_at = excluded.updated_at`),
+      stub: this.db.prepare('INSERT OR IGNORE INTO calls (call_sid, created_at, updated_at) VALUES (?, ?, ?)'),
+      insertEntry: this.db.prepare('INSERT INTO call_entries (call_sid, kind, at_ms, label, ok, data) VALUES (?, ?, ?, ?, ?, ?)'),
+      header: this.db.prepare('SELECT * FROM calls WHERE call_sid = ?'),
+      entries: this.db.prepare('SELECT kind, data FROM call_entries WHERE call_sid = ? ORDER BY kind, at_ms, id'),
+      eligibilityResults: this.db.prepare(
+        "SELECT ok FROM call_entries WHERE call_sid = ? AND kind = 'tool' AND label = 'check_eligibility'",
+      ),
+    };
     if (!opts.readOnly) {
+      // Start-up work above may wait for a lock; the call path must not wait long.
+      this.db.pragma(`busy_timeout = ${WRITE_BUSY_MS}`);
       this.timer = setInterval(() => this.flush(), FLUSH_MS);
       this.timer.unref();
     }
   }
 
-  // ── Writes from the call path: memory only, flushed on the timer ───────
+  // ── Writes from the call path: memory only ─────────────────────────────
 
   answered(callSid: string, info: { from?: string; to?: string }): void {
-    const rec = this.load(callSid);
-    rec.from = info.from ?? rec.from;
-    rec.to = info.to ?? rec.to;
-    rec.answeredAt ??= new Date().toISOString();
-    this.writeNow(callSid);
+    const h = this.header(callSid);
+    h.from = info.from ?? h.from;
+    h.to = info.to ?? h.to;
+    h.answeredAt ??= new Date().toISOString();
+    this.changed(callSid, true);
   }
 
   started(callSid: string, info: { streamSid: string; audioMode: string; startedAt: Date }): void {
-    const rec = this.load(callSid);
-    rec.streamSid = info.streamSid;
-    rec.audioMode = info.audioMode;
-    rec.startedAt = info.startedAt.toISOString();
-    rec.state = 'in_progress';
-    this.writeNow(callSid);
+    const h = this.header(callSid);
+    h.streamSid = info.streamSid;
+    h.audioMode = info.audioMode;
+    h.startedAt = info.startedAt.toISOString();
+    h.state = 'in_progress';
+    this.changed(callSid, true);
   }
 
   appendTranscript(callSid: string, line: TranscriptLine): void {
-    const rec = this.load(callSid);
-    // Keep the transcript ordered by when it was said; late arrivals (caller
-    // transcription finishes after the reply) slot in at their time.
-    let i = rec.transcript.length;
-    while (i > 0 && rec.transcript[i - 1]!.atMs > line.atMs) i--;
-    rec.transcript.splice(i, 0, line);
-    this.touch(callSid);
+    // Ordered by when it was said at read time (at_ms): a caller's transcription
+    // that finishes after the reply still lands before it.
+    this.enqueue({ callSid, kind: 'transcript', atMs: line.atMs, label: null, ok: null, json: JSON.stringify(line) });
   }
 
   appendToolCall(callSid: string, tc: ToolCallRecord): void {
-    this.load(callSid).toolCalls.push(tc);
-    this.touch(callSid);
+    this.enqueue({ callSid, kind: 'tool', atMs: tc.startedAtMs, label: tc.name, ok: tc.ok ? 1 : 0, json: JSON.stringify(tc) });
   }
 
   appendTurnLatency(callSid: string, t: TurnLatency): void {
-    this.load(callSid).turnLatencies.push(t);
-    this.touch(callSid);
+    this.enqueue({ callSid, kind: 'latency', atMs: t.turn, label: null, ok: null, json: JSON.stringify(t) });
   }
 
   addUsage(callSid: string, u: Usage): void {
-    const rec = this.load(callSid);
-    rec.usage = {
-      inputTextTokens: rec.usage.inputTextTokens + u.inputTextTokens,
-      inputAudioTokens: rec.usage.inputAudioTokens + u.inputAudioTokens,
-      inputCachedTokens: rec.usage.inputCachedTokens + u.inputCachedTokens,
-      outputTextTokens: rec.usage.outputTextTokens + u.outputTextTokens,
-      outputAudioTokens: rec.usage.outputAudioTokens + u.outputAudioTokens,
+    const h = this.header(callSid);
+    h.usage = {
+      inputTextTokens: h.usage.inputTextTokens + u.inputTextTokens,
+      inputAudioTokens: h.usage.inputAudioTokens + u.inputAudioTokens,
+      inputCachedTokens: h.usage.inputCachedTokens + u.inputCachedTokens,
+      outputTextTokens: h.usage.outputTextTokens + u.outputTextTokens,
+      outputAudioTokens: h.usage.outputAudioTokens + u.outputAudioTokens,
     };
-    this.touch(callSid);
+    this.changed(callSid, false);
   }
 
   ended(callSid: string, info: CallEndInfo): void {
-    const rec = this.load(callSid);
-    rec.endedAt = info.endedAt.toISOString();
-    rec.endReason = info.reason;
-    rec.relay = info.relay;
-    rec.protocolErrors = info.protocolErrors;
-    rec.state = 'completed';
-    if (rec.startedAt) rec.durationMs = Math.max(0, info.endedAt.getTime() - Date.parse(rec.startedAt));
-    rec.outcome = outcomeOf(rec);
-    this.writeNow(callSid);
-    this.live.delete(callSid);
+    const h = this.header(callSid);
+    h.endedAt = info.endedAt.toISOString();
+    h.endReason = info.reason;
+    h.relay = info.relay;
+    h.protocolErrors = info.protocolErrors;
+    h.state = 'completed';
+    if (h.startedAt) h.durationMs = Math.max(0, info.endedAt.getTime() - Date.parse(h.startedAt));
+    h.outcome = null; // computed at flush, from the tool calls written with it
+    this.changed(callSid, true);
   }
 
   recordStatus(form: Record<string, string>): void {
@@ -201,9 +271,9 @@ export class SqliteCallStore implements CallStore {
       return;
     }
     const v = parsed.value;
-    const rec = this.load(v.callSid);
+    const h = this.header(v.callSid);
     const seq = v.sequenceNumber ?? null;
-    if (seq !== null && rec.statusEvents.some((e) => e.sequenceNumber === seq)) return; // Twilio retried it
+    if (seq !== null && h.statusEvents.some((e) => e.sequenceNumber === seq)) return; // Twilio retried it
     const ev: StatusEvent = {
       sequenceNumber: seq,
       status: v.callStatus,
@@ -211,38 +281,50 @@ export class SqliteCallStore implements CallStore {
       callDurationS: v.callDurationS ?? null,
       receivedAt: new Date().toISOString(),
     };
-    rec.statusEvents.push(ev);
-    rec.statusEvents.sort((a, b) => (a.sequenceNumber ?? Infinity) - (b.sequenceNumber ?? Infinity));
-    rec.status = rec.statusEvents.at(-1)!.status;
-    rec.from ||= v.from || null;
-    rec.to ||= v.to || null;
-    if (v.terminal && rec.state === 'in_progress' && !rec.startedAt) {
+    h.statusEvents.push(ev);
+    h.statusEvents.sort((a, b) => (a.sequenceNumber ?? Infinity) - (b.sequenceNumber ?? Infinity));
+    h.status = h.statusEvents.at(-1)!.status;
+    h.from ||= v.from || null;
+    h.to ||= v.to || null;
+    if (v.terminal && h.state === 'in_progress' && !h.startedAt) {
       // The stream never started (busy, no-answer, failed…): the callback is the whole story.
-      rec.state = 'completed';
-      rec.outcome = v.callStatus;
-      if (v.callDurationS !== undefined) rec.durationMs = v.callDurationS * 1000;
+      h.state = 'completed';
+      h.outcome = v.callStatus;
+      if (v.callDurationS !== undefined) h.durationMs = v.callDurationS * 1000;
     }
-    if (v.terminal && v.callDurationS !== undefined && rec.durationMs === null) rec.durationMs = v.callDurationS * 1000;
-    this.writeNow(v.callSid);
-    if (rec.state !== 'in_progress') this.live.delete(v.callSid);
+    if (v.terminal && v.callDurationS !== undefined && h.durationMs === null) h.durationMs = v.callDurationS * 1000;
+    this.changed(v.callSid, true);
   }
 
   markInterrupted(): number {
-    const now = new Date().toISOString();
+    this.flush();
+    const live = [...this.live.keys()];
     const r = this.db
       .prepare(`UPDATE calls SET state = 'interrupted', end_reason = coalesce(end_reason, 'process_exit'), updated_at = ?
-                WHERE state = 'in_progress'`)
-      .run(now);
+                WHERE state = 'in_progress' AND call_sid NOT IN (SELECT value FROM json_each(?))`)
+      .run(new Date().toISOString(), JSON.stringify(live));
     return r.changes;
   }
 
-  // ── Reads ──────────────────────────────────────────────────────────────
+  // ── Reads (flush first, so this process reads its own writes) ─────────
 
   get(callSid: string): CallRecord | undefined {
-    const live = this.live.get(callSid);
-    if (live) return structuredClone(live.rec);
-    const row = this.db.prepare('SELECT * FROM calls WHERE call_sid = ?').get(callSid) as Row | undefined;
-    return row && this.fromRow(row);
+    this.flush();
+    const row = this.sql.header.get(callSid) as Row | undefined;
+    if (!row) return undefined;
+    const rec: CallRecord = {
+      ...headerFromRow(row),
+      // Rows written before migration 2 keep their lists in the row itself.
+      transcript: JSON.parse(openText(row.transcript, this.key)) as TranscriptLine[],
+      toolCalls: JSON.parse(openText(row.tool_calls, this.key)) as ToolCallRecord[],
+      turnLatencies: JSON.parse(row.turn_latencies) as TurnLatency[],
+    };
+    for (const e of this.sql.entries.all(callSid) as EntryRow[]) {
+      if (e.kind === 'transcript') rec.transcript.push(JSON.parse(openText(e.data, this.key)) as TranscriptLine);
+      else if (e.kind === 'tool') rec.toolCalls.push(JSON.parse(openText(e.data, this.key)) as ToolCallRecord);
+      else rec.turnLatencies.push(JSON.parse(e.data) as TurnLatency);
+    }
+    return rec;
   }
 
   list(opts: { since?: Date; limit?: number } = {}): CallSummary[] {
@@ -269,22 +351,58 @@ export class SqliteCallStore implements CallStore {
     }));
   }
 
+  /** Write everything queued, in one transaction. Never throws: a failed flush keeps its work for the next one. */
   flush(): void {
+    if (this.immediate) {
+      clearImmediate(this.immediate);
+      this.immediate = undefined;
+    }
     if (this.closed) return;
     const dirty = [...this.live.entries()].filter(([, v]) => v.dirty);
-    if (dirty.length === 0) return;
+    const entries = this.pending;
+    if (dirty.length === 0 && entries.length === 0) return this.evict();
+    this.pending = [];
+    const now = new Date().toISOString();
     try {
       this.db.transaction(() => {
-        for (const [, v] of dirty) {
-          this.upsert.run(this.toRow(v.rec));
-          v.dirty = false;
+        for (const e of entries) {
+          if (!this.live.has(e.callSid)) this.sql.stub.run(e.callSid, now, now); // a late entry of a finished call
+          const data = e.kind === 'latency' ? e.json : sealText(e.json, this.key);
+          this.sql.insertEntry.run(e.callSid, e.kind, e.atMs, e.label, e.ok, data);
+        }
+        for (const [sid, v] of dirty) {
+          if (v.h.state === 'completed' && v.h.outcome === null) v.h.outcome = this.outcomeOf(sid, v.h);
+          this.sql.upsertHeader.run(this.headerRow(v.h, now));
         }
       })();
-      // An entry that arrived after its call finished (a late transcription)
-      // is written, then let go: only calls in progress stay in memory.
-      for (const [sid, v] of dirty) if (v.rec.state !== 'in_progress') this.live.delete(sid);
     } catch (err) {
-      this.opts.log.error({ err: err instanceof Error ? err.message : String(err) }, 'call store flush failed; will retry');
+      this.pending = entries.concat(this.pending);
+      if (this.pending.length > MAX_PENDING) {
+        const drop = this.pending.length - MAX_PENDING;
+        this.pending.splice(0, drop);
+        this.droppedEntries += drop;
+      }
+      this.opts.log.error(
+        { err: err instanceof Error ? err.message : String(err), queued: this.pending.length, dropped: this.droppedEntries },
+        'call store flush failed; will retry',
+      );
+      return;
+    }
+    for (const [, v] of dirty) v.dirty = false;
+    this.evict();
+  }
+
+  /**
+   * Only calls in progress stay in memory. Written headers are let go when the
+   * call is over, when this process never answered it (status callbacks
+   * only), or when it was answered but its stream never started.
+   */
+  private evict(): void {
+    const staleBefore = Date.now() - STREAMLESS_KEEP_MS;
+    for (const [sid, v] of this.live) {
+      if (v.dirty) continue;
+      const h = v.h;
+      if (h.state !== 'in_progress' || (!h.startedAt && (!h.answeredAt || Date.parse(h.answeredAt) < staleBefore))) this.live.delete(sid);
     }
   }
 
@@ -311,91 +429,97 @@ export class SqliteCallStore implements CallStore {
     }
   }
 
-  /** The live record of a call: from memory, else from its row, else a new one. */
-  private load(callSid: string): CallRecord {
+  /**
+   * The in-memory header of a call: live, else read from its row (a status
+   * callback or usage after the call ended), else a new one.
+   */
+  private header(callSid: string): Header {
     let entry = this.live.get(callSid);
     if (!entry) {
-      const row = this.db.prepare('SELECT * FROM calls WHERE call_sid = ?').get(callSid) as Row | undefined;
-      entry = { rec: row ? this.fromRow(row) : emptyRecord(callSid), dirty: !row };
+      const row = this.closed ? undefined : (this.sql.header.get(callSid) as Row | undefined);
+      entry = { h: row ? headerFromRow(row) : emptyHeader(callSid), dirty: false };
       this.live.set(callSid, entry);
     }
-    return entry.rec;
+    return entry.h;
   }
 
-  private touch(callSid: string): void {
+  /** Mark a header for writing: on the next turn of the event loop when `soon`, else on the timer. */
+  private changed(callSid: string, soon: boolean): void {
     const e = this.live.get(callSid);
     if (e) e.dirty = true;
-  }
-
-  private writeNow(callSid: string): void {
-    const e = this.live.get(callSid);
-    if (!e || this.closed) return;
-    try {
-      this.upsert.run(this.toRow(e.rec));
-      e.dirty = false;
-    } catch (err) {
-      e.dirty = true;
-      this.opts.log.error({ err: err instanceof Error ? err.message : String(err) }, 'call store write failed; will retry');
+    if (soon && !this.immediate && !this.closed) {
+      this.immediate = setImmediate(() => {
+        this.immediate = undefined;
+        this.flush();
+      });
     }
   }
 
-  private toRow(rec: CallRecord): Record<string, unknown> {
-    const durationMs = rec.durationMs ?? (rec.startedAt ? Date.now() - Date.parse(rec.startedAt) : 0);
-    rec.estimatedCostUsd = estimateCostUsd(rec.usage, durationMs, this.opts.prices);
-    return {
-      call_sid: rec.callSid,
-      stream_sid: rec.streamSid,
-      from_number: rec.from,
-      to_number: rec.to,
-      started_at: rec.startedAt,
-      answered_at: rec.answeredAt,
-      ended_at: rec.endedAt,
-      duration_ms: rec.durationMs,
-      status: rec.status,
-      status_events: JSON.stringify(rec.statusEvents),
-      end_reason: rec.endReason,
-      outcome: rec.outcome,
-      audio_mode: rec.audioMode,
-      state: rec.state,
-      transcript: sealText(JSON.stringify(rec.transcript), this.key),
-      tool_calls: sealText(JSON.stringify(rec.toolCalls), this.key),
-      turn_latencies: JSON.stringify(rec.turnLatencies),
-      relay: rec.relay ? JSON.stringify(rec.relay) : null,
-      protocol_errors: rec.protocolErrors,
-      usage: JSON.stringify(rec.usage),
-      cost_usd: rec.estimatedCostUsd,
-      now: new Date().toISOString(),
-    };
+  private enqueue(e: PendingEntry): void {
+    if (this.closed) return;
+    this.pending.push(e);
   }
 
-  private fromRow(r: Row): CallRecord {
+  /** A one-word outcome for listings: what happened, from the caller's side. */
+  private outcomeOf(callSid: string, h: Header): string {
+    if (h.endReason === 'model_unavailable' || h.endReason === 'model_disconnected' || h.endReason === 'error') return 'failed';
+    const results = this.sql.eligibilityResults.all(callSid) as { ok: number }[];
+    if (results.some((r) => r.ok === 1)) return 'eligibility_checked';
+    if (results.length > 0) return 'eligibility_failed';
+    return 'no_check';
+  }
+
+  private headerRow(h: Header, now: string): Record<string, unknown> {
+    const durationMs = h.durationMs ?? (h.startedAt ? Date.now() - Date.parse(h.startedAt) : 0);
+    h.estimatedCostUsd = estimateCostUsd(h.usage, durationMs, this.opts.prices);
     return {
-      callSid: r.call_sid,
-      streamSid: r.stream_sid,
-      from: r.from_number,
-      to: r.to_number,
-      startedAt: r.started_at,
-      answeredAt: r.answered_at,
-      endedAt: r.ended_at,
-      durationMs: r.duration_ms,
-      status: r.status,
-      statusEvents: JSON.parse(r.status_events) as StatusEvent[],
-      endReason: r.end_reason,
-      outcome: r.outcome,
-      audioMode: r.audio_mode,
-      state: r.state as CallRecord['state'],
-      transcript: JSON.parse(openText(r.transcript, this.key)) as TranscriptLine[],
-      toolCalls: JSON.parse(openText(r.tool_calls, this.key)) as ToolCallRecord[],
-      turnLatencies: JSON.parse(r.turn_latencies) as TurnLatency[],
-      relay: r.relay ? (JSON.parse(r.relay) as CallRecord['relay']) : null,
-      protocolErrors: r.protocol_errors,
-      usage: { ...ZERO_USAGE, ...(JSON.parse(r.usage) as Partial<Usage>) },
-      estimatedCostUsd: r.cost_usd,
+      call_sid: h.callSid,
+      stream_sid: h.streamSid,
+      from_number: h.from,
+      to_number: h.to,
+      started_at: h.startedAt,
+      answered_at: h.answeredAt,
+      ended_at: h.endedAt,
+      duration_ms: h.durationMs,
+      status: h.status,
+      status_events: JSON.stringify(h.statusEvents),
+      end_reason: h.endReason,
+      outcome: h.outcome,
+      audio_mode: h.audioMode,
+      state: h.state,
+      relay: h.relay ? JSON.stringify(h.relay) : null,
+      protocol_errors: h.protocolErrors,
+      usage: JSON.stringify(h.usage),
+      cost_usd: h.estimatedCostUsd,
+      now,
     };
   }
 }
 
-function emptyRecord(callSid: string): CallRecord {
+function headerFromRow(r: Row): Header {
+  return {
+    callSid: r.call_sid,
+    streamSid: r.stream_sid,
+    from: r.from_number,
+    to: r.to_number,
+    startedAt: r.started_at,
+    answeredAt: r.answered_at,
+    endedAt: r.ended_at,
+    durationMs: r.duration_ms,
+    status: r.status,
+    statusEvents: JSON.parse(r.status_events) as StatusEvent[],
+    endReason: r.end_reason,
+    outcome: r.outcome,
+    audioMode: r.audio_mode,
+    state: r.state as CallRecord['state'],
+    relay: r.relay ? (JSON.parse(r.relay) as CallRecord['relay']) : null,
+    protocolErrors: r.protocol_errors,
+    usage: { ...ZERO_USAGE, ...(JSON.parse(r.usage) as Partial<Usage>) },
+    estimatedCostUsd: r.cost_usd,
+  };
+}
+
+function emptyHeader(callSid: string): Header {
   return {
     callSid,
     streamSid: null,
@@ -411,21 +535,9 @@ function emptyRecord(callSid: string): CallRecord {
     outcome: null,
     audioMode: null,
     state: 'in_progress',
-    transcript: [],
-    toolCalls: [],
-    turnLatencies: [],
     relay: null,
     protocolErrors: 0,
     usage: { ...ZERO_USAGE },
     estimatedCostUsd: 0,
   };
-}
-
-/** A one-word outcome for listings: what happened, from the caller's side. */
-function outcomeOf(rec: CallRecord): string {
-  const eligibility = rec.toolCalls.filter((t) => t.name === 'check_eligibility');
-  if (rec.endReason === 'model_unavailable' || rec.endReason === 'model_disconnected' || rec.endReason === 'error') return 'failed';
-  if (eligibility.some((t) => t.ok)) return 'eligibility_checked';
-  if (eligibility.length > 0) return 'eligibility_failed';
-  return 'no_check';
 }

@@ -1,0 +1,181 @@
+/**
+ * How the SQLite store writes: nothing on the call path, only what is new on
+ * each flush, failed flushes retried, old (schema 1) files still readable,
+ * and finished calls let go from memory.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { pino } from 'pino';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { CallEndInfo } from '../src/call/recorder.js';
+import { silentLogger } from '../src/log.js';
+import { sealText } from '../src/store/crypto.js';
+import { SqliteCallStore } from '../src/store/sqlite.js';
+
+const prices = { audioInPerMTok: 32, audioOutPerMTok: 64, textInPerMTok: 4, textOutPerMTok: 16, cachedInPerMTok: 0.4, telephonyPerMin: 0.0125 };
+const SID = 'CA00000000000000000000000000000001';
+const ACCOUNT = 'AC00000000000000000000000000000001';
+const end = (reason = 'caller_hangup'): CallEndInfo => ({
+  endedAt: new Date(),
+  reason,
+  relay: { inbound: { p50Ms: 0.05, p99Ms: 0.2 }, outbound: { p50Ms: 0.04, p99Ms: 0.1 } },
+  protocolErrors: 0,
+});
+const OTHER = 'CA000000000000000000000000000000ff';
+const tick = () => new Promise<void>((r) => setImmediate(r));
+const liveCount = (s: SqliteCallStore) => (s as unknown as { live: Map<string, unknown> }).live.size;
+
+let dir: string;
+let path: string;
+const opened: SqliteCallStore[] = [];
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'callbridge-store-w-'));
+  path = join(dir, 'calls.db');
+});
+afterEach(() => {
+  for (const s of opened.splice(0)) s.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+const open = (opts: { key?: Buffer; log?: pino.Logger } = {}) => {
+  const s = new SqliteCallStore({ path, prices, log: opts.log ?? silentLogger, transcriptKey: opts.key });
+  opened.push(s);
+  return s;
+};
+
+describe('SqliteCallStore writes', () => {
+  it('the call path only queues: nothing reaches the file until the next event-loop turn or timer', async () => {
+    const store = open();
+    const raw = new Database(path, { readonly: true });
+    const rows = () => (raw.prepare('SELECT count(*) AS n FROM calls').get() as { n: number }).n;
+    const entries = () => (raw.prepare('SELECT count(*) AS n FROM call_entries').get() as { n: number }).n;
+    store.answered(SID, { from: '+15550000001' });
+    store.started(SID, { streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
+    store.appendTranscript(SID, { atMs: 5, speaker: 'caller', text: 'hi' });
+    expect(rows()).toBe(0);
+    await tick();
+    expect(rows()).toBe(1); // start: written on the next turn
+    expect(entries()).toBe(1); // queued entries ride along with any flush
+    store.appendTranscript(SID, { atMs: 9, speaker: 'assistant', text: 'hello' });
+    await tick();
+    expect(entries()).toBe(1); // a transcript line alone waits for the timer
+    raw.close();
+  });
+
+  it('a flush writes only what is new: the header row is not rewritten for a transcript line', () => {
+    const store = open();
+    store.started(SID, { streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
+    for (let i = 0; i < 500; i++) store.appendTranscript(SID, { atMs: i * 100, speaker: i % 2 ? 'caller' : 'assistant', text: `line ${i}` });
+    store.flush();
+    const raw = new Database(path, { readonly: true });
+    const header = () => raw.prepare('SELECT updated_at, transcript FROM calls WHERE call_sid = ?').get(SID) as { updated_at: string; transcript: string };
+    const before = header();
+    store.appendTranscript(SID, { atMs: 60_000, speaker: 'caller', text: 'one more' });
+    store.flush();
+    expect(header()).toEqual(before); // untouched, and no transcript blob in the row
+    expect(before.transcript).toBe('[]');
+    expect((raw.prepare('SELECT count(*) AS n FROM call_entries WHERE call_sid = ?').get(SID) as { n: number }).n).toBe(501);
+    raw.close();
+    expect(store.get(SID)!.transcript).toHaveLength(501);
+  });
+
+  it('a failed flush keeps its work and the next one writes it', () => {
+    const lines: string[] = [];
+    const log = pino({ level: 'error' }, { write: (s: string) => lines.push(s) });
+    const store = open({ log });
+    store.started(SID, { streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
+    store.flush();
+    const admin = new Database(path);
+    admin.exec("CREATE TRIGGER refuse BEFORE INSERT ON call_entries BEGIN SELECT RAISE(ABORT, 'disk is full'); END;");
+    store.appendTranscript(SID, { atMs: 1, speaker: 'caller', text: 'kept through a failure' });
+    store.addUsage(SID, { inputTextTokens: 1, inputAudioTokens: 2, inputCachedTokens: 0, outputTextTokens: 3, outputAudioTokens: 4 });
+    expect(() => store.flush()).not.toThrow();
+    expect(lines.join('')).toMatch(/flush failed/);
+    expect(lines.join('')).not.toContain('kept through a failure');
+    admin.exec('DROP TRIGGER refuse');
+    admin.close();
+    store.flush();
+    const r = open().get(SID)!;
+    expect(r.transcript.map((l) => l.text)).toEqual(['kept through a failure']);
+    expect(r.usage.outputAudioTokens).toBe(4);
+  });
+
+  it('outcome counts eligibility checks flushed earlier and in the final flush', async () => {
+    const store = open();
+    const tool = (ok: boolean) => ({ callId: 'c', name: 'check_eligibility', args: '{}', ok, output: '', record: null, startedAtMs: 1, durationMs: 1 });
+    const sids = ['CA1', 'CA2', 'CA3', 'CA4'];
+    for (const sid of sids) store.started(sid, { streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
+    store.appendToolCall('CA1', tool(false));
+    store.appendToolCall('CA2', tool(false));
+    store.flush();
+    store.appendToolCall('CA1', tool(true)); // written in the same flush as the end
+    store.ended('CA1', end());
+    store.ended('CA2', end());
+    store.ended('CA3', end());
+    store.ended('CA4', end('model_unavailable'));
+    await tick();
+    const reader = open();
+    expect(sids.map((s) => reader.get(s)!.outcome)).toEqual(['eligibility_checked', 'eligibility_failed', 'no_check', 'failed']);
+  });
+
+  it('markInterrupted leaves calls this process is handling alone', () => {
+    const store = open();
+    store.started(SID, { streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
+    expect(store.markInterrupted()).toBe(0);
+    expect(store.get(SID)!.state).toBe('in_progress');
+  });
+
+  it('only calls in progress stay in memory', async () => {
+    const store = open();
+    const cb = (sid: string, seq: number, status: string) =>
+      store.recordStatus({ CallSid: sid, AccountSid: ACCOUNT, CallStatus: status, SequenceNumber: String(seq) });
+    store.answered(SID, {});
+    store.started(SID, { streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
+    cb(OTHER, 0, 'ringing'); // a call this process never answered
+    await tick();
+    expect(liveCount(store)).toBe(1);
+    store.ended(SID, end());
+    cb(SID, 3, 'completed');
+    await tick();
+    expect(liveCount(store)).toBe(0);
+    cb(SID, 3, 'completed'); // a retried callback of a finished call
+    store.appendTranscript(SID, { atMs: 1, speaker: 'caller', text: 'late' });
+    store.flush();
+    expect(liveCount(store)).toBe(0);
+    expect(store.get(SID)!.transcript).toHaveLength(1);
+    expect(store.get(OTHER)!.status).toBe('ringing');
+  });
+
+  it('reads and extends a schema-1 file (lists kept in the row, sealed)', () => {
+    const key = Buffer.alloc(32, 3);
+    const v1 = new Database(path);
+    v1.exec(`CREATE TABLE calls (
+      call_sid TEXT PRIMARY KEY, stream_sid TEXT, from_number TEXT, to_number TEXT, started_at TEXT, answered_at TEXT,
+      ended_at TEXT, duration_ms INTEGER, status TEXT, status_events TEXT NOT NULL DEFAULT '[]', end_reason TEXT,
+      outcome TEXT, audio_mode TEXT, state TEXT NOT NULL DEFAULT 'in_progress', transcript TEXT NOT NULL DEFAULT '[]',
+      tool_calls TEXT NOT NULL DEFAULT '[]', turn_latencies TEXT NOT NULL DEFAULT '[]', relay TEXT,
+      protocol_errors INTEGER NOT NULL DEFAULT 0, usage TEXT NOT NULL DEFAULT '{}', cost_usd REAL NOT NULL DEFAULT 0,
+      created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+      CREATE INDEX calls_by_time ON calls (coalesce(started_at, answered_at, created_at) DESC);
+      CREATE INDEX calls_in_progress ON calls (state) WHERE state = 'in_progress';
+      PRAGMA user_version = 1;`);
+    v1.prepare(`INSERT INTO calls (call_sid, started_at, state, transcript, tool_calls, turn_latencies, created_at, updated_at)
+                VALUES (?, '2026-11-01T10:00:00.000Z', 'completed', ?, ?, ?, 'x', 'x')`).run(
+      SID,
+      sealText(JSON.stringify([{ atMs: 10, speaker: 'assistant', text: 'old greeting' }]), key),
+      sealText(JSON.stringify([{ callId: 'c', name: 'check_eligibility', args: '{}', ok: true, output: 'o', record: null, startedAtMs: 20, durationMs: 3 }]), key),
+      JSON.stringify([{ turn: 1, latencyMs: 800 }]),
+    );
+    v1.close();
+    const store = open({ key });
+    store.appendTranscript(SID, { atMs: 30, speaker: 'caller', text: 'late line' });
+    const r = store.get(SID)!;
+    expect(r.transcript.map((l) => l.text)).toEqual(['old greeting', 'late line']);
+    expect(r.toolCalls).toHaveLength(1);
+    expect(r.turnLatencies).toEqual([{ turn: 1, latencyMs: 800 }]);
+    const raw = new Database(path, { readonly: true });
+    expect(raw.pragma('user_version', { simple: true })).toBe(2);
+    raw.close();
+  });
+});
