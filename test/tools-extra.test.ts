@@ -5,7 +5,7 @@ import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
-import { HttpEligibilityBackend, MockEligibilityBackend } from '../src/tools/backends.js';
+import { HttpEligibilityBackend, MockEligibilityBackend, retryAfterMs } from '../src/tools/backends.js';
 import { createDefaultTools, createEligibilityTool } from '../src/tools/eligibility.js';
 import { TOOL_TROUBLE } from '../src/tools/registry.js';
 
@@ -112,5 +112,23 @@ describe('HttpEligibilityBackend extras', () => {
     expect((await trial).status).toBe('eligible');
     expect(s.hits()).toBe(2);
     expect((await b.lookup('MB123456', '1980-03-05', ctx().signal)).status).toBe('eligible');
+  });
+
+  it('Retry-After as seconds or an HTTP date', () => {
+    const now = Date.parse('2026-11-25T08:00:00Z');
+    expect(retryAfterMs('2', now)).toBe(2000);
+    expect(retryAfterMs('Wed, 25 Nov 2026 08:00:03 GMT', now)).toBe(3000);
+    expect(retryAfterMs('Wed, 25 Nov 2026 07:00:00 GMT', now)).toBe(0);
+    expect(retryAfterMs('soon', now)).toBeUndefined();
+    expect(retryAfterMs(null, now)).toBeUndefined();
+  });
+
+  it('a 429 with an HTTP-date Retry-After waits, then succeeds', async () => {
+    const api = await serve((res, n) =>
+      n === 0 ? json(res, 429, '{}', { 'retry-after': new Date(Date.now() + 1000).toUTCString() }) : json(res, 200, OK_BODY),
+    );
+    const b = new HttpEligibilityBackend({ url: api.url, ...opts, maxBackoffMs: 5000 });
+    expect((await b.lookup('MB123456', '1980-03-05', ctx().signal)).status).toBe('eligible');
+    expect(api.hits()).toBe(2);
   });
 });

@@ -20,6 +20,13 @@ describe('normalizeMemberId', () => {
     ['k t six five four three two one', 'KT654321'],
     ['A Z zero zero zero one one one', 'AZ000111'],
     ['q r double seven eight eight nine nine', 'QR778899'],
+    ['m as in mary b 123456', 'MB123456'],
+    ['MB 123 456', 'MB123456'],
+    ['my member ID is MB-123456', 'MB123456'],
+    ["It's M B 1 2 3 4 5 6", 'MB123456'],
+    ['em bee one two three four five six', 'MB123456'],
+    ['M B for five six seven eight nine', 'MB456789'], // "four" transcribed as "for"
+    ['o h one two three four five six', 'OH123456'],
   ])('%s → %s', (spoken, id) => {
     expect(normalizeMemberId(spoken)).toEqual({ ok: true, value: id });
   });
@@ -45,12 +52,22 @@ describe('normalizeDate', () => {
     ['november twenty second nineteen seventy five', '1975-11-22'],
     ['Sept 9 2001', '2001-09-09'],
     ['july fourteenth two thousand three', '2003-07-14'],
+    ['March twenty-first, nineteen eighty-five', '1985-03-21'],
+    ['1980/03/05', '1980-03-05'],
+    ['03-05-1980', '1980-03-05'],
+    ['February 29 2000', '2000-02-29'],
   ])('%s → %s', (spoken, iso) => {
     expect(normalizeDate(spoken, today)).toEqual({ ok: true, value: iso });
   });
 
-  it.each([['February 30 1980'], ['13/01/1980'], ['2030-01-01'], ['yesterday'], [''], ['1850-01-01']])('rejects %s', (bad) => {
+  it.each([['February 30 1980'], ['February 29 1900'], ['13/01/1980'], ['2030-01-01'], ['yesterday'], [''], ['1850-01-01']])('rejects %s', (bad) => {
     expect(normalizeDate(bad, today).ok).toBe(false);
+  });
+
+  it.each([['3/5/80'], ['March 5 80'], ['march 21st, 85']])('asks for four digits of the year in %s instead of guessing the century', (bad) => {
+    const r = normalizeDate(bad, today);
+    expect(r.ok).toBe(false);
+    if (!r.ok) expect(r.problem).toMatch(/all four digits/);
   });
 });
 

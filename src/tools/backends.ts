@@ -179,8 +179,8 @@ export class HttpEligibilityBackend implements EligibilityBackend {
     if (res.status === 429 || res.status >= 500) {
       await res.body?.cancel();
       const e = new EligibilityError(`eligibility API answered ${res.status}`, true, `http_${res.status}`) as EligibilityError & { retryAfterMs?: number };
-      const ra = Number(res.headers.get('retry-after'));
-      if (Number.isFinite(ra) && ra >= 0) e.retryAfterMs = ra * 1000;
+      const ra = retryAfterMs(res.headers.get('retry-after'));
+      if (ra !== undefined) e.retryAfterMs = ra;
       throw e;
     }
     if (!res.ok) {
@@ -211,6 +211,14 @@ export class HttpEligibilityBackend implements EligibilityBackend {
       copays: Object.keys(copays).length ? copays : undefined,
     };
   }
+}
+
+/** Retry-After as delay-seconds or an HTTP date, in ms from now; undefined when absent or unreadable. */
+export function retryAfterMs(value: string | null, now = Date.now()): number | undefined {
+  if (value === null || value.trim() === '') return undefined;
+  if (/^\s*\d+(\.\d+)?\s*$/.test(value)) return Number(value) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
 }
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {

@@ -14,23 +14,40 @@ const DIGIT_WORDS: Record<string, string> = {
 
 export type Normalized<T> = { ok: true; value: T } | { ok: false; problem: string };
 
+/** Spoken names of letters ("em bee …"), read only where the ID's two letters go. */
+const LETTER_NAMES: Record<string, string> = {
+  ay: 'a', bee: 'b', be: 'b', see: 'c', cee: 'c', sea: 'c', dee: 'd', ee: 'e', eff: 'f', ef: 'f', gee: 'g', aitch: 'h',
+  eye: 'i', jay: 'j', kay: 'k', el: 'l', ell: 'l', em: 'm', en: 'n', oh: 'o', pee: 'p', cue: 'q', queue: 'q', ar: 'r',
+  are: 'r', ess: 's', es: 's', tee: 't', tea: 't', you: 'u', vee: 'v', ex: 'x', why: 'y', zee: 'z', zed: 'z',
+};
+
+/** Words around an ID that are not part of it ("my member ID is …"). */
+const FILLER = new Set(['my', 'member', 'members', 'membership', 'id', 'number', 'is', 'it', 'its', 'the', 'uh', 'um', 'er', 'so', 'okay', 'ok', 'yes', 'sure']);
+
 export function normalizeMemberId(raw: unknown): Normalized<string> {
   if (typeof raw !== 'string' || raw.trim() === '') return { ok: false, problem: 'the member ID is missing' };
-  let s = raw.toLowerCase();
+  let s = raw.toLowerCase().replace(/['’]s\b/g, '');
   // "m as in mary" → "m"
   s = s.replace(/\b([a-z])\s+(?:as in|like)\s+[a-z]+/g, '$1');
   const tokens = s.split(/[^a-z0-9]+/).filter(Boolean);
+  // As said first; then without filler words, for "my member ID is MB123456".
+  const out = spell(tokens) ?? spell(tokens.filter((t) => !FILLER.has(t)));
+  if (!out) {
+    return { ok: false, problem: `"${raw.slice(0, 40)}" is not a member ID: it should be two letters followed by six digits, like MB123456` };
+  }
+  return { ok: true, value: out };
+}
+
+function spell(tokens: string[]): string | undefined {
   let out = '';
   for (const t of tokens) {
-    if (DIGIT_WORDS[t] !== undefined && (t.length > 1 || out.length >= 2)) out += DIGIT_WORDS[t];
+    if (out.length < 2 && LETTER_NAMES[t] !== undefined) out += LETTER_NAMES[t];
+    else if (DIGIT_WORDS[t] !== undefined && (t.length > 1 || out.length >= 2)) out += DIGIT_WORDS[t];
     else if (/^(double|triple)$/.test(t)) out += `<${t}>`;
     else out += t;
   }
   out = out.replace(/<double>(\w)/g, '$1$1').replace(/<triple>(\w)/g, '$1$1$1').toUpperCase();
-  if (!MEMBER_ID_RE.test(out)) {
-    return { ok: false, problem: `"${raw.slice(0, 40)}" is not a member ID: it should be two letters followed by six digits, like MB123456` };
-  }
-  return { ok: true, value: out };
+  return MEMBER_ID_RE.test(out) ? out : undefined;
 }
 
 const MONTHS = ['january', 'february', 'march', 'april', 'may', 'june', 'july', 'august', 'september', 'october', 'november', 'december'];
@@ -94,10 +111,11 @@ export function normalizeDate(raw: unknown, today = new Date()): Normalized<stri
   let m: number | undefined;
   let d: number | undefined;
   let match: RegExpExecArray | null;
-  if ((match = /^(\d{4})-(\d{1,2})-(\d{1,2})$/.exec(s))) [y, m, d] = [Number(match[1]), Number(match[2]), Number(match[3])];
+  if ((match = /^(\d{4})[/.-](\d{1,2})[/.-](\d{1,2})$/.exec(s))) [y, m, d] = [Number(match[1]), Number(match[2]), Number(match[3])];
   else if ((match = /^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})$/.exec(s))) [m, d, y] = [Number(match[1]), Number(match[2]), Number(match[3])]; // US: month first
   else {
-    const words = s.replace(/\bthe\b|\bof\b/g, ' ').split(' ').filter(Boolean);
+    // "twenty-first", "eighty-five": hyphens between words are spaces.
+    const words = s.replace(/([a-z])-(?=[a-z])/g, '$1 ').replace(/\bthe\b|\bof\b/g, ' ').split(' ').filter(Boolean);
     const mi = words.findIndex((w) => monthOf(w) !== undefined);
     if (mi >= 0) {
       m = monthOf(words[mi]!);
@@ -121,6 +139,10 @@ export function normalizeDate(raw: unknown, today = new Date()): Normalized<stri
     }
   }
   if (y === undefined || m === undefined || d === undefined) {
+    // "3/5/80", "March 5 80": the century is a guess we will not make for an identity check.
+    if (/(^|[^\d])\d{2}$/.test(s) && !/\d{4}/.test(s)) {
+      return { ok: false, problem: `"${raw.slice(0, 40)}" has a two-digit year: ask for the year of birth with all four digits` };
+    }
     return { ok: false, problem: `"${raw.slice(0, 40)}" is not a date I can read: ask for the date of birth as month, day and year` };
   }
   const date = new Date(Date.UTC(y, m - 1, d));
