@@ -46,6 +46,9 @@ describe('admin calls API', () => {
     expect((await h(req('/calls', '', 'Bearer wrong'))).status).toBe(401);
     expect((await h(req('/calls', '', `Basic ${TOKEN}`))).status).toBe(401);
     expect((await h(req('/calls', '', `Bearer ${TOKEN}x`))).status).toBe(401);
+    expect((await h(req('/calls', '', `Basic ${TOKEN}`))).status).toBe(401);
+    expect((await h(req('/calls', '', 'Bearer '))).status).toBe(401);
+    expect((await h(req('/calls', '', `bearer ${TOKEN}`))).status).toBe(200); // the scheme is case-insensitive
   });
 
   it('GET /calls lists, GET /calls/:sid returns the record (live, mid-call)', async () => {
@@ -65,6 +68,9 @@ describe('admin calls API', () => {
     expect((await h(req('/calls/CA00000000000000000000000000000000'))).status).toBe(404);
     expect((await h(req('/elsewhere'))).status).toBe(404);
     expect((await h(req('/calls', 'since=yesterday'))).status).toBe(400);
+    expect((await h(req('/calls', 'since=1'))).status).toBe(400); // Date would read this as the year 2001
+    expect((await h(req('/calls/%E0%A4%A'))).status).toBe(400);
+    expect((await h(req('/calls', 'since=2h'))).status).toBe(200);
     expect((await h(req('/calls', 'limit=501'))).status).toBe(400);
     expect((await h(req('/calls', 'limit=0'))).status).toBe(400);
     expect((await h(req('/calls', 'limit=abc'))).status).toBe(400);

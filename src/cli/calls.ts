@@ -7,9 +7,12 @@ import { existsSync } from 'node:fs';
 import { ConfigError, loadConfig } from '../config.js';
 import { silentLogger } from '../log.js';
 import { LatencyHistogram } from '../call/stats.js';
+import { parseSince } from '../store/since.js';
 import { SqliteCallStore } from '../store/sqlite.js';
 import type { CallRecord, CallSummary } from '../store/types.js';
 import type { CliIO } from './main.js';
+
+export { parseSince };
 
 const USAGE = 'usage: callbridge calls list [--since <ISO time | 30m | 2h | 7d>] [--limit N] [--json]\n       callbridge calls show <CallSid> [--json]\n';
 
@@ -63,14 +66,6 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   } finally {
     store.close();
   }
-}
-
-export function parseSince(s: string, now = Date.now()): Date | undefined {
-  const age = /^(\d+)\s*(m|h|d)$/.exec(s);
-  if (age) return new Date(now - Number(age[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[age[2] as 'm' | 'h' | 'd']);
-  if (!/^\d{4}-\d{2}-\d{2}/.test(s)) return undefined;
-  const d = new Date(s);
-  return Number.isNaN(d.getTime()) ? undefined : d;
 }
 
 const secs = (ms: number | null) => (ms === null ? '-' : `${(ms / 1000).toFixed(1)} s`);
