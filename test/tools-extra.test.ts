@@ -131,4 +131,14 @@ describe('HttpEligibilityBackend extras', () => {
     expect((await b.lookup('MB123456', '1980-03-05', ctx().signal)).status).toBe('eligible');
     expect(api.hits()).toBe(2);
   });
+
+  it('a body that stalls past the timeout is a timeout (retried), not malformed JSON', async () => {
+    const api = await serve((res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"status":'); // …and nothing more
+    });
+    const b = new HttpEligibilityBackend({ url: api.url, ...opts, timeoutMs: 100, retries: 1 });
+    await expect(b.lookup('MB123456', '1980-03-05', ctx().signal)).rejects.toMatchObject({ code: 'timeout' });
+    expect(b.attempts).toBe(2);
+  });
 });

@@ -55,8 +55,15 @@ export interface CallSummary {
   estimatedCostUsd: number;
 }
 
+/**
+ * Writes (answered … recordStatus) are called from the call path: they only
+ * update memory and never wait on I/O or throw for I/O; the implementation
+ * persists them in the background (sqlite.ts: on the next event-loop turn for
+ * answered/started/ended/status, on a short timer for the rest). Reads see
+ * this process's own writes. Times are ISO strings; `atMs` are ms since start.
+ */
 export interface CallStore {
-  /** The call was answered (webhook): create its row now, so even a call whose stream never starts is recorded. */
+  /** The call was answered (webhook): create its row at once, so even a call whose stream never starts is recorded. */
   answered(callSid: string, info: { from?: string; to?: string }): void;
   started(callSid: string, info: { streamSid: string; audioMode: string; startedAt: Date }): void;
   appendTranscript(callSid: string, line: TranscriptLine): void;

@@ -160,12 +160,13 @@ export class HttpEligibilityBackend implements EligibilityBackend {
     const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json' };
     if (this.o.apiKey) headers.authorization = `Bearer ${this.o.apiKey}`;
     let res: Response;
+    const deadline = AbortSignal.timeout(this.o.timeoutMs);
     try {
       res = await (this.o.fetch ?? fetch)(this.o.url, {
         method: 'POST',
         headers,
         body: JSON.stringify({ member_id: memberId, date_of_birth: dateOfBirth }),
-        signal: AbortSignal.any([signal, AbortSignal.timeout(this.o.timeoutMs)]),
+        signal: AbortSignal.any([signal, deadline]),
       });
     } catch (err) {
       if (signal.aborted) throw new EligibilityError('lookup cancelled', false, 'aborted');
@@ -189,8 +190,10 @@ export class HttpEligibilityBackend implements EligibilityBackend {
     }
     let body: any;
     try {
-      body = await res.json();
+      body = await res.json(); // the body is read under the same deadline
     } catch {
+      if (signal.aborted) throw new EligibilityError('lookup cancelled', false, 'aborted');
+      if (deadline.aborted) throw new EligibilityError(`eligibility API timed out after ${this.o.timeoutMs} ms`, true, 'timeout');
       throw new EligibilityError('eligibility API answered malformed JSON', false, 'bad_response');
     }
     const status = body?.status;
