@@ -8,11 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { pino } from 'pino';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { CallEndInfo } from '../src/call/recorder.js';
 import { silentLogger } from '../src/log.js';
 import { sealText } from '../src/store/crypto.js';
-import { SqliteCallStore } from '../src/store/sqlite.js';
+import { FLUSH_MS, SqliteCallStore } from '../src/store/sqlite.js';
 
 const prices = { audioInPerMTok: 32, audioOutPerMTok: 64, textInPerMTok: 4, textOutPerMTok: 16, cachedInPerMTok: 0.4, telephonyPerMin: 0.0125 };
 const SID = 'CA00000000000000000000000000000001';
@@ -35,6 +35,7 @@ beforeEach(() => {
   path = join(dir, 'calls.db');
 });
 afterEach(() => {
+  vi.useRealTimers();
   for (const s of opened.splice(0)) s.close();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -46,6 +47,7 @@ const open = (opts: { key?: Buffer; log?: pino.Logger } = {}) => {
 
 describe('SqliteCallStore writes', () => {
   it('the call path only queues: nothing reaches the file until the next event-loop turn or timer', async () => {
+    vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] }); // the flush timer fires only when told
     const store = open();
     const raw = new Database(path, { readonly: true });
     const rows = () => (raw.prepare('SELECT count(*) AS n FROM calls').get() as { n: number }).n;
@@ -60,6 +62,8 @@ describe('SqliteCallStore writes', () => {
     store.appendTranscript(SID, { atMs: 9, speaker: 'assistant', text: 'hello' });
     await tick();
     expect(entries()).toBe(1); // a transcript line alone waits for the timer
+    vi.advanceTimersByTime(FLUSH_MS);
+    expect(entries()).toBe(2);
     raw.close();
   });
 
