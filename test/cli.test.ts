@@ -1,17 +1,9 @@
 /** The CLI entry point: usage, unknown commands, and `serve` refusing to start without what it needs. */
-import { PassThrough } from 'node:stream';
+import { memoryIO } from './helpers/cli-io.js';
 import { describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
 
-function io(env: Record<string, string> = {}) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (d) => (out += d));
-  stderr.on('data', (d) => (err += d));
-  return { io: { stdin: new PassThrough(), stdout, stderr, env }, out: () => out, err: () => err };
-}
+const io = memoryIO;
 
 describe('callbridge', () => {
   it('prints usage with --help, and usage with exit 2 when no command is given', async () => {

@@ -2,7 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough } from 'node:stream';
+import { memoryIO } from './helpers/cli-io.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAdminHandler } from '../src/admin/calls-api.js';
 import { createStoreRecorder } from '../src/call/store-recorder.js';
@@ -78,15 +78,7 @@ describe('GET /calls', () => {
   });
 });
 
-function io(env: Record<string, string>) {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = '';
-  let err = '';
-  stdout.on('data', (d) => (out += d));
-  stderr.on('data', (d) => (err += d));
-  return { io: { stdin: new PassThrough(), stdout, stderr, env }, out: () => out, err: () => err };
-}
+const io = memoryIO;
 
 describe('callbridge calls', () => {
   it('lists calls in a table and as JSON', async () => {
