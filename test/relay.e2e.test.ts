@@ -178,6 +178,24 @@ describe('robustness', () => {
     expect(metrics).toMatch(/reason="before_start"} [1-9]/);
   });
 
+  it('at the concurrent-call cap, a new call is rejected busy and opens no model session', async () => {
+    const { model, baseUrl } = await start({ MAX_CONCURRENT_CALLS: '1' }, shortScenario);
+    const post = (n: string) => {
+      const form = { CallSid: `CA${n.repeat(32)}`, AccountSid: `AC${'a'.repeat(32)}`, From: '+15550001', To: '+15550002', CallStatus: 'ringing' };
+      return fetch(`${baseUrl}/voice/incoming`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': signTwilioRequest(AUTH, `${PUBLIC}/voice/incoming`, form) },
+        body: new URLSearchParams(form).toString(),
+      });
+    };
+    expect(await (await post('1')).text()).toContain('<Connect><Stream');
+    const busy = await post('2');
+    expect(busy.status).toBe(200);
+    expect(await busy.text()).toBe('<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>');
+    await new Promise((r) => setTimeout(r, 100));
+    expect(model.sessions).toHaveLength(1); // only the admitted call pre-warmed a session
+  });
+
   it('a call whose media stream never arrives is still recorded, and its pre-warmed model session closed', async () => {
     const { app, model, baseUrl } = await start({ PREWARM_TTL_MS: '1000' }, shortScenario);
     const form = { CallSid: `CA${'e'.repeat(32)}`, AccountSid: `AC${'e'.repeat(32)}`, From: '+15550007777', To: '+15550008888', CallStatus: 'ringing' };

@@ -12,7 +12,7 @@ import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { ToolRegistry } from '../tools/registry.js';
-import { buildStreamTwiml } from '../twilio/twiml.js';
+import { buildRejectTwiml, buildStreamTwiml } from '../twilio/twiml.js';
 import { sharedClock, type PumpScheduler } from './clock.js';
 import type { AdminRequest, AdminResponse, HealthReport, IncomingResult, StreamHandler, StreamInfo, TwilioSocket, VoiceApp } from './ports.js';
 import { nullRecorder, type CallRecorder } from './recorder.js';
@@ -94,10 +94,10 @@ export class Relay implements VoiceApp {
   incoming(form: Record<string, string>, streamUrl: string): IncomingResult {
     const callSid = form.CallSid ?? '';
     if (!CALL_SID_RE.test(callSid)) return { ok: false, status: 400, message: 'missing or malformed CallSid' };
-    if (this.closing) return { ok: true, twiml: rejectTwiml() };
+    if (this.closing) return { ok: true, twiml: buildRejectTwiml() };
     if (this.calls.size + this.pending.size >= this.deps.config.maxConcurrentCalls) {
       this.deps.log.warn({ callSid, active: this.calls.size }, 'at capacity: rejecting call');
-      return { ok: true, twiml: rejectTwiml() };
+      return { ok: true, twiml: buildRejectTwiml() };
     }
     const old = this.pending.get(callSid);
     if (old) this.dropPending(callSid, old); // Twilio retried the webhook: start over (same record)
@@ -191,8 +191,4 @@ export class Relay implements VoiceApp {
       p.recorder.ended({ endedAt: new Date(), reason, relay: { inbound: none, outbound: none }, protocolErrors: 0 });
     }
   }
-}
-
-function rejectTwiml(): string {
-  return '<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>';
 }

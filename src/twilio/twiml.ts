@@ -76,3 +76,10 @@ export function buildStreamTwiml(opts: StreamTwimlOptions): string {
   for (const [name, value] of Object.entries(opts.parameters)) stream.parameter({ name, value });
   return response.toString();
 }
+
+/** The TwiML document refusing a call with a busy signal (at capacity, shutting down): Twilio never bills it as answered. */
+export function buildRejectTwiml(): string {
+  const response = new twilio.twiml.VoiceResponse();
+  response.reject({ reason: 'busy' });
+  return response.toString();
+}
