@@ -80,15 +80,21 @@ function formatList(calls: CallSummary[]): string {
   return `${[line(head), ...rows.map(line)].join('\n')}\n`;
 }
 
-function formatRecord(r: CallRecord): string {
+/** µs from a figure in ms; '-' where there is none (a call that never streamed has no relay figures). */
+const us = (ms: number | null | undefined) => (typeof ms === 'number' && Number.isFinite(ms) ? `${(ms * 1000).toFixed(0)} µs` : '-');
+
+/** One call record, readable: `calls show` prints it, and so does the demo for the calls it placed. */
+export function formatRecord(r: CallRecord, opts: { transcript?: boolean } = {}): string {
   const out: string[] = [];
   out.push(`call ${r.callSid}   stream ${r.streamSid ?? '-'}   ${r.audioMode ?? ''}`);
   out.push(`from ${r.from ?? '-'} to ${r.to ?? '-'}`);
   out.push(`started ${r.startedAt ?? '-'}   ended ${r.endedAt ?? '-'}   duration ${secs(r.durationMs)}`);
   out.push(`state ${r.state}   twilio status ${r.status ?? '-'}   end reason ${r.endReason ?? '-'}   outcome ${r.outcome ?? '-'}`);
   out.push(`estimated cost $${r.estimatedCostUsd.toFixed(4)}`);
-  out.push('', 'transcript');
-  for (const t of r.transcript) out.push(`  [${mmss(t.atMs)}] ${t.speaker.padEnd(9)} ${t.text}${t.interrupted ? '  (interrupted)' : ''}`);
+  if (opts.transcript ?? true) {
+    out.push('', 'transcript');
+    for (const t of r.transcript) out.push(`  [${mmss(t.atMs)}] ${t.speaker.padEnd(9)} ${t.text}${t.interrupted ? '  (interrupted)' : ''}`);
+  }
   if (r.toolCalls.length) {
     out.push('', 'tool calls');
     for (const t of r.toolCalls) out.push(`  [${mmss(t.startedAtMs)}] ${t.name} ${t.ok ? 'ok' : 'FAILED'} in ${t.durationMs} ms: ${t.output}`);
@@ -99,7 +105,7 @@ function formatRecord(r: CallRecord): string {
     const s = h.summary();
     out.push('', `turn latency (speech stopped → first audio out): ${r.turnLatencies.length} turns, p50 ${Math.round(s.p50Ms)} ms, p95 ${Math.round(h.percentile(0.95))} ms, max ${Math.round(s.maxMs)} ms`);
   }
-  if (r.relay) out.push(`relay-added latency per frame: in p50 ${(r.relay.inbound.p50Ms * 1000).toFixed(0)} µs p99 ${(r.relay.inbound.p99Ms * 1000).toFixed(0)} µs, out p50 ${(r.relay.outbound.p50Ms * 1000).toFixed(0)} µs p99 ${(r.relay.outbound.p99Ms * 1000).toFixed(0)} µs`);
+  if (r.relay) out.push(`relay-added latency per frame: in p50 ${us(r.relay.inbound.p50Ms)} p99 ${us(r.relay.inbound.p99Ms)}, out p50 ${us(r.relay.outbound.p50Ms)} p99 ${us(r.relay.outbound.p99Ms)}`);
   const u = r.usage;
   out.push(`usage: input ${u.inputAudioTokens} audio + ${u.inputTextTokens} text (${u.inputCachedTokens} cached), output ${u.outputAudioTokens} audio + ${u.outputTextTokens} text tokens`);
   if (r.statusEvents.length) out.push(`status callbacks: ${r.statusEvents.map((e) => `${e.sequenceNumber ?? '?'}:${e.status}`).join(' → ')}`);

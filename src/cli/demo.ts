@@ -13,6 +13,7 @@ import { startCallbridge } from '../main.js';
 import { placeCall, type CallResult } from '../sim/caller.js';
 import { startModelStandIn } from '../sim/model-server.js';
 import type { CallRecord } from '../store/types.js';
+import { formatRecord } from './calls.js';
 import type { CliIO } from './main.js';
 
 const USAGE = 'usage: callbridge demo [--calls N] [--mode transcode|passthrough] [--quiet]\n';
@@ -110,35 +111,14 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   return failed === 0 ? 0 : 1;
 }
 
+/** The call's record as `callbridge calls show` prints it, then what only the simulated caller knows. */
 function describeCall(result: CallResult, record: CallRecord | undefined, quiet: boolean): string {
-  const lines: string[] = [];
-  lines.push(`── call ${result.callSid} ─────────────────────────────`);
-  if (!record) {
-    lines.push('  (no record found)');
-    return `${lines.join('\n')}\n\n`;
-  }
-  lines.push(`  ${record.state}, ${((record.durationMs ?? 0) / 1000).toFixed(1)} s, ended: ${record.endReason ?? '-'}, est. cost $${(record.estimatedCostUsd ?? 0).toFixed(4)}`);
-  if (!quiet) {
-    for (const t of record.transcript) {
-      const at = `${String(Math.floor(t.atMs / 60000)).padStart(2, '0')}:${String(Math.floor((t.atMs % 60000) / 1000)).padStart(2, '0')}`;
-      lines.push(`  [${at}] ${t.speaker.padEnd(9)} ${t.text}${t.interrupted ? '  (interrupted)' : ''}`);
-    }
-  }
-  for (const tc of record.toolCalls) lines.push(`  tool ${tc.name}: ${tc.ok ? 'ok' : 'failed'} in ${tc.durationMs} ms`);
-  const relayTurns = record.turnLatencies.map((t) => `${t.latencyMs}`).join(', ');
+  const lines: string[] = [`── call ${result.callSid} ─────────────────────────────`];
+  if (!record) lines.push('  (no record found)');
+  else for (const line of formatRecord(record, { transcript: !quiet }).trimEnd().split('\n')) lines.push(line ? `  ${line}` : '');
+  const relayTurns = record?.turnLatencies.map((t) => `${t.latencyMs}`).join(', ');
   const callerTurns = result.turnLatenciesMs.map((t) => `${Math.round(t)}`).join(', ');
-  lines.push(`  per-turn latency, relay view (speech_stopped → first frame out), ms: ${relayTurns || '-'}`);
-  lines.push(`  per-turn latency, caller view (end of speech → first audio heard), ms: ${callerTurns || '-'}`);
-  if (record.relay) {
-    lines.push(
-      `  relay-added latency per frame: inbound p50 ${fmtUs(record.relay.inbound.p50Ms)} p99 ${fmtUs(record.relay.inbound.p99Ms)}, ` +
-        `outbound p50 ${fmtUs(record.relay.outbound.p50Ms)} p99 ${fmtUs(record.relay.outbound.p99Ms)}`,
-    );
-  }
+  lines.push(`  per-turn latency, ms: relay view (speech_stopped → first frame out) ${relayTurns || '-'}; caller view (end of speech → first audio heard) ${callerTurns || '-'}`);
   lines.push(`  caller heard ${(result.heardMs / 1000).toFixed(1)} s of audio in ${result.framesReceived} frames; max buffered ${result.maxBufferedMs} ms; protocol violations: ${result.protocolViolations.length}`);
   return `${lines.join('\n')}\n\n`;
-}
-
-function fmtUs(ms: number): string {
-  return Number.isFinite(ms) ? `${Math.round(ms * 1000)} µs` : '-';
 }
