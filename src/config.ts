@@ -6,8 +6,12 @@
  * line — start-up stops once with the whole list, never one problem at a time.
  * Times are in ms unless the name says otherwise; prices in USD.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
+import { REASONING_EFFORTS, type ReasoningEffort } from './realtime/protocol.js';
+import { modelPrices, MODEL_PRICES } from './store/prices.js';
 
 export const DEFAULT_INSTRUCTIONS = [
   'You are the voice assistant of an insurance eligibility line, speaking with a caller on the phone.',
@@ -36,7 +40,10 @@ const EnvSchema = z.object({
 
   OPENAI_API_KEY: z.string().min(1).optional(),
   OPENAI_BASE_URL: z.url({ protocol: /^(https?|wss?)$/ }).default('https://api.openai.com/v1'),
+  /** gpt-realtime (2025-08), gpt-realtime-1.5, gpt-realtime-2 (2026-05), gpt-realtime-2.1 / -2.1-mini (2026-07), or a dated snapshot. */
   OPENAI_MODEL: z.string().min(1).default('gpt-realtime'),
+  /** session.reasoning.effort for reasoning models (gpt-realtime-2 and later); unset = the model's default. */
+  REASONING_EFFORT: z.enum(REASONING_EFFORTS).optional(),
   /** Extra CA certificate (PEM file) to trust for the model endpoint, e.g. a local stand-in's self-signed one. */
   OPENAI_CA_FILE: z.string().min(1).optional(),
   VOICE: z.string().min(1).default('marin'),
@@ -74,25 +81,50 @@ const EnvSchema = z.object({
   ELIGIBILITY_TIMEOUT_MS: intIn(50, 60_000).default(3000),
   ELIGIBILITY_RETRIES: intIn(0, 10).default(2),
 
-  /** USD per 1M tokens / per minute (gpt-realtime list prices, Twilio US inbound voice + stream). */
-  PRICE_AUDIO_IN_PER_MTOK: z.coerce.number().min(0).default(32),
-  PRICE_AUDIO_OUT_PER_MTOK: z.coerce.number().min(0).default(64),
-  PRICE_TEXT_IN_PER_MTOK: z.coerce.number().min(0).default(4),
-  PRICE_TEXT_OUT_PER_MTOK: z.coerce.number().min(0).default(16),
-  PRICE_CACHED_IN_PER_MTOK: z.coerce.number().min(0).default(0.4),
+  /**
+   * USD per 1M tokens: by default the OPENAI_MODEL's list prices (src/store/prices.ts);
+   * each one set here overrides that table. Telephony: Twilio US inbound voice + stream, per minute.
+   */
+  PRICE_AUDIO_IN_PER_MTOK: z.coerce.number().min(0).optional(),
+  PRICE_AUDIO_OUT_PER_MTOK: z.coerce.number().min(0).optional(),
+  PRICE_TEXT_IN_PER_MTOK: z.coerce.number().min(0).optional(),
+  PRICE_TEXT_OUT_PER_MTOK: z.coerce.number().min(0).optional(),
+  PRICE_CACHED_IN_PER_MTOK: z.coerce.number().min(0).optional(),
+  PRICE_CACHED_AUDIO_IN_PER_MTOK: z.coerce.number().min(0).optional(),
   PRICE_TELEPHONY_PER_MIN: z.coerce.number().min(0).default(0.0085 + 0.004),
+
+  /** Back-off before asking the model again after a failed response, one value per retry (ms, comma-separated). */
+  RESPONSE_RETRY_MS: z
+    .string()
+    .regex(/^\d{1,5}(,\d{1,5}){0,4}$/, 'must be 1 to 5 comma-separated whole numbers of ms, e.g. 250,1000')
+    .default('250,1000'),
+  /** µ-law 8 kHz prompt played when retries fail (raw .ulaw). */
+  REPEAT_PROMPT_FILE: z.string().min(1).optional(),
 
   METRICS: bool.default(true),
 });
 
 export type AudioMode = 'transcode' | 'passthrough';
 
+/** A file shipped in the package (assets/…), found from src/ and from build/src/ alike. */
+export function packageFile(...parts: string[]): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const parent = dirname(dir);
+    if (parent === dir) return join(...parts);
+    dir = parent;
+  }
+  return join(dir, ...parts);
+}
+
 export interface Prices {
   audioInPerMTok: number;
   audioOutPerMTok: number;
   textInPerMTok: number;
   textOutPerMTok: number;
+  /** Cached text input (and cached audio when `cachedAudioInPerMTok` is absent). */
   cachedInPerMTok: number;
+  cachedAudioInPerMTok?: number;
   telephonyPerMin: number;
 }
 
@@ -107,6 +139,7 @@ export interface Config {
     /** Realtime websocket URL without query, e.g. wss://api.openai.com/v1/realtime (ws:// for an http base). */
     realtimeUrl: string;
     model: string;
+    reasoningEffort: ReasoningEffort | undefined;
     caFile: string | undefined;
     voice: string;
     instructions: string;
@@ -127,7 +160,11 @@ export interface Config {
   transcriptKey: Buffer | undefined;
   adminToken: string | undefined;
   eligibility: { apiUrl: string | undefined; apiKey: string | undefined; timeoutMs: number; retries: number };
+  /** Prices of `openai.model` (with PRICE_* overrides); `pricesKnown` = the model is in the price table. */
   prices: Prices;
+  pricesKnown: boolean;
+  responseRetryMs: number[];
+  repeatPrompt: Uint8Array;
   metrics: boolean;
 }
 
@@ -174,8 +211,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (cleaned.ELIGIBILITY_API_KEY && !cleaned.ELIGIBILITY_API_URL) {
     problems.push('ELIGIBILITY_API_KEY: set without ELIGIBILITY_API_URL');
   }
+  let repeatPrompt = new Uint8Array(0);
+  if (parsed.success) {
+    const file = parsed.data.REPEAT_PROMPT_FILE ?? packageFile('assets', 'prompts', 'repeat.ulaw');
+    try {
+      repeatPrompt = new Uint8Array(readFileSync(file));
+      if (repeatPrompt.length < 800) problems.push(`REPEAT_PROMPT_FILE: ${file} is shorter than 100 ms of µ-law audio`);
+    } catch (err) {
+      problems.push(`REPEAT_PROMPT_FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? err})`);
+    }
+  }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   const e = parsed.data;
+  const listed = modelPrices(e.OPENAI_MODEL);
+  const base = listed ?? MODEL_PRICES['gpt-realtime']!;
   if (e.MAX_CALL_MS < e.SILENCE_TIMEOUT_MS && env.SILENCE_TIMEOUT_MS) {
     // Allowed, but worth knowing: the call cap fires first. Not an error.
   }
@@ -188,6 +237,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       apiKey: e.OPENAI_API_KEY,
       realtimeUrl: realtimeUrlFromBase(e.OPENAI_BASE_URL),
       model: e.OPENAI_MODEL,
+      reasoningEffort: e.REASONING_EFFORT,
       caFile: e.OPENAI_CA_FILE,
       voice: e.VOICE,
       instructions,
@@ -218,13 +268,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       retries: e.ELIGIBILITY_RETRIES,
     },
     prices: {
-      audioInPerMTok: e.PRICE_AUDIO_IN_PER_MTOK,
-      audioOutPerMTok: e.PRICE_AUDIO_OUT_PER_MTOK,
-      textInPerMTok: e.PRICE_TEXT_IN_PER_MTOK,
-      textOutPerMTok: e.PRICE_TEXT_OUT_PER_MTOK,
-      cachedInPerMTok: e.PRICE_CACHED_IN_PER_MTOK,
+      audioInPerMTok: e.PRICE_AUDIO_IN_PER_MTOK ?? base.audioInPerMTok,
+      audioOutPerMTok: e.PRICE_AUDIO_OUT_PER_MTOK ?? base.audioOutPerMTok,
+      textInPerMTok: e.PRICE_TEXT_IN_PER_MTOK ?? base.textInPerMTok,
+      textOutPerMTok: e.PRICE_TEXT_OUT_PER_MTOK ?? base.textOutPerMTok,
+      cachedInPerMTok: e.PRICE_CACHED_IN_PER_MTOK ?? base.textCachedInPerMTok,
+      cachedAudioInPerMTok: e.PRICE_CACHED_AUDIO_IN_PER_MTOK ?? base.audioCachedInPerMTok,
       telephonyPerMin: e.PRICE_TELEPHONY_PER_MIN,
     },
+    pricesKnown: listed !== undefined,
+    responseRetryMs: e.RESPONSE_RETRY_MS.split(',').map(Number),
+    repeatPrompt,
     metrics: e.METRICS,
   };
 }

@@ -33,6 +33,15 @@ export interface TurnLatency {
   latencyMs: number;
 }
 
+/** Something that happened to the call itself (a failed response, a reconnect, …), kept in its record. */
+export interface CallEvent {
+  atMs: number;
+  /** e.g. `response_failed`, `model_reconnected`. */
+  type: string;
+  /** Human-readable particulars; no personal data. */
+  detail?: string;
+}
+
 export interface CallStartInfo {
   callSid: string;
   streamSid: string;
@@ -54,6 +63,7 @@ export interface CallRecorder {
   toolCall(rec: ToolCallRecord): void;
   turnLatency(t: TurnLatency): void;
   usage(u: Usage): void;
+  event(e: CallEvent): void;
   ended(info: CallEndInfo): void;
 }
 
@@ -64,5 +74,6 @@ export const nullRecorder: CallRecorder = {
   toolCall() {},
   turnLatency() {},
   usage() {},
+  event() {},
   ended() {},
 };

@@ -80,6 +80,8 @@ export class Relay implements VoiceApp {
       toolTimeoutMs: 10_000,
       toolFillerMs: 2_500,
       dtmfGapMs: 1_500,
+      responseRetryMs: c.responseRetryMs,
+      repeatPrompt: c.repeatPrompt,
       ...deps.callOptions,
     };
     this.clock = deps.clock ?? sharedClock;

@@ -19,7 +19,8 @@ import type { StreamHandler, TwilioSocket } from './ports.js';
 import type { CallRecorder, TranscriptLine } from './recorder.js';
 import { cutWords } from './transcript.js';
 import { LatencyHistogram } from './stats.js';
-import type { ModelEvent, ModelSession, Usage } from './voice-model.js';
+import { Turns } from './turns.js';
+import type { ModelEvent, ModelSession, ResponseStatus, Usage } from './voice-model.js';
 
 /** The DSP's per-call Transcoder, as far as the call needs it (src/dsp implements it). */
 export interface AudioTranscoder {
@@ -36,6 +37,8 @@ export interface CallMetrics {
   protocolError(reason: string): void;
   bargeIn(): void;
   callEnded(reason: string): void;
+  /** A response ended failed/incomplete with the caller's turn unanswered; `action` is what the call did about it. */
+  responseFailed(status: string, action: 'retry' | 'apologize'): void;
 }
 
 export const noMetrics: CallMetrics = {
@@ -44,6 +47,7 @@ export const noMetrics: CallMetrics = {
   protocolError() {},
   bargeIn() {},
   callEnded() {},
+  responseFailed() {},
 };
 
 export type EndReason =
@@ -68,6 +72,10 @@ export interface CallOptions {
   /** A tool still running after this long gets a short spoken "still checking". */
   toolFillerMs: number;
   dtmfGapMs: number;
+  /** Back-off before asking again after a failed response, per attempt (ms); its length is the number of retries. */
+  responseRetryMs: number[];
+  /** µ-law 8 kHz played when retries are used up: a short apology asking the caller to repeat. Empty = none. */
+  repeatPrompt: Uint8Array;
 }
 
 /** Resolved on the stream's `start`: the model session and who this call is. */
@@ -94,6 +102,13 @@ type State = 'awaiting_start' | 'connecting' | 'live' | 'ended';
 
 const MAX_EARLY_FRAMES = 150; // 3 s of caller audio held while the model connects
 const MAX_CANCELLED_TRACKED = 16;
+/** After speech_stopped, how long to wait for the server's own response before asking ourselves. */
+const SERVER_RESPONSE_WAIT_MS = 2000;
+/** Longest wait before a retry, whatever the rate limit says: past it the caller hears the apology path instead. */
+const MAX_RETRY_WAIT_MS = 5000;
+/** Response id under which recorded prompts play: never a model response, so never cancelled or truncated. */
+const PROMPT_RESPONSE_ID = 'local_prompt';
+const TOOL_FILLER_INSTRUCTIONS = 'In a few words, tell the caller you are still checking. Do not guess any result.';
 
 interface AssistantItem {
   text: string;
@@ -127,9 +142,16 @@ export class CallSession implements StreamHandler {
   private timers: NodeJS.Timeout[] = [];
   private stopReceived = false;
 
-  // Response and turn state.
+  // Response and turn state. `turns` decides when to ask for a response; the rest tracks what is playing.
+  private readonly turns: Turns;
   private activeResponseId: string | undefined;
-  private wantResponse = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private serverResponseTimer: NodeJS.Timeout | undefined;
+  /** Until when (performance.now() ms) the provider says a new response would be rate limited. */
+  private rateLimitedUntilMs = 0;
+  private promptSeq = 0;
+  /** Failed responses and what was done about them, for the record. */
+  readonly responses = { created: 0, failed: 0, retried: 0, apologies: 0 };
   private readonly cancelled = new Set<string>();
   private turn = 0;
   private turnStartedMs: number | undefined;
@@ -145,6 +167,15 @@ export class CallSession implements StreamHandler {
     this.now = deps.now ?? (() => performance.now());
     this.opts = deps.options;
     this.log = deps.log;
+    this.turns = new Turns(
+      {
+        createResponse: (instructions) => {
+          this.responses.created++;
+          this.model?.createResponse(instructions);
+        },
+      },
+      this.opts.responseRetryMs.length,
+    );
     this.playout = new Playout(
       {
         sendFrame: (ring, start, mark) => this.sendFrame(ring, start, mark),
@@ -264,7 +295,7 @@ export class CallSession implements StreamHandler {
     model.onEvent((ev) => this.onModelEvent(ev));
     for (const b64 of this.earlyFrames) model.appendAudio(b64);
     this.earlyFrames = [];
-    if (this.opts.greeting) this.requestResponse(this.opts.greeting);
+    if (this.opts.greeting) this.turns.request('greeting', this.opts.greeting);
   }
 
   private handleMedia(payload: string, t0: number): void {
@@ -294,9 +325,9 @@ export class CallSession implements StreamHandler {
       this.dtmfTimer = undefined;
       const digits = this.dtmfDigits;
       this.dtmfDigits = '';
-      if (!digits || !this.model) return;
+      if (!digits || !this.model || this.state !== 'live') return;
       this.model.sendUserText(`The caller pressed these keys on the phone keypad: ${digits}`);
-      this.requestResponse();
+      this.turns.request('dtmf');
     };
     if (digit === '#') flush();
     else this.dtmfTimer = setTimeout(flush, this.opts.dtmfGapMs);
@@ -325,12 +356,13 @@ export class CallSession implements StreamHandler {
         case 'caller_transcript':
           return this.handleCallerTranscript(ev.itemId, ev.text);
         case 'tool_call':
-          return this.handleToolCall(ev.callId, ev.name, ev.arguments);
+          return this.handleToolCall(ev.responseId, ev.callId, ev.name, ev.arguments);
         case 'response_done':
-          return this.handleResponseDone(ev.responseId, ev.usage);
+          return this.handleResponseDone(ev.responseId, ev.status, ev.reason, ev.usage);
+        case 'rate_limits':
+          return this.handleRateLimits(ev.limits);
         case 'error':
-          this.log.warn({ code: ev.code, message: ev.message }, 'model error');
-          return;
+          return this.handleModelError(ev.code, ev.message);
         case 'closed':
           this.log.warn({ reason: ev.reason, retryable: ev.retryable }, 'model session closed');
           return this.end('model_disconnected');
@@ -348,6 +380,8 @@ export class CallSession implements StreamHandler {
     const now = this.now();
     this.lastActivityMs = now;
     this.callerItemAtMs.set(itemId, this.sinceStart(now));
+    this.turns.callerStarted();
+    this.clearRetry();
     if (this.activeResponseId) this.markCancelled(this.activeResponseId);
     const cut = this.playout.interrupt(now);
     this.deps.clock.delete(this.playout);
@@ -358,18 +392,38 @@ export class CallSession implements StreamHandler {
       this.finishAssistantItem(cut.itemId, cut.audioEndMs, this.playout.item(cut.itemId)?.queuedMs ?? cut.sentMs);
       this.log.debug({ itemId: cut.itemId, heardMs: cut.audioEndMs, sentMs: cut.sentMs }, 'barge-in');
     }
-    // Anything the caller had fully heard is final now.
-    for (const [id, item] of this.assistantItems) if (item.done) this.finishAssistantItem(id);
+    // Other items (a preamble before the one playing, a second message after it) are final now:
+    // whole if the caller heard all of it, cut to what was heard otherwise (nothing heard: no line).
+    for (const [id, item] of this.assistantItems) {
+      const fig = this.playout.item(id);
+      if (fig && fig.heardMs < fig.queuedMs) {
+        this.model?.truncate(id, Math.floor(fig.heardMs));
+        if (fig.heardMs > 0) this.finishAssistantItem(id, fig.heardMs, fig.queuedMs);
+        else this.assistantItems.delete(id); // queued behind the item playing: the caller heard none of it
+      } else if (item.done) {
+        this.finishAssistantItem(id);
+      }
+    }
   }
 
   private handleSpeechStopped(): void {
     this.turn++;
     this.turnStartedMs = this.now();
     this.turnResponses.clear();
+    // Server VAD answers the turn itself (create_response); if it does not (it heard no turn), stop waiting for it.
+    this.turns.callerStopped(true);
+    if (this.serverResponseTimer) clearTimeout(this.serverResponseTimer);
+    this.serverResponseTimer = setTimeout(() => {
+      this.serverResponseTimer = undefined;
+      if (this.state === 'live') this.turns.serverResponseOverdue();
+    }, SERVER_RESPONSE_WAIT_MS);
   }
 
   private handleResponseStarted(responseId: string): void {
     this.activeResponseId = responseId;
+    if (this.serverResponseTimer) clearTimeout(this.serverResponseTimer);
+    this.serverResponseTimer = undefined;
+    this.turns.responseCreated(responseId);
     if (this.turnStartedMs !== undefined) this.turnResponses.add(responseId);
   }
 
@@ -404,16 +458,60 @@ export class CallSession implements StreamHandler {
     if (text.trim()) this.recorder?.transcript({ atMs, speaker: 'caller', text: text.trim() });
   }
 
-  private handleResponseDone(responseId: string, usage: Usage | undefined): void {
+  private handleResponseDone(responseId: string, status: ResponseStatus, reason: string | undefined, usage: Usage | undefined): void {
     if (usage) this.recorder?.usage(usage);
     if (this.activeResponseId === responseId) this.activeResponseId = undefined;
-    if (this.wantResponse && this.toolsRunning === 0) {
-      this.wantResponse = false;
-      this.model?.createResponse();
+    const after = this.turns.responseDone(responseId, { status, reason });
+    if (after.action === 'none') return;
+    this.responses.failed++;
+    this.deps.metrics.responseFailed(status, after.action);
+    this.recorder?.event({ atMs: this.sinceStart(), type: 'response_failed', detail: `${status}${reason ? ` (${reason})` : ''} → ${after.action}` });
+    this.log.warn({ responseId, status, reason, action: after.action }, 'response failed: the caller is still waiting for an answer');
+    if (after.action === 'retry') {
+      const backoffMs = this.opts.responseRetryMs[after.attempt - 1] ?? 1000;
+      const delayMs = Math.max(backoffMs, this.rateLimitedUntilMs - this.now());
+      const instructions = this.turns.lastFailedInstructions;
+      this.clearRetry();
+      this.retryTimer = setTimeout(() => {
+        this.retryTimer = undefined;
+        if (this.state !== 'live') return;
+        this.responses.retried++;
+        this.turns.retry(instructions);
+      }, Math.min(delayMs, MAX_RETRY_WAIT_MS));
+    } else {
+      this.responses.apologies++;
+      this.playPrompt(this.opts.repeatPrompt);
     }
   }
 
-  private handleToolCall(callId: string, name: string, args: string): void {
+  private handleRateLimits(limits: { name: string; remaining: number; resetMs: number }[]): void {
+    let until = 0;
+    for (const l of limits) if (l.remaining <= 0) until = Math.max(until, this.now() + l.resetMs);
+    this.rateLimitedUntilMs = until;
+  }
+
+  private handleModelError(code: string, message: string): void {
+    // Our response.create raced one the server started itself: what we asked for waits for that one to end.
+    if (code === 'conversation_already_has_active_response') this.turns.createRejected();
+    this.log.warn({ code, message }, 'model error');
+  }
+
+  private clearRetry(): void {
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
+  }
+
+  /** Play a recorded prompt (µ-law 8 kHz) through the paced playout, like model audio. */
+  private playPrompt(ulaw: Uint8Array): void {
+    if (ulaw.length === 0 || this.state !== 'live') return;
+    const itemId = `prompt_${++this.promptSeq}`;
+    this.playout.enqueue(PROMPT_RESPONSE_ID, itemId, ulaw);
+    this.playout.finishItem(itemId);
+    this.pumpNow(this.now());
+  }
+
+  private handleToolCall(responseId: string, callId: string, name: string, args: string): void {
+    this.turns.toolCall(responseId, callId);
     this.toolsRunning++;
     const startedAtMs = this.sinceStart();
     const t0 = this.now();
@@ -427,25 +525,25 @@ export class CallSession implements StreamHandler {
       }, this.opts.toolTimeoutMs);
     });
     const filler = setTimeout(() => {
-      if (!this.activeResponseId && !this.playout.speaking && this.model) {
-        this.model.createResponse('In a few words, tell the caller you are still checking. Do not guess any result.');
-      }
+      if (this.state === 'live' && !this.playout.speaking) this.turns.request('filler', TOOL_FILLER_INSTRUCTIONS);
     }, this.opts.toolFillerMs);
+    const finish = (outcome: { ok: boolean; output: string; record: unknown }) => {
+      clearTimeout(timeout);
+      clearTimeout(filler);
+      this.toolsRunning--;
+      const durationMs = Math.round(this.now() - t0);
+      this.recorder?.toolCall({ callId, name, args, ok: outcome.ok, output: outcome.output, record: outcome.record, startedAtMs, durationMs });
+      this.log.info({ tool: name, ok: outcome.ok, durationMs }, 'tool call finished');
+      if (this.state !== 'live' || !this.model) return;
+      this.model.sendToolResult(callId, outcome.output, false);
+      this.turns.toolOutput(callId);
+    };
     Promise.race([this.deps.tools.call(name, args, { callSid: this.callSid, signal: ac.signal }), timedOut])
-      .then((outcome) => {
-        clearTimeout(timeout);
-        clearTimeout(filler);
-        this.toolsRunning--;
-        const durationMs = Math.round(this.now() - t0);
-        this.recorder?.toolCall({ callId, name, args, ok: outcome.ok, output: outcome.output, record: outcome.record, startedAtMs, durationMs });
-        this.log.info({ tool: name, ok: outcome.ok, durationMs }, 'tool call finished');
-        if (this.state !== 'live' || !this.model) return;
-        this.model.sendToolResult(callId, outcome.output, false);
-        if (this.toolsRunning === 0) this.requestResponse();
-      })
+      .then(finish)
       .catch((err: unknown) => {
-        this.toolsRunning--;
+        // The registry turns tool errors into outcomes; reaching here is a bug, but the model still gets an answer.
         this.log.error({ err }, 'tool dispatch failed');
+        finish({ ok: false, output: JSON.stringify({ error: TOOL_TROUBLE }), record: { error: 'dispatch_failed' } });
       });
   }
 
@@ -481,16 +579,6 @@ export class CallSession implements StreamHandler {
   }
 
   // ── Helpers ────────────────────────────────────────────────────────────
-
-  /** Ask for a response now, or as soon as the current one is done. */
-  private requestResponse(instructions?: string): void {
-    if (!this.model) return;
-    if (this.activeResponseId) {
-      this.wantResponse = true;
-      return;
-    }
-    this.model.createResponse(instructions);
-  }
 
   private markCancelled(responseId: string): void {
     this.cancelled.add(responseId);
@@ -558,6 +646,8 @@ export class CallSession implements StreamHandler {
     this.endReason = reason;
     for (const t of this.timers) clearTimeout(t);
     if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
+    if (this.serverResponseTimer) clearTimeout(this.serverResponseTimer);
+    this.clearRetry();
     this.deps.clock.delete(this.playout);
     this.model?.close();
     this.transcoder?.close();

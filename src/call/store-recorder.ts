@@ -14,6 +14,7 @@ export function createStoreRecorder(store: CallStore, callSid: string, incoming:
     toolCall: (rec) => store.appendToolCall(callSid, rec),
     turnLatency: (t) => store.appendTurnLatency(callSid, t),
     usage: (u) => store.addUsage(callSid, u),
+    event: (e) => store.appendEvent(callSid, e),
     ended: (info) => store.ended(callSid, info),
   };
 }

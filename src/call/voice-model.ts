@@ -17,6 +17,8 @@ export interface Usage {
   inputTextTokens: number;
   inputAudioTokens: number;
   inputCachedTokens: number;
+  /** Of `inputCachedTokens`, how many were audio (priced apart from cached text). */
+  inputCachedAudioTokens?: number;
   outputTextTokens: number;
   outputAudioTokens: number;
 }
@@ -38,7 +40,13 @@ export type ModelEvent =
   /** The caller's words for an input item; may arrive after the reply to it. */
   | { type: 'caller_transcript'; itemId: string; text: string }
   | { type: 'tool_call'; responseId: string; callId: string; name: string; arguments: string }
-  | { type: 'response_done'; responseId: string; status: ResponseStatus; usage: Usage | undefined }
+  /**
+   * A response ended. `reason`: why an `incomplete` one stopped (`turn_detected`,
+   * `max_output_tokens`, …) or a `failed` one's error code (`server_error`, …).
+   */
+  | { type: 'response_done'; responseId: string; status: ResponseStatus; reason?: string; usage: Usage | undefined }
+  /** The provider's rate limits now; `resetMs` until `remaining` is restored. */
+  | { type: 'rate_limits'; limits: { name: string; remaining: number; resetMs: number }[] }
   /** A recoverable provider error: the session stays open. */
   | { type: 'error'; code: string; message: string }
   /** The session is gone (socket closed, fatal error). `retryable`: a reconnect may help. */

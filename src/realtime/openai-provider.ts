@@ -45,6 +45,8 @@ import {
   type OutputItemAdded,
   type OutputItemDone,
   type ResponseCreated,
+  type RateLimitsUpdated,
+  type ReasoningEffort,
   type ResponseDone,
   type ServerError,
   type ServerEvent,
@@ -162,6 +164,8 @@ export interface OpenAIRealtimeProviderOptions {
   /** Input transcription model; empty = none. */
   transcriptionModel: string;
   vad: VadSettings;
+  /** `session.reasoning.effort` for reasoning models (gpt-realtime-2+); undefined = the model's default. */
+  reasoningEffort?: ReasoningEffort;
   log: Logger;
   /** Shared tracker for the health endpoint; one is created if omitted. */
   reachability?: ReachabilityTracker;
@@ -199,6 +203,7 @@ export class OpenAIRealtimeProvider implements ModelProvider {
       transcriptionModel: o.transcriptionModel,
       vad: o.vad,
       tools: session.tools,
+      reasoningEffort: o.reasoningEffort,
     });
     return s
       .open({
@@ -427,6 +432,7 @@ export class OpenAIRealtimeSession implements ModelSession {
       case 'conversation.item.input_audio_transcription.completed': return this.handleCallerTranscript(ev);
       case 'response.function_call_arguments.done': return this.handleFunctionCallArgumentsDone(ev);
       case 'response.done': return this.handleResponseDone(ev);
+      case 'rate_limits.updated': return this.handleRateLimits(ev);
       case 'error': return this.handleError(ev);
       case 'unhandled':
         this.counters.unhandled++;
@@ -530,7 +536,15 @@ export class OpenAIRealtimeSession implements ModelSession {
       type: 'response_done',
       responseId: ev.response.id,
       status: ev.response.status,
+      ...(ev.response.reason !== undefined ? { reason: ev.response.reason } : {}),
       usage: usageFromResponse(ev.response.usage),
+    });
+  }
+
+  private handleRateLimits(ev: RateLimitsUpdated): void {
+    this.emit({
+      type: 'rate_limits',
+      limits: ev.rate_limits.map((l) => ({ name: l.name, remaining: l.remaining, resetMs: Math.round(l.reset_seconds * 1000) })),
     });
   }
 

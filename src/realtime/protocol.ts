@@ -26,6 +26,7 @@ import type {
   RealtimeError,
   RealtimeErrorEvent,
   RealtimeFunctionTool,
+  RateLimitsUpdatedEvent,
   RealtimeResponseUsage,
   RealtimeServerEvent,
   RealtimeSessionCreateRequest,
@@ -80,12 +81,27 @@ export type FunctionCallArgumentsDone = Pick<
   'type' | 'response_id' | 'item_id' | 'call_id' | 'arguments'
 > & { name: string | undefined };
 export type ResponseDone = Pick<ResponseDoneEvent, 'type'> & {
-  response: { id: string; status: ResponseStatus; usage: RealtimeResponseUsage | undefined; status_details: unknown };
+  response: {
+    id: string;
+    status: ResponseStatus;
+    usage: RealtimeResponseUsage | undefined;
+    status_details: unknown;
+    /** `status_details.reason` of an incomplete/cancelled response, or `status_details.error.code` (else `.type`) of a failed one. */
+    reason: string | undefined;
+  };
 };
+/** One limit of `rate_limits.updated`, as read: `reset_seconds` until `remaining` is back to `limit`. */
+export interface RateLimitInfo {
+  name: string;
+  limit: number;
+  remaining: number;
+  reset_seconds: number;
+}
+export type RateLimitsUpdated = Pick<RateLimitsUpdatedEvent, 'type'> & { rate_limits: RateLimitInfo[] };
 export type ServerError = Pick<RealtimeErrorEvent, 'type'> & {
   error: Pick<RealtimeError, 'type' | 'message'> & { code: string | undefined; event_id: string | undefined };
 };
-/** A well-formed event callbridge does not act on (rate_limits.updated, conversation.item.added, …). */
+/** A well-formed event callbridge does not act on (conversation.item.added, …). */
 export interface UnhandledServerEvent {
   type: 'unhandled';
   originalType: string;
@@ -105,6 +121,7 @@ export type HandledServerEvent =
   | InputTranscriptCompleted
   | FunctionCallArgumentsDone
   | ResponseDone
+  | RateLimitsUpdated
   | ServerError;
 
 export type ServerEvent = HandledServerEvent | UnhandledServerEvent;
@@ -142,6 +159,26 @@ function ms(o: Obj, key: string): number {
   const v = o[key];
   if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new Invalid(`${key}: expected a non-negative number`);
   return v;
+}
+
+/** A count or duration that may be absent (0), but not of the wrong type or negative. */
+function num(o: Obj, key: string): number {
+  const v = o[key];
+  if (v === undefined || v === null) return 0;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new Invalid(`${key}: expected a non-negative number`);
+  return v;
+}
+
+/** Why a response stopped: `status_details.reason`, or the failure's error code (else its type). Never throws. */
+function endReason(details: unknown): string | undefined {
+  if (!isObj(details)) return undefined;
+  if (typeof details.reason === 'string') return details.reason.slice(0, 64);
+  const err = details.error;
+  if (isObj(err)) {
+    if (typeof err.code === 'string') return err.code.slice(0, 64);
+    if (typeof err.type === 'string') return err.type.slice(0, 64);
+  }
+  return undefined;
 }
 
 const RESPONSE_STATUSES: ReadonlySet<string> = new Set<ResponseStatus>(['completed', 'cancelled', 'failed', 'incomplete']);
@@ -203,8 +240,18 @@ function parseHandled(type: string, o: Obj): ServerEvent {
       if (!RESPONSE_STATUSES.has(status)) throw new Invalid(`response.status: unexpected ${status.slice(0, 20)}`);
       return {
         type,
-        response: { id: str(r, 'id'), status: status as ResponseStatus, usage: usageOf(r), status_details: r.status_details },
+        response: { id: str(r, 'id'), status: status as ResponseStatus, usage: usageOf(r), status_details: r.status_details, reason: endReason(r.status_details) },
       };
+    }
+    case 'rate_limits.updated': {
+      const list = o.rate_limits;
+      if (!Array.isArray(list)) throw new Invalid('rate_limits: expected an array');
+      const rate_limits: RateLimitInfo[] = [];
+      for (const l of list) {
+        if (!isObj(l)) throw new Invalid('rate_limits[]: expected an object');
+        rate_limits.push({ name: optStr(l, 'name') ?? 'unknown', limit: num(l, 'limit'), remaining: num(l, 'remaining'), reset_seconds: num(l, 'reset_seconds') });
+      }
+      return { type, rate_limits };
     }
     case 'error': {
       const e = obj(o, 'error');
@@ -248,10 +295,12 @@ export function usageFromResponse(u: RealtimeResponseUsage | undefined): Usage |
   if (u === undefined) return undefined;
   const inp = isObj(u.input_token_details) ? u.input_token_details : undefined;
   const out = isObj(u.output_token_details) ? u.output_token_details : undefined;
+  const cached = isObj(inp?.cached_tokens_details) ? (inp.cached_tokens_details as Record<string, unknown>) : undefined;
   return {
     inputTextTokens: count(inp?.text_tokens),
     inputAudioTokens: count(inp?.audio_tokens),
     inputCachedTokens: count(inp?.cached_tokens),
+    inputCachedAudioTokens: count(cached?.audio_tokens),
     outputTextTokens: count(out?.text_tokens),
     outputAudioTokens: count(out?.audio_tokens),
   };
@@ -276,7 +325,12 @@ export interface SessionSettings {
   transcriptionModel: string;
   vad: VadSettings;
   tools: ToolSpec[];
+  /** Reasoning effort for models that reason (gpt-realtime-2 and later); undefined = the model's default. */
+  reasoningEffort?: ReasoningEffort;
 }
+
+export const REASONING_EFFORTS = ['minimal', 'low', 'medium', 'high', 'xhigh'] as const;
+export type ReasoningEffort = (typeof REASONING_EFFORTS)[number];
 
 /** The GA audio format object for a ModelAudioFormat. */
 export function audioFormat(format: ModelAudioFormat): RealtimeAudioFormats {
@@ -316,7 +370,9 @@ export function sessionUpdateEvent(s: SessionSettings): SessionUpdateEvent & { s
     tools: s.tools.map(functionTool),
     tool_choice: 'auto',
   };
-  return { type: 'session.update', session };
+  // `session.reasoning` (gpt-realtime-2+) is newer than the openai package's session type.
+  const withReasoning = s.reasoningEffort ? Object.assign(session, { reasoning: { effort: s.reasoningEffort } }) : session;
+  return { type: 'session.update', session: withReasoning };
 }
 
 /** JSON text of `session.update`. */

@@ -57,6 +57,12 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     labelNames: ['reason'] as const,
     ...reg,
   });
+  const responsesFailed = new Counter({
+    name: 'callbridge_responses_failed_total',
+    help: "Model responses that ended failed or incomplete with the caller's turn unanswered, by status and what the call did (retry, apologize)",
+    labelNames: ['status', 'action'] as const,
+    ...reg,
+  });
   const inbound = relayLatency.labels('inbound');
   const outbound = relayLatency.labels('outbound');
   return {
@@ -67,6 +73,7 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
       protocolError: (reason) => protocolErrors.inc({ reason }),
       bargeIn: () => bargeIns.inc(),
       callEnded: (reason) => callsEnded.inc({ reason }),
+      responseFailed: (status, action) => responsesFailed.inc({ status, action }),
     },
     httpRequests: new Counter({ name: 'callbridge_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'] as const, ...reg }),
     signatureRejections: new Counter({ name: 'callbridge_signature_rejections_total', help: 'Requests refused for a missing or bad X-Twilio-Signature', labelNames: ['route'] as const, ...reg }),

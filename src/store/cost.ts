@@ -1,13 +1,19 @@
-/** Estimated cost of a call: model tokens at per-million prices plus telephony minutes (USD). */
+/**
+ * Estimated cost of a call: model tokens at per-million prices plus
+ * telephony minutes (USD). Cached input is priced apart for text and audio;
+ * usage without a cached-audio count treats all cached tokens as text.
+ */
 import type { Prices } from '../config.js';
 import type { Usage } from '../call/voice-model.js';
 
 export function estimateCostUsd(usage: Usage, durationMs: number, prices: Prices): number {
-  const uncachedText = Math.max(0, usage.inputTextTokens - usage.inputCachedTokens);
+  const cachedAudio = Math.min(usage.inputCachedAudioTokens ?? 0, usage.inputCachedTokens, usage.inputAudioTokens);
+  const cachedText = Math.min(usage.inputCachedTokens - cachedAudio, usage.inputTextTokens);
   const model =
-    (usage.inputAudioTokens * prices.audioInPerMTok +
-      uncachedText * prices.textInPerMTok +
-      Math.min(usage.inputCachedTokens, usage.inputTextTokens) * prices.cachedInPerMTok +
+    ((usage.inputAudioTokens - cachedAudio) * prices.audioInPerMTok +
+      cachedAudio * (prices.cachedAudioInPerMTok ?? prices.cachedInPerMTok) +
+      (usage.inputTextTokens - cachedText) * prices.textInPerMTok +
+      cachedText * prices.cachedInPerMTok +
       usage.outputAudioTokens * prices.audioOutPerMTok +
       usage.outputTextTokens * prices.textOutPerMTok) /
     1e6;

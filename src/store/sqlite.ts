@@ -31,7 +31,7 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import type { CallEndInfo, ToolCallRecord, TranscriptLine, TurnLatency } from '../call/recorder.js';
+import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatency } from '../call/recorder.js';
 import type { Usage } from '../call/voice-model.js';
 import type { Prices } from '../config.js';
 import type { Logger } from '../log.js';
@@ -93,6 +93,20 @@ const MIGRATIONS: string[] = [
      data     TEXT NOT NULL
    );
    CREATE INDEX call_entries_by_call ON call_entries (call_sid, kind, at_ms, id);`,
+  // 3: call events (failed responses, reconnects, …) join the entries: the kind list is in a CHECK, so rebuild.
+  `CREATE TABLE call_entries_3 (
+     id       INTEGER PRIMARY KEY,
+     call_sid TEXT NOT NULL,
+     kind     TEXT NOT NULL CHECK (kind IN ('transcript', 'tool', 'latency', 'event')),
+     at_ms    REAL NOT NULL,
+     label    TEXT,
+     ok       INTEGER,
+     data     TEXT NOT NULL
+   );
+   INSERT INTO call_entries_3 SELECT id, call_sid, kind, at_ms, label, ok, data FROM call_entries;
+   DROP TABLE call_entries;
+   ALTER TABLE call_entries_3 RENAME TO call_entries;
+   CREATE INDEX call_entries_by_call ON call_entries (call_sid, kind, at_ms, id);`,
 ];
 
 export interface SqliteStoreOptions {
@@ -105,9 +119,9 @@ export interface SqliteStoreOptions {
 }
 
 /** A call's record without its lists: what the call path keeps in memory. */
-type Header = Omit<CallRecord, 'transcript' | 'toolCalls' | 'turnLatencies'>;
+type Header = Omit<CallRecord, 'transcript' | 'toolCalls' | 'turnLatencies' | 'events'>;
 
-type EntryKind = 'transcript' | 'tool' | 'latency';
+type EntryKind = 'transcript' | 'tool' | 'latency' | 'event';
 
 interface PendingEntry {
   callSid: string;
@@ -240,12 +254,17 @@ export class SqliteCallStore implements CallStore {
     this.enqueue({ callSid, kind: 'latency', atMs: t.turn, label: null, ok: null, json: JSON.stringify(t) });
   }
 
+  appendEvent(callSid: string, e: CallEvent): void {
+    this.enqueue({ callSid, kind: 'event', atMs: e.atMs, label: e.type, ok: null, json: JSON.stringify(e) });
+  }
+
   addUsage(callSid: string, u: Usage): void {
     const h = this.header(callSid);
     h.usage = {
       inputTextTokens: h.usage.inputTextTokens + u.inputTextTokens,
       inputAudioTokens: h.usage.inputAudioTokens + u.inputAudioTokens,
       inputCachedTokens: h.usage.inputCachedTokens + u.inputCachedTokens,
+      inputCachedAudioTokens: (h.usage.inputCachedAudioTokens ?? 0) + (u.inputCachedAudioTokens ?? 0),
       outputTextTokens: h.usage.outputTextTokens + u.outputTextTokens,
       outputAudioTokens: h.usage.outputAudioTokens + u.outputAudioTokens,
     };
@@ -318,10 +337,12 @@ export class SqliteCallStore implements CallStore {
       transcript: JSON.parse(openText(row.transcript, this.key)) as TranscriptLine[],
       toolCalls: JSON.parse(openText(row.tool_calls, this.key)) as ToolCallRecord[],
       turnLatencies: JSON.parse(row.turn_latencies) as TurnLatency[],
+      events: [],
     };
     for (const e of this.sql.entries.all(callSid) as EntryRow[]) {
       if (e.kind === 'transcript') rec.transcript.push(JSON.parse(openText(e.data, this.key)) as TranscriptLine);
       else if (e.kind === 'tool') rec.toolCalls.push(JSON.parse(openText(e.data, this.key)) as ToolCallRecord);
+      else if (e.kind === 'event') rec.events.push(JSON.parse(e.data) as CallEvent);
       else rec.turnLatencies.push(JSON.parse(e.data) as TurnLatency);
     }
     return rec;

@@ -4,7 +4,7 @@
  * implementation for scale-out slots in behind the same interface.
  * Times are ISO 8601 strings (UTC, ms); `atMs` fields are ms since call start.
  */
-import type { CallEndInfo, ToolCallRecord, TranscriptLine, TurnLatency } from '../call/recorder.js';
+import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatency } from '../call/recorder.js';
 import type { Usage } from '../call/voice-model.js';
 
 export type CallState = 'in_progress' | 'completed' | 'interrupted';
@@ -36,6 +36,8 @@ export interface CallRecord {
   transcript: TranscriptLine[];
   toolCalls: ToolCallRecord[];
   turnLatencies: TurnLatency[];
+  /** What happened to the call itself: failed responses, reconnects, … in time order. */
+  events: CallEvent[];
   relay: CallEndInfo['relay'] | null;
   protocolErrors: number;
   usage: Usage;
@@ -69,6 +71,7 @@ export interface CallStore {
   appendTranscript(callSid: string, line: TranscriptLine): void;
   appendToolCall(callSid: string, rec: ToolCallRecord): void;
   appendTurnLatency(callSid: string, t: TurnLatency): void;
+  appendEvent(callSid: string, e: CallEvent): void;
   addUsage(callSid: string, u: Usage): void;
   ended(callSid: string, info: CallEndInfo): void;
   /** A Twilio status callback's form fields (validated here; bad ones are logged and ignored). */
