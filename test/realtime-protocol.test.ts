@@ -60,7 +60,7 @@ describe('parseServerEvent on recorded events', () => {
       'response.output_audio_transcript.done',
       'response.output_item.done',
       'response.done',
-      'unhandled',
+      'rate_limits.updated',
       'response.created',
       'response.output_item.added',
       'unhandled',
@@ -69,7 +69,10 @@ describe('parseServerEvent on recorded events', () => {
       'response.done',
       'error',
     ]);
-    expect(ok(events[14]!)).toEqual({ type: 'unhandled', originalType: 'rate_limits.updated' });
+    expect(ok(events[14]!)).toEqual({
+      type: 'rate_limits.updated',
+      rate_limits: [{ name: 'tokens', limit: 20000, remaining: 19700, reset_seconds: 0.9 }],
+    });
   });
 
   it('keeps the fields callbridge reads', () => {
@@ -110,6 +113,7 @@ describe('parseServerEvent on recorded events', () => {
       inputTextTokens: 120,
       inputAudioTokens: 80,
       inputCachedTokens: 64,
+      inputCachedAudioTokens: 0,
       outputTextTokens: 20,
       outputAudioTokens: 80,
     });
@@ -118,9 +122,30 @@ describe('parseServerEvent on recorded events', () => {
       inputTextTokens: 0,
       inputAudioTokens: 0,
       inputCachedTokens: 0,
+      inputCachedAudioTokens: 0,
       outputTextTokens: 0,
       outputAudioTokens: 0,
     });
+    expect(
+      usageFromResponse({ input_token_details: { audio_tokens: 500, text_tokens: 100, cached_tokens: 300, cached_tokens_details: { audio_tokens: 250, text_tokens: 50 } } }),
+    ).toMatchObject({ inputCachedTokens: 300, inputCachedAudioTokens: 250 });
+  });
+
+  it('reads why a response stopped: incomplete reason, failed error code, and rate limits', () => {
+    const failed = ok(
+      JSON.stringify({
+        type: 'response.done',
+        response: { id: 'r1', status: 'failed', status_details: { type: 'failed', error: { type: 'server_error', code: 'server_error', message: 'x' } } },
+      }),
+    );
+    expect(failed).toMatchObject({ type: 'response.done', response: { id: 'r1', status: 'failed', reason: 'server_error' } });
+    const incomplete = ok(JSON.stringify({ type: 'response.done', response: { id: 'r2', status: 'incomplete', status_details: { type: 'incomplete', reason: 'max_output_tokens' } } }));
+    expect(incomplete).toMatchObject({ response: { status: 'incomplete', reason: 'max_output_tokens' } });
+    const typed = ok(JSON.stringify({ type: 'response.done', response: { id: 'r3', status: 'failed', status_details: { type: 'failed', error: { type: 'rate_limit_exceeded' } } } }));
+    expect(typed).toMatchObject({ response: { reason: 'rate_limit_exceeded' } });
+    expect(ok(JSON.stringify({ type: 'response.done', response: { id: 'r4', status: 'completed', status_details: null } }))).toMatchObject({ response: { reason: undefined } });
+    expect(parseServerEvent(JSON.stringify({ type: 'rate_limits.updated', rate_limits: 'x' }))).toMatchObject({ ok: false });
+    expect(parseServerEvent(JSON.stringify({ type: 'rate_limits.updated', rate_limits: [{ name: 'requests', limit: 5, remaining: -1, reset_seconds: 1 }] }))).toMatchObject({ ok: false });
   });
 
   it('response.done with null usage (cancelled early) has no usage', () => {

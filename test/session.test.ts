@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Pumpable, PumpScheduler } from '../src/call/clock.js';
 import type { TwilioSocket } from '../src/call/ports.js';
-import type { CallRecorder, ToolCallRecord, TranscriptLine, TurnLatency } from '../src/call/recorder.js';
+import type { CallEvent, CallRecorder, ToolCallRecord, TranscriptLine, TurnLatency } from '../src/call/recorder.js';
 import { CallSession, noMetrics, type CallOptions } from '../src/call/session.js';
 import type { ModelEvent, ModelSession } from '../src/call/voice-model.js';
 import { Transcoder } from '../src/dsp/index.js';
@@ -101,7 +101,11 @@ class MemoryRecorder implements CallRecorder {
   turnLatency(t: TurnLatency) {
     this.turns.push(t);
   }
+  events: CallEvent[] = [];
   usage() {}
+  event(e: CallEvent) {
+    this.events.push(e);
+  }
   ended(i: { reason: string }) {
     this.endedWith = i.reason;
   }
@@ -116,6 +120,8 @@ const OPTIONS: CallOptions = {
   toolTimeoutMs: 1000,
   toolFillerMs: 500,
   dtmfGapMs: 50,
+  responseRetryMs: [250, 1000],
+  repeatPrompt: new Uint8Array(1600).fill(0x7f),
 };
 
 const open: CallSession[] = [];
@@ -349,7 +355,9 @@ describe('CallSession turns, tools and DTMF', () => {
     const tool: Tool = { name: 'stuck', description: 't', parameters: {}, run: () => new Promise(() => {}) };
     const h = setup({ greeting: '', toolTimeoutMs: 30, toolFillerMs: 10_000 }, [tool]);
     await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
     h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'c', name: 'stuck', arguments: '{}' });
+    h.model.emit({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
     await new Promise((r) => setTimeout(r, 80));
     const [result] = h.model.named('toolResult');
     expect(result![2]).toContain('trouble accessing the system');
@@ -415,5 +423,138 @@ describe('CallSession end', () => {
     h.text({ event: 'stop', sequenceNumber: '5', streamSid: STREAM, stop: { accountSid: 'AC1', callSid: CALL } });
     expect(h.session.endReason).toBe('caller_hangup');
     expect(h.recorder.endedWith).toBe('caller_hangup');
+  });
+});
+
+describe('CallSession with 2026 Realtime shapes (preambles, parallel calls, failed responses)', () => {
+  const fast = (name: string): Tool => ({ name, description: 't', parameters: {}, run: async () => ({ ok: true, output: '{"status":"active"}', record: {} }) });
+  const slow = (name: string, ms: number): Tool => ({
+    name, description: 't', parameters: {},
+    run: () => new Promise((r) => setTimeout(() => r({ ok: true, output: '{"status":"active"}', record: {} }), ms)),
+  });
+  const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+
+  for (const speed of ['fast', 'slow'] as const) {
+    it(`preamble + two parallel calls (${speed} tools): one response.create, after response.done and both outputs`, async () => {
+      const tool = speed === 'fast' ? fast('check') : slow('check', 40);
+      const h = setup({ greeting: '', toolFillerMs: speed === 'slow' ? 10 : 10_000 }, [tool]);
+      await h.start();
+      h.model.emit({ type: 'speech_stopped', itemId: 'c1', audioEndMs: 900 });
+      h.model.emit({ type: 'response_started', responseId: 'r1' });
+      h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'pre', audio: ulawB64(1600) });
+      h.model.emit({ type: 'audio_done', responseId: 'r1', itemId: 'pre' });
+      h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'pre', text: 'Let me check both of those for you.' });
+      h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'a', name: 'check', arguments: '{}' });
+      await tick(speed === 'fast' ? 5 : 60); // the first call finishes while the second's arguments stream
+      h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'b', name: 'check', arguments: '{}' });
+      h.model.emit({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
+      await tick(speed === 'fast' ? 5 : 80);
+      expect(h.model.named('toolResult').map((c) => c[1])).toEqual(['a', 'b']);
+      expect(h.model.named('createResponse')).toEqual([['createResponse', undefined]]);
+      h.model.emit({ type: 'response_started', responseId: 'r2' });
+      h.model.emit({ type: 'audio', responseId: 'r2', itemId: 'ans', audio: ulawB64(800) });
+      h.model.emit({ type: 'response_done', responseId: 'r2', status: 'completed', usage: undefined });
+      await tick(20);
+      expect(h.model.named('createResponse')).toHaveLength(1); // the follow-up is heard once
+    });
+  }
+
+  it('a filler while a slow parallel round runs never overlaps the round: the answer waits for the filler to end', async () => {
+    const h = setup({ greeting: '', toolFillerMs: 10 }, [slow('check', 50)]);
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'a', name: 'check', arguments: '{}' });
+    h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'b', name: 'check', arguments: '{}' });
+    h.model.emit({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
+    await tick(25);
+    expect(h.model.named('createResponse')).toHaveLength(1); // the filler
+    h.model.emit({ type: 'response_started', responseId: 'f' });
+    await tick(60); // both tools done while the filler speaks
+    expect(h.model.named('createResponse')).toHaveLength(1);
+    h.model.emit({ type: 'response_done', responseId: 'f', status: 'completed', usage: undefined });
+    expect(h.model.named('createResponse')).toHaveLength(2);
+    expect(h.model.named('createResponse')[1]![1]).toBeUndefined();
+  });
+
+  it('a tool failing in a parallel round still answers every call and asks once', async () => {
+    const broken: Tool = { name: 'broken', description: 't', parameters: {}, run: async () => { throw new Error('boom'); } };
+    const h = setup({ greeting: '' }, [fast('check'), broken]);
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'a', name: 'check', arguments: '{}' });
+    h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'b', name: 'broken', arguments: '{}' });
+    h.model.emit({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
+    await tick(10);
+    const results = h.model.named('toolResult');
+    expect(results.map((c) => c[1]).sort()).toEqual(['a', 'b']);
+    expect(results.find((c) => c[1] === 'b')![2]).toContain('trouble');
+    expect(h.model.named('createResponse')).toHaveLength(1);
+  });
+
+  it('a failed response after the caller turn is asked again after the back-off, then apologised for', async () => {
+    const h = setup({ greeting: '', responseRetryMs: [10, 20] });
+    await h.start();
+    const fail = (id: string) => {
+      h.model.emit({ type: 'response_started', responseId: id });
+      h.model.emit({ type: 'response_done', responseId: id, status: 'failed', reason: 'server_error', usage: undefined });
+    };
+    h.model.emit({ type: 'speech_stopped', itemId: 'c1', audioEndMs: 900 });
+    fail('r1');
+    expect(h.model.named('createResponse')).toHaveLength(0);
+    await tick(20);
+    expect(h.model.named('createResponse')).toHaveLength(1);
+    fail('r2');
+    await tick(30);
+    expect(h.model.named('createResponse')).toHaveLength(2);
+    fail('r3');
+    // Retries used up: the recorded apology plays (1600 bytes = 10 frames, paced), nothing more is asked.
+    h.setTime(10_000);
+    h.clock.tick(10_000);
+    expect(h.socket.of('media').length).toBeGreaterThan(0);
+    expect(h.model.named('createResponse')).toHaveLength(2);
+    expect(h.session.responses).toMatchObject({ failed: 3, retried: 2, apologies: 1 });
+    expect(h.recorder.events.map((e) => e.detail)).toEqual([
+      'failed (server_error) → retry',
+      'failed (server_error) → retry',
+      'failed (server_error) → apologize',
+    ]);
+  });
+
+  it('a retry waits for the rate limit to reset', async () => {
+    const h = setup({ greeting: '', responseRetryMs: [5] });
+    await h.start();
+    h.model.emit({ type: 'rate_limits', limits: [{ name: 'requests', remaining: 0, resetMs: 60 }] });
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'response_done', responseId: 'r1', status: 'failed', reason: 'rate_limit_exceeded', usage: undefined });
+    // The session's clock is manual (t = 0): the wait is the reset time, not the 5 ms back-off.
+    await tick(30);
+    expect(h.model.named('createResponse')).toHaveLength(0);
+    await tick(60);
+    expect(h.model.named('createResponse')).toHaveLength(1);
+  });
+
+  it('barge-in during a preamble truncates the preamble at what was heard; a message queued behind it is cut to nothing', async () => {
+    const h = setup({ greeting: '' });
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'pre', audio: ulawB64(160 * 25) }); // 500 ms
+    h.model.emit({ type: 'audio_done', responseId: 'r1', itemId: 'pre' });
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'pre', text: 'one two three four five six seven eight nine ten' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'second', audio: ulawB64(160 * 25) });
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'second', text: 'never heard at all' });
+    // 200 ms of the preamble are played and acknowledged.
+    for (let ms = 0; ms <= 200; ms += 20) {
+      h.setTime(ms);
+      h.clock.tick(ms);
+    }
+    const marks = h.socket.of('mark').map((m) => m.mark.name);
+    for (const name of marks.slice(0, 10)) h.text({ event: 'mark', sequenceNumber: '9', streamSid: STREAM, mark: { name } });
+    h.model.emit({ type: 'speech_started', itemId: 'c2', audioStartMs: 3000 });
+    expect(h.socket.of('clear')).toHaveLength(1);
+    const truncs = h.model.named('truncate');
+    expect(truncs).toContainEqual(['truncate', 'pre', 200]);
+    expect(truncs).toContainEqual(['truncate', 'second', 0]);
+    const said = h.recorder.lines.filter((l) => l.speaker === 'assistant');
+    expect(said).toEqual([{ atMs: expect.any(Number), speaker: 'assistant', text: 'one two three four…', interrupted: true }]);
   });
 });

@@ -97,7 +97,7 @@ export class Turns {
   /** Ask for a response for `kind` (greeting, dtmf, filler); sent as soon as nothing else is. */
   request(kind: Exclude<DemandKind, 'tool_round' | 'retry'>, instructions?: string): void {
     if (kind === 'filler' && (this.busy || this.hasPlainDemand())) return; // something is already coming
-    if (kind !== 'dtmf' && this.ready.some((d) => d.kind === kind)) return;
+    if (kind !== 'dtmf' && this.pendingKind(kind)) return;
     this.ready.push({ kind, instructions });
     this.flush();
   }
@@ -162,7 +162,8 @@ export class Turns {
     }
     let after: AfterResponse = { action: 'none' };
     const unanswered = end.status === 'failed' || (end.status === 'incomplete' && !INTENDED_STOPS.has(end.reason ?? ''));
-    if (unanswered && !round && !demands.every((d) => d.kind === 'filler') && !this.callerSpeaking) {
+    const onlyFiller = demands.length > 0 && demands.every((d) => d.kind === 'filler');
+    if (unanswered && !round && !onlyFiller && !this.callerSpeaking) {
       this.failures++;
       this.lastFailedInstructions = demands.find((d) => d.instructions !== undefined && d.kind !== 'filler')?.instructions;
       after = this.failures <= this.maxRetries ? { action: 'retry', attempt: this.failures } : { action: 'apologize' };
@@ -215,6 +216,14 @@ export class Turns {
     this.rounds.delete(responseId);
     this.ready = this.ready.filter((d) => d.kind !== 'filler');
     this.ready.push({ kind: 'tool_round' });
+  }
+
+  /** A demand of this kind is waiting, asked for, or being answered. */
+  private pendingKind(kind: DemandKind): boolean {
+    const has = (list: Demand[] | undefined) => list?.some((d) => d.kind === kind) ?? false;
+    if (has(this.ready) || has(this.inFlight)) return true;
+    for (const list of this.answering.values()) if (has(list)) return true;
+    return false;
   }
 
   private hasPlainDemand(): boolean {
