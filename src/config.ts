@@ -60,6 +60,10 @@ const EnvSchema = z.object({
 
   /** Outbound playout lead: how far ahead of real time audio is sent to Twilio. */
   PLAYOUT_LEAD_MS: intIn(20, 2000).default(100),
+  /** Largest media message to Twilio (whole 20 ms frames; one mark each): fewer messages per call-second. */
+  OUTBOUND_CHUNK_MS: intIn(20, 200).default(100),
+  /** Caller audio per append to the model (20 = one per Twilio frame). Larger batches cost less; speech onset and offset flush at once. */
+  INBOUND_BATCH_MS: intIn(20, 100).default(20),
   SILENCE_TIMEOUT_MS: intIn(1000, 86_400_000).default(300_000),
   MAX_CALL_MS: intIn(1000, 86_400_000).default(3_600_000),
   MAX_CONCURRENT_CALLS: intIn(1, 100_000).default(1000),
@@ -151,6 +155,8 @@ export interface Config {
   audioMode: AudioMode;
   twilioAuthToken: string | undefined;
   playoutLeadMs: number;
+  outboundChunkMs: number;
+  inboundBatchMs: number;
   silenceTimeoutMs: number;
   maxCallMs: number;
   maxConcurrentCalls: number;
@@ -253,6 +259,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     audioMode: e.AUDIO_MODE,
     twilioAuthToken: e.TWILIO_AUTH_TOKEN,
     playoutLeadMs: e.PLAYOUT_LEAD_MS,
+    outboundChunkMs: Math.floor(e.OUTBOUND_CHUNK_MS / 20) * 20,
+    inboundBatchMs: Math.floor(e.INBOUND_BATCH_MS / 20) * 20,
     silenceTimeoutMs: e.SILENCE_TIMEOUT_MS,
     maxCallMs: e.MAX_CALL_MS,
     maxConcurrentCalls: e.MAX_CONCURRENT_CALLS,

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FRAME_BYTES, Playout, type FrameInfo } from '../src/call/playout.js';
+import { Playout, type ChunkInfo } from '../src/call/playout.js';
 import { LatencyHistogram } from '../src/call/stats.js';
 import { cutWords } from '../src/call/transcript.js';
 
@@ -9,20 +9,21 @@ interface Sent {
   mark?: string;
 }
 
-function harness(leadMs = 100) {
+function harness(leadMs = 100, chunkMs = 20) {
   const sent: Sent[] = [];
-  const frames: FrameInfo[] = [];
+  const frames: ChunkInfo[] = [];
   let accept = true;
   const p = new Playout(
     {
-      sendFrame: (ring, start, mark) => {
-        sent.push({ kind: 'frame', bytes: Buffer.from(ring.subarray(start, start + FRAME_BYTES)), mark });
+      sendChunk: (buf, start, end, mark) => {
+        sent.push({ kind: 'frame', bytes: Buffer.from(buf.subarray(start, end)), mark });
         return accept;
       },
       sendClear: () => sent.push({ kind: 'clear' }),
     },
     leadMs,
     (info) => frames.push(info),
+    chunkMs,
   );
   return { p, sent, frames, setAccept: (v: boolean) => (accept = v) };
 }
@@ -119,13 +120,13 @@ describe('Playout barge-in', () => {
     p.pump(0);
     const marks = sent.map((s) => s.mark!);
     expect(marks).toHaveLength(20);
-    expect(p.onMark(marks[6]!)).toBe(true); // 7 frames = 140 ms played
-    const cut = p.interrupt(200);
-    expect(cut).toEqual({ itemId: 'item', responseId: 'r', audioEndMs: 140, sentMs: 400 });
+    expect(p.onMark(marks[6]!, 140)).toBe(true); // 7 frames = 140 ms played, echoed at t = 140
+    const cut = p.interrupt(170); // 30 ms more have played since
+    expect(cut).toEqual({ itemId: 'item', responseId: 'r', audioEndMs: 170, sentMs: 400 });
     expect(sent.at(-1)!.kind).toBe('clear');
     // Twilio echoes the pending marks on clear: they prove nothing
-    for (const m of marks.slice(7)) expect(p.onMark(m)).toBe(false);
-    expect(p.item('item')!.heardMs).toBe(140);
+    for (const m of marks.slice(7)) expect(p.onMark(m, 180)).toBe(false);
+    expect(p.item('item')!.heardMs).toBe(170);
     expect(p.speaking).toBe(false);
   });
 
@@ -134,7 +135,7 @@ describe('Playout barge-in', () => {
     expect(p.interrupt(0)).toBeNull();
     p.enqueue('r', 'i', bytes(160));
     p.pump(0);
-    p.onMark(sent[0]!.mark!);
+    p.onMark(sent[0]!.mark!, 20);
     expect(p.speaking).toBe(false);
     expect(p.interrupt(100)).toBeNull();
     expect(sent.filter((s) => s.kind === 'clear')).toHaveLength(0);
@@ -156,6 +157,81 @@ describe('Playout barge-in', () => {
     p.pump(10);
     const after = sent.slice(sent.findIndex((s) => s.kind === 'clear') + 1);
     expect(after).toHaveLength(3);
+  });
+});
+
+describe('Playout in chunks', () => {
+  it('sends 100 ms chunks with one mark each, never spanning two items, short only at an item end', () => {
+    const { p, sent, frames } = harness(100, 100);
+    p.enqueue('r', 'a', bytes(160 * 12, 1)); // 240 ms
+    p.finishItem('a');
+    p.enqueue('r', 'b', bytes(160 * 5, 2)); // 100 ms
+    for (let t = 0; t <= 1000; t += 10) p.pump(t);
+    expect(sent.map((s) => s.bytes!.length)).toEqual([800, 800, 320, 800]);
+    expect(new Set(sent.map((s) => s.mark)).size).toBe(4);
+    expect(frames.map((f) => [f.itemId, f.itemEndMs])).toEqual([['a', 100], ['a', 200], ['a', 240], ['b', 100]]);
+    expect([...sent[3]!.bytes!].every((b) => b === 2)).toBe(true);
+  });
+
+  it('sends what it has at once when nothing is playing (the first audio is never held back)', () => {
+    const { p, sent } = harness(100, 100);
+    p.enqueue('r', 'a', bytes(160 * 2));
+    p.pump(0);
+    expect(sent.map((s) => s.bytes!.length)).toEqual([320]);
+    p.enqueue('r', 'a', bytes(160 * 2));
+    p.pump(5); // 35 ms still to play: wait for a fuller chunk
+    expect(sent).toHaveLength(1);
+    p.pump(25); // 15 ms left: less than a frame, send what there is rather than leave a gap
+    expect(sent.map((s) => s.bytes!.length)).toEqual([320, 320]);
+  });
+
+  it('keeps chunk bytes in order across the ring end', () => {
+    const { p, sent } = harness(1e9, 100);
+    const src = new Uint8Array(160 * 333);
+    for (let i = 0; i < src.length; i++) src[i] = (i * 11) & 0xff;
+    for (let off = 0; off < src.length; off += 4000) {
+      p.enqueue('r', 'i', src.subarray(off, Math.min(src.length, off + 4000)));
+      p.pump(0);
+    }
+    p.finishItem('i');
+    p.pump(0);
+    expect(Buffer.compare(Buffer.concat(sent.map((s) => s.bytes!)), Buffer.from(src))).toBe(0);
+  });
+
+  it('heard position: the last echoed mark plus the time since, along the send schedule, capped at what was sent', () => {
+    const { p, sent } = harness(100, 100);
+    p.enqueue('r', 'i', bytes(160 * 10)); // two 100 ms chunks
+    p.finishItem('i');
+    p.pump(0); // chunk 1, plays 0–100
+    p.pump(1); // chunk 2 (ahead 99 < 100), plays 100–200
+    expect(sent).toHaveLength(2);
+    p.onMark(sent[0]!.mark!, 100);
+    expect(p.interrupt(130)).toMatchObject({ itemId: 'i', audioEndMs: 130, sentMs: 200 });
+  });
+
+  it('a gap in sending is a gap in playing: time before the next chunk was sent is not counted', () => {
+    const { p, sent } = harness(100, 100);
+    p.enqueue('r', 'a', bytes(160 * 5));
+    p.finishItem('a');
+    p.pump(0);
+    p.onMark(sent[0]!.mark!, 100); // a played 0–100, then silence
+    p.enqueue('r', 'b', bytes(160 * 5));
+    p.pump(500); // b sent at 500
+    expect(p.interrupt(540)).toMatchObject({ itemId: 'b', audioEndMs: 40 });
+  });
+
+  it('heard never exceeds what was sent, and nothing counts before the first echo', () => {
+    const { p, sent } = harness(100, 100);
+    p.enqueue('r', 'a', bytes(160 * 5));
+    p.finishItem('a');
+    p.pump(0);
+    expect(p.interrupt(90)).toMatchObject({ audioEndMs: 0 }); // no echo yet
+    p.enqueue('r', 'b', bytes(160 * 5));
+    p.finishItem('b');
+    p.pump(100);
+    p.onMark(sent.at(-1)!.mark!, 150);
+    p.enqueue('r', 'b', bytes(0));
+    expect(p.item('b')!.heardMs).toBe(100);
   });
 });
 

@@ -114,6 +114,7 @@ class MemoryRecorder implements CallRecorder {
 const OPTIONS: CallOptions = {
   audioMode: 'passthrough',
   playoutLeadMs: 100,
+  outboundChunkMs: 20,
   silenceTimeoutMs: 60_000,
   maxCallMs: 600_000,
   greeting: 'Say hello',

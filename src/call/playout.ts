@@ -2,18 +2,24 @@
  * Outbound playout to Twilio, and all barge-in state (marks, clear, what the
  * caller actually heard). Contract:
  *
- * - Audio is µ-law 8 kHz. It leaves in fixed FRAME_BYTES (20 ms) frames only;
- *   the tail of an item is padded with µ-law silence so a frame never spans
- *   two items.
- * - Pacing: a frame is sent only while the audio already sent ends less than
- *   `leadMs` ahead of the wall clock, so Twilio never holds more than about
- *   `leadMs` of our audio and a `clear` silences the caller at once.
- * - Every frame is followed by a mark; Twilio echoes it when the frame has
- *   played, so "heard" is exact to one frame (20 ms), never an estimate.
- *   Marks echoed after a `clear` are ignored (Twilio echoes pending marks on
- *   clear, which proves nothing).
- * - Allocation: one growable byte ring per call; steady state allocates
- *   only the strings the wire needs.
+ * - Audio is µ-law 8 kHz, held in whole 20 ms frames: the tail of an item is
+ *   padded with µ-law silence so a frame never spans two items.
+ * - It leaves in *chunks* of up to `chunkMs` (a whole number of frames), one
+ *   media message and one mark each, and a chunk never spans two items. A
+ *   chunk shorter than `chunkMs` goes out only at an item's end or when the
+ *   caller would otherwise hear a gap (less than one frame left to play).
+ * - Pacing: a chunk is sent only while the audio already sent ends less than
+ *   `leadMs` ahead of the wall clock, so Twilio holds at most about
+ *   `leadMs + chunkMs` of our audio and a `clear` silences the caller at once.
+ * - Heard position: Twilio echoes a chunk's mark when it has played. Between
+ *   marks the position follows the wall clock from the last echo, along the
+ *   schedule the chunks were sent on (a gap in sending is a gap in playing),
+ *   capped at what was sent. Before the first echo after a start or a clear
+ *   nothing counts as heard. Marks echoed after a `clear` are ignored
+ *   (Twilio echoes pending marks on clear, which proves nothing).
+ * - Allocation: one growable byte ring per call and one chunk-sized scratch
+ *   for chunks that wrap the ring; steady state allocates only the strings
+ *   the wire needs.
  */
 import type { Pumpable } from './clock.js';
 
@@ -26,17 +32,18 @@ const MAX_TRACKED_ITEMS = 32;
 
 export interface PlayoutSink {
   /**
-   * Send one frame: bytes [start, start + FRAME_BYTES) of `ring`, then a mark
-   * named `mark`. Return false when the socket is backpressured.
+   * Send one chunk: bytes [start, end) of `buf` (a whole number of frames),
+   * then a mark named `mark`, as one corked write. Return false when the
+   * socket is backpressured.
    */
-  sendFrame(ring: Buffer, start: number, mark: string): boolean;
+  sendChunk(buf: Buffer, start: number, end: number, mark: string): boolean;
   sendClear(): void;
 }
 
-export interface FrameInfo {
+export interface ChunkInfo {
   itemId: string;
   responseId: string;
-  /** Position of the frame's end within its item's audio, ms. */
+  /** Position of the chunk's end within its item's audio, ms. */
   itemEndMs: number;
 }
 
@@ -51,18 +58,22 @@ interface Segment {
   itemId: string;
   responseId: string;
   bytes: number; // multiple of FRAME_BYTES once closed; the last one may be open
+  closed: boolean;
 }
 
-interface PendingMark {
+/** A chunk sent and not yet acknowledged by its mark. */
+interface SentChunk {
   name: string;
   itemId: string;
-  itemEndMs: number;
+  itemStartMs: number;
+  durationMs: number;
+  sentAtMs: number;
 }
 
 export interface TruncatePoint {
   itemId: string;
   responseId: string;
-  /** What the caller heard of this item, ms (0 if nothing was acknowledged). */
+  /** What the caller heard of this item, ms. */
   audioEndMs: number;
   /** Audio of this item sent to Twilio before the clear, ms. */
   sentMs: number;
@@ -74,21 +85,30 @@ export class Playout implements Pumpable {
   private length = 0;
   private readonly segments: Segment[] = [];
   private readonly items = new Map<string, ItemState>();
-  private pending: PendingMark[] = [];
+  private pending: SentChunk[] = [];
   private pendingHead = 0;
+  /** When the last acknowledged chunk finished playing (its mark's echo), ms; undefined = no echo since the last start. */
+  private ackAtMs: number | undefined;
   private markSeq = 0;
   /** Wall time (ms) at which everything sent so far will have played. */
   private playheadEndMs = 0;
   private blocked = false;
+  private readonly chunkBytes: number;
+  private scratch: Buffer;
   framesSent = 0;
+  chunksSent = 0;
 
   constructor(
     private readonly sink: PlayoutSink,
     private readonly leadMs: number,
-    /** Called after each frame is sent (per-turn latency, transcript timing). */
-    private readonly onFrame: (info: FrameInfo, nowMs: number) => void = () => {},
+    /** Called after each chunk is sent (per-turn latency, transcript timing). */
+    private readonly onChunk: (info: ChunkInfo, nowMs: number) => void = () => {},
+    /** Largest chunk, ms (rounded down to whole frames, at least one). */
+    chunkMs = FRAME_MS,
   ) {
     this.ring = Buffer.alloc(INITIAL_FRAMES * FRAME_BYTES);
+    this.chunkBytes = Math.max(1, Math.floor(chunkMs / FRAME_MS)) * FRAME_BYTES;
+    this.scratch = Buffer.alloc(this.chunkBytes);
   }
 
   /** Bytes of audio waiting to be sent (including an open partial frame). */
@@ -105,9 +125,9 @@ export class Playout implements Pumpable {
   enqueue(responseId: string, itemId: string, ulaw: Uint8Array): boolean {
     if (ulaw.length === 0) return this.length >= FRAME_BYTES;
     let seg = this.segments[this.segments.length - 1];
-    if (!seg || seg.itemId !== itemId) {
-      if (seg) this.padOpenSegment(seg);
-      seg = { itemId, responseId, bytes: 0 };
+    if (!seg || seg.itemId !== itemId || seg.closed) {
+      if (seg) this.closeSegment(seg);
+      seg = { itemId, responseId, bytes: 0, closed: false };
       this.segments.push(seg);
       this.trackItem(itemId, responseId);
     }
@@ -120,35 +140,52 @@ export class Playout implements Pumpable {
   /** The item has no more audio: pad its last frame with silence so it can be sent. */
   finishItem(itemId: string): void {
     const seg = this.segments[this.segments.length - 1];
-    if (seg && seg.itemId === itemId) this.padOpenSegment(seg);
+    if (seg && seg.itemId === itemId) this.closeSegment(seg);
   }
 
-  /** Send every frame that is due. Returns true while whole frames remain queued. */
+  /** Send every chunk that is due. Returns true while whole frames remain queued. */
   pump(nowMs: number): boolean {
     while (!this.blocked && this.length >= FRAME_BYTES) {
       const ahead = this.playheadEndMs - nowMs;
       if (ahead >= this.leadMs) break;
       const seg = this.segments[0]!;
-      const item = this.items.get(seg.itemId);
-      const start = this.readIdx;
-      this.readIdx = (this.readIdx + FRAME_BYTES) % this.ring.length;
-      this.length -= FRAME_BYTES;
-      seg.bytes -= FRAME_BYTES;
-      if (seg.bytes <= 0) this.segments.shift();
-      let itemEndMs = 0;
-      if (item) {
-        item.sentBytes += FRAME_BYTES;
-        itemEndMs = item.sentBytes / BYTES_PER_MS;
-      }
-      const name = String(++this.markSeq);
-      this.pending.push({ name, itemId: seg.itemId, itemEndMs });
-      this.playheadEndMs = Math.max(this.playheadEndMs, nowMs) + FRAME_MS;
-      this.framesSent++;
-      const ok = this.sink.sendFrame(this.ring, start, name);
-      this.onFrame({ itemId: seg.itemId, responseId: seg.responseId, itemEndMs }, nowMs);
-      if (!ok) this.blocked = true;
+      const wholeBytes = Math.floor(Math.min(seg.bytes, this.length) / FRAME_BYTES) * FRAME_BYTES;
+      if (wholeBytes === 0) break; // an open partial frame: wait for more audio or finishItem
+      const n = Math.min(this.chunkBytes, wholeBytes);
+      // A short chunk waits for more audio while the caller still has at least a frame to hear.
+      if (n < this.chunkBytes && !(seg.closed && n === seg.bytes) && ahead > FRAME_MS) break;
+      this.sendChunk(seg, n, nowMs);
     }
     return this.length >= FRAME_BYTES;
+  }
+
+  private sendChunk(seg: Segment, n: number, nowMs: number): void {
+    const item = this.items.get(seg.itemId);
+    let buf = this.ring;
+    let start = this.readIdx;
+    if (start + n > this.ring.length) {
+      // Wraps the ring's end: one copy into the chunk scratch.
+      const first = this.ring.length - start;
+      this.ring.copy(this.scratch, 0, start, this.ring.length);
+      this.ring.copy(this.scratch, first, 0, n - first);
+      buf = this.scratch;
+      start = 0;
+    }
+    this.readIdx = (this.readIdx + n) % this.ring.length;
+    this.length -= n;
+    seg.bytes -= n;
+    if (seg.bytes <= 0) this.segments.shift();
+    const itemStartMs = item ? item.sentBytes / BYTES_PER_MS : 0;
+    if (item) item.sentBytes += n;
+    const durationMs = n / BYTES_PER_MS;
+    const name = String(++this.markSeq);
+    this.pending.push({ name, itemId: seg.itemId, itemStartMs, durationMs, sentAtMs: nowMs });
+    this.playheadEndMs = Math.max(this.playheadEndMs, nowMs) + durationMs;
+    this.framesSent += n / FRAME_BYTES;
+    this.chunksSent++;
+    const ok = this.sink.sendChunk(buf, start, start + n, name);
+    this.onChunk({ itemId: seg.itemId, responseId: seg.responseId, itemEndMs: itemStartMs + durationMs }, nowMs);
+    if (!ok) this.blocked = true;
   }
 
   /** The socket drained: sending may resume. */
@@ -156,16 +193,16 @@ export class Playout implements Pumpable {
     this.blocked = false;
   }
 
-  /** Twilio echoed a mark: everything up to it has played. Unknown names are ignored. */
-  onMark(name: string): boolean {
+  /** Twilio echoed a mark at `nowMs`: everything up to it has played. Unknown names are ignored. */
+  onMark(name: string, nowMs: number): boolean {
     for (let i = this.pendingHead; i < this.pending.length; i++) {
       if (this.pending[i]!.name !== name) continue;
       for (let j = this.pendingHead; j <= i; j++) {
-        const m = this.pending[j]!;
-        const item = this.items.get(m.itemId);
-        if (item && m.itemEndMs > item.heardMs) item.heardMs = m.itemEndMs;
+        const c = this.pending[j]!;
+        this.heard(c.itemId, c.itemStartMs + c.durationMs);
       }
       this.pendingHead = i + 1;
+      this.ackAtMs = nowMs;
       if (this.pendingHead > 256) {
         this.pending = this.pending.slice(this.pendingHead);
         this.pendingHead = 0;
@@ -188,19 +225,45 @@ export class Playout implements Pumpable {
    */
   interrupt(nowMs: number): TruncatePoint | null {
     if (!this.speaking) return null;
-    const playingItemId =
-      this.pendingHead < this.pending.length ? this.pending[this.pendingHead]!.itemId : this.segments[0]?.itemId;
+    const playingItemId = this.advanceHeard(nowMs) ?? this.segments[0]?.itemId;
     this.sink.sendClear();
     this.readIdx = 0;
     this.length = 0;
     this.segments.length = 0;
     this.pending = [];
     this.pendingHead = 0;
+    this.ackAtMs = undefined;
     this.playheadEndMs = nowMs;
     if (!playingItemId) return null;
-    const item = this.items.get(playingItemId)!;
+    const item = this.items.get(playingItemId);
+    if (!item) return null;
     const sentMs = item.sentBytes / BYTES_PER_MS;
     return { itemId: playingItemId, responseId: item.responseId, audioEndMs: Math.min(item.heardMs, sentMs), sentMs };
+  }
+
+  /**
+   * Count as heard what the schedule says has played since the last echo,
+   * and return the item playing now (undefined if nothing unacknowledged).
+   */
+  private advanceHeard(nowMs: number): string | undefined {
+    const first = this.pending[this.pendingHead];
+    if (!first) return undefined;
+    if (this.ackAtMs === undefined) return first.itemId; // no echo yet since playback began: nothing provably heard
+    let t = this.ackAtMs;
+    for (let i = this.pendingHead; i < this.pending.length; i++) {
+      const c = this.pending[i]!;
+      const start = Math.max(t, c.sentAtMs);
+      const played = Math.max(0, Math.min(c.durationMs, nowMs - start));
+      this.heard(c.itemId, c.itemStartMs + played);
+      if (played < c.durationMs) return c.itemId;
+      t = start + c.durationMs;
+    }
+    return this.pending[this.pending.length - 1]!.itemId;
+  }
+
+  private heard(itemId: string, ms: number): void {
+    const item = this.items.get(itemId);
+    if (item && ms > item.heardMs) item.heardMs = ms;
   }
 
   private trackItem(itemId: string, responseId: string): void {
@@ -209,7 +272,8 @@ export class Playout implements Pumpable {
     if (this.items.size > MAX_TRACKED_ITEMS) this.items.delete(this.items.keys().next().value!);
   }
 
-  private padOpenSegment(seg: Segment): void {
+  private closeSegment(seg: Segment): void {
+    seg.closed = true;
     const rem = seg.bytes % FRAME_BYTES;
     if (rem === 0) return;
     const pad = FRAME_BYTES - rem;

@@ -74,6 +74,7 @@ export class Relay implements VoiceApp {
     this.options = {
       audioMode: c.audioMode,
       playoutLeadMs: c.playoutLeadMs,
+      outboundChunkMs: c.outboundChunkMs,
       silenceTimeoutMs: c.silenceTimeoutMs,
       maxCallMs: c.maxCallMs,
       greeting: c.openai.greeting,

@@ -14,7 +14,7 @@ import type { Logger } from '../log.js';
 import { TOOL_TROUBLE, type ToolRegistry } from '../tools/registry.js';
 import { clearMessage, markMessage, mediaMessage, parseTwilioMessage } from '../twilio/media-stream.js';
 import type { PumpScheduler } from './clock.js';
-import { FRAME_BYTES, Playout, type FrameInfo } from './playout.js';
+import { Playout, type ChunkInfo } from './playout.js';
 import type { StreamHandler, TwilioSocket } from './ports.js';
 import type { CallRecorder, TranscriptLine } from './recorder.js';
 import { cutWords } from './transcript.js';
@@ -64,6 +64,8 @@ export type EndReason =
 export interface CallOptions {
   audioMode: 'transcode' | 'passthrough';
   playoutLeadMs: number;
+  /** Largest media message to Twilio, ms (whole 20 ms frames); one mark each. */
+  outboundChunkMs: number;
   silenceTimeoutMs: number;
   maxCallMs: number;
   /** Instructions for the first response (the greeting); empty = wait for the caller. */
@@ -178,11 +180,12 @@ export class CallSession implements StreamHandler {
     );
     this.playout = new Playout(
       {
-        sendFrame: (ring, start, mark) => this.sendFrame(ring, start, mark),
+        sendChunk: (buf, start, end, mark) => this.sendChunk(buf, start, end, mark),
         sendClear: () => this.deps.socket.send(clearMessage(this.streamSid)),
       },
       this.opts.playoutLeadMs,
-      (info, now) => this.onFrameSent(info, now),
+      (info, now) => this.onChunkSent(info, now),
+      this.opts.outboundChunkMs,
     );
   }
 
@@ -204,7 +207,7 @@ export class CallSession implements StreamHandler {
           return this.handleMedia(msg.media.payload, t0);
         case 'mark':
           if (!this.checkStream(msg.streamSid)) return;
-          this.playout.onMark(msg.mark.name);
+          this.playout.onMark(msg.mark.name, t0);
           return;
         case 'dtmf':
           if (!this.checkStream(msg.streamSid)) return;
@@ -549,11 +552,11 @@ export class CallSession implements StreamHandler {
 
   // ── Outbound audio ─────────────────────────────────────────────────────
 
-  private sendFrame(ring: Buffer, start: number, mark: string): boolean {
+  private sendChunk(buf: Buffer, start: number, end: number, mark: string): boolean {
     const socket = this.deps.socket;
     let ok = true;
     socket.cork(() => {
-      ok = socket.send(mediaMessage(this.streamSid, ring.toString('base64', start, start + FRAME_BYTES)));
+      ok = socket.send(mediaMessage(this.streamSid, buf.toString('base64', start, end)));
       ok = socket.send(markMessage(this.streamSid, mark)) && ok;
     });
     return ok;
@@ -564,7 +567,7 @@ export class CallSession implements StreamHandler {
     if (this.playout.pump(now)) this.deps.clock.add(this.playout);
   }
 
-  private onFrameSent(info: FrameInfo, now: number): void {
+  private onChunkSent(info: ChunkInfo, now: number): void {
     this.lastActivityMs = now;
     const item = this.assistantItems.get(info.itemId);
     if (item && item.atMs === undefined) item.atMs = this.sinceStart(now);
