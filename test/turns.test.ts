@@ -189,14 +189,28 @@ describe('Turns: greeting, DTMF and the caller', () => {
     expect(creates).toHaveLength(0);
   });
 
-  it('a create refused because the server started its own response: that response answers it, nothing is sent twice', () => {
+  it('a create refused because the server started its own response is asked again after it: never left unanswered', () => {
     const { turns, creates } = harness();
     turns.request('dtmf');
     expect(creates).toHaveLength(1);
     turns.createRejected();
     expect(turns.busy).toBe(false);
-    turns.responseCreated('vad'); // the server's own, started after the digits were sent
+    turns.responseCreated('vad'); // the server's own: it may not have seen the digits
+    expect(creates).toHaveLength(1);
     turns.responseDone('vad', { status: 'completed' });
+    expect(creates).toHaveLength(2);
+  });
+
+  it('DTMF sent after the caller stopped speaking is not taken as answered by the response the server was already starting', () => {
+    const { turns, creates } = harness();
+    turns.callerStarted();
+    turns.callerStopped(true);
+    turns.request('dtmf'); // after speech_stopped, before the server's response.created
+    turns.responseCreated('vad');
+    turns.responseDone('vad', { status: 'completed' });
+    expect(creates).toEqual([undefined]);
+    turns.responseCreated('d');
+    turns.responseDone('d', { status: 'completed' });
     expect(creates).toHaveLength(1);
   });
 

@@ -110,22 +110,18 @@ export class Turns {
 
   responseCreated(responseId: string): void {
     this.active = responseId;
-    let demands: Demand[];
-    if (this.inFlight !== undefined && this.inFlight.length > 0) {
-      demands = this.inFlight;
-    } else {
-      // Started by the server (VAD): it answers whatever needs no instructions.
-      demands = this.ready.filter((d) => d.instructions === undefined);
-      this.ready = this.ready.filter((d) => d.instructions !== undefined);
-    }
+    // Ours, or the one the server's VAD was expected to start (with what was ready when the caller stopped).
+    // One nobody expected answers nothing: what waits is asked for after it, never left unanswered.
+    const demands = this.inFlight ?? [];
     this.inFlight = undefined;
+    this.serverExpected = false;
     this.ready = this.ready.filter((d) => d.kind !== 'filler');
     this.answering.set(responseId, demands);
   }
 
   /** The server refused our `response.create` (one was already active): its demands wait again. */
   createRejected(): void {
-    if (this.inFlight === undefined) return;
+    if (this.inFlight === undefined || this.serverExpected) return;
     this.ready.unshift(...this.inFlight);
     this.inFlight = undefined;
   }
@@ -192,20 +188,33 @@ export class Turns {
    */
   callerStopped(serverResponds: boolean): void {
     this.callerSpeaking = false;
-    if (serverResponds && this.inFlight === undefined) this.inFlight = [];
+    if (serverResponds && this.inFlight === undefined && this.active === undefined) {
+      // The server answers the turn, with every tool output and text item it already has.
+      this.inFlight = this.ready.filter((d) => d.instructions === undefined);
+      this.ready = this.ready.filter((d) => d.instructions !== undefined);
+      this.serverExpected = true;
+    }
     this.flush();
   }
 
-  /** The server's expected response did not come (its VAD heard no turn): stop waiting for it. */
+  /** The server's expected response did not come (its VAD heard no turn): ask for what it would have answered. */
   serverResponseOverdue(): void {
-    if (this.inFlight !== undefined && this.inFlight.length === 0) this.inFlight = undefined;
+    if (this.serverExpected && this.inFlight !== undefined) {
+      this.ready.unshift(...this.inFlight);
+      this.inFlight = undefined;
+    }
+    this.serverExpected = false;
     this.flush();
   }
+
+  /** `inFlight` stands for the response the server's VAD will start, not for a create we sent. */
+  private serverExpected = false;
 
   /** The model session was replaced (reconnect): nothing in progress survives it. */
   reset(): void {
     this.active = undefined;
     this.inFlight = undefined;
+    this.serverExpected = false;
     this.answering.clear();
     this.ready = this.ready.filter((d) => d.kind !== 'filler');
   }
