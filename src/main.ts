@@ -56,6 +56,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
       format: config.audioMode === 'transcode' ? 'pcm24k' : 'ulaw8k',
       transcriptionModel: config.openai.transcriptionModel,
       vad: config.openai.vad,
+      reasoningEffort: config.openai.reasoningEffort,
       log,
       reachability,
     });
@@ -74,6 +75,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     metrics: metrics.call,
     version: VERSION,
   });
+  metrics.setRelayLatencySource(() => relay.relayLatency());
   const server = await startServer({ config, app: relay, log, metrics, rateLimit: config.rateLimit });
   log.info({ port: server.port, audioMode: config.audioMode, model: config.openai.model }, 'callbridge listening');
 

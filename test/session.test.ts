@@ -115,6 +115,8 @@ const OPTIONS: CallOptions = {
   audioMode: 'passthrough',
   playoutLeadMs: 100,
   outboundChunkMs: 20,
+  inboundBatchMs: 20,
+  vadSilenceMs: 500,
   silenceTimeoutMs: 60_000,
   maxCallMs: 600_000,
   greeting: 'Say hello',

@@ -75,6 +75,8 @@ export class Relay implements VoiceApp {
       audioMode: c.audioMode,
       playoutLeadMs: c.playoutLeadMs,
       outboundChunkMs: c.outboundChunkMs,
+      inboundBatchMs: c.inboundBatchMs,
+      vadSilenceMs: c.openai.vad.silenceDurationMs,
       silenceTimeoutMs: c.silenceTimeoutMs,
       maxCallMs: c.maxCallMs,
       greeting: c.openai.greeting,
@@ -88,6 +90,19 @@ export class Relay implements VoiceApp {
     this.clock = deps.clock ?? sharedClock;
     this.metrics = deps.metrics ?? noMetrics;
     if (deps.admin) this.admin = deps.admin;
+  }
+
+  /** Relay-added latency of every call so far: ended calls merged, plus the live ones as they stand. */
+  relayLatency(): { inbound: LatencyHistogram; outbound: LatencyHistogram } {
+    const inbound = new LatencyHistogram();
+    const outbound = new LatencyHistogram();
+    inbound.merge(this.relayIn);
+    outbound.merge(this.relayOut);
+    for (const c of this.calls) {
+      inbound.merge(c.relayIn);
+      outbound.merge(c.relayOut);
+    }
+    return { inbound, outbound };
   }
 
   get activeCalls(): number {

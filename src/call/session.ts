@@ -12,12 +12,13 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
 import { TOOL_TROUBLE, type ToolRegistry } from '../tools/registry.js';
-import { clearMessage, markMessage, mediaMessage, parseTwilioMessage } from '../twilio/media-stream.js';
+import { parseTwilioMessage } from '../twilio/media-stream.js';
 import type { PumpScheduler } from './clock.js';
-import { Playout, type ChunkInfo } from './playout.js';
+import { Inbound } from './inbound.js';
+import { Outbound } from './outbound.js';
+import type { ChunkInfo } from './playout.js';
 import type { StreamHandler, TwilioSocket } from './ports.js';
-import type { CallRecorder, TranscriptLine } from './recorder.js';
-import { cutWords } from './transcript.js';
+import type { CallRecorder } from './recorder.js';
 import { LatencyHistogram } from './stats.js';
 import { Turns } from './turns.js';
 import type { ModelEvent, ModelSession, ResponseStatus, Usage } from './voice-model.js';
@@ -32,7 +33,6 @@ export interface AudioTranscoder {
 
 /** What a call reports to process-wide metrics (src/server/metrics implements it). */
 export interface CallMetrics {
-  relayLatency(direction: 'inbound' | 'outbound', ms: number): void;
   turnLatency(ms: number): void;
   protocolError(reason: string): void;
   bargeIn(): void;
@@ -42,7 +42,6 @@ export interface CallMetrics {
 }
 
 export const noMetrics: CallMetrics = {
-  relayLatency() {},
   turnLatency() {},
   protocolError() {},
   bargeIn() {},
@@ -66,6 +65,10 @@ export interface CallOptions {
   playoutLeadMs: number;
   /** Largest media message to Twilio, ms (whole 20 ms frames); one mark each. */
   outboundChunkMs: number;
+  /** Caller audio per append to the model, ms (20 = one per Twilio frame; more = capacity mode). */
+  inboundBatchMs: number;
+  /** The model's VAD silence duration: how long the end of a caller turn goes out frame by frame in capacity mode. */
+  vadSilenceMs: number;
   silenceTimeoutMs: number;
   maxCallMs: number;
   /** Instructions for the first response (the greeting); empty = wait for the caller. */
@@ -102,21 +105,11 @@ export interface CallDeps {
 
 type State = 'awaiting_start' | 'connecting' | 'live' | 'ended';
 
-const MAX_EARLY_FRAMES = 150; // 3 s of caller audio held while the model connects
-const MAX_CANCELLED_TRACKED = 16;
 /** After speech_stopped, how long to wait for the server's own response before asking ourselves. */
 const SERVER_RESPONSE_WAIT_MS = 2000;
 /** Longest wait before a retry, whatever the rate limit says: past it the caller hears the apology path instead. */
 const MAX_RETRY_WAIT_MS = 5000;
-/** Response id under which recorded prompts play: never a model response, so never cancelled or truncated. */
-const PROMPT_RESPONSE_ID = 'local_prompt';
 const TOOL_FILLER_INSTRUCTIONS = 'In a few words, tell the caller you are still checking. Do not guess any result.';
-
-interface AssistantItem {
-  text: string;
-  atMs: number | undefined;
-  done: boolean;
-}
 
 export class CallSession implements StreamHandler {
   readonly id = randomUUID();
@@ -125,9 +118,10 @@ export class CallSession implements StreamHandler {
   streamSid = '';
   endReason: EndReason | undefined;
   readonly relayIn = new LatencyHistogram();
-  readonly relayOut = new LatencyHistogram();
   readonly turnLatency = new LatencyHistogram();
   protocolErrors = 0;
+  /** Responses asked for, failed, retried, and apologies played. */
+  readonly responses = { created: 0, failed: 0, retried: 0, apologies: 0 };
 
   private readonly now: () => number;
   private readonly opts: CallOptions;
@@ -135,32 +129,26 @@ export class CallSession implements StreamHandler {
   private model: ModelSession | undefined;
   private recorder: CallRecorder | undefined;
   private transcoder: AudioTranscoder | undefined;
-  private readonly playout: Playout;
+  private inbound: Inbound | undefined;
+  private readonly outbound: Outbound;
   private startedAtMs = 0;
   private startedAtDate = new Date();
-  private scratch = Buffer.alloc(8192);
-  private earlyFrames: string[] = [];
   private lastActivityMs = 0;
   private timers: NodeJS.Timeout[] = [];
   private stopReceived = false;
 
-  // Response and turn state. `turns` decides when to ask for a response; the rest tracks what is playing.
+  // Turns: `turns` decides when to ask for a response; the rest tracks what is playing and the turn's latency.
   private readonly turns: Turns;
   private activeResponseId: string | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private serverResponseTimer: NodeJS.Timeout | undefined;
-  /** Until when (performance.now() ms) the provider says a new response would be rate limited. */
+  /** Until when (this.now() ms) the provider says a new response would be rate limited. */
   private rateLimitedUntilMs = 0;
-  private promptSeq = 0;
-  /** Failed responses and what was done about them, for the record. */
-  readonly responses = { created: 0, failed: 0, retried: 0, apologies: 0 };
-  private readonly cancelled = new Set<string>();
   private turn = 0;
   private turnStartedMs: number | undefined;
-  /** Responses started since the caller stopped speaking: the first frame of any of them answers the turn. */
+  /** Responses started since the caller stopped speaking: the first chunk of any of them answers the turn. */
   private readonly turnResponses = new Set<string>();
   private readonly callerItemAtMs = new Map<string, number>();
-  private readonly assistantItems = new Map<string, AssistantItem>();
   private toolsRunning = 0;
   private dtmfDigits = '';
   private dtmfTimer: NodeJS.Timeout | undefined;
@@ -173,20 +161,33 @@ export class CallSession implements StreamHandler {
       {
         createResponse: (instructions) => {
           this.responses.created++;
+          this.inbound?.flush(); // the model answers what it has heard
           this.model?.createResponse(instructions);
         },
       },
       this.opts.responseRetryMs.length,
     );
-    this.playout = new Playout(
-      {
-        sendChunk: (buf, start, end, mark) => this.sendChunk(buf, start, end, mark),
-        sendClear: () => this.deps.socket.send(clearMessage(this.streamSid)),
-      },
-      this.opts.playoutLeadMs,
-      (info, now) => this.onChunkSent(info, now),
-      this.opts.outboundChunkMs,
-    );
+    this.outbound = new Outbound({
+      socket: deps.socket,
+      clock: deps.clock,
+      leadMs: this.opts.playoutLeadMs,
+      chunkMs: this.opts.outboundChunkMs,
+      now: this.now,
+      sinceStart: (now) => this.sinceStart(now),
+      onChunk: (info, now) => this.onChunkSent(info, now),
+      onLine: (line) => this.recorder?.transcript(line),
+      truncate: (itemId, ms) => this.model?.truncate(itemId, ms),
+    });
+  }
+
+  /** Relay-added latency of model audio (delta in → queued for Twilio), per message. */
+  get relayOut(): LatencyHistogram {
+    return this.outbound.latency;
+  }
+
+  /** Messages that left for Twilio with audio, and appends sent to the model (bench, tests). */
+  get counts(): { chunksOut: number; appendsIn: number; framesIn: number } {
+    return { chunksOut: this.outbound.chunksSent, appendsIn: this.inbound?.appends ?? 0, framesIn: this.inbound?.frames ?? 0 };
   }
 
   // ── StreamHandler: Twilio → call ──────────────────────────────────────
@@ -207,8 +208,7 @@ export class CallSession implements StreamHandler {
           return this.handleMedia(msg.media.payload, t0);
         case 'mark':
           if (!this.checkStream(msg.streamSid)) return;
-          this.playout.onMark(msg.mark.name, t0);
-          return;
+          return this.outbound.mark(msg.mark.name, t0);
         case 'dtmf':
           if (!this.checkStream(msg.streamSid)) return;
           return this.handleDtmf(msg.dtmf.digit);
@@ -232,8 +232,7 @@ export class CallSession implements StreamHandler {
   }
 
   onDrain(): void {
-    this.playout.unblock();
-    if (this.state === 'live' && this.playout.pump(this.now())) this.deps.clock.add(this.playout);
+    this.outbound.drain();
   }
 
   onClose(code: number, reason: string): void {
@@ -276,6 +275,8 @@ export class CallSession implements StreamHandler {
     this.startedAtDate = new Date();
     this.lastActivityMs = this.startedAtMs;
     if (this.opts.audioMode === 'transcode') this.transcoder = this.deps.openTranscoder();
+    this.inbound = new Inbound({ transcoder: this.transcoder, batchMs: this.opts.inboundBatchMs, tailMs: this.opts.vadSilenceMs + 200 });
+    this.outbound.start(streamSid, this.transcoder);
     this.recorder.started({ callSid, streamSid, audioMode: this.opts.audioMode, startedAt: this.startedAtDate });
     this.timers.push(setTimeout(() => this.end('max_duration'), this.opts.maxCallMs));
     this.timers.push(setInterval(() => this.checkSilence(), Math.min(1000, this.opts.silenceTimeoutMs)));
@@ -295,9 +296,9 @@ export class CallSession implements StreamHandler {
     }
     this.model = model;
     this.state = 'live';
+    this.outbound.setLive(true);
     model.onEvent((ev) => this.onModelEvent(ev));
-    for (const b64 of this.earlyFrames) model.appendAudio(b64);
-    this.earlyFrames = [];
+    this.inbound!.attach((b64) => model.appendAudio(b64));
     if (this.opts.greeting) this.turns.request('greeting', this.opts.greeting);
   }
 
@@ -305,17 +306,8 @@ export class CallSession implements StreamHandler {
     if (this.state !== 'live' && this.state !== 'connecting') {
       return this.protocolError('media_before_start', this.state);
     }
-    let out = payload; // passthrough: µ-law b64 goes to the model untouched
-    if (this.transcoder) {
-      const n = this.decodeB64(payload);
-      const pcm = this.transcoder.inbound(this.scratch.subarray(0, n));
-      out = Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength).toString('base64');
-    }
-    if (this.model) this.model.appendAudio(out);
-    else if (this.earlyFrames.length < MAX_EARLY_FRAMES) this.earlyFrames.push(out);
-    const ms = this.now() - t0;
-    this.relayIn.record(ms);
-    this.deps.metrics.relayLatency('inbound', ms);
+    this.inbound!.frame(payload);
+    this.relayIn.record(this.now() - t0);
   }
 
   private handleDtmf(digit: string): void {
@@ -351,11 +343,11 @@ export class CallSession implements StreamHandler {
         case 'response_started':
           return this.handleResponseStarted(ev.responseId);
         case 'audio':
-          return this.handleAudio(ev.responseId, ev.itemId, ev.audio);
+          return this.outbound.audio(ev.responseId, ev.itemId, ev.audio);
         case 'audio_done':
-          return this.handleAudioDone(ev.itemId);
+          return this.outbound.audioDone(ev.itemId);
         case 'assistant_transcript':
-          return this.handleAssistantTranscript(ev.itemId, ev.text);
+          return this.outbound.transcript(ev.itemId, ev.text);
         case 'caller_transcript':
           return this.handleCallerTranscript(ev.itemId, ev.text);
         case 'tool_call':
@@ -385,27 +377,13 @@ export class CallSession implements StreamHandler {
     this.callerItemAtMs.set(itemId, this.sinceStart(now));
     this.turns.callerStarted();
     this.clearRetry();
-    if (this.activeResponseId) this.markCancelled(this.activeResponseId);
-    const cut = this.playout.interrupt(now);
-    this.deps.clock.delete(this.playout);
-    this.transcoder?.resetOutbound();
-    if (cut) {
-      this.deps.metrics.bargeIn();
-      this.model?.truncate(cut.itemId, Math.floor(cut.audioEndMs));
-      this.finishAssistantItem(cut.itemId, cut.audioEndMs, this.playout.item(cut.itemId)?.queuedMs ?? cut.sentMs);
-      this.log.debug({ itemId: cut.itemId, heardMs: cut.audioEndMs, sentMs: cut.sentMs }, 'barge-in');
+    if (this.activeResponseId) {
+      this.outbound.cancel(this.activeResponseId);
+      this.activeResponseId = undefined;
     }
-    // Other items (a preamble before the one playing, a second message after it) are final now:
-    // whole if the caller heard all of it, cut to what was heard otherwise (nothing heard: no line).
-    for (const [id, item] of this.assistantItems) {
-      const fig = this.playout.item(id);
-      if (fig && fig.heardMs < fig.queuedMs) {
-        this.model?.truncate(id, Math.floor(fig.heardMs));
-        if (fig.heardMs > 0) this.finishAssistantItem(id, fig.heardMs, fig.queuedMs);
-        else this.assistantItems.delete(id); // queued behind the item playing: the caller heard none of it
-      } else if (item.done) {
-        this.finishAssistantItem(id);
-      }
+    if (this.outbound.bargeIn(now)) {
+      this.deps.metrics.bargeIn();
+      this.log.debug('barge-in');
     }
   }
 
@@ -428,31 +406,6 @@ export class CallSession implements StreamHandler {
     this.serverResponseTimer = undefined;
     this.turns.responseCreated(responseId);
     if (this.turnStartedMs !== undefined) this.turnResponses.add(responseId);
-  }
-
-  private handleAudio(responseId: string, itemId: string, b64: string): void {
-    if (this.cancelled.has(responseId)) return; // late audio of an interrupted response
-    const t0 = this.now();
-    const n = this.decodeB64(b64);
-    let ulaw: Uint8Array = this.scratch.subarray(0, n);
-    if (this.transcoder) ulaw = this.transcoder.outbound(ulaw);
-    if (!this.assistantItems.has(itemId)) this.assistantItems.set(itemId, { text: '', atMs: undefined, done: false });
-    if (this.playout.enqueue(responseId, itemId, ulaw)) this.pumpNow(t0);
-    const ms = this.now() - t0;
-    this.relayOut.record(ms);
-    this.deps.metrics.relayLatency('outbound', ms);
-  }
-
-  private handleAudioDone(itemId: string): void {
-    this.playout.finishItem(itemId);
-    this.pumpNow(this.now());
-  }
-
-  private handleAssistantTranscript(itemId: string, text: string): void {
-    const item = this.assistantItems.get(itemId) ?? { text: '', atMs: undefined, done: false };
-    item.text = text;
-    item.done = true;
-    this.assistantItems.set(itemId, item);
   }
 
   private handleCallerTranscript(itemId: string, text: string): void {
@@ -483,7 +436,7 @@ export class CallSession implements StreamHandler {
       }, Math.min(delayMs, MAX_RETRY_WAIT_MS));
     } else {
       this.responses.apologies++;
-      this.playPrompt(this.opts.repeatPrompt);
+      this.outbound.playPrompt(this.opts.repeatPrompt);
     }
   }
 
@@ -504,15 +457,6 @@ export class CallSession implements StreamHandler {
     this.retryTimer = undefined;
   }
 
-  /** Play a recorded prompt (µ-law 8 kHz) through the paced playout, like model audio. */
-  private playPrompt(ulaw: Uint8Array): void {
-    if (ulaw.length === 0 || this.state !== 'live') return;
-    const itemId = `prompt_${++this.promptSeq}`;
-    this.playout.enqueue(PROMPT_RESPONSE_ID, itemId, ulaw);
-    this.playout.finishItem(itemId);
-    this.pumpNow(this.now());
-  }
-
   private handleToolCall(responseId: string, callId: string, name: string, args: string): void {
     this.turns.toolCall(responseId, callId);
     this.toolsRunning++;
@@ -528,7 +472,7 @@ export class CallSession implements StreamHandler {
       }, this.opts.toolTimeoutMs);
     });
     const filler = setTimeout(() => {
-      if (this.state === 'live' && !this.playout.speaking) this.turns.request('filler', TOOL_FILLER_INSTRUCTIONS);
+      if (this.state === 'live' && !this.outbound.speaking) this.turns.request('filler', TOOL_FILLER_INSTRUCTIONS);
     }, this.opts.toolFillerMs);
     const finish = (outcome: { ok: boolean; output: string; record: unknown }) => {
       clearTimeout(timeout);
@@ -552,25 +496,8 @@ export class CallSession implements StreamHandler {
 
   // ── Outbound audio ─────────────────────────────────────────────────────
 
-  private sendChunk(buf: Buffer, start: number, end: number, mark: string): boolean {
-    const socket = this.deps.socket;
-    let ok = true;
-    socket.cork(() => {
-      ok = socket.send(mediaMessage(this.streamSid, buf.toString('base64', start, end)));
-      ok = socket.send(markMessage(this.streamSid, mark)) && ok;
-    });
-    return ok;
-  }
-
-  private pumpNow(now: number): void {
-    if (this.state !== 'live') return;
-    if (this.playout.pump(now)) this.deps.clock.add(this.playout);
-  }
-
   private onChunkSent(info: ChunkInfo, now: number): void {
     this.lastActivityMs = now;
-    const item = this.assistantItems.get(info.itemId);
-    if (item && item.atMs === undefined) item.atMs = this.sinceStart(now);
     if (this.turnStartedMs !== undefined && this.turnResponses.has(info.responseId)) {
       const ms = now - this.turnStartedMs;
       this.turnStartedMs = undefined;
@@ -582,34 +509,6 @@ export class CallSession implements StreamHandler {
   }
 
   // ── Helpers ────────────────────────────────────────────────────────────
-
-  private markCancelled(responseId: string): void {
-    this.cancelled.add(responseId);
-    if (this.cancelled.size > MAX_CANCELLED_TRACKED) this.cancelled.delete(this.cancelled.values().next().value!);
-    if (this.activeResponseId === responseId) this.activeResponseId = undefined;
-  }
-
-  /**
-   * Write an assistant line to the transcript. With `heardMs` the caller was
-   * cut off: keep the share of the words matching the share of audio heard.
-   */
-  private finishAssistantItem(itemId: string, heardMs?: number, totalMs?: number): void {
-    const item = this.assistantItems.get(itemId);
-    this.assistantItems.delete(itemId);
-    if (!item || !item.text) return;
-    const line: TranscriptLine = { atMs: item.atMs ?? this.sinceStart(), speaker: 'assistant', text: item.text };
-    if (heardMs !== undefined && totalMs && heardMs < totalMs) {
-      line.text = cutWords(item.text, heardMs / totalMs);
-      line.interrupted = true;
-    }
-    this.recorder?.transcript(line);
-  }
-
-  private decodeB64(b64: string): number {
-    const need = Math.ceil((b64.length * 3) / 4);
-    if (need > this.scratch.length) this.scratch = Buffer.alloc(Math.max(need, this.scratch.length * 2));
-    return this.scratch.write(b64, 'base64');
-  }
 
   private checkStream(streamSid: string): boolean {
     if (this.state === 'awaiting_start') {
@@ -634,7 +533,7 @@ export class CallSession implements StreamHandler {
 
   private checkSilence(): void {
     const idle = this.now() - this.lastActivityMs;
-    if (idle >= this.opts.silenceTimeoutMs && !this.playout.speaking && !this.activeResponseId) this.end('silence_timeout');
+    if (idle >= this.opts.silenceTimeoutMs && !this.outbound.speaking && !this.activeResponseId) this.end('silence_timeout');
   }
 
   private sinceStart(now = this.now()): number {
@@ -651,14 +550,11 @@ export class CallSession implements StreamHandler {
     if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
     if (this.serverResponseTimer) clearTimeout(this.serverResponseTimer);
     this.clearRetry();
-    this.deps.clock.delete(this.playout);
+    this.outbound.setLive(false);
     this.model?.close();
     this.transcoder?.close();
     if (wasStarted) {
-      for (const [id] of this.assistantItems) {
-        const fig = this.playout.item(id);
-        this.finishAssistantItem(id, fig?.heardMs, fig?.queuedMs);
-      }
+      this.outbound.finishAll();
       const inb = this.relayIn.summary();
       const out = this.relayOut.summary();
       this.recorder?.ended({

@@ -36,6 +36,17 @@ export class LatencyHistogram {
     return this.maxMs;
   }
 
+  /** Samples at or below `ms`, to one bucket's accuracy (a bucket counts if its upper edge is ≤ ms). */
+  countAtMost(ms: number): number {
+    const us = ms * 1000;
+    let n = 0;
+    for (let i = 0; i < this.counts.length; i++) {
+      if (upperEdgeUs(i) > us * 1.0000001) break;
+      n += this.counts[i]!;
+    }
+    return n;
+  }
+
   merge(other: LatencyHistogram): void {
     for (let i = 0; i < this.counts.length; i++) this.counts[i]! += other.counts[i]!;
     this.count += other.count;

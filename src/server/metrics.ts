@@ -3,11 +3,47 @@
  * can run many servers in one process. Importing this file does not load
  * uWebSockets.js. `call` is the CallMetrics face the call layer records into.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { CallMetrics } from '../call/session.js';
+import { LatencyHistogram } from '../call/stats.js';
+
+const RELAY_LATENCY_BUCKETS_S = [0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05];
+
+/**
+ * A Prometheus histogram (cumulative `_bucket`, `_sum`, `_count`, label `direction`) whose
+ * values are read from LatencyHistograms when scraped, so nothing is observed per message.
+ */
+function latencyHistogramMetric(name: string, help: string, bucketsS: number[], source: () => RelayLatencySource): Metric {
+  const metric = {
+    name,
+    help,
+    type: 'histogram',
+    aggregator: 'sum',
+    async get() {
+      const values: { metricName: string; labels: Record<string, string | number>; value: number }[] = [];
+      const src = source();
+      for (const direction of ['inbound', 'outbound'] as const) {
+        const h = src[direction];
+        for (const le of bucketsS) values.push({ metricName: `${name}_bucket`, labels: { direction, le }, value: h.countAtMost(le * 1000) });
+        values.push({ metricName: `${name}_bucket`, labels: { direction, le: '+Inf' }, value: h.count });
+        values.push({ metricName: `${name}_sum`, labels: { direction }, value: h.sumMs / 1000 });
+        values.push({ metricName: `${name}_count`, labels: { direction }, value: h.count });
+      }
+      return { name, help, type: 'histogram', values, aggregator: 'sum' };
+    },
+  };
+  return metric as unknown as Metric;
+}
+
+export interface RelayLatencySource {
+  inbound: LatencyHistogram;
+  outbound: LatencyHistogram;
+}
 
 export interface Metrics {
   registry: Registry;
+  /** Where the relay-latency histogram is read from on scrape (ended calls merged, plus live ones). */
+  setRelayLatencySource(fn: () => RelayLatencySource): void;
   /** What CallSession records into (relay/turn latency, protocol errors, barge-ins, ends). */
   call: CallMetrics;
   httpRequests: Counter<'route' | 'status'>;
@@ -31,13 +67,17 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
   const registry = new Registry();
   if (opts.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'callbridge_' });
   const reg = { registers: [registry] };
-  const relayLatency = new Histogram({
-    name: 'callbridge_relay_latency_seconds',
-    help: 'Relay-added latency per audio message (message in to message out), by direction',
-    labelNames: ['direction'] as const,
-    buckets: [0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05],
-    ...reg,
-  });
+  // Relay-added latency is recorded once per message, in each call's own histogram; this
+  // Prometheus histogram is computed from those on scrape (relayLatencySource), not fed per message.
+  let relayLatencySource: () => RelayLatencySource = () => ({ inbound: new LatencyHistogram(), outbound: new LatencyHistogram() });
+  registry.registerMetric(
+    latencyHistogramMetric(
+      'callbridge_relay_latency_seconds',
+      'Relay-added latency per audio message (message in to message out), by direction; from the calls\' own histograms, accurate to 12.5 %',
+      RELAY_LATENCY_BUCKETS_S,
+      () => relayLatencySource(),
+    ),
+  );
   const turnLatency = new Histogram({
     name: 'callbridge_turn_latency_seconds',
     help: 'Caller stops speaking (speech_stopped) to the first audio frame of the answer sent to Twilio',
@@ -63,12 +103,12 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     labelNames: ['status', 'action'] as const,
     ...reg,
   });
-  const inbound = relayLatency.labels('inbound');
-  const outbound = relayLatency.labels('outbound');
   return {
     registry,
+    setRelayLatencySource: (fn) => {
+      relayLatencySource = fn;
+    },
     call: {
-      relayLatency: (direction, ms) => (direction === 'inbound' ? inbound : outbound).observe(ms / 1000),
       turnLatency: (ms) => turnLatency.observe(ms / 1000),
       protocolError: (reason) => protocolErrors.inc({ reason }),
       bargeIn: () => bargeIns.inc(),

@@ -1,0 +1,189 @@
+/**
+ * Caller audio, Twilio → model: decode → transcode → batch → append.
+ *
+ * Contract:
+ * - `frame(payload)` takes one Twilio media payload (base64 µ-law 8 kHz, already
+ *   validated by the parser) and never throws for audio reasons.
+ * - `batchMs` = 20 (default): one append per Twilio frame. In passthrough the
+ *   payload goes to the model as it arrived, without being decoded.
+ * - `batchMs` 40–100 (capacity mode): frames are joined into one append of up
+ *   to `batchMs`, except around speech, where latency matters: a voiced frame
+ *   after silence (onset) flushes at once and the next ONSET_MS go one frame
+ *   each, so the model's VAD (and barge-in) is never delayed; when the caller
+ *   stops (OFFSET_FRAMES unvoiced frames) what is held goes at once and the
+ *   next `tailMs` go one frame each, so the model hears the end of the turn
+ *   as early as with per-frame appends. Voiced = frame energy above
+ *   VOICE_DBFS, from a 256-entry µ-law table (no decode needed).
+ * - Until the model session is attached, up to MAX_EARLY_MS of audio is held
+ *   and sent in order on attach; older audio is dropped.
+ * - Allocation: one reused byte buffer per call for the batch.
+ */
+import type { AudioTranscoder } from './session.js';
+
+export const FRAME_MS = 20;
+const ULAW_FRAME_BYTES = 160;
+const MAX_EARLY_MS = 3000;
+/** Energy above which a frame counts as voiced (dBFS). Below the model VAD's usual −40 dBFS, so onsets are never late. */
+export const VOICE_DBFS = -50;
+const ONSET_MS = 200;
+const OFFSET_FRAMES = 3;
+
+/** Mean square (full scale = 1) of each µ-law code's sample: energy without decoding. */
+const ULAW_SQUARE = (() => {
+  const t = new Float64Array(256);
+  for (let code = 0; code < 256; code++) {
+    const u = ~code & 0xff;
+    const exponent = (u >> 4) & 0x07;
+    const mantissa = u & 0x0f;
+    const magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
+    const s = magnitude / 32768;
+    t[code] = s * s;
+  }
+  return t;
+})();
+const VOICE_MEAN_SQUARE = 10 ** (VOICE_DBFS / 10);
+
+/** Energy of µ-law bytes, as a mean square (full scale = 1). */
+export function ulawMeanSquare(ulaw: Uint8Array, start = 0, end = ulaw.length): number {
+  let sum = 0;
+  for (let i = start; i < end; i++) sum += ULAW_SQUARE[ulaw[i]!]!;
+  return end > start ? sum / (end - start) : 0;
+}
+
+export interface InboundOptions {
+  /** 'transcode': PCM16 24 kHz to the model through `transcoder`; 'passthrough': µ-law as received. */
+  transcoder: AudioTranscoder | undefined;
+  batchMs: number;
+  /** After the caller stops: how long frames go one by one (the model VAD's silence duration and a margin). */
+  tailMs: number;
+}
+
+type Phase = 'quiet' | 'onset' | 'speech' | 'tail';
+
+export class Inbound {
+  /** Appends sent to the model, and frames taken (for the bench and tests). */
+  appends = 0;
+  frames = 0;
+  private append: ((b64: string) => void) | undefined;
+  private early: string[] = [];
+  private earlyMs = 0;
+  private readonly batchFrames: number;
+  private batch = Buffer.alloc(0);
+  private batchLen = 0;
+  private batchCount = 0;
+  private scratch = Buffer.alloc(1024);
+  private phase: Phase = 'quiet';
+  /** Frames left in the current onset window or tail. */
+  private phaseFramesLeft = 0;
+  private unvoicedRun = 0;
+
+  constructor(private readonly opts: InboundOptions) {
+    this.batchFrames = Math.max(1, Math.floor(opts.batchMs / FRAME_MS));
+  }
+
+  /** The model session is ready: held audio goes first, in order. */
+  attach(append: (b64: string) => void): void {
+    this.append = append;
+    for (const b64 of this.early) this.send(b64);
+    this.early = [];
+    this.earlyMs = 0;
+  }
+
+  /** The model session is gone (reconnecting): hold audio again. */
+  detach(): void {
+    this.append = undefined;
+  }
+
+  /** One Twilio media payload. */
+  frame(payload: string): void {
+    this.frames++;
+    const t = this.opts.transcoder;
+    if (this.batchFrames === 1) {
+      if (!t) return this.send(payload); // passthrough: untouched
+      const n = this.decode(payload);
+      const pcm = t.inbound(this.scratch.subarray(0, n));
+      return this.send(Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength).toString('base64'));
+    }
+    const n = this.decode(payload);
+    const ulaw = this.scratch.subarray(0, n);
+    const voiced = n > 0 && ulawMeanSquare(ulaw) > VOICE_MEAN_SQUARE;
+    const urgent = this.advancePhase(voiced, Math.max(1, Math.round(n / ULAW_FRAME_BYTES)));
+    const out = t ? t.inbound(ulaw) : ulaw;
+    this.hold(out);
+    if (urgent || this.batchCount >= this.batchFrames) this.flush();
+  }
+
+  /** Send what is held now (end of call, or the model is about to be asked something). */
+  flush(): void {
+    if (this.batchLen === 0) return;
+    const b64 = this.batch.toString('base64', 0, this.batchLen);
+    this.batchLen = 0;
+    this.batchCount = 0;
+    this.send(b64);
+  }
+
+  /** Move the speech detector on by one frame; true = this frame must go out now. */
+  private advancePhase(voiced: boolean, frames: number): boolean {
+    const tailFrames = Math.ceil(this.opts.tailMs / FRAME_MS);
+    this.unvoicedRun = voiced ? 0 : this.unvoicedRun + frames;
+    switch (this.phase) {
+      case 'quiet':
+        if (!voiced) return false;
+        this.phase = 'onset';
+        this.phaseFramesLeft = ONSET_MS / FRAME_MS;
+        return true;
+      case 'onset':
+        if (--this.phaseFramesLeft <= 0) this.phase = 'speech';
+        return true;
+      case 'speech':
+        if (this.unvoicedRun < OFFSET_FRAMES) return false;
+        this.phase = 'tail';
+        this.phaseFramesLeft = tailFrames;
+        return true;
+      case 'tail':
+        if (voiced) {
+          this.phase = 'onset';
+          this.phaseFramesLeft = ONSET_MS / FRAME_MS;
+          return true;
+        }
+        if (--this.phaseFramesLeft <= 0) this.phase = 'quiet';
+        return true;
+    }
+  }
+
+  private hold(bytes: Uint8Array): void {
+    if (this.batchLen + bytes.length > this.batch.length) {
+      const next = Buffer.alloc(Math.max(this.batchLen + bytes.length, this.batch.length * 2, 4096));
+      this.batch.copy(next, 0, 0, this.batchLen);
+      this.batch = next;
+    }
+    this.batch.set(bytes, this.batchLen);
+    this.batchLen += bytes.length;
+    this.batchCount++;
+  }
+
+  private send(b64: string): void {
+    if (this.append) {
+      this.appends++;
+      this.append(b64);
+      return;
+    }
+    this.early.push(b64);
+    this.earlyMs += ((b64.length * 3) / 4 / (this.opts.transcoder ? 48 : 8)) | 0;
+    while (this.earlyMs > MAX_EARLY_MS && this.early.length > 1) {
+      const old = this.early.shift()!;
+      this.earlyMs -= ((old.length * 3) / 4 / (this.opts.transcoder ? 48 : 8)) | 0;
+    }
+  }
+
+  private decode(b64: string): number {
+    const need = Math.ceil((b64.length * 3) / 4);
+    if (need > this.scratch.length) this.scratch = Buffer.alloc(Math.max(need, this.scratch.length * 2));
+    return this.scratch.write(b64, 'base64');
+  }
+
+  /** Current phase of the speech detector (tests). */
+  get speechPhase(): Phase {
+    return this.phase;
+  }
+}

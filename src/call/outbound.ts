@@ -1,0 +1,217 @@
+/**
+ * Model audio, model → Twilio: decode → transcode → chunk → paced playout,
+ * with all of barge-in (marks, clear, truncate, late audio dropped) and the
+ * assistant's transcript lines cut to what the caller heard.
+ *
+ * Contract:
+ * - `audio()` never throws for audio reasons and never blocks: audio is
+ *   queued in the Playout and leaves paced by the shared clock.
+ * - After `bargeIn()`, audio of the interrupted response is dropped, every
+ *   item the caller did not hear in full is truncated at what was heard (0
+ *   for one queued behind the item playing), and its transcript line is cut
+ *   to the heard share of its words (no line when nothing was heard).
+ * - Recorded prompts (`playPrompt`) play through the same paced playout,
+ *   under their own response id, so they are never truncated at the model.
+ */
+import type { PumpScheduler } from './clock.js';
+import { Playout, type ChunkInfo } from './playout.js';
+import type { TwilioSocket } from './ports.js';
+import type { TranscriptLine } from './recorder.js';
+import { LatencyHistogram } from './stats.js';
+import { cutWords } from './transcript.js';
+import { clearMessage, markMessage, mediaMessage } from '../twilio/media-stream.js';
+import type { AudioTranscoder } from './session.js';
+
+const MAX_CANCELLED_TRACKED = 16;
+/** Response id under which recorded prompts play: never a model response. */
+export const PROMPT_RESPONSE_ID = 'local_prompt';
+
+interface AssistantItem {
+  text: string;
+  atMs: number | undefined;
+  done: boolean;
+}
+
+export interface OutboundDeps {
+  socket: TwilioSocket;
+  clock: PumpScheduler;
+  leadMs: number;
+  chunkMs: number;
+  now: () => number;
+  /** ms since the call started, for transcript lines. */
+  sinceStart: (now?: number) => number;
+  /** A chunk left for Twilio (per-turn latency, activity). */
+  onChunk: (info: ChunkInfo, now: number) => void;
+  /** An assistant line is final. */
+  onLine: (line: TranscriptLine) => void;
+  /** Cut an assistant item at the model to what the caller heard (ms). */
+  truncate: (itemId: string, audioEndMs: number) => void;
+}
+
+export class Outbound {
+  readonly latency = new LatencyHistogram();
+  private streamSid = '';
+  private transcoder: AudioTranscoder | undefined;
+  private live = false;
+  private readonly playout: Playout;
+  private readonly cancelled = new Set<string>();
+  private readonly items = new Map<string, AssistantItem>();
+  private scratch = Buffer.alloc(8192);
+  private promptSeq = 0;
+
+  constructor(private readonly deps: OutboundDeps) {
+    this.playout = new Playout(
+      {
+        sendChunk: (buf, start, end, mark) => this.sendChunk(buf, start, end, mark),
+        sendClear: () => this.deps.socket.send(clearMessage(this.streamSid)),
+      },
+      deps.leadMs,
+      (info, now) => this.chunkSent(info, now),
+      deps.chunkMs,
+    );
+  }
+
+  /** True while the caller is hearing, or about to hear, our audio. */
+  get speaking(): boolean {
+    return this.playout.speaking;
+  }
+
+  get chunksSent(): number {
+    return this.playout.chunksSent;
+  }
+
+  /** The stream started: where audio goes, and the call's transcoder (none in passthrough). */
+  start(streamSid: string, transcoder: AudioTranscoder | undefined): void {
+    this.streamSid = streamSid;
+    this.transcoder = transcoder;
+  }
+
+  /** Audio may flow (the call is live); `false` stops pumping for good. */
+  setLive(live: boolean): void {
+    this.live = live;
+    if (!live) this.deps.clock.delete(this.playout);
+  }
+
+  /** A piece of the assistant's voice, base64 in the model's format. */
+  audio(responseId: string, itemId: string, b64: string): void {
+    if (this.cancelled.has(responseId)) return; // late audio of an interrupted response
+    const t0 = this.deps.now();
+    const need = Math.ceil((b64.length * 3) / 4);
+    if (need > this.scratch.length) this.scratch = Buffer.alloc(Math.max(need, this.scratch.length * 2));
+    const n = this.scratch.write(b64, 'base64');
+    let ulaw: Uint8Array = this.scratch.subarray(0, n);
+    if (this.transcoder) ulaw = this.transcoder.outbound(ulaw);
+    if (!this.items.has(itemId)) this.items.set(itemId, { text: '', atMs: undefined, done: false });
+    if (this.playout.enqueue(responseId, itemId, ulaw)) this.pump(t0);
+    this.latency.record(this.deps.now() - t0);
+  }
+
+  audioDone(itemId: string): void {
+    this.playout.finishItem(itemId);
+    this.pump(this.deps.now());
+  }
+
+  /** The assistant's words for an item (final text of that item). */
+  transcript(itemId: string, text: string): void {
+    const item = this.items.get(itemId) ?? { text: '', atMs: undefined, done: false };
+    item.text = text;
+    item.done = true;
+    this.items.set(itemId, item);
+  }
+
+  /** Twilio echoed a mark. */
+  mark(name: string, now: number): void {
+    this.playout.onMark(name, now);
+  }
+
+  /** The socket drained. */
+  drain(): void {
+    this.playout.unblock();
+    this.pump(this.deps.now());
+  }
+
+  /** Audio of this response is not wanted any more (cancelled by the caller's speech). */
+  cancel(responseId: string): void {
+    this.cancelled.add(responseId);
+    if (this.cancelled.size > MAX_CANCELLED_TRACKED) this.cancelled.delete(this.cancelled.values().next().value!);
+  }
+
+  /**
+   * The caller started speaking: clear the caller's playback at once and cut
+   * every item at what was heard. Returns true if something was playing.
+   */
+  bargeIn(now: number): boolean {
+    const cut = this.playout.interrupt(now);
+    this.deps.clock.delete(this.playout);
+    this.transcoder?.resetOutbound();
+    if (cut && cut.responseId !== PROMPT_RESPONSE_ID) {
+      this.deps.truncate(cut.itemId, Math.floor(cut.audioEndMs));
+      this.finishItem(cut.itemId, cut.audioEndMs, this.playout.item(cut.itemId)?.queuedMs ?? cut.sentMs);
+    }
+    // Other items (a preamble before the one playing, a second message after it) are final now:
+    // whole if the caller heard all of it, cut to what was heard otherwise (nothing heard: no line).
+    for (const [id, item] of this.items) {
+      const fig = this.playout.item(id);
+      if (fig && fig.heardMs < fig.queuedMs) {
+        this.deps.truncate(id, Math.floor(fig.heardMs));
+        if (fig.heardMs > 0) this.finishItem(id, fig.heardMs, fig.queuedMs);
+        else this.items.delete(id); // queued behind the item playing: the caller heard none of it
+      } else if (item.done) {
+        this.finishItem(id);
+      }
+    }
+    return cut !== null;
+  }
+
+  /** Play a recorded prompt (µ-law 8 kHz) like model audio. */
+  playPrompt(ulaw: Uint8Array): void {
+    if (ulaw.length === 0) return;
+    const itemId = `prompt_${++this.promptSeq}`;
+    this.playout.enqueue(PROMPT_RESPONSE_ID, itemId, ulaw);
+    this.playout.finishItem(itemId);
+    this.pump(this.deps.now());
+  }
+
+  /** The call is over: every item still open becomes a line, cut to what was heard. */
+  finishAll(): void {
+    for (const [id] of this.items) {
+      const fig = this.playout.item(id);
+      this.finishItem(id, fig?.heardMs, fig?.queuedMs);
+    }
+    this.setLive(false);
+  }
+
+  private pump(now: number): void {
+    if (!this.live) return;
+    if (this.playout.pump(now)) this.deps.clock.add(this.playout);
+  }
+
+  private sendChunk(buf: Buffer, start: number, end: number, mark: string): boolean {
+    const socket = this.deps.socket;
+    let ok = true;
+    socket.cork(() => {
+      ok = socket.send(mediaMessage(this.streamSid, buf.toString('base64', start, end)));
+      ok = socket.send(markMessage(this.streamSid, mark)) && ok;
+    });
+    return ok;
+  }
+
+  private chunkSent(info: ChunkInfo, now: number): void {
+    const item = this.items.get(info.itemId);
+    if (item && item.atMs === undefined) item.atMs = this.deps.sinceStart(now);
+    this.deps.onChunk(info, now);
+  }
+
+  /** Write an assistant line. With `heardMs` the caller was cut off: keep the heard share of the words. */
+  private finishItem(itemId: string, heardMs?: number, totalMs?: number): void {
+    const item = this.items.get(itemId);
+    this.items.delete(itemId);
+    if (!item || !item.text) return;
+    const line: TranscriptLine = { atMs: item.atMs ?? this.deps.sinceStart(), speaker: 'assistant', text: item.text };
+    if (heardMs !== undefined && totalMs && heardMs < totalMs) {
+      line.text = cutWords(item.text, heardMs / totalMs);
+      line.interrupted = true;
+    }
+    this.deps.onLine(line);
+  }
+}
