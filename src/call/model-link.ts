@@ -534,6 +534,9 @@ export class ModelLink implements ModelSession {
     }
     this.reconnect = undefined;
     this.state = 'live';
+    const gen = ++this.gen;
+    this.session = session;
+    this.liveItems.clear();
     // Replay and the kept gap audio go out before events are taken from the new session, so
     // link_restored always follows link_lost and precedes anything the new session says.
     session.replay(this.history.items());
@@ -543,8 +546,8 @@ export class ModelLink implements ModelSession {
     const unansweredTurn = this.history.owesAnswer();
     this.opts.log.info({ attempts, gapMs, unansweredTurn }, 'model link restored');
     this.emit({ type: 'link_restored', attempts, gapMs, unansweredTurn });
-    if (this.state === 'live') this.attach(session);
-    else session.close(); // the call closed the link from its link_restored handler
+    // Unless the call closed the link from its link_restored handler (close() closes `session` too):
+    if (this.gen === gen) session.onEvent((ev) => this.onProviderEvent(gen, ev));
   }
 
   private fail(err: unknown): void {
