@@ -440,6 +440,43 @@ describe('ModelLink reconnects', () => {
     expect(r.stats).toEqual({ drops: 2, reconnects: 0, giveUps: 0 });
   });
 
+  it('closing from the link_lost handler dials nothing; closing from link_restored closes the new session', async () => {
+    const r = await rig();
+    const a = await openLink(r);
+    const evsA: ModelEvent[] = [];
+    a.onEvent((e) => {
+      evsA.push(e);
+      if (e.type === 'link_lost') a.close();
+    });
+    r.model.sessions[0]!.dropSocket(1011);
+    await until(() => evsA.length === 2, 2000, 'link_lost');
+    await delay(100);
+    expect(r.proxy.upgrades).toBe(1);
+
+    const b = await openLink(r);
+    const evsB: ModelEvent[] = [];
+    b.onEvent((e) => {
+      evsB.push(e);
+      if (e.type === 'link_restored') b.close();
+    });
+    r.model.sessions[1]!.dropSocket(1011);
+    await until(() => r.model.sessions.length === 3 && r.model.sessions[2]!.closed, 2000, 'the new session to be closed');
+    expect(evsB.map((e) => e.type)).toEqual(['ready', 'link_lost', 'link_restored']);
+  });
+
+  it('a drop during the greeting: restored with unansweredTurn, the unfinished greeting not replayed', async () => {
+    const r = await rig();
+    const link = await openLink(r);
+    const evs = collect(link);
+    link.createResponse();
+    await until(() => ofType(evs, 'audio').length > 0, 2000, 'greeting audio');
+    r.model.sessions[0]!.dropSocket(1011);
+    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
+    expect(ofType(evs, 'link_restored')[0]!.unansweredTurn).toBe(true);
+    expect(itemsOf(r.proxy.conns[1]!.sent)).toEqual([]);
+    expect(link.conversation()).toEqual([]);
+  });
+
   it('pre-warmed: a session lost before anyone listens reconnects too, and the events wait in order', async () => {
     const r = await rig();
     const link = await openLink(r);

@@ -509,6 +509,7 @@ export class ModelLink implements ModelSession {
     const lostAt = this.now();
     this.opts.log.warn({ cause }, 'model link lost: reconnecting');
     this.emit({ type: 'link_lost', cause });
+    if (this.state !== 'reconnecting') return; // the call closed the link from its link_lost handler
     const abort = new AbortController();
     this.reconnect = abort;
     dial({
@@ -521,10 +522,12 @@ export class ModelLink implements ModelSession {
       now: this.now,
       signal: abort.signal,
       log: this.opts.log,
-    }).then(
-      ({ session, attempts }) => this.restore(session, attempts, lostAt),
-      (err: unknown) => this.fail(err),
-    );
+    })
+      .then(
+        ({ session, attempts }) => this.restore(session, attempts, lostAt),
+        (err: unknown) => this.fail(err),
+      )
+      .catch((err: unknown) => this.opts.log.error({ err: errText(err) }, 'model link: reconnect bookkeeping failed'));
   }
 
   private restore(session: ModelSession, attempts: number, lostAt: number): void {

@@ -173,9 +173,9 @@ export interface OpenAIRealtimeProviderOptions {
   reachability?: ReachabilityTracker;
   /** Largest server frame accepted (bytes). */
   maxPayloadBytes?: number;
-  /** Ping the open socket this often (ms); 0 = never. Default 5000. */
+  /** Ping the open socket this often (ms); 0 = never. Default 3000. */
   pingIntervalMs?: number;
-  /** A ping unanswered this long (ms) means the socket is dead. Default 5000. */
+  /** A ping unanswered this long (ms) means the socket is dead. Default 4000. */
   pongTimeoutMs?: number;
 }
 
@@ -217,8 +217,8 @@ export class OpenAIRealtimeProvider implements ModelProvider {
         ca: o.ca,
         timeoutMs: o.connectTimeoutMs,
         maxPayloadBytes: o.maxPayloadBytes ?? 16 * 1024 * 1024,
-        pingIntervalMs: o.pingIntervalMs ?? 5000,
-        pongTimeoutMs: o.pongTimeoutMs ?? 5000,
+        pingIntervalMs: o.pingIntervalMs ?? 3000,
+        pongTimeoutMs: o.pongTimeoutMs ?? 4000,
         sessionUpdate,
         signal,
       })
