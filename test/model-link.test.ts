@@ -570,33 +570,41 @@ describe('ModelLink replays the conversation and carries audio across the gap', 
     expect(r.model.sessions[1]!.errorsSent).toEqual([]);
   });
 
-  it('gap audio: only the last 500 ms go out, after the replay; every append after the new session is configured arrives', async () => {
-    const r = await rig({ link: { backoffBaseMs: 60, backoffMaxMs: 60 } });
+  it.each([
+    { format: 'ulaw8k' as const, keepMs: undefined, keptChunks: 25 },
+    { format: 'pcm24k' as const, keepMs: 200, keptChunks: 10 },
+  ])('gap audio ($format, keep $keepMs ms): only the most recent go out, after the replay; every later append arrives', async ({ format, keepMs, keptChunks }) => {
+    const r = await rig({ provider: { format }, link: { backoffBaseMs: 60, backoffMaxMs: 60, gapAudioKeepMs: keepMs } });
+    const chunkBytes = 20 * (format === 'ulaw8k' ? 8 : 48);
+    const chunk = (t: number) => Buffer.alloc(chunkBytes, t).toString('base64');
     const link = await openLink(r);
     const evs: ModelEvent[] = [];
     let tag = 0;
     link.onEvent((e) => {
       evs.push(e);
       // 1 s of caller audio arrives during the gap, tagged 1..50.
-      if (e.type === 'link_lost') for (let i = 0; i < 50; i++) link.appendAudio(tagged(++tag));
+      if (e.type === 'link_lost') for (let i = 0; i < 50; i++) link.appendAudio(chunk(++tag));
       // From the moment the link is restored, audio is live: tagged 101..110.
-      if (e.type === 'link_restored') for (let i = 0; i < 10; i++) link.appendAudio(tagged(101 + i));
+      if (e.type === 'link_restored') for (let i = 0; i < 10; i++) link.appendAudio(chunk(101 + i));
     });
-    link.appendAudio(tagged(200)); // before the drop: the old socket
+    link.sendUserText('The caller pressed these keys on the phone keypad: 9');
+    link.appendAudio(chunk(200)); // before the drop: the old socket
     r.proxy.refuse = 2; // a gap with backoff in it
     r.model.sessions[0]!.dropSocket(1011);
     await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
-    await until(() => appendsOf(r.proxy.conns[1]?.sent ?? []).length === 35, 2000, 'appends on the new socket');
+    await until(() => appendsOf(r.proxy.conns[1]?.sent ?? []).length === keptChunks + 10, 2000, 'appends on the new socket');
     const sent = r.proxy.conns[1]!.sent;
-    const appends = appendsOf(sent);
-    const tags = appends.map((a) => Buffer.from(a, 'base64')[0]);
-    expect(tags).toEqual([...Array.from({ length: 25 }, (_, i) => 26 + i), ...Array.from({ length: 10 }, (_, i) => 101 + i)]);
-    // Order on the wire: session.update first, then (no history here) the kept audio, then live audio.
-    expect(sent[0].type).toBe('session.update');
+    const tags = appendsOf(sent).map((a) => Buffer.from(a, 'base64')[0]);
+    expect(tags).toEqual([
+      ...Array.from({ length: keptChunks }, (_, i) => 51 - keptChunks + i),
+      ...Array.from({ length: 10 }, (_, i) => 101 + i),
+    ]);
+    // Order on the wire: session.update, the replayed item, the kept audio, live audio.
+    expect(sent.map((e: any) => e.type).slice(0, 3)).toEqual(['session.update', 'conversation.item.create', 'input_audio_buffer.append']);
     expect(appendsOf(r.proxy.conns[0]!.sent).map((a) => Buffer.from(a, 'base64')[0])).toEqual([200]);
-    await until(() => Math.round(r.model.sessions[1]!.audioMsReceived) === 700, 2000, 'the stand-in to count 700 ms');
+    await until(() => Math.round(r.model.sessions[1]!.audioMsReceived) === 20 * (keptChunks + 10), 2000, 'the stand-in to count the audio');
     // Live again: later appends go straight to the new socket.
-    link.appendAudio(tagged(111));
-    await until(() => appendsOf(sent).length === 36, 2000, 'a later append');
+    link.appendAudio(chunk(111));
+    await until(() => appendsOf(sent).length === keptChunks + 11, 2000, 'a later append');
   });
 });
