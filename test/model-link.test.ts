@@ -486,6 +486,24 @@ describe('ModelLink reconnects', () => {
     expect(evs.map((e) => e.type)).toEqual(['ready', 'link_lost', 'link_restored']);
   });
 
+  it('open is aborted by its signal (the relay dropping a pre-warm): rejects, and the pending connect is cut', async () => {
+    const r = await rig();
+    r.proxy.hold = true;
+    const ac = new AbortController();
+    const opening = ModelLink.open(r.provider, SESSION_OPTS, r.linkOpts, ac.signal).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await until(() => r.proxy.upgrades === 1, 2000, 'the held attempt');
+    ac.abort();
+    const err = await opening;
+    expect(err).toBeInstanceOf(ModelConnectError);
+    expect((err as ModelConnectError).retryable).toBe(false);
+    await until(() => r.proxy.heldAbandoned === 1, 1000, 'the held connect to be aborted');
+    await delay(100);
+    expect(r.proxy.upgrades).toBe(1);
+  });
+
   it('open retries a refused first connect under the same rule, and rejects once its budget is spent', async () => {
     const r = await rig({ link: { openBudgetMs: 300 } });
     r.proxy.refuse = 2;

@@ -368,7 +368,10 @@ async function dial(p: DialParams): Promise<{ session: ModelSession; attempts: n
         }
         return { session, attempts };
       } catch (err) {
-        if (budget.signal.aborted) break;
+        if (budget.signal.aborted) {
+          if (!p.signal.aborted) last = `attempt ${attempts} still connecting when the budget ran out`;
+          break;
+        }
         last = errText(err);
         const retryable = err instanceof ModelConnectError ? err.retryable : true;
         p.log.warn({ attempt: attempts, err: last, retryable }, 'model connect attempt failed');
@@ -425,10 +428,7 @@ export class ModelLink implements ModelSession {
     signal?: AbortSignal,
   ): Promise<ModelLink> {
     const s = settings(opts);
-    const owner = new AbortController();
-    const onAbort = (): void => owner.abort();
     if (signal?.aborted) throw new ModelConnectError('model connect aborted', false);
-    signal?.addEventListener('abort', onAbort, { once: true });
     try {
       const { session: first } = await dial({
         provider,
@@ -438,7 +438,7 @@ export class ModelLink implements ModelSession {
         maxMs: s.backoffMaxMs,
         random: opts.random ?? Math.random,
         now: opts.now ?? Date.now,
-        signal: owner.signal,
+        signal: signal ?? new AbortController().signal,
         log: opts.log,
       });
       return new ModelLink(provider, session, opts, s, first);
@@ -447,8 +447,6 @@ export class ModelLink implements ModelSession {
         throw new ModelConnectError(`model unavailable after ${err.attempts} attempt(s): ${err.reason}`, err.retryable, { cause: err });
       }
       throw err;
-    } finally {
-      signal?.removeEventListener('abort', onAbort);
     }
   }
 
