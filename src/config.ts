@@ -6,10 +6,9 @@
  * line — start-up stops once with the whole list, never one problem at a time.
  * Times are in ms unless the name says otherwise; prices in USD.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { defaultPromptPath, loadPrompt } from './call/prompts.js';
 import { REASONING_EFFORTS, type ReasoningEffort } from './realtime/protocol.js';
 import { modelPrices, MODEL_PRICES } from './store/prices.js';
 
@@ -102,24 +101,25 @@ const EnvSchema = z.object({
     .string()
     .regex(/^\d{1,5}(,\d{1,5}){0,4}$/, 'must be 1 to 5 comma-separated whole numbers of ms, e.g. 250,1000')
     .default('250,1000'),
-  /** µ-law 8 kHz prompt played when retries fail (raw .ulaw). */
-  REPEAT_PROMPT_FILE: z.string().min(1).optional(),
+  /** Recorded prompts (raw µ-law 8 kHz .ulaw, or a µ-law/PCM16 8 kHz mono WAV); defaults are in assets/prompts/. */
+  HOLD_AUDIO: z.string().min(1).optional(),
+  APOLOGY_AUDIO: z.string().min(1).optional(),
+  GOODBYE_AUDIO: z.string().min(1).optional(),
+  REPEAT_AUDIO: z.string().min(1).optional(),
+
+  /** The model connection: reconnect back-off (full jitter from BASE, doubling, capped at MAX) for a total of BUDGET. */
+  MODEL_RECONNECT_BUDGET_MS: intIn(0, 600_000).default(45_000),
+  MODEL_BACKOFF_BASE_MS: intIn(1, 60_000).default(1000),
+  MODEL_BACKOFF_MAX_MS: intIn(1, 120_000).default(8000),
+  /** Caller audio from the gap sent to the new session (the most recent this many ms). */
+  MODEL_GAP_AUDIO_MS: intIn(0, 5000).default(500),
 
   METRICS: bool.default(true),
 });
 
 export type AudioMode = 'transcode' | 'passthrough';
 
-/** A file shipped in the package (assets/…), found from src/ and from build/src/ alike. */
-export function packageFile(...parts: string[]): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const parent = dirname(dir);
-    if (parent === dir) return join(...parts);
-    dir = parent;
-  }
-  return join(dir, ...parts);
-}
+
 
 export interface Prices {
   audioInPerMTok: number;
@@ -170,7 +170,8 @@ export interface Config {
   prices: Prices;
   pricesKnown: boolean;
   responseRetryMs: number[];
-  repeatPrompt: Uint8Array;
+  prompts: { repeat: Uint8Array<ArrayBufferLike>; hold: Uint8Array<ArrayBufferLike>; apology: Uint8Array<ArrayBufferLike>; goodbye: Uint8Array<ArrayBufferLike> };
+  reconnect: { budgetMs: number; backoffBaseMs: number; backoffMaxMs: number; gapAudioKeepMs: number };
   metrics: boolean;
 }
 
@@ -217,14 +218,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (cleaned.ELIGIBILITY_API_KEY && !cleaned.ELIGIBILITY_API_URL) {
     problems.push('ELIGIBILITY_API_KEY: set without ELIGIBILITY_API_URL');
   }
-  let repeatPrompt = new Uint8Array(0);
+  const prompts: Config['prompts'] = { repeat: new Uint8Array(0), hold: new Uint8Array(0), apology: new Uint8Array(0), goodbye: new Uint8Array(0) };
   if (parsed.success) {
-    const file = parsed.data.REPEAT_PROMPT_FILE ?? packageFile('assets', 'prompts', 'repeat.ulaw');
-    try {
-      repeatPrompt = new Uint8Array(readFileSync(file));
-      if (repeatPrompt.length < 800) problems.push(`REPEAT_PROMPT_FILE: ${file} is shorter than 100 ms of µ-law audio`);
-    } catch (err) {
-      problems.push(`REPEAT_PROMPT_FILE: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? err})`);
+    const files = { repeat: parsed.data.REPEAT_AUDIO, hold: parsed.data.HOLD_AUDIO, apology: parsed.data.APOLOGY_AUDIO, goodbye: parsed.data.GOODBYE_AUDIO };
+    for (const name of ['repeat', 'hold', 'apology', 'goodbye'] as const) {
+      const r = loadPrompt(files[name] ?? defaultPromptPath(name));
+      if (r.ok) prompts[name] = r.prompt.ulaw;
+      else problems.push(`${name.toUpperCase()}_AUDIO: ${r.error}`);
     }
   }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
@@ -286,7 +286,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     pricesKnown: listed !== undefined,
     responseRetryMs: e.RESPONSE_RETRY_MS.split(',').map(Number),
-    repeatPrompt,
+    prompts,
+    reconnect: {
+      budgetMs: e.MODEL_RECONNECT_BUDGET_MS,
+      backoffBaseMs: e.MODEL_BACKOFF_BASE_MS,
+      backoffMaxMs: e.MODEL_BACKOFF_MAX_MS,
+      gapAudioKeepMs: e.MODEL_GAP_AUDIO_MS,
+    },
     metrics: e.METRICS,
   };
 }

@@ -12,6 +12,7 @@ import { createStoreRecorder } from './call/store-recorder.js';
 import { Transcoder } from './dsp/index.js';
 import type { Logger } from './log.js';
 import { OpenAIRealtimeProvider, ReachabilityTracker } from './realtime/openai-provider.js';
+import { linkedProvider } from './call/model-link.js';
 import { createMetrics } from './server/metrics.js';
 import { startServer, type RunningServer } from './server/app.js';
 import { SqliteCallStore } from './store/sqlite.js';
@@ -45,7 +46,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   if (interrupted > 0) log.warn({ count: interrupted }, 'calls left in progress by a previous process marked interrupted');
 
   const reachability = new ReachabilityTracker();
-  const provider =
+  const realtime =
     opts.provider ??
     new OpenAIRealtimeProvider({
       url: config.openai.realtimeUrl,
@@ -60,6 +61,15 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
       log,
       reachability,
     });
+  // Every call's model session is a ModelLink: a lost connection is redialled and the conversation replayed.
+  const provider = linkedProvider(realtime, {
+    log,
+    backoffBaseMs: config.reconnect.backoffBaseMs,
+    backoffMaxMs: config.reconnect.backoffMaxMs,
+    reconnectBudgetMs: config.reconnect.budgetMs,
+    openBudgetMs: config.openai.connectTimeoutMs,
+    gapAudioKeepMs: config.reconnect.gapAudioKeepMs,
+  });
   const metrics = createMetrics();
   const tools = createDefaultTools(config, log);
   const relay = new Relay({

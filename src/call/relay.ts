@@ -84,7 +84,7 @@ export class Relay implements VoiceApp {
       toolFillerMs: 2_500,
       dtmfGapMs: 1_500,
       responseRetryMs: c.responseRetryMs,
-      repeatPrompt: c.repeatPrompt,
+      prompts: c.prompts,
       ...deps.callOptions,
     };
     this.clock = deps.clock ?? sharedClock;

@@ -39,6 +39,8 @@ export interface CallMetrics {
   callEnded(reason: string): void;
   /** A response ended failed/incomplete with the caller's turn unanswered; `action` is what the call did about it. */
   responseFailed(status: string, action: 'retry' | 'apologize'): void;
+  /** The model connection was lost, restored, or given up on. */
+  modelLink(what: 'drop' | 'reconnect' | 'give_up'): void;
 }
 
 export const noMetrics: CallMetrics = {
@@ -47,6 +49,7 @@ export const noMetrics: CallMetrics = {
   bargeIn() {},
   callEnded() {},
   responseFailed() {},
+  modelLink() {},
 };
 
 export type EndReason =
@@ -79,8 +82,11 @@ export interface CallOptions {
   dtmfGapMs: number;
   /** Back-off before asking again after a failed response, per attempt (ms); its length is the number of retries. */
   responseRetryMs: number[];
-  /** µ-law 8 kHz played when retries are used up: a short apology asking the caller to repeat. Empty = none. */
-  repeatPrompt: Uint8Array;
+  /**
+   * Recorded prompts, µ-law 8 kHz: `repeat` when retries of a failed response are used up, `hold`
+   * while the model connection is being restored, `apology` when it cannot be, `goodbye` at a drain's end.
+   */
+  prompts: { repeat: Uint8Array; hold: Uint8Array; apology: Uint8Array; goodbye: Uint8Array };
 }
 
 /** Resolved on the stream's `start`: the model session and who this call is. */
@@ -109,6 +115,8 @@ type State = 'awaiting_start' | 'connecting' | 'live' | 'ended';
 const SERVER_RESPONSE_WAIT_MS = 2000;
 /** Longest wait before a retry, whatever the rate limit says: past it the caller hears the apology path instead. */
 const MAX_RETRY_WAIT_MS = 5000;
+/** While the model connection is down, the hold prompt is played again after this long (if nothing else plays). */
+const HOLD_REPEAT_MS = 4000;
 const TOOL_FILLER_INSTRUCTIONS = 'In a few words, tell the caller you are still checking. Do not guess any result.';
 
 export class CallSession implements StreamHandler {
@@ -152,6 +160,10 @@ export class CallSession implements StreamHandler {
   private toolsRunning = 0;
   private dtmfDigits = '';
   private dtmfTimer: NodeJS.Timeout | undefined;
+  // The model connection, while it is being restored.
+  private holding = false;
+  private holdTimer: NodeJS.Timeout | undefined;
+  private linkLost: { atMs: number; cause: string } | undefined;
 
   constructor(private readonly deps: CallDeps) {
     this.now = deps.now ?? (() => performance.now());
@@ -343,6 +355,7 @@ export class CallSession implements StreamHandler {
         case 'response_started':
           return this.handleResponseStarted(ev.responseId);
         case 'audio':
+          if (this.holding) this.stopHold();
           return this.outbound.audio(ev.responseId, ev.itemId, ev.audio);
         case 'audio_done':
           return this.outbound.audioDone(ev.itemId);
@@ -358,6 +371,12 @@ export class CallSession implements StreamHandler {
           return this.handleRateLimits(ev.limits);
         case 'error':
           return this.handleModelError(ev.code, ev.message);
+        case 'link_lost':
+          return this.handleLinkLost(ev.cause);
+        case 'link_restored':
+          return this.handleLinkRestored(ev.attempts, ev.gapMs, ev.unansweredTurn);
+        case 'link_failed':
+          return this.handleLinkFailed(ev.attempts, ev.reason);
         case 'closed':
           this.log.warn({ reason: ev.reason, retryable: ev.retryable }, 'model session closed');
           return this.end('model_disconnected');
@@ -436,7 +455,7 @@ export class CallSession implements StreamHandler {
       }, Math.min(delayMs, MAX_RETRY_WAIT_MS));
     } else {
       this.responses.apologies++;
-      this.outbound.playPrompt(this.opts.repeatPrompt);
+      this.outbound.playPrompt(this.opts.prompts.repeat);
     }
   }
 
@@ -450,6 +469,56 @@ export class CallSession implements StreamHandler {
     // Our response.create raced one the server started itself: what we asked for waits for that one to end.
     if (code === 'conversation_already_has_active_response') this.turns.createRejected();
     this.log.warn({ code, message }, 'model error');
+  }
+
+  // ── The model connection (src/call/model-link.ts reconnects; the call keeps the caller company) ──
+
+  private handleLinkLost(cause: string): void {
+    this.linkLost = { atMs: this.sinceStart(), cause };
+    this.deps.metrics.modelLink('drop');
+    this.log.warn({ cause }, 'model connection lost: holding the caller while it is restored');
+    if (this.activeResponseId) this.outbound.cancel(this.activeResponseId);
+    this.activeResponseId = undefined;
+    this.turns.reset();
+    this.clearRetry();
+    // What the caller heard is what the new session is told was said: cut playback here, then hold.
+    this.outbound.bargeIn(this.now());
+    this.holding = true;
+    this.outbound.playPrompt(this.opts.prompts.hold);
+    if (this.holdTimer) clearInterval(this.holdTimer);
+    this.holdTimer = setInterval(() => {
+      if (this.state === 'live' && this.holding && !this.outbound.speaking) this.outbound.playPrompt(this.opts.prompts.hold);
+    }, HOLD_REPEAT_MS);
+  }
+
+  private handleLinkRestored(attempts: number, gapMs: number, unansweredTurn: boolean): void {
+    if (this.holdTimer) clearInterval(this.holdTimer);
+    this.holdTimer = undefined;
+    this.deps.metrics.modelLink('reconnect');
+    const cause = this.linkLost?.cause ?? 'unknown';
+    this.recorder?.event({ atMs: this.linkLost?.atMs ?? this.sinceStart(), type: 'model_reconnected', detail: `${cause}; ${attempts} attempt(s); gap ${Math.round(gapMs)} ms` });
+    this.log.info({ cause, attempts, gapMs: Math.round(gapMs), unansweredTurn }, 'model connection restored');
+    this.linkLost = undefined;
+    // The hold prompt stops when the model speaks again (or plays out if it has nothing to say).
+    if (unansweredTurn) this.turns.retry();
+  }
+
+  private handleLinkFailed(attempts: number, reason: string): void {
+    if (this.holdTimer) clearInterval(this.holdTimer);
+    this.holdTimer = undefined;
+    this.deps.metrics.modelLink('give_up');
+    this.recorder?.event({ atMs: this.sinceStart(), type: 'model_unavailable', detail: `${reason}; ${attempts} attempt(s)` });
+    this.log.error({ attempts, reason }, 'model connection could not be restored: apologising and ending the call');
+    this.outbound.bargeIn(this.now()); // stop the hold prompt
+    this.holding = false;
+    const apology = this.opts.prompts.apology;
+    this.outbound.playPrompt(apology);
+    this.timers.push(setTimeout(() => this.end('model_unavailable'), apology.length / 8 + this.opts.playoutLeadMs + 200));
+  }
+
+  private stopHold(): void {
+    this.holding = false;
+    this.outbound.bargeIn(this.now()); // clears the prompt at Twilio; prompts are never truncated at the model
   }
 
   private clearRetry(): void {
@@ -549,6 +618,7 @@ export class CallSession implements StreamHandler {
     for (const t of this.timers) clearTimeout(t);
     if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
     if (this.serverResponseTimer) clearTimeout(this.serverResponseTimer);
+    if (this.holdTimer) clearInterval(this.holdTimer);
     this.clearRetry();
     this.outbound.setLive(false);
     this.model?.close();

@@ -50,7 +50,29 @@ export type ModelEvent =
   /** A recoverable provider error: the session stays open. */
   | { type: 'error'; code: string; message: string }
   /** The session is gone (socket closed, fatal error). `retryable`: a reconnect may help. */
-  | { type: 'closed'; reason: string; retryable: boolean };
+  | { type: 'closed'; reason: string; retryable: boolean }
+  // Reported by a reconnecting link (call/model-link.ts); a link never reports `closed`.
+  /** The model connection was lost; the link is reconnecting. Reported at once. */
+  | { type: 'link_lost'; cause: string }
+  /**
+   * A new connection is configured and the conversation replayed into it. `attempts`: connects tried;
+   * `gapMs`: loss → restored; `unansweredTurn`: the model owed an answer when the link was lost
+   * (a finished caller turn, a user text or tool output, or a response in progress or requested) —
+   * the call decides whether to ask for one.
+   */
+  | { type: 'link_restored'; attempts: number; gapMs: number; unansweredTurn: boolean }
+  /** The link gave up (reconnect budget spent or the endpoint refused for good). Terminal. */
+  | { type: 'link_failed'; attempts: number; reason: string };
+
+/**
+ * A conversation item replayed into a new session, in conversation order. Assistant turns are
+ * text (what the caller heard): a provider cannot take assistant audio back.
+ */
+export type ConversationItem =
+  | { type: 'user_text'; text: string }
+  | { type: 'assistant_text'; text: string }
+  | { type: 'function_call'; callId: string; name: string; arguments: string }
+  | { type: 'function_call_output'; callId: string; output: string };
 
 export interface ModelSessionOptions {
   instructions: string;
@@ -81,6 +103,8 @@ export interface ModelSession {
   truncate(itemId: string, audioEndMs: number): void;
   /** Return a tool call's result; `respond` asks for a new response afterwards. */
   sendToolResult(callId: string, output: string, respond: boolean): void;
+  /** Add earlier conversation items to this session, in order, without asking for a response. */
+  replay(items: readonly ConversationItem[]): void;
   close(): void;
 }
 

@@ -16,11 +16,16 @@
  * - Sends on a socket that is not open are dropped silently and counted.
  * - The session reports `closed` once when the socket goes away on its own;
  *   after `close()` is called locally it reports nothing more.
+ * - Once open, the socket is pinged every `pingIntervalMs`; a pong missing for
+ *   `pongTimeoutMs` after a ping ends the socket and reports `closed` with
+ *   `retryable: true` (the server is rightly silent while the caller is, so
+ *   silence alone proves nothing; a missing pong does).
  */
 import WebSocket from 'ws';
 import type { Logger } from '../log.js';
 import {
   ModelConnectError,
+  type ConversationItem,
   type ModelAudioFormat,
   type ModelEvent,
   type ModelProvider,
@@ -32,6 +37,7 @@ import {
   buildSessionUpdate,
   functionCallOutputEvent,
   parseServerEvent,
+  replayItemEvent,
   responseCancelEvent,
   responseCreateEvent,
   truncateEvent,
@@ -171,6 +177,10 @@ export interface OpenAIRealtimeProviderOptions {
   reachability?: ReachabilityTracker;
   /** Largest server frame accepted (bytes). */
   maxPayloadBytes?: number;
+  /** Ping the open socket this often (ms); 0 = never. Default 3000. */
+  pingIntervalMs?: number;
+  /** A ping unanswered this long (ms) means the socket is dead. Default 4000. */
+  pongTimeoutMs?: number;
 }
 
 export class OpenAIRealtimeProvider implements ModelProvider {
@@ -212,6 +222,8 @@ export class OpenAIRealtimeProvider implements ModelProvider {
         ca: o.ca,
         timeoutMs: o.connectTimeoutMs,
         maxPayloadBytes: o.maxPayloadBytes ?? 16 * 1024 * 1024,
+        pingIntervalMs: o.pingIntervalMs ?? 3000,
+        pongTimeoutMs: o.pongTimeoutMs ?? 4000,
         sessionUpdate,
         signal,
       })
@@ -239,6 +251,8 @@ interface OpenParams {
   ca: string | Buffer | undefined;
   timeoutMs: number;
   maxPayloadBytes: number;
+  pingIntervalMs: number;
+  pongTimeoutMs: number;
   sessionUpdate: string;
   signal: AbortSignal | undefined;
 }
@@ -281,6 +295,7 @@ export class OpenAIRealtimeSession implements ModelSession {
   readonly counters: SessionCounters = { sent: 0, dropped: 0, malformed: 0, unhandled: 0, audioDroppedForBackpressure: 0 };
   private settle: { resolve: () => void; reject: (e: ModelConnectError) => void } | undefined;
   private sessionUpdate = '';
+  private heartbeat: { intervalMs: number; timeoutMs: number; ticker?: NodeJS.Timeout; deadline?: NodeJS.Timeout } | undefined;
   /** Why open() failed: the endpoint could not be used, refused the session (it answered), or the caller gave up. */
   connectFailure: 'unreachable' | 'rejected' | 'aborted' | undefined;
 
@@ -292,6 +307,7 @@ export class OpenAIRealtimeSession implements ModelSession {
   /** Dial and run the handshake. Resolves once session.updated has arrived. */
   open(p: OpenParams): Promise<void> {
     this.sessionUpdate = p.sessionUpdate;
+    if (p.pingIntervalMs > 0) this.heartbeat = { intervalMs: p.pingIntervalMs, timeoutMs: p.pongTimeoutMs };
     return new Promise<void>((resolve, reject) => {
       if (p.signal?.aborted) {
         this.phase = 'closed';
@@ -341,6 +357,7 @@ export class OpenAIRealtimeSession implements ModelSession {
         if (this.phase === 'connecting') this.phase = 'awaiting_created';
       });
       ws.on('message', (data, isBinary) => this.onMessage(data, isBinary));
+      ws.on('pong', () => this.onPong());
       ws.on('error', (err) => this.onSocketError(err));
       ws.on('close', (code, reason) => this.onSocketClose(code, reason.toString('utf8')));
     });
@@ -374,6 +391,7 @@ export class OpenAIRealtimeSession implements ModelSession {
       return;
     }
     this.log.warn({ err: e.message, code: e.code, retryable: e.retryable }, 'model socket error');
+    this.stopHeartbeat();
     this.reportClosed(e.message, e.retryable);
   }
 
@@ -385,8 +403,50 @@ export class OpenAIRealtimeSession implements ModelSession {
       return;
     }
     this.phase = 'closed';
+    this.stopHeartbeat();
     this.log.info({ code, reason: reason.slice(0, 200) }, 'model socket closed');
     this.reportClosed(`model socket closed (${code}${reason ? ` ${reason.slice(0, 200)}` : ''})`, retryable);
+  }
+
+  // -- liveness: ping the open socket; a missing pong ends it ------------------
+
+  private startHeartbeat(): void {
+    const hb = this.heartbeat;
+    if (!hb || hb.ticker) return;
+    hb.ticker = setInterval(() => {
+      const ws = this.ws;
+      if (!ws || ws.readyState !== WebSocket.OPEN) return;
+      try {
+        ws.ping();
+      } catch {
+        return; // the close event follows
+      }
+      if (!hb.deadline) hb.deadline = setTimeout(() => this.onPongMissed(hb.timeoutMs), hb.timeoutMs);
+    }, hb.intervalMs);
+    hb.ticker.unref();
+  }
+
+  private onPong(): void {
+    const hb = this.heartbeat;
+    if (hb?.deadline) clearTimeout(hb.deadline);
+    if (hb) hb.deadline = undefined;
+  }
+
+  private stopHeartbeat(): void {
+    const hb = this.heartbeat;
+    if (!hb) return;
+    if (hb.ticker) clearInterval(hb.ticker);
+    if (hb.deadline) clearTimeout(hb.deadline);
+    this.heartbeat = undefined;
+  }
+
+  private onPongMissed(timeoutMs: number): void {
+    if (this.phase !== 'open') return;
+    this.phase = 'closed';
+    this.stopHeartbeat();
+    this.log.warn({ timeoutMs }, 'model socket missed a pong: treating it as lost');
+    this.reportClosed(`model socket missed a pong for ${timeoutMs} ms`, true);
+    this.terminate();
   }
 
   private reportClosed(reason: string, retryable: boolean): void {
@@ -457,6 +517,7 @@ export class OpenAIRealtimeSession implements ModelSession {
   private handleSessionUpdated(): void {
     if (this.phase === 'awaiting_updated') {
       this.phase = 'open';
+      this.startHeartbeat();
       this.emit({ type: 'ready' });
       this.settle?.resolve();
       return;
@@ -645,12 +706,17 @@ export class OpenAIRealtimeSession implements ModelSession {
     if (respond) this.send(responseCreateEvent());
   }
 
+  replay(items: readonly ConversationItem[]): void {
+    for (const item of items) this.send(replayItemEvent(item));
+  }
+
   close(): void {
     if (this.closedLocally) return;
     this.closedLocally = true;
     const wasOpen = this.phase === 'open';
     if (!wasOpen) this.failConnect(new ModelConnectError('model session closed during connect', false), 'aborted');
     this.phase = 'closed';
+    this.stopHeartbeat();
     const ws = this.ws;
     if (!ws) return;
     try {

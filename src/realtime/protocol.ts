@@ -44,7 +44,7 @@ import type {
   SessionUpdateEvent,
   SessionUpdatedEvent,
 } from 'openai/resources/realtime/realtime';
-import type { ModelAudioFormat, ResponseStatus, ToolSpec, Usage } from '../call/voice-model.js';
+import type { ConversationItem, ModelAudioFormat, ResponseStatus, ToolSpec, Usage } from '../call/voice-model.js';
 
 /** Largest server text frame accepted. Audio deltas are typically a few tens of kB. */
 export const MAX_SERVER_EVENT_CHARS = 8 * 1024 * 1024;
@@ -403,6 +403,33 @@ export function functionCallOutputEvent(callId: string, output: string): string 
     type: 'conversation.item.create',
     item: { type: 'function_call_output', call_id: callId, output },
   };
+  return JSON.stringify(ev);
+}
+
+/**
+ * `conversation.item.create` for one replayed item (GA shapes): user text as `input_text`, assistant
+ * text as `output_text` (the server does not take assistant audio back), a function call with its
+ * `call_id`, `name` and `arguments`, and its output.
+ */
+export function replayItemEvent(item: ConversationItem): string {
+  let ev: ConversationItemCreateEvent;
+  switch (item.type) {
+    case 'user_text':
+      ev = { type: 'conversation.item.create', item: { type: 'message', role: 'user', content: [{ type: 'input_text', text: item.text }] } };
+      break;
+    case 'assistant_text':
+      ev = { type: 'conversation.item.create', item: { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: item.text }] } };
+      break;
+    case 'function_call':
+      ev = {
+        type: 'conversation.item.create',
+        item: { type: 'function_call', call_id: item.callId, name: item.name, arguments: item.arguments },
+      };
+      break;
+    case 'function_call_output':
+      ev = { type: 'conversation.item.create', item: { type: 'function_call_output', call_id: item.callId, output: item.output } };
+      break;
+  }
   return JSON.stringify(ev);
 }
 

@@ -97,6 +97,12 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     labelNames: ['reason'] as const,
     ...reg,
   });
+  const modelLink = new Counter({
+    name: 'callbridge_model_link_total',
+    help: 'Model connections lost mid-call (drop), restored with the conversation replayed (reconnect), or given up on (give_up)',
+    labelNames: ['what'] as const,
+    ...reg,
+  });
   const responsesFailed = new Counter({
     name: 'callbridge_responses_failed_total',
     help: "Model responses that ended failed or incomplete with the caller's turn unanswered, by status and what the call did (retry, apologize)",
@@ -114,6 +120,7 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
       bargeIn: () => bargeIns.inc(),
       callEnded: (reason) => callsEnded.inc({ reason }),
       responseFailed: (status, action) => responsesFailed.inc({ status, action }),
+      modelLink: (what) => modelLink.inc({ what }),
     },
     httpRequests: new Counter({ name: 'callbridge_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'] as const, ...reg }),
     signatureRejections: new Counter({ name: 'callbridge_signature_rejections_total', help: 'Requests refused for a missing or bad X-Twilio-Signature', labelNames: ['route'] as const, ...reg }),

@@ -1,0 +1,670 @@
+/**
+ * ModelLink: the model connection of one call, as one ModelSession that
+ * never silently dies. It wraps a ModelProvider; when the provider session is
+ * lost it dials a fresh one with the same session options, replays the
+ * conversation into it and carries on. Provider-neutral: it sees only
+ * ModelEvents and port calls, never a socket.
+ *
+ * Contract:
+ * - Loss = a `closed` event from the provider session, for any reason (close
+ *   code, socket error, missed pong). The link then reports `link_lost` at
+ *   once and never reports `closed` itself.
+ * - Reconnect: attempt 1 at once, attempt k ≥ 2 after a delay drawn uniformly
+ *   from [0, min(backoffMaxMs, backoffBaseMs · 2^(k−2))) ms ("full jitter"),
+ *   until `reconnectBudgetMs` after the loss; an attempt still in flight at
+ *   the budget is aborted. A connect error that is not retryable (401, a
+ *   rejected session.update) ends the attempts at once. Giving up reports
+ *   `link_failed` (terminal: later port calls are ignored).
+ * - Replay: the link keeps the conversation from the events and calls that
+ *   pass through it, in the order they first appear: caller turns (their
+ *   transcript), assistant turns (their transcript, cut by `cutWords` to the
+ *   share of the item's audio the caller heard when the call truncated it),
+ *   user texts (DTMF), function calls and their outputs. On a new session it
+ *   sends them all, then reports `link_restored`. Known gaps: a caller turn
+ *   whose transcript had not arrived, and an assistant item whose transcript
+ *   had not arrived, cannot be replayed (their words were never seen) and are
+ *   skipped.
+ * - Caller audio during the gap (loss → new session configured): dropped,
+ *   except the most recent `gapAudioKeepMs` (rounded up to whole appends),
+ *   which go to the new session right after the replayed items. From the
+ *   moment the new session is configured, every `appendAudio` reaches it.
+ * - Other calls during the gap: user texts and tool results are kept and
+ *   replayed; `createResponse`, `cancelResponse` and `truncate` are not sent
+ *   (a requested response shows as `unansweredTurn`). `truncate` is only
+ *   forwarded for items of the current session: replayed items are text.
+ * - Events of a lost session never reach the call. After `close()` nothing
+ *   is reported, no timer or connect attempt is left (connects are aborted
+ *   through their AbortSignal).
+ * - `ModelLink.open` may be called at webhook time (pre-warm): events queue
+ *   until `onEvent` is set, and a session lost before that takes the same path.
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { Logger } from '../log.js';
+import { cutWords } from './transcript.js';
+import {
+  ModelConnectError,
+  type ConversationItem,
+  type ModelAudioFormat,
+  type ModelEvent,
+  type ModelProvider,
+  type ModelSession,
+  type ModelSessionOptions,
+} from './voice-model.js';
+
+/** Process-wide counters for /metrics; share one object between links. */
+export interface LinkStats {
+  /** Provider sessions lost mid-call (or while pre-warmed). */
+  drops: number;
+  /** Losses repaired (a new session configured and replayed). */
+  reconnects: number;
+  /** Links that gave up. */
+  giveUps: number;
+}
+
+export function newLinkStats(): LinkStats {
+  return { drops: 0, reconnects: 0, giveUps: 0 };
+}
+
+export interface ModelLinkOptions {
+  log: Logger;
+  /** Backoff cap of attempt 2 (ms); doubles per attempt. Default 1000. */
+  backoffBaseMs?: number;
+  /** Largest backoff cap (ms). Default 8000. */
+  backoffMaxMs?: number;
+  /** Give up this long after a loss (ms). Default 45000. */
+  reconnectBudgetMs?: number;
+  /** Budget of the first connect, retried the same way (ms). Default 10000. */
+  openBudgetMs?: number;
+  /** Caller audio kept from the gap and sent to the new session (ms). Default 500. */
+  gapAudioKeepMs?: number;
+  stats?: LinkStats;
+  /** Uniform [0, 1); for tests. */
+  random?: () => number;
+  /** Milliseconds clock; for tests. */
+  now?: () => number;
+}
+
+export const LINK_DEFAULTS = {
+  backoffBaseMs: 1000,
+  backoffMaxMs: 8000,
+  reconnectBudgetMs: 45_000,
+  openBudgetMs: 10_000,
+  gapAudioKeepMs: 500,
+} as const;
+
+/** Delay before connect attempt `attempt` (1-based) of one dial: 0 for the first, then full jitter (ms). */
+export function backoffDelayMs(attempt: number, baseMs: number, maxMs: number, random: () => number): number {
+  if (attempt <= 1) return 0;
+  const cap = Math.min(maxMs, baseMs * 2 ** Math.min(attempt - 2, 30));
+  return Math.floor(random() * cap);
+}
+
+/** Bytes of audio per ms in each format (µ-law 8 kHz; PCM16 24 kHz). */
+export function bytesPerMs(format: ModelAudioFormat): number {
+  return format === 'ulaw8k' ? 8 : 48;
+}
+
+/** Decoded length of a base64 string (bytes), without decoding it. */
+export function base64Bytes(b64: string): number {
+  const n = b64.length;
+  if (n === 0) return 0;
+  const pad = b64.endsWith('==') ? 2 : b64.endsWith('=') ? 1 : 0;
+  return Math.floor((n * 3) / 4) - pad;
+}
+
+// ---------------------------------------------------------------------------
+// Conversation history, built from what passes through the link
+
+type Entry =
+  | { kind: 'caller'; itemId: string; text: string | undefined }
+  | { kind: 'assistant'; itemId: string; text: string | undefined; audioBytes: number; heardMs: number | undefined }
+  | { kind: 'item'; item: ConversationItem };
+
+/**
+ * The conversation so far as replayable items, and whether the model owes an
+ * answer. Pure bookkeeping: no I/O, no timers.
+ */
+export class ConversationHistory {
+  private readonly entries: Entry[] = [];
+  private readonly byItem = new Map<string, Entry>();
+  private seq = 0;
+  /** Whether something awaits an answer, and the sequence number of the latest such thing. */
+  private owed = false;
+  private owedSeq = 0;
+  private readonly responseStartSeq = new Map<string, number>();
+  private readonly inProgress = new Set<string>();
+  private readonly toolResponses = new Set<string>();
+
+  constructor(private readonly bytesPerMs: number) {}
+
+  observe(ev: ModelEvent): void {
+    switch (ev.type) {
+      case 'speech_started':
+        this.caller(ev.itemId);
+        this.owed = false; // the caller took the floor: nothing is owed until they finish
+        return;
+      case 'speech_stopped':
+        this.caller(ev.itemId);
+        this.markOwed();
+        return;
+      case 'caller_transcript':
+        this.caller(ev.itemId).text = ev.text;
+        return;
+      case 'response_started':
+        this.responseStartSeq.set(ev.responseId, ++this.seq);
+        this.inProgress.add(ev.responseId);
+        return;
+      case 'audio':
+        this.assistant(ev.itemId).audioBytes += base64Bytes(ev.audio);
+        return;
+      case 'assistant_transcript':
+        this.assistant(ev.itemId).text = ev.text;
+        return;
+      case 'tool_call':
+        this.toolResponses.add(ev.responseId);
+        this.push({ kind: 'item', item: { type: 'function_call', callId: ev.callId, name: ev.name, arguments: ev.arguments } });
+        return;
+      case 'response_done': {
+        this.inProgress.delete(ev.responseId);
+        const started = this.responseStartSeq.get(ev.responseId) ?? 0;
+        this.responseStartSeq.delete(ev.responseId);
+        const answered = ev.status === 'completed' && !this.toolResponses.has(ev.responseId) && started > this.owedSeq;
+        this.toolResponses.delete(ev.responseId);
+        if (answered) this.owed = false;
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  userText(text: string): void {
+    this.push({ kind: 'item', item: { type: 'user_text', text } });
+    this.markOwed();
+  }
+
+  toolResult(callId: string, output: string, respond: boolean): void {
+    this.push({ kind: 'item', item: { type: 'function_call_output', callId, output } });
+    if (respond) this.markOwed();
+  }
+
+  responseRequested(): void {
+    this.markOwed();
+  }
+
+  /** Items given from outside (e.g. a call seeding history). */
+  add(items: readonly ConversationItem[]): void {
+    for (const item of items) this.push({ kind: 'item', item });
+  }
+
+  /** The caller heard `heardMs` of this assistant item's audio. */
+  truncate(itemId: string, heardMs: number): void {
+    const e = this.byItem.get(itemId);
+    if (e?.kind === 'assistant') e.heardMs = Math.max(0, heardMs);
+  }
+
+  /** The session is gone: a response in progress never completed, so it is still owed. */
+  sessionLost(): void {
+    if (this.inProgress.size > 0) this.markOwed();
+    this.inProgress.clear();
+    this.responseStartSeq.clear();
+    this.toolResponses.clear();
+  }
+
+  owesAnswer(): boolean {
+    return this.owed || this.inProgress.size > 0;
+  }
+
+  /** The replayable conversation, in order (see the module contract for what is skipped). */
+  items(): ConversationItem[] {
+    const out: ConversationItem[] = [];
+    for (const e of this.entries) {
+      if (e.kind === 'item') out.push(e.item);
+      else if (e.kind === 'caller') {
+        const text = e.text?.trim();
+        if (text) out.push({ type: 'user_text', text });
+      } else {
+        const text = this.heardText(e);
+        if (text) out.push({ type: 'assistant_text', text });
+      }
+    }
+    return out;
+  }
+
+  private heardText(e: Extract<Entry, { kind: 'assistant' }>): string | undefined {
+    const full = e.text?.trim();
+    if (!full) return undefined;
+    if (e.heardMs === undefined) return full;
+    const generatedMs = e.audioBytes / this.bytesPerMs;
+    const share = generatedMs > 0 ? Math.min(1, e.heardMs / generatedMs) : 0;
+    if (share <= 0) return undefined;
+    return cutWords(full, share);
+  }
+
+  private markOwed(): void {
+    this.owed = true;
+    this.owedSeq = ++this.seq;
+  }
+
+  private push(e: Entry): void {
+    this.entries.push(e);
+  }
+
+  private caller(itemId: string): Extract<Entry, { kind: 'caller' }> {
+    const e = this.byItem.get(itemId);
+    if (e?.kind === 'caller') return e;
+    const n: Extract<Entry, { kind: 'caller' }> = { kind: 'caller', itemId, text: undefined };
+    this.byItem.set(itemId, n);
+    this.push(n);
+    return n;
+  }
+
+  private assistant(itemId: string): Extract<Entry, { kind: 'assistant' }> {
+    const e = this.byItem.get(itemId);
+    if (e?.kind === 'assistant') return e;
+    const n: Extract<Entry, { kind: 'assistant' }> = { kind: 'assistant', itemId, text: undefined, audioBytes: 0, heardMs: undefined };
+    this.byItem.set(itemId, n);
+    this.push(n);
+    return n;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Caller audio kept from the gap
+
+/** The most recent `keepMs` of appended audio (whole appends; the oldest that still overlaps the window is kept). */
+class GapAudio {
+  private chunks: { b64: string; ms: number }[] = [];
+  private totalMs = 0;
+
+  constructor(
+    private readonly keepMs: number,
+    private readonly bytesPerMs: number,
+  ) {}
+
+  push(b64: string): void {
+    if (this.keepMs <= 0) return;
+    const ms = base64Bytes(b64) / this.bytesPerMs;
+    this.chunks.push({ b64, ms });
+    this.totalMs += ms;
+    while (this.chunks.length > 1 && this.totalMs - this.chunks[0]!.ms >= this.keepMs) {
+      this.totalMs -= this.chunks.shift()!.ms;
+    }
+  }
+
+  drain(): string[] {
+    const out = this.chunks.map((c) => c.b64);
+    this.clear();
+    return out;
+  }
+
+  clear(): void {
+    this.chunks = [];
+    this.totalMs = 0;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Dialling with backoff
+
+class DialGaveUp extends Error {
+  constructor(
+    readonly attempts: number,
+    readonly reason: string,
+    readonly retryable: boolean,
+  ) {
+    super(reason);
+    this.name = 'DialGaveUp';
+  }
+}
+
+interface DialParams {
+  provider: ModelProvider;
+  session: ModelSessionOptions;
+  budgetMs: number;
+  baseMs: number;
+  maxMs: number;
+  random: () => number;
+  now: () => number;
+  /** Aborted by the owner: stop at once, quietly. */
+  signal: AbortSignal;
+  log: Logger;
+}
+
+function errText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/**
+ * Connect attempts under the backoff rule until one succeeds, a non-retryable
+ * error, the budget, or an abort (all but success reject with DialGaveUp).
+ */
+async function dial(p: DialParams): Promise<{ session: ModelSession; attempts: number }> {
+  const started = p.now();
+  const budget = new AbortController();
+  const onOwnerAbort = (): void => budget.abort();
+  p.signal.addEventListener('abort', onOwnerAbort, { once: true });
+  const deadline = setTimeout(() => budget.abort(), Math.max(0, p.budgetMs));
+  let attempts = 0;
+  let last = 'no attempt made';
+  try {
+    for (;;) {
+      const delay = backoffDelayMs(attempts + 1, p.baseMs, p.maxMs, p.random);
+      if (attempts > 0 && p.now() - started + delay >= p.budgetMs) break;
+      if (delay > 0) {
+        try {
+          await sleep(delay, undefined, { signal: budget.signal });
+        } catch {
+          break; // aborted by the owner or the budget
+        }
+      }
+      if (budget.signal.aborted) break;
+      attempts++;
+      try {
+        const session = await p.provider.connect(p.session, budget.signal);
+        if (budget.signal.aborted) {
+          session.close();
+          break;
+        }
+        return { session, attempts };
+      } catch (err) {
+        if (budget.signal.aborted) {
+          if (!p.signal.aborted) last = `attempt ${attempts} still connecting when the budget ran out`;
+          break;
+        }
+        last = errText(err);
+        const retryable = err instanceof ModelConnectError ? err.retryable : true;
+        p.log.warn({ attempt: attempts, err: last, retryable }, 'model connect attempt failed');
+        if (!retryable) throw new DialGaveUp(attempts, last, false);
+      }
+    }
+    const why = p.signal.aborted ? 'aborted' : `gave up after ${p.now() - started} ms (budget ${p.budgetMs} ms): ${last}`;
+    throw new DialGaveUp(attempts, why, !p.signal.aborted);
+  } finally {
+    clearTimeout(deadline);
+    p.signal.removeEventListener('abort', onOwnerAbort);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The link
+
+type LinkState = 'live' | 'reconnecting' | 'failed' | 'closed';
+
+interface Settings {
+  backoffBaseMs: number;
+  backoffMaxMs: number;
+  reconnectBudgetMs: number;
+  openBudgetMs: number;
+  gapAudioKeepMs: number;
+}
+
+export class ModelLink implements ModelSession {
+  readonly format: ModelAudioFormat;
+  private state: LinkState = 'live';
+  private session: ModelSession | undefined;
+  /** Generation of the current provider session; events of older ones are ignored. */
+  private gen = 0;
+  private listener: ((ev: ModelEvent) => void) | undefined;
+  private queue: ModelEvent[] = [];
+  private readonly history: ConversationHistory;
+  private readonly gap: GapAudio;
+  /** Assistant item ids produced by the current session (truncate targets). */
+  private readonly liveItems = new Set<string>();
+  private reconnect: AbortController | undefined;
+  private readonly stats: LinkStats;
+  private readonly random: () => number;
+  private readonly now: () => number;
+
+  /**
+   * Open the first provider session (retried under the backoff rule for
+   * `openBudgetMs`) and wrap it. Rejects with ModelConnectError when no
+   * session could be opened or `signal` aborted.
+   */
+  static async open(
+    provider: ModelProvider,
+    session: ModelSessionOptions,
+    opts: ModelLinkOptions,
+    signal?: AbortSignal,
+  ): Promise<ModelLink> {
+    const s = settings(opts);
+    if (signal?.aborted) throw new ModelConnectError('model connect aborted', false);
+    try {
+      const { session: first } = await dial({
+        provider,
+        session,
+        budgetMs: s.openBudgetMs,
+        baseMs: s.backoffBaseMs,
+        maxMs: s.backoffMaxMs,
+        random: opts.random ?? Math.random,
+        now: opts.now ?? Date.now,
+        signal: signal ?? new AbortController().signal,
+        log: opts.log,
+      });
+      return new ModelLink(provider, session, opts, s, first);
+    } catch (err) {
+      if (err instanceof DialGaveUp) {
+        throw new ModelConnectError(`model unavailable after ${err.attempts} attempt(s): ${err.reason}`, err.retryable, { cause: err });
+      }
+      throw err;
+    }
+  }
+
+  private constructor(
+    private readonly provider: ModelProvider,
+    private readonly sessionOptions: ModelSessionOptions,
+    private readonly opts: ModelLinkOptions,
+    private readonly s: Settings,
+    first: ModelSession,
+  ) {
+    this.format = first.format;
+    this.stats = opts.stats ?? newLinkStats();
+    this.random = opts.random ?? Math.random;
+    this.now = opts.now ?? Date.now;
+    this.history = new ConversationHistory(bytesPerMs(first.format));
+    this.gap = new GapAudio(s.gapAudioKeepMs, bytesPerMs(first.format));
+    this.attach(first);
+  }
+
+  private attach(session: ModelSession): void {
+    const gen = ++this.gen;
+    this.session = session;
+    this.liveItems.clear();
+    session.onEvent((ev) => this.onProviderEvent(gen, ev));
+  }
+
+  // -- provider → call ---------------------------------------------------------
+
+  private onProviderEvent(gen: number, ev: ModelEvent): void {
+    if (gen !== this.gen || this.state !== 'live') return;
+    switch (ev.type) {
+      case 'closed':
+        return this.lose(ev.reason);
+      case 'ready':
+        if (gen > 1) return; // a restored session reports link_restored instead
+        break;
+      case 'audio':
+      case 'assistant_transcript':
+        this.liveItems.add(ev.itemId);
+        break;
+      default:
+        break;
+    }
+    this.history.observe(ev);
+    this.emit(ev);
+  }
+
+  private lose(cause: string): void {
+    const old = this.session;
+    this.session = undefined;
+    this.gen++;
+    this.state = 'reconnecting';
+    old?.close();
+    this.liveItems.clear();
+    this.gap.clear();
+    this.history.sessionLost();
+    this.stats.drops++;
+    const lostAt = this.now();
+    this.opts.log.warn({ cause }, 'model link lost: reconnecting');
+    this.emit({ type: 'link_lost', cause });
+    if (this.state !== 'reconnecting') return; // the call closed the link from its link_lost handler
+    const abort = new AbortController();
+    this.reconnect = abort;
+    dial({
+      provider: this.provider,
+      session: this.sessionOptions,
+      budgetMs: this.s.reconnectBudgetMs,
+      baseMs: this.s.backoffBaseMs,
+      maxMs: this.s.backoffMaxMs,
+      random: this.random,
+      now: this.now,
+      signal: abort.signal,
+      log: this.opts.log,
+    })
+      .then(
+        ({ session, attempts }) => this.restore(session, attempts, lostAt),
+        (err: unknown) => this.fail(err),
+      )
+      .catch((err: unknown) => this.opts.log.error({ err: errText(err) }, 'model link: reconnect bookkeeping failed'));
+  }
+
+  private restore(session: ModelSession, attempts: number, lostAt: number): void {
+    if (this.state !== 'reconnecting') {
+      session.close();
+      return;
+    }
+    this.reconnect = undefined;
+    this.state = 'live';
+    const gen = ++this.gen;
+    this.session = session;
+    this.liveItems.clear();
+    // Replay and the kept gap audio go out before events are taken from the new session, so
+    // link_restored always follows link_lost and precedes anything the new session says.
+    session.replay(this.history.items());
+    for (const b64 of this.gap.drain()) session.appendAudio(b64);
+    this.stats.reconnects++;
+    const gapMs = this.now() - lostAt;
+    const unansweredTurn = this.history.owesAnswer();
+    this.opts.log.info({ attempts, gapMs, unansweredTurn }, 'model link restored');
+    this.emit({ type: 'link_restored', attempts, gapMs, unansweredTurn });
+    // Unless the call closed the link from its link_restored handler (close() closes `session` too):
+    if (this.gen === gen) session.onEvent((ev) => this.onProviderEvent(gen, ev));
+  }
+
+  private fail(err: unknown): void {
+    if (this.state !== 'reconnecting') return;
+    this.reconnect = undefined;
+    this.state = 'failed';
+    this.gap.clear();
+    this.stats.giveUps++;
+    const attempts = err instanceof DialGaveUp ? err.attempts : 0;
+    const reason = errText(err);
+    this.opts.log.error({ attempts, reason }, 'model link failed: giving up');
+    this.emit({ type: 'link_failed', attempts, reason });
+  }
+
+  private emit(ev: ModelEvent): void {
+    const l = this.listener;
+    if (!l) {
+      this.queue.push(ev);
+      return;
+    }
+    this.deliver(l, ev);
+  }
+
+  private deliver(l: (ev: ModelEvent) => void, ev: ModelEvent): void {
+    try {
+      l(ev);
+    } catch (err) {
+      this.opts.log.error({ err, eventType: ev.type }, 'model event listener threw');
+    }
+  }
+
+  // -- call → provider ---------------------------------------------------------
+
+  onEvent(listener: (ev: ModelEvent) => void): void {
+    if (this.state === 'closed') return;
+    this.listener = listener;
+    const queued = this.queue;
+    this.queue = [];
+    for (const ev of queued) {
+      if (this.listener !== listener) return; // closed (or replaced) by an earlier event's handler
+      this.deliver(listener, ev);
+    }
+  }
+
+  appendAudio(base64: string): void {
+    if (this.state === 'live') this.session?.appendAudio(base64);
+    else if (this.state === 'reconnecting') this.gap.push(base64);
+  }
+
+  sendUserText(text: string): void {
+    if (this.state === 'failed' || this.state === 'closed') return;
+    this.history.userText(text);
+    if (this.state === 'live') this.session?.sendUserText(text);
+  }
+
+  createResponse(instructions?: string): void {
+    if (this.state === 'failed' || this.state === 'closed') return;
+    this.history.responseRequested();
+    if (this.state === 'live') this.session?.createResponse(instructions);
+  }
+
+  cancelResponse(): void {
+    if (this.state === 'live') this.session?.cancelResponse();
+  }
+
+  truncate(itemId: string, audioEndMs: number): void {
+    this.history.truncate(itemId, audioEndMs);
+    if (this.state === 'live' && this.liveItems.has(itemId)) this.session?.truncate(itemId, audioEndMs);
+  }
+
+  sendToolResult(callId: string, output: string, respond: boolean): void {
+    if (this.state === 'failed' || this.state === 'closed') return;
+    this.history.toolResult(callId, output, respond);
+    if (this.state === 'live') this.session?.sendToolResult(callId, output, respond);
+  }
+
+  replay(items: readonly ConversationItem[]): void {
+    if (this.state === 'failed' || this.state === 'closed') return;
+    this.history.add(items);
+    if (this.state === 'live') this.session?.replay(items);
+  }
+
+  /** Conversation the link would replay now (for records and tests). */
+  conversation(): ConversationItem[] {
+    return this.history.items();
+  }
+
+  close(): void {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    this.gen++;
+    this.listener = undefined;
+    this.queue = [];
+    this.reconnect?.abort();
+    this.reconnect = undefined;
+    this.gap.clear();
+    const s = this.session;
+    this.session = undefined;
+    s?.close();
+  }
+}
+
+function settings(o: ModelLinkOptions): Settings {
+  return {
+    backoffBaseMs: o.backoffBaseMs ?? LINK_DEFAULTS.backoffBaseMs,
+    backoffMaxMs: o.backoffMaxMs ?? LINK_DEFAULTS.backoffMaxMs,
+    reconnectBudgetMs: o.reconnectBudgetMs ?? LINK_DEFAULTS.reconnectBudgetMs,
+    openBudgetMs: o.openBudgetMs ?? LINK_DEFAULTS.openBudgetMs,
+    gapAudioKeepMs: o.gapAudioKeepMs ?? LINK_DEFAULTS.gapAudioKeepMs,
+  };
+}
+
+/** A ModelProvider whose sessions are ModelLinks over `inner`: the relay can pre-warm links unchanged. */
+export function linkedProvider(inner: ModelProvider, opts: ModelLinkOptions): ModelProvider {
+  return {
+    name: inner.name,
+    connect: (session, signal) => ModelLink.open(inner, session, opts, signal),
+  };
+}

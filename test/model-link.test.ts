@@ -1,0 +1,628 @@
+/**
+ * ModelLink on real loopback sockets: the real OpenAI provider against the
+ * model stand-in (src/sim/model-server.ts), through a small WebSocket proxy
+ * written here that can refuse or hold upgrades, kill a connection without a
+ * close frame, stop answering pings, and records every client event it
+ * forwards (so replayed items are read off the wire).
+ */
+import type { IncomingMessage } from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocket, WebSocketServer } from 'ws';
+import {
+  ConversationHistory,
+  ModelLink,
+  backoffDelayMs,
+  base64Bytes,
+  newLinkStats,
+  type LinkStats,
+  type ModelLinkOptions,
+} from '../src/call/model-link.js';
+import { cutWords } from '../src/call/transcript.js';
+import { ModelConnectError, type ModelEvent } from '../src/call/voice-model.js';
+import { silentLogger } from '../src/log.js';
+import { OpenAIRealtimeProvider, type OpenAIRealtimeProviderOptions } from '../src/realtime/openai-provider.js';
+import { speechLike, ulawEncode } from '../src/sim/audio.js';
+import { startModelStandIn, type ModelStandIn, type Scenario } from '../src/sim/model-server.js';
+
+// ---------------------------------------------------------------------------
+// A WebSocket proxy between the provider and the stand-in
+
+interface ProxyConn {
+  client: WebSocket;
+  upstream: WebSocket;
+  /** Client events forwarded to the stand-in, parsed, in order. */
+  sent: any[];
+  /** Stop answering the client's pings (the connection otherwise stays up). */
+  frozen: boolean;
+}
+
+/** Close codes a peer may send in a close frame. */
+function sendable(code: number): boolean {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+}
+
+class LinkProxy {
+  readonly wss: WebSocketServer;
+  readonly conns: ProxyConn[] = [];
+  /** Upgrade requests seen (= connect attempts). */
+  upgrades = 0;
+  /** Refuse this many upgrades (HTTP `refuseStatus`), then accept. */
+  refuse = 0;
+  refuseAll = false;
+  refuseStatus = 503;
+  /** Leave upgrades unanswered. */
+  hold = false;
+  /** Held upgrade requests whose client went away. */
+  heldAbandoned = 0;
+  private readonly held: IncomingMessage[] = [];
+  port = 0;
+
+  constructor(private readonly upstreamBase: string) {
+    this.wss = new WebSocketServer({
+      host: '127.0.0.1',
+      port: 0,
+      autoPong: false,
+      verifyClient: (info, cb) => {
+        this.upgrades++;
+        if (this.refuseAll || this.refuse > 0) {
+          if (this.refuse > 0) this.refuse--;
+          cb(false, this.refuseStatus, 'refused by the test proxy');
+        } else if (this.hold) {
+          this.held.push(info.req);
+          // Read the held socket (it is never upgraded) so the client's going away (FIN) is noticed.
+          info.req.socket.resume();
+          info.req.socket.once('end', () => this.heldAbandoned++);
+        } else cb(true);
+      },
+    });
+    this.wss.on('connection', (client, req) => this.onConnection(client, req));
+  }
+
+  async listening(): Promise<this> {
+    await new Promise<void>((r) => (this.wss.address() ? r() : this.wss.once('listening', () => r())));
+    this.port = (this.wss.address() as { port: number }).port;
+    return this;
+  }
+
+  get url(): string {
+    return `ws://127.0.0.1:${this.port}/v1/realtime`;
+  }
+
+  private onConnection(client: WebSocket, req: IncomingMessage): void {
+    const upstream = new WebSocket(`${this.upstreamBase}${req.url ?? ''}`, {
+      headers: { authorization: req.headers.authorization ?? '' },
+    });
+    const conn: ProxyConn = { client, upstream, sent: [], frozen: false };
+    this.conns.push(conn);
+    const early: string[] = [];
+    client.on('ping', (data) => {
+      if (!conn.frozen) client.pong(data);
+    });
+    client.on('message', (data) => {
+      const text = data.toString();
+      conn.sent.push(JSON.parse(text));
+      if (upstream.readyState === WebSocket.OPEN) upstream.send(text);
+      else early.push(text);
+    });
+    upstream.on('open', () => {
+      for (const t of early) upstream.send(t);
+      early.length = 0;
+    });
+    upstream.on('message', (data, isBinary) => {
+      if (client.readyState === WebSocket.OPEN) client.send(data, { binary: isBinary });
+    });
+    upstream.on('close', (code, reason) => {
+      if (client.readyState !== WebSocket.OPEN) return;
+      if (sendable(code)) client.close(code, reason.toString());
+      else client.terminate();
+    });
+    upstream.on('error', () => client.terminate());
+    client.on('close', () => upstream.terminate());
+    client.on('error', () => upstream.terminate());
+  }
+
+  /** Kill the connection without a close frame (TCP reset from the provider's view). */
+  killAbruptly(i: number): void {
+    this.conns[i]!.client.terminate();
+  }
+
+  async close(): Promise<void> {
+    for (const req of this.held) req.socket.destroy();
+    for (const c of this.conns) {
+      c.client.terminate();
+      c.upstream.terminate();
+    }
+    await new Promise<void>((r) => this.wss.close(() => r()));
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Fixtures
+
+const SESSION_OPTS = {
+  instructions: 'You answer an eligibility line. Be brief.',
+  voice: 'marin',
+  tools: [{ name: 'check_eligibility', description: 'Check coverage', parameters: { type: 'object' } }],
+};
+
+const REPLY_1 = 'Sure thing, I can help with that today. Could you read me the member ID printed on your card please?';
+const SCENARIO: Scenario = {
+  greeting: 'Hello, this is the clinic line. How can I help?',
+  turns: [
+    { callerTranscript: 'I would like to check my coverage please.', reply: REPLY_1 },
+    {
+      callerTranscript: 'It is M B one two three.',
+      tool: { name: 'check_eligibility', arguments: { member_id: 'MB123' }, reply: () => 'You are covered on the gold plan.' },
+    },
+    { callerTranscript: 'Thanks, bye.', reply: 'Goodbye!' },
+  ],
+  onUserText: () => 'You pressed some keys.',
+};
+
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  while (cleanups.length) await cleanups.pop()!();
+});
+
+interface Rig {
+  model: ModelStandIn;
+  proxy: LinkProxy;
+  provider: OpenAIRealtimeProvider;
+  stats: LinkStats;
+  linkOpts: ModelLinkOptions;
+}
+
+async function rig(over: { provider?: Partial<OpenAIRealtimeProviderOptions>; link?: Partial<ModelLinkOptions> } = {}): Promise<Rig> {
+  const model = await startModelStandIn({ scenario: SCENARIO, audioSpeedup: 20, transcriptDelayMs: 10, responseDelayMs: 10 });
+  cleanups.push(() => model.close());
+  const proxy = await new LinkProxy(`ws://127.0.0.1:${model.port}`).listening();
+  cleanups.push(() => proxy.close());
+  const provider = new OpenAIRealtimeProvider({
+    url: proxy.url,
+    model: 'gpt-realtime',
+    apiKey: 'sk-test-link',
+    connectTimeoutMs: 2000,
+    format: 'ulaw8k',
+    transcriptionModel: 'gpt-4o-transcribe',
+    vad: { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 },
+    log: silentLogger,
+    ...over.provider,
+  });
+  const stats = newLinkStats();
+  const linkOpts: ModelLinkOptions = {
+    log: silentLogger,
+    stats,
+    backoffBaseMs: 20,
+    backoffMaxMs: 100,
+    reconnectBudgetMs: 5000,
+    openBudgetMs: 2000,
+    ...over.link,
+  };
+  return { model, proxy, provider, stats, linkOpts };
+}
+
+async function openLink(r: Rig): Promise<ModelLink> {
+  const link = await ModelLink.open(r.provider, SESSION_OPTS, r.linkOpts);
+  cleanups.push(() => link.close());
+  return link;
+}
+
+function collect(link: ModelLink): ModelEvent[] {
+  const out: ModelEvent[] = [];
+  link.onEvent((e) => out.push(e));
+  return out;
+}
+
+async function until(cond: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function ofType<T extends ModelEvent['type']>(evs: ModelEvent[], type: T): Extract<ModelEvent, { type: T }>[] {
+  return evs.filter((e): e is Extract<ModelEvent, { type: T }> => e.type === type);
+}
+
+/** One caller turn for the stand-in's VAD: speech then enough silence to end it, as 20 ms µ-law appends. */
+function speak(link: ModelLink, speechMs = 800, silenceMs = 700, seed = 3): void {
+  const audio = Buffer.concat([Buffer.from(ulawEncode(speechLike(speechMs, 8000, seed))), Buffer.alloc(silenceMs * 8, 0xff)]);
+  for (let off = 0; off < audio.length; off += 160) link.appendAudio(audio.subarray(off, off + 160).toString('base64'));
+}
+
+/** A 20 ms µ-law append whose bytes all equal `tag` (so the wire shows which append it was). */
+function tagged(tag: number): string {
+  return Buffer.alloc(160, tag).toString('base64');
+}
+
+function appendsOf(sent: any[]): string[] {
+  return sent.filter((e) => e.type === 'input_audio_buffer.append').map((e) => e.audio as string);
+}
+
+function itemsOf(sent: any[]): any[] {
+  return sent.filter((e) => e.type === 'conversation.item.create').map((e) => e.item);
+}
+
+// ---------------------------------------------------------------------------
+// Pure parts
+
+describe('backoff and history (pure)', () => {
+  it('first attempt at once, then full jitter under a doubling, capped bound', () => {
+    expect(backoffDelayMs(1, 1000, 8000, () => 0.999)).toBe(0);
+    const hi = () => 0.999999;
+    expect([2, 3, 4, 5, 6, 7].map((a) => backoffDelayMs(a, 1000, 8000, hi))).toEqual([999, 1999, 3999, 7999, 7999, 7999]);
+    expect(backoffDelayMs(5, 1000, 8000, () => 0)).toBe(0);
+    expect(backoffDelayMs(3, 1000, 8000, () => 0.5)).toBe(1000);
+  });
+
+  it('base64Bytes is the decoded length', () => {
+    for (const n of [0, 1, 2, 3, 4, 159, 160, 161]) expect(base64Bytes(Buffer.alloc(n, 7).toString('base64'))).toBe(n);
+  });
+
+  it('owes an answer after a finished caller turn until a later response completes; a tool call is not an answer', () => {
+    const h = new ConversationHistory(8);
+    expect(h.owesAnswer()).toBe(false);
+    h.observe({ type: 'speech_started', itemId: 'u1', audioStartMs: 0 });
+    expect(h.owesAnswer()).toBe(false);
+    h.observe({ type: 'speech_stopped', itemId: 'u1', audioEndMs: 900 });
+    expect(h.owesAnswer()).toBe(true);
+    h.observe({ type: 'response_started', responseId: 'r1' });
+    h.observe({ type: 'tool_call', responseId: 'r1', callId: 'c1', name: 'f', arguments: '{}' });
+    h.observe({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
+    expect(h.owesAnswer()).toBe(true);
+    h.toolResult('c1', '{"ok":true}', true);
+    h.observe({ type: 'response_started', responseId: 'r2' });
+    expect(h.owesAnswer()).toBe(true);
+    h.observe({ type: 'response_done', responseId: 'r2', status: 'completed', usage: undefined });
+    expect(h.owesAnswer()).toBe(false);
+    // A response in progress when the session is lost is still owed.
+    h.responseRequested();
+    h.observe({ type: 'response_started', responseId: 'r3' });
+    h.sessionLost();
+    expect(h.owesAnswer()).toBe(true);
+  });
+
+  it('a failed response leaves the turn unanswered; the caller speaking again clears it until they finish', () => {
+    const h = new ConversationHistory(8);
+    h.observe({ type: 'speech_stopped', itemId: 'u1', audioEndMs: 900 });
+    h.observe({ type: 'response_started', responseId: 'r1' });
+    h.observe({ type: 'response_done', responseId: 'r1', status: 'failed', usage: undefined });
+    expect(h.owesAnswer()).toBe(true);
+    h.observe({ type: 'speech_started', itemId: 'u2', audioStartMs: 1000 });
+    expect(h.owesAnswer()).toBe(false);
+  });
+
+  it('assistant text is cut to the share of its audio the caller heard; unheard or untranscribed items are skipped', () => {
+    const h = new ConversationHistory(8);
+    const text = 'one two three four five six seven eight nine ten';
+    h.observe({ type: 'audio', responseId: 'r1', itemId: 'a1', audio: Buffer.alloc(8000).toString('base64') }); // 1000 ms
+    h.observe({ type: 'assistant_transcript', responseId: 'r1', itemId: 'a1', text });
+    h.truncate('a1', 300);
+    h.observe({ type: 'audio', responseId: 'r2', itemId: 'a2', audio: Buffer.alloc(800).toString('base64') });
+    h.observe({ type: 'assistant_transcript', responseId: 'r2', itemId: 'a2', text: 'never heard' });
+    h.truncate('a2', 0);
+    h.observe({ type: 'audio', responseId: 'r3', itemId: 'a3', audio: Buffer.alloc(800).toString('base64') });
+    h.observe({ type: 'speech_started', itemId: 'u1', audioStartMs: 0 });
+    h.observe({ type: 'speech_stopped', itemId: 'u1', audioEndMs: 500 });
+    expect(h.items()).toEqual([{ type: 'assistant_text', text: 'one two three…' }]);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// On the wire
+
+describe('ModelLink reconnects', () => {
+  it('a drop with close code 1011: link_lost at once, the first attempt at once on a fresh socket, same session.update', async () => {
+    const r = await rig();
+    const link = await openLink(r);
+    const evs = collect(link);
+    await until(() => evs.some((e) => e.type === 'ready'), 2000, 'ready');
+    r.model.sessions[0]!.dropSocket(1011);
+    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
+    const lost = ofType(evs, 'link_lost');
+    expect(lost).toHaveLength(1);
+    expect(lost[0]!.cause).toContain('1011');
+    const restored = ofType(evs, 'link_restored')[0]!;
+    expect(restored.attempts).toBe(1);
+    expect(restored.unansweredTurn).toBe(false);
+    expect(evs.map((e) => e.type)).toEqual(['ready', 'link_lost', 'link_restored']);
+    expect(r.proxy.conns).toHaveLength(2);
+    expect(r.proxy.conns[1]!.sent[0]).toEqual(r.proxy.conns[0]!.sent[0]);
+    expect(r.proxy.conns[1]!.sent[0].type).toBe('session.update');
+    expect(r.stats).toEqual({ drops: 1, reconnects: 1, giveUps: 0 });
+    // The restored session works: a greeting request reaches the new socket and is answered.
+    link.createResponse();
+    await until(() => ofType(evs, 'response_done').length === 1, 5000, 'response on the new session');
+    expect(r.model.sessions[1]!.responses).toHaveLength(1);
+    console.log(`[model-link] drop 1011 → restored in ${restored.gapMs} ms`);
+  });
+
+  it('an abrupt drop (no close frame) takes the same path', async () => {
+    const r = await rig();
+    const link = await openLink(r);
+    const evs = collect(link);
+    r.proxy.killAbruptly(0);
+    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
+    expect(ofType(evs, 'link_lost')[0]!.cause).toMatch(/1006/);
+    expect(ofType(evs, 'link_restored')[0]!.attempts).toBe(1);
+    expect(r.stats.drops).toBe(1);
+    console.log(`[model-link] abrupt drop → restored in ${ofType(evs, 'link_restored')[0]!.gapMs} ms`);
+  });
+
+  it('a missed pong is a loss; a healthy socket keeps answering pings and stays up', async () => {
+    const r = await rig({ provider: { pingIntervalMs: 40, pongTimeoutMs: 120 } });
+    const link = await openLink(r);
+    const evs = collect(link);
+    await delay(300); // several pings answered: no loss
+    expect(ofType(evs, 'link_lost')).toHaveLength(0);
+    r.proxy.conns[0]!.frozen = true;
+    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
+    expect(ofType(evs, 'link_lost')[0]!.cause).toMatch(/pong/);
+    await delay(300);
+    expect(ofType(evs, 'link_lost')).toHaveLength(1); // the new socket answers its pings
+    expect(r.proxy.conns).toHaveLength(2);
+  });
+
+  it('refused 3 times, then accepted: restored after 4 attempts with backoff between them', async () => {
+    const r = await rig();
+    const link = await openLink(r);
+    const evs = collect(link);
+    r.proxy.refuse = 3;
+    r.model.sessions[0]!.dropSocket(1011);
+    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
+    expect(ofType(evs, 'link_restored')[0]!.attempts).toBe(4);
+    expect(r.proxy.upgrades).toBe(5);
+    expect(r.stats).toEqual({ drops: 1, reconnects: 1, giveUps: 0 });
+  });
+
+  it('refused for ever: link_failed once the budget is spent, then nothing more', async () => {
+    const r = await rig({ link: { reconnectBudgetMs: 400 } });
+    const link = await openLink(r);
+    const evs = collect(link);
+    r.proxy.refuseAll = true;
+    const t0 = Date.now();
+    r.model.sessions[0]!.dropSocket(1011);
+    await until(() => ofType(evs, 'link_failed').length === 1, 5000, 'link_failed');
+    const elapsed = Date.now() - t0;
+    const failed = ofType(evs, 'link_failed')[0]!;
+    expect(failed.attempts).toBeGreaterThanOrEqual(2);
+    expect(failed.attempts).toBe(r.proxy.upgrades - 1);
+    expect(failed.reason).toMatch(/503/);
+    // It kept trying until no further attempt fitted in the budget (the last wait is at most backoffMaxMs).
+    expect(elapsed).toBeGreaterThanOrEqual(400 - 100 - 10);
+    expect(r.stats).toEqual({ drops: 1, reconnects: 0, giveUps: 1 });
+    const upgrades = r.proxy.upgrades;
+    link.appendAudio(tagged(1));
+    link.createResponse();
+    await delay(250);
+    expect(r.proxy.upgrades).toBe(upgrades);
+    expect(evs.map((e) => e.type)).toEqual(['ready', 'link_lost', 'link_failed']);
+  });
+
+  it('a refusal that will not change (401) gives up at once', async () => {
+    const r = await rig();
+    const link = await openLink(r);
+    const evs = collect(link);
+    r.proxy.refuseAll = true;
+    r.proxy.refuseStatus = 401;
+    r.model.sessions[0]!.dropSocket(1011);
+    await until(() => ofType(evs, 'link_failed').length === 1, 5000, 'link_failed');
+    expect(ofType(evs, 'link_failed')[0]!.attempts).toBe(1);
+    expect(r.proxy.upgrades).toBe(2);
+  });
+
+  it('close during a held connect aborts it; close during backoff stops the attempts; no event after close', async () => {
+    const r = await rig({ link: { backoffBaseMs: 150, backoffMaxMs: 150 } });
+    const a = await openLink(r);
+    const evsA = collect(a);
+    r.proxy.hold = true;
+    r.model.sessions[0]!.dropSocket(1011);
+    await until(() => r.proxy.upgrades === 2, 5000, 'the held attempt');
+    a.close();
+    // Sooner than the provider's own 2 s connect timeout: the abort did it.
+    await until(() => r.proxy.heldAbandoned === 1, 1000, 'the held connect to be aborted');
+    r.proxy.hold = false;
+
+    const b = await openLink(r);
+    const evsB = collect(b);
+    r.proxy.refuseAll = true;
+    r.model.sessions[1]!.dropSocket(1011);
+    await until(() => r.proxy.upgrades === 5, 5000, 'two refused attempts'); // b's open was upgrade 3
+    b.close();
+    const upgrades = r.proxy.upgrades;
+    await delay(500); // > 3 backoff periods
+    expect(r.proxy.upgrades).toBe(upgrades);
+    expect(evsA.map((e) => e.type)).toEqual(['ready', 'link_lost']);
+    expect(evsB.map((e) => e.type)).toEqual(['ready', 'link_lost']);
+    expect(r.stats).toEqual({ drops: 2, reconnects: 0, giveUps: 0 });
+  });
+
+  it('closing from the link_lost handler dials nothing; closing from link_restored closes the new session', async () => {
+    const r = await rig();
+    const a = await openLink(r);
+    const evsA: ModelEvent[] = [];
+    a.onEvent((e) => {
+      evsA.push(e);
+      if (e.type === 'link_lost') a.close();
+    });
+    r.model.sessions[0]!.dropSocket(1011);
+    await until(() => evsA.length === 2, 2000, 'link_lost');
+    await delay(100);
+    expect(r.proxy.upgrades).toBe(1);
+
+    const b = await openLink(r);
+    const evsB: ModelEvent[] = [];
+    b.onEvent((e) => {
+      evsB.push(e);
+      if (e.type === 'link_restored') b.close();
+    });
+    r.model.sessions[1]!.dropSocket(1011);
+    await until(() => r.model.sessions.length === 3 && r.model.sessions[2]!.closed, 2000, 'the new session to be closed');
+    expect(evsB.map((e) => e.type)).toEqual(['ready', 'link_lost', 'link_restored']);
+  });
+
+  it('a drop during the greeting: restored with unansweredTurn, the unfinished greeting not replayed', async () => {
+    const r = await rig();
+    const link = await openLink(r);
+    const evs = collect(link);
+    link.createResponse();
+    await until(() => ofType(evs, 'audio').length > 0, 2000, 'greeting audio');
+    r.model.sessions[0]!.dropSocket(1011);
+    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
+    expect(ofType(evs, 'link_restored')[0]!.unansweredTurn).toBe(true);
+    expect(itemsOf(r.proxy.conns[1]!.sent)).toEqual([]);
+    expect(link.conversation()).toEqual([]);
+  });
+
+  it('pre-warmed: a session lost before anyone listens reconnects too, and the events wait in order', async () => {
+    const r = await rig();
+    const link = await openLink(r);
+    r.model.sessions[0]!.dropSocket(1011);
+    await until(() => r.stats.reconnects === 1, 5000, 'the reconnect');
+    const evs = collect(link);
+    expect(evs.map((e) => e.type)).toEqual(['ready', 'link_lost', 'link_restored']);
+  });
+
+  it('open is aborted by its signal (the relay dropping a pre-warm): rejects, and the pending connect is cut', async () => {
+    const r = await rig();
+    r.proxy.hold = true;
+    const ac = new AbortController();
+    const opening = ModelLink.open(r.provider, SESSION_OPTS, r.linkOpts, ac.signal).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await until(() => r.proxy.upgrades === 1, 2000, 'the held attempt');
+    ac.abort();
+    const err = await opening;
+    expect(err).toBeInstanceOf(ModelConnectError);
+    expect((err as ModelConnectError).retryable).toBe(false);
+    await until(() => r.proxy.heldAbandoned === 1, 1000, 'the held connect to be aborted');
+    await delay(100);
+    expect(r.proxy.upgrades).toBe(1);
+  });
+
+  it('open retries a refused first connect under the same rule, and rejects once its budget is spent', async () => {
+    const r = await rig({ link: { openBudgetMs: 300 } });
+    r.proxy.refuse = 2;
+    const link = await openLink(r);
+    expect(r.proxy.upgrades).toBe(3);
+    expect(link.format).toBe('ulaw8k');
+    r.proxy.refuseAll = true;
+    const err = await ModelLink.open(r.provider, SESSION_OPTS, r.linkOpts).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(ModelConnectError);
+    expect((err as ModelConnectError).retryable).toBe(true);
+    expect((err as Error).message).toMatch(/attempt/);
+  });
+});
+
+describe('ModelLink replays the conversation and carries audio across the gap', () => {
+  it('replays caller turns, heard-only assistant text, tool call and output, and DTMF text, in order', async () => {
+    const r = await rig();
+    const link = await openLink(r);
+    const evs = collect(link);
+    const done = () => ofType(evs, 'response_done').length;
+
+    // Greeting, heard in full.
+    link.createResponse();
+    await until(() => done() === 1 && ofType(evs, 'assistant_transcript').length === 1, 5000, 'greeting');
+
+    // Turn 1; the caller barges in after hearing 40 % of the reply.
+    speak(link);
+    await until(() => done() === 2 && ofType(evs, 'caller_transcript').length === 1, 5000, 'turn 1');
+    const reply1 = ofType(evs, 'assistant_transcript')[1]!;
+    expect(reply1.text).toBe(REPLY_1);
+    const reply1Ms = ofType(evs, 'audio')
+      .filter((e) => e.itemId === reply1.itemId)
+      .reduce((n, e) => n + Buffer.from(e.audio, 'base64').length / 8, 0);
+    const heardMs = Math.floor(reply1Ms * 0.4);
+    link.truncate(reply1.itemId, heardMs);
+    await until(() => r.model.sessions[0]!.truncates.length === 1, 2000, 'truncate');
+
+    // Turn 2: a tool call, its result, the spoken answer.
+    speak(link, 800, 700, 5);
+    await until(() => ofType(evs, 'tool_call').length === 1, 5000, 'tool call');
+    const call = ofType(evs, 'tool_call')[0]!;
+    link.sendToolResult(call.callId, '{"status":"active","plan":"gold"}', true);
+    await until(() => done() === 4 && ofType(evs, 'caller_transcript').length === 2, 5000, 'tool answer');
+
+    // DTMF as text, not yet answered when the socket drops.
+    link.sendUserText('The caller pressed these keys on the phone keypad: 123');
+    await until(() => r.model.sessions[0]!.userTexts.length === 1, 2000, 'user text');
+    r.model.sessions[0]!.dropSocket(1011);
+    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
+    expect(ofType(evs, 'link_restored')[0]!.unansweredTurn).toBe(true);
+
+    const sent = r.proxy.conns[1]!.sent;
+    expect(sent[0].type).toBe('session.update');
+    const items = itemsOf(sent);
+    expect(items).toEqual([
+      { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: SCENARIO.greeting }] },
+      { type: 'message', role: 'user', content: [{ type: 'input_text', text: 'I would like to check my coverage please.' }] },
+      { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: cutWords(REPLY_1, heardMs / reply1Ms) }] },
+      { type: 'message', role: 'user', content: [{ type: 'input_text', text: 'It is M B one two three.' }] },
+      { type: 'function_call', call_id: call.callId, name: 'check_eligibility', arguments: '{"member_id":"MB123"}' },
+      { type: 'function_call_output', call_id: call.callId, output: '{"status":"active","plan":"gold"}' },
+      { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'You are covered on the gold plan.' }] },
+      { type: 'message', role: 'user', content: [{ type: 'input_text', text: 'The caller pressed these keys on the phone keypad: 123' }] },
+    ]);
+    // The heard share really cut words: fewer than the whole reply, more than none.
+    const cut = items[2].content[0].text as string;
+    expect(cut.endsWith('…')).toBe(true);
+    expect(cut.split(' ').length).toBeLessThan(REPLY_1.split(' ').length);
+    // Nothing else went out with the replay (no response.create: the call decides), and the stand-in took every item.
+    expect(sent.slice(1).every((e: any) => e.type === 'conversation.item.create')).toBe(true);
+    await until(() => r.model.sessions[1]!.events.filter((e) => e.type === 'conversation.item.create').length === 8, 2000, 'items');
+    expect(r.model.sessions[1]!.errorsSent).toEqual([]);
+
+    // Carry on: the call asks for the answer; the old item ids are not truncated on the new socket.
+    link.truncate(reply1.itemId, 10);
+    link.createResponse();
+    await until(() => done() === 5, 5000, 'answer on the new session');
+    expect(r.model.sessions[1]!.truncates).toEqual([]);
+    expect(r.model.sessions[1]!.errorsSent).toEqual([]);
+  });
+
+  it.each([
+    { format: 'ulaw8k' as const, keepMs: undefined, keptChunks: 25 },
+    { format: 'pcm24k' as const, keepMs: 200, keptChunks: 10 },
+  ])('gap audio ($format, keep $keepMs ms): only the most recent go out, after the replay; every later append arrives', async ({ format, keepMs, keptChunks }) => {
+    const r = await rig({ provider: { format }, link: { backoffBaseMs: 60, backoffMaxMs: 60, gapAudioKeepMs: keepMs } });
+    const chunkBytes = 20 * (format === 'ulaw8k' ? 8 : 48);
+    const chunk = (t: number) => Buffer.alloc(chunkBytes, t).toString('base64');
+    const link = await openLink(r);
+    const evs: ModelEvent[] = [];
+    let tag = 0;
+    link.onEvent((e) => {
+      evs.push(e);
+      // 1 s of caller audio arrives during the gap, tagged 1..50.
+      if (e.type === 'link_lost') for (let i = 0; i < 50; i++) link.appendAudio(chunk(++tag));
+      // From the moment the link is restored, audio is live: tagged 101..110.
+      if (e.type === 'link_restored') for (let i = 0; i < 10; i++) link.appendAudio(chunk(101 + i));
+    });
+    link.sendUserText('The caller pressed these keys on the phone keypad: 9');
+    link.appendAudio(chunk(200)); // before the drop: the old socket
+    r.proxy.refuse = 2; // a gap with backoff in it
+    r.model.sessions[0]!.dropSocket(1011);
+    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
+    await until(() => appendsOf(r.proxy.conns[1]?.sent ?? []).length === keptChunks + 10, 2000, 'appends on the new socket');
+    const sent = r.proxy.conns[1]!.sent;
+    const tags = appendsOf(sent).map((a) => Buffer.from(a, 'base64')[0]);
+    expect(tags).toEqual([
+      ...Array.from({ length: keptChunks }, (_, i) => 51 - keptChunks + i),
+      ...Array.from({ length: 10 }, (_, i) => 101 + i),
+    ]);
+    // Order on the wire: session.update, the replayed item, the kept audio, live audio.
+    expect(sent.map((e: any) => e.type).slice(0, 3)).toEqual(['session.update', 'conversation.item.create', 'input_audio_buffer.append']);
+    expect(appendsOf(r.proxy.conns[0]!.sent).map((a) => Buffer.from(a, 'base64')[0])).toEqual([200]);
+    await until(() => Math.round(r.model.sessions[1]!.audioMsReceived) === 20 * (keptChunks + 10), 2000, 'the stand-in to count the audio');
+    // Live again: later appends go straight to the new socket.
+    link.appendAudio(chunk(111));
+    await until(() => appendsOf(sent).length === keptChunks + 11, 2000, 'a later append');
+  });
+});
