@@ -327,8 +327,9 @@ describe('server events → ModelEvents', () => {
         type: 'response_done',
         responseId: 'resp_1',
         status: 'completed',
-        usage: { inputTextTokens: 120, inputAudioTokens: 80, inputCachedTokens: 64, outputTextTokens: 20, outputAudioTokens: 80 },
+        usage: { inputTextTokens: 120, inputAudioTokens: 80, inputCachedTokens: 64, inputCachedAudioTokens: 0, outputTextTokens: 20, outputAudioTokens: 80 },
       },
+      { type: 'rate_limits', limits: [{ name: 'tokens', remaining: 19700, resetMs: 900 }] },
       { type: 'response_started', responseId: 'resp_2' },
       {
         type: 'tool_call',
@@ -341,14 +342,14 @@ describe('server events → ModelEvents', () => {
         type: 'response_done',
         responseId: 'resp_2',
         status: 'completed',
-        usage: { inputTextTokens: 40, inputAudioTokens: 0, inputCachedTokens: 0, outputTextTokens: 10, outputAudioTokens: 0 },
+        usage: { inputTextTokens: 40, inputAudioTokens: 0, inputCachedTokens: 0, inputCachedAudioTokens: 0, outputTextTokens: 10, outputAudioTokens: 0 },
       },
       { type: 'error', code: 'response_cancel_not_active', message: 'Cancellation failed: no active response found.' },
     ]);
     // Events after the listener is set are delivered directly.
     f.sockets[0]!.send('{"type":"input_audio_buffer.speech_started","item_id":"i9","audio_start_ms":5}');
-    await until(() => events.length === 14);
-    expect(events[13]).toEqual({ type: 'speech_started', itemId: 'i9', audioStartMs: 5 });
+    await until(() => events.length === 15);
+    expect(events[14]).toEqual({ type: 'speech_started', itemId: 'i9', audioStartMs: 5 });
   });
 
   it('takes a tool name from output_item.added when arguments.done has none, and from output_item.done alone', async () => {

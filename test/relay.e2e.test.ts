@@ -219,19 +219,28 @@ describe('robustness', () => {
     expect(model.sessions[0]!.closed).toBe(true);
   });
 
-  it('ends the call cleanly when the model socket closes mid-call', async () => {
+  it('survives the model socket closing mid-call: holds the caller, reconnects, replays the conversation and carries on', async () => {
     const { app, model, baseUrl } = await start({}, shortScenario);
-    const pending = caller(baseUrl, { utterances: [{ durationMs: 900 }, { durationMs: 900 }, { durationMs: 900 }] });
+    const pending = caller(baseUrl, { utterances: [{ durationMs: 900 }, { durationMs: 900, pauseMs: 3000 }, { durationMs: 900 }] });
     const t0 = Date.now();
     while (model.sessions.length === 0 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
-    await new Promise((r) => setTimeout(r, 1500));
+    await new Promise((r) => setTimeout(r, 2500));
+    const droppedAt = Date.now();
     model.sessions[0]!.dropSocket(1011);
+    while (model.sessions.length < 2 && Date.now() - droppedAt < 5000) await new Promise((r) => setTimeout(r, 5));
+    expect(model.sessions).toHaveLength(2);
+    expect(Date.now() - droppedAt).toBeLessThan(3000); // the new socket is open within 3 s
     const result = await pending;
     expect(result.closeCode).toBe(1000);
     app.store.flush();
     const record = app.store.get(result.callSid)!;
-    expect(record.endReason).toBe('model_disconnected');
-    expect(record.state).toBe('completed');
+    expect(record.endReason).not.toBe('model_disconnected');
+    expect(record.events.map((e) => e.type)).toContain('model_reconnected');
+    const second = model.sessions[1]!;
+    // The conversation so far reached the new session as items before it was asked anything.
+    const replayed = second.events.filter((e) => e.type === 'conversation.item.create');
+    expect(replayed.length).toBeGreaterThanOrEqual(1);
+    expect(second.audioMsReceived).toBeGreaterThan(500); // the caller's later turns reached the new socket
     expect(app.relay.activeCalls).toBe(0);
   });
 

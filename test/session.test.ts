@@ -65,6 +65,9 @@ class FakeModel implements ModelSession {
   sendToolResult(callId: string, output: string, respond: boolean) {
     this.calls.push(['toolResult', callId, output, respond]);
   }
+  replay(items: readonly unknown[]) {
+    this.calls.push(['replay', items]);
+  }
   close() {
     this.calls.push(['close']);
   }
@@ -124,7 +127,7 @@ const OPTIONS: CallOptions = {
   toolFillerMs: 500,
   dtmfGapMs: 50,
   responseRetryMs: [250, 1000],
-  repeatPrompt: new Uint8Array(1600).fill(0x7f),
+  prompts: { repeat: new Uint8Array(1600).fill(0x7f), hold: new Uint8Array(800).fill(0x7e), apology: new Uint8Array(800).fill(0x7d), goodbye: new Uint8Array(800).fill(0x7c) },
 };
 
 const open: CallSession[] = [];

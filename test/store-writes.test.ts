@@ -179,7 +179,7 @@ describe('SqliteCallStore writes', () => {
     expect(r.toolCalls).toHaveLength(1);
     expect(r.turnLatencies).toEqual([{ turn: 1, latencyMs: 800 }]);
     const raw = new Database(path, { readonly: true });
-    expect(raw.pragma('user_version', { simple: true })).toBe(2);
+    expect(raw.pragma('user_version', { simple: true })).toBe(3);
     raw.close();
   });
 });
