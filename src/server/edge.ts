@@ -107,8 +107,10 @@ function tryLoad(name: string): Attempt {
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'MODULE_NOT_FOUND' && String(e.message).includes(`'${name}'`)) return { ok: false, why: `${name}: not installed` };
-    const first = String(e.message).split('\n').find((l) => l.trim()) ?? String(err);
-    return { ok: false, why: `${name}: ${first.trim()}` };
+    // Loaders wrap the real cause (e.g. "GLIBC_2.38 not found") under a generic first line: keep the last line.
+    const lines = String(e.message).split('\n').map((l) => l.trim()).filter(Boolean);
+    const cause = (lines.at(-1) ?? String(err)).replace(/^Error: /, '').replace(/\/\S*\/([^/\s)]+\.node)/g, '$1');
+    return { ok: false, why: `${name}: ${cause}` };
   }
 }
 
