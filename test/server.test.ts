@@ -100,9 +100,9 @@ function openWs(url: string, signed = true): Promise<WebSocket> {
 }
 
 const closed = (ws: WebSocket) => new Promise<[number, string]>((r) => ws.once('close', (c, m) => r([c, m.toString()])));
-const until = async (cond: () => boolean, ms = 3000) => {
+const until = async (cond: () => boolean | Promise<boolean>, ms = 3000) => {
   const t0 = Date.now();
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() - t0 > ms) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, 5));
   }
@@ -208,6 +208,23 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expect(f.incoming).toHaveLength(0);
       expect(f.statuses).toHaveLength(0);
       expect(await s.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total')).toContain('reason="bad_webhook"} 4');
+    });
+
+    it('refuses a chunked body that grows past the limit with 413 (no Content-Length to refuse early)', async () => {
+      const f = fakeApp();
+      const { s } = await start(edge, f.app, { TWILIO_AUTH_TOKEN: '' });
+      const sock = net.connect(s.port, '127.0.0.1');
+      sock.on('error', () => {});
+      let got = '';
+      sock.on('data', (d) => (got += d.toString()));
+      const chunk = 'x'.repeat(16 * 1024);
+      sock.write('POST /voice/incoming HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n');
+      for (let i = 0; i < 5; i++) sock.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`);
+      sock.write('0\r\n\r\n');
+      await until(() => got.includes('\r\n\r\n'));
+      expect(got).toMatch(/^HTTP\/1\.1 413 /);
+      expect(f.incoming).toHaveLength(0);
+      sock.destroy();
     });
 
     it('refuses an oversize body with 413', async () => {
@@ -324,6 +341,39 @@ describe.each(availableEdges())('%s edge', (edge) => {
       good.send('{"event":"connected"}');
       await until(() => f.streams[1]?.texts.length === 1);
       good.close();
+    });
+
+    it('closes a socket that sends invalid UTF-8 in a text frame, counts it, and keeps serving others', async () => {
+      const f = fakeApp();
+      const { ws: url, s } = await start(edge, f.app);
+      const bad = await openWs(url);
+      const badClosed = closed(bad);
+      // A text frame (FIN + opcode 1), masked with a zero key, whose payload is not UTF-8; written raw so the client cannot refuse it.
+      const raw = (bad as unknown as { _socket: net.Socket })._socket;
+      raw.write(Buffer.from([0x81, 0x82, 0, 0, 0, 0, 0xc3, 0x28]));
+      await badClosed;
+      await until(() => f.streams[0]?.closes.length === 1);
+      expect(f.streams[0]!.texts).toHaveLength(0);
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total')).toContain('reason="ws_protocol"} 1');
+      const good = await openWs(url);
+      good.send('{"event":"connected"}');
+      await until(() => f.streams[1]?.texts.length === 1);
+      good.close();
+    });
+
+    it('a throwing onClose is counted and never crashes the server', async () => {
+      const f = fakeApp();
+      const open = f.app.openStream.bind(f.app);
+      f.app.openStream = (socket, info) => {
+        const h = open(socket, info)!;
+        return { ...h, onClose: () => { throw new Error('close bug'); } };
+      };
+      const { ws: url, s, base } = await start(edge, f.app);
+      const ws = await openWs(url);
+      await until(() => f.streams.length === 1);
+      ws.close(1000);
+      await until(async () => (await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total')).includes('handler="close"} 1'));
+      expect((await fetch(`${base}/voice/health`)).status).toBe(200);
     });
 
     it('an abrupt client disconnect calls onClose once and is not counted as malformed', async () => {
