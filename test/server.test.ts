@@ -420,6 +420,25 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expect(f.streams[0]!.socket.send('{}')).toBe(false);
     });
 
+    it('cork() runs its callback at once and delivers the frames sent inside it, in order', async () => {
+      const f = fakeApp();
+      const { ws: url } = await start(edge, f.app);
+      const ws = await openWs(url);
+      await until(() => f.streams.length === 1);
+      const texts: string[] = [];
+      ws.on('message', (m) => texts.push(m.toString()));
+      let ran = false;
+      f.streams[0]!.socket.cork(() => {
+        ran = true;
+        expect(f.streams[0]!.socket.send('{"event":"media","n":1}')).toBe(true);
+        expect(f.streams[0]!.socket.send('{"event":"mark","n":2}')).toBe(true);
+      });
+      expect(ran).toBe(true); // synchronously: the call layer relies on it
+      await until(() => texts.length === 2);
+      expect(texts).toEqual(['{"event":"media","n":1}', '{"event":"mark","n":2}']);
+      ws.close();
+    });
+
     it('reports backpressure from send() and calls onDrain once the client reads again', async () => {
       const f = fakeApp();
       const { ws: url } = await start(edge, f.app);
