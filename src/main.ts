@@ -14,7 +14,7 @@ import type { Logger } from './log.js';
 import { OpenAIRealtimeProvider, ReachabilityTracker } from './realtime/openai-provider.js';
 import { linkedProvider } from './call/model-link.js';
 import { createMetrics } from './server/metrics.js';
-import { startServer, type RunningServer } from './server/app.js';
+import { startServer, type EdgeChoice, type RunningServer } from './server/app.js';
 import { SqliteCallStore } from './store/sqlite.js';
 import { createDefaultTools } from './tools/eligibility.js';
 import type { ModelProvider } from './call/voice-model.js';
@@ -29,6 +29,8 @@ export const VERSION: string = (() => {
 
 export interface Callbridge {
   port: number;
+  /** Which edge serves, one line: e.g. "uWebSockets.js v20.51 native (@based/uws)" or "node:http + ws (…)". */
+  edge: string;
   relay: Relay;
   store: SqliteCallStore;
   server: RunningServer;
@@ -38,6 +40,10 @@ export interface Callbridge {
 export interface StartOptions {
   /** Replace the model provider (tests); default: OpenAI Realtime from config. */
   provider?: ModelProvider;
+  /** Force an edge (tests run each edge); default: EDGE from `env`, else the best that loads. */
+  edge?: EdgeChoice;
+  /** Where EDGE and CALLBRIDGE_UWS_MODULE are read (default process.env). */
+  env?: NodeJS.ProcessEnv;
 }
 
 export async function startCallbridge(config: Config, log: Logger, opts: StartOptions = {}): Promise<Callbridge> {
@@ -78,20 +84,29 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     provider,
     tools,
     openTranscoder: () => Transcoder.open(),
-    recorderFor: (callSid, form) => createStoreRecorder(store, callSid, form),
-    onStatus: (form) => store.recordStatus(form),
-    admin: createAdminHandler(store, config.adminToken),
+    recorderFor: (call) => createStoreRecorder(store, call.callSid, { From: call.from, To: call.to }),
+    onStatus: (callback) => store.recordStatus(callback),
     modelHealth: () => reachability.snapshot(),
     metrics: metrics.call,
     version: VERSION,
   });
   metrics.setRelayLatencySource(() => relay.relayLatency());
-  const server = await startServer({ config, app: relay, log, metrics, rateLimit: config.rateLimit });
-  log.info({ port: server.port, audioMode: config.audioMode, model: config.openai.model }, 'callbridge listening');
+  // The admin reader goes to the edge directly: reading records is not the call layer's business.
+  const admin = createAdminHandler(store, config.adminToken);
+  let server: RunningServer;
+  try {
+    server = await startServer({ config, app: relay, admin, log, metrics, rateLimit: config.rateLimit, edge: opts.edge, env: opts.env });
+  } catch (err) {
+    relay.shutdown();
+    store.close();
+    throw err;
+  }
+  log.info({ port: server.port, edge: server.edge.description, audioMode: config.audioMode, model: config.openai.model }, 'callbridge listening');
 
   let closed = false;
   return {
     port: server.port,
+    edge: server.edge.description,
     relay,
     store,
     server,

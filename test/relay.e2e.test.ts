@@ -1,5 +1,6 @@
 /**
- * The whole relay on loopback: the real uWS server, the real wasm
+ * The whole relay on loopback, once per edge that loads on this Node (native
+ * uWebSockets.js and node:http + ws, or node:http + ws alone): the real wasm
  * transcoder, the real SQLite store and eligibility tool, the real
  * OpenAI provider client — against the model stand-in and simulated Twilio
  * callers (src/sim), which speak PROTOCOLS.md independently of our code.
@@ -7,11 +8,12 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { loadConfig } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { startCallbridge, type Callbridge } from '../src/main.js';
+import { availableEdges, type EdgeKind } from '../src/server/app.js';
 import { placeCall } from '../src/sim/caller.js';
 import { eligibilityScenario, startModelStandIn, type ModelStandIn, type Scenario } from '../src/sim/model-server.js';
 import { signTwilioRequest } from '../src/twilio/signature.js';
@@ -29,6 +31,15 @@ afterEach(async () => {
   }
 });
 
+/** Every describe below runs once per edge; `edge` is the one its run uses. */
+let edge: EdgeKind = 'node';
+function describeEdges(name: string, fn: () => void): void {
+  describe.each(availableEdges())(`${name} (%s edge)`, (e) => {
+    beforeAll(() => void (edge = e));
+    fn();
+  });
+}
+
 let dbN = 0;
 async function start(env: Record<string, string> = {}, scenario?: Scenario) {
   const model = await startModelStandIn({ scenario, audioSpeedup: 8, responseDelayMs: 50, transcriptDelayMs: 100 });
@@ -43,7 +54,8 @@ async function start(env: Record<string, string> = {}, scenario?: Scenario) {
     VAD_SILENCE_DURATION_MS: '300',
     ...env,
   });
-  const app = await startCallbridge(config, silentLogger);
+  const app = await startCallbridge(config, silentLogger, { edge });
+  expect(app.server.edge.kind).toBe(edge);
   running.push({ app, model });
   return { app, model, baseUrl: `http://127.0.0.1:${app.port}`, config };
 }
@@ -67,7 +79,7 @@ function caller(baseUrl: string, extra: Partial<Parameters<typeof placeCall>[0]>
   });
 }
 
-describe.each(['transcode', 'passthrough'] as const)('a full call in %s mode', (mode) => {
+describeEdges('a full call', () => describe.each(['transcode', 'passthrough'] as const)('in %s mode', (mode) => {
   it('relays both ways in paced 100 ms chunks, greets first, and leaves a complete record', async () => {
     const { app, model, baseUrl } = await start({ AUDIO_MODE: mode }, shortScenario);
     const result = await caller(baseUrl);
@@ -95,9 +107,9 @@ describe.each(['transcode', 'passthrough'] as const)('a full call in %s mode', (
     for (const t of record.turnLatencies) expect(t.latencyMs).toBeGreaterThan(0);
     expect(record.usage.outputAudioTokens).toBeGreaterThan(0);
   });
-});
+}));
 
-describe('eligibility conversation', () => {
+describeEdges('eligibility conversation', () => {
   it('asks for the member ID and date of birth, runs check_eligibility and speaks the result', async () => {
     const { app, baseUrl } = await start({}, eligibilityScenario);
     const result = await caller(baseUrl, {
@@ -113,7 +125,7 @@ describe('eligibility conversation', () => {
   });
 });
 
-describe('barge-in', () => {
+describeEdges('barge-in', () => {
   it('clears the caller\'s playback at once and truncates at what the caller heard', async () => {
     const long: Scenario = {
       greeting: 'Hello.',
@@ -142,7 +154,7 @@ describe('barge-in', () => {
   });
 });
 
-describe('DTMF and signatures', () => {
+describeEdges('DTMF and signatures', () => {
   it('sends keypad digits to the model as text', async () => {
     const { model, baseUrl } = await start({}, shortScenario);
     await caller(baseUrl, { utterances: [{ durationMs: 900 }], dtmf: [{ afterUtterance: 0, digits: '12#' }] });
@@ -156,7 +168,7 @@ describe('DTMF and signatures', () => {
   });
 });
 
-describe('robustness', () => {
+describeEdges('robustness', () => {
   it('malformed Twilio traffic is counted and harms neither the server nor another call', async () => {
     const { app, baseUrl } = await start({}, shortScenario);
     const good = caller(baseUrl, { utterances: [{ durationMs: 900 }] });

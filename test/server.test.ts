@@ -1,15 +1,22 @@
 /**
- * The uWS server on loopback with a fake VoiceApp: real HTTP (fetch), real
- * websockets (ws client), the real twilio signature code.
+ * The server on loopback with a fake VoiceApp, once per edge that loads on
+ * this Node (native uWebSockets.js and node:http + ws on Node 20/22; only
+ * node:http + ws where no native build loads): real HTTP (fetch), real
+ * websockets (ws client), the real twilio signature and webhook parsing code.
  */
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import WebSocket from 'ws';
 import { loadConfig } from '../src/config.js';
-import type { StreamHandler, TwilioSocket, VoiceApp } from '../src/call/ports.js';
+import type { AdminReader, StreamHandler, TwilioSocket, VoiceApp } from '../src/call/ports.js';
 import { silentLogger } from '../src/log.js';
-import { startServer, type RunningServer } from '../src/server/app.js';
+import { availableEdges, EdgeError, startServer, type EdgeKind, type RunningServer } from '../src/server/app.js';
+import { resolveEdge } from '../src/server/edge.js';
 import { signTwilioRequest } from '../src/twilio/signature.js';
+import type { StatusCallback, VoiceWebhook } from '../src/twilio/webhooks.js';
 
 const TOKEN = 'test-auth-token';
 const PUBLIC = 'https://relay.example.test';
@@ -22,17 +29,17 @@ interface Recorded {
   socket: TwilioSocket;
 }
 
-function fakeApp(opts: { refuse?: boolean; admin?: boolean; throwOnText?: boolean; closeInOpen?: boolean } = {}) {
+function fakeApp(opts: { refuse?: boolean; throwOnText?: boolean; closeInOpen?: boolean } = {}) {
   const streams: Recorded[] = [];
-  const statuses: Record<string, string>[] = [];
-  const incoming: { form: Record<string, string>; streamUrl: string }[] = [];
+  const statuses: StatusCallback[] = [];
+  const incoming: { call: VoiceWebhook; streamUrl: string }[] = [];
   const app: VoiceApp = {
-    incoming(form, streamUrl) {
-      incoming.push({ form, streamUrl });
+    incoming(call, streamUrl) {
+      incoming.push({ call, streamUrl });
       return { ok: true, twiml: '<Response/>' };
     },
-    status(form) {
-      statuses.push(form);
+    status(callback) {
+      statuses.push(callback);
     },
     openStream(socket) {
       if (opts.refuse) return null;
@@ -52,19 +59,26 @@ function fakeApp(opts: { refuse?: boolean; admin?: boolean; throwOnText?: boolea
     },
     health: () => ({ status: 'ok', version: '1', uptimeSeconds: 0, activeCalls: streams.length, model: { reachable: null, lastOkAt: null, lastError: null } }),
   };
-  if (opts.admin) app.admin = async (req) => ({ status: 200, body: { path: req.path, limit: req.query.get('limit'), auth: req.headers.authorization ?? null } });
   return { app, streams, statuses, incoming };
 }
+
+const echoAdmin: AdminReader = async (req) => ({ status: 200, body: { path: req.path, limit: req.query.get('limit'), auth: req.headers.authorization ?? null } });
 
 const servers: RunningServer[] = [];
 afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => s.close()));
 });
 
-async function start(app: VoiceApp, env: Record<string, string> = {}, rateLimit?: { burst: number; perSecond: number }) {
+async function start(
+  edge: EdgeKind,
+  app: VoiceApp,
+  env: Record<string, string> = {},
+  opts: { rateLimit?: { burst: number; perSecond: number }; admin?: AdminReader } = {},
+) {
   const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', PUBLIC_URL: PUBLIC, TWILIO_AUTH_TOKEN: TOKEN, ...env });
-  const s = await startServer({ config, app, log: silentLogger, rateLimit });
+  const s = await startServer({ config, app, log: silentLogger, edge, ...opts });
   servers.push(s);
+  expect(s.edge.kind).toBe(edge);
   return { s, base: `http://127.0.0.1:${s.port}`, ws: `ws://127.0.0.1:${s.port}/voice/stream` };
 }
 
@@ -86,344 +100,465 @@ function openWs(url: string, signed = true): Promise<WebSocket> {
 }
 
 const closed = (ws: WebSocket) => new Promise<[number, string]>((r) => ws.once('close', (c, m) => r([c, m.toString()])));
-const until = async (cond: () => boolean, ms = 3000) => {
+const until = async (cond: () => boolean | Promise<boolean>, ms = 3000) => {
   const t0 = Date.now();
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() - t0 > ms) throw new Error('condition not met in time');
     await new Promise((r) => setTimeout(r, 5));
   }
 };
 
-describe('webhooks', () => {
-  const form = { CallSid: 'CA' + '1'.repeat(32), From: '+15550001111', To: '+15550002222', AccountSid: 'AC' + '2'.repeat(32) };
+describe.each(availableEdges())('%s edge', (edge) => {
+  describe('webhooks', () => {
+    const form = { CallSid: 'CA' + '1'.repeat(32), From: '+15550001111', To: '+15550002222', AccountSid: 'AC' + '2'.repeat(32), CallStatus: 'ringing' };
+    const typed: VoiceWebhook = { callSid: form.CallSid, accountSid: form.AccountSid, from: form.From, to: form.To, direction: 'inbound', callStatus: 'ringing' };
 
-  it('answers /voice/incoming with TwiML when the signature is valid, and passes the wss stream URL', async () => {
-    const f = fakeApp();
-    const { base } = await start(f.app);
-    const sig = signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, form);
-    const res = await post(base, '/voice/incoming', form, sig);
-    expect(res.status).toBe(200);
-    expect(res.headers.get('content-type')).toBe('text/xml');
-    expect(await res.text()).toBe('<Response/>');
-    expect(f.incoming[0]).toEqual({ form, streamUrl: 'wss://relay.example.test/voice/stream' });
-  });
-
-  it('refuses a tampered parameter or a missing signature with 403 and never calls the app', async () => {
-    const f = fakeApp();
-    const { base, s } = await start(f.app);
-    const sig = signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, form);
-    expect((await post(base, '/voice/incoming', { ...form, To: '+15559999999' }, sig)).status).toBe(403);
-    expect((await post(base, '/voice/incoming', form)).status).toBe(403);
-    expect((await post(base, '/voice/status', { CallSid: form.CallSid, CallStatus: 'completed' }, 'bogus')).status).toBe(403);
-    expect(f.incoming).toHaveLength(0);
-    expect(f.statuses).toHaveLength(0);
-    expect(await s.metrics.registry.getSingleMetricAsString('callbridge_signature_rejections_total')).toContain('route="incoming"} 2');
-  });
-
-  it('skips signature checks when no auth token is configured', async () => {
-    const f = fakeApp();
-    const { base } = await start(f.app, { TWILIO_AUTH_TOKEN: '' });
-    expect((await post(base, '/voice/incoming', form)).status).toBe(200);
-  });
-
-  it('takes signed status callbacks with 204', async () => {
-    const f = fakeApp();
-    const { base } = await start(f.app);
-    const status = { CallSid: form.CallSid, CallStatus: 'ringing', SequenceNumber: '0' };
-    const res = await post(base, '/voice/status', status, signTwilioRequest(TOKEN, `${PUBLIC}/voice/status`, status));
-    expect(res.status).toBe(204);
-    expect(f.statuses).toEqual([status]);
-  });
-
-  it('derives the signed URL and the stream URL from the Host header when PUBLIC_URL is unset', async () => {
-    const f = fakeApp();
-    const { base, s } = await start(f.app, { PUBLIC_URL: '' });
-    const origin = `https://127.0.0.1:${s.port}`; // fetch sends Host: 127.0.0.1:<port>
-    expect((await post(base, '/voice/incoming', form, signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, form))).status).toBe(403);
-    const res = await post(base, '/voice/incoming', form, signTwilioRequest(TOKEN, `${origin}/voice/incoming`, form));
-    expect(res.status).toBe(200);
-    expect(f.incoming[0]!.streamUrl).toBe(`wss://127.0.0.1:${s.port}/voice/stream`);
-  });
-
-  it('answers with the status and message the app gives when it refuses a call', async () => {
-    const f = fakeApp();
-    f.app.incoming = () => ({ ok: false, status: 503, message: 'at capacity' });
-    const { base } = await start(f.app, { TWILIO_AUTH_TOKEN: '' });
-    const res = await post(base, '/voice/incoming', form);
-    expect(res.status).toBe(503);
-    expect(await res.text()).toBe('at capacity\n');
-  });
-
-  it('answers 500 when the app throws on a webhook, counts it, and keeps serving', async () => {
-    const f = fakeApp();
-    f.app.incoming = () => {
-      throw new Error('bug');
-    };
-    f.app.status = () => {
-      throw new Error('bug');
-    };
-    const { base, s } = await start(f.app, { TWILIO_AUTH_TOKEN: '' });
-    expect((await post(base, '/voice/incoming', form)).status).toBe(500);
-    expect((await post(base, '/voice/status', form)).status).toBe(500);
-    expect((await fetch(`${base}/voice/health`)).status).toBe(200);
-    const errors = await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total');
-    expect(errors).toContain('handler="incoming"} 1');
-    expect(errors).toContain('handler="status"} 1');
-  });
-
-  it('refuses an oversize body with 413', async () => {
-    const f = fakeApp();
-    const { base } = await start(f.app);
-    const res = await post(base, '/voice/incoming', { Big: 'x'.repeat(70 * 1024) }, 'x');
-    expect(res.status).toBe(413);
-  });
-});
-
-describe('health, metrics, admin, 404', () => {
-  it('serves health JSON, Prometheus text, admin passthrough and 404s', async () => {
-    const f = fakeApp({ admin: true });
-    const { base } = await start(f.app);
-    const health = await fetch(`${base}/voice/health`);
-    expect(health.status).toBe(200);
-    expect(await health.json()).toMatchObject({ status: 'ok', version: '1', activeCalls: 0 });
-    const metrics = await (await fetch(`${base}/metrics`)).text();
-    for (const name of [
-      'callbridge_relay_latency_seconds', 'callbridge_turn_latency_seconds', 'callbridge_active_streams',
-      'callbridge_http_requests_total', 'callbridge_streams_opened_total', 'callbridge_streams_refused_total',
-      'callbridge_twilio_protocol_errors_total', 'callbridge_ws_backpressure_total', 'callbridge_signature_rejections_total',
-      'callbridge_rate_limited_total', 'callbridge_handler_errors_total', 'callbridge_model_connect_failures_total',
-      'callbridge_process_cpu_seconds_total', 'callbridge_active_calls',
-    ]) {
-      expect(metrics).toContain(name);
-    }
-    expect(metrics).toMatch(/^callbridge_active_calls 0$/m);
-    const admin = await fetch(`${base}/calls/CA123?limit=5`, { headers: { authorization: 'Bearer x' } });
-    expect(await admin.json()).toEqual({ path: '/calls/CA123', limit: '5', auth: 'Bearer x' });
-    expect((await fetch(`${base}/nope`)).status).toBe(404);
-  });
-
-  it('answers 500 (and keeps serving) when the admin reader throws or rejects', async () => {
-    const f = fakeApp();
-    let calls = 0;
-    f.app.admin = (() => {
-      calls++;
-      if (calls === 1) throw new Error('sync bug');
-      if (calls === 2) return Promise.reject(new Error('async bug'));
-      return Promise.resolve({ status: 200, body: { n: 1n } }); // BigInt: JSON.stringify throws
-    }) as VoiceApp['admin'];
-    const { base, s } = await start(f.app);
-    for (let i = 0; i < 3; i++) expect((await fetch(`${base}/calls`)).status).toBe(500);
-    expect((await fetch(`${base}/voice/health`)).status).toBe(200);
-    expect(await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total')).toContain('handler="admin"} 3');
-  });
-
-  it('does not serve /metrics when METRICS=false', async () => {
-    const { base } = await start(fakeApp().app, { METRICS: 'false' });
-    expect((await fetch(`${base}/metrics`)).status).toBe(404);
-  });
-
-  it('answers 404 on /calls when the app has no admin reader', async () => {
-    const { base } = await start(fakeApp().app);
-    expect((await fetch(`${base}/calls`)).status).toBe(404);
-  });
-
-  it('rate-limits per IP with 429', async () => {
-    const { base } = await start(fakeApp().app, {}, { burst: 3, perSecond: 0.001 });
-    const codes = [];
-    for (let i = 0; i < 5; i++) codes.push((await fetch(`${base}/voice/health`)).status);
-    expect(codes).toEqual([200, 200, 200, 429, 429]);
-  });
-
-  it('rate-limits websocket upgrades per IP with 429 before any stream opens', async () => {
-    const f = fakeApp();
-    const { ws: url, s } = await start(f.app, {}, { burst: 1, perSecond: 0.001 });
-    const first = await openWs(url);
-    await expect(openWs(url)).rejects.toThrow('HTTP 429');
-    expect(f.streams).toHaveLength(1);
-    expect(await s.metrics.registry.getSingleMetricAsString('callbridge_streams_refused_total')).toContain('reason="rate_limited"} 1');
-    first.close();
-  });
-});
-
-describe('media stream websocket', () => {
-  it('delivers text frames intact (multi-byte UTF-8) and binary frames as errors', async () => {
-    const f = fakeApp();
-    const { ws: url } = await start(f.app);
-    const ws = await openWs(url);
-    ws.send('{"event":"connected","note":"héllo ☎ 电话"}');
-    ws.send(Buffer.from([1, 2, 3]));
-    await until(() => f.streams[0]?.texts.length === 1 && f.streams[0].binaries.length === 1);
-    expect(f.streams[0]!.texts[0]).toBe('{"event":"connected","note":"héllo ☎ 电话"}');
-    expect(f.streams[0]!.binaries).toEqual([3]);
-    ws.close();
-  });
-
-  it('refuses an upgrade without a valid signature (403)', async () => {
-    const f = fakeApp();
-    const { ws: url } = await start(f.app);
-    await expect(openWs(url, false)).rejects.toThrow('HTTP 403');
-    expect(f.streams).toHaveLength(0);
-  });
-
-  it('closes with 1013 when the app refuses the stream (at capacity)', async () => {
-    const { ws: url } = await start(fakeApp({ refuse: true }).app);
-    const ws = await openWs(url);
-    expect((await closed(ws))[0]).toBe(1013);
-  });
-
-  it('closes an oversize frame\'s socket, counts it, and keeps serving others', async () => {
-    const f = fakeApp();
-    const { ws: url, s } = await start(f.app);
-    const bad = await openWs(url);
-    const badClosed = closed(bad);
-    bad.send('x'.repeat(100 * 1024));
-    await badClosed;
-    await until(() => f.streams[0]?.closes.length === 1);
-    expect(f.streams[0]!.texts).toHaveLength(0);
-    expect(await s.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total')).toContain('reason="oversize_frame"} 1');
-    const good = await openWs(url);
-    good.send('{"event":"connected"}');
-    await until(() => f.streams[1]?.texts.length === 1);
-    good.close();
-  });
-
-  it('an abrupt client disconnect calls onClose once and is not counted as malformed', async () => {
-    const f = fakeApp();
-    const { ws: url, s } = await start(f.app);
-    const ws = await openWs(url);
-    await until(() => f.streams.length === 1);
-    ws.terminate();
-    await until(() => f.streams[0]!.closes.length === 1);
-    await new Promise((r) => setTimeout(r, 20));
-    expect(f.streams[0]!.closes).toHaveLength(1);
-    expect(await s.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total')).not.toContain('oversize_frame');
-  });
-
-  it('a handler that throws is logged and counted, and the socket keeps working', async () => {
-    const f = fakeApp({ throwOnText: true });
-    const { ws: url, s } = await start(f.app);
-    const ws = await openWs(url);
-    ws.send('boom');
-    ws.send('after');
-    await until(() => f.streams[0]?.texts.length === 1);
-    expect(f.streams[0]!.texts).toEqual(['after']);
-    expect(await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total')).toContain('handler="message"} 1');
-    ws.close();
-  });
-
-  it('closes with 1011 when openStream throws', async () => {
-    const f = fakeApp();
-    f.app.openStream = () => {
-      throw new Error('bug');
-    };
-    const { ws: url } = await start(f.app);
-    const ws = await openWs(url);
-    expect((await closed(ws))[0]).toBe(1011);
-  });
-
-  it('reports onClose once even when openStream closes the socket before returning', async () => {
-    const f = fakeApp({ closeInOpen: true });
-    const { ws: url } = await start(f.app);
-    const ws = await openWs(url);
-    expect(await closed(ws)).toEqual([1008, 'no token']);
-    await until(() => f.streams[0]?.closes.length === 1);
-    expect(f.streams[0]!.closes).toEqual([[1008, 'no token']]);
-    expect(f.streams[0]!.socket.send('{}')).toBe(false);
-  });
-
-  it('reports backpressure from send() and calls onDrain once the client reads again', async () => {
-    const f = fakeApp();
-    const { ws: url } = await start(f.app);
-    const ws = await openWs(url);
-    await until(() => f.streams.length === 1);
-    const raw = (ws as unknown as { _socket: import('node:net').Socket })._socket;
-    raw.pause();
-    const frame = JSON.stringify({ event: 'media', media: { payload: 'A'.repeat(4000) } });
-    let sent = 0;
-    while (f.streams[0]!.socket.send(frame) && sent < 100_000) sent++;
-    expect(sent).toBeLessThan(100_000);
-    expect(f.streams[0]!.socket.bufferedAmount()).toBeGreaterThan(0);
-    raw.resume();
-    await until(() => f.streams[0]!.drains > 0, 10_000);
-    ws.close();
-  });
-
-  it('calls onClose exactly once whether the client or the server closes, and sends after close are no-ops', async () => {
-    const f = fakeApp();
-    const { ws: url } = await start(f.app);
-    const a = await openWs(url);
-    await until(() => f.streams.length === 1);
-    a.close(1000, 'bye');
-    await until(() => f.streams[0]!.closes.length === 1);
-    expect(f.streams[0]!.closes[0]).toEqual([1000, 'bye']);
-    expect(f.streams[0]!.socket.send('{}')).toBe(false);
-    f.streams[0]!.socket.close();
-
-    const c = await openWs(url);
-    await until(() => f.streams.length === 2);
-    const cClosed = closed(c);
-    f.streams[1]!.socket.close(1008, 'é'.repeat(100)); // 200 bytes: cut to 61 whole characters (122 bytes)
-    expect(await cClosed).toEqual([1008, 'é'.repeat(61)]);
-
-    const b = await openWs(url);
-    await until(() => f.streams.length === 3);
-    const bClosed = closed(b);
-    f.streams[2]!.socket.close(1000, 'done');
-    expect(await bClosed).toEqual([1000, 'done']);
-    await until(() => f.streams[2]!.closes.length === 1);
-    await new Promise((r) => setTimeout(r, 20));
-    expect(f.streams[2]!.closes).toHaveLength(1);
-  });
-
-  it('close() ends open streams with 1001 and stops accepting', async () => {
-    const f = fakeApp();
-    const { ws: url, s, base } = await start(f.app);
-    const ws = await openWs(url);
-    const wsClosed = closed(ws);
-    await s.close();
-    expect((await wsClosed)[0]).toBe(1001);
-    expect(f.streams[0]!.closes).toHaveLength(1);
-    await expect(fetch(`${base}/voice/health`)).rejects.toThrow();
-  });
-
-  it('close() also drops idle keep-alive HTTP connections instead of serving on (they would hold the process open)', async () => {
-    const { s } = await start(fakeApp().app);
-    const sock = net.connect(s.port, '127.0.0.1');
-    sock.on('error', () => {}); // EPIPE/ECONNRESET once the server has dropped it
-    let isClosed = false;
-    sock.once('close', () => (isClosed = true));
-    let got = '';
-    sock.on('data', (d) => (got += d.toString()));
-    const request = 'GET /voice/health HTTP/1.1\r\nHost: x\r\n\r\n';
-    sock.write(request);
-    await until(() => got.includes('"status":"ok"'));
-    await s.close();
-    // Ask again on the same connection: a server that kept it would answer a second time.
-    const outcome = await new Promise<'closed' | 'answered'>((resolve) => {
-      const check = () => {
-        if (got.split('HTTP/1.1 200').length > 2) resolve('answered');
-        else if (isClosed) resolve('closed');
-      };
-      sock.on('data', check);
-      sock.once('close', check);
-      if (!sock.destroyed) sock.write(request);
-      check();
+    it('answers /voice/incoming with TwiML when the signature is valid, and passes the wss stream URL', async () => {
+      const f = fakeApp();
+      const { base } = await start(edge, f.app);
+      const sig = signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, form);
+      const res = await post(base, '/voice/incoming', form, sig);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toBe('text/xml');
+      expect(await res.text()).toBe('<Response/>');
+      expect(f.incoming[0]).toEqual({ call: typed, streamUrl: 'wss://relay.example.test/voice/stream' });
     });
-    expect(outcome).toBe('closed');
+
+    it('refuses a tampered parameter or a missing signature with 403 and never calls the app', async () => {
+      const f = fakeApp();
+      const { base, s } = await start(edge, f.app);
+      const sig = signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, form);
+      expect((await post(base, '/voice/incoming', { ...form, To: '+15559999999' }, sig)).status).toBe(403);
+      expect((await post(base, '/voice/incoming', form)).status).toBe(403);
+      expect((await post(base, '/voice/status', { CallSid: form.CallSid, CallStatus: 'completed' }, 'bogus')).status).toBe(403);
+      expect(f.incoming).toHaveLength(0);
+      expect(f.statuses).toHaveLength(0);
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_signature_rejections_total')).toContain('route="incoming"} 2');
+    });
+
+    it('skips signature checks when no auth token is configured', async () => {
+      const f = fakeApp();
+      const { base } = await start(edge, f.app, { TWILIO_AUTH_TOKEN: '' });
+      expect((await post(base, '/voice/incoming', form)).status).toBe(200);
+    });
+
+    it('takes signed status callbacks with 204', async () => {
+      const f = fakeApp();
+      const { base } = await start(edge, f.app);
+      const status = { CallSid: form.CallSid, AccountSid: form.AccountSid, CallStatus: 'completed', CallDuration: '42', SequenceNumber: '3' };
+      const res = await post(base, '/voice/status', status, signTwilioRequest(TOKEN, `${PUBLIC}/voice/status`, status));
+      expect(res.status).toBe(204);
+      expect(f.statuses).toHaveLength(1);
+      expect(f.statuses[0]).toMatchObject({ callSid: form.CallSid, callStatus: 'completed', terminal: true, callDurationS: 42, sequenceNumber: 3 });
+    });
+
+    it('derives the signed URL and the stream URL from the Host header when PUBLIC_URL is unset', async () => {
+      const f = fakeApp();
+      const { base, s } = await start(edge, f.app, { PUBLIC_URL: '' });
+      const origin = `https://127.0.0.1:${s.port}`; // fetch sends Host: 127.0.0.1:<port>
+      expect((await post(base, '/voice/incoming', form, signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, form))).status).toBe(403);
+      const res = await post(base, '/voice/incoming', form, signTwilioRequest(TOKEN, `${origin}/voice/incoming`, form));
+      expect(res.status).toBe(200);
+      expect(f.incoming[0]!.streamUrl).toBe(`wss://127.0.0.1:${s.port}/voice/stream`);
+    });
+
+    it('answers with the status and message the app gives when it refuses a call', async () => {
+      const f = fakeApp();
+      f.app.incoming = () => ({ ok: false, status: 503, message: 'at capacity' });
+      const { base } = await start(edge, f.app, { TWILIO_AUTH_TOKEN: '' });
+      const res = await post(base, '/voice/incoming', form);
+      expect(res.status).toBe(503);
+      expect(await res.text()).toBe('at capacity\n');
+    });
+
+    it('answers 500 when the app throws on a webhook, counts it, and keeps serving', async () => {
+      const f = fakeApp();
+      f.app.incoming = () => {
+        throw new Error('bug');
+      };
+      f.app.status = () => {
+        throw new Error('bug');
+      };
+      const { base, s } = await start(edge, f.app, { TWILIO_AUTH_TOKEN: '' });
+      expect((await post(base, '/voice/incoming', form)).status).toBe(500);
+      expect((await post(base, '/voice/status', form)).status).toBe(500);
+      expect((await fetch(`${base}/voice/health`)).status).toBe(200);
+      const errors = await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total');
+      expect(errors).toContain('handler="incoming"} 1');
+      expect(errors).toContain('handler="status"} 1');
+    });
+
+    it('answers 400 to a signed webhook whose body does not parse, counts it, and never calls the app', async () => {
+      const f = fakeApp();
+      const { base, s } = await start(edge, f.app);
+      const sign = (path: string, body: Record<string, string>) => signTwilioRequest(TOKEN, `${PUBLIC}${path}`, body);
+      const shortSid = { ...form, CallSid: 'CA' + '1'.repeat(31) }; // one hex digit short
+      const nonHex = { ...form, CallSid: 'CA' + 'z'.repeat(32) };
+      const noAccount = { CallSid: form.CallSid, CallStatus: 'completed' };
+      const badStatus = { ...form, CallStatus: 'dancing' };
+      for (const body of [shortSid, nonHex]) {
+        const res = await post(base, '/voice/incoming', body, sign('/voice/incoming', body));
+        expect(res.status).toBe(400);
+        expect(await res.text()).toMatch(/CallSid/);
+      }
+      expect((await post(base, '/voice/status', noAccount, sign('/voice/status', noAccount))).status).toBe(400);
+      expect((await post(base, '/voice/status', badStatus, sign('/voice/status', badStatus))).status).toBe(400);
+      // The signature is checked first: an unsigned bad body is a 403, not a 400.
+      expect((await post(base, '/voice/incoming', shortSid, 'bogus')).status).toBe(403);
+      expect(f.incoming).toHaveLength(0);
+      expect(f.statuses).toHaveLength(0);
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total')).toContain('reason="bad_webhook"} 4');
+    });
+
+    it('refuses a chunked body that grows past the limit with 413 (no Content-Length to refuse early)', async () => {
+      const f = fakeApp();
+      const { s } = await start(edge, f.app, { TWILIO_AUTH_TOKEN: '' });
+      const sock = net.connect(s.port, '127.0.0.1');
+      sock.on('error', () => {});
+      let got = '';
+      sock.on('data', (d) => (got += d.toString()));
+      const chunk = 'x'.repeat(16 * 1024);
+      sock.write('POST /voice/incoming HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n');
+      for (let i = 0; i < 5; i++) sock.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`);
+      sock.write('0\r\n\r\n');
+      await until(() => got.includes('\r\n\r\n'));
+      expect(got).toMatch(/^HTTP\/1\.1 413 /);
+      expect(f.incoming).toHaveLength(0);
+      sock.destroy();
+    });
+
+    it('refuses an oversize body with 413', async () => {
+      const f = fakeApp();
+      const { base } = await start(edge, f.app);
+      const res = await post(base, '/voice/incoming', { Big: 'x'.repeat(70 * 1024) }, 'x');
+      expect(res.status).toBe(413);
+    });
+  });
+
+  describe('health, metrics, admin, 404', () => {
+    it('serves health JSON, Prometheus text, admin passthrough and 404s', async () => {
+      const f = fakeApp();
+      const { base } = await start(edge, f.app, {}, { admin: echoAdmin });
+      const health = await fetch(`${base}/voice/health`);
+      expect(health.status).toBe(200);
+      expect(await health.json()).toMatchObject({ status: 'ok', version: '1', activeCalls: 0 });
+      const metrics = await (await fetch(`${base}/metrics`)).text();
+      for (const name of [
+        'callbridge_relay_latency_seconds', 'callbridge_turn_latency_seconds', 'callbridge_active_streams',
+        'callbridge_http_requests_total', 'callbridge_streams_opened_total', 'callbridge_streams_refused_total',
+        'callbridge_twilio_protocol_errors_total', 'callbridge_ws_backpressure_total', 'callbridge_signature_rejections_total',
+        'callbridge_rate_limited_total', 'callbridge_handler_errors_total', 'callbridge_model_connect_failures_total',
+        'callbridge_process_cpu_seconds_total', 'callbridge_active_calls',
+      ]) {
+        expect(metrics).toContain(name);
+      }
+      expect(metrics).toMatch(/^callbridge_active_calls 0$/m);
+      const admin = await fetch(`${base}/calls/CA123?limit=5`, { headers: { authorization: 'Bearer x' } });
+      expect(await admin.json()).toEqual({ path: '/calls/CA123', limit: '5', auth: 'Bearer x' });
+      expect((await fetch(`${base}/nope`)).status).toBe(404);
+    });
+
+    it('answers 500 (and keeps serving) when the admin reader throws or rejects', async () => {
+      const f = fakeApp();
+      let calls = 0;
+      const admin = (() => {
+        calls++;
+        if (calls === 1) throw new Error('sync bug');
+        if (calls === 2) return Promise.reject(new Error('async bug'));
+        return Promise.resolve({ status: 200, body: { n: 1n } }); // BigInt: JSON.stringify throws
+      }) as AdminReader;
+      const { base, s } = await start(edge, f.app, {}, { admin });
+      for (let i = 0; i < 3; i++) expect((await fetch(`${base}/calls`)).status).toBe(500);
+      expect((await fetch(`${base}/voice/health`)).status).toBe(200);
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total')).toContain('handler="admin"} 3');
+    });
+
+    it('does not serve /metrics when METRICS=false', async () => {
+      const { base } = await start(edge, fakeApp().app, { METRICS: 'false' });
+      expect((await fetch(`${base}/metrics`)).status).toBe(404);
+    });
+
+    it('answers 404 on /calls when there is no admin reader', async () => {
+      const { base } = await start(edge, fakeApp().app);
+      expect((await fetch(`${base}/calls`)).status).toBe(404);
+    });
+
+    it('rate-limits per IP with 429', async () => {
+      const { base } = await start(edge, fakeApp().app, {}, { rateLimit: { burst: 3, perSecond: 0.001 } });
+      const codes = [];
+      for (let i = 0; i < 5; i++) codes.push((await fetch(`${base}/voice/health`)).status);
+      expect(codes).toEqual([200, 200, 200, 429, 429]);
+    });
+
+    it('rate-limits websocket upgrades per IP with 429 before any stream opens', async () => {
+      const f = fakeApp();
+      const { ws: url, s } = await start(edge, f.app, {}, { rateLimit: { burst: 1, perSecond: 0.001 } });
+      const first = await openWs(url);
+      await expect(openWs(url)).rejects.toThrow('HTTP 429');
+      expect(f.streams).toHaveLength(1);
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_streams_refused_total')).toContain('reason="rate_limited"} 1');
+      first.close();
+    });
+  });
+
+  describe('media stream websocket', () => {
+    it('delivers text frames intact (multi-byte UTF-8) and binary frames as errors', async () => {
+      const f = fakeApp();
+      const { ws: url } = await start(edge, f.app);
+      const ws = await openWs(url);
+      ws.send('{"event":"connected","note":"héllo ☎ 电话"}');
+      ws.send(Buffer.from([1, 2, 3]));
+      await until(() => f.streams[0]?.texts.length === 1 && f.streams[0].binaries.length === 1);
+      expect(f.streams[0]!.texts[0]).toBe('{"event":"connected","note":"héllo ☎ 电话"}');
+      expect(f.streams[0]!.binaries).toEqual([3]);
+      ws.close();
+    });
+
+    it('refuses an upgrade without a valid signature (403)', async () => {
+      const f = fakeApp();
+      const { ws: url } = await start(edge, f.app);
+      await expect(openWs(url, false)).rejects.toThrow('HTTP 403');
+      expect(f.streams).toHaveLength(0);
+    });
+
+    it('closes with 1013 when the app refuses the stream (at capacity)', async () => {
+      const { ws: url } = await start(edge, fakeApp({ refuse: true }).app);
+      const ws = await openWs(url);
+      expect((await closed(ws))[0]).toBe(1013);
+    });
+
+    it('closes an oversize frame\'s socket, counts it, and keeps serving others', async () => {
+      const f = fakeApp();
+      const { ws: url, s } = await start(edge, f.app);
+      const bad = await openWs(url);
+      const badClosed = closed(bad);
+      bad.send('x'.repeat(100 * 1024));
+      await badClosed;
+      await until(() => f.streams[0]?.closes.length === 1);
+      expect(f.streams[0]!.texts).toHaveLength(0);
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total')).toContain('reason="oversize_frame"} 1');
+      const good = await openWs(url);
+      good.send('{"event":"connected"}');
+      await until(() => f.streams[1]?.texts.length === 1);
+      good.close();
+    });
+
+    it('closes a socket that sends invalid UTF-8 in a text frame, counts it, and keeps serving others', async () => {
+      const f = fakeApp();
+      const { ws: url, s } = await start(edge, f.app);
+      const bad = await openWs(url);
+      const badClosed = closed(bad);
+      // A text frame (FIN + opcode 1), masked with a zero key, whose payload is not UTF-8; written raw so the client cannot refuse it.
+      const raw = (bad as unknown as { _socket: net.Socket })._socket;
+      raw.write(Buffer.from([0x81, 0x82, 0, 0, 0, 0, 0xc3, 0x28]));
+      await badClosed;
+      await until(() => f.streams[0]?.closes.length === 1);
+      expect(f.streams[0]!.texts).toHaveLength(0);
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total')).toContain('reason="ws_protocol"} 1');
+      const good = await openWs(url);
+      good.send('{"event":"connected"}');
+      await until(() => f.streams[1]?.texts.length === 1);
+      good.close();
+    });
+
+    it('a throwing onClose is counted and never crashes the server', async () => {
+      const f = fakeApp();
+      const open = f.app.openStream.bind(f.app);
+      f.app.openStream = (socket, info) => {
+        const h = open(socket, info)!;
+        return { ...h, onClose: () => { throw new Error('close bug'); } };
+      };
+      const { ws: url, s, base } = await start(edge, f.app);
+      const ws = await openWs(url);
+      await until(() => f.streams.length === 1);
+      ws.close(1000);
+      await until(async () => (await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total')).includes('handler="close"} 1'));
+      expect((await fetch(`${base}/voice/health`)).status).toBe(200);
+    });
+
+    it('an abrupt client disconnect calls onClose once and is not counted as malformed', async () => {
+      const f = fakeApp();
+      const { ws: url, s } = await start(edge, f.app);
+      const ws = await openWs(url);
+      await until(() => f.streams.length === 1);
+      ws.terminate();
+      await until(() => f.streams[0]!.closes.length === 1);
+      await new Promise((r) => setTimeout(r, 20));
+      expect(f.streams[0]!.closes).toHaveLength(1);
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total')).not.toContain('oversize_frame');
+    });
+
+    it('a handler that throws is logged and counted, and the socket keeps working', async () => {
+      const f = fakeApp({ throwOnText: true });
+      const { ws: url, s } = await start(edge, f.app);
+      const ws = await openWs(url);
+      ws.send('boom');
+      ws.send('after');
+      await until(() => f.streams[0]?.texts.length === 1);
+      expect(f.streams[0]!.texts).toEqual(['after']);
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total')).toContain('handler="message"} 1');
+      ws.close();
+    });
+
+    it('closes with 1011 when openStream throws', async () => {
+      const f = fakeApp();
+      f.app.openStream = () => {
+        throw new Error('bug');
+      };
+      const { ws: url } = await start(edge, f.app);
+      const ws = await openWs(url);
+      expect((await closed(ws))[0]).toBe(1011);
+    });
+
+    it('reports onClose once even when openStream closes the socket before returning', async () => {
+      const f = fakeApp({ closeInOpen: true });
+      const { ws: url } = await start(edge, f.app);
+      const ws = await openWs(url);
+      expect(await closed(ws)).toEqual([1008, 'no token']);
+      await until(() => f.streams[0]?.closes.length === 1);
+      expect(f.streams[0]!.closes).toEqual([[1008, 'no token']]);
+      expect(f.streams[0]!.socket.send('{}')).toBe(false);
+    });
+
+    it('cork() runs its callback at once and delivers the frames sent inside it, in order', async () => {
+      const f = fakeApp();
+      const { ws: url } = await start(edge, f.app);
+      const ws = await openWs(url);
+      await until(() => f.streams.length === 1);
+      const texts: string[] = [];
+      ws.on('message', (m) => texts.push(m.toString()));
+      let ran = false;
+      f.streams[0]!.socket.cork(() => {
+        ran = true;
+        expect(f.streams[0]!.socket.send('{"event":"media","n":1}')).toBe(true);
+        expect(f.streams[0]!.socket.send('{"event":"mark","n":2}')).toBe(true);
+      });
+      expect(ran).toBe(true); // synchronously: the call layer relies on it
+      await until(() => texts.length === 2);
+      expect(texts).toEqual(['{"event":"media","n":1}', '{"event":"mark","n":2}']);
+      ws.close();
+    });
+
+    it('reports backpressure from send() and calls onDrain once the client reads again', async () => {
+      const f = fakeApp();
+      const { ws: url } = await start(edge, f.app);
+      const ws = await openWs(url);
+      await until(() => f.streams.length === 1);
+      const raw = (ws as unknown as { _socket: import('node:net').Socket })._socket;
+      raw.pause();
+      const frame = JSON.stringify({ event: 'media', media: { payload: 'A'.repeat(4000) } });
+      let sent = 0;
+      while (f.streams[0]!.socket.send(frame) && sent < 100_000) sent++;
+      expect(sent).toBeLessThan(100_000);
+      expect(f.streams[0]!.socket.bufferedAmount()).toBeGreaterThan(0);
+      raw.resume();
+      await until(() => f.streams[0]!.drains > 0, 10_000);
+      ws.close();
+    });
+
+    it('calls onClose exactly once whether the client or the server closes, and sends after close are no-ops', async () => {
+      const f = fakeApp();
+      const { ws: url } = await start(edge, f.app);
+      const a = await openWs(url);
+      await until(() => f.streams.length === 1);
+      a.close(1000, 'bye');
+      await until(() => f.streams[0]!.closes.length === 1);
+      expect(f.streams[0]!.closes[0]).toEqual([1000, 'bye']);
+      expect(f.streams[0]!.socket.send('{}')).toBe(false);
+      f.streams[0]!.socket.close();
+
+      const c = await openWs(url);
+      await until(() => f.streams.length === 2);
+      const cClosed = closed(c);
+      f.streams[1]!.socket.close(1008, 'é'.repeat(100)); // 200 bytes: cut to 61 whole characters (122 bytes)
+      expect(await cClosed).toEqual([1008, 'é'.repeat(61)]);
+
+      const b = await openWs(url);
+      await until(() => f.streams.length === 3);
+      const bClosed = closed(b);
+      f.streams[2]!.socket.close(1000, 'done');
+      expect(await bClosed).toEqual([1000, 'done']);
+      await until(() => f.streams[2]!.closes.length === 1);
+      await new Promise((r) => setTimeout(r, 20));
+      expect(f.streams[2]!.closes).toHaveLength(1);
+    });
+
+    it('close() ends open streams with 1001 and stops accepting', async () => {
+      const f = fakeApp();
+      const { ws: url, s, base } = await start(edge, f.app);
+      const ws = await openWs(url);
+      const wsClosed = closed(ws);
+      await s.close();
+      expect((await wsClosed)[0]).toBe(1001);
+      expect(f.streams[0]!.closes).toHaveLength(1);
+      await expect(fetch(`${base}/voice/health`)).rejects.toThrow();
+    });
+
+    it('close() also drops idle keep-alive HTTP connections instead of serving on (they would hold the process open)', async () => {
+      const { s } = await start(edge, fakeApp().app);
+      const sock = net.connect(s.port, '127.0.0.1');
+      sock.on('error', () => {}); // EPIPE/ECONNRESET once the server has dropped it
+      let isClosed = false;
+      sock.once('close', () => (isClosed = true));
+      let got = '';
+      sock.on('data', (d) => (got += d.toString()));
+      const request = 'GET /voice/health HTTP/1.1\r\nHost: x\r\n\r\n';
+      sock.write(request);
+      await until(() => got.includes('"status":"ok"'));
+      await s.close();
+      // Ask again on the same connection: a server that kept it would answer a second time.
+      const outcome = await new Promise<'closed' | 'answered'>((resolve) => {
+        const check = () => {
+          if (got.split('HTTP/1.1 200').length > 2) resolve('answered');
+          else if (isClosed) resolve('closed');
+        };
+        sock.on('data', check);
+        sock.once('close', check);
+        if (!sock.destroyed) sock.write(request);
+        check();
+      });
+      expect(outcome).toBe('closed');
+    });
   });
 });
 
-describe('uws loader', () => {
-  it('names the module and the override when the chosen uWS build cannot load', async () => {
-    // A fresh module graph re-runs uws.ts's top level with the override set.
-    const prev = process.env.CALLBRIDGE_UWS_MODULE;
-    process.env.CALLBRIDGE_UWS_MODULE = 'callbridge-no-such-uws-build';
-    try {
-      vi.resetModules();
-      await expect(import('../src/server/uws.js')).rejects.toThrow(/callbridge-no-such-uws-build.*CALLBRIDGE_UWS_MODULE/s);
-    } finally {
-      if (prev === undefined) delete process.env.CALLBRIDGE_UWS_MODULE;
-      else process.env.CALLBRIDGE_UWS_MODULE = prev;
+describe('edge resolver', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'callbridge-edge-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('EDGE=node gives node:http + ws, and an unknown EDGE value is an error', () => {
+    expect(resolveEdge({ EDGE: 'node' })).toMatchObject({ kind: 'node', description: 'node:http + ws (EDGE=node)' });
+    expect(() => resolveEdge({ EDGE: 'fastest' })).toThrow(EdgeError);
+  });
+
+  it('a CALLBRIDGE_UWS_MODULE that does not load is a start-up error naming it, never a silent fallback', () => {
+    expect(() => resolveEdge({ CALLBRIDGE_UWS_MODULE: 'callbridge-no-such-uws-build' })).toThrow(/callbridge-no-such-uws-build: not installed/);
+    expect(() => resolveEdge({ EDGE: 'uws', CALLBRIDGE_UWS_MODULE: 'callbridge-no-such-uws-build' })).toThrow(EdgeError);
+  });
+
+  it('refuses a JavaScript imitation of uWebSockets.js (what some builds fall back to on an unsupported Node)', () => {
+    const fake = join(dir, 'fake-uws.cjs');
+    writeFileSync(fake, 'module.exports = { App() { throw new Error("Not implemented"); }, us_listen_socket_close() {} };\n');
+    expect(() => resolveEdge({ CALLBRIDGE_UWS_MODULE: fake })).toThrow(/JavaScript imitation/);
+  });
+
+  it('loads native uWebSockets.js on Node 20 and 22 (linux x64, glibc), where @based/uws ships a binary', () => {
+    const abi = process.versions.modules;
+    const covered = process.platform === 'linux' && process.arch === 'x64' && (abi === '115' || abi === '127');
+    const r = resolveEdge({});
+    if (covered) {
+      expect(r.kind).toBe('uws');
+      expect(r.description).toMatch(/^uWebSockets\.js v20\.\d+ native \(/);
+      expect(availableEdges({})).toEqual(['uws', 'node']);
+    } else if (r.kind === 'node') {
+      expect(r.description).toMatch(new RegExp(`^node:http \\+ ws \\(no native uWebSockets\\.js for Node ${process.versions.node.split('.')[0]}`));
+      expect(availableEdges({})).toEqual(['node']);
+      expect(() => resolveEdge({ EDGE: 'uws' })).toThrow(/EDGE=uws, but no native uWebSockets\.js loads on Node/);
     }
+  });
+
+  it('startServer refuses to start when EDGE=uws cannot be had', async () => {
+    const config = loadConfig({ PORT: '0', HOST: '127.0.0.1' });
+    await expect(startServer({ config, app: fakeApp().app, log: silentLogger, edge: 'uws', env: { CALLBRIDGE_UWS_MODULE: 'callbridge-no-such-uws-build' } })).rejects.toThrow(EdgeError);
   });
 });

@@ -3,14 +3,11 @@ import twilio from 'twilio';
 import { describe, expect, it } from 'vitest';
 import { MAX_PARAMETER_CHARS, TwimlError, buildStreamTwiml, streamTwimlProblems } from '../src/twilio/twiml.js';
 import {
-  parseForm,
-  parseStatusCallback,
-  parseStreamStatusCallback,
-  parseVoiceWebhook,
   signTwilioRequest,
   verifyTwilioSignature,
   verifyTwilioSignatureWithBody,
 } from '../src/twilio/signature.js';
+import { parseForm, parseStatusCallback, parseStreamStatusCallback, parseVoiceWebhook } from '../src/twilio/webhooks.js';
 
 const TOKEN = '12345678901234567890123456789012';
 const CALL = 'CA0123456789abcdef0123456789abcdef';
@@ -163,13 +160,34 @@ describe('webhook bodies', () => {
 
   it.each([
     ['missing CallSid', { ...voice, CallSid: undefined }, /CallSid/],
-    ['CallSid with the wrong prefix', { ...voice, CallSid: 'XX0123' }, /CallSid/],
+    ['CallSid with the wrong prefix', { ...voice, CallSid: 'XX0123456789abcdef0123456789abcdef' }, /CallSid/],
+    ['CallSid one digit short', { ...voice, CallSid: CALL.slice(0, -1) }, /CallSid/],
+    ['CallSid one digit long', { ...voice, CallSid: CALL + '0' }, /CallSid/],
+    ['CallSid with a non-hex digit', { ...voice, CallSid: CALL.slice(0, -1) + 'g' }, /CallSid/],
+    ['AccountSid one digit short', { ...voice, AccountSid: ACCOUNT.slice(0, -1) }, /AccountSid/],
+    ['AccountSid where the CallSid goes', { ...voice, CallSid: ACCOUNT }, /CallSid/],
     ['unknown CallStatus', { ...voice, CallStatus: 'dancing' }, /CallStatus/],
     ['missing AccountSid', { ...voice, AccountSid: undefined }, /AccountSid/],
   ])('rejects a voice webhook with %s', (_n, body, re) => {
     const r = parseVoiceWebhook(JSON.parse(JSON.stringify(body)));
     expect(r.ok).toBe(false);
     if (!r.ok) expect(r.error).toMatch(re);
+  });
+
+  it('accepts SIDs in either case of hex, as Twilio shapes them (prefix + 32 hex digits)', () => {
+    expect(parseVoiceWebhook({ ...voice, CallSid: CALL.toUpperCase().replace(/^CA/, 'CA') }).ok).toBe(true);
+    const r = parseVoiceWebhook({ ...voice, ApiVersion: undefined as unknown as string, Direction: undefined as unknown as string });
+    expect(r.ok && r.value.direction).toBe('inbound');
+  });
+
+  it('names the bad fields but never echoes their values (caller numbers are personal data)', () => {
+    const r = parseVoiceWebhook({ ...voice, CallSid: '+15551230000', CallStatus: 'dancing' });
+    expect(r.ok).toBe(false);
+    if (!r.ok) {
+      expect(r.error).toMatch(/CallSid/);
+      expect(r.error).toMatch(/CallStatus/);
+      expect(r.error).not.toContain('+15551230000');
+    }
   });
 
   it('parses a terminal status callback with numbers converted', () => {
@@ -199,6 +217,8 @@ describe('webhook bodies', () => {
     ['negative duration', { CallDuration: '-1' }],
     ['non-numeric sequence', { SequenceNumber: 'x' }],
     ['bad status', { CallStatus: 'done' }],
+    ['short CallSid', { CallSid: 'CA1' }],
+    ['missing AccountSid', { AccountSid: undefined as unknown as string }],
   ])('rejects a status callback with %s', (_n, patch) => {
     expect(parseStatusCallback({ ...voice, ...patch }).ok).toBe(false);
   });

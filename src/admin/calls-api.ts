@@ -6,14 +6,15 @@
  * Records hold personal data: never cache, never log bodies.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { AdminRequest, AdminResponse } from '../call/ports.js';
+import type { AdminReader } from '../call/ports.js';
 import type { CallStore } from '../store/types.js';
 import { DecryptError } from '../store/crypto.js';
 import { parseSince } from '../store/since.js';
 
 const MAX_LIMIT = 500;
 
-export function createAdminHandler(store: CallStore, adminToken: string | undefined): (req: AdminRequest) => Promise<AdminResponse> {
+/** The reader the edge serves on GET /calls… (wired in main.ts straight to startServer, not through the call layer). */
+export function createAdminHandler(store: CallStore, adminToken: string | undefined): AdminReader {
   const expected = adminToken ? createHash('sha256').update(adminToken).digest() : undefined;
   return async (req) => {
     if (!expected) return { status: 404, body: { error: 'not found' } };

@@ -1,16 +1,20 @@
 /**
- * The seam between the network server (src/server/, the only module that
- * knows uWebSockets.js) and the call layer. The server turns HTTP requests and
- * WebSocket frames into these calls; the call layer never sees a uWS object.
+ * The seam between the network edge (src/server/, the only module that knows
+ * uWebSockets.js or node:http) and the call layer. Whichever edge runs turns
+ * HTTP requests and WebSocket frames into these calls, with webhook bodies
+ * already checked (signature) and parsed (twilio/webhooks.ts) into typed
+ * values; the call layer never sees a server object or a raw form.
  * Tests implement TwilioSocket with a plain fake.
  */
+import type { StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
 
 /** One Twilio Media Stream websocket, as the call sees it. */
 export interface TwilioSocket {
   /**
-   * Send one JSON text frame. Returns false when the socket's send buffer is
-   * over its limit (the frame is still queued, but the sender should hold
-   * further frames until `onDrain`).
+   * Send one JSON text frame. Returns false when the socket is under
+   * backpressure: the sender should hold further frames until `onDrain`. The
+   * frame itself is queued, unless the send buffer is already past the edge's
+   * hard limit (MAX_BACKPRESSURE_BYTES), where it is dropped; false after close.
    */
   send(text: string): boolean;
   /** Bytes queued in the socket and not yet written. */
@@ -23,7 +27,7 @@ export interface TwilioSocket {
 
 /** What the call layer does with one stream's traffic. Handlers never throw. */
 export interface StreamHandler {
-  /** A text frame, already copied out of uWS memory. */
+  /** A text frame, already decoded (copied out of the edge's memory). */
   onText(text: string): void;
   /** A binary frame: a protocol error on Twilio's stream. */
   onBinary(byteLength: number): void;
@@ -44,15 +48,23 @@ export type IncomingResult =
   | { ok: true; twiml: string }
   | { ok: false; status: number; message: string };
 
+/** Whether the realtime model endpoint answers, as /voice/health reports it. Times are ISO 8601. */
+export interface ModelHealth {
+  /** Outcome of the most recent connect; null before the first. */
+  reachable: boolean | null;
+  lastOkAt: string | null;
+  lastError: string | null;
+}
+
 export interface HealthReport {
   status: 'ok' | 'degraded';
   version: string;
   uptimeSeconds: number;
   activeCalls: number;
-  model: { reachable: boolean | null; lastOkAt: string | null; lastError: string | null };
+  model: ModelHealth;
 }
 
-/** HTTP-shaped request for the JSON admin API (GET /calls…), already copied out of uWS. */
+/** HTTP-shaped request for the JSON admin API (GET /calls…), already copied out of the edge. */
 export interface AdminRequest {
   method: string;
   path: string;
@@ -65,19 +77,21 @@ export interface AdminResponse {
   body: unknown;
 }
 
+/** The JSON admin API (GET /calls, GET /calls/:sid), served by the edge beside the VoiceApp. */
+export type AdminReader = (req: AdminRequest) => Promise<AdminResponse>;
+
 /**
- * Everything the server needs from the rest of callbridge. The server checks
- * Twilio signatures itself (it knows the URL and raw form); these are called
- * only for requests that passed.
+ * Everything the edge needs from the call layer. The edge checks Twilio
+ * signatures itself (it knows the URL and raw form) and parses the bodies;
+ * these are called only for requests that passed both (a body that does not
+ * parse is answered 400 by the edge).
  */
 export interface VoiceApp {
-  /** POST /voice/incoming, form fields decoded. `streamUrl` is the wss URL of /voice/stream. */
-  incoming(form: Record<string, string>, streamUrl: string): IncomingResult;
-  /** POST /voice/status (call status callback), form fields decoded. */
-  status(form: Record<string, string>): void;
+  /** POST /voice/incoming. `streamUrl` is the wss URL of /voice/stream. */
+  incoming(call: VoiceWebhook, streamUrl: string): IncomingResult;
+  /** POST /voice/status (call status callback). */
+  status(callback: StatusCallback): void;
   /** WS /voice/stream opened: a handler for its frames, or null to refuse (close 1013: at capacity). */
   openStream(socket: TwilioSocket, info: StreamInfo): StreamHandler | null;
   health(): HealthReport;
-  /** GET /calls, GET /calls/:sid. Absent → 404. */
-  admin?(req: AdminRequest): Promise<AdminResponse>;
 }

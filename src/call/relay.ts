@@ -14,19 +14,12 @@ import type { Logger } from '../log.js';
 import type { ToolRegistry } from '../tools/registry.js';
 import { buildRejectTwiml, buildStreamTwiml } from '../twilio/twiml.js';
 import { sharedClock, type PumpScheduler } from './clock.js';
-import type { AdminRequest, AdminResponse, HealthReport, IncomingResult, StreamHandler, StreamInfo, TwilioSocket, VoiceApp } from './ports.js';
+import type { StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
+import type { HealthReport, IncomingResult, ModelHealth, StreamHandler, StreamInfo, TwilioSocket, VoiceApp } from './ports.js';
 import { nullRecorder, type CallRecorder } from './recorder.js';
 import { LatencyHistogram } from './stats.js';
 import { CallSession, noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics, type CallOptions } from './session.js';
 import type { ModelProvider, ModelSession } from './voice-model.js';
-
-export const CALL_SID_RE = /^CA[0-9a-zA-Z]{32}$/;
-
-export interface ModelHealth {
-  reachable: boolean | null;
-  lastOkAt: string | null;
-  lastError: string | null;
-}
 
 export interface RelayDeps {
   config: Config;
@@ -35,10 +28,9 @@ export interface RelayDeps {
   tools: ToolRegistry;
   openTranscoder(): AudioTranscoder;
   /** A recorder for a new call (the durable record); default keeps nothing. */
-  recorderFor?(callSid: string, incoming: Record<string, string>): CallRecorder;
-  /** Status callbacks, already signature-checked. */
-  onStatus?(form: Record<string, string>): void;
-  admin?(req: AdminRequest): Promise<AdminResponse>;
+  recorderFor?(call: VoiceWebhook): CallRecorder;
+  /** Status callbacks, signature-checked and parsed by the edge. */
+  onStatus?(callback: StatusCallback): void;
   modelHealth?(): ModelHealth;
   metrics?: CallMetrics;
   clock?: PumpScheduler;
@@ -67,7 +59,6 @@ export class Relay implements VoiceApp {
   private readonly clock: PumpScheduler;
   private readonly metrics: CallMetrics;
   private closing = false;
-  readonly admin?: (req: AdminRequest) => Promise<AdminResponse>;
 
   constructor(private readonly deps: RelayDeps) {
     const c = deps.config;
@@ -89,7 +80,6 @@ export class Relay implements VoiceApp {
     };
     this.clock = deps.clock ?? sharedClock;
     this.metrics = deps.metrics ?? noMetrics;
-    if (deps.admin) this.admin = deps.admin;
   }
 
   /** Relay-added latency of every call so far: ended calls merged, plus the live ones as they stand. */
@@ -109,9 +99,9 @@ export class Relay implements VoiceApp {
     return this.calls.size;
   }
 
-  incoming(form: Record<string, string>, streamUrl: string): IncomingResult {
-    const callSid = form.CallSid ?? '';
-    if (!CALL_SID_RE.test(callSid)) return { ok: false, status: 400, message: 'missing or malformed CallSid' };
+  /** The webhook was parsed by the edge (twilio/webhooks.ts): `call.callSid` is a well-formed CA… SID. */
+  incoming(call: VoiceWebhook, streamUrl: string): IncomingResult {
+    const callSid = call.callSid;
     if (this.closing) return { ok: true, twiml: buildRejectTwiml() };
     if (this.calls.size + this.pending.size >= this.deps.config.maxConcurrentCalls) {
       this.deps.log.warn({ callSid, active: this.calls.size }, 'at capacity: rejecting call');
@@ -127,7 +117,7 @@ export class Relay implements VoiceApp {
     );
     model.catch(() => {}); // observed on `start`; an unused pre-warm must not raise
     // The record starts at the webhook: a call whose stream never arrives is recorded too.
-    const recorder = this.deps.recorderFor?.(callSid, form) ?? nullRecorder;
+    const recorder = this.deps.recorderFor?.(call) ?? nullRecorder;
     const expiry = setTimeout(() => {
       const p = this.pending.get(callSid);
       if (p) {
@@ -140,8 +130,8 @@ export class Relay implements VoiceApp {
     return { ok: true, twiml };
   }
 
-  status(form: Record<string, string>): void {
-    this.deps.onStatus?.(form);
+  status(callback: StatusCallback): void {
+    this.deps.onStatus?.(callback);
   }
 
   openStream(socket: TwilioSocket, _info: StreamInfo): StreamHandler | null {

@@ -2,11 +2,14 @@
  * `callbridge serve`: the production relay. Reads the whole configuration
  * from the environment (every problem reported at once), refuses to start
  * without a model key unless OPENAI_BASE_URL points elsewhere (a stand-in),
- * and shuts down cleanly on SIGINT/SIGTERM.
+ * prints which edge serves (native uWebSockets.js or node:http + ws) and
+ * why, and shuts down cleanly on SIGINT/SIGTERM. EDGE=uws where no native
+ * build loads is a start-up error (exit 2), like any configuration problem.
  */
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { startCallbridge } from '../main.js';
+import { EdgeError } from '../server/app.js';
 import type { CliIO } from './main.js';
 
 export async function run(args: string[], io: CliIO): Promise<number> {
@@ -37,7 +40,17 @@ export async function run(args: string[], io: CliIO): Promise<number> {
     io.stderr.write('callbridge serve: warning: TWILIO_AUTH_TOKEN is not set, so Twilio signatures are NOT checked\n');
   }
   const log = createLogger(config.logLevel);
-  const app = await startCallbridge(config, log);
+  let app;
+  try {
+    app = await startCallbridge(config, log, { env: io.env });
+  } catch (err) {
+    if (err instanceof EdgeError) {
+      io.stderr.write(`callbridge serve: ${err.message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  io.stdout.write(`edge: ${app.edge}\n`);
   await new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       log.info({ signal }, 'shutting down');

@@ -35,7 +35,7 @@ import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatenc
 import type { Usage } from '../call/voice-model.js';
 import type { Prices } from '../config.js';
 import type { Logger } from '../log.js';
-import { parseStatusCallback } from '../twilio/signature.js';
+import type { StatusCallback } from '../twilio/webhooks.js';
 import { estimateCostUsd } from './cost.js';
 import { openText, sealText } from './crypto.js';
 import { ZERO_USAGE, type CallRecord, type CallStore, type CallSummary, type StatusEvent } from './types.js';
@@ -283,13 +283,7 @@ export class SqliteCallStore implements CallStore {
     this.changed(callSid, true);
   }
 
-  recordStatus(form: Record<string, string>): void {
-    const parsed = parseStatusCallback(form);
-    if (!parsed.ok) {
-      this.opts.log.warn({ error: parsed.error }, 'ignoring an invalid status callback');
-      return;
-    }
-    const v = parsed.value;
+  recordStatus(v: StatusCallback): void {
     const h = this.header(v.callSid);
     const seq = v.sequenceNumber ?? null;
     if (seq !== null && h.statusEvents.some((e) => e.sequenceNumber === seq)) return; // Twilio retried it

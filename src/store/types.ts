@@ -6,6 +6,7 @@
  */
 import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatency } from '../call/recorder.js';
 import type { Usage } from '../call/voice-model.js';
+import type { StatusCallback } from '../twilio/webhooks.js';
 
 export type CallState = 'in_progress' | 'completed' | 'interrupted';
 
@@ -74,8 +75,8 @@ export interface CallStore {
   appendEvent(callSid: string, e: CallEvent): void;
   addUsage(callSid: string, u: Usage): void;
   ended(callSid: string, info: CallEndInfo): void;
-  /** A Twilio status callback's form fields (validated here; bad ones are logged and ignored). */
-  recordStatus(form: Record<string, string>): void;
+  /** A Twilio call status callback, parsed at the edge (twilio/webhooks.ts). Retries (same SequenceNumber) are ignored. */
+  recordStatus(callback: StatusCallback): void;
   /** On start-up: calls a previous process left in progress become 'interrupted'. Returns how many. */
   markInterrupted(): number;
   get(callSid: string): CallRecord | undefined;

@@ -1,25 +1,15 @@
 /**
- * Twilio webhook security and webhook bodies: `X-Twilio-Signature` checks
- * (the twilio package's own validator), form parsing, and typed parsers for
- * the voice webhook, the call status callback and the stream status callback.
- * Pure: no I/O.
+ * Twilio webhook security: `X-Twilio-Signature` checks and signing (the
+ * twilio package's own code). Pure: no I/O. Webhook bodies are parsed in
+ * webhooks.ts.
  *
- * Contract:
- * - `verifyTwilioSignature` returns false (never throws) for a missing,
- *   malformed or wrong signature. The URL must be the full URL Twilio
- *   requested (scheme, host, path and query), as Twilio signs that; for the
- *   WebSocket upgrade it is the `wss://` URL with empty params.
- * - The parse functions never throw; they return `{ ok: false, error }`
- *   naming every bad field. Caller numbers (`from`, `to`) are personal data:
- *   log them only as structured fields (they are in log.ts REDACT).
+ * Contract: `verifyTwilioSignature` returns false (never throws) for a
+ * missing, malformed or wrong signature. The URL must be the full URL Twilio
+ * requested (scheme, host, path and query), as Twilio signs that; for the
+ * WebSocket upgrade it is the `wss://` URL with empty params.
  */
 import twilio from 'twilio';
-import { z } from 'zod';
-
-/** Body of a Twilio form POST, or query params: names to values. */
-export type FormParams = Record<string, string>;
-
-export type ParseResult<T> = { ok: true; value: T } | { ok: false; error: string };
+import type { FormParams } from './webhooks.js';
 
 /** Check `X-Twilio-Signature` for a form POST (or a WS upgrade with `params = {}`). */
 export function verifyTwilioSignature(
@@ -54,122 +44,4 @@ export function verifyTwilioSignatureWithBody(
 /** The signature Twilio would send for this request (for the simulator and tests). */
 export function signTwilioRequest(authToken: string, url: string, params: FormParams): string {
   return twilio.getExpectedTwilioSignature(authToken, url, params);
-}
-
-/**
- * Parse an application/x-www-form-urlencoded body. Never throws; malformed
- * escapes are kept as literal text; a repeated name keeps its last value.
- */
-export function parseForm(body: string | Buffer): FormParams {
-  const text = typeof body === 'string' ? body : body.toString('utf8');
-  const out: FormParams = Object.create(null) as FormParams;
-  for (const [k, v] of new URLSearchParams(text)) out[k] = v;
-  return out;
-}
-
-// ---------------------------------------------------------------------------
-// Webhook bodies
-
-const sid = (prefix: string) => z.string().regex(new RegExp(`^${prefix}[0-9a-zA-Z]{1,64}$`), `expected a ${prefix}… SID`);
-const wireInt = z.string().regex(/^\d{1,15}$/, 'expected a non-negative integer').transform(Number);
-
-export const CALL_STATUSES = [
-  'queued', 'initiated', 'ringing', 'in-progress', 'completed', 'busy', 'failed', 'no-answer', 'canceled',
-] as const;
-export type CallStatus = (typeof CALL_STATUSES)[number];
-/** Statuses after which the call is over. */
-export const TERMINAL_CALL_STATUSES: ReadonlySet<CallStatus> = new Set<CallStatus>([
-  'completed', 'busy', 'failed', 'no-answer', 'canceled',
-]);
-
-/** POST /voice/incoming (Twilio's voice webhook). */
-export const VoiceWebhookSchema = z
-  .object({
-    CallSid: sid('CA'),
-    AccountSid: sid('AC'),
-    From: z.string().default(''),
-    To: z.string().default(''),
-    Direction: z.string().default('inbound'),
-    CallStatus: z.enum(CALL_STATUSES),
-    ApiVersion: z.string().optional(),
-  })
-  .transform((v) => ({
-    callSid: v.CallSid,
-    accountSid: v.AccountSid,
-    from: v.From,
-    to: v.To,
-    direction: v.Direction,
-    callStatus: v.CallStatus,
-  }));
-export type VoiceWebhook = z.output<typeof VoiceWebhookSchema>;
-
-/** POST /voice/status (call status callback). SequenceNumber starts at 0; callbacks may arrive out of order. */
-export const StatusCallbackSchema = z
-  .object({
-    CallSid: sid('CA'),
-    AccountSid: sid('AC'),
-    From: z.string().default(''),
-    To: z.string().default(''),
-    Direction: z.string().default(''),
-    CallStatus: z.enum(CALL_STATUSES),
-    /** Seconds; present on terminal statuses. */
-    CallDuration: wireInt.optional(),
-    /** RFC 2822 date, e.g. "Wed, 25 Nov 2026 07:46:45 +0000". */
-    Timestamp: z.string().optional(),
-    SequenceNumber: wireInt.optional(),
-  })
-  .transform((v) => ({
-    callSid: v.CallSid,
-    accountSid: v.AccountSid,
-    from: v.From,
-    to: v.To,
-    direction: v.Direction,
-    callStatus: v.CallStatus,
-    terminal: TERMINAL_CALL_STATUSES.has(v.CallStatus),
-    callDurationS: v.CallDuration,
-    timestamp: v.Timestamp,
-    /** ms since epoch, when Timestamp parses. */
-    timestampMs: v.Timestamp !== undefined && !Number.isNaN(Date.parse(v.Timestamp)) ? Date.parse(v.Timestamp) : undefined,
-    sequenceNumber: v.SequenceNumber,
-  }));
-export type StatusCallback = z.output<typeof StatusCallbackSchema>;
-
-/** `<Stream statusCallback>` POST. */
-export const StreamStatusCallbackSchema = z
-  .object({
-    AccountSid: sid('AC'),
-    CallSid: sid('CA'),
-    StreamSid: sid('MZ'),
-    StreamName: z.string().optional(),
-    StreamEvent: z.enum(['stream-started', 'stream-stopped', 'stream-error']),
-    StreamError: z.string().optional(),
-    Timestamp: z.string().optional(),
-  })
-  .transform((v) => ({
-    accountSid: v.AccountSid,
-    callSid: v.CallSid,
-    streamSid: v.StreamSid,
-    streamName: v.StreamName,
-    streamEvent: v.StreamEvent,
-    streamError: v.StreamError,
-    timestamp: v.Timestamp,
-  }));
-export type StreamStatusCallback = z.output<typeof StreamStatusCallbackSchema>;
-
-function parseWith<T>(schema: z.ZodType<T, FormParams>, params: FormParams): ParseResult<T> {
-  const r = schema.safeParse(params);
-  if (r.success) return { ok: true, value: r.data };
-  return { ok: false, error: r.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ') };
-}
-
-export function parseVoiceWebhook(params: FormParams): ParseResult<VoiceWebhook> {
-  return parseWith(VoiceWebhookSchema, params);
-}
-
-export function parseStatusCallback(params: FormParams): ParseResult<StatusCallback> {
-  return parseWith(StatusCallbackSchema, params);
-}
-
-export function parseStreamStatusCallback(params: FormParams): ParseResult<StreamStatusCallback> {
-  return parseWith(StreamStatusCallbackSchema, params);
 }

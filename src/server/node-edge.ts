@@ -1,0 +1,279 @@
+/**
+ * The portable edge: node:http + ws, for a Node where no native
+ * uWebSockets.js loads. Same routes, limits and guarantees as uws-edge.ts
+ * (they come from core.ts); this file only moves bytes in and out of Node.
+ *
+ * How the uWS guarantees map onto Node:
+ * - Body limit: Content-Length over MAX_BODY_BYTES → 413 before reading, the
+ *   connection closed after it; a chunked body that grows past it → 413.
+ * - Frame limit: ws `maxPayload` = MAX_WS_MESSAGE_BYTES; ws closes (1009) and
+ *   reports the error, counted as `oversize_frame` (other framing errors,
+ *   e.g. bad UTF-8: `ws_protocol`).
+ * - Backpressure: `send` reports backpressure when the socket's write buffer
+ *   is past its high-water mark (the frame is queued, `writableNeedDrain`),
+ *   and drops the frame once ws's buffered amount reaches
+ *   MAX_BACKPRESSURE_BYTES; the socket's `drain` event calls onDrain.
+ * - Cork: the TCP socket is corked for the callback and uncorked after it,
+ *   so the frames go out in one writev.
+ * - Close: closing from our side reports onClose(code, reason) at once, as
+ *   uWS does; ws finishes the close handshake on its own. Idle sockets are
+ *   pinged and closed after WS_IDLE_TIMEOUT_S without any frame or pong.
+ * - Every listener is guarded; socket errors are swallowed after counting,
+ *   so no client can crash the process.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { AdminRequest } from '../call/ports.js';
+import {
+  EdgeCore, MAX_BACKPRESSURE_BYTES, MAX_BODY_BYTES, MAX_WS_MESSAGE_BYTES, WS_IDLE_TIMEOUT_S, routeOf, statusText,
+  type EdgeServer, type HttpReply, type Route,
+} from './core.js';
+
+/** How long close() lets streams finish their close handshake before cutting them, ms. */
+const CLOSE_GRACE_MS = 1000;
+/** A request (headers and body) must arrive within this, ms (slow senders hold no connection for long). */
+const REQUEST_TIMEOUT_MS = 30_000;
+
+interface Live {
+  lastSeenMs: number;
+}
+
+export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
+  const { config, log, metrics } = core;
+  const live = new Map<WebSocket, Live>();
+  const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_MESSAGE_BYTES, perMessageDeflate: false, clientTracking: false });
+  const server = createServer({ requestTimeout: REQUEST_TIMEOUT_MS });
+
+  const write = (res: ServerResponse, r: HttpReply) => {
+    if (res.headersSent || res.destroyed) return; // the client went away
+    if (r.status === 204) res.writeHead(204).end();
+    else {
+      const headers: Record<string, string | number> = { 'content-type': r.type, 'content-length': Buffer.byteLength(r.body) };
+      if (r.closeConnection) headers.connection = 'close';
+      res.writeHead(r.status, statusText(r.status), headers).end(r.body);
+    }
+    core.counted(r);
+  };
+
+  const handle = (req: IncomingMessage, res: ServerResponse, route: Route, path: string, query: string) => {
+    const limited = core.limitHttp(req.socket.remoteAddress ?? '', route);
+    if (limited) return write(res, limited);
+    switch (route) {
+      case 'incoming':
+      case 'status': {
+        if (Number(req.headers['content-length'] ?? '0') > MAX_BODY_BYTES) {
+          req.resume(); // discard what the client still sends; the connection closes after the reply
+          return write(res, core.tooLarge(route));
+        }
+        const host = header(req, 'host');
+        const signature = header(req, 'x-twilio-signature');
+        return readBody(req, MAX_BODY_BYTES, (body) => {
+          try {
+            write(res, core.webhook(route, { host, path, query, signature, body }));
+          } catch (err) {
+            log.error({ err, route }, 'webhook reply failed'); // core.webhook never throws: the socket did
+          }
+        });
+      }
+      case 'health':
+        return write(res, core.health());
+      case 'metrics':
+        return void core.metricsText().then((r) => write(res, r), (err: unknown) => log.error({ err }, 'metrics reply failed'));
+      case 'admin': {
+        const request: AdminRequest = { method: (req.method ?? 'GET').toUpperCase(), path, query: new URLSearchParams(query), headers: copyHeaders(req) };
+        return void core.admin(request).then((r) => write(res, r), (err: unknown) => log.error({ err }, 'admin reply failed'));
+      }
+      case 'other':
+        return write(res, core.notFound());
+    }
+  };
+
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const { path, query } = splitUrl(req.url ?? '/');
+    const route = routeOf(req.method ?? 'GET', path, config);
+    res.on('error', () => {}); // a reset client: nothing to answer
+    try {
+      handle(req, res, route, path, query);
+    } catch (err) {
+      try {
+        write(res, core.failed(route, err));
+      } catch {
+        /* response already ended or aborted */
+      }
+    }
+  });
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => {}); // ECONNRESET and the like: ws or we close it
+    try {
+      const { path, query } = splitUrl(req.url ?? '/');
+      if (path !== '/voice/stream' || header(req, 'upgrade').toLowerCase() !== 'websocket') {
+        const r = core.notFound();
+        core.counted(r);
+        return rawReply(socket, r);
+      }
+      const remoteAddress = (socket as Socket).remoteAddress ?? '';
+      const refusal = core.checkUpgrade({ remoteAddress, host: header(req, 'host'), path, query, signature: header(req, 'x-twilio-signature') });
+      if (refusal) return rawReply(socket, refusal);
+      const headers = copyHeaders(req);
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        try {
+          openStream(ws, socket as Socket, remoteAddress, headers);
+        } catch (err) {
+          metrics.handlerErrors.inc({ handler: 'upgrade' });
+          log.error({ err }, 'stream open failed');
+          ws.terminate();
+        }
+      });
+    } catch (err) {
+      metrics.handlerErrors.inc({ handler: 'upgrade' });
+      metrics.streamsRefused.inc({ reason: 'error' });
+      log.error({ err }, 'stream upgrade failed');
+      rawReply(socket, { route: 'other', status: 500, body: 'internal error\n', type: 'text/plain; charset=utf-8' });
+    }
+  });
+
+  const openStream = (ws: WebSocket, socket: Socket, remoteAddress: string, headers: Record<string, string>) => {
+    const state: Live = { lastSeenMs: Date.now() };
+    live.set(ws, state);
+    let malformed: 'oversize_frame' | 'ws_protocol' | undefined;
+    const binding = core.attach(
+      {
+        send: (t) => {
+          if (ws.bufferedAmount >= MAX_BACKPRESSURE_BYTES) return 'dropped';
+          ws.send(t);
+          return socket.writableNeedDrain ? 'backpressure' : 'sent';
+        },
+        bufferedAmount: () => ws.bufferedAmount,
+        cork: (fn) => {
+          socket.cork();
+          try {
+            fn();
+          } finally {
+            socket.uncork();
+          }
+        },
+        end: (code, reason) => {
+          try {
+            ws.close(code, reason);
+          } catch {
+            ws.terminate(); // a code ws will not put on the wire (e.g. 1006)
+          }
+          binding.closed(code, reason.toString('utf8')); // reported now, as uWS does
+        },
+      },
+      { remoteAddress, headers },
+    );
+    ws.on('error', (err: Error & { code?: string }) => {
+      // ws closes the socket itself after a framing error; say why when it does.
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') malformed = 'oversize_frame';
+      else if (err.code?.startsWith('WS_ERR_')) malformed = 'ws_protocol';
+    });
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      state.lastSeenMs = Date.now();
+      if (isBinary) binding.binary(data.byteLength);
+      else binding.text(data.toString('utf8'));
+    });
+    ws.on('pong', () => (state.lastSeenMs = Date.now()));
+    socket.on('drain', () => binding.drain());
+    ws.on('close', (code: number, reason: Buffer) => {
+      live.delete(ws);
+      binding.closed(code, reason.toString('utf8'), malformed);
+    });
+    binding.open();
+  };
+
+  // Idle sockets: ping every half period; cut those silent (no frame, no pong) for a whole one.
+  const idleTimer = setInterval(() => {
+    const now = Date.now();
+    for (const [ws, s] of live) {
+      try {
+        if (now - s.lastSeenMs > WS_IDLE_TIMEOUT_S * 1000) ws.terminate();
+        else ws.ping();
+      } catch {
+        /* closing already */
+      }
+    }
+  }, (WS_IDLE_TIMEOUT_S * 1000) / 2);
+  idleTimer.unref();
+
+  server.on('clientError', (_err, socket) => {
+    // Malformed HTTP: answer 400 when still possible (Node's default), never throw.
+    try {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      else socket.destroy();
+    } catch {
+      /* gone */
+    }
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => reject(new Error(`cannot listen on ${config.host}:${config.port}: ${err.message}`, { cause: err }));
+    server.once('error', onError);
+    server.listen(config.port, config.host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  server.on('error', (err) => log.error({ err }, 'http server error'));
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : config.port;
+
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    close() {
+      closing ??= (async () => {
+        server.close();
+        await core.closeAllStreams();
+        server.closeAllConnections();
+        clearInterval(idleTimer);
+        // Let the close handshakes finish, then cut whatever still hangs on.
+        const t0 = Date.now();
+        while (live.size > 0 && Date.now() - t0 < CLOSE_GRACE_MS) await new Promise((r) => setTimeout(r, 10));
+        for (const ws of live.keys()) ws.terminate();
+        wss.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** "/a/b?x=1" → path "/a/b", query "x=1" (a bare "?" is no query, as uWS reports it). */
+function splitUrl(url: string): { path: string; query: string } {
+  const q = url.indexOf('?');
+  return q < 0 ? { path: url, query: '' } : { path: url.slice(0, q), query: url.slice(q + 1) };
+}
+
+function header(req: IncomingMessage, name: string): string {
+  const v = req.headers[name];
+  return Array.isArray(v) ? v.join(', ') : (v ?? '');
+}
+
+function copyHeaders(req: IncomingMessage): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) out[k] = Array.isArray(v) ? v.join(', ') : v;
+  return out;
+}
+
+/** Read a request body. null = over `limit` (the rest is read and discarded). Calls `done` once, unless the client aborts. */
+function readBody(req: IncomingMessage, limit: number, done: (body: Buffer | null) => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  req.on('data', (chunk: Buffer) => {
+    size += chunk.byteLength;
+    if (size <= limit) chunks.push(chunk);
+  });
+  req.on('end', () => done(size > limit ? null : Buffer.concat(chunks, size)));
+  req.on('error', () => {}); // aborted: nothing to answer
+}
+
+/** Answer an upgrade request we do not accept, on the raw socket, and close it. */
+function rawReply(socket: Duplex, r: HttpReply): void {
+  const body = Buffer.from(r.body);
+  socket.end(
+    `HTTP/1.1 ${r.status} ${statusText(r.status)}\r\nContent-Type: ${r.type}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${r.body}`,
+  );
+}

@@ -1,0 +1,215 @@
+/**
+ * The fast edge: one native uWebSockets.js app on one port (the module
+ * comes from edge.ts, which checked it is native). Routes and behaviour are
+ * core.ts's; this file only moves bytes in and out of uWS.
+ *
+ * uWS rules followed here: everything needed from `req` is copied out
+ * synchronously (req is stack-allocated and dies after the handler returns);
+ * request bodies are copied chunk by chunk (uWS reuses the ArrayBuffer);
+ * every async reply checks `aborted` and is written inside `res.cork`;
+ * websocket sends report backpressure and the call resumes on `drain`;
+ * sends after close are no-ops. Nothing a client sends can throw out of a
+ * handler: every handler is guarded, logged and counted.
+ */
+import type { HttpRequest, HttpResponse, us_listen_socket, us_socket_context_t } from '@based/uws';
+import type { AdminRequest } from '../call/ports.js';
+import {
+  EdgeCore, MAX_BACKPRESSURE_BYTES, MAX_BODY_BYTES, MAX_WS_MESSAGE_BYTES, WS_IDLE_TIMEOUT_S, statusText,
+  type EdgeServer, type HttpReply, type Route, type StreamBinding,
+} from './core.js';
+import type { UwsModule } from './edge.js';
+
+interface StreamData {
+  remoteAddress: string;
+  headers: Record<string, string>;
+  binding: StreamBinding | null;
+}
+
+const textDecoder = new TextDecoder('utf-8', { fatal: false });
+
+export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<EdgeServer> {
+  const { config, log, metrics } = core;
+  const server = uws.App();
+
+  const write = (res: HttpResponse, r: HttpReply) => {
+    res.cork(() => {
+      res.writeStatus(`${r.status} ${statusText(r.status)}`);
+      if (r.status === 204) res.endWithoutBody();
+      else res.writeHeader('content-type', r.type).end(r.body, r.closeConnection ?? false);
+    });
+    core.counted(r);
+  };
+
+  /** Rate limit, then `fn`; a throw from `fn` answers 500. */
+  const guard = (route: Route, fn: (res: HttpResponse, req: HttpRequest) => void) => (res: HttpResponse, req: HttpRequest) => {
+    const limited = core.limitHttp(textDecoder.decode(res.getRemoteAddressAsText()), route);
+    if (limited) return write(res, limited);
+    try {
+      fn(res, req);
+    } catch (err) {
+      try {
+        write(res, core.failed(route, err));
+      } catch {
+        /* response already ended or aborted */
+      }
+    }
+  };
+
+  /** An async reply: written only if the client is still there. */
+  const later = (res: HttpResponse, route: Route, make: () => Promise<HttpReply>) => {
+    let aborted = false;
+    res.onAborted(() => (aborted = true));
+    make()
+      .then((r) => void (!aborted && write(res, r)))
+      .catch((err: unknown) => log.error({ err, route }, 'reply failed'));
+  };
+
+  const webhook = (route: 'incoming' | 'status') =>
+    guard(route, (res, req) => {
+      const host = req.getHeader('host');
+      const signature = req.getHeader('x-twilio-signature');
+      const path = req.getUrl();
+      const query = req.getQuery() ?? '';
+      if (Number(req.getHeader('content-length') || '0') > MAX_BODY_BYTES) return write(res, core.tooLarge(route));
+      let aborted = false;
+      res.onAborted(() => (aborted = true));
+      readBody(res, MAX_BODY_BYTES, (body) => {
+        // Runs from a uWS data callback, outside `guard`; core.webhook never throws.
+        if (!aborted) write(res, core.webhook(route, { host, path, query, signature, body }));
+      });
+    });
+
+  server.post('/voice/incoming', webhook('incoming'));
+  server.post('/voice/status', webhook('status'));
+  server.get('/voice/health', guard('health', (res) => write(res, core.health())));
+  // METRICS=false: no /metrics route (404); the counters still exist for RunningServer.metrics.
+  if (config.metrics) server.get('/metrics', guard('metrics', (res) => later(res, 'metrics', () => core.metricsText())));
+
+  const admin = guard('admin', (res, req) => {
+    const headers: Record<string, string> = {};
+    req.forEach((k, v) => (headers[k] = v));
+    const request: AdminRequest = { method: req.getMethod().toUpperCase(), path: req.getUrl(), query: new URLSearchParams(req.getQuery() ?? ''), headers };
+    later(res, 'admin', () => core.admin(request));
+  });
+  server.get('/calls', admin);
+  server.get('/calls/*', admin);
+
+  /** WS /voice/stream upgrade: everything is read from `req` here, synchronously (uWS frees it on return). */
+  const upgradeStream = (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => {
+    // Copy out of req now: it is invalid once this function returns.
+    const secKey = req.getHeader('sec-websocket-key');
+    const secProtocol = req.getHeader('sec-websocket-protocol');
+    const secExtensions = req.getHeader('sec-websocket-extensions');
+    const headers: Record<string, string> = {};
+    req.forEach((k, v) => (headers[k] = v));
+    const remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
+    const refusal = core.checkUpgrade({
+      remoteAddress,
+      host: req.getHeader('host'),
+      path: req.getUrl(),
+      query: req.getQuery() ?? '',
+      signature: req.getHeader('x-twilio-signature'),
+    });
+    if (refusal) {
+      res.writeStatus(`${refusal.status} ${statusText(refusal.status)}`).end(refusal.body);
+      return;
+    }
+    const data: StreamData = { remoteAddress, headers, binding: null };
+    res.upgrade(data, secKey, secProtocol, secExtensions, context);
+  };
+
+  server.ws<StreamData>('/voice/stream', {
+    maxPayloadLength: MAX_WS_MESSAGE_BYTES,
+    maxBackpressure: MAX_BACKPRESSURE_BYTES,
+    closeOnBackpressureLimit: false,
+    idleTimeout: WS_IDLE_TIMEOUT_S,
+    sendPingsAutomatically: true,
+
+    upgrade: (res, req, context) => {
+      try {
+        upgradeStream(res, req, context);
+      } catch (err) {
+        metrics.handlerErrors.inc({ handler: 'upgrade' });
+        metrics.streamsRefused.inc({ reason: 'error' });
+        log.error({ err }, 'stream upgrade failed');
+        try {
+          res.writeStatus('500 Internal Server Error').end('internal error\n');
+        } catch {
+          /* already answered or upgraded */
+        }
+      }
+    },
+
+    open: (ws) => {
+      const data = ws.getUserData();
+      const binding = core.attach(
+        {
+          send: (t) => {
+            // 1 sent, 0 queued with backpressure (wait for drain), 2 dropped (over maxBackpressure).
+            const status = ws.send(t, false);
+            return status === 1 ? 'sent' : status === 2 ? 'dropped' : 'backpressure';
+          },
+          bufferedAmount: () => ws.getBufferedAmount(),
+          cork: (fn) => void ws.cork(fn),
+          end: (code, reason) => ws.end(code, reason), // runs `close` below synchronously
+        },
+        { remoteAddress: data.remoteAddress, headers: data.headers },
+      );
+      data.binding = binding;
+      binding.open();
+    },
+
+    message: (ws, message, isBinary) => {
+      const b = ws.getUserData().binding;
+      // The ArrayBuffer is only valid during this call: decode it now.
+      if (isBinary) b?.binary(message.byteLength);
+      else b?.text(textDecoder.decode(message));
+    },
+
+    drain: (ws) => ws.getUserData().binding?.drain(),
+
+    close: (ws, code, message) => {
+      const reason = textDecoder.decode(message);
+      // uWS closes with 1006 and a reason of its own on bad input (too big, bad UTF-8, bad framing).
+      const malformed = code === 1006 && reason ? (/too big/i.test(reason) ? 'oversize_frame' : 'ws_protocol') : undefined;
+      ws.getUserData().binding?.closed(code, reason, malformed);
+    },
+  });
+
+  server.any('/*', guard('other', (res) => write(res, core.notFound())));
+
+  const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
+    server.listen(config.host, config.port, (s) => (s ? resolve(s) : reject(new Error(`cannot listen on ${config.host}:${config.port}`))));
+  });
+
+  let closing: Promise<void> | undefined;
+  return {
+    port: uws.us_socket_local_port(listenSocket),
+    close() {
+      closing ??= (async () => {
+        uws.us_listen_socket_close(listenSocket);
+        await core.closeAllStreams();
+        // Idle keep-alive HTTP connections would otherwise hold the event loop
+        // until clients drop them; App.close() closes them (the 1001 close
+        // frames were written above).
+        server.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Read a request body, copying each chunk (uWS reuses its buffer). null = over `limit`. */
+function readBody(res: HttpResponse, limit: number, done: (body: Buffer | null) => void): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let over = false;
+  res.onData((chunk, isLast) => {
+    if (!over) {
+      size += chunk.byteLength;
+      if (size > limit) over = true;
+      else chunks.push(Buffer.from(chunk.slice(0)));
+    }
+    if (isLast) done(over ? null : Buffer.concat(chunks, size));
+  });
+}
