@@ -188,6 +188,13 @@ describe('transcode errors: one line on stderr, non-zero exit', () => {
       writeFileSync(file, new Uint8Array(961));
       return cli(['--from', 'pcm24k', '--to', 'ulaw8k', file]);
     }, 1, /pcm24k input ends mid-sample \(961 bytes/],
+    ['the output is the input file', async () => {
+      const file = join(dir, 'same.raw');
+      writeFileSync(file, bytes(speech8k));
+      const r = await cli(['--from', 'pcm8k', '--to', 'ulaw8k', file, file]);
+      expect(Buffer.compare(readFileSync(file), bytes(speech8k))).toBe(0); // untouched
+      return r;
+    }, 1, /same\.raw is also the input/],
     ['WAV data chunk ending mid-sample', async () => {
       const odd = Buffer.from(readFileSync(wav8k).subarray(0, 44 + 999));
       odd.writeUInt32LE(999, 40);
@@ -356,7 +363,7 @@ describe('transcode through the launcher (node bin/callbridge.js)', () => {
   beforeAll(() => {
     // The launcher runs compiled code: build it if it is missing or older than the sources.
     const built = join(ROOT, 'build/src/cli/transcode.js');
-    const newest = Math.max(...['src/cli/transcode.ts', 'src/cli/main.ts', 'src/dsp/index.ts', 'src/dsp/wasm.ts'].map((f) => statSync(join(ROOT, f)).mtimeMs));
+    const newest = Math.max(...['src/cli/transcode.ts', 'src/cli/main.ts', 'src/cli/io.ts', 'src/dsp/index.ts', 'src/dsp/wasm.ts'].map((f) => statSync(join(ROOT, f)).mtimeMs));
     let stale = true;
     try {
       stale = statSync(built).mtimeMs < newest;

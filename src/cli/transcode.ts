@@ -16,7 +16,7 @@
  * short WAV or a trailing partial sample is reported at the end, after the
  * whole samples before it were written.
  */
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import type { CliIO } from './io.js';
 import { Transcoder, alawToPcm16, pcm16ToAlaw, pcm16ToUlaw, ulawToPcm16 } from '../dsp/index.js';
 
@@ -119,6 +119,7 @@ async function transcode(opts: Options, io: CliIO): Promise<void> {
   try {
     const audio = isWav(opts.input) ? await wavAudio(input, opts.from, opts.fromName) : rawAudio(input, opts.from, opts.fromName);
     const expected = audio.bytes === undefined ? undefined : outputBytes(audio.bytes, opts.from, to);
+    if (opts.output !== undefined && input.file) await checkNotInput(opts.output, input.file);
     const convert = converter(opts.fromName, opts.toName);
     try {
       const output = await openOutput(opts.output, io, isWav(opts.output) ? to : undefined, expected);
@@ -244,6 +245,8 @@ interface Input {
   reader: ByteReader;
   /** Bytes in the input file; undefined for stdin, pipes and devices. */
   size?: number;
+  /** The input file's identity, to refuse writing over it while it is read. */
+  file?: { dev: number; ino: number };
   close(): Promise<void>;
 }
 
@@ -257,7 +260,12 @@ async function openInput(path: string | undefined, io: CliIO): Promise<Input> {
     const st = await fh.stat();
     if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
     const file = fh;
-    return { reader: new ByteReader(fileBlocks(file, path)), size: st.isFile() ? st.size : undefined, close: () => file.close() };
+    return {
+      reader: new ByteReader(fileBlocks(file, path)),
+      size: st.isFile() ? st.size : undefined,
+      file: { dev: st.dev, ino: st.ino },
+      close: () => file.close(),
+    };
   } catch (err) {
     await fh?.close();
     throw new InputError(`cannot read ${path}: ${ioReason(err)}`);
@@ -276,6 +284,14 @@ async function* fileBlocks(fh: FileHandle, path: string): AsyncGenerator<Uint8Ar
     }
     if (bytesRead === 0) return;
     yield buf.subarray(0, bytesRead);
+  }
+}
+
+/** Streaming reads the input while the output is written: the output must be another file. */
+async function checkNotInput(path: string, input: { dev: number; ino: number }): Promise<void> {
+  const st = await stat(path).catch(() => undefined);
+  if (st && st.isFile() && st.dev === input.dev && st.ino === input.ino) {
+    throw new InputError(`${path} is also the input: write the output to another file`);
   }
 }
 
