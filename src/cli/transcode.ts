@@ -168,7 +168,7 @@ async function pump(
     }
     const whole = block.length - (block.length % width);
     if (whole < block.length) {
-      carry = block.slice(whole);
+      carry = Uint8Array.prototype.slice.call(block, whole); // a copy, whatever the source does with its buffers
       block = block.subarray(0, whole);
     }
     if (block.length === 0) continue;
