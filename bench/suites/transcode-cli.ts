@@ -9,7 +9,8 @@
  * -r 24000 OUT rate -m` (sox's medium-quality linear-phase resampler, at
  * least as strict a filter as ours). The two alternate, round by round, so
  * load on a shared box hits both alike; each figure is the median wall time
- * per second of audio. Skipped, with a message, when sox is not installed.
+ * per second of audio, with the median CPU time (user + system, steadier on a
+ * busy box) in `extra`. Skipped, with a message, when sox is not installed.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -53,18 +54,30 @@ function soxMissing(): string | undefined {
   return undefined;
 }
 
-/** Runs one conversion; wall time in ns. Throws if the tool failed or wrote the wrong amount. */
-function timeOnce(tool: Tool, input: string, output: string, inBytes: number): number {
+/** One run's wall time and the child's CPU time (user + system), ns. */
+interface Timing { wallNs: number; cpuNs: number }
+
+/**
+ * Runs one conversion under `sh`, whose `times` reports its children's CPU
+ * time (Node cannot read a child's rusage). Throws if the tool failed or
+ * wrote the wrong amount.
+ */
+function timeOnce(tool: Tool, input: string, output: string, inBytes: number): Timing {
   rmSync(output, { force: true });
+  const script = '"$@" 2>&1; status=$?; echo; times; exit $status'; // our stderr: the tool's, then `times`
   const start = process.hrtime.bigint();
-  const r = spawnSync(tool.cmd, tool.args(input, output), { encoding: 'utf8', stdio: ['ignore', 'ignore', 'pipe'] });
-  const ns = Number(process.hrtime.bigint() - start);
+  const r = spawnSync('sh', ['-c', script, 'sh', tool.cmd, ...tool.args(input, output)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const wallNs = Number(process.hrtime.bigint() - start);
   if (r.error) throw new Error(`${tool.name}: ${r.error.message}`);
-  if (r.status !== 0) throw new Error(`${tool.name} exited ${r.status}: ${r.stderr.trim().split('\n')[0]}`);
+  if (r.status !== 0) throw new Error(`${tool.name} exited ${r.status}: ${r.stdout.trim().split('\n')[0]}`);
+  // `times`: the shell's user and system time, then its children's, e.g. "0m0.301s 0m0.140s"
+  const children = /(\d+)m([\d.]+)s\s+(\d+)m([\d.]+)s\s*$/.exec(r.stdout);
+  if (!children) throw new Error(`${tool.name}: no CPU time from sh's times: ${JSON.stringify(r.stdout.slice(-200))}`);
+  const cpuNs = (Number(children[1]) * 60 + Number(children[2]) + Number(children[3]) * 60 + Number(children[4])) * 1e9;
   const size = statSync(output).size;
   // sox keeps the resampler's tail; ours stops at exactly 6 bytes per input byte
   if (Math.abs(size - OUT_PER_IN * inBytes) > 4096) throw new Error(`${tool.name} wrote ${size} bytes, expected ~${OUT_PER_IN * inBytes}`);
-  return ns;
+  return { wallNs, cpuNs };
 }
 
 function median(xs: number[]): number {
@@ -91,18 +104,24 @@ async function run(opts: RunOptions): Promise<Result[]> {
     writeFileSync(input, ulaw);
 
     const rounds = opts.quick ? 3 : 7;
-    const times = new Map<string, number[]>(TOOLS.map((t) => [t.id, []]));
+    const times = new Map<string, Timing[]>(TOOLS.map((t) => [t.id, []]));
     for (const tool of TOOLS) timeOnce(tool, input, join(dir, 'warm.raw'), ulaw.length); // page cache, binaries
     for (let round = 0; round < rounds; round++) {
       // alternate which goes first so a burst of load is shared out
       for (const tool of round % 2 ? [...TOOLS].reverse() : TOOLS) {
         times.get(tool.id)!.push(timeOnce(tool, input, join(dir, `${tool.id}.raw`), ulaw.length));
       }
-      opts.log(`transcode-cli: round ${round + 1}/${rounds}: ${TOOLS.map((t) => `${t.id.split('.')[1]} ${(times.get(t.id)!.at(-1)! / 1e6).toFixed(0)} ms`).join(', ')}`);
+      const last = (t: Tool): string => {
+        const { wallNs, cpuNs } = times.get(t.id)!.at(-1)!;
+        return `${t.id.split('.')[1]} ${(wallNs / 1e6).toFixed(0)} ms wall, ${(cpuNs / 1e6).toFixed(0)} ms CPU`;
+      };
+      opts.log(`transcode-cli: round ${round + 1}/${rounds}: ${TOOLS.map(last).join('; ')}`);
     }
 
     return TOOLS.map((tool) => {
-      const ns = times.get(tool.id)!;
+      const runs = times.get(tool.id)!;
+      const ns = runs.map((t) => t.wallNs);
+      const cpuMs = median(runs.map((t) => t.cpuNs)) / 1e6;
       const ours = tool.id === 'transcodeCli.cli';
       return {
         id: tool.id,
@@ -114,8 +133,11 @@ async function run(opts: RunOptions): Promise<Result[]> {
         samples: ns.length,
         ours,
         peer: ours ? 'transcodeCli.sox' : undefined,
-        extra: { wallMsMedian: Math.round(median(ns) / 1e6), wallMsMin: Math.round(Math.min(...ns) / 1e6), wallMsMax: Math.round(Math.max(...ns) / 1e6) },
-        note: 'wall time of the whole process, file to file',
+        extra: {
+          wallMsMedian: Math.round(median(ns) / 1e6), wallMsMin: Math.round(Math.min(...ns) / 1e6), wallMsMax: Math.round(Math.max(...ns) / 1e6),
+          cpuMsMedian: Math.round(cpuMs),
+        },
+        note: 'wall time of the whole process, file to file; extra.cpuMsMedian: its user + system CPU',
       } satisfies Result;
     });
   } finally {
@@ -128,9 +150,11 @@ function conclusions(results: Result[]): string[] {
   const sox = results.find((r) => r.id === 'transcodeCli.sox');
   if (!cli || !sox) return [];
   const ratio = cli.medianNs / sox.medianNs;
+  const cpu = Number(cli.extra?.cpuMsMedian) / Number(sox.extra?.cpuMsMedian);
   return [
     `transcode CLI: ${AUDIO_S / 60} min of µ-law in ${cli.extra?.wallMsMedian} ms median wall, sox rate -m ${sox.extra?.wallMsMedian} ms: ` +
-      `${ratio.toFixed(2)}x sox's time (${ratio < 1 ? 'faster' : 'SLOWER'} than sox; target < 1).`,
+      `${ratio.toFixed(2)}x sox's time (${ratio < 1 ? 'faster' : 'SLOWER'} than sox; target < 1); ` +
+      `CPU ${cli.extra?.cpuMsMedian} ms vs ${sox.extra?.cpuMsMedian} ms (${cpu.toFixed(2)}x).`,
   ];
 }
 
