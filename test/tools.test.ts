@@ -292,10 +292,9 @@ describe('HTTP back end against a local eligibility API', () => {
   });
 
   it("the call's signal cancels a lookup, without retries", async () => {
-    const a = await api([{ status: 200, body: ok, delayMs: 1000 }]);
-    const b = new HttpEligibilityBackend({ ...base, url: a.url, timeoutMs: 2000 });
     const ac = new AbortController();
-    setTimeout(() => ac.abort(), 50);
+    const a = await serve(() => ac.abort()); // the call ends while the API has the request and has not answered
+    const b = new HttpEligibilityBackend({ ...base, url: a.url, timeoutMs: 2000 });
     await expect(lookup(b, ac.signal)).rejects.toMatchObject({ code: 'aborted' });
     expect(b.attempts).toBe(1);
     expect(a.seen).toHaveLength(1);
