@@ -1,14 +1,19 @@
-/** `callbridge calls list|show` against a real store file, through run() with fake streams. */
+/**
+ * `callbridge calls list|show` against a real store file: through run() with
+ * fake streams, and through the `callbridge` dispatcher while the server's
+ * store still holds the file open. GET /calls is in calls-api.test.ts.
+ */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough, Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createStoreRecorder } from '../src/call/store-recorder.js';
 import { run, parseSince } from '../src/cli/calls.js';
+import { main } from '../src/cli/main.js';
 import { loadConfig } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { SqliteCallStore } from '../src/store/sqlite.js';
+import { memoryIO } from './helpers/cli-io.js';
 
 const SID = 'CA11111111111111111111111111111111';
 const OPEN = 'CA22222222222222222222222222222222';
@@ -38,16 +43,9 @@ function seed(key?: Buffer): void {
 }
 
 async function cli(args: string[], env: Record<string, string> = {}): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const sink = (f: (s: string) => void) => new Writable({ write(c, _e, cb) { f(String(c)); cb(); } });
-  const code = await run(args, {
-    stdin: new PassThrough(),
-    stdout: sink((s) => (out += s)),
-    stderr: sink((s) => (err += s)),
-    env: { CALLBRIDGE_DB: db, ...env },
-  });
-  return { code, out, err };
+  const t = memoryIO({ CALLBRIDGE_DB: db, ...env });
+  const code = await run(args, t.io);
+  return { code, out: t.out(), err: t.err() };
 }
 
 describe('calls CLI', () => {
@@ -57,6 +55,7 @@ describe('calls CLI', () => {
     expect(all.code).toBe(0);
     expect(all.out.indexOf(SID)).toBeGreaterThan(0);
     expect(all.out.indexOf(SID)).toBeLessThan(all.out.indexOf(OPEN));
+    expect(all.out).toMatch(new RegExp(`${SID}\\s+70\\.0 s\\s+completed`));
     const recent = await cli(['list', '--since', '1h']);
     expect(recent.out).toContain(SID);
     expect(recent.out).not.toContain(OPEN);
@@ -77,8 +76,10 @@ describe('calls CLI', () => {
     const t = (s: string) => lines.findIndex((l) => l.includes(s));
     expect(t('[00:00] assistant')).toBeLessThan(t('[00:03] caller'));
     expect(t('[00:03] caller')).toBeLessThan(t('[01:05] assistant'));
+    expect(out).toContain('[00:00] assistant Thanks for calling the eligibility line.\n'); // speaker padded to one column
+    expect(out).toContain('[00:03] caller    Is my plan active?\n');
     expect(out).toContain('check_eligibility ok in 15 ms');
-    expect(out).toMatch(/4 turns, p50 \d+ ms, p95 \d+ ms, max 2\d{3} ms/);
+    expect(out).toMatch(/turn latency .*4 turns, p50 \d+ ms, p95 \d+ ms, max 2\d{3} ms/);
     expect(out).toMatch(/usage: input 2000 audio/);
   });
 
@@ -98,18 +99,28 @@ describe('calls CLI', () => {
     expect(JSON.parse(out).state).toBe('in_progress');
   });
 
-  it('errors: unknown sid → 1, missing store → 1, usage → 2, one line each', async () => {
+  it('errors: unknown sid → 1, missing store → 1, usage → 2, each saying what is wrong', async () => {
     seed();
+    const cases: [string[], number, RegExp][] = [
+      [['show', 'CA99999999999999999999999999999999'], 1, /no call CA9+/],
+      [[], 2, /expected list or show/],
+      [['frobnicate'], 2, /expected list or show/],
+      [['show'], 2, /show takes one CallSid/],
+      [['list', '--since', 'yesterday'], 2, /--since takes an ISO time or an age/],
+      [['list', '--since', 'last tuesday'], 2, /--since takes .*'last tuesday'/],
+      [['list', '--limit', '0'], 2, /--limit/],
+      [['list', '--bogus'], 2, /--bogus/],
+    ];
+    for (const [argv, code, message] of cases) {
+      const r = await cli(argv);
+      expect(r.code, argv.join(' ')).toBe(code);
+      expect(r.err, argv.join(' ')).toMatch(message);
+    }
     const unknown = await cli(['show', 'CA99999999999999999999999999999999']);
-    expect(unknown.code).toBe(1);
     expect(unknown.err.trim().split('\n')).toHaveLength(1);
-    expect((await cli(['list'], { CALLBRIDGE_DB: join(dir, 'none.db') })).code).toBe(1);
-    expect((await cli([])).code).toBe(2);
-    expect((await cli(['frobnicate'])).code).toBe(2);
-    expect((await cli(['show'])).code).toBe(2);
-    expect((await cli(['list', '--since', 'yesterday'])).code).toBe(2);
-    expect((await cli(['list', '--limit', '0'])).code).toBe(2);
-    expect((await cli(['list', '--bogus'])).code).toBe(2);
+    const missing = await cli(['list'], { CALLBRIDGE_DB: join(dir, 'none.db') });
+    expect(missing.code).toBe(1);
+    expect(missing.err).toMatch(/no call store at .*none\.db/);
   });
 
   it('encrypted store: readable with the key, a clear one-line error without it', async () => {
@@ -128,6 +139,30 @@ describe('calls CLI', () => {
     expect(parseSince('30m', now)?.getTime()).toBe(now - 30 * 60_000);
     expect(parseSince('2d', now)?.getTime()).toBe(now - 2 * 86_400_000);
     expect(parseSince('2026-11-25T00:00:00Z', now)?.toISOString()).toBe('2026-11-25T00:00:00.000Z');
+    expect(parseSince('2026-11-01T00:00:00Z')?.toISOString()).toBe('2026-11-01T00:00:00.000Z'); // an ISO time needs no clock
     expect(parseSince('soon', now)).toBeUndefined();
+  });
+
+  it('through `callbridge calls`, reads a store the server still holds open (after it flushed)', async () => {
+    const store = new SqliteCallStore({ path: db, prices: loadConfig({}).prices, log: silentLogger });
+    try {
+      const r = createStoreRecorder(store, SID, {});
+      r.started({ callSid: SID, streamSid: 'MZ1', audioMode: 'transcode', startedAt: new Date(Date.now() - 5_000) });
+      r.transcript({ atMs: 1_200, speaker: 'caller', text: 'Check my coverage.' });
+      r.toolCall({ callId: 'c1', name: 'check_eligibility', args: '{}', ok: true, output: '{"status":"eligible"}', record: {}, startedAtMs: 1_500, durationMs: 35 });
+      r.turnLatency({ turn: 1, latencyMs: 700 });
+      r.ended({ endedAt: new Date(), reason: 'caller_hangup', relay: { inbound: { p50Ms: 0.04, p99Ms: 0.2 }, outbound: { p50Ms: 0.05, p99Ms: 0.3 } }, protocolErrors: 0 });
+      store.flush();
+      const list = memoryIO({ CALLBRIDGE_DB: db });
+      expect(await main(['calls', 'list', '--since', '1h', '--json'], list.io)).toBe(0);
+      expect(JSON.parse(list.out())[0].callSid).toBe(SID);
+      const show = memoryIO({ CALLBRIDGE_DB: db });
+      expect(await main(['calls', 'show', SID], show.io)).toBe(0);
+      expect(show.out()).toContain('[00:01] caller    Check my coverage.');
+      expect(show.out()).toMatch(/check_eligibility ok in 35 ms/);
+      expect(show.out()).toMatch(/turn latency .* p50 700 ms/);
+    } finally {
+      store.close();
+    }
   });
 });

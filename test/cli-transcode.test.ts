@@ -1,15 +1,16 @@
 // `callbridge transcode`: round trips through run() with fake streams and
 // through the real launcher (node bin/callbridge.js), WAV headers, errors.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CliIO } from '../src/cli/main.js';
-import { run } from '../src/cli/transcode.js';
-import { Transcoder, pcm16ToUlaw, ulawToPcm16 } from '../src/dsp/index.js';
+import type { CliIO } from '../src/cli/io.js';
+import { BLOCK_BYTES, run } from '../src/cli/transcode.js';
+import { Transcoder, pcm16ToAlaw, pcm16ToUlaw, ulawToPcm16, type PhoneCodec } from '../src/dsp/index.js';
+import { prng } from './helpers/prng.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'cb-transcode-'));
@@ -17,11 +18,12 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 interface Ran { code: number; stdout: Buffer; stderr: string }
 
-async function cli(args: string[], stdin: Uint8Array = new Uint8Array(0)): Promise<Ran> {
+/** Runs the command in-process; stdin arrives as one chunk, or in the chunks given. */
+async function cli(args: string[], stdin: Uint8Array | Uint8Array[] = new Uint8Array(0)): Promise<Ran> {
   const out: Buffer[] = [];
   let err = '';
   const io: CliIO = {
-    stdin: Readable.from([Buffer.from(stdin)]),
+    stdin: Readable.from((Array.isArray(stdin) ? stdin : [stdin]).map((c) => Buffer.from(c))),
     stdout: new Writable({ write(chunk, _enc, done) { out.push(Buffer.from(chunk)); done(); } }),
     stderr: new Writable({ write(chunk, _enc, done) { err += String(chunk); done(); } }),
     env: {},
@@ -181,7 +183,26 @@ describe('transcode errors: one line on stderr, non-zero exit', () => {
       writeFileSync(file, 'hello world, this is text');
       return cli(['--from', 'pcm8k', '--to', 'ulaw8k', file]);
     }, 1, /not a WAV file/],
-    ['raw PCM ending mid-sample', () => cli(['--from', 'pcm24k', '--to', 'ulaw8k'], new Uint8Array(961)), 1, /ends mid-sample/],
+    ['raw PCM file ending mid-sample', async () => {
+      const file = join(dir, 'odd.raw');
+      writeFileSync(file, new Uint8Array(961));
+      return cli(['--from', 'pcm24k', '--to', 'ulaw8k', file]);
+    }, 1, /pcm24k input ends mid-sample \(961 bytes/],
+    ['the output is the input file', async () => {
+      const file = join(dir, 'same.raw');
+      writeFileSync(file, bytes(speech8k));
+      const r = await cli(['--from', 'pcm8k', '--to', 'ulaw8k', file, file]);
+      expect(Buffer.compare(readFileSync(file), bytes(speech8k))).toBe(0); // untouched
+      return r;
+    }, 1, /same\.raw is also the input/],
+    ['WAV data chunk ending mid-sample', async () => {
+      const odd = Buffer.from(readFileSync(wav8k).subarray(0, 44 + 999));
+      odd.writeUInt32LE(999, 40);
+      odd.writeUInt32LE(odd.length - 8, 4);
+      const file = join(dir, 'odd.wav');
+      writeFileSync(file, odd);
+      return cli(['--from', 'pcm8k', '--to', 'ulaw8k', file]);
+    }, 1, /pcm8k input ends mid-sample \(999 bytes/],
   ];
   for (const [name, go, code, message] of cases) {
     it(name, async () => {
@@ -195,11 +216,154 @@ describe('transcode errors: one line on stderr, non-zero exit', () => {
   }
 });
 
+/** A random walk plus a tone: every frequency present, -6 dBFS-ish peaks. */
+function noisy(samples: number, seed: number): Int16Array {
+  const rand = prng(seed);
+  let walk = 0;
+  return Int16Array.from({ length: samples }, (_, i) => {
+    walk = 0.95 * walk + (rand() - 0.5) * 4000;
+    return Math.max(-32768, Math.min(32767, Math.round(walk + 8000 * Math.sin(i / 7))));
+  });
+}
+
+/** What a call's Transcoder gives for `input` fed 20 ms frames (160 phone samples up, 480 PCM16 samples down). */
+function perFrame(input: Uint8Array, phone: PhoneCodec, dir: 'up' | 'down'): Buffer {
+  const t = Transcoder.open({ phone });
+  const frame = dir === 'up' ? 160 * (phone === 'pcm16' ? 2 : 1) : 960;
+  const parts: Buffer[] = [];
+  for (let at = 0; at < input.length; at += frame) {
+    const chunk = input.subarray(at, at + frame);
+    parts.push(Buffer.from(dir === 'up' ? t.inbound(chunk) : t.outbound(chunk)));
+  }
+  t.close();
+  return Buffer.concat(parts);
+}
+
+/** Cuts `bytes` into chunks of 1..maxChunk bytes (so samples are split between chunks). */
+function randomChunks(bytes: Uint8Array, seed: number, maxChunk: number): Uint8Array[] {
+  const rand = prng(seed);
+  const chunks: Uint8Array[] = [];
+  for (let at = 0; at < bytes.length;) {
+    const n = 1 + Math.floor(rand() * maxChunk);
+    chunks.push(bytes.subarray(at, at + n));
+    at += n;
+  }
+  return chunks;
+}
+
+describe('transcode streams in blocks, with the output of 20 ms frames', () => {
+  // Longer than two read blocks and not a multiple of one, so block edges fall mid-frame.
+  const samples8k = Math.floor((2.3 * BLOCK_BYTES) / 2);
+  const pcm8 = noisy(samples8k, 7);
+  const ulaw = pcm16ToUlaw(pcm8);
+  const pcm24 = noisy(3 * samples8k + 2, 8); // 2 samples short of a whole 8 kHz sample: dropped, as a call drops them
+
+  const cases: [string, string, string, Uint8Array, () => Uint8Array][] = [
+    ['µ-law up', 'ulaw8k', 'pcm24k', ulaw, () => perFrame(ulaw, 'ulaw', 'up')],
+    ['PCM16 up', 'pcm8k', 'pcm24k', bytes(pcm8), () => perFrame(bytes(pcm8), 'pcm16', 'up')],
+    ['µ-law down', 'pcm24k', 'ulaw8k', bytes(pcm24), () => perFrame(bytes(pcm24), 'ulaw', 'down')],
+    ['A-law down', 'pcm24k', 'alaw8k', bytes(pcm24), () => perFrame(bytes(pcm24), 'alaw', 'down')],
+    ['PCM16 -> A-law at 8 kHz', 'pcm8k', 'alaw8k', bytes(pcm8), () => pcm16ToAlaw(pcm8)],
+  ];
+  for (const [name, from, to, input, want] of cases) {
+    it(`${name}: a file bigger than a block, and stdin in sample-splitting chunks, give the per-frame bytes`, async () => {
+      const expected = Buffer.from(want());
+      const file = join(dir, `stream-${from}.raw`);
+      writeFileSync(file, input);
+      const viaFile = await cli(['--from', from, '--to', to, file]);
+      expect([viaFile.code, viaFile.stderr]).toEqual([0, '']);
+      expect(viaFile.stdout.length).toBe(expected.length);
+      expect(Buffer.compare(viaFile.stdout, expected)).toBe(0);
+
+      const head = input.subarray(0, 64_000); // small chunks are slow to feed: a prefix is enough to split every sample kind
+      const viaChunks = await cli(['--from', from, '--to', to], randomChunks(head, 11, 333));
+      expect(viaChunks.code).toBe(0);
+      const headFile = await cli(['--from', from, '--to', to], head);
+      expect(viaChunks.stdout.length).toBeGreaterThan(0);
+      expect(Buffer.compare(viaChunks.stdout, headFile.stdout)).toBe(0);
+      expect(Buffer.compare(headFile.stdout, expected.subarray(0, headFile.stdout.length))).toBe(0);
+    });
+  }
+
+  it('raw stdin becomes a WAV file with the exact header, a G.711 data chunk padded to even length', async () => {
+    const odd = pcm8.subarray(0, 8001); // 8001 µ-law bytes: an odd data chunk
+    const wavOut = join(dir, 'odd-out.wav');
+    const r = await cli(['--from', 'pcm8k', '--to', 'ulaw8k', '-', wavOut], randomChunks(bytes(odd), 3, 5000));
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    const file = readFileSync(wavOut);
+    expect(file.length % 2).toBe(0);
+    const info = wavInfo(file);
+    expect(info).toMatchObject({ tag: 7, rate: 8000, bits: 8, dataBytes: 8001 });
+    expect(file.readUInt32LE(46)).toBe(8001); // fact: sample count
+    expect(Buffer.compare(file.subarray(info.dataAt, info.dataAt + 8001), Buffer.from(pcm16ToUlaw(odd)))).toBe(0);
+    expect(file.length).toBe(info.dataAt + 8002); // pad byte
+  });
+
+  // A WAV whose size is not known up front: a named pipe (what `mkfifo x.wav` or a
+  // streaming recorder gives). Its checks happen as the data arrives.
+  async function viaPipe(name: string, content: Uint8Array, args: string[]): Promise<Ran> {
+    const fifo = join(dir, name);
+    execFileSync('mkfifo', [fifo]);
+    try {
+      const writer = new Promise<void>((resolve) => {
+        const w = createWriteStream(fifo);
+        w.on('error', () => resolve()); // the reader may stop early (EPIPE): what it read is what is checked
+        w.end(Buffer.from(content), () => resolve());
+      });
+      const [r] = await Promise.all([cli([...args, fifo]), writer]);
+      return r;
+    } finally {
+      rmSync(fifo, { force: true });
+    }
+  }
+
+  const pcmWav = (samples: Int16Array, dataBytes = samples.byteLength): Buffer => {
+    const head = Buffer.alloc(44);
+    head.write('RIFF', 0, 'latin1');
+    head.writeUInt32LE(36 + samples.byteLength, 4);
+    head.write('WAVEfmt ', 8, 'latin1');
+    head.writeUInt32LE(16, 16);
+    head.writeUInt16LE(1, 20);
+    head.writeUInt16LE(1, 22);
+    head.writeUInt32LE(8000, 24);
+    head.writeUInt32LE(16000, 28);
+    head.writeUInt16LE(2, 32);
+    head.writeUInt16LE(16, 34);
+    head.write('data', 36, 'latin1');
+    head.writeUInt32LE(dataBytes, 40);
+    return Buffer.concat([head, bytes(samples)]);
+  };
+
+  it('a WAV whose data chunk size is unknown (0xFFFFFFFF) is read to its end, from a file and from a pipe', async () => {
+    const wav = pcmWav(pcm8.subarray(0, 8001), 0xffffffff);
+    const file = join(dir, 'unsized.wav');
+    writeFileSync(file, wav);
+    const want = Buffer.from(pcm16ToUlaw(pcm8.subarray(0, 8001)));
+    for (const r of [await cli(['--from', 'pcm8k', '--to', 'ulaw8k', file]), await viaPipe('unsized-pipe.wav', wav, ['--from', 'pcm8k', '--to', 'ulaw8k'])]) {
+      expect([r.code, r.stderr]).toEqual([0, '']);
+      expect(Buffer.compare(r.stdout, want)).toBe(0);
+    }
+  });
+
+  it('from a pipe or stdin, a short WAV or a partial last sample is reported after the whole samples were converted', async () => {
+    const cut = pcmWav(pcm8.subarray(0, 8001)).subarray(0, 44 + 1001); // 500 samples and half of one
+    const r = await viaPipe('cut-pipe.wav', cut, ['--from', 'pcm8k', '--to', 'ulaw8k']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('callbridge transcode: truncated WAV: data chunk declares 16002 bytes, 1001 present\n');
+    expect(Buffer.compare(r.stdout, Buffer.from(pcm16ToUlaw(pcm8.subarray(0, 500))))).toBe(0);
+
+    const odd = await cli(['--from', 'pcm24k', '--to', 'ulaw8k'], randomChunks(bytes(pcm24).subarray(0, 961), 5, 100));
+    expect(odd.code).toBe(1);
+    expect(odd.stderr).toMatch(/^callbridge transcode: pcm24k input ends mid-sample \(961 bytes .*the last 1 not converted\)\n$/);
+    expect(Buffer.compare(odd.stdout, perFrame(bytes(pcm24).subarray(0, 960), 'ulaw', 'down'))).toBe(0);
+  });
+});
+
 describe('transcode through the launcher (node bin/callbridge.js)', () => {
   beforeAll(() => {
     // The launcher runs compiled code: build it if it is missing or older than the sources.
     const built = join(ROOT, 'build/src/cli/transcode.js');
-    const newest = Math.max(...['src/cli/transcode.ts', 'src/cli/main.ts', 'src/dsp/index.ts', 'src/dsp/wasm.ts'].map((f) => statSync(join(ROOT, f)).mtimeMs));
+    const newest = Math.max(...['src/cli/transcode.ts', 'src/cli/main.ts', 'src/cli/io.ts', 'src/dsp/index.ts', 'src/dsp/wasm.ts'].map((f) => statSync(join(ROOT, f)).mtimeMs));
     let stale = true;
     try {
       stale = statSync(built).mtimeMs < newest;

@@ -1,10 +1,16 @@
-/** The eligibility tool: normalisation, the mock back end, and the HTTP back end against a local server. */
-import { createServer, type Server } from 'node:http';
+/**
+ * The eligibility tool: normalisation, the mock back end, PII-free logs,
+ * the default tool set, and the HTTP back end against a local API (retries,
+ * Retry-After, timeouts, cancellation, the circuit breaker).
+ */
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { silentLogger } from '../src/log.js';
-import { HttpEligibilityBackend, MOCK_MEMBERS, MockEligibilityBackend } from '../src/tools/backends.js';
-import { createEligibilityTool } from '../src/tools/eligibility.js';
+import { loadConfig } from '../src/config.js';
+import { createLogger, silentLogger } from '../src/log.js';
+import { HttpEligibilityBackend, MOCK_MEMBERS, MockEligibilityBackend, retryAfterMs } from '../src/tools/backends.js';
+import { createDefaultTools, createEligibilityTool } from '../src/tools/eligibility.js';
 import { normalizeDate, normalizeMemberId } from '../src/tools/normalize.js';
 import { TOOL_TROUBLE, ToolRegistry } from '../src/tools/registry.js';
 
@@ -118,33 +124,72 @@ describe('check_eligibility with the mock back end', () => {
     expect((await reg.call('nope', '{}', ctx())).ok).toBe(false);
     expect((await reg.call('check_eligibility', '{bad', ctx())).record).toEqual({ error: 'bad_json' });
   });
+
+  it('member IDs and dates of birth never appear in log lines (success and failure)', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({ write(chunk, _e, cb) { lines.push(String(chunk)); cb(); } });
+    const log = createLogger('debug', sink);
+    const failing = createEligibilityTool(new MockEligibilityBackend({ failing: true, delayMs: 5 }), log);
+    const out = await failing.run({ member_id: 'MB123456', date_of_birth: '1980-03-05' }, ctx());
+    expect(out.ok).toBe(false);
+    expect(out.output).toContain(TOOL_TROUBLE);
+    await createEligibilityTool(new MockEligibilityBackend(), log).run({ member_id: 'MB123456', date_of_birth: '1980-03-05' }, ctx());
+    expect(lines.length).toBeGreaterThanOrEqual(2);
+    for (const l of lines) {
+      expect(l).not.toContain('MB123456');
+      expect(l).not.toContain('1980-03-05');
+    }
+  });
+
+  it('createDefaultTools: mock back end by default, through the registry', async () => {
+    const reg = createDefaultTools(loadConfig({}), createLogger('silent'));
+    expect(reg.specs().map((spec) => spec.name)).toEqual(['check_eligibility']);
+    const out = await reg.call('check_eligibility', JSON.stringify({ member_id: 'mb-123456', date_of_birth: '03/05/1980' }), ctx());
+    expect(out.ok).toBe(true);
+    expect(JSON.parse(out.output).status).toBe('eligible');
+  });
 });
 
 describe('HTTP back end against a local eligibility API', () => {
   let server: Server | undefined;
-  afterEach(() => new Promise<void>((r) => (server ? server.close(() => r()) : r())));
+  afterEach(async () => {
+    if (!server) return;
+    server.closeAllConnections(); // a stalled response would keep close() waiting
+    await new Promise((r) => server!.close(r));
+    server = undefined;
+  });
 
-  /** A local API whose answers follow `script` (one entry per request, the last repeats). */
-  async function api(script: Array<{ status: number; body?: string; delayMs?: number; headers?: Record<string, string> }>) {
+  const json = (res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void => {
+    res.writeHead(status, { 'content-type': 'application/json', ...headers });
+    res.end(body);
+  };
+
+  /** A local API: `answer(res, n)` answers the n-th request (from 0); `seen` holds each request's auth header and JSON body. */
+  async function serve(answer: (res: ServerResponse, n: number) => void) {
     const seen: { auth: string | undefined; body: unknown }[] = [];
     server = createServer((req, res) => {
       let raw = '';
       req.on('data', (d) => (raw += d));
       req.on('end', () => {
         seen.push({ auth: req.headers.authorization, body: JSON.parse(raw) });
-        const step = script[Math.min(seen.length - 1, script.length - 1)]!;
-        setTimeout(() => {
-          res.writeHead(step.status, { 'content-type': 'application/json', ...step.headers });
-          res.end(step.body ?? '');
-        }, step.delayMs ?? 0);
+        answer(res, seen.length - 1);
       });
     });
     await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
     return { url: `http://127.0.0.1:${(server!.address() as AddressInfo).port}/eligibility`, seen };
   }
 
+  /** A local API whose answers follow `script` (one entry per request, the last repeats). */
+  function api(script: Array<{ status: number; body?: string; delayMs?: number; headers?: Record<string, string> }>) {
+    return serve((res, n) => {
+      const step = script[Math.min(n, script.length - 1)]!;
+      setTimeout(() => json(res, step.status, step.body ?? '', step.headers), step.delayMs ?? 0);
+    });
+  }
+
   const ok = JSON.stringify({ status: 'eligible', plan: 'Gold PPO', coverage_start: '2026-01-01', coverage_end: '2026-12-31', deductible: 1500, deductible_met: 20, copays: { 'primary care': 25 } });
   const base = { timeoutMs: 500, retries: 3, backoffMs: 5, maxBackoffMs: 20 };
+  const lookup = (b: HttpEligibilityBackend, signal = ctx().signal) => b.lookup('MB123456', '1980-03-05', signal);
 
   it('posts the normalised arguments with the bearer key and maps the answer', async () => {
     const a = await api([{ status: 200, body: ok }]);
@@ -155,18 +200,50 @@ describe('HTTP back end against a local eligibility API', () => {
     expect(a.seen).toEqual([{ auth: 'Bearer secret', body: { member_id: 'MB123456', date_of_birth: '1980-03-05' } }]);
   });
 
+  it('createDefaultTools: HTTP back end when ELIGIBILITY_API_URL is set', async () => {
+    const a = await api([{ status: 200, body: JSON.stringify({ status: 'inactive', plan: 'X' }) }]);
+    const reg = createDefaultTools(loadConfig({ ELIGIBILITY_API_URL: a.url, ELIGIBILITY_RETRIES: '0' }), createLogger('silent'));
+    const out = await reg.call('check_eligibility', JSON.stringify({ member_id: 'MB123456', date_of_birth: '1980-03-05' }), ctx());
+    expect(JSON.parse(out.output).status).toBe('inactive');
+    expect(a.seen).toHaveLength(1);
+  });
+
   it('retries 500s and then succeeds', async () => {
     const a = await api([{ status: 500 }, { status: 503 }, { status: 200, body: ok }]);
     const b = new HttpEligibilityBackend({ ...base, url: a.url });
-    expect((await b.lookup('MB123456', '1980-03-05', ctx().signal)).status).toBe('eligible');
+    expect((await lookup(b)).status).toBe('eligible');
     expect(b.attempts).toBe(3);
   });
 
-  it('honours Retry-After on 429 (capped) and retries', async () => {
+  it('honours Retry-After on 429 and retries; a huge one is capped at maxBackoffMs', async () => {
     const a = await api([{ status: 429, headers: { 'retry-after': '0' } }, { status: 200, body: ok }]);
-    const b = new HttpEligibilityBackend({ ...base, url: a.url });
-    expect((await b.lookup('MB123456', '1980-03-05', ctx().signal)).status).toBe('eligible');
+    expect((await lookup(new HttpEligibilityBackend({ ...base, url: a.url }))).status).toBe('eligible');
     expect(a.seen).toHaveLength(2);
+
+    const huge = await api([{ status: 429, body: '{}', headers: { 'retry-after': '3600' } }, { status: 200, body: ok }]);
+    const b = new HttpEligibilityBackend({ ...base, url: huge.url, maxBackoffMs: 50 });
+    const t0 = Date.now();
+    expect((await lookup(b)).status).toBe('eligible');
+    expect(b.attempts).toBe(2);
+    expect(Date.now() - t0).toBeLessThan(2000); // not the hour asked for
+  });
+
+  it('a 429 with an HTTP-date Retry-After waits, then succeeds', async () => {
+    const a = await serve((res, n) =>
+      n === 0 ? json(res, 429, '{}', { 'retry-after': new Date(Date.now() + 1000).toUTCString() }) : json(res, 200, ok),
+    );
+    const b = new HttpEligibilityBackend({ ...base, url: a.url, maxBackoffMs: 5000 });
+    expect((await lookup(b)).status).toBe('eligible');
+    expect(a.seen).toHaveLength(2);
+  });
+
+  it('Retry-After as seconds or an HTTP date', () => {
+    const now = Date.parse('2026-11-25T08:00:00Z');
+    expect(retryAfterMs('2', now)).toBe(2000);
+    expect(retryAfterMs('Wed, 25 Nov 2026 08:00:03 GMT', now)).toBe(3000);
+    expect(retryAfterMs('Wed, 25 Nov 2026 07:00:00 GMT', now)).toBe(0);
+    expect(retryAfterMs('soon', now)).toBeUndefined();
+    expect(retryAfterMs(null, now)).toBeUndefined();
   });
 
   it('gives up after the retries on persistent 500s: the tool speaks the trouble outcome', async () => {
@@ -180,35 +257,70 @@ describe('HTTP back end against a local eligibility API', () => {
   it('does not retry a 400, and reads 404 as not found', async () => {
     const a = await api([{ status: 400 }]);
     const b = new HttpEligibilityBackend({ ...base, url: a.url });
-    await expect(b.lookup('MB123456', '1980-03-05', ctx().signal)).rejects.toMatchObject({ code: 'http_400', retryable: false });
+    await expect(lookup(b)).rejects.toMatchObject({ code: 'http_400', retryable: false });
     expect(a.seen).toHaveLength(1);
     server!.close();
     const c = await api([{ status: 404 }]);
-    expect((await new HttpEligibilityBackend({ ...base, url: c.url }).lookup('MB123456', '1980-03-05', ctx().signal)).status).toBe('not_found');
+    expect((await lookup(new HttpEligibilityBackend({ ...base, url: c.url }))).status).toBe('not_found');
+  });
+
+  it('a network error (nothing listening) is retried, then a network error', async () => {
+    const a = await api([{ status: 200, body: ok }]);
+    server!.closeAllConnections();
+    await new Promise((r) => server!.close(r));
+    server = undefined;
+    const b = new HttpEligibilityBackend({ ...base, url: a.url, retries: 1 });
+    await expect(lookup(b)).rejects.toMatchObject({ code: 'network' });
+    expect(b.attempts).toBe(2);
   });
 
   it('times out a slow API and retries, then reports the timeout', async () => {
     const a = await api([{ status: 200, body: ok, delayMs: 400 }]);
     const b = new HttpEligibilityBackend({ ...base, url: a.url, timeoutMs: 50, retries: 1 });
-    await expect(b.lookup('MB123456', '1980-03-05', ctx().signal)).rejects.toMatchObject({ code: 'timeout' });
+    await expect(lookup(b)).rejects.toMatchObject({ code: 'timeout' });
     expect(b.attempts).toBe(2);
+  });
+
+  it('a body that stalls past the timeout is a timeout (retried), not malformed JSON', async () => {
+    const a = await serve((res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"status":'); // …and nothing more
+    });
+    const b = new HttpEligibilityBackend({ ...base, url: a.url, timeoutMs: 100, retries: 1 });
+    await expect(lookup(b)).rejects.toMatchObject({ code: 'timeout' });
+    expect(b.attempts).toBe(2);
+  });
+
+  it("the call's signal cancels a lookup, without retries", async () => {
+    const ac = new AbortController();
+    const a = await serve(() => ac.abort()); // the call ends while the API has the request and has not answered
+    const b = new HttpEligibilityBackend({ ...base, url: a.url, timeoutMs: 2000 });
+    await expect(lookup(b, ac.signal)).rejects.toMatchObject({ code: 'aborted' });
+    expect(b.attempts).toBe(1);
+    expect(a.seen).toHaveLength(1);
   });
 
   it('treats malformed JSON or a missing status as a bad response, without retrying', async () => {
     const a = await api([{ status: 200, body: '{not json' }]);
     const b = new HttpEligibilityBackend({ ...base, url: a.url });
-    await expect(b.lookup('MB123456', '1980-03-05', ctx().signal)).rejects.toMatchObject({ code: 'bad_response' });
+    await expect(lookup(b)).rejects.toMatchObject({ code: 'bad_response' });
     expect(b.attempts).toBe(1);
   });
 
-  it('opens the circuit breaker after repeated failures, then lets one lookup through after the cooldown', async () => {
-    const a = await api([{ status: 500 }, { status: 500 }, { status: 200, body: ok }]);
+  it('the circuit breaker opens after repeated failures; after the cooldown exactly one trial goes through, concurrent lookups are refused meanwhile', async () => {
+    let healthy = false;
+    const a = await serve((res) => (healthy ? setTimeout(() => json(res, 200, ok), 100) : json(res, 500, '{}')));
     const b = new HttpEligibilityBackend({ ...base, url: a.url, retries: 0, breakerThreshold: 2, breakerCooldownMs: 100 });
-    for (let i = 0; i < 2; i++) await expect(b.lookup('MB123456', '1980-03-05', ctx().signal)).rejects.toMatchObject({ code: 'http_500' });
-    await expect(b.lookup('MB123456', '1980-03-05', ctx().signal)).rejects.toMatchObject({ code: 'breaker_open' });
+    for (let i = 0; i < 2; i++) await expect(lookup(b)).rejects.toMatchObject({ code: 'http_500' });
+    await expect(lookup(b)).rejects.toMatchObject({ code: 'breaker_open' });
     expect(a.seen).toHaveLength(2); // the open breaker sent nothing
-    await new Promise((r) => setTimeout(r, 120));
-    expect((await b.lookup('MB123456', '1980-03-05', ctx().signal)).status).toBe('eligible');
+    await new Promise((r) => setTimeout(r, 150));
+    healthy = true;
+    const trial = lookup(b);
+    await expect(lookup(b)).rejects.toMatchObject({ code: 'breaker_open' });
+    expect((await trial).status).toBe('eligible');
+    expect(a.seen).toHaveLength(3);
     expect(b.breakerOpen).toBe(false);
+    expect((await lookup(b)).status).toBe('eligible');
   });
 });

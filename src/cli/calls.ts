@@ -10,7 +10,7 @@ import { LatencyHistogram } from '../call/stats.js';
 import { parseSince } from '../store/since.js';
 import { SqliteCallStore } from '../store/sqlite.js';
 import type { CallRecord, CallSummary } from '../store/types.js';
-import type { CliIO } from './main.js';
+import type { CliIO } from './io.js';
 
 export { parseSince };
 

@@ -2,12 +2,10 @@
  * `callbridge <command>`: one entry point for every job. Each command lives
  * in its own module, loaded only when asked for, and returns an exit code.
  */
-export interface CliIO {
-  stdin: NodeJS.ReadableStream;
-  stdout: NodeJS.WritableStream;
-  stderr: NodeJS.WritableStream;
-  env: NodeJS.ProcessEnv;
-}
+import { processIO, type CliIO } from './io.js';
+
+/** Kept until every command imports CliIO from ./io.js (no command should import this module). */
+export type { CliIO } from './io.js';
 
 const USAGE = `usage: callbridge <command> [options]
 
@@ -30,7 +28,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   demo: async () => (await import('./demo.js')).run,
 };
 
-export async function main(argv: string[], io: CliIO = defaultIO()): Promise<number> {
+export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === '--help' || name === '-h' || name === 'help') {
     (name ? io.stdout : io.stderr).write(USAGE);
@@ -47,8 +45,4 @@ export async function main(argv: string[], io: CliIO = defaultIO()): Promise<num
     io.stderr.write(`callbridge ${name}: ${err instanceof Error ? err.message : String(err)}\n`);
     return 1;
   }
-}
-
-function defaultIO(): CliIO {
-  return { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env };
 }

@@ -1,21 +1,24 @@
 /**
  * `callbridge transcode --from FMT --to FMT [IN] [OUT]`
  *
- * Converts a recording through the same per-call Transcoder a call uses, in
- * 20 ms frames. Formats: ulaw8k, alaw8k, pcm8k, pcm24k (raw PCM is
- * little-endian s16 mono). A path ending in .wav is read or written as WAV
- * (PCM tag 1, A-law 6, µ-law 7); '-' or a missing path means stdin/stdout.
+ * Converts a recording through the same per-call Transcoder a call uses,
+ * streamed in blocks of BLOCK_BYTES (memory stays a few MiB for any length).
+ * Formats: ulaw8k, alaw8k, pcm8k, pcm24k (raw PCM is little-endian s16
+ * mono). A path ending in .wav is read or written as WAV (PCM tag 1, A-law 6,
+ * µ-law 7); '-' or a missing path means stdin/stdout.
  *
- * Output is what a call would hear: 3 samples per 8 kHz sample up, one per
- * 3 down (a trailing 1-2 samples at 24 kHz are not emitted), the resampler's
- * 1.9-2 ms delay is not removed and its tail is not flushed.
+ * Output is what a call would hear, byte for byte the same as feeding the
+ * Transcoder 20 ms frames: 3 samples per 8 kHz sample up, one per 3 down (a
+ * trailing 1-2 samples at 24 kHz are not emitted), the resampler's 1.9-2 ms
+ * delay is not removed and its tail is not flushed.
  * Errors: one line on stderr; exit 2 for usage, 1 for unreadable or bad input.
+ * A file input is checked whole before anything is written; from stdin, a
+ * short WAV or a trailing partial sample is reported at the end, after the
+ * whole samples before it were written.
  */
-import { readFile, writeFile } from 'node:fs/promises';
-import type { CliIO } from './main.js';
+import { open, stat, type FileHandle } from 'node:fs/promises';
+import type { CliIO } from './io.js';
 import { Transcoder, alawToPcm16, pcm16ToAlaw, pcm16ToUlaw, ulawToPcm16 } from '../dsp/index.js';
-
-const FRAME_MS = 20;
 
 export interface Format {
   rateHz: number;
@@ -43,11 +46,7 @@ export async function run(args: string[], io: CliIO): Promise<number> {
       io.stdout.write(`${USAGE}\n`);
       return 0;
     }
-    const raw = await readInput(opts.input, io);
-    const audio = isWav(opts.input) ? parseWav(raw, opts.from, opts.fromName) : checkRaw(raw, opts.from, opts.fromName);
-    const out = convert(audio, opts.fromName, opts.toName);
-    const bytes = isWav(opts.output) ? withWavHeader(out, FORMATS[opts.toName]) : out;
-    await writeOutput(opts.output, bytes, io);
+    await transcode(opts, io);
     return 0;
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
@@ -100,29 +99,248 @@ function isWav(path: string | undefined): boolean {
   return path !== undefined && path.toLowerCase().endsWith('.wav');
 }
 
-async function readInput(path: string | undefined, io: CliIO): Promise<Uint8Array> {
-  if (path === undefined) {
-    const chunks: Buffer[] = [];
-    for await (const chunk of io.stdin) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer));
-    return Buffer.concat(chunks);
-  }
+/**
+ * Input bytes read and converted per block. At 1 MiB (6 MiB of output for
+ * µ-law up) the per-block JavaScript is noise next to the DSP, and memory
+ * stays a few blocks however long the recording.
+ */
+export const BLOCK_BYTES = 1 << 20;
+
+/**
+ * Streams the input through the conversion to the output, a block at a time.
+ * Everything that can be checked before the first byte is written is: file
+ * size, WAV header, sample alignment. From stdin the length is only known at
+ * the end: a short WAV data chunk or a trailing partial sample is reported
+ * then, after every whole sample before it was converted and written.
+ */
+async function transcode(opts: Options, io: CliIO): Promise<void> {
+  const to = FORMATS[opts.toName];
+  const input = await openInput(opts.input, io);
   try {
-    return await readFile(path);
+    const audio = isWav(opts.input) ? await wavAudio(input, opts.from, opts.fromName) : rawAudio(input, opts.from, opts.fromName);
+    const expected = audio.bytes === undefined ? undefined : outputBytes(audio.bytes, opts.from, to);
+    if (opts.output !== undefined && input.file) await checkNotInput(opts.output, input.file);
+    const convert = converter(opts.fromName, opts.toName);
+    try {
+      const output = await openOutput(opts.output, io, isWav(opts.output) ? to : undefined, expected);
+      try {
+        const { read, written, partial } = await pump(input.reader, audio.bytes, opts.from.bytesPerSample, convert.convert, output);
+        await output.finish(written);
+        if (audio.declared !== undefined && read < audio.declared) {
+          throw new InputError(`truncated WAV: data chunk declares ${audio.declared} bytes, ${read} present`);
+        }
+        if (partial > 0) {
+          throw new InputError(`${opts.fromName} input ends mid-sample (${read} bytes is not a whole number of samples; the last ${partial} not converted)`);
+        }
+      } finally {
+        await output.close();
+      }
+    } finally {
+      convert.close();
+    }
+  } finally {
+    await input.close();
+  }
+}
+
+/**
+ * Moves up to `limit` input bytes (all of them if undefined) through
+ * `convert` to `output` in whole samples of `width` bytes; a sample split
+ * between blocks is joined. Returns bytes read and written, and the bytes of
+ * a trailing partial sample left unconverted.
+ */
+async function pump(
+  reader: ByteReader, limit: number | undefined, width: number,
+  convert: (block: Uint8Array) => Uint8Array, output: Output,
+): Promise<{ read: number; written: number; partial: number }> {
+  let read = 0;
+  let written = 0;
+  let carry: Uint8Array | undefined;
+  for (;;) {
+    const want = limit === undefined ? BLOCK_BYTES : Math.min(BLOCK_BYTES, limit - read);
+    if (want === 0) break;
+    let block = await reader.next(want);
+    if (block === undefined) break;
+    read += block.length;
+    if (carry) {
+      block = Buffer.concat([carry, block]); // only when a stream splits a sample: rare, and one block
+      carry = undefined;
+    }
+    const whole = block.length - (block.length % width);
+    if (whole < block.length) {
+      carry = Uint8Array.prototype.slice.call(block, whole); // a copy, whatever the source does with its buffers
+      block = block.subarray(0, whole);
+    }
+    if (block.length === 0) continue;
+    const out = convert(block);
+    await output.write(out);
+    written += out.length;
+  }
+  return { read, written, partial: carry?.length ?? 0 };
+}
+
+/** Output bytes for `inBytes` of whole input samples: 3 samples out per 8 kHz sample up, 1 per 3 (rounded down) down. */
+function outputBytes(inBytes: number, from: Format, to: Format): number {
+  const samples = Math.floor(inBytes / from.bytesPerSample);
+  const out = from.rateHz === to.rateHz ? samples : from.rateHz < to.rateHz ? 3 * samples : Math.floor(samples / 3);
+  return out * to.bytesPerSample;
+}
+
+/** Pulls bytes from an async source in the sizes asked for, counting what it consumed. */
+class ByteReader {
+  readonly #source: AsyncIterator<Uint8Array | string>;
+  #head: Uint8Array = new Uint8Array(0);
+  #done = false;
+  /** Bytes handed out or skipped so far. */
+  position = 0;
+
+  constructor(source: AsyncIterator<Uint8Array | string>) {
+    this.#source = source;
+  }
+
+  /** The next 1..max bytes (a view, valid until the source reuses it: never, for the sources here), or undefined at the end. */
+  async next(max: number): Promise<Uint8Array | undefined> {
+    while (this.#head.length === 0) {
+      if (this.#done) return undefined;
+      const r = await this.#source.next();
+      if (r.done) {
+        this.#done = true;
+        return undefined;
+      }
+      this.#head = typeof r.value === 'string' ? Buffer.from(r.value) : r.value;
+    }
+    const n = Math.min(max, this.#head.length);
+    const out = this.#head.subarray(0, n);
+    this.#head = this.#head.subarray(n);
+    this.position += n;
+    return out;
+  }
+
+  /** Exactly n bytes, fewer only at the end, in one Buffer of its own. */
+  async take(n: number): Promise<Buffer> {
+    const parts: Uint8Array[] = [];
+    let got = 0;
+    while (got < n) {
+      const part = await this.next(n - got);
+      if (part === undefined) break;
+      parts.push(part);
+      got += part.length;
+    }
+    return Buffer.concat(parts, got);
+  }
+
+  /** Discards n bytes (fewer at the end); returns how many. */
+  async skip(n: number): Promise<number> {
+    let skipped = 0;
+    while (skipped < n) {
+      const part = await this.next(Math.min(n - skipped, BLOCK_BYTES));
+      if (part === undefined) break;
+      skipped += part.length;
+    }
+    return skipped;
+  }
+}
+
+interface Input {
+  reader: ByteReader;
+  /** Bytes in the input file; undefined for stdin, pipes and devices. */
+  size?: number;
+  /** The input file's identity, to refuse writing over it while it is read. */
+  file?: { dev: number; ino: number };
+  close(): Promise<void>;
+}
+
+async function openInput(path: string | undefined, io: CliIO): Promise<Input> {
+  if (path === undefined) {
+    return { reader: new ByteReader((io.stdin as AsyncIterable<Uint8Array | string>)[Symbol.asyncIterator]()), close: async () => {} };
+  }
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(path, 'r');
+    const st = await fh.stat();
+    if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' });
+    const file = fh;
+    return {
+      reader: new ByteReader(fileBlocks(file, path)),
+      size: st.isFile() ? st.size : undefined,
+      file: { dev: st.dev, ino: st.ino },
+      close: () => file.close(),
+    };
   } catch (err) {
+    await fh?.close();
     throw new InputError(`cannot read ${path}: ${ioReason(err)}`);
   }
 }
 
-async function writeOutput(path: string | undefined, bytes: Uint8Array, io: CliIO): Promise<void> {
+/** The file from its current position, BLOCK_BYTES per read, each in a buffer of its own. */
+async function* fileBlocks(fh: FileHandle, path: string): AsyncGenerator<Uint8Array> {
+  for (;;) {
+    const buf = Buffer.allocUnsafe(BLOCK_BYTES);
+    let bytesRead: number;
+    try {
+      ({ bytesRead } = await fh.read(buf, 0, BLOCK_BYTES, null));
+    } catch (err) {
+      throw new InputError(`cannot read ${path}: ${ioReason(err)}`);
+    }
+    if (bytesRead === 0) return;
+    yield buf.subarray(0, bytesRead);
+  }
+}
+
+/** Streaming reads the input while the output is written: the output must be another file. */
+async function checkNotInput(path: string, input: { dev: number; ino: number }): Promise<void> {
+  const st = await stat(path).catch(() => undefined);
+  if (st && st.isFile() && st.dev === input.dev && st.ino === input.ino) {
+    throw new InputError(`${path} is also the input: write the output to another file`);
+  }
+}
+
+interface Output {
+  /** Writes all of `bytes`; they may be reused once this resolves. */
+  write(bytes: Uint8Array): Promise<void>;
+  /** After the last write, with the audio byte count: pads and completes a WAV header. */
+  finish(audioBytes: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * stdout (raw only), or a file, raw or WAV. The WAV header is written first
+ * with the expected audio length (from the input's, when known) and rewritten
+ * at the end if the length turned out different.
+ */
+async function openOutput(path: string | undefined, io: CliIO, wav: Format | undefined, expected: number | undefined): Promise<Output> {
   if (path === undefined) {
-    await new Promise<void>((resolve, reject) => io.stdout.write(bytes, (err) => (err ? reject(err) : resolve())));
-    return;
+    const write = (bytes: Uint8Array): Promise<void> => new Promise((resolve, reject) => {
+      io.stdout.write(bytes, (err) => (err ? reject(new InputError(`cannot write stdout: ${ioReason(err)}`)) : resolve()));
+    });
+    return { write, finish: async () => {}, close: async () => {} };
   }
-  try {
-    await writeFile(path, bytes);
-  } catch (err) {
+  const fail = (err: unknown): never => {
     throw new InputError(`cannot write ${path}: ${ioReason(err)}`);
+  };
+  const fh = await open(path, 'w').catch(fail);
+  const writeAt = async (bytes: Uint8Array, position: number | null): Promise<void> => {
+    for (let at = 0; at < bytes.length;) {
+      const { bytesWritten } = await fh.write(bytes, at, bytes.length - at, position === null ? null : position + at).catch(fail);
+      at += bytesWritten;
+    }
+  };
+  const header = wav ? wavHeader(wav, expected ?? 0) : undefined;
+  try {
+    if (header) await writeAt(header, null);
+  } catch (err) {
+    await fh.close();
+    throw err;
   }
+  return {
+    write: (bytes) => writeAt(bytes, null),
+    async finish(audioBytes) {
+      if (!wav || !header) return;
+      if (audioBytes & 1) await writeAt(new Uint8Array(1), null); // chunks are padded to even length
+      if (audioBytes !== (expected ?? 0)) await writeAt(wavHeader(wav, audioBytes), 0);
+    },
+    close: () => fh.close(),
+  };
 }
 
 function ioReason(err: unknown): string {
@@ -131,48 +349,77 @@ function ioReason(err: unknown): string {
     ENOENT: 'no such file or directory',
     EACCES: 'permission denied',
     EISDIR: 'is a directory',
+    EPIPE: 'the reader went away (broken pipe)',
   };
   return (code && reasons[code]) ?? (err instanceof Error ? err.message : String(err));
 }
 
-function checkRaw(bytes: Uint8Array, format: Format, name: string): Uint8Array {
-  if (bytes.length % format.bytesPerSample !== 0) {
-    throw new InputError(`${name} input ends mid-sample (${bytes.length} bytes is not a whole number of samples)`);
-  }
-  return bytes;
+interface Audio {
+  /** Audio bytes to convert; undefined: up to the end of the input. */
+  bytes?: number;
+  /** Length a WAV data chunk declares, checked against what arrives when the input's size is not known up front. */
+  declared?: number;
 }
 
-/** The audio bytes of a WAV file, after checking it holds `format` (mono, same rate and encoding) and is complete. */
-export function parseWav(bytes: Uint8Array, format: Format, name: string): Uint8Array {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const tag = (at: number): string => String.fromCharCode(...bytes.subarray(at, at + 4));
-  if (bytes.length < 12 || tag(0) !== 'RIFF' || tag(8) !== 'WAVE') throw new InputError('not a WAV file (no RIFF/WAVE header)');
-  let fmt: { tag: number; channels: number; rateHz: number; bits: number } | undefined;
-  for (let at = 12; ;) {
-    if (at + 8 > bytes.length) throw new InputError(fmt ? 'truncated WAV: no data chunk' : 'truncated WAV: no fmt chunk');
-    const id = tag(at);
-    const size = view.getUint32(at + 4, true);
-    const body = at + 8;
+function rawAudio(input: Input, format: Format, name: string): Audio {
+  if (input.size !== undefined) checkWhole(input.size, format, name);
+  return { bytes: input.size };
+}
+
+function checkWhole(bytes: number, format: Format, name: string): void {
+  if (bytes % format.bytesPerSample !== 0) {
+    throw new InputError(`${name} input ends mid-sample (${bytes} bytes is not a whole number of samples)`);
+  }
+}
+
+/** Largest fmt chunk accepted, bytes (WAVE_FORMAT_EXTENSIBLE is 40). */
+const MAX_FMT_BYTES = 1024;
+
+/**
+ * Reads a WAV header up to the start of its audio, after checking it holds
+ * `format` (mono, same rate and encoding) and, for a file, that the data
+ * chunk is complete.
+ */
+async function wavAudio(input: Input, format: Format, name: string): Promise<Audio> {
+  const { reader, size } = input;
+  const tag = (b: Buffer, at: number): string => b.toString('latin1', at, at + 4);
+  const riff = await reader.take(12);
+  if (riff.length < 12 || tag(riff, 0) !== 'RIFF' || tag(riff, 8) !== 'WAVE') throw new InputError('not a WAV file (no RIFF/WAVE header)');
+  let fmt: WavFmt | undefined;
+  for (;;) {
+    const head = await reader.take(8);
+    if (head.length < 8) throw new InputError(fmt ? 'truncated WAV: no data chunk' : 'truncated WAV: no fmt chunk');
+    const id = tag(head, 0);
+    const chunkBytes = head.readUInt32LE(4);
     if (id === 'fmt ') {
-      if (size < 16 || body + size > bytes.length) throw new InputError('truncated WAV: short fmt chunk');
-      let wavTag = view.getUint16(body, true);
-      if (wavTag === 0xfffe && size >= 40) wavTag = view.getUint16(body + 24, true); // WAVE_FORMAT_EXTENSIBLE sub-format
-      fmt = { tag: wavTag, channels: view.getUint16(body + 2, true), rateHz: view.getUint32(body + 4, true), bits: view.getUint16(body + 14, true) };
+      if (chunkBytes > MAX_FMT_BYTES) throw new InputError(`bad WAV: fmt chunk of ${chunkBytes} bytes`);
+      const body = await reader.take(chunkBytes + (chunkBytes & 1));
+      if (chunkBytes < 16 || body.length < chunkBytes) throw new InputError('truncated WAV: short fmt chunk');
+      let wavTag = body.readUInt16LE(0);
+      if (wavTag === 0xfffe && chunkBytes >= 40) wavTag = body.readUInt16LE(24); // WAVE_FORMAT_EXTENSIBLE sub-format
+      fmt = { tag: wavTag, channels: body.readUInt16LE(2), rateHz: body.readUInt32LE(4), bits: body.readUInt16LE(14) };
     } else if (id === 'data') {
       if (!fmt) throw new InputError('bad WAV: data chunk before fmt chunk');
       checkWavFormat(fmt, format, name);
-      // 0xFFFFFFFF: written by a streaming encoder that could not seek back; the data runs to the end
-      const length = size === 0xffffffff ? bytes.length - body : size;
-      if (body + length > bytes.length) {
-        throw new InputError(`truncated WAV: data chunk declares ${length} bytes, ${bytes.length - body} present`);
+      const present = size === undefined ? undefined : size - reader.position;
+      if (chunkBytes === 0xffffffff) { // written by a streaming encoder that could not seek back; the data runs to the end
+        if (present !== undefined) checkWhole(present, format, name);
+        return { bytes: present };
       }
-      return checkRaw(bytes.subarray(body, body + length), format, name);
+      if (present !== undefined && chunkBytes > present) {
+        throw new InputError(`truncated WAV: data chunk declares ${chunkBytes} bytes, ${present} present`);
+      }
+      checkWhole(chunkBytes, format, name);
+      return { bytes: chunkBytes, declared: present === undefined ? chunkBytes : undefined };
+    } else {
+      await reader.skip(chunkBytes + (chunkBytes & 1)); // chunks are padded to even length; a short skip ends in 'truncated' above
     }
-    at = body + size + (size & 1); // chunks are padded to even length
   }
 }
 
-function checkWavFormat(fmt: { tag: number; channels: number; rateHz: number; bits: number }, want: Format, name: string): void {
+interface WavFmt { tag: number; channels: number; rateHz: number; bits: number }
+
+function checkWavFormat(fmt: WavFmt, want: Format, name: string): void {
   const names: Record<number, string> = { 1: 'PCM', 6: 'A-law', 7: 'µ-law' };
   const bits = want.bytesPerSample * 8;
   const problems: string[] = [];
@@ -182,19 +429,22 @@ function checkWavFormat(fmt: { tag: number; channels: number; rateHz: number; bi
   if (problems.length) throw new InputError(`WAV does not match --from ${name}: ${problems.join('; ')}`);
 }
 
-/** A WAV file around `audio`; G.711 gets the fmt extension size and fact chunk non-PCM WAVs carry. */
-export function withWavHeader(audio: Uint8Array, format: Format): Uint8Array {
+/**
+ * The header of a WAV file holding `audioBytes` of `format` (the audio and
+ * its pad byte, when odd, follow it); G.711 gets the fmt extension size and
+ * fact chunk non-PCM WAVs carry.
+ */
+export function wavHeader(format: Format, audioBytes: number): Uint8Array {
   const pcm = format.wavTag === 1;
   const fmtSize = pcm ? 16 : 18;
   const factSize = pcm ? 0 : 12;
-  const header = 12 + 8 + fmtSize + factSize + 8;
-  const out = new Uint8Array(header + audio.length + (audio.length & 1));
+  const out = new Uint8Array(12 + 8 + fmtSize + factSize + 8);
   const view = new DataView(out.buffer);
   const ascii = (at: number, s: string): void => {
     for (let i = 0; i < 4; i++) out[at + i] = s.charCodeAt(i);
   };
   ascii(0, 'RIFF');
-  view.setUint32(4, out.length - 8, true);
+  view.setUint32(4, out.length + audioBytes + (audioBytes & 1) - 8, true);
   ascii(8, 'WAVE');
   ascii(12, 'fmt ');
   view.setUint32(16, fmtSize, true);
@@ -209,50 +459,55 @@ export function withWavHeader(audio: Uint8Array, format: Format): Uint8Array {
     view.setUint16(at, 0, true); // cbSize
     ascii(at + 2, 'fact');
     view.setUint32(at + 6, 4, true);
-    view.setUint32(at + 10, audio.length / format.bytesPerSample, true);
+    view.setUint32(at + 10, audioBytes / format.bytesPerSample, true);
     at += 14;
   }
   ascii(at, 'data');
-  view.setUint32(at + 4, audio.length, true);
-  out.set(audio, at + 8);
+  view.setUint32(at + 4, audioBytes, true);
   return out;
 }
 
-/** Runs the conversion in 20 ms frames of the input format. */
-function convert(audio: Uint8Array, fromName: string, toName: string): Uint8Array {
+interface Converter {
+  /** Whole input samples -> output; the view is valid until the next call. */
+  convert(block: Uint8Array): Uint8Array;
+  close(): void;
+}
+
+/**
+ * The conversion, as a call does it: a rate change goes through one
+ * Transcoder (whose output does not depend on how the input is cut, so
+ * blocks give what 20 ms frames give); 8 kHz to 8 kHz goes through linear
+ * PCM with the G.191 codecs.
+ */
+function converter(fromName: string, toName: string): Converter {
   const from = FORMATS[fromName];
   const to = FORMATS[toName];
-  if (fromName === toName) return audio;
-  const frameBytes = (from.rateHz * FRAME_MS / 1000) * from.bytesPerSample;
-  const parts: Uint8Array[] = [];
-  const frames = (step: (frame: Uint8Array) => Uint8Array): Uint8Array => {
-    for (let at = 0; at < audio.length; at += frameBytes) parts.push(step(audio.subarray(at, at + frameBytes)).slice());
-    return Buffer.concat(parts);
-  };
-
+  if (fromName === toName) return { convert: (block) => block, close: () => {} };
   if (from.rateHz !== to.rateHz) {
-    const phone = (from.rateHz === 8000 ? from : to).phone!;
-    const transcoder = Transcoder.open({ phone });
-    try {
-      return from.rateHz === 8000 ? frames((f) => transcoder.inbound(f)) : frames((f) => transcoder.outbound(f));
-    } finally {
-      transcoder.close();
-    }
+    const transcoder = Transcoder.open({ phone: (from.rateHz === 8000 ? from : to).phone! });
+    const convert = from.rateHz === 8000 ? (b: Uint8Array) => transcoder.inbound(b) : (b: Uint8Array) => transcoder.outbound(b);
+    return { convert, close: () => transcoder.close() };
   }
-  // 8 kHz to 8 kHz: through linear PCM, G.191 codecs
-  return frames((f) => encode8k(decode8k(f, from), to));
+  let pcm = new Int16Array(0);
+  let bytes = new Uint8Array(0);
+  const convert = (block: Uint8Array): Uint8Array => {
+    const samples = block.length / from.bytesPerSample;
+    if (pcm.length < samples) {
+      pcm = new Int16Array(samples);
+      bytes = new Uint8Array(samples);
+    }
+    const linear = decode8k(block, from, pcm.subarray(0, samples));
+    if (to.phone === 'ulaw') return pcm16ToUlaw(linear, bytes);
+    if (to.phone === 'alaw') return pcm16ToAlaw(linear, bytes);
+    return new Uint8Array(linear.buffer, linear.byteOffset, linear.byteLength);
+  };
+  return { convert, close: () => {} };
 }
 
-function decode8k(frame: Uint8Array, format: Format): Int16Array {
-  if (format.phone === 'ulaw') return ulawToPcm16(frame);
-  if (format.phone === 'alaw') return alawToPcm16(frame);
-  const copy = new Uint8Array(frame.length); // not frame.slice(): on a Buffer that is a view of the whole file
-  copy.set(frame);
-  return new Int16Array(copy.buffer); // PCM16LE (all supported hosts are little-endian)
-}
-
-function encode8k(pcm: Int16Array, format: Format): Uint8Array {
-  if (format.phone === 'ulaw') return pcm16ToUlaw(pcm);
-  if (format.phone === 'alaw') return pcm16ToAlaw(pcm);
-  return new Uint8Array(pcm.buffer, pcm.byteOffset, pcm.byteLength);
+/** 8 kHz input samples -> int16 in `out` (exactly as long as the block's samples). */
+function decode8k(block: Uint8Array, format: Format, out: Int16Array): Int16Array {
+  if (format.phone === 'ulaw') return ulawToPcm16(block, out);
+  if (format.phone === 'alaw') return alawToPcm16(block, out);
+  new Uint8Array(out.buffer, out.byteOffset, out.byteLength).set(block); // PCM16LE (all supported hosts are little-endian)
+  return out;
 }

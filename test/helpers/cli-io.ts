@@ -1,6 +1,6 @@
 /** A CliIO over in-memory streams, for running `callbridge` commands in-process and reading what they printed. */
 import { PassThrough } from 'node:stream';
-import type { CliIO } from '../../src/cli/main.js';
+import type { CliIO } from '../../src/cli/io.js';
 
 export function memoryIO(env: Record<string, string> = {}): { io: CliIO; out: () => string; err: () => string } {
   const stdout = new PassThrough();
