@@ -96,9 +96,8 @@ describe('GET /calls over the real server', () => {
       status: () => {},
       openStream: () => null,
       health: () => ({ status: 'ok', version: '0', uptimeSeconds: 0, activeCalls: 0, model: { reachable: null, lastOkAt: null, lastError: null } }),
-      admin,
     };
-    return startServer({ config, app, log: silentLogger });
+    return startServer({ config, app, admin, log: silentLogger });
   }
 
   beforeAll(async () => {

@@ -2,6 +2,7 @@
 // bytes, slot lifecycle and limits, isolation between calls, buffer reuse.
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { prng } from './helpers/prng.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Dsp, DspError, Transcoder, loadDsp, pcm16ToAlaw, pcm16ToUlaw } from '../src/dsp/index.js';
 import type { DspExports } from '../src/dsp/wasm.js';
@@ -18,17 +19,6 @@ afterEach(() => {
   expect(dsp.exports.openSlots()).toBe(0);
 });
 
-/** mulberry32: deterministic PRNG in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function speechLike(samples: number, seed: number): Int16Array {
   const rand = prng(seed);

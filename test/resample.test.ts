@@ -3,6 +3,7 @@
 // testresample: passband ripple, image/alias rejection, SINAD, group delay,
 // 3:1 framing, chunking invariance, agreement with a float64 reference,
 // saturation.
+import { prng } from './helpers/prng.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Transcoder, loadDsp } from '../src/dsp/index.js';
 
@@ -81,17 +82,6 @@ function sinadDb(f: Fit): number {
   return 10 * Math.log10((f.amp * f.amp) / 2 / f.residualPower);
 }
 
-/** mulberry32: deterministic PRNG in [0, 1). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomSignal(n: number, seed: number, amp = 20000): Int16Array {
   const rand = prng(seed);

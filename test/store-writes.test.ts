@@ -3,6 +3,7 @@
  * each flush, failed flushes retried, old (schema 1) files still readable,
  * and finished calls let go from memory.
  */
+import { statusCallback } from './helpers/webhooks.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -133,7 +134,7 @@ describe('SqliteCallStore writes', () => {
   it('only calls in progress stay in memory', async () => {
     const store = open();
     const cb = (sid: string, seq: number, status: string) =>
-      store.recordStatus({ CallSid: sid, AccountSid: ACCOUNT, CallStatus: status, SequenceNumber: String(seq) });
+      store.recordStatus(statusCallback({ CallSid: sid, AccountSid: ACCOUNT, CallStatus: status, SequenceNumber: String(seq) }));
     store.answered(SID, {});
     store.started(SID, { streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
     cb(OTHER, 0, 'ringing'); // a call this process never answered

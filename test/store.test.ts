@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { statusCallback } from './helpers/webhooks.js';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -87,14 +88,13 @@ describe('SqliteCallStore', () => {
   it('status callbacks: before the row exists, out of order, duplicated; invalid ones ignored', () => {
     const store = open();
     const cb = (seq: number, status: string, extra: Record<string, string> = {}) =>
-      store.recordStatus({ CallSid: SID, AccountSid: ACCOUNT, CallStatus: status, SequenceNumber: String(seq), From: '+15550000001', To: '+15550000002', ...extra });
+      store.recordStatus(statusCallback({ CallSid: SID, AccountSid: ACCOUNT, CallStatus: status, SequenceNumber: String(seq), From: '+15550000001', To: '+15550000002', ...extra }));
     cb(2, 'completed', { CallDuration: '42' }); // arrives first: stub row
     expect(store.get(SID)?.status).toBe('completed');
     cb(0, 'ringing');
     cb(1, 'in-progress');
     cb(1, 'in-progress'); // duplicate
     cb(0, 'ringing');
-    store.recordStatus({ CallSid: 'nope', CallStatus: 'completed' }); // invalid: ignored
     store.close();
     const r = open().get(SID)!;
     expect(r.statusEvents.map((e) => [e.sequenceNumber, e.status])).toEqual([[0, 'ringing'], [1, 'in-progress'], [2, 'completed']]);
@@ -108,10 +108,10 @@ describe('SqliteCallStore', () => {
     const store = open();
     const rec = createStoreRecorder(store, SID, { From: '+1555', To: '+1666' });
     rec.started({ callSid: SID, streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
-    store.recordStatus({ CallSid: SID, AccountSid: ACCOUNT, CallStatus: 'in-progress', SequenceNumber: '1' });
+    store.recordStatus(statusCallback({ CallSid: SID, AccountSid: ACCOUNT, CallStatus: 'in-progress', SequenceNumber: '1' }));
     rec.transcript({ atMs: 1, speaker: 'caller', text: 'hi' });
     rec.ended(endInfo(new Date()));
-    store.recordStatus({ CallSid: SID, AccountSid: ACCOUNT, CallStatus: 'completed', SequenceNumber: '2', CallDuration: '3' });
+    store.recordStatus(statusCallback({ CallSid: SID, AccountSid: ACCOUNT, CallStatus: 'completed', SequenceNumber: '2', CallDuration: '3' }));
     store.close();
     const r = open().get(SID)!;
     expect(r.state).toBe('completed');

@@ -14,7 +14,7 @@ import { placeCall, type CallResult } from '../sim/caller.js';
 import { startModelStandIn } from '../sim/model-server.js';
 import type { CallRecord } from '../store/types.js';
 import { formatRecord } from './calls.js';
-import type { CliIO } from './main.js';
+import type { CliIO } from './io.js';
 
 const USAGE = 'usage: callbridge demo [--calls N] [--mode transcode|passthrough] [--quiet]\n';
 

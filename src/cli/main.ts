@@ -4,8 +4,6 @@
  */
 import { processIO, type CliIO } from './io.js';
 
-/** Kept until every command imports CliIO from ./io.js (no command should import this module). */
-export type { CliIO } from './io.js';
 
 const USAGE = `usage: callbridge <command> [options]
 

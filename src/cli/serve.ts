@@ -10,7 +10,7 @@ import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { startCallbridge } from '../main.js';
 import { EdgeError } from '../server/app.js';
-import type { CliIO } from './main.js';
+import type { CliIO } from './io.js';
 
 export async function run(args: string[], io: CliIO): Promise<number> {
   if (args.length > 0) {
