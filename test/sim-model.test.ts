@@ -310,7 +310,7 @@ describe('model stand-in: client events', () => {
     c.send({ type: 'response.create' });
     const said = await c.next('response.output_audio_transcript.done');
     expect(said.transcript).toBe('Result: eligible.');
-    expect(server!.sessions[0]!.toolOutputs).toEqual([{ call_id: args.call_id, output: '{"status":"eligible"}' }]);
+    expect(server!.sessions[0]!.toolOutputs).toMatchObject([{ call_id: args.call_id, output: '{"status":"eligible"}' }]);
   });
 
   it('a manual commit under 100 ms → input_audio_buffer_commit_empty; with enough audio → committed', async () => {
