@@ -560,7 +560,6 @@ class Session {
 
   private send(ev: Record<string, unknown>): void {
     if (this.ws.readyState !== this.ws.OPEN) return;
-    if (process.env.STANDIN_TRACE) console.log('TRACE', Math.round(performance.now()), ev.type, ev.type === 'response.output_audio.delta' ? '' : JSON.stringify(ev).slice(0, 160));
     this.ws.send(JSON.stringify({ event_id: `event_${++this.seq}`, ...ev }));
   }
 
@@ -598,7 +597,6 @@ class Session {
     }
     if (!ev || typeof ev.type !== 'string') return this.error('invalid_request_error', "Missing required parameter: 'type'.", ev?.event_id);
     this.record.events.push({ type: ev.type, at });
-    if (process.env.STANDIN_TRACE && ev.type !== 'input_audio_buffer.append') console.log('TRACE <-', Math.round(at), JSON.stringify(ev).slice(0, 200));
     switch (ev.type) {
       case 'session.update':
         return this.onSessionUpdate(ev);
