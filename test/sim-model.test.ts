@@ -143,6 +143,16 @@ describe('model stand-in: handshake', () => {
     expect(c.types()).not.toContain('session.updated');
   });
 
+  it('accepts session.reasoning.effort minimal…xhigh and rejects other values', async () => {
+    const c = await open();
+    c.send({ type: 'session.update', session: { type: 'realtime', reasoning: { effort: 'xhigh' } } });
+    expect((await c.next('session.updated')).session.reasoning).toEqual({ effort: 'xhigh' });
+    c.send({ type: 'session.update', session: { type: 'realtime', reasoning: { effort: 'maximal' } } });
+    const err = await c.next('error');
+    expect(err.error).toMatchObject({ code: 'invalid_value', param: 'session.reasoning.effort' });
+    expect(server!.sessions[0]!.sessionUpdate.reasoning).toEqual({ effort: 'xhigh' });
+  });
+
   it('refuses the upgrade without a bearer token (401)', async () => {
     const logged: string[] = [];
     server = await startModelStandIn({ log: (_f, msg) => logged.push(msg) });
@@ -617,6 +627,23 @@ describe('model stand-in: failed responses and rate limits', () => {
     expect(d2.response.status).toBe('completed');
     expect(c.all('response.output_audio_transcript.done')[1].transcript).toBe(text);
     expect(bytes(c.all('response.output_audio.delta').filter((e) => e.response_id === d2.response.id))).toBeGreaterThan(500 * 8);
+  });
+
+  it('followUpFail: the follow-up to a tool round fails, the outputs stay in, and the next create speaks it', async () => {
+    const turn = { ...parallelToolsTurn(CALLS, bothStatuses, { gapMs: 20 }), followUpFail: { times: 1, status: 'failed' as const, error: { type: 'server_error' } } };
+    const c = await speakTurn(scenarioOf([turn]));
+    await c.next('response.done');
+    const [a1, a2] = c.all('response.function_call_arguments.done');
+    let next = c.nextNew('response.done');
+    c.send(output(a1.call_id, '{"status":"eligible"}'));
+    c.send(output(a2.call_id, '{"status":"inactive"}'));
+    c.send({ type: 'response.create' });
+    expect((await next).response.status).toBe('failed');
+    next = c.nextNew('response.done');
+    c.send({ type: 'response.create' });
+    expect((await next).response.status).toBe('completed');
+    expect(c.all('response.output_audio_transcript.done').map((e) => e.transcript)).toEqual(['Both: eligible and inactive.']);
+    expect(server!.sessions[0]!.responseCreates.map((r) => r.pendingOutputs)).toEqual([0, 0]);
   });
 
   it('rate_limits.updated after each response start and end; an exhausted limit fails early retries until reset_seconds', async () => {

@@ -74,7 +74,10 @@ export interface ScenarioTurn {
    * spoken as several message items.
    */
   followUp?: (outputs: string[]) => string | string[];
+  /** The turn's own response fails as scripted before it is answered. */
   fail?: ScenarioFailure;
+  /** The follow-up to this turn's tool round fails as scripted before it is spoken (the outputs stay in). */
+  followUpFail?: ScenarioFailure;
 }
 
 export interface Scenario {
@@ -296,6 +299,8 @@ const MS_PER_CHAR = 65;
 const ARGS_DELTA_MS = 5;
 const ARGS_DELTAS = 3;
 const DEFAULT_GAP_MS = 150;
+/** `session.reasoning.effort` values of the reasoning models (gpt-realtime-2 and later). */
+const REASONING_EFFORTS: readonly unknown[] = ['minimal', 'low', 'medium', 'high', 'xhigh'];
 export const WAITING_REPLY = "I'm still waiting on that.";
 
 /**
@@ -453,8 +458,9 @@ interface Plan {
   items: ({ kind: 'message'; text: string } | { kind: 'call'; name: string; args: string })[];
   /** Between two consecutive calls (ms). */
   gapMs: number;
-  /** Follow-up for the tool round this response opens (if it has calls). */
+  /** Follow-up for the tool round this response opens (if it has calls), and how it fails first. */
   followUp?: (outputs: string[]) => string | string[];
+  followUpFail?: ScenarioFailure;
   /** End as failed/incomplete instead of completed; message audio is cut at `partialAudioMs`. */
   failure?: { status: 'failed' | 'incomplete'; details: Record<string, unknown>; partialAudioMs: number; resetSeconds?: number };
 }
@@ -471,6 +477,9 @@ interface ToolRound {
   callIds: string[];
   outputs: Map<string, string>;
   followUp: (outputs: string[]) => string | string[];
+  followUpFail?: ScenarioFailure;
+  /** Follow-ups failed so far. */
+  failed: number;
   /** False while the response that issues the calls is still in progress. */
   responseDone: boolean;
 }
@@ -642,6 +651,15 @@ class Session {
       else if (fmt.type === 'audio/pcmu') this.record.format = 'ulaw8k';
       else return this.error('invalid_value', `Invalid input audio format: ${JSON.stringify(fmt)}`, ev.event_id, 'session.audio.input.format');
     }
+    const effort = s.reasoning?.effort;
+    if (effort !== undefined && !REASONING_EFFORTS.includes(effort)) {
+      return this.error(
+        'invalid_value',
+        `Invalid value: '${String(effort).slice(0, 20)}'. Supported values are: ${REASONING_EFFORTS.map((e) => `'${e}'`).join(', ')}.`,
+        ev.event_id,
+        'session.reasoning.effort',
+      );
+    }
     const td = s.audio?.input?.turn_detection;
     if (td === null) this.vad = null;
     else if (td) {
@@ -736,7 +754,7 @@ class Session {
     if (turn.fail && failedSoFar < turn.fail.times) {
       this.failures.set(turn, failedSoFar + 1);
       this.unanswered = turn;
-      return this.runResponse(this.failurePlan(turn, turn.fail), by);
+      return this.runResponse(this.failurePlan(turn.preamble ?? turn.replies?.[0] ?? turn.reply ?? 'Okay.', turn.fail), by);
     }
     this.runResponse(this.turnPlan(turn), by);
   }
@@ -752,10 +770,11 @@ class Session {
     const followUp =
       turn.followUp ??
       (tool && calls.length === 1 ? (outputs: string[]) => tool.reply(outputs[0] ?? '') : (outputs: string[]) => `I have ${outputs.length} results for you.`);
-    return { items, gapMs: turn.gapMs ?? DEFAULT_GAP_MS, followUp: calls.length > 0 ? followUp : undefined };
+    return { items, gapMs: turn.gapMs ?? DEFAULT_GAP_MS, followUp: calls.length > 0 ? followUp : undefined, followUpFail: turn.followUpFail };
   }
 
-  private failurePlan(turn: ScenarioTurn, fail: ScenarioFailure): Plan {
+  /** A response that ends as `fail` says; with partial audio it starts speaking `text`. */
+  private failurePlan(text: string, fail: ScenarioFailure): Plan {
     const details: Record<string, unknown> =
       fail.status === 'failed'
         ? {
@@ -768,7 +787,6 @@ class Session {
           }
         : { type: 'incomplete', reason: fail.reason ?? 'max_output_tokens' };
     const partialAudioMs = fail.partialAudioMs ?? 0;
-    const text = turn.preamble ?? turn.replies?.[0] ?? turn.reply ?? 'Okay.';
     return {
       items: partialAudioMs > 0 ? [{ kind: 'message', text }] : [],
       gapMs: 0,
@@ -852,9 +870,14 @@ class Session {
     if (this.unanswered) return this.answerTurn(this.unanswered, 'client');
     if (this.rate.blockedSeconds() > 0) return this.runResponse(this.rateLimitedPlan(), 'client');
     if (round && round.responseDone && pendingOutputs === 0) {
-      this.round = null;
       const said = round.followUp(round.callIds.map((id) => round.outputs.get(id) ?? ''));
-      return this.speak(Array.isArray(said) ? said : [said]);
+      const texts = Array.isArray(said) ? said : [said];
+      if (round.followUpFail && round.failed < round.followUpFail.times) {
+        round.failed++;
+        return this.runResponse(this.failurePlan(texts[0] ?? 'Okay.', round.followUpFail), 'client');
+      }
+      this.round = null;
+      return this.speak(texts);
     }
     if (round && pendingOutputs > 0) {
       // Asked before every call has its output: a real model answers
@@ -901,7 +924,7 @@ class Session {
     // A response with calls opens a new tool round (an older one still
     // waiting for outputs is dropped, as the model moved on).
     const round: ToolRound | null =
-      plan.followUp && plan.items.some((i) => i.kind === 'call') ? { callIds: [], outputs: new Map(), followUp: plan.followUp, responseDone: false } : null;
+      plan.followUp && plan.items.some((i) => i.kind === 'call') ? { callIds: [], outputs: new Map(), followUp: plan.followUp, followUpFail: plan.followUpFail, failed: 0, responseDone: false } : null;
     if (round) this.round = round;
     this.send({ type: 'response.created', response: { id: resp.id, object: 'realtime.response', status: 'in_progress', output: [] } });
     this.send({ type: 'rate_limits.updated', rate_limits: this.rate.snapshot(0) });
