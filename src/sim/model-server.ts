@@ -304,17 +304,28 @@ const REASONING_EFFORTS: readonly unknown[] = ['minimal', 'low', 'medium', 'high
 export const WAITING_REPLY = "I'm still waiting on that.";
 
 /**
- * Synthesised reply audio, cached by length and format: synthesis costs far
- * more than relaying, and a load test must measure the relay, not this.
+ * Reply audio: a 1 s speech-like clip per format, synthesised once and tiled
+ * to the length wanted (whole 100 ms steps), cached by length and format.
+ * Synthesis costs far more than relaying, and blocks the event loop it
+ * shares with the relay and the simulated caller in tests: a load test must
+ * measure the relay, not this, and a stall must not starve a playout.
  */
+const CLIP_MS = 1000;
+const clips = new Map<'pcm24k' | 'ulaw8k', Buffer>();
 const replyCache = new Map<string, Buffer>();
 function replyAudio(durationMs: number, format: 'pcm24k' | 'ulaw8k'): Buffer {
-  const ms = Math.round(durationMs / 100) * 100;
+  const ms = Math.max(100, Math.round(durationMs / 100) * 100);
   const key = `${format}:${ms}`;
   let bytes = replyCache.get(key);
   if (!bytes) {
-    const pcm = speechLike(ms, format === 'ulaw8k' ? 8000 : 24000, (ms / 100) % 7);
-    bytes = format === 'ulaw8k' ? Buffer.from(ulawEncode(pcm)) : Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength);
+    let clip = clips.get(format);
+    if (!clip) {
+      const pcm = speechLike(CLIP_MS, format === 'ulaw8k' ? 8000 : 24000, 3);
+      clip = format === 'ulaw8k' ? Buffer.from(ulawEncode(pcm)) : Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength);
+      clips.set(format, clip);
+    }
+    bytes = Buffer.alloc((ms / CLIP_MS) * clip.length);
+    for (let off = 0; off < bytes.length; off += clip.length) clip.copy(bytes, off, 0, Math.min(clip.length, bytes.length - off));
     if (replyCache.size > 256) replyCache.clear();
     replyCache.set(key, bytes);
   }
