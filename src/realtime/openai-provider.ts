@@ -52,6 +52,7 @@ import {
   type SpeechStopped,
   type VadSettings,
 } from './protocol.js';
+import { writeAppend } from './ws-lean.js';
 
 // ---------------------------------------------------------------------------
 // Errors and reachability
@@ -256,6 +257,8 @@ export interface SessionCounters {
   unhandled: number;
   /** Audio appends dropped because the socket had more than MAX_BUFFERED_AUDIO_BYTES queued. */
   audioDroppedForBackpressure: number;
+  /** Audio appends written as one raw frame (realtime/ws-lean.ts); included in `sent`. */
+  appendsLean: number;
 }
 
 /** Outbound bytes queued on the model socket above which caller audio is dropped (~2 min of pcm24k as base64). */
@@ -273,7 +276,7 @@ export class OpenAIRealtimeSession implements ModelSession {
   /** Arguments done before the function's name is known. */
   private pendingTools = new Map<string, PendingToolCall>();
   private emittedTools = new Set<string>();
-  readonly counters: SessionCounters = { sent: 0, dropped: 0, malformed: 0, unhandled: 0, audioDroppedForBackpressure: 0 };
+  readonly counters: SessionCounters = { sent: 0, dropped: 0, malformed: 0, unhandled: 0, audioDroppedForBackpressure: 0, appendsLean: 0 };
   private settle: { resolve: () => void; reject: (e: ModelConnectError) => void } | undefined;
   private sessionUpdate = '';
   /** Why open() failed: the endpoint could not be used, refused the session (it answered), or the caller gave up. */
@@ -605,6 +608,12 @@ export class OpenAIRealtimeSession implements ModelSession {
     if (ws && ws.bufferedAmount > MAX_BUFFERED_AUDIO_BYTES) {
       this.counters.dropped++;
       this.counters.audioDroppedForBackpressure++;
+      return;
+    }
+    // Hot path (50/s per call): one raw frame in one socket write when ws has nothing in flight; else ws.send.
+    if (this.phase === 'open' && ws && writeAppend(ws, base64)) {
+      this.counters.sent++;
+      this.counters.appendsLean++;
       return;
     }
     this.send(appendAudioEvent(base64));

@@ -45,12 +45,13 @@ export const CALL_SID_RE = /^CA[0-9a-fA-F]{32}$/;
 export const ACCOUNT_SID_RE = /^AC[0-9a-fA-F]{32}$/;
 /** One DTMF key: 0-9, *, #, A-D. */
 export const DTMF_DIGIT_RE = /^[0-9*#A-D]$/;
-/** Standard-alphabet base64 with `=` padding only at the end; the length is a multiple of 4 (checked by shape). */
-const BASE64_RE = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/** Standard-alphabet base64 with at most two `=` at the end (the length is checked apart: a multiple of 4). */
+const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
 
 /** Whether `s` is a media payload callbridge accepts: non-empty base64 of at most MAX_MEDIA_PAYLOAD_CHARS chars. */
 export function isMediaPayload(s: string): boolean {
-  return s.length > 0 && s.length <= MAX_MEDIA_PAYLOAD_CHARS && BASE64_RE.test(s);
+  const n = s.length;
+  return n > 0 && n <= MAX_MEDIA_PAYLOAD_CHARS && (n & 3) === 0 && BASE64_RE.test(s);
 }
 
 export interface ConnectedMessage {
