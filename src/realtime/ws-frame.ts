@@ -29,8 +29,6 @@ const SUFFIX_1 = 0x7d; // }
 
 /** Where the payload starts in scratch memory: 4-aligned, with room for the longest header (14 bytes) before it. */
 const PAYLOAD_OFF = 16;
-/** Scratch memory for a 20 ms transcode frame (1280 base64 chars) with room to spare; grows for bigger appends. */
-const INITIAL_BYTES = 4096;
 /** Random bytes drawn at once for masking keys: 2048 frames per refill. */
 const MASK_POOL_BYTES = 8192;
 
@@ -42,18 +40,18 @@ export function maskedHeaderLength(n: number): number {
 }
 
 export class AppendFrameWriter {
-  private buf: Buffer;
-  private u32: Uint32Array;
+  private buf: Buffer = Buffer.alloc(0);
+  /** A word view of the whole ArrayBuffer under `buf` (Node's pool slab or buf's own), re-made only when that changes. */
+  private u32 = new Uint32Array(0);
+  /** Index in `u32` of the payload's first word. */
+  private word0 = 0;
+  /** `buf` is still referenced by a socket: the next frame must go elsewhere. */
+  private held = true;
   private readonly pool = Buffer.allocUnsafeSlow(MASK_POOL_BYTES);
   private readonly pool32 = new Uint32Array(this.pool.buffer, this.pool.byteOffset, MASK_POOL_BYTES >> 2);
   private poolAt = MASK_POOL_BYTES >> 2;
-  /** Frames built into memory a socket kept (allocations the socket needed); for tests and stats. */
+  /** Frames whose memory a socket kept (each cost the next frame one allocation). For tests and stats. */
   released = 0;
-
-  constructor() {
-    this.buf = Buffer.allocUnsafeSlow(INITIAL_BYTES);
-    this.u32 = new Uint32Array(this.buf.buffer, 0, INITIAL_BYTES >> 2);
-  }
 
   /** The frame for audio already in base64 (passthrough, or a caller that has the string anyway). */
   frameBase64(b64: string): Buffer {
@@ -67,21 +65,31 @@ export class AppendFrameWriter {
     return this.finish(n);
   }
 
-  /** The last frame's memory is still referenced by a socket: build the next one elsewhere. */
+  /**
+   * The last frame's memory is still referenced by a socket (its write did not
+   * complete at once: kernel buffer full, or TLS, whose writes always complete
+   * later): build the next one elsewhere.
+   */
   release(): void {
     this.released++;
-    this.allocate(INITIAL_BYTES);
+    this.held = true;
   }
 
   private reserve(payloadBytes: number): void {
     const need = PAYLOAD_OFF + payloadBytes + 4; // + 4: the masking loop may touch one word past the end
-    if (need > this.buf.length) this.allocate(Math.max(need, this.buf.length * 2));
+    if (this.held) this.allocate(need);
+    else if (need > this.buf.length) this.allocate(Math.max(need, 2 * this.buf.length));
   }
 
+  /** Right-sized memory: from Node's buffer pool when small (cheap), its own ArrayBuffer when large. */
   private allocate(bytes: number): void {
     const size = (bytes + 7) & ~7;
-    this.buf = Buffer.allocUnsafeSlow(size);
-    this.u32 = new Uint32Array(this.buf.buffer, 0, size >> 2);
+    let buf = Buffer.allocUnsafe(size);
+    if ((buf.byteOffset & 3) !== 0 || (buf.buffer.byteLength & 3) !== 0) buf = Buffer.allocUnsafeSlow(size);
+    this.buf = buf;
+    this.held = false;
+    if (buf.buffer !== this.u32.buffer) this.u32 = new Uint32Array(buf.buffer, 0, buf.buffer.byteLength >> 2);
+    this.word0 = (buf.byteOffset + PAYLOAD_OFF) >> 2;
   }
 
   /** Write the header before the payload and mask the payload in place; returns the whole frame. */
@@ -106,14 +114,13 @@ export class AppendFrameWriter {
       this.poolAt = 0;
     }
     const key = this.pool32[this.poolAt++]!;
-    // The key's bytes in memory order are the masking key (§5.3: octet i is XORed with key[i % 4]).
-    const keyAt = PAYLOAD_OFF - 4;
-    this.u32[keyAt >> 2] = key;
-    // XOR whole words: the payload starts 4-aligned, so word j covers key octets 0..3 in memory order on any endianness.
+    // The key's bytes in memory order are the masking key; XORing whole words with the same word applies
+    // key octet i % 4 to payload octet i (§5.3) on any endianness, because the payload starts on a word.
     const u32 = this.u32;
-    const first = PAYLOAD_OFF >> 2;
-    const words = (n + 3) >> 2;
-    for (let j = first; j < first + words; j++) u32[j] ^= key;
+    const w0 = this.word0;
+    u32[w0 - 1] = key;
+    const end = w0 + ((n + 3) >> 2);
+    for (let j = w0; j < end; j++) u32[j] ^= key;
     return buf.subarray(start, PAYLOAD_OFF + n);
   }
 }

@@ -19,8 +19,9 @@
  *
  * Memory: frames are built in one scratch buffer shared by every session
  * (writes are synchronous, one at a time). If the socket did not finish the
- * write at once (it holds the buffer until the kernel takes it), the writer
- * moves to fresh memory for the next frame.
+ * write at once (it holds the buffer until the kernel takes it; over TLS
+ * every write completes later), the next frame goes into fresh, right-sized
+ * memory from Node's buffer pool: the one allocation the socket needs.
  */
 import type { Socket } from 'node:net';
 import type WebSocket from 'ws';
