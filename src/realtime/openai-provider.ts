@@ -14,6 +14,10 @@
  *   or malformed events are logged and skipped, never thrown. Events that
  *   arrive before `onEvent` is set are queued and delivered in order.
  * - Sends on a socket that is not open are dropped silently and counted.
+ * - Audio appends go out as one raw frame in one socket write when `ws` has
+ *   nothing in flight (realtime/ws-lean.ts), else through `ws.send`; either
+ *   way in order with every other event. Over MAX_BUFFERED_AUDIO_BYTES queued,
+ *   appends are dropped and counted.
  * - The session reports `closed` once when the socket goes away on its own;
  *   after `close()` is called locally it reports nothing more.
  */
@@ -611,10 +615,17 @@ export class OpenAIRealtimeSession implements ModelSession {
       return;
     }
     // Hot path (50/s per call): one raw frame in one socket write when ws has nothing in flight; else ws.send.
-    if (this.phase === 'open' && ws && writeAppend(ws, base64)) {
-      this.counters.sent++;
-      this.counters.appendsLean++;
-      return;
+    if (this.phase === 'open' && ws) {
+      try {
+        if (writeAppend(ws, base64)) {
+          this.counters.sent++;
+          this.counters.appendsLean++;
+          return;
+        }
+      } catch {
+        this.counters.dropped++; // the socket failed under us; its error/close events report it
+        return;
+      }
     }
     this.send(appendAudioEvent(base64));
   }
