@@ -8,7 +8,8 @@
  * When a raw frame is safe (checked against ws 8.x `lib/websocket.js` and
  * `lib/sender.js` before every write; any unexpected shape means "not safe"):
  * - `readyState` is OPEN: no close frame has been sent or received;
- * - no extension was negotiated (`_extensions` empty: permessage-deflate off);
+ * - permessage-deflate was not negotiated (`_extensions` has no
+ *   'permessage-deflate': the only extension ws implements);
  * - the Sender has nothing queued or in progress: `_state` 0 (DEFAULT, not
  *   DEFLATING or GET_BLOB_DATA), `_queue` empty, `_bufferedBytes` 0, and it
  *   is not inside a fragmented message (`_firstFragment` true). In that state
@@ -53,7 +54,7 @@ export function idleSocketOf(ws: WebSocket): Socket | undefined {
   if (sender._state !== 0 || sender._bufferedBytes !== 0 || sender._firstFragment !== true) return undefined;
   const q = sender._queue;
   if (!Array.isArray(q) || q.length !== 0) return undefined;
-  for (const _name in ext) return undefined;
+  if (ext['permessage-deflate'] !== undefined) return undefined; // the only extension ws negotiates
   if (!sock.writable || sock.destroyed) return undefined;
   return sock;
 }
