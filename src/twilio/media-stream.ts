@@ -353,118 +353,173 @@ const MARK_FIELDS = F_EVENT | F_SEQ | F_SID | F_MARK | F_NAME;
 const EV_MEDIA = 1;
 const EV_MARK = 2;
 
-/** Scanner state for one message (module-level: the scan is synchronous and never re-entered). */
-let seen = 0;
-let evKind = 0;
-let seqNo = 0;
-let chunkNo = 0;
-let tsMs = 0;
-let sidText = '';
-let trackText = '';
-let payloadText = '';
-let nameText = '';
-/** Index just past the value read by the last readXxx call. */
-let cursor = 0;
+/** One message's scan state; a single instance is reused (the scan is synchronous and never re-entered). */
+class FastScan {
+  text = '';
+  /** Index just past the value read by the last read call. */
+  cursor = 0;
+  /** F_* flags of the keys seen so far (a key seen twice defers). */
+  seen = 0;
+  event = 0;
+  seq = 0;
+  chunk = 0;
+  ts = 0;
+  sid = '';
+  track = '';
+  payload = '';
+  name = '';
 
-/** Index of the closing quote of the string whose opening quote is at `q`, or -1. Escapes are NOT interpreted. */
-function stringEnd(text: string, q: number): number {
-  if (text.charCodeAt(q) !== QUOTE) return -1;
-  return text.indexOf('"', q + 1);
-}
-
-/** A string value with no escapes and no control characters (what JSON.parse returns for it is the slice). */
-function readPlain(text: string, q: number): string | undefined {
-  const end = stringEnd(text, q);
-  if (end < 0) return undefined;
-  for (let i = q + 1; i < end; i++) {
-    const c = text.charCodeAt(i);
-    if (c === BACKSLASH || c < 0x20) return undefined;
-  }
-  cursor = end + 1;
-  return text.slice(q + 1, end);
-}
-
-/** A wire number: "<1–15 decimal digits>"; -1 if the value is anything else. */
-function readDigits(text: string, q: number): number {
-  if (text.charCodeAt(q) !== QUOTE) return -1;
-  let v = 0;
-  let i = q + 1;
-  for (; i - q <= 15; i++) {
-    const d = text.charCodeAt(i) - 0x30;
-    if (d < 0 || d > 9) break;
-    v = v * 10 + d;
-  }
-  if (i === q + 1 || text.charCodeAt(i) !== QUOTE) return -1;
-  cursor = i + 1;
-  return v;
-}
-
-/** A string value that a validating regex will vet (no escape can pass one): just slice it. */
-function readRaw(text: string, q: number): string | undefined {
-  const end = stringEnd(text, q);
-  if (end < 0) return undefined;
-  cursor = end + 1;
-  return text.slice(q + 1, end);
-}
-
-/** `"key":` at p: the key's length if it is well-formed, else -1 (value starts at p + len + 3). */
-function keyLength(text: string, p: number): number {
-  if (text.charCodeAt(p) !== QUOTE) return -1;
-  const end = text.indexOf('"', p + 1);
-  if (end < 0 || text.charCodeAt(end + 1) !== COLON) return -1;
-  return end - p - 1;
-}
-
-function take(flag: number): boolean {
-  if (seen & flag) return false;
-  seen |= flag;
-  return true;
-}
-
-/** The fields of the nested `media` or `mark` object starting at `{` = p; false = defer. */
-function readNested(text: string, p: number, kind: number): boolean {
-  if (text.charCodeAt(p) !== LBRACE) return false;
-  p++;
-  for (;;) {
-    const kl = keyLength(text, p);
-    if (kl < 0) return false;
-    const k = p + 1;
-    const v = p + kl + 3;
-    if (kind === F_MEDIA) {
-      if (kl === 7 && text.startsWith('payload', k)) {
-        if (!take(F_PAYLOAD)) return false;
-        const s = readRaw(text, v);
-        if (s === undefined) return false;
-        payloadText = s;
-      } else if (kl === 5 && text.startsWith('track', k)) {
-        if (!take(F_TRACK)) return false;
-        const s = readPlain(text, v);
-        if (s === undefined) return false;
-        trackText = s;
-      } else if (kl === 5 && text.startsWith('chunk', k)) {
-        if (!take(F_CHUNK)) return false;
-        chunkNo = readDigits(text, v);
-        if (chunkNo < 0) return false;
-      } else if (kl === 9 && text.startsWith('timestamp', k)) {
-        if (!take(F_TS)) return false;
-        tsMs = readDigits(text, v);
-        if (tsMs < 0) return false;
-      } else return false;
-    } else if (kl === 4 && text.startsWith('name', k)) {
-      if (!take(F_NAME)) return false;
-      const s = readPlain(text, v);
-      if (s === undefined) return false;
-      nameText = s;
-    } else return false;
-    const c = text.charCodeAt(cursor);
-    if (c === RBRACE) {
-      cursor++;
-      return true;
+  run(text: string): ParseResult | undefined {
+    const n = text.length;
+    if (text.charCodeAt(0) !== LBRACE || text.charCodeAt(n - 1) !== RBRACE) return undefined;
+    this.text = text;
+    this.seen = 0;
+    this.event = 0;
+    let p = 1;
+    for (;;) {
+      const kl = this.keyLength(p);
+      if (kl < 0) return undefined;
+      const k = p + 1;
+      const v = p + kl + 3;
+      if (kl === 5 && text.startsWith('event', k)) {
+        if (!this.take(F_EVENT)) return undefined;
+        if (text.startsWith('"media"', v)) {
+          this.event = EV_MEDIA;
+          this.cursor = v + 7;
+        } else if (text.startsWith('"mark"', v)) {
+          this.event = EV_MARK;
+          this.cursor = v + 6;
+        } else return undefined;
+      } else if (kl === 14 && text.startsWith('sequenceNumber', k)) {
+        if (!this.take(F_SEQ) || (this.seq = this.readDigits(v)) < 0) return undefined;
+      } else if (kl === 9 && text.startsWith('streamSid', k)) {
+        if (!this.take(F_SID) || (this.sid = this.readRaw(v)) === '') return undefined;
+      } else if (kl === 5 && text.startsWith('media', k)) {
+        if (!this.take(F_MEDIA) || !this.readNested(v, F_MEDIA)) return undefined;
+      } else if (kl === 4 && text.startsWith('mark', k)) {
+        if (!this.take(F_MARK) || !this.readNested(v, F_MARK)) return undefined;
+      } else return undefined;
+      const c = text.charCodeAt(this.cursor);
+      if (c === RBRACE) {
+        if (this.cursor !== n - 1) return undefined;
+        break;
+      }
+      if (c !== COMMA) return undefined;
+      p = this.cursor + 1;
     }
-    if (c !== COMMA) return false;
-    p = cursor + 1;
+    if (this.event === EV_MEDIA) {
+      if (this.seen !== MEDIA_FIELDS || !STREAM_SID_RE.test(this.sid) || !isMediaPayload(this.payload)) return undefined;
+      return {
+        ok: true,
+        msg: {
+          event: 'media',
+          sequenceNumber: this.seq,
+          streamSid: this.sid,
+          media: { track: this.track, chunk: this.chunk, timestamp: this.ts, payload: this.payload },
+        },
+      };
+    }
+    if (this.event === EV_MARK && this.seen === MARK_FIELDS && STREAM_SID_RE.test(this.sid)) {
+      return { ok: true, msg: { event: 'mark', sequenceNumber: this.seq, streamSid: this.sid, mark: { name: this.name } } };
+    }
+    return undefined;
+  }
+
+  /** The fields of the nested `media` or `mark` object whose `{` is at p; false = defer. */
+  private readNested(p: number, kind: number): boolean {
+    const text = this.text;
+    if (text.charCodeAt(p) !== LBRACE) return false;
+    p++;
+    for (;;) {
+      const kl = this.keyLength(p);
+      if (kl < 0) return false;
+      const k = p + 1;
+      const v = p + kl + 3;
+      if (kind === F_MEDIA) {
+        if (kl === 7 && text.startsWith('payload', k)) {
+          if (!this.take(F_PAYLOAD) || (this.payload = this.readRaw(v)) === '') return false;
+        } else if (kl === 5 && text.startsWith('track', k)) {
+          if (!this.take(F_TRACK) || !this.readPlain(v)) return false;
+          this.track = this.name;
+        } else if (kl === 5 && text.startsWith('chunk', k)) {
+          if (!this.take(F_CHUNK) || (this.chunk = this.readDigits(v)) < 0) return false;
+        } else if (kl === 9 && text.startsWith('timestamp', k)) {
+          if (!this.take(F_TS) || (this.ts = this.readDigits(v)) < 0) return false;
+        } else return false;
+      } else if (kl === 4 && text.startsWith('name', k)) {
+        if (!this.take(F_NAME) || !this.readPlain(v)) return false;
+      } else return false;
+      const c = text.charCodeAt(this.cursor);
+      if (c === RBRACE) {
+        this.cursor++;
+        return true;
+      }
+      if (c !== COMMA) return false;
+      p = this.cursor + 1;
+    }
+  }
+
+  private take(flag: number): boolean {
+    if (this.seen & flag) return false;
+    this.seen |= flag;
+    return true;
+  }
+
+  /** `"key":` at p: the key's length if well-formed, else -1 (the value starts at p + length + 3). */
+  private keyLength(p: number): number {
+    const text = this.text;
+    if (text.charCodeAt(p) !== QUOTE) return -1;
+    const end = text.indexOf('"', p + 1);
+    if (end < 0 || text.charCodeAt(end + 1) !== COLON) return -1;
+    return end - p - 1;
+  }
+
+  /**
+   * A string value sliced as is: '' if absent or empty (never valid where this is used). Escapes are NOT
+   * interpreted: only for values a validating regex vets afterwards (none accepts a backslash).
+   */
+  private readRaw(q: number): string {
+    const text = this.text;
+    if (text.charCodeAt(q) !== QUOTE) return '';
+    const end = text.indexOf('"', q + 1);
+    if (end < 0) return '';
+    this.cursor = end + 1;
+    return text.slice(q + 1, end);
+  }
+
+  /** A string with no escapes and no control characters (so JSON.parse would return the slice) into `name`. */
+  private readPlain(q: number): boolean {
+    const text = this.text;
+    if (text.charCodeAt(q) !== QUOTE) return false;
+    const end = text.indexOf('"', q + 1);
+    if (end < 0) return false;
+    for (let i = q + 1; i < end; i++) {
+      const c = text.charCodeAt(i);
+      if (c === BACKSLASH || c < 0x20) return false;
+    }
+    this.cursor = end + 1;
+    this.name = text.slice(q + 1, end);
+    return true;
+  }
+
+  /** A wire number "<1–15 decimal digits>" (the full parser's rule); -1 if the value is anything else. */
+  private readDigits(q: number): number {
+    const text = this.text;
+    if (text.charCodeAt(q) !== QUOTE) return -1;
+    let v = 0;
+    let i = q + 1;
+    for (; i - q <= 15; i++) {
+      const d = text.charCodeAt(i) - 0x30;
+      if (d < 0 || d > 9) break;
+      v = v * 10 + d;
+    }
+    if (i === q + 1 || text.charCodeAt(i) !== QUOTE) return -1;
+    this.cursor = i + 1;
+    return v;
   }
 }
+
+const fastScan = new FastScan();
 
 /**
  * The fast path alone: a parsed media or mark message, or undefined to let the
@@ -472,63 +527,7 @@ function readNested(text: string, p: number, kind: number): boolean {
  * callers use parseTwilioMessage (which checks type and size first).
  */
 export function parseMediaOrMarkFast(text: string): ParseResult | undefined {
-  const n = text.length;
-  if (text.charCodeAt(0) !== LBRACE || text.charCodeAt(n - 1) !== RBRACE) return undefined;
-  seen = 0;
-  evKind = 0;
-  let p = 1;
-  for (;;) {
-    const kl = keyLength(text, p);
-    if (kl < 0) return undefined;
-    const k = p + 1;
-    const v = p + kl + 3;
-    if (kl === 5 && text.startsWith('event', k)) {
-      if (!take(F_EVENT)) return undefined;
-      if (text.startsWith('"media"', v)) {
-        evKind = EV_MEDIA;
-        cursor = v + 7;
-      } else if (text.startsWith('"mark"', v)) {
-        evKind = EV_MARK;
-        cursor = v + 6;
-      } else return undefined;
-    } else if (kl === 14 && text.startsWith('sequenceNumber', k)) {
-      if (!take(F_SEQ)) return undefined;
-      seqNo = readDigits(text, v);
-      if (seqNo < 0) return undefined;
-    } else if (kl === 9 && text.startsWith('streamSid', k)) {
-      if (!take(F_SID)) return undefined;
-      const s = readRaw(text, v);
-      if (s === undefined) return undefined;
-      sidText = s;
-    } else if (kl === 5 && text.startsWith('media', k)) {
-      if (!take(F_MEDIA) || !readNested(text, v, F_MEDIA)) return undefined;
-    } else if (kl === 4 && text.startsWith('mark', k)) {
-      if (!take(F_MARK) || !readNested(text, v, F_MARK)) return undefined;
-    } else return undefined;
-    const c = text.charCodeAt(cursor);
-    if (c === RBRACE) {
-      if (cursor !== n - 1) return undefined;
-      break;
-    }
-    if (c !== COMMA) return undefined;
-    p = cursor + 1;
-  }
-  if (evKind === EV_MEDIA) {
-    if (seen !== MEDIA_FIELDS || !STREAM_SID_RE.test(sidText) || !isMediaPayload(payloadText)) return undefined;
-    return {
-      ok: true,
-      msg: {
-        event: 'media',
-        sequenceNumber: seqNo,
-        streamSid: sidText,
-        media: { track: trackText, chunk: chunkNo, timestamp: tsMs, payload: payloadText },
-      },
-    };
-  }
-  if (evKind === EV_MARK && seen === MARK_FIELDS && STREAM_SID_RE.test(sidText)) {
-    return { ok: true, msg: { event: 'mark', sequenceNumber: seqNo, streamSid: sidText, mark: { name: nameText } } };
-  }
-  return undefined;
+  return fastScan.run(text);
 }
 
 /** Server → Twilio: a piece of µ-law 8 kHz audio. `payloadB64` MUST be base64 (inserted unescaped). */
