@@ -35,7 +35,8 @@ export const MAX_MESSAGE_CHARS = 64 * 1024;
 
 /**
  * Largest media payload accepted, in base64 chars: 12 KiB of µ-law = 1.5 s at
- * 8 kHz (Twilio sends 20 ms = 216 chars; gaps never merge frames that much).
+ * 8 kHz. Twilio sends 20 ms frames (216 chars); this bounds what one hostile
+ * message can make the relay hold or forward.
  */
 export const MAX_MEDIA_PAYLOAD_CHARS = 16 * 1024;
 
