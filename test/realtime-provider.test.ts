@@ -18,7 +18,13 @@ import {
   ReachabilityTracker,
   isRetryableClose,
   type OpenAIRealtimeProviderOptions,
+  type SessionCounters,
 } from '../src/realtime/openai-provider.js';
+import { leanWriteStats } from '../src/realtime/ws-lean.js';
+import { startModelStandIn } from '../src/sim/model-server.js';
+import { makeSelfSignedCert } from '../src/sim/tls.js';
+import { speechLike, ulawEncode } from '../src/sim/audio.js';
+import { decodeFrames, type DecodedFrame } from './helpers/ws-decode.js';
 
 const fixture = readFileSync(new URL('./fixtures/realtime/server-events.jsonl', import.meta.url), 'utf8')
   .split('\n')
@@ -545,5 +551,162 @@ describe('isRetryableClose', () => {
   it('classifies close codes', () => {
     expect([1000, 1001, 1006, 1011, 1012, 1013, 4000].map(isRetryableClose)).toEqual([true, true, true, true, true, true, true]);
     expect([1002, 1003, 1007, 1008, 4001, 4003, 4400, 4499].map(isRetryableClose)).toEqual(Array(8).fill(false));
+  });
+});
+
+describe('lean append path (one raw frame per input_audio_buffer.append)', () => {
+  const countersOf = (s: ModelSession): SessionCounters => (s as unknown as { counters: SessionCounters }).counters;
+  const wsOf = (s: ModelSession): WebSocket => (s as unknown as { ws: WebSocket }).ws;
+  const randomB64 = (bytes: number, seed: number): string => {
+    const b = Buffer.alloc(bytes);
+    let x = seed * 2654435761;
+    for (let i = 0; i < bytes; i++) b[i] = (x = (Math.imul(x, 1664525) + 1013904223) >>> 0) >>> 24;
+    return b.toString('base64');
+  };
+
+  /** Raw frames as they arrived on the server's TCP socket, decoded independently of ws. */
+  function tapFrames(server: WebSocket): DecodedFrame[] {
+    const out: DecodedFrame[] = [];
+    let pending = Buffer.alloc(0);
+    // Ahead of ws's own listener: ws unmasks payloads in place in the chunk it is given.
+    (server as unknown as { _socket: { prependListener(ev: 'data', f: (b: Buffer) => void): void } })._socket.prependListener('data', (chunk) => {
+      const { frames, rest } = decodeFrames(Buffer.concat([pending, chunk]));
+      out.push(...frames);
+      pending = Buffer.from(rest);
+    });
+    return out;
+  }
+
+  it.each([
+    ['pcm24k', 960],
+    ['ulaw8k', 160],
+  ] as const)('%s: 500 appends arrive intact and in order among control events, each a fresh-masked frame', async (format, frameBytes) => {
+    const f = await fake();
+    const s = await connect(provider(f.url, { format }));
+    const raw = tapFrames(f.sockets[0]!);
+    const sentAudio: string[] = [];
+    for (let i = 0; i < 500; i++) {
+      const b64 = randomB64(frameBytes, i + 1);
+      sentAudio.push(b64);
+      s.appendAudio(b64);
+      if (i % 100 === 50) s.sendUserText(`pressed ${i}`);
+    }
+    s.createResponse();
+    await until(() => f.received.length === 1 + 500 + 5 + 1);
+    const events = f.received.slice(1);
+    expect(events.filter((e) => e.type === 'input_audio_buffer.append').map((e) => e.audio)).toEqual(sentAudio);
+    expect(events.map((e) => e.type).indexOf('conversation.item.create')).toBe(51);
+    expect(events.at(-1)).toEqual({ type: 'response.create' });
+    const c = countersOf(s);
+    expect(c.appendsLean).toBe(500);
+    expect(c.sent).toBe(1 + 500 + 5 + 1);
+    await until(() => raw.length >= 506);
+    const appends = raw.filter((fr) => fr.payload.toString('latin1').startsWith('{"type":"input_audio_buffer.append"'));
+    expect(appends).toHaveLength(500);
+    for (const fr of appends) expect([fr.fin, fr.opcode, fr.masked, fr.rsv]).toEqual([true, 1, true, 0]);
+    const masks = appends.map((fr) => fr.mask!.toString('hex'));
+    for (let i = 1; i < masks.length; i++) expect(masks[i]).not.toBe(masks[i - 1]);
+    expect(new Set(masks).size).toBeGreaterThan(495);
+  });
+
+  it('a big append (64-bit length) and one over 64 KiB arrive intact', async () => {
+    const f = await fake();
+    const s = await connect(provider(f.url));
+    const raw = tapFrames(f.sockets[0]!);
+    const big = randomB64(3 * 100_000, 7); // 400,000 base64 chars
+    const mid = randomB64(3 * 16_000, 8); // 64,000 chars: 16-bit length
+    s.appendAudio(big);
+    s.appendAudio(mid);
+    await until(() => f.received.length === 3);
+    expect(f.received[1]).toEqual({ type: 'input_audio_buffer.append', audio: big });
+    expect(f.received[2]).toEqual({ type: 'input_audio_buffer.append', audio: mid });
+    await until(() => raw.length === 2);
+    expect(raw.map((fr) => fr.lengthBits)).toEqual([64, 16]);
+    expect(countersOf(s).appendsLean).toBe(2);
+  });
+
+  it('falls back to ws.send while ws has a frame in flight, keeping the order', async () => {
+    const f = await fake();
+    const s = await connect(provider(f.url));
+    const ws = wsOf(s);
+    // A Blob makes ws's Sender read it asynchronously (state GET_BLOB_DATA): anything sent meanwhile is queued behind it.
+    ws.send(new Blob(['{"type":"test.blob_first"}']));
+    s.appendAudio('AAAA');
+    s.appendAudio('BBBB');
+    await until(() => f.received.length === 4);
+    expect(f.received.slice(1).map((e) => e.type === 'input_audio_buffer.append' ? e.audio : e.type)).toEqual(['test.blob_first', 'AAAA', 'BBBB']);
+    expect(countersOf(s).appendsLean).toBe(0);
+    // Once ws is idle again, appends take the lean path.
+    s.appendAudio('CCCC');
+    await until(() => f.received.length === 5);
+    expect(f.received[4].audio).toBe('CCCC');
+    expect(countersOf(s).appendsLean).toBe(1);
+  });
+
+  it('does not write raw frames once the socket is closing', async () => {
+    const f = await fake();
+    const s = await connect(provider(f.url));
+    const ws = wsOf(s);
+    const raw = tapFrames(f.sockets[0]!);
+    ws.close(1000, 'bye');
+    s.appendAudio('AAAA');
+    expect(countersOf(s).appendsLean).toBe(0);
+    await until(() => raw.some((fr) => fr.opcode === 8));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(raw.map((fr) => fr.opcode)).toEqual([8]); // only the close frame went out
+  });
+
+  it('under backpressure the socket keeps the frame memory: later frames go to fresh memory and arrive intact', async () => {
+    let serverSocket: { pause(): void; resume(): void } | undefined;
+    const f = await fake({ afterHandshake: (ws) => { serverSocket = (ws as unknown as { _socket: { pause(): void; resume(): void } })._socket; serverSocket.pause(); } });
+    const s = await connect(provider(f.url));
+    const before = leanWriteStats().released;
+    const sent: string[] = [];
+    for (let i = 0; i < 400; i++) {
+      const b64 = randomB64(30_000, i + 100);
+      sent.push(b64);
+      s.appendAudio(b64); // 16 MB in all: well past the kernel's buffers, under the 8 MB drop cap until near the end
+    }
+    const c = countersOf(s);
+    expect(leanWriteStats().released - before).toBeGreaterThan(0);
+    const delivered = c.appendsLean;
+    expect(delivered).toBeGreaterThan(0);
+    serverSocket!.resume();
+    await until(() => f.received.length === 1 + delivered + (c.sent - 1 - delivered), 10_000);
+    const got = f.received.slice(1).map((e) => e.audio);
+    // What went out is a prefix of what was appended, byte for byte (the rest was dropped for backpressure).
+    expect(got).toEqual(sent.slice(0, got.length));
+    expect(got.length + c.audioDroppedForBackpressure).toBe(400);
+  });
+
+  it('over wss:// (TLS socket under ws) appends arrive intact through the lean path', async () => {
+    const tls = makeSelfSignedCert();
+    const standIn = await startModelStandIn({ tls });
+    cleanups.push(() => standIn.close());
+    const s = await connect(provider(standIn.url, { ca: tls.cert, format: 'ulaw8k' }));
+    const audio = Buffer.from(ulawEncode(speechLike(1000, 8000, 5)));
+    for (let at = 0; at < audio.length; at += 160) s.appendAudio(audio.subarray(at, at + 160).toString('base64'));
+    const rec = standIn.sessions[0]!;
+    await until(() => rec.appendTimes.length === 50);
+    expect(rec.audioMsReceived).toBeCloseTo(1000, 6);
+    expect(rec.errorsSent).toEqual([]);
+    expect(countersOf(s).appendsLean).toBe(50);
+  });
+
+  it.each(['pcm24k', 'ulaw8k'] as const)('the Realtime stand-in (src/sim/model-server.ts) receives every %s append intact', async (format) => {
+    const standIn = await startModelStandIn();
+    cleanups.push(() => standIn.close());
+    const s = await connect(provider(standIn.url, { format }));
+    const rate = format === 'pcm24k' ? 24000 : 8000;
+    const pcm = speechLike(2000, rate, 3);
+    const bytes = format === 'pcm24k' ? Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength) : Buffer.from(ulawEncode(pcm));
+    const frameBytes = format === 'pcm24k' ? 960 : 160;
+    for (let at = 0; at < bytes.length; at += frameBytes) s.appendAudio(bytes.subarray(at, at + frameBytes).toString('base64'));
+    const rec = standIn.sessions[0]!;
+    await until(() => rec.appendTimes.length === 100);
+    expect(rec.format).toBe(format);
+    expect(rec.audioMsReceived).toBeCloseTo(2000, 6);
+    expect(rec.errorsSent).toEqual([]);
+    expect(countersOf(s).appendsLean).toBe(100);
   });
 });

@@ -14,6 +14,10 @@
  *   or malformed events are logged and skipped, never thrown. Events that
  *   arrive before `onEvent` is set are queued and delivered in order.
  * - Sends on a socket that is not open are dropped silently and counted.
+ * - Audio appends go out as one raw frame in one socket write when `ws` has
+ *   nothing in flight (realtime/ws-lean.ts), else through `ws.send`; either
+ *   way in order with every other event. Over MAX_BUFFERED_AUDIO_BYTES queued,
+ *   appends are dropped and counted.
  * - The session reports `closed` once when the socket goes away on its own;
  *   after `close()` is called locally it reports nothing more.
  * - Once open, the socket is pinged every `pingIntervalMs`; a pong missing for
@@ -60,6 +64,7 @@ import {
   type SpeechStopped,
   type VadSettings,
 } from './protocol.js';
+import { writeAppend } from './ws-lean.js';
 
 // ---------------------------------------------------------------------------
 // Errors and reachability
@@ -275,6 +280,8 @@ export interface SessionCounters {
   unhandled: number;
   /** Audio appends dropped because the socket had more than MAX_BUFFERED_AUDIO_BYTES queued. */
   audioDroppedForBackpressure: number;
+  /** Audio appends written as one raw frame (realtime/ws-lean.ts); included in `sent`. */
+  appendsLean: number;
 }
 
 /** Outbound bytes queued on the model socket above which caller audio is dropped (~2 min of pcm24k as base64). */
@@ -292,7 +299,7 @@ export class OpenAIRealtimeSession implements ModelSession {
   /** Arguments done before the function's name is known. */
   private pendingTools = new Map<string, PendingToolCall>();
   private emittedTools = new Set<string>();
-  readonly counters: SessionCounters = { sent: 0, dropped: 0, malformed: 0, unhandled: 0, audioDroppedForBackpressure: 0 };
+  readonly counters: SessionCounters = { sent: 0, dropped: 0, malformed: 0, unhandled: 0, audioDroppedForBackpressure: 0, appendsLean: 0 };
   private settle: { resolve: () => void; reject: (e: ModelConnectError) => void } | undefined;
   private sessionUpdate = '';
   private heartbeat: { intervalMs: number; timeoutMs: number; ticker?: NodeJS.Timeout; deadline?: NodeJS.Timeout } | undefined;
@@ -681,6 +688,19 @@ export class OpenAIRealtimeSession implements ModelSession {
       this.counters.dropped++;
       this.counters.audioDroppedForBackpressure++;
       return;
+    }
+    // Hot path (50/s per call): one raw frame in one socket write when ws has nothing in flight; else ws.send.
+    if (this.phase === 'open' && ws) {
+      try {
+        if (writeAppend(ws, base64)) {
+          this.counters.sent++;
+          this.counters.appendsLean++;
+          return;
+        }
+      } catch {
+        this.counters.dropped++; // the socket failed under us; its error/close events report it
+        return;
+      }
     }
     this.send(appendAudioEvent(base64));
   }
