@@ -8,6 +8,7 @@ import type { CallEndInfo } from '../src/call/recorder.js';
 import { silentLogger } from '../src/log.js';
 import { estimateCostUsd, SqliteCallStore } from '../src/store/sqlite.js';
 import { DecryptError } from '../src/store/crypto.js';
+import { sqliteDriver } from '../src/store/sqlite-driver.js';
 
 const prices = { audioInPerMTok: 32, audioOutPerMTok: 64, textInPerMTok: 4, textOutPerMTok: 16, cachedInPerMTok: 0.4, telephonyPerMin: 0.0125 };
 const SID = 'CA00000000000000000000000000000001';
@@ -31,6 +32,14 @@ const tick = () => new Promise<void>((r) => setImmediate(r));
 const open = (key?: Buffer) => new SqliteCallStore({ path, prices, log: silentLogger, transcriptKey: key });
 
 describe('SqliteCallStore', () => {
+  it('runs on node:sqlite where this Node has it without a flag (22.13+, 23.4+), on better-sqlite3 elsewhere', () => {
+    const [major, minor] = process.versions.node.split('.').map(Number) as [number, number];
+    const builtIn = major >= 24 || (major === 22 && minor >= 13) || (major === 23 && minor >= 4);
+    const d = sqliteDriver();
+    expect(d.name).toBe(builtIn ? 'node:sqlite' : 'better-sqlite3');
+    expect(d.sqliteVersion).toMatch(/^3\.\d+\.\d+$/);
+  });
+
   it('records a call through the recorder: answered, started, transcript, tools, latency, usage, ended', async () => {
     const store = open();
     const rec = createStoreRecorder(store, SID, { From: '+15551230000', To: '+15559870000' });
