@@ -3,7 +3,7 @@
  * each flush, failed flushes retried, old (schema 1) files still readable,
  * and finished calls let go from memory.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -181,5 +181,45 @@ describe('SqliteCallStore writes', () => {
     const raw = openSqlite(path, { readOnly: true });
     expect(raw.pragma('user_version')).toBe(2);
     raw.close();
+  });
+});
+
+describe('SQLite driver (the one this Node runs)', () => {
+  it('binds positional and named parameters, and reads pragmas with or without a result row', () => {
+    const db = openSqlite(path);
+    expect(db.pragma('journal_mode = WAL')).toBe('wal');
+    expect(db.pragma('synchronous = NORMAL')).toBeUndefined(); // yields no row
+    expect(db.pragma('synchronous')).toBe(1);
+    db.exec('CREATE TABLE t (a INTEGER, b TEXT, c BLOB)');
+    expect(db.prepare('INSERT INTO t VALUES (?, ?, ?)').run(1, 'one', null).changes).toBe(1);
+    db.prepare('INSERT INTO t VALUES (@a, @b, @c)').run({ a: 2, b: 'two', c: Buffer.from([7]) });
+    expect(db.prepare('SELECT a, b FROM t WHERE a = ?').get(2)).toEqual({ a: 2, b: 'two' });
+    expect(db.prepare('SELECT a FROM t WHERE a = ?').get(3)).toBeUndefined();
+    expect(db.prepare('SELECT b FROM t ORDER BY a').all()).toEqual([{ b: 'one' }, { b: 'two' }]);
+    db.close();
+  });
+
+  it('a transaction is all or nothing: a throw inside rolls back what it wrote, and the error comes out', () => {
+    const db = openSqlite(path);
+    db.exec('CREATE TABLE t (a INTEGER PRIMARY KEY)');
+    db.transaction(() => db.prepare('INSERT INTO t VALUES (?)').run(1));
+    const insert = db.prepare('INSERT INTO t VALUES (?)');
+    expect(() =>
+      db.transaction(() => {
+        insert.run(2);
+        insert.run(1); // duplicate key
+      }),
+    ).toThrow(/UNIQUE/);
+    expect(db.prepare('SELECT a FROM t').all()).toEqual([{ a: 1 }]);
+    db.transaction(() => insert.run(3)); // the connection is usable again
+    expect(db.prepare('SELECT count(*) AS n FROM t').get()).toEqual({ n: 2 });
+    db.close();
+  });
+
+  it('fileMustExist and readOnly refuse to create a missing file', () => {
+    const missing = join(dir, 'missing.db');
+    expect(() => openSqlite(missing, { fileMustExist: true })).toThrow(/unable to open database file/);
+    expect(() => openSqlite(missing, { readOnly: true })).toThrow(/unable to open database file/);
+    expect(existsSync(missing)).toBe(false);
   });
 });

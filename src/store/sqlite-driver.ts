@@ -11,6 +11,9 @@
  * exec, prepare → run/get/all (positional `?` or named `@name` parameters,
  * bound from an object without the `@`), transaction, pragma, close.
  * Integers come back as JS numbers (the store keeps none above 2^53).
+ * Defaults that differ between the two do not matter to this schema:
+ * node:sqlite turns foreign-key enforcement on (the schema has no foreign
+ * keys); both refuse double-quoted string literals (the SQL uses '…').
  */
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
