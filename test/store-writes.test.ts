@@ -4,16 +4,16 @@
  * and finished calls let go from memory.
  */
 import { statusCallback } from './helpers/webhooks.js';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Database from 'better-sqlite3';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { CallEndInfo } from '../src/call/recorder.js';
 import { silentLogger } from '../src/log.js';
 import { sealText } from '../src/store/crypto.js';
 import { FLUSH_MS, SqliteCallStore } from '../src/store/sqlite.js';
+import { openSqlite } from '../src/store/sqlite-driver.js';
 
 const prices = { audioInPerMTok: 32, audioOutPerMTok: 64, textInPerMTok: 4, textOutPerMTok: 16, cachedInPerMTok: 0.4, telephonyPerMin: 0.0125 };
 const SID = 'CA00000000000000000000000000000001';
@@ -50,7 +50,7 @@ describe('SqliteCallStore writes', () => {
   it('the call path only queues: nothing reaches the file until the next event-loop turn or timer', async () => {
     vi.useFakeTimers({ toFake: ['setInterval', 'clearInterval'] }); // the flush timer fires only when told
     const store = open();
-    const raw = new Database(path, { readonly: true });
+    const raw = openSqlite(path, { readOnly: true });
     const rows = () => (raw.prepare('SELECT count(*) AS n FROM calls').get() as { n: number }).n;
     const entries = () => (raw.prepare('SELECT count(*) AS n FROM call_entries').get() as { n: number }).n;
     store.answered(SID, { from: '+15550000001' });
@@ -73,7 +73,7 @@ describe('SqliteCallStore writes', () => {
     store.started(SID, { streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
     for (let i = 0; i < 500; i++) store.appendTranscript(SID, { atMs: i * 100, speaker: i % 2 ? 'caller' : 'assistant', text: `line ${i}` });
     store.flush();
-    const raw = new Database(path, { readonly: true });
+    const raw = openSqlite(path, { readOnly: true });
     const header = () => raw.prepare('SELECT updated_at, transcript FROM calls WHERE call_sid = ?').get(SID) as { updated_at: string; transcript: string };
     const before = header();
     store.appendTranscript(SID, { atMs: 60_000, speaker: 'caller', text: 'one more' });
@@ -91,7 +91,7 @@ describe('SqliteCallStore writes', () => {
     const store = open({ log });
     store.started(SID, { streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
     store.flush();
-    const admin = new Database(path);
+    const admin = openSqlite(path);
     admin.exec("CREATE TRIGGER refuse BEFORE INSERT ON call_entries BEGIN SELECT RAISE(ABORT, 'disk is full'); END;");
     store.appendTranscript(SID, { atMs: 1, speaker: 'caller', text: 'kept through a failure' });
     store.addUsage(SID, { inputTextTokens: 1, inputAudioTokens: 2, inputCachedTokens: 0, outputTextTokens: 3, outputAudioTokens: 4 });
@@ -154,7 +154,7 @@ describe('SqliteCallStore writes', () => {
 
   it('reads and extends a schema-1 file (lists kept in the row, sealed)', () => {
     const key = Buffer.alloc(32, 3);
-    const v1 = new Database(path);
+    const v1 = openSqlite(path);
     v1.exec(`CREATE TABLE calls (
       call_sid TEXT PRIMARY KEY, stream_sid TEXT, from_number TEXT, to_number TEXT, started_at TEXT, answered_at TEXT,
       ended_at TEXT, duration_ms INTEGER, status TEXT, status_events TEXT NOT NULL DEFAULT '[]', end_reason TEXT,
@@ -179,8 +179,48 @@ describe('SqliteCallStore writes', () => {
     expect(r.transcript.map((l) => l.text)).toEqual(['old greeting', 'late line']);
     expect(r.toolCalls).toHaveLength(1);
     expect(r.turnLatencies).toEqual([{ turn: 1, latencyMs: 800 }]);
-    const raw = new Database(path, { readonly: true });
-    expect(raw.pragma('user_version', { simple: true })).toBe(3);
+    const raw = openSqlite(path, { readOnly: true });
+    expect(raw.pragma('user_version')).toBe(3);
     raw.close();
+  });
+});
+
+describe('SQLite driver (the one this Node runs)', () => {
+  it('binds positional and named parameters, and reads pragmas with or without a result row', () => {
+    const db = openSqlite(path);
+    expect(db.pragma('journal_mode = WAL')).toBe('wal');
+    expect(db.pragma('synchronous = NORMAL')).toBeUndefined(); // yields no row
+    expect(db.pragma('synchronous')).toBe(1);
+    db.exec('CREATE TABLE t (a INTEGER, b TEXT, c BLOB)');
+    expect(db.prepare('INSERT INTO t VALUES (?, ?, ?)').run(1, 'one', null).changes).toBe(1);
+    db.prepare('INSERT INTO t VALUES (@a, @b, @c)').run({ a: 2, b: 'two', c: Buffer.from([7]) });
+    expect(db.prepare('SELECT a, b FROM t WHERE a = ?').get(2)).toEqual({ a: 2, b: 'two' });
+    expect(db.prepare('SELECT a FROM t WHERE a = ?').get(3)).toBeUndefined();
+    expect(db.prepare('SELECT b FROM t ORDER BY a').all()).toEqual([{ b: 'one' }, { b: 'two' }]);
+    db.close();
+  });
+
+  it('a transaction is all or nothing: a throw inside rolls back what it wrote, and the error comes out', () => {
+    const db = openSqlite(path);
+    db.exec('CREATE TABLE t (a INTEGER PRIMARY KEY)');
+    db.transaction(() => db.prepare('INSERT INTO t VALUES (?)').run(1));
+    const insert = db.prepare('INSERT INTO t VALUES (?)');
+    expect(() =>
+      db.transaction(() => {
+        insert.run(2);
+        insert.run(1); // duplicate key
+      }),
+    ).toThrow(/UNIQUE/);
+    expect(db.prepare('SELECT a FROM t').all()).toEqual([{ a: 1 }]);
+    db.transaction(() => insert.run(3)); // the connection is usable again
+    expect(db.prepare('SELECT count(*) AS n FROM t').get()).toEqual({ n: 2 });
+    db.close();
+  });
+
+  it('fileMustExist and readOnly refuse to create a missing file', () => {
+    const missing = join(dir, 'missing.db');
+    expect(() => openSqlite(missing, { fileMustExist: true })).toThrow(/unable to open database file/);
+    expect(() => openSqlite(missing, { readOnly: true })).toThrow(/unable to open database file/);
+    expect(existsSync(missing)).toBe(false);
   });
 });

@@ -1,7 +1,9 @@
 /**
- * The embedded call store: SQLite through better-sqlite3, WAL, one real file.
+ * The embedded call store: SQLite, WAL, one real file. The driver is
+ * node:sqlite, or better-sqlite3 on a Node without it (sqlite-driver.ts);
+ * both write the same file, so a store moves between Node versions as it is.
  *
- * Writes never block audio. better-sqlite3 is synchronous, so nothing on the
+ * Writes never block audio. Both drivers are synchronous, so nothing on the
  * call path touches the database: every CallStore write only updates a small
  * in-memory call header or pushes an entry onto a queue. One flush writes
  * all of it in a single transaction:
@@ -30,7 +32,6 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
 import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatency } from '../call/recorder.js';
 import type { Usage } from '../call/voice-model.js';
 import type { Prices } from '../config.js';
@@ -38,6 +39,7 @@ import type { Logger } from '../log.js';
 import type { StatusCallback } from '../twilio/webhooks.js';
 import { estimateCostUsd } from './cost.js';
 import { openText, sealText } from './crypto.js';
+import { openSqlite, type SqlStatement, type SqliteDb, type SqlValue } from './sqlite-driver.js';
 import { ZERO_USAGE, type CallRecord, type CallStore, type CallSummary, type StatusEvent } from './types.js';
 
 export { estimateCostUsd };
@@ -50,6 +52,9 @@ const MAX_PENDING = 100_000;
 const STREAMLESS_KEEP_MS = 10 * 60_000;
 /** How long a write waits for a lock before giving up until the next flush, ms (bounds an event-loop stall). */
 const WRITE_BUSY_MS = 100;
+
+/** The driver is named in the log once per process, by the first store that writes. */
+let driverLogged = false;
 
 /** Schema migrations, applied in order; PRAGMA user_version holds how many ran. */
 const MIGRATIONS: string[] = [
@@ -164,7 +169,7 @@ interface EntryRow {
 }
 
 export class SqliteCallStore implements CallStore {
-  private readonly db: Database.Database;
+  private readonly db: SqliteDb;
   /** Headers of calls this process is writing (in progress, or changed since the last flush). */
   private readonly live = new Map<string, { h: Header; dirty: boolean }>();
   private pending: PendingEntry[] = [];
@@ -174,18 +179,23 @@ export class SqliteCallStore implements CallStore {
   private readonly key: Buffer | undefined;
   private closed = false;
   private readonly sql: {
-    upsertHeader: Database.Statement;
-    stub: Database.Statement;
-    insertEntry: Database.Statement;
-    header: Database.Statement;
-    entries: Database.Statement;
-    eligibilityResults: Database.Statement;
+    upsertHeader: SqlStatement;
+    stub: SqlStatement;
+    insertEntry: SqlStatement;
+    header: SqlStatement;
+    entries: SqlStatement;
+    eligibilityResults: SqlStatement;
   };
 
   constructor(private readonly opts: SqliteStoreOptions) {
     this.key = opts.transcriptKey;
     if (opts.path !== ':memory:' && !opts.readOnly) mkdirSync(dirname(opts.path), { recursive: true });
-    this.db = new Database(opts.path, { fileMustExist: opts.readOnly === true });
+    this.db = openSqlite(opts.path, { fileMustExist: opts.readOnly === true });
+    if (!opts.readOnly && !driverLogged) {
+      driverLogged = true;
+      const d = this.db.driver;
+      opts.log.info({ sqliteDriver: d.name, sqliteVersion: d.sqliteVersion }, `call store: SQLite ${d.sqliteVersion} through ${d.name} (${d.why})`);
+    }
     this.db.pragma('busy_timeout = 2000');
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
@@ -389,7 +399,7 @@ export class SqliteCallStore implements CallStore {
           if (v.h.state === 'completed' && v.h.outcome === null) v.h.outcome = this.outcomeOf(sid, v.h);
           this.sql.upsertHeader.run(this.headerRow(v.h, now));
         }
-      })();
+      });
     } catch (err) {
       this.pending = entries.concat(this.pending);
       if (this.pending.length > MAX_PENDING) {
@@ -432,7 +442,7 @@ export class SqliteCallStore implements CallStore {
   // ── Internals ──────────────────────────────────────────────────────────
 
   private migrate(): void {
-    const version = this.db.pragma('user_version', { simple: true }) as number;
+    const version = Number(this.db.pragma('user_version'));
     if (version > MIGRATIONS.length) {
       throw new Error(`call store ${this.opts.path} has schema version ${version}, newer than this callbridge (${MIGRATIONS.length})`);
     }
@@ -440,7 +450,7 @@ export class SqliteCallStore implements CallStore {
       this.db.transaction(() => {
         this.db.exec(MIGRATIONS[v]!);
         this.db.pragma(`user_version = ${v + 1}`);
-      })();
+      });
     }
   }
 
@@ -484,7 +494,7 @@ export class SqliteCallStore implements CallStore {
     return 'no_check';
   }
 
-  private headerRow(h: Header, now: string): Record<string, unknown> {
+  private headerRow(h: Header, now: string): Record<string, SqlValue> {
     const durationMs = h.durationMs ?? (h.startedAt ? Date.now() - Date.parse(h.startedAt) : 0);
     h.estimatedCostUsd = estimateCostUsd(h.usage, durationMs, this.opts.prices);
     return {
