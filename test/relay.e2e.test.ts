@@ -179,8 +179,8 @@ describeEdges('robustness', () => {
     const closed = new Promise<number>((r) => ws.once('close', (c) => r(c)));
     ws.send('{not json');
     ws.send(Buffer.from([0, 1, 2]));
-    ws.send(JSON.stringify({ event: 'media', sequenceNumber: '1', streamSid: 'MZx', media: { track: 'inbound', chunk: '1', timestamp: '0', payload: 'AAAA' } }));
-    ws.send(JSON.stringify({ event: 'start', sequenceNumber: '1', streamSid: 'MZ1', start: { accountSid: 'AC1', streamSid: 'MZ1', callSid: 'CA' + 'f'.repeat(32), tracks: ['inbound'], customParameters: { token: 'forged' }, mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 } } }));
+    ws.send(JSON.stringify({ event: 'media', sequenceNumber: '1', streamSid: 'MZ' + '1'.repeat(32), media: { track: 'inbound', chunk: '1', timestamp: '0', payload: 'AAAA' } }));
+    ws.send(JSON.stringify({ event: 'start', sequenceNumber: '1', streamSid: 'MZ' + '1'.repeat(32), start: { accountSid: 'AC' + '1'.repeat(32), streamSid: 'MZ' + '1'.repeat(32), callSid: 'CA' + 'f'.repeat(32), tracks: ['inbound'], customParameters: { token: 'forged' }, mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 } } }));
     expect(await closed).toBe(1008); // forged token: refused
     const big = new WebSocket(url, { headers: { 'x-twilio-signature': sig } });
     await new Promise((r) => big.once('open', r));

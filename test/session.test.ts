@@ -162,7 +162,7 @@ function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = []) {
     text({ event: 'connected', protocol: 'Call', version: '1.0.0' });
     text({
       event: 'start', sequenceNumber: '1', streamSid: STREAM,
-      start: { accountSid: 'AC1', streamSid: STREAM, callSid: CALL, tracks: ['inbound'], customParameters: { token },
+      start: { accountSid: 'AC' + '0'.repeat(32), streamSid: STREAM, callSid: CALL, tracks: ['inbound'], customParameters: { token },
         mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 } },
     });
     await Promise.resolve();
@@ -192,7 +192,7 @@ describe('CallSession start and admission', () => {
     const h = setup();
     h.text({
       event: 'start', sequenceNumber: '1', streamSid: STREAM,
-      start: { accountSid: 'AC1', streamSid: STREAM, callSid: CALL, tracks: ['inbound'], customParameters: { token: 'good' },
+      start: { accountSid: 'AC' + '0'.repeat(32), streamSid: STREAM, callSid: CALL, tracks: ['inbound'], customParameters: { token: 'good' },
         mediaFormat: { encoding: 'audio/x-l16', sampleRate: 16000, channels: 1 } },
     });
     expect(h.socket.closed?.code).toBe(1003);
@@ -426,7 +426,7 @@ describe('CallSession end', () => {
   it('Twilio stop ends the call as a hang-up', async () => {
     const h = setup();
     await h.start();
-    h.text({ event: 'stop', sequenceNumber: '5', streamSid: STREAM, stop: { accountSid: 'AC1', callSid: CALL } });
+    h.text({ event: 'stop', sequenceNumber: '5', streamSid: STREAM, stop: { accountSid: 'AC' + '0'.repeat(32), callSid: CALL } });
     expect(h.session.endReason).toBe('caller_hangup');
     expect(h.recorder.endedWith).toBe('caller_hangup');
   });

@@ -747,7 +747,16 @@ class Session {
       this.send({ type: 'conversation.item.input_audio_transcription.completed', item_id: itemId, content_index: 0, transcript, usage: { type: 'duration', seconds: 1 } }),
     );
     if (!this.vad?.createResponse) return;
-    const respond = () => this.answerTurn(turn ?? { callerTranscript: transcript, reply: 'Okay.' }, 'vad');
+    const respond = () => {
+      // Like the real model, the turn's answer takes in a text item that arrived with it (keypad digits):
+      // with no scripted turn, that text is what gets answered.
+      if (!turn && this.pendingUserText !== null) {
+        const text = this.pendingUserText;
+        this.pendingUserText = null;
+        return this.answerTurn({ callerTranscript: transcript, reply: this.scenario.onUserText?.(text) ?? `You pressed ${text.replace(/[^0-9*#]/g, '')}.` }, 'vad');
+      }
+      this.answerTurn(turn ?? { callerTranscript: transcript, reply: 'Okay.' }, 'vad');
+    };
     // One response at a time: a turn that ends while another response is
     // still generating is answered when that one is done.
     if (this.active) this.queuedTurn = respond;
