@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { createAdminHandler } from './admin/calls-api.js';
 import type { Config } from './config.js';
 import { Relay } from './call/relay.js';
-import { createStoreRecorder } from './call/store-recorder.js';
+import { createStoreRecorder } from './store/recorder.js';
 import { Transcoder } from './dsp/index.js';
 import type { Logger } from './log.js';
 import { OpenAIRealtimeProvider, ReachabilityTracker } from './realtime/openai-provider.js';

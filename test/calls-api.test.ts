@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createAdminHandler } from '../src/admin/calls-api.js';
 import type { AdminRequest, VoiceApp } from '../src/call/ports.js';
-import { createStoreRecorder } from '../src/call/store-recorder.js';
+import { createStoreRecorder } from '../src/store/recorder.js';
 import { loadConfig, type Config } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { startServer, type RunningServer } from '../src/server/app.js';

@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { createStoreRecorder } from '../src/call/store-recorder.js';
+import { createStoreRecorder } from '../src/store/recorder.js';
 import { run, parseSince } from '../src/cli/calls.js';
 import { main } from '../src/cli/main.js';
 import { loadConfig } from '../src/config.js';

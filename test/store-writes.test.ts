@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import type { CallEndInfo } from '../src/call/recorder.js';
+import type { CallEndInfo } from '../src/records.js';
 import { silentLogger } from '../src/log.js';
 import { sealText } from '../src/store/crypto.js';
 import { FLUSH_MS, SqliteCallStore } from '../src/store/sqlite.js';

@@ -16,7 +16,7 @@
 import type { PumpScheduler } from './clock.js';
 import { Playout, type ChunkInfo } from './playout.js';
 import type { TwilioSocket } from './ports.js';
-import type { TranscriptLine } from './recorder.js';
+import type { TranscriptLine } from '../records.js';
 import { LatencyHistogram } from './stats.js';
 import { cutWords } from './transcript.js';
 import { clearMessage, markMessage, mediaMessage } from '../twilio/media-stream.js';

@@ -16,7 +16,7 @@ import { buildRejectTwiml, buildStreamTwiml } from '../twilio/twiml.js';
 import { sharedClock, type PumpScheduler } from './clock.js';
 import type { StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
 import type { HealthReport, IncomingResult, ModelHealth, StreamHandler, StreamInfo, TwilioSocket, VoiceApp } from './ports.js';
-import { nullRecorder, type CallRecorder } from './recorder.js';
+import { nullRecorder, type CallRecorder } from '../records.js';
 import { LatencyHistogram } from './stats.js';
 import { CallSession, noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics, type CallOptions } from './session.js';
 import type { ModelProvider, ModelSession } from './voice-model.js';
@@ -64,6 +64,7 @@ export class Relay implements VoiceApp {
     const c = deps.config;
     this.options = {
       audioMode: c.audioMode,
+      model: c.openai.model,
       playoutLeadMs: c.playoutLeadMs,
       outboundChunkMs: c.outboundChunkMs,
       inboundBatchMs: c.inboundBatchMs,

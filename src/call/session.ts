@@ -18,7 +18,7 @@ import { Inbound } from './inbound.js';
 import { Outbound } from './outbound.js';
 import type { ChunkInfo } from './playout.js';
 import type { StreamHandler, TwilioSocket } from './ports.js';
-import type { CallRecorder } from './recorder.js';
+import type { CallRecorder } from '../records.js';
 import { LatencyHistogram } from './stats.js';
 import { Turns } from './turns.js';
 import type { ModelEvent, ModelSession, ResponseStatus, Usage } from './voice-model.js';
@@ -65,6 +65,8 @@ export type EndReason =
 
 export interface CallOptions {
   audioMode: 'transcode' | 'passthrough';
+  /** The model serving calls (for the record and its cost). */
+  model?: string;
   playoutLeadMs: number;
   /** Largest media message to Twilio, ms (whole 20 ms frames); one mark each. */
   outboundChunkMs: number;
@@ -289,7 +291,7 @@ export class CallSession implements StreamHandler {
     if (this.opts.audioMode === 'transcode') this.transcoder = this.deps.openTranscoder();
     this.inbound = new Inbound({ transcoder: this.transcoder, batchMs: this.opts.inboundBatchMs, tailMs: this.opts.vadSilenceMs + 200 });
     this.outbound.start(streamSid, this.transcoder);
-    this.recorder.started({ callSid, streamSid, audioMode: this.opts.audioMode, startedAt: this.startedAtDate });
+    this.recorder.started({ callSid, streamSid, audioMode: this.opts.audioMode, startedAt: this.startedAtDate, model: this.opts.model });
     this.timers.push(setTimeout(() => this.end('max_duration'), this.opts.maxCallMs));
     this.timers.push(setInterval(() => this.checkSilence(), Math.min(1000, this.opts.silenceTimeoutMs)));
     admission.model.then(

@@ -10,18 +10,13 @@
  * the relay never decodes audio it does not have to transform.
  */
 
+import type { Usage } from '../records.js';
+import type { ToolSpec } from '../tools/spec.js';
+
+export type { Usage, ToolSpec };
+
 export type ModelAudioFormat = 'pcm24k' | 'ulaw8k';
 
-/** Token usage of one response (from the provider's usage report). */
-export interface Usage {
-  inputTextTokens: number;
-  inputAudioTokens: number;
-  inputCachedTokens: number;
-  /** Of `inputCachedTokens`, how many were audio (priced apart from cached text). */
-  inputCachedAudioTokens?: number;
-  outputTextTokens: number;
-  outputAudioTokens: number;
-}
 
 export type ResponseStatus = 'completed' | 'cancelled' | 'failed' | 'incomplete';
 
@@ -80,12 +75,6 @@ export interface ModelSessionOptions {
   tools: ToolSpec[];
 }
 
-/** A function tool as the model sees it: name, description, JSON-schema parameters. */
-export interface ToolSpec {
-  name: string;
-  description: string;
-  parameters: Record<string, unknown>;
-}
 
 export interface ModelSession {
   /** Format the session expects in appendAudio and produces in 'audio' events. */

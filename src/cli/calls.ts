@@ -86,7 +86,7 @@ const us = (ms: number | null | undefined) => (typeof ms === 'number' && Number.
 /** One call record, readable: `calls show` prints it, and so does the demo for the calls it placed. */
 export function formatRecord(r: CallRecord, opts: { transcript?: boolean } = {}): string {
   const out: string[] = [];
-  out.push(`call ${r.callSid}   stream ${r.streamSid ?? '-'}   ${r.audioMode ?? ''}`);
+  out.push(`call ${r.callSid}   stream ${r.streamSid ?? '-'}   ${r.audioMode ?? ''}${r.model ? `   ${r.model}` : ''}`);
   out.push(`from ${r.from ?? '-'} to ${r.to ?? '-'}`);
   out.push(`started ${r.startedAt ?? '-'}   ended ${r.endedAt ?? '-'}   duration ${secs(r.durationMs)}`);
   out.push(`state ${r.state}   twilio status ${r.status ?? '-'}   end reason ${r.endReason ?? '-'}   outcome ${r.outcome ?? '-'}`);
@@ -98,6 +98,10 @@ export function formatRecord(r: CallRecord, opts: { transcript?: boolean } = {})
   if (r.toolCalls.length) {
     out.push('', 'tool calls');
     for (const t of r.toolCalls) out.push(`  [${mmss(t.startedAtMs)}] ${t.name} ${t.ok ? 'ok' : 'FAILED'} in ${t.durationMs} ms: ${t.output}`);
+  }
+  if (r.events.length) {
+    out.push('', 'events');
+    for (const e of r.events) out.push(`  [${mmss(e.atMs)}] ${e.type}${e.detail ? `: ${e.detail}` : ''}`);
   }
   if (r.turnLatencies.length) {
     const h = new LatencyHistogram();

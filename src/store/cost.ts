@@ -4,7 +4,7 @@
  * usage without a cached-audio count treats all cached tokens as text.
  */
 import type { Prices } from '../config.js';
-import type { Usage } from '../call/voice-model.js';
+import type { Usage } from '../records.js';
 
 export function estimateCostUsd(usage: Usage, durationMs: number, prices: Prices): number {
   const cachedAudio = Math.min(usage.inputCachedAudioTokens ?? 0, usage.inputCachedTokens, usage.inputAudioTokens);

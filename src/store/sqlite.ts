@@ -32,8 +32,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatency } from '../call/recorder.js';
-import type { Usage } from '../call/voice-model.js';
+import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatency, Usage } from '../records.js';
 import type { Prices } from '../config.js';
 import type { Logger } from '../log.js';
 import type { StatusCallback } from '../twilio/webhooks.js';
@@ -111,7 +110,8 @@ const MIGRATIONS: string[] = [
    INSERT INTO call_entries_3 SELECT id, call_sid, kind, at_ms, label, ok, data FROM call_entries;
    DROP TABLE call_entries;
    ALTER TABLE call_entries_3 RENAME TO call_entries;
-   CREATE INDEX call_entries_by_call ON call_entries (call_sid, kind, at_ms, id);`,
+   CREATE INDEX call_entries_by_call ON call_entries (call_sid, kind, at_ms, id);
+   ALTER TABLE calls ADD COLUMN model TEXT;`,
 ];
 
 export interface SqliteStoreOptions {
@@ -153,6 +153,7 @@ interface Row {
   end_reason: string | null;
   outcome: string | null;
   audio_mode: string | null;
+  model: string | null;
   state: string;
   transcript: string;
   tool_calls: string;
@@ -203,16 +204,16 @@ export class SqliteCallStore implements CallStore {
     this.sql = {
       upsertHeader: this.db.prepare(`
         INSERT INTO calls (call_sid, stream_sid, from_number, to_number, started_at, answered_at, ended_at, duration_ms,
-          status, status_events, end_reason, outcome, audio_mode, state, relay, protocol_errors, usage, cost_usd,
+          status, status_events, end_reason, outcome, audio_mode, model, state, relay, protocol_errors, usage, cost_usd,
           created_at, updated_at)
         VALUES (@call_sid, @stream_sid, @from_number, @to_number, @started_at, @answered_at, @ended_at, @duration_ms,
-          @status, @status_events, @end_reason, @outcome, @audio_mode, @state, @relay, @protocol_errors, @usage, @cost_usd,
+          @status, @status_events, @end_reason, @outcome, @audio_mode, @model, @state, @relay, @protocol_errors, @usage, @cost_usd,
           @now, @now)
         ON CONFLICT (call_sid) DO UPDATE SET stream_sid = excluded.stream_sid, from_number = excluded.from_number,
           to_number = excluded.to_number, started_at = excluded.started_at, answered_at = excluded.answered_at,
           ended_at = excluded.ended_at, duration_ms = excluded.duration_ms, status = excluded.status,
           status_events = excluded.status_events, end_reason = excluded.end_reason, outcome = excluded.outcome,
-          audio_mode = excluded.audio_mode, state = excluded.state, relay = excluded.relay,
+          audio_mode = excluded.audio_mode, model = excluded.model, state = excluded.state, relay = excluded.relay,
           protocol_errors = excluded.protocol_errors, usage = excluded.usage, cost_usd = excluded.cost_usd,
           updated_at = excluded.updated_at`),
       stub: this.db.prepare('INSERT OR IGNORE INTO calls (call_sid, created_at, updated_at) VALUES (?, ?, ?)'),
@@ -241,10 +242,11 @@ export class SqliteCallStore implements CallStore {
     this.changed(callSid, true);
   }
 
-  started(callSid: string, info: { streamSid: string; audioMode: string; startedAt: Date }): void {
+  started(callSid: string, info: { streamSid: string; audioMode: string; startedAt: Date; model?: string }): void {
     const h = this.header(callSid);
     h.streamSid = info.streamSid;
     h.audioMode = info.audioMode;
+    h.model = info.model ?? null;
     h.startedAt = info.startedAt.toISOString();
     h.state = 'in_progress';
     this.changed(callSid, true);
@@ -511,6 +513,7 @@ export class SqliteCallStore implements CallStore {
       end_reason: h.endReason,
       outcome: h.outcome,
       audio_mode: h.audioMode,
+      model: h.model,
       state: h.state,
       relay: h.relay ? JSON.stringify(h.relay) : null,
       protocol_errors: h.protocolErrors,
@@ -536,6 +539,7 @@ function headerFromRow(r: Row): Header {
     endReason: r.end_reason,
     outcome: r.outcome,
     audioMode: r.audio_mode,
+    model: r.model ?? null,
     state: r.state as CallRecord['state'],
     relay: r.relay ? (JSON.parse(r.relay) as CallRecord['relay']) : null,
     protocolErrors: r.protocol_errors,
@@ -559,6 +563,7 @@ function emptyHeader(callSid: string): Header {
     endReason: null,
     outcome: null,
     audioMode: null,
+    model: null,
     state: 'in_progress',
     relay: null,
     protocolErrors: 0,

@@ -4,8 +4,7 @@
  * implementation for scale-out slots in behind the same interface.
  * Times are ISO 8601 strings (UTC, ms); `atMs` fields are ms since call start.
  */
-import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatency } from '../call/recorder.js';
-import type { Usage } from '../call/voice-model.js';
+import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatency, Usage } from '../records.js';
 import type { StatusCallback } from '../twilio/webhooks.js';
 
 export type CallState = 'in_progress' | 'completed' | 'interrupted';
@@ -33,6 +32,8 @@ export interface CallRecord {
   endReason: string | null;
   outcome: string | null;
   audioMode: string | null;
+  /** The model that served the call; the cost estimate uses its prices (src/store/prices.ts). */
+  model: string | null;
   state: CallState;
   transcript: TranscriptLine[];
   toolCalls: ToolCallRecord[];
@@ -68,7 +69,7 @@ export interface CallSummary {
 export interface CallStore {
   /** The call was answered (webhook): create its row at once, so even a call whose stream never starts is recorded. */
   answered(callSid: string, info: { from?: string; to?: string }): void;
-  started(callSid: string, info: { streamSid: string; audioMode: string; startedAt: Date }): void;
+  started(callSid: string, info: { streamSid: string; audioMode: string; startedAt: Date; model?: string }): void;
   appendTranscript(callSid: string, line: TranscriptLine): void;
   appendToolCall(callSid: string, rec: ToolCallRecord): void;
   appendTurnLatency(callSid: string, t: TurnLatency): void;

@@ -3,7 +3,7 @@
  * throws to the caller of `run`: every outcome, including bad arguments and
  * back-end failures, is a ToolOutcome the model can speak about.
  */
-import type { ToolSpec } from '../call/voice-model.js';
+import type { ToolSpec } from './spec.js';
 
 export interface ToolContext {
   callSid: string;

@@ -3,8 +3,8 @@
  * CallStore. Everything here is an in-memory update; the store writes in
  * the background (see src/store/sqlite.ts).
  */
-import type { CallStore } from '../store/types.js';
-import type { CallRecorder } from './recorder.js';
+import type { CallRecorder } from '../records.js';
+import type { CallStore } from './types.js';
 
 export function createStoreRecorder(store: CallStore, callSid: string, incoming: Record<string, string>): CallRecorder {
   store.answered(callSid, { from: incoming.From, to: incoming.To });

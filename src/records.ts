@@ -1,10 +1,23 @@
 /**
- * What a call reports for its durable record. CallSession talks to this
- * narrow interface; src/call/store-recorder.ts implements it over the
- * CallStore. Every method is fire-and-forget and must not block audio.
+ * What a call leaves in its record: transcript lines, tool calls, turn
+ * latencies, call events, usage, start and end, and the CallRecorder a call
+ * writes them through. A leaf module: call/ writes these, store/ keeps them
+ * (store/recorder.ts implements CallRecorder over the CallStore), and
+ * neither imports the other for them. Every CallRecorder method is
+ * fire-and-forget and must not block audio.
  * Times: `atMs` is ms since the call started (stream `start`).
  */
-import type { Usage } from './voice-model.js';
+
+/** Token usage of one response (from the provider's usage report). */
+export interface Usage {
+  inputTextTokens: number;
+  inputAudioTokens: number;
+  inputCachedTokens: number;
+  /** Of `inputCachedTokens`, how many were audio (priced apart from cached text). */
+  inputCachedAudioTokens?: number;
+  outputTextTokens: number;
+  outputAudioTokens: number;
+}
 
 export type Speaker = 'caller' | 'assistant' | 'dtmf' | 'tool';
 
@@ -47,6 +60,8 @@ export interface CallStartInfo {
   streamSid: string;
   audioMode: string;
   startedAt: Date;
+  /** The model that served the call. */
+  model?: string;
 }
 
 export interface CallEndInfo {
@@ -56,6 +71,7 @@ export interface CallEndInfo {
   relay: { inbound: { p50Ms: number; p99Ms: number }; outbound: { p50Ms: number; p99Ms: number } };
   protocolErrors: number;
 }
+
 
 export interface CallRecorder {
   started(info: CallStartInfo): void;
