@@ -117,6 +117,8 @@ type State = 'awaiting_start' | 'connecting' | 'live' | 'ended';
 const SERVER_RESPONSE_WAIT_MS = 2000;
 /** Longest wait before a retry, whatever the rate limit says: past it the caller hears the apology path instead. */
 const MAX_RETRY_WAIT_MS = 5000;
+/** Keypad digits held before they go to the model (sent on '#' or after a pause). */
+const MAX_PENDING_DTMF = 32;
 /** While the model connection is down, the hold prompt is played again after this long (if nothing else plays). */
 const HOLD_REPEAT_MS = 4000;
 const TOOL_FILLER_INSTRUCTIONS = 'In a few words, tell the caller you are still checking. Do not guess any result.';
@@ -327,6 +329,7 @@ export class CallSession implements StreamHandler {
   private handleDtmf(digit: string): void {
     if (this.state !== 'live') return;
     this.lastActivityMs = this.now();
+    if (this.dtmfDigits.length >= MAX_PENDING_DTMF) return this.protocolError('dtmf_overflow', digit); // a stuck key
     this.dtmfDigits += digit;
     this.recorder?.transcript({ atMs: this.sinceStart(), speaker: 'dtmf', text: digit });
     if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
@@ -609,6 +612,23 @@ export class CallSession implements StreamHandler {
 
   private sinceStart(now = this.now()): number {
     return Math.max(0, Math.round(now - this.startedAtMs));
+  }
+
+  /**
+   * A drain's deadline: stop what is playing, say the goodbye prompt, then end
+   * the call as `shutdown`. A call not yet live ends at once.
+   */
+  goodbye(): void {
+    if (this.state !== 'live') return this.end('shutdown');
+    if (this.activeResponseId) this.outbound.cancel(this.activeResponseId);
+    this.activeResponseId = undefined;
+    this.clearRetry();
+    if (this.holdTimer) clearInterval(this.holdTimer);
+    this.holding = false;
+    this.outbound.bargeIn(this.now());
+    const bye = this.opts.prompts.goodbye;
+    this.outbound.playPrompt(bye);
+    this.timers.push(setTimeout(() => this.end('shutdown'), bye.length / 8 + this.opts.playoutLeadMs + 200));
   }
 
   /** End the call once: stop timers, close the model and the stream, write the record. */
