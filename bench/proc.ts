@@ -10,6 +10,8 @@
  *   Without it the figure falls back to /proc/<pid>/io `syscw`, which counts
  *   write/writev but NOT send/sendto (what uWebSockets.js uses), so it is
  *   labelled as such and not comparable between relays.
+ * - run-queue wait of its event-loop thread (/proc/<pid>/schedstat): time
+ *   it was starved by other processes;
  * - pinning: `taskset -a -p -c CPUS PID` (util-linux).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
@@ -35,6 +37,21 @@ export function processCpuUs(pid: number): number {
   const utime = Number(f[11]);
   const stime = Number(f[12]);
   return ((utime + stime) * 1e6) / ticksPerSecond();
+}
+
+/**
+ * Time the process's main thread (the event loop) spent runnable but waiting
+ * for a CPU, ns (/proc/<pid>/schedstat, 2nd field): how much other work on
+ * the box starved it. undefined when the kernel does not expose it.
+ */
+export function processRunqWaitNs(pid: number): number | undefined {
+  try {
+    const f = readFileSync(`/proc/${pid}/schedstat`, 'utf8').trim().split(/\s+/);
+    const v = Number(f[1]);
+    return Number.isFinite(v) ? v : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** /proc/<pid>/io `syscw` (write-family syscalls through the VFS: write, writev; not send*). */
