@@ -201,6 +201,11 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     // load generator sends fewer frames than wall time (and stretches the calls); dividing by
     // wall time would then make every relay look cheaper.
     const callSeconds = (counts.callerMediaSent * FRAME_MS) / 1000;
+    // The counter must agree with what the stand-in itself recorded (every client event it parsed).
+    const standInEvents = model.sessions.reduce((s, x) => s + x.events.length, 0);
+    if (counts.modelReceived !== standInEvents) {
+      throw new Error(`wire counter saw ${counts.modelReceived} messages reach the stand-in, the stand-in recorded ${standInEvents}`);
+    }
     const wallCallSeconds = results.reduce((s, r) => s + r.durationMs, 0) / 1000;
     const violations = results.reduce((s, r) => s + r.protocolViolations.length, 0);
     const callerTurnsMs = results.flatMap((r) => r.turnLatenciesMs).sort((a, b) => a - b);
