@@ -6,9 +6,9 @@
  *
  * IPC: sends {type:'ready', port, node, config} once listening; on
  * {type:'stop'} sends {type:'stats', callsEnded, inbound, outbound, turn}
- * (relay-added latency over all ended calls, ms) and exits. A line starting
- * `edge:` that the server prints on stdout names the WebSocket edge; the
- * suite reads it from this process's stdout.
+ * (relay-added latency over all ended calls, ms) and exits. It prints
+ * `edge: <description>` on stdout when the app names its WebSocket edge
+ * (as `callbridge serve` does); the suite reads that line.
  */
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
@@ -16,6 +16,9 @@ import { startCallbridge } from '../src/main.js';
 
 const config = loadConfig(process.env);
 const app = await startCallbridge(config, createLogger('error'));
+// Builds whose app names its WebSocket edge (a string, as `serve` prints it) say which one is measured.
+const edge = (app as { edge?: unknown }).edge;
+if (typeof edge === 'string') process.stdout.write(`edge: ${edge}\n`);
 
 /**
  * Settings the bench varies, as the loaded config holds them, so the suite
