@@ -264,10 +264,19 @@ function median(xs: number[]): number {
   return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
 }
 
-/** Least real-time share of caller frames for a run to count as undisturbed. */
-export const MIN_REALTIME = 0.95;
-/** Most run-queue wait of the relay's event loop, as a share of wall time, for a run to count as undisturbed. */
-export const MAX_RELAY_RUNQ = 0.1;
+/**
+ * Least real-time share of caller frames for a run to count as undisturbed.
+ * Seen on this 2-core box (2026-11-30): quiet, 1.00 at 100 calls and 0.94 at
+ * 300 pinned calls (the generator's own limit on one core); at load 10,
+ * 0.55-0.92.
+ */
+export const MIN_REALTIME = 0.9;
+/**
+ * Most run-queue wait of the relay's event loop, as a share of wall time, for
+ * a run to count as undisturbed. Seen: quiet box 0.07-0.10 (the load
+ * generator shares the 2 cores); at load 10, 0.13-0.67.
+ */
+export const MAX_RELAY_RUNQ = 0.15;
 
 /**
  * A run is clean when nothing else on the box starved either side: the load
