@@ -201,6 +201,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     // load generator sends fewer frames than wall time (and stretches the calls); dividing by
     // wall time would then make every relay look cheaper.
     const callSeconds = (counts.callerMediaSent * FRAME_MS) / 1000;
+    if (counts.callerMediaSent === 0) throw new Error('wire counter saw no caller media frames (does src/sim/caller.ts still send {"event":"media",…} first-key JSON?)');
     // The counter must agree with what the stand-in itself recorded (every client event it parsed).
     const standInEvents = model.sessions.reduce((s, x) => s + x.events.length, 0);
     if (counts.modelReceived !== standInEvents) {
