@@ -38,14 +38,17 @@ export interface Evaluation {
   problem?: string;
 }
 
-/** A side is a number of ns, a result id (its median), or `id#p99` (its 99th percentile). */
-function figure(side: string | number, byId: Map<string, Result>): { ns?: number; problem?: string } {
+/**
+ * A side is a number of ns, a result id (its median), or `id#p99` (its 99th
+ * percentile). A numerator may be 0 (e.g. frames lost); a denominator must be > 0.
+ */
+function figure(side: string | number, byId: Map<string, Result>, zeroOk = false): { ns?: number; problem?: string } {
   if (typeof side === 'number') return { ns: side };
   const [id, stat] = side.split('#') as [string, string | undefined];
   const r = byId.get(id);
   if (!r) return { problem: `result '${id}' is missing from this run` };
   const ns = stat === 'p99' ? r.p99Ns : stat === undefined ? r.medianNs : NaN;
-  if (ns === undefined || !Number.isFinite(ns) || ns <= 0) return { problem: `result '${side}' has no valid figure (${ns})` };
+  if (ns === undefined || !Number.isFinite(ns) || ns < 0 || (ns === 0 && !zeroOk)) return { problem: `result '${side}' has no valid figure (${ns})` };
   return { ns };
 }
 
@@ -56,7 +59,7 @@ export function evaluate(results: readonly Result[], ratios: readonly Ratio[], s
   for (const ratio of ratios) {
     // 'relay+dsp': a ratio across suites is evaluated only when all of them ran.
     if (!ratio.suite.split('+').every((name) => suitesRun.has(name))) continue;
-    const num = figure(ratio.num, byId);
+    const num = figure(ratio.num, byId, true);
     const den = figure(ratio.den, byId);
     const problem = num.problem ?? den.problem;
     if (problem !== undefined || num.ns === undefined || den.ns === undefined) {

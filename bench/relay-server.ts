@@ -1,9 +1,14 @@
 /**
- * The relay under test for the relay bench suite, in its own process so
- * process.cpuUsage() measures the server alone (not the simulated callers
- * or the model stand-in). Configured from the environment like `serve`.
- * IPC: sends {type:'ready', port}; on {type:'stop'} sends {type:'stats', …}
- * (CPU since ready, relay-added latency over all ended calls) and exits.
+ * callbridge's relay as a bench peer process (bench/suites/relay.ts forks
+ * it), so the relay's CPU, syscalls and threads are its own. Configured from
+ * the environment exactly like `serve` (the suite sets PORT=0, AUDIO_MODE,
+ * OPENAI_BASE_URL = the stand-in, and INBOUND_BATCH_MS for capacity mode).
+ *
+ * IPC: sends {type:'ready', port, node, config} once listening; on
+ * {type:'stop'} sends {type:'stats', callsEnded, inbound, outbound, turn}
+ * (relay-added latency over all ended calls, ms) and exits. It prints
+ * `edge: <description>` on stdout when the app names its WebSocket edge
+ * (as `callbridge serve` does); the suite reads that line.
  */
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
@@ -11,19 +16,26 @@ import { startCallbridge } from '../src/main.js';
 
 const config = loadConfig(process.env);
 const app = await startCallbridge(config, createLogger('error'));
-const cpu0 = process.cpuUsage();
-const wall0 = performance.now();
-process.send!({ type: 'ready', port: app.port });
+// Builds whose app names its WebSocket edge (a string, as `serve` prints it) say which one is measured.
+const edge = (app as { edge?: unknown }).edge;
+if (typeof edge === 'string') process.stdout.write(`edge: ${edge}\n`);
+
+/**
+ * Settings the bench varies, as the loaded config holds them, so the suite
+ * can tell when an env var was not taken up (e.g. INBOUND_BATCH_MS before
+ * the build knows it): any config key whose name mentions batch or mode.
+ */
+const seen: Record<string, string> = {};
+for (const [k, v] of Object.entries(config as unknown as Record<string, unknown>)) {
+  if (/batch|mode|edge/i.test(k) && (typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean')) seen[k] = String(v);
+}
+process.send!({ type: 'ready', port: app.port, node: process.version, config: seen });
 
 process.on('message', async (msg: { type: string }) => {
   if (msg.type !== 'stop') return;
-  const cpu = process.cpuUsage(cpu0);
-  const wallMs = performance.now() - wall0;
   const relay = app.relay;
   const stats = {
     type: 'stats',
-    cpuUs: cpu.user + cpu.system,
-    wallMs,
     callsEnded: relay.callsEnded,
     inbound: relay.relayIn.summary(),
     outbound: relay.relayOut.summary(),

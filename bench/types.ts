@@ -31,7 +31,9 @@ export interface Result {
   group: string;
   /** What one unit of work is, e.g. '20 ms frame' or 'call-second'. */
   per: string;
-  /** Median ns per unit of work (of the least-disturbed round). */
+  /** 'count' when medianNs holds a plain count per `per` (messages, syscalls, frames), not ns. Default ns. */
+  unit?: 'ns' | 'count';
+  /** Median ns per unit of work (of the least-disturbed round); a plain count when unit is 'count'. */
   medianNs: number;
   /** 99th percentile ns per unit (of per-sample figures; see `note`). */
   p99Ns?: number;

@@ -57,6 +57,21 @@ describe('evaluate', () => {
     }
   });
 
+  it('takes a zero numerator (a count such as frames lost) but never a zero denominator', () => {
+    const rs = [result('lost', 0, 'relay'), result('lost2', 2, 'relay')];
+    const relay = new Set(['relay']);
+    const [none, some] = evaluate(rs, [ratio('l0', 'lost', 1, 0.5, 'relay'), ratio('l2', 'lost2', 1, 0.5, 'relay')], relay);
+    expect(none.ok).toBe(true);
+    expect(none.value).toBe(0);
+    expect(some.ok).toBe(false);
+    expect(some.value).toBe(2);
+    const [den0] = evaluate(rs, [ratio('d0', 'lost2', 'lost', 10, 'relay')], relay);
+    expect(den0.ok).toBe(false);
+    expect(den0.problem).toContain("'lost' has no valid figure");
+    const [neg] = evaluate([result('n', -1, 'relay')], [ratio('n', 'n', 1, 10, 'relay')], relay);
+    expect(neg.ok).toBe(false);
+  });
+
   it('evaluates a cross-suite ratio (a+b) only when every suite in it ran', () => {
     const rs = [result('relay.cpu', 100, 'relay'), result('dsp.fd', 4)];
     const cross = ratio('x', 'relay.cpu', 'dsp.fd', 10, 'relay+dsp');

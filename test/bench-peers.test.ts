@@ -1,9 +1,12 @@
 // The bench's plain-JS µ-law peers must do the same work as the wasm codec:
 // bit-exact with it (and so with ITU-T G.191) on every input, or the speed
 // comparison in `npm run bench` would compare different things.
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { jsUlawDecode, jsUlawEncodeG191, jsUlawEncodeTable } from '../bench/peers/g711.js';
+import { startNaiveRelay } from '../bench/peers/naive-relay.js';
 import { pcm16ToUlaw, ulawToPcm16 } from '../src/dsp/index.js';
+import { placeCall } from '../src/sim/caller.js';
+import { startModelStandIn, type Scenario } from '../src/sim/model-server.js';
 
 describe('bench µ-law peers', () => {
   it('decode all 256 codes exactly like the wasm codec', () => {
@@ -20,4 +23,43 @@ describe('bench µ-law peers', () => {
     expect(firstDiff(table)).toBe(-1);
     expect(firstDiff(arith)).toBe(-1);
   });
+});
+
+// The naive relay (bench/peers/naive-relay.ts) is the baseline of the relay
+// bench: it must really relay, both ways, in both audio modes, or the CPU
+// ratio would compare callbridge with a relay that does less.
+describe('bench naive relay', () => {
+  const scenario: Scenario = { greeting: 'Hello there.', turns: [{ callerTranscript: 'hi', reply: 'Hi, how can I help?' }] };
+
+  for (const mode of ['passthrough', 'transcode'] as const) {
+    it(`relays a call both ways in ${mode} (simulated caller ⇄ naive relay ⇄ model stand-in)`, async () => {
+      const model = await startModelStandIn({ scenario });
+      const relay = await startNaiveRelay({ modelBaseUrl: model.baseUrl, apiKey: 'test', mode });
+      try {
+        const call = await placeCall({ baseUrl: `http://127.0.0.1:${relay.port}`, utterances: [{ durationMs: 600 }], hangupAfterMs: 200, maxCallMs: 20_000 });
+        await vi.waitFor(() => expect(model.sessions[0]?.closed).toBe(true), { timeout: 5000 });
+        const s = model.sessions[0]!;
+        expect(call.protocolViolations).toEqual([]);
+        expect(s.format).toBe(mode === 'passthrough' ? 'ulaw8k' : 'pcm24k');
+        // Caller → model: every 20 ms frame the caller sent arrived (transcode: less the resampler's few-ms delay line).
+        const sentMs = Math.floor(call.durationMs / 20) * 20;
+        expect(s.audioMsReceived).toBeGreaterThan(sentMs - 100);
+        expect(s.audioMsReceived).toBeLessThanOrEqual(sentMs + 40);
+        // The stand-in heard the utterance (VAD turn) and answered it: greeting + reply.
+        expect(s.responses.map((r) => r.status)).toEqual(['completed', 'completed']);
+        // Model → caller: all the reply audio arrived as µ-law, and the reply was heard after the caller spoke.
+        const sentOutMs = s.responses.reduce((a, r) => a + r.audioMsSent, 0);
+        const gotBytes = Object.entries(call.frameSizes).reduce((a, [size, n]) => a + Number(size) * n, 0);
+        expect(gotBytes / 8).toBeGreaterThan(sentOutMs - 20);
+        expect(gotBytes / 8).toBeLessThanOrEqual(sentOutMs + 1);
+        expect(call.turnLatenciesMs).toHaveLength(1);
+        expect(relay.relayIn.count).toBeGreaterThan(0);
+        expect(relay.relayOut.count).toBeGreaterThan(0);
+        await vi.waitFor(() => expect(relay.callsEnded).toBe(1));
+      } finally {
+        await relay.close();
+        await model.close();
+      }
+    }, 30_000);
+  }
 });
