@@ -23,6 +23,7 @@ COPY assembly ./assembly
 COPY src ./src
 COPY bench ./bench
 COPY bin ./bin
+COPY assets ./assets
 RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 RUN if [ "$UWS_REF" != none ]; then \
       npm install --no-save --omit=dev --no-audit --no-fund "uWebSockets.js@github:uNetworking/uWebSockets.js#${UWS_REF}" \
@@ -40,6 +41,8 @@ COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/build ./build
 COPY --from=build /app/bin ./bin
+# Recorded prompts (hold, apology, goodbye, repeat): read at start-up.
+COPY --from=build /app/assets ./assets
 RUN mkdir -p /data && chown node:node /data
 VOLUME /data
 USER node

@@ -5,5 +5,7 @@
 import type { Suite } from '../types.js';
 import { dspSuite } from './dsp.js';
 import { relaySuite } from './relay.js';
+import { transcodeCliSuite } from './transcode-cli.js';
+import { wireSuite } from './wire.js';
 
-export const suites: Suite[] = [dspSuite, relaySuite];
+export const suites: Suite[] = [dspSuite, wireSuite, relaySuite, transcodeCliSuite];

@@ -7,13 +7,17 @@
  * - `batchMs` = 20 (default): one append per Twilio frame. In passthrough the
  *   payload goes to the model as it arrived, without being decoded.
  * - `batchMs` 40–100 (capacity mode): frames are joined into one append of up
- *   to `batchMs`, except around speech, where latency matters: a voiced frame
- *   after silence (onset) flushes at once and the next ONSET_MS go one frame
- *   each, so the model's VAD (and barge-in) is never delayed; when the caller
- *   stops (OFFSET_FRAMES unvoiced frames) what is held goes at once and the
- *   next `tailMs` go one frame each, so the model hears the end of the turn
- *   as early as with per-frame appends. Voiced = frame energy above
- *   VOICE_DBFS, from a 256-entry µ-law table (no decode needed).
+ *   to `batchMs`, except where arrival time matters to the model's VAD:
+ *   - speech onset: a voiced frame after silence flushes what is held at once
+ *     and the next ONSET_MS go one frame each, so speech_started (and so
+ *     barge-in) is never delayed;
+ *   - end of turn: the VAD ends a turn after `vadSilenceMs` of silence. When
+ *     the caller stops (OFFSET_FRAMES unvoiced frames) what is held goes at
+ *     once; batching resumes, and from `vadSilenceMs − batchMs − TAIL_GUARD_MS`
+ *     after the offset until TAIL_GUARD_MS past the VAD's deadline frames go
+ *     one each, so the model reaches its silence deadline no later than with
+ *     per-frame appends. A voiced frame in that time is a new onset.
+ *   Voiced = frame energy above VOICE_DBFS, from a 256-entry µ-law table.
  * - Until the model session is attached, up to MAX_EARLY_MS of audio is held
  *   and sent in order on attach; older audio is dropped.
  * - Allocation: one reused byte buffer per call for the batch.
@@ -27,6 +31,8 @@ const MAX_EARLY_MS = 3000;
 export const VOICE_DBFS = -50;
 const ONSET_MS = 200;
 const OFFSET_FRAMES = 3;
+/** Margin around the VAD's end-of-turn deadline in which frames go one by one. */
+const TAIL_GUARD_MS = 100;
 
 /** Mean square (full scale = 1) of each µ-law code's sample: energy without decoding. */
 const ULAW_SQUARE = (() => {
@@ -54,11 +60,11 @@ export interface InboundOptions {
   /** 'transcode': PCM16 24 kHz to the model through `transcoder`; 'passthrough': µ-law as received. */
   transcoder: AudioTranscoder | undefined;
   batchMs: number;
-  /** After the caller stops: how long frames go one by one (the model VAD's silence duration and a margin). */
-  tailMs: number;
+  /** The model VAD's silence duration: how long after the caller stops it ends the turn. */
+  vadSilenceMs: number;
 }
 
-type Phase = 'quiet' | 'onset' | 'speech' | 'tail';
+type Phase = 'quiet' | 'onset' | 'speech' | 'settle' | 'tail';
 
 export class Inbound {
   /** Appends sent to the model, and frames taken (for the bench and tests). */
@@ -124,26 +130,37 @@ export class Inbound {
 
   /** Move the speech detector on by one frame; true = this frame must go out now. */
   private advancePhase(voiced: boolean, frames: number): boolean {
-    const tailFrames = Math.ceil(this.opts.tailMs / FRAME_MS);
+    const settleFrames = Math.max(0, Math.floor((this.opts.vadSilenceMs - this.opts.batchMs - TAIL_GUARD_MS) / FRAME_MS) - OFFSET_FRAMES);
+    const tailFrames = Math.ceil((this.opts.batchMs + 2 * TAIL_GUARD_MS) / FRAME_MS);
     this.unvoicedRun = voiced ? 0 : this.unvoicedRun + frames;
     switch (this.phase) {
       case 'quiet':
         if (!voiced) return false;
         this.phase = 'onset';
-        this.phaseFramesLeft = ONSET_MS / FRAME_MS;
+        this.phaseFramesLeft = ONSET_MS / FRAME_MS - 1; // this frame is the first of the window
         return true;
       case 'onset':
         if (--this.phaseFramesLeft <= 0) this.phase = 'speech';
         return true;
       case 'speech':
         if (this.unvoicedRun < OFFSET_FRAMES) return false;
+        this.phase = settleFrames > 0 ? 'settle' : 'tail';
+        this.phaseFramesLeft = settleFrames > 0 ? settleFrames : tailFrames;
+        return true;
+      case 'settle':
+        if (voiced) {
+          this.phase = 'onset';
+          this.phaseFramesLeft = ONSET_MS / FRAME_MS - 1; // this frame is the first of the window
+          return true;
+        }
+        if (--this.phaseFramesLeft > 0) return false;
         this.phase = 'tail';
         this.phaseFramesLeft = tailFrames;
         return true;
       case 'tail':
         if (voiced) {
           this.phase = 'onset';
-          this.phaseFramesLeft = ONSET_MS / FRAME_MS;
+          this.phaseFramesLeft = ONSET_MS / FRAME_MS - 1; // this frame is the first of the window
           return true;
         }
         if (--this.phaseFramesLeft <= 0) this.phase = 'quiet';

@@ -291,7 +291,7 @@ export class CallSession implements StreamHandler {
     this.startedAtDate = new Date();
     this.lastActivityMs = this.startedAtMs;
     if (this.opts.audioMode === 'transcode') this.transcoder = this.deps.openTranscoder();
-    this.inbound = new Inbound({ transcoder: this.transcoder, batchMs: this.opts.inboundBatchMs, tailMs: this.opts.vadSilenceMs + 200 });
+    this.inbound = new Inbound({ transcoder: this.transcoder, batchMs: this.opts.inboundBatchMs, vadSilenceMs: this.opts.vadSilenceMs });
     this.outbound.start(streamSid, this.transcoder);
     this.recorder.started({ callSid, streamSid, audioMode: this.opts.audioMode, startedAt: this.startedAtDate, model: this.opts.model });
     this.timers.push(setTimeout(() => this.end('max_duration'), this.opts.maxCallMs));
@@ -643,6 +643,7 @@ export class CallSession implements StreamHandler {
     if (this.holdTimer) clearInterval(this.holdTimer);
     this.clearRetry();
     this.outbound.setLive(false);
+    this.inbound?.flush(); // capacity mode: what is held still reaches the model (it has heard the whole call)
     this.model?.close();
     this.transcoder?.close();
     if (wasStarted) {

@@ -184,6 +184,8 @@ export interface ModelStandInOptions {
   scenario?: Scenario;
   /** Alias of `scenario`. */
   script?: Scenario;
+  /** A scenario per session, by the order sessions connect (0, 1, …); `scenario` where it returns undefined. */
+  scenarioFor?: (sessionIndex: number) => Scenario | undefined;
   audioSpeedup?: number;
   transcriptDelayMs?: number;
   responseDelayMs?: number;
@@ -413,7 +415,7 @@ export async function startModelStandIn(opts: ModelStandInOptions = {}): Promise
     }
     const beta = req.headers['openai-beta'];
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const s = new Session(ws, scenario, opts, url.searchParams.get('model') ?? 'gpt-realtime', rate);
+      const s = new Session(ws, opts.scenarioFor?.(sessions.length) ?? scenario, opts, url.searchParams.get('model') ?? 'gpt-realtime', rate);
       sessions.push(s.record);
       live.add(s);
       ws.on('close', () => live.delete(s));
