@@ -149,7 +149,7 @@ describe('2026 shapes with a slow tool', () => {
       ELIGIBILITY_API_URL: url,
       ELIGIBILITY_TIMEOUT_MS: '6000',
     });
-    const result = await placeCall({ baseUrl, publicUrl: 'https://e.invalid', utterances: [{ durationMs: 900 }], hangupAfterMs: 1500, maxCallMs: 20_000 });
+    const result = await placeCall({ baseUrl, publicUrl: 'https://e.invalid', utterances: [{ durationMs: 900 }], hangupAfterMs: 6000, maxCallMs: 20_000 });
     app.store.flush();
     const s = model.sessions[0]!;
     expect(s.toolOutputs).toHaveLength(2);
