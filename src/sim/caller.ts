@@ -49,6 +49,8 @@ export interface CallResult {
   durationMs: number;
   framesReceived: number;
   heardMs: number;
+  /** performance.now() when the stream opened: every `atMs` in this result counts from it. */
+  startedAtPerfMs: number;
   playback: { startMs: number; endMs: number }[];
   clears: { atMs: number; playedMsOfRunBeforeClear: number }[];
   bargeIns: { speechStartMs: number; clearAtMs?: number }[];
@@ -225,6 +227,7 @@ class CallRun {
       durationMs: 0,
       framesReceived: 0,
       heardMs: 0,
+      startedAtPerfMs: 0,
       playback: [],
       clears: [],
       bargeIns: [],
@@ -249,6 +252,7 @@ class CallRun {
       });
       this.ws.on('error', () => {});
       this.t0 = performance.now();
+      this.result.startedAtPerfMs = this.t0;
       this.sendJson({ event: 'connected', protocol: 'Call', version: '1.0.0' });
       this.sendJson({
         event: 'start',
