@@ -262,7 +262,8 @@ const HEADER_UPSERT = `
 
 const ENTRIES_INSERT = `
   INSERT INTO call_entries (uid, call_sid, kind, at_ms, label, ok, data)
-  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::bool[], $7::text[])
+  SELECT u, s, k, a, l, o::boolean, d FROM unnest($1::uuid[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::text[], $7::text[])
+    AS t(u, s, k, a, l, o, d)
   ON CONFLICT (uid) DO NOTHING`;
 
 const STUBS_INSERT = `INSERT INTO calls (call_sid) SELECT DISTINCT unnest($1::text[]) ON CONFLICT (call_sid) DO NOTHING`;
@@ -690,7 +691,7 @@ export class PostgresCallStore implements CallStore {
       kind: [] as string[],
       at: [] as number[],
       label: [] as (string | null)[],
-      ok: [] as (boolean | null)[],
+      ok: [] as (string | null)[], // 't'/'f': the driver sends a JS boolean[] as one boolean
       data: [] as string[],
     };
     for (const e of entries) {
@@ -701,7 +702,7 @@ export class PostgresCallStore implements CallStore {
       cols.kind.push(e.kind);
       cols.at.push(e.atMs);
       cols.label.push(e.label);
-      cols.ok.push(e.ok);
+      cols.ok.push(e.ok === null ? null : e.ok ? 't' : 'f');
       cols.data.push(e.data);
     }
     const h = headers.map((v) => this.headerRow(v));
