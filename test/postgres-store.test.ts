@@ -139,6 +139,8 @@ describe('PostgresCallStore: writes', () => {
     expect(Number(during[0]!.n)).toBeLessThan(80);
     expect(s.stats().queued).toBeGreaterThan(0);
     expect(lines.some((l) => /PostgreSQL write failed/.test(String(l.msg)))).toBe(true);
+    // A reader is told, as a retryable error, instead of hanging.
+    await expect(s.get(sid(1))).rejects.toMatchObject({ name: 'PostgresStoreError', retryable: true });
     proxy.setMode('pass');
     await until('the queue drained', () => s.stats().reachable && s.stats().queued === 0);
     const reader = await open({ instanceId: 'reader' });

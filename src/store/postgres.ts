@@ -528,20 +528,7 @@ export class PostgresCallStore implements CallStore {
 
   async get(callSid: string): Promise<CallRecord | undefined> {
     await this.flush();
-    const [rows, entries, statuses] = await Promise.all([
-      this.sql.unsafe<Row[]>('SELECT * FROM calls WHERE call_sid = $1', [callSid], { prepare: true }),
-      this.sql.unsafe<{ kind: EntryKind; data: string }[]>(
-        'SELECT kind, data FROM call_entries WHERE call_sid = $1 ORDER BY kind, at_ms, id',
-        [callSid],
-        { prepare: true },
-      ),
-      this.sql.unsafe<{ sequence_number: number | null; status: string; timestamp: Date | null; call_duration_s: number | null; received_at: Date }[]>(
-        `SELECT sequence_number, status, "timestamp", call_duration_s, received_at FROM call_status_events
-         WHERE call_sid = $1 ORDER BY sequence_number ASC NULLS LAST, id`,
-        [callSid],
-        { prepare: true },
-      ),
-    ]);
+    const [rows, entries, statuses] = await this.timed(this.read(callSid), 'read');
     const row = rows[0];
     if (!row) return undefined;
     const rec: CallRecord = {
@@ -570,17 +557,34 @@ export class PostgresCallStore implements CallStore {
     return rec;
   }
 
+  private read(callSid: string) {
+    return Promise.all([
+      this.sql.unsafe<Row[]>('SELECT * FROM calls WHERE call_sid = $1', [callSid], { prepare: true }),
+      this.sql.unsafe<{ kind: EntryKind; data: string }[]>(
+        'SELECT kind, data FROM call_entries WHERE call_sid = $1 ORDER BY kind, at_ms, id',
+        [callSid],
+        { prepare: true },
+      ),
+      this.sql.unsafe<{ sequence_number: number | null; status: string; timestamp: Date | null; call_duration_s: number | null; received_at: Date }[]>(
+        `SELECT sequence_number, status, "timestamp", call_duration_s, received_at FROM call_status_events
+         WHERE call_sid = $1 ORDER BY sequence_number ASC NULLS LAST, id`,
+        [callSid],
+        { prepare: true },
+      ),
+    ]);
+  }
+
   async list(opts: { since?: Date; limit?: number } = {}): Promise<CallSummary[]> {
     await this.flush();
     const limit = Math.max(1, Math.min(opts.limit ?? 50, 10_000));
-    const rows = await this.sql.unsafe<(Row & { t: Date })[]>(
+    const rows = await this.timed(this.sql.unsafe<(Row & { t: Date })[]>(
       `SELECT call_sid, from_number, to_number, coalesce(started_at, answered_at, created_at) AS t, duration_ms,
               status, state, outcome, end_reason, cost_usd
        FROM calls WHERE coalesce(started_at, answered_at, created_at) >= $1
        ORDER BY coalesce(started_at, answered_at, created_at) DESC LIMIT $2`,
       [opts.since ?? new Date(0), limit],
       { prepare: true },
-    );
+    ), 'list');
     return rows.map((r) => ({
       callSid: r.call_sid,
       from: r.from_number,
