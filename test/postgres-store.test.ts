@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { CallEndInfo } from '../src/records.js';
+import { createAdminHandler } from '../src/admin/calls-api.js';
 import { silentLogger } from '../src/log.js';
 import { PostgresCallStore, PostgresStoreError, type PostgresStoreOptions } from '../src/store/postgres.js';
 import { openCallStore } from '../src/store/open.js';
@@ -234,5 +235,43 @@ describe('PostgresCallStore: instance leases', () => {
     await a.close();
     expect(await b.reapExpired()).toBe(1);
     expect((await b.get(sid(1)))!.state).toBe('interrupted');
+  });
+});
+
+describe('PostgresCallStore: readers', () => {
+  it('GET /calls and /calls/:sid answer from an instance that did not carry the call, mid-call and after', async () => {
+    const a = await open({ instanceId: 'A' });
+    const b = await open({ instanceId: 'B' });
+    const rec = createStoreRecorder(a, sid(7), { From: '+15550000007' });
+    rec.started({ callSid: sid(7), streamSid: 'MZ7', audioMode: 'transcode', startedAt: new Date() });
+    rec.transcript({ atMs: 5, speaker: 'caller', text: 'hello' });
+    await a.flush();
+    const h = createAdminHandler(b, 'tok');
+    const ask = (path: string, query = '') => h({ method: 'GET', path, query: new URLSearchParams(query), headers: { authorization: 'Bearer tok' } });
+    expect(await ask(`/calls/${sid(7)}`)).toMatchObject({ status: 200, body: { state: 'in_progress', transcript: [{ text: 'hello' }] } });
+    rec.ended(end());
+    await a.flush();
+    expect(await ask('/calls', 'limit=5')).toMatchObject({ status: 200, body: { calls: [{ callSid: sid(7), state: 'completed', outcome: 'no_check' }] } });
+    expect(await ask(`/calls/${sid(8)}`)).toMatchObject({ status: 404 });
+  });
+
+  it('webhook on one instance, stream on another: one record, owned by the instance that carries the stream', async () => {
+    const a = await open({ instanceId: 'A' });
+    const b = await open({ instanceId: 'B' });
+    await a.startLeases({ leaseMs: 60_000 });
+    await b.startLeases({ leaseMs: 60_000 });
+    a.answered(sid(9), { from: '+15550000009', to: '+15550000010' });
+    await a.flush();
+    const rec = createStoreRecorder(b, sid(9), {}); // B gets the stream; it never saw the webhook's From/To
+    rec.started({ callSid: sid(9), streamSid: 'MZ9', audioMode: 'transcode', startedAt: new Date() });
+    rec.transcript({ atMs: 5, speaker: 'caller', text: 'hi' });
+    await b.flush();
+    expect(await query('SELECT instance_id FROM $schema.calls WHERE call_sid = $1', [sid(9)])).toEqual([{ instance_id: 'B' }]);
+    await a.close(); // A goes away: the call is B's, so nobody reaps it
+    expect(await b.reapExpired()).toBe(0);
+    rec.ended(end());
+    const r = (await b.get(sid(9)))!;
+    expect(r).toMatchObject({ from: '+15550000009', to: '+15550000010', streamSid: 'MZ9', state: 'completed', transcript: [{ text: 'hi' }] });
+    expect(r.answeredAt).not.toBeNull();
   });
 });
