@@ -235,6 +235,11 @@ describe('PostgresCallStore: instance leases', () => {
     await a.close();
     expect(await b.reapExpired()).toBe(1);
     expect((await b.get(sid(1)))!.state).toBe('interrupted');
+    // Its lease row is kept for a while, then forgotten once nothing of it is in progress.
+    expect(await query('SELECT instance_id FROM $schema.instances ORDER BY 1')).toEqual([{ instance_id: 'A' }, { instance_id: 'B' }]);
+    await query("UPDATE $schema.instances SET expires_at = now() - interval '2 hours' WHERE instance_id = 'A'");
+    expect(await b.reapExpired()).toBe(0);
+    expect(await query('SELECT instance_id FROM $schema.instances')).toEqual([{ instance_id: 'B' }]);
   });
 });
 

@@ -487,6 +487,16 @@ export class PostgresCallStore implements CallStore {
       ),
       'reap',
     );
+    // Leases long expired whose calls are all settled are history: forget them (instance ids change with every restart by default).
+    await this.timed(
+      this.sql.unsafe(
+        `DELETE FROM instances i WHERE i.expires_at < now() - interval '1 hour'
+         AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.instance_id = i.instance_id AND c.state = 'in_progress')`,
+        [],
+        { prepare: true },
+      ),
+      'forget old leases',
+    );
     if (rows.length > 0) {
       const byInstance: Record<string, number> = {};
       for (const r of rows) byInstance[r.instance_id] = (byInstance[r.instance_id] ?? 0) + 1;
