@@ -177,7 +177,7 @@ describe('PostgresCallStore: writes', () => {
 });
 
 describe('PostgresCallStore: instance leases', () => {
-  const LEASE_MS = 1200;
+  const LEASE_MS = 2400;
 
   it("a live instance's calls are never reaped; once its heartbeat stops, another marks its in-progress calls interrupted within the lease", async () => {
     const a = await open({ instanceId: 'A' });
@@ -191,7 +191,7 @@ describe('PostgresCallStore: instance leases', () => {
     createStoreRecorder(b, sid(3), {}).started({ callSid: sid(3), streamSid: 'MZ3', audioMode: 'transcode', startedAt: new Date() });
     await a.flush();
     await b.flush();
-    await sleep(LEASE_MS * 2); // both alive: B reaps every LEASE_MS/6 and must find nothing
+    await sleep(LEASE_MS * 1.5); // both alive, past a lease's validity: A's heartbeats keep it, B reaps every LEASE_MS/6 and finds nothing
     expect((await b.get(sid(1)))!.state).toBe('in_progress');
 
     a.stopLeases(); // A dies: no more heartbeats

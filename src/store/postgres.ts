@@ -325,6 +325,7 @@ export class PostgresCallStore implements CallStore {
   private next: Promise<void> | undefined;
   private leaseTimer: NodeJS.Timeout | undefined;
   private leaseMs = 0;
+  private beating = false;
   private closed = false;
 
   /** Connect, apply migrations (under an advisory lock) and start the flush timer. */
@@ -462,7 +463,9 @@ export class PostgresCallStore implements CallStore {
    */
   async startLeases(opts: { leaseMs?: number } = {}): Promise<void> {
     if (this.opts.readOnly) throw new PostgresStoreError('call store: a read-only store holds no lease', false);
-    this.leaseMs = opts.leaseMs ?? PG_DEFAULTS.leaseMs;
+    const leaseMs = opts.leaseMs ?? PG_DEFAULTS.leaseMs;
+    if (!Number.isFinite(leaseMs) || leaseMs < 300) throw new PostgresStoreError(`call store: leaseMs must be at least 300 (got ${leaseMs})`, false);
+    this.leaseMs = leaseMs;
     await this.heartbeat(true);
     this.leaseTimer = setInterval(() => void this.beatAndReap(), Math.max(10, Math.round(this.leaseMs / 6)));
     this.leaseTimer.unref();
@@ -810,12 +813,16 @@ export class PostgresCallStore implements CallStore {
   }
 
   private async beatAndReap(): Promise<void> {
+    if (this.beating) return; // the last beat is still waiting on the database
+    this.beating = true;
     try {
       await this.heartbeat(false);
       await this.reapExpired();
       this.succeeded();
     } catch (err) {
       this.failed(err);
+    } finally {
+      this.beating = false;
     }
   }
 
