@@ -35,7 +35,7 @@ export function createAdminHandler(store: CallStore, adminToken: string | undefi
         } catch {
           return { status: 400, body: { error: 'malformed call id' } };
         }
-        const record = store.get(sid);
+        const record = await store.get(sid);
         return record ? { status: 200, body: record } : { status: 404, body: { error: 'no such call' } };
       }
       const sinceRaw = req.query.get('since');
@@ -44,7 +44,7 @@ export function createAdminHandler(store: CallStore, adminToken: string | undefi
       if (sinceRaw && !since) return { status: 400, body: { error: 'since must be an ISO 8601 time or an age like 30m, 2h, 7d' } };
       const limit = limitRaw === null ? 50 : Number(limitRaw);
       if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) return { status: 400, body: { error: `limit must be a whole number from 1 to ${MAX_LIMIT}` } };
-      return { status: 200, body: { calls: store.list({ since, limit }) } };
+      return { status: 200, body: { calls: await store.list({ since, limit }) } };
     } catch (err) {
       if (err instanceof DecryptError) return { status: 500, body: { error: err.message } };
       throw err;

@@ -65,7 +65,14 @@ export interface CallSummary {
  * persists them in the background (sqlite.ts: on the next event-loop turn for
  * answered/started/ended/status, on a short timer for the rest). Reads see
  * this process's own writes. Times are ISO strings; `atMs` are ms since start.
+ *
+ * Reads, flush, close and markInterrupted return an Awaitable: SQLite answers
+ * at once, PostgreSQL (postgres.ts) after a round trip. Callers that hold a
+ * CallStore always `await` them; code that holds a SqliteCallStore may not.
  */
+/** A value now, or a promise of it. */
+export type Awaitable<T> = T | Promise<T>;
+
 export interface CallStore {
   /** The call was answered (webhook): create its row at once, so even a call whose stream never starts is recorded. */
   answered(callSid: string, info: { from?: string; to?: string }): void;
@@ -79,12 +86,12 @@ export interface CallStore {
   /** A Twilio call status callback, parsed at the edge (twilio/webhooks.ts). Retries (same SequenceNumber) are ignored. */
   recordStatus(callback: StatusCallback): void;
   /** On start-up: calls a previous process left in progress become 'interrupted'. Returns how many. */
-  markInterrupted(): number;
-  get(callSid: string): CallRecord | undefined;
-  list(opts?: { since?: Date; limit?: number }): CallSummary[];
+  markInterrupted(): Awaitable<number>;
+  get(callSid: string): Awaitable<CallRecord | undefined>;
+  list(opts?: { since?: Date; limit?: number }): Awaitable<CallSummary[]>;
   /** Write everything buffered now. */
-  flush(): void;
-  close(): void;
+  flush(): Awaitable<void>;
+  close(): Awaitable<void>;
 }
 
 export const ZERO_USAGE: Usage = {
