@@ -73,6 +73,12 @@ const EnvSchema = z.object({
   MODEL_CONNECT_TIMEOUT_MS: intIn(100, 60_000).default(10_000),
 
   CALLBRIDGE_DB: z.string().min(1).default('./data/callbridge.db'),
+  /** postgres://… selects the PostgreSQL call store (several instances share it); unset = SQLite at CALLBRIDGE_DB. */
+  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//i, 'must be a postgres:// or postgresql:// URL').optional(),
+  /** This instance's name in call rows and leases (PostgreSQL); default hostname-pid. */
+  INSTANCE_ID: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'letters, digits and . _ : - (up to 64)').optional(),
+  /** A dead instance's in-progress calls are marked interrupted within this (PostgreSQL). */
+  INSTANCE_LEASE_MS: intIn(300, 600_000).default(30_000),
   TRANSCRIPT_KEY: z
     .string()
     .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters (a 256-bit AES key)')
@@ -163,6 +169,9 @@ export interface Config {
   rateLimit: { burst: number; perSecond: number };
   prewarmTtlMs: number;
   dbPath: string;
+  databaseUrl: string | undefined;
+  instanceId: string | undefined;
+  instanceLeaseMs: number;
   transcriptKey: Buffer | undefined;
   adminToken: string | undefined;
   eligibility: { apiUrl: string | undefined; apiKey: string | undefined; timeoutMs: number; retries: number };
@@ -267,6 +276,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     rateLimit: { burst: e.RATE_LIMIT_BURST, perSecond: e.RATE_LIMIT_PER_SECOND },
     prewarmTtlMs: e.PREWARM_TTL_MS,
     dbPath: e.CALLBRIDGE_DB,
+    databaseUrl: e.DATABASE_URL,
+    instanceId: e.INSTANCE_ID,
+    instanceLeaseMs: e.INSTANCE_LEASE_MS,
     transcriptKey: e.TRANSCRIPT_KEY ? Buffer.from(e.TRANSCRIPT_KEY, 'hex') : undefined,
     adminToken: e.ADMIN_TOKEN,
     eligibility: {

@@ -15,7 +15,8 @@ import { OpenAIRealtimeProvider, ReachabilityTracker } from './realtime/openai-p
 import { linkedProvider } from './call/model-link.js';
 import { createMetrics } from './server/metrics.js';
 import { startServer, type EdgeChoice, type RunningServer } from './server/app.js';
-import { SqliteCallStore } from './store/sqlite.js';
+import { openCallStore } from './store/open.js';
+import type { CallStore } from './store/types.js';
 import { createDefaultTools } from './tools/eligibility.js';
 import type { ModelProvider } from './call/voice-model.js';
 
@@ -32,7 +33,10 @@ export interface Callbridge {
   /** Which edge serves, one line: e.g. "uWebSockets.js v20.51 native (@based/uws)" or "node:http + ws (…)". */
   edge: string;
   relay: Relay;
-  store: SqliteCallStore;
+  /** SQLite (one process) or PostgreSQL (DATABASE_URL, any number of instances). */
+  store: CallStore;
+  /** Which store: `sqlite` or `postgres`. */
+  storeKind: 'sqlite' | 'postgres';
   server: RunningServer;
   close(): Promise<void>;
 }
@@ -47,9 +51,18 @@ export interface StartOptions {
 }
 
 export async function startCallbridge(config: Config, log: Logger, opts: StartOptions = {}): Promise<Callbridge> {
-  const store = new SqliteCallStore({ path: config.dbPath, transcriptKey: config.transcriptKey, prices: config.prices, log });
-  const interrupted = store.markInterrupted();
-  if (interrupted > 0) log.warn({ count: interrupted }, 'calls left in progress by a previous process marked interrupted');
+  const opened = await openCallStore({
+    databaseUrl: config.databaseUrl,
+    dbPath: config.dbPath,
+    transcriptKey: config.transcriptKey,
+    prices: config.prices,
+    log,
+    instanceId: config.instanceId,
+    leaseMs: config.instanceLeaseMs,
+  });
+  const store: CallStore = opened.store;
+  const interrupted = await store.markInterrupted();
+  if (interrupted > 0) log.warn({ count: interrupted }, 'calls left in progress by a previous process (or a dead instance) marked interrupted');
 
   const reachability = new ReachabilityTracker();
   const realtime =
@@ -98,7 +111,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     server = await startServer({ config, app: relay, admin, log, metrics, rateLimit: config.rateLimit, edge: opts.edge, env: opts.env });
   } catch (err) {
     relay.shutdown();
-    store.close();
+    await store.close();
     throw err;
   }
   log.info({ port: server.port, edge: server.edge.description, audioMode: config.audioMode, model: config.openai.model }, 'callbridge listening');
@@ -109,13 +122,14 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     edge: server.edge.description,
     relay,
     store,
+    storeKind: opened.kind,
     server,
     async close() {
       if (closed) return;
       closed = true;
       relay.shutdown();
       await server.close();
-      store.close();
+      await store.close();
     },
   };
 }

@@ -52,8 +52,8 @@ async function run(args: Record<string, unknown>, env: Record<string, string> = 
   const app: Callbridge = await startCallbridge(config, silentLogger);
   cleanup.push(() => app.close());
   const result = await placeCall({ baseUrl: `http://127.0.0.1:${app.port}`, publicUrl: 'https://e.invalid', utterances: [{ durationMs: 900 }], hangupAfterMs: 800 });
-  app.store.flush();
-  const record = app.store.get(result.callSid)!;
+  await app.store.flush();
+  const record = (await app.store.get(result.callSid))!;
   const said = record.transcript.filter((t) => t.speaker === 'assistant').map((t) => t.text);
   return { record, said, model, result };
 }

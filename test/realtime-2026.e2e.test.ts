@@ -72,7 +72,7 @@ describe.each(['transcode', 'passthrough'] as const)('2026 shapes, %s', (mode) =
     it(`preamble + ${k} parallel calls: one response.create after every output, the answer heard once`, async () => {
       const { app, model, baseUrl } = await start(scenarioOf([parallelToolsTurn(calls(k), summary, { preamble: 'Let me check those for you.' })], 'Hi.'), { AUDIO_MODE: mode });
       const result = await placeCall({ baseUrl, publicUrl: 'https://e.invalid', utterances: [{ durationMs: 900 }], hangupAfterMs: 1200 });
-      app.store.flush();
+      await app.store.flush();
       const s = model.sessions[0]!;
       expect(s.toolOutputs).toHaveLength(k);
       const { creates, lastOutput } = afterRound(s);
@@ -80,7 +80,7 @@ describe.each(['transcode', 'passthrough'] as const)('2026 shapes, %s', (mode) =
       expect(creates[0]!.at).toBeGreaterThanOrEqual(lastOutput);
       expect(creates[0]).toMatchObject({ active: false, pendingOutputs: 0 });
       expect(s.errorsSent).toEqual([]);
-      const said = app.store.get(result.callSid)!.transcript.filter((t) => t.speaker === 'assistant').map((t) => t.text);
+      const said = (await app.store.get(result.callSid))!.transcript.filter((t) => t.speaker === 'assistant').map((t) => t.text);
       expect(said).toContain('Let me check those for you.');
       expect(said.filter((t) => t.startsWith(`I have ${k} results`))).toHaveLength(1);
       expect(result.protocolViolations).toEqual([]);
@@ -91,11 +91,11 @@ describe.each(['transcode', 'passthrough'] as const)('2026 shapes, %s', (mode) =
     const bad = [{ name: 'check_eligibility', arguments: MEMBERS[0]! }, { name: 'check_eligibility', arguments: { member_id: '??', date_of_birth: 'never' } }];
     const { app, model, baseUrl } = await start(scenarioOf([parallelToolsTurn(bad, summary, { preamble: 'One moment.' })], 'Hi.'), { AUDIO_MODE: mode });
     const result = await placeCall({ baseUrl, publicUrl: 'https://e.invalid', utterances: [{ durationMs: 900 }], hangupAfterMs: 1200 });
-    app.store.flush();
+    await app.store.flush();
     const s = model.sessions[0]!;
     expect(s.toolOutputs).toHaveLength(2);
     expect(afterRound(s).creates).toHaveLength(1);
-    const record = app.store.get(result.callSid)!;
+    const record = (await app.store.get(result.callSid))!;
     expect(record.toolCalls.map((t) => t.ok).sort()).toEqual([false, true]);
     expect(record.transcript.some((t) => t.speaker === 'assistant' && t.text.includes('checked and trouble'))).toBe(true);
   });
@@ -104,7 +104,7 @@ describe.each(['transcode', 'passthrough'] as const)('2026 shapes, %s', (mode) =
     const long = 'Let me check both of those for you, it will only take a moment while I look them up in the system.';
     const { app, model, baseUrl } = await start(scenarioOf([parallelToolsTurn(calls(2), summary, { preamble: long }), { callerTranscript: 'wait', reply: 'Yes?' }], 'Hi.'), { AUDIO_MODE: mode });
     const result = await placeCall({ baseUrl, publicUrl: 'https://e.invalid', utterances: [{ durationMs: 900 }, { durationMs: 700, bargeInAfterMs: 600 }], hangupAfterMs: 1000 });
-    app.store.flush();
+    await app.store.flush();
     const s = model.sessions[0]!;
     expect(result.clears.length).toBeGreaterThanOrEqual(1);
     const preambleItem = s.responses.find((r) => r.text === long)?.itemId;
@@ -113,21 +113,21 @@ describe.each(['transcode', 'passthrough'] as const)('2026 shapes, %s', (mode) =
     expect(t).toBeDefined();
     expect(t!.audio_end_ms).toBeGreaterThan(300);
     expect(t!.audio_end_ms).toBeLessThan(long.length * 65);
-    const lines = app.store.get(result.callSid)!.transcript.filter((l) => l.speaker === 'assistant' && l.interrupted);
+    const lines = (await app.store.get(result.callSid))!.transcript.filter((l) => l.speaker === 'assistant' && l.interrupted);
     expect(lines.length).toBeGreaterThanOrEqual(1);
   });
 
   it('a failed response after the caller turn is asked again within 3 s, and the answer is heard', async () => {
     const { app, model, baseUrl } = await start(scenarioOf([failingTurn('Here is your answer.', 1)], 'Hi.'), { AUDIO_MODE: mode });
     const result = await placeCall({ baseUrl, publicUrl: 'https://e.invalid', utterances: [{ durationMs: 900 }], hangupAfterMs: 1200 });
-    app.store.flush();
+    await app.store.flush();
     const s = model.sessions[0]!;
     const failed = s.responses.find((r) => r.status === 'failed');
     expect(failed).toBeDefined();
     const retry = s.responseCreates.find((c) => c.at > failed!.doneAt!);
     expect(retry).toBeDefined();
     expect(retry!.at - failed!.doneAt!).toBeLessThan(3000);
-    const record = app.store.get(result.callSid)!;
+    const record = (await app.store.get(result.callSid))!;
     expect(record.transcript.filter((l) => l.speaker === 'assistant' && l.text === 'Here is your answer.')).toHaveLength(1);
     expect(record.events.map((e) => e.detail)).toEqual(['failed (server_error) → retry']);
   });
@@ -150,7 +150,7 @@ describe('2026 shapes with a slow tool', () => {
       ELIGIBILITY_TIMEOUT_MS: '6000',
     });
     const result = await placeCall({ baseUrl, publicUrl: 'https://e.invalid', utterances: [{ durationMs: 900 }], hangupAfterMs: 6000, maxCallMs: 20_000 });
-    app.store.flush();
+    await app.store.flush();
     const s = model.sessions[0]!;
     expect(s.toolOutputs).toHaveLength(2);
     const { creates, lastOutput } = afterRound(s);
@@ -160,7 +160,7 @@ describe('2026 shapes with a slow tool', () => {
     expect(fillers[0]!.active).toBe(false);
     expect(answers).toHaveLength(1);
     expect(answers[0]!.active).toBe(false);
-    const said = app.store.get(result.callSid)!.transcript.filter((t) => t.speaker === 'assistant').map((t) => t.text);
+    const said = (await app.store.get(result.callSid))!.transcript.filter((t) => t.speaker === 'assistant').map((t) => t.text);
     expect(said.filter((t) => t.startsWith('I have 2 results'))).toHaveLength(1);
   }, 30_000);
 });

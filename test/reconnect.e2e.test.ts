@@ -87,7 +87,7 @@ describe('the model connection is lost mid-call', () => {
       await until(() => model.sessions.length >= 3, 5000);
       expect(model.sessions.length).toBe(3);
       const [v, b] = await Promise.all([victim, bystander]);
-      app.store.flush();
+      await app.store.flush();
 
       const heldAt = firstHeard(v, HOLD, droppedAt - v.startedAtPerfMs);
       expect(heldAt).toBeDefined();
@@ -103,7 +103,7 @@ describe('the model connection is lost mid-call', () => {
       ]);
       expect(renewed.audioMsReceived).toBeGreaterThan(500); // the caller's next turns reached the new socket
 
-      const rec = app.store.get(v.callSid)!;
+      const rec = (await app.store.get(v.callSid))!;
       expect(rec.events.map((e) => e.type)).toEqual(['model_reconnected']);
       expect(rec.endReason).toBe('caller_hangup');
       expect(v.protocolViolations).toEqual([]);
@@ -112,7 +112,7 @@ describe('the model connection is lost mid-call', () => {
       expect(rec.transcript.some((t) => t.speaker === 'assistant' && t.atMs > reconnectAt && !t.interrupted)).toBe(true);
       expect(renewed.responses.some((r) => r.status === 'completed' && r.createdBy === 'vad')).toBe(true);
 
-      const other = app.store.get(b.callSid)!;
+      const other = (await app.store.get(b.callSid))!;
       expect(other.events).toEqual([]);
       expect(b.protocolViolations).toEqual([]);
       await until(() => model.sessions[1]!.closed, 3000);
@@ -128,9 +128,9 @@ describe('the model connection is lost mid-call', () => {
     model.refuseNextConnections(3, 503);
     model.sessions[0]!.dropSocket(1011);
     const r = await call;
-    app.store.flush();
+    await app.store.flush();
     expect(model.refused.length).toBe(3);
-    const ev = app.store.get(r.callSid)!.events;
+    const ev = (await app.store.get(r.callSid))!.events;
     expect(ev).toHaveLength(1);
     expect(ev[0]!.detail).toMatch(/4 attempt\(s\)/);
   }, 60_000);
@@ -143,8 +143,8 @@ describe('the model connection is lost mid-call', () => {
     const droppedAt = performance.now();
     model.sessions[0]!.dropSocket(1011);
     const r = await call;
-    app.store.flush();
-    const rec = app.store.get(r.callSid)!;
+    await app.store.flush();
+    const rec = (await app.store.get(r.callSid))!;
     expect(rec.endReason).toBe('model_unavailable');
     expect(rec.events.map((e) => e.type)).toEqual(['model_unavailable']);
     expect(rec.events[0]!.detail).toMatch(/attempt/);

@@ -83,7 +83,7 @@ describeEdges('a full call', () => describe.each(['transcode', 'passthrough'] as
   it('relays both ways in paced 100 ms chunks, greets first, and leaves a complete record', async () => {
     const { app, model, baseUrl } = await start({ AUDIO_MODE: mode }, shortScenario);
     const result = await caller(baseUrl);
-    app.store.flush();
+    await app.store.flush();
     const session = model.sessions[0]!;
     expect(session.format).toBe(mode === 'transcode' ? 'pcm24k' : 'ulaw8k');
     expect(session.audioMsReceived).toBeGreaterThan(1500);
@@ -96,7 +96,7 @@ describeEdges('a full call', () => describe.each(['transcode', 'passthrough'] as
     expect(result.heardMs).toBeGreaterThan(500);
     expect(result.turnLatenciesMs.length).toBeGreaterThanOrEqual(2);
 
-    const record = app.store.get(result.callSid)!;
+    const record = (await app.store.get(result.callSid))!;
     expect(record).toBeDefined();
     expect(record.state).toBe('completed');
     expect(record.audioMode).toBe(mode);
@@ -115,8 +115,8 @@ describeEdges('eligibility conversation', () => {
     const result = await caller(baseUrl, {
       utterances: [{ durationMs: 900 }, { durationMs: 900 }, { durationMs: 900 }, { durationMs: 700 }],
     });
-    app.store.flush();
-    const record = app.store.get(result.callSid)!;
+    await app.store.flush();
+    const record = (await app.store.get(result.callSid))!;
     expect(record.toolCalls).toHaveLength(1);
     expect(record.toolCalls[0]).toMatchObject({ name: 'check_eligibility', ok: true });
     const said = record.transcript.filter((t) => t.speaker === 'assistant').map((t) => t.text).join(' ');
@@ -223,10 +223,10 @@ describeEdges('robustness', () => {
       body: new URLSearchParams(form).toString(),
     });
     expect(res.status).toBe(200);
-    expect(app.store.get(form.CallSid)).toMatchObject({ state: 'in_progress', from: '+15550007777' });
+    expect((await app.store.get(form.CallSid))).toMatchObject({ state: 'in_progress', from: '+15550007777' });
     const t0 = Date.now();
-    while (app.store.get(form.CallSid)?.state !== 'completed' && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
-    expect(app.store.get(form.CallSid)).toMatchObject({ state: 'completed', endReason: 'no_stream' });
+    while ((await app.store.get(form.CallSid))?.state !== 'completed' && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
+    expect((await app.store.get(form.CallSid))).toMatchObject({ state: 'completed', endReason: 'no_stream' });
     await new Promise((r) => setTimeout(r, 100));
     expect(model.sessions[0]!.closed).toBe(true);
   });
@@ -244,8 +244,8 @@ describeEdges('robustness', () => {
     expect(Date.now() - droppedAt).toBeLessThan(3000); // the new socket is open within 3 s
     const result = await pending;
     expect(result.closeCode).toBe(1000);
-    app.store.flush();
-    const record = app.store.get(result.callSid)!;
+    await app.store.flush();
+    const record = (await app.store.get(result.callSid))!;
     expect(record.endReason).not.toBe('model_disconnected');
     expect(record.events.map((e) => e.type)).toContain('model_reconnected');
     const second = model.sessions[1]!;
@@ -262,11 +262,11 @@ describeEdges('robustness', () => {
     const results = await Promise.all(
       digits.map((d) => caller(baseUrl, { utterances: [{ durationMs: 300, pauseMs: 200 }], dtmf: [{ afterUtterance: 0, digits: `${d}#` }], hangupAfterMs: 1500, maxCallMs: 30_000 })),
     );
-    app.store.flush();
+    await app.store.flush();
     expect(model.sessions).toHaveLength(50);
     for (const [i, r] of results.entries()) {
       expect(r.protocolViolations).toEqual([]);
-      const record = app.store.get(r.callSid)!;
+      const record = (await app.store.get(r.callSid))!;
       const said = record.transcript.filter((t) => t.speaker === 'assistant').map((t) => t.text).join(' ');
       expect(said).toContain(`You pressed ${digits[i]}`);
       for (const other of [digits[(i + 1) % 50], digits[(i + 7) % 50]]) expect(said).not.toContain(`You pressed ${other}`);

@@ -8,8 +8,8 @@ import { ConfigError, loadConfig } from '../config.js';
 import { silentLogger } from '../log.js';
 import { LatencyHistogram } from '../call/stats.js';
 import { parseSince } from '../store/since.js';
-import { SqliteCallStore } from '../store/sqlite.js';
-import type { CallRecord, CallSummary } from '../store/types.js';
+import { openCallStore } from '../store/open.js';
+import type { CallRecord, CallStore, CallSummary } from '../store/types.js';
 import type { CliIO } from './io.js';
 
 export { parseSince };
@@ -49,22 +49,30 @@ export async function run(args: string[], io: CliIO): Promise<number> {
     if (err instanceof ConfigError) return fail(2, err.message);
     throw err;
   }
-  if (!existsSync(config.dbPath)) return fail(1, `no call store at ${config.dbPath} (set CALLBRIDGE_DB)`);
-  const store = new SqliteCallStore({ path: config.dbPath, transcriptKey: config.transcriptKey, prices: config.prices, log: silentLogger, readOnly: true });
+  const where = config.databaseUrl ? 'the PostgreSQL store' : config.dbPath;
+  if (!config.databaseUrl && !existsSync(config.dbPath)) return fail(1, `no call store at ${config.dbPath} (set CALLBRIDGE_DB or DATABASE_URL)`);
+  let store: CallStore;
+  try {
+    store = (
+      await openCallStore({ databaseUrl: config.databaseUrl, dbPath: config.dbPath, transcriptKey: config.transcriptKey, prices: config.prices, log: silentLogger, readOnly: true })
+    ).store;
+  } catch (err) {
+    return fail(1, `cannot open ${where}: ${err instanceof Error ? err.message : String(err)}`);
+  }
   try {
     if (sub === 'list') {
-      const calls = store.list({ since, limit });
+      const calls = await store.list({ since, limit });
       io.stdout.write(json ? `${JSON.stringify(calls, null, 2)}\n` : formatList(calls));
       return 0;
     }
-    const record = store.get(positional[0]!);
-    if (!record) return fail(1, `no call ${positional[0]} in ${config.dbPath}`);
+    const record = await store.get(positional[0]!);
+    if (!record) return fail(1, `no call ${positional[0]} in ${where}`);
     io.stdout.write(json ? `${JSON.stringify(record, null, 2)}\n` : formatRecord(record));
     return 0;
   } catch (err) {
     return fail(1, err instanceof Error ? err.message : String(err));
   } finally {
-    store.close();
+    await store.close();
   }
 }
 

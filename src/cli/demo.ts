@@ -98,14 +98,14 @@ export async function run(args: string[], io: CliIO): Promise<number> {
     const rest = Array.from({ length: calls - 1 }, (_, i) => place(i + 1));
     if (dropModel && calls >= 2) void dropWhileSpeaking(standIn, 1);
     const results = await Promise.allSettled([first, ...rest]);
-    app.store.flush();
+    await app.store.flush();
     for (const r of results) {
       if (r.status === 'rejected') {
         failed++;
         out(`call failed: ${r.reason instanceof Error ? r.reason.message : String(r.reason)}\n\n`);
         continue;
       }
-      const record = app.store.get(r.value.callSid);
+      const record = await app.store.get(r.value.callSid);
       out(describeCall(r.value, record, quiet));
     }
   } finally {
