@@ -1,4 +1,8 @@
-/** `callbridge demo`, the README's main job: one simulated eligibility call end to end, and its record printed. */
+/**
+ * `callbridge demo`, the README's main job: simulated eligibility calls end to
+ * end, and their records printed — call 1 in the 2026 shapes (a preamble and
+ * two parallel tool calls), call 2 one question at a time.
+ */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,13 +13,17 @@ import { memoryIO } from './helpers/cli-io.js';
 const dir = mkdtempSync(join(tmpdir(), 'callbridge-demo-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-it('places a call through the real relay and prints its record and the caller\'s view', async () => {
+it('places calls through the real relay and prints their records and the caller\'s view', async () => {
   const t = memoryIO({ CALLBRIDGE_DB: join(dir, 'demo.db') });
-  expect(await main(['demo', '--calls', '1'], t.io), t.err()).toBe(0);
+  expect(await main(['demo', '--calls', '2'], t.io), t.err()).toBe(0);
   const out = t.out();
-  expect(out).toMatch(/state completed .* end reason caller_hangup/);
+  expect(out).toMatch(/^edge: (uWebSockets\.js .* native|node:http \+ ws)/m);
+  expect(out.match(/state completed .* end reason caller_hangup/g)).toHaveLength(2);
+  // Call 1: the preamble, both members checked in one round, the summary heard once.
+  expect(out).toContain('assistant Let me check both of those for you.');
+  expect(out.match(/The first member is eligible .* The second member is eligible/g)).toHaveLength(1);
   expect(out).toContain('assistant Sure. Can I get the Member ID?');
-  expect(out).toMatch(/check_eligibility ok in \d+ ms/);
+  expect(out.match(/check_eligibility ok in \d+ ms/g)!.length).toBeGreaterThanOrEqual(3);
   expect(out).toMatch(/relay-added latency per frame: in p50 \d+ µs/);
   expect(out).toMatch(/caller view \(end of speech → first audio heard\) \d+, \d+, \d+, \d+/);
   expect(out).toContain('protocol violations: 0');
