@@ -119,6 +119,11 @@ export class Relay implements VoiceApp {
     return this.calls.size;
   }
 
+  /** Calls answered whose stream has not started yet (each holds a pre-warmed model session). */
+  get pendingCalls(): number {
+    return this.pending.size;
+  }
+
   /** The webhook was parsed by the edge (twilio/webhooks.ts): `call.callSid` is a well-formed CA… SID. */
   incoming(call: VoiceWebhook, streamUrl: string): IncomingResult {
     const callSid = call.callSid;
