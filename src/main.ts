@@ -128,15 +128,14 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   );
   if (!config.twilioAuthToken) log.warn('UNSIGNED: TWILIO_AUTH_TOKEN is not set (ALLOW_UNSIGNED=true); Twilio signatures are NOT checked');
 
-  let closed = false;
+  let closing: Promise<void> | undefined;
   let draining: Promise<void> | undefined;
-  const close = async () => {
-    if (closed) return;
-    closed = true;
-    relay.shutdown();
-    await server.close();
-    store.close();
-  };
+  const close = () =>
+    (closing ??= (async () => {
+      relay.shutdown();
+      await server.close();
+      store.close();
+    })());
   return {
     port: server.port,
     edge: server.edge.description,

@@ -113,6 +113,32 @@ describe.each(availableEdges())('%s edge', (edge) => {
     expect(app.store.get(call.callSid)).toMatchObject({ endReason: 'caller_hangup' });
   }, 60_000);
 
+  it('while draining, a call answered just before the drain still brings its stream in; a stranger\'s stream gets 1001', async () => {
+    const { app, base, ws } = await start(edge, {});
+    const callSid = sid(77);
+    const twiml = await incoming(base, callSid, '+15550207777');
+    const token = /<Parameter name="token" value="([^"]+)"/.exec(twiml)?.[1];
+    expect(token).toBeTruthy();
+    const drained = app.relay.drain(60_000);
+    expect((await fetch(`${base}/voice/health`)).status).toBe(503);
+    // Its stream arrives after the signal: admitted, the model answers (the greeting's audio comes back).
+    const streamSid = `MZ${'7'.repeat(32)}`;
+    const sock = new WebSocket(ws, { headers: signedUpgrade });
+    await new Promise((r) => sock.once('open', r));
+    const firstMedia = new Promise<void>((resolve) => sock.on('message', (d) => JSON.parse(String(d)).event === 'media' && resolve()));
+    const startBody = { accountSid: `AC${'5'.repeat(32)}`, streamSid, callSid, tracks: ['inbound'], customParameters: { token }, mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 } };
+    sock.send(JSON.stringify({ event: 'start', sequenceNumber: '1', streamSid, start: startBody }));
+    await firstMedia;
+    expect(app.relay.activeCalls).toBe(1);
+    // Nothing else is waiting for its stream now: another upgrade is told the server is going away.
+    expect(await silentStream(ws)).toMatchObject({ code: 1001, reason: 'server shutting down' });
+    sock.send(JSON.stringify({ event: 'stop', sequenceNumber: '2', streamSid, stop: { accountSid: startBody.accountSid, callSid } }));
+    sock.close();
+    await drained; // the last call ended: the drain is over before its deadline
+    app.store.flush();
+    expect(app.store.get(callSid)).toMatchObject({ endReason: 'caller_hangup' });
+  }, 20_000);
+
   it('caps pre-warmed sessions at MAX_PENDING_CALLS (busy TwiML over it) and closes them at PREWARM_TTL_MS', async () => {
     const { app, model, base } = await start(edge, { MAX_PENDING_CALLS: '3', PREWARM_TTL_MS: '1000' });
     for (let i = 1; i <= 3; i++) expect(await incoming(base, sid(i), `+1555020000${i}`)).toContain('<Stream');
