@@ -51,7 +51,7 @@ export interface Callbridge {
 }
 
 /** The refusal to serve unsigned without ALLOW_UNSIGNED=true; null when the Config may serve. */
-export function signingProblem(config: Config): string | null {
+export function signingProblem(config: Pick<Config, 'twilioAuthToken' | 'allowUnsigned'>): string | null {
   if (config.twilioAuthToken || config.allowUnsigned) return null;
   return 'TWILIO_AUTH_TOKEN: not set, so Twilio signatures could not be checked; set it (Twilio console → Account → Auth Token), or set ALLOW_UNSIGNED=true to accept unsigned requests (local testing only)';
 }

@@ -218,6 +218,15 @@ describe('callbridge serve is signed by default', () => {
     });
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/TWILIO_AUTH_TOKEN: not set.*ALLOW_UNSIGNED=true/);
+    // Listed with the other configuration problems, all at once.
+    const both = spawnSync(process.execPath, [join(ROOT, 'bin/callbridge.js'), 'serve'], {
+      cwd: ROOT,
+      env: { PATH: process.env.PATH, PORT: 'x', OPENAI_API_KEY: 'k' },
+      encoding: 'utf8',
+      timeout: 30_000,
+    });
+    expect(both.status).toBe(2);
+    expect(both.stderr).toMatch(/PORT[\s\S]*TWILIO_AUTH_TOKEN: not set/);
   }, 40_000);
 
   it('with ALLOW_UNSIGNED=true it starts, says UNSIGNED, and health carries "signed": false', async () => {

@@ -28,7 +28,9 @@ export async function run(args: string[], io: CliIO): Promise<number> {
     config = loadConfig(io.env);
   } catch (err) {
     if (err instanceof ConfigError) {
-      io.stderr.write(`callbridge serve: ${err.message}\n`);
+      // Every problem at once: the signing one too, judged on the raw values.
+      const unsigned = signingProblem({ twilioAuthToken: io.env.TWILIO_AUTH_TOKEN || undefined, allowUnsigned: /^(true|1|yes|on)$/.test(io.env.ALLOW_UNSIGNED ?? '') });
+      io.stderr.write(`callbridge serve: ${(unsigned ? new ConfigError([...err.problems, unsigned]) : err).message}\n`);
       return 2;
     }
     throw err;
