@@ -223,10 +223,6 @@ export class Relay implements VoiceApp {
     return this.drained;
   }
 
-  get isDraining(): boolean {
-    return this.draining;
-  }
-
   private drainDeadline(): void {
     this.deps.log.info({ activeCalls: this.calls.size }, 'drain deadline: saying goodbye to the calls still in progress');
     for (const [sid, p] of this.pending) this.dropPending(sid, p, 'shutdown');
