@@ -7,6 +7,7 @@
  * Times are in ms unless the name says otherwise; prices in USD.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { defaultPromptPath, loadPrompt } from './call/prompts.js';
 import { REASONING_EFFORTS, type ReasoningEffort } from './realtime/protocol.js';
@@ -56,6 +57,8 @@ const EnvSchema = z.object({
   VAD_SILENCE_DURATION_MS: intIn(0, 5000).default(500),
 
   TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
+  /** Serving without TWILIO_AUTH_TOKEN (no signature checks) must be asked for; startCallbridge refuses otherwise. */
+  ALLOW_UNSIGNED: bool.default(false),
 
   /** Outbound playout lead: how far ahead of real time audio is sent to Twilio. */
   PLAYOUT_LEAD_MS: intIn(20, 2000).default(100),
@@ -70,6 +73,20 @@ const EnvSchema = z.object({
   RATE_LIMIT_BURST: intIn(1, 1_000_000).default(500),
   RATE_LIMIT_PER_SECOND: z.coerce.number().positive().max(1_000_000).default(200),
   PREWARM_TTL_MS: intIn(1000, 600_000).default(30_000),
+  /** Pre-warmed model sessions waiting for their stream, at most (over it the webhook gets the busy TwiML). */
+  MAX_PENDING_CALLS: intIn(1, 100_000).default(200),
+  /** A stream must send a valid `start` within this, or it is closed (1008) and frees its slot. */
+  START_TIMEOUT_MS: intIn(100, 60_000).default(5000),
+  /** On SIGTERM/SIGINT, calls in progress may go on this long; then each hears the goodbye and ends. */
+  DRAIN_TIMEOUT_MS: intIn(0, 86_400_000).default(300_000),
+  /** Proxies whose X-Forwarded-For is believed: comma-separated CIDRs (IPv4 and IPv6), e.g. 10.0.0.0/8,fd00::/8. */
+  TRUST_PROXY: z.string().optional(),
+  /** Requests failing the Twilio signature, per client address: burst, then this many a minute. */
+  RATE_LIMIT_UNSIGNED_BURST: intIn(1, 1_000_000).default(5),
+  RATE_LIMIT_UNSIGNED_PER_MIN: z.coerce.number().positive().max(1_000_000).default(10),
+  /** Signed call set-ups per calling number (From): burst, then this many a minute. */
+  RATE_LIMIT_CALLER_BURST: intIn(1, 1_000_000).default(5),
+  RATE_LIMIT_CALLER_PER_MIN: z.coerce.number().positive().max(1_000_000).default(10),
   MODEL_CONNECT_TIMEOUT_MS: intIn(100, 60_000).default(10_000),
 
   CALLBRIDGE_DB: z.string().min(1).default('./data/callbridge.db'),
@@ -160,6 +177,7 @@ export interface Config {
   };
   audioMode: AudioMode;
   twilioAuthToken: string | undefined;
+  allowUnsigned: boolean;
   playoutLeadMs: number;
   outboundChunkMs: number;
   inboundBatchMs: number;
@@ -168,6 +186,14 @@ export interface Config {
   maxConcurrentCalls: number;
   rateLimit: { burst: number; perSecond: number };
   prewarmTtlMs: number;
+  maxPendingCalls: number;
+  startTimeoutMs: number;
+  drainTimeoutMs: number;
+  /** TRUST_PROXY, parsed: each entry an address and prefix length. */
+  trustProxy: { address: string; prefix: number; family: 'ipv4' | 'ipv6' }[];
+  /** Failed signatures per client address, and signed call set-ups per calling number (per minute). */
+  unsignedLimit: { burst: number; perMinute: number };
+  callerLimit: { burst: number; perMinute: number };
   dbPath: string;
   databaseUrl: string | undefined;
   instanceId: string | undefined;
@@ -236,6 +262,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       else problems.push(`${name.toUpperCase()}_AUDIO: ${r.error}`);
     }
   }
+  const trustProxy = parseCidrs(cleaned.TRUST_PROXY ?? '', problems);
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   const e = parsed.data;
   const listed = modelPrices(e.OPENAI_MODEL);
@@ -267,6 +294,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     audioMode: e.AUDIO_MODE,
     twilioAuthToken: e.TWILIO_AUTH_TOKEN,
+    allowUnsigned: e.ALLOW_UNSIGNED,
     playoutLeadMs: e.PLAYOUT_LEAD_MS,
     outboundChunkMs: Math.floor(e.OUTBOUND_CHUNK_MS / 20) * 20,
     inboundBatchMs: Math.floor(e.INBOUND_BATCH_MS / 20) * 20,
@@ -275,6 +303,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxConcurrentCalls: e.MAX_CONCURRENT_CALLS,
     rateLimit: { burst: e.RATE_LIMIT_BURST, perSecond: e.RATE_LIMIT_PER_SECOND },
     prewarmTtlMs: e.PREWARM_TTL_MS,
+    maxPendingCalls: e.MAX_PENDING_CALLS,
+    startTimeoutMs: e.START_TIMEOUT_MS,
+    drainTimeoutMs: e.DRAIN_TIMEOUT_MS,
+    trustProxy,
+    unsignedLimit: { burst: e.RATE_LIMIT_UNSIGNED_BURST, perMinute: e.RATE_LIMIT_UNSIGNED_PER_MIN },
+    callerLimit: { burst: e.RATE_LIMIT_CALLER_BURST, perMinute: e.RATE_LIMIT_CALLER_PER_MIN },
     dbPath: e.CALLBRIDGE_DB,
     databaseUrl: e.DATABASE_URL,
     instanceId: e.INSTANCE_ID,
@@ -307,4 +341,21 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     metrics: e.METRICS,
   };
+}
+
+/** TRUST_PROXY: "10.0.0.0/8, 2001:db8::/32, 192.0.2.7" (a bare address is /32 or /128). Problems are added to `problems`. */
+export function parseCidrs(value: string, problems: string[]): Config['trustProxy'] {
+  const out: Config['trustProxy'] = [];
+  for (const raw of value.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const [address = '', bits, extra] = raw.split('/');
+    const v = isIP(address);
+    const max = v === 4 ? 32 : 128;
+    const prefix = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN;
+    if (v === 0 || extra !== undefined || !(prefix >= 0 && prefix <= max)) {
+      problems.push(`TRUST_PROXY: '${raw}' is not an IPv4 or IPv6 address or CIDR (e.g. 10.0.0.0/8, fd00::/8)`);
+      continue;
+    }
+    out.push({ address, prefix, family: v === 4 ? 'ipv4' : 'ipv6' });
+  }
+  return out;
 }

@@ -3,10 +3,16 @@
  * the model provider, tools, call store, relay and server — and tears it
  * down again. `callbridge serve`, `callbridge demo` and the integration
  * tests all start the product through here, so they test the same wiring.
+ *
+ * Signed by default: startCallbridge refuses a Config without
+ * TWILIO_AUTH_TOKEN unless ALLOW_UNSIGNED=true (a ConfigError, before
+ * anything opens). The check lives here, not in loadConfig, so that every
+ * process that serves calls (serve, demo, bench, end-to-end tests) passes it,
+ * while loadConfig stays a plain parser that unit tests call with `{}`.
  */
 import { readFileSync } from 'node:fs';
 import { createAdminHandler } from './admin/calls-api.js';
-import type { Config } from './config.js';
+import { ConfigError, type Config } from './config.js';
 import { Relay } from './call/relay.js';
 import { createStoreRecorder } from './store/recorder.js';
 import { Transcoder } from './dsp/index.js';
@@ -38,7 +44,20 @@ export interface Callbridge {
   /** Which store: `sqlite` or `postgres`. */
   storeKind: 'sqlite' | 'postgres';
   server: RunningServer;
+  /**
+   * Drain: health says `draining`, new calls are refused, calls in progress
+   * go on up to DRAIN_TIMEOUT_MS and then hear the goodbye; then `close()`
+   * (records flushed). A second call returns the same promise.
+   */
+  drain(): Promise<void>;
+  /** End every call at once (records written), stop the server, close the store. */
   close(): Promise<void>;
+}
+
+/** The refusal to serve unsigned without ALLOW_UNSIGNED=true; null when the Config may serve. */
+export function signingProblem(config: Pick<Config, 'twilioAuthToken' | 'allowUnsigned'>): string | null {
+  if (config.twilioAuthToken || config.allowUnsigned) return null;
+  return 'TWILIO_AUTH_TOKEN: not set, so Twilio signatures could not be checked; set it (Twilio console → Account → Auth Token), or set ALLOW_UNSIGNED=true to accept unsigned requests (local testing only)';
 }
 
 export interface StartOptions {
@@ -51,6 +70,8 @@ export interface StartOptions {
 }
 
 export async function startCallbridge(config: Config, log: Logger, opts: StartOptions = {}): Promise<Callbridge> {
+  const unsigned = signingProblem(config);
+  if (unsigned) throw new ConfigError([unsigned]);
   const opened = await openCallStore({
     databaseUrl: config.databaseUrl,
     dbPath: config.dbPath,
@@ -114,9 +135,20 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     await store.close();
     throw err;
   }
-  log.info({ port: server.port, edge: server.edge.description, audioMode: config.audioMode, model: config.openai.model }, 'callbridge listening');
+  log.info(
+    { port: server.port, edge: server.edge.description, audioMode: config.audioMode, model: config.openai.model, signed: config.twilioAuthToken !== undefined },
+    'callbridge listening',
+  );
+  if (!config.twilioAuthToken) log.warn('UNSIGNED: TWILIO_AUTH_TOKEN is not set (ALLOW_UNSIGNED=true); Twilio signatures are NOT checked');
 
-  let closed = false;
+  let closing: Promise<void> | undefined;
+  let draining: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      relay.shutdown();
+      await server.close();
+      await store.close();
+    })());
   return {
     port: server.port,
     edge: server.edge.description,
@@ -124,12 +156,10 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     store,
     storeKind: opened.kind,
     server,
-    async close() {
-      if (closed) return;
-      closed = true;
-      relay.shutdown();
-      await server.close();
-      await store.close();
+    drain() {
+      draining ??= relay.drain(config.drainTimeoutMs).then(close);
+      return draining;
     },
+    close,
   };
 }

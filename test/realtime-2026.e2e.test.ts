@@ -38,6 +38,7 @@ async function start(scenario: Scenario, env: Record<string, string> = {}) {
   const model: ModelStandIn = await startModelStandIn({ scenario, audioSpeedup: 8, responseDelayMs: 50, transcriptDelayMs: 50 });
   cleanup.push(() => model.close());
   const config = loadConfig({
+    ALLOW_UNSIGNED: 'true', // placeCall signs nothing without an auth token
     PORT: '0',
     HOST: '127.0.0.1',
     PUBLIC_URL: 'https://e.invalid',

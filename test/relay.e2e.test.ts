@@ -260,7 +260,7 @@ describeEdges('robustness', () => {
     const { app, model, baseUrl } = await start({}, { greeting: 'Hi.', turns: [], onUserText: (t) => `You pressed ${t.replace(/\D/g, '')}.` });
     const digits = Array.from({ length: 50 }, (_, i) => String(1000 + i));
     const results = await Promise.all(
-      digits.map((d) => caller(baseUrl, { utterances: [{ durationMs: 300, pauseMs: 200 }], dtmf: [{ afterUtterance: 0, digits: `${d}#` }], hangupAfterMs: 1500, maxCallMs: 30_000 })),
+      digits.map((d, i) => caller(baseUrl, { from: `+1555020${String(i).padStart(4, '0')}`, utterances: [{ durationMs: 300, pauseMs: 200 }], dtmf: [{ afterUtterance: 0, digits: `${d}#` }], hangupAfterMs: 1500, maxCallMs: 30_000 })),
     );
     await app.store.flush();
     expect(model.sessions).toHaveLength(50);

@@ -1,6 +1,11 @@
-/** The per-IP token bucket, on a manual clock. */
+/** The per-key token bucket on a manual clock; client addresses behind trusted proxies. */
 import { describe, expect, it } from 'vitest';
 import { RateLimiter } from '../src/server/rate-limit.js';
+import type { VoiceApp } from '../src/call/ports.js';
+import { loadConfig } from '../src/config.js';
+import { silentLogger } from '../src/log.js';
+import { canonicalIp, EdgeCore } from '../src/server/core.js';
+import { createMetrics } from '../src/server/metrics.js';
 
 describe('RateLimiter', () => {
   it('allows a burst, then refills at the configured rate, per key', () => {
@@ -24,5 +29,46 @@ describe('RateLimiter', () => {
     now += 61_000;
     rl.allow('fresh');
     expect((rl as unknown as { buckets: Map<string, unknown> }).buckets.size).toBe(1);
+  });
+});
+
+describe('client addresses (TRUST_PROXY, X-Forwarded-For)', () => {
+  it('canonicalIp: one text per address, whatever the writing; null for what is not an address', () => {
+    expect(canonicalIp('192.0.2.1')).toBe('192.0.2.1');
+    expect(canonicalIp(' 192.0.2.1:8080 ')).toBe('192.0.2.1');
+    expect(canonicalIp('::ffff:192.0.2.1')).toBe('192.0.2.1');
+    expect(canonicalIp('0000:0000:0000:0000:0000:ffff:c000:0201')).toBe('192.0.2.1'); // uWS's long form of a mapped IPv4
+    expect(canonicalIp('0000:0000:0000:0000:0000:0000:0000:0001')).toBe('::1');
+    expect(canonicalIp('[2001:DB8::7]:443')).toBe('2001:db8::7');
+    expect(canonicalIp('2001:0db8:0000::0007')).toBe('2001:db8::7');
+    for (const bad of ['', 'unknown', '999.1.1.1', '1.2.3', '[::1', 'fe80::1%eth0x/']) expect(canonicalIp(bad)).toBeNull();
+  });
+
+  it('TRUST_PROXY is parsed as CIDRs (IPv4, IPv6, bare addresses); every bad entry is listed', () => {
+    expect(loadConfig({ TRUST_PROXY: '10.0.0.0/8, 2001:db8::/32,192.0.2.7' }).trustProxy).toEqual([
+      { address: '10.0.0.0', prefix: 8, family: 'ipv4' },
+      { address: '2001:db8::', prefix: 32, family: 'ipv6' },
+      { address: '192.0.2.7', prefix: 32, family: 'ipv4' },
+    ]);
+    expect(loadConfig({}).trustProxy).toEqual([]);
+    expect(() => loadConfig({ TRUST_PROXY: '10.0.0.0/33, proxy.local, ::1/129, 1.2.3.4/8/9' })).toThrow(
+      /TRUST_PROXY: '10\.0\.0\.0\/33'[\s\S]*'proxy\.local'[\s\S]*'::1\/129'[\s\S]*'1\.2\.3\.4\/8\/9'/,
+    );
+  });
+
+  it('the client is the peer, or behind trusted proxies the right-most untrusted X-Forwarded-For hop', () => {
+    const core = new EdgeCore({
+      config: loadConfig({ TRUST_PROXY: '10.0.0.0/8,fd00::/8' }),
+      app: {} as VoiceApp,
+      log: silentLogger,
+      metrics: createMetrics(),
+    });
+    expect(core.clientAddress('192.0.2.9', '198.51.100.7')).toBe('192.0.2.9'); // untrusted peer: its header is ignored
+    expect(core.clientAddress('10.0.0.2', '198.51.100.7')).toBe('198.51.100.7');
+    expect(core.clientAddress('10.0.0.2', '6.6.6.6, 198.51.100.7, 10.9.9.9')).toBe('198.51.100.7');
+    expect(core.clientAddress('::ffff:10.0.0.2', '2001:db8::1, fd00::5')).toBe('2001:db8::1');
+    expect(core.clientAddress('10.0.0.2', '10.0.0.3, 10.0.0.4')).toBe('10.0.0.3'); // all trusted: the left-most
+    expect(core.clientAddress('10.0.0.2', '')).toBe('10.0.0.2');
+    expect(core.clientAddress('10.0.0.2', 'garbage, ')).toBe('10.0.0.2');
   });
 });

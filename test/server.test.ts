@@ -254,7 +254,9 @@ describe.each(availableEdges())('%s edge', (edge) => {
       }
       expect(metrics).toMatch(/^callbridge_active_calls 0$/m);
       const admin = await fetch(`${base}/calls/CA123?limit=5`, { headers: { authorization: 'Bearer x' } });
+      expect(admin.headers.get('cache-control')).toBe('no-store'); // call records are personal data
       expect(await admin.json()).toEqual({ path: '/calls/CA123', limit: '5', auth: 'Bearer x' });
+      expect((await fetch(`${base}/calls`)).headers.get('cache-control')).toBe('no-store');
       expect((await fetch(`${base}/nope`)).status).toBe(404);
     });
 
@@ -268,7 +270,10 @@ describe.each(availableEdges())('%s edge', (edge) => {
         return Promise.resolve({ status: 200, body: { n: 1n } }); // BigInt: JSON.stringify throws
       }) as AdminReader;
       const { base, s } = await start(edge, f.app, {}, { admin });
-      for (let i = 0; i < 3; i++) expect((await fetch(`${base}/calls`)).status).toBe(500);
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${base}/calls`);
+        expect([res.status, res.headers.get('cache-control')]).toEqual([500, 'no-store']);
+      }
       expect((await fetch(`${base}/voice/health`)).status).toBe(200);
       expect(await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total')).toContain('handler="admin"} 3');
     });
@@ -290,14 +295,119 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expect(codes).toEqual([200, 200, 200, 429, 429]);
     });
 
-    it('rate-limits websocket upgrades per IP with 429 before any stream opens', async () => {
+    it('running unsigned, rate-limits websocket upgrades per IP with 429 before any stream opens', async () => {
       const f = fakeApp();
-      const { ws: url, s } = await start(edge, f.app, {}, { rateLimit: { burst: 1, perSecond: 0.001 } });
-      const first = await openWs(url);
-      await expect(openWs(url)).rejects.toThrow('HTTP 429');
+      const { ws: url, s } = await start(edge, f.app, { TWILIO_AUTH_TOKEN: '' }, { rateLimit: { burst: 1, perSecond: 0.001 } });
+      const first = await openWs(url, false);
+      await expect(openWs(url, false)).rejects.toThrow('HTTP 429');
       expect(f.streams).toHaveLength(1);
       expect(await s.metrics.registry.getSingleMetricAsString('callbridge_streams_refused_total')).toContain('reason="rate_limited"} 1');
       first.close();
+    });
+
+    it('signed, never limits validly signed upgrades per IP; failed ones get 403, then 429 past RATE_LIMIT_UNSIGNED_BURST', async () => {
+      const f = fakeApp();
+      const { ws: url, s } = await start(edge, f.app, { RATE_LIMIT_UNSIGNED_BURST: '2' }, { rateLimit: { burst: 1, perSecond: 0.001 } });
+      const open = [];
+      for (let i = 0; i < 5; i++) open.push(await openWs(url));
+      const refusals = [];
+      for (let i = 0; i < 4; i++) refusals.push(await openWs(url, false).then(() => 'open', (e: Error) => e.message));
+      expect(refusals).toEqual(['HTTP 403', 'HTTP 403', 'HTTP 429', 'HTTP 429']);
+      expect(await openWs(url).then(() => 'open')).toBe('open'); // a signed upgrade from the same address still gets through
+      expect(f.streams).toHaveLength(6);
+      const refused = await s.metrics.registry.getSingleMetricAsString('callbridge_streams_refused_total');
+      expect(refused).toContain('reason="signature"} 2');
+      expect(refused).toContain('reason="rate_limited"} 2');
+      for (const ws of open) ws.close();
+    });
+  });
+
+  describe('rate limits that fit telephony', () => {
+    const from = (i: number) => `+1555030${String(i).padStart(4, '0')}`;
+    const callForm = (i: number, caller = from(i)) => ({
+      CallSid: `CA${i.toString(16).padStart(32, '0')}`, AccountSid: `AC${'2'.repeat(32)}`, From: caller, To: '+15550002222', CallStatus: 'ringing',
+    });
+    const signed = (f: Record<string, string>) => signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, f);
+
+    it('lets one address set up 200 signed calls a minute with the defaults, even under a tight per-IP bucket', async () => {
+      const f = fakeApp();
+      const { base, s } = await start(edge, f.app, {}, { rateLimit: { burst: 5, perSecond: 0.001 } });
+      const codes = await Promise.all(Array.from({ length: 200 }, (_, i) => post(base, '/voice/incoming', callForm(i), signed(callForm(i))).then((r) => r.status)));
+      expect(codes.filter((c) => c !== 200)).toEqual([]);
+      expect(f.incoming).toHaveLength(200);
+      // Within the same minute the per-IP bucket (burst 5) still guards everything else from that address.
+      const health = [];
+      for (let i = 0; i < 7; i++) health.push((await fetch(`${base}/voice/health`)).status);
+      expect(health).toEqual([200, 200, 200, 200, 200, 429, 429]);
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_rate_limited_total')).not.toContain('kind="caller"');
+    });
+
+    it('with the default settings, one address sets up 200 signed calls a minute (distinct callers)', async () => {
+      const f = fakeApp();
+      const { base } = await start(edge, f.app);
+      const codes = await Promise.all(Array.from({ length: 200 }, (_, i) => post(base, '/voice/incoming', callForm(i), signed(callForm(i))).then((r) => r.status)));
+      expect(codes.filter((c) => c !== 200)).toEqual([]);
+      expect(f.incoming).toHaveLength(200);
+    });
+
+    it('limits signed call set-ups per calling number: past the burst the call gets the busy TwiML', async () => {
+      const f = fakeApp();
+      const { base, s } = await start(edge, f.app, { RATE_LIMIT_CALLER_BURST: '3' });
+      const bodies = [];
+      for (let i = 0; i < 5; i++) {
+        const res = await post(base, '/voice/incoming', callForm(i, '+15550009999'), signed(callForm(i, '+15550009999')));
+        expect(res.status).toBe(200);
+        bodies.push(await res.text());
+      }
+      expect(bodies.slice(0, 3)).toEqual(['<Response/>', '<Response/>', '<Response/>']);
+      for (const b of bodies.slice(3)) expect(b).toContain('<Reject');
+      expect(f.incoming).toHaveLength(3);
+      // Another number is not affected.
+      expect(await (await post(base, '/voice/incoming', callForm(9), signed(callForm(9)))).text()).toBe('<Response/>');
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_rate_limited_total')).toContain('kind="caller"} 2');
+    });
+
+    it('limits requests failing the signature per client address: 403 within RATE_LIMIT_UNSIGNED_BURST, then 429', async () => {
+      const f = fakeApp();
+      const { base, s } = await start(edge, f.app, { RATE_LIMIT_UNSIGNED_BURST: '3' });
+      const codes = [];
+      for (let i = 0; i < 5; i++) codes.push((await post(base, '/voice/incoming', callForm(i), 'forged')).status);
+      expect(codes).toEqual([403, 403, 403, 429, 429]);
+      expect((await post(base, '/voice/incoming', callForm(7), signed(callForm(7)))).status).toBe(200); // Twilio from the same address is not refused
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_rate_limited_total')).toContain('kind="unsigned"} 2');
+    });
+
+    it('TRUST_PROXY: behind a trusted proxy the client is the right-most untrusted X-Forwarded-For address', async () => {
+      const f = fakeApp();
+      const { base } = await start(edge, f.app, { TRUST_PROXY: '127.0.0.0/8, 10.0.0.0/8, fd00::/8', RATE_LIMIT_UNSIGNED_BURST: '2' });
+      const forged = (xff: string) =>
+        fetch(`${base}/voice/incoming`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': 'forged', 'x-forwarded-for': xff },
+          body: new URLSearchParams(callForm(1)).toString(),
+        }).then((r) => r.status);
+      // Client 198.51.100.7 (spoofed left-most entries and the trusted hops after it do not matter).
+      const a = [];
+      for (const xff of ['198.51.100.7', '203.0.113.99, 198.51.100.7', '1.2.3.4, 198.51.100.7, 10.1.2.3', '198.51.100.7:5555, fd00::1']) a.push(await forged(xff));
+      expect(a).toEqual([403, 403, 429, 429]);
+      // Other clients have their own budget; IPv6 clients too, written either way.
+      expect([await forged('2001:db8::7'), await forged('[2001:db8:0:0::7]:443'), await forged('2001:0db8::0007')]).toEqual([403, 403, 429]);
+      expect(await forged('192.0.2.1, 10.0.0.1')).toBe(403);
+    });
+
+    it('without TRUST_PROXY, X-Forwarded-For is ignored: every request counts against the peer', async () => {
+      const f = fakeApp();
+      const { base } = await start(edge, f.app, { RATE_LIMIT_UNSIGNED_BURST: '2' });
+      const codes = [];
+      for (let i = 0; i < 3; i++) {
+        const res = await fetch(`${base}/voice/incoming`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': 'forged', 'x-forwarded-for': `198.51.100.${i}` },
+          body: new URLSearchParams(callForm(1)).toString(),
+        });
+        codes.push(res.status);
+      }
+      expect(codes).toEqual([403, 403, 429]);
     });
   });
 
@@ -319,6 +429,19 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const { ws: url } = await start(edge, f.app);
       await expect(openWs(url, false)).rejects.toThrow('HTTP 403');
       expect(f.streams).toHaveLength(0);
+    });
+
+    it('closes with 1001 when the app refuses the stream because it is draining, and health answers 503', async () => {
+      const f = fakeApp();
+      f.app.openStream = () => ({ refused: 'draining' });
+      f.app.health = () => ({ status: 'draining', version: '1', uptimeSeconds: 0, activeCalls: 2, model: { reachable: true, lastOkAt: null, lastError: null }, signed: true });
+      const { ws: url, base, s } = await start(edge, f.app);
+      const ws = await openWs(url);
+      expect(await closed(ws)).toEqual([1001, 'server shutting down']);
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_streams_refused_total')).toContain('reason="draining"} 1');
+      const health = await fetch(`${base}/voice/health`);
+      expect(health.status).toBe(503);
+      expect(await health.json()).toMatchObject({ status: 'draining', signed: true });
     });
 
     it('closes with 1013 when the app refuses the stream (at capacity)', async () => {

@@ -57,11 +57,19 @@ export interface ModelHealth {
 }
 
 export interface HealthReport {
-  status: 'ok' | 'degraded';
+  /** `ok` → 200; `degraded` (model unreachable) and `draining` (shutting down: calls finish, none start) → 503. */
+  status: 'ok' | 'degraded' | 'draining';
   version: string;
   uptimeSeconds: number;
   activeCalls: number;
   model: ModelHealth;
+  /** false: TWILIO_AUTH_TOKEN is not set and requests are taken unsigned (ALLOW_UNSIGNED=true). */
+  signed?: boolean;
+}
+
+/** Why openStream refused a stream: `capacity` closes it with 1013 (try again later), `draining` with 1001 (going away). */
+export interface StreamRefusal {
+  refused: 'capacity' | 'draining';
 }
 
 /** HTTP-shaped request for the JSON admin API (GET /calls…), already copied out of the edge. */
@@ -91,7 +99,7 @@ export interface VoiceApp {
   incoming(call: VoiceWebhook, streamUrl: string): IncomingResult;
   /** POST /voice/status (call status callback). */
   status(callback: StatusCallback): void;
-  /** WS /voice/stream opened: a handler for its frames, or null to refuse (close 1013: at capacity). */
-  openStream(socket: TwilioSocket, info: StreamInfo): StreamHandler | null;
+  /** WS /voice/stream opened: a handler for its frames, or a refusal (null = at capacity, close 1013). */
+  openStream(socket: TwilioSocket, info: StreamInfo): StreamHandler | StreamRefusal | null;
   health(): HealthReport;
 }

@@ -7,6 +7,16 @@
  * - The stream's `start` must present that token for that CallSid (second
  *   guard besides the signature); it then takes over the pre-warmed session.
  * - It owns the set of live calls, the concurrent-call cap and health.
+ * - Admission: at most MAX_PENDING_CALLS pre-warmed sessions wait for their
+ *   stream (over it: the busy TwiML), each closed at PREWARM_TTL_MS; a stream
+ *   that has not sent a valid `start` within START_TIMEOUT_MS is closed with
+ *   1008 and frees its slot.
+ * - Drain (`drain(timeoutMs)`): health says `draining` (503) at once; new
+ *   call webhooks are answered 503; new streams are closed 1001 (going away),
+ *   except while a call answered before the drain still has its stream to
+ *   open; calls in progress go on until the deadline, then each hears the
+ *   goodbye prompt and ends `shutdown`. Resolves once no call and no
+ *   pre-warmed session is left. `shutdown()` ends everything at once.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Config } from '../config.js';
@@ -15,7 +25,7 @@ import type { ToolRegistry } from '../tools/registry.js';
 import { buildRejectTwiml, buildStreamTwiml } from '../twilio/twiml.js';
 import { sharedClock, type PumpScheduler } from './clock.js';
 import type { StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
-import type { HealthReport, IncomingResult, ModelHealth, StreamHandler, StreamInfo, TwilioSocket, VoiceApp } from './ports.js';
+import type { HealthReport, IncomingResult, ModelHealth, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp } from './ports.js';
 import { nullRecorder, type CallRecorder } from '../records.js';
 import { LatencyHistogram } from './stats.js';
 import { CallSession, noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics, type CallOptions } from './session.js';
@@ -38,6 +48,9 @@ export interface RelayDeps {
   callOptions?: Partial<CallOptions>;
 }
 
+/** After the drain's deadline, how long the goodbye may take before a call is ended regardless (ms). */
+const GOODBYE_GRACE_MS = 15_000;
+
 interface Pending {
   token: Buffer;
   recorder: CallRecorder;
@@ -59,6 +72,12 @@ export class Relay implements VoiceApp {
   private readonly clock: PumpScheduler;
   private readonly metrics: CallMetrics;
   private closing = false;
+  private draining = false;
+  private drained: Promise<void> | undefined;
+  private onIdle: (() => void) | undefined;
+  private readonly drainTimers: NodeJS.Timeout[] = [];
+  /** Streams still awaiting `start`, and when they will be closed for it. */
+  private readonly startTimers = new Map<CallSession, NodeJS.Timeout>();
 
   constructor(private readonly deps: RelayDeps) {
     const c = deps.config;
@@ -100,12 +119,22 @@ export class Relay implements VoiceApp {
     return this.calls.size;
   }
 
+  /** Calls answered whose stream has not started yet (each holds a pre-warmed model session). */
+  get pendingCalls(): number {
+    return this.pending.size;
+  }
+
   /** The webhook was parsed by the edge (twilio/webhooks.ts): `call.callSid` is a well-formed CA… SID. */
   incoming(call: VoiceWebhook, streamUrl: string): IncomingResult {
     const callSid = call.callSid;
-    if (this.closing) return { ok: true, twiml: buildRejectTwiml() };
+    // Draining: 503, so Twilio tries the number's fallback URL (another instance behind the balancer).
+    if (this.closing || this.draining) return { ok: false, status: 503, message: 'draining: not taking new calls' };
     if (this.calls.size + this.pending.size >= this.deps.config.maxConcurrentCalls) {
       this.deps.log.warn({ callSid, active: this.calls.size }, 'at capacity: rejecting call');
+      return { ok: true, twiml: buildRejectTwiml() };
+    }
+    if (this.pending.size >= this.deps.config.maxPendingCalls && !this.pending.has(callSid)) {
+      this.deps.log.warn({ callSid, pending: this.pending.size }, 'too many calls waiting for their stream: rejecting call');
       return { ok: true, twiml: buildRejectTwiml() };
     }
     const old = this.pending.get(callSid);
@@ -135,8 +164,10 @@ export class Relay implements VoiceApp {
     this.deps.onStatus?.(callback);
   }
 
-  openStream(socket: TwilioSocket, _info: StreamInfo): StreamHandler | null {
-    if (this.closing || this.calls.size >= this.deps.config.maxConcurrentCalls) return null;
+  openStream(socket: TwilioSocket, _info: StreamInfo): StreamHandler | StreamRefusal | null {
+    // While draining, only a call answered before the drain may still bring its stream.
+    if (this.closing || (this.draining && this.pending.size === 0)) return { refused: 'draining' };
+    if (this.calls.size >= this.deps.config.maxConcurrentCalls) return null;
     const session: CallSession = new CallSession({
       socket,
       options: this.options,
@@ -149,18 +180,62 @@ export class Relay implements VoiceApp {
       onEnded: (s) => this.onCallEnded(s),
     });
     this.calls.add(session);
+    const startTimer = setTimeout(() => {
+      this.startTimers.delete(session);
+      if (session.state !== 'awaiting_start') return;
+      this.deps.log.warn({ startTimeoutMs: this.deps.config.startTimeoutMs }, 'stream sent no valid start in time: closing it');
+      socket.close(1008, 'no start in time'); // onClose ends the session and frees its slot
+      const after: string = session.state; // a socket port that did not report the close synchronously
+      if (after !== 'ended') session.end('stream_closed', false);
+    }, this.deps.config.startTimeoutMs);
+    this.startTimers.set(session, startTimer);
     return session;
   }
 
   health(): HealthReport {
     const model = this.deps.modelHealth?.() ?? { reachable: null, lastOkAt: null, lastError: null };
     return {
-      status: model.reachable === false || this.closing ? 'degraded' : 'ok',
+      status: this.draining || this.closing ? 'draining' : model.reachable === false ? 'degraded' : 'ok',
       version: this.deps.version ?? '0.0.0',
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       activeCalls: this.calls.size,
       model,
+      signed: this.deps.config.twilioAuthToken !== undefined,
     };
+  }
+
+  /**
+   * Stop taking calls and let the live ones finish: see the file comment.
+   * Calling it again returns the same promise (the first deadline holds).
+   */
+  drain(timeoutMs: number): Promise<void> {
+    this.drained ??= new Promise<void>((resolve) => {
+      this.draining = true;
+      this.deps.log.info({ activeCalls: this.calls.size, pending: this.pending.size, timeoutMs }, 'draining: calls in progress go on, no new ones');
+      this.onIdle = () => {
+        for (const t of this.drainTimers) clearTimeout(t);
+        this.onIdle = undefined;
+        resolve();
+      };
+      this.drainTimers.push(setTimeout(() => this.drainDeadline(), timeoutMs));
+      this.checkIdle();
+    });
+    return this.drained;
+  }
+
+  private drainDeadline(): void {
+    this.deps.log.info({ activeCalls: this.calls.size }, 'drain deadline: saying goodbye to the calls still in progress');
+    for (const [sid, p] of this.pending) this.dropPending(sid, p, 'shutdown');
+    for (const call of [...this.calls]) call.goodbye();
+    // A goodbye ends its call after the prompt; anything still there after the grace is ended outright.
+    this.drainTimers.push(setTimeout(() => {
+      for (const call of [...this.calls]) call.end('shutdown');
+    }, GOODBYE_GRACE_MS));
+    this.checkIdle();
+  }
+
+  private checkIdle(): void {
+    if (this.onIdle && this.calls.size === 0 && this.pending.size === 0) this.onIdle();
   }
 
   /** Stop taking calls; end the live ones; close pre-warmed sessions. */
@@ -168,14 +243,21 @@ export class Relay implements VoiceApp {
     this.closing = true;
     for (const [sid, p] of this.pending) this.dropPending(sid, p, 'shutdown');
     for (const call of [...this.calls]) call.end('shutdown');
+    this.checkIdle();
   }
 
   private onCallEnded(s: CallSession): void {
+    const startTimer = this.startTimers.get(s);
+    if (startTimer) {
+      clearTimeout(startTimer);
+      this.startTimers.delete(s);
+    }
     if (!this.calls.delete(s)) return;
     this.callsEnded++;
     this.relayIn.merge(s.relayIn);
     this.relayOut.merge(s.relayOut);
     this.turnLatency.merge(s.turnLatency);
+    this.checkIdle();
   }
 
   private admit(callSid: string, params: Record<string, string>): CallAdmission | { refused: string } {
@@ -199,5 +281,6 @@ export class Relay implements VoiceApp {
       const none = { p50Ms: NaN, p99Ms: NaN };
       p.recorder.ended({ endedAt: new Date(), reason, relay: { inbound: none, outbound: none }, protocolErrors: 0 });
     }
+    this.checkIdle();
   }
 }

@@ -3,12 +3,18 @@
  * from the environment (every problem reported at once), refuses to start
  * without a model key unless OPENAI_BASE_URL points elsewhere (a stand-in),
  * prints which edge serves (native uWebSockets.js or node:http + ws) and
- * why, and shuts down cleanly on SIGINT/SIGTERM. EDGE=uws where no native
- * build loads is a start-up error (exit 2), like any configuration problem.
+ * why. EDGE=uws where no native build loads is a start-up error (exit 2),
+ * like any configuration problem; so is a missing TWILIO_AUTH_TOKEN without
+ * ALLOW_UNSIGNED=true (signed by default).
+ *
+ * Shutdown: the first SIGTERM or SIGINT drains (health 503 `draining`, new
+ * calls refused, calls in progress go on up to DRAIN_TIMEOUT_MS, then hear the
+ * goodbye); a second one ends every call at once. Either way the records are
+ * flushed and the exit code is 0.
  */
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
-import { startCallbridge } from '../main.js';
+import { signingProblem, startCallbridge } from '../main.js';
 import { EdgeError } from '../server/app.js';
 import type { CliIO } from './io.js';
 
@@ -22,7 +28,9 @@ export async function run(args: string[], io: CliIO): Promise<number> {
     config = loadConfig(io.env);
   } catch (err) {
     if (err instanceof ConfigError) {
-      io.stderr.write(`callbridge serve: ${err.message}\n`);
+      // Every problem at once: the signing one too, judged on the raw values.
+      const unsigned = signingProblem({ twilioAuthToken: io.env.TWILIO_AUTH_TOKEN || undefined, allowUnsigned: /^(true|1|yes|on)$/.test(io.env.ALLOW_UNSIGNED ?? '') });
+      io.stderr.write(`callbridge serve: ${(unsigned ? new ConfigError([...err.problems, unsigned]) : err).message}\n`);
       return 2;
     }
     throw err;
@@ -36,29 +44,51 @@ export async function run(args: string[], io: CliIO): Promise<number> {
     );
     return 2;
   }
+  const unsigned = signingProblem(config);
+  if (unsigned) {
+    io.stderr.write(`callbridge serve: ${unsigned}\n`);
+    return 2;
+  }
   if (!config.twilioAuthToken) {
-    io.stderr.write('callbridge serve: warning: TWILIO_AUTH_TOKEN is not set, so Twilio signatures are NOT checked\n');
+    io.stderr.write('callbridge serve: warning: running UNSIGNED (ALLOW_UNSIGNED=true): Twilio signatures are NOT checked\n');
   }
   const log = createLogger(config.logLevel);
   let app;
   try {
     app = await startCallbridge(config, log, { env: io.env });
   } catch (err) {
-    if (err instanceof EdgeError) {
+    if (err instanceof EdgeError || err instanceof ConfigError) {
       io.stderr.write(`callbridge serve: ${err.message}\n`);
       return 2;
     }
     throw err;
   }
   io.stdout.write(`edge: ${app.edge}\n`);
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      log.info({ signal }, 'shutting down');
-      resolve();
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
-  });
-  await app.close();
+  io.stdout.write(`listening on ${config.host}:${app.port}${config.twilioAuthToken ? '' : ' (UNSIGNED)'}\n`);
+  let signals = 0;
+  let signalled!: () => void;
+  const firstSignal = new Promise<void>((resolve) => (signalled = resolve));
+  const onSignal = (signal: NodeJS.Signals) => {
+    signals++;
+    if (signals === 1) {
+      log.info({ signal, activeCalls: app.relay.activeCalls, drainTimeoutMs: config.drainTimeoutMs }, 'draining');
+      io.stdout.write(`${signal}: draining (${app.relay.activeCalls} calls in progress, up to ${config.drainTimeoutMs} ms); send it again to end them now\n`);
+      signalled();
+    } else if (signals === 2) {
+      log.warn({ signal, activeCalls: app.relay.activeCalls }, 'second signal: ending every call now');
+      io.stdout.write(`${signal}: ending every call now\n`);
+      app.relay.shutdown();
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    // Resolves once every call has ended and the server and the store are closed.
+    await firstSignal;
+    await app.drain();
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
   return 0;
 }

@@ -15,22 +15,37 @@
  * - A signed webhook whose body does not parse (twilio/webhooks.ts) → 400,
  *   counted as malformed `bad_webhook`; the app never sees it.
  * - GET /voice/health: 200 when the app reports `ok`, 503 when `degraded`
- *   (model unreachable or shutting down) so a load balancer drains this
- *   instance; the JSON body is the same either way.
- * - Rate limit: one token bucket per client IP shared by HTTP requests and
- *   upgrades, burst 50, refill 20/s (override with `rateLimit`). Twilio's own
- *   traffic per call is ~3 requests + 1 upgrade, far below it. Over → 429.
+ *   (model unreachable) or `draining` (shutting down) so a load balancer
+ *   drains this instance; the JSON body is the same either way.
+ * - Client address: the peer's, unless the peer is in TRUST_PROXY; then the
+ *   right-most X-Forwarded-For address that is not itself a trusted proxy.
+ * - Rate limits, shaped for telephony (Twilio is a few addresses, often behind
+ *   one proxy, so a per-address limit on genuine traffic would refuse calls):
+ *   - with TWILIO_AUTH_TOKEN set, a webhook or upgrade that carries a valid
+ *     signature is not counted per address; one that fails the check is
+ *     counted per client address (RATE_LIMIT_UNSIGNED_*: burst 5, 10/min):
+ *     403 while within it, 429 past it;
+ *   - a signed /voice/incoming is counted per calling number (`From`,
+ *     RATE_LIMIT_CALLER_*: burst 5, 10/min); past it the call gets the busy
+ *     TwiML. Withheld numbers share one `From` ("anonymous") and so one bucket;
+ *   - everything else (health, metrics, admin, 404s, and every webhook and
+ *     upgrade when running unsigned) shares one bucket per client address
+ *     (`rateLimit`, default RATE_LIMIT_BURST / RATE_LIMIT_PER_SECOND). Over → 429.
  * - Bodies over MAX_BODY_BYTES → 413 (early from Content-Length, with the
  *   connection closed). Frames over MAX_WS_MESSAGE_BYTES close the socket,
  *   counted as malformed `oversize_frame`; other framing errors `ws_protocol`.
- * - Capacity: app.openStream → null closes with 1013; a throw closes with 1011.
+ * - Capacity: app.openStream → null or `capacity` closes with 1013 (try again
+ *   later), `draining` with 1001 (going away); a throw closes with 1011.
+ * - GET /calls… answers carry `Cache-Control: no-store` (call records are personal data).
  */
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
-import type { AdminReader, AdminRequest, StreamHandler, StreamInfo, TwilioSocket, VoiceApp } from '../call/ports.js';
+import type { AdminReader, AdminRequest, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp } from '../call/ports.js';
 import { verifyTwilioSignature } from '../twilio/signature.js';
 import { parseForm, parseStatusCallback, parseVoiceWebhook } from '../twilio/webhooks.js';
+import { BlockList, isIP } from 'node:net';
 import { Gauge } from 'prom-client';
+import { buildRejectTwiml } from '../twilio/twiml.js';
 import type { Metrics } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
 
@@ -51,6 +66,8 @@ export interface HttpReply {
   type: string;
   /** Close the connection after this reply (the request body was not read). */
   closeConnection?: boolean;
+  /** Extra response headers (lower-case names). */
+  headers?: Record<string, string>;
 }
 
 /** A webhook request as copied out of the edge's server. `body` null = over MAX_BODY_BYTES. */
@@ -62,10 +79,15 @@ export interface WebhookRequest {
   query: string;
   signature: string;
   body: Buffer | null;
+  /** The client address (EdgeCore.clientAddress). */
+  client: string;
 }
 
 export interface UpgradeRequest {
+  /** The peer address of the TCP connection. */
   remoteAddress: string;
+  /** The X-Forwarded-For header, '' when absent. */
+  forwardedFor: string;
   host: string;
   path: string;
   query: string;
@@ -103,6 +125,8 @@ export interface EdgeOptions {
 
 const text = 'text/plain; charset=utf-8';
 const json = 'application/json';
+/** Call records are personal data: no cache (browser, proxy) may keep them. */
+const NO_STORE = { 'cache-control': 'no-store' };
 const reply = (route: Route, status: number, body: string, type = text): HttpReply => ({ route, status, body, type });
 
 /** Which route a request goes to (the same table on both edges). */
@@ -123,6 +147,9 @@ export class EdgeCore {
   private readonly app: VoiceApp;
   private readonly adminReader?: AdminReader;
   private readonly limiter: RateLimiter;
+  private readonly unsignedLimiter: RateLimiter;
+  private readonly callerLimiter: RateLimiter;
+  private readonly trusted: BlockList | undefined;
   private readonly streams = new Set<StreamBinding>();
   private onAllClosed: (() => void) | undefined;
 
@@ -132,7 +159,14 @@ export class EdgeCore {
     this.log = opts.log;
     this.metrics = opts.metrics;
     this.adminReader = opts.admin;
-    this.limiter = new RateLimiter(opts.rateLimit?.burst ?? 50, opts.rateLimit?.perSecond ?? 20);
+    const general = opts.rateLimit ?? this.config.rateLimit;
+    this.limiter = new RateLimiter(general.burst, general.perSecond);
+    this.unsignedLimiter = new RateLimiter(this.config.unsignedLimit.burst, this.config.unsignedLimit.perMinute / 60);
+    this.callerLimiter = new RateLimiter(this.config.callerLimit.burst, this.config.callerLimit.perMinute / 60);
+    if (this.config.trustProxy.length > 0) {
+      this.trusted = new BlockList();
+      for (const c of this.config.trustProxy) this.trusted.addSubnet(c.address, c.prefix, c.family);
+    }
     const { metrics, app, log } = this;
     // Active calls as the app counts them (streams that got a handler and have not ended).
     if (!metrics.registry.getSingleMetric('callbridge_active_calls')) {
@@ -166,9 +200,29 @@ export class EdgeCore {
     this.metrics.httpRequests.inc({ route: r.route, status: String(r.status) });
   }
 
-  /** Rate limit an HTTP request: null to go on, or the 429 to send. */
-  limitHttp(ip: string, route: Route): HttpReply | null {
-    if (this.limiter.allow(ip)) return null;
+  /**
+   * The client's address: `peer`, or when `peer` is a trusted proxy
+   * (TRUST_PROXY), the right-most X-Forwarded-For entry that is not itself
+   * trusted (the left-most when all are). Addresses come back canonical
+   * (IPv4 dotted, IPv6 compressed), so one client is one rate-limit key.
+   */
+  clientAddress(peer: string, forwardedFor: string): string {
+    const p = canonicalIp(peer) ?? peer;
+    if (!this.trusted || !this.isTrusted(p)) return p;
+    const hops = forwardedFor.split(',').map((h) => canonicalIp(h)).filter((h): h is string => h !== null);
+    for (let i = hops.length - 1; i >= 0; i--) if (!this.isTrusted(hops[i]!)) return hops[i]!;
+    return hops[0] ?? p;
+  }
+
+  private isTrusted(ip: string): boolean {
+    return this.trusted!.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4');
+  }
+
+  /** Rate limit an HTTP request from `client` (clientAddress): null to go on, or the 429 to send. */
+  limitHttp(client: string, route: Route): HttpReply | null {
+    // Signed webhooks are limited in webhook(), once the signature is known.
+    if ((route === 'incoming' || route === 'status') && this.config.twilioAuthToken) return null;
+    if (this.limiter.allow(client)) return null;
     this.metrics.rateLimited.inc({ kind: 'http' });
     return reply(route, 429, 'too many requests\n');
   }
@@ -182,7 +236,9 @@ export class EdgeCore {
   failed(route: Route, err: unknown, handler: string = route): HttpReply {
     this.metrics.handlerErrors.inc({ handler });
     this.log.error({ err, route }, 'http handler failed');
-    return route === 'admin' ? reply(route, 500, '{"error":"internal error"}', json) : reply(route, 500, 'internal error\n');
+    return route === 'admin'
+      ? { ...reply(route, 500, '{"error":"internal error"}', json), headers: NO_STORE }
+      : reply(route, 500, 'internal error\n');
   }
 
   notFound(route: Route = 'other'): HttpReply {
@@ -197,13 +253,16 @@ export class EdgeCore {
       const token = this.config.twilioAuthToken;
       const url = this.publicOrigin(r.host) + r.path + (r.query ? `?${r.query}` : '');
       if (token && !verifyTwilioSignature(token, r.signature || undefined, url, form)) {
-        this.metrics.signatureRejections.inc({ route });
-        this.log.warn({ route }, 'bad or missing X-Twilio-Signature');
-        return reply(route, 403, 'forbidden\n');
+        return this.signatureFailed(route, r.client) ?? reply(route, 403, 'forbidden\n');
       }
       if (route === 'incoming') {
         const call = parseVoiceWebhook(form);
         if (!call.ok) return this.badWebhook(route, call.error);
+        if (token && !this.callerLimiter.allow(call.value.from)) {
+          this.metrics.rateLimited.inc({ kind: 'caller' });
+          this.log.warn({ callSid: call.value.callSid }, 'too many call set-ups from this calling number: busy');
+          return reply(route, 200, buildRejectTwiml(), 'text/xml');
+        }
         const result = this.app.incoming(call.value, `${this.wsOrigin(r.host)}/voice/stream`);
         return result.ok ? reply(route, 200, result.twiml, 'text/xml') : reply(route, result.status, `${result.message}\n`);
       }
@@ -214,6 +273,17 @@ export class EdgeCore {
     } catch (err) {
       return this.failed(route, err);
     }
+  }
+
+  /** A request failed the signature check: counted per client address; the 429 once past RATE_LIMIT_UNSIGNED_*, else null (answer 403). */
+  private signatureFailed(route: Route | 'stream', client: string): HttpReply | null {
+    this.metrics.signatureRejections.inc({ route });
+    if (!this.unsignedLimiter.allow(client)) {
+      this.metrics.rateLimited.inc({ kind: 'unsigned' });
+      return reply(route === 'stream' ? 'other' : route, 429, 'too many requests\n');
+    }
+    this.log.warn({ route, client }, 'bad or missing X-Twilio-Signature');
+    return null;
   }
 
   private badWebhook(route: Route, error: string): HttpReply {
@@ -245,7 +315,7 @@ export class EdgeCore {
     if (!this.adminReader) return this.notFound('admin');
     try {
       const r = await this.adminReader(req);
-      return reply('admin', r.status, JSON.stringify(r.body), json);
+      return { ...reply('admin', r.status, JSON.stringify(r.body), json), headers: NO_STORE };
     } catch (err) {
       return this.failed('admin', err);
     }
@@ -253,20 +323,19 @@ export class EdgeCore {
 
   /** WS /voice/stream upgrade checks: null to accept, or the refusal to answer. */
   checkUpgrade(u: UpgradeRequest): HttpReply | null {
-    if (!this.limiter.allow(u.remoteAddress)) {
-      this.metrics.rateLimited.inc({ kind: 'upgrade' });
-      this.metrics.streamsRefused.inc({ reason: 'rate_limited' });
-      return reply('other', 429, 'too many requests\n');
-    }
+    const client = this.clientAddress(u.remoteAddress, u.forwardedFor);
     const token = this.config.twilioAuthToken;
     if (token) {
       const url = `${this.wsOrigin(u.host)}${u.path}${u.query ? `?${u.query}` : ''}`;
-      if (!verifyTwilioSignature(token, u.signature || undefined, url, {})) {
-        this.metrics.signatureRejections.inc({ route: 'stream' });
-        this.metrics.streamsRefused.inc({ reason: 'signature' });
-        this.log.warn({ remoteAddress: u.remoteAddress }, 'stream upgrade with bad or missing X-Twilio-Signature');
-        return reply('other', 403, 'forbidden\n');
-      }
+      if (verifyTwilioSignature(token, u.signature || undefined, url, {})) return null;
+      const limited = this.signatureFailed('stream', client);
+      this.metrics.streamsRefused.inc({ reason: limited ? 'rate_limited' : 'signature' });
+      return limited ?? reply('other', 403, 'forbidden\n');
+    }
+    if (!this.limiter.allow(client)) {
+      this.metrics.rateLimited.inc({ kind: 'upgrade' });
+      this.metrics.streamsRefused.inc({ reason: 'rate_limited' });
+      return reply('other', 429, 'too many requests\n');
     }
     return null;
   }
@@ -339,10 +408,10 @@ export class StreamBinding {
     };
   }
 
-  /** Ask the app for a handler: refusal → 1013, a throw → 1011. */
+  /** Ask the app for a handler: refusal → 1013 (capacity) or 1001 (draining), a throw → 1011. */
   open(): void {
     const { metrics, log } = this.core;
-    let handler: StreamHandler | null;
+    let handler: StreamHandler | StreamRefusal | null;
     try {
       handler = this.app.openStream(this.port, this.info);
     } catch (err) {
@@ -352,9 +421,11 @@ export class StreamBinding {
       this.endQuietly(1011, 'internal error');
       return;
     }
-    if (!handler) {
-      metrics.streamsRefused.inc({ reason: 'capacity' });
-      this.endQuietly(1013, 'try again later');
+    if (!handler || 'refused' in handler) {
+      const draining = handler?.refused === 'draining';
+      metrics.streamsRefused.inc({ reason: draining ? 'draining' : 'capacity' });
+      if (draining) this.endQuietly(1001, 'server shutting down');
+      else this.endQuietly(1013, 'try again later');
       return;
     }
     this.handler = handler;
@@ -411,6 +482,30 @@ export class StreamBinding {
       this.core.log.error({ err }, `stream ${handler} handler failed`);
     }
   }
+}
+
+/** An address as written by a socket or in X-Forwarded-For ("1.2.3.4", "1.2.3.4:80", "[::1]:443", "::ffff:1.2.3.4", uWS's long IPv6 form) → canonical text; null when not an address. */
+export function canonicalIp(raw: string): string | null {
+  let a = raw.trim();
+  const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(a);
+  if (bracketed) a = bracketed[1]!;
+  else if (/^[\d.]+:\d+$/.test(a)) a = a.slice(0, a.lastIndexOf(':'));
+  const v = isIP(a);
+  if (v === 4) return a;
+  if (v !== 6) return null;
+  let h: string;
+  try {
+    h = new URL(`http://[${a}]/`).hostname.slice(1, -1); // compressed, lower case
+  } catch {
+    return null;
+  }
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(h);
+  if (mapped) {
+    const hi = parseInt(mapped[1]!, 16);
+    const lo = parseInt(mapped[2]!, 16);
+    return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+  }
+  return h;
 }
 
 /** A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5); cut on a character boundary. */

@@ -128,7 +128,7 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     streamsRefused: new Counter({ name: 'callbridge_streams_refused_total', help: 'Media Stream websockets refused, by reason', labelNames: ['reason'] as const, ...reg }),
     malformed: protocolErrors,
     backpressure: new Counter({ name: 'callbridge_ws_backpressure_total', help: 'Media Stream sends that met backpressure, by result (backpressure = queued, dropped = over the limit)', labelNames: ['result'] as const, ...reg }),
-    rateLimited: new Counter({ name: 'callbridge_rate_limited_total', help: 'Requests refused by the per-IP rate limit, by kind (http, upgrade)', labelNames: ['kind'] as const, ...reg }),
+    rateLimited: new Counter({ name: 'callbridge_rate_limited_total', help: 'Requests refused by a rate limit, by kind (http, upgrade: per client address; unsigned: failed signatures per client address; caller: call set-ups per calling number)', labelNames: ['kind'] as const, ...reg }),
     handlerErrors: new Counter({ name: 'callbridge_handler_errors_total', help: 'Exceptions caught around call-layer handlers, by handler', labelNames: ['handler'] as const, ...reg }),
     modelConnectFailures: new Counter({ name: 'callbridge_model_connect_failures_total', help: 'Realtime model sessions that failed to connect', ...reg }),
     activeStreams: new Gauge({ name: 'callbridge_active_streams', help: 'Open Media Stream websockets', ...reg }),

@@ -52,13 +52,15 @@ export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
     else {
       const headers: Record<string, string | number> = { 'content-type': r.type, 'content-length': Buffer.byteLength(r.body) };
       if (r.closeConnection) headers.connection = 'close';
+      Object.assign(headers, r.headers);
       res.writeHead(r.status, statusText(r.status), headers).end(r.body);
     }
     core.counted(r);
   };
 
   const handle = (req: IncomingMessage, res: ServerResponse, route: Route, path: string, query: string) => {
-    const limited = core.limitHttp(req.socket.remoteAddress ?? '', route);
+    const client = core.clientAddress(req.socket.remoteAddress ?? '', header(req, 'x-forwarded-for'));
+    const limited = core.limitHttp(client, route);
     if (limited) return write(res, limited);
     switch (route) {
       case 'incoming':
@@ -71,7 +73,7 @@ export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
         const signature = header(req, 'x-twilio-signature');
         return readBody(req, MAX_BODY_BYTES, (body) => {
           try {
-            write(res, core.webhook(route, { host, path, query, signature, body }));
+            write(res, core.webhook(route, { host, path, query, signature, body, client }));
           } catch (err) {
             log.error({ err, route }, 'webhook reply failed'); // core.webhook never throws: the socket did
           }
@@ -115,7 +117,9 @@ export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
         return rawReply(socket, r);
       }
       const remoteAddress = (socket as Socket).remoteAddress ?? '';
-      const refusal = core.checkUpgrade({ remoteAddress, host: header(req, 'host'), path, query, signature: header(req, 'x-twilio-signature') });
+      const refusal = core.checkUpgrade({
+        remoteAddress, forwardedFor: header(req, 'x-forwarded-for'), host: header(req, 'host'), path, query, signature: header(req, 'x-twilio-signature'),
+      });
       if (refusal) return rawReply(socket, refusal);
       const headers = copyHeaders(req);
       wss.handleUpgrade(req, socket, head, (ws) => {

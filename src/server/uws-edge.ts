@@ -35,17 +35,22 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
     res.cork(() => {
       res.writeStatus(`${r.status} ${statusText(r.status)}`);
       if (r.status === 204) res.endWithoutBody();
-      else res.writeHeader('content-type', r.type).end(r.body, r.closeConnection ?? false);
+      else {
+        res.writeHeader('content-type', r.type);
+        for (const [k, v] of Object.entries(r.headers ?? {})) res.writeHeader(k, v);
+        res.end(r.body, r.closeConnection ?? false);
+      }
     });
     core.counted(r);
   };
 
-  /** Rate limit, then `fn`; a throw from `fn` answers 500. */
-  const guard = (route: Route, fn: (res: HttpResponse, req: HttpRequest) => void) => (res: HttpResponse, req: HttpRequest) => {
-    const limited = core.limitHttp(textDecoder.decode(res.getRemoteAddressAsText()), route);
+  /** Rate limit, then `fn` (given the client address); a throw from `fn` answers 500. */
+  const guard = (route: Route, fn: (res: HttpResponse, req: HttpRequest, client: string) => void) => (res: HttpResponse, req: HttpRequest) => {
+    const client = core.clientAddress(textDecoder.decode(res.getRemoteAddressAsText()), req.getHeader('x-forwarded-for'));
+    const limited = core.limitHttp(client, route);
     if (limited) return write(res, limited);
     try {
-      fn(res, req);
+      fn(res, req, client);
     } catch (err) {
       try {
         write(res, core.failed(route, err));
@@ -65,7 +70,7 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
   };
 
   const webhook = (route: 'incoming' | 'status') =>
-    guard(route, (res, req) => {
+    guard(route, (res, req, client) => {
       const host = req.getHeader('host');
       const signature = req.getHeader('x-twilio-signature');
       const path = req.getUrl();
@@ -75,7 +80,7 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
       res.onAborted(() => (aborted = true));
       readBody(res, MAX_BODY_BYTES, (body) => {
         // Runs from a uWS data callback, outside `guard`; core.webhook never throws.
-        if (!aborted) write(res, core.webhook(route, { host, path, query, signature, body }));
+        if (!aborted) write(res, core.webhook(route, { host, path, query, signature, body, client }));
       });
     });
 
@@ -105,6 +110,7 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
     const remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
     const refusal = core.checkUpgrade({
       remoteAddress,
+      forwardedFor: req.getHeader('x-forwarded-for'),
       host: req.getHeader('host'),
       path: req.getUrl(),
       query: req.getQuery() ?? '',
