@@ -33,6 +33,7 @@
  *   received; in 20 ms frames, summed over calls, each call's remainder
  *   under one frame not counted (resampler delay lines hold a few ms back).
  */
+import { availableEdges } from '../../src/server/edge.js';
 import { fork } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -72,6 +73,8 @@ export interface RunSpec {
   inboundBatchMs?: number;
   /** Pin the relay to CPU 0 and this process to CPU 1 for the run. */
   pinned?: boolean;
+  /** callbridge's server edge (EDGE): default = the best that loads (native uWS where it does). */
+  edge?: 'node';
 }
 
 interface ChildStats {
@@ -140,6 +143,8 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
   };
   if (spec.inboundBatchMs !== undefined) env.INBOUND_BATCH_MS = String(spec.inboundBatchMs);
   else delete env.INBOUND_BATCH_MS;
+  if (spec.edge) env.EDGE = spec.edge;
+  else delete env.EDGE;
   const child = fork(relayScript(spec.relay), [], { env, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
   let edge = spec.relay === 'naive' ? 'ws (npm) on node:http' : 'uWebSockets.js (default)';
   createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -307,13 +312,13 @@ function rates(f: RunFigures) {
 function key(spec: RunSpec): string {
   const k = spec.relay === 'callbridge' ? 'cb' : 'naive';
   const m = spec.inboundBatchMs !== undefined ? 'cap' : spec.mode === 'passthrough' ? 'pt' : 'tc';
-  return `${k}.${m}${spec.pinned ? `${spec.calls}pin` : ''}`;
+  return `${k}.${m}${spec.pinned ? `${spec.calls}pin` : ''}${spec.edge ? spec.edge : ''}`;
 }
 
 function describe(spec: RunSpec): string {
   const who = spec.relay === 'callbridge' ? 'callbridge' : 'naive';
   const mode = spec.inboundBatchMs !== undefined ? `capacity (${spec.mode}, INBOUND_BATCH_MS=${spec.inboundBatchMs})` : spec.mode;
-  return `${who} ${mode}, ${spec.calls} calls${spec.pinned ? ', relay pinned to 1 core' : ''}`;
+  return `${who} ${mode}, ${spec.calls} calls${spec.pinned ? ', relay pinned to 1 core' : ''}${spec.edge ? `, ${spec.edge === 'node' ? 'node:http + ws' : spec.edge} edge` : ''}`;
 }
 
 /** Turns the runs of one configuration (several rounds) into results. */
@@ -503,6 +508,8 @@ export const relaySuite: Suite = {
       for (const mode of ['passthrough', 'transcode'] as const) for (const relay of order) await go({ ...base, relay, mode });
     }
     await go({ ...base, relay: 'callbridge', mode: 'transcode', inboundBatchMs: p.capacityBatchMs });
+    // The portable edge (what Node 24/26 get without an upstream uWS build): its cost is a number too.
+    if (availableEdges().includes('uws')) await go({ ...base, relay: 'callbridge', mode: 'transcode', edge: 'node' });
     await go({ calls: p.pinnedCalls, utterances: p.pinnedUtterances, relay: 'callbridge', mode: 'transcode', pinned: true });
     // A configuration with no clean run gets one more try (a burst of other work on the box),
     // up to p.retries in all, so one noisy minute does not decide a ratio.
@@ -519,7 +526,7 @@ export const relaySuite: Suite = {
 
     const groups = byKey(runs);
     const peerOf = (k: string): string | undefined =>
-      k === 'cb.pt' ? 'naive.pt' : k === 'cb.tc' || k === 'cb.cap' ? 'naive.tc' : undefined;
+      k === 'cb.pt' ? 'naive.pt' : k === 'cb.tc' || k === 'cb.cap' || k === 'cb.tcnode' ? 'naive.tc' : undefined;
     const results = [...groups.entries()].flatMap(([k, rs]) => resultsFor(rs, peerOf(k)));
     const by = new Map(results.map((r) => [r.id, r]));
     // The relay's overhead multiple over its own DSP (check relay.cpu.vsDsp, with the dsp suite).
