@@ -134,7 +134,7 @@ describe.each(['transcode', 'passthrough'] as const)('2026 shapes, %s', (mode) =
   });
 });
 
-describe('2026 shapes with a slow tool', () => {
+describe.each(['transcode', 'passthrough'] as const)('2026 shapes with a slow tool, %s', (mode) => {
   let api: Server | undefined;
   afterEach(() => api?.close());
 
@@ -149,6 +149,7 @@ describe('2026 shapes with a slow tool', () => {
     const { app, model, baseUrl } = await start(scenarioOf([parallelToolsTurn(calls(2), summary, { preamble: 'Checking.' })], 'Hi.'), {
       ELIGIBILITY_API_URL: url,
       ELIGIBILITY_TIMEOUT_MS: '6000',
+      AUDIO_MODE: mode,
     });
     const result = await placeCall({ baseUrl, publicUrl: 'https://e.invalid', utterances: [{ durationMs: 900 }], hangupAfterMs: 6000, maxCallMs: 20_000 });
     await app.store.flush();
