@@ -558,6 +558,8 @@ describe('ModelLink replays the conversation and carries audio across the gap', 
     await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
     expect(ofType(evs, 'link_restored')[0]!.unansweredTurn).toBe(true);
 
+    // The proxy records what it forwards a moment after the link wrote it: wait for all eight items.
+    await until(() => itemsOf(r.proxy.conns[1]?.sent ?? []).length >= 8, 3000, 'items through the proxy');
     const sent = r.proxy.conns[1]!.sent;
     expect(sent[0].type).toBe('session.update');
     const items = itemsOf(sent);
