@@ -442,7 +442,7 @@ export function mutateTwilio(rng: Rng, ids: StreamIds, seq: number, allowTermina
 export function classifyTwilio(
   f: TwilioFrame,
   state: { admitted: boolean; streamSid: string },
-): { verdict: 'counted' | 'ok' | 'close_counted' | 'close_refused' | 'close_format' | 'end_call'; disagreement?: string } {
+): { verdict: 'counted' | 'ok' | 'close_counted' | 'close_refused' | 'close_format' | 'end_call'; disagreement?: string; digit?: string } {
   if (f.expect === 'binary') return { verdict: 'counted' };
   if (f.expect === 'terminal_oversize' || f.expect === 'terminal_utf8') return { verdict: 'close_counted' };
   const text = f.data as string;
@@ -461,7 +461,7 @@ export function classifyTwilio(
   }
   if (!state.admitted || m.streamSid !== state.streamSid) return { verdict: 'counted', disagreement };
   if (m.event === 'stop') return { verdict: 'end_call', disagreement };
-  return { verdict: 'ok', disagreement };
+  return { verdict: 'ok', disagreement, digit: m.event === 'dtmf' ? m.dtmf.digit : undefined };
 }
 
 // ── Model server event mutations ──────────────────────────────────────────
@@ -522,7 +522,9 @@ export function mutateModelEvent(rng: Rng, bases: readonly Obj[]): ModelFrame {
   const op = rng.pick(['drop', 'retype', 'retype', 'huge_string', 'bad_audio']);
   if (op === 'drop') delete parent[key];
   else if (op === 'retype') parent[key] = wrongType(rng, parent[key]!, p);
-  else if (op === 'huge_string') parent[key] = 'Z'.repeat(rng.range(1000, 200_000));
+  // Large but plausible: callbridge keeps a call's transcript for replay (call/model-link.ts), so a
+  // victim call that lives the whole run holds every such string until it ends.
+  else if (op === 'huge_string') parent[key] = 'Z'.repeat(rng.range(1000, 32_000));
   else parent[key] = rng.pick([INJECTION, '!!!', 'A', '']);
   return { kind: `${String(base.type)}:${op}`, data: JSON.stringify(base), binary: false, certainlyMalformed: false };
 }
@@ -767,7 +769,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
 
     // Victim calls: admitted (webhook, then a start with the token), kept open for the run.
     /** `expected`: what the server must count of what was sent to it (`sent`); if the server closes it, only 0..sent is known. */
-    interface Victim { c: Client; ws: WebSocket; ids: StreamIds; seq: number; sent: number; expected: number }
+    interface Victim { c: Client; ws: WebSocket; ids: StreamIds; seq: number; sent: number; expected: number; digits: number }
     const victims: Victim[] = [];
     for (let i = 0; i < (opts.victims ?? 3); i++) {
       const callSid = sid(rng, 'CA');
@@ -780,7 +782,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
       const ws = c.ws;
       tw.socketsOpened++;
       const ids: StreamIds = { streamSid: sid(rng, 'MZ'), callSid, accountSid: form.AccountSid, token };
-      const v: Victim = { c, ws, ids, seq: 1, sent: 0, expected: 0 };
+      const v: Victim = { c, ws, ids, seq: 1, sent: 0, expected: 0, digits: 0 };
       ws.send(JSON.stringify(baseTwilioMessage(rng, 'connected', ids, 0)));
       ws.send(JSON.stringify(baseTwilioMessage(rng, 'start', ids, v.seq++)));
       victims.push(v);
@@ -817,6 +819,18 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
         v.sent++;
         tally(tw.byKind, f.kind);
         if (c.verdict === 'counted') v.expected++;
+        if (c.digit !== undefined) {
+          // The call holds at most 32 keypad digits until '#' or a pause (then counts dtmf_overflow, which
+          // depends on timing): a '#' after every 31 keeps the count exact while floods still arrive.
+          v.digits = c.digit === '#' ? 0 : v.digits + 1;
+          if (v.digits >= 31) {
+            v.ws.send(JSON.stringify({ event: 'dtmf', sequenceNumber: String(v.seq++), streamSid: v.ids.streamSid, dtmf: { track: 'inbound_track', digit: '#' } }));
+            tw.sent++;
+            v.sent++;
+            tally(tw.byKind, 'dtmf:flush');
+            v.digits = 0;
+          }
+        }
       }
       await drained(v.ws);
     };
@@ -1094,7 +1108,7 @@ export function formatFuzzReport(r: FuzzReport): string {
   return `${l.join('\n')}\n`;
 }
 
-const USAGE = 'usage: npm run fuzz -- [--seed N] [--messages N] [--mode transcode|passthrough] [--edge uws|node] [--max-seconds S]\n';
+const USAGE = 'usage: npm run fuzz -- [--seed N] [--messages N] [--mode transcode|passthrough] [--edge uws|node] [--max-seconds S] [--spread-ms MS (0 = full speed)]\n';
 
 /** The runner's entry: parse arguments, run, print the summary; 0 = every assertion held, 1 = one failed, 2 = bad usage. */
 export async function fuzzCli(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
@@ -1107,6 +1121,7 @@ export async function fuzzCli(argv: string[], out: (s: string) => void = (s) => 
     else if (a === '--mode') o.mode = v as FuzzOptions['mode'];
     else if (a === '--edge') o.edge = v as EdgeChoice;
     else if (a === '--max-seconds') o.maxSeconds = Number(v);
+    else if (a === '--spread-ms') o.spreadMs = Number(v);
     else {
       out(`fuzz: unknown option ${a}\n${USAGE}`);
       return 2;
@@ -1116,6 +1131,7 @@ export async function fuzzCli(argv: string[], out: (s: string) => void = (s) => 
   if (!Number.isInteger(o.seed) || o.seed < 0) return void out(`fuzz: --seed takes a non-negative whole number\n${USAGE}`), 2;
   if (!Number.isInteger(o.messages) || o.messages < 100 || o.messages > 10_000_000) return void out(`fuzz: --messages takes a whole number from 100 to 10000000\n${USAGE}`), 2;
   if (o.mode !== undefined && o.mode !== 'transcode' && o.mode !== 'passthrough') return void out(`fuzz: --mode is transcode or passthrough\n${USAGE}`), 2;
+  if (o.spreadMs !== undefined && !(Number.isInteger(o.spreadMs) && o.spreadMs >= 0)) return void out(`fuzz: --spread-ms takes a whole number of ms\n${USAGE}`), 2;
   if (o.maxSeconds !== undefined && !(o.maxSeconds > 0)) return void out(`fuzz: --max-seconds takes a positive number\n${USAGE}`), 2;
   o.progress = (line) => out(`${line}\n`);
   const report = await runFuzz(o);
