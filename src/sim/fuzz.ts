@@ -40,7 +40,12 @@
  *       depends on validation details, from the parser itself; the two must
  *       agree wherever the mutation decides. Valid starts without the stream's
  *       token are refused with close 1008 and are not a protocol error: they
- *       are counted by the fuzzer from the close code it sees.
+ *       are counted by the fuzzer from the close code it sees. Keypad floods
+ *       on a victim end with '#' every 31 digits, so the call's 32-digit
+ *       buffer never overflows (`dtmf_overflow` depends on timing).
+ *       A victim call the server ends mid-run makes its messages uncertain
+ *       (0..sent), as does a hostile socket the server closes unasked; the
+ *       report says how many, and the test requires none.
  *       Model side: the sum of the provider sessions' `malformed` counters
  *       equals the number of injected server events the client must reject
  *       (binary frames; texts parseServerEvent rejects). Exact while every
@@ -52,7 +57,11 @@
  *     itself, after which the server has read everything sent before); a
  *     message that makes the server close a socket is the last one sent on it.
  *
- * Bounded: `messages` in total (Twilio and model side), `maxSeconds` overall.
+ * Bounded: `messages` in total (Twilio and model side), `maxSeconds` overall;
+ * the traffic is spread over `spreadMs` (default 20 s, about the real call's
+ * length) unless that is 0. The frames are a function of the seed; their
+ * interleaving with the server's own timers is not, so counts vary a little
+ * between runs of one seed while the rule holds in each.
  */
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { createServer, type IncomingMessage } from 'node:http';
