@@ -344,14 +344,13 @@ export function mutateTwilio(rng: Rng, ids: StreamIds, seq: number, allowTermina
   const op = rng.pick([
     'identity', 'identity', 'reorder', 'whitespace', 'drop', 'drop', 'retype', 'retype', 'dup_same', 'dup_bad',
     'truncate', 'unknown_event', 'no_event', 'bad_base64', 'injection', 'oversize_payload', 'bad_sid', 'other_sid',
-    'bad_digit', 'wrong_format', 'flood',
+    'bad_digit', 'wrong_format',
   ] as const);
   let expect: TwilioFrame['expect'] = 'parses';
   let text: string | undefined;
   const ps = paths(msg).filter((p) => p !== 'event');
   switch (op) {
     case 'identity':
-    case 'flood':
       break;
     case 'reorder':
       return { kind: `${event}:reorder`, data: JSON.stringify(shuffleKeys(msg, rng)), binary: false, expect: 'parses' };
@@ -441,6 +440,15 @@ export function mutateTwilio(rng: Rng, ids: StreamIds, seq: number, allowTermina
   }
   text ??= JSON.stringify(msg);
   return { kind: `${event}:${op}`, data: text, binary: false, expect };
+}
+
+/** A burst is a flood (one valid mark or keypad message after another) this often. */
+const FLOOD_SHARE = 0.15;
+
+/** One frame of a burst: a flood's next valid message, or a mutated one. */
+function burstFrame(rng: Rng, ids: StreamIds, seq: number, allowTerminal: boolean, flood: 'mark' | 'dtmf' | undefined): TwilioFrame {
+  if (!flood) return mutateTwilio(rng, ids, seq, allowTerminal);
+  return { kind: `${flood}:flood`, data: JSON.stringify(baseTwilioMessage(rng, flood, ids, seq)), binary: false, expect: 'parses' };
 }
 
 /**
@@ -817,8 +825,9 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
 
     /** One burst on a victim: never a terminal frame, never a valid stop on its own stream. */
     const victimBurst = async (v: Victim, n: number): Promise<void> => {
+      const flood = rng.chance(FLOOD_SHARE) ? rng.pick(['mark', 'dtmf'] as const) : undefined;
       for (let i = 0; i < n && tw.sent < twilioTarget; i++) {
-        const f = mutateTwilio(rng, v.ids, v.seq++, false);
+        const f = burstFrame(rng, v.ids, v.seq++, false, flood);
         const c = classifyTwilio(f, { admitted: true, streamSid: v.ids.streamSid });
         note(c.disagreement);
         if (c.verdict === 'end_call' || c.verdict.startsWith('close')) continue;
@@ -851,10 +860,11 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
       const ws = client.ws;
       tw.socketsOpened++;
       const burst = rng.range(5, 300);
+      const flood = rng.chance(FLOOD_SHARE) ? rng.pick(['mark', 'dtmf'] as const) : undefined;
       let terminal: string | undefined;
       let pendingCounted = 0;
       for (let i = 0; i < burst && tw.sent < twilioTarget && !client.closedYet; i++) {
-        const f = mutateTwilio(rng, ids, i + 1, true);
+        const f = burstFrame(rng, ids, i + 1, true, flood);
         const c = classifyTwilio(f, { admitted: false, streamSid: ids.streamSid });
         note(c.disagreement);
         ws.send(f.data, { binary: f.binary });
