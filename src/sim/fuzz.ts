@@ -1010,9 +1010,10 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     if (health.status !== 200) failures.push(`/voice/health answered ${health.status} after the run`);
 
     if (result) {
-      app.store.flush();
+      // Awaited: a store's reads and flush may be asynchronous (the CallStore contract allows it).
+      await app.store.flush();
       const session: StandInSession | undefined = standIn.sessions[0];
-      const record = app.store.get(result.callSid);
+      const record = await app.store.get(result.callSid);
       const responses = session?.responses ?? [];
       const sentMs = responses.reduce((s, r) => s + r.audioMsSent, 0);
       const framesLost = Math.max(0, Math.floor((sentMs - result.heardMs) / FRAME_MS));
