@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createStoreRecorder } from '../src/store/recorder.js';
 import type { CallEndInfo } from '../src/records.js';
 import { silentLogger } from '../src/log.js';
-import { estimateCostUsd, SqliteCallStore } from '../src/store/sqlite.js';
+import { ENCRYPTED_NUMBER, estimateCostUsd, SqliteCallStore } from '../src/store/sqlite.js';
 import { DecryptError } from '../src/store/crypto.js';
 import { sqliteDriver } from '../src/store/sqlite-driver.js';
 
@@ -186,6 +186,43 @@ describe('SqliteCallStore', () => {
     expect(() => open(Buffer.alloc(32, 8)).get(SID)).toThrow(DecryptError);
     expect(() => open(Buffer.alloc(32, 8)).get(SID)).toThrow(/TRANSCRIPT_KEY/);
     expect(() => open().get(SID)).toThrow(/TRANSCRIPT_KEY/);
+  });
+
+  it('encrypts caller and callee numbers at rest; records, listings and older plain rows still read', () => {
+    const key = Buffer.alloc(32, 7);
+    const rawBytes = () =>
+      Buffer.concat([readFileSync(path), existsSync(`${path}-wal`) ? readFileSync(`${path}-wal`) : Buffer.alloc(0)]).toString('latin1');
+    // A row written before a key was set: plain numbers.
+    const OLD = 'CA00000000000000000000000000000002';
+    const plain = open();
+    createStoreRecorder(plain, OLD, { From: '+15550001111', To: '+15550002222' }).ended(endInfo(new Date()));
+    plain.close();
+
+    const s = open(key);
+    const rec = createStoreRecorder(s, SID, { From: '+15557654321', To: '+15551239876' });
+    rec.started({ callSid: SID, streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
+    s.recordStatus(statusCallback({ CallSid: SID, AccountSid: ACCOUNT, CallStatus: 'in-progress', SequenceNumber: '0', From: '+15557654321', To: '+15551239876' }));
+    rec.ended(endInfo(new Date()));
+    expect(s.get(SID)).toMatchObject({ from: '+15557654321', to: '+15551239876' });
+    expect(s.list().find((c) => c.callSid === SID)).toMatchObject({ from: '+15557654321', to: '+15551239876' });
+    expect(s.get(OLD)).toMatchObject({ from: '+15550001111', to: '+15550002222' });
+    expect(s.list().find((c) => c.callSid === OLD)).toMatchObject({ from: '+15550001111', to: '+15550002222' });
+    s.close();
+    const bytes = rawBytes();
+    expect(bytes).not.toContain('5557654321');
+    expect(bytes).not.toContain('5551239876');
+
+    // Without the key: the listing says the number is encrypted, the record is a clear error,
+    // and a late status callback written by that process keeps the sealed numbers intact.
+    const keyless = open();
+    expect(keyless.list().find((c) => c.callSid === SID)).toMatchObject({ from: ENCRYPTED_NUMBER, to: ENCRYPTED_NUMBER });
+    expect(() => keyless.get(SID)).toThrow(DecryptError);
+    keyless.recordStatus(statusCallback({ CallSid: SID, AccountSid: ACCOUNT, CallStatus: 'completed', SequenceNumber: '1', CallDuration: '3' }));
+    keyless.close();
+    expect(rawBytes()).not.toContain('5557654321');
+    const again = open(key);
+    expect(again.get(SID)).toMatchObject({ from: '+15557654321', to: '+15551239876', status: 'completed' });
+    again.close();
   });
 
   it('estimateCostUsd: tokens at per-million prices plus started telephony minutes', () => {

@@ -36,3 +36,34 @@ export function openText(stored: string, key: Buffer | undefined): string {
     throw new DecryptError('cannot decrypt this call record: TRANSCRIPT_KEY is not the key it was written with');
   }
 }
+
+/** Whether a stored value is in sealed form (whatever the key). */
+export function isSealed(stored: string): boolean {
+  return stored.startsWith(PREFIX);
+}
+
+/**
+ * Seal a short nullable field (a caller or callee number) for storage. A value
+ * already in sealed form — read from a row this process had no key for — is
+ * stored as it is, so rewriting a row never loses or double-seals it.
+ */
+export function sealField(value: string | null, key: Buffer | undefined): string | null {
+  if (value === null || isSealed(value)) return value;
+  return sealText(value, key);
+}
+
+/**
+ * Open a nullable stored field. Plain values (rows written before a key was
+ * set) come back as they are. A sealed value that cannot be opened throws
+ * DecryptError, unless `unreadable` says what to return instead.
+ */
+export function openField(stored: string | null, key: Buffer | undefined, unreadable?: (stored: string) => string): string | null {
+  if (stored === null) return null;
+  if (!unreadable) return openText(stored, key);
+  try {
+    return openText(stored, key);
+  } catch (e) {
+    if (e instanceof DecryptError) return unreadable(stored);
+    throw e;
+  }
+}

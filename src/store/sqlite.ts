@@ -27,8 +27,11 @@
  * progress as interrupted, so processes must not share a file (run one file
  * per process, or the PostgreSQL store for scale-out).
  *
- * Personal data — transcripts, tool arguments and results — is sealed with
- * AES-256-GCM per entry when a key is configured (src/store/crypto.ts).
+ * Personal data — transcripts, tool arguments and results, caller and callee
+ * numbers — is sealed with AES-256-GCM per value when a key is configured
+ * (src/store/crypto.ts). Numbers written before a key was set stay plain and
+ * read as they are. Without the right key, `get` throws DecryptError and
+ * `list` shows a sealed number as ENCRYPTED_NUMBER.
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -37,11 +40,14 @@ import type { Prices } from '../config.js';
 import type { Logger } from '../log.js';
 import type { StatusCallback } from '../twilio/webhooks.js';
 import { estimateCostUsd } from './cost.js';
-import { openText, sealText } from './crypto.js';
+import { openField, openText, sealField, sealText } from './crypto.js';
 import { openSqlite, type SqlStatement, type SqliteDb, type SqlValue } from './sqlite-driver.js';
 import { ZERO_USAGE, type CallRecord, type CallStore, type CallSummary, type StatusEvent } from './types.js';
 
 export { estimateCostUsd };
+
+/** What `list` shows for a number sealed with a key this store does not have. */
+export const ENCRYPTED_NUMBER = '(encrypted)';
 
 /** Timer flush period: the crash window for transcript/tool/latency entries, ms. */
 export const FLUSH_MS = 250;
@@ -338,7 +344,7 @@ export class SqliteCallStore implements CallStore {
     const row = this.sql.header.get(callSid) as Row | undefined;
     if (!row) return undefined;
     const rec: CallRecord = {
-      ...headerFromRow(row),
+      ...headerFromRow(row, this.key),
       // Rows written before migration 2 keep their lists in the row itself.
       transcript: JSON.parse(openText(row.transcript, this.key)) as TranscriptLine[],
       toolCalls: JSON.parse(openText(row.tool_calls, this.key)) as ToolCallRecord[],
@@ -366,8 +372,8 @@ export class SqliteCallStore implements CallStore {
       .all(since, limit) as Row[];
     return rows.map((r) => ({
       callSid: r.call_sid,
-      from: r.from_number,
-      to: r.to_number,
+      from: openField(r.from_number, this.key, () => ENCRYPTED_NUMBER),
+      to: openField(r.to_number, this.key, () => ENCRYPTED_NUMBER),
       startedAt: r.started_at,
       durationMs: r.duration_ms,
       status: r.status,
@@ -464,7 +470,8 @@ export class SqliteCallStore implements CallStore {
     let entry = this.live.get(callSid);
     if (!entry) {
       const row = this.closed ? undefined : (this.sql.header.get(callSid) as Row | undefined);
-      entry = { h: row ? headerFromRow(row) : emptyHeader(callSid), dirty: false };
+      // A number this process cannot open is kept sealed as stored (sealField writes it back as it is).
+      entry = { h: row ? headerFromRow(row, this.key, (stored) => stored) : emptyHeader(callSid), dirty: false };
       this.live.set(callSid, entry);
     }
     return entry.h;
@@ -502,8 +509,8 @@ export class SqliteCallStore implements CallStore {
     return {
       call_sid: h.callSid,
       stream_sid: h.streamSid,
-      from_number: h.from,
-      to_number: h.to,
+      from_number: sealField(h.from, this.key),
+      to_number: sealField(h.to, this.key),
       started_at: h.startedAt,
       answered_at: h.answeredAt,
       ended_at: h.endedAt,
@@ -524,12 +531,13 @@ export class SqliteCallStore implements CallStore {
   }
 }
 
-function headerFromRow(r: Row): Header {
+/** `unreadable`: what a number sealed with another key reads as (default: DecryptError). */
+function headerFromRow(r: Row, key: Buffer | undefined, unreadable?: (stored: string) => string): Header {
   return {
     callSid: r.call_sid,
     streamSid: r.stream_sid,
-    from: r.from_number,
-    to: r.to_number,
+    from: openField(r.from_number, key, unreadable),
+    to: openField(r.to_number, key, unreadable),
     startedAt: r.started_at,
     answeredAt: r.answered_at,
     endedAt: r.ended_at,

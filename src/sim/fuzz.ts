@@ -1,0 +1,1160 @@
+/**
+ * The fuzzer (`npm run fuzz -- --seed N --messages M [--mode transcode|passthrough]`):
+ * hostile traffic against the real server, on loopback, while one real call
+ * runs beside it.
+ *
+ * What runs, all in this process:
+ *   - the real server (startCallbridge: real edge, relay, wasm transcoder,
+ *     SQLite store in a temporary directory), unsigned (ALLOW_UNSIGNED=true);
+ *   - the model stand-in (src/sim/model-server.ts), reached through a small
+ *     WebSocket proxy of ours; the proxy passes the real call's model
+ *     connection (the first one) through untouched and injects mutated server
+ *     events into every other connection ("victim" calls);
+ *   - one real call (src/sim/caller.ts), scripted like the demo's;
+ *   - hostile Twilio Media Stream sockets: short-lived unadmitted ones (no
+ *     valid start) and a few admitted "victim" calls (webhook + valid start)
+ *     kept open for the whole run, all sending mutated messages from a seeded
+ *     PRNG (same seed, same messages).
+ *
+ * Pass/fail (exit 0/1 from the runner), checked at the end:
+ *   - nothing crashed: no uncaught exception or unhandled rejection in the
+ *     process, no exception caught around a call-layer handler
+ *     (`callbridge_handler_errors_total` stays 0), the server still answers;
+ *   - the real call's audio is intact: every turn answered, every stand-in
+ *     response for it completed, the caller heard all the audio the model
+ *     sent (frames lost 0), no clears, no protocol violations, its record
+ *     ends `caller_hangup` with 0 protocol errors;
+ *   - memory stays flat: RSS sampled every RSS_SAMPLE_MS; growth from the end
+ *     of the warm-up (the first WARMUP_SHARE of messages) to the highest later
+ *     sample ≤ rssLimitMiB (RSS is the whole process: server, stand-in,
+ *     proxy and fuzzer);
+ *   - every rejected message is counted. Accounting rule (exact):
+ *       Twilio side: the increase of `callbridge_twilio_protocol_errors_total`
+ *       (all reasons) equals the number of messages the fuzzer sent that the
+ *       server must count — a frame that is binary, too large (edge limit) or
+ *       not UTF-8; a text that is not a valid Media Streams message; a valid
+ *       media/mark/dtmf/stop before a start; a valid one with another stream's
+ *       SID; a second start; a start with an unsupported media format. A
+ *       message's class comes from how it was built (the mutation, checked
+ *       against PROTOCOLS.md's shapes) and, for mutations whose outcome
+ *       depends on validation details, from the parser itself; the two must
+ *       agree wherever the mutation decides. Valid starts without the stream's
+ *       token are refused with close 1008 and are not a protocol error: they
+ *       are counted by the fuzzer from the close code it sees. Keypad floods
+ *       on a victim end with '#' every 31 digits, so the call's 32-digit
+ *       buffer never overflows (`dtmf_overflow` depends on timing).
+ *       A victim call the server ends mid-run makes its messages uncertain
+ *       (0..sent), as does a hostile socket the server closes unasked; the
+ *       report says how many, and the test requires none.
+ *       Model side: the sum of the provider sessions' `malformed` counters
+ *       equals the number of injected server events the client must reject
+ *       (binary frames; texts parseServerEvent rejects). Exact while every
+ *       victim model connection stays open to the end; when one closes early,
+ *       events written to it just before its close may not be read, and the
+ *       rule becomes: rejected-on-connections-open-at-the-end ≤ counted ≤
+ *       rejected-in-all (the report says which rule applied).
+ *     Messages are only sent on sockets the fuzzer keeps open (or closes
+ *     itself, after which the server has read everything sent before); a
+ *     message that makes the server close a socket is the last one sent on it.
+ *
+ * Bounded: `messages` in total (Twilio and model side), `maxSeconds` overall;
+ * the traffic is spread over `spreadMs` (default 20 s, about the real call's
+ * length) unless that is 0. The frames are a function of the seed; their
+ * interleaving with the server's own timers is not, so counts vary a little
+ * between runs of one seed while the rule holds in each.
+ */
+import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import WebSocket, { WebSocketServer } from 'ws';
+import { loadConfig } from '../config.js';
+import { silentLogger, type Logger } from '../log.js';
+import { startCallbridge, type Callbridge } from '../main.js';
+import type { ModelProvider, ModelSession, ModelSessionOptions } from '../call/voice-model.js';
+import { OpenAIRealtimeProvider, ReachabilityTracker, type OpenAIRealtimeSession } from '../realtime/openai-provider.js';
+import { parseServerEvent } from '../realtime/protocol.js';
+import { MAX_WS_MESSAGE_BYTES, type EdgeChoice } from '../server/app.js';
+import { MAX_MEDIA_PAYLOAD_CHARS, parseTwilioMessage } from '../twilio/media-stream.js';
+import { placeCall, type CallResult, type Utterance } from './caller.js';
+import { startModelStandIn, type ModelStandIn, type StandInSession } from './model-server.js';
+
+export interface FuzzOptions {
+  seed: number;
+  /** Hostile messages in total: Twilio stream messages plus injected model events. */
+  messages: number;
+  mode?: 'transcode' | 'passthrough';
+  edge?: EdgeChoice;
+  /** The whole run must end within this (s); past it the run stops and fails. */
+  maxSeconds?: number;
+  /** Allowed RSS growth after the warm-up, MiB. */
+  rssLimitMiB?: number;
+  /** Admitted victim calls kept open for the run. */
+  victims?: number;
+  /** Concurrent unadmitted hostile sockets. */
+  workers?: number;
+  /** Share of messages injected as model server events (0..1). */
+  modelShare?: number;
+  /**
+   * Hostile traffic is spread over at least this long (ms), so the real call
+   * (about 20 s) is under fire throughout; a run that cannot keep the pace
+   * goes as fast as it can. 0 = as fast as possible.
+   */
+  spreadMs?: number;
+  /** Progress lines (none by default). */
+  progress?: (line: string) => void;
+  /** Server log (default silent). */
+  log?: Logger;
+}
+
+export interface FuzzReport {
+  ok: boolean;
+  failures: string[];
+  seed: number;
+  mode: string;
+  edge: string;
+  elapsedS: number;
+  /** Hostile messages per second over the hostile phase. */
+  messagesPerS: number;
+  twilio: {
+    sent: number;
+    /** By how each message was built. */
+    byKind: Record<string, number>;
+    expectedCounted: number;
+    counted: number;
+    countedByReason: Record<string, number>;
+    refusedStarts: number;
+    socketsOpened: number;
+    socketsClosedByServer: number;
+    /** Victim calls the server ended mid-run (their messages become uncertain). */
+    victimsClosedByServer: number;
+    uncertain: number;
+  };
+  model: {
+    injected: number;
+    byKind: Record<string, number>;
+    expectedRejected: number;
+    rejectedOnOpenConnections: number;
+    counted: number;
+    unhandled: number;
+    victimConnections: number;
+    closedEarly: number;
+    rule: 'exact' | 'range';
+  };
+  realCall: {
+    callSid: string;
+    turnsAnswered: number;
+    turns: number;
+    heardMs: number;
+    sentMs: number;
+    framesLost: number;
+    responses: string[];
+    protocolViolations: string[];
+    clears: number;
+    endReason: string | null;
+    recordProtocolErrors: number | null;
+  } | null;
+  rss: { warmupMiB: number; maxAfterWarmupMiB: number; growthMiB: number; samples: number };
+  handlerErrors: number;
+  crashes: string[];
+  disagreements: string[];
+}
+
+const RSS_SAMPLE_MS = 250;
+const WARMUP_SHARE = 0.2;
+const FRAME_MS = 20;
+const MIB = 1024 * 1024;
+
+// ── Seeded PRNG (mulberry32): same seed, same run ─────────────────────────
+
+export class Rng {
+  private s: number;
+  constructor(seed: number) {
+    this.s = seed >>> 0;
+  }
+  next(): number {
+    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+  int(n: number): number {
+    return Math.floor(this.next() * n);
+  }
+  range(lo: number, hi: number): number {
+    return lo + this.int(hi - lo + 1);
+  }
+  pick<T>(xs: readonly T[]): T {
+    return xs[this.int(xs.length)]!;
+  }
+  chance(p: number): boolean {
+    return this.next() < p;
+  }
+  hex(n: number): string {
+    let s = '';
+    for (let i = 0; i < n; i++) s += '0123456789abcdef'[this.int(16)];
+    return s;
+  }
+  bytes(n: number): Buffer {
+    const b = Buffer.allocUnsafe(n);
+    for (let i = 0; i < n; i++) b[i] = this.int(256);
+    return b;
+  }
+}
+
+// ── Twilio message mutations ──────────────────────────────────────────────
+
+type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+type Obj = { [k: string]: Json };
+
+/**
+ * One hostile frame. `expect`: what the mutation itself decides —
+ * `parses` (a valid Media Streams message), `rejected` (not one: counted as
+ * malformed), `oracle` (depends on validation details: the parser decides),
+ * `binary` (counted), `terminal_oversize` / `terminal_utf8` (the edge closes
+ * the socket and counts it).
+ */
+export interface TwilioFrame {
+  kind: string;
+  data: string | Buffer;
+  binary: boolean;
+  expect: 'parses' | 'rejected' | 'oracle' | 'binary' | 'terminal_oversize' | 'terminal_utf8';
+}
+
+/** Required fields of each Twilio → server message (PROTOCOLS.md); everything but `start.customParameters`. */
+const OPTIONAL_PATHS = new Set(['start.customParameters']);
+/** Fields whose wire type is a number-like string (Twilio sends numbers as strings). */
+const NUMBER_LIKE = new Set(['sequenceNumber', 'media.chunk', 'media.timestamp']);
+const INJECTION = 'x","type":"session.update';
+
+export interface StreamIds {
+  streamSid: string;
+  callSid: string;
+  accountSid: string;
+  token?: string;
+}
+
+export function sid(rng: Rng, prefix: 'MZ' | 'CA' | 'AC'): string {
+  return prefix + rng.hex(32);
+}
+
+/** A valid message of each Twilio → server kind, per PROTOCOLS.md. */
+export function baseTwilioMessage(rng: Rng, event: string, ids: StreamIds, seq: number): Obj {
+  const common = { sequenceNumber: String(seq), streamSid: ids.streamSid };
+  switch (event) {
+    case 'connected':
+      return { event: 'connected', protocol: 'Call', version: '1.0.0' };
+    case 'start':
+      return {
+        event: 'start',
+        ...common,
+        start: {
+          accountSid: ids.accountSid,
+          streamSid: ids.streamSid,
+          callSid: ids.callSid,
+          tracks: ['inbound'],
+          customParameters: ids.token ? { token: ids.token } : { k: 'v' },
+          mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 },
+        },
+      };
+    case 'media':
+      return {
+        event: 'media',
+        ...common,
+        media: { track: 'inbound', chunk: String(seq), timestamp: String(seq * FRAME_MS), payload: rng.bytes(160).toString('base64') },
+      };
+    case 'dtmf':
+      return { event: 'dtmf', ...common, dtmf: { track: 'inbound_track', digit: rng.pick(['0', '5', '9', '*', '#', 'A', 'D']) } };
+    case 'mark':
+      return { event: 'mark', ...common, mark: { name: `m${rng.int(1000)}` } };
+    case 'stop':
+      return { event: 'stop', ...common, stop: { accountSid: ids.accountSid, callSid: ids.callSid } };
+    default:
+      throw new Error(`no base message for ${event}`);
+  }
+}
+
+function paths(o: Obj, prefix = ''): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(o)) {
+    const p = prefix ? `${prefix}.${k}` : k;
+    out.push(p);
+    if (v !== null && typeof v === 'object' && !Array.isArray(v) && p !== 'start.customParameters') out.push(...paths(v, p));
+  }
+  return out;
+}
+
+function getParent(o: Obj, path: string): [Obj, string] {
+  const parts = path.split('.');
+  let cur: Obj = o;
+  for (const p of parts.slice(0, -1)) cur = cur[p] as Obj;
+  return [cur, parts.at(-1)!];
+}
+
+/** A value of a type the field can never take (and never lenient-parsed). */
+function wrongType(rng: Rng, current: Json, path: string): Json {
+  if (typeof current === 'string') {
+    if (NUMBER_LIKE.has(path)) return rng.pick<Json>([null, true, [], {}, -1, 1.5, '-3', '1e3', '0x10', '']);
+    return rng.pick<Json>([null, false, 42, [], {}]);
+  }
+  if (typeof current === 'number') return rng.pick<Json>([null, true, String(current), [], {}, -1, 0.5]);
+  if (Array.isArray(current)) return rng.pick<Json>([null, 'inbound', 1, {}, [1]]);
+  return rng.pick<Json>([null, 'x', 3, [], true]);
+}
+
+function shuffleKeys(v: Json, rng: Rng): Json {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) return v;
+  const keys = Object.keys(v);
+  for (let i = keys.length - 1; i > 0; i--) {
+    const j = rng.int(i + 1);
+    [keys[i], keys[j]] = [keys[j]!, keys[i]!];
+  }
+  const out: Obj = {};
+  for (const k of keys) out[k] = shuffleKeys(v[k]!, rng);
+  return out;
+}
+
+const TWILIO_EVENTS = ['connected', 'start', 'media', 'media', 'media', 'dtmf', 'mark', 'mark', 'stop'];
+
+/**
+ * One mutated Twilio frame. `ids` are the socket's own SIDs (a victim's
+ * real ones; made-up ones on an unadmitted socket). `allowTerminal`: frames
+ * that make the edge close the socket may be produced.
+ */
+export function mutateTwilio(rng: Rng, ids: StreamIds, seq: number, allowTerminal: boolean): TwilioFrame {
+  const r = rng.next();
+  if (allowTerminal && r < 0.004) {
+    // A frame over the edge's limit: the socket is closed.
+    const n = MAX_WS_MESSAGE_BYTES + 1 + rng.int(rng.chance(0.2) ? 4 * MIB : 4096);
+    return { kind: 'huge_frame', data: `{"event":"media","pad":"${'A'.repeat(n)}"}`, binary: false, expect: 'terminal_oversize' };
+  }
+  if (allowTerminal && r < 0.008) {
+    const bytes = Buffer.concat([Buffer.from('{"event":"media","x":"'), Buffer.from([0xc3, 0x28, 0xff, 0xfe]), Buffer.from('"}')]);
+    return { kind: 'invalid_utf8', data: bytes, binary: false, expect: 'terminal_utf8' };
+  }
+  if (r < 0.03) return { kind: 'binary', data: rng.bytes(rng.range(0, 400)), binary: true, expect: 'binary' };
+  if (r < 0.05) {
+    return { kind: 'not_json', data: rng.pick(['', 'null', '[]', '42', '"media"', 'hello', '{', '{"event":']), binary: false, expect: 'rejected' };
+  }
+
+  const event = rng.pick(TWILIO_EVENTS);
+  const msg = baseTwilioMessage(rng, event, ids, seq);
+  const op = rng.pick([
+    'identity', 'identity', 'reorder', 'whitespace', 'drop', 'drop', 'retype', 'retype', 'dup_same', 'dup_bad',
+    'truncate', 'unknown_event', 'no_event', 'bad_base64', 'injection', 'oversize_payload', 'bad_sid', 'other_sid',
+    'bad_digit', 'wrong_format',
+  ] as const);
+  let expect: TwilioFrame['expect'] = 'parses';
+  let text: string | undefined;
+  const ps = paths(msg).filter((p) => p !== 'event');
+  switch (op) {
+    case 'identity':
+      break;
+    case 'reorder':
+      return { kind: `${event}:reorder`, data: JSON.stringify(shuffleKeys(msg, rng)), binary: false, expect: 'parses' };
+    case 'whitespace':
+      return { kind: `${event}:whitespace`, data: JSON.stringify(msg, null, rng.range(1, 3)), binary: false, expect: 'parses' };
+    case 'drop': {
+      if (ps.length === 0) break;
+      const p = rng.pick(ps);
+      const [parent, key] = getParent(msg, p);
+      delete parent[key];
+      expect = OPTIONAL_PATHS.has(p) || p.startsWith('start.customParameters.') ? 'parses' : 'rejected';
+      return { kind: `${event}:drop`, data: JSON.stringify(msg), binary: false, expect };
+    }
+    case 'retype': {
+      if (ps.length === 0) break;
+      const p = rng.pick(ps);
+      const [parent, key] = getParent(msg, p);
+      parent[key] = wrongType(rng, parent[key]!, p);
+      // customParameters: an object of strings; a wrong-typed value or a non-object is invalid.
+      return { kind: `${event}:retype`, data: JSON.stringify(msg), binary: false, expect: 'rejected' };
+    }
+    case 'dup_same': {
+      const body = JSON.stringify(msg);
+      const first = Object.keys(msg)[0]!;
+      return { kind: `${event}:dup_same`, data: `{${JSON.stringify(first)}:${JSON.stringify(msg[first])},${body.slice(1)}`, binary: false, expect: 'parses' };
+    }
+    case 'dup_bad': {
+      const body = JSON.stringify(msg);
+      const key = event === 'connected' ? 'protocol' : rng.pick(['sequenceNumber', 'streamSid', 'event']);
+      const bad = key === 'sequenceNumber' ? '"x"' : key === 'streamSid' ? '"MZ1"' : key === 'protocol' ? '7' : '"nope"';
+      return { kind: `${event}:dup_bad`, data: `${body.slice(0, -1)},${JSON.stringify(key)}:${bad}}`, binary: false, expect: 'rejected' };
+    }
+    case 'truncate': {
+      const body = JSON.stringify(msg);
+      return { kind: `${event}:truncate`, data: body.slice(0, rng.int(body.length)), binary: false, expect: 'rejected' };
+    }
+    case 'unknown_event':
+      msg.event = rng.pick(['clear', 'Media', 'media ', 'hangup', 'x'.repeat(rng.range(1, 100))]);
+      expect = 'rejected';
+      break;
+    case 'no_event':
+      if (rng.chance(0.5)) delete msg.event;
+      else msg.event = rng.pick<Json>([null, 1, {}, ['media']]);
+      expect = 'rejected';
+      break;
+    case 'bad_base64':
+    case 'injection':
+    case 'oversize_payload': {
+      const m = baseTwilioMessage(rng, 'media', ids, seq);
+      const media = m.media as Obj;
+      media.payload =
+        op === 'injection'
+          ? INJECTION
+          : op === 'oversize_payload'
+            ? rng.bytes(Math.ceil(((MAX_MEDIA_PAYLOAD_CHARS + 4 + rng.int(4000)) * 3) / 4)).toString('base64')
+            : rng.pick(['', 'A', 'AAA', 'AA=A', '====', '!!!!', 'AAAA AAAA', 'AAAA\nAAAA', '-_-_', 'AAAAA===', `${media.payload as string}"`]);
+      return { kind: `media:${op}`, data: JSON.stringify(m), binary: false, expect: 'rejected' };
+    }
+    case 'bad_sid': {
+      const sidPaths = ps.filter((p) => /(streamSid|callSid|accountSid)$/.test(p));
+      if (sidPaths.length === 0) break;
+      const p = rng.pick(sidPaths);
+      const [parent, key] = getParent(msg, p);
+      const v = parent[key] as string;
+      parent[key] = rng.pick([v.slice(0, -1), `${v}0`, `XX${v.slice(2)}`, v.slice(0, 2) + 'g'.repeat(32), v.toLowerCase(), `${v.slice(0, 33)}"`]);
+      if (parent[key] === v) break;
+      return { kind: `${event}:bad_sid`, data: JSON.stringify(msg), binary: false, expect: 'rejected' };
+    }
+    case 'other_sid':
+      if ('streamSid' in msg) msg.streamSid = sid(rng, 'MZ');
+      break;
+    case 'bad_digit': {
+      const m = baseTwilioMessage(rng, 'dtmf', ids, seq);
+      (m.dtmf as Obj).digit = rng.pick(['', '12', 'E', 'a', ' ', '\u0000', '١', '**']);
+      return { kind: 'dtmf:bad_digit', data: JSON.stringify(m), binary: false, expect: 'rejected' };
+    }
+    case 'wrong_format': {
+      if (event !== 'start') break;
+      const f = (msg.start as Obj).mediaFormat as Obj;
+      const which = rng.int(3);
+      if (which === 0) f.encoding = rng.pick(['audio/x-alaw', 'audio/l16', '']);
+      else if (which === 1) f.sampleRate = rng.pick([16000, 44100, 1]);
+      else f.channels = 2;
+      // A well-formed start in a format callbridge does not take: parses; the call decides.
+      return { kind: 'start:wrong_format', data: JSON.stringify(msg), binary: false, expect: 'parses' };
+    }
+  }
+  text ??= JSON.stringify(msg);
+  return { kind: `${event}:${op}`, data: text, binary: false, expect };
+}
+
+/** A burst is a flood (one valid mark or keypad message after another) this often. */
+const FLOOD_SHARE = 0.15;
+
+/** One frame of a burst: a flood's next valid message, or a mutated one. */
+function burstFrame(rng: Rng, ids: StreamIds, seq: number, allowTerminal: boolean, flood: 'mark' | 'dtmf' | undefined): TwilioFrame {
+  if (!flood) return mutateTwilio(rng, ids, seq, allowTerminal);
+  return { kind: `${flood}:flood`, data: JSON.stringify(baseTwilioMessage(rng, flood, ids, seq)), binary: false, expect: 'parses' };
+}
+
+/**
+ * What the server must do with a frame on a socket in `state`: count it
+ * (`counted`), take it (`ok`), or close the socket after it (`close_*`).
+ * Returns the mutation/parser disagreement too, if any.
+ */
+export function classifyTwilio(
+  f: TwilioFrame,
+  state: { admitted: boolean; streamSid: string },
+): { verdict: 'counted' | 'ok' | 'close_counted' | 'close_refused' | 'close_format' | 'end_call'; disagreement?: string; digit?: string } {
+  if (f.expect === 'binary') return { verdict: 'counted' };
+  if (f.expect === 'terminal_oversize' || f.expect === 'terminal_utf8') return { verdict: 'close_counted' };
+  const text = f.data as string;
+  const parsed = parseTwilioMessage(text);
+  let disagreement: string | undefined;
+  if (f.expect === 'rejected' && parsed.ok) disagreement = `${f.kind}: the parser took a message the protocol forbids: ${text.slice(0, 160)}`;
+  if (f.expect === 'parses' && !parsed.ok) disagreement = `${f.kind}: the parser refused a valid message (${parsed.error}): ${text.slice(0, 160)}`;
+  if (!parsed.ok) return { verdict: 'counted', disagreement };
+  const m = parsed.msg;
+  if (m.event === 'connected') return { verdict: 'ok', disagreement };
+  if (m.event === 'start') {
+    if (state.admitted) return { verdict: 'counted', disagreement };
+    const fmt = m.start.mediaFormat;
+    if (fmt.encoding !== 'audio/x-mulaw' || fmt.sampleRate !== 8000 || fmt.channels !== 1) return { verdict: 'close_format', disagreement };
+    return { verdict: 'close_refused', disagreement };
+  }
+  if (!state.admitted || m.streamSid !== state.streamSid) return { verdict: 'counted', disagreement };
+  if (m.event === 'stop') return { verdict: 'end_call', disagreement };
+  return { verdict: 'ok', disagreement, digit: m.event === 'dtmf' ? m.dtmf.digit : undefined };
+}
+
+// ── Model server event mutations ──────────────────────────────────────────
+
+export interface ModelFrame {
+  kind: string;
+  data: string | Buffer;
+  binary: boolean;
+  /** The mutation alone makes it malformed (the parser must agree). */
+  certainlyMalformed: boolean;
+}
+
+/** Server events to mutate: the recorded GA fixtures, found from this module up to the repository root. */
+export function loadServerEventFixtures(): Obj[] {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const p = join(dir, 'test/fixtures/realtime/server-events.jsonl');
+    if (existsSync(p)) {
+      return readFileSync(p, 'utf8')
+        .split('\n')
+        .filter((l) => l.trim())
+        .map((l) => JSON.parse(l) as Obj);
+    }
+    dir = dirname(dir);
+  }
+  throw new Error('test/fixtures/realtime/server-events.jsonl not found above this module');
+}
+
+/** Event types a victim's session must not receive whole and valid: they would close or re-key it (a handshake event mid-call is fine to mutate). */
+const VALID_REPLAY_SKIP = new Set<string>([]);
+
+export function mutateModelEvent(rng: Rng, bases: readonly Obj[]): ModelFrame {
+  const r = rng.next();
+  if (r < 0.03) return { kind: 'binary', data: rng.bytes(rng.range(1, 300)), binary: true, certainlyMalformed: true };
+  const base = structuredClone(rng.pick(bases));
+  if (r < 0.06) return { kind: 'not_object', data: rng.pick(['null', '[]', '[{"type":"error"}]', '7', '"response.done"', 'true']), binary: false, certainlyMalformed: true };
+  if (r < 0.1) {
+    const body = JSON.stringify(base);
+    return { kind: 'truncate', data: body.slice(0, rng.int(body.length)), binary: false, certainlyMalformed: true };
+  }
+  if (r < 0.14) {
+    if (rng.chance(0.5)) delete base.type;
+    else base.type = rng.pick<Json>([null, 3, '', {}, ['error']]);
+    return { kind: 'no_type', data: JSON.stringify(base), binary: false, certainlyMalformed: true };
+  }
+  if (r < 0.2) {
+    base.type = rng.pick(['response.output_audio.deltas', 'fuzz.unknown', 'Error', 'session.deleted', `x.${rng.hex(6)}`]);
+    return { kind: 'unknown_type', data: JSON.stringify(base), binary: false, certainlyMalformed: false };
+  }
+  if (r < 0.3 && !VALID_REPLAY_SKIP.has(String(base.type))) {
+    return { kind: `valid:${String(base.type)}`, data: JSON.stringify(base), binary: false, certainlyMalformed: false };
+  }
+  // A known type with one field dropped, retyped, or its audio replaced by bad base64: the parser decides.
+  const ps = paths(base).filter((p) => p !== 'type');
+  if (ps.length === 0) return { kind: `valid:${String(base.type)}`, data: JSON.stringify(base), binary: false, certainlyMalformed: false };
+  const p = rng.pick(ps);
+  const [parent, key] = getParent(base, p);
+  const op = rng.pick(['drop', 'retype', 'retype', 'huge_string', 'bad_audio']);
+  if (op === 'drop') delete parent[key];
+  else if (op === 'retype') parent[key] = wrongType(rng, parent[key]!, p);
+  // Large but plausible: callbridge keeps a call's transcript for replay (call/model-link.ts), so a
+  // victim call that lives the whole run holds every such string until it ends.
+  else if (op === 'huge_string') parent[key] = 'Z'.repeat(rng.range(1000, 32_000));
+  else parent[key] = rng.pick([INJECTION, '!!!', 'A', '']);
+  return { kind: `${String(base.type)}:${op}`, data: JSON.stringify(base), binary: false, certainlyMalformed: false };
+}
+
+/** Whether the provider must count this injected frame as malformed, and a disagreement if the mutation already decided otherwise. */
+export function classifyModel(f: ModelFrame): { rejected: boolean; unknown: boolean; disagreement?: string } {
+  if (f.binary) return { rejected: true, unknown: false };
+  const parsed = parseServerEvent(f.data as string);
+  const disagreement = f.certainlyMalformed && parsed.ok ? `${f.kind}: the provider's parser took it: ${(f.data as string).slice(0, 160)}` : undefined;
+  return { rejected: !parsed.ok, unknown: parsed.ok && parsed.event.type === 'unhandled', disagreement };
+}
+
+// ── The model proxy: passes the real call through, fuzzes the others ─────
+
+interface ProxyConn {
+  n: number;
+  client: WebSocket;
+  upstream: WebSocket;
+  /** session.updated has gone to the client: the handshake is over. */
+  configured: boolean;
+  closed: boolean;
+  injected: number;
+  rejected: number;
+}
+
+interface ModelProxy {
+  url: string;
+  conns: ProxyConn[];
+  close(): Promise<void>;
+}
+
+async function startModelProxy(upstreamUrl: string): Promise<ModelProxy> {
+  const http = createServer((_req, res) => res.writeHead(404).end());
+  const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * MIB });
+  const conns: ProxyConn[] = [];
+  http.on('upgrade', (req: IncomingMessage, socket, head) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    wss.handleUpgrade(req, socket, head, (client) => {
+      const upstream = new WebSocket(`${upstreamUrl}${url.search}`, {
+        headers: req.headers.authorization ? { authorization: req.headers.authorization } : {},
+      });
+      const c: ProxyConn = { n: conns.length, client, upstream, configured: false, closed: false, injected: 0, rejected: 0 };
+      conns.push(c);
+      const early: { data: WebSocket.RawData; binary: boolean }[] = [];
+      client.on('message', (data, binary) => {
+        if (upstream.readyState === WebSocket.OPEN) upstream.send(data, { binary });
+        else early.push({ data, binary });
+      });
+      upstream.on('open', () => {
+        for (const m of early.splice(0)) upstream.send(m.data, { binary: m.binary });
+      });
+      upstream.on('message', (data, binary) => {
+        if (client.readyState !== WebSocket.OPEN) return;
+        client.send(data, { binary });
+        if (!c.configured && !binary && data.toString().includes('"session.updated"')) c.configured = true;
+      });
+      const end = (code: number): void => {
+        c.closed = true;
+        const safe = code >= 1000 && code < 5000 && code !== 1005 && code !== 1006 ? code : 1011;
+        if (client.readyState === WebSocket.OPEN) client.close(safe);
+        if (upstream.readyState === WebSocket.OPEN || upstream.readyState === WebSocket.CONNECTING) upstream.terminate();
+      };
+      client.on('close', (code) => end(code));
+      upstream.on('close', (code) => end(code));
+      client.on('error', () => end(1011));
+      upstream.on('error', () => end(1011));
+    });
+  });
+  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+  const port = (http.address() as AddressInfo).port;
+  return {
+    url: `ws://127.0.0.1:${port}/v1`,
+    conns,
+    async close() {
+      for (const c of conns) {
+        c.client.terminate();
+        c.upstream.terminate();
+      }
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+      await new Promise<void>((resolve) => http.close(() => resolve()));
+    },
+  };
+}
+
+/** The OpenAI provider as main.ts builds it, remembering each session so its counters can be read. */
+class CountingProvider implements ModelProvider {
+  readonly name: string;
+  readonly sessions: OpenAIRealtimeSession[] = [];
+  constructor(private readonly inner: OpenAIRealtimeProvider) {
+    this.name = inner.name;
+  }
+  async connect(opts: ModelSessionOptions, signal?: AbortSignal): Promise<ModelSession> {
+    const s = await this.inner.connect(opts, signal);
+    this.sessions.push(s as OpenAIRealtimeSession);
+    return s;
+  }
+}
+
+// ── The run ───────────────────────────────────────────────────────────────
+
+const REAL_CALL_UTTERANCES: Utterance[] = [{ durationMs: 1400 }, { durationMs: 1200 }, { durationMs: 1500 }, { durationMs: 1100 }];
+
+function metricSum(text: string, name: string): { total: number; byLabel: Record<string, number> } {
+  const byLabel: Record<string, number> = {};
+  let total = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name)) continue;
+    const m = /^([a-z_]+)(\{[^}]*\})? ([0-9.e+-]+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const v = Number(m[3]);
+    total += v;
+    byLabel[m[2] ?? ''] = v;
+  }
+  return { total, byLabel };
+}
+
+/** A client socket and the close code it ends with (resolves once closed, either side). */
+interface Client {
+  ws: WebSocket;
+  closed: Promise<number>;
+  closedYet: boolean;
+}
+
+function waitClose(c: Client, ms: number): Promise<number | 'timeout'> {
+  return Promise.race([c.closed, sleep(ms).then(() => 'timeout' as const)]);
+}
+
+function openWs(url: string): Promise<Client> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { maxPayload: 16 * MIB });
+    const c: Client = { ws, closed: new Promise<number>((r) => ws.once('close', (code) => ((c.closedYet = true), r(code)))), closedYet: false };
+    ws.on('error', () => {});
+    ws.once('open', () => resolve(c));
+    ws.once('unexpected-response', (_req, r) => reject(new Error(`upgrade answered ${r.statusCode}`)));
+    ws.once('error', reject);
+  });
+}
+
+/** Count a frame under its mutation (the part of its kind after the message type). */
+function tally(into: Record<string, number>, kind: string): void {
+  const k = kind.split(':').at(-1)!;
+  into[k] = (into[k] ?? 0) + 1;
+}
+
+const tick = () => new Promise<void>((r) => setImmediate(r));
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+async function drained(ws: WebSocket): Promise<void> {
+  while (ws.readyState === WebSocket.OPEN && ws.bufferedAmount > 256 * 1024) await sleep(2);
+}
+
+export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
+  const rng = new Rng(opts.seed);
+  const mode = opts.mode ?? 'transcode';
+  const progress = opts.progress ?? (() => {});
+  const failures: string[] = [];
+  const crashes: string[] = [];
+  const disagreements: string[] = [];
+  const onCrash = (err: unknown) => crashes.push(err instanceof Error ? `${err.name}: ${err.message}` : String(err));
+  process.on('uncaughtException', onCrash);
+  process.on('unhandledRejection', onCrash);
+
+  const dir = mkdtempSync(join(tmpdir(), 'callbridge-fuzz-'));
+  const t0 = performance.now();
+  const deadline = t0 + (opts.maxSeconds ?? 600) * 1000;
+  const modelTarget = Math.round(opts.messages * (opts.modelShare ?? 0.25));
+  const twilioTarget = opts.messages - modelTarget;
+  const bases = loadServerEventFixtures();
+
+  const tw = {
+    sent: 0, byKind: {} as Record<string, number>, expectedCounted: 0, refusedStarts: 0, socketsOpened: 0, socketsClosedByServer: 0, uncertain: 0,
+  };
+  const md = { injected: 0, byKind: {} as Record<string, number>, expectedRejected: 0, unknown: 0 };
+  const note = (d: string | undefined) => {
+    if (d && disagreements.length < 50) disagreements.push(d);
+  };
+
+  let standIn: ModelStandIn | undefined;
+  let proxy: ModelProxy | undefined;
+  let app: Callbridge | undefined;
+  const rss = { warmup: 0, maxAfter: 0, samples: 0 };
+  let rssTimer: NodeJS.Timeout | undefined;
+  let realCall: FuzzReport['realCall'] = null;
+  let handlerErrors = 0;
+  let countedTwilio = 0;
+  let countedByReason: Record<string, number> = {};
+  let countedModel = 0;
+  let unhandledModel = 0;
+  let closedEarly = 0;
+  let rejectedOnOpen = 0;
+  let victimConns = 0;
+  let hostileStart = 0;
+  let hostileEnd = 0;
+  let edge = '';
+  let victimsClosedByServer = 0;
+
+  try {
+    standIn = await startModelStandIn({ audioSpeedup: 4, responseDelayMs: 50, transcriptDelayMs: 100 });
+    proxy = await startModelProxy(standIn.url);
+    const config = loadConfig({
+      PORT: '0',
+      HOST: '127.0.0.1',
+      LOG_LEVEL: 'silent',
+      ALLOW_UNSIGNED: 'true',
+      OPENAI_BASE_URL: proxy.url,
+      OPENAI_API_KEY: 'fuzz-key',
+      AUDIO_MODE: mode,
+      CALLBRIDGE_DB: join(dir, 'calls.db'),
+      RATE_LIMIT_BURST: '1000000',
+      RATE_LIMIT_PER_SECOND: '1000000',
+      VAD_SILENCE_DURATION_MS: '300',
+    });
+    const log = opts.log ?? silentLogger;
+    const provider = new CountingProvider(
+      new OpenAIRealtimeProvider({
+        url: config.openai.realtimeUrl,
+        model: config.openai.model,
+        apiKey: config.openai.apiKey ?? '',
+        connectTimeoutMs: config.openai.connectTimeoutMs,
+        format: config.audioMode === 'transcode' ? 'pcm24k' : 'ulaw8k',
+        transcriptionModel: config.openai.transcriptionModel,
+        vad: config.openai.vad,
+        reasoningEffort: config.openai.reasoningEffort,
+        log,
+        reachability: new ReachabilityTracker(),
+      }),
+    );
+    app = await startCallbridge(config, log, { provider, edge: opts.edge });
+    edge = app.edge;
+    const baseUrl = `http://127.0.0.1:${app.port}`;
+    const wsUrl = `ws://127.0.0.1:${app.port}/voice/stream`;
+    const scrape = async () => (await (await fetch(`${baseUrl}/metrics`)).text());
+    const before = await scrape();
+    const errorsBefore = metricSum(before, 'callbridge_twilio_protocol_errors_total');
+    const handlerBefore = metricSum(before, 'callbridge_handler_errors_total').total;
+    progress(`fuzz: seed ${opts.seed}, ${opts.messages} messages (${twilioTarget} Twilio, ${modelTarget} model), ${mode}, edge ${edge}`);
+
+    // The real call first: its model connection is the proxy's first, passed through untouched.
+    const realPromise: Promise<CallResult> = placeCall({ baseUrl, from: '+15550109999', to: '+15550100999', utterances: REAL_CALL_UTTERANCES, hangupAfterMs: 1500 });
+    realPromise.catch(() => {});
+    while (proxy.conns.length === 0 && performance.now() < deadline) await sleep(5);
+
+    // Victim calls: admitted (webhook, then a start with the token), kept open for the run.
+    /** `expected`: what the server must count of what was sent to it (`sent`); if the server closes it, only 0..sent is known. */
+    interface Victim { c: Client; ws: WebSocket; ids: StreamIds; seq: number; sent: number; expected: number; digits: number }
+    const victims: Victim[] = [];
+    for (let i = 0; i < (opts.victims ?? 3); i++) {
+      const callSid = sid(rng, 'CA');
+      const form = { CallSid: callSid, AccountSid: sid(rng, 'AC'), From: `+1555011${String(i).padStart(4, '0')}`, To: '+15550100999', CallStatus: 'ringing', Direction: 'inbound' };
+      const res = await fetch(`${baseUrl}/voice/incoming`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() });
+      const twiml = await res.text();
+      const token = /<Parameter\b[^>]*name="token"[^>]*value="([^"]*)"/.exec(twiml)?.[1];
+      if (res.status !== 200 || !token) throw new Error(`victim webhook answered ${res.status}: ${twiml.slice(0, 200)}`);
+      const c = await openWs(wsUrl);
+      const ws = c.ws;
+      tw.socketsOpened++;
+      const ids: StreamIds = { streamSid: sid(rng, 'MZ'), callSid, accountSid: form.AccountSid, token };
+      const v: Victim = { c, ws, ids, seq: 1, sent: 0, expected: 0, digits: 0 };
+      ws.send(JSON.stringify(baseTwilioMessage(rng, 'connected', ids, 0)));
+      ws.send(JSON.stringify(baseTwilioMessage(rng, 'start', ids, v.seq++)));
+      victims.push(v);
+    }
+
+    // The baseline is the first sample once the warm-up share is sent; growth is measured from it.
+    rssTimer = setInterval(() => {
+      const r = process.memoryUsage().rss;
+      rss.samples++;
+      if (tw.sent + md.injected < opts.messages * WARMUP_SHARE) return;
+      if (rss.warmup === 0) rss.warmup = r;
+      else rss.maxAfter = Math.max(rss.maxAfter, r);
+    }, RSS_SAMPLE_MS);
+    rssTimer.unref();
+
+    hostileStart = performance.now();
+    const timeUp = () => performance.now() > deadline;
+    const spreadMs = opts.spreadMs ?? 20_000;
+    /** Wait while the traffic is ahead of its pace (messages sent vs the share of spreadMs elapsed). */
+    const paced = async (): Promise<void> => {
+      while (spreadMs > 0 && !timeUp() && tw.sent + md.injected > (opts.messages * (performance.now() - hostileStart)) / spreadMs) await sleep(5);
+    };
+
+    /** One burst on a victim: never a terminal frame, never a valid stop on its own stream. */
+    const victimBurst = async (v: Victim, n: number): Promise<void> => {
+      const flood = rng.chance(FLOOD_SHARE) ? rng.pick(['mark', 'dtmf'] as const) : undefined;
+      for (let i = 0; i < n && tw.sent < twilioTarget; i++) {
+        const f = burstFrame(rng, v.ids, v.seq++, false, flood);
+        const c = classifyTwilio(f, { admitted: true, streamSid: v.ids.streamSid });
+        note(c.disagreement);
+        if (c.verdict === 'end_call' || c.verdict.startsWith('close')) continue;
+        if (v.ws.readyState !== WebSocket.OPEN) return;
+        v.ws.send(f.data, { binary: f.binary });
+        tw.sent++;
+        v.sent++;
+        tally(tw.byKind, f.kind);
+        if (c.verdict === 'counted') v.expected++;
+        if (c.digit !== undefined) {
+          // The call holds at most 32 keypad digits until '#' or a pause (then counts dtmf_overflow, which
+          // depends on timing): a '#' after every 31 keeps the count exact while floods still arrive.
+          v.digits = c.digit === '#' ? 0 : v.digits + 1;
+          if (v.digits >= 31) {
+            v.ws.send(JSON.stringify({ event: 'dtmf', sequenceNumber: String(v.seq++), streamSid: v.ids.streamSid, dtmf: { track: 'inbound_track', digit: '#' } }));
+            tw.sent++;
+            v.sent++;
+            tally(tw.byKind, 'dtmf:flush');
+            v.digits = 0;
+          }
+        }
+      }
+      await drained(v.ws);
+    };
+
+    /** A short-lived unadmitted socket: a burst, then a terminal frame or our own close. */
+    const hostileSocket = async (): Promise<void> => {
+      const ids: StreamIds = { streamSid: sid(rng, 'MZ'), callSid: sid(rng, 'CA'), accountSid: sid(rng, 'AC') };
+      const client = await openWs(wsUrl);
+      const ws = client.ws;
+      tw.socketsOpened++;
+      const burst = rng.range(5, 300);
+      const flood = rng.chance(FLOOD_SHARE) ? rng.pick(['mark', 'dtmf'] as const) : undefined;
+      let terminal: string | undefined;
+      let pendingCounted = 0;
+      for (let i = 0; i < burst && tw.sent < twilioTarget && !client.closedYet; i++) {
+        const f = burstFrame(rng, ids, i + 1, true, flood);
+        const c = classifyTwilio(f, { admitted: false, streamSid: ids.streamSid });
+        note(c.disagreement);
+        ws.send(f.data, { binary: f.binary });
+        tw.sent++;
+        tally(tw.byKind, f.kind);
+        if (c.verdict === 'counted') pendingCounted++;
+        if (c.verdict === 'close_counted' || c.verdict === 'close_format') pendingCounted++;
+        if (c.verdict.startsWith('close')) {
+          terminal = c.verdict;
+          break;
+        }
+        if (i % 32 === 31) await drained(ws);
+      }
+      if (client.closedYet && !terminal) {
+        // Closed under us: what it had read is unknown.
+        tw.uncertain += pendingCounted;
+        tw.socketsClosedByServer++;
+        return;
+      }
+      tw.expectedCounted += pendingCounted;
+      if (terminal) {
+        const code = await waitClose(client, 5000);
+        if (code === 'timeout') {
+          failures.push(`the server did not close a stream after ${terminal}`);
+          ws.terminate();
+        } else {
+          tw.socketsClosedByServer++;
+          if (terminal === 'close_refused') {
+            if (code === 1008) tw.refusedStarts++;
+            else failures.push(`a start without the stream's token was closed with ${code}, not 1008`);
+          }
+        }
+      } else {
+        ws.close(1000);
+        await waitClose(client, 5000);
+      }
+    };
+
+    const twilioWorker = async (): Promise<void> => {
+      while (tw.sent < twilioTarget && !timeUp()) {
+        if (rng.chance(0.25) && victims.length > 0) {
+          const v = rng.pick(victims);
+          if (v.ws.readyState === WebSocket.OPEN) await victimBurst(v, rng.range(10, 200));
+        } else {
+          try {
+            await hostileSocket();
+          } catch (err) {
+            failures.push(`a hostile stream could not open: ${err instanceof Error ? err.message : String(err)}`);
+            return;
+          }
+        }
+        await paced();
+        await tick();
+      }
+    };
+
+    const modelInjector = async (): Promise<void> => {
+      while (md.injected < modelTarget && !timeUp()) {
+        const targets = proxy!.conns.filter((c) => c.n > 0 && c.configured && !c.closed && c.client.readyState === WebSocket.OPEN);
+        if (targets.length === 0) {
+          await sleep(10);
+          continue;
+        }
+        const c = rng.pick(targets);
+        const n = Math.min(rng.range(1, 50), modelTarget - md.injected);
+        for (let i = 0; i < n; i++) {
+          const f = mutateModelEvent(rng, bases);
+          const k = classifyModel(f);
+          note(k.disagreement);
+          c.client.send(f.data, { binary: f.binary });
+          c.injected++;
+          md.injected++;
+          tally(md.byKind, f.kind.startsWith('valid:') ? 'valid' : f.kind);
+          if (k.rejected) {
+            c.rejected++;
+            md.expectedRejected++;
+          }
+          if (k.unknown) md.unknown++;
+        }
+        while (c.client.readyState === WebSocket.OPEN && c.client.bufferedAmount > 256 * 1024) await sleep(2);
+        await paced();
+        await tick();
+      }
+    };
+
+    let lastProgress = performance.now();
+    const progressTimer = setInterval(() => {
+      const now = performance.now();
+      if (now - lastProgress < 2000) return;
+      lastProgress = now;
+      progress(`  ${tw.sent + md.injected}/${opts.messages} messages, ${((now - hostileStart) / 1000).toFixed(1)} s, RSS ${(process.memoryUsage().rss / MIB).toFixed(0)} MiB`);
+    }, 500);
+    progressTimer.unref();
+
+    await Promise.all([...Array.from({ length: opts.workers ?? 6 }, () => twilioWorker()), modelInjector()]);
+    hostileEnd = performance.now();
+    clearInterval(progressTimer);
+    if (timeUp()) failures.push(`the run passed its time bound (${opts.maxSeconds ?? 600} s) before sending every message`);
+
+    // The real call finishes on its own script.
+    let result: CallResult | undefined;
+    try {
+      result = await Promise.race([realPromise, sleep(Math.max(1, deadline - performance.now())).then(() => undefined)]);
+      if (!result) failures.push('the real call did not finish within the time bound');
+    } catch (err) {
+      failures.push(`the real call failed: ${err instanceof Error ? err.message : String(err)}`);
+    }
+
+    // Let the provider read what was injected, then account.
+    const counted = () => provider.sessions.reduce((s, x) => s + x.counters.malformed, 0);
+    for (let i = 0; i < 200 && counted() < md.expectedRejected; i++) await sleep(10);
+    await sleep(100);
+    countedModel = counted();
+    unhandledModel = provider.sessions.reduce((s, x) => s + x.counters.unhandled, 0);
+    const victimModel = proxy.conns.filter((c) => c.n > 0);
+    victimConns = victimModel.length;
+    closedEarly = victimModel.filter((c) => c.closed).length;
+    rejectedOnOpen = victimModel.filter((c) => !c.closed).reduce((s, c) => s + c.rejected, 0);
+
+    for (const v of victims) {
+      if (v.c.closedYet) {
+        victimsClosedByServer++;
+        tw.socketsClosedByServer++;
+        tw.uncertain += v.sent;
+      } else {
+        tw.expectedCounted += v.expected;
+        v.ws.close(1000);
+      }
+    }
+    await Promise.all(victims.map((v) => waitClose(v.c, 5000)));
+    await sleep(100);
+
+    const after = await scrape();
+    const errorsAfter = metricSum(after, 'callbridge_twilio_protocol_errors_total');
+    countedTwilio = errorsAfter.total - errorsBefore.total;
+    for (const [k, v] of Object.entries(errorsAfter.byLabel)) {
+      const d = v - (errorsBefore.byLabel[k] ?? 0);
+      if (d) countedByReason[k.replace(/^\{reason="(.*)"\}$/, '$1')] = d;
+    }
+    handlerErrors = metricSum(after, 'callbridge_handler_errors_total').total - handlerBefore;
+    const health = await fetch(`${baseUrl}/voice/health`);
+    await health.arrayBuffer();
+    if (health.status !== 200) failures.push(`/voice/health answered ${health.status} after the run`);
+
+    if (result) {
+      // Awaited: a store's reads and flush may be asynchronous (the CallStore contract allows it).
+      await app.store.flush();
+      const session: StandInSession | undefined = standIn.sessions[0];
+      const record = await app.store.get(result.callSid);
+      const responses = session?.responses ?? [];
+      const sentMs = responses.reduce((s, r) => s + r.audioMsSent, 0);
+      const framesLost = Math.max(0, Math.floor((sentMs - result.heardMs) / FRAME_MS));
+      realCall = {
+        callSid: result.callSid,
+        turnsAnswered: result.turnLatenciesMs.length,
+        turns: REAL_CALL_UTTERANCES.length,
+        heardMs: result.heardMs,
+        sentMs,
+        framesLost,
+        responses: responses.map((r) => r.status),
+        protocolViolations: result.protocolViolations,
+        clears: result.clears.length,
+        endReason: record?.endReason ?? null,
+        recordProtocolErrors: record?.protocolErrors ?? null,
+      };
+    }
+  } catch (err) {
+    failures.push(`the run failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+  } finally {
+    if (rssTimer) clearInterval(rssTimer);
+    await app?.close().catch((e: unknown) => failures.push(`server close failed: ${String(e)}`));
+    await proxy?.close().catch(() => {});
+    await standIn?.close().catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+    // Late errors from closing sockets still count as crashes.
+    await sleep(50);
+    process.off('uncaughtException', onCrash);
+    process.off('unhandledRejection', onCrash);
+  }
+
+  // ── Verdict ──
+  for (const c of crashes) failures.push(`uncaught in the process: ${c}`);
+  if (handlerErrors > 0) failures.push(`${handlerErrors} exceptions caught around call-layer handlers (callbridge_handler_errors_total)`);
+  for (const d of disagreements) failures.push(`protocol disagreement: ${d}`);
+  if (tw.uncertain === 0) {
+    if (countedTwilio !== tw.expectedCounted) failures.push(`Twilio protocol errors counted ${countedTwilio}, expected exactly ${tw.expectedCounted}`);
+  } else if (countedTwilio < tw.expectedCounted || countedTwilio > tw.expectedCounted + tw.uncertain) {
+    failures.push(`Twilio protocol errors counted ${countedTwilio}, expected ${tw.expectedCounted}..${tw.expectedCounted + tw.uncertain}`);
+  }
+  const rule: 'exact' | 'range' = closedEarly === 0 ? 'exact' : 'range';
+  if (rule === 'exact' && countedModel !== md.expectedRejected) failures.push(`malformed model events counted ${countedModel}, expected exactly ${md.expectedRejected}`);
+  if (rule === 'range' && (countedModel < rejectedOnOpen || countedModel > md.expectedRejected)) {
+    failures.push(`malformed model events counted ${countedModel}, expected ${rejectedOnOpen}..${md.expectedRejected}`);
+  }
+  if (md.injected > 0 && victimConns === 0) failures.push('no victim model connection to inject into');
+  if (realCall) {
+    if (realCall.turnsAnswered !== realCall.turns) failures.push(`the real call had ${realCall.turnsAnswered} of ${realCall.turns} turns answered`);
+    if (realCall.responses.some((s) => s !== 'completed')) failures.push(`the real call's responses ended ${realCall.responses.join(', ')}`);
+    if (realCall.framesLost > 0) failures.push(`the real call lost ${realCall.framesLost} frames (heard ${realCall.heardMs} ms of ${realCall.sentMs.toFixed(0)} ms sent)`);
+    if (realCall.protocolViolations.length > 0) failures.push(`the real call saw protocol violations: ${realCall.protocolViolations.slice(0, 5).join('; ')}`);
+    if (realCall.clears > 0) failures.push(`the real call's playback was cleared ${realCall.clears} times`);
+    if (realCall.endReason !== 'caller_hangup') failures.push(`the real call's record ends ${realCall.endReason}`);
+    if (realCall.recordProtocolErrors !== 0) failures.push(`the real call's record has ${realCall.recordProtocolErrors} protocol errors`);
+  } else if (!failures.some((f) => f.includes('real call'))) failures.push('the real call left no result');
+  const growthMiB = rss.maxAfter > 0 && rss.warmup > 0 ? (rss.maxAfter - rss.warmup) / MIB : 0;
+  if (rss.warmup === 0 || rss.maxAfter === 0) failures.push('RSS was not sampled after the warm-up (the run was too short to measure)');
+  if (growthMiB > (opts.rssLimitMiB ?? 64)) failures.push(`RSS grew ${growthMiB.toFixed(1)} MiB after the warm-up (limit ${opts.rssLimitMiB ?? 64})`);
+
+  const hostileS = Math.max(0.001, (hostileEnd - hostileStart) / 1000);
+  return {
+    ok: failures.length === 0,
+    failures,
+    seed: opts.seed,
+    mode,
+    edge,
+    elapsedS: (performance.now() - t0) / 1000,
+    messagesPerS: (tw.sent + md.injected) / hostileS,
+    twilio: { ...tw, counted: countedTwilio, countedByReason, victimsClosedByServer },
+    model: {
+      injected: md.injected,
+      byKind: md.byKind,
+      expectedRejected: md.expectedRejected,
+      rejectedOnOpenConnections: rejectedOnOpen,
+      counted: countedModel,
+      unhandled: unhandledModel,
+      victimConnections: victimConns,
+      closedEarly,
+      rule,
+    },
+    realCall,
+    rss: { warmupMiB: rss.warmup / MIB, maxAfterWarmupMiB: rss.maxAfter / MIB, growthMiB, samples: rss.samples },
+    handlerErrors,
+    crashes,
+    disagreements,
+  };
+}
+
+export function formatFuzzReport(r: FuzzReport): string {
+  const l: string[] = [];
+  l.push(`fuzz ${r.ok ? 'PASSED' : 'FAILED'}: seed ${r.seed}, ${r.mode}, edge ${r.edge}, ${r.elapsedS.toFixed(1)} s`);
+  l.push(`  hostile messages: ${r.twilio.sent + r.model.injected} at ${r.messagesPerS.toFixed(0)}/s`);
+  l.push(
+    `  Twilio: ${r.twilio.sent} sent on ${r.twilio.socketsOpened} sockets; protocol errors counted ${r.twilio.counted}, expected ${r.twilio.expectedCounted}` +
+      `${r.twilio.uncertain ? ` (+ up to ${r.twilio.uncertain} uncertain)` : ' (exact)'}; refused starts (close 1008) ${r.twilio.refusedStarts}; sockets closed by the server ${r.twilio.socketsClosedByServer}`,
+  );
+  l.push(`    counted by reason: ${Object.entries(r.twilio.countedByReason).map(([k, v]) => `${k} ${v}`).join(', ') || '-'}`);
+  l.push(`    sent by mutation: ${Object.entries(r.twilio.byKind).sort().map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  l.push(
+    `  model: ${r.model.injected} events injected into ${r.model.victimConnections} victim connections (${r.model.closedEarly} closed early); malformed counted ${r.model.counted}, expected ${r.model.rule === 'exact' ? r.model.expectedRejected : `${r.model.rejectedOnOpenConnections}..${r.model.expectedRejected}`} (${r.model.rule}); well-formed but unknown: ${r.model.unhandled} (incl. the stand-in's own)`,
+  );
+  l.push(`    sent by mutation: ${Object.entries(r.model.byKind).sort().map(([k, v]) => `${k} ${v}`).join(', ')}`);
+  if (r.realCall) {
+    const c = r.realCall;
+    l.push(
+      `  real call ${c.callSid}: ${c.turnsAnswered}/${c.turns} turns answered; heard ${c.heardMs} ms of ${c.sentMs.toFixed(0)} ms sent (frames lost ${c.framesLost}); responses ${c.responses.join(',')}; clears ${c.clears}; violations ${c.protocolViolations.length}; ended ${c.endReason}; record protocol errors ${c.recordProtocolErrors}`,
+    );
+  }
+  l.push(`  RSS: ${r.rss.warmupMiB.toFixed(0)} MiB after warm-up, max ${r.rss.maxAfterWarmupMiB.toFixed(0)} MiB later: growth ${r.rss.growthMiB.toFixed(1)} MiB (${r.rss.samples} samples)`);
+  l.push(`  handler errors ${r.handlerErrors}; uncaught ${r.crashes.length}`);
+  for (const f of r.failures) l.push(`  FAIL: ${f}`);
+  return `${l.join('\n')}\n`;
+}
+
+const USAGE = 'usage: npm run fuzz -- [--seed N] [--messages N] [--mode transcode|passthrough] [--edge uws|node] [--max-seconds S] [--spread-ms MS (0 = full speed)]\n';
+
+/** The runner's entry: parse arguments, run, print the summary; 0 = every assertion held, 1 = one failed, 2 = bad usage. */
+export async function fuzzCli(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
+  const o: FuzzOptions = { seed: 1, messages: 100_000 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const v = argv[i + 1];
+    if (a === '--seed') o.seed = Number(v);
+    else if (a === '--messages') o.messages = Number(v);
+    else if (a === '--mode') o.mode = v as FuzzOptions['mode'];
+    else if (a === '--edge') o.edge = v as EdgeChoice;
+    else if (a === '--max-seconds') o.maxSeconds = Number(v);
+    else if (a === '--spread-ms') o.spreadMs = Number(v);
+    else {
+      out(`fuzz: unknown option ${a}\n${USAGE}`);
+      return 2;
+    }
+    i++;
+  }
+  if (!Number.isInteger(o.seed) || o.seed < 0) return void out(`fuzz: --seed takes a non-negative whole number\n${USAGE}`), 2;
+  if (!Number.isInteger(o.messages) || o.messages < 100 || o.messages > 10_000_000) return void out(`fuzz: --messages takes a whole number from 100 to 10000000\n${USAGE}`), 2;
+  if (o.mode !== undefined && o.mode !== 'transcode' && o.mode !== 'passthrough') return void out(`fuzz: --mode is transcode or passthrough\n${USAGE}`), 2;
+  if (o.spreadMs !== undefined && !(Number.isInteger(o.spreadMs) && o.spreadMs >= 0)) return void out(`fuzz: --spread-ms takes a whole number of ms\n${USAGE}`), 2;
+  if (o.maxSeconds !== undefined && !(o.maxSeconds > 0)) return void out(`fuzz: --max-seconds takes a positive number\n${USAGE}`), 2;
+  o.progress = (line) => out(`${line}\n`);
+  const report = await runFuzz(o);
+  out(formatFuzzReport(report));
+  return report.ok ? 0 : 1;
+}
