@@ -271,11 +271,12 @@ describe.each([sqliteKind(), postgresKind()])('CallStore contract: $name', (kind
     expect((await store.get(SID))!.state).toBe('in_progress');
   });
 
-  it('encrypts transcripts and tool data at rest; a wrong or missing key is a clear error', async () => {
+  it('encrypts transcripts, tool data and phone numbers at rest; a wrong or missing key is a clear error', async () => {
     const key = Buffer.alloc(32, 7);
     const s = await open({ key, identity: 'a' });
-    const rec = createStoreRecorder(s, SID, {});
+    const rec = createStoreRecorder(s, SID, { From: '+15557770001', To: '+15558880002' });
     rec.started({ callSid: SID, streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
+    s.recordStatus(statusCallback({ CallSid: SID, AccountSid: ACCOUNT, CallStatus: 'in-progress', SequenceNumber: '1', From: '+15557770001', To: '+15558880002' }));
     rec.transcript({ atMs: 1, speaker: 'caller', text: 'my secret phrase zebra' });
     rec.toolCall({ callId: 'c', name: 'check_eligibility', args: '{"member_id":"QQ987654"}', ok: true, output: 'x', record: null, startedAtMs: 1, durationMs: 1 });
     rec.ended(endInfo(new Date()));
@@ -284,7 +285,13 @@ describe.each([sqliteKind(), postgresKind()])('CallStore contract: $name', (kind
     expect(raw).toContain('enc1:');
     expect(raw).not.toContain('zebra');
     expect(raw).not.toContain('QQ987654');
-    expect((await (await open({ key })).get(SID))!.transcript[0]!.text).toBe('my secret phrase zebra');
+    expect(raw).not.toContain('5557770001'); // caller and callee numbers are sealed too
+    expect(raw).not.toContain('5558880002');
+    const withKey = await open({ key });
+    expect((await withKey.get(SID))!.transcript[0]!.text).toBe('my secret phrase zebra');
+    expect(await withKey.get(SID)).toMatchObject({ from: '+15557770001', to: '+15558880002' });
+    expect((await withKey.list()).find((c) => c.callSid === SID)).toMatchObject({ from: '+15557770001' });
+    expect((await (await open()).list()).find((c) => c.callSid === SID)?.from).toBe('(encrypted)');
     const wrong = await open({ key: Buffer.alloc(32, 8) });
     await expect(async () => wrong.get(SID)).rejects.toThrow(DecryptError);
     await expect(async () => wrong.get(SID)).rejects.toThrow(/TRANSCRIPT_KEY/);

@@ -120,9 +120,32 @@ type Entry =
   | { kind: 'assistant'; itemId: string; text: string | undefined; audioBytes: number; heardMs: number | undefined }
   | { kind: 'item'; item: ConversationItem };
 
+/** History bounds: entries kept for replay, and characters kept of any one text (transcript, tool output, …). */
+export const MAX_HISTORY_ENTRIES = 400;
+export const MAX_HISTORY_TEXT_CHARS = 8000;
+
+function clipText(text: string): string {
+  return text.length > MAX_HISTORY_TEXT_CHARS ? `${text.slice(0, MAX_HISTORY_TEXT_CHARS)}…` : text;
+}
+
+function clipItem(item: ConversationItem): ConversationItem {
+  switch (item.type) {
+    case 'user_text':
+    case 'assistant_text':
+      return item.text.length > MAX_HISTORY_TEXT_CHARS ? { ...item, text: clipText(item.text) } : item;
+    case 'function_call':
+      return item.arguments.length > MAX_HISTORY_TEXT_CHARS ? { ...item, arguments: clipText(item.arguments) } : item;
+    case 'function_call_output':
+      return item.output.length > MAX_HISTORY_TEXT_CHARS ? { ...item, output: clipText(item.output) } : item;
+    default:
+      return item;
+  }
+}
+
 /**
  * The conversation so far as replayable items, and whether the model owes an
- * answer. Pure bookkeeping: no I/O, no timers.
+ * answer. Pure bookkeeping: no I/O, no timers. Bounded: the most recent
+ * MAX_HISTORY_ENTRIES entries, each text cut at MAX_HISTORY_TEXT_CHARS.
  */
 export class ConversationHistory {
   private readonly entries: Entry[] = [];
@@ -148,7 +171,7 @@ export class ConversationHistory {
         this.markOwed();
         return;
       case 'caller_transcript':
-        this.caller(ev.itemId).text = ev.text;
+        this.caller(ev.itemId).text = clipText(ev.text);
         return;
       case 'response_started':
         this.responseStartSeq.set(ev.responseId, ++this.seq);
@@ -158,7 +181,7 @@ export class ConversationHistory {
         this.assistant(ev.itemId).audioBytes += base64Bytes(ev.audio);
         return;
       case 'assistant_transcript':
-        this.assistant(ev.itemId).text = ev.text;
+        this.assistant(ev.itemId).text = clipText(ev.text);
         return;
       case 'tool_call':
         this.toolResponses.add(ev.responseId);
@@ -247,7 +270,14 @@ export class ConversationHistory {
   }
 
   private push(e: Entry): void {
+    if (e.kind === 'item') e.item = clipItem(e.item);
     this.entries.push(e);
+    // Bounded: a long call (or hostile model traffic) cannot grow the history without limit. The oldest
+    // entries go first; a reconnect then replays the most recent MAX_HISTORY_ENTRIES.
+    while (this.entries.length > MAX_HISTORY_ENTRIES) {
+      const old = this.entries.shift()!;
+      if (old.kind !== 'item' && this.byItem.get(old.itemId) === old) this.byItem.delete(old.itemId);
+    }
   }
 
   private caller(itemId: string): Extract<Entry, { kind: 'caller' }> {

@@ -44,7 +44,7 @@ import type { Prices } from '../config.js';
 import type { Logger } from '../log.js';
 import type { StatusCallback } from '../twilio/webhooks.js';
 import { estimateCostUsd } from './cost.js';
-import { openText, sealText } from './crypto.js';
+import { openField, openText, sealField, sealText } from './crypto.js';
 import { ZERO_USAGE, type CallRecord, type CallStore, type CallSummary, type StatusEvent } from './types.js';
 
 /** Defaults; each can be set per store. Times in ms. */
@@ -545,7 +545,7 @@ export class PostgresCallStore implements CallStore {
     const row = rows[0];
     if (!row) return undefined;
     const rec: CallRecord = {
-      ...headerFromRow(row),
+      ...headerFromRow(row, (n) => openField(n, this.key)),
       status: row.status,
       statusEvents: statuses.map(
         (s): StatusEvent => ({
@@ -600,8 +600,8 @@ export class PostgresCallStore implements CallStore {
     ), 'list');
     return rows.map((r) => ({
       callSid: r.call_sid,
-      from: r.from_number,
-      to: r.to_number,
+      from: openField(r.from_number, this.key, () => '(encrypted)'),
+      to: openField(r.to_number, this.key, () => '(encrypted)'),
       startedAt: r.t.toISOString(),
       durationMs: r.duration_ms,
       status: r.status,
@@ -694,7 +694,8 @@ export class PostgresCallStore implements CallStore {
       const v = this.live.get(sid);
       if (!v || v.loaded) continue;
       const row = byId.get(sid);
-      v.h = row ? headerFromRow(row) : emptyHeader(sid);
+      // A number this instance cannot open stays sealed as stored (sealField writes it back as it is).
+      v.h = row ? headerFromRow(row, (n) => openField(n, this.key, (stored) => stored)) : emptyHeader(sid);
       for (const op of v.ops) op(v.h);
       v.ops = [];
       v.loaded = true;
@@ -738,7 +739,7 @@ export class PostgresCallStore implements CallStore {
       }
       for (const s of statuses) {
         q.push(
-          tx.unsafe(STATUS_INSERT, [s.callSid, s.seq, s.status, s.timestamp, s.durationS, s.receivedAt, s.from, s.to, s.terminal] as never[], {
+          tx.unsafe(STATUS_INSERT, [s.callSid, s.seq, s.status, s.timestamp, s.durationS, s.receivedAt, sealField(s.from, this.key), sealField(s.to, this.key), s.terminal] as never[], {
             prepare: true,
           }),
         );
@@ -757,8 +758,8 @@ export class PostgresCallStore implements CallStore {
     return [
       h.callSid,
       h.streamSid,
-      h.from,
-      h.to,
+      sealField(h.from, this.key),
+      sealField(h.to, this.key),
       h.startedAt,
       h.answeredAt,
       h.endedAt,
@@ -925,12 +926,13 @@ export class PostgresCallStore implements CallStore {
   }
 }
 
-function headerFromRow(r: Row): Header {
+/** `number` opens a stored caller/callee number (sealed when TRANSCRIPT_KEY is set). */
+function headerFromRow(r: Row, number: (stored: string | null) => string | null): Header {
   return {
     callSid: r.call_sid,
     streamSid: r.stream_sid,
-    from: r.from_number,
-    to: r.to_number,
+    from: number(r.from_number),
+    to: number(r.to_number),
     startedAt: iso(r.started_at),
     answeredAt: iso(r.answered_at),
     endedAt: iso(r.ended_at),
