@@ -1,3 +1,4 @@
+import { prng } from './helpers/prng.js'; // deterministic: a failure names a reproducible seed
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import {
@@ -298,18 +299,6 @@ describe('input checks (issue 9 §4)', () => {
 });
 
 // ── The fast path for media and mark decides exactly as the full parser ──
-
-/** Deterministic PRNG (mulberry32) so a failure names a reproducible seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 type J = string | number | boolean | null | Entries | J[];
 /** An object as an ordered list of entries, so key order and duplicate keys can be written. */
