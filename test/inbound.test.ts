@@ -71,6 +71,31 @@ describe('Inbound', () => {
     expect(inb.frames).toBe(11 + 30 + 3 + 12 + 15 + 10);
   });
 
+  it('capacity mode: a pause between words (voice again before the end-of-turn window) keeps batching', () => {
+    const { inb, appends, frames } = harness(100);
+    for (let k = 0; k < 30; k++) inb.frame(voicedFrame(k)); // onset window, then speech
+    for (let i = 0; i < 4; i++) inb.frame(SILENCE); // a 80 ms gap between words: offset (held audio goes), then settling
+    expect(inb.speechPhase).toBe('settle');
+    const resumed = appends.length;
+    for (let k = 30; k < 50; k++) inb.frame(voicedFrame(k)); // the caller goes on: not a new onset
+    expect(inb.speechPhase).toBe('speech');
+    expect(appends.length - resumed).toBeLessThanOrEqual(4); // 400 ms in batches of up to 100 ms
+    inb.flush();
+    expect(frames(SILENCE).reduce((a, b) => a + b, 0)).toBe(54); // nothing lost
+  });
+
+  it('capacity mode: voice inside the end-of-turn window is a new onset, frame by frame', () => {
+    const { inb, appends } = harness(100);
+    for (let k = 0; k < 30; k++) inb.frame(voicedFrame(k));
+    for (let i = 0; i < 3 + 12; i++) inb.frame(SILENCE); // offset + settling
+    inb.frame(SILENCE); // first frame of the window
+    expect(inb.speechPhase).toBe('tail');
+    const before = appends.length;
+    for (let k = 0; k < 5; k++) inb.frame(voicedFrame(k));
+    expect(inb.speechPhase).toBe('onset');
+    expect(appends.length - before).toBe(5);
+  });
+
   it('flush sends what is held; nothing is lost over a whole call', () => {
     const { inb, frames } = harness(100);
     for (let i = 0; i < 7; i++) inb.frame(SILENCE);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Playout, type ChunkInfo } from '../src/call/playout.js';
-import { LatencyHistogram } from '../src/call/stats.js';
+import { LatencyHistogram, bucketOf } from '../src/call/stats.js';
 import { cutWords } from '../src/call/transcript.js';
 
 interface Sent {
@@ -249,6 +249,24 @@ describe('LatencyHistogram', () => {
     }
     expect(h.count).toBe(10_000);
     expect(h.percentile(1)).toBeCloseTo(Math.max(...xs), 9);
+  });
+
+  it('puts each sample in the log-linear bucket: 8 per power of two from 1 µs, one overflow bucket', () => {
+    // Reference: octave = floor(log2(us)), sub = floor((us - 2^octave) / 2^octave * 8), bucket = 1 + octave * 8 + sub.
+    const ref = (us: number): number => {
+      if (us < 1) return 0;
+      const octave = Math.floor(Math.log2(us));
+      if (octave >= 27) return 27 * 8;
+      return octave * 8 + Math.min(7, Math.floor(((us - 2 ** octave) / 2 ** octave) * 8)) + 1;
+    };
+    expect(bucketOf(0.5)).toBe(0);
+    expect(bucketOf(1)).toBe(1);
+    expect(bucketOf(2)).toBe(9);
+    expect(bucketOf(3)).toBe(13); // octave 1, half way: sub 4
+    expect(bucketOf(2 ** 26 * 1.99)).toBe(26 * 8 + 8);
+    expect(bucketOf(2 ** 27)).toBe(27 * 8);
+    expect(bucketOf(1e12)).toBe(27 * 8);
+    for (let us = 1; us < 2 ** 27; us = us * 1.37 + 0.29) expect(bucketOf(us)).toBe(ref(us));
   });
 
   it('ignores NaN and negative samples and reports NaN when empty', () => {

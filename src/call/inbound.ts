@@ -16,7 +16,9 @@
  *     once; batching resumes, and from `vadSilenceMs − batchMs − TAIL_GUARD_MS`
  *     after the offset until TAIL_GUARD_MS past the VAD's deadline frames go
  *     one each, so the model reaches its silence deadline no later than with
- *     per-frame appends. A voiced frame in that time is a new onset.
+ *     per-frame appends. A voiced frame before that window is a pause inside
+ *     the turn (the model's VAD is still in speech): batching goes on. A
+ *     voiced frame inside the window is a new onset.
  *   Voiced = frame energy above VOICE_DBFS, from a 256-entry µ-law table.
  * - Until the model session is attached, up to MAX_EARLY_MS of audio is held
  *   and sent in order on attach; older audio is dropped.
@@ -148,10 +150,11 @@ export class Inbound {
         this.phaseFramesLeft = settleFrames > 0 ? settleFrames : tailFrames;
         return true;
       case 'settle':
+        // A pause inside the turn (between words): the model's VAD, short of its deadline, is still in
+        // speech, so no speech_started is pending and batching goes on.
         if (voiced) {
-          this.phase = 'onset';
-          this.phaseFramesLeft = ONSET_MS / FRAME_MS - 1; // this frame is the first of the window
-          return true;
+          this.phase = 'speech';
+          return false;
         }
         if (--this.phaseFramesLeft > 0) return false;
         this.phase = 'tail';
