@@ -15,6 +15,7 @@ import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js
 import type { CallRecord } from '../src/store/types.js';
 import { startBalancer, type Balancer } from './helpers/balancer.js';
 import { adminSql, dropSchema, freshSchema, PG_URL } from './helpers/postgres.js';
+import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 
 const ROOT = join(import.meta.dirname, '..');
 const TOKEN = 'multi-instance-test-auth-token';
@@ -28,6 +29,7 @@ const schema = freshSchema();
 let standIn: ModelStandIn;
 const children: ChildProcess[] = [];
 const balancers: Balancer[] = [];
+const proxies: TcpProxy[] = [];
 
 /** Newest mtime of the .ts files under `d`. */
 function newestSource(d: string): number {
@@ -66,6 +68,7 @@ beforeAll(async () => {
 afterEach(async () => {
   for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   for (const b of balancers.splice(0)) await b.close();
+  for (const p of proxies.splice(0)) await p.close();
 });
 afterAll(async () => {
   await standIn?.close();
@@ -243,7 +246,10 @@ describe('two callbridge instances on one PostgreSQL, behind a balancer with not
     expect(await prewarms(b)).toEqual({ hit: 0, miss: 1 });
     expect(await prewarms(a)).toEqual({ hit: 0, miss: 0 });
     const record = await endedRecord(a, sid);
-    expect(record).toMatchObject({ state: 'completed', from: '+15550107777' }); // the refused streams wrote nothing into it
+    // The refused streams (ended `unauthorized` on their instances) wrote nothing into it: it is the first stream's record.
+    expect(record).toMatchObject({ state: 'completed', endReason: 'stream_closed', from: '+15550107777' });
+    await sleep(500);
+    expect(await recordFrom(a, sid)).toMatchObject({ endReason: 'stream_closed' });
   }, 60_000);
 
   it('webhook and stream on the same instance use its pre-warmed session (a hit in /metrics)', async () => {
@@ -319,4 +325,31 @@ describe('two callbridge instances on one PostgreSQL, behind a balancer with not
     expect(record).toMatchObject({ state: 'completed', endReason: 'caller_hangup', from: '+15550100001' });
     expect(a2.output()).not.toMatch(/marked interrupted/);
   }, 60_000);
+
+  it('the database unreachable: a new call is admitted on its token alone, calls in progress go on, and both records are complete once it is back', async () => {
+    const proxy = await startTcpProxy({ host: '127.0.0.1', port: Number(new URL(PG_URL).port || 5432) });
+    proxies.push(proxy);
+    const db = new URL(proxy.url(PG_URL));
+    db.searchParams.set('search_path', schema);
+    const a = await serve('a7', { DATABASE_URL: db.toString() });
+    const long = call(a.base, { utterances: Array.from({ length: 4 }, () => ({ durationMs: 1200 })), maxCallMs: 120_000 });
+    await sleep(1000);
+    proxy.setMode('refuse'); // the database goes away mid-call
+    const during = await call(a.base); // its claim cannot be made: admitted on the token
+    expect(during.turnLatenciesMs).toHaveLength(2);
+    expect(during.protocolViolations).toEqual([]);
+    const health = (await (await fetch(`${a.base}/voice/health`)).json()) as { status: string; store: { reachable: boolean; lastError: string | null } };
+    expect(health.status).toBe('ok'); // a database outage does not take the instance out of rotation
+    expect(health.store.reachable).toBe(false);
+    proxy.setMode('pass');
+    const first = await long;
+    expect(first.turnLatenciesMs).toHaveLength(4);
+    expect(first.protocolViolations).toEqual([]);
+    for (const r of [first, during]) {
+      const record = await endedRecord(a, r.callSid);
+      expect(record).toMatchObject({ state: 'completed', endReason: 'caller_hangup', from: '+15550100001' });
+      expect(record.turnLatencies).toHaveLength(r.turnLatenciesMs.length);
+    }
+    expect(a.output()).toMatch(/cannot claim the call: admitting the stream on its token alone/);
+  }, 90_000);
 });
