@@ -173,9 +173,10 @@ async function answer(base: string, callSid: string): Promise<string> {
 }
 
 /** A raw, signed Media Stream that sends `start` with `token` (and silence after): its close code, or null while still open. */
-function presentToken(base: string, callSid: string, token: string): { closed: Promise<number>; code: () => number | null; close(): void } {
+function presentToken(base: string, callSid: string, token: string, signedUrl = `${PUBLIC_WSS}/voice/stream`): { closed: Promise<number>; code: () => number | null; close(): void } {
   const streamSid = `MZ${Math.random().toString(16).slice(2).padEnd(32, '0').slice(0, 32)}`;
-  const ws = new WebSocket(`${base.replace('http', 'ws')}/voice/stream`, { headers: { 'x-twilio-signature': twilioSignature(TOKEN, `${PUBLIC_WSS}/voice/stream`, {}) } });
+  const host = new URL(signedUrl).host;
+  const ws = new WebSocket(`${base.replace('http', 'ws')}/voice/stream`, { headers: { host, 'x-twilio-signature': twilioSignature(TOKEN, signedUrl, {}) } });
   let code: number | null = null;
   let media: NodeJS.Timeout | undefined;
   const closed = new Promise<number>((resolve) => {
@@ -278,6 +279,30 @@ describe('two callbridge instances on one PostgreSQL, behind a balancer with not
     const second = await call(lb.base, { utterances: [{ durationMs: 800 }] });
     expect(second.twiml).toContain(`url="${PUBLIC_WSS}/i/a4/voice/stream"`);
     expect(await prewarms(a)).toEqual({ hit: 1, miss: 0 });
+  }, 60_000);
+
+  it('a host-per-instance template: a stream for A that the balancer sends to B (A gone) is admitted there on A\'s URL and token; a forged Host is not enough', async () => {
+    const template = { STREAM_URL_TEMPLATE: 'wss://{instance}.calls.multi.example.test/voice/stream' };
+    const [a, b] = await Promise.all([serve('a8', template), serve('b8', template)]);
+    const sid = newSid();
+    const token = await answer(a.base, sid);
+    const aUrl = 'wss://a8.calls.multi.example.test/voice/stream';
+    const onB = presentToken(b.base, sid, token, aUrl);
+    await sleep(800);
+    expect(onB.code()).toBeNull(); // admitted on B: a miss there
+    expect(await prewarms(b)).toEqual({ hit: 0, miss: 1 });
+    onB.close();
+    await onB.closed;
+    // Host names A but the signature is over another URL: refused at the upgrade.
+    const forged = new WebSocket(`${b.base.replace('http', 'ws')}/voice/stream`, {
+      headers: { host: 'a8.calls.multi.example.test', 'x-twilio-signature': twilioSignature(TOKEN, 'wss://elsewhere.example.test/voice/stream', {}) },
+    });
+    const status = await new Promise<number>((resolve) => {
+      forged.once('unexpected-response', (_req, res) => resolve(res.statusCode ?? 0));
+      forged.once('open', () => resolve(101));
+      forged.on('error', () => {});
+    });
+    expect(status).toBe(403);
   }, 60_000);
 
   it('kill -9 of B mid-call: A marks that call interrupted within the lease; B\'s finished calls are untouched', async () => {

@@ -16,7 +16,10 @@
  *   wss://{instance}.calls.example.com/voice/stream, or
  *   {publicUrl}/i/{instance}/voice/stream that the balancer routes on and
  *   strips to /voice/stream). The upgrade's signature is then accepted over
- *   that URL too, since it is the one Twilio signed.
+ *   that URL too, since it is the one Twilio signed, and over
+ *   wss://<Host><path> (a host-per-instance stream failed over to this one).
+ *   Only Twilio can sign with the auth token, and the stream's token is
+ *   checked on `start` besides.
  * - A signed webhook whose body does not parse (twilio/webhooks.ts) → 400,
  *   counted as malformed `bad_webhook`; the app never sees it.
  * - GET /voice/health: 200 when the app reports `ok`, 503 when `degraded`
@@ -340,8 +343,13 @@ export class EdgeCore {
     if (token) {
       const url = `${this.wsOrigin(u.host)}${u.path}${u.query ? `?${u.query}` : ''}`;
       if (verifyTwilioSignature(token, u.signature || undefined, url, {})) return null;
-      // Signed over this instance's templated URL, which the balancer rewrote to /voice/stream on the way here.
-      if (this.config.streamUrlTemplate && !u.query && verifyTwilioSignature(token, u.signature || undefined, this.streamUrl(u.host), {})) return null;
+      if (this.config.streamUrlTemplate && !u.query) {
+        // Signed over this instance's templated URL, which the balancer rewrote to /voice/stream on the way here;
+        // or over a host-per-instance URL naming another instance, whose stream the balancer sent here instead
+        // (that instance is gone): the URL Twilio used is then this request's Host and path.
+        const urls = [this.streamUrl(u.host), `wss://${u.host}${u.path}`];
+        if (urls.some((url) => verifyTwilioSignature(token, u.signature || undefined, url, {}))) return null;
+      }
       const limited = this.signatureFailed('stream', client);
       this.metrics.streamsRefused.inc({ reason: limited ? 'rate_limited' : 'signature' });
       return limited ?? reply('other', 403, 'forbidden\n');
