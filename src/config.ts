@@ -6,12 +6,14 @@
  * line — start-up stops once with the whole list, never one problem at a time.
  * Times are in ms unless the name says otherwise; prices in USD.
  */
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { defaultPromptPath, loadPrompt } from './call/prompts.js';
 import { REASONING_EFFORTS, type ReasoningEffort } from './realtime/protocol.js';
 import { modelPrices, MODEL_PRICES } from './store/prices.js';
+import { streamUrlTemplateProblems } from './twilio/twiml.js';
 
 export const DEFAULT_INSTRUCTIONS = [
   'You are the voice assistant of an insurance eligibility line, speaking with a caller on the phone.',
@@ -96,6 +98,14 @@ const EnvSchema = z.object({
   INSTANCE_ID: z.string().regex(/^[A-Za-z0-9._:-]{1,64}$/, 'letters, digits and . _ : - (up to 64)').optional(),
   /** A dead instance's in-progress calls are marked interrupted within this (PostgreSQL). */
   INSTANCE_LEASE_MS: intIn(300, 600_000).default(30_000),
+  /** HMAC key of the per-call stream token; every instance behind one balancer must share it (required with DATABASE_URL). */
+  ADMISSION_SECRET: z.string().min(32, 'must be at least 32 characters (e.g. openssl rand -hex 32)').optional(),
+  /**
+   * The <Stream url> in the TwiML: `{instance}` is INSTANCE_ID, `{publicUrl}` the wss:// form of PUBLIC_URL
+   * (or of the request's origin), e.g. wss://{instance}.calls.example.com/voice/stream or
+   * {publicUrl}/i/{instance}/voice/stream. Unset: {publicUrl}/voice/stream.
+   */
+  STREAM_URL_TEMPLATE: z.string().min(1).optional(),
   TRANSCRIPT_KEY: z
     .string()
     .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters (a 256-bit AES key)')
@@ -198,6 +208,12 @@ export interface Config {
   databaseUrl: string | undefined;
   instanceId: string | undefined;
   instanceLeaseMs: number;
+  /** ADMISSION_SECRET's bytes (UTF-8), or 32 random bytes made at start-up when unset and no DATABASE_URL (one instance). */
+  admissionSecret: Buffer;
+  /** True when admissionSecret was made here (it then differs per process). */
+  admissionSecretGenerated: boolean;
+  /** STREAM_URL_TEMPLATE (see twilio/twiml.ts streamUrlFromTemplate); undefined = the default stream URL. */
+  streamUrlTemplate: string | undefined;
   transcriptKey: Buffer | undefined;
   adminToken: string | undefined;
   eligibility: { apiUrl: string | undefined; apiKey: string | undefined; timeoutMs: number; retries: number };
@@ -263,6 +279,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     }
   }
   const trustProxy = parseCidrs(cleaned.TRUST_PROXY ?? '', problems);
+  if (cleaned.DATABASE_URL && !cleaned.ADMISSION_SECRET) {
+    problems.push('ADMISSION_SECRET: required with DATABASE_URL (instances sharing a database check each other\'s stream tokens); set the same value of 32+ characters on every instance, e.g. `openssl rand -hex 32`');
+  }
+  if (cleaned.STREAM_URL_TEMPLATE) {
+    problems.push(...streamUrlTemplateProblems(cleaned.STREAM_URL_TEMPLATE).map((p) => `STREAM_URL_TEMPLATE: ${p}`));
+    if (cleaned.STREAM_URL_TEMPLATE.includes('{instance}') && !cleaned.INSTANCE_ID) {
+      problems.push('STREAM_URL_TEMPLATE: names {instance}, so INSTANCE_ID must be set (the name the load balancer routes on)');
+    }
+  }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   const e = parsed.data;
   const listed = modelPrices(e.OPENAI_MODEL);
@@ -313,6 +338,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     databaseUrl: e.DATABASE_URL,
     instanceId: e.INSTANCE_ID,
     instanceLeaseMs: e.INSTANCE_LEASE_MS,
+    admissionSecret: e.ADMISSION_SECRET ? Buffer.from(e.ADMISSION_SECRET, 'utf8') : randomBytes(32),
+    admissionSecretGenerated: !e.ADMISSION_SECRET,
+    streamUrlTemplate: e.STREAM_URL_TEMPLATE,
     transcriptKey: e.TRANSCRIPT_KEY ? Buffer.from(e.TRANSCRIPT_KEY, 'hex') : undefined,
     adminToken: e.ADMIN_TOKEN,
     eligibility: {

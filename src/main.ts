@@ -11,6 +11,7 @@
  * while loadConfig stays a plain parser that unit tests call with `{}`.
  */
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { createAdminHandler } from './admin/calls-api.js';
 import { ConfigError, type Config } from './config.js';
 import { Relay } from './call/relay.js';
@@ -25,6 +26,7 @@ import { openCallStore } from './store/open.js';
 import type { CallStore } from './store/types.js';
 import { createDefaultTools } from './tools/eligibility.js';
 import type { ModelProvider } from './call/voice-model.js';
+import type { CallRecorder } from './records.js';
 
 export const VERSION: string = (() => {
   try {
@@ -112,6 +114,9 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   });
   const metrics = createMetrics();
   const tools = createDefaultTools(config, log);
+  // The name in call rows, leases, claims and STREAM_URL_TEMPLATE.
+  const instanceId = opened.kind === 'postgres' ? opened.store.instanceId : (config.instanceId ?? `${hostname()}-${process.pid}`);
+  if (config.admissionSecretGenerated) log.info('ADMISSION_SECRET not set: stream tokens are signed with a key made for this process (one instance only)');
   const relay = new Relay({
     config,
     log,
@@ -119,6 +124,15 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     tools,
     openTranscoder: () => Transcoder.open(),
     recorderFor: (call) => createStoreRecorder(store, call.callSid, { From: call.from, To: call.to }),
+    recorderForStream: (callSid) => streamRecorder(store, callSid),
+    claim: (callSid) => store.claim(callSid, instanceId),
+    prewarm: (result) => metrics.prewarm.inc({ result }),
+    storeHealth: () => {
+      if (opened.kind === 'sqlite') return { kind: 'sqlite' };
+      const s = opened.store.stats();
+      return { kind: 'postgres', reachable: s.reachable, queued: s.queued, dropped: s.dropped, lastError: s.lastError };
+    },
+    instanceId,
     onStatus: (callback) => store.recordStatus(callback),
     modelHealth: () => reachability.snapshot(),
     metrics: metrics.call,
@@ -136,7 +150,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     throw err;
   }
   log.info(
-    { port: server.port, edge: server.edge.description, audioMode: config.audioMode, model: config.openai.model, signed: config.twilioAuthToken !== undefined },
+    { port: server.port, edge: server.edge.description, instanceId, store: opened.kind, audioMode: config.audioMode, model: config.openai.model, signed: config.twilioAuthToken !== undefined },
     'callbridge listening',
   );
   if (!config.twilioAuthToken) log.warn('UNSIGNED: TWILIO_AUTH_TOKEN is not set (ALLOW_UNSIGNED=true); Twilio signatures are NOT checked');
@@ -146,6 +160,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   const close = () =>
     (closing ??= (async () => {
       relay.shutdown();
+      await relay.settled();
       await server.close();
       await store.close();
     })());
@@ -161,5 +176,18 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
       return draining;
     },
     close,
+  };
+}
+
+/** The recorder of a call whose webhook another instance answered: the same writes, without `answered` (that instance wrote it). */
+function streamRecorder(store: CallStore, callSid: string): CallRecorder {
+  return {
+    started: (info) => store.started(callSid, info),
+    transcript: (line) => store.appendTranscript(callSid, line),
+    toolCall: (rec) => store.appendToolCall(callSid, rec),
+    turnLatency: (t) => store.appendTurnLatency(callSid, t),
+    usage: (u) => store.addUsage(callSid, u),
+    event: (e) => store.appendEvent(callSid, e),
+    ended: (info) => store.ended(callSid, info),
   };
 }

@@ -73,7 +73,7 @@ const query = async <T>(text: string, params: unknown[] = []): Promise<T[]> => {
 describe('PostgresCallStore: migrations', () => {
   it('instances starting at once on a fresh schema migrate it exactly once', async () => {
     const all = await Promise.all([1, 2, 3, 4].map((i) => open({ instanceId: `i${i}` })));
-    expect(await query('SELECT version FROM $schema.callbridge_migrations')).toEqual([{ version: 1 }]);
+    expect(await query('SELECT version FROM $schema.callbridge_migrations ORDER BY version')).toEqual([{ version: 1 }, { version: 2 }]);
     // and every one of them works on it
     all.forEach((s, i) => createStoreRecorder(s, sid(i), {}).started({ callSid: sid(i), streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() }));
     for (const s of all) await s.flush();

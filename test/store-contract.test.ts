@@ -264,6 +264,18 @@ describe.each([sqliteKind(), postgresKind()])('CallStore contract: $name', (kind
     expect(await again.markInterrupted()).toBe(0);
   });
 
+  it('claim: the first claim of a call wins, every later one (any store on the same storage, any instance) loses; calls are independent', async () => {
+    const a = await open({ identity: 'a' });
+    const b = await open({ identity: 'b' });
+    const claims = await Promise.all([a.claim(SID, 'a'), b.claim(SID, 'b'), a.claim(SID, 'a'), b.claim(SID, 'b')]);
+    expect(claims.filter((c) => c)).toHaveLength(1);
+    expect(await a.claim(SID, 'a')).toBe(false);
+    expect(await b.claim(DONE, 'b')).toBe(true);
+    expect(await a.claim(DONE, 'a')).toBe(false);
+    // Claims are not part of the record: a claimed call with no writes has none.
+    expect(await a.get(SID)).toBeUndefined();
+  });
+
   it('markInterrupted leaves calls this process is handling alone', async () => {
     const store = await open({ identity: 'a' });
     createStoreRecorder(store, SID, {}).started({ callSid: SID, streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });

@@ -65,7 +65,27 @@ export interface HealthReport {
   model: ModelHealth;
   /** false: TWILIO_AUTH_TOKEN is not set and requests are taken unsigned (ALLOW_UNSIGNED=true). */
   signed?: boolean;
+  /** This instance's name (INSTANCE_ID, or the store's default): what STREAM_URL_TEMPLATE routes on and call rows carry. */
+  instanceId?: string;
+  /** Calls answered here whose stream has not started yet (each holds a pre-warmed model session). */
+  pendingCalls?: number;
+  /** The call store as this instance sees it. A database that cannot be written does not make the status `degraded`: calls go on and their records wait in memory. */
+  store?: StoreHealth;
 }
+
+/** The call store's state for /voice/health. */
+export type StoreHealth =
+  | { kind: 'sqlite' }
+  | {
+      kind: 'postgres';
+      /** false after a failed write or heartbeat, until one succeeds. */
+      reachable: boolean;
+      /** Entries and status callbacks waiting to be written. */
+      queued: number;
+      /** Entries and status callbacks refused because the queue was full, since start. */
+      dropped: number;
+      lastError: string | null;
+    };
 
 /** Why openStream refused a stream: `capacity` closes it with 1013 (try again later), `draining` with 1001 (going away). */
 export interface StreamRefusal {

@@ -1,31 +1,47 @@
 /**
  * Relay: the call layer's face to the server (implements VoiceApp).
  *
- * - `/voice/incoming` mints a per-call token, answers TwiML that carries it
- *   as a <Parameter>, and starts opening the model session right away
- *   (pre-warm, keyed by CallSid) so the first turn does not pay the connect.
- * - The stream's `start` must present that token for that CallSid (second
- *   guard besides the signature); it then takes over the pre-warmed session.
+ * - `/voice/incoming` answers TwiML whose <Parameter> `token` admits the
+ *   call's stream (admission-token.ts: an HMAC over CallSid and expiry under
+ *   ADMISSION_SECRET, valid for PREWARM_TTL_MS), and starts opening the model
+ *   session right away (pre-warm, keyed by CallSid) so the first turn does
+ *   not pay the connect.
+ * - The stream's `start` must present a genuine, unexpired token for its
+ *   CallSid (second guard besides the signature). Any instance that shares
+ *   the secret can check it, so the stream may land on any instance. The
+ *   first stream to present it claims the call in the call store (single use
+ *   across instances); any later stream, here or elsewhere, is closed 1008.
+ *   If the store cannot answer the claim, the stream is admitted on the token
+ *   alone (logged): a database outage must not stop calls.
+ * - A stream landing on the instance that answered the webhook takes over
+ *   the pre-warmed session (a pre-warm `hit`); one landing elsewhere opens
+ *   its own model session once its claim is won (a `miss`). Until the claim
+ *   is decided, the call's record writes are held, so a refused stream
+ *   leaves no trace in the record of the call it tried to take.
+ * - A pre-warm left unused at PREWARM_TTL_MS (or at shutdown) is closed; the
+ *   call's record is closed out (`no_stream`, `shutdown`) only if this
+ *   instance can claim the call itself, i.e. no stream took it anywhere.
  * - It owns the set of live calls, the concurrent-call cap and health.
  * - Admission: at most MAX_PENDING_CALLS pre-warmed sessions wait for their
- *   stream (over it: the busy TwiML), each closed at PREWARM_TTL_MS; a stream
- *   that has not sent a valid `start` within START_TIMEOUT_MS is closed with
- *   1008 and frees its slot.
+ *   stream (over it: the busy TwiML); a stream that has not sent a valid
+ *   `start` within START_TIMEOUT_MS is closed with 1008 and frees its slot.
  * - Drain (`drain(timeoutMs)`): health says `draining` (503) at once; new
  *   call webhooks are answered 503; new streams are closed 1001 (going away),
  *   except while a call answered before the drain still has its stream to
  *   open; calls in progress go on until the deadline, then each hears the
- *   goodbye prompt and ends `shutdown`. Resolves once no call and no
- *   pre-warmed session is left. `shutdown()` ends everything at once.
+ *   goodbye prompt and ends `shutdown`. Resolves once no call, no pre-warmed
+ *   session and no close-out is left. `shutdown()` ends everything at once;
+ *   `settled()` then resolves once the records it closed out are handed to
+ *   the store.
  */
-import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { ToolRegistry } from '../tools/registry.js';
 import { buildRejectTwiml, buildStreamTwiml } from '../twilio/twiml.js';
 import { sharedClock, type PumpScheduler } from './clock.js';
 import type { StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
-import type { HealthReport, IncomingResult, ModelHealth, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp } from './ports.js';
+import type { HealthReport, IncomingResult, ModelHealth, StoreHealth, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp } from './ports.js';
+import { mintAdmissionToken, verifyAdmissionToken } from './admission-token.js';
 import { nullRecorder, type CallRecorder } from '../records.js';
 import { LatencyHistogram } from './stats.js';
 import { CallSession, noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics, type CallOptions } from './session.js';
@@ -39,6 +55,20 @@ export interface RelayDeps {
   openTranscoder(): AudioTranscoder;
   /** A recorder for a new call (the durable record); default keeps nothing. */
   recorderFor?(call: VoiceWebhook): CallRecorder;
+  /** A recorder for a call whose webhook another instance answered (its stream landed here); default keeps nothing. */
+  recorderForStream?(callSid: string): CallRecorder;
+  /**
+   * Claim the call for one stream (CallStore.claim with this instance's id):
+   * true once per call across every instance sharing the store. Default: a
+   * claim in this process's memory (one instance, no shared store).
+   */
+  claim?(callSid: string): boolean | Promise<boolean>;
+  /** A stream took over a pre-warmed session (`hit`) or had to open its own (`miss`). */
+  prewarm?(result: 'hit' | 'miss'): void;
+  /** The call store's state, for health. */
+  storeHealth?(): StoreHealth;
+  /** This instance's name, for health. */
+  instanceId?: string;
   /** Status callbacks, signature-checked and parsed by the edge. */
   onStatus?(callback: StatusCallback): void;
   modelHealth?(): ModelHealth;
@@ -51,8 +81,10 @@ export interface RelayDeps {
 /** After the drain's deadline, how long the goodbye may take before a call is ended regardless (ms). */
 const GOODBYE_GRACE_MS = 15_000;
 
+/** Why a stream whose token is genuine is refused: the call was taken. */
+const TAKEN = 'call already taken by another stream';
+
 interface Pending {
-  token: Buffer;
   recorder: CallRecorder;
   model: Promise<ModelSession>;
   abort: AbortController;
@@ -78,6 +110,10 @@ export class Relay implements VoiceApp {
   private readonly drainTimers: NodeJS.Timeout[] = [];
   /** Streams still awaiting `start`, and when they will be closed for it. */
   private readonly startTimers = new Map<CallSession, NodeJS.Timeout>();
+  /** Close-outs of unused pre-warms waiting for their claim to be decided. */
+  private readonly closeOuts = new Set<Promise<void>>();
+  /** The default claim (no shared store): the calls claimed in this process. */
+  private readonly claimedHere = new Set<string>();
 
   constructor(private readonly deps: RelayDeps) {
     const c = deps.config;
@@ -139,24 +175,21 @@ export class Relay implements VoiceApp {
     }
     const old = this.pending.get(callSid);
     if (old) this.dropPending(callSid, old); // Twilio retried the webhook: start over (same record)
-    const token = randomBytes(18);
+    const ttlMs = this.deps.config.prewarmTtlMs;
+    const token = mintAdmissionToken(this.deps.config.admissionSecret, callSid, Date.now() + ttlMs);
     const abort = new AbortController();
-    const model = this.deps.provider.connect(
-      { instructions: this.deps.config.openai.instructions, voice: this.deps.config.openai.voice, tools: this.deps.tools.specs() },
-      abort.signal,
-    );
-    model.catch(() => {}); // observed on `start`; an unused pre-warm must not raise
+    const model = this.connectModel(abort);
     // The record starts at the webhook: a call whose stream never arrives is recorded too.
     const recorder = this.deps.recorderFor?.(call) ?? nullRecorder;
     const expiry = setTimeout(() => {
       const p = this.pending.get(callSid);
       if (p) {
-        this.deps.log.warn({ callSid }, 'no media stream arrived for this call: closing its pre-warmed session');
+        this.deps.log.info({ callSid }, 'no media stream arrived here for this call: closing its pre-warmed session');
         this.dropPending(callSid, p, 'no_stream');
       }
-    }, this.deps.config.prewarmTtlMs);
-    this.pending.set(callSid, { token, recorder, model, abort, expiry });
-    const twiml = buildStreamTwiml({ streamUrl, parameters: { token: token.toString('base64url') } });
+    }, ttlMs);
+    this.pending.set(callSid, { recorder, model, abort, expiry });
+    const twiml = buildStreamTwiml({ streamUrl, parameters: { token } });
     return { ok: true, twiml };
   }
 
@@ -201,7 +234,15 @@ export class Relay implements VoiceApp {
       activeCalls: this.calls.size,
       model,
       signed: this.deps.config.twilioAuthToken !== undefined,
+      ...(this.deps.instanceId !== undefined ? { instanceId: this.deps.instanceId } : {}),
+      pendingCalls: this.pending.size,
+      ...(this.deps.storeHealth ? { store: this.deps.storeHealth() } : {}),
     };
+  }
+
+  /** Resolves once every record closed out by a drop of pre-warms (shutdown, drain, expiry) has been handed to the store. */
+  async settled(): Promise<void> {
+    while (this.closeOuts.size > 0) await Promise.allSettled([...this.closeOuts]);
   }
 
   /**
@@ -235,7 +276,7 @@ export class Relay implements VoiceApp {
   }
 
   private checkIdle(): void {
-    if (this.onIdle && this.calls.size === 0 && this.pending.size === 0) this.onIdle();
+    if (this.onIdle && this.calls.size === 0 && this.pending.size === 0 && this.closeOuts.size === 0) this.onIdle();
   }
 
   /** Stop taking calls; end the live ones; close pre-warmed sessions. */
@@ -260,27 +301,158 @@ export class Relay implements VoiceApp {
     this.checkIdle();
   }
 
-  private admit(callSid: string, params: Record<string, string>): CallAdmission | { refused: string } {
-    const p = this.pending.get(callSid);
-    const presented = Buffer.from(params.token ?? '', 'base64url');
-    if (!p || presented.length !== p.token.length || !timingSafeEqual(presented, p.token)) {
-      return { refused: p ? 'bad token' : 'no pending call for this CallSid' };
-    }
-    clearTimeout(p.expiry);
-    this.pending.delete(callSid);
-    return { model: p.model, recorder: p.recorder };
+  private connectModel(abort: AbortController): Promise<ModelSession> {
+    const model = this.deps.provider.connect(
+      { instructions: this.deps.config.openai.instructions, voice: this.deps.config.openai.voice, tools: this.deps.tools.specs() },
+      abort.signal,
+    );
+    model.catch(() => {}); // observed on `start`; an unused session must not raise
+    return model;
   }
 
-  /** Forget a call that never streamed; with `reason`, its record is closed with it. */
+  /** The claim, as a value or a promise; a throw becomes a rejection. */
+  private claim(callSid: string): boolean | Promise<boolean> {
+    if (!this.deps.claim) {
+      if (this.claimedHere.has(callSid)) return false;
+      this.claimedHere.add(callSid);
+      // Forget it once no token for it can still be valid.
+      setTimeout(() => this.claimedHere.delete(callSid), this.deps.config.prewarmTtlMs + 1000).unref();
+      return true;
+    }
+    try {
+      return this.deps.claim(callSid);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  /**
+   * A stream's `start`: the token must be genuine and unexpired for this
+   * CallSid; then the call is claimed. A pre-warm here is handed over (hit),
+   * else a model session is opened once the claim is won (miss).
+   */
+  private admit(callSid: string, params: Record<string, string>): CallAdmission | { refused: string } {
+    const check = verifyAdmissionToken(this.deps.config.admissionSecret, callSid, params.token, Date.now());
+    if (!check.ok) return { refused: `token ${check.error}` };
+    const p = this.pending.get(callSid);
+    if (p) {
+      clearTimeout(p.expiry);
+      this.pending.delete(callSid);
+    }
+    const release = () => {
+      if (!p) return;
+      p.abort.abort();
+      p.model.then((m) => m.close(), () => {});
+      this.checkIdle();
+    };
+    const won = (): { model: Promise<ModelSession>; recorder: CallRecorder } => {
+      this.deps.prewarm?.(p ? 'hit' : 'miss');
+      return p ? { model: p.model, recorder: p.recorder } : { model: this.connectModel(new AbortController()), recorder: this.deps.recorderForStream?.(callSid) ?? nullRecorder };
+    };
+    const claimed = this.claim(callSid);
+    if (typeof claimed === 'boolean') {
+      if (!claimed) {
+        release();
+        return { refused: TAKEN };
+      }
+      return won();
+    }
+    // The claim needs a round trip: audio is held and record writes wait until it is decided.
+    const gate = gatedRecorder();
+    let model: Promise<ModelSession> | undefined;
+    const decided = claimed.then(
+      (ok) => (ok ? null : TAKEN),
+      (err: unknown) => {
+        this.deps.log.warn({ callSid, err: err instanceof Error ? err.message : String(err) }, 'call store cannot claim the call: admitting the stream on its token alone');
+        return null;
+      },
+    ).then((refused) => {
+      if (refused !== null) {
+        release();
+        gate.discard();
+        return refused;
+      }
+      const w = won();
+      model = w.model;
+      gate.open(w.recorder);
+      return null;
+    });
+    // Used by the session only after `claimed` resolved null, by when `model` is set.
+    const session = decided.then(() => model ?? Promise.reject(new Error(TAKEN)));
+    session.catch(() => {}); // a refused stream never asks for it
+    return { model: session, recorder: gate.recorder, claimed: decided };
+  }
+
+  /**
+   * Forget a call that never streamed here. With `reason`, its record is
+   * closed out, but only when this instance can claim the call itself: if a
+   * stream took it (here or on another instance), the record is that
+   * stream's, and is left alone.
+   */
   private dropPending(callSid: string, p: Pending, reason?: string): void {
     clearTimeout(p.expiry);
     this.pending.delete(callSid);
     p.abort.abort();
     p.model.then((m) => m.close(), () => {});
     if (reason) {
-      const none = { p50Ms: NaN, p99Ms: NaN };
-      p.recorder.ended({ endedAt: new Date(), reason, relay: { inbound: none, outbound: none }, protocolErrors: 0 });
+      const closeOut = (mine: boolean) => {
+        if (!mine) {
+          this.deps.log.info({ callSid }, 'unused pre-warm closed; the call was taken by a stream elsewhere, its record is left to it');
+          return;
+        }
+        const none = { p50Ms: NaN, p99Ms: NaN };
+        p.recorder.ended({ endedAt: new Date(), reason, relay: { inbound: none, outbound: none }, protocolErrors: 0 });
+      };
+      const claimed = this.claim(callSid);
+      if (typeof claimed === 'boolean') closeOut(claimed);
+      else {
+        const done: Promise<void> = claimed
+          .then(closeOut, (err: unknown) => {
+            this.deps.log.warn(
+              { callSid, reason, err: err instanceof Error ? err.message : String(err) },
+              'call store cannot tell whether a stream took this call: its record is left as it is',
+            );
+          })
+          .finally(() => {
+            this.closeOuts.delete(done);
+            this.checkIdle();
+          });
+        this.closeOuts.add(done);
+      }
     }
     this.checkIdle();
   }
+}
+
+/**
+ * A CallRecorder that holds every write until it is told where they go
+ * (`open`: replayed in order, then passed straight through) or that they go
+ * nowhere (`discard`).
+ */
+function gatedRecorder(): { recorder: CallRecorder; open(target: CallRecorder): void; discard(): void } {
+  let target: CallRecorder | null | undefined; // undefined: held; null: discarded
+  const held: ((r: CallRecorder) => void)[] = [];
+  const put = (write: (r: CallRecorder) => void) => {
+    if (target) write(target);
+    else if (target === undefined) held.push(write);
+  };
+  return {
+    recorder: {
+      started: (i) => put((r) => r.started(i)),
+      transcript: (l) => put((r) => r.transcript(l)),
+      toolCall: (t) => put((r) => r.toolCall(t)),
+      turnLatency: (t) => put((r) => r.turnLatency(t)),
+      usage: (u) => put((r) => r.usage(u)),
+      event: (e) => put((r) => r.event(e)),
+      ended: (i) => put((r) => r.ended(i)),
+    },
+    open(r) {
+      target = r;
+      for (const write of held.splice(0)) write(r);
+    },
+    discard() {
+      target = null;
+      held.length = 0;
+    },
+  };
 }

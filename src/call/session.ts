@@ -95,6 +95,14 @@ export interface CallOptions {
 export interface CallAdmission {
   model: Promise<ModelSession>;
   recorder: CallRecorder;
+  /**
+   * When admission needs an answer that is not there yet (the call claimed in
+   * a shared database): resolves null once this stream has the call, or the
+   * reason it is refused (the stream is then closed 1008 and the call ends
+   * `unauthorized`). The model is not used before it resolves null; audio
+   * meanwhile is held as before a model is attached. Never rejects.
+   */
+  claimed?: Promise<string | null>;
 }
 
 export interface CallDeps {
@@ -296,13 +304,22 @@ export class CallSession implements StreamHandler {
     this.recorder.started({ callSid, streamSid, audioMode: this.opts.audioMode, startedAt: this.startedAtDate, model: this.opts.model });
     this.timers.push(setTimeout(() => this.end('max_duration'), this.opts.maxCallMs));
     this.timers.push(setInterval(() => this.checkSilence(), Math.min(1000, this.opts.silenceTimeoutMs)));
-    admission.model.then(
-      (model) => this.onModelReady(model),
-      (err: unknown) => {
-        this.log.error({ err: err instanceof Error ? err.message : String(err) }, 'model session unavailable');
-        this.end('model_unavailable');
-      },
-    );
+    const useModel = () =>
+      admission.model.then(
+        (model) => this.onModelReady(model),
+        (err: unknown) => {
+          this.log.error({ err: err instanceof Error ? err.message : String(err) }, 'model session unavailable');
+          this.end('model_unavailable');
+        },
+      );
+    if (!admission.claimed) return void useModel();
+    void admission.claimed.then((refused) => {
+      if (refused === null) return void useModel();
+      if (this.state === 'ended') return;
+      this.log.warn({ reason: refused }, 'stream refused');
+      this.end('unauthorized', false);
+      this.deps.socket.close(1008, 'unauthorized');
+    });
   }
 
   private onModelReady(model: ModelSession): void {

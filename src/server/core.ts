@@ -12,6 +12,14 @@
  *   `https://<Host header>` (Twilio only calls https, and a TLS-terminating
  *   proxy keeps Host); the stream URL handed to the app is the same origin
  *   with wss. The upgrade is checked over `wss://…/voice/stream` with no params.
+ * - STREAM_URL_TEMPLATE names this instance in the TwiML's stream URL (e.g.
+ *   wss://{instance}.calls.example.com/voice/stream, or
+ *   {publicUrl}/i/{instance}/voice/stream that the balancer routes on and
+ *   strips to /voice/stream). The upgrade's signature is then accepted over
+ *   that URL too, since it is the one Twilio signed, and over
+ *   wss://<Host><path> (a host-per-instance stream failed over to this one).
+ *   Only Twilio can sign with the auth token, and the stream's token is
+ *   checked on `start` besides.
  * - A signed webhook whose body does not parse (twilio/webhooks.ts) → 400,
  *   counted as malformed `bad_webhook`; the app never sees it.
  * - GET /voice/health: 200 when the app reports `ok`, 503 when `degraded`
@@ -45,7 +53,7 @@ import { verifyTwilioSignature } from '../twilio/signature.js';
 import { parseForm, parseStatusCallback, parseVoiceWebhook } from '../twilio/webhooks.js';
 import { BlockList, isIP } from 'node:net';
 import { Gauge } from 'prom-client';
-import { buildRejectTwiml } from '../twilio/twiml.js';
+import { buildRejectTwiml, streamUrlFromTemplate } from '../twilio/twiml.js';
 import type { Metrics } from './metrics.js';
 import { RateLimiter } from './rate-limit.js';
 
@@ -195,6 +203,13 @@ export class EdgeCore {
     return this.publicOrigin(host).replace(/^http/, 'ws');
   }
 
+  /** The stream URL put in the TwiML: STREAM_URL_TEMPLATE for this instance, else the origin's /voice/stream. */
+  streamUrl(host: string): string {
+    const template = this.config.streamUrlTemplate;
+    if (!template) return `${this.wsOrigin(host)}/voice/stream`;
+    return streamUrlFromTemplate(template, { instance: this.config.instanceId ?? '', publicUrl: this.wsOrigin(host) });
+  }
+
   /** Count a reply the edge has written. */
   counted(r: HttpReply): void {
     this.metrics.httpRequests.inc({ route: r.route, status: String(r.status) });
@@ -263,7 +278,7 @@ export class EdgeCore {
           this.log.warn({ callSid: call.value.callSid }, 'too many call set-ups from this calling number: busy');
           return reply(route, 200, buildRejectTwiml(), 'text/xml');
         }
-        const result = this.app.incoming(call.value, `${this.wsOrigin(r.host)}/voice/stream`);
+        const result = this.app.incoming(call.value, this.streamUrl(r.host));
         return result.ok ? reply(route, 200, result.twiml, 'text/xml') : reply(route, result.status, `${result.message}\n`);
       }
       const cb = parseStatusCallback(form);
@@ -328,6 +343,13 @@ export class EdgeCore {
     if (token) {
       const url = `${this.wsOrigin(u.host)}${u.path}${u.query ? `?${u.query}` : ''}`;
       if (verifyTwilioSignature(token, u.signature || undefined, url, {})) return null;
+      if (this.config.streamUrlTemplate && !u.query) {
+        // Signed over this instance's templated URL, which the balancer rewrote to /voice/stream on the way here;
+        // or over a host-per-instance URL naming another instance, whose stream the balancer sent here instead
+        // (that instance is gone): the URL Twilio used is then this request's Host and path.
+        const urls = [this.streamUrl(u.host), `wss://${u.host}${u.path}`];
+        if (urls.some((url) => verifyTwilioSignature(token, u.signature || undefined, url, {}))) return null;
+      }
       const limited = this.signatureFailed('stream', client);
       this.metrics.streamsRefused.inc({ reason: limited ? 'rate_limited' : 'signature' });
       return limited ?? reply('other', 403, 'forbidden\n');

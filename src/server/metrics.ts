@@ -61,6 +61,8 @@ export interface Metrics {
   /** Model session connects that failed (timeout, refused, handshake error): for the call layer to record. */
   modelConnectFailures: Counter;
   activeStreams: Gauge;
+  /** Streams admitted, by whether the pre-warmed model session was on this instance (`hit`) or had to be opened (`miss`). */
+  prewarm: Counter<'result'>;
 }
 
 export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics {
@@ -132,5 +134,11 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     handlerErrors: new Counter({ name: 'callbridge_handler_errors_total', help: 'Exceptions caught around call-layer handlers, by handler', labelNames: ['handler'] as const, ...reg }),
     modelConnectFailures: new Counter({ name: 'callbridge_model_connect_failures_total', help: 'Realtime model sessions that failed to connect', ...reg }),
     activeStreams: new Gauge({ name: 'callbridge_active_streams', help: 'Open Media Stream websockets', ...reg }),
+    prewarm: new Counter({
+      name: 'callbridge_prewarm_total',
+      help: 'Streams admitted, by result: hit = the model session pre-warmed at the webhook was on this instance; miss = the stream landed elsewhere and opened its own',
+      labelNames: ['result'] as const,
+      ...reg,
+    }),
   };
 }

@@ -125,6 +125,12 @@ const MIGRATIONS: string[] = [
      heartbeat_at timestamptz NOT NULL,
      expires_at   timestamptz NOT NULL
    );`,
+  // 2: which stream took each call: the first claim inserts, every later one finds the row (single use across instances).
+  `CREATE TABLE call_claims (
+     call_sid    text PRIMARY KEY,
+     instance_id text NOT NULL,
+     claimed_at  timestamptz NOT NULL DEFAULT now()
+   );`,
 ];
 
 export interface PostgresStoreOptions {
@@ -525,6 +531,26 @@ export class PostgresCallStore implements CallStore {
       'mark interrupted',
     );
     return own.count + (await this.reapExpired());
+  }
+
+  /**
+   * One unique insert, sent at once (not through the write queue) and bounded
+   * by writeTimeoutMs: true when this is the call's first claim anywhere.
+   * Rejects with a retryable PostgresStoreError when the database cannot answer.
+   */
+  async claim(callSid: string, instanceId: string): Promise<boolean> {
+    if (this.opts.readOnly || this.closed) throw new PostgresStoreError('call store: a read-only or closed store cannot claim calls', false);
+    const rows = await this.timed(
+      this.sql.unsafe<{ call_sid: string }[]>(
+        'INSERT INTO call_claims (call_sid, instance_id) VALUES ($1, $2) ON CONFLICT (call_sid) DO NOTHING RETURNING call_sid',
+        [callSid, instanceId],
+        { prepare: true },
+      ),
+      'claim',
+    ).catch((err: unknown) => {
+      throw err instanceof PostgresStoreError ? err : new PostgresStoreError(`call store: claim failed: ${errText(err)}`, true);
+    });
+    return rows.length === 1;
   }
 
   stats(): PostgresStoreStats {

@@ -118,6 +118,12 @@ const MIGRATIONS: string[] = [
    ALTER TABLE call_entries_3 RENAME TO call_entries;
    CREATE INDEX call_entries_by_call ON call_entries (call_sid, kind, at_ms, id);
    ALTER TABLE calls ADD COLUMN model TEXT;`,
+  // 4: which stream took each call (single use of its admission token).
+  `CREATE TABLE call_claims (
+     call_sid    TEXT PRIMARY KEY,
+     instance_id TEXT NOT NULL,
+     claimed_at  TEXT NOT NULL
+   );`,
 ];
 
 export interface SqliteStoreOptions {
@@ -192,6 +198,7 @@ export class SqliteCallStore implements CallStore {
     header: SqlStatement;
     entries: SqlStatement;
     eligibilityResults: SqlStatement;
+    claim: SqlStatement;
   };
 
   constructor(private readonly opts: SqliteStoreOptions) {
@@ -229,6 +236,7 @@ export class SqliteCallStore implements CallStore {
       eligibilityResults: this.db.prepare(
         "SELECT ok FROM call_entries WHERE call_sid = ? AND kind = 'tool' AND label = 'check_eligibility'",
       ),
+      claim: this.db.prepare('INSERT OR IGNORE INTO call_claims (call_sid, instance_id, claimed_at) VALUES (?, ?, ?)'),
     };
     if (!opts.readOnly) {
       // Start-up work above may wait for a lock; the call path must not wait long.
@@ -325,6 +333,12 @@ export class SqliteCallStore implements CallStore {
     }
     if (v.terminal && v.callDurationS !== undefined && h.durationMs === null) h.durationMs = v.callDurationS * 1000;
     this.changed(v.callSid, true);
+  }
+
+  /** One row insert, at once (a unique key decides); throws when the file cannot be written (a read-only store). */
+  claim(callSid: string, instanceId: string): boolean {
+    if (this.opts.readOnly || this.closed) throw new Error('call store: a read-only or closed store cannot claim calls');
+    return Number(this.sql.claim.run(callSid, instanceId, new Date().toISOString()).changes) === 1;
   }
 
   markInterrupted(): number {

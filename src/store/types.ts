@@ -85,6 +85,13 @@ export interface CallStore {
   ended(callSid: string, info: CallEndInfo): void;
   /** A Twilio call status callback, parsed at the edge (twilio/webhooks.ts). Retries (same SequenceNumber) are ignored. */
   recordStatus(callback: StatusCallback): void;
+  /**
+   * Take the call for one media stream, once: true for the first claim of
+   * `callSid` (by any instance sharing the store), false for every later one.
+   * Goes to the database at once (not batched); rejects when the database
+   * cannot answer, and the caller decides what that means.
+   */
+  claim(callSid: string, instanceId: string): Awaitable<boolean>;
   /** On start-up: calls a previous process left in progress become 'interrupted'. Returns how many. */
   markInterrupted(): Awaitable<number>;
   get(callSid: string): Awaitable<CallRecord | undefined>;

@@ -83,3 +83,29 @@ export function buildRejectTwiml(): string {
   response.reject({ reason: 'busy' });
   return response.toString();
 }
+
+/** The placeholders a STREAM_URL_TEMPLATE may use. */
+const TEMPLATE_FIELDS = ['instance', 'publicUrl'] as const;
+
+/**
+ * The stream URL for this instance from a STREAM_URL_TEMPLATE: `{instance}`
+ * becomes the instance id, `{publicUrl}` the wss:// origin (PUBLIC_URL with
+ * its scheme turned ws). The result is what goes in `<Stream url>` and what
+ * Twilio signs on the upgrade.
+ */
+export function streamUrlFromTemplate(template: string, values: { instance: string; publicUrl: string }): string {
+  return template.replaceAll('{instance}', values.instance).replaceAll('{publicUrl}', values.publicUrl);
+}
+
+/** Every problem with a template (empty = usable): unknown placeholders, or a result that is not a wss:// URL without a query. */
+export function streamUrlTemplateProblems(template: string): string[] {
+  const problems: string[] = [];
+  for (const m of template.matchAll(/\{([^}]*)\}/g)) {
+    if (!(TEMPLATE_FIELDS as readonly string[]).includes(m[1]!)) problems.push(`unknown placeholder {${m[1]}} (use {instance}, {publicUrl})`);
+  }
+  if (problems.length > 0) return problems;
+  const sample = streamUrlFromTemplate(template, { instance: 'instance-1', publicUrl: 'wss://calls.example.com' });
+  for (const p of urlProblems('the stream URL', sample, ['wss:'])) problems.push(`${p} (e.g. wss://{instance}.calls.example.com/voice/stream)`);
+  if (sample.includes('?')) problems.push('the stream URL must not carry a query string');
+  return problems;
+}
