@@ -431,6 +431,24 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expect(f.streams).toHaveLength(0);
     });
 
+    it('serves the stream under /i/<instance>/voice/stream too (a balancer that routes on the prefix and keeps it), signature over that URL', async () => {
+      const f = fakeApp();
+      const { ws: url } = await start(edge, f.app);
+      const prefixed = url.replace('/voice/stream', '/i/inst-a/voice/stream');
+      await expect(openWs(prefixed)).rejects.toThrow('HTTP 403'); // signed over /voice/stream, not this URL
+      const sig = signTwilioRequest(TOKEN, `${PUBLIC.replace('https', 'wss')}/i/inst-a/voice/stream`, {});
+      const ws = await new Promise<WebSocket>((resolve, reject) => {
+        const w = new WebSocket(prefixed, { headers: { 'x-twilio-signature': sig } });
+        w.once('open', () => resolve(w));
+        w.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+        w.once('error', reject);
+      });
+      await until(() => f.streams.length === 1);
+      ws.close();
+      const other = url.replace('/voice/stream', '/x/voice/stream');
+      await expect(openWs(other)).rejects.toThrow('HTTP 404');
+    });
+
     it('closes with 1001 when the app refuses the stream because it is draining, and health answers 503', async () => {
       const f = fakeApp();
       f.app.openStream = () => ({ refused: 'draining' });

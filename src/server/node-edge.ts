@@ -40,6 +40,8 @@ interface Live {
   lastSeenMs: number;
 }
 
+const STREAM_PATH = /^(?:\/i\/[A-Za-z0-9._:-]{1,64})?\/voice\/stream$/;
+
 export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
   const { config, log, metrics } = core;
   const live = new Map<WebSocket, Live>();
@@ -111,7 +113,8 @@ export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
     socket.on('error', () => {}); // ECONNRESET and the like: ws or we close it
     try {
       const { path, query } = splitUrl(req.url ?? '/');
-      if (path !== '/voice/stream' || header(req, 'upgrade').toLowerCase() !== 'websocket') {
+      // /voice/stream, and /i/<instance>/voice/stream when a balancer routes on that prefix without stripping it.
+      if (!STREAM_PATH.test(path) || header(req, 'upgrade').toLowerCase() !== 'websocket') {
         const r = core.notFound();
         core.counted(r);
         return rawReply(socket, r);

@@ -11,7 +11,7 @@
  * sends after close are no-ops. Nothing a client sends can throw out of a
  * handler: every handler is guarded, logged and counted.
  */
-import type { HttpRequest, HttpResponse, us_listen_socket, us_socket_context_t } from '@based/uws';
+import type { HttpRequest, HttpResponse, WebSocketBehavior, us_listen_socket, us_socket_context_t } from '@based/uws';
 import type { AdminRequest } from '../call/ports.js';
 import {
   EdgeCore, MAX_BACKPRESSURE_BYTES, MAX_BODY_BYTES, MAX_WS_MESSAGE_BYTES, WS_IDLE_TIMEOUT_S, statusText,
@@ -124,7 +124,7 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
     res.upgrade(data, secKey, secProtocol, secExtensions, context);
   };
 
-  server.ws<StreamData>('/voice/stream', {
+  const streamBehavior: WebSocketBehavior<StreamData> = {
     maxPayloadLength: MAX_WS_MESSAGE_BYTES,
     maxBackpressure: MAX_BACKPRESSURE_BYTES,
     closeOnBackpressureLimit: false,
@@ -180,7 +180,10 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
       const malformed = code === 1006 && reason ? (/too big/i.test(reason) ? 'oversize_frame' : 'ws_protocol') : undefined;
       ws.getUserData().binding?.closed(code, reason, malformed);
     },
-  });
+  };
+  // /voice/stream, and /i/<instance>/voice/stream when a balancer routes on that prefix without stripping it.
+  server.ws<StreamData>('/voice/stream', streamBehavior);
+  server.ws<StreamData>('/i/:instance/voice/stream', streamBehavior);
 
   server.any('/*', guard('other', (res) => write(res, core.notFound())));
 
