@@ -5,7 +5,8 @@
 import type { Suite } from '../types.js';
 import { dspSuite } from './dsp.js';
 import { relaySuite } from './relay.js';
+import { storeSuite } from './store.js';
 import { transcodeCliSuite } from './transcode-cli.js';
 import { wireSuite } from './wire.js';
 
-export const suites: Suite[] = [dspSuite, wireSuite, relaySuite, transcodeCliSuite];
+export const suites: Suite[] = [dspSuite, wireSuite, relaySuite, transcodeCliSuite, storeSuite];
