@@ -14,8 +14,10 @@ import { placeCall, twilioSignature, type CallResult } from '../src/sim/caller.j
 import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
 import type { CallRecord } from '../src/store/types.js';
 import { startBalancer, type Balancer } from './helpers/balancer.js';
-import { adminSql, dropSchema, freshSchema, PG_URL } from './helpers/postgres.js';
+import { adminSql, dropSchema, freshSchema, PG_URL, postgresAvailable } from './helpers/postgres.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
+
+const pgOk = await postgresAvailable();
 
 const ROOT = join(import.meta.dirname, '..');
 const TOKEN = 'multi-instance-test-auth-token';
@@ -204,7 +206,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 let sidN = 0;
 const newSid = () => `CA${String(Date.now()).padStart(16, '0')}${String(++sidN).padStart(16, '0')}`;
 
-describe('two callbridge instances on one PostgreSQL, behind a balancer with nothing sticky', () => {
+describe.skipIf(!pgOk)('two callbridge instances on one PostgreSQL, behind a balancer with nothing sticky', () => {
   it('webhook on A, stream on B: admitted, the call completes, the record is read from A; A\'s unused pre-warm expires without touching it', async () => {
     const [a, b] = await Promise.all([serve('a1'), serve('b1')]);
     const lb = await balance(a, b);

@@ -16,7 +16,7 @@ import { PostgresCallStore } from '../src/store/postgres.js';
 import { createStoreRecorder } from '../src/store/recorder.js';
 import { SqliteCallStore } from '../src/store/sqlite.js';
 import type { CallStore } from '../src/store/types.js';
-import { adminSql, dropSchema, freshSchema, PG_URL } from './helpers/postgres.js';
+import { adminSql, dropSchema, freshSchema, PG_URL, postgresAvailable } from './helpers/postgres.js';
 
 const prices = { audioInPerMTok: 32, audioOutPerMTok: 64, textInPerMTok: 4, textOutPerMTok: 16, cachedInPerMTok: 0.4, telephonyPerMin: 0.0125 };
 const SID = 'CA00000000000000000000000000000001';
@@ -89,7 +89,9 @@ function postgresKind(): Kind {
   };
 }
 
-describe.each([sqliteKind(), postgresKind()])('CallStore contract: $name', (kind) => {
+const pgOk = await postgresAvailable();
+
+describe.each([sqliteKind(), ...(pgOk ? [postgresKind()] : [])])('CallStore contract: $name', (kind) => {
   const opened: CallStore[] = [];
   const open = async (o?: { key?: Buffer; identity?: string }) => {
     const s = await kind.open(o);

@@ -26,3 +26,22 @@ export async function dropSchema(schema: string, url = PG_URL): Promise<void> {
     await sql.end({ timeout: 2 });
   }
 }
+
+/**
+ * Whether the PostgreSQL tests can run here. CI sets CALLBRIDGE_REQUIRE_POSTGRES=1:
+ * then they always run (and fail loudly if the server is down). Elsewhere a
+ * machine without PostgreSQL skips them, saying so once.
+ */
+export async function postgresAvailable(url = PG_URL): Promise<boolean> {
+  if (process.env.CALLBRIDGE_REQUIRE_POSTGRES === '1') return true;
+  const sql = postgres(url, { max: 1, connect_timeout: 2, onnotice: () => {} });
+  try {
+    await sql`select 1`;
+    return true;
+  } catch (err) {
+    console.warn(`PostgreSQL tests skipped: no server at ${url.replace(/\/\/[^@]*@/, '//')} (${err instanceof Error ? err.message : String(err)}); set TEST_DATABASE_URL, or CALLBRIDGE_REQUIRE_POSTGRES=1 to make this a failure`);
+    return false;
+  } finally {
+    await sql.end({ timeout: 1 }).catch(() => {});
+  }
+}
