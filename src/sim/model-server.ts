@@ -297,6 +297,8 @@ export interface ModelStandIn {
 }
 
 const MS_PER_CHAR = 65;
+/** How callbridge words keypad input as a user message: a replayed one is not a spoken caller turn. */
+const KEYPAD_TEXT = 'The caller pressed these keys';
 /** Pause between two arguments deltas of one call (ms). */
 const ARGS_DELTA_MS = 5;
 const ARGS_DELTAS = 3;
@@ -521,6 +523,9 @@ class Session {
   private unanswered: ScenarioTurn | null = null;
   private readonly failures = new Map<ScenarioTurn, number>();
   private pendingUserText: string | null = null;
+  /** Items arriving before any audio or response.create are a replay of an earlier session's conversation. */
+  private replaying = true;
+  private replayOwed: ScenarioTurn | null = null;
   private greeted = false;
   private queuedTurn: (() => void) | null = null;
   private readonly timers = new Set<NodeJS.Timeout>();
@@ -623,6 +628,7 @@ class Session {
       case 'session.update':
         return this.onSessionUpdate(ev);
       case 'input_audio_buffer.append':
+        this.replaying = false;
         this.record.appendTimes.push(at);
         return this.onAppend(ev);
       case 'input_audio_buffer.commit':
@@ -860,7 +866,17 @@ class Session {
     } else if (item.type === 'message' && item.role === 'user') {
       const text = content.map((c: any) => (c?.type === 'input_text' ? c.text : '')).join(' ');
       this.record.userTexts.push(text);
-      this.pendingUserText = text;
+      if (this.replaying && !text.startsWith(KEYPAD_TEXT)) {
+        // A caller turn replayed into this session (after a reconnect): it used up a scripted turn,
+        // and it is owed an answer until an assistant message follows it.
+        this.replayOwed = this.scenario.turns[this.turn++] ?? { callerTranscript: text, reply: 'Okay.' };
+      } else {
+        this.pendingUserText = text;
+      }
+    } else if (item.type === 'message' && item.role === 'assistant') {
+      // Replayed assistant speech: this session's conversation is under way (no greeting), and the turn before it is answered.
+      this.greeted = true;
+      this.replayOwed = null;
     }
     this.send({ type: 'conversation.item.added', previous_item_id: null, item: { ...item, id } });
     this.send({ type: 'conversation.item.done', previous_item_id: null, item: { ...item, id } });
@@ -882,6 +898,7 @@ class Session {
   }
 
   private onResponseCreate(ev: any, at: number): void {
+    this.replaying = false;
     const round = this.round;
     const pendingOutputs = round ? round.callIds.filter((id) => !round.outputs.has(id)).length : 0;
     this.record.responseCreates.push({ at, active: this.active !== null, pendingOutputs });
@@ -890,6 +907,11 @@ class Session {
     }
     const instructions = typeof ev.response?.instructions === 'string' ? ev.response.instructions : undefined;
     if (this.unanswered) return this.answerTurn(this.unanswered, 'client');
+    if (this.replayOwed) {
+      const owed = this.replayOwed;
+      this.replayOwed = null;
+      return this.answerTurn(owed, 'client');
+    }
     if (this.rate.blockedSeconds() > 0) return this.runResponse(this.rateLimitedPlan(), 'client');
     if (round && round.responseDone && pendingOutputs === 0) {
       const said = round.followUp(round.callIds.map((id) => round.outputs.get(id) ?? ''));
