@@ -28,3 +28,13 @@ it('places calls through the real relay and prints their records and the caller\
   expect(out).toMatch(/caller view \(end of speech → first audio heard\) \d+, \d+, \d+, \d+/);
   expect(out).toContain('protocol violations: 0');
 }, 60_000);
+
+it('--drop-model: call 2 loses the model while the assistant speaks, holds, reconnects and finishes; its record shows the reconnect', async () => {
+  const t = memoryIO({ CALLBRIDGE_DB: join(dir, 'drop.db') });
+  expect(await main(['demo', '--calls', '2', '--drop-model', '--quiet'], t.io), t.err()).toBe(0);
+  const out = t.out();
+  expect(out.match(/state completed .* end reason caller_hangup/g)).toHaveLength(2);
+  expect(out.match(/model_reconnected: model socket closed \(1011[^)]*\); 1 attempt\(s\); gap \d+ ms/g)).toHaveLength(1);
+  expect(out).not.toContain('model_unavailable');
+  expect(out.match(/protocol violations: 0/g)).toHaveLength(2);
+}, 60_000);
