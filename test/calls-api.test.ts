@@ -14,6 +14,7 @@ import { loadConfig, type Config } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { startServer, type RunningServer } from '../src/server/app.js';
 import { SqliteCallStore } from '../src/store/sqlite.js';
+import { PostgresStoreError } from '../src/store/postgres.js';
 
 const TOKEN = 'admin-token-0123456789';
 
@@ -44,6 +45,16 @@ describe('the calls API handler', () => {
     const h = createAdminHandler(store, undefined);
     expect((await h(req('/calls'))).status).toBe(404);
     expect((await h(req(`/calls/${SID}`, '', null))).status).toBe(404);
+  });
+
+  it('503 (retryable) while the PostgreSQL store cannot reach its database; other store errors are not hidden', async () => {
+    const away = { get: async () => { throw new PostgresStoreError('call store: read failed: connect ECONNREFUSED', true); }, list: async () => { throw new PostgresStoreError('x', true); } };
+    const h = createAdminHandler(away as never, TOKEN);
+    const one = await h(req(`/calls/${SID}`));
+    expect(one).toMatchObject({ status: 503, body: { retryable: true } });
+    expect((await h(req('/calls'))).status).toBe(503);
+    const broken = createAdminHandler({ get: async () => { throw new Error('bug'); } } as never, TOKEN);
+    await expect(broken(req(`/calls/${SID}`))).rejects.toThrow('bug');
   });
 
   it('401 without a bearer token or with a wrong one', async () => {

@@ -143,11 +143,21 @@ async function recordFrom(s: Served, callSid: string): Promise<CallRecord> {
   return (await res.json()) as CallRecord;
 }
 
-/** The record once its carrying instance has written the call's end (it writes on the next turn of its event loop, not before the caller hears the close). */
+/**
+ * The record once its carrying instance has written the call's end (it writes on the next turn of its
+ * event loop, not before the caller hears the close). Just after the database comes back, a read may
+ * get 503 (the store is reconnecting): that is asked again until the deadline.
+ */
 async function endedRecord(s: Served, callSid: string): Promise<CallRecord> {
-  const until = Date.now() + 5000;
+  const until = Date.now() + 10_000;
   for (;;) {
-    const r = await recordFrom(s, callSid);
+    const res = await fetch(`${s.base}/calls/${callSid}`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    if (res.status === 503 && Date.now() < until) {
+      await sleep(100);
+      continue;
+    }
+    expect(res.status).toBe(200);
+    const r = (await res.json()) as CallRecord;
     if (r.state !== 'in_progress' || Date.now() > until) return r;
     await sleep(50);
   }

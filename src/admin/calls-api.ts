@@ -10,6 +10,7 @@ import type { AdminReader } from '../call/ports.js';
 import type { CallStore } from '../store/types.js';
 import { DecryptError } from '../store/crypto.js';
 import { parseSince } from '../store/since.js';
+import { PostgresStoreError } from '../store/postgres.js';
 
 const MAX_LIMIT = 500;
 
@@ -47,6 +48,8 @@ export function createAdminHandler(store: CallStore, adminToken: string | undefi
       return { status: 200, body: { calls: await store.list({ since, limit }) } };
     } catch (err) {
       if (err instanceof DecryptError) return { status: 500, body: { error: err.message } };
+      // The database is away for a moment (PostgreSQL store): a retry will do.
+      if (err instanceof PostgresStoreError && err.retryable) return { status: 503, body: { error: 'call store unavailable, try again', retryable: true } };
       throw err;
     }
   };

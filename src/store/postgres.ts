@@ -884,7 +884,11 @@ export class PostgresCallStore implements CallStore {
       }, this.writeTimeoutMs);
     });
     work.catch(() => {}); // its fate no longer matters once the timeout won
-    return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+    // A failure of the server or the connection (refused, reset, ended) is worth a retry: say so, typed.
+    const typed = work.catch((err: unknown) => {
+      throw err instanceof PostgresStoreError ? err : new PostgresStoreError(`call store: ${what} failed: ${errText(err)}`, true);
+    });
+    return Promise.race([typed, timeout]).finally(() => clearTimeout(timer));
   }
 
   private failed(err: unknown): void {
