@@ -15,7 +15,7 @@ import { hostname } from 'node:os';
 import { createAdminHandler } from './admin/calls-api.js';
 import { ConfigError, type Config } from './config.js';
 import { Relay } from './call/relay.js';
-import { createStoreRecorder } from './store/recorder.js';
+import { createStoreRecorder, streamRecorder } from './store/recorder.js';
 import { Transcoder } from './dsp/index.js';
 import type { Logger } from './log.js';
 import { OpenAIRealtimeProvider, ReachabilityTracker } from './realtime/openai-provider.js';
@@ -26,7 +26,6 @@ import { openCallStore } from './store/open.js';
 import type { CallStore } from './store/types.js';
 import { createDefaultTools } from './tools/eligibility.js';
 import type { ModelProvider } from './call/voice-model.js';
-import type { CallRecorder } from './records.js';
 
 export const VERSION: string = (() => {
   try {
@@ -179,15 +178,3 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   };
 }
 
-/** The recorder of a call whose webhook another instance answered: the same writes, without `answered` (that instance wrote it). */
-function streamRecorder(store: CallStore, callSid: string): CallRecorder {
-  return {
-    started: (info) => store.started(callSid, info),
-    transcript: (line) => store.appendTranscript(callSid, line),
-    toolCall: (rec) => store.appendToolCall(callSid, rec),
-    turnLatency: (t) => store.appendTurnLatency(callSid, t),
-    usage: (u) => store.addUsage(callSid, u),
-    event: (e) => store.appendEvent(callSid, e),
-    ended: (info) => store.ended(callSid, info),
-  };
-}

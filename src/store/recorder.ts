@@ -6,8 +6,14 @@
 import type { CallRecorder } from '../records.js';
 import type { CallStore } from './types.js';
 
+/** The recorder of a call answered here: its record starts now (`answered`), so even a call whose stream never starts is recorded. */
 export function createStoreRecorder(store: CallStore, callSid: string, incoming: Record<string, string>): CallRecorder {
   store.answered(callSid, { from: incoming.From, to: incoming.To });
+  return streamRecorder(store, callSid);
+}
+
+/** The recorder of a call whose webhook another instance answered: the same writes, without `answered` (that instance wrote it). */
+export function streamRecorder(store: CallStore, callSid: string): CallRecorder {
   return {
     started: (info) => store.started(callSid, info),
     transcript: (line) => store.appendTranscript(callSid, line),
