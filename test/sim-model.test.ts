@@ -132,6 +132,18 @@ describe('model stand-in: handshake', () => {
     for (const e of c.events) expect(typeof e.event_id).toBe('string');
   });
 
+  it('recordSessions keeps the first sessions only, and scenarioFor still counts every session', async () => {
+    const asked: number[] = [];
+    server = await startModelStandIn({ recordSessions: 1, scenarioFor: (i) => (asked.push(i), undefined) });
+    for (let i = 0; i < 3; i++) {
+      const c = await Client.open(`${server.url}?model=gpt-realtime`);
+      clients.push(c);
+      await c.next('session.created');
+    }
+    expect(asked).toEqual([0, 1, 2]);
+    expect(server.sessions).toHaveLength(1);
+  });
+
   it('rejects a beta-shaped session.update (no session.type) and a bad PCM rate', async () => {
     const c = await open();
     c.send({ type: 'session.update', session: { modalities: ['audio'], input_audio_format: 'pcm16' } });

@@ -69,6 +69,8 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import WebSocket, { WebSocketServer } from 'ws';
 import { loadConfig } from '../config.js';
 import { silentLogger, type Logger } from '../log.js';
@@ -157,12 +159,25 @@ export interface FuzzReport {
     recordProtocolErrors: number | null;
   } | null;
   rss: { warmupMiB: number; maxAfterWarmupMiB: number; growthMiB: number; samples: number };
+  /**
+   * The live JS heap (heapUsed right after a full collection) when the
+   * warm-up ends and after the run, to tell a leak from V8 sizing its heap up
+   * (which RSS alone cannot); the heap reserved and the memory outside it
+   * (Buffers, wasm) at the end.
+   */
+  heap: { liveAtWarmupMiB: number; liveAtEndMiB: number; totalMiB: number; externalMiB: number };
   handlerErrors: number;
   crashes: string[];
   disagreements: string[];
 }
 
 const RSS_SAMPLE_MS = 250;
+/**
+ * Most the live heap may grow from the warm-up to the end (seen: 400k
+ * messages, seed 11, 27.4 → 21.5 MiB; nothing the relay keeps per message
+ * or per socket should survive the sockets).
+ */
+const LIVE_HEAP_LIMIT_MIB = 16;
 const WARMUP_SHARE = 0.2;
 const FRAME_MS = 20;
 const MIB = 1024 * 1024;
@@ -626,18 +641,33 @@ async function startModelProxy(upstreamUrl: string): Promise<ModelProxy> {
   };
 }
 
-/** The OpenAI provider as main.ts builds it, remembering each session so its counters can be read. */
+/**
+ * The OpenAI provider as main.ts builds it, remembering each session's
+ * counters so they can be read (only the counters: holding thousands of
+ * sessions would make the harness, not the relay, grow).
+ */
 class CountingProvider implements ModelProvider {
   readonly name: string;
-  readonly sessions: OpenAIRealtimeSession[] = [];
+  readonly sessions: Pick<OpenAIRealtimeSession, 'counters'>[] = [];
   constructor(private readonly inner: OpenAIRealtimeProvider) {
     this.name = inner.name;
   }
   async connect(opts: ModelSessionOptions, signal?: AbortSignal): Promise<ModelSession> {
     const s = await this.inner.connect(opts, signal);
-    this.sessions.push(s as OpenAIRealtimeSession);
+    this.sessions.push({ counters: (s as OpenAIRealtimeSession).counters });
     return s;
   }
+}
+
+/** heapUsed right after a full garbage collection: the live heap (the fuzzer alone asks V8 for `gc`). */
+function liveHeapBytes(): number {
+  const g = globalThis as { gc?: () => void };
+  if (!g.gc) {
+    setFlagsFromString('--expose-gc');
+    g.gc = runInNewContext('gc') as () => void;
+  }
+  g.gc!();
+  return process.memoryUsage().heapUsed;
 }
 
 // ── The run ───────────────────────────────────────────────────────────────
@@ -723,6 +753,9 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   let proxy: ModelProxy | undefined;
   let app: Callbridge | undefined;
   const rss = { warmup: 0, maxAfter: 0, samples: 0 };
+  let liveAtWarmup = 0;
+  let liveAtEnd = 0;
+  let endMemory = process.memoryUsage();
   let rssTimer: NodeJS.Timeout | undefined;
   let realCall: FuzzReport['realCall'] = null;
   let handlerErrors = 0;
@@ -739,7 +772,8 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   let victimsClosedByServer = 0;
 
   try {
-    standIn = await startModelStandIn({ audioSpeedup: 4, responseDelayMs: 50, transcriptDelayMs: 100 });
+    // Only the real call's session is read afterwards: the hostile ones are not kept (the heap figures are then the relay's).
+    standIn = await startModelStandIn({ audioSpeedup: 4, responseDelayMs: 50, transcriptDelayMs: 100, recordSessions: 1 });
     proxy = await startModelProxy(standIn.url);
     const config = loadConfig({
       PORT: '0',
@@ -807,10 +841,14 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
 
     // The baseline is the first sample once the warm-up share is sent; growth is measured from it.
     rssTimer = setInterval(() => {
-      const r = process.memoryUsage().rss;
+      const m = process.memoryUsage();
+      const r = m.rss;
       rss.samples++;
       if (tw.sent + md.injected < opts.messages * WARMUP_SHARE) return;
-      if (rss.warmup === 0) rss.warmup = r;
+      if (rss.warmup === 0) {
+        rss.warmup = r;
+        liveAtWarmup = liveHeapBytes();
+      }
       else rss.maxAfter = Math.max(rss.maxAfter, r);
     }, RSS_SAMPLE_MS);
     rssTimer.unref();
@@ -1031,6 +1069,9 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
         recordProtocolErrors: record?.protocolErrors ?? null,
       };
     }
+    // The hostile traffic is over and the real call ended, the server still up: what is live is what it kept.
+    liveAtEnd = liveHeapBytes();
+    endMemory = process.memoryUsage();
   } catch (err) {
     failures.push(`the run failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
   } finally {
@@ -1070,8 +1111,13 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     if (realCall.recordProtocolErrors !== 0) failures.push(`the real call's record has ${realCall.recordProtocolErrors} protocol errors`);
   } else if (!failures.some((f) => f.includes('real call'))) failures.push('the real call left no result');
   const growthMiB = rss.maxAfter > 0 && rss.warmup > 0 ? (rss.maxAfter - rss.warmup) / MIB : 0;
+  const heap = { liveAtWarmupMiB: liveAtWarmup / MIB, liveAtEndMiB: liveAtEnd / MIB, totalMiB: endMemory.heapTotal / MIB, externalMiB: endMemory.external / MIB };
   if (rss.warmup === 0 || rss.maxAfter === 0) failures.push('RSS was not sampled after the warm-up (the run was too short to measure)');
   if (growthMiB > (opts.rssLimitMiB ?? 64)) failures.push(`RSS grew ${growthMiB.toFixed(1)} MiB after the warm-up (limit ${opts.rssLimitMiB ?? 64})`);
+  const liveGrowthMiB = (liveAtEnd - liveAtWarmup) / MIB;
+  if (liveAtEnd > 0 && liveAtWarmup > 0 && liveGrowthMiB > LIVE_HEAP_LIMIT_MIB) {
+    failures.push(`the live JS heap grew ${liveGrowthMiB.toFixed(1)} MiB from the warm-up to the end of the run (limit ${LIVE_HEAP_LIMIT_MIB}): something keeps what it was sent`);
+  }
 
   const hostileS = Math.max(0.001, (hostileEnd - hostileStart) / 1000);
   return {
@@ -1096,6 +1142,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     },
     realCall,
     rss: { warmupMiB: rss.warmup / MIB, maxAfterWarmupMiB: rss.maxAfter / MIB, growthMiB, samples: rss.samples },
+    heap,
     handlerErrors,
     crashes,
     disagreements,
@@ -1123,6 +1170,9 @@ export function formatFuzzReport(r: FuzzReport): string {
     );
   }
   l.push(`  RSS: ${r.rss.warmupMiB.toFixed(0)} MiB after warm-up, max ${r.rss.maxAfterWarmupMiB.toFixed(0)} MiB later: growth ${r.rss.growthMiB.toFixed(1)} MiB (${r.rss.samples} samples)`);
+  l.push(
+    `  JS heap: live ${r.heap.liveAtWarmupMiB.toFixed(1)} MiB after warm-up, ${r.heap.liveAtEndMiB.toFixed(1)} MiB after the run (after a full collection); reserved ${r.heap.totalMiB.toFixed(0)} MiB; outside the heap ${r.heap.externalMiB.toFixed(0)} MiB`,
+  );
   l.push(`  handler errors ${r.handlerErrors}; uncaught ${r.crashes.length}`);
   for (const f of r.failures) l.push(`  FAIL: ${f}`);
   return `${l.join('\n')}\n`;

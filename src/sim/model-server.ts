@@ -186,6 +186,12 @@ export interface ModelStandInOptions {
   script?: Scenario;
   /** A scenario per session, by the order sessions connect (0, 1, …); `scenario` where it returns undefined. */
   scenarioFor?: (sessionIndex: number) => Scenario | undefined;
+  /**
+   * How many sessions' records `sessions` keeps, in connect order (default
+   * all). A long fuzz run keeps only the first (its real call), so what the
+   * stand-in records does not count as the relay's memory.
+   */
+  recordSessions?: number;
   audioSpeedup?: number;
   transcriptDelayMs?: number;
   responseDelayMs?: number;
@@ -385,6 +391,7 @@ export async function startModelStandIn(opts: ModelStandInOptions = {}): Promise
   });
   const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * 1024 * 1024 });
   const sessions: StandInSession[] = [];
+  let connected = 0;
   const live = new Set<Session>();
   const rate = new RateLimits(opts.rateLimits?.requests ?? 5000, opts.rateLimits?.tokens ?? 40_000);
   const refused: { at: number; status: number }[] = [];
@@ -417,8 +424,9 @@ export async function startModelStandIn(opts: ModelStandInOptions = {}): Promise
     }
     const beta = req.headers['openai-beta'];
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const s = new Session(ws, opts.scenarioFor?.(sessions.length) ?? scenario, opts, url.searchParams.get('model') ?? 'gpt-realtime', rate);
-      sessions.push(s.record);
+      const index = connected++;
+      const s = new Session(ws, opts.scenarioFor?.(index) ?? scenario, opts, url.searchParams.get('model') ?? 'gpt-realtime', rate);
+      if (index < (opts.recordSessions ?? Infinity)) sessions.push(s.record);
       live.add(s);
       ws.on('close', () => live.delete(s));
       if (beta) {
