@@ -22,7 +22,8 @@
  *   Voiced = frame energy above VOICE_DBFS, from a 256-entry µ-law table.
  * - Until the model session is attached, up to MAX_EARLY_MS of audio is held
  *   and sent in order on attach; older audio is dropped.
- * - Allocation: one reused byte buffer per call for the batch.
+ * - Allocation: one reused byte buffer per call for the batch, which holds
+ *   µ-law: in transcode it goes through the DSP once per append.
  */
 import type { AudioTranscoder } from './session.js';
 
@@ -116,15 +117,19 @@ export class Inbound {
     const ulaw = this.scratch.subarray(0, n);
     const voiced = n > 0 && ulawMeanSquare(ulaw) > VOICE_MEAN_SQUARE;
     const urgent = this.advancePhase(voiced, Math.max(1, Math.round(n / ULAW_FRAME_BYTES)));
-    const out = t ? t.inbound(ulaw) : ulaw;
-    this.hold(out);
+    this.hold(ulaw); // µ-law: the batch is transcoded when it goes (one DSP call per append, the same samples)
     if (urgent || this.batchCount >= this.batchFrames) this.flush();
   }
 
   /** Send what is held now (end of call, or the model is about to be asked something). */
   flush(): void {
     if (this.batchLen === 0) return;
-    const b64 = this.batch.toString('base64', 0, this.batchLen);
+    const t = this.opts.transcoder;
+    let b64: string;
+    if (t) {
+      const pcm = t.inbound(this.batch.subarray(0, this.batchLen));
+      b64 = Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength).toString('base64');
+    } else b64 = this.batch.toString('base64', 0, this.batchLen);
     this.batchLen = 0;
     this.batchCount = 0;
     this.send(b64);
