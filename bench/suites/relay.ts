@@ -1,6 +1,8 @@
 /**
  * Relay suite: callbridge's relay against a naive relay (bench/peers/
- * naive-relay.ts) under the same load, in the same run.
+ * naive-relay.ts) under the same load, in the same run, with a floor relay
+ * (bench/peers/floor-relay.ts: callbridge's edge and model writer, no call
+ * logic) beside them: what this design costs before any call logic.
  *
  * Load: N concurrent simulated Twilio calls (src/sim/caller.ts: one 20 ms
  * µ-law frame every 20 ms, marks echoed, received audio played in real time)
@@ -11,7 +13,9 @@
  *
  * Runs (full): for each of passthrough and transcode, the naive relay and
  * callbridge at 100 calls, interleaved, ROUNDS times (the order flips each
- * round); callbridge in capacity mode (INBOUND_BATCH_MS=100, transcode);
+ * round), the floor relay in each round too (passthrough per frame beside
+ * the passthrough pair, capacity mode = transcode with 100 ms appends beside
+ * the transcode pair); callbridge in capacity mode (INBOUND_BATCH_MS=100, transcode);
  * callbridge at 300 calls in transcode (one turn per call) with the relay
  * pinned to CPU 0 and this process (the load generator) to CPU 1; then one
  * more run of any configuration that had no clean run (isClean: nothing
@@ -20,7 +24,8 @@
  * Figures per relay and mode, from its clean runs (all runs, flagged, if none):
  * - CPU per call-second: relay process CPU (user+sys of all threads, from
  *   /proc) over call-seconds = caller frames sent / 50; median over runs.
- *   Ratio = callbridge ÷ naive, same mode, same bench run.
+ *   Ratio = callbridge (or floor) ÷ naive, same mode (capacity: ÷ naive
+ *   transcode), same bench run.
  * - relay-added latency per audio message, each way, measured inside each
  *   relay at the same points (message handler entry → outgoing send done)
  *   with the same histogram; p50/p99 = median over runs of each run's.
@@ -61,7 +66,7 @@ const scenario: Scenario = {
   ],
 };
 
-export type RelayKind = 'callbridge' | 'naive';
+export type RelayKind = 'callbridge' | 'naive' | 'floor';
 export type AudioMode = 'passthrough' | 'transcode';
 
 export interface RunSpec {
@@ -69,7 +74,7 @@ export interface RunSpec {
   mode: AudioMode;
   calls: number;
   utterances: number;
-  /** Capacity mode: INBOUND_BATCH_MS for callbridge's relay (ignored by the naive relay). */
+  /** Capacity mode: INBOUND_BATCH_MS for callbridge's and the floor relay (ignored by the naive relay). */
   inboundBatchMs?: number;
   /** Pin the relay to CPU 0 and this process to CPU 1 for the run. */
   pinned?: boolean;
@@ -116,8 +121,12 @@ export interface RunFigures {
   cancelled: number;
 }
 
-const relayScript = (relay: RelayKind): string =>
-  fileURLToPath(new URL(relay === 'callbridge' ? '../relay-server.js' : '../peers/naive-relay-server.js', import.meta.url));
+const RELAY_SCRIPTS: Record<RelayKind, string> = {
+  callbridge: '../relay-server.js',
+  naive: '../peers/naive-relay-server.js',
+  floor: '../peers/floor-relay-server.js',
+};
+const relayScript = (relay: RelayKind): string => fileURLToPath(new URL(RELAY_SCRIPTS[relay], import.meta.url));
 
 /** One bench run: `spec.calls` concurrent calls through one relay process. */
 export async function measureRelay(spec: RunSpec, log: (s: string) => void): Promise<RunFigures> {
@@ -148,6 +157,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
   if (spec.edge) env.EDGE = spec.edge;
   else delete env.EDGE;
   const child = fork(relayScript(spec.relay), [], { env, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  // The floor relay prints its edge line as callbridge does.
   let edge = spec.relay === 'naive' ? 'ws (npm) on node:http' : 'uWebSockets.js (default)';
   createInterface({ input: child.stdout! }).on('line', (line) => {
     if (line.startsWith('edge:')) edge = line.slice('edge:'.length).trim();
@@ -310,15 +320,15 @@ function rates(f: RunFigures) {
   return { callerToRelay: per(c.callerSent), relayToModel: per(c.modelReceived), modelToRelay: per(c.modelSent), relayToCaller: per(c.callerReceived) };
 }
 
-/** Short key of a configuration: cb|naive . pt|tc|cap|tc300pin */
+/** Short key of a configuration: cb|naive|floor . pt|tc|cap|tc300pin */
 function key(spec: RunSpec): string {
-  const k = spec.relay === 'callbridge' ? 'cb' : 'naive';
+  const k = spec.relay === 'callbridge' ? 'cb' : spec.relay;
   const m = spec.inboundBatchMs !== undefined ? 'cap' : spec.mode === 'passthrough' ? 'pt' : 'tc';
   return `${k}.${m}${spec.pinned ? `${spec.calls}pin` : ''}${spec.edge ? spec.edge : ''}`;
 }
 
 function describe(spec: RunSpec): string {
-  const who = spec.relay === 'callbridge' ? 'callbridge' : 'naive';
+  const who = spec.relay;
   const mode = spec.inboundBatchMs !== undefined ? `capacity (${spec.mode}, INBOUND_BATCH_MS=${spec.inboundBatchMs})` : spec.mode;
   return `${who} ${mode}, ${spec.calls} calls${spec.pinned ? ', relay pinned to 1 core' : ''}${spec.edge ? `, ${spec.edge === 'node' ? 'node:http + ws' : spec.edge} edge` : ''}`;
 }
@@ -492,7 +502,7 @@ let lastRuns: RunFigures[] = [];
 export const relaySuite: Suite = {
   name: 'relay',
   description:
-    'callbridge vs a naive ws relay, same load, same run: CPU per call-second (ratio), relay-added latency, messages and write syscalls per call-second, frames lost; capacity mode; 300 calls on one core',
+    'callbridge vs a naive ws relay, same load, same run: CPU per call-second (ratio), relay-added latency, messages and write syscalls per call-second, frames lost; capacity mode; 300 calls on one core; a floor relay (callbridge edge + model writer, no call logic) beside them',
   async run(opts: RunOptions): Promise<Result[]> {
     const p = plan(opts.quick);
     if (!perfAvailable()) opts.log('relay: perf cannot count syscalls here; write syscalls fall back to /proc syscw (write/writev only)');
@@ -505,9 +515,14 @@ export const relaySuite: Suite = {
     };
     const base = { calls: p.calls, utterances: p.utterances };
     for (let round = 0; round < p.rounds; round++) {
-      // Alternate who goes first, so a drift in background load hits both relays alike.
-      const order: RelayKind[] = round % 2 === 0 ? ['naive', 'callbridge'] : ['callbridge', 'naive'];
-      for (const mode of ['passthrough', 'transcode'] as const) for (const relay of order) await go({ ...base, relay, mode });
+      // The floor runs beside the pair it is read against: passthrough per frame, and capacity mode
+      // (transcode, one append per capacityBatchMs) beside the transcode pair.
+      const groups: RunSpec[][] = [
+        [{ ...base, relay: 'naive', mode: 'passthrough' }, { ...base, relay: 'callbridge', mode: 'passthrough' }, { ...base, relay: 'floor', mode: 'passthrough' }],
+        [{ ...base, relay: 'naive', mode: 'transcode' }, { ...base, relay: 'callbridge', mode: 'transcode' }, { ...base, relay: 'floor', mode: 'transcode', inboundBatchMs: p.capacityBatchMs }],
+      ];
+      // Alternate who goes first, so a drift in background load hits every relay alike.
+      for (const group of groups) for (const spec of round % 2 === 0 ? group : [...group].reverse()) await go(spec);
     }
     await go({ ...base, relay: 'callbridge', mode: 'transcode', inboundBatchMs: p.capacityBatchMs });
     // The portable edge (what Node 24/26 get without an upstream uWS build): its cost is a number too.
@@ -528,7 +543,7 @@ export const relaySuite: Suite = {
 
     const groups = byKey(runs);
     const peerOf = (k: string): string | undefined =>
-      k === 'cb.pt' ? 'naive.pt' : k === 'cb.tc' || k === 'cb.cap' || k === 'cb.tcnode' ? 'naive.tc' : undefined;
+      k === 'cb.pt' || k === 'floor.pt' ? 'naive.pt' : k === 'cb.tc' || k === 'cb.cap' || k === 'cb.tcnode' || k === 'floor.cap' ? 'naive.tc' : undefined;
     const results = [...groups.entries()].flatMap(([k, rs]) => resultsFor(rs, peerOf(k)));
     const by = new Map(results.map((r) => [r.id, r]));
     // The relay's overhead multiple over its own DSP (check relay.cpu.vsDsp, with the dsp suite).
@@ -562,7 +577,7 @@ export const relaySuite: Suite = {
     const lines: string[] = [];
     const first = runs.find((f) => f.spec.relay === 'callbridge') ?? runs[0]!;
     lines.push(`relay: callbridge edge: ${first.edge}; node ${first.node}; naive relay: ws ${wsVersion()} on node:http, transcode = alawmulaw + speex-resampler q3`);
-    const cap = runs.find((f) => f.spec.inboundBatchMs !== undefined);
+    const cap = runs.find((f) => f.spec.relay === 'callbridge' && f.spec.inboundBatchMs !== undefined);
     if (cap && !Object.keys(cap.config).some((k) => /batch/i.test(k))) {
       lines.push(`relay: NOTE capacity mode: this build's config has no inbound batch setting, so INBOUND_BATCH_MS=${cap.spec.inboundBatchMs} had no effect (figures = default settings)`);
     }
@@ -604,6 +619,8 @@ export const relaySuite: Suite = {
     const w = hdr.map((h, c) => Math.max([...h].length, ...rows.map((r) => [...r[c]!].length)));
     const fmt = (r: string[]) => r.map((cell, c) => (c === 0 ? cell.padEnd(w[c]!) : cell.padStart(w[c]!))).join('  ');
     lines.push(fmt(hdr), ...rows.map(fmt));
+    const floor = floorLine(by, runs);
+    if (floor) lines.push(floor);
     lines.push(
       `relay: every run, CPU ms per call-second (caller realtime share, relay run-queue wait share; * = not clean): ${[...byKey(runs).entries()]
         .map(([k, fs]) => `${k} ${fs.map((f) => `${(cpuPerCallSecondNs(f) / 1e6).toFixed(2)}(${f.realtime.toFixed(2)},${f.relayRunqShare.toFixed(2)})${isClean(f) ? '' : '*'}`).join(' ')}`)
@@ -612,6 +629,48 @@ export const relaySuite: Suite = {
     return lines;
   },
 };
+
+/**
+ * The floor beside the issue's targets: floor ÷ naive in passthrough and in
+ * capacity mode (÷ naive transcode), and what callbridge's call logic costs
+ * over the floor (callbridge − floor CPU per call-second, same settings). A
+ * floor above a target means no call layer on this edge and writer can meet
+ * it on this machine.
+ */
+function floorLine(by: Map<string, Result>, runs: RunFigures[]): string | undefined {
+  const cpu = (k: string): number | undefined => by.get(`relay.${k}.cpu`)?.medianNs;
+  const ratio = (num: number | undefined, den: number | undefined) => (num !== undefined && den !== undefined ? num / den : undefined);
+  const pt = ratio(cpu('floor.pt'), cpu('naive.pt'));
+  const capRatio = ratio(cpu('floor.cap'), cpu('naive.tc'));
+  if (pt === undefined && capRatio === undefined) return undefined;
+  const ptTarget = issueTarget('target.relay.pt.cpuVsNaive');
+  const capTarget = issueTarget('target.relay.cap.cpuVsNaive');
+  const x = (v: number | undefined) => (v === undefined ? '-' : `${v.toFixed(2)}×`);
+  const added = (cb: number | undefined, fl: number | undefined) =>
+    cb === undefined || fl === undefined ? '-' : `${cb >= fl ? '+' : '−'}${(Math.abs(cb - fl) / 1e6).toFixed(2)}`;
+  const above = [
+    pt !== undefined && ptTarget !== undefined && pt > ptTarget ? 'passthrough' : undefined,
+    capRatio !== undefined && capTarget !== undefined && capRatio > capTarget ? 'capacity' : undefined,
+  ].filter((s) => s !== undefined);
+  const cbEdge = runs.find((f) => f.spec.relay === 'callbridge')?.edge;
+  const floorEdge = runs.find((f) => f.spec.relay === 'floor')?.edge;
+  return (
+    `relay: floor (edge + model writer, no call logic${floorEdge && floorEdge !== cbEdge ? `; edge ${floorEdge}` : ''}): ` +
+    `passthrough ${x(pt)} naive (target ${ptTarget ?? '?'}), capacity ${x(capRatio)} naive tc (target ${capTarget ?? '?'}); ` +
+    `callbridge's call logic adds ${added(cpu('cb.pt'), cpu('floor.pt'))} / ${added(cpu('cb.cap'), cpu('floor.cap'))} ms per call-second over the floor` +
+    (above.length ? `; the floor itself is above the ${above.join(' and ')} target${above.length > 1 ? 's' : ''}: out of this design's reach on this machine` : '')
+  );
+}
+
+/** An issue target's limit from bench/thresholds.json (`targets`), undefined if it cannot be read. */
+function issueTarget(id: string): number | undefined {
+  try {
+    const t = JSON.parse(readFileSync(new URL('../../../bench/thresholds.json', import.meta.url), 'utf8')) as { targets?: { id: string; max: number }[] };
+    return t.targets?.find((r) => r.id === id)?.max;
+  } catch {
+    return undefined;
+  }
+}
 
 function byKey(runs: RunFigures[]): Map<string, RunFigures[]> {
   const m = new Map<string, RunFigures[]>();
