@@ -3,7 +3,10 @@
 // comparison in `npm run bench` would compare different things.
 import { describe, expect, it, vi } from 'vitest';
 import { jsUlawDecode, jsUlawEncodeG191, jsUlawEncodeTable } from '../bench/peers/g711.js';
+import { startFloorRelay } from '../bench/peers/floor-relay.js';
 import { startNaiveRelay } from '../bench/peers/naive-relay.js';
+import { loadConfig } from '../src/config.js';
+import { silentLogger } from '../src/log.js';
 import { pcm16ToUlaw, ulawToPcm16 } from '../src/dsp/index.js';
 import { placeCall } from '../src/sim/caller.js';
 import { startModelStandIn, type Scenario } from '../src/sim/model-server.js';
@@ -48,6 +51,53 @@ describe('bench naive relay', () => {
         // The stand-in heard the utterance (VAD turn) and answered it: greeting + reply.
         expect(s.responses.map((r) => r.status)).toEqual(['completed', 'completed']);
         // Model → caller: all the reply audio arrived as µ-law, and the reply was heard after the caller spoke.
+        const sentOutMs = s.responses.reduce((a, r) => a + r.audioMsSent, 0);
+        const gotBytes = Object.entries(call.frameSizes).reduce((a, [size, n]) => a + Number(size) * n, 0);
+        expect(gotBytes / 8).toBeGreaterThan(sentOutMs - 20);
+        expect(gotBytes / 8).toBeLessThanOrEqual(sentOutMs + 1);
+        expect(call.turnLatenciesMs).toHaveLength(1);
+        expect(relay.relayIn.count).toBeGreaterThan(0);
+        expect(relay.relayOut.count).toBeGreaterThan(0);
+        await vi.waitFor(() => expect(relay.callsEnded).toBe(1));
+      } finally {
+        await relay.close();
+        await model.close();
+      }
+    }, 30_000);
+  }
+});
+
+// The floor relay (bench/peers/floor-relay.ts) is the bench's lower bound: the
+// same edge and model writer as callbridge, no call logic. It too must really
+// relay, or the floor would be lower than any relay could go.
+describe('bench floor relay', () => {
+  const scenario: Scenario = { greeting: 'Hello there.', turns: [{ callerTranscript: 'hi', reply: 'Hi, how can I help?' }] };
+  const AUTH = 'floor-test-auth';
+  const PUBLIC = 'https://relay.floor.invalid';
+
+  for (const [mode, batchMs] of [['passthrough', 20], ['transcode', 100]] as const) {
+    it(`relays a call both ways in ${mode}, ${batchMs} ms appends (signed, through callbridge's edge)`, async () => {
+      const model = await startModelStandIn({ scenario });
+      const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', PUBLIC_URL: PUBLIC, TWILIO_AUTH_TOKEN: AUTH, OPENAI_API_KEY: 'test', AUDIO_MODE: mode });
+      const relay = await startFloorRelay({ config, log: silentLogger, modelBaseUrl: model.baseUrl, apiKey: 'test', mode, batchMs });
+      try {
+        const call = await placeCall({
+          baseUrl: `http://127.0.0.1:${relay.port}`,
+          publicUrl: PUBLIC,
+          authToken: AUTH,
+          utterances: [{ durationMs: 600 }],
+          hangupAfterMs: 200,
+          maxCallMs: 20_000,
+        });
+        await vi.waitFor(() => expect(model.sessions[0]?.closed).toBe(true), { timeout: 5000 });
+        const s = model.sessions[0]!;
+        expect(call.protocolViolations).toEqual([]);
+        expect(s.format).toBe(mode === 'passthrough' ? 'ulaw8k' : 'pcm24k');
+        const sentMs = Math.floor(call.durationMs / 20) * 20;
+        expect(s.audioMsReceived).toBeGreaterThan(sentMs - 100);
+        expect(s.audioMsReceived).toBeLessThanOrEqual(sentMs + 40);
+        if (batchMs > 20) expect(s.appendTimes.length).toBeLessThan(sentMs / 20 / 3); // batched: about one append per 100 ms
+        expect(s.responses.map((r) => r.status)).toEqual(['completed', 'completed']);
         const sentOutMs = s.responses.reduce((a, r) => a + r.audioMsSent, 0);
         const gotBytes = Object.entries(call.frameSizes).reduce((a, [size, n]) => a + Number(size) * n, 0);
         expect(gotBytes / 8).toBeGreaterThan(sentOutMs - 20);
