@@ -4,41 +4,19 @@
  * slot; pre-warmed sessions are capped (MAX_PENDING_CALLS) and closed at
  * expiry. Real sockets on loopback, the model stand-in as the model.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import WebSocket from 'ws';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { loadConfig } from '../src/config.js';
-import { silentLogger } from '../src/log.js';
-import { startCallbridge, type Callbridge } from '../src/main.js';
+import { describe, expect, it } from 'vitest';
 import { availableEdges } from '../src/server/app.js';
 import { placeCall, twilioSignature } from '../src/sim/caller.js';
-import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
+import { useCallbridge } from './helpers/e2e.js';
+import { postIncoming } from './helpers/webhooks.js';
 
 const TOKEN = 'admission-test-token';
 const PUBLIC = 'https://admission.example.test';
-const dir = mkdtempSync(join(tmpdir(), 'callbridge-admission-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const callbridge = useCallbridge('admission');
 
-const running: { app: Callbridge; model: ModelStandIn }[] = [];
-afterEach(async () => {
-  for (const r of running.splice(0)) {
-    await r.app.close();
-    await r.model.close();
-  }
-});
-
-let n = 0;
 async function start(edge: 'uws' | 'node', env: Record<string, string>) {
-  const model = await startModelStandIn({ audioSpeedup: 8, responseDelayMs: 50, transcriptDelayMs: 100 });
-  const config = loadConfig({
-    PORT: '0', HOST: '127.0.0.1', PUBLIC_URL: PUBLIC, TWILIO_AUTH_TOKEN: TOKEN,
-    OPENAI_BASE_URL: model.baseUrl, OPENAI_API_KEY: 'k', CALLBRIDGE_DB: join(dir, `a${++n}.db`), VAD_SILENCE_DURATION_MS: '300',
-    ...env,
-  });
-  const app = await startCallbridge(config, silentLogger, { edge });
-  running.push({ app, model });
+  const { app, model } = await callbridge({ edge, env: { PUBLIC_URL: PUBLIC, TWILIO_AUTH_TOKEN: TOKEN, ...env } });
   return { app, model, base: `http://127.0.0.1:${app.port}`, ws: `ws://127.0.0.1:${app.port}/voice/stream` };
 }
 
@@ -60,12 +38,7 @@ function silentStream(url: string, send?: string): Promise<{ code: number; reaso
 }
 
 async function incoming(base: string, callSid: string, from: string): Promise<string> {
-  const form = { CallSid: callSid, AccountSid: `AC${'5'.repeat(32)}`, From: from, To: '+15550100999', CallStatus: 'ringing', Direction: 'inbound' };
-  const res = await fetch(`${base}/voice/incoming`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': twilioSignature(TOKEN, `${PUBLIC}/voice/incoming`, form) },
-    body: new URLSearchParams(form).toString(),
-  });
+  const res = await postIncoming(base, { publicUrl: PUBLIC, authToken: TOKEN }, callSid, { From: from });
   expect(res.status).toBe(200);
   return res.text();
 }

@@ -4,8 +4,8 @@
  * process, and a simulated Twilio caller on loopback. Signals go to the child
  * by its pid.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
@@ -16,94 +16,31 @@ import { silentLogger } from '../src/log.js';
 import { placeCall, twilioSignature, type CallResult } from '../src/sim/caller.js';
 import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
 import { SqliteCallStore } from '../src/store/sqlite.js';
+import { ensureBuilt, killServeProcesses, LAUNCHER, ROOT, serveProcess, type ServeProcess } from './helpers/serve.js';
+import { postIncoming } from './helpers/webhooks.js';
 
-const ROOT = join(import.meta.dirname, '..');
 const TOKEN = 'drain-test-auth-token';
 const PUBLIC = 'https://drain.example.test';
 const dir = mkdtempSync(join(tmpdir(), 'callbridge-drain-'));
 let standIn: ModelStandIn;
-const children: ChildProcess[] = [];
-
-/** Newest mtime of the .ts files under `d`. */
-function newestSource(d: string): number {
-  let newest = 0;
-  for (const name of readdirSync(d, { withFileTypes: true })) {
-    const p = join(d, name.name);
-    if (name.isDirectory()) newest = Math.max(newest, newestSource(p));
-    else if (name.name.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs);
-  }
-  return newest;
-}
 
 beforeAll(async () => {
-  // The launcher runs compiled code: build it when it is missing or older than the sources.
-  let stale = true;
-  try {
-    stale = statSync(join(ROOT, 'build/src/cli/serve.js')).mtimeMs < newestSource(join(ROOT, 'src'));
-  } catch {
-    /* not built */
-  }
-  if (stale) spawnSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: ROOT, stdio: 'ignore' });
-  try {
-    statSync(join(ROOT, 'build/dsp.wasm'));
-  } catch {
-    spawnSync('npm', ['run', 'build:wasm'], { cwd: ROOT, stdio: 'ignore' });
-  }
+  ensureBuilt();
   standIn = await startModelStandIn();
 }, 180_000);
 
-afterEach(() => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-});
+afterEach(killServeProcesses);
 afterAll(async () => {
   await standIn?.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
-interface Served {
-  child: ChildProcess;
-  base: string;
-  db: string;
-  exit: Promise<number | null>;
-  output: () => string;
-}
-
 let n = 0;
-/** `callbridge serve` from build/, once it says where it listens. */
-async function serve(env: Record<string, string> = {}): Promise<Served> {
+/** `callbridge serve` from build/ on a SQLite file of its own, once it says where it listens. */
+async function serve(env: Record<string, string> = {}): Promise<ServeProcess & { db: string }> {
   const db = join(dir, `drain${++n}.db`);
-  const child = spawn(process.execPath, [join(ROOT, 'bin/callbridge.js'), 'serve'], {
-    cwd: ROOT,
-    env: {
-      PATH: process.env.PATH,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      PUBLIC_URL: PUBLIC,
-      OPENAI_BASE_URL: standIn.baseUrl,
-      OPENAI_API_KEY: 'test-key',
-      TWILIO_AUTH_TOKEN: TOKEN,
-      CALLBRIDGE_DB: db,
-      LOG_LEVEL: 'warn',
-      VAD_SILENCE_DURATION_MS: '300',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const port = await new Promise<number>((resolve, reject) => {
-    const check = () => {
-      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) return resolve(Number(m[1]));
-      if (child.exitCode !== null) return reject(new Error(`serve exited ${child.exitCode}: ${out}`));
-      setTimeout(check, 20);
-    };
-    check();
-  });
-  return { child, base: `http://127.0.0.1:${port}`, db, exit, output: () => out };
+  const s = await serveProcess({ PUBLIC_URL: PUBLIC, OPENAI_BASE_URL: standIn.baseUrl, TWILIO_AUTH_TOKEN: TOKEN, CALLBRIDGE_DB: db, ...env });
+  return { ...s, db };
 }
 
 function call(base: string, opts: Partial<Parameters<typeof placeCall>[0]> = {}): Promise<CallResult> {
@@ -137,15 +74,6 @@ function streamClose(base: string): Promise<[number, string]> {
   });
 }
 
-async function signedIncoming(base: string, callSid: string): Promise<Response> {
-  const form = { CallSid: callSid, AccountSid: `AC${'3'.repeat(32)}`, From: '+15550107777', To: '+15550100999', CallStatus: 'ringing', Direction: 'inbound' };
-  return fetch(`${base}/voice/incoming`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': twilioSignature(TOKEN, `${PUBLIC}/voice/incoming`, form) },
-    body: new URLSearchParams(form).toString(),
-  });
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('callbridge serve drains on SIGTERM', () => {
@@ -160,7 +88,7 @@ describe('callbridge serve drains on SIGTERM', () => {
     const health = await fetch(`${s.base}/voice/health`);
     expect(health.status).toBe(503);
     expect(await health.json()).toMatchObject({ status: 'draining', activeCalls: 1, signed: true });
-    const refused = await signedIncoming(s.base, `CA${'4'.repeat(32)}`);
+    const refused = await postIncoming(s.base, { publicUrl: PUBLIC, authToken: TOKEN }, `CA${'4'.repeat(32)}`);
     expect(refused.status).toBe(503);
     expect(await streamClose(s.base)).toEqual([1001, 'server shutting down']);
 
@@ -210,7 +138,7 @@ describe('callbridge serve drains on SIGTERM', () => {
 
 describe('callbridge serve is signed by default', () => {
   it('refuses to start without TWILIO_AUTH_TOKEN (exit 2, says how to fix it)', async () => {
-    const r = spawnSync(process.execPath, [join(ROOT, 'bin/callbridge.js'), 'serve'], {
+    const r = spawnSync(process.execPath, [LAUNCHER, 'serve'], {
       cwd: ROOT,
       env: { PATH: process.env.PATH, PORT: '0', HOST: '127.0.0.1', OPENAI_BASE_URL: standIn.baseUrl, OPENAI_API_KEY: 'k', CALLBRIDGE_DB: join(dir, 'unsigned.db') },
       encoding: 'utf8',
@@ -219,7 +147,7 @@ describe('callbridge serve is signed by default', () => {
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/TWILIO_AUTH_TOKEN: not set.*ALLOW_UNSIGNED=true/);
     // Listed with the other configuration problems, all at once.
-    const both = spawnSync(process.execPath, [join(ROOT, 'bin/callbridge.js'), 'serve'], {
+    const both = spawnSync(process.execPath, [LAUNCHER, 'serve'], {
       cwd: ROOT,
       env: { PATH: process.env.PATH, PORT: 'x', OPENAI_API_KEY: 'k' },
       encoding: 'utf8',

@@ -23,6 +23,7 @@ import { silentLogger } from '../src/log.js';
 import { OpenAIRealtimeProvider, type OpenAIRealtimeProviderOptions } from '../src/realtime/openai-provider.js';
 import { speechLike, ulawEncode } from '../src/sim/audio.js';
 import { startModelStandIn, type ModelStandIn, type Scenario } from '../src/sim/model-server.js';
+import { listeningPort } from './helpers/sockets.js';
 
 // ---------------------------------------------------------------------------
 // A WebSocket proxy between the provider and the stand-in
@@ -79,8 +80,7 @@ class LinkProxy {
   }
 
   async listening(): Promise<this> {
-    await new Promise<void>((r) => (this.wss.address() ? r() : this.wss.once('listening', () => r())));
-    this.port = (this.wss.address() as { port: number }).port;
+    this.port = await listeningPort(this.wss);
     return this;
   }
 

@@ -5,9 +5,6 @@
  * sticky, test/helpers/balancer.ts), the model stand-in in this process and a
  * simulated Twilio caller on loopback. Signals go to the children by pid.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import WebSocket from 'ws';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { placeCall, twilioSignature, type CallResult } from '../src/sim/caller.js';
@@ -15,11 +12,12 @@ import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js
 import type { CallRecord } from '../src/store/types.js';
 import { startBalancer, type Balancer } from './helpers/balancer.js';
 import { adminSql, dropSchema, freshSchema, PG_URL, postgresAvailable } from './helpers/postgres.js';
+import { ensureBuilt, killServeProcesses, serveProcess, type ServeProcess } from './helpers/serve.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
+import { postIncoming } from './helpers/webhooks.js';
 
 const pgOk = await postgresAvailable();
 
-const ROOT = join(import.meta.dirname, '..');
 const TOKEN = 'multi-instance-test-auth-token';
 const PUBLIC = 'https://calls.multi.example.test';
 const PUBLIC_WSS = PUBLIC.replace('https', 'wss');
@@ -29,35 +27,11 @@ const LEASE_MS = 1500;
 const PREWARM_TTL_MS = 3000;
 const schema = freshSchema();
 let standIn: ModelStandIn;
-const children: ChildProcess[] = [];
 const balancers: Balancer[] = [];
 const proxies: TcpProxy[] = [];
 
-/** Newest mtime of the .ts files under `d`. */
-function newestSource(d: string): number {
-  let newest = 0;
-  for (const name of readdirSync(d, { withFileTypes: true })) {
-    const p = join(d, name.name);
-    if (name.isDirectory()) newest = Math.max(newest, newestSource(p));
-    else if (name.name.endsWith('.ts')) newest = Math.max(newest, statSync(p).mtimeMs);
-  }
-  return newest;
-}
-
 beforeAll(async () => {
-  // The launcher runs compiled code: build it when it is missing or older than the sources.
-  let stale = true;
-  try {
-    stale = statSync(join(ROOT, 'build/src/cli/serve.js')).mtimeMs < newestSource(join(ROOT, 'src'));
-  } catch {
-    /* not built */
-  }
-  if (stale) spawnSync('npx', ['tsc', '-p', 'tsconfig.json'], { cwd: ROOT, stdio: 'ignore' });
-  try {
-    statSync(join(ROOT, 'build/dsp.wasm'));
-  } catch {
-    spawnSync('npm', ['run', 'build:wasm'], { cwd: ROOT, stdio: 'ignore' });
-  }
+  ensureBuilt();
   const sql = adminSql();
   try {
     await sql.unsafe(`CREATE SCHEMA ${schema}`);
@@ -68,7 +42,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterEach(async () => {
-  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  killServeProcesses();
   for (const b of balancers.splice(0)) await b.close();
   for (const p of proxies.splice(0)) await p.close();
 });
@@ -77,54 +51,23 @@ afterAll(async () => {
   await dropSchema(schema);
 });
 
-interface Served {
-  id: string;
-  child: ChildProcess;
-  port: number;
-  base: string;
-  exit: Promise<number | null>;
-  output: () => string;
-}
+type Served = ServeProcess & { id: string };
 
 /** `callbridge serve` from build/ as instance `id` on the shared database, once it says where it listens. */
 async function serve(id: string, env: Record<string, string> = {}): Promise<Served> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin/callbridge.js'), 'serve'], {
-    cwd: ROOT,
-    env: {
-      PATH: process.env.PATH,
-      PORT: '0',
-      HOST: '127.0.0.1',
-      PUBLIC_URL: PUBLIC,
-      OPENAI_BASE_URL: standIn.baseUrl,
-      OPENAI_API_KEY: 'test-key',
-      TWILIO_AUTH_TOKEN: TOKEN,
-      DATABASE_URL: `${PG_URL}?search_path=${schema}`,
-      ADMISSION_SECRET: SECRET,
-      INSTANCE_ID: id,
-      INSTANCE_LEASE_MS: String(LEASE_MS),
-      PREWARM_TTL_MS: String(PREWARM_TTL_MS),
-      ADMIN_TOKEN: ADMIN,
-      LOG_LEVEL: 'warn',
-      VAD_SILENCE_DURATION_MS: '300',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const s = await serveProcess({
+    PUBLIC_URL: PUBLIC,
+    OPENAI_BASE_URL: standIn.baseUrl,
+    TWILIO_AUTH_TOKEN: TOKEN,
+    DATABASE_URL: `${PG_URL}?search_path=${schema}`,
+    ADMISSION_SECRET: SECRET,
+    INSTANCE_ID: id,
+    INSTANCE_LEASE_MS: String(LEASE_MS),
+    PREWARM_TTL_MS: String(PREWARM_TTL_MS),
+    ADMIN_TOKEN: ADMIN,
+    ...env,
   });
-  children.push(child);
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const port = await new Promise<number>((resolve, reject) => {
-    const check = () => {
-      const m = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
-      if (m) return resolve(Number(m[1]));
-      if (child.exitCode !== null) return reject(new Error(`serve exited ${child.exitCode}: ${out}`));
-      setTimeout(check, 20);
-    };
-    check();
-  });
-  return { id, child, port, base: `http://127.0.0.1:${port}`, exit, output: () => out };
+  return { ...s, id };
 }
 
 async function balance(...instances: Served[]): Promise<Balancer> {
@@ -172,12 +115,7 @@ async function prewarms(s: Served): Promise<{ hit: number; miss: number }> {
 
 /** A signed /voice/incoming for `callSid` on `base`; returns the token in its TwiML. */
 async function answer(base: string, callSid: string): Promise<string> {
-  const form = { CallSid: callSid, AccountSid: `AC${'3'.repeat(32)}`, From: '+15550107777', To: '+15550100999', CallStatus: 'ringing', Direction: 'inbound' };
-  const res = await fetch(`${base}/voice/incoming`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': twilioSignature(TOKEN, `${PUBLIC}/voice/incoming`, form) },
-    body: new URLSearchParams(form).toString(),
-  });
+  const res = await postIncoming(base, { publicUrl: PUBLIC, authToken: TOKEN }, callSid);
   const twiml = await res.text();
   const token = /<Parameter name="token" value="([^"]+)"/.exec(twiml)?.[1];
   if (res.status !== 200 || !token) throw new Error(`no token in the answer (${res.status}): ${twiml}`);

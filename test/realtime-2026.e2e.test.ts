@@ -8,49 +8,17 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { loadConfig } from '../src/config.js';
-import { silentLogger } from '../src/log.js';
-import { startCallbridge, type Callbridge } from '../src/main.js';
+import { afterEach, describe, expect, it } from 'vitest';
 import { placeCall } from '../src/sim/caller.js';
-import {
-  failingTurn,
-  parallelToolsTurn,
-  scenarioOf,
-  startModelStandIn,
-  type ModelStandIn,
-  type Scenario,
-  type StandInSession,
-} from '../src/sim/model-server.js';
+import { failingTurn, parallelToolsTurn, scenarioOf, type Scenario, type StandInSession } from '../src/sim/model-server.js';
+import { useCallbridge } from './helpers/e2e.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'callbridge-2026-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
-
-let n = 0;
-async function start(scenario: Scenario, env: Record<string, string> = {}) {
-  const model: ModelStandIn = await startModelStandIn({ scenario, audioSpeedup: 8, responseDelayMs: 50, transcriptDelayMs: 50 });
-  cleanup.push(() => model.close());
-  const config = loadConfig({
-    ALLOW_UNSIGNED: 'true', // placeCall signs nothing without an auth token
-    PORT: '0',
-    HOST: '127.0.0.1',
-    PUBLIC_URL: 'https://e.invalid',
-    OPENAI_BASE_URL: model.baseUrl,
-    OPENAI_API_KEY: 'k',
-    CALLBRIDGE_DB: join(dir, `c${++n}.db`),
-    VAD_SILENCE_DURATION_MS: '300',
-    ...env,
+const callbridge = useCallbridge('2026');
+function start(scenario: Scenario, env: Record<string, string> = {}) {
+  return callbridge({
+    model: { scenario, transcriptDelayMs: 50 },
+    env: { ALLOW_UNSIGNED: 'true', PUBLIC_URL: 'https://e.invalid', ...env }, // placeCall signs nothing without an auth token
   });
-  const app: Callbridge = await startCallbridge(config, silentLogger);
-  cleanup.push(() => app.close());
-  return { app, model, baseUrl: `http://127.0.0.1:${app.port}` };
 }
 
 const MEMBERS = [

@@ -25,6 +25,7 @@ import { startModelStandIn } from '../src/sim/model-server.js';
 import { makeSelfSignedCert } from '../src/sim/tls.js';
 import { speechLike, ulawEncode } from '../src/sim/audio.js';
 import { decodeFrames, type DecodedFrame } from './helpers/ws-decode.js';
+import { listeningPort } from './helpers/sockets.js';
 
 const fixture = readFileSync(new URL('./fixtures/realtime/server-events.jsonl', import.meta.url), 'utf8')
   .split('\n')
@@ -70,8 +71,7 @@ class FakeModel {
   }
 
   async listening(): Promise<this> {
-    await new Promise<void>((r) => (this.wss.address() ? r() : this.wss.once('listening', () => r())));
-    this.port = (this.wss.address() as { port: number }).port;
+    this.port = await listeningPort(this.wss);
     return this;
   }
 

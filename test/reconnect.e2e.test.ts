@@ -6,47 +6,29 @@
  * session, a bystander call is untouched, and a model that never comes back
  * ends the call with the apology and `model_unavailable`.
  */
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
 import { defaultPromptPath } from '../src/call/prompts.js';
-import { loadConfig } from '../src/config.js';
-import { silentLogger } from '../src/log.js';
-import { startCallbridge, type Callbridge } from '../src/main.js';
 import { placeCall, type CallResult } from '../src/sim/caller.js';
-import { scenarioOf, startModelStandIn, type ModelStandIn, type Scenario } from '../src/sim/model-server.js';
+import { scenarioOf, type Scenario } from '../src/sim/model-server.js';
+import { useCallbridge } from './helpers/e2e.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'callbridge-reconnect-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const cleanup: (() => Promise<void>)[] = [];
-afterEach(async () => {
-  for (const f of cleanup.splice(0).reverse()) await f();
-});
+const callbridge = useCallbridge('reconnect');
 
 const HOLD = readFileSync(defaultPromptPath('hold'));
 const APOLOGY = readFileSync(defaultPromptPath('apology'));
 
-let n = 0;
-async function start(scenario: Scenario, env: Record<string, string> = {}) {
-  const model: ModelStandIn = await startModelStandIn({ scenario, audioSpeedup: 8, responseDelayMs: 50, transcriptDelayMs: 50 });
-  cleanup.push(() => model.close());
-  const config = loadConfig({
-    ALLOW_UNSIGNED: 'true', // placeCall signs nothing without an auth token
-    PORT: '0',
-    HOST: '127.0.0.1',
-    PUBLIC_URL: 'https://r.invalid',
-    OPENAI_BASE_URL: model.baseUrl,
-    OPENAI_API_KEY: 'k',
-    CALLBRIDGE_DB: join(dir, `r${++n}.db`),
-    VAD_SILENCE_DURATION_MS: '300',
-    MODEL_BACKOFF_BASE_MS: '100',
-    MODEL_BACKOFF_MAX_MS: '400',
-    ...env,
+function start(scenario: Scenario, env: Record<string, string> = {}) {
+  return callbridge({
+    model: { scenario, transcriptDelayMs: 50 },
+    env: {
+      ALLOW_UNSIGNED: 'true', // placeCall signs nothing without an auth token
+      PUBLIC_URL: 'https://r.invalid',
+      MODEL_BACKOFF_BASE_MS: '100',
+      MODEL_BACKOFF_MAX_MS: '400',
+      ...env,
+    },
   });
-  const app: Callbridge = await startCallbridge(config, silentLogger);
-  cleanup.push(() => app.close());
-  return { app, model, baseUrl: `http://127.0.0.1:${app.port}` };
 }
 
 const talk: Scenario = scenarioOf(

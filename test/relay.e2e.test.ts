@@ -5,31 +5,18 @@
  * OpenAI provider client — against the model stand-in and simulated Twilio
  * callers (src/sim), which speak PROTOCOLS.md independently of our code.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { loadConfig } from '../src/config.js';
-import { silentLogger } from '../src/log.js';
-import { startCallbridge, type Callbridge } from '../src/main.js';
 import { availableEdges, type EdgeKind } from '../src/server/app.js';
 import { placeCall } from '../src/sim/caller.js';
-import { eligibilityScenario, startModelStandIn, type ModelStandIn, type Scenario } from '../src/sim/model-server.js';
+import { eligibilityScenario, type Scenario } from '../src/sim/model-server.js';
 import { signTwilioRequest } from '../src/twilio/signature.js';
+import { useCallbridge } from './helpers/e2e.js';
+import { postIncoming } from './helpers/webhooks.js';
 
 const AUTH = 'e2e-twilio-auth-token';
 const PUBLIC = 'https://relay.e2e.invalid';
-const dir = mkdtempSync(join(tmpdir(), 'callbridge-e2e-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-const running: { app: Callbridge; model: ModelStandIn }[] = [];
-afterEach(async () => {
-  for (const r of running.splice(0)) {
-    await r.app.close();
-    await r.model.close();
-  }
-});
+const callbridge = useCallbridge('e2e');
 
 /** Every describe below runs once per edge; `edge` is the one its run uses. */
 let edge: EdgeKind = 'node';
@@ -40,24 +27,10 @@ function describeEdges(name: string, fn: () => void): void {
   });
 }
 
-let dbN = 0;
 async function start(env: Record<string, string> = {}, scenario?: Scenario) {
-  const model = await startModelStandIn({ scenario, audioSpeedup: 8, responseDelayMs: 50, transcriptDelayMs: 100 });
-  const config = loadConfig({
-    PORT: '0',
-    HOST: '127.0.0.1',
-    PUBLIC_URL: PUBLIC,
-    TWILIO_AUTH_TOKEN: AUTH,
-    OPENAI_BASE_URL: model.baseUrl,
-    OPENAI_API_KEY: 'test-key',
-    CALLBRIDGE_DB: join(dir, `calls-${++dbN}.db`),
-    VAD_SILENCE_DURATION_MS: '300',
-    ...env,
-  });
-  const app = await startCallbridge(config, silentLogger, { edge });
-  expect(app.server.edge.kind).toBe(edge);
-  running.push({ app, model });
-  return { app, model, baseUrl: `http://127.0.0.1:${app.port}`, config };
+  const started = await callbridge({ edge, model: { scenario }, env: { PUBLIC_URL: PUBLIC, TWILIO_AUTH_TOKEN: AUTH, ...env } });
+  expect(started.app.server.edge.kind).toBe(edge);
+  return started;
 }
 
 const shortScenario: Scenario = {
@@ -198,14 +171,7 @@ describeEdges('robustness', () => {
 
   it('at the concurrent-call cap, a new call is rejected busy and opens no model session', async () => {
     const { model, baseUrl } = await start({ MAX_CONCURRENT_CALLS: '1' }, shortScenario);
-    const post = (n: string) => {
-      const form = { CallSid: `CA${n.repeat(32)}`, AccountSid: `AC${'a'.repeat(32)}`, From: '+15550001', To: '+15550002', CallStatus: 'ringing' };
-      return fetch(`${baseUrl}/voice/incoming`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': signTwilioRequest(AUTH, `${PUBLIC}/voice/incoming`, form) },
-        body: new URLSearchParams(form).toString(),
-      });
-    };
+    const post = (n: string) => postIncoming(baseUrl, { publicUrl: PUBLIC, authToken: AUTH }, `CA${n.repeat(32)}`);
     expect(await (await post('1')).text()).toContain('<Connect><Stream');
     const busy = await post('2');
     expect(busy.status).toBe(200);
@@ -216,17 +182,13 @@ describeEdges('robustness', () => {
 
   it('a call whose media stream never arrives is still recorded, and its pre-warmed model session closed', async () => {
     const { app, model, baseUrl } = await start({ PREWARM_TTL_MS: '1000' }, shortScenario);
-    const form = { CallSid: `CA${'e'.repeat(32)}`, AccountSid: `AC${'e'.repeat(32)}`, From: '+15550007777', To: '+15550008888', CallStatus: 'ringing' };
-    const res = await fetch(`${baseUrl}/voice/incoming`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': signTwilioRequest(AUTH, `${PUBLIC}/voice/incoming`, form) },
-      body: new URLSearchParams(form).toString(),
-    });
+    const callSid = `CA${'e'.repeat(32)}`;
+    const res = await postIncoming(baseUrl, { publicUrl: PUBLIC, authToken: AUTH }, callSid, { From: '+15550007777', To: '+15550008888' });
     expect(res.status).toBe(200);
-    expect((await app.store.get(form.CallSid))).toMatchObject({ state: 'in_progress', from: '+15550007777' });
+    expect((await app.store.get(callSid))).toMatchObject({ state: 'in_progress', from: '+15550007777' });
     const t0 = Date.now();
-    while ((await app.store.get(form.CallSid))?.state !== 'completed' && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
-    expect((await app.store.get(form.CallSid))).toMatchObject({ state: 'completed', endReason: 'no_stream' });
+    while ((await app.store.get(callSid))?.state !== 'completed' && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
+    expect((await app.store.get(callSid))).toMatchObject({ state: 'completed', endReason: 'no_stream' });
     await new Promise((r) => setTimeout(r, 100));
     expect(model.sessions[0]!.closed).toBe(true);
   });

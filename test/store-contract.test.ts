@@ -8,7 +8,6 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { CallEndInfo } from '../src/records.js';
 import { silentLogger } from '../src/log.js';
 import { estimateCostUsd } from '../src/store/cost.js';
 import { DecryptError } from '../src/store/crypto.js';
@@ -17,17 +16,9 @@ import { createStoreRecorder } from '../src/store/recorder.js';
 import { SqliteCallStore } from '../src/store/sqlite.js';
 import type { CallStore } from '../src/store/types.js';
 import { adminSql, dropSchema, freshSchema, PG_URL, postgresAvailable } from './helpers/postgres.js';
+import { ACCOUNT, endInfo, prices, SID } from './helpers/store.js';
 
-const prices = { audioInPerMTok: 32, audioOutPerMTok: 64, textInPerMTok: 4, textOutPerMTok: 16, cachedInPerMTok: 0.4, telephonyPerMin: 0.0125 };
-const SID = 'CA00000000000000000000000000000001';
 const DONE = 'CA00000000000000000000000000000002';
-const ACCOUNT = 'AC00000000000000000000000000000001';
-const endInfo = (endedAt: Date, reason = 'caller_hangup'): CallEndInfo => ({
-  endedAt,
-  reason,
-  relay: { inbound: { p50Ms: 0.05, p99Ms: 0.2 }, outbound: { p50Ms: 0.04, p99Ms: 0.1 } },
-  protocolErrors: 0,
-});
 
 interface Kind {
   name: string;

@@ -4,21 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createStoreRecorder } from '../src/store/recorder.js';
-import type { CallEndInfo } from '../src/records.js';
 import { silentLogger } from '../src/log.js';
 import { ENCRYPTED_NUMBER, estimateCostUsd, SqliteCallStore } from '../src/store/sqlite.js';
 import { DecryptError } from '../src/store/crypto.js';
 import { sqliteDriver } from '../src/store/sqlite-driver.js';
-
-const prices = { audioInPerMTok: 32, audioOutPerMTok: 64, textInPerMTok: 4, textOutPerMTok: 16, cachedInPerMTok: 0.4, telephonyPerMin: 0.0125 };
-const SID = 'CA00000000000000000000000000000001';
-const ACCOUNT = 'AC00000000000000000000000000000001';
-const endInfo = (endedAt: Date, reason = 'caller_hangup'): CallEndInfo => ({
-  endedAt,
-  reason,
-  relay: { inbound: { p50Ms: 0.05, p99Ms: 0.2 }, outbound: { p50Ms: 0.04, p99Ms: 0.1 } },
-  protocolErrors: 0,
-});
+import { ACCOUNT, endInfo, prices, SID } from './helpers/store.js';
 
 let dir: string;
 let path: string;

@@ -45,7 +45,8 @@ import type { Logger } from '../log.js';
 import type { StatusCallback } from '../twilio/webhooks.js';
 import { estimateCostUsd } from './cost.js';
 import { openField, openText, sealField, sealText } from './crypto.js';
-import { ZERO_USAGE, type CallRecord, type CallStore, type CallSummary, type StatusEvent } from './types.js';
+import { emptyHeader, endHeader, headerFromRow, summaryFromRow, sumUsage, type CallHeader, type CallRow, type SummaryRow } from './rows.js';
+import type { CallRecord, CallStore, CallSummary, StatusEvent } from './types.js';
 
 /** Defaults; each can be set per store. Times in ms. */
 export const PG_DEFAULTS = {
@@ -174,7 +175,7 @@ export class PostgresStoreError extends Error {
 }
 
 /** The header columns this instance owns while it carries a call (status lives in its own rows). */
-type Header = Omit<CallRecord, 'transcript' | 'toolCalls' | 'turnLatencies' | 'events' | 'status' | 'statusEvents'>;
+type Header = CallHeader;
 type Op = (h: Header) => void;
 
 interface Live {
@@ -214,26 +215,8 @@ interface PendingStatus {
   terminal: boolean;
 }
 
-interface Row {
-  call_sid: string;
-  stream_sid: string | null;
-  from_number: string | null;
-  to_number: string | null;
-  started_at: Date | null;
-  answered_at: Date | null;
-  ended_at: Date | null;
+interface Row extends CallRow<Date> {
   created_at: Date;
-  duration_ms: number | null;
-  status: string | null;
-  end_reason: string | null;
-  outcome: string | null;
-  audio_mode: string | null;
-  model: string | null;
-  state: string;
-  relay: string | null;
-  protocol_errors: number;
-  usage: string;
-  cost_usd: number;
 }
 
 type Sql = postgres.Sql;
@@ -418,27 +401,12 @@ export class PostgresCallStore implements CallStore {
 
   addUsage(callSid: string, u: Usage): void {
     this.change(callSid, false, (h) => {
-      h.usage = {
-        inputTextTokens: h.usage.inputTextTokens + u.inputTextTokens,
-        inputAudioTokens: h.usage.inputAudioTokens + u.inputAudioTokens,
-        inputCachedTokens: h.usage.inputCachedTokens + u.inputCachedTokens,
-        inputCachedAudioTokens: (h.usage.inputCachedAudioTokens ?? 0) + (u.inputCachedAudioTokens ?? 0),
-        outputTextTokens: h.usage.outputTextTokens + u.outputTextTokens,
-        outputAudioTokens: h.usage.outputAudioTokens + u.outputAudioTokens,
-      };
+      h.usage = sumUsage(h.usage, u);
     });
   }
 
   ended(callSid: string, info: CallEndInfo): void {
-    this.change(callSid, true, (h) => {
-      h.endedAt = info.endedAt.toISOString();
-      h.endReason = info.reason;
-      h.relay = info.relay;
-      h.protocolErrors = info.protocolErrors;
-      h.state = 'completed';
-      if (h.startedAt) h.durationMs = Math.max(0, info.endedAt.getTime() - Date.parse(h.startedAt));
-      h.outcome = null; // computed in the flush, from the tool calls written with it
-    });
+    this.change(callSid, true, (h) => endHeader(h, info));
   }
 
   recordStatus(v: StatusCallback): void {
@@ -616,26 +584,15 @@ export class PostgresCallStore implements CallStore {
   async list(opts: { since?: Date; limit?: number } = {}): Promise<CallSummary[]> {
     await this.flush();
     const limit = Math.max(1, Math.min(opts.limit ?? 50, 10_000));
-    const rows = await this.timed(this.sql.unsafe<(Row & { t: Date })[]>(
-      `SELECT call_sid, from_number, to_number, coalesce(started_at, answered_at, created_at) AS t, duration_ms,
+    const rows = await this.timed(this.sql.unsafe<SummaryRow<Date>[]>(
+      `SELECT call_sid, from_number, to_number, coalesce(started_at, answered_at, created_at) AS started_at, duration_ms,
               status, state, outcome, end_reason, cost_usd
        FROM calls WHERE coalesce(started_at, answered_at, created_at) >= $1
        ORDER BY coalesce(started_at, answered_at, created_at) DESC LIMIT $2`,
       [opts.since ?? new Date(0), limit],
       { prepare: true },
     ), 'list');
-    return rows.map((r) => ({
-      callSid: r.call_sid,
-      from: openField(r.from_number, this.key, () => '(encrypted)'),
-      to: openField(r.to_number, this.key, () => '(encrypted)'),
-      startedAt: r.t.toISOString(),
-      durationMs: r.duration_ms,
-      status: r.status,
-      state: r.state as CallRecord['state'],
-      outcome: r.outcome,
-      endReason: r.end_reason,
-      estimatedCostUsd: r.cost_usd,
-    }));
+    return rows.map((r) => summaryFromRow(r, this.key));
   }
 
   // ── Flushing ───────────────────────────────────────────────────────────
@@ -954,51 +911,6 @@ export class PostgresCallStore implements CallStore {
     const [row] = await this.sql.unsafe<{ t: string | null }[]>(`SELECT to_regclass('callbridge_migrations')::text AS t`);
     if (!row?.t) throw new PostgresStoreError('no callbridge call store in this database (no migrations applied)', false);
   }
-}
-
-/** `number` opens a stored caller/callee number (sealed when TRANSCRIPT_KEY is set). */
-function headerFromRow(r: Row, number: (stored: string | null) => string | null): Header {
-  return {
-    callSid: r.call_sid,
-    streamSid: r.stream_sid,
-    from: number(r.from_number),
-    to: number(r.to_number),
-    startedAt: iso(r.started_at),
-    answeredAt: iso(r.answered_at),
-    endedAt: iso(r.ended_at),
-    durationMs: r.duration_ms,
-    endReason: r.end_reason,
-    outcome: r.outcome,
-    audioMode: r.audio_mode,
-    model: r.model,
-    state: r.state as CallRecord['state'],
-    relay: r.relay ? (JSON.parse(r.relay) as CallRecord['relay']) : null,
-    protocolErrors: r.protocol_errors,
-    usage: { ...ZERO_USAGE, ...(JSON.parse(r.usage) as Partial<Usage>) },
-    estimatedCostUsd: r.cost_usd,
-  };
-}
-
-function emptyHeader(callSid: string): Header {
-  return {
-    callSid,
-    streamSid: null,
-    from: null,
-    to: null,
-    startedAt: null,
-    answeredAt: null,
-    endedAt: null,
-    durationMs: null,
-    endReason: null,
-    outcome: null,
-    audioMode: null,
-    model: null,
-    state: 'in_progress',
-    relay: null,
-    protocolErrors: 0,
-    usage: { ...ZERO_USAGE },
-    estimatedCostUsd: 0,
-  };
 }
 
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);

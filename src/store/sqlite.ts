@@ -42,12 +42,10 @@ import type { StatusCallback } from '../twilio/webhooks.js';
 import { estimateCostUsd } from './cost.js';
 import { openField, openText, sealField, sealText } from './crypto.js';
 import { openSqlite, type SqlStatement, type SqliteDb, type SqlValue } from './sqlite-driver.js';
-import { ZERO_USAGE, type CallRecord, type CallStore, type CallSummary, type StatusEvent } from './types.js';
+import { emptyHeader, endHeader, ENCRYPTED_NUMBER, headerFromRow, summaryFromRow, sumUsage, type CallHeader, type CallRow, type SummaryRow } from './rows.js';
+import type { CallRecord, CallStore, CallSummary, StatusEvent } from './types.js';
 
-export { estimateCostUsd };
-
-/** What `list` shows for a number sealed with a key this store does not have. */
-export const ENCRYPTED_NUMBER = '(encrypted)';
+export { ENCRYPTED_NUMBER, estimateCostUsd };
 
 /** Timer flush period: the crash window for transcript/tool/latency entries, ms. */
 export const FLUSH_MS = 250;
@@ -135,8 +133,8 @@ export interface SqliteStoreOptions {
   readOnly?: boolean;
 }
 
-/** A call's record without its lists: what the call path keeps in memory. */
-type Header = Omit<CallRecord, 'transcript' | 'toolCalls' | 'turnLatencies' | 'events'>;
+/** A call's record without its lists: what the call path keeps in memory (status too: it lives in the row here). */
+type Header = CallHeader & Pick<CallRecord, 'status' | 'statusEvents'>;
 
 type EntryKind = 'transcript' | 'tool' | 'latency' | 'event';
 
@@ -151,29 +149,11 @@ interface PendingEntry {
   json: string;
 }
 
-interface Row {
-  call_sid: string;
-  stream_sid: string | null;
-  from_number: string | null;
-  to_number: string | null;
-  started_at: string | null;
-  answered_at: string | null;
-  ended_at: string | null;
-  duration_ms: number | null;
-  status: string | null;
+interface Row extends CallRow<string> {
   status_events: string;
-  end_reason: string | null;
-  outcome: string | null;
-  audio_mode: string | null;
-  model: string | null;
-  state: string;
   transcript: string;
   tool_calls: string;
   turn_latencies: string;
-  relay: string | null;
-  protocol_errors: number;
-  usage: string;
-  cost_usd: number;
 }
 
 interface EntryRow {
@@ -286,26 +266,12 @@ export class SqliteCallStore implements CallStore {
 
   addUsage(callSid: string, u: Usage): void {
     const h = this.header(callSid);
-    h.usage = {
-      inputTextTokens: h.usage.inputTextTokens + u.inputTextTokens,
-      inputAudioTokens: h.usage.inputAudioTokens + u.inputAudioTokens,
-      inputCachedTokens: h.usage.inputCachedTokens + u.inputCachedTokens,
-      inputCachedAudioTokens: (h.usage.inputCachedAudioTokens ?? 0) + (u.inputCachedAudioTokens ?? 0),
-      outputTextTokens: h.usage.outputTextTokens + u.outputTextTokens,
-      outputAudioTokens: h.usage.outputAudioTokens + u.outputAudioTokens,
-    };
+    h.usage = sumUsage(h.usage, u);
     this.changed(callSid, false);
   }
 
   ended(callSid: string, info: CallEndInfo): void {
-    const h = this.header(callSid);
-    h.endedAt = info.endedAt.toISOString();
-    h.endReason = info.reason;
-    h.relay = info.relay;
-    h.protocolErrors = info.protocolErrors;
-    h.state = 'completed';
-    if (h.startedAt) h.durationMs = Math.max(0, info.endedAt.getTime() - Date.parse(h.startedAt));
-    h.outcome = null; // computed at flush, from the tool calls written with it
+    endHeader(this.header(callSid), info);
     this.changed(callSid, true);
   }
 
@@ -358,7 +324,7 @@ export class SqliteCallStore implements CallStore {
     const row = this.sql.header.get(callSid) as Row | undefined;
     if (!row) return undefined;
     const rec: CallRecord = {
-      ...headerFromRow(row, this.key),
+      ...rowHeader(row, this.key),
       // Rows written before migration 2 keep their lists in the row itself.
       transcript: JSON.parse(openText(row.transcript, this.key)) as TranscriptLine[],
       toolCalls: JSON.parse(openText(row.tool_calls, this.key)) as ToolCallRecord[],
@@ -383,19 +349,8 @@ export class SqliteCallStore implements CallStore {
                        status, state, outcome, end_reason, cost_usd
                 FROM calls WHERE coalesce(started_at, answered_at, created_at) >= ?
                 ORDER BY coalesce(started_at, answered_at, created_at) DESC LIMIT ?`)
-      .all(since, limit) as Row[];
-    return rows.map((r) => ({
-      callSid: r.call_sid,
-      from: openField(r.from_number, this.key, () => ENCRYPTED_NUMBER),
-      to: openField(r.to_number, this.key, () => ENCRYPTED_NUMBER),
-      startedAt: r.started_at,
-      durationMs: r.duration_ms,
-      status: r.status,
-      state: r.state as CallRecord['state'],
-      outcome: r.outcome,
-      endReason: r.end_reason,
-      estimatedCostUsd: r.cost_usd,
-    }));
+      .all(since, limit) as SummaryRow<string>[];
+    return rows.map((r) => summaryFromRow(r, this.key));
   }
 
   /** Write everything queued, in one transaction. Never throws: a failed flush keeps its work for the next one. */
@@ -485,7 +440,7 @@ export class SqliteCallStore implements CallStore {
     if (!entry) {
       const row = this.closed ? undefined : (this.sql.header.get(callSid) as Row | undefined);
       // A number this process cannot open is kept sealed as stored (sealField writes it back as it is).
-      entry = { h: row ? headerFromRow(row, this.key, (stored) => stored) : emptyHeader(callSid), dirty: false };
+      entry = { h: row ? rowHeader(row, this.key, (stored) => stored) : { ...emptyHeader(callSid), status: null, statusEvents: [] }, dirty: false };
       this.live.set(callSid, entry);
     }
     return entry.h;
@@ -546,50 +501,10 @@ export class SqliteCallStore implements CallStore {
 }
 
 /** `unreadable`: what a number sealed with another key reads as (default: DecryptError). */
-function headerFromRow(r: Row, key: Buffer | undefined, unreadable?: (stored: string) => string): Header {
+function rowHeader(r: Row, key: Buffer | undefined, unreadable?: (stored: string) => string): Header {
   return {
-    callSid: r.call_sid,
-    streamSid: r.stream_sid,
-    from: openField(r.from_number, key, unreadable),
-    to: openField(r.to_number, key, unreadable),
-    startedAt: r.started_at,
-    answeredAt: r.answered_at,
-    endedAt: r.ended_at,
-    durationMs: r.duration_ms,
+    ...headerFromRow(r, (n) => openField(n, key, unreadable)),
     status: r.status,
     statusEvents: JSON.parse(r.status_events) as StatusEvent[],
-    endReason: r.end_reason,
-    outcome: r.outcome,
-    audioMode: r.audio_mode,
-    model: r.model ?? null,
-    state: r.state as CallRecord['state'],
-    relay: r.relay ? (JSON.parse(r.relay) as CallRecord['relay']) : null,
-    protocolErrors: r.protocol_errors,
-    usage: { ...ZERO_USAGE, ...(JSON.parse(r.usage) as Partial<Usage>) },
-    estimatedCostUsd: r.cost_usd,
-  };
-}
-
-function emptyHeader(callSid: string): Header {
-  return {
-    callSid,
-    streamSid: null,
-    from: null,
-    to: null,
-    startedAt: null,
-    answeredAt: null,
-    endedAt: null,
-    durationMs: null,
-    status: null,
-    statusEvents: [],
-    endReason: null,
-    outcome: null,
-    audioMode: null,
-    model: null,
-    state: 'in_progress',
-    relay: null,
-    protocolErrors: 0,
-    usage: { ...ZERO_USAGE },
-    estimatedCostUsd: 0,
   };
 }

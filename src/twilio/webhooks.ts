@@ -46,56 +46,48 @@ export const TERMINAL_CALL_STATUSES: ReadonlySet<CallStatus> = new Set<CallStatu
   'completed', 'busy', 'failed', 'no-answer', 'canceled',
 ]);
 
+/** The call fields Twilio sends with every voice webhook and call status callback. */
+const CallParamsSchema = z.object({
+  CallSid: sid('CA'),
+  AccountSid: sid('AC'),
+  From: z.string().default(''),
+  To: z.string().default(''),
+  Direction: z.string().default(''),
+  CallStatus: z.enum(CALL_STATUSES),
+});
+
+const callFields = (v: z.output<typeof CallParamsSchema>) => ({
+  callSid: v.CallSid,
+  accountSid: v.AccountSid,
+  from: v.From,
+  to: v.To,
+  direction: v.Direction,
+  callStatus: v.CallStatus,
+});
+
 /** POST /voice/incoming (Twilio's voice webhook). */
-export const VoiceWebhookSchema = z
-  .object({
-    CallSid: sid('CA'),
-    AccountSid: sid('AC'),
-    From: z.string().default(''),
-    To: z.string().default(''),
-    Direction: z.string().default('inbound'),
-    CallStatus: z.enum(CALL_STATUSES),
-    ApiVersion: z.string().optional(),
-  })
-  .transform((v) => ({
-    callSid: v.CallSid,
-    accountSid: v.AccountSid,
-    from: v.From,
-    to: v.To,
-    direction: v.Direction,
-    callStatus: v.CallStatus,
-  }));
+export const VoiceWebhookSchema = CallParamsSchema.extend({
+  Direction: z.string().default('inbound'),
+  ApiVersion: z.string().optional(),
+}).transform(callFields);
 export type VoiceWebhook = z.output<typeof VoiceWebhookSchema>;
 
 /** POST /voice/status (call status callback). SequenceNumber starts at 0; callbacks may arrive out of order. */
-export const StatusCallbackSchema = z
-  .object({
-    CallSid: sid('CA'),
-    AccountSid: sid('AC'),
-    From: z.string().default(''),
-    To: z.string().default(''),
-    Direction: z.string().default(''),
-    CallStatus: z.enum(CALL_STATUSES),
-    /** Seconds; present on terminal statuses. */
-    CallDuration: wireInt.optional(),
-    /** RFC 2822 date, e.g. "Wed, 25 Nov 2026 07:46:45 +0000". */
-    Timestamp: z.string().optional(),
-    SequenceNumber: wireInt.optional(),
-  })
-  .transform((v) => ({
-    callSid: v.CallSid,
-    accountSid: v.AccountSid,
-    from: v.From,
-    to: v.To,
-    direction: v.Direction,
-    callStatus: v.CallStatus,
-    terminal: TERMINAL_CALL_STATUSES.has(v.CallStatus),
-    callDurationS: v.CallDuration,
-    timestamp: v.Timestamp,
-    /** ms since epoch, when Timestamp parses. */
-    timestampMs: v.Timestamp !== undefined && !Number.isNaN(Date.parse(v.Timestamp)) ? Date.parse(v.Timestamp) : undefined,
-    sequenceNumber: v.SequenceNumber,
-  }));
+export const StatusCallbackSchema = CallParamsSchema.extend({
+  /** Seconds; present on terminal statuses. */
+  CallDuration: wireInt.optional(),
+  /** RFC 2822 date, e.g. "Wed, 25 Nov 2026 07:46:45 +0000". */
+  Timestamp: z.string().optional(),
+  SequenceNumber: wireInt.optional(),
+}).transform((v) => ({
+  ...callFields(v),
+  terminal: TERMINAL_CALL_STATUSES.has(v.CallStatus),
+  callDurationS: v.CallDuration,
+  timestamp: v.Timestamp,
+  /** ms since epoch, when Timestamp parses. */
+  timestampMs: v.Timestamp !== undefined && !Number.isNaN(Date.parse(v.Timestamp)) ? Date.parse(v.Timestamp) : undefined,
+  sequenceNumber: v.SequenceNumber,
+}));
 export type StatusCallback = z.output<typeof StatusCallbackSchema>;
 
 /** `<Stream statusCallback>` POST. */

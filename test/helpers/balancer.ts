@@ -7,7 +7,8 @@
  * path prefix does). Upgrades are piped as raw bytes after the request head.
  */
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
-import { connect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { closeAll, connectFor, track } from './sockets.js';
 
 export interface Balancer {
   port: number;
@@ -29,10 +30,7 @@ export async function startBalancer(backends: Map<string, number>): Promise<Bala
     backends,
     pick: () => [...backends.keys()][0]!,
     routed: [],
-    close: () => new Promise((resolve) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => resolve());
-    }),
+    close: () => closeAll(server, sockets),
   };
   const route = (kind: 'http' | 'upgrade', url: string): { port: number; path: string } | null => {
     const m = /^\/i\/([^/]+)(\/.*)$/.exec(url);
@@ -57,19 +55,10 @@ export async function startBalancer(backends: Map<string, number>): Promise<Bala
     req.pipe(up);
   });
   server.on('upgrade', (req: IncomingMessage, client: Socket, head: Buffer) => {
-    sockets.add(client);
-    client.on('close', () => sockets.delete(client));
-    client.on('error', () => {});
+    track(client, sockets);
     const r = route('upgrade', req.url ?? '/');
     if (!r) return void client.end('HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n');
-    const upstream = connect(r.port, '127.0.0.1');
-    sockets.add(upstream);
-    upstream.on('close', () => {
-      sockets.delete(upstream);
-      client.destroy();
-    });
-    upstream.on('error', () => client.destroy());
-    client.on('close', () => upstream.destroy());
+    const upstream = connectFor(client, { host: '127.0.0.1', port: r.port }, sockets);
     let headText = `${req.method} ${r.path} HTTP/1.1\r\n`;
     for (let i = 0; i < req.rawHeaders.length; i += 2) headText += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
     upstream.write(headText + '\r\n');

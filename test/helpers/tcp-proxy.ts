@@ -4,7 +4,8 @@
  * byte (a dead route: nothing is refused, nothing answers), 'refuse' closes
  * every connection at once (server down).
  */
-import { createServer, connect, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
+import { closeAll, connectFor, track } from './sockets.js';
 
 export type ProxyMode = 'pass' | 'blackhole' | 'refuse';
 
@@ -19,19 +20,10 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
   let mode: ProxyMode = 'pass';
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
-    sockets.add(client);
-    client.on('close', () => sockets.delete(client));
-    client.on('error', () => {});
+    track(client, sockets);
     if (mode === 'refuse') return void client.destroy();
     if (mode === 'blackhole') return void client.on('data', () => {});
-    const upstream = connect(target.port, target.host);
-    sockets.add(upstream);
-    upstream.on('close', () => {
-      sockets.delete(upstream);
-      client.destroy();
-    });
-    upstream.on('error', () => client.destroy());
-    client.on('close', () => upstream.destroy());
+    const upstream = connectFor(client, target, sockets);
     // Once the link goes dark, bytes already flowing on this connection are swallowed too.
     client.on('data', (d) => {
       if (mode === 'pass') upstream.write(d);
@@ -54,10 +46,6 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       mode = m;
       if (m === 'refuse') for (const s of sockets) s.destroy();
     },
-    close: () =>
-      new Promise<void>((resolve) => {
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
+    close: () => closeAll(server, sockets),
   };
 }

@@ -1,0 +1,130 @@
+/**
+ * What both call stores (sqlite.ts, postgres.ts) do alike with a call's
+ * header: its `calls` row read back into a record, a new call's empty
+ * header, and the changes usage and the end of a call make to it.
+ * Row times are ISO 8601 strings (SQLite) or Dates (PostgreSQL); records
+ * always carry ISO strings (UTC, ms).
+ */
+import type { CallEndInfo, Usage } from '../records.js';
+import { openField } from './crypto.js';
+import { ZERO_USAGE, type CallRecord, type CallSummary } from './types.js';
+
+/** What `list` shows for a number sealed with a key this store does not have. */
+export const ENCRYPTED_NUMBER = '(encrypted)';
+
+/** A call's record without its lists and its status callbacks: the columns of the `calls` row a store writes while it carries the call. */
+export type CallHeader = Omit<CallRecord, 'transcript' | 'toolCalls' | 'turnLatencies' | 'events' | 'status' | 'statusEvents'>;
+
+/** The `calls` columns both stores have; `Time` is how the driver returns a timestamp. */
+export interface CallRow<Time extends string | Date> {
+  call_sid: string;
+  stream_sid: string | null;
+  from_number: string | null;
+  to_number: string | null;
+  started_at: Time | null;
+  answered_at: Time | null;
+  ended_at: Time | null;
+  duration_ms: number | null;
+  status: string | null;
+  end_reason: string | null;
+  outcome: string | null;
+  audio_mode: string | null;
+  model: string | null;
+  state: string;
+  relay: string | null;
+  protocol_errors: number;
+  usage: string;
+  cost_usd: number;
+}
+
+/** A row of `list`: `started_at` is when the call began (started, else answered, else created), never null. */
+export type SummaryRow<Time extends string | Date> = Pick<
+  CallRow<Time>,
+  'call_sid' | 'from_number' | 'to_number' | 'duration_ms' | 'status' | 'state' | 'outcome' | 'end_reason' | 'cost_usd'
+> & { started_at: Time };
+
+const iso = (t: string | Date | null): string | null => (t instanceof Date ? t.toISOString() : t);
+
+/** `number` opens a stored caller/callee number (sealed when TRANSCRIPT_KEY is set). */
+export function headerFromRow(r: CallRow<string | Date>, number: (stored: string | null) => string | null): CallHeader {
+  return {
+    callSid: r.call_sid,
+    streamSid: r.stream_sid,
+    from: number(r.from_number),
+    to: number(r.to_number),
+    startedAt: iso(r.started_at),
+    answeredAt: iso(r.answered_at),
+    endedAt: iso(r.ended_at),
+    durationMs: r.duration_ms,
+    endReason: r.end_reason,
+    outcome: r.outcome,
+    audioMode: r.audio_mode,
+    model: r.model ?? null,
+    state: r.state as CallRecord['state'],
+    relay: r.relay ? (JSON.parse(r.relay) as CallRecord['relay']) : null,
+    protocolErrors: r.protocol_errors,
+    usage: { ...ZERO_USAGE, ...(JSON.parse(r.usage) as Partial<Usage>) },
+    estimatedCostUsd: r.cost_usd,
+  };
+}
+
+/** The header of a call no row holds yet. */
+export function emptyHeader(callSid: string): CallHeader {
+  return {
+    callSid,
+    streamSid: null,
+    from: null,
+    to: null,
+    startedAt: null,
+    answeredAt: null,
+    endedAt: null,
+    durationMs: null,
+    endReason: null,
+    outcome: null,
+    audioMode: null,
+    model: null,
+    state: 'in_progress',
+    relay: null,
+    protocolErrors: 0,
+    usage: { ...ZERO_USAGE },
+    estimatedCostUsd: 0,
+  };
+}
+
+/** A `list` row as a summary; a number sealed with another key (or none) shows as ENCRYPTED_NUMBER. */
+export function summaryFromRow(r: SummaryRow<string | Date>, key: Buffer | undefined): CallSummary {
+  return {
+    callSid: r.call_sid,
+    from: openField(r.from_number, key, () => ENCRYPTED_NUMBER),
+    to: openField(r.to_number, key, () => ENCRYPTED_NUMBER),
+    startedAt: iso(r.started_at),
+    durationMs: r.duration_ms,
+    status: r.status,
+    state: r.state as CallRecord['state'],
+    outcome: r.outcome,
+    endReason: r.end_reason,
+    estimatedCostUsd: r.cost_usd,
+  };
+}
+
+export function sumUsage(a: Usage, b: Usage): Usage {
+  return {
+    inputTextTokens: a.inputTextTokens + b.inputTextTokens,
+    inputAudioTokens: a.inputAudioTokens + b.inputAudioTokens,
+    inputCachedTokens: a.inputCachedTokens + b.inputCachedTokens,
+    inputCachedAudioTokens: (a.inputCachedAudioTokens ?? 0) + (b.inputCachedAudioTokens ?? 0),
+    outputTextTokens: a.outputTextTokens + b.outputTextTokens,
+    outputAudioTokens: a.outputAudioTokens + b.outputAudioTokens,
+  };
+}
+
+/** The call ended: its header says how. The outcome is left to the flush, which computes it from the tool calls written with it. */
+export function endHeader(h: CallHeader, info: CallEndInfo): void {
+  h.endedAt = info.endedAt.toISOString();
+  h.endReason = info.reason;
+  h.relay = info.relay;
+  h.protocolErrors = info.protocolErrors;
+  h.state = 'completed';
+  if (h.startedAt) h.durationMs = Math.max(0, info.endedAt.getTime() - Date.parse(h.startedAt));
+  h.outcome = null;
+}
