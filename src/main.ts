@@ -61,6 +61,23 @@ export function signingProblem(config: Pick<Config, 'twilioAuthToken' | 'allowUn
   return 'TWILIO_AUTH_TOKEN: not set, so Twilio signatures could not be checked; set it (Twilio console → Account → Auth Token), or set ALLOW_UNSIGNED=true to accept unsigned requests (local testing only)';
 }
 
+/** The OpenAI Realtime provider as the settings describe it (also what the fuzzer wraps). */
+export function openAIProviderFromConfig(config: Config, log: Logger, reachability: ReachabilityTracker): OpenAIRealtimeProvider {
+  return new OpenAIRealtimeProvider({
+    url: config.openai.realtimeUrl,
+    model: config.openai.model,
+    apiKey: config.openai.apiKey ?? '',
+    ca: config.openai.caFile ? readFileSync(config.openai.caFile) : undefined,
+    connectTimeoutMs: config.openai.connectTimeoutMs,
+    format: config.audioMode === 'transcode' ? 'pcm24k' : 'ulaw8k',
+    transcriptionModel: config.openai.transcriptionModel,
+    vad: config.openai.vad,
+    reasoningEffort: config.openai.reasoningEffort,
+    log,
+    reachability,
+  });
+}
+
 export interface StartOptions {
   /** Replace the model provider (tests); default: OpenAI Realtime from config. */
   provider?: ModelProvider;
@@ -87,21 +104,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   if (interrupted > 0) log.warn({ count: interrupted }, 'calls left in progress by a previous process (or a dead instance) marked interrupted');
 
   const reachability = new ReachabilityTracker();
-  const realtime =
-    opts.provider ??
-    new OpenAIRealtimeProvider({
-      url: config.openai.realtimeUrl,
-      model: config.openai.model,
-      apiKey: config.openai.apiKey ?? '',
-      ca: config.openai.caFile ? readFileSync(config.openai.caFile) : undefined,
-      connectTimeoutMs: config.openai.connectTimeoutMs,
-      format: config.audioMode === 'transcode' ? 'pcm24k' : 'ulaw8k',
-      transcriptionModel: config.openai.transcriptionModel,
-      vad: config.openai.vad,
-      reasoningEffort: config.openai.reasoningEffort,
-      log,
-      reachability,
-    });
+  const realtime = opts.provider ?? openAIProviderFromConfig(config, log, reachability);
   // Every call's model session is a ModelLink: a lost connection is redialled and the conversation replayed.
   const provider = linkedProvider(realtime, {
     log,

@@ -5,11 +5,12 @@ import { describe, expect, it, vi } from 'vitest';
 import { jsUlawDecode, jsUlawEncodeG191, jsUlawEncodeTable } from '../bench/peers/g711.js';
 import { startFloorRelay } from '../bench/peers/floor-relay.js';
 import { startNaiveRelay } from '../bench/peers/naive-relay.js';
+import type { PeerRelay } from '../bench/peers/peer-relay.js';
 import { loadConfig } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { pcm16ToUlaw, ulawToPcm16 } from '../src/dsp/index.js';
-import { placeCall } from '../src/sim/caller.js';
-import { startModelStandIn, type Scenario } from '../src/sim/model-server.js';
+import { placeCall, type CallResult } from '../src/sim/caller.js';
+import { startModelStandIn, type ModelStandIn, type Scenario } from '../src/sim/model-server.js';
 
 describe('bench µ-law peers', () => {
   it('decode all 256 codes exactly like the wasm codec', () => {
@@ -28,6 +29,34 @@ describe('bench µ-law peers', () => {
   });
 });
 
+/** The call went through both ways: every caller frame reached the model, the turn was answered, all reply audio reached the caller. */
+async function expectRelayedBothWays(
+  call: CallResult,
+  model: ModelStandIn,
+  relay: PeerRelay,
+  mode: 'passthrough' | 'transcode',
+): Promise<void> {
+  await vi.waitFor(() => expect(model.sessions[0]?.closed).toBe(true), { timeout: 5000 });
+  const s = model.sessions[0]!;
+  expect(call.protocolViolations).toEqual([]);
+  expect(s.format).toBe(mode === 'passthrough' ? 'ulaw8k' : 'pcm24k');
+  // Caller → model: every 20 ms frame the caller sent arrived (transcode: less the resampler's few-ms delay line).
+  const sentMs = Math.floor(call.durationMs / 20) * 20;
+  expect(s.audioMsReceived).toBeGreaterThan(sentMs - 100);
+  expect(s.audioMsReceived).toBeLessThanOrEqual(sentMs + 40);
+  // The stand-in heard the utterance (VAD turn) and answered it: greeting + reply.
+  expect(s.responses.map((r) => r.status)).toEqual(['completed', 'completed']);
+  // Model → caller: all the reply audio arrived as µ-law, and the reply was heard after the caller spoke.
+  const sentOutMs = s.responses.reduce((a, r) => a + r.audioMsSent, 0);
+  const gotBytes = Object.entries(call.frameSizes).reduce((a, [size, n]) => a + Number(size) * n, 0);
+  expect(gotBytes / 8).toBeGreaterThan(sentOutMs - 20);
+  expect(gotBytes / 8).toBeLessThanOrEqual(sentOutMs + 1);
+  expect(call.turnLatenciesMs).toHaveLength(1);
+  expect(relay.relayIn.count).toBeGreaterThan(0);
+  expect(relay.relayOut.count).toBeGreaterThan(0);
+  await vi.waitFor(() => expect(relay.callsEnded).toBe(1));
+}
+
 // The naive relay (bench/peers/naive-relay.ts) is the baseline of the relay
 // bench: it must really relay, both ways, in both audio modes, or the CPU
 // ratio would compare callbridge with a relay that does less.
@@ -40,25 +69,7 @@ describe('bench naive relay', () => {
       const relay = await startNaiveRelay({ modelBaseUrl: model.baseUrl, apiKey: 'test', mode });
       try {
         const call = await placeCall({ baseUrl: `http://127.0.0.1:${relay.port}`, utterances: [{ durationMs: 600 }], hangupAfterMs: 200, maxCallMs: 20_000 });
-        await vi.waitFor(() => expect(model.sessions[0]?.closed).toBe(true), { timeout: 5000 });
-        const s = model.sessions[0]!;
-        expect(call.protocolViolations).toEqual([]);
-        expect(s.format).toBe(mode === 'passthrough' ? 'ulaw8k' : 'pcm24k');
-        // Caller → model: every 20 ms frame the caller sent arrived (transcode: less the resampler's few-ms delay line).
-        const sentMs = Math.floor(call.durationMs / 20) * 20;
-        expect(s.audioMsReceived).toBeGreaterThan(sentMs - 100);
-        expect(s.audioMsReceived).toBeLessThanOrEqual(sentMs + 40);
-        // The stand-in heard the utterance (VAD turn) and answered it: greeting + reply.
-        expect(s.responses.map((r) => r.status)).toEqual(['completed', 'completed']);
-        // Model → caller: all the reply audio arrived as µ-law, and the reply was heard after the caller spoke.
-        const sentOutMs = s.responses.reduce((a, r) => a + r.audioMsSent, 0);
-        const gotBytes = Object.entries(call.frameSizes).reduce((a, [size, n]) => a + Number(size) * n, 0);
-        expect(gotBytes / 8).toBeGreaterThan(sentOutMs - 20);
-        expect(gotBytes / 8).toBeLessThanOrEqual(sentOutMs + 1);
-        expect(call.turnLatenciesMs).toHaveLength(1);
-        expect(relay.relayIn.count).toBeGreaterThan(0);
-        expect(relay.relayOut.count).toBeGreaterThan(0);
-        await vi.waitFor(() => expect(relay.callsEnded).toBe(1));
+        await expectRelayedBothWays(call, model, relay, mode);
       } finally {
         await relay.close();
         await model.close();
@@ -89,23 +100,9 @@ describe('bench floor relay', () => {
           hangupAfterMs: 200,
           maxCallMs: 20_000,
         });
-        await vi.waitFor(() => expect(model.sessions[0]?.closed).toBe(true), { timeout: 5000 });
-        const s = model.sessions[0]!;
-        expect(call.protocolViolations).toEqual([]);
-        expect(s.format).toBe(mode === 'passthrough' ? 'ulaw8k' : 'pcm24k');
-        const sentMs = Math.floor(call.durationMs / 20) * 20;
-        expect(s.audioMsReceived).toBeGreaterThan(sentMs - 100);
-        expect(s.audioMsReceived).toBeLessThanOrEqual(sentMs + 40);
-        if (batchMs > 20) expect(s.appendTimes.length).toBeLessThan(sentMs / 20 / 3); // batched: about one append per 100 ms
-        expect(s.responses.map((r) => r.status)).toEqual(['completed', 'completed']);
-        const sentOutMs = s.responses.reduce((a, r) => a + r.audioMsSent, 0);
-        const gotBytes = Object.entries(call.frameSizes).reduce((a, [size, n]) => a + Number(size) * n, 0);
-        expect(gotBytes / 8).toBeGreaterThan(sentOutMs - 20);
-        expect(gotBytes / 8).toBeLessThanOrEqual(sentOutMs + 1);
-        expect(call.turnLatenciesMs).toHaveLength(1);
-        expect(relay.relayIn.count).toBeGreaterThan(0);
-        expect(relay.relayOut.count).toBeGreaterThan(0);
-        await vi.waitFor(() => expect(relay.callsEnded).toBe(1));
+        await expectRelayedBothWays(call, model, relay, mode);
+        // Batched: about one append per 100 ms.
+        if (batchMs > 20) expect(model.sessions[0]!.appendTimes.length).toBeLessThan(call.durationMs / 20 / 3);
       } finally {
         await relay.close();
         await model.close();

@@ -41,6 +41,7 @@ import type { Config } from '../../src/config.js';
 import { Transcoder } from '../../src/dsp/index.js';
 import type { Logger } from '../../src/log.js';
 import { writeAppend } from '../../src/realtime/ws-lean.js';
+import type { PeerRelay } from './peer-relay.js';
 import { startServer, type RunningServer } from '../../src/server/app.js';
 
 export type FloorMode = 'passthrough' | 'transcode';
@@ -57,16 +58,9 @@ export interface FloorRelayOptions {
   batchMs?: number;
 }
 
-export interface FloorRelay {
-  port: number;
+export interface FloorRelay extends PeerRelay {
   /** The edge serving, as `callbridge serve` prints it. */
   edge: string;
-  /** Calls whose Twilio socket has closed. */
-  readonly callsEnded: number;
-  /** Relay-added latency per audio message, ms: Twilio media → append sent (or held), delta → media sent. */
-  readonly relayIn: LatencyHistogram;
-  readonly relayOut: LatencyHistogram;
-  close(): Promise<void>;
 }
 
 /** What transcode mode runs (printed by the bench). */

@@ -27,6 +27,7 @@ import type { AddressInfo } from 'node:net';
 import alawmulaw from 'alawmulaw';
 import WebSocket, { WebSocketServer } from 'ws';
 import { LatencyHistogram } from '../../src/call/stats.js';
+import type { PeerRelay } from './peer-relay.js';
 
 const require = createRequire(import.meta.url);
 interface SpeexResampler {
@@ -49,15 +50,7 @@ export interface NaiveRelayOptions {
   host?: string;
 }
 
-export interface NaiveRelay {
-  port: number;
-  /** Calls whose Twilio socket has closed. */
-  readonly callsEnded: number;
-  /** Relay-added latency per audio message, ms: Twilio media → append sent, delta → media sent. */
-  readonly relayIn: LatencyHistogram;
-  readonly relayOut: LatencyHistogram;
-  close(): Promise<void>;
-}
+export type NaiveRelay = PeerRelay;
 
 /** Which resampler and codec the transcode mode uses (printed by the bench). */
 export const NAIVE_TRANSCODE = 'alawmulaw mulaw.decode/encode + speex-resampler q3';

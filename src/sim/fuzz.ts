@@ -74,7 +74,7 @@ import { runInNewContext } from 'node:vm';
 import WebSocket, { WebSocketServer } from 'ws';
 import { loadConfig } from '../config.js';
 import { silentLogger, type Logger } from '../log.js';
-import { startCallbridge, type Callbridge } from '../main.js';
+import { openAIProviderFromConfig, startCallbridge, type Callbridge } from '../main.js';
 import type { ModelProvider, ModelSession, ModelSessionOptions } from '../call/voice-model.js';
 import { OpenAIRealtimeProvider, ReachabilityTracker, type OpenAIRealtimeSession } from '../realtime/openai-provider.js';
 import { parseServerEvent } from '../realtime/protocol.js';
@@ -789,20 +789,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
       VAD_SILENCE_DURATION_MS: '300',
     });
     const log = opts.log ?? silentLogger;
-    const provider = new CountingProvider(
-      new OpenAIRealtimeProvider({
-        url: config.openai.realtimeUrl,
-        model: config.openai.model,
-        apiKey: config.openai.apiKey ?? '',
-        connectTimeoutMs: config.openai.connectTimeoutMs,
-        format: config.audioMode === 'transcode' ? 'pcm24k' : 'ulaw8k',
-        transcriptionModel: config.openai.transcriptionModel,
-        vad: config.openai.vad,
-        reasoningEffort: config.openai.reasoningEffort,
-        log,
-        reachability: new ReachabilityTracker(),
-      }),
-    );
+    const provider = new CountingProvider(openAIProviderFromConfig(config, log, new ReachabilityTracker()));
     app = await startCallbridge(config, log, { provider, edge: opts.edge });
     edge = app.edge;
     const baseUrl = `http://127.0.0.1:${app.port}`;
