@@ -40,6 +40,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
+import { EventOutlet } from './event-outlet.js';
 import { cutWords } from './transcript.js';
 import {
   ModelConnectError,
@@ -435,8 +436,7 @@ export class ModelLink implements ModelSession {
   private session: ModelSession | undefined;
   /** Generation of the current provider session; events of older ones are ignored. */
   private gen = 0;
-  private listener: ((ev: ModelEvent) => void) | undefined;
-  private queue: ModelEvent[] = [];
+  private readonly outlet: EventOutlet;
   private readonly history: ConversationHistory;
   private readonly gap: GapAudio;
   /** Assistant item ids produced by the current session (truncate targets). */
@@ -488,6 +488,7 @@ export class ModelLink implements ModelSession {
     first: ModelSession,
   ) {
     this.format = first.format;
+    this.outlet = new EventOutlet(opts.log);
     this.stats = opts.stats ?? newLinkStats();
     this.random = opts.random ?? Math.random;
     this.now = opts.now ?? Date.now;
@@ -594,33 +595,13 @@ export class ModelLink implements ModelSession {
   }
 
   private emit(ev: ModelEvent): void {
-    const l = this.listener;
-    if (!l) {
-      this.queue.push(ev);
-      return;
-    }
-    this.deliver(l, ev);
-  }
-
-  private deliver(l: (ev: ModelEvent) => void, ev: ModelEvent): void {
-    try {
-      l(ev);
-    } catch (err) {
-      this.opts.log.error({ err, eventType: ev.type }, 'model event listener threw');
-    }
+    this.outlet.emit(ev);
   }
 
   // -- call → provider ---------------------------------------------------------
 
   onEvent(listener: (ev: ModelEvent) => void): void {
-    if (this.state === 'closed') return;
-    this.listener = listener;
-    const queued = this.queue;
-    this.queue = [];
-    for (const ev of queued) {
-      if (this.listener !== listener) return; // closed (or replaced) by an earlier event's handler
-      this.deliver(listener, ev);
-    }
+    if (this.state !== 'closed') this.outlet.listen(listener);
   }
 
   appendAudio(base64: string): void {
@@ -670,8 +651,7 @@ export class ModelLink implements ModelSession {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.gen++;
-    this.listener = undefined;
-    this.queue = [];
+    this.outlet.clear();
     this.reconnect?.abort();
     this.reconnect = undefined;
     this.gap.clear();
