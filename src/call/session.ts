@@ -381,6 +381,8 @@ export class CallSession implements StreamHandler {
           return this.outbound.audio(ev.responseId, ev.itemId, ev.audio);
         case 'audio_done':
           return this.outbound.audioDone(ev.itemId);
+        case 'assistant_transcript_delta':
+          return; // the record takes the final text (assistant_transcript); the link keeps the text so far for a replay
         case 'assistant_transcript':
           return this.outbound.transcript(ev.itemId, ev.text);
         case 'caller_transcript':

@@ -50,6 +50,7 @@ import {
   userTextEvent,
   type AudioDelta,
   type AudioDone,
+  type AudioTranscriptDelta,
   type AudioTranscriptDone,
   type FunctionCallArgumentsDone,
   type InputTranscriptCompleted,
@@ -497,6 +498,7 @@ export class OpenAIRealtimeSession implements ModelSession {
       case 'response.output_item.done': return this.handleOutputItem(ev);
       case 'response.output_audio.delta': return this.handleAudioDelta(ev);
       case 'response.output_audio.done': return this.handleAudioDone(ev);
+      case 'response.output_audio_transcript.delta': return this.handleAssistantTranscriptDelta(ev);
       case 'response.output_audio_transcript.done': return this.handleAssistantTranscript(ev);
       case 'conversation.item.input_audio_transcription.completed': return this.handleCallerTranscript(ev);
       case 'response.function_call_arguments.done': return this.handleFunctionCallArgumentsDone(ev);
@@ -583,6 +585,10 @@ export class OpenAIRealtimeSession implements ModelSession {
 
   private handleAudioDone(ev: AudioDone): void {
     this.emit({ type: 'audio_done', responseId: ev.response_id, itemId: ev.item_id });
+  }
+
+  private handleAssistantTranscriptDelta(ev: AudioTranscriptDelta): void {
+    this.emit({ type: 'assistant_transcript_delta', responseId: ev.response_id, itemId: ev.item_id, delta: ev.delta });
   }
 
   private handleAssistantTranscript(ev: AudioTranscriptDone): void {
