@@ -458,8 +458,10 @@ describe('ModelLink reconnects', () => {
     expect(r.stats).toEqual({ drops: 1, reconnects: 1, giveUps: 0 });
   });
 
+  // The budget is generous for a loaded machine: the first refusal may take a while, and it must still be followed by more attempts.
   it('refused for ever: link_failed once the budget is spent, then nothing more', async () => {
-    const r = await rig({ link: { reconnectBudgetMs: 400 } });
+    const budgetMs = 1500;
+    const r = await rig({ link: { reconnectBudgetMs: budgetMs } });
     const link = await openLink(r);
     const evs = collect(link);
     r.proxy.refuseAll = true;
@@ -469,16 +471,18 @@ describe('ModelLink reconnects', () => {
     const elapsed = Date.now() - t0;
     const failed = ofType(evs, 'link_failed')[0]!;
     expect(failed.attempts).toBeGreaterThanOrEqual(2);
-    expect(failed.attempts).toBe(r.proxy.upgrades - 1);
-    expect(failed.reason).toMatch(/503/);
+    expect(failed.reason).toMatch(/503/); // what the endpoint said, even when the budget ran out during an attempt
     // It kept trying until no further attempt fitted in the budget (the last wait is at most backoffMaxMs).
-    expect(elapsed).toBeGreaterThanOrEqual(400 - 100 - 10);
+    expect(elapsed).toBeGreaterThanOrEqual(budgetMs - 100 - 10);
     expect(r.stats).toEqual({ drops: 1, reconnects: 0, giveUps: 1 });
-    const upgrades = r.proxy.upgrades;
     link.appendAudio(tagged(1));
     link.createResponse();
     await delay(250);
-    expect(r.proxy.upgrades).toBe(upgrades);
+    // Nothing more was dialled: the endpoint saw the open (upgrade 1) and the attempts, all but an attempt still
+    // connecting when the budget ran out, which was aborted and may or may not have reached it.
+    const inFlightAtBudget = /still connecting/.test(failed.reason);
+    expect(r.proxy.upgrades - 1).toBeLessThanOrEqual(failed.attempts);
+    expect(r.proxy.upgrades - 1).toBeGreaterThanOrEqual(failed.attempts - (inFlightAtBudget ? 1 : 0));
     expect(evs.map((e) => e.type)).toEqual(['ready', 'link_lost', 'link_failed']);
   });
 

@@ -411,7 +411,10 @@ async function dial(p: DialParams): Promise<{ session: ModelSession; attempts: n
         return { session, attempts };
       } catch (err) {
         if (budget.signal.aborted) {
-          if (!p.signal.aborted) last = `attempt ${attempts} still connecting when the budget ran out`;
+          // Keep what the endpoint said last: it is the useful part of the reason.
+          if (!p.signal.aborted) {
+            last = `attempt ${attempts} still connecting when the budget ran out${attempts > 1 ? `; attempt ${attempts - 1}: ${last}` : ''}`;
+          }
           break;
         }
         last = errText(err);
