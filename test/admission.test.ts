@@ -6,6 +6,8 @@
  */
 import WebSocket from 'ws';
 import { describe, expect, it } from 'vitest';
+import { mintAdmissionToken } from '../src/call/admission-token.js';
+import type { Callbridge } from '../src/main.js';
 import { availableEdges } from '../src/server/app.js';
 import { placeCall, twilioSignature } from '../src/sim/caller.js';
 import { useCallbridge } from './helpers/e2e.js';
@@ -37,6 +39,37 @@ function silentStream(url: string, send?: string): Promise<{ code: number; reaso
   });
 }
 
+/** A signed stream whose `start` presents `token` for `callSid`, then sends silence: resolves with the close code. */
+function startStream(url: string, callSid: string, token: string): { closed: Promise<number>; firstMedia: Promise<void>; close(): void } {
+  const streamSid = `MZ${callSid.slice(2)}`;
+  const ws = new WebSocket(url, { headers: signedUpgrade });
+  let media: NodeJS.Timeout | undefined;
+  const closed = new Promise<number>((resolve) =>
+    ws.once('close', (code) => {
+      clearInterval(media);
+      resolve(code);
+    }),
+  );
+  const firstMedia = new Promise<void>((resolve) => ws.on('message', (d) => JSON.parse(String(d)).event === 'media' && resolve()));
+  ws.once('error', () => {});
+  ws.once('open', () => {
+    const start = { accountSid: `AC${'5'.repeat(32)}`, streamSid, callSid, tracks: ['inbound'], customParameters: { token }, mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 } };
+    ws.send(JSON.stringify({ event: 'start', sequenceNumber: '1', streamSid, start }));
+    let seq = 1;
+    const silence = Buffer.alloc(160, 0xff).toString('base64');
+    media = setInterval(() => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ event: 'media', sequenceNumber: String(++seq), streamSid, media: { track: 'inbound', chunk: String(seq), timestamp: String(seq * 20), payload: silence } }));
+    }, 20);
+  });
+  return { closed, firstMedia, close: () => ws.close(1000) };
+}
+
+/** `callbridge_stream_starts_refused_total` by reason, as scraped. */
+async function startsRefused(app: Callbridge): Promise<Record<string, number>> {
+  const text = await app.server.metrics.registry.getSingleMetricAsString('callbridge_stream_starts_refused_total');
+  return Object.fromEntries([...text.matchAll(/\{reason="(\w+)"\} (\d+)/g)].map((m) => [m[1]!, Number(m[2])]));
+}
+
 async function incoming(base: string, callSid: string, from: string): Promise<string> {
   const res = await postIncoming(base, { publicUrl: PUBLIC, authToken: TOKEN }, callSid, { From: from });
   expect(res.status).toBe(200);
@@ -63,6 +96,30 @@ describe.each(availableEdges())('%s edge', (edge) => {
     }
     expect(app.relay.activeCalls).toBe(0);
   });
+
+  it('counts every refused start by reason: a forged token, an expired one, one presented twice, no start in time', async () => {
+    const secret = 'admission-test-secret-of-32-characters-or-more';
+    const { app, base, ws } = await start(edge, { START_TIMEOUT_MS: '400', ADMISSION_SECRET: secret });
+    expect(await startsRefused(app)).toEqual({ token: 0, expired: 0, replayed: 0, timeout: 0 });
+    // A token for another call (or none that parses) and a genuine one past its expiry.
+    const other = mintAdmissionToken(Buffer.from(secret), sid(302), Date.now() + 60_000);
+    expect(await startStream(ws, sid(301), other).closed).toBe(1008);
+    expect(await startStream(ws, sid(301), 'forged').closed).toBe(1008);
+    expect(await startStream(ws, sid(303), mintAdmissionToken(Buffer.from(secret), sid(303), Date.now() - 1000)).closed).toBe(1008);
+    // A genuine token is good once: the second stream to present it is refused while the first goes on.
+    const callSid = sid(304);
+    const token = /<Parameter name="token" value="([^"]+)"/.exec(await incoming(base, callSid, '+15550203040'))?.[1] ?? '';
+    const first = startStream(ws, callSid, token);
+    await first.firstMedia;
+    expect(await startStream(ws, callSid, token).closed).toBe(1008);
+    // Nothing at all within START_TIMEOUT_MS.
+    expect((await silentStream(ws)).code).toBe(1008);
+    expect(await startsRefused(app)).toEqual({ token: 2, expired: 1, replayed: 1, timeout: 1 });
+    first.close();
+    expect(await first.closed).toBe(1000);
+    await until(() => app.relay.activeCalls === 0, 2000);
+    expect(await startsRefused(app)).toEqual({ token: 2, expired: 1, replayed: 1, timeout: 1 }); // an admitted call that ends is no refusal
+  }, 20_000);
 
   it('1,000 silent sockets hold at most MAX_CONCURRENT_CALLS, and only until START_TIMEOUT_MS; then a real call gets through', async () => {
     const { app, ws, base } = await start(edge, { START_TIMEOUT_MS: '500', MAX_CONCURRENT_CALLS: '20' });

@@ -105,6 +105,19 @@ describe('parseServerEvent on recorded events', () => {
     });
   });
 
+  it('reads an assistant transcript delta (GA shape)', () => {
+    const text = JSON.stringify({
+      type: 'response.output_audio_transcript.delta',
+      event_id: 'event_9a',
+      response_id: 'resp_1',
+      item_id: 'item_out1',
+      output_index: 0,
+      content_index: 0,
+      delta: 'Sure. Can',
+    });
+    expect(ok(text)).toEqual({ type: 'response.output_audio_transcript.delta', response_id: 'resp_1', item_id: 'item_out1', content_index: 0, delta: 'Sure. Can' });
+  });
+
   it('maps usage, including cached tokens', () => {
     const done = ok(events[13]!);
     if (done.type !== 'response.done') throw new Error('response.done expected');
@@ -171,6 +184,9 @@ describe('parseServerEvent rejects malformed input as a value', () => {
     ['audio delta without delta', '{"type":"response.output_audio.delta","response_id":"r","item_id":"i"}'],
     ['audio delta number', '{"type":"response.output_audio.delta","response_id":"r","item_id":"i","delta":5}'],
     ['audio done without item', '{"type":"response.output_audio.done","response_id":"r"}'],
+    ['transcript delta without delta', '{"type":"response.output_audio_transcript.delta","response_id":"r","item_id":"i","content_index":0}'],
+    ['transcript delta without item', '{"type":"response.output_audio_transcript.delta","response_id":"r","content_index":0,"delta":"a"}'],
+    ['transcript delta index as string', '{"type":"response.output_audio_transcript.delta","response_id":"r","item_id":"i","content_index":"0","delta":"a"}'],
     ['transcript done without text', '{"type":"response.output_audio_transcript.done","response_id":"r","item_id":"i"}'],
     ['input transcript null', '{"type":"conversation.item.input_audio_transcription.completed","item_id":"i","transcript":null}'],
     ['args done without call_id', '{"type":"response.function_call_arguments.done","response_id":"r","item_id":"i","arguments":"{}"}'],

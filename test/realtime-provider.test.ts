@@ -388,6 +388,25 @@ describe('server events → ModelEvents', () => {
     expect(events.at(-1)).toEqual({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
   });
 
+  it('maps assistant transcript deltas, in order, before the final transcript', async () => {
+    const f = await fake({
+      afterHandshake: (ws) => {
+        const ids = { event_id: 'e', response_id: 'r1', item_id: 'a1', output_index: 0, content_index: 0 };
+        ws.send(JSON.stringify({ type: 'response.output_audio_transcript.delta', ...ids, delta: 'Sure. ' }));
+        ws.send(JSON.stringify({ type: 'response.output_audio_transcript.delta', ...ids, delta: 'Can I' }));
+        ws.send(JSON.stringify({ type: 'response.output_audio_transcript.done', ...ids, transcript: 'Sure. Can I help?' }));
+      },
+    });
+    const s = await connect(provider(f.url));
+    const events = collect(s);
+    await until(() => events.some((e) => e.type === 'assistant_transcript'));
+    expect(events.slice(1)).toEqual([
+      { type: 'assistant_transcript_delta', responseId: 'r1', itemId: 'a1', delta: 'Sure. ' },
+      { type: 'assistant_transcript_delta', responseId: 'r1', itemId: 'a1', delta: 'Can I' },
+      { type: 'assistant_transcript', responseId: 'r1', itemId: 'a1', text: 'Sure. Can I help?' },
+    ]);
+  });
+
   it('a listener that throws does not break the session', async () => {
     const f = await fake();
     const s = await connect(provider(f.url));

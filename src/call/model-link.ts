@@ -17,13 +17,14 @@
  *   `link_failed` (terminal: later port calls are ignored).
  * - Replay: the link keeps the conversation from the events and calls that
  *   pass through it, in the order they first appear: caller turns (their
- *   transcript), assistant turns (their transcript, cut by `cutWords` to the
- *   share of the item's audio the caller heard when the call truncated it),
- *   user texts (DTMF), function calls and their outputs. On a new session it
- *   sends them all, then reports `link_restored`. Known gaps: a caller turn
- *   whose transcript had not arrived, and an assistant item whose transcript
- *   had not arrived, cannot be replayed (their words were never seen) and are
- *   skipped.
+ *   transcript), assistant turns (their transcript — or, for an item lost
+ *   before its transcript was done, the words its transcript deltas had
+ *   brought so far — cut by `cutWords` to the share of the item's audio the
+ *   caller heard when the call truncated it), user texts (DTMF), function
+ *   calls and their outputs. On a new session it sends them all, then
+ *   reports `link_restored`. Known gaps: a caller turn whose transcript had
+ *   not arrived, and an assistant item of which no words had arrived, cannot
+ *   be replayed (their words were never seen) and are skipped.
  * - Caller audio during the gap (loss → new session configured): dropped,
  *   except the most recent `gapAudioKeepMs` (rounded up to whole appends),
  *   which go to the new session right after the replayed items. From the
@@ -40,6 +41,7 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
+import { EventOutlet } from './event-outlet.js';
 import { cutWords } from './transcript.js';
 import {
   ModelConnectError,
@@ -117,7 +119,8 @@ export function base64Bytes(b64: string): number {
 
 type Entry =
   | { kind: 'caller'; itemId: string; text: string | undefined }
-  | { kind: 'assistant'; itemId: string; text: string | undefined; audioBytes: number; heardMs: number | undefined }
+  /** `text`: the final transcript; `partial`: the transcript deltas so far (used while `text` is unknown). */
+  | { kind: 'assistant'; itemId: string; text: string | undefined; partial: string; audioBytes: number; heardMs: number | undefined }
   | { kind: 'item'; item: ConversationItem };
 
 /** History bounds: entries kept for replay, and characters kept of any one text (transcript, tool output, …). */
@@ -180,9 +183,18 @@ export class ConversationHistory {
       case 'audio':
         this.assistant(ev.itemId).audioBytes += base64Bytes(ev.audio);
         return;
-      case 'assistant_transcript':
-        this.assistant(ev.itemId).text = clipText(ev.text);
+      case 'assistant_transcript_delta': {
+        const e = this.assistant(ev.itemId);
+        // Bounded like any text: once clipped (MAX_HISTORY_TEXT_CHARS + '…'), later deltas are dropped.
+        if (e.text === undefined && e.partial.length <= MAX_HISTORY_TEXT_CHARS) e.partial = clipText(e.partial + ev.delta);
         return;
+      }
+      case 'assistant_transcript': {
+        const e = this.assistant(ev.itemId);
+        e.text = clipText(ev.text);
+        e.partial = '';
+        return;
+      }
       case 'tool_call':
         this.toolResponses.add(ev.responseId);
         this.push({ kind: 'item', item: { type: 'function_call', callId: ev.callId, name: ev.name, arguments: ev.arguments } });
@@ -255,7 +267,7 @@ export class ConversationHistory {
   }
 
   private heardText(e: Extract<Entry, { kind: 'assistant' }>): string | undefined {
-    const full = e.text?.trim();
+    const full = (e.text ?? e.partial).trim();
     if (!full) return undefined;
     if (e.heardMs === undefined) return full;
     const generatedMs = e.audioBytes / this.bytesPerMs;
@@ -292,7 +304,7 @@ export class ConversationHistory {
   private assistant(itemId: string): Extract<Entry, { kind: 'assistant' }> {
     const e = this.byItem.get(itemId);
     if (e?.kind === 'assistant') return e;
-    const n: Extract<Entry, { kind: 'assistant' }> = { kind: 'assistant', itemId, text: undefined, audioBytes: 0, heardMs: undefined };
+    const n: Extract<Entry, { kind: 'assistant' }> = { kind: 'assistant', itemId, text: undefined, partial: '', audioBytes: 0, heardMs: undefined };
     this.byItem.set(itemId, n);
     this.push(n);
     return n;
@@ -399,7 +411,10 @@ async function dial(p: DialParams): Promise<{ session: ModelSession; attempts: n
         return { session, attempts };
       } catch (err) {
         if (budget.signal.aborted) {
-          if (!p.signal.aborted) last = `attempt ${attempts} still connecting when the budget ran out`;
+          // Keep what the endpoint said last: it is the useful part of the reason.
+          if (!p.signal.aborted) {
+            last = `attempt ${attempts} still connecting when the budget ran out${attempts > 1 ? `; attempt ${attempts - 1}: ${last}` : ''}`;
+          }
           break;
         }
         last = errText(err);
@@ -435,8 +450,7 @@ export class ModelLink implements ModelSession {
   private session: ModelSession | undefined;
   /** Generation of the current provider session; events of older ones are ignored. */
   private gen = 0;
-  private listener: ((ev: ModelEvent) => void) | undefined;
-  private queue: ModelEvent[] = [];
+  private readonly outlet: EventOutlet;
   private readonly history: ConversationHistory;
   private readonly gap: GapAudio;
   /** Assistant item ids produced by the current session (truncate targets). */
@@ -488,6 +502,7 @@ export class ModelLink implements ModelSession {
     first: ModelSession,
   ) {
     this.format = first.format;
+    this.outlet = new EventOutlet(opts.log);
     this.stats = opts.stats ?? newLinkStats();
     this.random = opts.random ?? Math.random;
     this.now = opts.now ?? Date.now;
@@ -514,6 +529,7 @@ export class ModelLink implements ModelSession {
         if (gen > 1) return; // a restored session reports link_restored instead
         break;
       case 'audio':
+      case 'assistant_transcript_delta':
       case 'assistant_transcript':
         this.liveItems.add(ev.itemId);
         break;
@@ -594,33 +610,13 @@ export class ModelLink implements ModelSession {
   }
 
   private emit(ev: ModelEvent): void {
-    const l = this.listener;
-    if (!l) {
-      this.queue.push(ev);
-      return;
-    }
-    this.deliver(l, ev);
-  }
-
-  private deliver(l: (ev: ModelEvent) => void, ev: ModelEvent): void {
-    try {
-      l(ev);
-    } catch (err) {
-      this.opts.log.error({ err, eventType: ev.type }, 'model event listener threw');
-    }
+    this.outlet.emit(ev);
   }
 
   // -- call → provider ---------------------------------------------------------
 
   onEvent(listener: (ev: ModelEvent) => void): void {
-    if (this.state === 'closed') return;
-    this.listener = listener;
-    const queued = this.queue;
-    this.queue = [];
-    for (const ev of queued) {
-      if (this.listener !== listener) return; // closed (or replaced) by an earlier event's handler
-      this.deliver(listener, ev);
-    }
+    if (this.state !== 'closed') this.outlet.listen(listener);
   }
 
   appendAudio(base64: string): void {
@@ -670,8 +666,7 @@ export class ModelLink implements ModelSession {
     if (this.state === 'closed') return;
     this.state = 'closed';
     this.gen++;
-    this.listener = undefined;
-    this.queue = [];
+    this.outlet.clear();
     this.reconnect?.abort();
     this.reconnect = undefined;
     this.gap.clear();

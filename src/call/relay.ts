@@ -25,6 +25,8 @@
  * - Admission: at most MAX_PENDING_CALLS pre-warmed sessions wait for their
  *   stream (over it: the busy TwiML); a stream that has not sent a valid
  *   `start` within START_TIMEOUT_MS is closed with 1008 and frees its slot.
+ *   Every stream closed 1008 at admission is counted by reason
+ *   (CallMetrics.streamStartRefused: token, expired, replayed, timeout).
  * - Drain (`drain(timeoutMs)`): health says `draining` (503) at once; new
  *   call webhooks are answered 503; new streams are closed 1001 (going away),
  *   except while a call answered before the drain still has its stream to
@@ -216,6 +218,7 @@ export class Relay implements VoiceApp {
     const startTimer = setTimeout(() => {
       this.startTimers.delete(session);
       if (session.state !== 'awaiting_start') return;
+      this.metrics.streamStartRefused('timeout');
       this.deps.log.warn({ startTimeoutMs: this.deps.config.startTimeoutMs }, 'stream sent no valid start in time: closing it');
       socket.close(1008, 'no start in time'); // onClose ends the session and frees its slot
       const after: string = session.state; // a socket port that did not report the close synchronously
@@ -333,7 +336,10 @@ export class Relay implements VoiceApp {
    */
   private admit(callSid: string, params: Record<string, string>): CallAdmission | { refused: string } {
     const check = verifyAdmissionToken(this.deps.config.admissionSecret, callSid, params.token, Date.now());
-    if (!check.ok) return { refused: `token ${check.error}` };
+    if (!check.ok) {
+      this.metrics.streamStartRefused(check.error === 'expired' ? 'expired' : 'token');
+      return { refused: `token ${check.error}` };
+    }
     const p = this.pending.get(callSid);
     if (p) {
       clearTimeout(p.expiry);
@@ -353,6 +359,7 @@ export class Relay implements VoiceApp {
     if (typeof claimed === 'boolean') {
       if (!claimed) {
         release();
+        this.metrics.streamStartRefused('replayed');
         return { refused: TAKEN };
       }
       return won();
@@ -370,6 +377,7 @@ export class Relay implements VoiceApp {
       if (refused !== null) {
         release();
         gate.discard();
+        this.metrics.streamStartRefused('replayed');
         return refused;
       }
       const w = won();

@@ -41,7 +41,16 @@ export interface CallMetrics {
   responseFailed(status: string, action: 'retry' | 'apologize'): void;
   /** The model connection was lost, restored, or given up on. */
   modelLink(what: 'drop' | 'reconnect' | 'give_up'): void;
+  /** A stream closed 1008 without being admitted (call/relay.ts): see StartRefusal. */
+  streamStartRefused(reason: StartRefusal): void;
 }
+
+/**
+ * Why a stream was not admitted: `token` (malformed, or not signed for this CallSid), `expired`
+ * (genuine but past its expiry), `replayed` (the call was already taken by a stream),
+ * `timeout` (no valid `start` within START_TIMEOUT_MS).
+ */
+export type StartRefusal = 'token' | 'expired' | 'replayed' | 'timeout';
 
 export const noMetrics: CallMetrics = {
   turnLatency() {},
@@ -50,6 +59,7 @@ export const noMetrics: CallMetrics = {
   callEnded() {},
   responseFailed() {},
   modelLink() {},
+  streamStartRefused() {},
 };
 
 export type EndReason =
@@ -381,6 +391,8 @@ export class CallSession implements StreamHandler {
           return this.outbound.audio(ev.responseId, ev.itemId, ev.audio);
         case 'audio_done':
           return this.outbound.audioDone(ev.itemId);
+        case 'assistant_transcript_delta':
+          return; // the record takes the final text (assistant_transcript); the link keeps the text so far for a replay
         case 'assistant_transcript':
           return this.outbound.transcript(ev.itemId, ev.text);
         case 'caller_transcript':

@@ -30,6 +30,11 @@ export type ModelEvent =
   /** A piece of the assistant's voice, base64 in the session's output format. */
   | { type: 'audio'; responseId: string; itemId: string; audio: string }
   | { type: 'audio_done'; responseId: string; itemId: string }
+  /**
+   * More of the assistant's words for an output item, as its audio is generated (appended in
+   * order; the text so far). `assistant_transcript` later gives the item's final text.
+   */
+  | { type: 'assistant_transcript_delta'; responseId: string; itemId: string; delta: string }
   /** The assistant's words for an output item (final text of that item). */
   | { type: 'assistant_transcript'; responseId: string; itemId: string; text: string }
   /** The caller's words for an input item; may arrive after the reply to it. */

@@ -26,6 +26,7 @@
  *   silence alone proves nothing; a missing pong does).
  */
 import WebSocket from 'ws';
+import { EventOutlet } from '../call/event-outlet.js';
 import type { Logger } from '../log.js';
 import {
   ModelConnectError,
@@ -49,6 +50,7 @@ import {
   userTextEvent,
   type AudioDelta,
   type AudioDone,
+  type AudioTranscriptDelta,
   type AudioTranscriptDone,
   type FunctionCallArgumentsDone,
   type InputTranscriptCompleted,
@@ -290,8 +292,7 @@ export const MAX_BUFFERED_AUDIO_BYTES = 8 * 1024 * 1024;
 export class OpenAIRealtimeSession implements ModelSession {
   private ws: WebSocket | undefined;
   private phase: Phase = 'connecting';
-  private listener: ((ev: ModelEvent) => void) | undefined;
-  private queue: ModelEvent[] = [];
+  private readonly outlet: EventOutlet;
   private closedLocally = false;
   private closedReported = false;
   /** call_id → function name, learned from response.output_item.added|done. */
@@ -309,7 +310,9 @@ export class OpenAIRealtimeSession implements ModelSession {
   constructor(
     readonly format: ModelAudioFormat,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.outlet = new EventOutlet(log);
+  }
 
   /** Dial and run the handshake. Resolves once session.updated has arrived. */
   open(p: OpenParams): Promise<void> {
@@ -495,6 +498,7 @@ export class OpenAIRealtimeSession implements ModelSession {
       case 'response.output_item.done': return this.handleOutputItem(ev);
       case 'response.output_audio.delta': return this.handleAudioDelta(ev);
       case 'response.output_audio.done': return this.handleAudioDone(ev);
+      case 'response.output_audio_transcript.delta': return this.handleAssistantTranscriptDelta(ev);
       case 'response.output_audio_transcript.done': return this.handleAssistantTranscript(ev);
       case 'conversation.item.input_audio_transcription.completed': return this.handleCallerTranscript(ev);
       case 'response.function_call_arguments.done': return this.handleFunctionCallArgumentsDone(ev);
@@ -583,6 +587,10 @@ export class OpenAIRealtimeSession implements ModelSession {
     this.emit({ type: 'audio_done', responseId: ev.response_id, itemId: ev.item_id });
   }
 
+  private handleAssistantTranscriptDelta(ev: AudioTranscriptDelta): void {
+    this.emit({ type: 'assistant_transcript_delta', responseId: ev.response_id, itemId: ev.item_id, delta: ev.delta });
+  }
+
   private handleAssistantTranscript(ev: AudioTranscriptDone): void {
     this.emit({ type: 'assistant_transcript', responseId: ev.response_id, itemId: ev.item_id, text: ev.transcript });
   }
@@ -632,27 +640,11 @@ export class OpenAIRealtimeSession implements ModelSession {
   // -- delivery -------------------------------------------------------------
 
   private emit(ev: ModelEvent): void {
-    const l = this.listener;
-    if (!l) {
-      this.queue.push(ev);
-      return;
-    }
-    this.deliver(l, ev);
-  }
-
-  private deliver(l: (ev: ModelEvent) => void, ev: ModelEvent): void {
-    try {
-      l(ev);
-    } catch (err) {
-      this.log.error({ err, eventType: ev.type }, 'model event listener threw');
-    }
+    this.outlet.emit(ev);
   }
 
   onEvent(listener: (ev: ModelEvent) => void): void {
-    this.listener = listener;
-    const queued = this.queue;
-    this.queue = [];
-    for (const ev of queued) this.deliver(listener, ev);
+    this.outlet.listen(listener);
   }
 
   // -- client events ---------------------------------------------------------

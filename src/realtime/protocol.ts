@@ -32,6 +32,7 @@ import type {
   RealtimeSessionCreateRequest,
   ResponseAudioDeltaEvent,
   ResponseAudioDoneEvent,
+  ResponseAudioTranscriptDeltaEvent,
   ResponseAudioTranscriptDoneEvent,
   ResponseCancelEvent,
   ResponseCreateEvent,
@@ -70,6 +71,8 @@ export type OutputItemAdded = Pick<ResponseOutputItemAddedEvent, 'type' | 'respo
 export type OutputItemDone = Pick<ResponseOutputItemDoneEvent, 'type' | 'response_id'> & { item: OutputItemInfo };
 export type AudioDelta = Pick<ResponseAudioDeltaEvent, 'type' | 'response_id' | 'item_id' | 'delta'>;
 export type AudioDone = Pick<ResponseAudioDoneEvent, 'type' | 'response_id' | 'item_id'>;
+/** A piece of the assistant's words for an audio item, sent along with its audio (before `.done`). */
+export type AudioTranscriptDelta = Pick<ResponseAudioTranscriptDeltaEvent, 'type' | 'response_id' | 'item_id' | 'content_index' | 'delta'>;
 export type AudioTranscriptDone = Pick<ResponseAudioTranscriptDoneEvent, 'type' | 'response_id' | 'item_id' | 'transcript'>;
 export type InputTranscriptCompleted = Pick<
   ConversationItemInputAudioTranscriptionCompletedEvent,
@@ -117,6 +120,7 @@ export type HandledServerEvent =
   | OutputItemDone
   | AudioDelta
   | AudioDone
+  | AudioTranscriptDelta
   | AudioTranscriptDone
   | InputTranscriptCompleted
   | FunctionCallArgumentsDone
@@ -221,6 +225,14 @@ function parseHandled(type: string, o: Obj): ServerEvent {
       return { type, response_id: str(o, 'response_id'), item_id: str(o, 'item_id'), delta: str(o, 'delta') };
     case 'response.output_audio.done':
       return { type, response_id: str(o, 'response_id'), item_id: str(o, 'item_id') };
+    case 'response.output_audio_transcript.delta':
+      return {
+        type,
+        response_id: str(o, 'response_id'),
+        item_id: str(o, 'item_id'),
+        content_index: num(o, 'content_index'),
+        delta: str(o, 'delta'),
+      };
     case 'response.output_audio_transcript.done':
       return { type, response_id: str(o, 'response_id'), item_id: str(o, 'item_id'), transcript: str(o, 'transcript') };
     case 'conversation.item.input_audio_transcription.completed':

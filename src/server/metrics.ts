@@ -4,7 +4,7 @@
  * uWebSockets.js. `call` is the CallMetrics face the call layer records into.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
-import type { CallMetrics } from '../call/session.js';
+import type { CallMetrics, StartRefusal } from '../call/session.js';
 import { LatencyHistogram } from '../call/stats.js';
 
 const RELAY_LATENCY_BUCKETS_S = [0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05];
@@ -111,6 +111,14 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     labelNames: ['status', 'action'] as const,
     ...reg,
   });
+  const startsRefused = new Counter({
+    name: 'callbridge_stream_starts_refused_total',
+    help: 'Media Streams closed 1008 at admission, by reason: token (malformed or not for this call), expired, replayed (the call was already taken), timeout (no valid start within START_TIMEOUT_MS)',
+    labelNames: ['reason'] as const,
+    ...reg,
+  });
+  // Every reason is a series from the start, so the first refusal shows in rate()/increase().
+  for (const reason of ['token', 'expired', 'replayed', 'timeout'] satisfies StartRefusal[]) startsRefused.inc({ reason }, 0);
   return {
     registry,
     setRelayLatencySource: (fn) => {
@@ -123,6 +131,7 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
       callEnded: (reason) => callsEnded.inc({ reason }),
       responseFailed: (status, action) => responsesFailed.inc({ status, action }),
       modelLink: (what) => modelLink.inc({ what }),
+      streamStartRefused: (reason) => startsRefused.inc({ reason }),
     },
     httpRequests: new Counter({ name: 'callbridge_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'] as const, ...reg }),
     signatureRejections: new Counter({ name: 'callbridge_signature_rejections_total', help: 'Requests refused for a missing or bad X-Twilio-Signature', labelNames: ['route'] as const, ...reg }),
