@@ -11,6 +11,7 @@ import type { Callbridge } from '../src/main.js';
 import { availableEdges } from '../src/server/app.js';
 import { placeCall, twilioSignature } from '../src/sim/caller.js';
 import { useCallbridge } from './helpers/e2e.js';
+import { presentToken } from './helpers/stream.js';
 import { postIncoming } from './helpers/webhooks.js';
 
 const TOKEN = 'admission-test-token';
@@ -39,30 +40,8 @@ function silentStream(url: string, send?: string): Promise<{ code: number; reaso
   });
 }
 
-/** A signed stream whose `start` presents `token` for `callSid`, then sends silence: resolves with the close code. */
-function startStream(url: string, callSid: string, token: string): { closed: Promise<number>; firstMedia: Promise<void>; close(): void } {
-  const streamSid = `MZ${callSid.slice(2)}`;
-  const ws = new WebSocket(url, { headers: signedUpgrade });
-  let media: NodeJS.Timeout | undefined;
-  const closed = new Promise<number>((resolve) =>
-    ws.once('close', (code) => {
-      clearInterval(media);
-      resolve(code);
-    }),
-  );
-  const firstMedia = new Promise<void>((resolve) => ws.on('message', (d) => JSON.parse(String(d)).event === 'media' && resolve()));
-  ws.once('error', () => {});
-  ws.once('open', () => {
-    const start = { accountSid: `AC${'5'.repeat(32)}`, streamSid, callSid, tracks: ['inbound'], customParameters: { token }, mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 } };
-    ws.send(JSON.stringify({ event: 'start', sequenceNumber: '1', streamSid, start }));
-    let seq = 1;
-    const silence = Buffer.alloc(160, 0xff).toString('base64');
-    media = setInterval(() => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ event: 'media', sequenceNumber: String(++seq), streamSid, media: { track: 'inbound', chunk: String(seq), timestamp: String(seq * 20), payload: silence } }));
-    }, 20);
-  });
-  return { closed, firstMedia, close: () => ws.close(1000) };
-}
+/** A signed stream whose `start` presents `token` for `callSid`, then sends silence. */
+const startStream = (url: string, callSid: string, token: string) => presentToken(url, signedUpgrade, callSid, token);
 
 /** `callbridge_stream_starts_refused_total` by reason, as scraped. */
 async function startsRefused(app: Callbridge): Promise<Record<string, number>> {

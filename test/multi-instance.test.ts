@@ -14,6 +14,7 @@ import { startBalancer, type Balancer } from './helpers/balancer.js';
 import { adminSql, dropSchema, freshSchema, PG_URL, postgresAvailable } from './helpers/postgres.js';
 import { ensureBuilt, killServeProcesses, serveProcess, type ServeProcess } from './helpers/serve.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
+import { presentToken, type PresentedStream } from './helpers/stream.js';
 import { postIncoming } from './helpers/webhooks.js';
 
 const pgOk = await postgresAvailable();
@@ -122,32 +123,10 @@ async function answer(base: string, callSid: string): Promise<string> {
   return token;
 }
 
-/** A raw, signed Media Stream that sends `start` with `token` (and silence after): its close code, or null while still open. */
-function presentToken(base: string, callSid: string, token: string, signedUrl = `${PUBLIC_WSS}/voice/stream`): { closed: Promise<number>; code: () => number | null; close(): void } {
-  const streamSid = `MZ${Math.random().toString(16).slice(2).padEnd(32, '0').slice(0, 32)}`;
-  const host = new URL(signedUrl).host;
-  const ws = new WebSocket(`${base.replace('http', 'ws')}/voice/stream`, { headers: { host, 'x-twilio-signature': twilioSignature(TOKEN, signedUrl, {}) } });
-  let code: number | null = null;
-  let media: NodeJS.Timeout | undefined;
-  const closed = new Promise<number>((resolve) => {
-    ws.once('close', (c) => {
-      code = c;
-      clearInterval(media);
-      resolve(c);
-    });
-  });
-  ws.on('error', () => {});
-  ws.once('open', () => {
-    ws.send(JSON.stringify({ event: 'connected', protocol: 'Call', version: '1.0.0' }));
-    const start = { accountSid: `AC${'3'.repeat(32)}`, streamSid, callSid, tracks: ['inbound'], customParameters: { token }, mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 } };
-    ws.send(JSON.stringify({ event: 'start', sequenceNumber: '1', streamSid, start }));
-    let seq = 1;
-    const silence = Buffer.alloc(160, 0xff).toString('base64');
-    media = setInterval(() => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ event: 'media', sequenceNumber: String(++seq), streamSid, media: { track: 'inbound', chunk: String(seq), timestamp: String(seq * 20), payload: silence } }));
-    }, 20);
-  });
-  return { closed, code: () => code, close: () => ws.close(1000) };
+/** A raw, signed Media Stream that sends `start` with `token` (and silence after), signed over `signedUrl`. */
+function startOn(base: string, callSid: string, token: string, signedUrl = `${PUBLIC_WSS}/voice/stream`): PresentedStream {
+  const headers = { host: new URL(signedUrl).host, 'x-twilio-signature': twilioSignature(TOKEN, signedUrl, {}) };
+  return presentToken(`${base.replace('http', 'ws')}/voice/stream`, headers, callSid, token);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -182,18 +161,18 @@ describe.skipIf(!pgOk)('two callbridge instances on one PostgreSQL, behind a bal
     const [a, b] = await Promise.all([serve('a2'), serve('b2')]);
     const sid = newSid();
     const token = await answer(a.base, sid);
-    const first = presentToken(b.base, sid, token);
+    const first = startOn(b.base, sid, token);
     await sleep(800);
     expect(first.code()).toBeNull(); // admitted on B, and streaming
-    const [againA, againB] = [presentToken(a.base, sid, token), presentToken(b.base, sid, token)];
+    const [againA, againB] = [startOn(a.base, sid, token), startOn(b.base, sid, token)];
     expect(await againA.closed).toBe(1008);
     expect(await againB.closed).toBe(1008);
     expect(first.code()).toBeNull(); // the call itself is undisturbed
     first.close();
     expect(await first.closed).toBe(1000);
-    expect(await presentToken(a.base, sid, token).closed).toBe(1008);
+    expect(await startOn(a.base, sid, token).closed).toBe(1008);
     // A token for another call, or a forged one, never gets that far.
-    expect(await presentToken(b.base, newSid(), token).closed).toBe(1008);
+    expect(await startOn(b.base, newSid(), token).closed).toBe(1008);
     expect(await prewarms(b)).toEqual({ hit: 0, miss: 1 });
     expect(await prewarms(a)).toEqual({ hit: 0, miss: 0 });
     const record = await endedRecord(a, sid);
@@ -237,7 +216,7 @@ describe.skipIf(!pgOk)('two callbridge instances on one PostgreSQL, behind a bal
     const sid = newSid();
     const token = await answer(a.base, sid);
     const aUrl = 'wss://a8.calls.multi.example.test/voice/stream';
-    const onB = presentToken(b.base, sid, token, aUrl);
+    const onB = startOn(b.base, sid, token, aUrl);
     await sleep(800);
     expect(onB.code()).toBeNull(); // admitted on B: a miss there
     expect(await prewarms(b)).toEqual({ hit: 0, miss: 1 });

@@ -41,7 +41,7 @@ import type { Config } from '../../src/config.js';
 import { Transcoder } from '../../src/dsp/index.js';
 import type { Logger } from '../../src/log.js';
 import { writeAppend } from '../../src/realtime/ws-lean.js';
-import type { PeerRelay } from './peer-relay.js';
+import { peerSessionUpdate, type PeerRelay } from './peer-relay.js';
 import { startServer, type RunningServer } from '../../src/server/app.js';
 
 export type FloorMode = 'passthrough' | 'transcode';
@@ -170,22 +170,9 @@ class FloorCall implements StreamHandler {
     private readonly shared: CallShared,
   ) {
     this.transcoder = shared.transcode ? Transcoder.open() : undefined;
-    const format = shared.transcode ? { type: 'audio/pcm', rate: 24000 } : { type: 'audio/pcmu' };
     const model = (this.model = new WebSocket(shared.modelUrl, { headers: { Authorization: `Bearer ${shared.apiKey}` } }));
     model.on('open', () => {
-      model.send(JSON.stringify({
-        type: 'session.update',
-        session: {
-          type: 'realtime',
-          model: 'gpt-realtime',
-          instructions: 'You are a helpful assistant.',
-          output_modalities: ['audio'],
-          audio: {
-            input: { format, turn_detection: { type: 'server_vad', threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500 } },
-            output: { format, voice: 'marin' },
-          },
-        },
-      }));
+      model.send(peerSessionUpdate(shared.transcode));
       model.send('{"type":"response.create"}');
       for (const b64 of this.pending.splice(0)) this.append(b64);
     });

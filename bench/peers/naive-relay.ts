@@ -27,7 +27,7 @@ import type { AddressInfo } from 'node:net';
 import alawmulaw from 'alawmulaw';
 import WebSocket, { WebSocketServer } from 'ws';
 import { LatencyHistogram } from '../../src/call/stats.js';
-import type { PeerRelay } from './peer-relay.js';
+import { peerSessionUpdate, type PeerRelay } from './peer-relay.js';
 
 const require = createRequire(import.meta.url);
 interface SpeexResampler {
@@ -80,23 +80,9 @@ export async function startNaiveRelay(opts: NaiveRelayOptions): Promise<NaiveRel
     const upsampler = opts.mode === 'transcode' ? new Speex(1, 8000, 24000, 3) : undefined;
     const downsampler = opts.mode === 'transcode' ? new Speex(1, 24000, 8000, 3) : undefined;
     let oddByte: number | undefined;
-
-    const format = opts.mode === 'transcode' ? { type: 'audio/pcm', rate: 24000 } : { type: 'audio/pcmu' };
     const openAiWs = new WebSocket(modelUrl, { headers: { Authorization: `Bearer ${opts.apiKey}` } });
     openAiWs.on('open', () => {
-      openAiWs.send(JSON.stringify({
-        type: 'session.update',
-        session: {
-          type: 'realtime',
-          model: 'gpt-realtime',
-          instructions: 'You are a helpful assistant.',
-          output_modalities: ['audio'],
-          audio: {
-            input: { format, turn_detection: { type: 'server_vad', threshold: 0.5, prefix_padding_ms: 300, silence_duration_ms: 500 } },
-            output: { format, voice: 'marin' },
-          },
-        },
-      }));
+      openAiWs.send(peerSessionUpdate(opts.mode === 'transcode'));
       // "Have the AI speak first": the greeting, as callbridge does.
       openAiWs.send(JSON.stringify({ type: 'response.create' }));
       for (const msg of pending.splice(0)) openAiWs.send(msg);
