@@ -2,8 +2,8 @@
  * transcode-cli suite: `callbridge transcode` on a file, wall time against
  * sox doing the same conversion in the same run.
  *
- * Work: 10 minutes of 8 kHz µ-law (synthetic speech, 4.8 MB) -> PCM16 at
- * 24 kHz (28.8 MB), file to file, through the built launcher
+ * Work: an hour of 8 kHz µ-law (synthetic speech, 28.8 MB) -> PCM16 at
+ * 24 kHz (172.8 MB), file to file, through the built launcher
  * (`node bin/callbridge.js`, so Node's start-up counts, as it does for a
  * user) and through `sox -t ul -r 8000 -c 1 IN -t raw -e signed -b 16
  * -r 24000 OUT rate -m` (sox's medium-quality linear-phase resampler, at
@@ -21,7 +21,12 @@ import { pcm16ToUlaw } from '../../src/dsp/index.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 import { syntheticPcm } from './dsp.js';
 
-const AUDIO_S = 600;
+/**
+ * An hour, as issue 8 states the target: a file that size is what the CLI is
+ * for, and on it the run measures conversion, not Node's start-up (~0.1 s here,
+ * a third of a 10-minute run's wall time).
+ */
+const AUDIO_S = 3600;
 const RATE_IN = 8000;
 /** Bytes out per µ-law byte in: 3 samples of 2 bytes. */
 const OUT_PER_IN = 6;
@@ -97,7 +102,7 @@ async function run(opts: RunOptions): Promise<Result[]> {
   const dir = mkdtempSync(join(tmpdir(), 'cb-bench-transcode-'));
   try {
     const input = join(dir, 'in.ul');
-    // 10 s of speech-like audio, repeated: generating 10 minutes sample by sample would take longer than the runs
+    // 10 s of speech-like audio, repeated: generating an hour sample by sample would take longer than the runs
     const ten = pcm16ToUlaw(syntheticPcm(10 * RATE_IN, RATE_IN, 3));
     const ulaw = new Uint8Array(AUDIO_S * RATE_IN);
     for (let at = 0; at < ulaw.length; at += ten.length) ulaw.set(ten.subarray(0, ulaw.length - at), at);
@@ -160,7 +165,7 @@ function conclusions(results: Result[]): string[] {
 
 export const transcodeCliSuite: Suite = {
   name: 'transcode-cli',
-  description: 'callbridge transcode (file, 10 min µ-law -> PCM16 24k) wall time vs sox rate -m, same run',
+  description: 'callbridge transcode (file, 60 min µ-law -> PCM16 24k) wall time vs sox rate -m, same run',
   run,
   conclusions,
 };
