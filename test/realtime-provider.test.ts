@@ -522,6 +522,20 @@ describe('client events and closing', () => {
     expect(events.filter((e) => e.type === 'closed')).toHaveLength(0);
     s.appendAudio('AAAA'); // no throw after close
   });
+
+  it('after close() the events the socket still reads while closing are not reported', async () => {
+    const f = await fake();
+    const s = await connect(provider(f.url));
+    const events = collect(s);
+    const ws = (s as unknown as { ws: WebSocket }).ws;
+    const delta = (text: string) => Buffer.from(JSON.stringify({ type: 'response.output_audio_transcript.delta', event_id: 'e1', response_id: 'r1', item_id: 'i1', output_index: 0, content_index: 0, delta: text }));
+    ws.emit('message', delta('before'), false); // what the socket hands over: reported
+    expect(events.at(-1)?.type).toBe('assistant_transcript_delta');
+    const reported = events.length;
+    s.close();
+    ws.emit('message', delta('after'), false); // read during the closing handshake: not reported
+    expect(events).toHaveLength(reported);
+  });
 });
 
 describe('wss:// with an extra CA (a self-signed stand-in)', () => {

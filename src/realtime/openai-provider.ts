@@ -640,6 +640,8 @@ export class OpenAIRealtimeSession implements ModelSession {
   // -- delivery -------------------------------------------------------------
 
   private emit(ev: ModelEvent): void {
+    // After a local close() nothing more is reported, also not what the socket still reads while it closes.
+    if (this.closedLocally) return;
     this.outlet.emit(ev);
   }
 
@@ -727,6 +729,7 @@ export class OpenAIRealtimeSession implements ModelSession {
     this.closedLocally = true;
     const wasOpen = this.phase === 'open';
     if (!wasOpen) this.failConnect(new ModelConnectError('model session closed during connect', false), 'aborted');
+    this.outlet.clear();
     this.phase = 'closed';
     this.stopHeartbeat();
     const ws = this.ws;
