@@ -258,9 +258,14 @@ describe('simulated caller', () => {
     const run = result.playback.at(-1)!;
     expect(run.endMs - run.startMs).toBeGreaterThanOrEqual(780);
     expect(run.endMs - run.startMs).toBeLessThanOrEqual(820);
-    // Mark echoed ≈ 800 ms after it was sent, not at once.
-    const markDelay = relay.markEchoAt.get('end-of-reply')! - relay.markSentAt.get('end-of-reply')!;
-    expect(markDelay).toBeGreaterThan(740);
+    // Mark echoed once the audio before it has played, not at once: after the last frame was
+    // heard, ≈ 800 ms after it was sent. The caller's 20 ms clock is kept against wall time, so a
+    // stall of the test process (seen: ~100 ms on Node 24/26 in CI, with other test files on both
+    // cores) is played out in a catch-up: the lower bound leaves room for that; 2x speed still fails.
+    const markEcho = relay.markEchoAt.get('end-of-reply')!;
+    const markDelay = markEcho - relay.markSentAt.get('end-of-reply')!;
+    expect(markEcho).toBeGreaterThanOrEqual(result.startedAtPerfMs + result.heard!.at(-1)!.atMs - 1);
+    expect(markDelay).toBeGreaterThan(600);
     expect(markDelay).toBeLessThan(950);
     expect(result.marksEchoed).toBe(1);
     // Latency from the caller's side: last voiced frame out → first voiced frame in, which on
@@ -277,8 +282,8 @@ describe('simulated caller', () => {
     const heard = Buffer.concat(result.heard!.map((h) => h.bytes));
     expect(heard.equals(Buffer.from(ulawEncode(speechLike(800, 8000, 11))))).toBe(true);
     const at = result.heard!.map((h) => h.atMs);
-    for (let i = 0; i + 10 < at.length; i++) expect(at[i + 10]! - at[i]!).toBeGreaterThan(150);
-    expect(at.at(-1)! - at[0]!).toBeGreaterThan(740);
+    for (let i = 0; i + 10 < at.length; i++) expect(at[i + 10]! - at[i]!).toBeGreaterThan(100); // 200 ms of audio; a catch-up after a stall shortens one window
+    expect(at.at(-1)! - at[0]!).toBeGreaterThan(600);
     expect(result.frameSizes[1]).toBeGreaterThan(0); // irregular sizes were accepted as they came
     expect(result.protocolViolations).toEqual([]);
   });
