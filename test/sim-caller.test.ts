@@ -275,9 +275,10 @@ describe('simulated caller', () => {
     expect(result.turnLatenciesMs).toHaveLength(1);
     // Both views start within ~5 ms of each other (the utterance's last frame is loud); the
     // caller's end is when it receives the first voiced chunk, observed ~30-40 ms after the fake
-    // relay's timestamp of the burst under a loaded test run (single process, event-loop delay),
-    // so allow 60 ms. A real bias beyond that (e.g. counting to playout) would still fail.
-    expect(Math.abs(result.turnLatenciesMs[0]! - relaySide)).toBeLessThan(60);
+    // relay's timestamp of the burst under a loaded test run, and 65 ms once in CI on Node 26
+    // (single process: a stall of the test process lands between the two). Measuring the wrong
+    // span is off by far more (from the utterance's start: +400 ms; to the reply's end: +800 ms).
+    expect(Math.abs(result.turnLatenciesMs[0]! - relaySide)).toBeLessThan(150);
     // What it heard is exactly what was sent, one ≤160-byte frame per 20 ms tick.
     const heard = Buffer.concat(result.heard!.map((h) => h.bytes));
     expect(heard.equals(Buffer.from(ulawEncode(speechLike(800, 8000, 11))))).toBe(true);
