@@ -174,12 +174,11 @@ export class PostgresStoreError extends Error {
   }
 }
 
-/** The header columns this instance owns while it carries a call (status lives in its own rows). */
-type Header = CallHeader;
-type Op = (h: Header) => void;
+/** A change to a call's header: the columns this instance owns while it carries the call (status lives in its own rows). */
+type Op = (h: CallHeader) => void;
 
 interface Live {
-  h: Header;
+  h: CallHeader;
   /** false until the call's row (if any) was read: changes wait in `ops` and are replayed on it. */
   loaded: boolean;
   ops: Op[];
