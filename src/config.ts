@@ -111,6 +111,11 @@ const EnvSchema = z.object({
     .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters (a 256-bit AES key)')
     .optional(),
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** Keys TRANSCRIPT_KEY replaced (comma-separated, 64 hex each): what they sealed is still read; nothing new is sealed with them. */
+  TRANSCRIPT_KEY_OLD: z
+    .string()
+    .regex(/^[0-9a-fA-F]{64}(\s*,\s*[0-9a-fA-F]{64})*$/, 'must be one or more comma-separated keys of 64 hex characters')
+    .optional(),
 
   ELIGIBILITY_API_URL: httpUrl.optional(),
   ELIGIBILITY_API_KEY: z.string().min(1).optional(),
@@ -216,6 +221,8 @@ export interface Config {
   streamUrlTemplate: string | undefined;
   transcriptKey: Buffer | undefined;
   adminToken: string | undefined;
+  /** TRANSCRIPT_KEY_OLD's keys, for reading only; empty when unset. */
+  transcriptKeysOld: Buffer[];
   eligibility: { apiUrl: string | undefined; apiKey: string | undefined; timeoutMs: number; retries: number };
   /** Prices of `openai.model` (with PRICE_* overrides); `pricesKnown` = the model is in the price table. */
   prices: Prices;
@@ -288,6 +295,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       problems.push('STREAM_URL_TEMPLATE: names {instance}, so INSTANCE_ID must be set (the name the load balancer routes on)');
     }
   }
+  if (cleaned.TRANSCRIPT_KEY_OLD && !cleaned.TRANSCRIPT_KEY) {
+    problems.push('TRANSCRIPT_KEY_OLD: set without TRANSCRIPT_KEY (new records would be stored unencrypted); set the new key as TRANSCRIPT_KEY');
+  }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   const e = parsed.data;
   const listed = modelPrices(e.OPENAI_MODEL);
@@ -343,6 +353,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     streamUrlTemplate: e.STREAM_URL_TEMPLATE,
     transcriptKey: e.TRANSCRIPT_KEY ? Buffer.from(e.TRANSCRIPT_KEY, 'hex') : undefined,
     adminToken: e.ADMIN_TOKEN,
+    transcriptKeysOld: (e.TRANSCRIPT_KEY_OLD ?? '').split(',').map((k) => k.trim()).filter(Boolean).map((k) => Buffer.from(k, 'hex')),
     eligibility: {
       apiUrl: e.ELIGIBILITY_API_URL,
       apiKey: e.ELIGIBILITY_API_KEY,

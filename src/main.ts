@@ -94,6 +94,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     databaseUrl: config.databaseUrl,
     dbPath: config.dbPath,
     transcriptKey: config.transcriptKey,
+    transcriptKeysOld: config.transcriptKeysOld,
     prices: config.prices,
     log,
     instanceId: config.instanceId,

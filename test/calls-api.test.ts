@@ -48,7 +48,7 @@ describe('the calls API handler', () => {
   });
 
   it('503 (retryable) while the PostgreSQL store cannot reach its database; other store errors are not hidden', async () => {
-    const away = { get: async () => { throw new PostgresStoreError('call store: read failed: connect ECONNREFUSED', true); }, list: async () => { throw new PostgresStoreError('x', true); } };
+    const away = { get: async () => { throw new PostgresStoreError('call store: read failed: connect ECONNREFUSED', true); }, listPage: async () => { throw new PostgresStoreError('x', true); } };
     const h = createAdminHandler(away as never, TOKEN);
     const one = await h(req(`/calls/${SID}`));
     expect(one).toMatchObject({ status: 503, body: { retryable: true } });
@@ -90,6 +90,42 @@ describe('the calls API handler', () => {
     expect((await h(req('/calls', 'limit=501'))).status).toBe(400);
     expect((await h(req('/calls', 'limit=0'))).status).toBe(400);
     expect((await h(req('/calls', 'limit=abc'))).status).toBe(400);
+  });
+
+  it('a since too far back (or forward) for a date is 400, not a 500', async () => {
+    const h = createAdminHandler(store, TOKEN);
+    for (const since of ['99999999999999999999d', '9999999999m', '1000000d', '0000-01-01', '2026-02-30T99:00:00Z']) {
+      const r = await h(req('/calls', `since=${since}`));
+      expect(r.status, since).toBe(400);
+      expect(r.body, since).toMatchObject({ error: expect.stringMatching(/since must be/) });
+    }
+    expect((await h(req('/calls', 'since=700000d'))).status).toBe(200); // ~1900 years back: every call
+  });
+
+  it('pages past the limit with an opaque cursor: `next`, then `?cursor=`; a cursor not given out is 400', async () => {
+    for (let i = 0; i < 4; i++) {
+      const sid = `CA${String(i).padStart(32, '7')}`;
+      createStoreRecorder(store, sid, {}).started({ callSid: sid, streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date(Date.UTC(2026, 0, 1 + i)) });
+    }
+    const h = createAdminHandler(store, TOKEN);
+    const seen: string[] = [];
+    let cursor: string | null = null;
+    let pages = 0;
+    do {
+      const r = await h(req('/calls', `limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`));
+      expect(r.status).toBe(200);
+      const body = r.body as { calls: { callSid: string }[]; next: string | null };
+      seen.push(...body.calls.map((c) => c.callSid));
+      cursor = body.next;
+      pages++;
+    } while (cursor && pages < 10);
+    expect(pages).toBe(3);
+    expect(seen).toEqual([SID, ...[3, 2, 1, 0].map((i) => `CA${String(i).padStart(32, '7')}`)]);
+    for (const bad of ['nonsense', 'c1.', 'c1.e30', `c1.${Buffer.from('["yesterday","CA1"]').toString('base64url')}`]) {
+      const r = await h(req('/calls', `cursor=${encodeURIComponent(bad)}`));
+      expect(r.status, bad).toBe(400);
+      expect(r.body).toMatchObject({ error: expect.stringMatching(/cursor/) });
+    }
   });
 });
 
@@ -152,5 +188,11 @@ describe('GET /calls over the real server', () => {
     expect((await get(`/calls/CA${'b'.repeat(32)}`, TOKEN)).status).toBe(404);
     expect((await get('/calls?limit=0', TOKEN)).status).toBe(400);
     expect((await get('/calls?since=yesterday', TOKEN)).status).toBe(400);
+    expect((await get('/calls?since=99999999999999d', TOKEN)).status).toBe(400);
+    expect((await get('/calls?cursor=c1.xyz', TOKEN)).status).toBe(400);
+  });
+
+  it('the last page says so: next is null', async () => {
+    expect(await (await get('/calls?limit=10', TOKEN)).json()).toMatchObject({ next: null });
   });
 });

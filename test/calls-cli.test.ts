@@ -65,6 +65,21 @@ describe('calls CLI', () => {
     expect(JSON.parse(lim.out)).toHaveLength(1);
   });
 
+  it('list pages: --limit, then --cursor with what stderr names, until no more', async () => {
+    seed();
+    const first = await cli(['list', '--limit', '1', '--json']);
+    expect(JSON.parse(first.out).map((c: { callSid: string }) => c.callSid)).toEqual([SID]);
+    const cursor = /next page with --cursor (\S+)/.exec(first.err)?.[1];
+    expect(cursor).toBeDefined();
+    const second = await cli(['list', '--limit', '1', '--cursor', cursor!, '--json']);
+    expect(second.code).toBe(0);
+    expect(JSON.parse(second.out).map((c: { callSid: string }) => c.callSid)).toEqual([OPEN]);
+    expect(second.err).toBe(''); // the last page
+    const readable = await cli(['list', '--limit', '1', '--cursor', cursor!]);
+    expect(readable.out).toContain(OPEN);
+    expect(readable.out).not.toContain(SID);
+  });
+
   it('show: header, transcript in order with [mm:ss], tool calls, latency percentiles, usage', async () => {
     seed();
     const { code, out } = await cli(['show', SID]);
@@ -109,6 +124,8 @@ describe('calls CLI', () => {
       [['list', '--since', 'yesterday'], 2, /--since takes an ISO time or an age/],
       [['list', '--since', 'last tuesday'], 2, /--since takes .*'last tuesday'/],
       [['list', '--limit', '0'], 2, /--limit/],
+      [['list', '--since', '99999999999999d'], 2, /--since takes .*'99999999999999d'/],
+      [['list', '--cursor', 'c1.bogus'], 2, /--cursor takes the cursor an earlier `calls list` printed/],
       [['list', '--bogus'], 2, /--bogus/],
     ];
     for (const [argv, code, message] of cases) {

@@ -32,4 +32,14 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ INSTRUCTIONS_FILE: '/nonexistent/prompt.txt' })).toThrow(/INSTRUCTIONS_FILE: cannot read/);
     expect(() => loadConfig({ INSTRUCTIONS: 'a', INSTRUCTIONS_FILE: 'b' })).toThrow(/set one, not both/);
   });
+
+  it('TRANSCRIPT_KEY_OLD: comma-separated 64-hex keys, read only, only beside a TRANSCRIPT_KEY', () => {
+    const [k1, k2, k3] = ['a1', 'b2', 'c3'].map((b) => b.repeat(32));
+    expect(loadConfig({}).transcriptKeysOld).toEqual([]);
+    const c = loadConfig({ TRANSCRIPT_KEY: k1, TRANSCRIPT_KEY_OLD: `${k2}, ${k3}` });
+    expect(c.transcriptKeysOld.map((k) => k.toString('hex'))).toEqual([k2, k3]);
+    expect(() => loadConfig({ TRANSCRIPT_KEY: k1, TRANSCRIPT_KEY_OLD: 'abcd' })).toThrow(/TRANSCRIPT_KEY_OLD: must be one or more comma-separated keys of 64 hex/);
+    expect(() => loadConfig({ TRANSCRIPT_KEY: k1, TRANSCRIPT_KEY_OLD: `${k2},` })).toThrow(/TRANSCRIPT_KEY_OLD/);
+    expect(() => loadConfig({ TRANSCRIPT_KEY_OLD: k2 })).toThrow(/TRANSCRIPT_KEY_OLD: set without TRANSCRIPT_KEY/);
+  });
 });

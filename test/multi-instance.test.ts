@@ -280,6 +280,23 @@ describe.skipIf(!pgOk)('two callbridge instances on one PostgreSQL, behind a bal
     expect(a2.output()).not.toMatch(/marked interrupted/);
   }, 60_000);
 
+  it('a second `serve` with the INSTANCE_ID of a live one is refused (clear error, non-zero exit) and leaves its calls alone; after a clean stop the name is free at once', async () => {
+    const a = await serve('d9');
+    const callSid = newSid();
+    const token = await answer(a.base, callSid);
+    const live = startOn(a.base, callSid, token);
+    await sleep(800); // streaming on A, its header written
+    await expect(serve('d9')).rejects.toThrow(/serve exited 1[\s\S]*INSTANCE_ID d9 is in use: another live process holds its lease/);
+    expect(live.code()).toBeNull(); // the call on A goes on
+    expect(await recordFrom(a, callSid)).toMatchObject({ state: 'in_progress', endReason: null });
+    live.close();
+    expect(await live.closed).toBe(1000);
+    a.child.kill('SIGTERM');
+    expect(await a.exit, a.output()).toBe(0);
+    const again = await serve('d9'); // released cleanly: no wait, no refusal
+    expect(await endedRecord(again, callSid)).toMatchObject({ state: 'completed' });
+  }, 60_000);
+
   it('the database unreachable: a new call is admitted on its token alone, calls in progress go on, and both records are complete once it is back', async () => {
     const proxy = await startTcpProxy({ host: '127.0.0.1', port: Number(new URL(PG_URL).port || 5432) });
     proxies.push(proxy);

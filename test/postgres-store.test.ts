@@ -12,7 +12,7 @@ import { createAdminHandler } from '../src/admin/calls-api.js';
 import { silentLogger } from '../src/log.js';
 import { PostgresCallStore, PostgresStoreError, type PostgresStoreOptions } from '../src/store/postgres.js';
 import { openCallStore } from '../src/store/open.js';
-import { createStoreRecorder } from '../src/store/recorder.js';
+import { createStoreRecorder, streamRecorder } from '../src/store/recorder.js';
 import { adminSql, dropSchema, freshSchema, PG_URL, postgresAvailable } from './helpers/postgres.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 
@@ -75,7 +75,7 @@ const query = async <T>(text: string, params: unknown[] = []): Promise<T[]> => {
 describe.skipIf(!pgOk)('PostgresCallStore: migrations', () => {
   it('instances starting at once on a fresh schema migrate it exactly once', async () => {
     const all = await Promise.all([1, 2, 3, 4].map((i) => open({ instanceId: `i${i}` })));
-    expect(await query('SELECT version FROM $schema.callbridge_migrations ORDER BY version')).toEqual([{ version: 1 }, { version: 2 }]);
+    expect(await query('SELECT version FROM $schema.callbridge_migrations ORDER BY version')).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }]);
     // and every one of them works on it
     all.forEach((s, i) => createStoreRecorder(s, sid(i), {}).started({ callSid: sid(i), streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() }));
     for (const s of all) await s.flush();
@@ -209,7 +209,7 @@ describe.skipIf(!pgOk)('PostgresCallStore: instance leases', () => {
     expect((await b.get(sid(3)))!.state).toBe('in_progress'); // its own call too
   });
 
-  it('a restarting instance marks only its own earlier calls; another live instance keeps its calls', async () => {
+  it('a restarting instance (after kill -9: it waits out its old lease) marks only its own earlier calls; another live instance keeps its calls', async () => {
     const a = await open({ instanceId: 'A' });
     const b = await open({ instanceId: 'B' });
     await a.startLeases({ leaseMs: LEASE_MS });
@@ -220,12 +220,41 @@ describe.skipIf(!pgOk)('PostgresCallStore: instance leases', () => {
     await b.flush();
     a.stopLeases(); // A is killed and comes straight back under the same name, before its lease expires
     const a2 = await open({ instanceId: 'A' });
+    // It cannot tell its dead self from a live twin: it waits until the old lease expires unrenewed, then takes it.
     await a2.startLeases({ leaseMs: LEASE_MS });
-    expect(await a2.markInterrupted()).toBe(1);
-    expect((await a2.get(sid(1)))).toMatchObject({ state: 'interrupted', endReason: 'process_exit' });
+    const [lease] = await query<{ live: boolean }>("SELECT expires_at > now() AS live FROM $schema.instances WHERE instance_id = 'A'");
+    expect(lease).toEqual({ live: true });
+    // Its earlier call is interrupted: by B's reaper once the old lease expired, else by A's own start-up.
+    await a2.markInterrupted();
+    expect((await a2.get(sid(1)))).toMatchObject({ state: 'interrupted', endReason: expect.stringMatching(/^(instance_lost|process_exit)$/) });
     expect((await a2.get(sid(3)))!.state).toBe('in_progress');
     await sleep(LEASE_MS); // and B's heartbeat keeps it so
     expect((await a2.get(sid(3)))!.state).toBe('in_progress');
+  });
+
+  it('a second live process with the same INSTANCE_ID is refused at start, having touched nothing; a clean restart takes the lease at once', async () => {
+    const a = await open({ instanceId: 'A' });
+    const b = await open({ instanceId: 'B' });
+    await a.startLeases({ leaseMs: LEASE_MS });
+    await b.startLeases({ leaseMs: LEASE_MS });
+    createStoreRecorder(a, sid(1), {}).started({ callSid: sid(1), streamSid: 'MZ1', audioMode: 'transcode', startedAt: new Date() });
+    await a.flush();
+    // The duplicate, started as `serve` starts it: refused before it could mark A's live call interrupted.
+    const dup = openCallStore({ databaseUrl: PG_URL, schema, dbPath: '/nonexistent/never-created.db', prices, log: silentLogger, instanceId: 'A', leaseMs: LEASE_MS });
+    await expect(dup).rejects.toThrow(/INSTANCE_ID A is in use: another live process holds its lease/);
+    await expect(dup).rejects.toMatchObject({ name: 'PostgresStoreError', retryable: false });
+    // Its close released nothing: A's lease holds, B reaps nothing, A's call goes on.
+    const [lease] = await query<{ live: boolean }>("SELECT expires_at > now() AS live FROM $schema.instances WHERE instance_id = 'A'");
+    expect(lease).toEqual({ live: true });
+    await sleep(LEASE_MS);
+    expect(await b.reapExpired()).toBe(0);
+    expect((await b.get(sid(1)))!.state).toBe('in_progress');
+    // A stops cleanly (lease released): A again starts at once and marks its own leftovers.
+    await a.close();
+    const again = await open({ instanceId: 'A' });
+    await again.startLeases({ leaseMs: 600_000 }); // a lease this long would be waited on for minutes if it were still held
+    expect(await again.markInterrupted()).toBe(1);
+    expect((await again.get(sid(1)))!.state).toBe('interrupted');
   });
 
   it('close releases the lease: calls left in progress are reaped at once by a live instance', async () => {
@@ -260,6 +289,39 @@ describe.skipIf(!pgOk)('PostgresCallStore: readers', () => {
     await a.flush();
     expect(await ask('/calls', 'limit=5')).toMatchObject({ status: 200, body: { calls: [{ callSid: sid(7), state: 'completed', outcome: 'no_check' }] } });
     expect(await ask(`/calls/${sid(8)}`)).toMatchObject({ status: 404 });
+  });
+
+  it("a delayed flush from the webhook's instance after the stream's instance completed the call does not reset it", async () => {
+    const proxy = await startTcpProxy({ host: '127.0.0.1', port: Number(new URL(PG_URL).port || 5432) });
+    proxies.push(proxy);
+    const a = await open({ url: proxy.url(PG_URL), instanceId: 'A', flushMs: 50, writeTimeoutMs: 300, connectTimeoutMs: 1000 });
+    const b = await open({ instanceId: 'B' });
+    a.answered(sid(5), { from: '+15550000005', to: '+15550000006' });
+    await a.flush();
+    proxy.setMode('blackhole');
+    a.answered(sid(5), { from: '+15550000005', to: '+15550000006' }); // Twilio retried the webhook; A's write of it is held up
+    await until('a failed flush on A', () => !a.stats().reachable);
+    expect(await b.claim(sid(5), 'B')).toBe(true);
+    const rec = streamRecorder(b, sid(5));
+    rec.started({ callSid: sid(5), streamSid: 'MZ5', audioMode: 'transcode', startedAt: new Date() });
+    rec.usage({ inputTextTokens: 9, inputAudioTokens: 0, inputCachedTokens: 0, outputTextTokens: 0, outputAudioTokens: 0 });
+    rec.ended(end());
+    await b.flush();
+    proxy.setMode('pass'); // A's retried flush lands now
+    await until("A's retry written", async () => {
+      await a.flush();
+      return a.stats().reachable;
+    });
+    const [row] = await query<{ instance_id: string; state: string; started_at: Date | null; ended_at: Date | null }>(
+      'SELECT instance_id, state, started_at, ended_at FROM $schema.calls WHERE call_sid = $1',
+      [sid(5)],
+    );
+    expect(row).toMatchObject({ instance_id: 'B', state: 'completed' });
+    expect(row!.started_at).not.toBeNull();
+    expect(row!.ended_at).not.toBeNull();
+    const r = (await b.get(sid(5)))!;
+    expect(r).toMatchObject({ state: 'completed', streamSid: 'MZ5', from: '+15550000005', to: '+15550000006', endReason: 'caller_hangup' });
+    expect(r.usage.inputTextTokens).toBe(9);
   });
 
   it('webhook on one instance, stream on another: one record, owned by the instance that carries the stream', async () => {

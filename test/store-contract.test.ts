@@ -1,7 +1,8 @@
 /**
  * The CallStore contract, run against both stores: SQLite (a real file) and
- * PostgreSQL (the real local server, a schema per test). Whatever a caller
- * can observe through the interface must be the same on both.
+ * PostgreSQL (the real local server, a schema per test), each without and
+ * with a TRANSCRIPT_KEY. Whatever a caller can observe through the interface
+ * must be the same on all four.
  */
 import { statusCallback } from './helpers/webhooks.js';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -10,24 +11,36 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../src/log.js';
 import { estimateCostUsd } from '../src/store/cost.js';
-import { DecryptError } from '../src/store/crypto.js';
+import { createAdminHandler } from '../src/admin/calls-api.js';
+import { formatRecord } from '../src/cli/calls.js';
+import { DecryptError, keyId, sealV1ForTests } from '../src/store/crypto.js';
+import { decodeCursor, encodeCursor } from '../src/store/cursor.js';
 import { PostgresCallStore } from '../src/store/postgres.js';
-import { createStoreRecorder } from '../src/store/recorder.js';
+import { createStoreRecorder, streamRecorder } from '../src/store/recorder.js';
+import { openSqlite } from '../src/store/sqlite-driver.js';
 import { SqliteCallStore } from '../src/store/sqlite.js';
-import type { CallStore } from '../src/store/types.js';
+import type { CallStore, CallSummary, ListPosition } from '../src/store/types.js';
 import { adminSql, dropSchema, freshSchema, PG_URL, postgresAvailable } from './helpers/postgres.js';
 import { ACCOUNT, endInfo, prices, SID } from './helpers/store.js';
 
 const DONE = 'CA00000000000000000000000000000002';
+
+interface OpenOptions {
+  key?: Buffer;
+  oldKeys?: Buffer[];
+  identity?: string;
+}
 
 interface Kind {
   name: string;
   setup(): void;
   teardown(): Promise<void>;
   /** A store on the shared storage; `identity` is the process it stands for (same identity = a restart). */
-  open(o?: { key?: Buffer; identity?: string }): Promise<CallStore>;
+  open(o?: OpenOptions): Promise<CallStore>;
   /** Everything the storage holds, as text: what someone with the disk or the database could read. */
   rawText(): Promise<string>;
+  /** One SQL statement straight on the storage (no parameters: literals only), as someone with the disk or the database could. */
+  raw(text: string): Promise<Record<string, unknown>[]>;
 }
 
 function sqliteKind(): Kind {
@@ -43,11 +56,20 @@ function sqliteKind(): Kind {
       rmSync(dir, { recursive: true, force: true });
     },
     async open(o = {}) {
-      return new SqliteCallStore({ path, prices, log: silentLogger, transcriptKey: o.key });
+      return new SqliteCallStore({ path, prices, log: silentLogger, transcriptKey: o.key, transcriptKeysOld: o.oldKeys });
     },
     async rawText() {
       const wal = existsSync(`${path}-wal`) ? readFileSync(`${path}-wal`) : Buffer.alloc(0);
       return Buffer.concat([readFileSync(path), wal]).toString('latin1');
+    },
+    async raw(text) {
+      const db = openSqlite(path);
+      try {
+        const st = db.prepare(text);
+        return /^\s*select/i.test(text) ? (st.all() as Record<string, unknown>[]) : (st.run(), []);
+      } finally {
+        db.close();
+      }
     },
   };
 }
@@ -64,7 +86,15 @@ function postgresKind(): Kind {
       await dropSchema(schema);
     },
     async open(o = {}) {
-      return PostgresCallStore.open({ url: PG_URL, schema, prices, log: silentLogger, transcriptKey: o.key, instanceId: o.identity ?? `reader-${++n}` });
+      return PostgresCallStore.open({ url: PG_URL, schema, prices, log: silentLogger, transcriptKey: o.key, transcriptKeysOld: o.oldKeys, instanceId: o.identity ?? `reader-${++n}` });
+    },
+    async raw(text) {
+      const sql = adminSql(`${PG_URL}?search_path=${schema}`);
+      try {
+        return [...(await sql.unsafe<Record<string, unknown>[]>(text))];
+      } finally {
+        await sql.end({ timeout: 2 });
+      }
     },
     async rawText() {
       const sql = adminSql();
@@ -82,10 +112,17 @@ function postgresKind(): Kind {
 
 const pgOk = await postgresAvailable();
 
-describe.each([sqliteKind(), ...(pgOk ? [postgresKind()] : [])])('CallStore contract: $name', (kind) => {
+/** Each store runs the contract without a key and with one: every test's stores use it unless the test names a key (or none). */
+const KEY = Buffer.alloc(32, 5);
+const cases = [sqliteKind(), ...(pgOk ? [postgresKind()] : [])].flatMap((kind) => [
+  { kind, label: `${kind.name}, no key`, key: undefined as Buffer | undefined },
+  { kind, label: `${kind.name}, TRANSCRIPT_KEY set`, key: KEY },
+]);
+
+describe.each(cases)('CallStore contract: $label', ({ kind, key: defaultKey }) => {
   const opened: CallStore[] = [];
-  const open = async (o?: { key?: Buffer; identity?: string }) => {
-    const s = await kind.open(o);
+  const open = async (o: OpenOptions = {}) => {
+    const s = await kind.open('key' in o ? o : { ...o, key: defaultKey });
     opened.push(s);
     return s;
   };
@@ -287,7 +324,8 @@ describe.each([sqliteKind(), ...(pgOk ? [postgresKind()] : [])])('CallStore cont
     rec.ended(endInfo(new Date()));
     await s.close();
     const raw = await kind.rawText();
-    expect(raw).toContain('enc1:');
+    expect(raw).toContain(`enc2:${keyId(key)}:`);
+    expect(raw).not.toContain('enc1:');
     expect(raw).not.toContain('zebra');
     expect(raw).not.toContain('QQ987654');
     expect(raw).not.toContain('5557770001'); // caller and callee numbers are sealed too
@@ -296,11 +334,212 @@ describe.each([sqliteKind(), ...(pgOk ? [postgresKind()] : [])])('CallStore cont
     expect((await withKey.get(SID))!.transcript[0]!.text).toBe('my secret phrase zebra');
     expect(await withKey.get(SID)).toMatchObject({ from: '+15557770001', to: '+15558880002' });
     expect((await withKey.list()).find((c) => c.callSid === SID)).toMatchObject({ from: '+15557770001' });
-    expect((await (await open()).list()).find((c) => c.callSid === SID)?.from).toBe('(encrypted)');
+    expect((await (await open({ key: undefined })).list()).find((c) => c.callSid === SID)?.from).toBe('(encrypted)');
     const wrong = await open({ key: Buffer.alloc(32, 8) });
     await expect(async () => wrong.get(SID)).rejects.toThrow(DecryptError);
     await expect(async () => wrong.get(SID)).rejects.toThrow(/TRANSCRIPT_KEY/);
-    const none = await open();
+    const none = await open({ key: undefined });
     await expect(async () => none.get(SID)).rejects.toThrow(/TRANSCRIPT_KEY/);
+  });
+
+  it('every entry kind — transcript, tool call, latency, usage, each call event — reads back through the store, GET /calls/:sid and `calls show`', async () => {
+    const store = await open({ identity: 'a' });
+    const rec = createStoreRecorder(store, SID, { From: '+15551230000', To: '+15559870000' });
+    rec.started({ callSid: SID, streamSid: 'MZ1', audioMode: 'transcode', startedAt: new Date('2026-11-25T08:00:00.000Z'), model: 'gpt-realtime' });
+    rec.transcript({ atMs: 500, speaker: 'assistant', text: 'Thanks for calling.' });
+    rec.transcript({ atMs: 1500, speaker: 'caller', text: 'Am I covered?', interrupted: false });
+    rec.transcript({ atMs: 1600, speaker: 'dtmf', text: '4' });
+    rec.transcript({ atMs: 1700, speaker: 'tool', text: 'check_eligibility' });
+    rec.transcript({ atMs: 1800, speaker: 'assistant', text: 'One mo', interrupted: true });
+    rec.toolCall({ callId: 'c1', name: 'check_eligibility', args: '{"member_id":"MB123456"}', ok: false, output: 'timeout', record: null, startedAtMs: 2000, durationMs: 3000 });
+    rec.turnLatency({ turn: 1, latencyMs: 640 });
+    rec.usage({ inputTextTokens: 1, inputAudioTokens: 2, inputCachedTokens: 0, inputCachedAudioTokens: 0, outputTextTokens: 3, outputAudioTokens: 4 });
+    const events = [
+      { atMs: 2500, type: 'response_failed', detail: 'server_error (rate_limit_exceeded) → retry' },
+      { atMs: 3000, type: 'model_reconnected', detail: 'closed 1006; 2 attempt(s); gap 1200 ms' },
+      { atMs: 9000, type: 'model_unavailable', detail: 'reconnect budget spent; 5 attempt(s)' },
+    ];
+    for (const e of events) rec.event(e);
+    rec.ended(endInfo(new Date('2026-11-25T08:00:10.000Z'), 'model_unavailable'));
+    await store.close();
+
+    const reader = await open();
+    const r = (await reader.get(SID))!;
+    expect(r.transcript).toEqual([
+      { atMs: 500, speaker: 'assistant', text: 'Thanks for calling.' },
+      { atMs: 1500, speaker: 'caller', text: 'Am I covered?', interrupted: false },
+      { atMs: 1600, speaker: 'dtmf', text: '4' },
+      { atMs: 1700, speaker: 'tool', text: 'check_eligibility' },
+      { atMs: 1800, speaker: 'assistant', text: 'One mo', interrupted: true },
+    ]);
+    expect(r.toolCalls).toEqual([{ callId: 'c1', name: 'check_eligibility', args: '{"member_id":"MB123456"}', ok: false, output: 'timeout', record: null, startedAtMs: 2000, durationMs: 3000 }]);
+    expect(r.turnLatencies).toEqual([{ turn: 1, latencyMs: 640 }]);
+    expect(r.usage).toEqual({ inputTextTokens: 1, inputAudioTokens: 2, inputCachedTokens: 0, inputCachedAudioTokens: 0, outputTextTokens: 3, outputAudioTokens: 4 });
+    expect(r.events).toEqual(events);
+    expect(r).toMatchObject({ from: '+15551230000', to: '+15559870000', outcome: 'failed', endReason: 'model_unavailable' });
+
+    const api = createAdminHandler(reader, 'contract-admin-token');
+    const res = await api({ method: 'GET', path: `/calls/${SID}`, query: new URLSearchParams(), headers: { authorization: 'Bearer contract-admin-token' } });
+    expect(res.status).toBe(200);
+    expect(JSON.parse(JSON.stringify(res.body))).toEqual(JSON.parse(JSON.stringify(r)));
+    const shown = formatRecord(r);
+    expect(shown).toContain('[00:02] response_failed: server_error');
+    expect(shown).toContain('[00:09] model_unavailable');
+    if (defaultKey) {
+      const raw = await kind.rawText();
+      for (const secret of ['rate_limit_exceeded', 'Am I covered', 'MB123456', '5551230000']) expect(raw).not.toContain(secret);
+    }
+  });
+
+  it("a stale header from the store that answered the webhook never undoes the call another store carried; it only adds the webhook's numbers", async () => {
+    const a = await open({ identity: 'a' }); // answered the webhook
+    const b = await open({ identity: 'b' }); // took the stream
+    a.answered(SID, { from: '+15550000001', to: '+15550000002' });
+    await a.flush();
+    expect(await b.claim(SID, 'b')).toBe(true);
+    const rec = streamRecorder(b, SID);
+    const t0 = new Date('2026-11-25T09:00:00.000Z');
+    rec.started({ callSid: SID, streamSid: 'MZ9', audioMode: 'transcode', startedAt: t0 });
+    rec.transcript({ atMs: 10, speaker: 'caller', text: 'hello' });
+    rec.usage({ inputTextTokens: 7, inputAudioTokens: 0, inputCachedTokens: 0, outputTextTokens: 0, outputAudioTokens: 0 });
+    rec.ended(endInfo(new Date(t0.getTime() + 30_000)));
+    await b.flush();
+    // Twilio retries the webhook to A: A's copy of the header is the one it answered with (no stream, in progress).
+    a.answered(SID, { from: '+15550000001', to: '+15550000002' });
+    await a.flush();
+    const r = (await (await open()).get(SID))!;
+    expect(r).toMatchObject({
+      state: 'completed', streamSid: 'MZ9', startedAt: t0.toISOString(), endedAt: '2026-11-25T09:00:30.000Z', durationMs: 30_000,
+      endReason: 'caller_hangup', from: '+15550000001', to: '+15550000002',
+    });
+    expect(r.usage.inputTextTokens).toBe(7);
+    expect(r.answeredAt).not.toBeNull();
+    expect(r.transcript).toHaveLength(1);
+  });
+
+  it('list pages: a cursor walks every call once, in order, ties included, while newer calls arrive', async () => {
+    const s = await open({ identity: 'a' });
+    const sidN = (n: number) => `CA${String(n).padStart(32, '0')}`;
+    const start = (n: number, at: Date) => createStoreRecorder(s, sidN(n), {}).started({ callSid: sidN(n), streamSid: 'MZ', audioMode: 'transcode', startedAt: at });
+    // 7 calls; 1–4 began at the same ms (ties are ordered by call SID).
+    const tie = new Date(Date.UTC(2026, 0, 2));
+    for (let n = 1; n <= 4; n++) start(n, tie);
+    start(5, new Date(Date.UTC(2026, 0, 1)));
+    start(6, new Date(Date.UTC(2026, 0, 3)));
+    start(7, new Date(Date.UTC(2025, 11, 31)));
+    const everything = (await s.list()).map((c) => c.callSid);
+    expect(everything).toEqual([6, 4, 3, 2, 1, 5, 7].map(sidN));
+
+    const seen: string[] = [];
+    let after: ListPosition | undefined;
+    let pages = 0;
+    for (;;) {
+      const page = await s.listPage({ limit: 2, after, since: new Date(Date.UTC(2025, 0, 1)) });
+      seen.push(...page.calls.map((c: CallSummary) => c.callSid));
+      pages++;
+      // Calls arriving meanwhile — newer ones, and one at the very time of the tie — never shift the pages.
+      if (pages === 1) start(8, new Date(Date.UTC(2026, 0, 4)));
+      if (pages === 2) start(9, tie);
+      if (!page.next) break;
+      after = page.next;
+      expect(pages).toBeLessThan(10);
+    }
+    // 9 sorts above every tied SID, so it lands before the cursor (already passed): seen on the next walk, not this one.
+    expect(seen).toEqual(everything);
+    expect(pages).toBe(4);
+    expect((await s.listPage({ limit: 100 })).next).toBeNull();
+    expect((await s.list()).map((c) => c.callSid)).toEqual([8, 6, 9, 4, 3, 2, 1, 5, 7].map(sidN));
+    // since still bounds a paged listing
+    const recent = await s.listPage({ limit: 1, since: tie });
+    expect(recent.calls.map((c) => c.callSid)).toEqual([sidN(8)]);
+    const rest = await s.listPage({ limit: 10, since: tie, after: recent.next! });
+    expect(rest.calls.map((c) => c.callSid)).toEqual([6, 9, 4, 3, 2, 1].map(sidN));
+    expect(rest.next).toBeNull();
+  });
+
+  it("a page's cursor survives its round trip (the order of calls first written, not yet answered, is the database's own clock)", async () => {
+    const s = await open({ identity: 'a' });
+    // Late entries of calls never answered here: their place is when their row was first written.
+    for (let i = 0; i < 5; i++) s.appendTurnLatency(`CB${String(i).padStart(32, '0')}`, { turn: 1, latencyMs: 1 });
+    await s.flush();
+    const seen: string[] = [];
+    let after: ListPosition | undefined;
+    for (let pages = 0; pages < 10; pages++) {
+      const page = await s.listPage({ limit: 2, after });
+      seen.push(...page.calls.map((c) => c.callSid));
+      if (!page.next) break;
+      after = decodeCursor(encodeCursor(page.next)); // as a client hands it back
+    }
+    expect(seen.sort()).toEqual(Array.from({ length: 5 }, (_, i) => `CB${String(i).padStart(32, '0')}`));
+  });
+
+  it('rotation: values sealed with an old key read with it as TRANSCRIPT_KEY_OLD; enc1 values too; without it, an error naming the setting', async () => {
+    const k1 = Buffer.alloc(32, 1);
+    const k2 = Buffer.alloc(32, 2);
+    const before = await open({ key: k1, identity: 'a' });
+    const rec = createStoreRecorder(before, SID, { From: '+15551110000', To: '+15552220000' });
+    rec.started({ callSid: SID, streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
+    rec.transcript({ atMs: 1, speaker: 'caller', text: 'before rotation' });
+    rec.event({ atMs: 2, type: 'response_failed', detail: 'x' });
+    await before.close();
+    // A row written by a callbridge from before enc2 (no key id, no associated data).
+    await kind.raw(`INSERT INTO call_entries (${kind.name === 'postgres' ? 'uid, ' : ''}call_sid, kind, at_ms, label, ok, data)
+      VALUES (${kind.name === 'postgres' ? "'00000000-0000-4000-8000-000000000001', " : ''}'${SID}', 'transcript', 0, NULL, NULL,
+      '${sealV1ForTests(JSON.stringify({ atMs: 0, speaker: 'assistant', text: 'from enc1 days' }), k1)}')`);
+
+    const after = await open({ key: k2, oldKeys: [k1], identity: 'a' });
+    const rec2 = streamRecorder(after, SID);
+    rec2.transcript({ atMs: 3, speaker: 'assistant', text: 'after rotation' });
+    rec2.ended(endInfo(new Date()));
+    await after.flush();
+    const r = (await after.get(SID))!;
+    expect(r.transcript.map((l) => l.text)).toEqual(['from enc1 days', 'before rotation', 'after rotation']);
+    expect(r.events).toEqual([{ atMs: 2, type: 'response_failed', detail: 'x' }]);
+    expect(r).toMatchObject({ from: '+15551110000', to: '+15552220000' });
+    const raw = await kind.rawText();
+    expect(raw).toContain(`enc2:${keyId(k2)}:`); // new values: the new key
+    expect(raw).toContain(`enc2:${keyId(k1)}:`); // old ones stay as they were
+    // The header this store rewrote holds its numbers under the new key now.
+    const [row] = await kind.raw(`SELECT from_number FROM calls WHERE call_sid = '${SID}'`);
+    expect(String(row!.from_number)).toMatch(new RegExp(`^enc2:${keyId(k2)}:`));
+    // Only the new key: what the old one sealed is a clear error naming the setting to use.
+    const newOnly = await open({ key: k2 });
+    await expect(async () => newOnly.get(SID)).rejects.toThrow(DecryptError);
+    await expect(async () => newOnly.get(SID)).rejects.toThrow(/TRANSCRIPT_KEY_OLD/);
+  });
+
+  it('a sealed value moved to another call (or another field) is an error, never shown as that call\'s data', async () => {
+    const other = 'CA0000000000000000000000000000beef';
+    const s = await open({ key: KEY, identity: 'a' });
+    for (const [sid, from, text] of [[SID, '+15550000001', 'first caller secret'], [other, '+15550000002', 'second caller secret']] as const) {
+      const rec = createStoreRecorder(s, sid, { From: from, To: '+15559999999' });
+      rec.started({ callSid: sid, streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
+      rec.transcript({ atMs: 1, speaker: 'caller', text });
+      rec.ended(endInfo(new Date()));
+    }
+    await s.close();
+    const reader = await open({ key: KEY });
+    const api = createAdminHandler(reader, 'contract-admin-token');
+    const ask = (sid: string) => api({ method: 'GET', path: `/calls/${sid}`, query: new URLSearchParams(), headers: { authorization: 'Bearer contract-admin-token' } });
+    expect((await reader.get(SID))!.transcript[0]!.text).toBe('first caller secret');
+
+    // Swap the two calls' transcript lines on the storage.
+    const lines = await kind.raw(`SELECT call_sid, data FROM call_entries WHERE kind = 'transcript' ORDER BY call_sid`);
+    for (const l of lines) await kind.raw(`UPDATE call_entries SET data = '${lines.find((x) => x.call_sid !== l.call_sid)!.data}' WHERE call_sid = '${l.call_sid}' AND kind = 'transcript'`);
+    await expect(async () => reader.get(SID)).rejects.toThrow(DecryptError);
+    await expect(async () => reader.get(SID)).rejects.toThrow(/does not belong to call/);
+    const res = await ask(SID);
+    expect(res.status).toBe(500);
+    expect(JSON.stringify(res.body)).not.toContain('second caller secret');
+    for (const l of lines) await kind.raw(`UPDATE call_entries SET data = '${l.data}' WHERE call_sid = '${l.call_sid}' AND kind = 'transcript'`);
+    expect((await reader.get(SID))!.transcript[0]!.text).toBe('first caller secret');
+
+    // Swap a number between the rows, then between the fields of one row.
+    const nums = await kind.raw(`SELECT call_sid, from_number, to_number FROM calls ORDER BY call_sid`);
+    await kind.raw(`UPDATE calls SET from_number = '${nums[1]!.from_number}' WHERE call_sid = '${nums[0]!.call_sid}'`);
+    await expect(async () => reader.get(String(nums[0]!.call_sid))).rejects.toThrow(/does not belong to call/);
+    expect((await reader.list()).find((c) => c.callSid === nums[0]!.call_sid)?.from).toBe('(encrypted)');
+    await kind.raw(`UPDATE calls SET from_number = '${nums[0]!.to_number}' WHERE call_sid = '${nums[0]!.call_sid}'`);
+    await expect(async () => reader.get(String(nums[0]!.call_sid))).rejects.toThrow(/does not belong to call .* \(from\)/);
   });
 });

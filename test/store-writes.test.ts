@@ -11,7 +11,7 @@ import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { CallEndInfo } from '../src/records.js';
 import { silentLogger } from '../src/log.js';
-import { sealText } from '../src/store/crypto.js';
+import { sealV1ForTests } from '../src/store/crypto.js';
 import { FLUSH_MS, SqliteCallStore } from '../src/store/sqlite.js';
 import { openSqlite } from '../src/store/sqlite-driver.js';
 
@@ -168,8 +168,8 @@ describe('SqliteCallStore writes', () => {
     v1.prepare(`INSERT INTO calls (call_sid, started_at, state, transcript, tool_calls, turn_latencies, created_at, updated_at)
                 VALUES (?, '2026-11-01T10:00:00.000Z', 'completed', ?, ?, ?, 'x', 'x')`).run(
       SID,
-      sealText(JSON.stringify([{ atMs: 10, speaker: 'assistant', text: 'old greeting' }]), key),
-      sealText(JSON.stringify([{ callId: 'c', name: 'check_eligibility', args: '{}', ok: true, output: 'o', record: null, startedAtMs: 20, durationMs: 3 }]), key),
+      sealV1ForTests(JSON.stringify([{ atMs: 10, speaker: 'assistant', text: 'old greeting' }]), key),
+      sealV1ForTests(JSON.stringify([{ callId: 'c', name: 'check_eligibility', args: '{}', ok: true, output: 'o', record: null, startedAtMs: 20, durationMs: 3 }]), key),
       JSON.stringify([{ turn: 1, latencyMs: 800 }]),
     );
     v1.close();

@@ -2,13 +2,17 @@
  * GET /calls and GET /calls/:sid — call records as JSON for operators.
  * Disabled (404 for everything) unless ADMIN_TOKEN is set; then every
  * request needs `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
- * time). `since` takes an ISO time or an age (30m, 2h, 7d); `limit` 1–500.
+ * time). `since` takes an ISO time or an age (30m, 2h, 7d; years 0001–9999);
+ * `limit` 1–500. GET /calls answers `{calls, next}`: `next` is null on the
+ * last page, else an opaque cursor — ask again with `?cursor=<next>` (and
+ * the same `since`) for the following page. Bad parameters: 400, saying which.
  * Records hold personal data: never cache, never log bodies.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AdminReader } from '../call/ports.js';
 import type { CallStore } from '../store/types.js';
 import { DecryptError } from '../store/crypto.js';
+import { decodeCursor, encodeCursor } from '../store/cursor.js';
 import { parseSince } from '../store/since.js';
 import { PostgresStoreError } from '../store/postgres.js';
 
@@ -41,11 +45,15 @@ export function createAdminHandler(store: CallStore, adminToken: string | undefi
       }
       const sinceRaw = req.query.get('since');
       const limitRaw = req.query.get('limit');
+      const cursorRaw = req.query.get('cursor');
       const since = sinceRaw ? parseSince(sinceRaw) : undefined;
-      if (sinceRaw && !since) return { status: 400, body: { error: 'since must be an ISO 8601 time or an age like 30m, 2h, 7d' } };
+      if (sinceRaw && !since) return { status: 400, body: { error: 'since must be an ISO 8601 time (years 0001-9999) or an age like 30m, 2h, 7d' } };
       const limit = limitRaw === null ? 50 : Number(limitRaw);
       if (!Number.isInteger(limit) || limit < 1 || limit > MAX_LIMIT) return { status: 400, body: { error: `limit must be a whole number from 1 to ${MAX_LIMIT}` } };
-      return { status: 200, body: { calls: await store.list({ since, limit }) } };
+      const after = cursorRaw ? decodeCursor(cursorRaw) : undefined;
+      if (cursorRaw && !after) return { status: 400, body: { error: 'cursor must be the `next` of an earlier answer' } };
+      const page = await store.listPage({ since, limit, after });
+      return { status: 200, body: { calls: page.calls, next: page.next ? encodeCursor(page.next) : null } };
     } catch (err) {
       if (err instanceof DecryptError) return { status: 500, body: { error: err.message } };
       // The database is away for a moment (PostgreSQL store): a retry will do.

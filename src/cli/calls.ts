@@ -1,20 +1,23 @@
 /**
  * `callbridge calls list|show`: read the call records (CALLBRIDGE_DB).
- * Readable by default, `--json` for scripts. Errors: one line; exit 1 for
- * an unknown call or unreadable store, 2 for usage.
+ * Readable by default, `--json` for scripts. A list with more calls than
+ * `--limit` says on stderr how to get the next page (`--cursor <next>`), so
+ * stdout stays the page alone. Errors: one line; exit 1 for an unknown call
+ * or unreadable store, 2 for usage.
  */
 import { existsSync } from 'node:fs';
 import { ConfigError, loadConfig } from '../config.js';
 import { silentLogger } from '../log.js';
 import { LatencyHistogram } from '../call/stats.js';
+import { decodeCursor, encodeCursor } from '../store/cursor.js';
 import { parseSince } from '../store/since.js';
 import { openCallStore } from '../store/open.js';
-import type { CallRecord, CallStore, CallSummary } from '../store/types.js';
+import type { CallRecord, CallStore, CallSummary, ListPosition } from '../store/types.js';
 import type { CliIO } from './io.js';
 
 export { parseSince };
 
-const USAGE = 'usage: callbridge calls list [--since <ISO time | 30m | 2h | 7d>] [--limit N] [--json]\n       callbridge calls show <CallSid> [--json]\n';
+const USAGE = 'usage: callbridge calls list [--since <ISO time | 30m | 2h | 7d>] [--limit N] [--cursor <next>] [--json]\n       callbridge calls show <CallSid> [--json]\n';
 
 export async function run(args: string[], io: CliIO): Promise<number> {
   const [sub, ...rest] = args;
@@ -26,6 +29,7 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   let json = false;
   let since: Date | undefined;
   let limit = 50;
+  let after: ListPosition | undefined;
   const positional: string[] = [];
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i]!;
@@ -36,6 +40,9 @@ export async function run(args: string[], io: CliIO): Promise<number> {
     } else if (a === '--limit' && sub === 'list') {
       limit = Number(rest[++i]);
       if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) return fail(2, '--limit takes a whole number from 1 to 10000');
+    } else if (a === '--cursor' && sub === 'list') {
+      after = decodeCursor(rest[++i] ?? '');
+      if (!after) return fail(2, '--cursor takes the cursor an earlier `calls list` printed for its next page');
     } else if (a.startsWith('--')) return fail(2, `unknown option ${a}\n${USAGE}`);
     else positional.push(a);
   }
@@ -54,15 +61,24 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   let store: CallStore;
   try {
     store = (
-      await openCallStore({ databaseUrl: config.databaseUrl, dbPath: config.dbPath, transcriptKey: config.transcriptKey, prices: config.prices, log: silentLogger, readOnly: true })
+      await openCallStore({
+        databaseUrl: config.databaseUrl,
+        dbPath: config.dbPath,
+        transcriptKey: config.transcriptKey,
+        transcriptKeysOld: config.transcriptKeysOld,
+        prices: config.prices,
+        log: silentLogger,
+        readOnly: true,
+      })
     ).store;
   } catch (err) {
     return fail(1, `cannot open ${where}: ${err instanceof Error ? err.message : String(err)}`);
   }
   try {
     if (sub === 'list') {
-      const calls = await store.list({ since, limit });
-      io.stdout.write(json ? `${JSON.stringify(calls, null, 2)}\n` : formatList(calls));
+      const page = await store.listPage({ since, limit, after });
+      io.stdout.write(json ? `${JSON.stringify(page.calls, null, 2)}\n` : formatList(page.calls));
+      if (page.next) io.stderr.write(`more calls: next page with --cursor ${encodeCursor(page.next)}\n`);
       return 0;
     }
     const record = await store.get(positional[0]!);

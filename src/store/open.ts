@@ -14,6 +14,8 @@ export interface OpenCallStoreOptions {
   databaseUrl?: string;
   dbPath: string;
   transcriptKey?: Buffer;
+  /** Earlier transcript keys, for reading only (TRANSCRIPT_KEY_OLD). */
+  transcriptKeysOld?: Buffer[];
   prices: Prices;
   log: Logger;
   /** Read only (CLI): no writes, no timers, no lease. */
@@ -40,19 +42,21 @@ export function isPostgresUrl(url: string | undefined): url is string {
  * advisory lock and (unless read-only) starts the lease heartbeat before
  * returning, so the caller's markInterrupted() already counts as a live
  * instance. Rejects with a PostgresStoreError when the database cannot be
- * reached or has a newer schema (a start-up failure, not a call-path one).
+ * reached or has a newer schema, or when another live process holds this
+ * INSTANCE_ID's lease (a start-up failure, not a call-path one).
  */
 export async function openCallStore(o: OpenCallStoreOptions): Promise<OpenedStore> {
   if (!isPostgresUrl(o.databaseUrl)) {
     return {
       kind: 'sqlite',
-      store: new SqliteCallStore({ path: o.dbPath, transcriptKey: o.transcriptKey, prices: o.prices, log: o.log, readOnly: o.readOnly }),
+      store: new SqliteCallStore({ path: o.dbPath, transcriptKey: o.transcriptKey, transcriptKeysOld: o.transcriptKeysOld, prices: o.prices, log: o.log, readOnly: o.readOnly }),
     };
   }
   const store = await PostgresCallStore.open({
     url: o.databaseUrl,
     schema: o.schema,
     transcriptKey: o.transcriptKey,
+    transcriptKeysOld: o.transcriptKeysOld,
     prices: o.prices,
     log: o.log,
     instanceId: o.instanceId,

@@ -24,10 +24,19 @@
  * that new ones are refused, counted (stats().dropped) and logged, never
  * silently. Writing resumes by itself when the database answers again.
  *
- * Several instances share the database. Each instance owns the calls whose
- * headers it writes (calls.instance_id) and heartbeats a lease row
- * (`instances`); any live instance marks the in-progress calls of an
- * instance whose lease has expired as 'interrupted' (reapExpired). Lease
+ * Several instances share the database. A call's state (stream, times,
+ * usage, end, outcome) is written only by its owner: the instance that
+ * claimed its stream (`call_claims`), or before any claim the instance that
+ * writes it. Any other instance's header write — the webhook instance's, a
+ * stale retried flush — only fills in the webhook's own fields (numbers,
+ * answered time) where the row has none; so does a header whose stream has
+ * not started against a row whose stream has (the claim may have been
+ * impossible while the database was away). calls.instance_id names the
+ * owner. Each instance heartbeats a lease row (`instances`) holding a random
+ * token of its process: an INSTANCE_ID whose lease another live process
+ * holds is refused at start (startLeases), and only the token's holder
+ * renews or releases it. Any live instance marks the in-progress calls of
+ * an instance whose lease has expired as 'interrupted' (reapExpired). Lease
  * times use the database's clock, so instance clocks need not agree.
  * Status callbacks may arrive at any instance: they are rows of their own
  * (`call_status_events`, unique per call and SequenceNumber), never a
@@ -36,7 +45,7 @@
  * Reads (get, list) are async: they flush this instance's queue first, so an
  * instance reads its own writes.
  */
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import postgres from 'postgres';
 import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatency, Usage } from '../records.js';
@@ -44,9 +53,9 @@ import type { Prices } from '../config.js';
 import type { Logger } from '../log.js';
 import type { StatusCallback } from '../twilio/webhooks.js';
 import { estimateCostUsd } from './cost.js';
-import { openField, openText, sealField, sealText } from './crypto.js';
+import { keyring, openField, openText, sealField, sealText, type Keyring } from './crypto.js';
 import { emptyHeader, endHeader, headerFromRow, summaryFromRow, sumUsage, type CallHeader, type CallRow, type SummaryRow } from './rows.js';
-import type { CallRecord, CallStore, CallSummary, StatusEvent } from './types.js';
+import type { CallPage, CallRecord, CallStore, CallSummary, ListOptions, StatusEvent } from './types.js';
 
 /** Defaults; each can be set per store. Times in ms. */
 export const PG_DEFAULTS = {
@@ -132,6 +141,8 @@ const MIGRATIONS: string[] = [
      instance_id text NOT NULL,
      claimed_at  timestamptz NOT NULL DEFAULT now()
    );`,
+  // 3: the lease holder's random per-process token: a second live process with the same INSTANCE_ID is refused.
+  `ALTER TABLE instances ADD COLUMN token text;`,
 ];
 
 export interface PostgresStoreOptions {
@@ -140,6 +151,8 @@ export interface PostgresStoreOptions {
   /** A schema of its own (created if missing); default: the connection's search_path. */
   schema?: string;
   transcriptKey?: Buffer;
+  /** Earlier keys (TRANSCRIPT_KEY_OLD): values they sealed are still read; nothing new is sealed with them. */
+  transcriptKeysOld?: Buffer[];
   prices: Prices;
   log: Logger;
   /** Names this instance in calls.instance_id and its lease; default hostname-pid. */
@@ -246,7 +259,18 @@ const HEADER_UPSERT = `
     owner_rev = excluded.owner_rev,
     instance_id = excluded.instance_id,
     updated_at = now()
-  WHERE c.owner_rev IS NULL OR c.instance_id IS DISTINCT FROM excluded.instance_id OR c.owner_rev <= excluded.owner_rev`;
+  WHERE (c.owner_rev IS NULL OR c.instance_id IS DISTINCT FROM excluded.instance_id OR c.owner_rev <= excluded.owner_rev)
+    -- only the owner: no other instance claimed the call's stream, and no header without a stream undoes one
+    AND NOT EXISTS (SELECT 1 FROM call_claims k WHERE k.call_sid = c.call_sid AND k.instance_id <> excluded.instance_id)
+    AND (c.started_at IS NULL OR excluded.started_at IS NOT NULL OR c.instance_id IS NOT DISTINCT FROM excluded.instance_id)`;
+
+/** What a header write of a non-owner adds (after HEADER_UPSERT, same columns): the webhook's own fields, where the row has none. */
+const WEBHOOK_FIELDS = `
+  UPDATE calls c SET from_number = coalesce(c.from_number, t.f), to_number = coalesce(c.to_number, t.t),
+    answered_at = coalesce(c.answered_at, t.a), updated_at = now()
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS t(s, f, t, a)
+  WHERE c.call_sid = t.s AND ((c.from_number IS NULL AND t.f IS NOT NULL) OR (c.to_number IS NULL AND t.t IS NOT NULL)
+    OR (c.answered_at IS NULL AND t.a IS NOT NULL))`;
 
 const ENTRIES_INSERT = `
   INSERT INTO call_entries (uid, call_sid, kind, at_ms, label, ok, data)
@@ -292,7 +316,10 @@ const READ_HEADERS = `SELECT * FROM calls WHERE call_sid = ANY($1::text[])`;
 export class PostgresCallStore implements CallStore {
   readonly instanceId: string;
   private sql: Sql;
-  private readonly key: Buffer | undefined;
+  private readonly ring: Keyring;
+  /** This process's lease token (random per process): only its holder renews or releases the lease. */
+  private readonly leaseToken = randomBytes(12).toString('hex');
+  private leaseLost = false;
   private readonly flushMs: number;
   private readonly maxQueued: number;
   private readonly writeTimeoutMs: number;
@@ -340,7 +367,7 @@ export class PostgresCallStore implements CallStore {
       throw new PostgresStoreError(`call store: schema name ${JSON.stringify(opts.schema)} must be lower-case letters, digits and _`, false);
     }
     this.instanceId = opts.instanceId ?? `${hostname()}-${process.pid}`;
-    this.key = opts.transcriptKey;
+    this.ring = keyring(opts.transcriptKey, opts.transcriptKeysOld);
     this.flushMs = opts.flushMs ?? PG_DEFAULTS.flushMs;
     this.maxQueued = opts.maxQueued ?? PG_DEFAULTS.maxQueued;
     this.writeTimeoutMs = opts.writeTimeoutMs ?? PG_DEFAULTS.writeTimeoutMs;
@@ -428,20 +455,70 @@ export class PostgresCallStore implements CallStore {
   // ── Instances and leases ───────────────────────────────────────────────
 
   /**
-   * Heartbeat this instance's lease now and every leaseMs/6 after; each beat
+   * Take this instance's lease, then heartbeat it every leaseMs/6; each beat
    * also reaps the calls of instances whose lease expired. A lease is valid
    * for 2/3 leaseMs after a beat, so a dead instance's calls are marked
    * 'interrupted' at most leaseMs after its last beat, and a live one can
    * miss three beats before another instance considers it gone.
+   *
+   * The lease of this INSTANCE_ID may be held by another process's token:
+   * released (a clean exit) or expired, it is taken at once; still valid, it
+   * is watched until it expires (the holder died: a restart after kill -9
+   * waits at most 2/3 of the holder's leaseMs) or is renewed — then another
+   * live process uses this INSTANCE_ID, and this rejects with a
+   * non-retryable PostgresStoreError, having touched nothing of its calls.
    */
   async startLeases(opts: { leaseMs?: number } = {}): Promise<void> {
     if (this.opts.readOnly) throw new PostgresStoreError('call store: a read-only store holds no lease', false);
     const leaseMs = opts.leaseMs ?? PG_DEFAULTS.leaseMs;
     if (!Number.isFinite(leaseMs) || leaseMs < 300) throw new PostgresStoreError(`call store: leaseMs must be at least 300 (got ${leaseMs})`, false);
     this.leaseMs = leaseMs;
-    await this.heartbeat(true);
+    await this.acquireLease();
     this.leaseTimer = setInterval(() => void this.beatAndReap(), Math.max(10, Math.round(this.leaseMs / 6)));
     this.leaseTimer.unref();
+  }
+
+  private async acquireLease(): Promise<void> {
+    const validMs = Math.round((this.leaseMs * 2) / 3);
+    let watched: { token: string | null; heartbeat: string } | undefined;
+    for (;;) {
+      // Take the lease if it is free (no row, released or expired): one statement, so two starting processes cannot both win.
+      const taken = await this.timed(
+        this.sql.unsafe<{ instance_id: string }[]>(
+          `INSERT INTO instances AS i (instance_id, started_at, heartbeat_at, expires_at, token)
+           VALUES ($1, now(), now(), now() + $2 * interval '1 millisecond', $3)
+           ON CONFLICT (instance_id) DO UPDATE SET started_at = now(), heartbeat_at = now(), expires_at = excluded.expires_at, token = excluded.token
+           WHERE i.expires_at <= now()
+           RETURNING instance_id`,
+          [this.instanceId, validMs, this.leaseToken],
+          { prepare: true },
+        ),
+        'take lease',
+      );
+      if (taken.length === 1) return;
+      const [held] = await this.timed(
+        this.sql.unsafe<{ token: string | null; heartbeat: string; left_ms: number }[]>(
+          `SELECT token, heartbeat_at::text AS heartbeat, greatest(0, extract(epoch FROM expires_at - now()) * 1000)::float8 AS left_ms
+           FROM instances WHERE instance_id = $1`,
+          [this.instanceId],
+          { prepare: true },
+        ),
+        'read lease',
+      );
+      if (!held) continue; // forgotten meanwhile: try again
+      if (watched && (held.token !== watched.token || held.heartbeat !== watched.heartbeat)) {
+        throw new PostgresStoreError(
+          `INSTANCE_ID ${this.instanceId} is in use: another live process holds its lease (renewed while this one waited); give every instance its own INSTANCE_ID`,
+          false,
+        );
+      }
+      if (!watched) {
+        this.opts.log.warn({ instanceId: this.instanceId, leftMs: Math.round(held.left_ms) }, 'the lease of this INSTANCE_ID is held: waiting for it to expire (a restart after a crash) or be renewed (another live process)');
+      }
+      watched = { token: held.token, heartbeat: held.heartbeat };
+      // Look again before its holder's next beat could be missed: every leaseMs/6, and just after it expires.
+      await sleep(Math.max(10, Math.min(Math.round(this.leaseMs / 6), Math.ceil(held.left_ms) + 10)));
+    }
   }
 
   /** Stop heartbeating (the lease then expires and other instances reap this one's calls). */
@@ -538,7 +615,7 @@ export class PostgresCallStore implements CallStore {
     const row = rows[0];
     if (!row) return undefined;
     const rec: CallRecord = {
-      ...headerFromRow(row, (n) => openField(n, this.key)),
+      ...headerFromRow(row, (n, field) => openField(n, this.ring, callSid, field)),
       status: row.status,
       statusEvents: statuses.map(
         (s): StatusEvent => ({
@@ -554,10 +631,11 @@ export class PostgresCallStore implements CallStore {
       turnLatencies: [],
       events: [],
     };
+    const open = (data: string, kind: 'transcript' | 'tool' | 'event') => JSON.parse(openText(data, this.ring, callSid, kind)) as unknown;
     for (const e of entries) {
-      if (e.kind === 'transcript') rec.transcript.push(JSON.parse(openText(e.data, this.key)) as TranscriptLine);
-      else if (e.kind === 'tool') rec.toolCalls.push(JSON.parse(openText(e.data, this.key)) as ToolCallRecord);
-      else if (e.kind === 'event') rec.events.push(JSON.parse(e.data) as CallEvent);
+      if (e.kind === 'transcript') rec.transcript.push(open(e.data, 'transcript') as TranscriptLine);
+      else if (e.kind === 'tool') rec.toolCalls.push(open(e.data, 'tool') as ToolCallRecord);
+      else if (e.kind === 'event') rec.events.push(open(e.data, 'event') as CallEvent);
       else rec.turnLatencies.push(JSON.parse(e.data) as TurnLatency);
     }
     return rec;
@@ -580,18 +658,29 @@ export class PostgresCallStore implements CallStore {
     ]);
   }
 
-  async list(opts: { since?: Date; limit?: number } = {}): Promise<CallSummary[]> {
+  async list(opts: ListOptions = {}): Promise<CallSummary[]> {
+    return (await this.listPage(opts)).calls;
+  }
+
+  async listPage(opts: ListOptions = {}): Promise<CallPage> {
     await this.flush();
     const limit = Math.max(1, Math.min(opts.limit ?? 50, 10_000));
-    const rows = await this.timed(this.sql.unsafe<SummaryRow<Date>[]>(
+    // The cursor keeps the sort key at the database's precision (µs: created_at is now()), as ISO text, and sends it
+    // back as text: the driver would cut a timestamptz parameter to a JS Date's ms.
+    const rows = await this.timed(this.sql.unsafe<(SummaryRow<Date> & { k: string })[]>(
       `SELECT call_sid, from_number, to_number, coalesce(started_at, answered_at, created_at) AS started_at, duration_ms,
-              status, state, outcome, end_reason, cost_usd
+              status, state, outcome, end_reason, cost_usd,
+              to_char(coalesce(started_at, answered_at, created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS k
        FROM calls WHERE coalesce(started_at, answered_at, created_at) >= $1
-       ORDER BY coalesce(started_at, answered_at, created_at) DESC LIMIT $2`,
-      [opts.since ?? new Date(0), limit],
+         AND ($3::text IS NULL OR (coalesce(started_at, answered_at, created_at), call_sid) < ($3::text::timestamptz, $4::text))
+       ORDER BY coalesce(started_at, answered_at, created_at) DESC, call_sid DESC LIMIT $2`,
+      [opts.since ?? new Date(0), limit + 1, opts.after?.t ?? null, opts.after?.sid ?? ''],
       { prepare: true },
     ), 'list');
-    return rows.map((r) => summaryFromRow(r, this.key));
+    const more = rows.length > limit;
+    if (more) rows.pop();
+    const last = rows.at(-1);
+    return { calls: rows.map((r) => summaryFromRow(r, this.ring)), next: more && last ? { t: last.k, sid: last.call_sid } : null };
   }
 
   // ── Flushing ───────────────────────────────────────────────────────────
@@ -624,7 +713,10 @@ export class PostgresCallStore implements CallStore {
     const left = this.pending.length + this.statuses.length + [...this.live.values()].filter((v) => v.dirty).length;
     if (left > 0) this.opts.log.error({ unwritten: left, dropped: this.dropped }, 'call store closed with records it could not write');
     if (this.leaseMs > 0) {
-      await this.timed(this.sql.unsafe('UPDATE instances SET expires_at = now() WHERE instance_id = $1', [this.instanceId]), 'release lease').catch(() => {});
+      await this.timed(
+        this.sql.unsafe('UPDATE instances SET expires_at = now() WHERE instance_id = $1 AND token = $2', [this.instanceId, this.leaseToken]),
+        'release lease',
+      ).catch(() => {});
     }
     await this.sql.end({ timeout: 2 }).catch(() => {});
   }
@@ -677,7 +769,7 @@ export class PostgresCallStore implements CallStore {
       if (!v || v.loaded) continue;
       const row = byId.get(sid);
       // A number this instance cannot open stays sealed as stored (sealField writes it back as it is).
-      v.h = row ? headerFromRow(row, (n) => openField(n, this.key, (stored) => stored)) : emptyHeader(sid);
+      v.h = row ? headerFromRow(row, (n, field) => openField(n, this.ring, sid, field, (stored) => stored)) : emptyHeader(sid);
       for (const op of v.ops) op(v.h);
       v.ops = [];
       v.loaded = true;
@@ -696,7 +788,7 @@ export class PostgresCallStore implements CallStore {
     };
     for (const e of entries) {
       e.uid ??= randomUUID();
-      e.data ??= e.kind === 'latency' ? e.json : sealText(e.json, this.key);
+      e.data ??= e.kind === 'latency' ? e.json : sealText(e.json, this.ring, e.callSid, e.kind);
       cols.uid.push(e.uid);
       cols.sid.push(e.callSid);
       cols.kind.push(e.kind);
@@ -706,6 +798,7 @@ export class PostgresCallStore implements CallStore {
       cols.data.push(e.data);
     }
     const h = headers.map((v) => this.headerRow(v));
+    const webhook = h.filter((r) => r[2] !== null || r[3] !== null || r[5] !== null); // from, to, answered_at
     const stubSids = [...new Set([...cols.sid, ...statuses.map((s) => s.callSid)])];
     const endedSids = headers.filter((v) => v.h.state === 'completed' && v.h.outcome === null).map((v) => v.h.callSid);
     const statusSids = [...new Set(statuses.map((s) => s.callSid))];
@@ -714,6 +807,9 @@ export class PostgresCallStore implements CallStore {
       if (h.length > 0) {
         const col = (i: number) => h.map((r) => r[i] ?? null);
         q.push(tx.unsafe(HEADER_UPSERT, [...Array.from({ length: 18 }, (_, i) => col(i)), this.instanceId] as never[], { prepare: true }));
+        if (webhook.length > 0) {
+          q.push(tx.unsafe(WEBHOOK_FIELDS, [0, 2, 3, 5].map((i) => webhook.map((r) => r[i] ?? null)) as never[], { prepare: true }));
+        }
       }
       if (stubSids.length > 0) q.push(tx.unsafe(STUBS_INSERT, [stubSids], { prepare: true }));
       if (entries.length > 0) {
@@ -721,7 +817,7 @@ export class PostgresCallStore implements CallStore {
       }
       for (const s of statuses) {
         q.push(
-          tx.unsafe(STATUS_INSERT, [s.callSid, s.seq, s.status, s.timestamp, s.durationS, s.receivedAt, sealField(s.from, this.key), sealField(s.to, this.key), s.terminal] as never[], {
+          tx.unsafe(STATUS_INSERT, [s.callSid, s.seq, s.status, s.timestamp, s.durationS, s.receivedAt, sealField(s.from, this.ring, s.callSid, 'from'), sealField(s.to, this.ring, s.callSid, 'to'), s.terminal] as never[], {
             prepare: true,
           }),
         );
@@ -740,8 +836,8 @@ export class PostgresCallStore implements CallStore {
     return [
       h.callSid,
       h.streamSid,
-      sealField(h.from, this.key),
-      sealField(h.to, this.key),
+      sealField(h.from, this.ring, h.callSid, 'from'),
+      sealField(h.to, this.ring, h.callSid, 'to'),
       h.startedAt,
       h.answeredAt,
       h.endedAt,
@@ -799,7 +895,7 @@ export class PostgresCallStore implements CallStore {
     if (this.beating) return; // the last beat is still waiting on the database
     this.beating = true;
     try {
-      await this.heartbeat(false);
+      await this.heartbeat();
       await this.reapExpired();
       this.succeeded();
     } catch (err) {
@@ -809,19 +905,26 @@ export class PostgresCallStore implements CallStore {
     }
   }
 
-  private async heartbeat(first: boolean): Promise<void> {
+  /** Renew this process's lease (its token's). Lost (another process took this INSTANCE_ID after it expired): a non-retryable error, logged by every failed beat. */
+  private async heartbeat(): Promise<void> {
+    if (this.leaseLost) throw this.leaseLostError();
     const validMs = Math.round((this.leaseMs * 2) / 3);
-    await this.timed(
+    const renewed = await this.timed(
       this.sql.unsafe(
-        `INSERT INTO instances (instance_id, started_at, heartbeat_at, expires_at)
-         VALUES ($1, now(), now(), now() + $2 * interval '1 millisecond')
-         ON CONFLICT (instance_id) DO UPDATE SET heartbeat_at = now(), expires_at = excluded.expires_at,
-           started_at = CASE WHEN $3 THEN now() ELSE instances.started_at END`,
-        [this.instanceId, validMs, first],
+        `UPDATE instances SET heartbeat_at = now(), expires_at = now() + $2 * interval '1 millisecond' WHERE instance_id = $1 AND token = $3`,
+        [this.instanceId, validMs, this.leaseToken],
         { prepare: true },
       ),
       'heartbeat',
     );
+    if (renewed.count === 0) {
+      this.leaseLost = true;
+      throw this.leaseLostError();
+    }
+  }
+
+  private leaseLostError(): PostgresStoreError {
+    return new PostgresStoreError(`call store: the lease of INSTANCE_ID ${this.instanceId} was taken by another process after it expired here; two processes use this INSTANCE_ID`, false);
   }
 
   /**
@@ -913,4 +1016,5 @@ export class PostgresCallStore implements CallStore {
 }
 
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 const errText = (err: unknown): string => (err instanceof Error ? err.message : String(err));

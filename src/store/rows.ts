@@ -6,10 +6,10 @@
  * always carry ISO strings (UTC, ms).
  */
 import type { CallEndInfo, Usage } from '../records.js';
-import { openField } from './crypto.js';
+import { openField, type Keyring } from './crypto.js';
 import { ZERO_USAGE, type CallRecord, type CallSummary } from './types.js';
 
-/** What `list` shows for a number sealed with a key this store does not have. */
+/** What `list` shows for a number this store cannot open (sealed with a key it does not have, or not this call's). */
 export const ENCRYPTED_NUMBER = '(encrypted)';
 
 /** A call's record without its lists and its status callbacks: the columns of the `calls` row a store writes while it carries the call. */
@@ -45,13 +45,13 @@ export type SummaryRow<Time extends string | Date> = Pick<
 
 const iso = (t: string | Date | null): string | null => (t instanceof Date ? t.toISOString() : t);
 
-/** `number` opens a stored caller/callee number (sealed when TRANSCRIPT_KEY is set). */
-export function headerFromRow(r: CallRow<string | Date>, number: (stored: string | null) => string | null): CallHeader {
+/** `number` opens a stored caller (`from`) or callee (`to`) number of the row's call (sealed when TRANSCRIPT_KEY is set). */
+export function headerFromRow(r: CallRow<string | Date>, number: (stored: string | null, field: 'from' | 'to') => string | null): CallHeader {
   return {
     callSid: r.call_sid,
     streamSid: r.stream_sid,
-    from: number(r.from_number),
-    to: number(r.to_number),
+    from: number(r.from_number, 'from'),
+    to: number(r.to_number, 'to'),
     startedAt: iso(r.started_at),
     answeredAt: iso(r.answered_at),
     endedAt: iso(r.ended_at),
@@ -92,11 +92,11 @@ export function emptyHeader(callSid: string): CallHeader {
 }
 
 /** A `list` row as a summary; a number sealed with another key (or none) shows as ENCRYPTED_NUMBER. */
-export function summaryFromRow(r: SummaryRow<string | Date>, key: Buffer | undefined): CallSummary {
+export function summaryFromRow(r: SummaryRow<string | Date>, ring: Keyring): CallSummary {
   return {
     callSid: r.call_sid,
-    from: openField(r.from_number, key, () => ENCRYPTED_NUMBER),
-    to: openField(r.to_number, key, () => ENCRYPTED_NUMBER),
+    from: openField(r.from_number, ring, r.call_sid, 'from', () => ENCRYPTED_NUMBER),
+    to: openField(r.to_number, ring, r.call_sid, 'to', () => ENCRYPTED_NUMBER),
     startedAt: iso(r.started_at),
     durationMs: r.duration_ms,
     status: r.status,

@@ -27,11 +27,17 @@
  * progress as interrupted, so processes must not share a file (run one file
  * per process, or the PostgreSQL store for scale-out).
  *
- * Personal data — transcripts, tool arguments and results, caller and callee
- * numbers — is sealed with AES-256-GCM per value when a key is configured
- * (src/store/crypto.ts). Numbers written before a key was set stay plain and
+ * Personal data — transcripts, tool calls, call events, caller and callee
+ * numbers — is sealed with AES-256-GCM per value, bound to its call and
+ * field, when a key is configured (src/store/crypto.ts); older keys can be
+ * given for reading. Values written before a key was set stay plain and
  * read as they are. Without the right key, `get` throws DecryptError and
  * `list` shows a sealed number as ENCRYPTED_NUMBER.
+ *
+ * A header written from a stale copy never undoes a call's stream: a header
+ * whose stream has not started (a webhook's, e.g. a retried one) does not
+ * overwrite a row whose stream has; it only fills in the webhook's own
+ * fields (numbers, answered time) where the row has none.
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -40,10 +46,10 @@ import type { Prices } from '../config.js';
 import type { Logger } from '../log.js';
 import type { StatusCallback } from '../twilio/webhooks.js';
 import { estimateCostUsd } from './cost.js';
-import { openField, openText, sealField, sealText } from './crypto.js';
+import { keyring, openField, openText, sealField, sealText, type Keyring } from './crypto.js';
 import { openSqlite, type SqlStatement, type SqliteDb, type SqlValue } from './sqlite-driver.js';
 import { emptyHeader, endHeader, ENCRYPTED_NUMBER, headerFromRow, summaryFromRow, sumUsage, type CallHeader, type CallRow, type SummaryRow } from './rows.js';
-import type { CallRecord, CallStore, CallSummary, StatusEvent } from './types.js';
+import type { CallPage, CallRecord, CallStore, CallSummary, ListOptions, StatusEvent } from './types.js';
 
 export { ENCRYPTED_NUMBER, estimateCostUsd };
 
@@ -127,6 +133,8 @@ const MIGRATIONS: string[] = [
 export interface SqliteStoreOptions {
   path: string;
   transcriptKey?: Buffer;
+  /** Earlier keys (TRANSCRIPT_KEY_OLD): values they sealed are still read; nothing new is sealed with them. */
+  transcriptKeysOld?: Buffer[];
   prices: Prices;
   log: Logger;
   /** Open an existing store for reading (CLI): the file must exist, no flush timer. */
@@ -169,10 +177,11 @@ export class SqliteCallStore implements CallStore {
   private droppedEntries = 0;
   private readonly timer: NodeJS.Timeout | undefined;
   private immediate: NodeJS.Immediate | undefined;
-  private readonly key: Buffer | undefined;
+  private readonly ring: Keyring;
   private closed = false;
   private readonly sql: {
     upsertHeader: SqlStatement;
+    webhookFields: SqlStatement;
     stub: SqlStatement;
     insertEntry: SqlStatement;
     header: SqlStatement;
@@ -182,7 +191,7 @@ export class SqliteCallStore implements CallStore {
   };
 
   constructor(private readonly opts: SqliteStoreOptions) {
-    this.key = opts.transcriptKey;
+    this.ring = keyring(opts.transcriptKey, opts.transcriptKeysOld);
     if (opts.path !== ':memory:' && !opts.readOnly) mkdirSync(dirname(opts.path), { recursive: true });
     this.db = openSqlite(opts.path, { fileMustExist: opts.readOnly === true });
     if (!opts.readOnly && !driverLogged) {
@@ -208,7 +217,13 @@ export class SqliteCallStore implements CallStore {
           status_events = excluded.status_events, end_reason = excluded.end_reason, outcome = excluded.outcome,
           audio_mode = excluded.audio_mode, model = excluded.model, state = excluded.state, relay = excluded.relay,
           protocol_errors = excluded.protocol_errors, usage = excluded.usage, cost_usd = excluded.cost_usd,
-          updated_at = excluded.updated_at`),
+          updated_at = excluded.updated_at
+        WHERE calls.started_at IS NULL OR excluded.started_at IS NOT NULL`),
+      // What a header the upsert refused (no stream, the row has one) may still add: the webhook's own fields.
+      webhookFields: this.db.prepare(`
+        UPDATE calls SET from_number = coalesce(from_number, @from_number), to_number = coalesce(to_number, @to_number),
+          answered_at = coalesce(answered_at, @answered_at), updated_at = @now
+        WHERE call_sid = @call_sid`),
       stub: this.db.prepare('INSERT OR IGNORE INTO calls (call_sid, created_at, updated_at) VALUES (?, ?, ?)'),
       insertEntry: this.db.prepare('INSERT INTO call_entries (call_sid, kind, at_ms, label, ok, data) VALUES (?, ?, ?, ?, ?, ?)'),
       header: this.db.prepare('SELECT * FROM calls WHERE call_sid = ?'),
@@ -323,34 +338,45 @@ export class SqliteCallStore implements CallStore {
     this.flush();
     const row = this.sql.header.get(callSid) as Row | undefined;
     if (!row) return undefined;
+    const open = (data: string, kind: 'transcript' | 'tool' | 'event') => JSON.parse(openText(data, this.ring, callSid, kind)) as unknown;
     const rec: CallRecord = {
-      ...rowHeader(row, this.key),
-      // Rows written before migration 2 keep their lists in the row itself.
-      transcript: JSON.parse(openText(row.transcript, this.key)) as TranscriptLine[],
-      toolCalls: JSON.parse(openText(row.tool_calls, this.key)) as ToolCallRecord[],
+      ...rowHeader(row, this.ring),
+      // Rows written before migration 2 keep their lists in the row itself (sealed, if at all, as enc1).
+      transcript: open(row.transcript, 'transcript') as TranscriptLine[],
+      toolCalls: open(row.tool_calls, 'tool') as ToolCallRecord[],
       turnLatencies: JSON.parse(row.turn_latencies) as TurnLatency[],
       events: [],
     };
     for (const e of this.sql.entries.all(callSid) as EntryRow[]) {
-      if (e.kind === 'transcript') rec.transcript.push(JSON.parse(openText(e.data, this.key)) as TranscriptLine);
-      else if (e.kind === 'tool') rec.toolCalls.push(JSON.parse(openText(e.data, this.key)) as ToolCallRecord);
-      else if (e.kind === 'event') rec.events.push(JSON.parse(e.data) as CallEvent);
+      if (e.kind === 'transcript') rec.transcript.push(open(e.data, 'transcript') as TranscriptLine);
+      else if (e.kind === 'tool') rec.toolCalls.push(open(e.data, 'tool') as ToolCallRecord);
+      else if (e.kind === 'event') rec.events.push(open(e.data, 'event') as CallEvent);
       else rec.turnLatencies.push(JSON.parse(e.data) as TurnLatency);
     }
     return rec;
   }
 
-  list(opts: { since?: Date; limit?: number } = {}): CallSummary[] {
+  list(opts: ListOptions = {}): CallSummary[] {
+    return this.listPage(opts).calls;
+  }
+
+  listPage(opts: ListOptions = {}): CallPage {
     this.flush();
     const limit = Math.max(1, Math.min(opts.limit ?? 50, 10_000));
     const since = opts.since?.toISOString() ?? '';
+    // Past the end of the order (every ISO time sorts below '~'): no cursor means from the newest.
+    const after = opts.after ?? { t: '~', sid: '' };
     const rows = this.db
       .prepare(`SELECT call_sid, from_number, to_number, coalesce(started_at, answered_at, created_at) AS started_at, duration_ms,
                        status, state, outcome, end_reason, cost_usd
                 FROM calls WHERE coalesce(started_at, answered_at, created_at) >= ?
-                ORDER BY coalesce(started_at, answered_at, created_at) DESC LIMIT ?`)
-      .all(since, limit) as SummaryRow<string>[];
-    return rows.map((r) => summaryFromRow(r, this.key));
+                  AND (coalesce(started_at, answered_at, created_at) < ? OR (coalesce(started_at, answered_at, created_at) = ? AND call_sid < ?))
+                ORDER BY coalesce(started_at, answered_at, created_at) DESC, call_sid DESC LIMIT ?`)
+      .all(since, after.t, after.t, after.sid, limit + 1) as SummaryRow<string>[];
+    const more = rows.length > limit;
+    if (more) rows.pop();
+    const last = rows.at(-1);
+    return { calls: rows.map((r) => summaryFromRow(r, this.ring)), next: more && last ? { t: last.started_at, sid: last.call_sid } : null };
   }
 
   /** Write everything queued, in one transaction. Never throws: a failed flush keeps its work for the next one. */
@@ -369,12 +395,15 @@ export class SqliteCallStore implements CallStore {
       this.db.transaction(() => {
         for (const e of entries) {
           if (!this.live.has(e.callSid)) this.sql.stub.run(e.callSid, now, now); // a late entry of a finished call
-          const data = e.kind === 'latency' ? e.json : sealText(e.json, this.key);
+          const data = e.kind === 'latency' ? e.json : sealText(e.json, this.ring, e.callSid, e.kind);
           this.sql.insertEntry.run(e.callSid, e.kind, e.atMs, e.label, e.ok, data);
         }
         for (const [sid, v] of dirty) {
           if (v.h.state === 'completed' && v.h.outcome === null) v.h.outcome = this.outcomeOf(sid, v.h);
-          this.sql.upsertHeader.run(this.headerRow(v.h, now));
+          const row = this.headerRow(v.h, now);
+          if (Number(this.sql.upsertHeader.run(row).changes) === 0) {
+            this.sql.webhookFields.run({ call_sid: row.call_sid!, from_number: row.from_number!, to_number: row.to_number!, answered_at: row.answered_at!, now });
+          }
         }
       });
     } catch (err) {
@@ -440,7 +469,7 @@ export class SqliteCallStore implements CallStore {
     if (!entry) {
       const row = this.closed ? undefined : (this.sql.header.get(callSid) as Row | undefined);
       // A number this process cannot open is kept sealed as stored (sealField writes it back as it is).
-      entry = { h: row ? rowHeader(row, this.key, (stored) => stored) : { ...emptyHeader(callSid), status: null, statusEvents: [] }, dirty: false };
+      entry = { h: row ? rowHeader(row, this.ring, (stored) => stored) : { ...emptyHeader(callSid), status: null, statusEvents: [] }, dirty: false };
       this.live.set(callSid, entry);
     }
     return entry.h;
@@ -478,8 +507,8 @@ export class SqliteCallStore implements CallStore {
     return {
       call_sid: h.callSid,
       stream_sid: h.streamSid,
-      from_number: sealField(h.from, this.key),
-      to_number: sealField(h.to, this.key),
+      from_number: sealField(h.from, this.ring, h.callSid, 'from'),
+      to_number: sealField(h.to, this.ring, h.callSid, 'to'),
       started_at: h.startedAt,
       answered_at: h.answeredAt,
       ended_at: h.endedAt,
@@ -501,9 +530,9 @@ export class SqliteCallStore implements CallStore {
 }
 
 /** `unreadable`: what a number sealed with another key reads as (default: DecryptError). */
-function rowHeader(r: Row, key: Buffer | undefined, unreadable?: (stored: string) => string): Header {
+function rowHeader(r: Row, ring: Keyring, unreadable?: (stored: string) => string): Header {
   return {
-    ...headerFromRow(r, (n) => openField(n, key, unreadable)),
+    ...headerFromRow(r, (n, field) => openField(n, ring, r.call_sid, field, unreadable)),
     status: r.status,
     statusEvents: JSON.parse(r.status_events) as StatusEvent[],
   };

@@ -73,6 +73,27 @@ export interface CallSummary {
 /** A value now, or a promise of it. */
 export type Awaitable<T> = T | Promise<T>;
 
+/** Where a page of a listing ended: the last call's start time (as the store keeps it: ISO, ms or µs) and SID. */
+export interface ListPosition {
+  t: string;
+  sid: string;
+}
+
+export interface ListOptions {
+  /** Calls that began at or after this. */
+  since?: Date;
+  /** At most this many (1–10 000, default 50). */
+  limit?: number;
+  /** Only calls after this place in the order (the `next` of the page before). */
+  after?: ListPosition;
+}
+
+/** A page of a listing; `next` is where the following page starts, null on the last page. */
+export interface CallPage {
+  calls: CallSummary[];
+  next: ListPosition | null;
+}
+
 export interface CallStore {
   /** The call was answered (webhook): create its row at once, so even a call whose stream never starts is recorded. */
   answered(callSid: string, info: { from?: string; to?: string }): void;
@@ -95,7 +116,15 @@ export interface CallStore {
   /** On start-up: calls a previous process left in progress become 'interrupted'. Returns how many. */
   markInterrupted(): Awaitable<number>;
   get(callSid: string): Awaitable<CallRecord | undefined>;
-  list(opts?: { since?: Date; limit?: number }): Awaitable<CallSummary[]>;
+  /** Newest first: by start time (started, else answered, else first written), then call SID, both descending. */
+  list(opts?: ListOptions): Awaitable<CallSummary[]>;
+  /**
+   * The same order a page at a time: `after` the previous page's `next`. A call
+   * inserted meanwhile never shifts a page (it lands before the cursor, or
+   * after it in its place); a call answered but not yet streaming is placed by
+   * its answer time and moves up when its stream starts (seconds later).
+   */
+  listPage(opts?: ListOptions): Awaitable<CallPage>;
   /** Write everything buffered now. */
   flush(): Awaitable<void>;
   close(): Awaitable<void>;
