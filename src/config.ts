@@ -148,6 +148,11 @@ const EnvSchema = z.object({
   MODEL_GAP_AUDIO_MS: intIn(0, 5000).default(500),
 
   METRICS: bool.default(true),
+
+  /** While the last model connect failed, probe the endpoint this often until one succeeds; 0 = never. */
+  MODEL_PROBE_INTERVAL_MS: intIn(0, 600_000).default(5000),
+  /** A failed model connect stops counting as the model's state (health: reachable null, stale) after this. */
+  MODEL_FAILURE_TTL_MS: intIn(1000, 86_400_000).default(60_000),
 });
 
 export type AudioMode = 'transcode' | 'passthrough';
@@ -224,6 +229,8 @@ export interface Config {
   prompts: { repeat: Uint8Array<ArrayBufferLike>; hold: Uint8Array<ArrayBufferLike>; apology: Uint8Array<ArrayBufferLike>; goodbye: Uint8Array<ArrayBufferLike> };
   reconnect: { budgetMs: number; backoffBaseMs: number; backoffMaxMs: number; gapAudioKeepMs: number };
   metrics: boolean;
+  /** Background probes of the model endpoint while a failed connect puts it in doubt, and how long a failure counts. */
+  modelProbe: { intervalMs: number; failureTtlMs: number };
 }
 
 export class ConfigError extends Error {
@@ -368,6 +375,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       gapAudioKeepMs: e.MODEL_GAP_AUDIO_MS,
     },
     metrics: e.METRICS,
+    modelProbe: { intervalMs: e.MODEL_PROBE_INTERVAL_MS, failureTtlMs: e.MODEL_FAILURE_TTL_MS },
   };
 }
 

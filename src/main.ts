@@ -9,6 +9,12 @@
  * anything opens). The check lives here, not in loadConfig, so that every
  * process that serves calls (serve, demo, bench, end-to-end tests) passes it,
  * while loadConfig stays a plain parser that unit tests call with `{}`.
+ *
+ * Model health: the realtime provider records every connect in a
+ * ReachabilityTracker (failures count for MODEL_FAILURE_TTL_MS); once one
+ * fails, a ReachabilityProber re-tries the provider's connect every
+ * MODEL_PROBE_INTERVAL_MS until one succeeds, so /voice/health reports the
+ * model back without waiting for a call. Stopped on close.
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -18,7 +24,7 @@ import { Relay } from './call/relay.js';
 import { createStoreRecorder, streamRecorder } from './store/recorder.js';
 import { Transcoder } from './dsp/index.js';
 import type { Logger } from './log.js';
-import { OpenAIRealtimeProvider, ReachabilityTracker } from './realtime/openai-provider.js';
+import { OpenAIRealtimeProvider, ReachabilityProber, ReachabilityTracker } from './realtime/openai-provider.js';
 import { linkedProvider } from './call/model-link.js';
 import { createMetrics } from './server/metrics.js';
 import { startServer, type EdgeChoice, type RunningServer } from './server/app.js';
@@ -103,7 +109,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   const interrupted = await store.markInterrupted();
   if (interrupted > 0) log.warn({ count: interrupted }, 'calls left in progress by a previous process (or a dead instance) marked interrupted');
 
-  const reachability = new ReachabilityTracker();
+  const reachability = new ReachabilityTracker(Date.now, config.modelProbe.failureTtlMs);
   const realtime = opts.provider ?? openAIProviderFromConfig(config, log, reachability);
   // Every call's model session is a ModelLink: a lost connection is redialled and the conversation replayed.
   const provider = linkedProvider(realtime, {
@@ -116,6 +122,14 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   });
   const metrics = createMetrics();
   const tools = createDefaultTools(config, log);
+  const sessionOptions = () => ({ instructions: config.openai.instructions, voice: config.openai.voice, tools: tools.specs() });
+  // A probe is a call's connect (TCP, TLS, upgrade with the key, session set-up), closed once open; the provider records it.
+  const prober = new ReachabilityProber({
+    tracker: reachability,
+    intervalMs: config.modelProbe.intervalMs,
+    log,
+    probe: (signal) => realtime.connect(sessionOptions(), signal).then((m) => m.close()),
+  });
   // The name in call rows, leases, claims and STREAM_URL_TEMPLATE.
   const instanceId = opened.kind === 'postgres' ? opened.store.instanceId : (config.instanceId ?? `${hostname()}-${process.pid}`);
   if (config.admissionSecretGenerated) log.info('ADMISSION_SECRET not set: stream tokens are signed with a key made for this process (one instance only)');
@@ -136,7 +150,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     },
     instanceId,
     onStatus: (callback) => store.recordStatus(callback),
-    modelHealth: () => reachability.snapshot(),
+    modelHealth: () => ({ ...reachability.snapshot(), probing: prober.probing }),
     metrics: metrics.call,
     version: VERSION,
   });
@@ -151,6 +165,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     await store.close();
     throw err;
   }
+  prober.start();
   log.info(
     { port: server.port, edge: server.edge.description, instanceId, store: opened.kind, audioMode: config.audioMode, model: config.openai.model, signed: config.twilioAuthToken !== undefined },
     'callbridge listening',
@@ -161,6 +176,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   let draining: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
+      prober.stop();
       relay.shutdown();
       await relay.settled();
       await server.close();

@@ -33,3 +33,20 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ INSTRUCTIONS: 'a', INSTRUCTIONS_FILE: 'b' })).toThrow(/set one, not both/);
   });
 });
+
+describe('loadConfig: model health', () => {
+  it('defaults MODEL_PROBE_INTERVAL_MS 5 s, MODEL_FAILURE_TTL_MS 60 s; reads them; refuses bad values, all at once', () => {
+    expect(loadConfig({})).toMatchObject({ modelProbe: { intervalMs: 5000, failureTtlMs: 60_000 } });
+    expect(loadConfig({ MODEL_PROBE_INTERVAL_MS: '0', MODEL_FAILURE_TTL_MS: '1000' })).toMatchObject({ modelProbe: { intervalMs: 0, failureTtlMs: 1000 } });
+    let err: unknown;
+    try {
+      loadConfig({ MODEL_PROBE_INTERVAL_MS: 'often', MODEL_FAILURE_TTL_MS: '999' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const problems = (err as ConfigError).problems;
+    expect(problems).toHaveLength(2);
+    for (const name of ['MODEL_PROBE_INTERVAL_MS', 'MODEL_FAILURE_TTL_MS']) expect(problems.join('\n')).toContain(name);
+  });
+});

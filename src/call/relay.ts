@@ -22,6 +22,10 @@
  *   call's record is closed out (`no_stream`, `shutdown`) only if this
  *   instance can claim the call itself, i.e. no stream took it anywhere.
  * - It owns the set of live calls, the concurrent-call cap and health.
+ *   Health is 503 only while draining: the model's reachability (and the
+ *   store's) is reported in the body, never in the status, since every
+ *   instance shares it (an outage would otherwise take all of them out of
+ *   rotation, and nothing would place the connect that shows it is over).
  * - Admission: at most MAX_PENDING_CALLS pre-warmed sessions wait for their
  *   stream (over it: the busy TwiML); a stream that has not sent a valid
  *   `start` within START_TIMEOUT_MS is closed with 1008 and frees its slot.
@@ -231,7 +235,7 @@ export class Relay implements VoiceApp {
   health(): HealthReport {
     const model = this.deps.modelHealth?.() ?? { reachable: null, lastOkAt: null, lastError: null };
     return {
-      status: this.draining || this.closing ? 'draining' : model.reachable === false ? 'degraded' : 'ok',
+      status: this.draining || this.closing ? 'draining' : 'ok',
       version: this.deps.version ?? '0.0.0',
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       activeCalls: this.calls.size,
