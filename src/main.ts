@@ -143,6 +143,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     recorderForStream: (callSid) => streamRecorder(store, callSid),
     claim: (callSid) => store.claim(callSid, instanceId),
     prewarm: (result) => metrics.prewarm.inc({ result }),
+    admittedWithoutStore: () => metrics.admissionsWithoutStore.inc(),
     storeHealth: () => {
       if (opened.kind === 'sqlite') return { kind: 'sqlite' };
       const s = opened.store.stats();

@@ -9,10 +9,16 @@
  * - The stream's `start` must present a genuine, unexpired token for its
  *   CallSid (second guard besides the signature). Any instance that shares
  *   the secret can check it, so the stream may land on any instance. The
- *   first stream to present it claims the call in the call store (single use
- *   across instances); any later stream, here or elsewhere, is closed 1008.
- *   If the store cannot answer the claim, the stream is admitted on the token
- *   alone (logged): a database outage must not stop calls.
+ *   first stream to present it claims the call (single use); any later
+ *   stream, here or elsewhere, is closed 1008. A claim is first made in this
+ *   process (a local set, always consulted first, each entry kept as long as
+ *   a token for the call can be valid: PREWARM_TTL_MS + 1 s), then in the
+ *   call store (across instances). So a CallSid claimed here is refused here
+ *   again whatever the store says or whether it answers. If the store cannot
+ *   answer, the stream is admitted on the token and the local claim (logged,
+ *   counted by `admittedWithoutStore`): a database outage must not stop
+ *   calls, and replays stay single use per instance (across instances the
+ *   window is the outage).
  * - A stream landing on the instance that answered the webhook takes over
  *   the pre-warmed session (a pre-warm `hit`); one landing elsewhere opens
  *   its own model session once its claim is won (a `miss`). Until the claim
@@ -71,6 +77,8 @@ export interface RelayDeps {
   claim?(callSid: string): boolean | Promise<boolean>;
   /** A stream took over a pre-warmed session (`hit`) or had to open its own (`miss`). */
   prewarm?(result: 'hit' | 'miss'): void;
+  /** A stream was admitted on its token and the local claim alone: the store could not answer the claim. */
+  admittedWithoutStore?(): void;
   /** The call store's state, for health. */
   storeHealth?(): StoreHealth;
   /** This instance's name, for health. */
@@ -89,6 +97,12 @@ const GOODBYE_GRACE_MS = 15_000;
 
 /** Why a stream whose token is genuine is refused: the call was taken. */
 const TAKEN = 'call already taken by another stream';
+
+/** Local claims kept at most (oldest dropped first): far above any real call rate × PREWARM_TTL_MS. */
+const MAX_LOCAL_CLAIMS = 100_000;
+/** A local claim outlives the last token for its call by this (ms): clocks of instances differ a little. */
+const LOCAL_CLAIM_MARGIN_MS = 1000;
+
 
 interface Pending {
   recorder: CallRecorder;
@@ -118,8 +132,8 @@ export class Relay implements VoiceApp {
   private readonly startTimers = new Map<CallSession, NodeJS.Timeout>();
   /** Close-outs of unused pre-warms waiting for their claim to be decided. */
   private readonly closeOuts = new Set<Promise<void>>();
-  /** The default claim (no shared store): the calls claimed in this process. */
-  private readonly claimedHere = new Set<string>();
+  /** Calls claimed in this process → until when (epoch ms) the claim is kept; in claim order, so oldest first. */
+  private readonly claimedHere = new Map<string, number>();
 
   constructor(private readonly deps: RelayDeps) {
     const c = deps.config;
@@ -317,15 +331,33 @@ export class Relay implements VoiceApp {
     return model;
   }
 
-  /** The claim, as a value or a promise; a throw becomes a rejection. */
-  private claim(callSid: string): boolean | Promise<boolean> {
-    if (!this.deps.claim) {
-      if (this.claimedHere.has(callSid)) return false;
-      this.claimedHere.add(callSid);
-      // Forget it once no token for it can still be valid.
-      setTimeout(() => this.claimedHere.delete(callSid), this.deps.config.prewarmTtlMs + 1000).unref();
-      return true;
+  /**
+   * Claim the call here, in this process: false when it was claimed here
+   * before (within PREWARM_TTL_MS + margin, when a token for it can still be
+   * valid). Expired entries are dropped oldest first on every claim.
+   */
+  private claimLocally(callSid: string): boolean {
+    const now = Date.now();
+    for (const [sid, until] of this.claimedHere) {
+      if (until > now && this.claimedHere.size < MAX_LOCAL_CLAIMS) break;
+      if (until > now) this.deps.log.warn({ callSid: sid, kept: MAX_LOCAL_CLAIMS }, 'too many local claims: forgetting the oldest before its tokens expire');
+      this.claimedHere.delete(sid);
     }
+    const until = this.claimedHere.get(callSid);
+    if (until !== undefined && until > now) return false;
+    this.claimedHere.delete(callSid); // re-inserted at the end: the map stays in expiry order
+    this.claimedHere.set(callSid, now + this.deps.config.prewarmTtlMs + LOCAL_CLAIM_MARGIN_MS);
+    return true;
+  }
+
+  /**
+   * The claim, as a value or a promise: the local claim first (a call claimed
+   * here is refused here whatever the store says), then the store's. A throw
+   * of the store's claim becomes a rejection (the store cannot answer).
+   */
+  private claim(callSid: string): boolean | Promise<boolean> {
+    if (!this.claimLocally(callSid)) return false;
+    if (!this.deps.claim) return true;
     try {
       return this.deps.claim(callSid);
     } catch (err) {
@@ -374,7 +406,11 @@ export class Relay implements VoiceApp {
     const decided = claimed.then(
       (ok) => (ok ? null : TAKEN),
       (err: unknown) => {
-        this.deps.log.warn({ callSid, err: err instanceof Error ? err.message : String(err) }, 'call store cannot claim the call: admitting the stream on its token alone');
+        this.deps.log.warn(
+          { callSid, err: err instanceof Error ? err.message : String(err) },
+          'call store cannot claim the call: admitting the stream on its token alone (and the claim made here)',
+        );
+        this.deps.admittedWithoutStore?.();
         return null;
       },
     ).then((refused) => {
