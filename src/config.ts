@@ -153,6 +153,8 @@ const EnvSchema = z.object({
   MODEL_PROBE_INTERVAL_MS: intIn(0, 600_000).default(5000),
   /** A failed model connect stops counting as the model's state (health: reachable null, stale) after this. */
   MODEL_FAILURE_TTL_MS: intIn(1000, 86_400_000).default(60_000),
+  /** After SIGTERM, new calls are still taken this long while health already says draining (the balancer's check notices). */
+  DRAIN_GRACE_MS: intIn(0, 600_000).default(10_000),
 });
 
 export type AudioMode = 'transcode' | 'passthrough';
@@ -231,6 +233,8 @@ export interface Config {
   metrics: boolean;
   /** Background probes of the model endpoint while a failed connect puts it in doubt, and how long a failure counts. */
   modelProbe: { intervalMs: number; failureTtlMs: number };
+  /** After the first SIGTERM, how long new calls are still taken (health already says draining). */
+  drainGraceMs: number;
 }
 
 export class ConfigError extends Error {
@@ -376,6 +380,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     metrics: e.METRICS,
     modelProbe: { intervalMs: e.MODEL_PROBE_INTERVAL_MS, failureTtlMs: e.MODEL_FAILURE_TTL_MS },
+    drainGraceMs: e.DRAIN_GRACE_MS,
   };
 }
 

@@ -52,9 +52,10 @@ export interface Callbridge {
   storeKind: 'sqlite' | 'postgres';
   server: RunningServer;
   /**
-   * Drain: health says `draining`, new calls are refused, calls in progress
-   * go on up to DRAIN_TIMEOUT_MS and then hear the goodbye; then `close()`
-   * (records flushed). A second call returns the same promise.
+   * Drain: health says `draining` at once; new calls are still taken for
+   * DRAIN_GRACE_MS, then refused; calls in progress go on up to
+   * DRAIN_TIMEOUT_MS and then hear the goodbye; then `close()` (records
+   * flushed). A second call returns the same promise.
    */
   drain(): Promise<void>;
   /** End every call at once (records written), stop the server, close the store. */
@@ -191,7 +192,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     storeKind: opened.kind,
     server,
     drain() {
-      draining ??= relay.drain(config.drainTimeoutMs).then(close);
+      draining ??= relay.drain(config.drainTimeoutMs, config.drainGraceMs).then(close);
       return draining;
     },
     close,

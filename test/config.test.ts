@@ -50,3 +50,12 @@ describe('loadConfig: model health', () => {
     for (const name of ['MODEL_PROBE_INTERVAL_MS', 'MODEL_FAILURE_TTL_MS']) expect(problems.join('\n')).toContain(name);
   });
 });
+
+describe('loadConfig: drain grace', () => {
+  it('defaults DRAIN_GRACE_MS to 10 s (two of the shipped Caddyfile\'s 5 s health intervals); 0 allowed; refuses a negative or non-number', () => {
+    expect(loadConfig({}).drainGraceMs).toBe(10_000);
+    expect(loadConfig({ DRAIN_GRACE_MS: '0' }).drainGraceMs).toBe(0);
+    expect(() => loadConfig({ DRAIN_GRACE_MS: '-1' })).toThrow(/DRAIN_GRACE_MS/);
+    expect(() => loadConfig({ DRAIN_GRACE_MS: 'soon' })).toThrow(/DRAIN_GRACE_MS/);
+  });
+});

@@ -37,14 +37,17 @@
  *   `start` within START_TIMEOUT_MS is closed with 1008 and frees its slot.
  *   Every stream closed 1008 at admission is counted by reason
  *   (CallMetrics.streamStartRefused: token, expired, replayed, timeout).
- * - Drain (`drain(timeoutMs)`): health says `draining` (503) at once; new
- *   call webhooks are answered 503; new streams are closed 1001 (going away),
- *   except while a call answered before the drain still has its stream to
- *   open; calls in progress go on until the deadline, then each hears the
- *   goodbye prompt and ends `shutdown`. Resolves once no call, no pre-warmed
- *   session and no close-out is left. `shutdown()` ends everything at once;
- *   `settled()` then resolves once the records it closed out are handed to
- *   the store.
+ * - Drain (`drain(timeoutMs, graceMs)`): health says `draining` (503) at
+ *   once. For `graceMs` (DRAIN_GRACE_MS, while the balancer's health check
+ *   notices) new calls are still taken as usual, and their streams let in.
+ *   After the grace, new call webhooks are answered 503; new streams are
+ *   closed 1001 (going away), except while a call answered earlier still has
+ *   its stream to open. Calls in progress go on until the deadline
+ *   (`timeoutMs` from the drain's start; it also ends the grace), then each
+ *   hears the goodbye prompt and ends `shutdown`. Resolves once the grace is
+ *   over and no call, no pre-warmed session and no close-out is left.
+ *   `shutdown()` ends everything at once (the grace too); `settled()` then
+ *   resolves once the records it closed out are handed to the store.
  */
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
@@ -103,7 +106,6 @@ const MAX_LOCAL_CLAIMS = 100_000;
 /** A local claim outlives the last token for its call by this (ms): clocks of instances differ a little. */
 const LOCAL_CLAIM_MARGIN_MS = 1000;
 
-
 interface Pending {
   recorder: CallRecorder;
   model: Promise<ModelSession>;
@@ -125,6 +127,8 @@ export class Relay implements VoiceApp {
   private readonly metrics: CallMetrics;
   private closing = false;
   private draining = false;
+  /** Draining, but still taking new calls (DRAIN_GRACE_MS). */
+  private inGrace = false;
   private drained: Promise<void> | undefined;
   private onIdle: (() => void) | undefined;
   private readonly drainTimers: NodeJS.Timeout[] = [];
@@ -183,8 +187,8 @@ export class Relay implements VoiceApp {
   /** The webhook was parsed by the edge (twilio/webhooks.ts): `call.callSid` is a well-formed CA… SID. */
   incoming(call: VoiceWebhook, streamUrl: string): IncomingResult {
     const callSid = call.callSid;
-    // Draining: 503, so Twilio tries the number's fallback URL (another instance behind the balancer).
-    if (this.closing || this.draining) return { ok: false, status: 503, message: 'draining: not taking new calls' };
+    // Draining (past the grace): 503, so Twilio tries the number's fallback URL (another instance behind the balancer).
+    if (this.closing || (this.draining && !this.inGrace)) return { ok: false, status: 503, message: 'draining: not taking new calls' };
     if (this.calls.size + this.pending.size >= this.deps.config.maxConcurrentCalls) {
       this.deps.log.warn({ callSid, active: this.calls.size }, 'at capacity: rejecting call');
       return { ok: true, twiml: buildRejectTwiml() };
@@ -218,8 +222,8 @@ export class Relay implements VoiceApp {
   }
 
   openStream(socket: TwilioSocket, _info: StreamInfo): StreamHandler | StreamRefusal | null {
-    // While draining, only a call answered before the drain may still bring its stream.
-    if (this.closing || (this.draining && this.pending.size === 0)) return { refused: 'draining' };
+    // While draining (past the grace), only a call answered earlier may still bring its stream.
+    if (this.closing || (this.draining && !this.inGrace && this.pending.size === 0)) return { refused: 'draining' };
     if (this.calls.size >= this.deps.config.maxConcurrentCalls) return null;
     const session: CallSession = new CallSession({
       socket,
@@ -267,25 +271,40 @@ export class Relay implements VoiceApp {
   }
 
   /**
-   * Stop taking calls and let the live ones finish: see the file comment.
-   * Calling it again returns the same promise (the first deadline holds).
+   * Stop taking calls (after `graceMs`) and let the live ones finish: see the
+   * file comment. Calling it again returns the same promise (the first
+   * deadline and grace hold).
    */
-  drain(timeoutMs: number): Promise<void> {
+  drain(timeoutMs: number, graceMs = 0): Promise<void> {
     this.drained ??= new Promise<void>((resolve) => {
       this.draining = true;
-      this.deps.log.info({ activeCalls: this.calls.size, pending: this.pending.size, timeoutMs }, 'draining: calls in progress go on, no new ones');
+      this.inGrace = graceMs > 0 && timeoutMs > 0 && !this.closing;
+      this.deps.log.info(
+        { activeCalls: this.calls.size, pending: this.pending.size, timeoutMs, graceMs: this.inGrace ? graceMs : 0 },
+        this.inGrace ? 'draining: health says so; new calls are still taken during the grace, calls in progress go on' : 'draining: calls in progress go on, no new ones',
+      );
       this.onIdle = () => {
         for (const t of this.drainTimers) clearTimeout(t);
         this.onIdle = undefined;
         resolve();
       };
+      if (this.inGrace) this.drainTimers.push(setTimeout(() => this.endGrace(), Math.min(graceMs, timeoutMs)));
       this.drainTimers.push(setTimeout(() => this.drainDeadline(), timeoutMs));
       this.checkIdle();
     });
     return this.drained;
   }
 
+  /** The drain's grace is over (or cut short): no new calls from now on. */
+  private endGrace(): void {
+    if (!this.inGrace) return;
+    this.inGrace = false;
+    this.deps.log.info({ activeCalls: this.calls.size, pending: this.pending.size }, 'drain grace over: no new calls');
+    this.checkIdle();
+  }
+
   private drainDeadline(): void {
+    this.endGrace();
     this.deps.log.info({ activeCalls: this.calls.size }, 'drain deadline: saying goodbye to the calls still in progress');
     for (const [sid, p] of this.pending) this.dropPending(sid, p, 'shutdown');
     for (const call of [...this.calls]) call.goodbye();
@@ -297,12 +316,13 @@ export class Relay implements VoiceApp {
   }
 
   private checkIdle(): void {
-    if (this.onIdle && this.calls.size === 0 && this.pending.size === 0 && this.closeOuts.size === 0) this.onIdle();
+    if (this.onIdle && !this.inGrace && this.calls.size === 0 && this.pending.size === 0 && this.closeOuts.size === 0) this.onIdle();
   }
 
   /** Stop taking calls; end the live ones; close pre-warmed sessions. */
   shutdown(): void {
     this.closing = true;
+    this.inGrace = false;
     for (const [sid, p] of this.pending) this.dropPending(sid, p, 'shutdown');
     for (const call of [...this.calls]) call.end('shutdown');
     this.checkIdle();
