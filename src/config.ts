@@ -153,6 +153,13 @@ const EnvSchema = z.object({
   MODEL_GAP_AUDIO_MS: intIn(0, 5000).default(500),
 
   METRICS: bool.default(true),
+
+  /** While the last model connect failed, probe the endpoint this often until one succeeds; 0 = never. */
+  MODEL_PROBE_INTERVAL_MS: intIn(0, 600_000).default(5000),
+  /** A failed model connect stops counting as the model's state (health: reachable null, stale) after this. */
+  MODEL_FAILURE_TTL_MS: intIn(1000, 86_400_000).default(60_000),
+  /** After SIGTERM, new calls are still taken this long while health already says draining (the balancer's check notices). */
+  DRAIN_GRACE_MS: intIn(0, 600_000).default(10_000),
 });
 
 export type AudioMode = 'transcode' | 'passthrough';
@@ -231,6 +238,10 @@ export interface Config {
   prompts: { repeat: Uint8Array<ArrayBufferLike>; hold: Uint8Array<ArrayBufferLike>; apology: Uint8Array<ArrayBufferLike>; goodbye: Uint8Array<ArrayBufferLike> };
   reconnect: { budgetMs: number; backoffBaseMs: number; backoffMaxMs: number; gapAudioKeepMs: number };
   metrics: boolean;
+  /** Background probes of the model endpoint while a failed connect puts it in doubt, and how long a failure counts. */
+  modelProbe: { intervalMs: number; failureTtlMs: number };
+  /** After the first SIGTERM, how long new calls are still taken (health already says draining). */
+  drainGraceMs: number;
 }
 
 export class ConfigError extends Error {
@@ -379,6 +390,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       gapAudioKeepMs: e.MODEL_GAP_AUDIO_MS,
     },
     metrics: e.METRICS,
+    modelProbe: { intervalMs: e.MODEL_PROBE_INTERVAL_MS, failureTtlMs: e.MODEL_FAILURE_TTL_MS },
+    drainGraceMs: e.DRAIN_GRACE_MS,
   };
 }
 

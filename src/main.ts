@@ -9,6 +9,12 @@
  * anything opens). The check lives here, not in loadConfig, so that every
  * process that serves calls (serve, demo, bench, end-to-end tests) passes it,
  * while loadConfig stays a plain parser that unit tests call with `{}`.
+ *
+ * Model health: the realtime provider records every connect in a
+ * ReachabilityTracker (failures count for MODEL_FAILURE_TTL_MS); once one
+ * fails, a ReachabilityProber re-tries the provider's connect every
+ * MODEL_PROBE_INTERVAL_MS until one succeeds, so /voice/health reports the
+ * model back without waiting for a call. Stopped on close.
  */
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -18,7 +24,7 @@ import { Relay } from './call/relay.js';
 import { createStoreRecorder, streamRecorder } from './store/recorder.js';
 import { Transcoder } from './dsp/index.js';
 import type { Logger } from './log.js';
-import { OpenAIRealtimeProvider, ReachabilityTracker } from './realtime/openai-provider.js';
+import { OpenAIRealtimeProvider, ReachabilityProber, ReachabilityTracker } from './realtime/openai-provider.js';
 import { linkedProvider } from './call/model-link.js';
 import { createMetrics } from './server/metrics.js';
 import { startServer, type EdgeChoice, type RunningServer } from './server/app.js';
@@ -46,9 +52,10 @@ export interface Callbridge {
   storeKind: 'sqlite' | 'postgres';
   server: RunningServer;
   /**
-   * Drain: health says `draining`, new calls are refused, calls in progress
-   * go on up to DRAIN_TIMEOUT_MS and then hear the goodbye; then `close()`
-   * (records flushed). A second call returns the same promise.
+   * Drain: health says `draining` at once; new calls are still taken for
+   * DRAIN_GRACE_MS, then refused; calls in progress go on up to
+   * DRAIN_TIMEOUT_MS and then hear the goodbye; then `close()` (records
+   * flushed). A second call returns the same promise.
    */
   drain(): Promise<void>;
   /** End every call at once (records written), stop the server, close the store. */
@@ -104,7 +111,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   const interrupted = await store.markInterrupted();
   if (interrupted > 0) log.warn({ count: interrupted }, 'calls left in progress by a previous process (or a dead instance) marked interrupted');
 
-  const reachability = new ReachabilityTracker();
+  const reachability = new ReachabilityTracker(Date.now, config.modelProbe.failureTtlMs);
   const realtime = opts.provider ?? openAIProviderFromConfig(config, log, reachability);
   // Every call's model session is a ModelLink: a lost connection is redialled and the conversation replayed.
   const provider = linkedProvider(realtime, {
@@ -117,6 +124,14 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   });
   const metrics = createMetrics();
   const tools = createDefaultTools(config, log);
+  const sessionOptions = () => ({ instructions: config.openai.instructions, voice: config.openai.voice, tools: tools.specs() });
+  // A probe is a call's connect (TCP, TLS, upgrade with the key, session set-up), closed once open; the provider records it.
+  const prober = new ReachabilityProber({
+    tracker: reachability,
+    intervalMs: config.modelProbe.intervalMs,
+    log,
+    probe: (signal) => realtime.connect(sessionOptions(), signal).then((m) => m.close()),
+  });
   // The name in call rows, leases, claims and STREAM_URL_TEMPLATE.
   const instanceId = opened.kind === 'postgres' ? opened.store.instanceId : (config.instanceId ?? `${hostname()}-${process.pid}`);
   if (config.admissionSecretGenerated) log.info('ADMISSION_SECRET not set: stream tokens are signed with a key made for this process (one instance only)');
@@ -130,6 +145,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     recorderForStream: (callSid) => streamRecorder(store, callSid),
     claim: (callSid) => store.claim(callSid, instanceId),
     prewarm: (result) => metrics.prewarm.inc({ result }),
+    admittedWithoutStore: () => metrics.admissionsWithoutStore.inc(),
     storeHealth: () => {
       if (opened.kind === 'sqlite') return { kind: 'sqlite' };
       const s = opened.store.stats();
@@ -137,7 +153,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     },
     instanceId,
     onStatus: (callback) => store.recordStatus(callback),
-    modelHealth: () => reachability.snapshot(),
+    modelHealth: () => ({ ...reachability.snapshot(), probing: prober.probing }),
     metrics: metrics.call,
     version: VERSION,
   });
@@ -152,6 +168,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     await store.close();
     throw err;
   }
+  prober.start();
   log.info(
     { port: server.port, edge: server.edge.description, instanceId, store: opened.kind, audioMode: config.audioMode, model: config.openai.model, signed: config.twilioAuthToken !== undefined },
     'callbridge listening',
@@ -162,6 +179,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   let draining: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
+      prober.stop();
       relay.shutdown();
       await relay.settled();
       await server.close();
@@ -175,7 +193,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     storeKind: opened.kind,
     server,
     drain() {
-      draining ??= relay.drain(config.drainTimeoutMs).then(close);
+      draining ??= relay.drain(config.drainTimeoutMs, config.drainGraceMs).then(close);
       return draining;
     },
     close,

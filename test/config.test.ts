@@ -43,3 +43,29 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ TRANSCRIPT_KEY_OLD: k2 })).toThrow(/TRANSCRIPT_KEY_OLD: set without TRANSCRIPT_KEY/);
   });
 });
+
+describe('loadConfig: model health', () => {
+  it('defaults MODEL_PROBE_INTERVAL_MS 5 s, MODEL_FAILURE_TTL_MS 60 s; reads them; refuses bad values, all at once', () => {
+    expect(loadConfig({})).toMatchObject({ modelProbe: { intervalMs: 5000, failureTtlMs: 60_000 } });
+    expect(loadConfig({ MODEL_PROBE_INTERVAL_MS: '0', MODEL_FAILURE_TTL_MS: '1000' })).toMatchObject({ modelProbe: { intervalMs: 0, failureTtlMs: 1000 } });
+    let err: unknown;
+    try {
+      loadConfig({ MODEL_PROBE_INTERVAL_MS: 'often', MODEL_FAILURE_TTL_MS: '999' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const problems = (err as ConfigError).problems;
+    expect(problems).toHaveLength(2);
+    for (const name of ['MODEL_PROBE_INTERVAL_MS', 'MODEL_FAILURE_TTL_MS']) expect(problems.join('\n')).toContain(name);
+  });
+});
+
+describe('loadConfig: drain grace', () => {
+  it('defaults DRAIN_GRACE_MS to 10 s (two of the shipped Caddyfile\'s 5 s health intervals); 0 allowed; refuses a negative or non-number', () => {
+    expect(loadConfig({}).drainGraceMs).toBe(10_000);
+    expect(loadConfig({ DRAIN_GRACE_MS: '0' }).drainGraceMs).toBe(0);
+    expect(() => loadConfig({ DRAIN_GRACE_MS: '-1' })).toThrow(/DRAIN_GRACE_MS/);
+    expect(() => loadConfig({ DRAIN_GRACE_MS: 'soon' })).toThrow(/DRAIN_GRACE_MS/);
+  });
+});

@@ -77,8 +77,8 @@ function streamClose(base: string): Promise<[number, string]> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('callbridge serve drains on SIGTERM', () => {
-  it('health 503 draining, new webhooks 503 and new streams 1001 at once; the live call completes; exit 0; record complete', async () => {
-    const s = await serve();
+  it('DRAIN_GRACE_MS=0: health 503 draining, new webhooks 503 and new streams 1001 at once; the live call completes; exit 0; record complete', async () => {
+    const s = await serve({ DRAIN_GRACE_MS: '0' });
     expect((await fetch(`${s.base}/voice/health`)).status).toBe(200);
     const live = call(s.base);
     await sleep(1500); // the call is streaming
@@ -117,6 +117,39 @@ describe('callbridge serve drains on SIGTERM', () => {
     // The goodbye went out as recorded (its first half at least was played before the line closed).
     expect(heard.indexOf(Buffer.from(goodbye.prompt.ulaw.subarray(0, goodbye.prompt.ulaw.length >> 1)))).toBeGreaterThanOrEqual(0);
     expect(recordOf(s.db, result.callSid)).toMatchObject({ endReason: 'shutdown' });
+  }, 60_000);
+
+  it('during the grace, health is 503 draining at once while new calls are still answered and their streams let in; after it, 503', async () => {
+    // The answered call's unused pre-warm (PREWARM_TTL_MS) and the call in progress keep the drain going past the grace.
+    const s = await serve({ DRAIN_GRACE_MS: '3000', PREWARM_TTL_MS: '10000' });
+    const signing = { publicUrl: PUBLIC, authToken: TOKEN };
+    s.child.kill('SIGTERM');
+    // Health says draining as soon as the signal is handled: the balancer can start noticing.
+    let health = await fetch(`${s.base}/voice/health`);
+    while (health.status === 200) {
+      await sleep(20);
+      health = await fetch(`${s.base}/voice/health`);
+    }
+    const drainingSeen = Date.now();
+    expect(health.status).toBe(503);
+    expect(await health.json()).toMatchObject({ status: 'draining' });
+    // Webhooks the balancer still sends meanwhile are answered as usual, not refused.
+    const during = await postIncoming(s.base, signing, `CA${'5'.repeat(32)}`);
+    expect(during.status).toBe(200);
+    expect(await during.text()).toContain('<Stream');
+    // Webhook and stream within the grace: a normal call, going on past the grace.
+    const inGrace = call(s.base, { utterances: Array.from({ length: 4 }, () => ({ durationMs: 1200 })), maxCallMs: 120_000 });
+    const left = 3000 + 500 - (Date.now() - drainingSeen);
+    if (left > 0) await sleep(left);
+    const after = await postIncoming(s.base, signing, `CA${'6'.repeat(32)}`);
+    expect(after.status).toBe(503);
+    expect((await fetch(`${s.base}/voice/health`)).status).toBe(503);
+    const result = await inGrace;
+    expect(result.turnLatenciesMs).toHaveLength(4);
+    expect(result.protocolViolations).toEqual([]);
+    expect(await s.exit, s.output()).toBe(0);
+    expect(s.output()).toMatch(/new calls still taken for 3000 ms/);
+    expect(recordOf(s.db, result.callSid)).toMatchObject({ state: 'completed', endReason: 'caller_hangup' });
   }, 60_000);
 
   it('a second SIGTERM ends every call at once (records written); exit 0', async () => {
@@ -158,7 +191,7 @@ describe('callbridge serve is signed by default', () => {
   }, 40_000);
 
   it('with ALLOW_UNSIGNED=true it starts, says UNSIGNED, and health carries "signed": false', async () => {
-    const s = await serve({ TWILIO_AUTH_TOKEN: '', ALLOW_UNSIGNED: 'true' });
+    const s = await serve({ TWILIO_AUTH_TOKEN: '', ALLOW_UNSIGNED: 'true', DRAIN_GRACE_MS: '0' });
     expect(s.output()).toMatch(/UNSIGNED/);
     const health = await fetch(`${s.base}/voice/health`);
     expect(await health.json()).toMatchObject({ status: 'ok', signed: false });

@@ -262,7 +262,7 @@ describe.skipIf(!pgOk)('two callbridge instances on one PostgreSQL, behind a bal
   }, 60_000);
 
   it('a restart of A while B carries a call leaves that call alone; it completes on B', async () => {
-    const [a, b] = await Promise.all([serve('a6'), serve('b6')]);
+    const [a, b] = await Promise.all([serve('a6', { DRAIN_GRACE_MS: '0' }), serve('b6')]);
     const lb = await balance(a, b);
     lb.pick = (kind) => (kind === 'http' ? 'a6' : 'b6');
     const callSid = newSid();

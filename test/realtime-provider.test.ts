@@ -259,7 +259,9 @@ describe('handshake', () => {
       lastOkAt: null,
       lastFailAt: new Date(1234).toISOString(),
       lastError: err.message,
+      checkedAt: new Date(1234).toISOString(),
       consecutiveFailures: 1,
+      stale: false,
     });
   });
 

@@ -48,17 +48,35 @@ export type IncomingResult =
   | { ok: true; twiml: string }
   | { ok: false; status: number; message: string };
 
-/** Whether the realtime model endpoint answers, as /voice/health reports it. Times are ISO 8601. */
+/**
+ * Whether the realtime model endpoint answers, as /voice/health reports it. Times are ISO 8601.
+ * Reported only: the model is shared by every instance, so its state never takes one out of rotation.
+ */
 export interface ModelHealth {
-  /** Outcome of the most recent connect; null before the first. */
+  /**
+   * true: the latest connect or probe reached the endpoint; false: it failed, less than
+   * MODEL_FAILURE_TTL_MS ago; null: nothing tried yet, or the failure is older than that (`stale`).
+   */
   reachable: boolean | null;
   lastOkAt: string | null;
   lastError: string | null;
+  lastFailAt?: string | null;
+  /** When the endpoint was last tried (a call's connect, a reconnect or a probe). */
+  checkedAt?: string | null;
+  consecutiveFailures?: number;
+  /** The last try failed longer than MODEL_FAILURE_TTL_MS ago: `reachable` is null (unknown). */
+  stale?: boolean;
+  /** The last try failed: a background probe is scheduled or running (every MODEL_PROBE_INTERVAL_MS) until one succeeds. */
+  probing?: boolean;
 }
 
 export interface HealthReport {
-  /** `ok` → 200; `degraded` (model unreachable) and `draining` (shutting down: calls finish, none start) → 503. */
-  status: 'ok' | 'degraded' | 'draining';
+  /**
+   * `ok` → 200; `draining` (shutting down: calls finish, none start once DRAIN_GRACE_MS has passed) → 503.
+   * The model's state (`model`) and the store's (`store`) do not change it: both are shared by every
+   * instance, so taking this one out of rotation for them would only stop the calls that could still work.
+   */
+  status: 'ok' | 'draining';
   version: string;
   uptimeSeconds: number;
   activeCalls: number;
@@ -69,7 +87,7 @@ export interface HealthReport {
   instanceId?: string;
   /** Calls answered here whose stream has not started yet (each holds a pre-warmed model session). */
   pendingCalls?: number;
-  /** The call store as this instance sees it. A database that cannot be written does not make the status `degraded`: calls go on and their records wait in memory. */
+  /** The call store as this instance sees it. A database that cannot be written does not change the status: calls go on and their records wait in memory. */
   store?: StoreHealth;
 }
 

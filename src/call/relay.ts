@@ -9,10 +9,16 @@
  * - The stream's `start` must present a genuine, unexpired token for its
  *   CallSid (second guard besides the signature). Any instance that shares
  *   the secret can check it, so the stream may land on any instance. The
- *   first stream to present it claims the call in the call store (single use
- *   across instances); any later stream, here or elsewhere, is closed 1008.
- *   If the store cannot answer the claim, the stream is admitted on the token
- *   alone (logged): a database outage must not stop calls.
+ *   first stream to present it claims the call (single use); any later
+ *   stream, here or elsewhere, is closed 1008. A claim is first made in this
+ *   process (a local set, always consulted first, each entry kept as long as
+ *   a token for the call can be valid: PREWARM_TTL_MS + 1 s), then in the
+ *   call store (across instances). So a CallSid claimed here is refused here
+ *   again whatever the store says or whether it answers. If the store cannot
+ *   answer, the stream is admitted on the token and the local claim (logged,
+ *   counted by `admittedWithoutStore`): a database outage must not stop
+ *   calls, and replays stay single use per instance (across instances the
+ *   window is the outage).
  * - A stream landing on the instance that answered the webhook takes over
  *   the pre-warmed session (a pre-warm `hit`); one landing elsewhere opens
  *   its own model session once its claim is won (a `miss`). Until the claim
@@ -22,19 +28,26 @@
  *   call's record is closed out (`no_stream`, `shutdown`) only if this
  *   instance can claim the call itself, i.e. no stream took it anywhere.
  * - It owns the set of live calls, the concurrent-call cap and health.
+ *   Health is 503 only while draining: the model's reachability (and the
+ *   store's) is reported in the body, never in the status, since every
+ *   instance shares it (an outage would otherwise take all of them out of
+ *   rotation, and nothing would place the connect that shows it is over).
  * - Admission: at most MAX_PENDING_CALLS pre-warmed sessions wait for their
  *   stream (over it: the busy TwiML); a stream that has not sent a valid
  *   `start` within START_TIMEOUT_MS is closed with 1008 and frees its slot.
  *   Every stream closed 1008 at admission is counted by reason
  *   (CallMetrics.streamStartRefused: token, expired, replayed, timeout).
- * - Drain (`drain(timeoutMs)`): health says `draining` (503) at once; new
- *   call webhooks are answered 503; new streams are closed 1001 (going away),
- *   except while a call answered before the drain still has its stream to
- *   open; calls in progress go on until the deadline, then each hears the
- *   goodbye prompt and ends `shutdown`. Resolves once no call, no pre-warmed
- *   session and no close-out is left. `shutdown()` ends everything at once;
- *   `settled()` then resolves once the records it closed out are handed to
- *   the store.
+ * - Drain (`drain(timeoutMs, graceMs)`): health says `draining` (503) at
+ *   once. For `graceMs` (DRAIN_GRACE_MS, while the balancer's health check
+ *   notices) new calls are still taken as usual, and their streams let in.
+ *   After the grace, new call webhooks are answered 503; new streams are
+ *   closed 1001 (going away), except while a call answered earlier still has
+ *   its stream to open. Calls in progress go on until the deadline
+ *   (`timeoutMs` from the drain's start; it also ends the grace), then each
+ *   hears the goodbye prompt and ends `shutdown`. Resolves once the grace is
+ *   over and no call, no pre-warmed session and no close-out is left.
+ *   `shutdown()` ends everything at once (the grace too); `settled()` then
+ *   resolves once the records it closed out are handed to the store.
  */
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
@@ -67,6 +80,8 @@ export interface RelayDeps {
   claim?(callSid: string): boolean | Promise<boolean>;
   /** A stream took over a pre-warmed session (`hit`) or had to open its own (`miss`). */
   prewarm?(result: 'hit' | 'miss'): void;
+  /** A stream was admitted on its token and the local claim alone: the store could not answer the claim. */
+  admittedWithoutStore?(): void;
   /** The call store's state, for health. */
   storeHealth?(): StoreHealth;
   /** This instance's name, for health. */
@@ -85,6 +100,11 @@ const GOODBYE_GRACE_MS = 15_000;
 
 /** Why a stream whose token is genuine is refused: the call was taken. */
 const TAKEN = 'call already taken by another stream';
+
+/** Local claims kept at most (oldest dropped first): far above any real call rate × PREWARM_TTL_MS. */
+const MAX_LOCAL_CLAIMS = 100_000;
+/** A local claim outlives the last token for its call by this (ms): clocks of instances differ a little. */
+const LOCAL_CLAIM_MARGIN_MS = 1000;
 
 interface Pending {
   recorder: CallRecorder;
@@ -107,6 +127,8 @@ export class Relay implements VoiceApp {
   private readonly metrics: CallMetrics;
   private closing = false;
   private draining = false;
+  /** Draining, but still taking new calls (DRAIN_GRACE_MS). */
+  private inGrace = false;
   private drained: Promise<void> | undefined;
   private onIdle: (() => void) | undefined;
   private readonly drainTimers: NodeJS.Timeout[] = [];
@@ -114,8 +136,8 @@ export class Relay implements VoiceApp {
   private readonly startTimers = new Map<CallSession, NodeJS.Timeout>();
   /** Close-outs of unused pre-warms waiting for their claim to be decided. */
   private readonly closeOuts = new Set<Promise<void>>();
-  /** The default claim (no shared store): the calls claimed in this process. */
-  private readonly claimedHere = new Set<string>();
+  /** Calls claimed in this process → until when (epoch ms) the claim is kept; in claim order, so oldest first. */
+  private readonly claimedHere = new Map<string, number>();
 
   constructor(private readonly deps: RelayDeps) {
     const c = deps.config;
@@ -165,8 +187,8 @@ export class Relay implements VoiceApp {
   /** The webhook was parsed by the edge (twilio/webhooks.ts): `call.callSid` is a well-formed CA… SID. */
   incoming(call: VoiceWebhook, streamUrl: string): IncomingResult {
     const callSid = call.callSid;
-    // Draining: 503, so Twilio tries the number's fallback URL (another instance behind the balancer).
-    if (this.closing || this.draining) return { ok: false, status: 503, message: 'draining: not taking new calls' };
+    // Draining (past the grace): 503, so Twilio tries the number's fallback URL (another instance behind the balancer).
+    if (this.closing || (this.draining && !this.inGrace)) return { ok: false, status: 503, message: 'draining: not taking new calls' };
     if (this.calls.size + this.pending.size >= this.deps.config.maxConcurrentCalls) {
       this.deps.log.warn({ callSid, active: this.calls.size }, 'at capacity: rejecting call');
       return { ok: true, twiml: buildRejectTwiml() };
@@ -200,8 +222,8 @@ export class Relay implements VoiceApp {
   }
 
   openStream(socket: TwilioSocket, _info: StreamInfo): StreamHandler | StreamRefusal | null {
-    // While draining, only a call answered before the drain may still bring its stream.
-    if (this.closing || (this.draining && this.pending.size === 0)) return { refused: 'draining' };
+    // While draining (past the grace), only a call answered earlier may still bring its stream.
+    if (this.closing || (this.draining && !this.inGrace && this.pending.size === 0)) return { refused: 'draining' };
     if (this.calls.size >= this.deps.config.maxConcurrentCalls) return null;
     const session: CallSession = new CallSession({
       socket,
@@ -231,7 +253,7 @@ export class Relay implements VoiceApp {
   health(): HealthReport {
     const model = this.deps.modelHealth?.() ?? { reachable: null, lastOkAt: null, lastError: null };
     return {
-      status: this.draining || this.closing ? 'draining' : model.reachable === false ? 'degraded' : 'ok',
+      status: this.draining || this.closing ? 'draining' : 'ok',
       version: this.deps.version ?? '0.0.0',
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       activeCalls: this.calls.size,
@@ -249,25 +271,40 @@ export class Relay implements VoiceApp {
   }
 
   /**
-   * Stop taking calls and let the live ones finish: see the file comment.
-   * Calling it again returns the same promise (the first deadline holds).
+   * Stop taking calls (after `graceMs`) and let the live ones finish: see the
+   * file comment. Calling it again returns the same promise (the first
+   * deadline and grace hold).
    */
-  drain(timeoutMs: number): Promise<void> {
+  drain(timeoutMs: number, graceMs = 0): Promise<void> {
     this.drained ??= new Promise<void>((resolve) => {
       this.draining = true;
-      this.deps.log.info({ activeCalls: this.calls.size, pending: this.pending.size, timeoutMs }, 'draining: calls in progress go on, no new ones');
+      this.inGrace = graceMs > 0 && timeoutMs > 0 && !this.closing;
+      this.deps.log.info(
+        { activeCalls: this.calls.size, pending: this.pending.size, timeoutMs, graceMs: this.inGrace ? graceMs : 0 },
+        this.inGrace ? 'draining: health says so; new calls are still taken during the grace, calls in progress go on' : 'draining: calls in progress go on, no new ones',
+      );
       this.onIdle = () => {
         for (const t of this.drainTimers) clearTimeout(t);
         this.onIdle = undefined;
         resolve();
       };
+      if (this.inGrace) this.drainTimers.push(setTimeout(() => this.endGrace(), Math.min(graceMs, timeoutMs)));
       this.drainTimers.push(setTimeout(() => this.drainDeadline(), timeoutMs));
       this.checkIdle();
     });
     return this.drained;
   }
 
+  /** The drain's grace is over (or cut short): no new calls from now on. */
+  private endGrace(): void {
+    if (!this.inGrace) return;
+    this.inGrace = false;
+    this.deps.log.info({ activeCalls: this.calls.size, pending: this.pending.size }, 'drain grace over: no new calls');
+    this.checkIdle();
+  }
+
   private drainDeadline(): void {
+    this.endGrace();
     this.deps.log.info({ activeCalls: this.calls.size }, 'drain deadline: saying goodbye to the calls still in progress');
     for (const [sid, p] of this.pending) this.dropPending(sid, p, 'shutdown');
     for (const call of [...this.calls]) call.goodbye();
@@ -279,12 +316,13 @@ export class Relay implements VoiceApp {
   }
 
   private checkIdle(): void {
-    if (this.onIdle && this.calls.size === 0 && this.pending.size === 0 && this.closeOuts.size === 0) this.onIdle();
+    if (this.onIdle && !this.inGrace && this.calls.size === 0 && this.pending.size === 0 && this.closeOuts.size === 0) this.onIdle();
   }
 
   /** Stop taking calls; end the live ones; close pre-warmed sessions. */
   shutdown(): void {
     this.closing = true;
+    this.inGrace = false;
     for (const [sid, p] of this.pending) this.dropPending(sid, p, 'shutdown');
     for (const call of [...this.calls]) call.end('shutdown');
     this.checkIdle();
@@ -313,15 +351,33 @@ export class Relay implements VoiceApp {
     return model;
   }
 
-  /** The claim, as a value or a promise; a throw becomes a rejection. */
-  private claim(callSid: string): boolean | Promise<boolean> {
-    if (!this.deps.claim) {
-      if (this.claimedHere.has(callSid)) return false;
-      this.claimedHere.add(callSid);
-      // Forget it once no token for it can still be valid.
-      setTimeout(() => this.claimedHere.delete(callSid), this.deps.config.prewarmTtlMs + 1000).unref();
-      return true;
+  /**
+   * Claim the call here, in this process: false when it was claimed here
+   * before (within PREWARM_TTL_MS + margin, when a token for it can still be
+   * valid). Expired entries are dropped oldest first on every claim.
+   */
+  private claimLocally(callSid: string): boolean {
+    const now = Date.now();
+    for (const [sid, until] of this.claimedHere) {
+      if (until > now && this.claimedHere.size < MAX_LOCAL_CLAIMS) break;
+      if (until > now) this.deps.log.warn({ callSid: sid, kept: MAX_LOCAL_CLAIMS }, 'too many local claims: forgetting the oldest before its tokens expire');
+      this.claimedHere.delete(sid);
     }
+    const until = this.claimedHere.get(callSid);
+    if (until !== undefined && until > now) return false;
+    this.claimedHere.delete(callSid); // re-inserted at the end: the map stays in expiry order
+    this.claimedHere.set(callSid, now + this.deps.config.prewarmTtlMs + LOCAL_CLAIM_MARGIN_MS);
+    return true;
+  }
+
+  /**
+   * The claim, as a value or a promise: the local claim first (a call claimed
+   * here is refused here whatever the store says), then the store's. A throw
+   * of the store's claim becomes a rejection (the store cannot answer).
+   */
+  private claim(callSid: string): boolean | Promise<boolean> {
+    if (!this.claimLocally(callSid)) return false;
+    if (!this.deps.claim) return true;
     try {
       return this.deps.claim(callSid);
     } catch (err) {
@@ -370,7 +426,11 @@ export class Relay implements VoiceApp {
     const decided = claimed.then(
       (ok) => (ok ? null : TAKEN),
       (err: unknown) => {
-        this.deps.log.warn({ callSid, err: err instanceof Error ? err.message : String(err) }, 'call store cannot claim the call: admitting the stream on its token alone');
+        this.deps.log.warn(
+          { callSid, err: err instanceof Error ? err.message : String(err) },
+          'call store cannot claim the call: admitting the stream on its token alone (and the claim made here)',
+        );
+        this.deps.admittedWithoutStore?.();
         return null;
       },
     ).then((refused) => {

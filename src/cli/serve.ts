@@ -7,10 +7,11 @@
  * like any configuration problem; so is a missing TWILIO_AUTH_TOKEN without
  * ALLOW_UNSIGNED=true (signed by default).
  *
- * Shutdown: the first SIGTERM or SIGINT drains (health 503 `draining`, new
- * calls refused, calls in progress go on up to DRAIN_TIMEOUT_MS, then hear the
- * goodbye); a second one ends every call at once. Either way the records are
- * flushed and the exit code is 0.
+ * Shutdown: the first SIGTERM or SIGINT drains (health 503 `draining` at
+ * once; new calls still taken for DRAIN_GRACE_MS, until the balancer's health
+ * check has noticed, then refused; calls in progress go on up to
+ * DRAIN_TIMEOUT_MS from the signal, then hear the goodbye); a second one ends
+ * every call at once. Either way the records are flushed and the exit code is 0.
  */
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
@@ -71,8 +72,11 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   const onSignal = (signal: NodeJS.Signals) => {
     signals++;
     if (signals === 1) {
-      log.info({ signal, activeCalls: app.relay.activeCalls, drainTimeoutMs: config.drainTimeoutMs }, 'draining');
-      io.stdout.write(`${signal}: draining (${app.relay.activeCalls} calls in progress, up to ${config.drainTimeoutMs} ms); send it again to end them now\n`);
+      log.info({ signal, activeCalls: app.relay.activeCalls, drainTimeoutMs: config.drainTimeoutMs, drainGraceMs: config.drainGraceMs }, 'draining');
+      const grace = Math.min(config.drainGraceMs, config.drainTimeoutMs);
+      io.stdout.write(
+        `${signal}: draining (${app.relay.activeCalls} calls in progress, up to ${config.drainTimeoutMs} ms${grace > 0 ? `; new calls still taken for ${grace} ms` : ''}); send it again to end them now\n`,
+      );
       signalled();
     } else if (signals === 2) {
       log.warn({ signal, activeCalls: app.relay.activeCalls }, 'second signal: ending every call now');

@@ -63,6 +63,8 @@ export interface Metrics {
   activeStreams: Gauge;
   /** Streams admitted, by whether the pre-warmed model session was on this instance (`hit`) or had to be opened (`miss`). */
   prewarm: Counter<'result'>;
+  /** Streams admitted on their token and this instance's claim alone: the call store could not answer the claim. */
+  admissionsWithoutStore: Counter;
 }
 
 export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics {
@@ -147,6 +149,11 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
       name: 'callbridge_prewarm_total',
       help: 'Streams admitted, by result: hit = the model session pre-warmed at the webhook was on this instance; miss = the stream landed elsewhere and opened its own',
       labelNames: ['result'] as const,
+      ...reg,
+    }),
+    admissionsWithoutStore: new Counter({
+      name: 'callbridge_admissions_without_store_total',
+      help: 'Streams admitted on their token and this instance\'s own claim alone, because the call store could not answer the claim (single use per instance only; across instances for the outage)',
       ...reg,
     }),
   };
