@@ -47,7 +47,7 @@ RUN mkdir -p /data && chown node:node /data
 VOLUME /data
 USER node
 EXPOSE 5002
-# 200 when healthy, 503 when degraded (model unreachable, or draining on SIGTERM).
+# 200 while taking calls, 503 while draining on SIGTERM (a model outage is reported in the body, not as 503).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PORT || 5002) + '/voice/health').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 # SIGTERM: stop taking calls, end the live ones cleanly (records kept), exit.
