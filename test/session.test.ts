@@ -564,3 +564,93 @@ describe('CallSession with 2026 Realtime shapes (preambles, parallel calls, fail
     expect(said).toEqual([{ atMs: expect.any(Number), speaker: 'assistant', text: 'one two three four…', interrupted: true }]);
   });
 });
+
+describe('CallSession assistant lines are recorded once heard (issue 22, item 7)', () => {
+  /** Play the clock forward to `toMs` in 20 ms steps, echoing every mark Twilio has played by then. */
+  function playTo(h: ReturnType<typeof setup>, fromMs: number, toMs: number) {
+    const echoed = new Set<string>();
+    for (let ms = fromMs; ms <= toMs; ms += 20) {
+      h.setTime(ms);
+      h.clock.tick(ms);
+      // Twilio echoes a chunk's mark once it has played: here, one tick after it was sent.
+      for (const m of h.socket.of('mark').slice(0, -1)) {
+        if (echoed.has(m.mark.name)) continue;
+        echoed.add(m.mark.name);
+        h.text({ event: 'mark', sequenceNumber: '9', streamSid: STREAM, mark: { name: m.mark.name } });
+      }
+    }
+    return (name: string) => h.text({ event: 'mark', sequenceNumber: '9', streamSid: STREAM, mark: { name } });
+  }
+  const assistant = (h: ReturnType<typeof setup>) => h.recorder.lines.filter((l) => l.speaker === 'assistant');
+
+  it('in a live call the line is in the record once its last mark is echoed, not at the call end, and only once', async () => {
+    const h = setup({ greeting: '' });
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'i1', audio: ulawB64(160 * 10) }); // 200 ms
+    h.model.emit({ type: 'audio_done', responseId: 'r1', itemId: 'i1' });
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'i1', text: 'Thanks for calling.' });
+    const echo = playTo(h, 0, 400);
+    expect(h.socket.of('media')).toHaveLength(10);
+    expect(assistant(h)).toEqual([]); // the last chunk is still playing at Twilio
+    echo(h.socket.of('mark').at(-1)!.mark.name);
+    expect(assistant(h)).toEqual([{ atMs: 0, speaker: 'assistant', text: 'Thanks for calling.' }]);
+    expect(h.session.state).toBe('live');
+    h.session.end('caller_hangup');
+    expect(assistant(h)).toHaveLength(1);
+  });
+
+  it('a text that arrives after the audio was heard is written on arrival', async () => {
+    const h = setup({ greeting: '' });
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'i1', audio: ulawB64(160 * 5) });
+    h.model.emit({ type: 'audio_done', responseId: 'r1', itemId: 'i1' });
+    const echo = playTo(h, 0, 200);
+    echo(h.socket.of('mark').at(-1)!.mark.name);
+    expect(assistant(h)).toEqual([]);
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'i1', text: 'Hello there.' });
+    expect(assistant(h).map((l) => l.text)).toEqual(['Hello there.']);
+    h.session.end('caller_hangup');
+    expect(assistant(h)).toHaveLength(1);
+  });
+
+  it('a heard line is not written again by a later barge-in; the cut item is written cut, once', async () => {
+    const h = setup({ greeting: '' });
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'pre', audio: ulawB64(160 * 5) }); // 100 ms
+    h.model.emit({ type: 'audio_done', responseId: 'r1', itemId: 'pre' });
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'pre', text: 'Let me check.' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'ans', audio: ulawB64(160 * 50) }); // 1000 ms
+    playTo(h, 0, 300); // the preamble is heard in full, then 200 ms of the answer (one chunk still unechoed)
+    expect(assistant(h).map((l) => l.text)).toEqual(['Let me check.']);
+    h.model.emit({ type: 'speech_started', itemId: 'c1', audioStartMs: 300 });
+    expect(h.model.named('truncate').map((c) => c[1])).toEqual(['ans']);
+    expect(assistant(h)).toHaveLength(1); // the answer's text has not come yet
+    // Its text arrives after the cut: written at once, cut to the heard share.
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'ans', text: 'one two three four five six seven eight nine ten' });
+    const lines = assistant(h);
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toMatchObject({ interrupted: true });
+    expect(lines[1]!.text).toMatch(/^one( two)?( three)?…$/);
+    h.session.end('caller_hangup');
+    expect(assistant(h)).toHaveLength(2);
+  });
+
+  it('an item queued behind the one playing at barge-in gets no line, even if its text comes later', async () => {
+    const h = setup({ greeting: '' });
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'a', audio: ulawB64(160 * 50) });
+    h.model.emit({ type: 'audio_done', responseId: 'r1', itemId: 'a' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'b', audio: ulawB64(160 * 50) });
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'a', text: 'one two three four five' });
+    playTo(h, 0, 200);
+    h.model.emit({ type: 'speech_started', itemId: 'c1', audioStartMs: 200 });
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'b', text: 'never heard' });
+    h.session.end('caller_hangup');
+    expect(assistant(h)).toHaveLength(1); // 'a', cut; nothing for 'b' (not even an ellipsis)
+    expect(assistant(h)[0]).toMatchObject({ interrupted: true });
+  });
+});
