@@ -7,10 +7,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Pumpable, PumpScheduler } from '../src/call/clock.js';
 import type { TwilioSocket } from '../src/call/ports.js';
 import type { CallEvent, CallRecorder, ToolCallRecord, TranscriptLine, TurnLatency } from '../src/records.js';
-import { CallSession, noMetrics, type CallOptions } from '../src/call/session.js';
+import { CallSession, noMetrics, type CallDeps, type CallOptions } from '../src/call/session.js';
 import type { ModelEvent, ModelSession } from '../src/call/voice-model.js';
-import { Transcoder } from '../src/dsp/index.js';
-import { silentLogger } from '../src/log.js';
+import { DspError, Transcoder } from '../src/dsp/index.js';
+import { createLogger, silentLogger } from '../src/log.js';
 import { ToolRegistry, type Tool } from '../src/tools/registry.js';
 
 const STREAM = 'MZ00000000000000000000000000000001';
@@ -135,7 +135,7 @@ afterEach(() => {
   for (const s of open.splice(0)) s.end('shutdown');
 });
 
-function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = []) {
+function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = [], deps: Partial<CallDeps> & { model?: () => Promise<ModelSession> } = {}) {
   let t = 0;
   const socket = new FakeSocket();
   const options = { ...OPTIONS, ...opts };
@@ -151,10 +151,11 @@ function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = []) {
     clock,
     metrics: noMetrics,
     admit: (callSid, params) =>
-      params.token === 'good' && callSid === CALL ? { model: Promise.resolve(model), recorder } : { refused: 'bad token' },
+      params.token === 'good' && callSid === CALL ? { model: deps.model?.() ?? Promise.resolve(model), recorder } : { refused: 'bad token' },
     openTranscoder: () => Transcoder.open(),
     onEnded: () => ended++,
     now: () => t,
+    ...deps,
   });
   open.push(session);
   const text = (m: object) => session.onText(JSON.stringify(m));
@@ -652,5 +653,82 @@ describe('CallSession assistant lines are recorded once heard (issue 22, item 7)
     h.session.end('caller_hangup');
     expect(assistant(h)).toHaveLength(1); // 'a', cut; nothing for 'b' (not even an ellipsis)
     expect(assistant(h)[0]).toMatchObject({ interrupted: true });
+  });
+});
+
+describe('CallSession faults end the call, never the process (issue 22, item 8)', () => {
+  /** A logger whose lines (parsed) are kept. */
+  function capturing() {
+    const lines: Record<string, any>[] = [];
+    return { lines, log: createLogger('debug', { write: (s: string) => void lines.push(JSON.parse(s)) }) };
+  }
+  /** Unhandled rejections while `fn` runs (and a few turns after). */
+  async function unhandledDuring(fn: () => Promise<void>): Promise<unknown[]> {
+    const seen: unknown[] = [];
+    const on = (reason: unknown) => void seen.push(reason);
+    process.on('unhandledRejection', on);
+    try {
+      await fn();
+      await new Promise((r) => setTimeout(r, 20));
+    } finally {
+      process.off('unhandledRejection', on);
+    }
+    return seen;
+  }
+
+  it('no DSP slot for the transcoder: the call ends `error` (logged, recorded), the admitted model is closed once', async () => {
+    const { lines, log } = capturing();
+    const h = setup({ audioMode: 'transcode' }, [], {
+      log,
+      openTranscoder: () => {
+        throw new DspError('no_slots', 'all 4096 DSP channel slots are in use');
+      },
+    });
+    await h.start();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(h.session.endReason).toBe('error');
+    expect(h.recorder.endedWith).toBe('error');
+    expect(h.recorder.events).toEqual([{ atMs: 0, type: 'error', detail: 'transcoder: all 4096 DSP channel slots are in use' }]);
+    expect(h.socket.closed?.code).toBe(1011);
+    expect(h.ended()).toBe(1);
+    expect(h.model.named('close')).toHaveLength(1);
+    expect(lines.find((l) => l.level === 50)?.msg).toBe('cannot open a transcoder for this call: ending it');
+  });
+
+  it('a call ended while its model session is still connecting closes that session once it arrives', async () => {
+    let resolve!: (m: ModelSession) => void;
+    const h = setup({}, [], { model: () => new Promise((r) => (resolve = r)) });
+    await h.start();
+    expect(h.session.state).toBe('connecting');
+    h.session.onClose(1000, '');
+    resolve(h.model);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(h.model.named('close')).toHaveLength(1);
+  });
+
+  it('a throw while attaching the model ends this call `error` and is no unhandled rejection', async () => {
+    const h = setup();
+    h.model.onEvent = () => {
+      throw new Error('listener refused');
+    };
+    const seen = await unhandledDuring(() => h.start());
+    expect(seen).toEqual([]);
+    expect(h.session.endReason).toBe('error');
+    expect(h.model.named('close')).toHaveLength(1);
+    expect(h.ended()).toBe(1);
+  });
+
+  it('a model that never comes and a record that cannot be ended: logged, the call still ends and frees its slot', async () => {
+    const { lines, log } = capturing();
+    const h = setup({}, [], { log, model: () => Promise.reject(new Error('connect refused')) });
+    h.recorder.ended = () => {
+      throw new Error('store gone');
+    };
+    const seen = await unhandledDuring(() => h.start());
+    expect(seen).toEqual([]);
+    expect(h.session.endReason).toBe('model_unavailable');
+    expect(h.ended()).toBe(1);
+    expect(h.socket.closed?.code).toBe(1000);
+    expect(lines.filter((l) => l.level === 50).map((l) => l.msg)).toEqual(['model session unavailable', 'writing the end of the call record failed']);
   });
 });
