@@ -732,3 +732,21 @@ describe('CallSession faults end the call, never the process (issue 22, item 8)'
     expect(lines.filter((l) => l.level === 50).map((l) => l.msg)).toEqual(['model session unavailable', 'writing the end of the call record failed']);
   });
 });
+
+describe('CallSession keeps keypad digits out of the log (issue 22, item 11)', () => {
+  it('a keypad overflow logs how many digits are pending, never which', async () => {
+    const lines: Record<string, any>[] = [];
+    const log = createLogger('debug', { write: (s: string) => void lines.push(JSON.parse(s)) });
+    const h = setup({ greeting: '', dtmfGapMs: 60_000 }, [], { log });
+    await h.start();
+    const press = (digit: string) => h.text({ event: 'dtmf', sequenceNumber: '3', streamSid: STREAM, dtmf: { track: 'inbound_track', digit } });
+    for (let i = 0; i < 32; i++) press('7');
+    for (const d of ['9', '8', '*', '6']) press(d);
+    const overflow = lines.filter((l) => l.reason === 'dtmf_overflow');
+    expect(overflow.map((l) => l.detail)).toEqual(['32 digits pending', '32 digits pending', '32 digits pending', '32 digits pending']);
+    for (const l of lines) {
+      const text = JSON.stringify(l);
+      for (const d of ['"9"', '"8"', '"*"', '"6"', '"7"', '7777']) expect(text).not.toContain(d);
+    }
+  });
+});

@@ -374,7 +374,9 @@ export class CallSession implements StreamHandler {
     this.state = 'live';
     this.outbound.setLive(true);
     model.onEvent((ev) => this.onModelEvent(ev));
+    const dropped = this.inbound!.earlyDropped;
     this.inbound!.attach((b64) => model.appendAudio(b64));
+    if (dropped > 0) this.log.warn({ dropped }, 'caller audio held while the model connected went over its bound: the oldest was dropped');
     if (this.opts.greeting) this.turns.request('greeting', this.opts.greeting);
   }
 
@@ -389,7 +391,8 @@ export class CallSession implements StreamHandler {
   private handleDtmf(digit: string): void {
     if (this.state !== 'live') return;
     this.lastActivityMs = this.now();
-    if (this.dtmfDigits.length >= MAX_PENDING_DTMF) return this.protocolError('dtmf_overflow', digit); // a stuck key
+    // A stuck key. The digits may be a member ID: the log gets their count only.
+    if (this.dtmfDigits.length >= MAX_PENDING_DTMF) return this.protocolError('dtmf_overflow', `${this.dtmfDigits.length} digits pending`);
     this.dtmfDigits += digit;
     this.recorder?.transcript({ atMs: this.sinceStart(), speaker: 'dtmf', text: digit });
     if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
