@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
 import { defaultPromptPath, loadPrompt } from './call/prompts.js';
+import { DSP_SLOTS } from './dsp/index.js';
 import { REASONING_EFFORTS, type ReasoningEffort } from './realtime/protocol.js';
 import { modelPrices, MODEL_PRICES } from './store/prices.js';
 import { streamUrlTemplateProblems } from './twilio/twiml.js';
@@ -308,6 +309,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (cleaned.TRANSCRIPT_KEY_OLD && !cleaned.TRANSCRIPT_KEY) {
     problems.push('TRANSCRIPT_KEY_OLD: set without TRANSCRIPT_KEY (new records would be stored unencrypted); set the new key as TRANSCRIPT_KEY');
+  }
+  if (parsed.success && parsed.data.AUDIO_MODE === 'transcode' && parsed.data.MAX_CONCURRENT_CALLS > DSP_SLOTS) {
+    // Each transcoded call holds one DSP channel slot: a call admitted past them could not be served.
+    problems.push(`MAX_CONCURRENT_CALLS: ${parsed.data.MAX_CONCURRENT_CALLS} is more than the ${DSP_SLOTS} calls one process can transcode (DSP channel slots); set it to ${DSP_SLOTS} or less, or run more instances`);
   }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   const e = parsed.data;

@@ -69,3 +69,14 @@ describe('loadConfig: drain grace', () => {
     expect(() => loadConfig({ DRAIN_GRACE_MS: 'soon' })).toThrow(/DRAIN_GRACE_MS/);
   });
 });
+
+describe('MAX_CONCURRENT_CALLS and the DSP slots (issue 22, item 8)', () => {
+  it('over the DSP slot count is a start-up error naming the limit (transcode); passthrough uses no slot', async () => {
+    const { DSP_SLOTS } = await import('../src/dsp/index.js');
+    expect(loadConfig({ MAX_CONCURRENT_CALLS: String(DSP_SLOTS) }).maxConcurrentCalls).toBe(DSP_SLOTS);
+    expect(() => loadConfig({ MAX_CONCURRENT_CALLS: String(DSP_SLOTS + 1) })).toThrow(
+      new RegExp(`MAX_CONCURRENT_CALLS: ${DSP_SLOTS + 1} is more than the ${DSP_SLOTS} calls`),
+    );
+    expect(loadConfig({ MAX_CONCURRENT_CALLS: '10000', AUDIO_MODE: 'passthrough' }).maxConcurrentCalls).toBe(10_000);
+  });
+});

@@ -1,14 +1,19 @@
 /**
- * Records survive a crash. The one test of it kills a process that is
- * writing a call with SIGKILL and checks what the next process finds.
+ * Records survive a crash. The first test kills a process that is writing a
+ * call with SIGKILL and checks what the next process finds.
  *
- * It sits at the store, on purpose: what a crash may lose is the store's
+ * That one sits at the store, on purpose: what a crash may lose is the store's
  * contract (entries queued since the last flush, ≤ FLUSH_MS; a flush is one
  * transaction, all or nothing) and the SQLite driver's (a committed WAL
  * transaction survives the process). So the child is the real store on the
  * driver of the Node running the tests — node:sqlite or better-sqlite3 — with
  * encryption on, in its own process, run from the TypeScript sources (no
  * build, no server edge), which lets it run on every supported Node.
+ *
+ * The second is the whole relay: `callbridge serve` from build/ with the model
+ * stand-in and a simulated caller, killed mid-call once the greeting has been
+ * heard: the assistant's line is in the record the next process reads (a line
+ * is written when it has been heard, not at barge-in or the call's end).
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -16,6 +21,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, expect, it } from 'vitest';
 import { silentLogger } from '../src/log.js';
+import { placeCall } from '../src/sim/caller.js';
+import { startModelStandIn } from '../src/sim/model-server.js';
+import { ensureBuilt, killServeProcesses, serveProcess } from './helpers/serve.js';
 import { openSqlite, sqliteDriver } from '../src/store/sqlite-driver.js';
 import { SqliteCallStore } from '../src/store/sqlite.js';
 
@@ -30,7 +38,10 @@ let dir: string;
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), 'callbridge-crash-'));
 });
-afterEach(() => rmSync(dir, { recursive: true, force: true }));
+afterEach(() => {
+  killServeProcesses();
+  rmSync(dir, { recursive: true, force: true });
+});
 
 it('a process killed with SIGKILL while writing a call: every flushed line survives, in order, and the call is marked interrupted', async () => {
   const path = join(dir, 'calls.db');
@@ -81,3 +92,46 @@ it('a process killed with SIGKILL while writing a call: every flushed line survi
     s.close();
   }
 }, 60_000);
+
+it('callbridge serve killed with SIGKILL mid-call: the greeting the caller heard is in the record', async () => {
+  ensureBuilt();
+  const standIn = await startModelStandIn({ scenario: { greeting: 'Thanks for calling the test line.', turns: [] } });
+  try {
+    const path = join(dir, 'serve.db');
+    const TOKEN = 'crash-test-auth-token';
+    const PUBLIC = 'https://crash.example.test';
+    const s = await serveProcess({ PUBLIC_URL: PUBLIC, OPENAI_BASE_URL: standIn.baseUrl, TWILIO_AUTH_TOKEN: TOKEN, CALLBRIDGE_DB: path, TRANSCRIPT_KEY: KEY.toString('hex') });
+    const callSid = 'CA00000000000000000000000000c0de02';
+    // A caller who stays on the line, silent, long after the greeting.
+    const live = placeCall({ baseUrl: s.base, publicUrl: PUBLIC, authToken: TOKEN, callSid, utterances: [{ durationMs: 20, pauseMs: 60_000 }], maxCallMs: 60_000 }).catch(() => undefined);
+    // The greeting is heard (its last mark echoed), written and flushed while the call goes on.
+    const read = () => {
+      const store = new SqliteCallStore({ path, prices, log: silentLogger, transcriptKey: KEY, readOnly: true });
+      try {
+        return store.get(callSid);
+      } catch {
+        return undefined; // not created yet
+      } finally {
+        store.close();
+      }
+    };
+    let live1 = read();
+    for (let i = 0; i < 300 && !live1?.transcript.some((l) => l.speaker === 'assistant'); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      live1 = read();
+    }
+    expect(live1?.state, s.output()).toBe('in_progress');
+    expect(live1!.transcript.filter((l) => l.speaker === 'assistant').map((l) => l.text)).toEqual(['Thanks for calling the test line.']);
+
+    s.child.kill('SIGKILL');
+    await s.exit;
+    await live;
+    const after = read()!;
+    expect(after.state).toBe('in_progress'); // as the killed process left it: no end was written
+    expect(after.transcript.filter((l) => l.speaker === 'assistant')).toEqual([
+      { atMs: expect.any(Number), speaker: 'assistant', text: 'Thanks for calling the test line.' },
+    ]);
+  } finally {
+    await standIn.close();
+  }
+}, 180_000);

@@ -5,7 +5,7 @@
  * and batched transcode output identical to per-frame output.
  */
 import { describe, expect, it } from 'vitest';
-import { Inbound, ulawMeanSquare, VOICE_DBFS } from '../src/call/inbound.js';
+import { Inbound, MAX_EARLY_BYTES, ulawMeanSquare, VOICE_DBFS } from '../src/call/inbound.js';
 import { Transcoder } from '../src/dsp/index.js';
 import { pcm16ToUlaw } from '../src/dsp/index.js';
 
@@ -130,5 +130,23 @@ describe('Inbound', () => {
     expect(Buffer.compare(bytes(a.appends), bytes(b.appends))).toBe(0);
     a.t!.close();
     b.t!.close();
+  });
+});
+
+describe('Inbound before the model is attached (issue 22, item 11)', () => {
+  it('many 1-byte payloads: what is held stays under MAX_EARLY_BYTES, the oldest are dropped and counted, the newest go in order', () => {
+    const inb = new Inbound({ transcoder: undefined, batchMs: 20, vadSilenceMs: 500 });
+    const N = 50_000;
+    const payload = (k: number) => Buffer.from([k & 0xff]).toString('base64');
+    for (let k = 0; k < N; k++) {
+      inb.frame(payload(k));
+      expect(inb.earlyHeldBytes).toBeLessThanOrEqual(MAX_EARLY_BYTES);
+    }
+    expect(inb.earlyDropped).toBeGreaterThan(N / 2);
+    const appends: string[] = [];
+    inb.attach((b64) => appends.push(b64));
+    expect(appends.length + inb.earlyDropped).toBe(N);
+    expect(appends).toEqual(Array.from({ length: appends.length }, (_, i) => payload(N - appends.length + i)));
+    expect(inb.earlyHeldBytes).toBe(0);
   });
 });

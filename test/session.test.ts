@@ -7,10 +7,10 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Pumpable, PumpScheduler } from '../src/call/clock.js';
 import type { TwilioSocket } from '../src/call/ports.js';
 import type { CallEvent, CallRecorder, ToolCallRecord, TranscriptLine, TurnLatency } from '../src/records.js';
-import { CallSession, noMetrics, type CallOptions } from '../src/call/session.js';
+import { CallSession, noMetrics, type CallDeps, type CallOptions } from '../src/call/session.js';
 import type { ModelEvent, ModelSession } from '../src/call/voice-model.js';
-import { Transcoder } from '../src/dsp/index.js';
-import { silentLogger } from '../src/log.js';
+import { DspError, Transcoder } from '../src/dsp/index.js';
+import { createLogger, silentLogger } from '../src/log.js';
 import { ToolRegistry, type Tool } from '../src/tools/registry.js';
 
 const STREAM = 'MZ00000000000000000000000000000001';
@@ -135,7 +135,7 @@ afterEach(() => {
   for (const s of open.splice(0)) s.end('shutdown');
 });
 
-function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = []) {
+function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = [], deps: Partial<CallDeps> & { model?: () => Promise<ModelSession> } = {}) {
   let t = 0;
   const socket = new FakeSocket();
   const options = { ...OPTIONS, ...opts };
@@ -151,10 +151,11 @@ function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = []) {
     clock,
     metrics: noMetrics,
     admit: (callSid, params) =>
-      params.token === 'good' && callSid === CALL ? { model: Promise.resolve(model), recorder } : { refused: 'bad token' },
+      params.token === 'good' && callSid === CALL ? { model: deps.model?.() ?? Promise.resolve(model), recorder } : { refused: 'bad token' },
     openTranscoder: () => Transcoder.open(),
     onEnded: () => ended++,
     now: () => t,
+    ...deps,
   });
   open.push(session);
   const text = (m: object) => session.onText(JSON.stringify(m));
@@ -562,5 +563,190 @@ describe('CallSession with 2026 Realtime shapes (preambles, parallel calls, fail
     expect(truncs).toContainEqual(['truncate', 'second', 0]);
     const said = h.recorder.lines.filter((l) => l.speaker === 'assistant');
     expect(said).toEqual([{ atMs: expect.any(Number), speaker: 'assistant', text: 'one two three four…', interrupted: true }]);
+  });
+});
+
+describe('CallSession assistant lines are recorded once heard (issue 22, item 7)', () => {
+  /** Play the clock forward to `toMs` in 20 ms steps, echoing every mark Twilio has played by then. */
+  function playTo(h: ReturnType<typeof setup>, fromMs: number, toMs: number) {
+    const echoed = new Set<string>();
+    for (let ms = fromMs; ms <= toMs; ms += 20) {
+      h.setTime(ms);
+      h.clock.tick(ms);
+      // Twilio echoes a chunk's mark once it has played: here, one tick after it was sent.
+      for (const m of h.socket.of('mark').slice(0, -1)) {
+        if (echoed.has(m.mark.name)) continue;
+        echoed.add(m.mark.name);
+        h.text({ event: 'mark', sequenceNumber: '9', streamSid: STREAM, mark: { name: m.mark.name } });
+      }
+    }
+    return (name: string) => h.text({ event: 'mark', sequenceNumber: '9', streamSid: STREAM, mark: { name } });
+  }
+  const assistant = (h: ReturnType<typeof setup>) => h.recorder.lines.filter((l) => l.speaker === 'assistant');
+
+  it('in a live call the line is in the record once its last mark is echoed, not at the call end, and only once', async () => {
+    const h = setup({ greeting: '' });
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'i1', audio: ulawB64(160 * 10) }); // 200 ms
+    h.model.emit({ type: 'audio_done', responseId: 'r1', itemId: 'i1' });
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'i1', text: 'Thanks for calling.' });
+    const echo = playTo(h, 0, 400);
+    expect(h.socket.of('media')).toHaveLength(10);
+    expect(assistant(h)).toEqual([]); // the last chunk is still playing at Twilio
+    echo(h.socket.of('mark').at(-1)!.mark.name);
+    expect(assistant(h)).toEqual([{ atMs: 0, speaker: 'assistant', text: 'Thanks for calling.' }]);
+    expect(h.session.state).toBe('live');
+    h.session.end('caller_hangup');
+    expect(assistant(h)).toHaveLength(1);
+  });
+
+  it('a text that arrives after the audio was heard is written on arrival', async () => {
+    const h = setup({ greeting: '' });
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'i1', audio: ulawB64(160 * 5) });
+    h.model.emit({ type: 'audio_done', responseId: 'r1', itemId: 'i1' });
+    const echo = playTo(h, 0, 200);
+    echo(h.socket.of('mark').at(-1)!.mark.name);
+    expect(assistant(h)).toEqual([]);
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'i1', text: 'Hello there.' });
+    expect(assistant(h).map((l) => l.text)).toEqual(['Hello there.']);
+    h.session.end('caller_hangup');
+    expect(assistant(h)).toHaveLength(1);
+  });
+
+  it('a heard line is not written again by a later barge-in; the cut item is written cut, once', async () => {
+    const h = setup({ greeting: '' });
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'pre', audio: ulawB64(160 * 5) }); // 100 ms
+    h.model.emit({ type: 'audio_done', responseId: 'r1', itemId: 'pre' });
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'pre', text: 'Let me check.' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'ans', audio: ulawB64(160 * 50) }); // 1000 ms
+    playTo(h, 0, 300); // the preamble is heard in full, then 200 ms of the answer (one chunk still unechoed)
+    expect(assistant(h).map((l) => l.text)).toEqual(['Let me check.']);
+    h.model.emit({ type: 'speech_started', itemId: 'c1', audioStartMs: 300 });
+    expect(h.model.named('truncate').map((c) => c[1])).toEqual(['ans']);
+    expect(assistant(h)).toHaveLength(1); // the answer's text has not come yet
+    // Its text arrives after the cut: written at once, cut to the heard share.
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'ans', text: 'one two three four five six seven eight nine ten' });
+    const lines = assistant(h);
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toMatchObject({ interrupted: true });
+    expect(lines[1]!.text).toMatch(/^one( two)?( three)?…$/);
+    h.session.end('caller_hangup');
+    expect(assistant(h)).toHaveLength(2);
+  });
+
+  it('an item queued behind the one playing at barge-in gets no line, even if its text comes later', async () => {
+    const h = setup({ greeting: '' });
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'r1' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'a', audio: ulawB64(160 * 50) });
+    h.model.emit({ type: 'audio_done', responseId: 'r1', itemId: 'a' });
+    h.model.emit({ type: 'audio', responseId: 'r1', itemId: 'b', audio: ulawB64(160 * 50) });
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'a', text: 'one two three four five' });
+    playTo(h, 0, 200);
+    h.model.emit({ type: 'speech_started', itemId: 'c1', audioStartMs: 200 });
+    h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'b', text: 'never heard' });
+    h.session.end('caller_hangup');
+    expect(assistant(h)).toHaveLength(1); // 'a', cut; nothing for 'b' (not even an ellipsis)
+    expect(assistant(h)[0]).toMatchObject({ interrupted: true });
+  });
+});
+
+describe('CallSession faults end the call, never the process (issue 22, item 8)', () => {
+  /** A logger whose lines (parsed) are kept. */
+  function capturing() {
+    const lines: Record<string, any>[] = [];
+    return { lines, log: createLogger('debug', { write: (s: string) => void lines.push(JSON.parse(s)) }) };
+  }
+  /** Unhandled rejections while `fn` runs (and a few turns after). */
+  async function unhandledDuring(fn: () => Promise<void>): Promise<unknown[]> {
+    const seen: unknown[] = [];
+    const on = (reason: unknown) => void seen.push(reason);
+    process.on('unhandledRejection', on);
+    try {
+      await fn();
+      await new Promise((r) => setTimeout(r, 20));
+    } finally {
+      process.off('unhandledRejection', on);
+    }
+    return seen;
+  }
+
+  it('no DSP slot for the transcoder: the call ends `error` (logged, recorded), the admitted model is closed once', async () => {
+    const { lines, log } = capturing();
+    const h = setup({ audioMode: 'transcode' }, [], {
+      log,
+      openTranscoder: () => {
+        throw new DspError('no_slots', 'all 4096 DSP channel slots are in use');
+      },
+    });
+    await h.start();
+    await new Promise((r) => setTimeout(r, 0));
+    expect(h.session.endReason).toBe('error');
+    expect(h.recorder.endedWith).toBe('error');
+    expect(h.recorder.events).toEqual([{ atMs: 0, type: 'error', detail: 'transcoder: all 4096 DSP channel slots are in use' }]);
+    expect(h.socket.closed?.code).toBe(1011);
+    expect(h.ended()).toBe(1);
+    expect(h.model.named('close')).toHaveLength(1);
+    expect(lines.find((l) => l.level === 50)?.msg).toBe('cannot open a transcoder for this call: ending it');
+  });
+
+  it('a call ended while its model session is still connecting closes that session once it arrives', async () => {
+    let resolve!: (m: ModelSession) => void;
+    const h = setup({}, [], { model: () => new Promise((r) => (resolve = r)) });
+    await h.start();
+    expect(h.session.state).toBe('connecting');
+    h.session.onClose(1000, '');
+    resolve(h.model);
+    await new Promise((r) => setTimeout(r, 0));
+    expect(h.model.named('close')).toHaveLength(1);
+  });
+
+  it('a throw while attaching the model ends this call `error` and is no unhandled rejection', async () => {
+    const h = setup();
+    h.model.onEvent = () => {
+      throw new Error('listener refused');
+    };
+    const seen = await unhandledDuring(() => h.start());
+    expect(seen).toEqual([]);
+    expect(h.session.endReason).toBe('error');
+    expect(h.model.named('close')).toHaveLength(1);
+    expect(h.ended()).toBe(1);
+  });
+
+  it('a model that never comes and a record that cannot be ended: logged, the call still ends and frees its slot', async () => {
+    const { lines, log } = capturing();
+    const h = setup({}, [], { log, model: () => Promise.reject(new Error('connect refused')) });
+    h.recorder.ended = () => {
+      throw new Error('store gone');
+    };
+    const seen = await unhandledDuring(() => h.start());
+    expect(seen).toEqual([]);
+    expect(h.session.endReason).toBe('model_unavailable');
+    expect(h.ended()).toBe(1);
+    expect(h.socket.closed?.code).toBe(1000);
+    expect(lines.filter((l) => l.level === 50).map((l) => l.msg)).toEqual(['model session unavailable', 'writing the end of the call record failed']);
+  });
+});
+
+describe('CallSession keeps keypad digits out of the log (issue 22, item 11)', () => {
+  it('a keypad overflow logs how many digits are pending, never which', async () => {
+    const lines: Record<string, any>[] = [];
+    const log = createLogger('debug', { write: (s: string) => void lines.push(JSON.parse(s)) });
+    const h = setup({ greeting: '', dtmfGapMs: 60_000 }, [], { log });
+    await h.start();
+    const press = (digit: string) => h.text({ event: 'dtmf', sequenceNumber: '3', streamSid: STREAM, dtmf: { track: 'inbound_track', digit } });
+    for (let i = 0; i < 32; i++) press('7');
+    for (const d of ['9', '8', '*', '6']) press(d);
+    const overflow = lines.filter((l) => l.reason === 'dtmf_overflow');
+    expect(overflow.map((l) => l.detail)).toEqual(['32 digits pending', '32 digits pending', '32 digits pending', '32 digits pending']);
+    for (const l of lines) {
+      const text = JSON.stringify(l);
+      for (const d of ['"9"', '"8"', '"*"', '"6"', '"7"', '7777']) expect(text).not.toContain(d);
+    }
   });
 });

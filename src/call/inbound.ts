@@ -20,8 +20,10 @@
  *     the turn (the model's VAD is still in speech): batching goes on. A
  *     voiced frame inside the window is a new onset.
  *   Voiced = frame energy above VOICE_DBFS, from a 256-entry µ-law table.
- * - Until the model session is attached, up to MAX_EARLY_MS of audio is held
- *   and sent in order on attach; older audio is dropped.
+ * - Until the model session is attached, up to MAX_EARLY_MS of audio, and at
+ *   most MAX_EARLY_BYTES (each payload's base64 plus EARLY_ENTRY_BYTES, so
+ *   tiny payloads are bounded too), is held and sent in order on attach; the
+ *   oldest is dropped and counted (`earlyDropped`).
  * - Allocation: one reused byte buffer per call for the batch, which holds
  *   µ-law: in transcode it goes through the DSP once per append.
  */
@@ -30,6 +32,10 @@ import type { AudioTranscoder } from './session.js';
 export const FRAME_MS = 20;
 const ULAW_FRAME_BYTES = 160;
 const MAX_EARLY_MS = 3000;
+/** Memory held before attach, at most: 3 s of transcoded frames (~200 KB) fit; a flood of tiny payloads does not grow past it. */
+export const MAX_EARLY_BYTES = 256 * 1024;
+/** What one held payload costs besides its characters (string and array slot), for MAX_EARLY_BYTES. */
+const EARLY_ENTRY_BYTES = 64;
 /** Energy above which a frame counts as voiced (dBFS). Below the model VAD's usual −40 dBFS, so onsets are never late. */
 export const VOICE_DBFS = -50;
 const ONSET_MS = 200;
@@ -73,9 +79,12 @@ export class Inbound {
   /** Appends sent to the model, and frames taken (for the bench and tests). */
   appends = 0;
   frames = 0;
+  /** Payloads dropped (oldest first) while held before attach. */
+  earlyDropped = 0;
   private append: ((b64: string) => void) | undefined;
   private early: string[] = [];
   private earlyMs = 0;
+  private earlyBytes = 0;
   private readonly batchFrames: number;
   private batch = Buffer.alloc(0);
   private batchLen = 0;
@@ -96,6 +105,12 @@ export class Inbound {
     for (const b64 of this.early) this.send(b64);
     this.early = [];
     this.earlyMs = 0;
+    this.earlyBytes = 0;
+  }
+
+  /** What is held before attach counts against MAX_EARLY_BYTES (tests). */
+  get earlyHeldBytes(): number {
+    return this.earlyBytes;
   }
 
   /** The model session is gone (reconnecting): hold audio again. */
@@ -194,11 +209,24 @@ export class Inbound {
       return;
     }
     this.early.push(b64);
-    this.earlyMs += ((b64.length * 3) / 4 / (this.opts.transcoder ? 48 : 8)) | 0;
-    while (this.earlyMs > MAX_EARLY_MS && this.early.length > 1) {
-      const old = this.early.shift()!;
-      this.earlyMs -= ((old.length * 3) / 4 / (this.opts.transcoder ? 48 : 8)) | 0;
+    this.earlyMs += this.heldMs(b64);
+    this.earlyBytes += b64.length + EARLY_ENTRY_BYTES;
+    let drop = 0;
+    while ((this.earlyMs > MAX_EARLY_MS || this.earlyBytes > MAX_EARLY_BYTES) && drop < this.early.length - 1) {
+      const old = this.early[drop++]!;
+      this.earlyMs -= this.heldMs(old);
+      this.earlyBytes -= old.length + EARLY_ENTRY_BYTES;
     }
+    if (drop > 0) {
+      this.early.splice(0, drop);
+      this.earlyDropped += drop;
+    }
+  }
+
+  /** Audio in a held payload, ms (fractions kept: a 1-byte payload is 1/8 ms, not 0). */
+  private heldMs(b64: string): number {
+    const pad = b64.endsWith('==') ? 2 : b64.endsWith('=') ? 1 : 0;
+    return (Math.floor((b64.length * 3) / 4) - pad) / (this.opts.transcoder ? 48 : 8);
   }
 
   private decode(b64: string): number {

@@ -12,6 +12,12 @@
  *   to the heard share of its words (no line when nothing was heard).
  * - Recorded prompts (`playPrompt`) play through the same paced playout,
  *   under their own response id, so they are never truncated at the model.
+ * - Each assistant line goes to `onLine` once, as soon as it is known: when
+ *   the item's text is final, its audio is done and the caller has heard all
+ *   of it (the mark of its last chunk echoed), whichever comes last; when
+ *   barge-in cuts it, cut to what was heard (a text that arrives after the
+ *   cut is written cut at once); at the call's end, whatever is left, cut to
+ *   what was heard. A crash therefore loses only lines still being spoken.
  */
 import type { PumpScheduler } from './clock.js';
 import { Playout, type ChunkInfo } from './playout.js';
@@ -23,13 +29,20 @@ import { clearMessage, markMessage, mediaMessage } from '../twilio/media-stream.
 import type { AudioTranscoder } from './session.js';
 
 const MAX_CANCELLED_TRACKED = 16;
+/** Items whose line is written (or will never be): a late transcript event for one of them writes nothing. */
+const MAX_CONCLUDED_TRACKED = 64;
 /** Response id under which recorded prompts play: never a model response. */
 export const PROMPT_RESPONSE_ID = 'local_prompt';
 
 interface AssistantItem {
   text: string;
   atMs: number | undefined;
+  /** The text is final (assistant_transcript). */
   done: boolean;
+  /** The model sent all of its audio (audio_done). */
+  audioDone: boolean;
+  /** Barge-in cut it before its text was final: what the caller heard of it, ms (the text is cut on arrival). */
+  cut?: { heardMs: number; totalMs: number };
 }
 
 export interface OutboundDeps {
@@ -42,10 +55,14 @@ export interface OutboundDeps {
   sinceStart: (now?: number) => number;
   /** A chunk left for Twilio (per-turn latency, activity). */
   onChunk: (info: ChunkInfo, now: number) => void;
-  /** An assistant line is final. */
+  /** An assistant line is final (once per item). */
   onLine: (line: TranscriptLine) => void;
   /** Cut an assistant item at the model to what the caller heard (ms). */
   truncate: (itemId: string, audioEndMs: number) => void;
+}
+
+function newItem(): AssistantItem {
+  return { text: '', atMs: undefined, done: false, audioDone: false };
 }
 
 export class Outbound {
@@ -56,6 +73,7 @@ export class Outbound {
   private readonly playout: Playout;
   private readonly cancelled = new Set<string>();
   private readonly items = new Map<string, AssistantItem>();
+  private readonly concluded = new Set<string>();
   private scratch = Buffer.alloc(8192);
   private promptSeq = 0;
 
@@ -101,27 +119,34 @@ export class Outbound {
     const n = this.scratch.write(b64, 'base64');
     let ulaw: Uint8Array = this.scratch.subarray(0, n);
     if (this.transcoder) ulaw = this.transcoder.outbound(ulaw);
-    if (!this.items.has(itemId)) this.items.set(itemId, { text: '', atMs: undefined, done: false });
+    if (!this.items.has(itemId) && !this.concluded.has(itemId)) this.items.set(itemId, newItem());
     if (this.playout.enqueue(responseId, itemId, ulaw)) this.pump(t0);
     this.latency.record(this.deps.now() - t0);
   }
 
   audioDone(itemId: string): void {
+    const item = this.items.get(itemId);
+    if (item) item.audioDone = true;
     this.playout.finishItem(itemId);
     this.pump(this.deps.now());
+    this.settle(itemId);
   }
 
   /** The assistant's words for an item (final text of that item). */
   transcript(itemId: string, text: string): void {
-    const item = this.items.get(itemId) ?? { text: '', atMs: undefined, done: false };
+    if (this.concluded.has(itemId)) return; // cut to nothing heard, or written already
+    const item = this.items.get(itemId) ?? newItem();
     item.text = text;
     item.done = true;
     this.items.set(itemId, item);
+    if (item.cut) this.finishItem(itemId, item.cut.heardMs, item.cut.totalMs);
+    else this.settle(itemId);
   }
 
   /** Twilio echoed a mark. */
   mark(name: string, now: number): void {
-    this.playout.onMark(name, now);
+    if (!this.playout.onMark(name, now)) return;
+    for (const id of this.items.keys()) this.settle(id);
   }
 
   /** The socket drained. */
@@ -146,18 +171,21 @@ export class Outbound {
     this.transcoder?.resetOutbound();
     if (cut && cut.responseId !== PROMPT_RESPONSE_ID) {
       this.deps.truncate(cut.itemId, Math.floor(cut.audioEndMs));
-      this.finishItem(cut.itemId, cut.audioEndMs, this.playout.item(cut.itemId)?.queuedMs ?? cut.sentMs);
+      this.conclude(cut.itemId, cut.audioEndMs, this.playout.item(cut.itemId)?.queuedMs ?? cut.sentMs);
     }
     // Other items (a preamble before the one playing, a second message after it) are final now:
     // whole if the caller heard all of it, cut to what was heard otherwise (nothing heard: no line).
     for (const [id, item] of this.items) {
+      if (item.cut) continue; // cut already (just now, or at an earlier barge-in): its text is still to come
       const fig = this.playout.item(id);
       if (fig && fig.heardMs < fig.queuedMs) {
         this.deps.truncate(id, Math.floor(fig.heardMs));
-        if (fig.heardMs > 0) this.finishItem(id, fig.heardMs, fig.queuedMs);
-        else this.items.delete(id); // queued behind the item playing: the caller heard none of it
+        if (fig.heardMs > 0) this.conclude(id, fig.heardMs, fig.queuedMs);
+        else this.concludeSilently(id); // queued behind the item playing: the caller heard none of it
       } else if (item.done) {
         this.finishItem(id);
+      } else if (fig) {
+        this.conclude(id, fig.heardMs, fig.queuedMs); // heard in full; its text is still to come
       }
     }
     return cut !== null;
@@ -174,7 +202,8 @@ export class Outbound {
 
   /** The call is over: every item still open becomes a line, cut to what was heard. */
   finishAll(): void {
-    for (const [id] of this.items) {
+    for (const [id, item] of this.items) {
+      if (item.cut) continue; // its text never came
       const fig = this.playout.item(id);
       this.finishItem(id, fig?.heardMs, fig?.queuedMs);
     }
@@ -202,10 +231,37 @@ export class Outbound {
     this.deps.onChunk(info, now);
   }
 
+  /**
+   * Write the line of an item the caller has heard in full: its text final, its
+   * audio done and the mark of its last chunk echoed. An item with no audio
+   * here waits for barge-in or the call's end.
+   */
+  private settle(itemId: string): void {
+    const item = this.items.get(itemId);
+    if (!item || !item.done || !item.audioDone || item.cut) return;
+    const fig = this.playout.item(itemId);
+    if (fig && fig.heardMs >= fig.queuedMs) this.finishItem(itemId);
+  }
+
+  /** Barge-in decided what was heard of an item: its line now, or as soon as its text arrives. */
+  private conclude(itemId: string, heardMs: number, totalMs: number): void {
+    const item = this.items.get(itemId);
+    if (!item) return;
+    if (item.done) this.finishItem(itemId, heardMs, totalMs);
+    else item.cut = { heardMs, totalMs };
+  }
+
+  /** The item gets no line, whatever text comes for it later. */
+  private concludeSilently(itemId: string): void {
+    this.items.delete(itemId);
+    this.concluded.add(itemId);
+    if (this.concluded.size > MAX_CONCLUDED_TRACKED) this.concluded.delete(this.concluded.values().next().value!);
+  }
+
   /** Write an assistant line. With `heardMs` the caller was cut off: keep the heard share of the words. */
   private finishItem(itemId: string, heardMs?: number, totalMs?: number): void {
     const item = this.items.get(itemId);
-    this.items.delete(itemId);
+    this.concludeSilently(itemId);
     if (!item || !item.text) return;
     const line: TranscriptLine = { atMs: item.atMs ?? this.deps.sinceStart(), speaker: 'assistant', text: item.text };
     if (heardMs !== undefined && totalMs && heardMs < totalMs) {

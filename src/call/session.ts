@@ -7,7 +7,10 @@
  * It owns the call's lifecycle, barge-in (through Playout), tool calls (never
  * awaited on the audio path), DTMF, timers, per-turn latency and the
  * transcript. Handlers never throw: a bad message is counted and logged, and
- * only this call is affected.
+ * only this call is affected. Every promise chain it starts ends in `guard`
+ * (a throw there ends this call `error`, logged). The model session admission
+ * hands over is closed when the call ends, attached or not (a transcoder that
+ * cannot be opened ends the call `error` before it is).
  */
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../log.js';
@@ -158,6 +161,8 @@ export class CallSession implements StreamHandler {
   private log: Logger;
   private model: ModelSession | undefined;
   private recorder: CallRecorder | undefined;
+  /** The model session admission handed over, until it is attached (`model`): end() closes it either way. */
+  private admittedModel: Promise<ModelSession> | undefined;
   private transcoder: AudioTranscoder | undefined;
   private inbound: Inbound | undefined;
   private readonly outbound: Outbound;
@@ -305,13 +310,23 @@ export class CallSession implements StreamHandler {
     }
     this.state = 'connecting';
     this.recorder = admission.recorder;
+    this.admittedModel = admission.model;
     this.startedAtMs = this.now();
     this.startedAtDate = new Date();
     this.lastActivityMs = this.startedAtMs;
-    if (this.opts.audioMode === 'transcode') this.transcoder = this.deps.openTranscoder();
+    this.recorder.started({ callSid, streamSid, audioMode: this.opts.audioMode, startedAt: this.startedAtDate, model: this.opts.model });
+    if (this.opts.audioMode === 'transcode') {
+      try {
+        this.transcoder = this.deps.openTranscoder();
+      } catch (err) {
+        // No DSP channel (all slots in use): the call cannot be served. end() closes the admitted model session.
+        this.log.error({ err }, 'cannot open a transcoder for this call: ending it');
+        this.recorder.event({ atMs: this.sinceStart(), type: 'error', detail: `transcoder: ${err instanceof Error ? err.message : String(err)}` });
+        return this.end('error');
+      }
+    }
     this.inbound = new Inbound({ transcoder: this.transcoder, batchMs: this.opts.inboundBatchMs, vadSilenceMs: this.opts.vadSilenceMs });
     this.outbound.start(streamSid, this.transcoder);
-    this.recorder.started({ callSid, streamSid, audioMode: this.opts.audioMode, startedAt: this.startedAtDate, model: this.opts.model });
     this.timers.push(setTimeout(() => this.end('max_duration'), this.opts.maxCallMs));
     this.timers.push(setInterval(() => this.checkSilence(), Math.min(1000, this.opts.silenceTimeoutMs)));
     const useModel = () =>
@@ -322,26 +337,46 @@ export class CallSession implements StreamHandler {
           this.end('model_unavailable');
         },
       );
-    if (!admission.claimed) return void useModel();
-    void admission.claimed.then((refused) => {
-      if (refused === null) return void useModel();
-      if (this.state === 'ended') return;
-      this.log.warn({ reason: refused }, 'stream refused');
-      this.end('unauthorized', false);
-      this.deps.socket.close(1008, 'unauthorized');
+    if (!admission.claimed) return this.guard(useModel());
+    this.guard(
+      admission.claimed.then((refused) => {
+        if (refused === null) return useModel();
+        if (this.state === 'ended') return;
+        this.log.warn({ reason: refused }, 'stream refused');
+        this.end('unauthorized', false);
+        this.deps.socket.close(1008, 'unauthorized');
+      }),
+    );
+  }
+
+  /**
+   * The last word on a promise chain of this call: a throw in it (a bug) ends
+   * this call as `error`, logged, and never reaches the process.
+   */
+  private guard(chain: Promise<unknown>): void {
+    chain.catch((err: unknown) => {
+      try {
+        this.log.error({ err }, 'call handler failed');
+        this.end('error');
+      } catch (again) {
+        try {
+          this.log.error({ err: again }, 'ending the call after a failure failed too');
+        } catch {
+          // nothing left to tell
+        }
+      }
     });
   }
 
   private onModelReady(model: ModelSession): void {
-    if (this.state !== 'connecting') {
-      model.close();
-      return;
-    }
+    if (this.state !== 'connecting') return; // ended meanwhile: end() closes it
     this.model = model;
     this.state = 'live';
     this.outbound.setLive(true);
     model.onEvent((ev) => this.onModelEvent(ev));
+    const dropped = this.inbound!.earlyDropped;
     this.inbound!.attach((b64) => model.appendAudio(b64));
+    if (dropped > 0) this.log.warn({ dropped }, 'caller audio held while the model connected went over its bound: the oldest was dropped');
     if (this.opts.greeting) this.turns.request('greeting', this.opts.greeting);
   }
 
@@ -356,7 +391,8 @@ export class CallSession implements StreamHandler {
   private handleDtmf(digit: string): void {
     if (this.state !== 'live') return;
     this.lastActivityMs = this.now();
-    if (this.dtmfDigits.length >= MAX_PENDING_DTMF) return this.protocolError('dtmf_overflow', digit); // a stuck key
+    // A stuck key. The digits may be a member ID: the log gets their count only.
+    if (this.dtmfDigits.length >= MAX_PENDING_DTMF) return this.protocolError('dtmf_overflow', `${this.dtmfDigits.length} digits pending`);
     this.dtmfDigits += digit;
     this.recorder?.transcript({ atMs: this.sinceStart(), speaker: 'dtmf', text: digit });
     if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
@@ -588,13 +624,13 @@ export class CallSession implements StreamHandler {
       this.model.sendToolResult(callId, outcome.output, false);
       this.turns.toolOutput(callId);
     };
-    Promise.race([this.deps.tools.call(name, args, { callSid: this.callSid, signal: ac.signal }), timedOut])
-      .then(finish)
-      .catch((err: unknown) => {
+    this.guard(
+      Promise.race([this.deps.tools.call(name, args, { callSid: this.callSid, signal: ac.signal }), timedOut]).then(finish, (err: unknown) => {
         // The registry turns tool errors into outcomes; reaching here is a bug, but the model still gets an answer.
         this.log.error({ err }, 'tool dispatch failed');
         finish({ ok: false, output: JSON.stringify({ error: TOOL_TROUBLE }), record: { error: 'dispatch_failed' } });
-      });
+      }),
+    );
   }
 
   // ── Outbound audio ─────────────────────────────────────────────────────
@@ -673,18 +709,24 @@ export class CallSession implements StreamHandler {
     this.clearRetry();
     this.outbound.setLive(false);
     this.inbound?.flush(); // capacity mode: what is held still reaches the model (it has heard the whole call)
-    this.model?.close();
+    if (this.model) this.model.close();
+    else this.admittedModel?.then((m) => m.close(), () => {}); // never attached: not left open (a pre-warm reconnects for ever)
     this.transcoder?.close();
     if (wasStarted) {
-      this.outbound.finishAll();
-      const inb = this.relayIn.summary();
-      const out = this.relayOut.summary();
-      this.recorder?.ended({
-        endedAt: new Date(),
-        reason,
-        relay: { inbound: { p50Ms: inb.p50Ms, p99Ms: inb.p99Ms }, outbound: { p50Ms: out.p50Ms, p99Ms: out.p99Ms } },
-        protocolErrors: this.protocolErrors,
-      });
+      try {
+        this.outbound.finishAll();
+        const inb = this.relayIn.summary();
+        const out = this.relayOut.summary();
+        this.recorder?.ended({
+          endedAt: new Date(),
+          reason,
+          relay: { inbound: { p50Ms: inb.p50Ms, p99Ms: inb.p99Ms }, outbound: { p50Ms: out.p50Ms, p99Ms: out.p99Ms } },
+          protocolErrors: this.protocolErrors,
+        });
+      } catch (err) {
+        // The call still ends (stream closed, slot freed); the record shows it unfinished.
+        this.log.error({ err }, 'writing the end of the call record failed');
+      }
     }
     this.deps.metrics.callEnded(reason);
     this.log.info({ reason, turns: this.turn, protocolErrors: this.protocolErrors }, 'call ended');

@@ -12,12 +12,15 @@
  * check has noticed, then refused; calls in progress go on up to
  * DRAIN_TIMEOUT_MS from the signal, then hear the goodbye); a second one ends
  * every call at once. Either way the records are flushed and the exit code is 0.
+ * An uncaught exception or unhandled rejection is logged and starts the same
+ * drain (cli/last-resort.ts); the exit code is then 1.
  */
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { signingProblem, startCallbridge } from '../main.js';
 import { EdgeError } from '../server/app.js';
 import type { CliIO } from './io.js';
+import { installLastResort } from './last-resort.js';
 
 export async function run(args: string[], io: CliIO): Promise<number> {
   if (args.length > 0) {
@@ -86,6 +89,7 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const lastResort = installLastResort(process, log, () => signals === 0 && onSignal('SIGTERM'));
   try {
     // Resolves once every call has ended and the server and the store are closed.
     await firstSignal;
@@ -93,6 +97,7 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    lastResort.uninstall();
   }
-  return 0;
+  return lastResort.faults > 0 ? 1 : 0;
 }

@@ -10,12 +10,20 @@
  * - ulawToPcm16 / pcm16ToUlaw / alawToPcm16 / pcm16ToAlaw: stateless 8 kHz codecs,
  *   bit-exact with ITU-T G.191.
  *
- * Limits: 4096 open transcoders per thread (DspError 'no_slots' beyond).
+ * Limits: DSP_SLOTS (4096) open transcoders per thread (DspError 'no_slots' beyond): each
+ * transcoded call holds one, so MAX_CONCURRENT_CALLS may not exceed it (src/config.ts).
  * Returned views point into buffers the object reuses: copy them if you keep them.
  */
 import { CODEC, Dsp, DspError, STATUS, loadDsp } from './wasm.js';
 
 export { Dsp, DspError, loadDsp } from './wasm.js';
+
+/**
+ * Channel slots of the wasm DSP per thread (assembly/index.ts MAX_SLOTS, fixed at build time;
+ * test/dsp.test.ts checks they agree): the most transcoders open at once, so the most calls one
+ * process can transcode. A constant here so the configuration can check it without loading wasm.
+ */
+export const DSP_SLOTS = 4096;
 export type { DspErrorCode } from './wasm.js';
 
 /** Audio on the phone side of a Transcoder, all at 8 kHz. */
