@@ -158,17 +158,23 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expect((await post(base, '/voice/incoming', ok, signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, ok))).status).toBe(200);
     });
 
-    it('with a Content-Length, a webhook from an address past its budget of failed signatures is refused 429 with its body unread and the connection closed', async () => {
+    it('a webhook from an address past its budget of failed signatures is refused 429 before its body is parsed or checked', async () => {
       const f = fakeApp();
       const { s } = await start(edge, f.app, { RATE_LIMIT_UNSIGNED_BURST: '1' });
       const body = new URLSearchParams(callForm(4)).toString();
-      const request = `POST /voice/incoming HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: forged\r\nContent-Length: ${body.length}\r\n\r\n`;
-      expect(await raw(s.port, request + body, (g) => g.includes('forbidden'))).toMatch(/^HTTP\/1\.1 403 /);
-      // The body is never sent: the answer comes from the headers alone, and the server closes the connection.
-      const got = await raw(s.port, request, () => false);
-      expect(got).toMatch(/^HTTP\/1\.1 429 /);
-      expect(got.toLowerCase()).toContain('connection: close');
+      const head = 'POST /voice/incoming HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: forged\r\n';
+      const request = `${head}Content-Length: ${body.length}\r\n\r\n${body}`;
+      expect(await raw(s.port, request, (g) => g.includes('forbidden'))).toMatch(/^HTTP\/1\.1 403 /);
+      // A small declared body is skipped, not read into a form: the connection goes on serving (two answers on one).
+      const two = await raw(s.port, request + request, (g) => g.split('too many requests').length === 3);
+      expect(two.match(/HTTP\/1\.1 429 /g)).toHaveLength(2);
+      expect(two.toLowerCase()).not.toContain('connection: close');
+      // A body of unknown length is not waited for: 429 from the headers alone, and the connection closed.
+      const chunked = await raw(s.port, `${head}Transfer-Encoding: chunked\r\n\r\n`, () => false);
+      expect(chunked).toMatch(/^HTTP\/1\.1 429 /);
+      expect(chunked.toLowerCase()).toContain('connection: close');
       expect(await s.metrics.registry.getSingleMetricAsString('callbridge_signature_rejections_total')).toContain('route="incoming"} 1');
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_rate_limited_total')).toContain('kind="unsigned"} 3');
     });
   });
 

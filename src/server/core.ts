@@ -269,16 +269,21 @@ export class EdgeCore {
    * Rate limit an HTTP request from `client` (clientAddress) before its body
    * is read: null to go on, or the reply to send. A signed webhook is charged
    * in webhook(), once its signature is known; here it is only refused (429,
-   * connection closed, body unread) while its address is past its budget of
-   * failed signatures, so a flood of forged webhooks costs no body read, form
-   * parse or HMAC. Genuine Twilio traffic is never charged here.
+   * body not copied) while its address is past its budget of failed
+   * signatures, so a flood of forged webhooks costs no body copy, form parse
+   * or HMAC. Genuine Twilio traffic is never charged here. `bodyBytes` is the
+   * Content-Length (undefined when there is none): a body of unknown or
+   * oversize length is not skipped over but the connection closed after the
+   * 429; a small one is skipped by the server, keeping the connection (a
+   * reconnect per refusal would cost more than the skip).
    */
-  limitHttp(client: string, route: Route): HttpReply | null {
+  limitHttp(client: string, route: Route, bodyBytes?: number): HttpReply | null {
     const key = addressKey(client);
     if ((route === 'incoming' || route === 'status') && this.config.twilioAuthToken) {
       if (this.unsignedLimiter.has(key)) return null;
       this.metrics.rateLimited.inc({ kind: 'unsigned' });
-      return { ...reply(route, 429, 'too many requests\n'), closeConnection: true };
+      const closeConnection = bodyBytes === undefined || !(bodyBytes <= MAX_BODY_BYTES);
+      return { ...reply(route, 429, 'too many requests\n'), closeConnection };
     }
     if (this.limiter.allow(key)) return null;
     this.metrics.rateLimited.inc({ kind: 'http' });

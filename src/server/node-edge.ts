@@ -63,9 +63,10 @@ export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
 
   const handle = (req: IncomingMessage, res: ServerResponse, route: Route, path: string, query: string) => {
     const client = core.clientAddress(req.socket.remoteAddress ?? '', header(req, 'x-forwarded-for'));
-    const limited = core.limitHttp(client, route);
+    const length = req.headers['content-length'];
+    const limited = core.limitHttp(client, route, length ? Number(length) : undefined);
     if (limited) {
-      if (limited.closeConnection) req.resume(); // the body is not read: discard it, the connection closes after the reply
+      req.resume(); // the body is not wanted: discarded as it comes (the connection closes after the reply when it may be large)
       return write(res, limited);
     }
     switch (route) {

@@ -62,7 +62,8 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
   /** Rate limit, then `fn` (given the client address); a throw from `fn` answers 500. */
   const guard = (route: Route, fn: (res: HttpResponse, req: HttpRequest, client: string) => void) => (res: HttpResponse, req: HttpRequest) => {
     const client = core.clientAddress(textDecoder.decode(res.getRemoteAddressAsText()), forwardedFor(req));
-    const limited = core.limitHttp(client, route);
+    const length = req.getHeader('content-length');
+    const limited = core.limitHttp(client, route, length ? Number(length) : undefined);
     if (limited) return write(res, limited);
     try {
       fn(res, req, client);
