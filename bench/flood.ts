@@ -3,9 +3,11 @@
  * process by the relay suite's flood run (bench/suites/relay.ts), so its CPU
  * and sockets are not the load generator's or the relay's.
  *
- * What it sends: POST /voice/incoming with a realistic voice-webhook body
- * (~0.6 KB, Content-Length set) and a well-formed but wrong
- * X-Twilio-Signature (28 base64 characters), at `ratePerS`, from
+ * What it sends: POST /voice/incoming with a voice-webhook body padded to what
+ * an attacker would pick, the most work the edge accepts to read (just under
+ * 8000 bytes and 99 fields, under callbridge's 8 KiB and 100-field caps;
+ * Content-Length set), and a well-formed but wrong X-Twilio-Signature (28
+ * base64 characters), at `ratePerS`, from
  * `localAddress` (127.0.0.2 by default: another client address than the
  * simulated Twilio's 127.0.0.1, as an attacker's would be). Keep-alive
  * connections, reopened when the server closes them.
@@ -31,7 +33,7 @@ interface Start {
   localAddress?: string;
 }
 
-const body = new URLSearchParams({
+const fields: Record<string, string> = {
   AccountSid: `AC${'7'.repeat(32)}`,
   ApiVersion: '2010-04-01',
   CallSid: `CA${'9'.repeat(32)}`,
@@ -49,7 +51,9 @@ const body = new URLSearchParams({
   To: '+15550002222',
   ToCountry: 'US',
   ToState: 'CA',
-}).toString();
+};
+for (let i = 0; Object.keys(fields).length < 99; i++) fields[`Pad${i}`] = 'x'.repeat(80);
+const body = new URLSearchParams(fields).toString().slice(0, 8000);
 
 function run(opts: Start): void {
   const agent = new http.Agent({ keepAlive: true, maxSockets: 64, localAddress: opts.localAddress ?? '127.0.0.2' });

@@ -559,7 +559,7 @@ let lastRuns: RunFigures[] = [];
 export const relaySuite: Suite = {
   name: 'relay',
   description:
-    'callbridge vs a naive ws relay, same load, same run: CPU per call-second (ratio), relay-added latency, messages and write syscalls per call-second, frames lost; capacity mode; 300 calls on one core; a floor relay (callbridge edge + model writer, no call logic) beside them',
+    'callbridge vs a naive ws relay, same load, same run: CPU per call-second (ratio), relay-added latency, messages and write syscalls per call-second, frames lost; capacity mode; 300 calls on one core; a floor relay (callbridge edge + model writer, no call logic) beside them; relay-added p99 under a flood of forged webhooks',
   async run(opts: RunOptions): Promise<Result[]> {
     const p = plan(opts.quick);
     if (!perfAvailable()) opts.log('relay: perf cannot count syscalls here; write syscalls fall back to /proc syscw (write/writev only)');
