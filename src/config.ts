@@ -92,8 +92,11 @@ const EnvSchema = z.object({
   /** Validly signed stream upgrades and status callbacks per client address (signatures can be replayed): burst, then this many a second. */
   RATE_LIMIT_SIGNED_BURST: intIn(1, 1_000_000).default(1000),
   RATE_LIMIT_SIGNED_PER_SECOND: z.coerce.number().positive().max(1_000_000).default(100),
-  /** Media streams open without a valid `start` yet, at most; past it the oldest such stream is closed (1013). */
-  MAX_STREAMS_AWAITING_START: intIn(1, 100_000).default(100),
+  /**
+   * Media streams open without a valid `start` yet, at most; past it the oldest such stream is closed (1013).
+   * Genuine ones are calls answered here whose stream is arriving, so keep it >= MAX_PENDING_CALLS.
+   */
+  MAX_STREAMS_AWAITING_START: intIn(1, 100_000).default(200),
   MODEL_CONNECT_TIMEOUT_MS: intIn(100, 60_000).default(10_000),
 
   CALLBRIDGE_DB: z.string().min(1).default('./data/callbridge.db'),

@@ -34,7 +34,7 @@ describe('loadConfig', () => {
   });
 
   it('reads the signed-request limit and the cap on streams awaiting start (issue 22), and lists bad values', () => {
-    expect(loadConfig({})).toMatchObject({ signedLimit: { burst: 1000, perSecond: 100 }, maxStreamsAwaitingStart: 100 });
+    expect(loadConfig({})).toMatchObject({ signedLimit: { burst: 1000, perSecond: 100 }, maxStreamsAwaitingStart: 200 });
     expect(loadConfig({ RATE_LIMIT_SIGNED_BURST: '50', RATE_LIMIT_SIGNED_PER_SECOND: '2.5', MAX_STREAMS_AWAITING_START: '7' })).toMatchObject({
       signedLimit: { burst: 50, perSecond: 2.5 },
       maxStreamsAwaitingStart: 7,

@@ -201,6 +201,8 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     MAX_CONCURRENT_CALLS: String(spec.calls * 2),
     // All calls are set up at once: the cap on calls waiting for their stream must not refuse the load either.
     MAX_PENDING_CALLS: String(spec.calls * 2),
+    // ... nor the cap on their streams awaiting `start` (all open in one burst).
+    MAX_STREAMS_AWAITING_START: String(spec.calls * 2),
     // All calls start at once from one IP: the per-IP limiter must not refuse the load.
     RATE_LIMIT_BURST: String(Math.max(500, spec.calls * 4)),
     RATE_LIMIT_PER_SECOND: String(Math.max(200, spec.calls * 4)),

@@ -57,7 +57,9 @@
  *   as a `start`): at most MAX_STREAMS_AWAITING_START; one more closes the
  *   oldest such stream with 1013 (counted as refused `awaiting_start`), so
  *   replayed upgrades that never start cannot hold the call slots, and a
- *   genuine stream, which starts within a round trip, is never the oldest.
+ *   genuine stream, which starts within a round trip, is never the oldest
+ *   (unless more streams than the cap open at once: keep it at or above
+ *   MAX_PENDING_CALLS, the calls answered here whose stream is on its way).
  * - Frames over MAX_WS_MESSAGE_BYTES close the socket,
  *   counted as malformed `oversize_frame`; other framing errors `ws_protocol`.
  * - Capacity: app.openStream → null or `capacity` closes with 1013 (try again
