@@ -5,7 +5,9 @@
  * A ratio is num / den where each side is a result id (its medianNs) or a
  * plain number of nanoseconds (1_000_000 = the 1 ms per-frame budget).
  * Ratios, not absolute times, because CI machines are noisy: both sides of
- * a ratio are measured in the same process minutes apart.
+ * a ratio are measured in the same process minutes apart. A ratio may set
+ * `denMin` (ns): the denominator is then at least that, so a tiny baseline
+ * (e.g. a p99 of 0.1 ms) does not turn harmless noise into a large ratio.
  */
 import type { Result } from './types.js';
 
@@ -18,6 +20,8 @@ export interface Ratio {
   den: string | number;
   /** Fails when num/den > max. */
   max: number;
+  /** Floor of the denominator, ns: num / max(den, denMin). */
+  denMin?: number;
   /** What the limit protects and why this value. */
   why: string;
 }
@@ -66,7 +70,7 @@ export function evaluate(results: readonly Result[], ratios: readonly Ratio[], s
       out.push({ ratio, ok: false, problem });
       continue;
     }
-    const value = num.ns / den.ns;
+    const value = num.ns / Math.max(den.ns, ratio.denMin ?? 0);
     const ok = value <= ratio.max;
     out.push({ ratio, value, ok, problem: ok ? undefined : `${fmtRatio(value)} > limit ${fmtRatio(ratio.max)}` });
   }
@@ -82,7 +86,7 @@ export function regressions(results: readonly Result[], thresholds: Thresholds, 
 
 export function describeRatio(r: Ratio): string {
   const den = typeof r.den === 'number' ? `${r.den} ns` : r.den;
-  return `${r.num} / ${den}`;
+  return `${r.num} / ${r.denMin !== undefined ? `max(${den}, ${r.denMin} ns)` : den}`;
 }
 
 export function fmtRatio(x: number): string {
@@ -113,6 +117,7 @@ export function parseThresholds(json: unknown): Thresholds {
       if (typeof r?.den !== 'string' && !(typeof r?.den === 'number' && r.den > 0)) bad.push('den');
       if (typeof r?.max !== 'number' || !(r.max > 0)) bad.push('max');
       if (typeof r?.why !== 'string') bad.push('why');
+      if (r?.denMin !== undefined && !(typeof r.denMin === 'number' && r.denMin > 0)) bad.push('denMin');
       if (bad.length) problems.push(`${where}: bad or missing ${bad.join(', ')}`);
       return bad.length === 0;
     }) as Ratio[];

@@ -90,6 +90,14 @@ const EnvSchema = z.object({
   /** Signed call set-ups per calling number (From): burst, then this many a minute. */
   RATE_LIMIT_CALLER_BURST: intIn(1, 1_000_000).default(5),
   RATE_LIMIT_CALLER_PER_MIN: z.coerce.number().positive().max(1_000_000).default(10),
+  /** Validly signed stream upgrades and status callbacks per client address (signatures can be replayed): burst, then this many a second. */
+  RATE_LIMIT_SIGNED_BURST: intIn(1, 1_000_000).default(1000),
+  RATE_LIMIT_SIGNED_PER_SECOND: z.coerce.number().positive().max(1_000_000).default(100),
+  /**
+   * Media streams open without a valid `start` yet, at most; past it the oldest such stream is closed (1013).
+   * Genuine ones are calls answered here whose stream is arriving, so keep it >= MAX_PENDING_CALLS.
+   */
+  MAX_STREAMS_AWAITING_START: intIn(1, 100_000).default(200),
   MODEL_CONNECT_TIMEOUT_MS: intIn(100, 60_000).default(10_000),
 
   CALLBRIDGE_DB: z.string().min(1).default('./data/callbridge.db'),
@@ -217,6 +225,9 @@ export interface Config {
   /** Failed signatures per client address, and signed call set-ups per calling number (per minute). */
   unsignedLimit: { burst: number; perMinute: number };
   callerLimit: { burst: number; perMinute: number };
+  /** Validly signed upgrades and status callbacks per client address; streams open without a `start`, at most. */
+  signedLimit: { burst: number; perSecond: number };
+  maxStreamsAwaitingStart: number;
   dbPath: string;
   databaseUrl: string | undefined;
   instanceId: string | undefined;
@@ -360,6 +371,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     trustProxy,
     unsignedLimit: { burst: e.RATE_LIMIT_UNSIGNED_BURST, perMinute: e.RATE_LIMIT_UNSIGNED_PER_MIN },
     callerLimit: { burst: e.RATE_LIMIT_CALLER_BURST, perMinute: e.RATE_LIMIT_CALLER_PER_MIN },
+    signedLimit: { burst: e.RATE_LIMIT_SIGNED_BURST, perSecond: e.RATE_LIMIT_SIGNED_PER_SECOND },
+    maxStreamsAwaitingStart: e.MAX_STREAMS_AWAITING_START,
     dbPath: e.CALLBRIDGE_DB,
     databaseUrl: e.DATABASE_URL,
     instanceId: e.INSTANCE_ID,

@@ -94,6 +94,19 @@ describe('evaluate', () => {
     expect(missing.problem).toContain("'lat#p99' has no valid figure");
   });
 
+  it('floors the denominator at denMin, so a tiny baseline does not make noise a regression', () => {
+    const flood = { ...result('flood', 50), p99Ns: 1_200_000 };
+    const quiet = { ...result('quiet', 40), p99Ns: 100_000 };
+    const floored: Ratio = { ...ratio('f', 'flood#p99', 'quiet#p99', 3), denMin: 500_000 };
+    const [e] = evaluate([flood, quiet], [floored], dsp);
+    expect(e.value).toBeCloseTo(2.4, 9); // 1.2 ms / max(0.1 ms, 0.5 ms); without the floor 12
+    expect(e.ok).toBe(true);
+    const [bigBase] = evaluate([{ ...flood, p99Ns: 4_000_000 }, { ...quiet, p99Ns: 1_000_000 }], [floored], dsp);
+    expect(bigBase.value).toBeCloseTo(4, 9); // a baseline above the floor is used as it is
+    expect(bigBase.ok).toBe(false);
+    expect(() => parseThresholds({ checks: [{ ...floored, denMin: -1 }], targets: [] })).toThrow(/bad or missing denMin/);
+  });
+
   it('skips ratios of suites that did not run (e.g. --suite dsp skips relay limits)', () => {
     const es = evaluate(results, [ratio('r', 'relay.p99', 'relay.p50', 3, 'relay'), ratio('a', 'a.wasm', 'a.peer', 1)], dsp);
     expect(es.map((e) => e.ratio.id)).toEqual(['a']);

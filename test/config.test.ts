@@ -80,3 +80,21 @@ describe('MAX_CONCURRENT_CALLS and the DSP slots (issue 22, item 8)', () => {
     expect(loadConfig({ MAX_CONCURRENT_CALLS: '10000', AUDIO_MODE: 'passthrough' }).maxConcurrentCalls).toBe(10_000);
   });
 });
+
+describe('loadConfig: signed-request limits', () => {
+  it('reads the signed-request limit and the cap on streams awaiting start (issue 22), and lists bad values', () => {
+    expect(loadConfig({})).toMatchObject({ signedLimit: { burst: 1000, perSecond: 100 }, maxStreamsAwaitingStart: 200 });
+    expect(loadConfig({ RATE_LIMIT_SIGNED_BURST: '50', RATE_LIMIT_SIGNED_PER_SECOND: '2.5', MAX_STREAMS_AWAITING_START: '7' })).toMatchObject({
+      signedLimit: { burst: 50, perSecond: 2.5 },
+      maxStreamsAwaitingStart: 7,
+    });
+    let err: unknown;
+    try {
+      loadConfig({ RATE_LIMIT_SIGNED_BURST: '0', RATE_LIMIT_SIGNED_PER_SECOND: '-1', MAX_STREAMS_AWAITING_START: 'many' });
+    } catch (e) {
+      err = e;
+    }
+    const problems = (err as ConfigError).problems.join('\n');
+    for (const name of ['RATE_LIMIT_SIGNED_BURST', 'RATE_LIMIT_SIGNED_PER_SECOND', 'MAX_STREAMS_AWAITING_START']) expect(problems).toContain(name);
+  });
+});

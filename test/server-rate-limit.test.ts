@@ -1,6 +1,6 @@
 /** The per-key token bucket on a manual clock; client addresses behind trusted proxies. */
 import { describe, expect, it } from 'vitest';
-import { RateLimiter } from '../src/server/rate-limit.js';
+import { addressKey, RateLimiter } from '../src/server/rate-limit.js';
 import type { VoiceApp } from '../src/call/ports.js';
 import { loadConfig } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
@@ -22,13 +22,60 @@ describe('RateLimiter', () => {
     expect([rl.allow('a'), rl.allow('a'), rl.allow('a'), rl.allow('a')]).toEqual([true, true, true, false]);
   });
 
-  it('forgets idle keys so memory stays bounded', () => {
+  it('forgets idle keys (a few per call, least recently used first) so memory follows the active clients', () => {
     let now = 0;
     const rl = new RateLimiter(2, 1, () => now);
     for (let i = 0; i < 1000; i++) rl.allow(`10.0.${i >> 8}.${i & 255}`);
-    now += 61_000;
+    expect(rl.size).toBe(1000);
+    now += 1_000; // not yet full again (2 s): kept
     rl.allow('fresh');
-    expect((rl as unknown as { buckets: Map<string, unknown> }).buckets.size).toBe(1);
+    expect(rl.size).toBe(1001);
+    now += 61_000;
+    for (let i = 0; i < 300; i++) rl.allow('fresh');
+    expect(rl.size).toBe(1);
+  });
+
+  it('never holds more than maxKeys buckets: the least recently used goes first', () => {
+    let now = 0;
+    const rl = new RateLimiter(1, 0.001, () => now, 3); // a bucket refills in 1000 s: nothing is idle
+    expect([rl.allow('a'), rl.allow('b'), rl.allow('c')]).toEqual([true, true, true]);
+    now += 1;
+    expect(rl.allow('a')).toBe(false); // 'a' is now the most recently used
+    rl.allow('d'); // over the cap: 'b' (least recently used) goes
+    expect(rl.size).toBe(3);
+    expect(rl.allow('a')).toBe(false); // kept, still empty
+    expect(rl.allow('c')).toBe(false); // kept
+    expect(rl.allow('b')).toBe(true); // forgotten: a fresh bucket
+    for (let i = 0; i < 10_000; i++) rl.allow(`k${i}`);
+    expect(rl.size).toBe(3);
+  });
+
+  it('has() tells whether a key has a token, without charging it or creating a bucket', () => {
+    let now = 0;
+    const rl = new RateLimiter(2, 1, () => now);
+    expect(rl.has('a')).toBe(true);
+    expect(rl.size).toBe(0);
+    rl.allow('a');
+    rl.allow('a');
+    expect([rl.has('a'), rl.has('a')]).toEqual([false, false]);
+    now += 1000;
+    expect([rl.has('a'), rl.has('a')]).toEqual([true, true]);
+    expect(rl.allow('a')).toBe(true);
+    expect(rl.allow('a')).toBe(false);
+  });
+});
+
+describe('addressKey', () => {
+  it('keys IPv6 by its /64 and IPv4 by address', () => {
+    expect(addressKey('192.0.2.1')).toBe('192.0.2.1');
+    expect(addressKey('2001:db8:1:2::7')).toBe('2001:db8:1:2::/64');
+    expect(addressKey('2001:db8:1:2:ffff:1:2:3')).toBe('2001:db8:1:2::/64');
+    expect(addressKey('2001:db8::1')).toBe('2001:db8:0:0::/64');
+    expect(addressKey('2001:db8:0:0:1::')).toBe('2001:db8:0:0::/64');
+    expect(addressKey('::1')).toBe('0:0:0:0::/64');
+    expect(addressKey('fe80::1:2:3:4')).toBe('fe80:0:0:0::/64');
+    expect(addressKey(canonicalIp('::ffff:192.0.2.1')!)).toBe('192.0.2.1'); // IPv4-mapped: the IPv4 address
+    expect(addressKey('anonymous')).toBe('anonymous');
   });
 });
 

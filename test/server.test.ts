@@ -373,8 +373,26 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const codes = [];
       for (let i = 0; i < 5; i++) codes.push((await post(base, '/voice/incoming', callForm(i), 'forged')).status);
       expect(codes).toEqual([403, 403, 403, 429, 429]);
-      expect((await post(base, '/voice/incoming', callForm(7), signed(callForm(7)))).status).toBe(200); // Twilio from the same address is not refused
       expect(await s.metrics.registry.getSingleMetricAsString('callbridge_rate_limited_total')).toContain('kind="unsigned"} 2');
+    });
+
+    it('an address past its budget of failed signatures gets 429 before its body is read, signed or not; Twilio from another address is not charged', async () => {
+      const f = fakeApp();
+      const { base, s } = await start(edge, f.app, { RATE_LIMIT_UNSIGNED_BURST: '2', TRUST_PROXY: '127.0.0.0/8' });
+      const from = (xff: string, form: Record<string, string>, sig: string) =>
+        fetch(`${base}/voice/incoming`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': sig, 'x-forwarded-for': xff },
+          body: new URLSearchParams(form).toString(),
+        }).then((r) => r.status);
+      const codes = [];
+      for (let i = 0; i < 4; i++) codes.push(await from('198.51.100.7', callForm(i), 'forged'));
+      expect(codes).toEqual([403, 403, 429, 429]);
+      expect(await from('198.51.100.7', callForm(7), signed(callForm(7)))).toBe(429); // refused unread while the address is over
+      for (let i = 0; i < 5; i++) expect(await from('203.0.113.5', callForm(10 + i), signed(callForm(10 + i)))).toBe(200);
+      expect(f.incoming).toHaveLength(5);
+      // Only the first two were parsed and checked: the rest were refused before their body was read.
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_signature_rejections_total')).toContain('route="incoming"} 2');
     });
 
     it('TRUST_PROXY: behind a trusted proxy the client is the right-most untrusted X-Forwarded-For address', async () => {

@@ -7,7 +7,7 @@ import {
   verifyTwilioSignature,
   verifyTwilioSignatureWithBody,
 } from '../src/twilio/signature.js';
-import { parseForm, parseStatusCallback, parseStreamStatusCallback, parseVoiceWebhook } from '../src/twilio/webhooks.js';
+import { countFormFields, parseForm, parseStatusCallback, parseStreamStatusCallback, parseVoiceWebhook } from '../src/twilio/webhooks.js';
 
 const TOKEN = '12345678901234567890123456789012';
 const CALL = 'CA0123456789abcdef0123456789abcdef';
@@ -145,6 +145,18 @@ describe('parseForm', () => {
     const f = parseForm('__proto__=x&a=1');
     expect(f.__proto__).toBe('x');
     expect(Object.getPrototypeOf(f)).toBe(null);
+  });
+});
+
+describe('countFormFields', () => {
+  it('counts the &-separated pieces of a body: never fewer than parseForm finds', () => {
+    expect(countFormFields(Buffer.from(''))).toBe(1);
+    expect(countFormFields(Buffer.from('a=1'))).toBe(1);
+    expect(countFormFields(Buffer.from('a=1&b=2&c=%26'))).toBe(3); // an escaped & is inside a value
+    expect(countFormFields(Buffer.from('a=1&&b=2&'))).toBe(4);
+    const body = Array.from({ length: 150 }, (_, i) => `k${i}=v`).join('&');
+    expect(countFormFields(Buffer.from(body))).toBe(150);
+    expect(Object.keys(parseForm(body))).toHaveLength(150);
   });
 });
 

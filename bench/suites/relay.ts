@@ -17,9 +17,13 @@
  * the passthrough pair, capacity mode = transcode with 100 ms appends beside
  * the transcode pair); callbridge in capacity mode (INBOUND_BATCH_MS=100, transcode);
  * callbridge at 300 calls in transcode (one turn per call) with the relay
- * pinned to CPU 0 and this process (the load generator) to CPU 1; then one
- * more run of any configuration that had no clean run (isClean: nothing
- * else on the box starved the callers or the relay), twice at most.
+ * pinned to CPU 0 and this process (the load generator) to CPU 1; callbridge
+ * in transcode at 100 calls while a flood of forged webhooks arrives
+ * (bench/flood.ts, its own process: FLOOD_PER_S a second from 127.0.0.2,
+ * bounded in count and time), read against the transcode runs without it;
+ * then one more run of any configuration that had no clean run (isClean:
+ * nothing else on the box starved the callers or the relay), twice at most
+ * (not the pinned or the flood run).
  *
  * Figures per relay and mode, from its clean runs (all runs, flagged, if none):
  * - CPU per call-second: relay process CPU (user+sys of all threads, from
@@ -33,6 +37,10 @@
  *   (bench/wire-count.ts): caller→relay, relay→model, model→relay, relay→caller.
  * - write syscalls per call-second of the relay process (perf, bench/proc.ts).
  * - stalls: responses cancelled by an unscripted barge-in (see RunFigures.cancelled).
+ * - under flood: relay-added p99 each way with the flood ÷ without it (the
+ *   cb.tc runs of the same bench run), the denominator at least
+ *   FLOOD_P99_FLOOR_MS (see bench/thresholds.json relay.flood.*); the
+ *   flood's own figures (sent, answered by status, skipped) beside them.
  * - frames lost: inbound, caller media frames sent vs audio the stand-in
  *   received; outbound, audio the stand-in sent vs audio the callers
  *   received; in 20 ms frames, summed over calls, each call's remainder
@@ -52,6 +60,9 @@ import type { LatencySummary } from '../../src/call/stats.js';
 import { countWriteSyscalls, perfAvailable, pin, processCpuUs, processRunqWaitNs, processSyscw } from '../proc.js';
 import { installWireCounter, resetWireCounts, wireCounts, type WireCounts } from '../wire-count.js';
 import type { Result, RunOptions, Suite } from '../types.js';
+
+/** Forged webhooks a second in the flood run (issue 22 item 3). */
+export const FLOOD_PER_S = 1000;
 
 const AUTH = 'bench-auth-token';
 const PUBLIC = 'https://relay.bench.invalid';
@@ -80,6 +91,19 @@ export interface RunSpec {
   pinned?: boolean;
   /** callbridge's server edge (EDGE): default = the best that loads (native uWS where it does). */
   edge?: 'node';
+  /** Forged webhooks a second (bench/flood.ts) for the length of the calls. */
+  flood?: number;
+}
+
+/** What the flood process reports (bench/flood.ts). */
+export interface FloodFigures {
+  sent: number;
+  answered: number;
+  statuses: Record<string, number>;
+  errors: number;
+  lastError: string;
+  skipped: number;
+  elapsedMs: number;
 }
 
 interface ChildStats {
@@ -119,6 +143,8 @@ export interface RunFigures {
    * is an outbound stall ≥ 400 ms (e.g. a starved relay).
    */
   cancelled: number;
+  /** The flood process's figures (flood runs only). */
+  flood?: FloodFigures;
 }
 
 const RELAY_SCRIPTS: Record<RelayKind, string> = {
@@ -127,6 +153,33 @@ const RELAY_SCRIPTS: Record<RelayKind, string> = {
   floor: '../peers/floor-relay-server.js',
 };
 const relayScript = (relay: RelayKind): string => fileURLToPath(new URL(RELAY_SCRIPTS[relay], import.meta.url));
+const floodScript = fileURLToPath(new URL('../flood.js', import.meta.url));
+
+/** Start the flood process against `port`: its stop() resolves with its figures. Bounded to `maxMs` whatever happens here. */
+async function startFlood(port: number, ratePerS: number, maxMs: number): Promise<{ stop(): Promise<FloodFigures> }> {
+  const child = fork(floodScript, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const done = new Promise<FloodFigures>((resolve, reject) => {
+    child.on('message', (m: FloodFigures & { type: string }) => m.type === 'done' && resolve(m));
+    child.once('exit', (code) => reject(new Error(`flood process exited (${code}) before reporting`)));
+  });
+  done.catch(() => {}); // awaited in stop()
+  await new Promise<void>((resolve, reject) => {
+    child.on('message', (m: { type: string }) => m.type === 'started' && resolve());
+    child.once('exit', (code) => reject(new Error(`flood process exited early (${code})`)));
+    child.send({ type: 'start', port, ratePerS, maxMs });
+  });
+  return {
+    async stop() {
+      if (child.connected) child.send({ type: 'stop' });
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      try {
+        return await done;
+      } finally {
+        clearTimeout(t);
+      }
+    },
+  };
+}
 
 /** One bench run: `spec.calls` concurrent calls through one relay process. */
 export async function measureRelay(spec: RunSpec, log: (s: string) => void): Promise<RunFigures> {
@@ -148,6 +201,8 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     MAX_CONCURRENT_CALLS: String(spec.calls * 2),
     // All calls are set up at once: the cap on calls waiting for their stream must not refuse the load either.
     MAX_PENDING_CALLS: String(spec.calls * 2),
+    // ... nor the cap on their streams awaiting `start` (all open in one burst).
+    MAX_STREAMS_AWAITING_START: String(spec.calls * 2),
     // All calls start at once from one IP: the per-IP limiter must not refuse the load.
     RATE_LIMIT_BURST: String(Math.max(500, spec.calls * 4)),
     RATE_LIMIT_PER_SECOND: String(Math.max(200, spec.calls * 4)),
@@ -183,6 +238,8 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     const syscw0 = processSyscw(pid);
     const runq0 = processRunqWaitNs(pid);
     const perf = countWriteSyscalls(pid);
+    // Bounded: at most the calls' own limit (maxCallMs below) plus set-up.
+    const flood = spec.flood ? await startFlood(ready.port, spec.flood, 70_000) : undefined;
     const t0 = performance.now();
     const utterances: Utterance[] = Array.from({ length: spec.utterances }, () => ({ durationMs: 900 }));
     const results: CallResult[] = await Promise.all(
@@ -199,6 +256,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
       ),
     );
     const wallMs = performance.now() - t0;
+    const floodFigures = await flood?.stop();
     // Let the relay finish each call's teardown (model sockets, records) inside the measured window.
     const settleUntil = performance.now() + 3000;
     while (model.sessions.some((s) => !s.closed) && performance.now() < settleUntil) await new Promise((r) => setTimeout(r, 50));
@@ -257,6 +315,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
       framesLostIn: lost(sentInMs, gotInMs),
       framesLostOut: lost(sentOutMs, gotOutMs),
       cancelled,
+      flood: floodFigures,
     };
   } finally {
     if (pinnedSelf) pin(process.pid, `0-${os.cpus().length - 1}`);
@@ -324,13 +383,13 @@ function rates(f: RunFigures) {
 function key(spec: RunSpec): string {
   const k = spec.relay === 'callbridge' ? 'cb' : spec.relay;
   const m = spec.inboundBatchMs !== undefined ? 'cap' : spec.mode === 'passthrough' ? 'pt' : 'tc';
-  return `${k}.${m}${spec.pinned ? `${spec.calls}pin` : ''}${spec.edge ? spec.edge : ''}`;
+  return `${k}.${m}${spec.pinned ? `${spec.calls}pin` : ''}${spec.edge ? spec.edge : ''}${spec.flood ? 'flood' : ''}`;
 }
 
 function describe(spec: RunSpec): string {
   const who = spec.relay;
   const mode = spec.inboundBatchMs !== undefined ? `capacity (${spec.mode}, INBOUND_BATCH_MS=${spec.inboundBatchMs})` : spec.mode;
-  return `${who} ${mode}, ${spec.calls} calls${spec.pinned ? ', relay pinned to 1 core' : ''}${spec.edge ? `, ${spec.edge === 'node' ? 'node:http + ws' : spec.edge} edge` : ''}`;
+  return `${who} ${mode}, ${spec.calls} calls${spec.pinned ? ', relay pinned to 1 core' : ''}${spec.edge ? `, ${spec.edge === 'node' ? 'node:http + ws' : spec.edge} edge` : ''}${spec.flood ? `, ${spec.flood} forged webhooks/s` : ''}`;
 }
 
 /** Turns the runs of one configuration (several rounds) into results. */
@@ -502,7 +561,7 @@ let lastRuns: RunFigures[] = [];
 export const relaySuite: Suite = {
   name: 'relay',
   description:
-    'callbridge vs a naive ws relay, same load, same run: CPU per call-second (ratio), relay-added latency, messages and write syscalls per call-second, frames lost; capacity mode; 300 calls on one core; a floor relay (callbridge edge + model writer, no call logic) beside them',
+    'callbridge vs a naive ws relay, same load, same run: CPU per call-second (ratio), relay-added latency, messages and write syscalls per call-second, frames lost; capacity mode; 300 calls on one core; a floor relay (callbridge edge + model writer, no call logic) beside them; relay-added p99 under a flood of forged webhooks',
   async run(opts: RunOptions): Promise<Result[]> {
     const p = plan(opts.quick);
     if (!perfAvailable()) opts.log('relay: perf cannot count syscalls here; write syscalls fall back to /proc syscw (write/writev only)');
@@ -527,6 +586,8 @@ export const relaySuite: Suite = {
     await go({ ...base, relay: 'callbridge', mode: 'transcode', inboundBatchMs: p.capacityBatchMs });
     // The portable edge (what Node 24/26 get without an upstream uWS build): its cost is a number too.
     if (availableEdges().includes('uws')) await go({ ...base, relay: 'callbridge', mode: 'transcode', edge: 'node' });
+    // Issue 22: the same transcode load while forged webhooks flood in (read against the cb.tc runs above).
+    await go({ ...base, relay: 'callbridge', mode: 'transcode', flood: FLOOD_PER_S });
     await go({ calls: p.pinnedCalls, utterances: p.pinnedUtterances, relay: 'callbridge', mode: 'transcode', pinned: true });
     // A configuration with no clean run gets one more try (a burst of other work on the box),
     // up to p.retries in all, so one noisy minute does not decide a ratio.
@@ -534,7 +595,8 @@ export const relaySuite: Suite = {
     for (const [, fs] of byKey(runs)) {
       if (retries <= 0) break;
       // Not the pinned run: the longest, and on a shared box the one least likely to come out clean.
-      if (fs[0]!.spec.pinned || fs.some(isClean)) continue;
+      // Nor the flood run: the flood is meant to disturb it.
+      if (fs[0]!.spec.pinned || fs[0]!.spec.flood || fs.some(isClean)) continue;
       retries--;
       opts.log(`relay: no clean run of ${describe(fs[0]!.spec)} (realtime ${fs.map((f) => f.realtime.toFixed(2)).join('/')}, relay run-queue wait ${fs.map((f) => f.relayRunqShare.toFixed(2)).join('/')}); once more`);
       await go(fs[0]!.spec);
@@ -558,6 +620,22 @@ export const relaySuite: Suite = {
       samples: by.get('relay.cb.tc.cpu')!.samples,
       peer: 'dsp.fullDuplex.wasm',
     });
+    const floodRun = runs.find((f) => f.flood);
+    if (floodRun?.flood) {
+      const fl = floodRun.flood;
+      results.push({
+        suite: 'relay',
+        ours: true,
+        id: 'relay.cb.tcflood.floodRate',
+        name: `forged webhooks answered per second during the flood run (target ${floodRun.spec.flood}/s)`,
+        group: 'relay under a flood of forged webhooks (issue 22)',
+        per: 'second',
+        unit: 'count',
+        medianNs: fl.answered / (fl.elapsedMs / 1000),
+        samples: fl.sent,
+        extra: { sent: fl.sent, answered: fl.answered, errors: fl.errors, skipped: fl.skipped, elapsedMs: Math.round(fl.elapsedMs), statuses: JSON.stringify(fl.statuses), lastError: fl.lastError },
+      });
+    }
     results.push({
       suite: 'relay',
       ours: true,
@@ -621,6 +699,8 @@ export const relaySuite: Suite = {
     lines.push(fmt(hdr), ...rows.map(fmt));
     const floor = floorLine(by, runs);
     if (floor) lines.push(floor);
+    const flood = floodLine(by, runs);
+    if (flood) lines.push(flood);
     lines.push(
       `relay: every run, CPU ms per call-second (caller realtime share, relay run-queue wait share; * = not clean): ${[...byKey(runs).entries()]
         .map(([k, fs]) => `${k} ${fs.map((f) => `${(cpuPerCallSecondNs(f) / 1e6).toFixed(2)}(${f.realtime.toFixed(2)},${f.relayRunqShare.toFixed(2)})${isClean(f) ? '' : '*'}`).join(' ')}`)
@@ -659,6 +739,20 @@ function floorLine(by: Map<string, Result>, runs: RunFigures[]): string | undefi
     `passthrough ${x(pt)} naive (target ${ptTarget ?? '?'}), capacity ${x(capRatio)} naive tc (target ${capTarget ?? '?'}); ` +
     `callbridge's call logic adds ${added(cpu('cb.pt'), cpu('floor.pt'))} / ${added(cpu('cb.cap'), cpu('floor.cap'))} ms per call-second over the floor` +
     (above.length ? `; the floor itself is above the ${above.join(' and ')} target${above.length > 1 ? 's' : ''}: out of this design's reach on this machine` : '')
+  );
+}
+
+/** The flood run beside the runs without it: relay-added p99 each way, and what the flood got. */
+function floodLine(by: Map<string, Result>, runs: RunFigures[]): string | undefined {
+  const f = runs.find((r) => r.flood)?.flood;
+  if (!f) return undefined;
+  const p99 = (id: string) => by.get(id)?.p99Ns;
+  const ms = (ns: number | undefined) => (ns === undefined ? '-' : (ns / 1e6).toFixed(3));
+  const rate = (f.answered / (f.elapsedMs / 1000)).toFixed(0);
+  return (
+    `relay: flood of forged webhooks (${f.sent} sent in ${(f.elapsedMs / 1000).toFixed(1)} s, ${rate}/s answered: ${JSON.stringify(f.statuses)}` +
+    `${f.errors ? `, ${f.errors} errors (${f.lastError})` : ''}${f.skipped ? `, ${f.skipped} skipped at the in-flight cap` : ''}): ` +
+    `relay-added p99 in ${ms(p99('relay.cb.tc.in'))} → ${ms(p99('relay.cb.tcflood.in'))} ms, out ${ms(p99('relay.cb.tc.out'))} → ${ms(p99('relay.cb.tcflood.out'))} ms (without → with)`
   );
 }
 

@@ -17,30 +17,50 @@
  *   {publicUrl}/i/{instance}/voice/stream that the balancer routes on and
  *   strips to /voice/stream). The upgrade's signature is then accepted over
  *   that URL too, since it is the one Twilio signed, and over
- *   wss://<Host><path> (a host-per-instance stream failed over to this one).
- *   Only Twilio can sign with the auth token, and the stream's token is
- *   checked on `start` besides.
+ *   wss://<Host><path> (a host-per-instance stream failed over to this one)
+ *   when the template's host names {instance} and the Host header is that
+ *   host with one DNS label for it; a Host the template cannot produce is
+ *   never used for a signed URL. Only Twilio can sign with the auth token,
+ *   and the stream's token is checked on `start` besides.
  * - A signed webhook whose body does not parse (twilio/webhooks.ts) → 400,
  *   counted as malformed `bad_webhook`; the app never sees it.
  * - GET /voice/health: 200 when the app reports `ok`, 503 when `degraded`
  *   (model unreachable) or `draining` (shutting down) so a load balancer
- *   drains this instance; the JSON body is the same either way.
+ *   drains this instance. The JSON body is the app's report; without
+ *   `Authorization: Bearer <ADMIN_TOKEN>` every error text in it is left out
+ *   (withoutErrorText), with it the whole report (Cache-Control: no-store).
  * - Client address: the peer's, unless the peer is in TRUST_PROXY; then the
- *   right-most X-Forwarded-For address that is not itself a trusted proxy.
+ *   right-most X-Forwarded-For address that is not itself a trusted proxy,
+ *   over every X-Forwarded-For line of the request (joined in order). Per
+ *   address limits key IPv4 by address and IPv6 by its /64 (addressKey).
  * - Rate limits, shaped for telephony (Twilio is a few addresses, often behind
  *   one proxy, so a per-address limit on genuine traffic would refuse calls):
- *   - with TWILIO_AUTH_TOKEN set, a webhook or upgrade that carries a valid
- *     signature is not counted per address; one that fails the check is
+ *   - with TWILIO_AUTH_TOKEN set, a webhook or upgrade that fails the
+ *     signature check (or a webhook refused for its size or field count) is
  *     counted per client address (RATE_LIMIT_UNSIGNED_*: burst 5, 10/min):
- *     403 while within it, 429 past it;
+ *     403 while within it, 429 past it. While an address is past it, its
+ *     webhooks get 429 before their body is read (the bucket is only looked
+ *     at, not charged), so a flood of forged webhooks costs no parse or HMAC;
+ *   - a validly signed upgrade or status callback is counted per client
+ *     address (RATE_LIMIT_SIGNED_*: burst 1000, 100/s): signatures carry no
+ *     nonce and replay; past it → 429. A signed /voice/incoming is not;
  *   - a signed /voice/incoming is counted per calling number (`From`,
  *     RATE_LIMIT_CALLER_*: burst 5, 10/min); past it the call gets the busy
  *     TwiML. Withheld numbers share one `From` ("anonymous") and so one bucket;
  *   - everything else (health, metrics, admin, 404s, and every webhook and
  *     upgrade when running unsigned) shares one bucket per client address
  *     (`rateLimit`, default RATE_LIMIT_BURST / RATE_LIMIT_PER_SECOND). Over → 429.
- * - Bodies over MAX_BODY_BYTES → 413 (early from Content-Length, with the
- *   connection closed). Frames over MAX_WS_MESSAGE_BYTES close the socket,
+ * - Bodies over MAX_BODY_BYTES (8 KiB) → 413, early from Content-Length or as
+ *   soon as a streamed body passes it, with the connection closed; more than
+ *   MAX_WEBHOOK_FIELDS form fields → 413, before any signature work.
+ * - Streams awaiting `start` (opened, handler given, no frame yet that parses
+ *   as a `start`): at most MAX_STREAMS_AWAITING_START; one more closes the
+ *   oldest such stream with 1013 (counted as refused `awaiting_start`), so
+ *   replayed upgrades that never start cannot hold the call slots, and a
+ *   genuine stream, which starts within a round trip, is never the oldest
+ *   (unless more streams than the cap open at once: keep it at or above
+ *   MAX_PENDING_CALLS, the calls answered here whose stream is on its way).
+ * - Frames over MAX_WS_MESSAGE_BYTES close the socket,
  *   counted as malformed `oversize_frame`; other framing errors `ws_protocol`.
  * - Capacity: app.openStream → null or `capacity` closes with 1013 (try again
  *   later), `draining` with 1001 (going away); a throw closes with 1011.
@@ -50,16 +70,21 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { AdminReader, AdminRequest, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp } from '../call/ports.js';
 import { verifyTwilioSignature } from '../twilio/signature.js';
-import { parseForm, parseStatusCallback, parseVoiceWebhook } from '../twilio/webhooks.js';
+import { countFormFields, parseForm, parseStatusCallback, parseVoiceWebhook } from '../twilio/webhooks.js';
+import { parseTwilioMessage } from '../twilio/media-stream.js';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { BlockList, isIP } from 'node:net';
 import { Gauge } from 'prom-client';
 import { buildRejectTwiml, streamUrlFromTemplate } from '../twilio/twiml.js';
 import type { Metrics } from './metrics.js';
-import { RateLimiter } from './rate-limit.js';
+import { addressKey, RateLimiter } from './rate-limit.js';
 
 /** A Twilio media frame is < 1 KiB; anything near this is not Twilio. */
 export const MAX_WS_MESSAGE_BYTES = 64 * 1024;
-export const MAX_BODY_BYTES = 64 * 1024;
+/** Webhook bodies (the only bodies read): Twilio's are ~1-2 KiB; a bigger one is refused before it is parsed. */
+export const MAX_BODY_BYTES = 8 * 1024;
+/** Form fields in a webhook body, at most (Twilio sends ~20-40): refused 413 before any signature work. */
+export const MAX_WEBHOOK_FIELDS = 100;
 /** Per-socket send buffer past which send() drops frames: >10 s of outbound media frames (~15 KB/s). */
 export const MAX_BACKPRESSURE_BYTES = 256 * 1024;
 /** Twilio sends media every 20 ms; a silent socket for this long is dead (s). */
@@ -157,8 +182,14 @@ export class EdgeCore {
   private readonly limiter: RateLimiter;
   private readonly unsignedLimiter: RateLimiter;
   private readonly callerLimiter: RateLimiter;
+  private readonly signedLimiter: RateLimiter;
   private readonly trusted: BlockList | undefined;
+  /** Host headers a host-per-instance STREAM_URL_TEMPLATE can name (its host, {instance} = one DNS label); undefined = none. */
+  private readonly instanceHost: RegExp | undefined;
+  private readonly adminTokenDigest: Buffer | undefined;
   private readonly streams = new Set<StreamBinding>();
+  /** Streams with a handler and no `start` seen yet, oldest first. */
+  private readonly awaitingStart = new Set<StreamBinding>();
   private onAllClosed: (() => void) | undefined;
 
   constructor(opts: EdgeOptions) {
@@ -171,6 +202,9 @@ export class EdgeCore {
     this.limiter = new RateLimiter(general.burst, general.perSecond);
     this.unsignedLimiter = new RateLimiter(this.config.unsignedLimit.burst, this.config.unsignedLimit.perMinute / 60);
     this.callerLimiter = new RateLimiter(this.config.callerLimit.burst, this.config.callerLimit.perMinute / 60);
+    this.signedLimiter = new RateLimiter(this.config.signedLimit.burst, this.config.signedLimit.perSecond);
+    this.instanceHost = instanceHostPattern(this.config.streamUrlTemplate);
+    this.adminTokenDigest = this.config.adminToken ? sha256(this.config.adminToken) : undefined;
     if (this.config.trustProxy.length > 0) {
       this.trusted = new BlockList();
       for (const c of this.config.trustProxy) this.trusted.addSubnet(c.address, c.prefix, c.family);
@@ -233,11 +267,27 @@ export class EdgeCore {
     return this.trusted!.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4');
   }
 
-  /** Rate limit an HTTP request from `client` (clientAddress): null to go on, or the 429 to send. */
-  limitHttp(client: string, route: Route): HttpReply | null {
-    // Signed webhooks are limited in webhook(), once the signature is known.
-    if ((route === 'incoming' || route === 'status') && this.config.twilioAuthToken) return null;
-    if (this.limiter.allow(client)) return null;
+  /**
+   * Rate limit an HTTP request from `client` (clientAddress) before its body
+   * is read: null to go on, or the reply to send. A signed webhook is charged
+   * in webhook(), once its signature is known; here it is only refused (429,
+   * body not copied) while its address is past its budget of failed
+   * signatures, so a flood of forged webhooks costs no body copy, form parse
+   * or HMAC. Genuine Twilio traffic is never charged here. `bodyBytes` is the
+   * Content-Length (undefined when there is none): a body of unknown or
+   * oversize length is not skipped over but the connection closed after the
+   * 429; a small one is skipped by the server, keeping the connection (a
+   * reconnect per refusal would cost more than the skip).
+   */
+  limitHttp(client: string, route: Route, bodyBytes?: number): HttpReply | null {
+    const key = addressKey(client);
+    if ((route === 'incoming' || route === 'status') && this.config.twilioAuthToken) {
+      if (this.unsignedLimiter.has(key)) return null;
+      this.metrics.rateLimited.inc({ kind: 'unsigned' });
+      const closeConnection = bodyBytes === undefined || !(bodyBytes <= MAX_BODY_BYTES);
+      return { ...reply(route, 429, 'too many requests\n'), closeConnection };
+    }
+    if (this.limiter.allow(key)) return null;
     this.metrics.rateLimited.inc({ kind: 'http' });
     return reply(route, 429, 'too many requests\n');
   }
@@ -260,14 +310,23 @@ export class EdgeCore {
     return reply(route, 404, 'not found\n');
   }
 
-  /** POST /voice/incoming and /voice/status: signature over the form, then the typed body to the app. Never throws. */
+  /**
+   * POST /voice/incoming and /voice/status: size and field count, signature
+   * over the form, then the typed body to the app. Never throws. A body over
+   * MAX_BODY_BYTES or MAX_WEBHOOK_FIELDS is refused 413 before any signature
+   * work (Twilio never sends one) and, when signed, charged as a failure.
+   */
   webhook(route: 'incoming' | 'status', r: WebhookRequest): HttpReply {
     try {
-      if (r.body === null) return reply(route, 413, 'body too large\n');
-      const form = parseForm(r.body);
       const token = this.config.twilioAuthToken;
+      if (r.body === null || countFormFields(r.body) > MAX_WEBHOOK_FIELDS) {
+        const limited = token ? this.chargeFailure(route, r.client) : null;
+        return limited ?? { ...reply(route, 413, r.body === null ? 'body too large\n' : 'too many form fields\n'), closeConnection: r.body === null };
+      }
+      const form = parseForm(r.body);
       const url = this.publicOrigin(r.host) + r.path + (r.query ? `?${r.query}` : '');
       if (token && !verifyTwilioSignature(token, r.signature || undefined, url, form)) {
+        this.metrics.signatureRejections.inc({ route });
         return this.signatureFailed(route, r.client) ?? reply(route, 403, 'forbidden\n');
       }
       if (route === 'incoming') {
@@ -283,6 +342,11 @@ export class EdgeCore {
       }
       const cb = parseStatusCallback(form);
       if (!cb.ok) return this.badWebhook(route, cb.error);
+      // Signatures carry no nonce: a captured callback can be replayed, so signed ones are limited per address too.
+      if (token && !this.signedLimiter.allow(addressKey(r.client))) {
+        this.metrics.rateLimited.inc({ kind: 'signed' });
+        return reply(route, 429, 'too many requests\n');
+      }
       this.app.status(cb.value);
       return reply(route, 204, '');
     } catch (err) {
@@ -290,15 +354,18 @@ export class EdgeCore {
     }
   }
 
-  /** A request failed the signature check: counted per client address; the 429 once past RATE_LIMIT_UNSIGNED_*, else null (answer 403). */
+  /** A request failed the signature check: counted and logged; the 429 once past RATE_LIMIT_UNSIGNED_*, else null (answer 403). */
   private signatureFailed(route: Route | 'stream', client: string): HttpReply | null {
-    this.metrics.signatureRejections.inc({ route });
-    if (!this.unsignedLimiter.allow(client)) {
-      this.metrics.rateLimited.inc({ kind: 'unsigned' });
-      return reply(route === 'stream' ? 'other' : route, 429, 'too many requests\n');
-    }
-    this.log.warn({ route, client }, 'bad or missing X-Twilio-Signature');
-    return null;
+    const limited = this.chargeFailure(route, client);
+    if (!limited) this.log.warn({ route, client }, 'bad or missing X-Twilio-Signature');
+    return limited;
+  }
+
+  /** Charge a failed request to its address's RATE_LIMIT_UNSIGNED_* bucket: the 429 when it had no token left, else null. */
+  private chargeFailure(route: Route | 'stream', client: string): HttpReply | null {
+    if (this.unsignedLimiter.allow(addressKey(client))) return null;
+    this.metrics.rateLimited.inc({ kind: 'unsigned' });
+    return reply(route === 'stream' ? 'other' : route, 429, 'too many requests\n');
   }
 
   private badWebhook(route: Route, error: string): HttpReply {
@@ -307,13 +374,27 @@ export class EdgeCore {
     return reply(route, 400, `bad request: ${error}\n`);
   }
 
-  health(): HttpReply {
+  /**
+   * GET /voice/health. Error text (database and model errors can name hosts,
+   * users, addresses) is shown only to `Authorization: Bearer <ADMIN_TOKEN>`;
+   * anyone else gets the report without it (withoutErrorText).
+   */
+  health(authorization = ''): HttpReply {
     try {
       const h = this.app.health();
-      return reply('health', h.status === 'ok' ? 200 : 503, JSON.stringify(h), json);
+      const body = this.isAdmin(authorization) ? h : withoutErrorText(h);
+      const r = reply('health', h.status === 'ok' ? 200 : 503, JSON.stringify(body), json);
+      return body === h ? { ...r, headers: NO_STORE } : r;
     } catch (err) {
       return this.failed('health', err);
     }
+  }
+
+  /** `Authorization: Bearer <ADMIN_TOKEN>` (scheme case-insensitive, compared as digests in constant time); false without ADMIN_TOKEN. */
+  private isAdmin(authorization: string): boolean {
+    if (!this.adminTokenDigest) return false;
+    const bearer = /^bearer +(.+)$/i.exec(authorization);
+    return bearer !== null && timingSafeEqual(sha256(bearer[1]!), this.adminTokenDigest);
   }
 
   async metricsText(): Promise<HttpReply> {
@@ -341,25 +422,59 @@ export class EdgeCore {
     const client = this.clientAddress(u.remoteAddress, u.forwardedFor);
     const token = this.config.twilioAuthToken;
     if (token) {
-      const url = `${this.wsOrigin(u.host)}${u.path}${u.query ? `?${u.query}` : ''}`;
-      if (verifyTwilioSignature(token, u.signature || undefined, url, {})) return null;
-      if (this.config.streamUrlTemplate && !u.query) {
-        // Signed over this instance's templated URL, which the balancer rewrote to /voice/stream on the way here;
-        // or over a host-per-instance URL naming another instance, whose stream the balancer sent here instead
-        // (that instance is gone): the URL Twilio used is then this request's Host and path.
-        const urls = [this.streamUrl(u.host), `wss://${u.host}${u.path}`];
-        if (urls.some((url) => verifyTwilioSignature(token, u.signature || undefined, url, {}))) return null;
+      if (this.upgradeSigned(token, u)) {
+        // One captured upgrade replays for ever (its signature is constant per URL): limit them per address.
+        if (this.signedLimiter.allow(addressKey(client))) return null;
+        this.metrics.rateLimited.inc({ kind: 'signed' });
+        this.metrics.streamsRefused.inc({ reason: 'rate_limited' });
+        return reply('other', 429, 'too many requests\n');
       }
+      this.metrics.signatureRejections.inc({ route: 'stream' });
       const limited = this.signatureFailed('stream', client);
       this.metrics.streamsRefused.inc({ reason: limited ? 'rate_limited' : 'signature' });
       return limited ?? reply('other', 403, 'forbidden\n');
     }
-    if (!this.limiter.allow(client)) {
+    if (!this.limiter.allow(addressKey(client))) {
       this.metrics.rateLimited.inc({ kind: 'upgrade' });
       this.metrics.streamsRefused.inc({ reason: 'rate_limited' });
       return reply('other', 429, 'too many requests\n');
     }
     return null;
+  }
+
+  /** Whether the upgrade carries a valid signature over a URL Twilio may have used for this stream. */
+  private upgradeSigned(token: string, u: UpgradeRequest): boolean {
+    const sig = u.signature || undefined;
+    if (verifyTwilioSignature(token, sig, `${this.wsOrigin(u.host)}${u.path}${u.query ? `?${u.query}` : ''}`, {})) return true;
+    if (!this.config.streamUrlTemplate || u.query) return false;
+    // Signed over this instance's templated URL, which the balancer rewrote to /voice/stream on the way here.
+    if (verifyTwilioSignature(token, sig, this.streamUrl(u.host), {})) return true;
+    // Or over a host-per-instance URL naming another instance, whose stream the balancer sent here instead (that
+    // instance is gone): the URL Twilio used is then this request's Host and path, but only a Host the template
+    // can produce, never one a client picked (a signature captured for any other URL of the account).
+    return this.instanceHost !== undefined && this.instanceHost.test(u.host) && verifyTwilioSignature(token, sig, `wss://${u.host}${u.path}`, {});
+  }
+
+  /** @internal StreamBinding: a stream got its handler; it waits for a `start`. Past MAX_STREAMS_AWAITING_START the oldest waiting one is closed. */
+  awaitStart(b: StreamBinding): void {
+    this.awaitingStart.add(b);
+    while (this.awaitingStart.size > this.config.maxStreamsAwaitingStart) {
+      const oldest = this.awaitingStart.values().next().value!;
+      this.awaitingStart.delete(oldest);
+      this.metrics.streamsRefused.inc({ reason: 'awaiting_start' });
+      this.log.debug({ remoteAddress: oldest.remoteAddress }, 'too many streams awaiting start: closing the oldest');
+      oldest.endQuietly(1013, 'too many streams awaiting start');
+    }
+  }
+
+  /** @internal StreamBinding: its `start` arrived (or it closed). */
+  started(b: StreamBinding): void {
+    this.awaitingStart.delete(b);
+  }
+
+  /** Streams open with no `start` seen yet. */
+  get streamsAwaitingStart(): number {
+    return this.awaitingStart.size;
   }
 
   /** An accepted websocket: bind it to the app (call `open()` next). */
@@ -372,6 +487,7 @@ export class EdgeCore {
 
   /** @internal StreamBinding reports its close here. */
   detach(b: StreamBinding): void {
+    this.awaitingStart.delete(b);
     if (!this.streams.delete(b)) return;
     this.metrics.activeStreams.set(this.streams.size);
     if (this.streams.size === 0) this.onAllClosed?.();
@@ -399,6 +515,8 @@ export class EdgeCore {
 export class StreamBinding {
   private handler: StreamHandler | null = null;
   private isClosed = false;
+  /** No `start` seen yet (counted in EdgeCore's streams awaiting start). */
+  private awaiting = false;
   private closeCode = 0;
   private closeReason = '';
   readonly port: TwilioSocket;
@@ -454,11 +572,28 @@ export class StreamBinding {
     metrics.streamsOpened.inc();
     // openStream closed the socket itself: the close has passed, so report it now (still exactly once).
     if (this.isClosed) this.guarded('close', () => handler.onClose(this.closeCode, this.closeReason));
+    else {
+      this.awaiting = true;
+      this.core.awaitStart(this);
+    }
+  }
+
+  get remoteAddress(): string {
+    return this.info.remoteAddress;
   }
 
   text(t: string): void {
     const h = this.handler;
-    if (h && !this.isClosed) this.guarded('message', () => h.onText(t));
+    if (!h || this.isClosed) return;
+    // Until the first frame that parses as a `start` (Twilio sends `connected`, then `start`): only frames naming it are parsed.
+    if (this.awaiting && t.includes('"start"')) {
+      const m = parseTwilioMessage(t);
+      if (m.ok && m.msg.event === 'start') {
+        this.awaiting = false;
+        this.core.started(this);
+      }
+    }
+    this.guarded('message', () => h.onText(t));
   }
 
   binary(byteLength: number): void {
@@ -528,6 +663,35 @@ export function canonicalIp(raw: string): string | null {
     return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
   }
   return h;
+}
+
+/**
+ * A health report without error text: every key whose name says error,
+ * message, detail or reason and whose value is not a number or boolean is
+ * left out, at any depth (so fields added to the report later are covered).
+ */
+export function withoutErrorText(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(withoutErrorText);
+  if (v === null || typeof v !== 'object') return v;
+  const out: Record<string, unknown> = {};
+  for (const [k, x] of Object.entries(v)) {
+    if (/error|message|detail|reason/i.test(k) && typeof x !== 'number' && typeof x !== 'boolean') continue;
+    out[k] = withoutErrorText(x);
+  }
+  return out;
+}
+
+function sha256(s: string): Buffer {
+  return createHash('sha256').update(s, 'utf8').digest();
+}
+
+/** `wss://{instance}.calls.example.com/…` → /^[label]\.calls\.example\.com$/i; undefined when the template's host has no {instance}. */
+export function instanceHostPattern(template: string | undefined): RegExp | undefined {
+  const host = template ? /^wss:\/\/([^/?#]*)/i.exec(template)?.[1] : undefined;
+  if (!host || !host.includes('{instance}')) return undefined;
+  const label = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
+  const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return new RegExp(`^${host.split('{instance}').map(escape).join(label)}$`, 'i');
 }
 
 /** A close reason is at most 123 bytes of UTF-8 (RFC 6455 §5.5); cut on a character boundary. */

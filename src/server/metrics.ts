@@ -49,7 +49,7 @@ export interface Metrics {
   httpRequests: Counter<'route' | 'status'>;
   signatureRejections: Counter<'route'>;
   streamsOpened: Counter;
-  /** reason: rate_limited | signature | capacity | error */
+  /** reason: rate_limited | signature | capacity | draining | error | awaiting_start (an opened stream closed 1013 past MAX_STREAMS_AWAITING_START) */
   streamsRefused: Counter<'reason'>;
   /** Malformed stream input by reason; the same series CallSession's protocolError() feeds. The server adds `oversize_frame` and `ws_protocol`. */
   malformed: Counter<'reason'>;
@@ -138,10 +138,10 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     httpRequests: new Counter({ name: 'callbridge_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'] as const, ...reg }),
     signatureRejections: new Counter({ name: 'callbridge_signature_rejections_total', help: 'Requests refused for a missing or bad X-Twilio-Signature', labelNames: ['route'] as const, ...reg }),
     streamsOpened: new Counter({ name: 'callbridge_streams_opened_total', help: 'Media Stream websockets accepted', ...reg }),
-    streamsRefused: new Counter({ name: 'callbridge_streams_refused_total', help: 'Media Stream websockets refused, by reason', labelNames: ['reason'] as const, ...reg }),
+    streamsRefused: new Counter({ name: 'callbridge_streams_refused_total', help: 'Media Stream websockets refused, by reason (awaiting_start: opened, then closed as the oldest of more than MAX_STREAMS_AWAITING_START without a start)', labelNames: ['reason'] as const, ...reg }),
     malformed: protocolErrors,
     backpressure: new Counter({ name: 'callbridge_ws_backpressure_total', help: 'Media Stream sends that met backpressure, by result (backpressure = queued, dropped = over the limit)', labelNames: ['result'] as const, ...reg }),
-    rateLimited: new Counter({ name: 'callbridge_rate_limited_total', help: 'Requests refused by a rate limit, by kind (http, upgrade: per client address; unsigned: failed signatures per client address; caller: call set-ups per calling number)', labelNames: ['kind'] as const, ...reg }),
+    rateLimited: new Counter({ name: 'callbridge_rate_limited_total', help: 'Requests refused by a rate limit, by kind (http, upgrade: per client address; unsigned: failed signatures per client address; signed: signed upgrades and status callbacks per client address; caller: call set-ups per calling number)', labelNames: ['kind'] as const, ...reg }),
     handlerErrors: new Counter({ name: 'callbridge_handler_errors_total', help: 'Exceptions caught around call-layer handlers, by handler', labelNames: ['handler'] as const, ...reg }),
     modelConnectFailures: new Counter({ name: 'callbridge_model_connect_failures_total', help: 'Realtime model sessions that failed to connect', ...reg }),
     activeStreams: new Gauge({ name: 'callbridge_active_streams', help: 'Open Media Stream websockets', ...reg }),

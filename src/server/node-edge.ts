@@ -5,7 +5,8 @@
  *
  * How the uWS guarantees map onto Node:
  * - Body limit: Content-Length over MAX_BODY_BYTES → 413 before reading, the
- *   connection closed after it; a chunked body that grows past it → 413.
+ *   connection closed after it; a chunked body that grows past it → 413 as
+ *   soon as it does, the connection closed after it.
  * - Frame limit: ws `maxPayload` = MAX_WS_MESSAGE_BYTES; ws closes (1009) and
  *   reports the error, counted as `oversize_frame` (other framing errors,
  *   e.g. bad UTF-8: `ws_protocol`).
@@ -62,8 +63,12 @@ export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
 
   const handle = (req: IncomingMessage, res: ServerResponse, route: Route, path: string, query: string) => {
     const client = core.clientAddress(req.socket.remoteAddress ?? '', header(req, 'x-forwarded-for'));
-    const limited = core.limitHttp(client, route);
-    if (limited) return write(res, limited);
+    const length = req.headers['content-length'];
+    const limited = core.limitHttp(client, route, length ? Number(length) : undefined);
+    if (limited) {
+      req.resume(); // the body is not wanted: discarded as it comes (the connection closes after the reply when it may be large)
+      return write(res, limited);
+    }
     switch (route) {
       case 'incoming':
       case 'status': {
@@ -82,7 +87,7 @@ export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
         });
       }
       case 'health':
-        return write(res, core.health());
+        return write(res, core.health(header(req, 'authorization')));
       case 'metrics':
         return void core.metricsText().then((r) => write(res, r), (err: unknown) => log.error({ err }, 'metrics reply failed'));
       case 'admin': {
@@ -265,15 +270,29 @@ function copyHeaders(req: IncomingMessage): Record<string, string> {
   return out;
 }
 
-/** Read a request body. null = over `limit` (the rest is read and discarded). Calls `done` once, unless the client aborts. */
+/**
+ * Read a request body. null = over `limit`, reported as soon as it is (the
+ * rest is read and discarded until the connection closes). Calls `done` once,
+ * unless the client aborts.
+ */
 function readBody(req: IncomingMessage, limit: number, done: (body: Buffer | null) => void): void {
   const chunks: Buffer[] = [];
   let size = 0;
+  let finished = false;
   req.on('data', (chunk: Buffer) => {
+    if (finished) return;
     size += chunk.byteLength;
     if (size <= limit) chunks.push(chunk);
+    else {
+      finished = true;
+      done(null);
+    }
   });
-  req.on('end', () => done(size > limit ? null : Buffer.concat(chunks, size)));
+  req.on('end', () => {
+    if (finished) return;
+    finished = true;
+    done(Buffer.concat(chunks, size));
+  });
   req.on('error', () => {}); // aborted: nothing to answer
 }
 

@@ -44,10 +44,26 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
     core.counted(r);
   };
 
+  /**
+   * Every X-Forwarded-For line, joined as node:http joins them (getHeader
+   * returns only the first: behind a proxy that appends its own line, the
+   * client would choose its address). Read only when TRUST_PROXY is set.
+   */
+  const trustsProxies = config.trustProxy.length > 0;
+  const forwardedFor = (req: HttpRequest): string => {
+    if (!trustsProxies) return '';
+    let all = '';
+    req.forEach((k, v) => {
+      if (k.toLowerCase() === 'x-forwarded-for') all = all ? `${all}, ${v}` : v;
+    });
+    return all;
+  };
+
   /** Rate limit, then `fn` (given the client address); a throw from `fn` answers 500. */
   const guard = (route: Route, fn: (res: HttpResponse, req: HttpRequest, client: string) => void) => (res: HttpResponse, req: HttpRequest) => {
-    const client = core.clientAddress(textDecoder.decode(res.getRemoteAddressAsText()), req.getHeader('x-forwarded-for'));
-    const limited = core.limitHttp(client, route);
+    const client = core.clientAddress(textDecoder.decode(res.getRemoteAddressAsText()), forwardedFor(req));
+    const length = req.getHeader('content-length');
+    const limited = core.limitHttp(client, route, length ? Number(length) : undefined);
     if (limited) return write(res, limited);
     try {
       fn(res, req, client);
@@ -79,14 +95,15 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
       let aborted = false;
       res.onAborted(() => (aborted = true));
       readBody(res, MAX_BODY_BYTES, (body) => {
-        // Runs from a uWS data callback, outside `guard`; core.webhook never throws.
+        // Runs from a uWS data callback, outside `guard`; core.webhook never throws. body null: over the
+        // limit, answered at once (413, connection closed) without waiting for the rest.
         if (!aborted) write(res, core.webhook(route, { host, path, query, signature, body, client }));
       });
     });
 
   server.post('/voice/incoming', webhook('incoming'));
   server.post('/voice/status', webhook('status'));
-  server.get('/voice/health', guard('health', (res) => write(res, core.health())));
+  server.get('/voice/health', guard('health', (res, req) => write(res, core.health(req.getHeader('authorization')))));
   // METRICS=false: no /metrics route (404); the counters still exist for RunningServer.metrics.
   if (config.metrics) server.get('/metrics', guard('metrics', (res) => later(res, 'metrics', () => core.metricsText())));
 
@@ -110,7 +127,7 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
     const remoteAddress = textDecoder.decode(res.getRemoteAddressAsText());
     const refusal = core.checkUpgrade({
       remoteAddress,
-      forwardedFor: req.getHeader('x-forwarded-for'),
+      forwardedFor: forwardedFor(req),
       host: req.getHeader('host'),
       path: req.getUrl(),
       query: req.getQuery() ?? '',
@@ -208,17 +225,22 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
   };
 }
 
-/** Read a request body, copying each chunk (uWS reuses its buffer). null = over `limit`. */
+/** Read a request body, copying each chunk (uWS reuses its buffer). null = over `limit`, reported as soon as it is (the rest is not waited for). */
 function readBody(res: HttpResponse, limit: number, done: (body: Buffer | null) => void): void {
   const chunks: Buffer[] = [];
   let size = 0;
-  let over = false;
+  let finished = false;
   res.onData((chunk, isLast) => {
-    if (!over) {
-      size += chunk.byteLength;
-      if (size > limit) over = true;
-      else chunks.push(Buffer.from(chunk.slice(0)));
+    if (finished) return;
+    size += chunk.byteLength;
+    if (size > limit) {
+      finished = true;
+      return done(null);
     }
-    if (isLast) done(over ? null : Buffer.concat(chunks, size));
+    chunks.push(Buffer.from(chunk.slice(0)));
+    if (isLast) {
+      finished = true;
+      done(Buffer.concat(chunks, size));
+    }
   });
 }
