@@ -24,9 +24,9 @@
  *   and the stream's token is checked on `start` besides.
  * - A signed webhook whose body does not parse (twilio/webhooks.ts) → 400,
  *   counted as malformed `bad_webhook`; the app never sees it.
- * - GET /voice/health: 200 when the app reports `ok`, 503 when `degraded`
- *   (model unreachable) or `draining` (shutting down) so a load balancer
- *   drains this instance. The JSON body is the app's report; without
+ * - GET /voice/health: 200 when the app reports `ok`, 503 when `draining`
+ *   (shutting down) so a load balancer drains this instance; a model outage
+ *   is in the body, never a 503 (call/relay.ts). The JSON body is the app's report; without
  *   `Authorization: Bearer <ADMIN_TOKEN>` every error text in it is left out
  *   (withoutErrorText), with it the whole report (Cache-Control: no-store).
  * - Client address: the peer's, unless the peer is in TRUST_PROXY; then the
