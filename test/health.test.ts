@@ -10,7 +10,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, onTestFailed } from 'vitest';
 import type { HealthReport } from '../src/call/ports.js';
 import { loadConfig } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
@@ -174,6 +174,7 @@ describe('after a model outage, on the real server', () => {
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   const TOKEN = 'health-test-auth-token';
+  const ADMIN = 'health-test-admin-token';
   const PUBLIC = 'https://health.example.test';
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -193,13 +194,14 @@ describe('after a model outage, on the real server', () => {
       MODEL_BACKOFF_BASE_MS: '50',
       MODEL_RECONNECT_BUDGET_MS: '300',
       MODEL_PROBE_INTERVAL_MS: '400',
+      ADMIN_TOKEN: ADMIN, // error text is shown to the admin only
     });
     const app = await startCallbridge(config, silentLogger);
     o.app = app;
     const base = `http://127.0.0.1:${app.port}`;
     const statuses: number[] = [];
     const health = async (): Promise<HealthReport> => {
-      const res = await fetch(`${base}/voice/health`);
+      const res = await fetch(`${base}/voice/health`, { headers: { authorization: `Bearer ${ADMIN}` } });
       statuses.push(res.status);
       return (await res.json()) as HealthReport;
     };
@@ -210,6 +212,11 @@ describe('after a model outage, on the real server', () => {
         await sleep(50);
       }
     })();
+    // A failed assertion must not leave it polling the server that afterEach closes.
+    onTestFailed(() => {
+      polling = false;
+      poller.catch(() => {});
+    });
 
     expect((await health()).model.reachable).toBe(null); // nothing tried yet
     const port = first.port;

@@ -6,7 +6,6 @@
  * (test/fixtures/fault-injector.mjs, given with node --import) rejects a
  * promise or throws from a timer on SIGUSR2; production code has no hook.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -18,7 +17,7 @@ import { createLogger, silentLogger } from '../src/log.js';
 import { placeCall } from '../src/sim/caller.js';
 import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
 import { SqliteCallStore } from '../src/store/sqlite.js';
-import { ensureBuilt, LAUNCHER, ROOT } from './helpers/serve.js';
+import { ensureBuilt, killServeProcesses, ROOT, serveProcess } from './helpers/serve.js';
 
 function capturing() {
   const lines: Record<string, any>[] = [];
@@ -67,14 +66,11 @@ describe('callbridge serve with a real fault in it', () => {
   const PUBLIC = 'https://last-resort.example.test';
   const dir = mkdtempSync(join(tmpdir(), 'callbridge-last-resort-'));
   let standIn: ModelStandIn;
-  const children: ChildProcess[] = [];
   beforeAll(async () => {
     ensureBuilt();
     standIn = await startModelStandIn();
   }, 180_000);
-  afterEach(() => {
-    for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  });
+  afterEach(killServeProcesses);
   afterAll(async () => {
     await standIn?.close();
     rmSync(dir, { recursive: true, force: true });
@@ -83,29 +79,8 @@ describe('callbridge serve with a real fault in it', () => {
   let n = 0;
   async function serve(faultKind: 'rejection' | 'exception') {
     const db = join(dir, `lr${++n}.db`);
-    const child = spawn(process.execPath, ['--import', join(ROOT, 'test/fixtures/fault-injector.mjs'), LAUNCHER, 'serve'], {
-      cwd: ROOT,
-      env: {
-        PATH: process.env.PATH, PORT: '0', HOST: '127.0.0.1', OPENAI_API_KEY: 'test-key', LOG_LEVEL: 'warn', VAD_SILENCE_DURATION_MS: '300',
-        PUBLIC_URL: PUBLIC, OPENAI_BASE_URL: standIn.baseUrl, TWILIO_AUTH_TOKEN: TOKEN, CALLBRIDGE_DB: db, FAULT_KIND: faultKind,
-      },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.push(child);
-    let out = '';
-    child.stdout!.on('data', (d) => (out += d));
-    child.stderr!.on('data', (d) => (out += d));
-    const exit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-    const port = await new Promise<number>((resolve, reject) => {
-      const check = () => {
-        const m = /listening on 127\.0\.0\.1:(\d+)/.exec(out);
-        if (m) return resolve(Number(m[1]));
-        if (child.exitCode !== null) return reject(new Error(`serve exited ${child.exitCode}: ${out}`));
-        setTimeout(check, 20);
-      };
-      check();
-    });
-    return { child, base: `http://127.0.0.1:${port}`, exit, db, output: () => out };
+    const env = { PUBLIC_URL: PUBLIC, OPENAI_BASE_URL: standIn.baseUrl, TWILIO_AUTH_TOKEN: TOKEN, CALLBRIDGE_DB: db, FAULT_KIND: faultKind };
+    return { ...(await serveProcess(env, ['--import', join(ROOT, 'test/fixtures/fault-injector.mjs')])), db };
   }
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const errorLines = (out: string) =>

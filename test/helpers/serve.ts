@@ -53,10 +53,11 @@ const running: ChildProcess[] = [];
  * Start `callbridge serve` and resolve once it says where it listens. Its
  * environment is `env` over a loopback base (PORT 0, HOST 127.0.0.1, a test
  * OPENAI_API_KEY, LOG_LEVEL warn, VAD_SILENCE_DURATION_MS 300) and PATH:
- * nothing else of this process's environment leaks in.
+ * nothing else of this process's environment leaks in. `nodeArgs` go to
+ * node before the launcher (e.g. `--import` of a test preload).
  */
-export async function serveProcess(env: Record<string, string>): Promise<ServeProcess> {
-  const child = spawn(process.execPath, [LAUNCHER, 'serve'], {
+export async function serveProcess(env: Record<string, string>, nodeArgs: string[] = []): Promise<ServeProcess> {
+  const child = spawn(process.execPath, [...nodeArgs, LAUNCHER, 'serve'], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH,
