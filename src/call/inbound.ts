@@ -27,7 +27,7 @@
  * - Allocation: one reused byte buffer per call for the batch, which holds
  *   µ-law: in transcode it goes through the DSP once per append.
  */
-import type { AudioTranscoder } from './session.js';
+import type { AudioTranscoder } from './ports.js';
 
 export const FRAME_MS = 20;
 const ULAW_FRAME_BYTES = 160;

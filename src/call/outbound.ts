@@ -21,12 +21,11 @@
  */
 import type { PumpScheduler } from './clock.js';
 import { Playout, type ChunkInfo } from './playout.js';
-import type { TwilioSocket } from './ports.js';
+import type { AudioTranscoder, TwilioSocket } from './ports.js';
 import type { TranscriptLine } from '../records.js';
 import { LatencyHistogram } from './stats.js';
 import { cutWords } from './transcript.js';
 import { clearMessage, markMessage, mediaMessage } from '../twilio/media-stream.js';
-import type { AudioTranscoder } from './session.js';
 
 const MAX_CANCELLED_TRACKED = 16;
 /** Items whose line is written (or will never be): a late transcript event for one of them writes nothing. */

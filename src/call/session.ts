@@ -20,50 +20,11 @@ import type { PumpScheduler } from './clock.js';
 import { Inbound } from './inbound.js';
 import { Outbound } from './outbound.js';
 import type { ChunkInfo } from './playout.js';
-import type { StreamHandler, TwilioSocket } from './ports.js';
+import type { AudioTranscoder, CallAdmission, CallMetrics, StreamHandler, TwilioSocket } from './ports.js';
 import type { CallRecorder } from '../records.js';
 import { LatencyHistogram } from './stats.js';
 import { Turns } from './turns.js';
 import type { ModelEvent, ModelSession, ResponseStatus, Usage } from './voice-model.js';
-
-/** The DSP's per-call Transcoder, as far as the call needs it (src/dsp implements it). */
-export interface AudioTranscoder {
-  inbound(ulaw: Uint8Array): Uint8Array;
-  outbound(pcm24: Uint8Array): Uint8Array;
-  resetOutbound(): void;
-  close(): void;
-}
-
-/** What a call reports to process-wide metrics (src/server/metrics implements it). */
-export interface CallMetrics {
-  turnLatency(ms: number): void;
-  protocolError(reason: string): void;
-  bargeIn(): void;
-  callEnded(reason: string): void;
-  /** A response ended failed/incomplete with the caller's turn unanswered; `action` is what the call did about it. */
-  responseFailed(status: string, action: 'retry' | 'apologize'): void;
-  /** The model connection was lost, restored, or given up on. */
-  modelLink(what: 'drop' | 'reconnect' | 'give_up'): void;
-  /** A stream closed 1008 without being admitted (call/relay.ts): see StartRefusal. */
-  streamStartRefused(reason: StartRefusal): void;
-}
-
-/**
- * Why a stream was not admitted: `token` (malformed, or not signed for this CallSid), `expired`
- * (genuine but past its expiry), `replayed` (the call was already taken by a stream),
- * `timeout` (no valid `start` within START_TIMEOUT_MS).
- */
-export type StartRefusal = 'token' | 'expired' | 'replayed' | 'timeout';
-
-export const noMetrics: CallMetrics = {
-  turnLatency() {},
-  protocolError() {},
-  bargeIn() {},
-  callEnded() {},
-  responseFailed() {},
-  modelLink() {},
-  streamStartRefused() {},
-};
 
 export type EndReason =
   | 'caller_hangup'
@@ -102,20 +63,6 @@ export interface CallOptions {
    * while the model connection is being restored, `apology` when it cannot be, `goodbye` at a drain's end.
    */
   prompts: { repeat: Uint8Array; hold: Uint8Array; apology: Uint8Array; goodbye: Uint8Array };
-}
-
-/** Resolved on the stream's `start`: the model session and who this call is. */
-export interface CallAdmission {
-  model: Promise<ModelSession>;
-  recorder: CallRecorder;
-  /**
-   * When admission needs an answer that is not there yet (the call claimed in
-   * a shared database): resolves null once this stream has the call, or the
-   * reason it is refused (the stream is then closed 1008 and the call ends
-   * `unauthorized`). The model is not used before it resolves null; audio
-   * meanwhile is held as before a model is attached. Never rejects.
-   */
-  claimed?: Promise<string | null>;
 }
 
 export interface CallDeps {
