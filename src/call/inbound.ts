@@ -113,11 +113,6 @@ export class Inbound {
     return this.earlyBytes;
   }
 
-  /** The model session is gone (reconnecting): hold audio again. */
-  detach(): void {
-    this.append = undefined;
-  }
-
   /** One Twilio media payload. */
   frame(payload: string): void {
     this.frames++;

@@ -417,7 +417,7 @@ export class CallSession implements StreamHandler {
       this.outbound.cancel(this.activeResponseId);
       this.activeResponseId = undefined;
     }
-    if (this.outbound.bargeIn(now)) {
+    if (this.outbound.cutPlayback(now)) {
       this.deps.metrics.bargeIn();
       this.log.debug('barge-in');
     }
@@ -499,7 +499,7 @@ export class CallSession implements StreamHandler {
     this.turns.reset();
     this.clearRetry();
     // What the caller heard is what the new session is told was said: cut playback here, then hold.
-    this.outbound.bargeIn(this.now());
+    this.outbound.cutPlayback(this.now());
     this.holding = true;
     this.outbound.playPrompt(this.opts.prompts.hold);
     if (this.holdTimer) clearInterval(this.holdTimer);
@@ -526,7 +526,7 @@ export class CallSession implements StreamHandler {
     this.deps.metrics.modelLink('give_up');
     this.recorder?.event({ atMs: this.sinceStart(), type: 'model_unavailable', detail: `${reason}; ${attempts} attempt(s)` });
     this.log.error({ attempts, reason }, 'model connection could not be restored: apologising and ending the call');
-    this.outbound.bargeIn(this.now()); // stop the hold prompt
+    this.outbound.cutPlayback(this.now()); // stop the hold prompt
     this.holding = false;
     const apology = this.opts.prompts.apology;
     this.outbound.playPrompt(apology);
@@ -535,7 +535,7 @@ export class CallSession implements StreamHandler {
 
   private stopHold(): void {
     this.holding = false;
-    this.outbound.bargeIn(this.now()); // clears the prompt at Twilio; prompts are never truncated at the model
+    this.outbound.cutPlayback(this.now()); // clears the prompt at Twilio; prompts are never truncated at the model
   }
 
   private clearRetry(): void {
@@ -637,7 +637,7 @@ export class CallSession implements StreamHandler {
     this.clearRetry();
     if (this.holdTimer) clearInterval(this.holdTimer);
     this.holding = false;
-    this.outbound.bargeIn(this.now());
+    this.outbound.cutPlayback(this.now());
     const bye = this.opts.prompts.goodbye;
     this.outbound.playPrompt(bye);
     this.timers.push(setTimeout(() => this.end('shutdown'), bye.length / 8 + this.opts.playoutLeadMs + 200));
