@@ -18,10 +18,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ULAW_BYTES_PER_MS } from '../dsp/format.js';
 import { pcm16ToUlaw } from '../dsp/index.js';
 
-/** µ-law 8 kHz: one byte per sample, 8 samples per ms. */
-export const ULAW_BYTES_PER_MS = 8;
 /** Longest prompt accepted (ms): a longer file is almost certainly the wrong file. */
 export const MAX_PROMPT_MS = 60_000;
 

@@ -13,6 +13,7 @@
  * cannot be opened ends the call `error` before it is).
  */
 import { randomUUID } from 'node:crypto';
+import { ULAW_BYTES_PER_MS } from '../dsp/format.js';
 import type { Logger } from '../log.js';
 import { TOOL_TROUBLE, type ToolRegistry } from '../tools/registry.js';
 import { parseTwilioMessage } from '../twilio/media-stream.js';
@@ -530,7 +531,7 @@ export class CallSession implements StreamHandler {
     this.holding = false;
     const apology = this.opts.prompts.apology;
     this.outbound.playPrompt(apology);
-    this.timers.push(setTimeout(() => this.end('model_unavailable'), apology.length / 8 + this.opts.playoutLeadMs + 200));
+    this.timers.push(setTimeout(() => this.end('model_unavailable'), apology.length / ULAW_BYTES_PER_MS + this.opts.playoutLeadMs + 200));
   }
 
   private stopHold(): void {
@@ -640,7 +641,7 @@ export class CallSession implements StreamHandler {
     this.outbound.cutPlayback(this.now());
     const bye = this.opts.prompts.goodbye;
     this.outbound.playPrompt(bye);
-    this.timers.push(setTimeout(() => this.end('shutdown'), bye.length / 8 + this.opts.playoutLeadMs + 200));
+    this.timers.push(setTimeout(() => this.end('shutdown'), bye.length / ULAW_BYTES_PER_MS + this.opts.playoutLeadMs + 200));
   }
 
   /** End the call once: stop timers, close the model and the stream, write the record. */
