@@ -209,3 +209,25 @@ export interface CallAdmission {
    */
   claimed?: Promise<string | null>;
 }
+/** An opaque handle from CallTimers (a Node Timeout by default). */
+export type TimerHandle = object;
+
+/**
+ * The timers a call sets: silence check, maximum duration, DTMF gap, response
+ * retries, hold repeats, tool timeouts and fillers. Node's timers by default;
+ * tests pass a manual one so that no test waits on real time. Times in ms.
+ */
+export interface CallTimers {
+  /** Call `fn` once, `ms` from now. */
+  setTimeout(fn: () => void, ms: number): TimerHandle;
+  /** Call `fn` every `ms` until cleared. */
+  setInterval(fn: () => void, ms: number): TimerHandle;
+  /** Cancel a timer of either kind; undefined or one already fired is ignored. */
+  clear(handle: TimerHandle | undefined): void;
+}
+
+export const nodeTimers: CallTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  setInterval: (fn, ms) => setInterval(fn, ms),
+  clear: (handle) => clearTimeout(handle as NodeJS.Timeout | undefined),
+};
