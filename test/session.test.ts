@@ -8,12 +8,13 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Pumpable, PumpScheduler } from '../src/call/clock.js';
 import type { TwilioSocket } from '../src/call/ports.js';
 import type { CallEvent, CallRecorder, ToolCallRecord, TranscriptLine, TurnLatency } from '../src/records.js';
-import { noMetrics, type CallTimers, type TimerHandle } from '../src/call/ports.js';
+import { noMetrics } from '../src/call/ports.js';
 import { CallSession, type CallDeps, type CallOptions } from '../src/call/session.js';
 import type { ModelEvent, ModelSession } from '../src/call/voice-model.js';
 import { DspError, Transcoder } from '../src/dsp/index.js';
 import { createLogger, silentLogger } from '../src/log.js';
 import { ToolRegistry, type Tool } from '../src/tools/registry.js';
+import { ManualTimers, flush } from './helpers/manual-timers.js';
 
 const STREAM = 'MZ00000000000000000000000000000001';
 const CALL = 'CA00000000000000000000000000000001';
@@ -90,46 +91,6 @@ class ManualClock implements PumpScheduler {
     for (const p of this.members) if (!p.pump(now)) this.members.delete(p);
   }
 }
-
-/** The call's timers, moved on by hand: `advance(ms)` fires what falls due, in order, letting promise chains settle after each. */
-class ManualTimers implements CallTimers {
-  private atMs = 0;
-  private seq = 0;
-  private readonly pending = new Map<TimerHandle, { dueMs: number; seq: number; fn: () => void; everyMs?: number }>();
-  setTimeout(fn: () => void, ms: number): TimerHandle {
-    const h = {};
-    this.pending.set(h, { dueMs: this.atMs + Math.max(1, ms), seq: this.seq++, fn });
-    return h;
-  }
-  setInterval(fn: () => void, ms: number): TimerHandle {
-    const h = {};
-    const everyMs = Math.max(1, ms);
-    this.pending.set(h, { dueMs: this.atMs + everyMs, seq: this.seq++, fn, everyMs });
-    return h;
-  }
-  clear(h: TimerHandle | undefined): void {
-    if (h) this.pending.delete(h);
-  }
-  async advance(ms: number): Promise<void> {
-    const endMs = this.atMs + ms;
-    await flush();
-    for (;;) {
-      let next: [TimerHandle, { dueMs: number; seq: number; fn: () => void; everyMs?: number }] | undefined;
-      for (const e of this.pending) if (e[1].dueMs <= endMs && (!next || e[1].dueMs < next[1].dueMs || (e[1].dueMs === next[1].dueMs && e[1].seq < next[1].seq))) next = e;
-      if (!next) break;
-      const [h, t] = next;
-      this.atMs = t.dueMs;
-      if (t.everyMs) this.pending.set(h, { ...t, dueMs: t.dueMs + t.everyMs, seq: this.seq++ });
-      else this.pending.delete(h);
-      t.fn();
-      await flush();
-    }
-    this.atMs = endMs;
-  }
-}
-
-/** Let promise chains settle (one macrotask turn; no time passes for the call). */
-const flush = () => new Promise<void>((r) => setImmediate(r));
 
 class MemoryRecorder implements CallRecorder {
   lines: TranscriptLine[] = [];
