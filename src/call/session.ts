@@ -10,7 +10,8 @@
  * only this call is affected. Every promise chain it starts ends in `guard`
  * (a throw there ends this call `error`, logged). The model session admission
  * hands over is closed when the call ends, attached or not (a transcoder that
- * cannot be opened ends the call `error` before it is).
+ * cannot be opened ends the call `error` before it is). Time comes in through
+ * `now` and `timers` (CallTimers, ./ports.ts): Node's unless the caller passes others.
  */
 import { randomUUID } from 'node:crypto';
 import { ULAW_BYTES_PER_MS } from '../dsp/format.js';
