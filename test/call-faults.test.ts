@@ -8,6 +8,7 @@ import { afterEach, expect, it } from 'vitest';
 import { DSP_SLOTS, loadDsp, Transcoder } from '../src/dsp/index.js';
 import { placeCall } from '../src/sim/caller.js';
 import { useCallbridge } from './helpers/e2e.js';
+import { sleep, until } from './helpers/until.js';
 
 const AUTH = 'faults-twilio-auth-token';
 const PUBLIC = 'https://faults.e2e.invalid';
@@ -17,14 +18,6 @@ const held: Transcoder[] = [];
 afterEach(() => {
   for (const t of held.splice(0)) t.close();
 });
-
-const until = async (cond: () => boolean, ms: number) => {
-  const t0 = performance.now();
-  while (!cond()) {
-    if (performance.now() - t0 > ms) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
 
 it('DSP_SLOTS is the wasm build\'s slot count', () => {
   expect(loadDsp().maxSlots).toBe(DSP_SLOTS);
@@ -44,7 +37,7 @@ it('no DSP slot left when the stream starts: the call ends `error` (recorded), t
   const result = await placeCall({ baseUrl, publicUrl: PUBLIC, authToken: AUTH, utterances: [{ durationMs: 200 }], maxCallMs: 20_000 });
   expect(result.closeCode).toBe(1011);
   expect(result.framesReceived).toBe(0);
-  await until(() => model.sessions.length === 1 && model.sessions[0]!.closed, 10_000);
+  await until(() => model.sessions.length === 1 && model.sessions[0]!.closed, { timeoutMs: 10_000, what: 'the pre-warmed model session to be closed' });
   expect(app.relay.activeCalls).toBe(0);
   await app.store.flush();
   const record = (await app.store.get(result.callSid))!;
@@ -52,6 +45,6 @@ it('no DSP slot left when the stream starts: the call ends `error` (recorded), t
   expect(record.events).toContainEqual(expect.objectContaining({ type: 'error', detail: expect.stringContaining('DSP channel slots') }));
   expect(loadDsp().exports.openSlots()).toBe(DSP_SLOTS); // only ours: the failed call holds none
   // The pre-warmed session stays closed: nothing reconnects it.
-  await new Promise((r) => setTimeout(r, 300));
+  await sleep(300);
   expect(model.sessions).toHaveLength(1);
 }, 60_000);

@@ -5,7 +5,8 @@
  * and batched transcode output identical to per-frame output.
  */
 import { describe, expect, it } from 'vitest';
-import { Inbound, MAX_EARLY_BYTES, ulawMeanSquare, VOICE_DBFS } from '../src/call/inbound.js';
+import { Inbound, MAX_EARLY_BYTES, VOICE_DBFS } from '../src/call/inbound.js';
+import { ulawMeanSquare } from '../src/dsp/format.js';
 import { Transcoder } from '../src/dsp/index.js';
 import { pcm16ToUlaw } from '../src/dsp/index.js';
 

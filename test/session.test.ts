@@ -1,17 +1,20 @@
 /**
- * CallSession unit tests: a fake Twilio socket, a fake model session and a
- * manual clock, so every timing is exact. The loopback end-to-end tests
+ * CallSession unit tests: a fake Twilio socket, a fake model session, a
+ * manual clock and manual timers, so every timing is exact and no test
+ * waits on real time. The loopback end-to-end tests
  * (test/relay.e2e.test.ts) run the same code through real sockets.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Pumpable, PumpScheduler } from '../src/call/clock.js';
 import type { TwilioSocket } from '../src/call/ports.js';
 import type { CallEvent, CallRecorder, ToolCallRecord, TranscriptLine, TurnLatency } from '../src/records.js';
-import { CallSession, noMetrics, type CallDeps, type CallOptions } from '../src/call/session.js';
+import { noMetrics } from '../src/call/ports.js';
+import { CallSession, type CallDeps, type CallOptions } from '../src/call/session.js';
 import type { ModelEvent, ModelSession } from '../src/call/voice-model.js';
 import { DspError, Transcoder } from '../src/dsp/index.js';
 import { createLogger, silentLogger } from '../src/log.js';
 import { ToolRegistry, type Tool } from '../src/tools/registry.js';
+import { ManualTimers, flush } from './helpers/manual-timers.js';
 
 const STREAM = 'MZ00000000000000000000000000000001';
 const CALL = 'CA00000000000000000000000000000001';
@@ -135,8 +138,9 @@ afterEach(() => {
   for (const s of open.splice(0)) s.end('shutdown');
 });
 
-function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = [], deps: Partial<CallDeps> & { model?: () => Promise<ModelSession> } = {}) {
+function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = [], deps: Partial<CallDeps> & { model?: () => Promise<ModelSession>; timers?: ManualTimers } = {}) {
   let t = 0;
+  const timers = deps.timers ?? new ManualTimers();
   const socket = new FakeSocket();
   const options = { ...OPTIONS, ...opts };
   const model = new FakeModel(options.audioMode === 'transcode' ? 'pcm24k' : 'ulaw8k');
@@ -156,6 +160,7 @@ function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = [], deps: Partia
     onEnded: () => ended++,
     now: () => t,
     ...deps,
+    timers,
   });
   open.push(session);
   const text = (m: object) => session.onText(JSON.stringify(m));
@@ -173,6 +178,8 @@ function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = [], deps: Partia
     text({ event: 'media', sequenceNumber: '2', streamSid: sid, media: { track: 'inbound', chunk: '1', timestamp: '0', payload } });
   return {
     session, socket, model, recorder, clock, text, start, media,
+    /** Move the call's timers on by `ms` (the clock `now` is set apart, with setTime). */
+    advance: (ms: number) => timers.advance(ms),
     setTime: (v: number) => (t = v),
     ended: () => ended,
   };
@@ -350,7 +357,7 @@ describe('CallSession turns, tools and DTMF', () => {
     h.media(ulawB64(160));
     expect(h.model.named('append')).toHaveLength(1);
     release();
-    await new Promise((r) => setTimeout(r, 0));
+    await flush();
     expect(h.model.named('toolResult')).toEqual([['toolResult', 'call_1', '{"echo":{"x":1}}', false]]);
     expect(h.model.named('createResponse')).toHaveLength(0); // r1 still active
     h.model.emit({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
@@ -365,7 +372,7 @@ describe('CallSession turns, tools and DTMF', () => {
     h.model.emit({ type: 'response_started', responseId: 'r1' });
     h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'c', name: 'stuck', arguments: '{}' });
     h.model.emit({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
-    await new Promise((r) => setTimeout(r, 80));
+    await h.advance(80);
     const [result] = h.model.named('toolResult');
     expect(result![2]).toContain('trouble accessing the system');
     expect(h.model.named('createResponse')).toHaveLength(1);
@@ -388,7 +395,7 @@ describe('CallSession timers', () => {
     const h = setup({ greeting: '', silenceTimeoutMs: 40 });
     await h.start();
     h.setTime(100); // 100 ms of no speech on either side, by the call's clock
-    await new Promise((r) => setTimeout(r, 120)); // the silence check runs every min(1 s, timeout)
+    await h.advance(120); // the silence check runs every min(1 s, timeout)
     expect(h.session.endReason).toBe('silence_timeout');
     expect(h.recorder.endedWith).toBe('silence_timeout');
   });
@@ -398,14 +405,14 @@ describe('CallSession timers', () => {
     await h.start();
     h.model.emit({ type: 'response_started', responseId: 'r' });
     h.setTime(100);
-    await new Promise((r) => setTimeout(r, 120));
+    await h.advance(120);
     expect(h.session.state).toBe('live');
   });
 
   it('ends a call at the maximum duration', async () => {
     const h = setup({ greeting: '', maxCallMs: 30 });
     await h.start();
-    await new Promise((r) => setTimeout(r, 80));
+    await h.advance(80);
     expect(h.session.endReason).toBe('max_duration');
     expect(h.socket.closed?.code).toBe(1000);
   });
@@ -435,16 +442,17 @@ describe('CallSession end', () => {
 
 describe('CallSession with 2026 Realtime shapes (preambles, parallel calls, failed responses)', () => {
   const fast = (name: string): Tool => ({ name, description: 't', parameters: {}, run: async () => ({ ok: true, output: '{"status":"active"}', record: {} }) });
-  const slow = (name: string, ms: number): Tool => ({
+  /** A tool that answers `ms` after it is called, on the call's timers. */
+  const slow = (name: string, ms: number, timers: ManualTimers): Tool => ({
     name, description: 't', parameters: {},
-    run: () => new Promise((r) => setTimeout(() => r({ ok: true, output: '{"status":"active"}', record: {} }), ms)),
+    run: () => new Promise((r) => timers.setTimeout(() => r({ ok: true, output: '{"status":"active"}', record: {} }), ms)),
   });
-  const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
 
   for (const speed of ['fast', 'slow'] as const) {
     it(`preamble + two parallel calls (${speed} tools): one response.create, after response.done and both outputs`, async () => {
-      const tool = speed === 'fast' ? fast('check') : slow('check', 40);
-      const h = setup({ greeting: '', toolFillerMs: speed === 'slow' ? 10 : 10_000 }, [tool]);
+      const timers = new ManualTimers();
+      const tool = speed === 'fast' ? fast('check') : slow('check', 40, timers);
+      const h = setup({ greeting: '', toolFillerMs: speed === 'slow' ? 10 : 10_000 }, [tool], { timers });
       await h.start();
       h.model.emit({ type: 'speech_stopped', itemId: 'c1', audioEndMs: 900 });
       h.model.emit({ type: 'response_started', responseId: 'r1' });
@@ -452,31 +460,32 @@ describe('CallSession with 2026 Realtime shapes (preambles, parallel calls, fail
       h.model.emit({ type: 'audio_done', responseId: 'r1', itemId: 'pre' });
       h.model.emit({ type: 'assistant_transcript', responseId: 'r1', itemId: 'pre', text: 'Let me check both of those for you.' });
       h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'a', name: 'check', arguments: '{}' });
-      await tick(speed === 'fast' ? 5 : 60); // the first call finishes while the second's arguments stream
+      await h.advance(speed === 'fast' ? 5 : 60); // the first call finishes while the second's arguments stream
       h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'b', name: 'check', arguments: '{}' });
       h.model.emit({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
-      await tick(speed === 'fast' ? 5 : 80);
+      await h.advance(speed === 'fast' ? 5 : 80);
       expect(h.model.named('toolResult').map((c) => c[1])).toEqual(['a', 'b']);
       expect(h.model.named('createResponse')).toEqual([['createResponse', undefined]]);
       h.model.emit({ type: 'response_started', responseId: 'r2' });
       h.model.emit({ type: 'audio', responseId: 'r2', itemId: 'ans', audio: ulawB64(800) });
       h.model.emit({ type: 'response_done', responseId: 'r2', status: 'completed', usage: undefined });
-      await tick(20);
+      await h.advance(20);
       expect(h.model.named('createResponse')).toHaveLength(1); // the follow-up is heard once
     });
   }
 
   it('a filler while a slow parallel round runs never overlaps the round: the answer waits for the filler to end', async () => {
-    const h = setup({ greeting: '', toolFillerMs: 10 }, [slow('check', 50)]);
+    const timers = new ManualTimers();
+    const h = setup({ greeting: '', toolFillerMs: 10 }, [slow('check', 50, timers)], { timers });
     await h.start();
     h.model.emit({ type: 'response_started', responseId: 'r1' });
     h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'a', name: 'check', arguments: '{}' });
     h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'b', name: 'check', arguments: '{}' });
     h.model.emit({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
-    await tick(25);
+    await h.advance(25);
     expect(h.model.named('createResponse')).toHaveLength(1); // the filler
     h.model.emit({ type: 'response_started', responseId: 'f' });
-    await tick(60); // both tools done while the filler speaks
+    await h.advance(60); // both tools done while the filler speaks
     expect(h.model.named('createResponse')).toHaveLength(1);
     h.model.emit({ type: 'response_done', responseId: 'f', status: 'completed', usage: undefined });
     expect(h.model.named('createResponse')).toHaveLength(2);
@@ -491,7 +500,7 @@ describe('CallSession with 2026 Realtime shapes (preambles, parallel calls, fail
     h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'a', name: 'check', arguments: '{}' });
     h.model.emit({ type: 'tool_call', responseId: 'r1', callId: 'b', name: 'broken', arguments: '{}' });
     h.model.emit({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
-    await tick(10);
+    await h.advance(10);
     const results = h.model.named('toolResult');
     expect(results.map((c) => c[1]).sort()).toEqual(['a', 'b']);
     expect(results.find((c) => c[1] === 'b')![2]).toContain('trouble');
@@ -508,10 +517,10 @@ describe('CallSession with 2026 Realtime shapes (preambles, parallel calls, fail
     h.model.emit({ type: 'speech_stopped', itemId: 'c1', audioEndMs: 900 });
     fail('r1');
     expect(h.model.named('createResponse')).toHaveLength(0);
-    await tick(20);
+    await h.advance(20);
     expect(h.model.named('createResponse')).toHaveLength(1);
     fail('r2');
-    await tick(30);
+    await h.advance(30);
     expect(h.model.named('createResponse')).toHaveLength(2);
     fail('r3');
     // Retries used up: the recorded apology plays (1600 bytes = 10 frames, paced), nothing more is asked.
@@ -534,9 +543,9 @@ describe('CallSession with 2026 Realtime shapes (preambles, parallel calls, fail
     h.model.emit({ type: 'response_started', responseId: 'r1' });
     h.model.emit({ type: 'response_done', responseId: 'r1', status: 'failed', reason: 'rate_limit_exceeded', usage: undefined });
     // The session's clock is manual (t = 0): the wait is the reset time, not the 5 ms back-off.
-    await tick(30);
+    await h.advance(30);
     expect(h.model.named('createResponse')).toHaveLength(0);
-    await tick(60);
+    await h.advance(60);
     expect(h.model.named('createResponse')).toHaveLength(1);
   });
 
@@ -669,7 +678,8 @@ describe('CallSession faults end the call, never the process (issue 22, item 8)'
     process.on('unhandledRejection', on);
     try {
       await fn();
-      await new Promise((r) => setTimeout(r, 20));
+      await flush(); // unhandled rejections are reported before the next macrotask
+      await flush();
     } finally {
       process.off('unhandledRejection', on);
     }
@@ -685,7 +695,7 @@ describe('CallSession faults end the call, never the process (issue 22, item 8)'
       },
     });
     await h.start();
-    await new Promise((r) => setTimeout(r, 0));
+    await flush();
     expect(h.session.endReason).toBe('error');
     expect(h.recorder.endedWith).toBe('error');
     expect(h.recorder.events).toEqual([{ atMs: 0, type: 'error', detail: 'transcoder: all 4096 DSP channel slots are in use' }]);
@@ -702,7 +712,7 @@ describe('CallSession faults end the call, never the process (issue 22, item 8)'
     expect(h.session.state).toBe('connecting');
     h.session.onClose(1000, '');
     resolve(h.model);
-    await new Promise((r) => setTimeout(r, 0));
+    await flush();
     expect(h.model.named('close')).toHaveLength(1);
   });
 

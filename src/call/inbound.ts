@@ -19,7 +19,7 @@
  *     per-frame appends. A voiced frame before that window is a pause inside
  *     the turn (the model's VAD is still in speech): batching goes on. A
  *     voiced frame inside the window is a new onset.
- *   Voiced = frame energy above VOICE_DBFS, from a 256-entry µ-law table.
+ *   Voiced = frame energy above VOICE_DBFS (dsp/format.ts ulawMeanSquare).
  * - Until the model session is attached, up to MAX_EARLY_MS of audio, and at
  *   most MAX_EARLY_BYTES (each payload's base64 plus EARLY_ENTRY_BYTES, so
  *   tiny payloads are bounded too), is held and sent in order on attach; the
@@ -27,10 +27,9 @@
  * - Allocation: one reused byte buffer per call for the batch, which holds
  *   µ-law: in transcode it goes through the DSP once per append.
  */
-import type { AudioTranscoder } from './session.js';
+import { FRAME_BYTES, FRAME_MS, base64Bytes, bytesPerMs, dbfsToMeanSquare, ulawMeanSquare } from '../dsp/format.js';
+import type { AudioTranscoder } from './ports.js';
 
-export const FRAME_MS = 20;
-const ULAW_FRAME_BYTES = 160;
 const MAX_EARLY_MS = 3000;
 /** Memory held before attach, at most: 3 s of transcoded frames (~200 KB) fit; a flood of tiny payloads does not grow past it. */
 export const MAX_EARLY_BYTES = 256 * 1024;
@@ -43,27 +42,7 @@ const OFFSET_FRAMES = 3;
 /** Margin around the VAD's end-of-turn deadline in which frames go one by one. */
 const TAIL_GUARD_MS = 100;
 
-/** Mean square (full scale = 1) of each µ-law code's sample: energy without decoding. */
-const ULAW_SQUARE = (() => {
-  const t = new Float64Array(256);
-  for (let code = 0; code < 256; code++) {
-    const u = ~code & 0xff;
-    const exponent = (u >> 4) & 0x07;
-    const mantissa = u & 0x0f;
-    const magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84;
-    const s = magnitude / 32768;
-    t[code] = s * s;
-  }
-  return t;
-})();
-const VOICE_MEAN_SQUARE = 10 ** (VOICE_DBFS / 10);
-
-/** Energy of µ-law bytes, as a mean square (full scale = 1). */
-export function ulawMeanSquare(ulaw: Uint8Array, start = 0, end = ulaw.length): number {
-  let sum = 0;
-  for (let i = start; i < end; i++) sum += ULAW_SQUARE[ulaw[i]!]!;
-  return end > start ? sum / (end - start) : 0;
-}
+const VOICE_MEAN_SQUARE = dbfsToMeanSquare(VOICE_DBFS);
 
 export interface InboundOptions {
   /** 'transcode': PCM16 24 kHz to the model through `transcoder`; 'passthrough': µ-law as received. */
@@ -113,11 +92,6 @@ export class Inbound {
     return this.earlyBytes;
   }
 
-  /** The model session is gone (reconnecting): hold audio again. */
-  detach(): void {
-    this.append = undefined;
-  }
-
   /** One Twilio media payload. */
   frame(payload: string): void {
     this.frames++;
@@ -131,7 +105,7 @@ export class Inbound {
     const n = this.decode(payload);
     const ulaw = this.scratch.subarray(0, n);
     const voiced = n > 0 && ulawMeanSquare(ulaw) > VOICE_MEAN_SQUARE;
-    const urgent = this.advancePhase(voiced, Math.max(1, Math.round(n / ULAW_FRAME_BYTES)));
+    const urgent = this.advancePhase(voiced, Math.max(1, Math.round(n / FRAME_BYTES)));
     this.hold(ulaw); // µ-law: the batch is transcoded when it goes (one DSP call per append, the same samples)
     if (urgent || this.batchCount >= this.batchFrames) this.flush();
   }
@@ -225,8 +199,7 @@ export class Inbound {
 
   /** Audio in a held payload, ms (fractions kept: a 1-byte payload is 1/8 ms, not 0). */
   private heldMs(b64: string): number {
-    const pad = b64.endsWith('==') ? 2 : b64.endsWith('=') ? 1 : 0;
-    return (Math.floor((b64.length * 3) / 4) - pad) / (this.opts.transcoder ? 48 : 8);
+    return base64Bytes(b64) / bytesPerMs(this.opts.transcoder ? 'pcm24k' : 'ulaw8k');
   }
 
   private decode(b64: string): number {

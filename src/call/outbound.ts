@@ -6,7 +6,7 @@
  * Contract:
  * - `audio()` never throws for audio reasons and never blocks: audio is
  *   queued in the Playout and leaves paced by the shared clock.
- * - After `bargeIn()`, audio of the interrupted response is dropped, every
+ * - After `cutPlayback()`, audio of the interrupted response is dropped, every
  *   item the caller did not hear in full is truncated at what was heard (0
  *   for one queued behind the item playing), and its transcript line is cut
  *   to the heard share of its words (no line when nothing was heard).
@@ -15,18 +15,17 @@
  * - Each assistant line goes to `onLine` once, as soon as it is known: when
  *   the item's text is final, its audio is done and the caller has heard all
  *   of it (the mark of its last chunk echoed), whichever comes last; when
- *   barge-in cuts it, cut to what was heard (a text that arrives after the
+ *   a cut (`cutPlayback`) ends it, cut to what was heard (a text that arrives after the
  *   cut is written cut at once); at the call's end, whatever is left, cut to
  *   what was heard. A crash therefore loses only lines still being spoken.
  */
 import type { PumpScheduler } from './clock.js';
 import { Playout, type ChunkInfo } from './playout.js';
-import type { TwilioSocket } from './ports.js';
+import type { AudioTranscoder, TwilioSocket } from './ports.js';
 import type { TranscriptLine } from '../records.js';
 import { LatencyHistogram } from './stats.js';
 import { cutWords } from './transcript.js';
 import { clearMessage, markMessage, mediaMessage } from '../twilio/media-stream.js';
-import type { AudioTranscoder } from './session.js';
 
 const MAX_CANCELLED_TRACKED = 16;
 /** Items whose line is written (or will never be): a late transcript event for one of them writes nothing. */
@@ -41,7 +40,7 @@ interface AssistantItem {
   done: boolean;
   /** The model sent all of its audio (audio_done). */
   audioDone: boolean;
-  /** Barge-in cut it before its text was final: what the caller heard of it, ms (the text is cut on arrival). */
+  /** A cut (cutPlayback) ended it before its text was final: what the caller heard of it, ms (the text is cut on arrival). */
   cut?: { heardMs: number; totalMs: number };
 }
 
@@ -162,10 +161,12 @@ export class Outbound {
   }
 
   /**
-   * The caller started speaking: clear the caller's playback at once and cut
-   * every item at what was heard. Returns true if something was playing.
+   * Stop what the caller hears, now: clear the caller's playback at once and
+   * cut every item at what was heard. Serves barge-in (the caller started
+   * speaking), a lost model link, the end of a hold prompt and the goodbye.
+   * Returns true if something was playing.
    */
-  bargeIn(now: number): boolean {
+  cutPlayback(now: number): boolean {
     const cut = this.playout.interrupt(now);
     this.deps.clock.delete(this.playout);
     this.transcoder?.resetOutbound();
@@ -176,7 +177,7 @@ export class Outbound {
     // Other items (a preamble before the one playing, a second message after it) are final now:
     // whole if the caller heard all of it, cut to what was heard otherwise (nothing heard: no line).
     for (const [id, item] of this.items) {
-      if (item.cut) continue; // cut already (just now, or at an earlier barge-in): its text is still to come
+      if (item.cut) continue; // cut already (just now, or at an earlier cut): its text is still to come
       const fig = this.playout.item(id);
       if (fig && fig.heardMs < fig.queuedMs) {
         this.deps.truncate(id, Math.floor(fig.heardMs));
@@ -234,7 +235,7 @@ export class Outbound {
   /**
    * Write the line of an item the caller has heard in full: its text final, its
    * audio done and the mark of its last chunk echoed. An item with no audio
-   * here waits for barge-in or the call's end.
+   * here waits for a cut or the call's end.
    */
   private settle(itemId: string): void {
     const item = this.items.get(itemId);
@@ -243,7 +244,7 @@ export class Outbound {
     if (fig && fig.heardMs >= fig.queuedMs) this.finishItem(itemId);
   }
 
-  /** Barge-in decided what was heard of an item: its line now, or as soon as its text arrives. */
+  /** A cut decided what was heard of an item: its line now, or as soon as its text arrives. */
   private conclude(itemId: string, heardMs: number, totalMs: number): void {
     const item = this.items.get(itemId);
     if (!item) return;

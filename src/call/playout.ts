@@ -21,12 +21,9 @@
  *   for chunks that wrap the ring; steady state allocates only the strings
  *   the wire needs.
  */
+import { FRAME_BYTES, FRAME_MS, ULAW_BYTES_PER_MS, ULAW_SILENCE } from '../dsp/format.js';
 import type { Pumpable } from './clock.js';
 
-export const FRAME_MS = 20;
-export const FRAME_BYTES = 160; // µ-law 8 kHz: 8 bytes per ms
-export const BYTES_PER_MS = 8;
-const ULAW_SILENCE = 0xff;
 const INITIAL_FRAMES = 100; // 2 s of audio before the ring first grows
 const MAX_TRACKED_ITEMS = 32;
 
@@ -175,9 +172,9 @@ export class Playout implements Pumpable {
     this.length -= n;
     seg.bytes -= n;
     if (seg.bytes <= 0) this.segments.shift();
-    const itemStartMs = item ? item.sentBytes / BYTES_PER_MS : 0;
+    const itemStartMs = item ? item.sentBytes / ULAW_BYTES_PER_MS : 0;
     if (item) item.sentBytes += n;
-    const durationMs = n / BYTES_PER_MS;
+    const durationMs = n / ULAW_BYTES_PER_MS;
     const name = String(++this.markSeq);
     this.pending.push({ name, itemId: seg.itemId, itemStartMs, durationMs, sentAtMs: nowMs });
     this.playheadEndMs = Math.max(this.playheadEndMs, nowMs) + durationMs;
@@ -215,7 +212,7 @@ export class Playout implements Pumpable {
   /** Heard / sent figures of an item, ms. */
   item(itemId: string): { heardMs: number; sentMs: number; queuedMs: number } | undefined {
     const it = this.items.get(itemId);
-    return it && { heardMs: it.heardMs, sentMs: it.sentBytes / BYTES_PER_MS, queuedMs: it.queuedBytes / BYTES_PER_MS };
+    return it && { heardMs: it.heardMs, sentMs: it.sentBytes / ULAW_BYTES_PER_MS, queuedMs: it.queuedBytes / ULAW_BYTES_PER_MS };
   }
 
   /**
@@ -237,7 +234,7 @@ export class Playout implements Pumpable {
     if (!playingItemId) return null;
     const item = this.items.get(playingItemId);
     if (!item) return null;
-    const sentMs = item.sentBytes / BYTES_PER_MS;
+    const sentMs = item.sentBytes / ULAW_BYTES_PER_MS;
     return { itemId: playingItemId, responseId: item.responseId, audioEndMs: Math.min(item.heardMs, sentMs), sentMs };
   }
 

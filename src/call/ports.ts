@@ -1,12 +1,25 @@
 /**
- * The seam between the network edge (src/server/, the only module that knows
- * uWebSockets.js or node:http) and the call layer. Whichever edge runs turns
- * HTTP requests and WebSocket frames into these calls, with webhook bodies
- * already checked (signature) and parsed (twilio/webhooks.ts) into typed
- * values; the call layer never sees a server object or a raw form.
- * Tests implement TwilioSocket with a plain fake.
+ * Every port of the call layer, on one page: what it offers the network edge
+ * (the first half) and what a call needs from outside (the second half).
+ *
+ * The edge (src/server/, the only module that knows uWebSockets.js or
+ * node:http) turns HTTP requests and WebSocket frames into VoiceApp calls,
+ * with webhook bodies already checked (signature) and parsed
+ * (twilio/webhooks.ts) into typed values; the call layer never sees a server
+ * object or a raw form. Tests implement TwilioSocket with a plain fake.
+ *
+ * A call needs from outside: a transcoder (src/dsp), metrics
+ * (src/server/metrics), timers, a pacing clock (./clock.ts), a model session
+ * and a call recorder handed over at admission (CallAdmission), and the tool
+ * registry (src/tools/registry.ts). This file imports no call module, so the
+ * call's own modules (session, inbound, outbound, relay) all import from here
+ * and none from each other for these types.
  */
+import type { CallRecorder } from '../records.js';
 import type { StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
+import type { ModelSession } from './voice-model.js';
+
+// ── What the call layer offers the edge ──────────────────────────────────
 
 /** One Twilio Media Stream websocket, as the call sees it. */
 export interface TwilioSocket {
@@ -141,3 +154,80 @@ export interface VoiceApp {
   openStream(socket: TwilioSocket, info: StreamInfo): StreamHandler | StreamRefusal | null;
   health(): HealthReport;
 }
+
+// ── What a call needs from outside ───────────────────────────────────────
+
+/** The DSP's per-call Transcoder, as far as the call needs it (src/dsp implements it). */
+export interface AudioTranscoder {
+  inbound(ulaw: Uint8Array): Uint8Array;
+  outbound(pcm24: Uint8Array): Uint8Array;
+  resetOutbound(): void;
+  close(): void;
+}
+
+/** What a call reports to process-wide metrics (src/server/metrics implements it). */
+export interface CallMetrics {
+  turnLatency(ms: number): void;
+  protocolError(reason: string): void;
+  bargeIn(): void;
+  callEnded(reason: string): void;
+  /** A response ended failed/incomplete with the caller's turn unanswered; `action` is what the call did about it. */
+  responseFailed(status: string, action: 'retry' | 'apologize'): void;
+  /** The model connection was lost, restored, or given up on. */
+  modelLink(what: 'drop' | 'reconnect' | 'give_up'): void;
+  /** A stream closed 1008 without being admitted (call/relay.ts): see StartRefusal. */
+  streamStartRefused(reason: StartRefusal): void;
+}
+
+/**
+ * Why a stream was not admitted: `token` (malformed, or not signed for this CallSid), `expired`
+ * (genuine but past its expiry), `replayed` (the call was already taken by a stream),
+ * `timeout` (no valid `start` within START_TIMEOUT_MS).
+ */
+export type StartRefusal = 'token' | 'expired' | 'replayed' | 'timeout';
+
+export const noMetrics: CallMetrics = {
+  turnLatency() {},
+  protocolError() {},
+  bargeIn() {},
+  callEnded() {},
+  responseFailed() {},
+  modelLink() {},
+  streamStartRefused() {},
+};
+
+/** Resolved on the stream's `start`: the model session and who this call is. */
+export interface CallAdmission {
+  model: Promise<ModelSession>;
+  recorder: CallRecorder;
+  /**
+   * When admission needs an answer that is not there yet (the call claimed in
+   * a shared database): resolves null once this stream has the call, or the
+   * reason it is refused (the stream is then closed 1008 and the call ends
+   * `unauthorized`). The model is not used before it resolves null; audio
+   * meanwhile is held as before a model is attached. Never rejects.
+   */
+  claimed?: Promise<string | null>;
+}
+/** An opaque handle from CallTimers (a Node Timeout by default). */
+export type TimerHandle = object;
+
+/**
+ * The timers a call sets: silence check, maximum duration, DTMF gap, response
+ * retries, hold repeats, tool timeouts and fillers. Node's timers by default;
+ * tests pass a manual one so that no test waits on real time. Times in ms.
+ */
+export interface CallTimers {
+  /** Call `fn` once, `ms` from now. */
+  setTimeout(fn: () => void, ms: number): TimerHandle;
+  /** Call `fn` every `ms` until cleared. */
+  setInterval(fn: () => void, ms: number): TimerHandle;
+  /** Cancel a timer of either kind; undefined or one already fired is ignored. */
+  clear(handle: TimerHandle | undefined): void;
+}
+
+export const nodeTimers: CallTimers = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  setInterval: (fn, ms) => setInterval(fn, ms),
+  clear: (handle) => clearTimeout(handle as NodeJS.Timeout | undefined),
+};

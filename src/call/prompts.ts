@@ -4,7 +4,7 @@
  *
  * Contract:
  * - Accepted: a WAV file (recognised by its RIFF/WAVE header, whatever its
- *   name) holding 8 kHz mono G.711 µ-law (tag 7, 8-bit) or 16-bit PCM (tag 1,
+ *   name; read by dsp/wav.ts, the CLI's reader) holding 8 kHz mono G.711 µ-law (tag 7, 8-bit) or 16-bit PCM (tag 1,
  *   converted to µ-law with the project's G.191 codec); or a headerless file
  *   named `.ulaw`, `.mulaw`, `.ul` or `.pcmu` taken as raw 8 kHz µ-law.
  *   WAVE_FORMAT_EXTENSIBLE is read through its sub-format.
@@ -18,10 +18,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ULAW_BYTES_PER_MS } from '../dsp/format.js';
 import { pcm16ToUlaw } from '../dsp/index.js';
+import { isWavBytes, readWav, wavFormatProblems } from '../dsp/wav.js';
 
-/** µ-law 8 kHz: one byte per sample, 8 samples per ms. */
-export const ULAW_BYTES_PER_MS = 8;
 /** Longest prompt accepted (ms): a longer file is almost certainly the wrong file. */
 export const MAX_PROMPT_MS = 60_000;
 
@@ -64,7 +64,7 @@ export function loadPrompt(path: string): PromptResult {
 
 /** Check the bytes of a prompt file named `fileName` (for its extension) and return its µ-law audio. */
 export function parsePrompt(bytes: Uint8Array, fileName: string): PromptResult {
-  if (bytes.length >= 12 && ascii(bytes, 0) === 'RIFF' && ascii(bytes, 8) === 'WAVE') return wav(bytes);
+  if (isWavBytes(bytes)) return wav(bytes);
   if (bytes.length >= 4 && ascii(bytes, 0) === 'RIFF') return { ok: false, error: 'a RIFF file that is not WAVE' };
   const ext = extname(fileName).toLowerCase();
   if (!RAW_EXTENSIONS.has(ext)) {
@@ -102,41 +102,16 @@ function sniffContainer(b: Uint8Array): string | undefined {
   return undefined;
 }
 
-const TAG_NAMES: Record<number, string> = { 1: 'PCM', 3: 'float', 6: 'A-law', 7: 'µ-law' };
+/** Prompts accept these WAV encodings, 8 kHz mono. */
+const PROMPT_WAV = { encodings: [{ tag: 7, bits: 8 }, { tag: 1, bits: 16 }], rateHz: 8000 };
 
 function wav(bytes: Uint8Array): PromptResult {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  let fmt: { tag: number; channels: number; rateHz: number; bits: number } | undefined;
-  for (let at = 12; ;) {
-    if (at + 8 > bytes.length) return { ok: false, error: fmt ? 'truncated WAV: no data chunk' : 'truncated WAV: no fmt chunk' };
-    const id = ascii(bytes, at);
-    const size = view.getUint32(at + 4, true);
-    const body = at + 8;
-    if (id === 'fmt ') {
-      if (size < 16 || body + size > bytes.length) return { ok: false, error: 'truncated WAV: short fmt chunk' };
-      let tag = view.getUint16(body, true);
-      if (tag === 0xfffe && size >= 40) tag = view.getUint16(body + 24, true); // WAVE_FORMAT_EXTENSIBLE sub-format
-      fmt = { tag, channels: view.getUint16(body + 2, true), rateHz: view.getUint32(body + 4, true), bits: view.getUint16(body + 14, true) };
-    } else if (id === 'data') {
-      if (!fmt) return { ok: false, error: 'bad WAV: data chunk before fmt chunk' };
-      // 0xFFFFFFFF: written by a streaming encoder that could not seek back; the data runs to the end.
-      const length = size === 0xffffffff ? bytes.length - body : size;
-      if (body + length > bytes.length) return { ok: false, error: `truncated WAV: data chunk declares ${length} bytes, ${bytes.length - body} present` };
-      return wavAudio(fmt, bytes.subarray(body, body + length));
-    }
-    at = body + size + (size & 1); // chunks are padded to even length
-  }
-}
-
-function wavAudio(fmt: { tag: number; channels: number; rateHz: number; bits: number }, data: Uint8Array): PromptResult {
-  const problems: string[] = [];
-  const ulaw = fmt.tag === 7 && fmt.bits === 8;
-  const pcm16 = fmt.tag === 1 && fmt.bits === 16;
-  if (!ulaw && !pcm16) problems.push(`${TAG_NAMES[fmt.tag] ?? `format tag ${fmt.tag}`} ${fmt.bits}-bit, not µ-law 8-bit or PCM 16-bit`);
-  if (fmt.rateHz !== 8000) problems.push(`${fmt.rateHz} Hz, not 8000 Hz`);
-  if (fmt.channels !== 1) problems.push(`${fmt.channels} channels, not mono`);
+  const r = readWav(bytes);
+  if (!r.ok) return r;
+  const problems = wavFormatProblems(r.fmt, PROMPT_WAV);
   if (problems.length) return { ok: false, error: `WAV is ${problems.join('; ')}; ${FIX}` };
-  if (ulaw) return checked(data);
+  const data = r.data;
+  if (r.fmt.tag === 7) return checked(data);
   if (data.length % 2 !== 0) return { ok: false, error: `WAV PCM data ends mid-sample (${data.length} bytes)` };
   const samples = new Int16Array(data.length / 2);
   const dv = new DataView(data.buffer, data.byteOffset, data.byteLength);

@@ -59,7 +59,8 @@ import type { HealthReport, IncomingResult, ModelHealth, StoreHealth, StreamHand
 import { mintAdmissionToken, verifyAdmissionToken } from './admission-token.js';
 import { nullRecorder, type CallRecorder } from '../records.js';
 import { LatencyHistogram } from './stats.js';
-import { CallSession, noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics, type CallOptions } from './session.js';
+import { noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics } from './ports.js';
+import { CallSession, type CallOptions } from './session.js';
 import type { ModelProvider, ModelSession } from './voice-model.js';
 
 export interface RelayDeps {

@@ -5,65 +5,29 @@
  *   ModelSession ──audio──▶ (transcode) ──▶ Playout ──paced 20 ms frames──▶ Twilio
  *
  * It owns the call's lifecycle, barge-in (through Playout), tool calls (never
- * awaited on the audio path), DTMF, timers, per-turn latency and the
+ * awaited on the audio path: ./tool-runner.ts), DTMF, timers, per-turn latency and the
  * transcript. Handlers never throw: a bad message is counted and logged, and
  * only this call is affected. Every promise chain it starts ends in `guard`
  * (a throw there ends this call `error`, logged). The model session admission
  * hands over is closed when the call ends, attached or not (a transcoder that
- * cannot be opened ends the call `error` before it is).
+ * cannot be opened ends the call `error` before it is). Time comes in through
+ * `now` and `timers` (CallTimers, ./ports.ts): Node's unless the caller passes others.
  */
 import { randomUUID } from 'node:crypto';
+import { ULAW_BYTES_PER_MS } from '../dsp/format.js';
 import type { Logger } from '../log.js';
-import { TOOL_TROUBLE, type ToolRegistry } from '../tools/registry.js';
+import type { ToolRegistry } from '../tools/registry.js';
 import { parseTwilioMessage } from '../twilio/media-stream.js';
 import type { PumpScheduler } from './clock.js';
 import { Inbound } from './inbound.js';
 import { Outbound } from './outbound.js';
 import type { ChunkInfo } from './playout.js';
-import type { StreamHandler, TwilioSocket } from './ports.js';
+import { nodeTimers, type AudioTranscoder, type CallAdmission, type CallMetrics, type CallTimers, type StreamHandler, type TimerHandle, type TwilioSocket } from './ports.js';
 import type { CallRecorder } from '../records.js';
 import { LatencyHistogram } from './stats.js';
+import { ToolRunner } from './tool-runner.js';
 import { Turns } from './turns.js';
 import type { ModelEvent, ModelSession, ResponseStatus, Usage } from './voice-model.js';
-
-/** The DSP's per-call Transcoder, as far as the call needs it (src/dsp implements it). */
-export interface AudioTranscoder {
-  inbound(ulaw: Uint8Array): Uint8Array;
-  outbound(pcm24: Uint8Array): Uint8Array;
-  resetOutbound(): void;
-  close(): void;
-}
-
-/** What a call reports to process-wide metrics (src/server/metrics implements it). */
-export interface CallMetrics {
-  turnLatency(ms: number): void;
-  protocolError(reason: string): void;
-  bargeIn(): void;
-  callEnded(reason: string): void;
-  /** A response ended failed/incomplete with the caller's turn unanswered; `action` is what the call did about it. */
-  responseFailed(status: string, action: 'retry' | 'apologize'): void;
-  /** The model connection was lost, restored, or given up on. */
-  modelLink(what: 'drop' | 'reconnect' | 'give_up'): void;
-  /** A stream closed 1008 without being admitted (call/relay.ts): see StartRefusal. */
-  streamStartRefused(reason: StartRefusal): void;
-}
-
-/**
- * Why a stream was not admitted: `token` (malformed, or not signed for this CallSid), `expired`
- * (genuine but past its expiry), `replayed` (the call was already taken by a stream),
- * `timeout` (no valid `start` within START_TIMEOUT_MS).
- */
-export type StartRefusal = 'token' | 'expired' | 'replayed' | 'timeout';
-
-export const noMetrics: CallMetrics = {
-  turnLatency() {},
-  protocolError() {},
-  bargeIn() {},
-  callEnded() {},
-  responseFailed() {},
-  modelLink() {},
-  streamStartRefused() {},
-};
 
 export type EndReason =
   | 'caller_hangup'
@@ -104,20 +68,6 @@ export interface CallOptions {
   prompts: { repeat: Uint8Array; hold: Uint8Array; apology: Uint8Array; goodbye: Uint8Array };
 }
 
-/** Resolved on the stream's `start`: the model session and who this call is. */
-export interface CallAdmission {
-  model: Promise<ModelSession>;
-  recorder: CallRecorder;
-  /**
-   * When admission needs an answer that is not there yet (the call claimed in
-   * a shared database): resolves null once this stream has the call, or the
-   * reason it is refused (the stream is then closed 1008 and the call ends
-   * `unauthorized`). The model is not used before it resolves null; audio
-   * meanwhile is held as before a model is attached. Never rejects.
-   */
-  claimed?: Promise<string | null>;
-}
-
 export interface CallDeps {
   socket: TwilioSocket;
   options: CallOptions;
@@ -130,6 +80,8 @@ export interface CallDeps {
   openTranscoder(): AudioTranscoder;
   onEnded(session: CallSession): void;
   now?: () => number;
+  /** Node's timers unless given (tests pass a manual one, like `now`). */
+  timers?: CallTimers;
 }
 
 type State = 'awaiting_start' | 'connecting' | 'live' | 'ended';
@@ -142,7 +94,6 @@ const MAX_RETRY_WAIT_MS = 5000;
 const MAX_PENDING_DTMF = 32;
 /** While the model connection is down, the hold prompt is played again after this long (if nothing else plays). */
 const HOLD_REPEAT_MS = 4000;
-const TOOL_FILLER_INSTRUCTIONS = 'In a few words, tell the caller you are still checking. Do not guess any result.';
 
 export class CallSession implements StreamHandler {
   readonly id = randomUUID();
@@ -157,6 +108,7 @@ export class CallSession implements StreamHandler {
   readonly responses = { created: 0, failed: 0, retried: 0, apologies: 0 };
 
   private readonly now: () => number;
+  private readonly timer: CallTimers;
   private readonly opts: CallOptions;
   private log: Logger;
   private model: ModelSession | undefined;
@@ -169,14 +121,14 @@ export class CallSession implements StreamHandler {
   private startedAtMs = 0;
   private startedAtDate = new Date();
   private lastActivityMs = 0;
-  private timers: NodeJS.Timeout[] = [];
+  private lifeTimers: TimerHandle[] = [];
   private stopReceived = false;
 
   // Turns: `turns` decides when to ask for a response; the rest tracks what is playing and the turn's latency.
   private readonly turns: Turns;
   private activeResponseId: string | undefined;
-  private retryTimer: NodeJS.Timeout | undefined;
-  private serverResponseTimer: NodeJS.Timeout | undefined;
+  private retryTimer: TimerHandle | undefined;
+  private serverResponseTimer: TimerHandle | undefined;
   /** Until when (this.now() ms) the provider says a new response would be rate limited. */
   private rateLimitedUntilMs = 0;
   private turn = 0;
@@ -184,16 +136,18 @@ export class CallSession implements StreamHandler {
   /** Responses started since the caller stopped speaking: the first chunk of any of them answers the turn. */
   private readonly turnResponses = new Set<string>();
   private readonly callerItemAtMs = new Map<string, number>();
-  private toolsRunning = 0;
+  /** Tool calls, once the stream has started. */
+  private toolRunner: ToolRunner | undefined;
   private dtmfDigits = '';
-  private dtmfTimer: NodeJS.Timeout | undefined;
+  private dtmfTimer: TimerHandle | undefined;
   // The model connection, while it is being restored.
   private holding = false;
-  private holdTimer: NodeJS.Timeout | undefined;
+  private holdTimer: TimerHandle | undefined;
   private linkLost: { atMs: number; cause: string } | undefined;
 
   constructor(private readonly deps: CallDeps) {
     this.now = deps.now ?? (() => performance.now());
+    this.timer = deps.timers ?? nodeTimers;
     this.opts = deps.options;
     this.log = deps.log;
     this.turns = new Turns(
@@ -315,6 +269,26 @@ export class CallSession implements StreamHandler {
     this.startedAtDate = new Date();
     this.lastActivityMs = this.startedAtMs;
     this.recorder.started({ callSid, streamSid, audioMode: this.opts.audioMode, startedAt: this.startedAtDate, model: this.opts.model });
+    this.toolRunner = new ToolRunner({
+      tools: this.deps.tools,
+      timers: this.timer,
+      now: this.now,
+      sinceStart: () => this.sinceStart(),
+      log: this.log,
+      recorder: this.recorder,
+      callSid,
+      timeoutMs: this.opts.toolTimeoutMs,
+      fillerMs: this.opts.toolFillerMs,
+      fill: (instructions) => {
+        if (this.state === 'live' && !this.outbound.speaking) this.turns.request('filler', instructions);
+      },
+      deliver: (id, output) => {
+        if (this.state !== 'live' || !this.model) return;
+        this.model.sendToolResult(id, output, false);
+        this.turns.toolOutput(id);
+      },
+      guard: (chain) => this.guard(chain),
+    });
     if (this.opts.audioMode === 'transcode') {
       try {
         this.transcoder = this.deps.openTranscoder();
@@ -327,8 +301,8 @@ export class CallSession implements StreamHandler {
     }
     this.inbound = new Inbound({ transcoder: this.transcoder, batchMs: this.opts.inboundBatchMs, vadSilenceMs: this.opts.vadSilenceMs });
     this.outbound.start(streamSid, this.transcoder);
-    this.timers.push(setTimeout(() => this.end('max_duration'), this.opts.maxCallMs));
-    this.timers.push(setInterval(() => this.checkSilence(), Math.min(1000, this.opts.silenceTimeoutMs)));
+    this.lifeTimers.push(this.timer.setTimeout(() => this.end('max_duration'), this.opts.maxCallMs));
+    this.lifeTimers.push(this.timer.setInterval(() => this.checkSilence(), Math.min(1000, this.opts.silenceTimeoutMs)));
     const useModel = () =>
       admission.model.then(
         (model) => this.onModelReady(model),
@@ -395,7 +369,7 @@ export class CallSession implements StreamHandler {
     if (this.dtmfDigits.length >= MAX_PENDING_DTMF) return this.protocolError('dtmf_overflow', `${this.dtmfDigits.length} digits pending`);
     this.dtmfDigits += digit;
     this.recorder?.transcript({ atMs: this.sinceStart(), speaker: 'dtmf', text: digit });
-    if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
+    if (this.dtmfTimer) this.timer.clear(this.dtmfTimer);
     const flush = () => {
       this.dtmfTimer = undefined;
       const digits = this.dtmfDigits;
@@ -405,7 +379,7 @@ export class CallSession implements StreamHandler {
       this.turns.request('dtmf');
     };
     if (digit === '#') flush();
-    else this.dtmfTimer = setTimeout(flush, this.opts.dtmfGapMs);
+    else this.dtmfTimer = this.timer.setTimeout(flush, this.opts.dtmfGapMs);
   }
 
   // ── Model → call ──────────────────────────────────────────────────────
@@ -470,7 +444,7 @@ export class CallSession implements StreamHandler {
       this.outbound.cancel(this.activeResponseId);
       this.activeResponseId = undefined;
     }
-    if (this.outbound.bargeIn(now)) {
+    if (this.outbound.cutPlayback(now)) {
       this.deps.metrics.bargeIn();
       this.log.debug('barge-in');
     }
@@ -482,8 +456,8 @@ export class CallSession implements StreamHandler {
     this.turnResponses.clear();
     // Server VAD answers the turn itself (create_response); if it does not (it heard no turn), stop waiting for it.
     this.turns.callerStopped(true);
-    if (this.serverResponseTimer) clearTimeout(this.serverResponseTimer);
-    this.serverResponseTimer = setTimeout(() => {
+    if (this.serverResponseTimer) this.timer.clear(this.serverResponseTimer);
+    this.serverResponseTimer = this.timer.setTimeout(() => {
       this.serverResponseTimer = undefined;
       if (this.state === 'live') this.turns.serverResponseOverdue();
     }, SERVER_RESPONSE_WAIT_MS);
@@ -491,7 +465,7 @@ export class CallSession implements StreamHandler {
 
   private handleResponseStarted(responseId: string): void {
     this.activeResponseId = responseId;
-    if (this.serverResponseTimer) clearTimeout(this.serverResponseTimer);
+    if (this.serverResponseTimer) this.timer.clear(this.serverResponseTimer);
     this.serverResponseTimer = undefined;
     this.turns.responseCreated(responseId);
     if (this.turnStartedMs !== undefined) this.turnResponses.add(responseId);
@@ -517,7 +491,7 @@ export class CallSession implements StreamHandler {
       const delayMs = Math.max(backoffMs, this.rateLimitedUntilMs - this.now());
       const instructions = this.turns.lastFailedInstructions;
       this.clearRetry();
-      this.retryTimer = setTimeout(() => {
+      this.retryTimer = this.timer.setTimeout(() => {
         this.retryTimer = undefined;
         if (this.state !== 'live') return;
         this.responses.retried++;
@@ -552,17 +526,17 @@ export class CallSession implements StreamHandler {
     this.turns.reset();
     this.clearRetry();
     // What the caller heard is what the new session is told was said: cut playback here, then hold.
-    this.outbound.bargeIn(this.now());
+    this.outbound.cutPlayback(this.now());
     this.holding = true;
     this.outbound.playPrompt(this.opts.prompts.hold);
-    if (this.holdTimer) clearInterval(this.holdTimer);
-    this.holdTimer = setInterval(() => {
+    if (this.holdTimer) this.timer.clear(this.holdTimer);
+    this.holdTimer = this.timer.setInterval(() => {
       if (this.state === 'live' && this.holding && !this.outbound.speaking) this.outbound.playPrompt(this.opts.prompts.hold);
     }, HOLD_REPEAT_MS);
   }
 
   private handleLinkRestored(attempts: number, gapMs: number, unansweredTurn: boolean): void {
-    if (this.holdTimer) clearInterval(this.holdTimer);
+    if (this.holdTimer) this.timer.clear(this.holdTimer);
     this.holdTimer = undefined;
     this.deps.metrics.modelLink('reconnect');
     const cause = this.linkLost?.cause ?? 'unknown';
@@ -574,63 +548,31 @@ export class CallSession implements StreamHandler {
   }
 
   private handleLinkFailed(attempts: number, reason: string): void {
-    if (this.holdTimer) clearInterval(this.holdTimer);
+    if (this.holdTimer) this.timer.clear(this.holdTimer);
     this.holdTimer = undefined;
     this.deps.metrics.modelLink('give_up');
     this.recorder?.event({ atMs: this.sinceStart(), type: 'model_unavailable', detail: `${reason}; ${attempts} attempt(s)` });
     this.log.error({ attempts, reason }, 'model connection could not be restored: apologising and ending the call');
-    this.outbound.bargeIn(this.now()); // stop the hold prompt
+    this.outbound.cutPlayback(this.now()); // stop the hold prompt
     this.holding = false;
     const apology = this.opts.prompts.apology;
     this.outbound.playPrompt(apology);
-    this.timers.push(setTimeout(() => this.end('model_unavailable'), apology.length / 8 + this.opts.playoutLeadMs + 200));
+    this.lifeTimers.push(this.timer.setTimeout(() => this.end('model_unavailable'), apology.length / ULAW_BYTES_PER_MS + this.opts.playoutLeadMs + 200));
   }
 
   private stopHold(): void {
     this.holding = false;
-    this.outbound.bargeIn(this.now()); // clears the prompt at Twilio; prompts are never truncated at the model
+    this.outbound.cutPlayback(this.now()); // clears the prompt at Twilio; prompts are never truncated at the model
   }
 
   private clearRetry(): void {
-    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.retryTimer) this.timer.clear(this.retryTimer);
     this.retryTimer = undefined;
   }
 
   private handleToolCall(responseId: string, callId: string, name: string, args: string): void {
     this.turns.toolCall(responseId, callId);
-    this.toolsRunning++;
-    const startedAtMs = this.sinceStart();
-    const t0 = this.now();
-    const ac = new AbortController();
-    this.recorder?.transcript({ atMs: startedAtMs, speaker: 'tool', text: `${name} called` });
-    let timeout: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<{ ok: false; output: string; record: unknown }>((resolve) => {
-      timeout = setTimeout(() => {
-        ac.abort();
-        resolve({ ok: false, output: JSON.stringify({ error: TOOL_TROUBLE }), record: { error: 'timeout' } });
-      }, this.opts.toolTimeoutMs);
-    });
-    const filler = setTimeout(() => {
-      if (this.state === 'live' && !this.outbound.speaking) this.turns.request('filler', TOOL_FILLER_INSTRUCTIONS);
-    }, this.opts.toolFillerMs);
-    const finish = (outcome: { ok: boolean; output: string; record: unknown }) => {
-      clearTimeout(timeout);
-      clearTimeout(filler);
-      this.toolsRunning--;
-      const durationMs = Math.round(this.now() - t0);
-      this.recorder?.toolCall({ callId, name, args, ok: outcome.ok, output: outcome.output, record: outcome.record, startedAtMs, durationMs });
-      this.log.info({ tool: name, ok: outcome.ok, durationMs }, 'tool call finished');
-      if (this.state !== 'live' || !this.model) return;
-      this.model.sendToolResult(callId, outcome.output, false);
-      this.turns.toolOutput(callId);
-    };
-    this.guard(
-      Promise.race([this.deps.tools.call(name, args, { callSid: this.callSid, signal: ac.signal }), timedOut]).then(finish, (err: unknown) => {
-        // The registry turns tool errors into outcomes; reaching here is a bug, but the model still gets an answer.
-        this.log.error({ err }, 'tool dispatch failed');
-        finish({ ok: false, output: JSON.stringify({ error: TOOL_TROUBLE }), record: { error: 'dispatch_failed' } });
-      }),
-    );
+    this.toolRunner?.run(callId, name, args);
   }
 
   // ── Outbound audio ─────────────────────────────────────────────────────
@@ -688,12 +630,12 @@ export class CallSession implements StreamHandler {
     if (this.activeResponseId) this.outbound.cancel(this.activeResponseId);
     this.activeResponseId = undefined;
     this.clearRetry();
-    if (this.holdTimer) clearInterval(this.holdTimer);
+    if (this.holdTimer) this.timer.clear(this.holdTimer);
     this.holding = false;
-    this.outbound.bargeIn(this.now());
+    this.outbound.cutPlayback(this.now());
     const bye = this.opts.prompts.goodbye;
     this.outbound.playPrompt(bye);
-    this.timers.push(setTimeout(() => this.end('shutdown'), bye.length / 8 + this.opts.playoutLeadMs + 200));
+    this.lifeTimers.push(this.timer.setTimeout(() => this.end('shutdown'), bye.length / ULAW_BYTES_PER_MS + this.opts.playoutLeadMs + 200));
   }
 
   /** End the call once: stop timers, close the model and the stream, write the record. */
@@ -702,10 +644,10 @@ export class CallSession implements StreamHandler {
     const wasStarted = this.state !== 'awaiting_start';
     this.state = 'ended';
     this.endReason = reason;
-    for (const t of this.timers) clearTimeout(t);
-    if (this.dtmfTimer) clearTimeout(this.dtmfTimer);
-    if (this.serverResponseTimer) clearTimeout(this.serverResponseTimer);
-    if (this.holdTimer) clearInterval(this.holdTimer);
+    for (const t of this.lifeTimers) this.timer.clear(t);
+    if (this.dtmfTimer) this.timer.clear(this.dtmfTimer);
+    if (this.serverResponseTimer) this.timer.clear(this.serverResponseTimer);
+    if (this.holdTimer) this.timer.clear(this.holdTimer);
     this.clearRetry();
     this.outbound.setLive(false);
     this.inbound?.flush(); // capacity mode: what is held still reaches the model (it has heard the whole call)

@@ -5,7 +5,7 @@
  * streamed in blocks of BLOCK_BYTES (memory stays a few MiB for any length).
  * Formats: ulaw8k, alaw8k, pcm8k, pcm24k (raw PCM is little-endian s16
  * mono). A path ending in .wav is read or written as WAV (PCM tag 1, A-law 6,
- * µ-law 7); '-' or a missing path means stdin/stdout.
+ * µ-law 7; dsp/wav.ts); '-' or a missing path means stdin/stdout.
  *
  * Output is what a call would hear, byte for byte the same as feeding the
  * Transcoder 20 ms frames: 3 samples per 8 kHz sample up, one per 3 down (a
@@ -19,6 +19,7 @@
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import type { CliIO } from './io.js';
 import { Transcoder, alawToPcm16, pcm16ToAlaw, pcm16ToUlaw, ulawToPcm16 } from '../dsp/index.js';
+import { readWavHeader, truncatedDataError, wavFileHeader, wavFormatProblems } from '../dsp/wav.js';
 
 export interface Format {
   rateHz: number;
@@ -127,7 +128,7 @@ async function transcode(opts: Options, io: CliIO): Promise<void> {
         const { read, written, partial } = await pump(input.reader, audio.bytes, opts.from.bytesPerSample, convert.convert, output);
         await output.finish(written);
         if (audio.declared !== undefined && read < audio.declared) {
-          throw new InputError(`truncated WAV: data chunk declares ${audio.declared} bytes, ${read} present`);
+          throw new InputError(truncatedDataError(audio.declared, read));
         }
         if (partial > 0) {
           throw new InputError(`${opts.fromName} input ends mid-sample (${read} bytes is not a whole number of samples; the last ${partial} not converted)`);
@@ -325,7 +326,7 @@ async function openOutput(path: string | undefined, io: CliIO, wav: Format | und
       at += bytesWritten;
     }
   };
-  const header = wav ? wavHeader(wav, expected ?? 0) : undefined;
+  const header = wav ? wavFileHeader(wav, expected ?? 0) : undefined;
   try {
     if (header) await writeAt(header, null);
   } catch (err) {
@@ -337,7 +338,7 @@ async function openOutput(path: string | undefined, io: CliIO, wav: Format | und
     async finish(audioBytes) {
       if (!wav || !header) return;
       if (audioBytes & 1) await writeAt(new Uint8Array(1), null); // chunks are padded to even length
-      if (audioBytes !== (expected ?? 0)) await writeAt(wavHeader(wav, audioBytes), 0);
+      if (audioBytes !== (expected ?? 0)) await writeAt(wavFileHeader(wav, audioBytes), 0);
     },
     close: () => fh.close(),
   };
@@ -376,95 +377,24 @@ function checkWhole(bytes: number, format: Format, name: string): void {
 const MAX_FMT_BYTES = 1024;
 
 /**
- * Reads a WAV header up to the start of its audio, after checking it holds
- * `format` (mono, same rate and encoding) and, for a file, that the data
- * chunk is complete.
+ * Reads a WAV header up to the start of its audio (dsp/wav.ts, the prompts'
+ * reader), after checking it holds `format` (mono, same rate and encoding)
+ * and, for a file, that the data chunk is complete.
  */
 async function wavAudio(input: Input, format: Format, name: string): Promise<Audio> {
   const { reader, size } = input;
-  const tag = (b: Buffer, at: number): string => b.toString('latin1', at, at + 4);
-  const riff = await reader.take(12);
-  if (riff.length < 12 || tag(riff, 0) !== 'RIFF' || tag(riff, 8) !== 'WAVE') throw new InputError('not a WAV file (no RIFF/WAVE header)');
-  let fmt: WavFmt | undefined;
-  for (;;) {
-    const head = await reader.take(8);
-    if (head.length < 8) throw new InputError(fmt ? 'truncated WAV: no data chunk' : 'truncated WAV: no fmt chunk');
-    const id = tag(head, 0);
-    const chunkBytes = head.readUInt32LE(4);
-    if (id === 'fmt ') {
-      if (chunkBytes > MAX_FMT_BYTES) throw new InputError(`bad WAV: fmt chunk of ${chunkBytes} bytes`);
-      const body = await reader.take(chunkBytes + (chunkBytes & 1));
-      if (chunkBytes < 16 || body.length < chunkBytes) throw new InputError('truncated WAV: short fmt chunk');
-      let wavTag = body.readUInt16LE(0);
-      if (wavTag === 0xfffe && chunkBytes >= 40) wavTag = body.readUInt16LE(24); // WAVE_FORMAT_EXTENSIBLE sub-format
-      fmt = { tag: wavTag, channels: body.readUInt16LE(2), rateHz: body.readUInt32LE(4), bits: body.readUInt16LE(14) };
-    } else if (id === 'data') {
-      if (!fmt) throw new InputError('bad WAV: data chunk before fmt chunk');
-      checkWavFormat(fmt, format, name);
-      const present = size === undefined ? undefined : size - reader.position;
-      if (chunkBytes === 0xffffffff) { // written by a streaming encoder that could not seek back; the data runs to the end
-        if (present !== undefined) checkWhole(present, format, name);
-        return { bytes: present };
-      }
-      if (present !== undefined && chunkBytes > present) {
-        throw new InputError(`truncated WAV: data chunk declares ${chunkBytes} bytes, ${present} present`);
-      }
-      checkWhole(chunkBytes, format, name);
-      return { bytes: chunkBytes, declared: present === undefined ? chunkBytes : undefined };
-    } else {
-      await reader.skip(chunkBytes + (chunkBytes & 1)); // chunks are padded to even length; a short skip ends in 'truncated' above
-    }
-  }
-}
-
-interface WavFmt { tag: number; channels: number; rateHz: number; bits: number }
-
-function checkWavFormat(fmt: WavFmt, want: Format, name: string): void {
-  const names: Record<number, string> = { 1: 'PCM', 6: 'A-law', 7: 'µ-law' };
-  const bits = want.bytesPerSample * 8;
-  const problems: string[] = [];
-  if (fmt.tag !== want.wavTag || fmt.bits !== bits) problems.push(`${names[fmt.tag] ?? `format tag ${fmt.tag}`} ${fmt.bits}-bit, not ${names[want.wavTag]} ${bits}-bit`);
-  if (fmt.rateHz !== want.rateHz) problems.push(`${fmt.rateHz} Hz, not ${want.rateHz} Hz`);
-  if (fmt.channels !== 1) problems.push(`${fmt.channels} channels, not mono`);
+  const header = await readWavHeader(reader, { maxFmtBytes: MAX_FMT_BYTES });
+  if (!header.ok) throw new InputError(header.error);
+  const problems = wavFormatProblems(header.fmt, { encodings: [{ tag: format.wavTag, bits: format.bytesPerSample * 8 }], rateHz: format.rateHz });
   if (problems.length) throw new InputError(`WAV does not match --from ${name}: ${problems.join('; ')}`);
-}
-
-/**
- * The header of a WAV file holding `audioBytes` of `format` (the audio and
- * its pad byte, when odd, follow it); G.711 gets the fmt extension size and
- * fact chunk non-PCM WAVs carry.
- */
-export function wavHeader(format: Format, audioBytes: number): Uint8Array {
-  const pcm = format.wavTag === 1;
-  const fmtSize = pcm ? 16 : 18;
-  const factSize = pcm ? 0 : 12;
-  const out = new Uint8Array(12 + 8 + fmtSize + factSize + 8);
-  const view = new DataView(out.buffer);
-  const ascii = (at: number, s: string): void => {
-    for (let i = 0; i < 4; i++) out[at + i] = s.charCodeAt(i);
-  };
-  ascii(0, 'RIFF');
-  view.setUint32(4, out.length + audioBytes + (audioBytes & 1) - 8, true);
-  ascii(8, 'WAVE');
-  ascii(12, 'fmt ');
-  view.setUint32(16, fmtSize, true);
-  view.setUint16(20, format.wavTag, true);
-  view.setUint16(22, 1, true); // mono
-  view.setUint32(24, format.rateHz, true);
-  view.setUint32(28, format.rateHz * format.bytesPerSample, true); // bytes per second
-  view.setUint16(32, format.bytesPerSample, true); // block align
-  view.setUint16(34, format.bytesPerSample * 8, true);
-  let at = 36;
-  if (!pcm) {
-    view.setUint16(at, 0, true); // cbSize
-    ascii(at + 2, 'fact');
-    view.setUint32(at + 6, 4, true);
-    view.setUint32(at + 10, audioBytes / format.bytesPerSample, true);
-    at += 14;
+  const present = size === undefined ? undefined : size - reader.position;
+  if (header.dataBytes === undefined) { // written by a streaming encoder that could not seek back; the data runs to the end
+    if (present !== undefined) checkWhole(present, format, name);
+    return { bytes: present };
   }
-  ascii(at, 'data');
-  view.setUint32(at + 4, audioBytes, true);
-  return out;
+  if (present !== undefined && header.dataBytes > present) throw new InputError(truncatedDataError(header.dataBytes, present));
+  checkWhole(header.dataBytes, format, name);
+  return { bytes: header.dataBytes, declared: present === undefined ? header.dataBytes : undefined };
 }
 
 interface Converter {

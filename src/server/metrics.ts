@@ -4,7 +4,7 @@
  * uWebSockets.js. `call` is the CallMetrics face the call layer records into.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
-import type { CallMetrics, StartRefusal } from '../call/session.js';
+import type { CallMetrics, StartRefusal } from '../call/ports.js';
 import { LatencyHistogram } from '../call/stats.js';
 
 const RELAY_LATENCY_BUCKETS_S = [0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05];

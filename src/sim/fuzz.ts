@@ -82,6 +82,7 @@ import { MAX_WS_MESSAGE_BYTES, type EdgeChoice } from '../server/app.js';
 import { MAX_MEDIA_PAYLOAD_CHARS, parseTwilioMessage } from '../twilio/media-stream.js';
 import { placeCall, type CallResult, type Utterance } from './caller.js';
 import { startModelStandIn, type ModelStandIn, type StandInSession } from './model-server.js';
+import { FRAME_MS } from '../dsp/format.js';
 
 export interface FuzzOptions {
   seed: number;
@@ -179,7 +180,6 @@ const RSS_SAMPLE_MS = 250;
  */
 const LIVE_HEAP_LIMIT_MIB = 16;
 const WARMUP_SHARE = 0.2;
-const FRAME_MS = 20;
 const MIB = 1024 * 1024;
 
 // ── Seeded PRNG (mulberry32): same seed, same run ─────────────────────────

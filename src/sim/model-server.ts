@@ -25,6 +25,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { rmsDbfs, speechLike, ulawDecode, ulawEncode } from './audio.js';
+import { FRAME_MS } from '../dsp/format.js';
 
 /** One scripted function call: arguments are sent JSON-encoded, streamed in several deltas. */
 export interface ScenarioCall {
@@ -346,7 +347,6 @@ const MAX_REPLY_MS = 6000;
 function replyMs(text: string): number {
   return Math.min(MAX_REPLY_MS, Math.max(300, text.length * MS_PER_CHAR));
 }
-const FRAME_MS = 20;
 
 /** Organisation-wide rate limits, shared by every session of one stand-in. */
 class RateLimits {
