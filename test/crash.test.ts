@@ -27,7 +27,7 @@ import { ensureBuilt, killServeProcesses, serveProcess } from './helpers/serve.j
 import { openSqlite, sqliteDriver } from '../src/store/sqlite-driver.js';
 import { SqliteCallStore } from '../src/store/sqlite.js';
 
-const prices = { audioInPerMTok: 32, audioOutPerMTok: 64, textInPerMTok: 4, textOutPerMTok: 16, cachedInPerMTok: 0.4, telephonyPerMin: 0.0125 };
+const prices = { audioInPerMTok: 32, audioCachedInPerMTok: 0.4, audioOutPerMTok: 64, textInPerMTok: 4, textCachedInPerMTok: 0.4, textOutPerMTok: 16, telephonyPerMin: 0.0125 };
 const SID = 'CA0000000000000000000000000000c0de';
 const KEY = Buffer.alloc(32, 9);
 /** Lines the child saw committed before it said "ready" (crash-child.mjs). */

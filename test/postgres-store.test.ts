@@ -18,7 +18,7 @@ import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 
 const pgOk = await postgresAvailable();
 
-const prices = { audioInPerMTok: 32, audioOutPerMTok: 64, textInPerMTok: 4, textOutPerMTok: 16, cachedInPerMTok: 0.4, telephonyPerMin: 0.0125 };
+const prices = { audioInPerMTok: 32, audioCachedInPerMTok: 0.4, audioOutPerMTok: 64, textInPerMTok: 4, textCachedInPerMTok: 0.4, textOutPerMTok: 16, telephonyPerMin: 0.0125 };
 const sid = (n: number) => `CA${String(n).padStart(32, '0')}`;
 const end = (reason = 'caller_hangup'): CallEndInfo => ({
   endedAt: new Date(),

@@ -15,7 +15,7 @@ import { sealV1ForTests } from '../src/store/crypto.js';
 import { FLUSH_MS, SqliteCallStore } from '../src/store/sqlite.js';
 import { openSqlite } from '../src/store/sqlite-driver.js';
 
-const prices = { audioInPerMTok: 32, audioOutPerMTok: 64, textInPerMTok: 4, textOutPerMTok: 16, cachedInPerMTok: 0.4, telephonyPerMin: 0.0125 };
+const prices = { audioInPerMTok: 32, audioCachedInPerMTok: 0.4, audioOutPerMTok: 64, textInPerMTok: 4, textCachedInPerMTok: 0.4, textOutPerMTok: 16, telephonyPerMin: 0.0125 };
 const SID = 'CA00000000000000000000000000000001';
 const ACCOUNT = 'AC00000000000000000000000000000001';
 const end = (reason = 'caller_hangup'): CallEndInfo => ({
