@@ -13,7 +13,7 @@ import { z } from 'zod';
 import { defaultPromptPath, loadPrompt } from './call/prompts.js';
 import { DSP_SLOTS } from './dsp/index.js';
 import { REASONING_EFFORTS, type ReasoningEffort } from './realtime/protocol.js';
-import { modelPrices, MODEL_PRICES } from './store/prices.js';
+import { modelPrices, MODEL_PRICES, type Prices } from './store/prices.js';
 import { streamUrlTemplateProblems } from './twilio/twiml.js';
 
 export const DEFAULT_INSTRUCTIONS = [
@@ -174,17 +174,6 @@ const EnvSchema = z.object({
 export type AudioMode = 'transcode' | 'passthrough';
 
 
-
-export interface Prices {
-  audioInPerMTok: number;
-  audioOutPerMTok: number;
-  textInPerMTok: number;
-  textOutPerMTok: number;
-  /** Cached text input (and cached audio when `cachedAudioInPerMTok` is absent). */
-  cachedInPerMTok: number;
-  cachedAudioInPerMTok?: number;
-  telephonyPerMin: number;
-}
 
 export interface Config {
   port: number;
@@ -394,8 +383,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       audioOutPerMTok: e.PRICE_AUDIO_OUT_PER_MTOK ?? base.audioOutPerMTok,
       textInPerMTok: e.PRICE_TEXT_IN_PER_MTOK ?? base.textInPerMTok,
       textOutPerMTok: e.PRICE_TEXT_OUT_PER_MTOK ?? base.textOutPerMTok,
-      cachedInPerMTok: e.PRICE_CACHED_IN_PER_MTOK ?? base.textCachedInPerMTok,
-      cachedAudioInPerMTok: e.PRICE_CACHED_AUDIO_IN_PER_MTOK ?? base.audioCachedInPerMTok,
+      textCachedInPerMTok: e.PRICE_CACHED_IN_PER_MTOK ?? base.textCachedInPerMTok,
+      audioCachedInPerMTok: e.PRICE_CACHED_AUDIO_IN_PER_MTOK ?? base.audioCachedInPerMTok,
       telephonyPerMin: e.PRICE_TELEPHONY_PER_MIN,
     },
     pricesKnown: listed !== undefined,

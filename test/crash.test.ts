@@ -26,8 +26,8 @@ import { startModelStandIn } from '../src/sim/model-server.js';
 import { ensureBuilt, killServeProcesses, serveProcess } from './helpers/serve.js';
 import { openSqlite, sqliteDriver } from '../src/store/sqlite-driver.js';
 import { SqliteCallStore } from '../src/store/sqlite.js';
+import { prices } from './helpers/store.js';
 
-const prices = { audioInPerMTok: 32, audioOutPerMTok: 64, textInPerMTok: 4, textOutPerMTok: 16, cachedInPerMTok: 0.4, telephonyPerMin: 0.0125 };
 const SID = 'CA0000000000000000000000000000c0de';
 const KEY = Buffer.alloc(32, 9);
 /** Lines the child saw committed before it said "ready" (crash-child.mjs). */

@@ -7,33 +7,22 @@
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { CallEndInfo } from '../src/records.js';
 import { createAdminHandler } from '../src/admin/calls-api.js';
 import { silentLogger } from '../src/log.js';
 import { PostgresCallStore, PostgresStoreError, type PostgresStoreOptions } from '../src/store/postgres.js';
 import { openCallStore } from '../src/store/open.js';
 import { createStoreRecorder, streamRecorder } from '../src/store/recorder.js';
 import { adminSql, dropSchema, freshSchema, PG_URL, postgresAvailable } from './helpers/postgres.js';
+import { endInfo, prices } from './helpers/store.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
+import { sleep, until } from './helpers/until.js';
 
 const pgOk = await postgresAvailable();
 
-const prices = { audioInPerMTok: 32, audioOutPerMTok: 64, textInPerMTok: 4, textOutPerMTok: 16, cachedInPerMTok: 0.4, telephonyPerMin: 0.0125 };
 const sid = (n: number) => `CA${String(n).padStart(32, '0')}`;
-const end = (reason = 'caller_hangup'): CallEndInfo => ({
-  endedAt: new Date(),
-  reason,
-  relay: { inbound: { p50Ms: 0.05, p99Ms: 0.2 }, outbound: { p50Ms: 0.04, p99Ms: 0.1 } },
-  protocolErrors: 0,
-});
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const t0 = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
+const end = (reason = 'caller_hangup') => endInfo(new Date(), reason);
+/** The database is given this long to come back or be found away. */
+const PG_WAIT = { timeoutMs: 15_000, everyMs: 25 };
 
 /** A logger whose lines the test can read. */
 function captureLog(): { log: pino.Logger; lines: Record<string, unknown>[] } {
@@ -137,7 +126,7 @@ describe.skipIf(!pgOk)('PostgresCallStore: writes', () => {
       await sleep(20); // the flush timer keeps trying meanwhile
     }
     rec.ended(end());
-    await until('a failed flush', () => !s.stats().reachable);
+    await until(() => !s.stats().reachable, { ...PG_WAIT, what: 'a failed flush' });
     const during = await query<{ n: string }>('SELECT count(*) AS n FROM $schema.call_entries');
     expect(Number(during[0]!.n)).toBeLessThan(80);
     expect(s.stats().queued).toBeGreaterThan(0);
@@ -145,7 +134,7 @@ describe.skipIf(!pgOk)('PostgresCallStore: writes', () => {
     // A reader is told, as a retryable error, instead of hanging.
     await expect(s.get(sid(1))).rejects.toMatchObject({ name: 'PostgresStoreError', retryable: true });
     proxy.setMode('pass');
-    await until('the queue drained', () => s.stats().reachable && s.stats().queued === 0);
+    await until(() => s.stats().reachable && s.stats().queued === 0, { ...PG_WAIT, what: 'the queue drained' });
     const reader = await open({ instanceId: 'reader' });
     const r = (await reader.get(sid(1)))!;
     expect(r.state).toBe('completed');
@@ -167,10 +156,10 @@ describe.skipIf(!pgOk)('PostgresCallStore: writes', () => {
     for (let i = 0; i < 80; i++) rec.transcript({ atMs: i, speaker: 'assistant', text: `t${i}` });
     rec.ended(end());
     expect(s.stats()).toMatchObject({ queued: 50, dropped: 30 });
-    await until('a failed flush', () => !s.stats().reachable);
+    await until(() => !s.stats().reachable, { ...PG_WAIT, what: 'a failed flush' });
     expect(lines.find((l) => /write failed/.test(String(l.msg)))).toMatchObject({ queued: 50, dropped: 30 });
     proxy.setMode('pass');
-    await until('the queue drained', () => s.stats().reachable && s.stats().queued === 0);
+    await until(() => s.stats().reachable && s.stats().queued === 0, { ...PG_WAIT, what: 'the queue drained' });
     const r = (await s.get(sid(1)))!;
     expect(r.state).toBe('completed');
     expect(r.transcript.map((l) => l.text)).toEqual(Array.from({ length: 50 }, (_, i) => `t${i}`));
@@ -197,7 +186,7 @@ describe.skipIf(!pgOk)('PostgresCallStore: instance leases', () => {
     expect((await b.get(sid(1)))!.state).toBe('in_progress');
 
     a.stopLeases(); // A dies: no more heartbeats
-    await until("A's call interrupted", async () => (await b.get(sid(1)))!.state === 'interrupted', LEASE_MS * 10);
+    await until(async () => (await b.get(sid(1)))!.state === 'interrupted', { ...PG_WAIT, timeoutMs: LEASE_MS * 10, what: "A's call interrupted" });
     // Measured on the database's clock, from A's last heartbeat to the reaping write.
     const [t] = await query<{ ms: number }>(
       `SELECT (extract(epoch FROM c.updated_at - i.heartbeat_at) * 1000)::float8 AS ms FROM $schema.calls c, $schema.instances i WHERE c.call_sid = $1 AND i.instance_id = 'A'`,
@@ -249,7 +238,9 @@ describe.skipIf(!pgOk)('PostgresCallStore: instance leases', () => {
     await sleep(LEASE_MS);
     expect(await b.reapExpired()).toBe(0);
     expect((await b.get(sid(1)))!.state).toBe('in_progress');
-    // A stops cleanly (lease released): A again starts at once and marks its own leftovers.
+    // A stops cleanly (lease released): A again starts at once and marks its own leftovers
+    // (B stops reaping first: its beat would otherwise race A's restart for them).
+    b.stopLeases();
     await a.close();
     const again = await open({ instanceId: 'A' });
     await again.startLeases({ leaseMs: 600_000 }); // a lease this long would be waited on for minutes if it were still held
@@ -300,7 +291,7 @@ describe.skipIf(!pgOk)('PostgresCallStore: readers', () => {
     await a.flush();
     proxy.setMode('blackhole');
     a.answered(sid(5), { from: '+15550000005', to: '+15550000006' }); // Twilio retried the webhook; A's write of it is held up
-    await until('a failed flush on A', () => !a.stats().reachable);
+    await until(() => !a.stats().reachable, { ...PG_WAIT, what: 'a failed flush on A' });
     expect(await b.claim(sid(5), 'B')).toBe(true);
     const rec = streamRecorder(b, sid(5));
     rec.started({ callSid: sid(5), streamSid: 'MZ5', audioMode: 'transcode', startedAt: new Date() });
@@ -308,10 +299,10 @@ describe.skipIf(!pgOk)('PostgresCallStore: readers', () => {
     rec.ended(end());
     await b.flush();
     proxy.setMode('pass'); // A's retried flush lands now
-    await until("A's retry written", async () => {
+    await until(async () => {
       await a.flush();
       return a.stats().reachable;
-    });
+    }, { ...PG_WAIT, what: "A's retry written" });
     const [row] = await query<{ instance_id: string; state: string; started_at: Date | null; ended_at: Date | null }>(
       'SELECT instance_id, state, started_at, ended_at FROM $schema.calls WHERE call_sid = $1',
       [sid(5)],

@@ -14,6 +14,7 @@ import { estimateCostUsd } from '../src/store/cost.js';
 import { createAdminHandler } from '../src/admin/calls-api.js';
 import { formatRecord } from '../src/cli/calls.js';
 import { DecryptError, keyId, sealV1ForTests } from '../src/store/crypto.js';
+import { ENCRYPTED_NUMBER } from '../src/store/rows.js';
 import { decodeCursor, encodeCursor } from '../src/store/cursor.js';
 import { PostgresCallStore } from '../src/store/postgres.js';
 import { createStoreRecorder, streamRecorder } from '../src/store/recorder.js';
@@ -100,7 +101,7 @@ function postgresKind(): Kind {
       const sql = adminSql();
       try {
         const [r] = await sql.unsafe<{ t: string | null }[]>(
-          `SELECT (SELECT string_agg(e::text, '|') FROM ${schema}.call_entries e) || (SELECT string_agg(c::text, '|') FROM ${schema}.calls c) AS t`,
+          `SELECT coalesce((SELECT string_agg(e::text, '|') FROM ${schema}.call_entries e), '') || coalesce((SELECT string_agg(c::text, '|') FROM ${schema}.calls c), '') AS t`,
         );
         return r?.t ?? '';
       } finally {
@@ -188,22 +189,26 @@ describe.each(cases)('CallStore contract: $label', ({ kind, key: defaultKey }) =
     });
   });
 
-  it('outcome: eligibility checked, failed, not checked, or the call failed', async () => {
+  it('outcome: eligibility checked, failed, not checked, or the call failed; checks flushed earlier count with those in the final flush', async () => {
     const store = await open({ identity: 'a' });
-    const sids = ['1', '2', '3', '4'].map((d) => `CA${d.padStart(32, '0')}`);
+    const sids = ['1', '2', '3', '4', '5'].map((d) => `CA${d.padStart(32, '0')}`);
     const tool = (ok: boolean) => ({ callId: 'c', name: 'check_eligibility', args: '{}', ok, output: '', record: null, startedAtMs: 1, durationMs: 1 });
-    sids.forEach((sid, i) => {
+    const recs = sids.map((sid) => {
       const rec = createStoreRecorder(store, sid, {});
       rec.started({ callSid: sid, streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
-      if (i === 0) rec.toolCall(tool(true));
-      if (i === 1) rec.toolCall(tool(false));
-      rec.ended(endInfo(new Date(), i === 3 ? 'model_unavailable' : 'caller_hangup'));
+      return rec;
     });
+    recs[0]!.toolCall(tool(false)); // written before the end…
+    recs[4]!.toolCall(tool(false));
+    await store.flush();
+    recs[0]!.toolCall(tool(true)); // …and in the same flush as the end
+    recs[1]!.toolCall(tool(false));
+    recs.forEach((rec, i) => rec.ended(endInfo(new Date(), i === 3 ? 'model_unavailable' : 'caller_hangup')));
     await store.flush();
     const reader = await open();
     const outcomes = [];
     for (const s of sids) outcomes.push((await reader.get(s))!.outcome);
-    expect(outcomes).toEqual(['eligibility_checked', 'eligibility_failed', 'no_check', 'failed']);
+    expect(outcomes).toEqual(['eligibility_checked', 'eligibility_failed', 'no_check', 'failed', 'eligibility_failed']);
   });
 
   it('an entry arriving after the call ended is still recorded, in order', async () => {
@@ -212,14 +217,15 @@ describe.each(cases)('CallStore contract: $label', ({ kind, key: defaultKey }) =
     rec.started({ callSid: SID, streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
     rec.transcript({ atMs: 3000, speaker: 'assistant', text: 'Goodbye.' });
     rec.ended(endInfo(new Date()));
+    rec.transcript({ atMs: 2000, speaker: 'caller', text: 'Bye.' }); // finished late: written with the end
     await store.flush();
-    rec.transcript({ atMs: 1000, speaker: 'caller', text: 'Thanks, bye.' }); // transcription finished late
+    rec.transcript({ atMs: 1000, speaker: 'caller', text: 'Thanks, bye.' }); // transcription finished late, after the end was written
     rec.usage({ inputTextTokens: 5, inputAudioTokens: 0, inputCachedTokens: 0, outputTextTokens: 0, outputAudioTokens: 0 });
     await store.flush();
     const reader = await open();
     const r = (await reader.get(SID))!;
     expect(r.state).toBe('completed');
-    expect(r.transcript.map((l) => l.text)).toEqual(['Thanks, bye.', 'Goodbye.']);
+    expect(r.transcript.map((l) => l.text)).toEqual(['Thanks, bye.', 'Bye.', 'Goodbye.']);
     expect(r.usage.inputTextTokens).toBe(5);
     expect(r.streamSid).toBe('MZ'); // a late write does not blank what was written before
   });
@@ -340,6 +346,39 @@ describe.each(cases)('CallStore contract: $label', ({ kind, key: defaultKey }) =
     await expect(async () => wrong.get(SID)).rejects.toThrow(/TRANSCRIPT_KEY/);
     const none = await open({ key: undefined });
     await expect(async () => none.get(SID)).rejects.toThrow(/TRANSCRIPT_KEY/);
+  });
+
+  it('caller and callee numbers: sealed at rest; records and listings read them, and rows written before a key was set; a late status callback without the key keeps them sealed', async () => {
+    const key = Buffer.alloc(32, 7);
+    // A row written before a key was set: plain numbers.
+    const plain = await open({ key: undefined, identity: 'a' });
+    createStoreRecorder(plain, DONE, { From: '+15550001111', To: '+15550002222' }).ended(endInfo(new Date()));
+    await plain.close();
+
+    const s = await open({ key, identity: 'a' });
+    const rec = createStoreRecorder(s, SID, { From: '+15557654321', To: '+15551239876' });
+    rec.started({ callSid: SID, streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
+    s.recordStatus(statusCallback({ CallSid: SID, AccountSid: ACCOUNT, CallStatus: 'in-progress', SequenceNumber: '0', From: '+15557654321', To: '+15551239876' }));
+    rec.ended(endInfo(new Date()));
+    expect(await s.get(SID)).toMatchObject({ from: '+15557654321', to: '+15551239876' });
+    expect((await s.list()).find((c) => c.callSid === SID)).toMatchObject({ from: '+15557654321', to: '+15551239876' });
+    expect(await s.get(DONE)).toMatchObject({ from: '+15550001111', to: '+15550002222' });
+    expect((await s.list()).find((c) => c.callSid === DONE)).toMatchObject({ from: '+15550001111', to: '+15550002222' });
+    await s.close();
+    const raw = await kind.rawText();
+    expect(raw).not.toContain('5557654321');
+    expect(raw).not.toContain('5551239876');
+
+    // Without the key: the listing says the number is encrypted, the record is a clear error,
+    // and a late status callback written by that process keeps the sealed numbers intact.
+    const keyless = await open({ key: undefined, identity: 'b' });
+    expect((await keyless.list()).find((c) => c.callSid === SID)).toMatchObject({ from: ENCRYPTED_NUMBER, to: ENCRYPTED_NUMBER });
+    await expect(async () => keyless.get(SID)).rejects.toThrow(DecryptError);
+    keyless.recordStatus(statusCallback({ CallSid: SID, AccountSid: ACCOUNT, CallStatus: 'completed', SequenceNumber: '1', CallDuration: '3' }));
+    await keyless.close();
+    expect(await kind.rawText()).not.toContain('5557654321');
+    const again = await open({ key });
+    expect(await again.get(SID)).toMatchObject({ from: '+15557654321', to: '+15551239876', status: 'completed' });
   });
 
   it('every entry kind — transcript, tool call, latency, usage, each call event — reads back through the store, GET /calls/:sid and `calls show`', async () => {
@@ -541,5 +580,15 @@ describe.each(cases)('CallStore contract: $label', ({ kind, key: defaultKey }) =
     expect((await reader.list()).find((c) => c.callSid === nums[0]!.call_sid)?.from).toBe('(encrypted)');
     await kind.raw(`UPDATE calls SET from_number = '${nums[0]!.to_number}' WHERE call_sid = '${nums[0]!.call_sid}'`);
     await expect(async () => reader.get(String(nums[0]!.call_sid))).rejects.toThrow(/does not belong to call .* \(from\)/);
+  });
+});
+
+describe('estimateCostUsd', () => {
+  it('tokens at per-million prices plus started telephony minutes', () => {
+    const u = { inputTextTokens: 1_000_000, inputAudioTokens: 1_000_000, inputCachedTokens: 500_000, outputTextTokens: 1_000_000, outputAudioTokens: 1_000_000 };
+    // text in: 0.5M*4 + 0.5M*0.4 = 2.2; audio in 32; text out 16; audio out 64; 2 minutes * 0.0125
+    expect(estimateCostUsd(u, 61_000, prices)).toBeCloseTo(2.2 + 32 + 16 + 64 + 0.025, 6);
+    const zero = { inputTextTokens: 0, inputAudioTokens: 0, inputCachedTokens: 0, outputTextTokens: 0, outputAudioTokens: 0 };
+    expect(estimateCostUsd(zero, 0, prices)).toBe(0);
   });
 });

@@ -1,7 +1,8 @@
 /**
- * How the SQLite store writes: nothing on the call path, only what is new on
- * each flush, failed flushes retried, old (schema 1) files still readable,
- * and finished calls let go from memory.
+ * What only the SQLite store has to prove (the CallStore contract, for both
+ * stores, is store-contract.test.ts): nothing on the call path, only what is
+ * new on each flush, the flush timer, failed flushes retried, old (schema 1)
+ * files still readable, finished calls let go from memory, and the driver.
  */
 import { statusCallback } from './helpers/webhooks.js';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -9,21 +10,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import type { CallEndInfo } from '../src/records.js';
 import { silentLogger } from '../src/log.js';
 import { sealV1ForTests } from '../src/store/crypto.js';
+import { createStoreRecorder } from '../src/store/recorder.js';
 import { FLUSH_MS, SqliteCallStore } from '../src/store/sqlite.js';
-import { openSqlite } from '../src/store/sqlite-driver.js';
+import { openSqlite, sqliteDriver } from '../src/store/sqlite-driver.js';
+import { sleep } from './helpers/until.js';
+import { ACCOUNT, endInfo, prices, SID } from './helpers/store.js';
 
-const prices = { audioInPerMTok: 32, audioOutPerMTok: 64, textInPerMTok: 4, textOutPerMTok: 16, cachedInPerMTok: 0.4, telephonyPerMin: 0.0125 };
-const SID = 'CA00000000000000000000000000000001';
-const ACCOUNT = 'AC00000000000000000000000000000001';
-const end = (reason = 'caller_hangup'): CallEndInfo => ({
-  endedAt: new Date(),
-  reason,
-  relay: { inbound: { p50Ms: 0.05, p99Ms: 0.2 }, outbound: { p50Ms: 0.04, p99Ms: 0.1 } },
-  protocolErrors: 0,
-});
+const end = (reason = 'caller_hangup') => endInfo(new Date(), reason);
 const OTHER = 'CA000000000000000000000000000000ff';
 const tick = () => new Promise<void>((r) => setImmediate(r));
 const liveCount = (s: SqliteCallStore) => (s as unknown as { live: Map<string, unknown> }).live.size;
@@ -68,6 +63,19 @@ describe('SqliteCallStore writes', () => {
     raw.close();
   });
 
+  it('flushes mid-call entries on its timer (another connection sees them)', async () => {
+    const store = open();
+    const rec = createStoreRecorder(store, SID, {});
+    rec.started({ callSid: SID, streamSid: 'MZ1', audioMode: 'passthrough', startedAt: new Date() });
+    await tick();
+    rec.transcript({ atMs: 10, speaker: 'caller', text: 'hello' });
+    const reader = open();
+    await tick();
+    expect(reader.get(SID)!.transcript).toHaveLength(0); // waits for the timer, not the next turn
+    await sleep(600);
+    expect(reader.get(SID)!.transcript).toHaveLength(1);
+  });
+
   it('a flush writes only what is new: the header row is not rewritten for a transcript line', () => {
     const store = open();
     store.started(SID, { streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
@@ -104,31 +112,6 @@ describe('SqliteCallStore writes', () => {
     const r = open().get(SID)!;
     expect(r.transcript.map((l) => l.text)).toEqual(['kept through a failure']);
     expect(r.usage.outputAudioTokens).toBe(4);
-  });
-
-  it('outcome counts eligibility checks flushed earlier and in the final flush', async () => {
-    const store = open();
-    const tool = (ok: boolean) => ({ callId: 'c', name: 'check_eligibility', args: '{}', ok, output: '', record: null, startedAtMs: 1, durationMs: 1 });
-    const sids = ['CA1', 'CA2', 'CA3', 'CA4'];
-    for (const sid of sids) store.started(sid, { streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
-    store.appendToolCall('CA1', tool(false));
-    store.appendToolCall('CA2', tool(false));
-    store.flush();
-    store.appendToolCall('CA1', tool(true)); // written in the same flush as the end
-    store.ended('CA1', end());
-    store.ended('CA2', end());
-    store.ended('CA3', end());
-    store.ended('CA4', end('model_unavailable'));
-    await tick();
-    const reader = open();
-    expect(sids.map((s) => reader.get(s)!.outcome)).toEqual(['eligibility_checked', 'eligibility_failed', 'no_check', 'failed']);
-  });
-
-  it('markInterrupted leaves calls this process is handling alone', () => {
-    const store = open();
-    store.started(SID, { streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
-    expect(store.markInterrupted()).toBe(0);
-    expect(store.get(SID)!.state).toBe('in_progress');
   });
 
   it('only calls in progress stay in memory', async () => {
@@ -186,6 +169,14 @@ describe('SqliteCallStore writes', () => {
 });
 
 describe('SQLite driver (the one this Node runs)', () => {
+  it('runs on node:sqlite where this Node has it without a flag (22.13+, 23.4+), on better-sqlite3 elsewhere', () => {
+    const [major, minor] = process.versions.node.split('.').map(Number) as [number, number];
+    const builtIn = major >= 24 || (major === 22 && minor >= 13) || (major === 23 && minor >= 4);
+    const d = sqliteDriver();
+    expect(d.name).toBe(builtIn ? 'node:sqlite' : 'better-sqlite3');
+    expect(d.sqliteVersion).toMatch(/^3\.\d+\.\d+$/);
+  });
+
   it('binds positional and named parameters, and reads pragmas with or without a result row', () => {
     const db = openSqlite(path);
     expect(db.pragma('journal_mode = WAL')).toBe('wal');

@@ -6,12 +6,12 @@
  * or unreadable store, 2 for usage.
  */
 import { existsSync } from 'node:fs';
-import { ConfigError, loadConfig } from '../config.js';
+import { ConfigError, loadConfig, type Config } from '../config.js';
 import { silentLogger } from '../log.js';
 import { LatencyHistogram } from '../call/stats.js';
 import { decodeCursor, encodeCursor } from '../store/cursor.js';
 import { parseSince } from '../store/since.js';
-import { openCallStore } from '../store/open.js';
+import { openCallStore, type StoreSettings } from '../store/open.js';
 import type { CallRecord, CallStore, CallSummary, ListPosition } from '../store/types.js';
 import type { CliIO } from './io.js';
 
@@ -61,15 +61,7 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   let store: CallStore;
   try {
     store = (
-      await openCallStore({
-        databaseUrl: config.databaseUrl,
-        dbPath: config.dbPath,
-        transcriptKey: config.transcriptKey,
-        transcriptKeysOld: config.transcriptKeysOld,
-        prices: config.prices,
-        log: silentLogger,
-        readOnly: true,
-      })
+      await openCallStore({ ...storeSettings(config), log: silentLogger, readOnly: true })
     ).store;
   } catch (err) {
     return fail(1, `cannot open ${where}: ${err instanceof Error ? err.message : String(err)}`);
@@ -90,6 +82,17 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   } finally {
     await store.close();
   }
+}
+
+/** What a reader needs of the store's settings (the CLI stands above main.ts: it reads the Config itself). */
+function storeSettings(config: Config): StoreSettings {
+  return {
+    databaseUrl: config.databaseUrl,
+    dbPath: config.dbPath,
+    transcriptKey: config.transcriptKey,
+    transcriptKeysOld: config.transcriptKeysOld,
+    prices: config.prices,
+  };
 }
 
 const secs = (ms: number | null) => (ms === null ? '-' : `${(ms / 1000).toFixed(1)} s`);

@@ -4,12 +4,13 @@
  * embedded SQLite file (CALLBRIDGE_DB). Serving opens it for writing and, on
  * PostgreSQL, holds this instance's lease; the CLI opens it read-only.
  */
-import type { Prices } from '../config.js';
 import type { Logger } from '../log.js';
 import { PostgresCallStore } from './postgres.js';
+import type { Prices } from './prices.js';
 import { SqliteCallStore } from './sqlite.js';
 
-export interface OpenCallStoreOptions {
+/** What the call store needs to know of the settings: the composition root (main.ts) or the CLI fills it in from the Config. */
+export interface StoreSettings {
   /** postgres:// or postgresql:// URL; absent or empty: SQLite at dbPath. */
   databaseUrl?: string;
   dbPath: string;
@@ -17,9 +18,6 @@ export interface OpenCallStoreOptions {
   /** Earlier transcript keys, for reading only (TRANSCRIPT_KEY_OLD). */
   transcriptKeysOld?: Buffer[];
   prices: Prices;
-  log: Logger;
-  /** Read only (CLI): no writes, no timers, no lease. */
-  readOnly?: boolean;
   /** PostgreSQL only: this instance's name in call rows and leases (default hostname-pid). */
   instanceId?: string;
   /** PostgreSQL only: a dead instance's calls are marked interrupted within this, ms (default 30 000). */
@@ -28,6 +26,12 @@ export interface OpenCallStoreOptions {
   schema?: string;
   /** PostgreSQL only: bound on entries held while the database is away (default 100 000). */
   maxQueued?: number;
+}
+
+export interface OpenCallStoreOptions extends StoreSettings {
+  log: Logger;
+  /** Read only (CLI): no writes, no timers, no lease. */
+  readOnly?: boolean;
 }
 
 export type OpenedStore = { kind: 'sqlite'; store: SqliteCallStore } | { kind: 'postgres'; store: PostgresCallStore };

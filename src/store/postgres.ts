@@ -5,8 +5,9 @@
  * Driver: postgres (porsager/postgres.js), see docs/postgres.md.
  *
  * Writes never touch the audio path. Every CallStore write only updates an
- * in-memory call header or pushes onto a bounded queue; a flush writes, in
- * one transaction and one pipelined round trip:
+ * in-memory call header or pushes onto a bounded queue (record-buffer.ts,
+ * shared with the SQLite store); a flush writes, in one transaction and one
+ * pipelined round trip:
  *   - every entry queued since the last flush in ONE multi-row INSERT
  *     (unnest of column arrays: the statement text never changes, so it is
  *     prepared once per connection);
@@ -32,7 +33,7 @@
  * answered time) where the row has none; so does a header whose stream has
  * not started against a row whose stream has (the claim may have been
  * impossible while the database was away). calls.instance_id names the
- * owner. Each instance heartbeats a lease row (`instances`) holding a random
+ * owner. Each instance heartbeats a lease row (`instances`, postgres-leases.ts) holding a random
  * token of its process: an INSTANCE_ID whose lease another live process
  * holds is refused at start (startLeases), and only the token's holder
  * renews or releases it. Any live instance marks the in-progress calls of
@@ -45,17 +46,17 @@
  * Reads (get, list) are async: they flush this instance's queue first, so an
  * instance reads its own writes.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import postgres from 'postgres';
-import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatency, Usage } from '../records.js';
-import type { Prices } from '../config.js';
-import type { Logger } from '../log.js';
-import type { StatusCallback } from '../twilio/webhooks.js';
-import { estimateCostUsd } from './cost.js';
-import { keyring, openField, openText, sealField, sealText, type Keyring } from './crypto.js';
-import { emptyHeader, endHeader, headerFromRow, summaryFromRow, sumUsage, type CallHeader, type CallRow, type SummaryRow } from './rows.js';
+import { openField } from './crypto.js';
+import { errText, PostgresStoreError } from './postgres-error.js';
+import { Leases } from './postgres-leases.js';
+import { listLimit, RecordBuffer, type EntryKind, type PendingEntry, type RecordBufferOptions, type StatusNote } from './record-buffer.js';
+import { emptyHeader, headerFromRow, OUTCOME_SQL, type CallHeader, type CallRow, type SummaryRow } from './rows.js';
 import type { CallPage, CallRecord, CallStore, CallSummary, ListOptions, StatusEvent } from './types.js';
+
+export { PostgresStoreError };
 
 /** Defaults; each can be set per store. Times in ms. */
 export const PG_DEFAULTS = {
@@ -71,8 +72,6 @@ export const PG_DEFAULTS = {
   leaseMs: 30_000,
 } as const;
 
-/** How long an answered call whose stream never started keeps its header in memory. */
-const STREAMLESS_KEEP_MS = 10 * 60_000;
 /** A failing database is logged at most this often (the first failure and the recovery always). */
 const FAILURE_LOG_EVERY_MS = 10_000;
 /** Connections per store: flushes are serial, reads and heartbeats run beside them. */
@@ -145,16 +144,11 @@ const MIGRATIONS: string[] = [
   `ALTER TABLE instances ADD COLUMN token text;`,
 ];
 
-export interface PostgresStoreOptions {
+export interface PostgresStoreOptions extends RecordBufferOptions {
   /** postgres://user@host:port/db (DATABASE_URL). */
   url: string;
   /** A schema of its own (created if missing); default: the connection's search_path. */
   schema?: string;
-  transcriptKey?: Buffer;
-  /** Earlier keys (TRANSCRIPT_KEY_OLD): values they sealed are still read; nothing new is sealed with them. */
-  transcriptKeysOld?: Buffer[];
-  prices: Prices;
-  log: Logger;
   /** Names this instance in calls.instance_id and its lease; default hostname-pid. */
   instanceId?: string;
   /** Read only (CLI): no migrations (the schema must be there), no timer, no leases. */
@@ -177,54 +171,6 @@ export interface PostgresStoreStats {
   /** Entries and status callbacks refused because the queue was full, since start. */
   dropped: number;
   lastError: string | null;
-}
-
-/** A typed store error: `retryable` says whether trying again later can help. */
-export class PostgresStoreError extends Error {
-  constructor(message: string, readonly retryable: boolean) {
-    super(message);
-    this.name = 'PostgresStoreError';
-  }
-}
-
-/** A change to a call's header: the columns this instance owns while it carries the call (status lives in its own rows). */
-type Op = (h: CallHeader) => void;
-
-interface Live {
-  h: CallHeader;
-  /** false until the call's row (if any) was read: changes wait in `ops` and are replayed on it. */
-  loaded: boolean;
-  ops: Op[];
-  dirty: boolean;
-  /** Revision of the latest change (monotonic per store; the database keeps the newest). */
-  rev: number;
-}
-
-type EntryKind = 'transcript' | 'tool' | 'latency' | 'event';
-
-interface PendingEntry {
-  uid: string | null;
-  callSid: string;
-  kind: EntryKind;
-  atMs: number;
-  label: string | null;
-  ok: boolean | null;
-  /** JSON of the entry, sealed at flush time when personal. */
-  json: string;
-  /** Sealed form, kept so a retried entry is written as it was first sent. */
-  data: string | null;
-}
-
-interface PendingStatus {
-  callSid: string;
-  seq: number | null;
-  status: string;
-  timestamp: string | null;
-  durationS: number | null;
-  receivedAt: string;
-  from: string | null;
-  to: string | null;
-  terminal: boolean;
 }
 
 interface Row extends CallRow<Date> {
@@ -304,44 +250,24 @@ const STATUS_LATEST = `
 
 /** A one-word outcome for listings, from the end reason and the eligibility tool results written with the call. */
 const OUTCOME_UPDATE = `
-  UPDATE calls c SET outcome = CASE
-      WHEN c.end_reason IN ('model_unavailable', 'model_disconnected', 'error') THEN 'failed'
-      WHEN EXISTS (SELECT 1 FROM call_entries e WHERE e.call_sid = c.call_sid AND e.kind = 'tool' AND e.label = 'check_eligibility' AND e.ok) THEN 'eligibility_checked'
-      WHEN EXISTS (SELECT 1 FROM call_entries e WHERE e.call_sid = c.call_sid AND e.kind = 'tool' AND e.label = 'check_eligibility') THEN 'eligibility_failed'
-      ELSE 'no_check' END
+  UPDATE calls c SET outcome = ${OUTCOME_SQL}
   WHERE c.call_sid = ANY($1::text[]) AND c.state = 'completed'`;
 
 const READ_HEADERS = `SELECT * FROM calls WHERE call_sid = ANY($1::text[])`;
 
-export class PostgresCallStore implements CallStore {
+
+export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallStore {
   readonly instanceId: string;
   private sql: Sql;
-  private readonly ring: Keyring;
-  /** This process's lease token (random per process): only its holder renews or releases the lease. */
-  private readonly leaseToken = randomBytes(12).toString('hex');
-  private leaseLost = false;
+  private readonly leases: Leases;
   private readonly flushMs: number;
-  private readonly maxQueued: number;
   private readonly writeTimeoutMs: number;
-  private readonly live = new Map<string, Live>();
-  private pending: PendingEntry[] = [];
-  private statuses: PendingStatus[] = [];
-  /** Entries + statuses taken by the flush in flight (they count against maxQueued). */
-  private inFlight = 0;
-  private dropped = 0;
-  private droppedLogged = 0;
   private reachable = true;
   private lastError: string | null = null;
   private lastFailureLogAt = 0;
-  private rev = Date.now() * 1000;
-  private timer: NodeJS.Timeout | undefined;
-  private immediate: NodeJS.Immediate | undefined;
+  private droppedLogged = 0;
   private current: Promise<void> | undefined;
   private next: Promise<void> | undefined;
-  private leaseTimer: NodeJS.Timeout | undefined;
-  private leaseMs = 0;
-  private beating = false;
-  private closed = false;
 
   /** Connect, apply migrations (under an advisory lock) and start the flush timer. */
   static async open(opts: PostgresStoreOptions): Promise<PostgresCallStore> {
@@ -354,24 +280,28 @@ export class PostgresCallStore implements CallStore {
       throw err instanceof PostgresStoreError ? err : new PostgresStoreError(`call store: cannot open PostgreSQL: ${errText(err)}`, true);
     }
     if (!opts.readOnly) {
-      store.timer = setInterval(() => {
+      store.startFlushTimer(store.flushMs, () => {
         if (!store.current) void store.flush();
-      }, store.flushMs);
-      store.timer.unref();
+      });
     }
     return store;
   }
 
   private constructor(private readonly opts: PostgresStoreOptions) {
+    super(opts, opts.maxQueued ?? PG_DEFAULTS.maxQueued);
     if (opts.schema !== undefined && !/^[a-z_][a-z0-9_]{0,62}$/.test(opts.schema)) {
       throw new PostgresStoreError(`call store: schema name ${JSON.stringify(opts.schema)} must be lower-case letters, digits and _`, false);
     }
     this.instanceId = opts.instanceId ?? `${hostname()}-${process.pid}`;
-    this.ring = keyring(opts.transcriptKey, opts.transcriptKeysOld);
     this.flushMs = opts.flushMs ?? PG_DEFAULTS.flushMs;
-    this.maxQueued = opts.maxQueued ?? PG_DEFAULTS.maxQueued;
     this.writeTimeoutMs = opts.writeTimeoutMs ?? PG_DEFAULTS.writeTimeoutMs;
     this.sql = this.connect();
+    this.leases = new Leases({
+      instanceId: this.instanceId,
+      log: opts.log,
+      run: (what, work) => this.timed(work(this.sql), what),
+      beat: (err) => (err === undefined ? this.succeeded() : this.failed(err)),
+    });
   }
 
   private connect(): Sql {
@@ -387,175 +317,38 @@ export class PostgresCallStore implements CallStore {
     });
   }
 
-  // ── Writes from the call path: memory only ─────────────────────────────
+  // ── The record buffer's hooks ──────────────────────────────────────────
 
-  answered(callSid: string, info: { from?: string; to?: string }): void {
-    const answeredAt = new Date().toISOString();
-    this.change(callSid, true, (h) => {
-      h.from = info.from ?? h.from;
-      h.to = info.to ?? h.to;
-      h.answeredAt ??= answeredAt;
-    });
+  protected newHeader(callSid: string): CallHeader {
+    return emptyHeader(callSid);
   }
 
-  started(callSid: string, info: { streamSid: string; audioMode: string; startedAt: Date; model?: string }): void {
-    this.change(callSid, true, (h) => {
-      h.streamSid = info.streamSid;
-      h.audioMode = info.audioMode;
-      h.model = info.model ?? null;
-      h.startedAt = info.startedAt.toISOString();
-      h.state = 'in_progress';
-    });
+  /** Rows are read at flush time (load): reading one here would wait on the database. */
+  protected headerNow(): undefined {
+    return undefined;
   }
 
-  appendTranscript(callSid: string, line: TranscriptLine): void {
-    // Ordered at read time by when it was said (at_ms): a late caller transcription still lands before the reply.
-    this.enqueue(callSid, 'transcript', line.atMs, null, null, JSON.stringify(line));
+  /** Status callbacks are rows of their own (any instance may write them), never a change to the header. */
+  protected noteStatus(s: StatusNote): void {
+    this.queueStatus(s);
   }
 
-  appendToolCall(callSid: string, tc: ToolCallRecord): void {
-    this.enqueue(callSid, 'tool', tc.startedAtMs, tc.name, tc.ok, JSON.stringify(tc));
-  }
+  // ── Instances and leases (postgres-leases.ts) ──────────────────────────
 
-  appendTurnLatency(callSid: string, t: TurnLatency): void {
-    this.enqueue(callSid, 'latency', t.turn, null, null, JSON.stringify(t));
-  }
-
-  appendEvent(callSid: string, e: CallEvent): void {
-    this.enqueue(callSid, 'event', e.atMs, e.type, null, JSON.stringify(e));
-  }
-
-  addUsage(callSid: string, u: Usage): void {
-    this.change(callSid, false, (h) => {
-      h.usage = sumUsage(h.usage, u);
-    });
-  }
-
-  ended(callSid: string, info: CallEndInfo): void {
-    this.change(callSid, true, (h) => endHeader(h, info));
-  }
-
-  recordStatus(v: StatusCallback): void {
-    if (this.closed) return;
-    if (!this.admit(1)) return;
-    this.statuses.push({
-      callSid: v.callSid,
-      seq: v.sequenceNumber ?? null,
-      status: v.callStatus,
-      timestamp: v.timestampMs !== undefined ? new Date(v.timestampMs).toISOString() : null,
-      durationS: v.callDurationS ?? null,
-      receivedAt: new Date().toISOString(),
-      from: v.from || null,
-      to: v.to || null,
-      terminal: v.terminal,
-    });
-    this.soon();
-  }
-
-  // ── Instances and leases ───────────────────────────────────────────────
-
-  /**
-   * Take this instance's lease, then heartbeat it every leaseMs/6; each beat
-   * also reaps the calls of instances whose lease expired. A lease is valid
-   * for 2/3 leaseMs after a beat, so a dead instance's calls are marked
-   * 'interrupted' at most leaseMs after its last beat, and a live one can
-   * miss three beats before another instance considers it gone.
-   *
-   * The lease of this INSTANCE_ID may be held by another process's token:
-   * released (a clean exit) or expired, it is taken at once; still valid, it
-   * is watched until it expires (the holder died: a restart after kill -9
-   * waits at most 2/3 of the holder's leaseMs) or is renewed — then another
-   * live process uses this INSTANCE_ID, and this rejects with a
-   * non-retryable PostgresStoreError, having touched nothing of its calls.
-   */
+  /** Take this instance's lease and heartbeat it (Leases.start); rejects when another live process holds this INSTANCE_ID. */
   async startLeases(opts: { leaseMs?: number } = {}): Promise<void> {
     if (this.opts.readOnly) throw new PostgresStoreError('call store: a read-only store holds no lease', false);
-    const leaseMs = opts.leaseMs ?? PG_DEFAULTS.leaseMs;
-    if (!Number.isFinite(leaseMs) || leaseMs < 300) throw new PostgresStoreError(`call store: leaseMs must be at least 300 (got ${leaseMs})`, false);
-    this.leaseMs = leaseMs;
-    await this.acquireLease();
-    this.leaseTimer = setInterval(() => void this.beatAndReap(), Math.max(10, Math.round(this.leaseMs / 6)));
-    this.leaseTimer.unref();
-  }
-
-  private async acquireLease(): Promise<void> {
-    const validMs = Math.round((this.leaseMs * 2) / 3);
-    let watched: { token: string | null; heartbeat: string } | undefined;
-    for (;;) {
-      // Take the lease if it is free (no row, released or expired): one statement, so two starting processes cannot both win.
-      const taken = await this.timed(
-        this.sql.unsafe<{ instance_id: string }[]>(
-          `INSERT INTO instances AS i (instance_id, started_at, heartbeat_at, expires_at, token)
-           VALUES ($1, now(), now(), now() + $2 * interval '1 millisecond', $3)
-           ON CONFLICT (instance_id) DO UPDATE SET started_at = now(), heartbeat_at = now(), expires_at = excluded.expires_at, token = excluded.token
-           WHERE i.expires_at <= now()
-           RETURNING instance_id`,
-          [this.instanceId, validMs, this.leaseToken],
-          { prepare: true },
-        ),
-        'take lease',
-      );
-      if (taken.length === 1) return;
-      const [held] = await this.timed(
-        this.sql.unsafe<{ token: string | null; heartbeat: string; left_ms: number }[]>(
-          `SELECT token, heartbeat_at::text AS heartbeat, greatest(0, extract(epoch FROM expires_at - now()) * 1000)::float8 AS left_ms
-           FROM instances WHERE instance_id = $1`,
-          [this.instanceId],
-          { prepare: true },
-        ),
-        'read lease',
-      );
-      if (!held) continue; // forgotten meanwhile: try again
-      if (watched && (held.token !== watched.token || held.heartbeat !== watched.heartbeat)) {
-        throw new PostgresStoreError(
-          `INSTANCE_ID ${this.instanceId} is in use: another live process holds its lease (renewed while this one waited); give every instance its own INSTANCE_ID`,
-          false,
-        );
-      }
-      if (!watched) {
-        this.opts.log.warn({ instanceId: this.instanceId, leftMs: Math.round(held.left_ms) }, 'the lease of this INSTANCE_ID is held: waiting for it to expire (a restart after a crash) or be renewed (another live process)');
-      }
-      watched = { token: held.token, heartbeat: held.heartbeat };
-      // Look again before its holder's next beat could be missed: every leaseMs/6, and just after it expires.
-      await sleep(Math.max(10, Math.min(Math.round(this.leaseMs / 6), Math.ceil(held.left_ms) + 10)));
-    }
+    await this.leases.start(opts.leaseMs ?? PG_DEFAULTS.leaseMs);
   }
 
   /** Stop heartbeating (the lease then expires and other instances reap this one's calls). */
   stopLeases(): void {
-    if (this.leaseTimer) clearInterval(this.leaseTimer);
-    this.leaseTimer = undefined;
+    this.leases.stop();
   }
 
   /** Mark 'interrupted' the in-progress calls of every other instance whose lease expired. Returns how many. */
-  async reapExpired(): Promise<number> {
-    const rows = await this.timed(
-      this.sql.unsafe<{ call_sid: string; instance_id: string }[]>(
-        `UPDATE calls c SET state = 'interrupted', end_reason = coalesce(c.end_reason, 'instance_lost'), updated_at = now()
-         FROM instances i
-         WHERE c.state = 'in_progress' AND c.instance_id = i.instance_id AND i.expires_at < now() AND i.instance_id <> $1
-         RETURNING c.call_sid, c.instance_id`,
-        [this.instanceId],
-        { prepare: true },
-      ),
-      'reap',
-    );
-    // Leases long expired whose calls are all settled are history: forget them (instance ids change with every restart by default).
-    await this.timed(
-      this.sql.unsafe(
-        `DELETE FROM instances i WHERE i.expires_at < now() - interval '1 hour'
-         AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.instance_id = i.instance_id AND c.state = 'in_progress')`,
-        [],
-        { prepare: true },
-      ),
-      'forget old leases',
-    );
-    if (rows.length > 0) {
-      const byInstance: Record<string, number> = {};
-      for (const r of rows) byInstance[r.instance_id] = (byInstance[r.instance_id] ?? 0) + 1;
-      this.opts.log.warn({ count: rows.length, instances: byInstance }, 'calls of instances whose lease expired marked interrupted');
-    }
-    return rows.length;
+  reapExpired(): Promise<number> {
+    return this.leases.reapExpired();
   }
 
   /**
@@ -565,12 +358,11 @@ export class PostgresCallStore implements CallStore {
    */
   async markInterrupted(): Promise<number> {
     await this.flush();
-    const live = [...this.live.keys()];
     const own = await this.timed(
       this.sql.unsafe(
         `UPDATE calls SET state = 'interrupted', end_reason = coalesce(end_reason, 'process_exit'), updated_at = now()
          WHERE state = 'in_progress' AND instance_id = $1 AND NOT (call_sid = ANY($2::text[]))`,
-        [this.instanceId, live],
+        [this.instanceId, this.liveSids()],
       ),
       'mark interrupted',
     );
@@ -598,13 +390,7 @@ export class PostgresCallStore implements CallStore {
   }
 
   stats(): PostgresStoreStats {
-    return {
-      instanceId: this.instanceId,
-      reachable: this.reachable,
-      queued: this.pending.length + this.statuses.length + this.inFlight,
-      dropped: this.dropped,
-      lastError: this.lastError,
-    };
+    return { instanceId: this.instanceId, reachable: this.reachable, queued: this.queued(), dropped: this.dropped, lastError: this.lastError };
   }
 
   // ── Reads (flush first, so this instance reads its own writes) ─────────
@@ -614,7 +400,7 @@ export class PostgresCallStore implements CallStore {
     const [rows, entries, statuses] = await this.timed(this.read(callSid), 'read');
     const row = rows[0];
     if (!row) return undefined;
-    const rec: CallRecord = {
+    const header = {
       ...headerFromRow(row, (n, field) => openField(n, this.ring, callSid, field)),
       status: row.status,
       statusEvents: statuses.map(
@@ -626,19 +412,8 @@ export class PostgresCallStore implements CallStore {
           receivedAt: s.received_at.toISOString(),
         }),
       ),
-      transcript: [],
-      toolCalls: [],
-      turnLatencies: [],
-      events: [],
     };
-    const open = (data: string, kind: 'transcript' | 'tool' | 'event') => JSON.parse(openText(data, this.ring, callSid, kind)) as unknown;
-    for (const e of entries) {
-      if (e.kind === 'transcript') rec.transcript.push(open(e.data, 'transcript') as TranscriptLine);
-      else if (e.kind === 'tool') rec.toolCalls.push(open(e.data, 'tool') as ToolCallRecord);
-      else if (e.kind === 'event') rec.events.push(open(e.data, 'event') as CallEvent);
-      else rec.turnLatencies.push(JSON.parse(e.data) as TurnLatency);
-    }
-    return rec;
+    return this.record(header, entries);
   }
 
   private read(callSid: string) {
@@ -664,7 +439,7 @@ export class PostgresCallStore implements CallStore {
 
   async listPage(opts: ListOptions = {}): Promise<CallPage> {
     await this.flush();
-    const limit = Math.max(1, Math.min(opts.limit ?? 50, 10_000));
+    const limit = listLimit(opts);
     // The cursor keeps the sort key at the database's precision (µs: created_at is now()), as ISO text, and sends it
     // back as text: the driver would cut a timestamptz parameter to a JS Date's ms.
     const rows = await this.timed(this.sql.unsafe<(SummaryRow<Date> & { k: string })[]>(
@@ -677,10 +452,7 @@ export class PostgresCallStore implements CallStore {
       [opts.since ?? new Date(0), limit + 1, opts.after?.t ?? null, opts.after?.sid ?? ''],
       { prepare: true },
     ), 'list');
-    const more = rows.length > limit;
-    if (more) rows.pop();
-    const last = rows.at(-1);
-    return { calls: rows.map((r) => summaryFromRow(r, this.ring)), next: more && last ? { t: last.k, sid: last.call_sid } : null };
+    return this.page(rows, limit, (r) => r.k);
   }
 
   // ── Flushing ───────────────────────────────────────────────────────────
@@ -691,10 +463,7 @@ export class PostgresCallStore implements CallStore {
    * flight waits for it and then writes what arrived meanwhile.
    */
   flush(): Promise<void> {
-    if (this.immediate) {
-      clearImmediate(this.immediate);
-      this.immediate = undefined;
-    }
+    this.cancelSoon();
     if (!this.current) return this.startFlush();
     this.next ??= this.current.then(() => {
       this.next = undefined;
@@ -706,18 +475,13 @@ export class PostgresCallStore implements CallStore {
   /** Flush what is left, release the lease (other instances may reap at once) and disconnect. */
   async close(): Promise<void> {
     if (this.closed) return;
-    if (this.timer) clearInterval(this.timer);
+    this.stopFlushTimer();
     this.stopLeases();
     await this.flush();
     this.closed = true;
-    const left = this.pending.length + this.statuses.length + [...this.live.values()].filter((v) => v.dirty).length;
-    if (left > 0) this.opts.log.error({ unwritten: left, dropped: this.dropped }, 'call store closed with records it could not write');
-    if (this.leaseMs > 0) {
-      await this.timed(
-        this.sql.unsafe('UPDATE instances SET expires_at = now() WHERE instance_id = $1 AND token = $2', [this.instanceId, this.leaseToken]),
-        'release lease',
-      ).catch(() => {});
-    }
+    const left = this.unwritten();
+    if (left > 0) this.log.error({ unwritten: left, dropped: this.dropped }, 'call store closed with records it could not write');
+    await this.leases.release();
     await this.sql.end({ timeout: 2 }).catch(() => {});
   }
 
@@ -731,52 +495,34 @@ export class PostgresCallStore implements CallStore {
 
   private async flushOnce(): Promise<void> {
     if (this.closed) return;
-    const entries = this.pending;
-    const statuses = this.statuses;
-    const toLoad = [...this.live.entries()].filter(([, v]) => !v.loaded).map(([sid]) => sid);
-    if (entries.length === 0 && statuses.length === 0 && toLoad.length === 0 && ![...this.live.values()].some((v) => v.dirty)) {
-      this.evict();
-      return;
-    }
-    this.pending = [];
-    this.statuses = [];
-    this.inFlight = entries.length + statuses.length;
-    let taken: [string, Live, number][] = [];
+    const batch = this.takeQueued();
+    if (!batch) return;
     try {
+      const toLoad = this.unloaded();
       if (toLoad.length > 0) await this.timed(this.load(toLoad), 'read headers');
-      taken = [...this.live.entries()].filter(([, v]) => v.dirty && v.loaded).map(([sid, v]) => [sid, v, v.rev]);
-      await this.timed(this.write(entries, statuses, taken.map(([, v]) => v)), 'flush');
+      const headers = this.takeHeaders(batch);
+      await this.timed(this.write(batch.entries, batch.statuses, headers), 'flush');
     } catch (err) {
-      this.pending = entries.concat(this.pending);
-      this.statuses = statuses.concat(this.statuses);
-      this.inFlight = 0;
+      this.putBack(batch);
       this.failed(err);
       return;
     }
-    this.inFlight = 0;
-    // A header changed while its write was in flight stays dirty for the next flush.
-    for (const [, v, rev] of taken) if (v.rev === rev) v.dirty = false;
+    this.done(batch);
     this.succeeded();
-    this.evict();
   }
 
-  /** Read the rows of calls first touched here, then replay the changes made meanwhile on them. */
+  /** Read the rows of calls first touched here; the buffer replays the changes made meanwhile on them. */
   private async load(sids: string[]): Promise<void> {
     const rows = await this.sql.unsafe<Row[]>(READ_HEADERS, [sids], { prepare: true });
     const byId = new Map(rows.map((r) => [r.call_sid, r]));
     for (const sid of sids) {
-      const v = this.live.get(sid);
-      if (!v || v.loaded) continue;
       const row = byId.get(sid);
       // A number this instance cannot open stays sealed as stored (sealField writes it back as it is).
-      v.h = row ? headerFromRow(row, (n, field) => openField(n, this.ring, sid, field, (stored) => stored)) : emptyHeader(sid);
-      for (const op of v.ops) op(v.h);
-      v.ops = [];
-      v.loaded = true;
+      this.loaded(sid, row ? headerFromRow(row, (n, field) => openField(n, this.ring, sid, field, (stored) => stored)) : undefined);
     }
   }
 
-  private async write(entries: PendingEntry[], statuses: PendingStatus[], headers: Live[]): Promise<void> {
+  private async write(entries: PendingEntry[], statuses: StatusNote[], headers: { h: CallHeader; rev: number }[]): Promise<void> {
     const cols = {
       uid: [] as string[],
       sid: [] as string[],
@@ -788,19 +534,18 @@ export class PostgresCallStore implements CallStore {
     };
     for (const e of entries) {
       e.uid ??= randomUUID();
-      e.data ??= e.kind === 'latency' ? e.json : sealText(e.json, this.ring, e.callSid, e.kind);
       cols.uid.push(e.uid);
       cols.sid.push(e.callSid);
       cols.kind.push(e.kind);
       cols.at.push(e.atMs);
       cols.label.push(e.label);
       cols.ok.push(e.ok === null ? null : e.ok ? 't' : 'f');
-      cols.data.push(e.data);
+      cols.data.push(this.entryData(e));
     }
-    const h = headers.map((v) => this.headerRow(v));
+    const h = headers.map(({ h, rev }) => this.headerRow(h, rev));
     const webhook = h.filter((r) => r[2] !== null || r[3] !== null || r[5] !== null); // from, to, answered_at
     const stubSids = [...new Set([...cols.sid, ...statuses.map((s) => s.callSid)])];
-    const endedSids = headers.filter((v) => v.h.state === 'completed' && v.h.outcome === null).map((v) => v.h.callSid);
+    const endedSids = headers.filter(({ h }) => h.state === 'completed' && h.outcome === null).map(({ h }) => h.callSid);
     const statusSids = [...new Set(statuses.map((s) => s.callSid))];
     await this.sql.begin((tx) => {
       const q: postgres.PendingQuery<postgres.Row[]>[] = [];
@@ -816,8 +561,9 @@ export class PostgresCallStore implements CallStore {
         q.push(tx.unsafe(ENTRIES_INSERT, [cols.uid, cols.sid, cols.kind, cols.at, cols.label, cols.ok, cols.data] as never[], { prepare: true }));
       }
       for (const s of statuses) {
+        const sealed = this.sealedNumbers(s);
         q.push(
-          tx.unsafe(STATUS_INSERT, [s.callSid, s.seq, s.status, s.timestamp, s.durationS, s.receivedAt, sealField(s.from, this.ring, s.callSid, 'from'), sealField(s.to, this.ring, s.callSid, 'to'), s.terminal] as never[], {
+          tx.unsafe(STATUS_INSERT, [s.callSid, s.seq, s.status, s.timestamp, s.durationS, s.receivedAt, sealed.from, sealed.to, s.terminal] as never[], {
             prepare: true,
           }),
         );
@@ -829,15 +575,13 @@ export class PostgresCallStore implements CallStore {
   }
 
   /** The 18 unnest columns of HEADER_UPSERT, in order. */
-  private headerRow(v: Live): (string | number | null)[] {
-    const h = v.h;
-    const durationMs = h.durationMs ?? (h.startedAt ? Date.now() - Date.parse(h.startedAt) : 0);
-    h.estimatedCostUsd = estimateCostUsd(h.usage, durationMs, this.opts.prices);
+  private headerRow(h: CallHeader, rev: number): (string | number | null)[] {
+    const sealed = this.headerToWrite(h);
     return [
       h.callSid,
       h.streamSid,
-      sealField(h.from, this.ring, h.callSid, 'from'),
-      sealField(h.to, this.ring, h.callSid, 'to'),
+      sealed.from,
+      sealed.to,
       h.startedAt,
       h.answeredAt,
       h.endedAt,
@@ -851,81 +595,11 @@ export class PostgresCallStore implements CallStore {
       h.protocolErrors,
       JSON.stringify(h.usage),
       h.estimatedCostUsd,
-      v.rev,
+      rev,
     ];
   }
 
   // ── Internals ──────────────────────────────────────────────────────────
-
-  private change(callSid: string, soon: boolean, op: Op): void {
-    if (this.closed) return;
-    let v = this.live.get(callSid);
-    if (!v) {
-      v = { h: emptyHeader(callSid), loaded: false, ops: [], dirty: false, rev: 0 };
-      this.live.set(callSid, v);
-    }
-    if (v.loaded) op(v.h);
-    else v.ops.push(op);
-    v.dirty = true;
-    v.rev = ++this.rev;
-    if (soon) this.soon();
-  }
-
-  private enqueue(callSid: string, kind: EntryKind, atMs: number, label: string | null, ok: boolean | null, json: string): void {
-    if (this.closed || !this.admit(1)) return;
-    this.pending.push({ uid: null, callSid, kind, atMs, label, ok, json, data: null });
-  }
-
-  /** Room in the bounded queue? If not, count the refusal (logged by the next failure or recovery report). */
-  private admit(n: number): boolean {
-    if (this.pending.length + this.statuses.length + this.inFlight + n <= this.maxQueued) return true;
-    this.dropped += n;
-    return false;
-  }
-
-  private soon(): void {
-    if (this.immediate || this.closed) return;
-    this.immediate = setImmediate(() => {
-      this.immediate = undefined;
-      void this.flush();
-    });
-  }
-
-  private async beatAndReap(): Promise<void> {
-    if (this.beating) return; // the last beat is still waiting on the database
-    this.beating = true;
-    try {
-      await this.heartbeat();
-      await this.reapExpired();
-      this.succeeded();
-    } catch (err) {
-      this.failed(err);
-    } finally {
-      this.beating = false;
-    }
-  }
-
-  /** Renew this process's lease (its token's). Lost (another process took this INSTANCE_ID after it expired): a non-retryable error, logged by every failed beat. */
-  private async heartbeat(): Promise<void> {
-    if (this.leaseLost) throw this.leaseLostError();
-    const validMs = Math.round((this.leaseMs * 2) / 3);
-    const renewed = await this.timed(
-      this.sql.unsafe(
-        `UPDATE instances SET heartbeat_at = now(), expires_at = now() + $2 * interval '1 millisecond' WHERE instance_id = $1 AND token = $3`,
-        [this.instanceId, validMs, this.leaseToken],
-        { prepare: true },
-      ),
-      'heartbeat',
-    );
-    if (renewed.count === 0) {
-      this.leaseLost = true;
-      throw this.leaseLostError();
-    }
-  }
-
-  private leaseLostError(): PostgresStoreError {
-    return new PostgresStoreError(`call store: the lease of INSTANCE_ID ${this.instanceId} was taken by another process after it expired here; two processes use this INSTANCE_ID`, false);
-  }
 
   /**
    * Bound a database operation by writeTimeoutMs. On timeout the pool is
@@ -958,35 +632,18 @@ export class PostgresCallStore implements CallStore {
     if (first || now - this.lastFailureLogAt >= FAILURE_LOG_EVERY_MS) {
       this.lastFailureLogAt = now;
       this.droppedLogged = this.dropped;
-      this.opts.log.error({ err: this.lastError, ...this.counts() }, 'call store: PostgreSQL write failed; records kept in memory, will retry');
+      this.log.error({ err: this.lastError, queued: this.queued(), dropped: this.dropped }, 'call store: PostgreSQL write failed; records kept in memory, will retry');
     }
   }
 
   private succeeded(): void {
     if (!this.reachable) {
       this.reachable = true;
-      this.opts.log.warn({ ...this.counts() }, 'call store: PostgreSQL writable again; queued records written');
+      this.log.warn({ queued: this.queued(), dropped: this.dropped }, 'call store: PostgreSQL writable again; queued records written');
       this.droppedLogged = this.dropped;
     } else if (this.dropped > this.droppedLogged) {
-      this.opts.log.error({ ...this.counts() }, 'call store: queue full, records dropped');
+      this.log.error({ queued: this.queued(), dropped: this.dropped }, 'call store: queue full, records dropped');
       this.droppedLogged = this.dropped;
-    }
-  }
-
-  private counts(): { queued: number; dropped: number } {
-    return { queued: this.pending.length + this.statuses.length + this.inFlight, dropped: this.dropped };
-  }
-
-  /**
-   * Only calls in progress stay in memory. Written headers are let go when the
-   * call is over, or when it was answered here but its stream never started.
-   */
-  private evict(): void {
-    const staleBefore = Date.now() - STREAMLESS_KEEP_MS;
-    for (const [sid, v] of this.live) {
-      if (v.dirty || !v.loaded) continue;
-      const h = v.h;
-      if (h.state !== 'in_progress' || (!h.startedAt && (!h.answeredAt || Date.parse(h.answeredAt) < staleBefore))) this.live.delete(sid);
     }
   }
 
@@ -1016,5 +673,3 @@ export class PostgresCallStore implements CallStore {
 }
 
 const iso = (d: Date | null): string | null => (d ? d.toISOString() : null);
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-const errText = (err: unknown): string => (err instanceof Error ? err.message : String(err));

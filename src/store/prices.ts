@@ -1,10 +1,13 @@
 /**
- * List prices of the OpenAI Realtime models, USD per 1M tokens, as published
- * on each model's page (developers.openai.com/api/docs/models/<model>),
- * read 2026-11-30. Cached input is priced apart for text and audio.
- * A snapshot name (`gpt-realtime-2-2026-05-07`) takes its model's prices.
+ * Prices, USD: the one definition of the figures a call's cost estimate uses
+ * (store/cost.ts), and the list prices of the OpenAI Realtime models, per 1M
+ * tokens, as published on each model's page
+ * (developers.openai.com/api/docs/models/<model>), read 2026-11-30. Cached
+ * input is priced apart for text and audio. A snapshot name
+ * (`gpt-realtime-2-2026-05-07`) takes its model's prices.
  */
 
+/** One model's token prices, USD per 1M tokens. */
 export interface ModelPrices {
   textInPerMTok: number;
   textCachedInPerMTok: number;
@@ -12,6 +15,11 @@ export interface ModelPrices {
   audioInPerMTok: number;
   audioCachedInPerMTok: number;
   audioOutPerMTok: number;
+}
+
+/** What a call costs: its model's token prices (with any PRICE_* overrides) plus telephony, USD per started minute. */
+export interface Prices extends ModelPrices {
+  telephonyPerMin: number;
 }
 
 export const PRICES_AS_OF = '2026-11-30';

@@ -1,7 +1,7 @@
 /**
  * The CallRecorder a call writes through: maps call events onto the
  * CallStore. Everything here is an in-memory update; the store writes in
- * the background (see src/store/sqlite.ts).
+ * the background (see src/store/record-buffer.ts).
  */
 import type { CallRecorder } from '../records.js';
 import type { CallStore } from './types.js';

@@ -43,6 +43,18 @@ export type SummaryRow<Time extends string | Date> = Pick<
   'call_sid' | 'from_number' | 'to_number' | 'duration_ms' | 'status' | 'state' | 'outcome' | 'end_reason' | 'cost_usd'
 > & { started_at: Time };
 
+/**
+ * A finished call's one-word outcome for listings, as SQL (the same in both
+ * dialects) over its `calls` row `c` and the entries written with it: the
+ * call failed (model or relay), else whether the eligibility check ran and
+ * answered.
+ */
+export const OUTCOME_SQL = `CASE
+      WHEN c.end_reason IN ('model_unavailable', 'model_disconnected', 'error') THEN 'failed'
+      WHEN EXISTS (SELECT 1 FROM call_entries e WHERE e.call_sid = c.call_sid AND e.kind = 'tool' AND e.label = 'check_eligibility' AND e.ok) THEN 'eligibility_checked'
+      WHEN EXISTS (SELECT 1 FROM call_entries e WHERE e.call_sid = c.call_sid AND e.kind = 'tool' AND e.label = 'check_eligibility') THEN 'eligibility_failed'
+      ELSE 'no_check' END`;
+
 const iso = (t: string | Date | null): string | null => (t instanceof Date ? t.toISOString() : t);
 
 /** `number` opens a stored caller (`from`) or callee (`to`) number of the row's call (sealed when TRANSCRIPT_KEY is set). */

@@ -5,8 +5,9 @@
  *
  * Writes never block audio. Both drivers are synchronous, so nothing on the
  * call path touches the database: every CallStore write only updates a small
- * in-memory call header or pushes an entry onto a queue. One flush writes
- * all of it in a single transaction:
+ * in-memory call header or pushes an entry onto a queue (record-buffer.ts,
+ * shared with the PostgreSQL store). One flush writes all of it in a single
+ * transaction:
  *   - on a timer every FLUSH_MS (transcript lines, tool calls, latencies, usage);
  *   - on the next turn of the event loop (setImmediate) after a call is
  *     answered, starts or ends, or a status callback arrives — what a crash
@@ -41,24 +42,20 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatency, Usage } from '../records.js';
-import type { Prices } from '../config.js';
-import type { Logger } from '../log.js';
-import type { StatusCallback } from '../twilio/webhooks.js';
+import type { ToolCallRecord, TranscriptLine, TurnLatency } from '../records.js';
 import { estimateCostUsd } from './cost.js';
-import { keyring, openField, openText, sealField, sealText, type Keyring } from './crypto.js';
+import { openField, type Keyring } from './crypto.js';
+import { listLimit, RecordBuffer, type EntryKind, type RecordBufferOptions, type StatusNote } from './record-buffer.js';
 import { openSqlite, type SqlStatement, type SqliteDb, type SqlValue } from './sqlite-driver.js';
-import { emptyHeader, endHeader, ENCRYPTED_NUMBER, headerFromRow, summaryFromRow, sumUsage, type CallHeader, type CallRow, type SummaryRow } from './rows.js';
+import { emptyHeader, ENCRYPTED_NUMBER, headerFromRow, OUTCOME_SQL, type CallHeader, type CallRow, type SummaryRow } from './rows.js';
 import type { CallPage, CallRecord, CallStore, CallSummary, ListOptions, StatusEvent } from './types.js';
 
 export { ENCRYPTED_NUMBER, estimateCostUsd };
 
 /** Timer flush period: the crash window for transcript/tool/latency entries, ms. */
 export const FLUSH_MS = 250;
-/** Entries kept queued while the database refuses writes (disk full…); beyond this the oldest are dropped and logged. */
-const MAX_PENDING = 100_000;
-/** How long an answered call whose stream never started keeps its header in memory, ms. */
-const STREAMLESS_KEEP_MS = 10 * 60_000;
+/** Entries held while the database refuses writes (disk full…); beyond this new ones are refused, counted and logged. */
+const MAX_QUEUED = 100_000;
 /** How long a write waits for a lock before giving up until the next flush, ms (bounds an event-loop stall). */
 const WRITE_BUSY_MS = 100;
 
@@ -130,32 +127,14 @@ const MIGRATIONS: string[] = [
    );`,
 ];
 
-export interface SqliteStoreOptions {
+export interface SqliteStoreOptions extends RecordBufferOptions {
   path: string;
-  transcriptKey?: Buffer;
-  /** Earlier keys (TRANSCRIPT_KEY_OLD): values they sealed are still read; nothing new is sealed with them. */
-  transcriptKeysOld?: Buffer[];
-  prices: Prices;
-  log: Logger;
   /** Open an existing store for reading (CLI): the file must exist, no flush timer. */
   readOnly?: boolean;
 }
 
 /** A call's record without its lists: what the call path keeps in memory (status too: it lives in the row here). */
 type Header = CallHeader & Pick<CallRecord, 'status' | 'statusEvents'>;
-
-type EntryKind = 'transcript' | 'tool' | 'latency' | 'event';
-
-interface PendingEntry {
-  callSid: string;
-  kind: EntryKind;
-  atMs: number;
-  /** Tool name (not personal data): lets the outcome be computed in SQL. */
-  label: string | null;
-  ok: number | null;
-  /** JSON of the entry, sealed at flush time when personal. */
-  json: string;
-}
 
 interface Row extends CallRow<string> {
   status_events: string;
@@ -164,34 +143,21 @@ interface Row extends CallRow<string> {
   turn_latencies: string;
 }
 
-interface EntryRow {
-  kind: EntryKind;
-  data: string;
-}
-
-export class SqliteCallStore implements CallStore {
+export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
   private readonly db: SqliteDb;
-  /** Headers of calls this process is writing (in progress, or changed since the last flush). */
-  private readonly live = new Map<string, { h: Header; dirty: boolean }>();
-  private pending: PendingEntry[] = [];
-  private droppedEntries = 0;
-  private readonly timer: NodeJS.Timeout | undefined;
-  private immediate: NodeJS.Immediate | undefined;
-  private readonly ring: Keyring;
-  private closed = false;
   private readonly sql: {
     upsertHeader: SqlStatement;
     webhookFields: SqlStatement;
+    outcome: SqlStatement;
     stub: SqlStatement;
     insertEntry: SqlStatement;
     header: SqlStatement;
     entries: SqlStatement;
-    eligibilityResults: SqlStatement;
     claim: SqlStatement;
   };
 
   constructor(private readonly opts: SqliteStoreOptions) {
-    this.ring = keyring(opts.transcriptKey, opts.transcriptKeysOld);
+    super(opts, MAX_QUEUED);
     if (opts.path !== ':memory:' && !opts.readOnly) mkdirSync(dirname(opts.path), { recursive: true });
     this.db = openSqlite(opts.path, { fileMustExist: opts.readOnly === true });
     if (!opts.readOnly && !driverLogged) {
@@ -224,96 +190,36 @@ export class SqliteCallStore implements CallStore {
         UPDATE calls SET from_number = coalesce(from_number, @from_number), to_number = coalesce(to_number, @to_number),
           answered_at = coalesce(answered_at, @answered_at), updated_at = @now
         WHERE call_sid = @call_sid`),
+      outcome: this.db.prepare(`UPDATE calls AS c SET outcome = ${OUTCOME_SQL} WHERE c.call_sid = ? AND c.state = 'completed'`),
       stub: this.db.prepare('INSERT OR IGNORE INTO calls (call_sid, created_at, updated_at) VALUES (?, ?, ?)'),
       insertEntry: this.db.prepare('INSERT INTO call_entries (call_sid, kind, at_ms, label, ok, data) VALUES (?, ?, ?, ?, ?, ?)'),
       header: this.db.prepare('SELECT * FROM calls WHERE call_sid = ?'),
       entries: this.db.prepare('SELECT kind, data FROM call_entries WHERE call_sid = ? ORDER BY kind, at_ms, id'),
-      eligibilityResults: this.db.prepare(
-        "SELECT ok FROM call_entries WHERE call_sid = ? AND kind = 'tool' AND label = 'check_eligibility'",
-      ),
       claim: this.db.prepare('INSERT OR IGNORE INTO call_claims (call_sid, instance_id, claimed_at) VALUES (?, ?, ?)'),
     };
     if (!opts.readOnly) {
       // Start-up work above may wait for a lock; the call path must not wait long.
       this.db.pragma(`busy_timeout = ${WRITE_BUSY_MS}`);
-      this.timer = setInterval(() => this.flush(), FLUSH_MS);
-      this.timer.unref();
+      this.startFlushTimer(FLUSH_MS);
     }
   }
 
-  // ── Writes from the call path: memory only ─────────────────────────────
+  // ── The record buffer's hooks ──────────────────────────────────────────
 
-  answered(callSid: string, info: { from?: string; to?: string }): void {
-    const h = this.header(callSid);
-    h.from = info.from ?? h.from;
-    h.to = info.to ?? h.to;
-    h.answeredAt ??= new Date().toISOString();
-    this.changed(callSid, true);
+  protected newHeader(callSid: string): Header {
+    return { ...emptyHeader(callSid), status: null, statusEvents: [] };
   }
 
-  started(callSid: string, info: { streamSid: string; audioMode: string; startedAt: Date; model?: string }): void {
-    const h = this.header(callSid);
-    h.streamSid = info.streamSid;
-    h.audioMode = info.audioMode;
-    h.model = info.model ?? null;
-    h.startedAt = info.startedAt.toISOString();
-    h.state = 'in_progress';
-    this.changed(callSid, true);
+  /** Read at once: a status callback or usage after the call ended finds its row. */
+  protected headerNow(callSid: string): Header {
+    const row = this.sql.header.get(callSid) as Row | undefined;
+    // A number this process cannot open is kept sealed as stored (sealField writes it back as it is).
+    return row ? rowHeader(row, this.ring, (stored) => stored) : this.newHeader(callSid);
   }
 
-  appendTranscript(callSid: string, line: TranscriptLine): void {
-    // Ordered by when it was said at read time (at_ms): a caller's transcription
-    // that finishes after the reply still lands before it.
-    this.enqueue({ callSid, kind: 'transcript', atMs: line.atMs, label: null, ok: null, json: JSON.stringify(line) });
-  }
-
-  appendToolCall(callSid: string, tc: ToolCallRecord): void {
-    this.enqueue({ callSid, kind: 'tool', atMs: tc.startedAtMs, label: tc.name, ok: tc.ok ? 1 : 0, json: JSON.stringify(tc) });
-  }
-
-  appendTurnLatency(callSid: string, t: TurnLatency): void {
-    this.enqueue({ callSid, kind: 'latency', atMs: t.turn, label: null, ok: null, json: JSON.stringify(t) });
-  }
-
-  appendEvent(callSid: string, e: CallEvent): void {
-    this.enqueue({ callSid, kind: 'event', atMs: e.atMs, label: e.type, ok: null, json: JSON.stringify(e) });
-  }
-
-  addUsage(callSid: string, u: Usage): void {
-    const h = this.header(callSid);
-    h.usage = sumUsage(h.usage, u);
-    this.changed(callSid, false);
-  }
-
-  ended(callSid: string, info: CallEndInfo): void {
-    endHeader(this.header(callSid), info);
-    this.changed(callSid, true);
-  }
-
-  recordStatus(v: StatusCallback): void {
-    const h = this.header(v.callSid);
-    const seq = v.sequenceNumber ?? null;
-    if (seq !== null && h.statusEvents.some((e) => e.sequenceNumber === seq)) return; // Twilio retried it
-    const ev: StatusEvent = {
-      sequenceNumber: seq,
-      status: v.callStatus,
-      timestamp: v.timestampMs !== undefined ? new Date(v.timestampMs).toISOString() : null,
-      callDurationS: v.callDurationS ?? null,
-      receivedAt: new Date().toISOString(),
-    };
-    h.statusEvents.push(ev);
-    h.statusEvents.sort((a, b) => (a.sequenceNumber ?? Infinity) - (b.sequenceNumber ?? Infinity));
-    h.status = h.statusEvents.at(-1)!.status;
-    h.from ||= v.from || null;
-    h.to ||= v.to || null;
-    if (v.terminal && h.state === 'in_progress' && !h.startedAt) {
-      // The stream never started (busy, no-answer, failed…): the callback is the whole story.
-      h.state = 'completed';
-      h.outcome = v.callStatus;
-      if (v.callDurationS !== undefined) h.durationMs = v.callDurationS * 1000;
-    }
-    if (v.terminal && v.callDurationS !== undefined && h.durationMs === null) h.durationMs = v.callDurationS * 1000;
-    this.changed(v.callSid, true);
+  /** Status callbacks live in the row here: folded into the header, in order; a retry (same SequenceNumber) changes nothing. */
+  protected noteStatus(s: StatusNote): void {
+    this.changeHeader(s.callSid, true, (h) => foldStatus(h, s));
   }
 
   /** One row insert, at once (a unique key decides); throws when the file cannot be written (a read-only store). */
@@ -324,11 +230,10 @@ export class SqliteCallStore implements CallStore {
 
   markInterrupted(): number {
     this.flush();
-    const live = [...this.live.keys()];
     const r = this.db
       .prepare(`UPDATE calls SET state = 'interrupted', end_reason = coalesce(end_reason, 'process_exit'), updated_at = ?
                 WHERE state = 'in_progress' AND call_sid NOT IN (SELECT value FROM json_each(?))`)
-      .run(new Date().toISOString(), JSON.stringify(live));
+      .run(new Date().toISOString(), JSON.stringify(this.liveSids()));
     return r.changes;
   }
 
@@ -338,22 +243,12 @@ export class SqliteCallStore implements CallStore {
     this.flush();
     const row = this.sql.header.get(callSid) as Row | undefined;
     if (!row) return undefined;
-    const open = (data: string, kind: 'transcript' | 'tool' | 'event') => JSON.parse(openText(data, this.ring, callSid, kind)) as unknown;
-    const rec: CallRecord = {
-      ...rowHeader(row, this.ring),
-      // Rows written before migration 2 keep their lists in the row itself (sealed, if at all, as enc1).
-      transcript: open(row.transcript, 'transcript') as TranscriptLine[],
-      toolCalls: open(row.tool_calls, 'tool') as ToolCallRecord[],
+    // Rows written before migration 2 keep their lists in the row itself (sealed, if at all, as enc1).
+    return this.record(rowHeader(row, this.ring), this.sql.entries.all(callSid) as { kind: EntryKind; data: string }[], {
+      transcript: this.openJson(row.transcript, callSid, 'transcript') as TranscriptLine[],
+      toolCalls: this.openJson(row.tool_calls, callSid, 'tool') as ToolCallRecord[],
       turnLatencies: JSON.parse(row.turn_latencies) as TurnLatency[],
-      events: [],
-    };
-    for (const e of this.sql.entries.all(callSid) as EntryRow[]) {
-      if (e.kind === 'transcript') rec.transcript.push(open(e.data, 'transcript') as TranscriptLine);
-      else if (e.kind === 'tool') rec.toolCalls.push(open(e.data, 'tool') as ToolCallRecord);
-      else if (e.kind === 'event') rec.events.push(open(e.data, 'event') as CallEvent);
-      else rec.turnLatencies.push(JSON.parse(e.data) as TurnLatency);
-    }
-    return rec;
+    });
   }
 
   list(opts: ListOptions = {}): CallSummary[] {
@@ -362,7 +257,7 @@ export class SqliteCallStore implements CallStore {
 
   listPage(opts: ListOptions = {}): CallPage {
     this.flush();
-    const limit = Math.max(1, Math.min(opts.limit ?? 50, 10_000));
+    const limit = listLimit(opts);
     const since = opts.since?.toISOString() ?? '';
     // Past the end of the order (every ISO time sorts below '~'): no cursor means from the newest.
     const after = opts.after ?? { t: '~', sid: '' };
@@ -373,73 +268,45 @@ export class SqliteCallStore implements CallStore {
                   AND (coalesce(started_at, answered_at, created_at) < ? OR (coalesce(started_at, answered_at, created_at) = ? AND call_sid < ?))
                 ORDER BY coalesce(started_at, answered_at, created_at) DESC, call_sid DESC LIMIT ?`)
       .all(since, after.t, after.t, after.sid, limit + 1) as SummaryRow<string>[];
-    const more = rows.length > limit;
-    if (more) rows.pop();
-    const last = rows.at(-1);
-    return { calls: rows.map((r) => summaryFromRow(r, this.ring)), next: more && last ? { t: last.started_at, sid: last.call_sid } : null };
+    return this.page(rows, limit, (r) => r.started_at);
   }
 
   /** Write everything queued, in one transaction. Never throws: a failed flush keeps its work for the next one. */
   flush(): void {
-    if (this.immediate) {
-      clearImmediate(this.immediate);
-      this.immediate = undefined;
-    }
+    this.cancelSoon();
     if (this.closed) return;
-    const dirty = [...this.live.entries()].filter(([, v]) => v.dirty);
-    const entries = this.pending;
-    if (dirty.length === 0 && entries.length === 0) return this.evict();
-    this.pending = [];
+    const batch = this.takeQueued();
+    if (!batch) return;
+    const headers = this.takeHeaders(batch);
     const now = new Date().toISOString();
     try {
       this.db.transaction(() => {
-        for (const e of entries) {
+        for (const e of batch.entries) {
           if (!this.live.has(e.callSid)) this.sql.stub.run(e.callSid, now, now); // a late entry of a finished call
-          const data = e.kind === 'latency' ? e.json : sealText(e.json, this.ring, e.callSid, e.kind);
-          this.sql.insertEntry.run(e.callSid, e.kind, e.atMs, e.label, e.ok, data);
+          this.sql.insertEntry.run(e.callSid, e.kind, e.atMs, e.label, e.ok === null ? null : e.ok ? 1 : 0, this.entryData(e));
         }
-        for (const [sid, v] of dirty) {
-          if (v.h.state === 'completed' && v.h.outcome === null) v.h.outcome = this.outcomeOf(sid, v.h);
-          const row = this.headerRow(v.h, now);
+        for (const { h } of headers) {
+          const row = this.headerRow(h, now);
           if (Number(this.sql.upsertHeader.run(row).changes) === 0) {
             this.sql.webhookFields.run({ call_sid: row.call_sid!, from_number: row.from_number!, to_number: row.to_number!, answered_at: row.answered_at!, now });
           }
+          if (h.state === 'completed' && h.outcome === null) this.sql.outcome.run(h.callSid);
         }
       });
     } catch (err) {
-      this.pending = entries.concat(this.pending);
-      if (this.pending.length > MAX_PENDING) {
-        const drop = this.pending.length - MAX_PENDING;
-        this.pending.splice(0, drop);
-        this.droppedEntries += drop;
-      }
-      this.opts.log.error(
-        { err: err instanceof Error ? err.message : String(err), queued: this.pending.length, dropped: this.droppedEntries },
+      this.putBack(batch);
+      this.log.error(
+        { err: err instanceof Error ? err.message : String(err), queued: this.queued(), dropped: this.dropped },
         'call store flush failed; will retry',
       );
       return;
     }
-    for (const [, v] of dirty) v.dirty = false;
-    this.evict();
-  }
-
-  /**
-   * Only calls in progress stay in memory. Written headers are let go when the
-   * call is over, when this process never answered it (status callbacks
-   * only), or when it was answered but its stream never started.
-   */
-  private evict(): void {
-    const staleBefore = Date.now() - STREAMLESS_KEEP_MS;
-    for (const [sid, v] of this.live) {
-      if (v.dirty) continue;
-      const h = v.h;
-      if (h.state !== 'in_progress' || (!h.startedAt && (!h.answeredAt || Date.parse(h.answeredAt) < staleBefore))) this.live.delete(sid);
-    }
+    this.done(batch);
   }
 
   close(): void {
     if (this.closed) return;
-    if (this.timer) clearInterval(this.timer);
+    this.stopFlushTimer();
     this.flush();
     this.closed = true;
     this.db.close();
@@ -460,55 +327,13 @@ export class SqliteCallStore implements CallStore {
     }
   }
 
-  /**
-   * The in-memory header of a call: live, else read from its row (a status
-   * callback or usage after the call ended), else a new one.
-   */
-  private header(callSid: string): Header {
-    let entry = this.live.get(callSid);
-    if (!entry) {
-      const row = this.closed ? undefined : (this.sql.header.get(callSid) as Row | undefined);
-      // A number this process cannot open is kept sealed as stored (sealField writes it back as it is).
-      entry = { h: row ? rowHeader(row, this.ring, (stored) => stored) : { ...emptyHeader(callSid), status: null, statusEvents: [] }, dirty: false };
-      this.live.set(callSid, entry);
-    }
-    return entry.h;
-  }
-
-  /** Mark a header for writing: on the next turn of the event loop when `soon`, else on the timer. */
-  private changed(callSid: string, soon: boolean): void {
-    const e = this.live.get(callSid);
-    if (e) e.dirty = true;
-    if (soon && !this.immediate && !this.closed) {
-      this.immediate = setImmediate(() => {
-        this.immediate = undefined;
-        this.flush();
-      });
-    }
-  }
-
-  private enqueue(e: PendingEntry): void {
-    if (this.closed) return;
-    this.pending.push(e);
-  }
-
-  /** A one-word outcome for listings: what happened, from the caller's side. */
-  private outcomeOf(callSid: string, h: Header): string {
-    if (h.endReason === 'model_unavailable' || h.endReason === 'model_disconnected' || h.endReason === 'error') return 'failed';
-    const results = this.sql.eligibilityResults.all(callSid) as { ok: number }[];
-    if (results.some((r) => r.ok === 1)) return 'eligibility_checked';
-    if (results.length > 0) return 'eligibility_failed';
-    return 'no_check';
-  }
-
   private headerRow(h: Header, now: string): Record<string, SqlValue> {
-    const durationMs = h.durationMs ?? (h.startedAt ? Date.now() - Date.parse(h.startedAt) : 0);
-    h.estimatedCostUsd = estimateCostUsd(h.usage, durationMs, this.opts.prices);
+    const sealed = this.headerToWrite(h);
     return {
       call_sid: h.callSid,
       stream_sid: h.streamSid,
-      from_number: sealField(h.from, this.ring, h.callSid, 'from'),
-      to_number: sealField(h.to, this.ring, h.callSid, 'to'),
+      from_number: sealed.from,
+      to_number: sealed.to,
       started_at: h.startedAt,
       answered_at: h.answeredAt,
       ended_at: h.endedAt,
@@ -527,6 +352,27 @@ export class SqliteCallStore implements CallStore {
       now,
     };
   }
+}
+
+/**
+ * A status callback folded into the header (what the PostgreSQL store does
+ * in SQL with its status rows): kept once per SequenceNumber, in order; the
+ * latest is the call's status. A terminal one for a call whose stream never
+ * started (busy, no-answer, failed…) is the whole story: the call is over.
+ */
+function foldStatus(h: Header, s: StatusNote): false | void {
+  if (s.seq !== null && h.statusEvents.some((e) => e.sequenceNumber === s.seq)) return false; // Twilio retried it
+  h.statusEvents.push({ sequenceNumber: s.seq, status: s.status, timestamp: s.timestamp, callDurationS: s.durationS, receivedAt: s.receivedAt });
+  h.statusEvents.sort((a, b) => (a.sequenceNumber ?? Infinity) - (b.sequenceNumber ?? Infinity));
+  h.status = h.statusEvents.at(-1)!.status;
+  h.from ||= s.from;
+  h.to ||= s.to;
+  if (s.terminal && h.state === 'in_progress' && !h.startedAt) {
+    h.state = 'completed';
+    h.outcome = s.status;
+    if (s.durationS !== null) h.durationMs = s.durationS * 1000;
+  }
+  if (s.terminal && s.durationS !== null && h.durationMs === null) h.durationMs = s.durationS * 1000;
 }
 
 /** `unreadable`: what a number sealed with another key reads as (default: DecryptError). */

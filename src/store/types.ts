@@ -1,7 +1,8 @@
 /**
  * Call records: what every call leaves behind, and the store interface.
- * SQLite (src/store/sqlite.ts) implements it for one machine; a PostgreSQL
- * implementation for scale-out slots in behind the same interface.
+ * SQLite (src/store/sqlite.ts) implements it for one machine, PostgreSQL
+ * (src/store/postgres.ts) for several instances; both keep their writes in
+ * the same record buffer (src/store/record-buffer.ts).
  * Times are ISO 8601 strings (UTC, ms); `atMs` fields are ms since call start.
  */
 import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatency, Usage } from '../records.js';
@@ -62,8 +63,8 @@ export interface CallSummary {
 /**
  * Writes (answered … recordStatus) are called from the call path: they only
  * update memory and never wait on I/O or throw for I/O; the implementation
- * persists them in the background (sqlite.ts: on the next event-loop turn for
- * answered/started/ended/status, on a short timer for the rest). Reads see
+ * persists them in the background (record-buffer.ts: on the next event-loop
+ * turn for answered/started/ended/status, on a short timer for the rest). Reads see
  * this process's own writes. Times are ISO strings; `atMs` are ms since start.
  *
  * Reads, flush, close and markInterrupted return an Awaitable: SQLite answers

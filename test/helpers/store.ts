@@ -1,9 +1,9 @@
 /** Fixtures the call-store tests share: prices, call and account SIDs, and how a call ends. */
-import type { Prices } from '../../src/config.js';
+import type { Prices } from '../../src/store/prices.js';
 import type { CallEndInfo } from '../../src/records.js';
 
 /** Round per-million prices, so expected costs can be worked out by hand. */
-export const prices: Prices = { audioInPerMTok: 32, audioOutPerMTok: 64, textInPerMTok: 4, textOutPerMTok: 16, cachedInPerMTok: 0.4, telephonyPerMin: 0.0125 };
+export const prices: Prices = { audioInPerMTok: 32, audioCachedInPerMTok: 0.4, audioOutPerMTok: 64, textInPerMTok: 4, textCachedInPerMTok: 0.4, textOutPerMTok: 16, telephonyPerMin: 0.0125 };
 export const SID = 'CA00000000000000000000000000000001';
 export const ACCOUNT = 'AC00000000000000000000000000000001';
 
