@@ -5,12 +5,17 @@
  * filled in) or a ConfigError whose message lists *every* problem, one per
  * line — start-up stops once with the whole list, never one problem at a time.
  * Times are in ms unless the name says otherwise; prices in USD.
+ *
+ * Only main.ts (and what stands above it: the CLI, the fuzzer, the bench)
+ * reads a Config; it fills in each module's own settings from it. Files the
+ * environment names are read by main.ts (the recorded prompts), except
+ * INSTRUCTIONS_FILE.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { defaultPromptPath, loadPrompt } from './call/prompts.js';
+import { defaultPromptPath } from './call/prompts.js';
 import { DSP_SLOTS } from './dsp/index.js';
 import { REASONING_EFFORTS, type ReasoningEffort } from './realtime/protocol.js';
 import { modelPrices, MODEL_PRICES, type Prices } from './store/prices.js';
@@ -236,7 +241,8 @@ export interface Config {
   prices: Prices;
   pricesKnown: boolean;
   responseRetryMs: number[];
-  prompts: { repeat: Uint8Array<ArrayBufferLike>; hold: Uint8Array<ArrayBufferLike>; apology: Uint8Array<ArrayBufferLike>; goodbye: Uint8Array<ArrayBufferLike> };
+  /** The recorded prompts' files (REPEAT_AUDIO, …; default: the committed ones). main.ts reads them, not loadConfig. */
+  promptFiles: { repeat: string; hold: string; apology: string; goodbye: string };
   reconnect: { budgetMs: number; backoffBaseMs: number; backoffMaxMs: number; gapAudioKeepMs: number };
   metrics: boolean;
   /** Background probes of the model endpoint while a failed connect puts it in doubt, and how long a failure counts. */
@@ -287,15 +293,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   if (cleaned.ELIGIBILITY_API_KEY && !cleaned.ELIGIBILITY_API_URL) {
     problems.push('ELIGIBILITY_API_KEY: set without ELIGIBILITY_API_URL');
-  }
-  const prompts: Config['prompts'] = { repeat: new Uint8Array(0), hold: new Uint8Array(0), apology: new Uint8Array(0), goodbye: new Uint8Array(0) };
-  if (parsed.success) {
-    const files = { repeat: parsed.data.REPEAT_AUDIO, hold: parsed.data.HOLD_AUDIO, apology: parsed.data.APOLOGY_AUDIO, goodbye: parsed.data.GOODBYE_AUDIO };
-    for (const name of ['repeat', 'hold', 'apology', 'goodbye'] as const) {
-      const r = loadPrompt(files[name] ?? defaultPromptPath(name));
-      if (r.ok) prompts[name] = r.prompt.ulaw;
-      else problems.push(`${name.toUpperCase()}_AUDIO: ${r.error}`);
-    }
   }
   const trustProxy = parseCidrs(cleaned.TRUST_PROXY ?? '', problems);
   if (cleaned.DATABASE_URL && !cleaned.ADMISSION_SECRET) {
@@ -389,7 +386,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     pricesKnown: listed !== undefined,
     responseRetryMs: e.RESPONSE_RETRY_MS.split(',').map(Number),
-    prompts,
+    promptFiles: {
+      repeat: e.REPEAT_AUDIO ?? defaultPromptPath('repeat'),
+      hold: e.HOLD_AUDIO ?? defaultPromptPath('hold'),
+      apology: e.APOLOGY_AUDIO ?? defaultPromptPath('apology'),
+      goodbye: e.GOODBYE_AUDIO ?? defaultPromptPath('goodbye'),
+    },
     reconnect: {
       budgetMs: e.MODEL_RECONNECT_BUDGET_MS,
       backoffBaseMs: e.MODEL_BACKOFF_BASE_MS,

@@ -8,7 +8,13 @@
  * TWILIO_AUTH_TOKEN unless ALLOW_UNSIGNED=true (a ConfigError, before
  * anything opens). The check lives here, not in loadConfig, so that every
  * process that serves calls (serve, demo, bench, end-to-end tests) passes it,
- * while loadConfig stays a plain parser that unit tests call with `{}`.
+ * while loadConfig stays a plain parser that unit tests call with `{}`. The
+ * recorded prompts' files are read here for the same reason (loadPromptAudio),
+ * their problems listed with the signing one, before anything opens.
+ *
+ * Settings: this file is the one below the CLI that reads a Config; it fills
+ * in each module's own settings type (EdgeSettings, RelaySettings,
+ * EligibilitySettings) with the `…FromConfig` functions.
  *
  * Model health: the realtime provider records every connect in a
  * ReachabilityTracker (failures count for MODEL_FAILURE_TTL_MS); once one
@@ -20,17 +26,18 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { createAdminHandler } from './admin/calls-api.js';
 import { ConfigError, type Config } from './config.js';
-import { Relay } from './call/relay.js';
+import { loadPrompt } from './call/prompts.js';
+import { Relay, type RelaySettings } from './call/relay.js';
 import { createStoreRecorder, streamRecorder } from './store/recorder.js';
 import { Transcoder } from './dsp/index.js';
 import type { Logger } from './log.js';
 import { OpenAIRealtimeProvider, ReachabilityProber, ReachabilityTracker } from './realtime/openai-provider.js';
 import { linkedProvider } from './call/model-link.js';
 import { createMetrics } from './server/metrics.js';
-import { startServer, type EdgeChoice, type RunningServer } from './server/app.js';
+import { startServer, type EdgeChoice, type EdgeSettings, type RunningServer } from './server/app.js';
 import { openCallStore } from './store/open.js';
 import type { CallStore } from './store/types.js';
-import { createDefaultTools } from './tools/eligibility.js';
+import { createDefaultTools, type EligibilitySettings } from './tools/eligibility.js';
 import type { ModelProvider } from './call/voice-model.js';
 
 export const VERSION: string = (() => {
@@ -85,6 +92,79 @@ export function openAIProviderFromConfig(config: Config, log: Logger, reachabili
   });
 }
 
+/*
+ * The settings of each module below, from the Config. Only this file (and
+ * what stands above it: the CLI, the fuzzer, the bench) reads a Config; the
+ * modules take their own small settings types.
+ */
+
+/** The edge's settings (server/core.ts EdgeSettings). */
+export function edgeSettingsFromConfig(config: Config): EdgeSettings {
+  return {
+    host: config.host,
+    port: config.port,
+    publicUrl: config.publicUrl,
+    twilioAuthToken: config.twilioAuthToken,
+    serveMetrics: config.metrics,
+    adminToken: config.adminToken,
+    streamUrlTemplate: config.streamUrlTemplate,
+    instanceId: config.instanceId,
+    trustProxy: config.trustProxy,
+    rateLimit: config.rateLimit,
+    unsignedLimit: config.unsignedLimit,
+    callerLimit: config.callerLimit,
+    signedLimit: config.signedLimit,
+    maxStreamsAwaitingStart: config.maxStreamsAwaitingStart,
+  };
+}
+
+/** The relay's settings (call/relay.ts RelaySettings), with the recorded prompts `loadPromptAudio` read. */
+export function relaySettingsFromConfig(config: Config, prompts: RelaySettings['prompts']): RelaySettings {
+  return {
+    maxConcurrentCalls: config.maxConcurrentCalls,
+    maxPendingCalls: config.maxPendingCalls,
+    prewarmTtlMs: config.prewarmTtlMs,
+    startTimeoutMs: config.startTimeoutMs,
+    admissionSecret: config.admissionSecret,
+    signed: config.twilioAuthToken !== undefined,
+    instructions: config.openai.instructions,
+    voice: config.openai.voice,
+    audioMode: config.audioMode,
+    model: config.openai.model,
+    playoutLeadMs: config.playoutLeadMs,
+    outboundChunkMs: config.outboundChunkMs,
+    inboundBatchMs: config.inboundBatchMs,
+    vadSilenceMs: config.openai.vad.silenceDurationMs,
+    silenceTimeoutMs: config.silenceTimeoutMs,
+    maxCallMs: config.maxCallMs,
+    greeting: config.openai.greeting,
+    responseRetryMs: config.responseRetryMs,
+    prompts,
+  };
+}
+
+/** The eligibility tool's settings (tools/eligibility.ts EligibilitySettings). */
+export function eligibilitySettingsFromConfig(config: Config): EligibilitySettings {
+  const e = config.eligibility;
+  return { apiUrl: e.apiUrl, apiKey: e.apiKey, timeoutMs: e.timeoutMs, retries: e.retries };
+}
+
+/**
+ * Read the four recorded prompts (REPEAT_AUDIO, HOLD_AUDIO, APOLOGY_AUDIO,
+ * GOODBYE_AUDIO, or the committed ones): the µ-law audio, or every problem,
+ * one per file, named by its variable.
+ */
+export function loadPromptAudio(files: Config['promptFiles']): { ok: true; prompts: RelaySettings['prompts'] } | { ok: false; problems: string[] } {
+  const prompts: RelaySettings['prompts'] = { repeat: new Uint8Array(0), hold: new Uint8Array(0), apology: new Uint8Array(0), goodbye: new Uint8Array(0) };
+  const problems: string[] = [];
+  for (const name of ['repeat', 'hold', 'apology', 'goodbye'] as const) {
+    const r = loadPrompt(files[name]);
+    if (r.ok) prompts[name] = r.prompt.ulaw;
+    else problems.push(`${name.toUpperCase()}_AUDIO: ${r.error}`);
+  }
+  return problems.length > 0 ? { ok: false, problems } : { ok: true, prompts };
+}
+
 export interface StartOptions {
   /** Replace the model provider (tests); default: OpenAI Realtime from config. */
   provider?: ModelProvider;
@@ -95,8 +175,11 @@ export interface StartOptions {
 }
 
 export async function startCallbridge(config: Config, log: Logger, opts: StartOptions = {}): Promise<Callbridge> {
+  // Both before anything opens, every problem at once.
   const unsigned = signingProblem(config);
-  if (unsigned) throw new ConfigError([unsigned]);
+  const prompts = loadPromptAudio(config.promptFiles);
+  const problems = [...(prompts.ok ? [] : prompts.problems), ...(unsigned ? [unsigned] : [])];
+  if (!prompts.ok || unsigned) throw new ConfigError(problems);
   const opened = await openCallStore({
     databaseUrl: config.databaseUrl,
     dbPath: config.dbPath,
@@ -123,7 +206,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     gapAudioKeepMs: config.reconnect.gapAudioKeepMs,
   });
   const metrics = createMetrics();
-  const tools = createDefaultTools(config, log);
+  const tools = createDefaultTools(eligibilitySettingsFromConfig(config), log);
   const sessionOptions = () => ({ instructions: config.openai.instructions, voice: config.openai.voice, tools: tools.specs() });
   // A probe is a call's connect (TCP, TLS, upgrade with the key, session set-up), closed once open; the provider records it.
   const prober = new ReachabilityProber({
@@ -136,7 +219,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   const instanceId = opened.kind === 'postgres' ? opened.store.instanceId : (config.instanceId ?? `${hostname()}-${process.pid}`);
   if (config.admissionSecretGenerated) log.info('ADMISSION_SECRET not set: stream tokens are signed with a key made for this process (one instance only)');
   const relay = new Relay({
-    config,
+    settings: relaySettingsFromConfig(config, prompts.prompts),
     log,
     provider,
     tools,
@@ -162,7 +245,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   const admin = createAdminHandler(store, config.adminToken);
   let server: RunningServer;
   try {
-    server = await startServer({ config, app: relay, admin, log, metrics, rateLimit: config.rateLimit, edge: opts.edge, env: opts.env });
+    server = await startServer({ settings: edgeSettingsFromConfig(config), app: relay, admin, log, metrics, edge: opts.edge, env: opts.env });
   } catch (err) {
     relay.shutdown();
     await store.close();

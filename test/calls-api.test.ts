@@ -10,9 +10,10 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { createAdminHandler } from '../src/admin/calls-api.js';
 import type { AdminRequest, VoiceApp } from '../src/call/ports.js';
 import { createStoreRecorder } from '../src/store/recorder.js';
-import { loadConfig, type Config } from '../src/config.js';
+import { loadConfig } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
-import { startServer, type RunningServer } from '../src/server/app.js';
+import { startServer, type EdgeSettings, type RunningServer } from '../src/server/app.js';
+import { edgeSettings } from './helpers/settings.js';
 import { SqliteCallStore } from '../src/store/sqlite.js';
 import { PostgresStoreError } from '../src/store/postgres.js';
 
@@ -137,20 +138,19 @@ describe('GET /calls over the real server', () => {
   let base: string;
 
   /** The one place this file starts the server: a VoiceApp that only answers the admin routes. */
-  async function startAdminServer(config: Config, admin: VoiceApp['admin']): Promise<RunningServer> {
+  async function startAdminServer(settings: EdgeSettings, admin: VoiceApp['admin']): Promise<RunningServer> {
     const app: VoiceApp = {
       incoming: () => ({ ok: false, status: 400, message: 'x' }),
       status: () => {},
       openStream: () => null,
       health: () => ({ status: 'ok', version: '0', uptimeSeconds: 0, activeCalls: 0, model: { reachable: null, lastOkAt: null, lastError: null } }),
     };
-    return startServer({ config, app, admin, log: silentLogger });
+    return startServer({ settings, app, admin, log: silentLogger });
   }
 
   beforeAll(async () => {
     const db = join(dir, 'calls.db');
-    const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', CALLBRIDGE_DB: db, ADMIN_TOKEN: TOKEN });
-    store = new SqliteCallStore({ path: db, prices: config.prices, log: silentLogger });
+    store = new SqliteCallStore({ path: db, prices: loadConfig({}).prices, log: silentLogger });
     const rec = createStoreRecorder(store, SID, { From: '+15550001', To: '+15550002' });
     rec.started({ callSid: SID, streamSid: 'MZ1', audioMode: 'transcode', startedAt: new Date(Date.now() - 65_000) });
     rec.transcript({ atMs: 200, speaker: 'assistant', text: 'Thanks for calling.' });
@@ -158,7 +158,7 @@ describe('GET /calls over the real server', () => {
     rec.toolCall({ callId: 'c1', name: 'check_eligibility', args: '{}', ok: true, output: '{"status":"eligible"}', record: {}, startedAtMs: 62_000, durationMs: 35 });
     rec.turnLatency({ turn: 1, latencyMs: 700 });
     rec.ended({ endedAt: new Date(), reason: 'caller_hangup', relay: { inbound: { p50Ms: 0.04, p99Ms: 0.2 }, outbound: { p50Ms: 0.05, p99Ms: 0.3 } }, protocolErrors: 0 });
-    server = await startAdminServer(config, createAdminHandler(store, TOKEN));
+    server = await startAdminServer(edgeSettings({ port: 0, host: '127.0.0.1', adminToken: TOKEN }), createAdminHandler(store, TOKEN));
     base = `http://127.0.0.1:${server.port}`;
   });
   afterAll(async () => {

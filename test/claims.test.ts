@@ -12,11 +12,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Relay } from '../src/call/relay.js';
 import { linkedProvider } from '../src/call/model-link.js';
-import { loadConfig } from '../src/config.js';
 import { Transcoder } from '../src/dsp/index.js';
 import { silentLogger } from '../src/log.js';
-import { openAIProviderFromConfig } from '../src/main.js';
-import { ReachabilityTracker } from '../src/realtime/openai-provider.js';
+import { OpenAIRealtimeProvider, ReachabilityTracker } from '../src/realtime/openai-provider.js';
 import { startServer, type RunningServer } from '../src/server/app.js';
 import { createMetrics } from '../src/server/metrics.js';
 import { twilioSignature } from '../src/sim/caller.js';
@@ -24,6 +22,7 @@ import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js
 import { createDefaultTools } from '../src/tools/eligibility.js';
 import { useCallbridge } from './helpers/e2e.js';
 import { dropSchema, freshSchema, PG_URL, postgresAvailable, adminSql } from './helpers/postgres.js';
+import { edgeSettings, relaySettings } from './helpers/settings.js';
 import { presentToken } from './helpers/stream.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 import { postIncoming } from './helpers/webhooks.js';
@@ -54,21 +53,30 @@ afterEach(async () => {
 
 async function start(claim: (callSid: string) => Promise<boolean>) {
   const model = await startModelStandIn({ audioSpeedup: 8, responseDelayMs: 50 });
-  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', OPENAI_BASE_URL: model.baseUrl, OPENAI_API_KEY: 'k', PUBLIC_URL: PUBLIC, TWILIO_AUTH_TOKEN: TOKEN });
-  const realtime = openAIProviderFromConfig(config, silentLogger, new ReachabilityTracker());
+  const realtime = new OpenAIRealtimeProvider({
+    url: `${model.baseUrl.replace(/^http/, 'ws')}/realtime`,
+    model: 'gpt-realtime',
+    apiKey: 'k',
+    connectTimeoutMs: 10_000,
+    format: 'pcm24k',
+    transcriptionModel: 'gpt-4o-transcribe',
+    vad: { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 },
+    log: silentLogger,
+    reachability: new ReachabilityTracker(),
+  });
   const metrics = createMetrics({ processMetrics: false });
   let withoutStore = 0;
   const relay = new Relay({
-    config,
+    settings: relaySettings({ signed: true }),
     log: silentLogger,
     provider: linkedProvider(realtime, { log: silentLogger }),
-    tools: createDefaultTools(config, silentLogger),
+    tools: createDefaultTools({ apiUrl: undefined, apiKey: undefined, timeoutMs: 3000, retries: 2 }, silentLogger),
     openTranscoder: () => Transcoder.open(),
     claim,
     admittedWithoutStore: () => withoutStore++,
     metrics: metrics.call,
   });
-  const server = await startServer({ config, app: relay, log: silentLogger, metrics, rateLimit: config.rateLimit, edge: 'node' });
+  const server = await startServer({ settings: edgeSettings({ port: 0, host: '127.0.0.1', publicUrl: PUBLIC, twilioAuthToken: TOKEN }), app: relay, log: silentLogger, metrics, edge: 'node' });
   running.push({ server, relay, model });
   const base = `http://127.0.0.1:${server.port}`;
   const stream = (callSid: string, token: string) => presentToken(`ws://127.0.0.1:${server.port}/voice/stream`, signedUpgrade, callSid, token);

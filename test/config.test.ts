@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { defaultPromptPath } from '../src/call/prompts.js';
 import { ConfigError, loadConfig, realtimeUrlFromBase } from '../src/config.js';
+import { createLogger } from '../src/log.js';
+import { edgeSettingsFromConfig, eligibilitySettingsFromConfig, loadPromptAudio, relaySettingsFromConfig, startCallbridge } from '../src/main.js';
+import { committedPrompts, edgeSettings, relaySettings } from './helpers/settings.js';
 
 describe('loadConfig', () => {
   it('fills every default from an empty environment', () => {
@@ -96,5 +100,33 @@ describe('loadConfig: signed-request limits', () => {
     }
     const problems = (err as ConfigError).problems.join('\n');
     for (const name of ['RATE_LIMIT_SIGNED_BURST', 'RATE_LIMIT_SIGNED_PER_SECOND', 'MAX_STREAMS_AWAITING_START']) expect(problems).toContain(name);
+  });
+});
+
+describe('settings only at the root: main.ts maps the Config to each module', () => {
+  it('loadConfig names the prompt files and does not read them; startCallbridge lists their problems with the signing one, before anything opens', async () => {
+    const c = loadConfig({ HOLD_AUDIO: '/nonexistent/hold.ulaw', GOODBYE_AUDIO: '/nonexistent/bye.wav' });
+    expect(c.promptFiles).toMatchObject({ hold: '/nonexistent/hold.ulaw', goodbye: '/nonexistent/bye.wav' });
+    expect(c.promptFiles.repeat).toBe(defaultPromptPath('repeat'));
+    const err = await startCallbridge({ ...c, dbPath: '/nonexistent/dir/never-opened.db' }, createLogger('silent')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).problems).toEqual([
+      expect.stringMatching(/^HOLD_AUDIO: prompt \/nonexistent\/hold\.ulaw: cannot read/),
+      expect.stringMatching(/^GOODBYE_AUDIO: prompt \/nonexistent\/bye\.wav: cannot read/),
+      expect.stringMatching(/^TWILIO_AUTH_TOKEN: not set/),
+    ]);
+    const ok = loadPromptAudio(loadConfig({}).promptFiles);
+    expect(ok.ok && ok.prompts.hold.length).toBeGreaterThan(0);
+  });
+
+  it("the tests' settings (test/helpers/settings.ts) are loadConfig({})'s as main.ts maps them", () => {
+    const c = loadConfig({});
+    expect(edgeSettingsFromConfig(c)).toEqual(edgeSettings());
+    const prompts = committedPrompts();
+    const { admissionSecret, ...relay } = relaySettingsFromConfig(c, prompts);
+    const { admissionSecret: helperSecret, ...helper } = relaySettings({ prompts });
+    expect(relay).toEqual(helper);
+    expect([admissionSecret.length, helperSecret.length]).toEqual([32, 32]);
+    expect(eligibilitySettingsFromConfig(c)).toEqual({ apiUrl: undefined, apiKey: undefined, timeoutMs: 3000, retries: 2 });
   });
 });

@@ -10,12 +10,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import net from 'node:net';
 import WebSocket from 'ws';
-import { loadConfig } from '../src/config.js';
 import type { HealthReport, StreamHandler, VoiceApp } from '../src/call/ports.js';
 import { silentLogger } from '../src/log.js';
-import { availableEdges, startServer, type EdgeKind, type RunningServer } from '../src/server/app.js';
+import { availableEdges, startServer, type EdgeKind, type EdgeSettings, type RunningServer } from '../src/server/app.js';
 import { instanceHostPattern, withoutErrorText } from '../src/server/core.js';
 import { signTwilioRequest } from '../src/twilio/signature.js';
+import { edgeSettings } from './helpers/settings.js';
 
 const TOKEN = 'test-auth-token';
 const PUBLIC = 'https://relay.example.test';
@@ -50,9 +50,9 @@ afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => s.close()));
 });
 
-async function start(edge: EdgeKind, app: VoiceApp, env: Record<string, string> = {}) {
-  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', PUBLIC_URL: PUBLIC, TWILIO_AUTH_TOKEN: TOKEN, ...env });
-  const s = await startServer({ config, app, log: silentLogger, edge });
+async function start(edge: EdgeKind, app: VoiceApp, over: Partial<EdgeSettings> = {}) {
+  const settings = edgeSettings({ port: 0, host: '127.0.0.1', publicUrl: PUBLIC, twilioAuthToken: TOKEN, ...over });
+  const s = await startServer({ settings, app, log: silentLogger, edge });
   servers.push(s);
   return { s, base: `http://127.0.0.1:${s.port}`, ws: `ws://127.0.0.1:${s.port}/voice/stream` };
 }
@@ -160,7 +160,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('a webhook from an address past its budget of failed signatures is refused 429 before its body is parsed or checked', async () => {
       const f = fakeApp();
-      const { s } = await start(edge, f.app, { RATE_LIMIT_UNSIGNED_BURST: '1' });
+      const { s } = await start(edge, f.app, { unsignedLimit: { burst: 1, perMinute: 10 } });
       const body = new URLSearchParams(callForm(4)).toString();
       const head = 'POST /voice/incoming HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: forged\r\n';
       const request = `${head}Content-Length: ${body.length}\r\n\r\n${body}`;
@@ -181,7 +181,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
   describe('replayable signed requests (item 4)', () => {
     it('limits validly signed upgrades and status callbacks per address (RATE_LIMIT_SIGNED_*), one budget for both', async () => {
       const f = fakeApp();
-      const { base, ws: url, s } = await start(edge, f.app, { RATE_LIMIT_SIGNED_BURST: '3', RATE_LIMIT_SIGNED_PER_SECOND: '0.001' });
+      const { base, ws: url, s } = await start(edge, f.app, { signedLimit: { burst: 3, perSecond: 0.001 } });
       const open: WebSocket[] = [];
       for (let i = 0; i < 2; i++) {
         const r = await upgrade(url, streamSig());
@@ -214,7 +214,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('past MAX_STREAMS_AWAITING_START, the oldest stream that has not sent a valid start is closed with 1013; started ones stay', async () => {
       const f = fakeApp();
-      const { ws: url, s } = await start(edge, f.app, { MAX_STREAMS_AWAITING_START: '2' });
+      const { ws: url, s } = await start(edge, f.app, { maxStreamsAwaitingStart: 2 });
       const a = (await upgrade(url, streamSig())).ws!;
       const b = (await upgrade(url, streamSig())).ws!;
       const aClosed = closed(a);
@@ -239,7 +239,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('host-per-instance template with PUBLIC_URL: a signature over wss://<Host> counts only for a Host the template can produce', async () => {
       const f = fakeApp();
-      const { ws: url } = await start(edge, f.app, { STREAM_URL_TEMPLATE: 'wss://{instance}.calls.example.test/voice/stream', INSTANCE_ID: 'inst-a' });
+      const { ws: url } = await start(edge, f.app, { streamUrlTemplate: 'wss://{instance}.calls.example.test/voice/stream', instanceId: 'inst-a' });
       const via = (host: string) => upgrade(url, { host, ...streamSig(`wss://${host}/voice/stream`) });
       // Another instance's URL (it failed over here): accepted.
       const other = await via('inst-b.calls.example.test');
@@ -257,7 +257,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('a path-prefix template with PUBLIC_URL never takes a URL derived from the Host', async () => {
       const f = fakeApp();
-      const { ws: url } = await start(edge, f.app, { STREAM_URL_TEMPLATE: '{publicUrl}/i/{instance}/voice/stream', INSTANCE_ID: 'inst-a' });
+      const { ws: url } = await start(edge, f.app, { streamUrlTemplate: '{publicUrl}/i/{instance}/voice/stream', instanceId: 'inst-a' });
       expect((await upgrade(url, { host: 'evil.example.test', ...streamSig('wss://evil.example.test/voice/stream') })).status).toBe(403);
       const own = await upgrade(url, streamSig(`${WSS}/i/inst-a/voice/stream`));
       expect(own.status).toBe(101);
@@ -268,7 +268,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
   describe('client addresses (item 9)', () => {
     it('behind a trusted proxy, reads every X-Forwarded-For line: the client cannot choose its address with a line of its own', async () => {
       const f = fakeApp();
-      const { s } = await start(edge, f.app, { TRUST_PROXY: '127.0.0.0/8', RATE_LIMIT_UNSIGNED_BURST: '1' });
+      const { s } = await start(edge, f.app, { trustProxy: [{ address: '127.0.0.0', prefix: 8, family: 'ipv4' }], unsignedLimit: { burst: 1, perMinute: 10 } });
       const body = new URLSearchParams(callForm(7)).toString();
       // The client wrote the first line; the proxy appended the second (the real client address).
       const forged = (spoofed: string) =>
@@ -284,7 +284,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('keys IPv6 clients by their /64', async () => {
       const f = fakeApp();
-      const { base } = await start(edge, f.app, { TRUST_PROXY: '127.0.0.0/8', RATE_LIMIT_UNSIGNED_BURST: '1' });
+      const { base } = await start(edge, f.app, { trustProxy: [{ address: '127.0.0.0', prefix: 8, family: 'ipv4' }], unsignedLimit: { burst: 1, perMinute: 10 } });
       const from = (ip: string) => post(base, '/voice/incoming', callForm(8), 'forged', { 'x-forwarded-for': ip }).then((r) => r.status);
       expect(await from('2001:db8:1:2::7')).toBe(403);
       expect(await from('2001:db8:1:2:ffff::8')).toBe(429); // same /64
@@ -301,7 +301,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('without the admin token, shows status, counts and reachability but no error text; with it, the whole report', async () => {
       const f = fakeApp(report);
-      const { base } = await start(edge, f.app, { ADMIN_TOKEN: ADMIN });
+      const { base } = await start(edge, f.app, { adminToken: ADMIN });
       const anon = await fetch(`${base}/voice/health`);
       expect(anon.status).toBe(503);
       const text = await anon.text();

@@ -6,6 +6,7 @@ import { loadConfig } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { canonicalIp, EdgeCore } from '../src/server/core.js';
 import { createMetrics } from '../src/server/metrics.js';
+import { edgeSettings } from './helpers/settings.js';
 
 describe('RateLimiter', () => {
   it('allows a burst, then refills at the configured rate, per key', () => {
@@ -105,7 +106,7 @@ describe('client addresses (TRUST_PROXY, X-Forwarded-For)', () => {
 
   it('the client is the peer, or behind trusted proxies the right-most untrusted X-Forwarded-For hop', () => {
     const core = new EdgeCore({
-      config: loadConfig({ TRUST_PROXY: '10.0.0.0/8,fd00::/8' }),
+      settings: edgeSettings({ trustProxy: [{ address: '10.0.0.0', prefix: 8, family: 'ipv4' }, { address: 'fd00::', prefix: 8, family: 'ipv6' }] }),
       app: {} as VoiceApp,
       log: silentLogger,
       metrics: createMetrics(),

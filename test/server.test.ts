@@ -10,13 +10,13 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import { loadConfig } from '../src/config.js';
 import type { AdminReader, StreamHandler, TwilioSocket, VoiceApp } from '../src/call/ports.js';
 import { silentLogger } from '../src/log.js';
-import { availableEdges, EdgeError, startServer, type EdgeKind, type RunningServer } from '../src/server/app.js';
+import { availableEdges, EdgeError, startServer, type EdgeKind, type EdgeSettings, type RunningServer } from '../src/server/app.js';
 import { resolveEdge } from '../src/server/edge.js';
 import { signTwilioRequest } from '../src/twilio/signature.js';
 import type { StatusCallback, VoiceWebhook } from '../src/twilio/webhooks.js';
+import { edgeSettings } from './helpers/settings.js';
 
 const TOKEN = 'test-auth-token';
 const PUBLIC = 'https://relay.example.test';
@@ -72,11 +72,11 @@ afterEach(async () => {
 async function start(
   edge: EdgeKind,
   app: VoiceApp,
-  env: Record<string, string> = {},
-  opts: { rateLimit?: { burst: number; perSecond: number }; admin?: AdminReader } = {},
+  over: Partial<EdgeSettings> = {},
+  opts: { admin?: AdminReader } = {},
 ) {
-  const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', PUBLIC_URL: PUBLIC, TWILIO_AUTH_TOKEN: TOKEN, ...env });
-  const s = await startServer({ config, app, log: silentLogger, edge, ...opts });
+  const settings = edgeSettings({ port: 0, host: '127.0.0.1', publicUrl: PUBLIC, twilioAuthToken: TOKEN, ...over });
+  const s = await startServer({ settings, app, log: silentLogger, edge, ...opts });
   servers.push(s);
   expect(s.edge.kind).toBe(edge);
   return { s, base: `http://127.0.0.1:${s.port}`, ws: `ws://127.0.0.1:${s.port}/voice/stream` };
@@ -138,7 +138,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('skips signature checks when no auth token is configured', async () => {
       const f = fakeApp();
-      const { base } = await start(edge, f.app, { TWILIO_AUTH_TOKEN: '' });
+      const { base } = await start(edge, f.app, { twilioAuthToken: undefined });
       expect((await post(base, '/voice/incoming', form)).status).toBe(200);
     });
 
@@ -154,7 +154,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('derives the signed URL and the stream URL from the Host header when PUBLIC_URL is unset', async () => {
       const f = fakeApp();
-      const { base, s } = await start(edge, f.app, { PUBLIC_URL: '' });
+      const { base, s } = await start(edge, f.app, { publicUrl: undefined });
       const origin = `https://127.0.0.1:${s.port}`; // fetch sends Host: 127.0.0.1:<port>
       expect((await post(base, '/voice/incoming', form, signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, form))).status).toBe(403);
       const res = await post(base, '/voice/incoming', form, signTwilioRequest(TOKEN, `${origin}/voice/incoming`, form));
@@ -165,7 +165,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
     it('answers with the status and message the app gives when it refuses a call', async () => {
       const f = fakeApp();
       f.app.incoming = () => ({ ok: false, status: 503, message: 'at capacity' });
-      const { base } = await start(edge, f.app, { TWILIO_AUTH_TOKEN: '' });
+      const { base } = await start(edge, f.app, { twilioAuthToken: undefined });
       const res = await post(base, '/voice/incoming', form);
       expect(res.status).toBe(503);
       expect(await res.text()).toBe('at capacity\n');
@@ -179,7 +179,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
       f.app.status = () => {
         throw new Error('bug');
       };
-      const { base, s } = await start(edge, f.app, { TWILIO_AUTH_TOKEN: '' });
+      const { base, s } = await start(edge, f.app, { twilioAuthToken: undefined });
       expect((await post(base, '/voice/incoming', form)).status).toBe(500);
       expect((await post(base, '/voice/status', form)).status).toBe(500);
       expect((await fetch(`${base}/voice/health`)).status).toBe(200);
@@ -212,7 +212,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('refuses a chunked body that grows past the limit with 413 (no Content-Length to refuse early)', async () => {
       const f = fakeApp();
-      const { s } = await start(edge, f.app, { TWILIO_AUTH_TOKEN: '' });
+      const { s } = await start(edge, f.app, { twilioAuthToken: undefined });
       const sock = net.connect(s.port, '127.0.0.1');
       sock.on('error', () => {});
       let got = '';
@@ -279,7 +279,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
     });
 
     it('does not serve /metrics when METRICS=false', async () => {
-      const { base } = await start(edge, fakeApp().app, { METRICS: 'false' });
+      const { base } = await start(edge, fakeApp().app, { serveMetrics: false });
       expect((await fetch(`${base}/metrics`)).status).toBe(404);
     });
 
@@ -289,7 +289,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
     });
 
     it('rate-limits per IP with 429', async () => {
-      const { base } = await start(edge, fakeApp().app, {}, { rateLimit: { burst: 3, perSecond: 0.001 } });
+      const { base } = await start(edge, fakeApp().app, { rateLimit: { burst: 3, perSecond: 0.001 } });
       const codes = [];
       for (let i = 0; i < 5; i++) codes.push((await fetch(`${base}/voice/health`)).status);
       expect(codes).toEqual([200, 200, 200, 429, 429]);
@@ -297,7 +297,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('running unsigned, rate-limits websocket upgrades per IP with 429 before any stream opens', async () => {
       const f = fakeApp();
-      const { ws: url, s } = await start(edge, f.app, { TWILIO_AUTH_TOKEN: '' }, { rateLimit: { burst: 1, perSecond: 0.001 } });
+      const { ws: url, s } = await start(edge, f.app, { twilioAuthToken: undefined, rateLimit: { burst: 1, perSecond: 0.001 } });
       const first = await openWs(url, false);
       await expect(openWs(url, false)).rejects.toThrow('HTTP 429');
       expect(f.streams).toHaveLength(1);
@@ -307,7 +307,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('signed, never limits validly signed upgrades per IP; failed ones get 403, then 429 past RATE_LIMIT_UNSIGNED_BURST', async () => {
       const f = fakeApp();
-      const { ws: url, s } = await start(edge, f.app, { RATE_LIMIT_UNSIGNED_BURST: '2' }, { rateLimit: { burst: 1, perSecond: 0.001 } });
+      const { ws: url, s } = await start(edge, f.app, { unsignedLimit: { burst: 2, perMinute: 10 }, rateLimit: { burst: 1, perSecond: 0.001 } });
       const open = [];
       for (let i = 0; i < 5; i++) open.push(await openWs(url));
       const refusals = [];
@@ -331,7 +331,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('lets one address set up 200 signed calls a minute with the defaults, even under a tight per-IP bucket', async () => {
       const f = fakeApp();
-      const { base, s } = await start(edge, f.app, {}, { rateLimit: { burst: 5, perSecond: 0.001 } });
+      const { base, s } = await start(edge, f.app, { rateLimit: { burst: 5, perSecond: 0.001 } });
       const codes = await Promise.all(Array.from({ length: 200 }, (_, i) => post(base, '/voice/incoming', callForm(i), signed(callForm(i))).then((r) => r.status)));
       expect(codes.filter((c) => c !== 200)).toEqual([]);
       expect(f.incoming).toHaveLength(200);
@@ -352,7 +352,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('limits signed call set-ups per calling number: past the burst the call gets the busy TwiML', async () => {
       const f = fakeApp();
-      const { base, s } = await start(edge, f.app, { RATE_LIMIT_CALLER_BURST: '3' });
+      const { base, s } = await start(edge, f.app, { callerLimit: { burst: 3, perMinute: 10 } });
       const bodies = [];
       for (let i = 0; i < 5; i++) {
         const res = await post(base, '/voice/incoming', callForm(i, '+15550009999'), signed(callForm(i, '+15550009999')));
@@ -369,7 +369,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('limits requests failing the signature per client address: 403 within RATE_LIMIT_UNSIGNED_BURST, then 429', async () => {
       const f = fakeApp();
-      const { base, s } = await start(edge, f.app, { RATE_LIMIT_UNSIGNED_BURST: '3' });
+      const { base, s } = await start(edge, f.app, { unsignedLimit: { burst: 3, perMinute: 10 } });
       const codes = [];
       for (let i = 0; i < 5; i++) codes.push((await post(base, '/voice/incoming', callForm(i), 'forged')).status);
       expect(codes).toEqual([403, 403, 403, 429, 429]);
@@ -378,7 +378,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('an address past its budget of failed signatures gets 429 before its body is read, signed or not; Twilio from another address is not charged', async () => {
       const f = fakeApp();
-      const { base, s } = await start(edge, f.app, { RATE_LIMIT_UNSIGNED_BURST: '2', TRUST_PROXY: '127.0.0.0/8' });
+      const { base, s } = await start(edge, f.app, { unsignedLimit: { burst: 2, perMinute: 10 }, trustProxy: [{ address: '127.0.0.0', prefix: 8, family: 'ipv4' }] });
       const from = (xff: string, form: Record<string, string>, sig: string) =>
         fetch(`${base}/voice/incoming`, {
           method: 'POST',
@@ -397,7 +397,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('TRUST_PROXY: behind a trusted proxy the client is the right-most untrusted X-Forwarded-For address', async () => {
       const f = fakeApp();
-      const { base } = await start(edge, f.app, { TRUST_PROXY: '127.0.0.0/8, 10.0.0.0/8, fd00::/8', RATE_LIMIT_UNSIGNED_BURST: '2' });
+      const { base } = await start(edge, f.app, { trustProxy: [{ address: '127.0.0.0', prefix: 8, family: 'ipv4' }, { address: '10.0.0.0', prefix: 8, family: 'ipv4' }, { address: 'fd00::', prefix: 8, family: 'ipv6' }], unsignedLimit: { burst: 2, perMinute: 10 } });
       const forged = (xff: string) =>
         fetch(`${base}/voice/incoming`, {
           method: 'POST',
@@ -415,7 +415,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
     it('without TRUST_PROXY, X-Forwarded-For is ignored: every request counts against the peer', async () => {
       const f = fakeApp();
-      const { base } = await start(edge, f.app, { RATE_LIMIT_UNSIGNED_BURST: '2' });
+      const { base } = await start(edge, f.app, { unsignedLimit: { burst: 2, perMinute: 10 } });
       const codes = [];
       for (let i = 0; i < 3; i++) {
         const res = await fetch(`${base}/voice/incoming`, {
@@ -717,7 +717,7 @@ describe('edge resolver', () => {
   });
 
   it('startServer refuses to start when EDGE=uws cannot be had', async () => {
-    const config = loadConfig({ PORT: '0', HOST: '127.0.0.1' });
-    await expect(startServer({ config, app: fakeApp().app, log: silentLogger, edge: 'uws', env: { CALLBRIDGE_UWS_MODULE: 'callbridge-no-such-uws-build' } })).rejects.toThrow(EdgeError);
+    const settings = edgeSettings({ port: 0, host: '127.0.0.1' });
+    await expect(startServer({ settings, app: fakeApp().app, log: silentLogger, edge: 'uws', env: { CALLBRIDGE_UWS_MODULE: 'callbridge-no-such-uws-build' } })).rejects.toThrow(EdgeError);
   });
 });

@@ -7,7 +7,6 @@ import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { loadConfig } from '../src/config.js';
 import { createLogger, silentLogger } from '../src/log.js';
 import { HttpEligibilityBackend, MOCK_MEMBERS, MockEligibilityBackend, retryAfterMs } from '../src/tools/backends.js';
 import { createDefaultTools, createEligibilityTool } from '../src/tools/eligibility.js';
@@ -142,7 +141,7 @@ describe('check_eligibility with the mock back end', () => {
   });
 
   it('createDefaultTools: mock back end by default, through the registry', async () => {
-    const reg = createDefaultTools(loadConfig({}), createLogger('silent'));
+    const reg = createDefaultTools({ apiUrl: undefined, apiKey: undefined, timeoutMs: 3000, retries: 2 }, createLogger('silent'));
     expect(reg.specs().map((spec) => spec.name)).toEqual(['check_eligibility']);
     const out = await reg.call('check_eligibility', JSON.stringify({ member_id: 'mb-123456', date_of_birth: '03/05/1980' }), ctx());
     expect(out.ok).toBe(true);
@@ -202,7 +201,7 @@ describe('HTTP back end against a local eligibility API', () => {
 
   it('createDefaultTools: HTTP back end when ELIGIBILITY_API_URL is set', async () => {
     const a = await api([{ status: 200, body: JSON.stringify({ status: 'inactive', plan: 'X' }) }]);
-    const reg = createDefaultTools(loadConfig({ ELIGIBILITY_API_URL: a.url, ELIGIBILITY_RETRIES: '0' }), createLogger('silent'));
+    const reg = createDefaultTools({ apiUrl: a.url, apiKey: undefined, timeoutMs: 3000, retries: 0 }, createLogger('silent'));
     const out = await reg.call('check_eligibility', JSON.stringify({ member_id: 'MB123456', date_of_birth: '1980-03-05' }), ctx());
     expect(JSON.parse(out.output).status).toBe('inactive');
     expect(a.seen).toHaveLength(1);

@@ -43,6 +43,7 @@ import type { Logger } from '../../src/log.js';
 import { writeAppend } from '../../src/realtime/ws-lean.js';
 import { peerSessionUpdate, type PeerRelay } from './peer-relay.js';
 import { startServer, type RunningServer } from '../../src/server/app.js';
+import { edgeSettingsFromConfig } from '../../src/main.js';
 
 export type FloorMode = 'passthrough' | 'transcode';
 
@@ -125,7 +126,7 @@ export async function startFloorRelay(opts: FloorRelayOptions): Promise<FloorRel
     },
   };
 
-  const server: RunningServer = await startServer({ config: opts.config, app, log: opts.log, rateLimit: opts.config.rateLimit });
+  const server: RunningServer = await startServer({ settings: edgeSettingsFromConfig(opts.config), app, log: opts.log });
   return {
     port: server.port,
     edge: server.edge.description,

@@ -49,7 +49,6 @@
  *   `shutdown()` ends everything at once (the grace too); `settled()` then
  *   resolves once the records it closed out are handed to the store.
  */
-import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { ToolRegistry } from '../tools/registry.js';
 import { buildRejectTwiml, buildStreamTwiml } from '../twilio/twiml.js';
@@ -63,8 +62,40 @@ import { noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics }
 import { CallSession, type CallOptions } from './session.js';
 import type { ModelProvider, ModelSession } from './voice-model.js';
 
+/** What the relay reads (main.ts fills it in from the configuration). */
+export interface RelaySettings {
+  /** Calls in progress plus pre-warmed ones, at most (MAX_CONCURRENT_CALLS). */
+  maxConcurrentCalls: number;
+  /** Pre-warmed model sessions waiting for their stream, at most (MAX_PENDING_CALLS). */
+  maxPendingCalls: number;
+  /** How long a pre-warm and its stream token live (PREWARM_TTL_MS). */
+  prewarmTtlMs: number;
+  /** A stream must send a valid `start` within this (START_TIMEOUT_MS). */
+  startTimeoutMs: number;
+  /** HMAC key of the stream tokens (ADMISSION_SECRET). */
+  admissionSecret: Buffer;
+  /** Twilio signatures are checked (TWILIO_AUTH_TOKEN is set): for health. */
+  signed: boolean;
+  /** The model session's instructions and voice. */
+  instructions: string;
+  voice: string;
+  /** Each call's settings (CallOptions), but the tool and DTMF timings, which the relay sets. */
+  audioMode: 'transcode' | 'passthrough';
+  model: string;
+  playoutLeadMs: number;
+  outboundChunkMs: number;
+  inboundBatchMs: number;
+  vadSilenceMs: number;
+  silenceTimeoutMs: number;
+  maxCallMs: number;
+  greeting: string;
+  responseRetryMs: number[];
+  /** Recorded prompts, µ-law 8 kHz (call/prompts.ts loads them). */
+  prompts: { repeat: Uint8Array; hold: Uint8Array; apology: Uint8Array; goodbye: Uint8Array };
+}
+
 export interface RelayDeps {
-  config: Config;
+  settings: RelaySettings;
   log: Logger;
   provider: ModelProvider;
   tools: ToolRegistry;
@@ -141,17 +172,17 @@ export class Relay implements VoiceApp {
   private readonly claimedHere = new Map<string, number>();
 
   constructor(private readonly deps: RelayDeps) {
-    const c = deps.config;
+    const c = deps.settings;
     this.options = {
       audioMode: c.audioMode,
-      model: c.openai.model,
+      model: c.model,
       playoutLeadMs: c.playoutLeadMs,
       outboundChunkMs: c.outboundChunkMs,
       inboundBatchMs: c.inboundBatchMs,
-      vadSilenceMs: c.openai.vad.silenceDurationMs,
+      vadSilenceMs: c.vadSilenceMs,
       silenceTimeoutMs: c.silenceTimeoutMs,
       maxCallMs: c.maxCallMs,
-      greeting: c.openai.greeting,
+      greeting: c.greeting,
       toolTimeoutMs: 10_000,
       toolFillerMs: 2_500,
       dtmfGapMs: 1_500,
@@ -190,18 +221,18 @@ export class Relay implements VoiceApp {
     const callSid = call.callSid;
     // Draining (past the grace): 503, so Twilio tries the number's fallback URL (another instance behind the balancer).
     if (this.closing || (this.draining && !this.inGrace)) return { ok: false, status: 503, message: 'draining: not taking new calls' };
-    if (this.calls.size + this.pending.size >= this.deps.config.maxConcurrentCalls) {
+    if (this.calls.size + this.pending.size >= this.deps.settings.maxConcurrentCalls) {
       this.deps.log.warn({ callSid, active: this.calls.size }, 'at capacity: rejecting call');
       return { ok: true, twiml: buildRejectTwiml() };
     }
-    if (this.pending.size >= this.deps.config.maxPendingCalls && !this.pending.has(callSid)) {
+    if (this.pending.size >= this.deps.settings.maxPendingCalls && !this.pending.has(callSid)) {
       this.deps.log.warn({ callSid, pending: this.pending.size }, 'too many calls waiting for their stream: rejecting call');
       return { ok: true, twiml: buildRejectTwiml() };
     }
     const old = this.pending.get(callSid);
     if (old) this.dropPending(callSid, old); // Twilio retried the webhook: start over (same record)
-    const ttlMs = this.deps.config.prewarmTtlMs;
-    const token = mintAdmissionToken(this.deps.config.admissionSecret, callSid, Date.now() + ttlMs);
+    const ttlMs = this.deps.settings.prewarmTtlMs;
+    const token = mintAdmissionToken(this.deps.settings.admissionSecret, callSid, Date.now() + ttlMs);
     const abort = new AbortController();
     const model = this.connectModel(abort);
     // The record starts at the webhook: a call whose stream never arrives is recorded too.
@@ -225,7 +256,7 @@ export class Relay implements VoiceApp {
   openStream(socket: TwilioSocket, _info: StreamInfo): StreamHandler | StreamRefusal | null {
     // While draining (past the grace), only a call answered earlier may still bring its stream.
     if (this.closing || (this.draining && !this.inGrace && this.pending.size === 0)) return { refused: 'draining' };
-    if (this.calls.size >= this.deps.config.maxConcurrentCalls) return null;
+    if (this.calls.size >= this.deps.settings.maxConcurrentCalls) return null;
     const session: CallSession = new CallSession({
       socket,
       options: this.options,
@@ -242,11 +273,11 @@ export class Relay implements VoiceApp {
       this.startTimers.delete(session);
       if (session.state !== 'awaiting_start') return;
       this.metrics.streamStartRefused('timeout');
-      this.deps.log.warn({ startTimeoutMs: this.deps.config.startTimeoutMs }, 'stream sent no valid start in time: closing it');
+      this.deps.log.warn({ startTimeoutMs: this.deps.settings.startTimeoutMs }, 'stream sent no valid start in time: closing it');
       socket.close(1008, 'no start in time'); // onClose ends the session and frees its slot
       const after: string = session.state; // a socket port that did not report the close synchronously
       if (after !== 'ended') session.end('stream_closed', false);
-    }, this.deps.config.startTimeoutMs);
+    }, this.deps.settings.startTimeoutMs);
     this.startTimers.set(session, startTimer);
     return session;
   }
@@ -259,7 +290,7 @@ export class Relay implements VoiceApp {
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
       activeCalls: this.calls.size,
       model,
-      signed: this.deps.config.twilioAuthToken !== undefined,
+      signed: this.deps.settings.signed,
       ...(this.deps.instanceId !== undefined ? { instanceId: this.deps.instanceId } : {}),
       pendingCalls: this.pending.size,
       ...(this.deps.storeHealth ? { store: this.deps.storeHealth() } : {}),
@@ -345,7 +376,7 @@ export class Relay implements VoiceApp {
 
   private connectModel(abort: AbortController): Promise<ModelSession> {
     const model = this.deps.provider.connect(
-      { instructions: this.deps.config.openai.instructions, voice: this.deps.config.openai.voice, tools: this.deps.tools.specs() },
+      { instructions: this.deps.settings.instructions, voice: this.deps.settings.voice, tools: this.deps.tools.specs() },
       abort.signal,
     );
     model.catch(() => {}); // observed on `start`; an unused session must not raise
@@ -367,7 +398,7 @@ export class Relay implements VoiceApp {
     const until = this.claimedHere.get(callSid);
     if (until !== undefined && until > now) return false;
     this.claimedHere.delete(callSid); // re-inserted at the end: the map stays in expiry order
-    this.claimedHere.set(callSid, now + this.deps.config.prewarmTtlMs + LOCAL_CLAIM_MARGIN_MS);
+    this.claimedHere.set(callSid, now + this.deps.settings.prewarmTtlMs + LOCAL_CLAIM_MARGIN_MS);
     return true;
   }
 
@@ -392,7 +423,7 @@ export class Relay implements VoiceApp {
    * else a model session is opened once the claim is won (miss).
    */
   private admit(callSid: string, params: Record<string, string>): CallAdmission | { refused: string } {
-    const check = verifyAdmissionToken(this.deps.config.admissionSecret, callSid, params.token, Date.now());
+    const check = verifyAdmissionToken(this.deps.settings.admissionSecret, callSid, params.token, Date.now());
     if (!check.ok) {
       this.metrics.streamStartRefused(check.error === 'expired' ? 'expired' : 'token');
       return { refused: `token ${check.error}` };

@@ -15,26 +15,23 @@
  * guarded handlers. Nothing outside src/server knows which edge runs; the
  * RunningServer names it for the start-up line.
  */
-import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { AdminReader, VoiceApp } from '../call/ports.js';
-import { EdgeCore } from './core.js';
+import { EdgeCore, type EdgeSettings } from './core.js';
 import { parseEdgeChoice, resolveEdge, type EdgeChoice, type EdgeKind } from './edge.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { startNodeEdge } from './node-edge.js';
 
-export { MAX_BACKPRESSURE_BYTES, MAX_BODY_BYTES, MAX_WS_MESSAGE_BYTES, WS_IDLE_TIMEOUT_S } from './core.js';
+export { type EdgeSettings, type TrustedSubnet, MAX_BACKPRESSURE_BYTES, MAX_BODY_BYTES, MAX_WS_MESSAGE_BYTES, WS_IDLE_TIMEOUT_S } from './core.js';
 export { EdgeError, availableEdges, type EdgeChoice, type EdgeKind } from './edge.js';
 
 export interface ServerOptions {
-  config: Config;
+  settings: EdgeSettings;
   app: VoiceApp;
   log: Logger;
   /** GET /calls, GET /calls/:sid (absent → 404). */
   admin?: AdminReader;
   metrics?: Metrics;
-  /** Per-IP token bucket for HTTP requests and upgrades (default: burst 50, 20/s). */
-  rateLimit?: { burst: number; perSecond: number };
   /** Which edge: default from the EDGE environment variable (uws | node | auto). */
   edge?: EdgeChoice;
   /** Where EDGE and CALLBRIDGE_UWS_MODULE are read (default process.env). */
@@ -58,7 +55,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const env = opts.env ?? process.env;
   const resolved = resolveEdge(env, opts.edge ?? parseEdgeChoice(env.EDGE));
   const metrics = opts.metrics ?? createMetrics();
-  const core = new EdgeCore({ config: opts.config, app: opts.app, log: opts.log, metrics, admin: opts.admin, rateLimit: opts.rateLimit });
+  const core = new EdgeCore({ settings: opts.settings, app: opts.app, log: opts.log, metrics, admin: opts.admin });
   const server =
     resolved.kind === 'uws'
       ? await (await import('./uws-edge.js')).startUwsEdge(resolved.uws, core)

@@ -66,7 +66,6 @@
  *   later), `draining` with 1001 (going away); a throw closes with 1011.
  * - GET /calls… answers carry `Cache-Control: no-store` (call records are personal data).
  */
-import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { AdminReader, AdminRequest, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp } from '../call/ports.js';
 import { verifyTwilioSignature } from '../twilio/signature.js';
@@ -146,14 +145,51 @@ export interface EdgeServer {
   close(): Promise<void>;
 }
 
+/** One TRUST_PROXY entry: a subnet whose X-Forwarded-For is believed. */
+export interface TrustedSubnet {
+  address: string;
+  /** Prefix length in bits. */
+  prefix: number;
+  family: 'ipv4' | 'ipv6';
+}
+
+/** What the edge reads (main.ts fills it in from the configuration; the variable names are in the file comment). */
+export interface EdgeSettings {
+  host: string;
+  port: number;
+  /** PUBLIC_URL without a trailing slash; undefined = https://<Host header>. */
+  publicUrl: string | undefined;
+  /** TWILIO_AUTH_TOKEN; undefined = no signature checks (ALLOW_UNSIGNED). */
+  twilioAuthToken: string | undefined;
+  /** Serve GET /metrics (METRICS). */
+  serveMetrics: boolean;
+  /** ADMIN_TOKEN: shows the health report's error texts; undefined = never shown. */
+  adminToken: string | undefined;
+  /** STREAM_URL_TEMPLATE; undefined = the origin's /voice/stream. */
+  streamUrlTemplate: string | undefined;
+  /** This instance's name for `{instance}` in the template (INSTANCE_ID); undefined = ''. */
+  instanceId: string | undefined;
+  /** Proxies whose X-Forwarded-For is believed (TRUST_PROXY); empty = the peer is the client. */
+  trustProxy: TrustedSubnet[];
+  /** The general per-address bucket (RATE_LIMIT_BURST / RATE_LIMIT_PER_SECOND). */
+  rateLimit: { burst: number; perSecond: number };
+  /** Failed signatures per client address (RATE_LIMIT_UNSIGNED_*). */
+  unsignedLimit: { burst: number; perMinute: number };
+  /** Signed call set-ups per calling number (RATE_LIMIT_CALLER_*). */
+  callerLimit: { burst: number; perMinute: number };
+  /** Signed upgrades and status callbacks per client address (RATE_LIMIT_SIGNED_*). */
+  signedLimit: { burst: number; perSecond: number };
+  /** Streams open without a valid `start`, at most (MAX_STREAMS_AWAITING_START). */
+  maxStreamsAwaitingStart: number;
+}
+
 export interface EdgeOptions {
-  config: Config;
+  settings: EdgeSettings;
   app: VoiceApp;
   log: Logger;
   metrics: Metrics;
   /** GET /calls… (absent → 404). */
   admin?: AdminReader;
-  rateLimit?: { burst: number; perSecond: number };
 }
 
 const text = 'text/plain; charset=utf-8';
@@ -163,18 +199,18 @@ const NO_STORE = { 'cache-control': 'no-store' };
 const reply = (route: Route, status: number, body: string, type = text): HttpReply => ({ route, status, body, type });
 
 /** Which route a request goes to (the same table on both edges). */
-export function routeOf(method: string, path: string, config: Config): Route {
+export function routeOf(method: string, path: string, settings: EdgeSettings): Route {
   const m = method.toUpperCase();
   if (m === 'POST' && path === '/voice/incoming') return 'incoming';
   if (m === 'POST' && path === '/voice/status') return 'status';
   if (m === 'GET' && path === '/voice/health') return 'health';
-  if (m === 'GET' && path === '/metrics' && config.metrics) return 'metrics';
+  if (m === 'GET' && path === '/metrics' && settings.serveMetrics) return 'metrics';
   if (m === 'GET' && (path === '/calls' || path.startsWith('/calls/'))) return 'admin';
   return 'other';
 }
 
 export class EdgeCore {
-  readonly config: Config;
+  readonly settings: EdgeSettings;
   readonly log: Logger;
   readonly metrics: Metrics;
   private readonly app: VoiceApp;
@@ -193,21 +229,21 @@ export class EdgeCore {
   private onAllClosed: (() => void) | undefined;
 
   constructor(opts: EdgeOptions) {
-    this.config = opts.config;
+    this.settings = opts.settings;
     this.app = opts.app;
     this.log = opts.log;
     this.metrics = opts.metrics;
     this.adminReader = opts.admin;
-    const general = opts.rateLimit ?? this.config.rateLimit;
+    const general = this.settings.rateLimit;
     this.limiter = new RateLimiter(general.burst, general.perSecond);
-    this.unsignedLimiter = new RateLimiter(this.config.unsignedLimit.burst, this.config.unsignedLimit.perMinute / 60);
-    this.callerLimiter = new RateLimiter(this.config.callerLimit.burst, this.config.callerLimit.perMinute / 60);
-    this.signedLimiter = new RateLimiter(this.config.signedLimit.burst, this.config.signedLimit.perSecond);
-    this.instanceHost = instanceHostPattern(this.config.streamUrlTemplate);
-    this.adminTokenDigest = this.config.adminToken ? sha256(this.config.adminToken) : undefined;
-    if (this.config.trustProxy.length > 0) {
+    this.unsignedLimiter = new RateLimiter(this.settings.unsignedLimit.burst, this.settings.unsignedLimit.perMinute / 60);
+    this.callerLimiter = new RateLimiter(this.settings.callerLimit.burst, this.settings.callerLimit.perMinute / 60);
+    this.signedLimiter = new RateLimiter(this.settings.signedLimit.burst, this.settings.signedLimit.perSecond);
+    this.instanceHost = instanceHostPattern(this.settings.streamUrlTemplate);
+    this.adminTokenDigest = this.settings.adminToken ? sha256(this.settings.adminToken) : undefined;
+    if (this.settings.trustProxy.length > 0) {
       this.trusted = new BlockList();
-      for (const c of this.config.trustProxy) this.trusted.addSubnet(c.address, c.prefix, c.family);
+      for (const c of this.settings.trustProxy) this.trusted.addSubnet(c.address, c.prefix, c.family);
     }
     const { metrics, app, log } = this;
     // Active calls as the app counts them (streams that got a handler and have not ended).
@@ -230,7 +266,7 @@ export class EdgeCore {
 
   /** The URL Twilio used, for signatures: PUBLIC_URL when set, else https://<Host>. */
   publicOrigin(host: string): string {
-    return this.config.publicUrl ?? `https://${host}`;
+    return this.settings.publicUrl ?? `https://${host}`;
   }
 
   wsOrigin(host: string): string {
@@ -239,9 +275,9 @@ export class EdgeCore {
 
   /** The stream URL put in the TwiML: STREAM_URL_TEMPLATE for this instance, else the origin's /voice/stream. */
   streamUrl(host: string): string {
-    const template = this.config.streamUrlTemplate;
+    const template = this.settings.streamUrlTemplate;
     if (!template) return `${this.wsOrigin(host)}/voice/stream`;
-    return streamUrlFromTemplate(template, { instance: this.config.instanceId ?? '', publicUrl: this.wsOrigin(host) });
+    return streamUrlFromTemplate(template, { instance: this.settings.instanceId ?? '', publicUrl: this.wsOrigin(host) });
   }
 
   /** Count a reply the edge has written. */
@@ -281,7 +317,7 @@ export class EdgeCore {
    */
   limitHttp(client: string, route: Route, bodyBytes?: number): HttpReply | null {
     const key = addressKey(client);
-    if ((route === 'incoming' || route === 'status') && this.config.twilioAuthToken) {
+    if ((route === 'incoming' || route === 'status') && this.settings.twilioAuthToken) {
       if (this.unsignedLimiter.has(key)) return null;
       this.metrics.rateLimited.inc({ kind: 'unsigned' });
       const closeConnection = bodyBytes === undefined || !(bodyBytes <= MAX_BODY_BYTES);
@@ -318,7 +354,7 @@ export class EdgeCore {
    */
   webhook(route: 'incoming' | 'status', r: WebhookRequest): HttpReply {
     try {
-      const token = this.config.twilioAuthToken;
+      const token = this.settings.twilioAuthToken;
       if (r.body === null || countFormFields(r.body) > MAX_WEBHOOK_FIELDS) {
         const limited = token ? this.chargeFailure(route, r.client) : null;
         return limited ?? { ...reply(route, 413, r.body === null ? 'body too large\n' : 'too many form fields\n'), closeConnection: r.body === null };
@@ -420,7 +456,7 @@ export class EdgeCore {
   /** WS /voice/stream upgrade checks: null to accept, or the refusal to answer. */
   checkUpgrade(u: UpgradeRequest): HttpReply | null {
     const client = this.clientAddress(u.remoteAddress, u.forwardedFor);
-    const token = this.config.twilioAuthToken;
+    const token = this.settings.twilioAuthToken;
     if (token) {
       if (this.upgradeSigned(token, u)) {
         // One captured upgrade replays for ever (its signature is constant per URL): limit them per address.
@@ -446,7 +482,7 @@ export class EdgeCore {
   private upgradeSigned(token: string, u: UpgradeRequest): boolean {
     const sig = u.signature || undefined;
     if (verifyTwilioSignature(token, sig, `${this.wsOrigin(u.host)}${u.path}${u.query ? `?${u.query}` : ''}`, {})) return true;
-    if (!this.config.streamUrlTemplate || u.query) return false;
+    if (!this.settings.streamUrlTemplate || u.query) return false;
     // Signed over this instance's templated URL, which the balancer rewrote to /voice/stream on the way here.
     if (verifyTwilioSignature(token, sig, this.streamUrl(u.host), {})) return true;
     // Or over a host-per-instance URL naming another instance, whose stream the balancer sent here instead (that
@@ -458,7 +494,7 @@ export class EdgeCore {
   /** @internal StreamBinding: a stream got its handler; it waits for a `start`. Past MAX_STREAMS_AWAITING_START the oldest waiting one is closed. */
   awaitStart(b: StreamBinding): void {
     this.awaitingStart.add(b);
-    while (this.awaitingStart.size > this.config.maxStreamsAwaitingStart) {
+    while (this.awaitingStart.size > this.settings.maxStreamsAwaitingStart) {
       const oldest = this.awaitingStart.values().next().value!;
       this.awaitingStart.delete(oldest);
       this.metrics.streamsRefused.inc({ reason: 'awaiting_start' });

@@ -44,7 +44,7 @@ interface Live {
 const STREAM_PATH = /^(?:\/i\/[A-Za-z0-9._:-]{1,64})?\/voice\/stream$/;
 
 export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
-  const { config, log, metrics } = core;
+  const { settings, log, metrics } = core;
   const live = new Map<WebSocket, Live>();
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_WS_MESSAGE_BYTES, perMessageDeflate: false, clientTracking: false });
   const server = createServer({ requestTimeout: REQUEST_TIMEOUT_MS });
@@ -101,7 +101,7 @@ export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     const { path, query } = splitUrl(req.url ?? '/');
-    const route = routeOf(req.method ?? 'GET', path, config);
+    const route = routeOf(req.method ?? 'GET', path, settings);
     res.on('error', () => {}); // a reset client: nothing to answer
     try {
       handle(req, res, route, path, query);
@@ -222,16 +222,16 @@ export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
   });
 
   await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) => reject(new Error(`cannot listen on ${config.host}:${config.port}: ${err.message}`, { cause: err }));
+    const onError = (err: Error) => reject(new Error(`cannot listen on ${settings.host}:${settings.port}: ${err.message}`, { cause: err }));
     server.once('error', onError);
-    server.listen(config.port, config.host, () => {
+    server.listen(settings.port, settings.host, () => {
       server.off('error', onError);
       resolve();
     });
   });
   server.on('error', (err) => log.error({ err }, 'http server error'));
   const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : config.port;
+  const port = typeof address === 'object' && address ? address.port : settings.port;
 
   let closing: Promise<void> | undefined;
   return {

@@ -28,7 +28,7 @@ interface StreamData {
 const textDecoder = new TextDecoder('utf-8', { fatal: false });
 
 export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<EdgeServer> {
-  const { config, log, metrics } = core;
+  const { settings, log, metrics } = core;
   const server = uws.App();
 
   const write = (res: HttpResponse, r: HttpReply) => {
@@ -49,7 +49,7 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
    * returns only the first: behind a proxy that appends its own line, the
    * client would choose its address). Read only when TRUST_PROXY is set.
    */
-  const trustsProxies = config.trustProxy.length > 0;
+  const trustsProxies = settings.trustProxy.length > 0;
   const forwardedFor = (req: HttpRequest): string => {
     if (!trustsProxies) return '';
     let all = '';
@@ -105,7 +105,7 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
   server.post('/voice/status', webhook('status'));
   server.get('/voice/health', guard('health', (res, req) => write(res, core.health(req.getHeader('authorization')))));
   // METRICS=false: no /metrics route (404); the counters still exist for RunningServer.metrics.
-  if (config.metrics) server.get('/metrics', guard('metrics', (res) => later(res, 'metrics', () => core.metricsText())));
+  if (settings.serveMetrics) server.get('/metrics', guard('metrics', (res) => later(res, 'metrics', () => core.metricsText())));
 
   const admin = guard('admin', (res, req) => {
     const headers: Record<string, string> = {};
@@ -205,7 +205,7 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
   server.any('/*', guard('other', (res) => write(res, core.notFound())));
 
   const listenSocket = await new Promise<us_listen_socket>((resolve, reject) => {
-    server.listen(config.host, config.port, (s) => (s ? resolve(s) : reject(new Error(`cannot listen on ${config.host}:${config.port}`))));
+    server.listen(settings.host, settings.port, (s) => (s ? resolve(s) : reject(new Error(`cannot listen on ${settings.host}:${settings.port}`))));
   });
 
   let closing: Promise<void> | undefined;

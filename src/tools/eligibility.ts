@@ -5,7 +5,6 @@
  * failure becomes the "trouble accessing the system" outcome, never silence
  * and never a throw. Member IDs and dates of birth never reach a log message.
  */
-import type { Config } from '../config.js';
 import { silentLogger, type Logger } from '../log.js';
 import { HttpEligibilityBackend, MockEligibilityBackend, type Coverage, type EligibilityBackend, EligibilityError } from './backends.js';
 import { normalizeDate, normalizeMemberId } from './normalize.js';
@@ -72,8 +71,17 @@ export function createEligibilityTool(backend: EligibilityBackend, log: Logger =
   };
 }
 
-export function createDefaultTools(config: Config, log: Logger): ToolRegistry {
-  const e = config.eligibility;
+/** What the default tools need (main.ts fills it in from ELIGIBILITY_*). */
+export interface EligibilitySettings {
+  /** The eligibility API; undefined = the mock back end. */
+  apiUrl: string | undefined;
+  apiKey: string | undefined;
+  timeoutMs: number;
+  /** Further attempts after a failed lookup. */
+  retries: number;
+}
+
+export function createDefaultTools(e: EligibilitySettings, log: Logger): ToolRegistry {
   const backend: EligibilityBackend = e.apiUrl
     ? new HttpEligibilityBackend({ url: e.apiUrl, apiKey: e.apiKey, timeoutMs: e.timeoutMs, retries: e.retries })
     : new MockEligibilityBackend();
