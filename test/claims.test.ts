@@ -16,7 +16,7 @@ import { loadConfig } from '../src/config.js';
 import { Transcoder } from '../src/dsp/index.js';
 import { silentLogger } from '../src/log.js';
 import { openAIProviderFromConfig } from '../src/main.js';
-import { ReachabilityTracker } from '../src/realtime/openai-provider.js';
+import { ReachabilityTracker } from '../src/call/reachability.js';
 import { startServer, type RunningServer } from '../src/server/app.js';
 import { createMetrics } from '../src/server/metrics.js';
 import { twilioSignature } from '../src/sim/caller.js';

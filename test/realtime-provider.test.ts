@@ -15,11 +15,11 @@ import { ModelConnectError, type ModelEvent, type ModelSession } from '../src/ca
 import { silentLogger } from '../src/log.js';
 import {
   OpenAIRealtimeProvider,
-  ReachabilityTracker,
   isRetryableClose,
   type OpenAIRealtimeProviderOptions,
   type SessionCounters,
 } from '../src/realtime/openai-provider.js';
+import { ReachabilityTracker } from '../src/call/reachability.js';
 import { leanWriteStats } from '../src/realtime/ws-lean.js';
 import { startModelStandIn } from '../src/sim/model-server.js';
 import { makeSelfSignedCert } from '../src/sim/tls.js';
