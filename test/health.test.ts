@@ -15,7 +15,7 @@ import type { HealthReport } from '../src/call/ports.js';
 import { loadConfig } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { startCallbridge, type Callbridge } from '../src/main.js';
-import { ReachabilityProber, ReachabilityTracker, type ProbeTimers } from '../src/realtime/openai-provider.js';
+import { ReachabilityProber, ReachabilityTracker, type ProbeTimers } from '../src/call/reachability.js';
 import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
 import { postIncoming } from './helpers/webhooks.js';
 

@@ -9,23 +9,20 @@ import type { IncomingMessage } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import {
-  ConversationHistory,
-  MAX_HISTORY_TEXT_CHARS,
   ModelLink,
-  backoffDelayMs,
   base64Bytes,
   newLinkStats,
   type LinkStats,
   type ModelLinkOptions,
 } from '../src/call/model-link.js';
-import { EventOutlet } from '../src/call/event-outlet.js';
 import { cutWords } from '../src/call/transcript.js';
 import { ModelConnectError, type ModelEvent } from '../src/call/voice-model.js';
-import { createLogger, silentLogger } from '../src/log.js';
+import { silentLogger } from '../src/log.js';
 import { OpenAIRealtimeProvider, type OpenAIRealtimeProviderOptions } from '../src/realtime/openai-provider.js';
 import { speechLike, ulawEncode } from '../src/sim/audio.js';
 import { startModelStandIn, type ModelStandIn, type Scenario } from '../src/sim/model-server.js';
 import { listeningPort } from './helpers/sockets.js';
+import { until } from './helpers/until.js';
 
 // ---------------------------------------------------------------------------
 // A WebSocket proxy between the provider and the stand-in
@@ -217,14 +214,6 @@ function collect(link: ModelLink): ModelEvent[] {
   return out;
 }
 
-async function until(cond: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 const delay = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function ofType<T extends ModelEvent['type']>(evs: ModelEvent[], type: T): Extract<ModelEvent, { type: T }>[] {
@@ -253,141 +242,9 @@ function itemsOf(sent: any[]): any[] {
 // ---------------------------------------------------------------------------
 // Pure parts
 
-describe('backoff and history (pure)', () => {
-  it('first attempt at once, then full jitter under a doubling, capped bound', () => {
-    expect(backoffDelayMs(1, 1000, 8000, () => 0.999)).toBe(0);
-    const hi = () => 0.999999;
-    expect([2, 3, 4, 5, 6, 7].map((a) => backoffDelayMs(a, 1000, 8000, hi))).toEqual([999, 1999, 3999, 7999, 7999, 7999]);
-    expect(backoffDelayMs(5, 1000, 8000, () => 0)).toBe(0);
-    expect(backoffDelayMs(3, 1000, 8000, () => 0.5)).toBe(1000);
-  });
-
+describe('base64Bytes', () => {
   it('base64Bytes is the decoded length', () => {
     for (const n of [0, 1, 2, 3, 4, 159, 160, 161]) expect(base64Bytes(Buffer.alloc(n, 7).toString('base64'))).toBe(n);
-  });
-
-  it('owes an answer after a finished caller turn until a later response completes; a tool call is not an answer', () => {
-    const h = new ConversationHistory(8);
-    expect(h.owesAnswer()).toBe(false);
-    h.observe({ type: 'speech_started', itemId: 'u1', audioStartMs: 0 });
-    expect(h.owesAnswer()).toBe(false);
-    h.observe({ type: 'speech_stopped', itemId: 'u1', audioEndMs: 900 });
-    expect(h.owesAnswer()).toBe(true);
-    h.observe({ type: 'response_started', responseId: 'r1' });
-    h.observe({ type: 'tool_call', responseId: 'r1', callId: 'c1', name: 'f', arguments: '{}' });
-    h.observe({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
-    expect(h.owesAnswer()).toBe(true);
-    h.toolResult('c1', '{"ok":true}', true);
-    h.observe({ type: 'response_started', responseId: 'r2' });
-    expect(h.owesAnswer()).toBe(true);
-    h.observe({ type: 'response_done', responseId: 'r2', status: 'completed', usage: undefined });
-    expect(h.owesAnswer()).toBe(false);
-    // A response in progress when the session is lost is still owed.
-    h.responseRequested();
-    h.observe({ type: 'response_started', responseId: 'r3' });
-    h.sessionLost();
-    expect(h.owesAnswer()).toBe(true);
-  });
-
-  it('a failed response leaves the turn unanswered; the caller speaking again clears it until they finish', () => {
-    const h = new ConversationHistory(8);
-    h.observe({ type: 'speech_stopped', itemId: 'u1', audioEndMs: 900 });
-    h.observe({ type: 'response_started', responseId: 'r1' });
-    h.observe({ type: 'response_done', responseId: 'r1', status: 'failed', usage: undefined });
-    expect(h.owesAnswer()).toBe(true);
-    h.observe({ type: 'speech_started', itemId: 'u2', audioStartMs: 1000 });
-    expect(h.owesAnswer()).toBe(false);
-  });
-
-  it('assistant text is cut to the share of its audio the caller heard; unheard or untranscribed items are skipped', () => {
-    const h = new ConversationHistory(8);
-    const text = 'one two three four five six seven eight nine ten';
-    h.observe({ type: 'audio', responseId: 'r1', itemId: 'a1', audio: Buffer.alloc(8000).toString('base64') }); // 1000 ms
-    h.observe({ type: 'assistant_transcript', responseId: 'r1', itemId: 'a1', text });
-    h.truncate('a1', 300);
-    h.observe({ type: 'audio', responseId: 'r2', itemId: 'a2', audio: Buffer.alloc(800).toString('base64') });
-    h.observe({ type: 'assistant_transcript', responseId: 'r2', itemId: 'a2', text: 'never heard' });
-    h.truncate('a2', 0);
-    h.observe({ type: 'audio', responseId: 'r3', itemId: 'a3', audio: Buffer.alloc(800).toString('base64') });
-    h.observe({ type: 'speech_started', itemId: 'u1', audioStartMs: 0 });
-    h.observe({ type: 'speech_stopped', itemId: 'u1', audioEndMs: 500 });
-    expect(h.items()).toEqual([{ type: 'assistant_text', text: 'one two three…' }]);
-  });
-
-  it('an assistant item without its final transcript replays the words its deltas brought, cut to what was heard; the final text wins', () => {
-    const h = new ConversationHistory(8);
-    const say = (itemId: string, ms: number, delta: string) => {
-      h.observe({ type: 'audio', responseId: 'r1', itemId, audio: Buffer.alloc(ms * 8).toString('base64') });
-      h.observe({ type: 'assistant_transcript_delta', responseId: 'r1', itemId, delta });
-    };
-    say('a1', 250, 'one two ');
-    say('a1', 250, 'three four ');
-    expect(h.items()).toEqual([{ type: 'assistant_text', text: 'one two three four' }]);
-    h.truncate('a1', 250); // half of the audio so far
-    expect(h.items()).toEqual([{ type: 'assistant_text', text: 'one two…' }]);
-    // The final transcript replaces the deltas; deltas after it change nothing.
-    h.observe({ type: 'assistant_transcript', responseId: 'r1', itemId: 'a1', text: 'One, two, three, four.' });
-    h.observe({ type: 'assistant_transcript_delta', responseId: 'r1', itemId: 'a1', delta: 'five ' });
-    expect(h.items()).toEqual([{ type: 'assistant_text', text: 'One, two,…' }]);
-    // Bounded: deltas stop adding once the text reaches MAX_HISTORY_TEXT_CHARS.
-    const chunk = 'word '.repeat(1000);
-    for (let i = 0; i < 20; i++) say('a2', 10, chunk);
-    const long = h.items()[1]!;
-    expect(long.type === 'assistant_text' && long.text.length).toBe(MAX_HISTORY_TEXT_CHARS + 1);
-  });
-});
-
-describe('EventOutlet (pure)', () => {
-  const ev = (cause: string): ModelEvent => ({ type: 'link_lost', cause });
-  const causes = (evs: ModelEvent[]) => evs.map((e) => (e.type === 'link_lost' ? e.cause : e.type));
-
-  it('queues until a listener is set, delivers the queue in order, then each event at once', () => {
-    const out = new EventOutlet(silentLogger);
-    out.emit(ev('a'));
-    out.emit(ev('b'));
-    const got: ModelEvent[] = [];
-    out.listen((e) => got.push(e));
-    expect(causes(got)).toEqual(['a', 'b']);
-    out.emit(ev('c'));
-    expect(causes(got)).toEqual(['a', 'b', 'c']);
-  });
-
-  it('a throwing listener is logged and delivery goes on', () => {
-    const errors: any[] = [];
-    const out = new EventOutlet(createLogger('error', { write: (line: string) => errors.push(JSON.parse(line)) }));
-    out.emit(ev('a'));
-    out.emit(ev('b'));
-    const got: ModelEvent[] = [];
-    out.listen((e) => {
-      got.push(e);
-      throw new Error('handler bug');
-    });
-    out.emit(ev('c'));
-    expect(causes(got)).toEqual(['a', 'b', 'c']);
-    expect(errors).toHaveLength(3);
-    expect(errors[0]).toMatchObject({ eventType: 'link_lost', msg: 'model event listener threw' });
-  });
-
-  it('cleared by a handler mid-queue: the rest is dropped; replaced mid-queue: the new listener gets the rest', () => {
-    const a = new EventOutlet(silentLogger);
-    for (const c of ['a', 'b', 'c']) a.emit(ev(c));
-    const gotA: ModelEvent[] = [];
-    a.listen((e) => {
-      gotA.push(e);
-      a.clear();
-    });
-    expect(causes(gotA)).toEqual(['a']);
-
-    const b = new EventOutlet(silentLogger);
-    for (const c of ['a', 'b', 'c']) b.emit(ev(c));
-    const first: ModelEvent[] = [];
-    const second: ModelEvent[] = [];
-    b.listen((e) => {
-      first.push(e);
-      b.listen((e2) => second.push(e2));
-    });
-    expect(causes(first)).toEqual(['a']);
-    expect(causes(second)).toEqual(['b', 'c']);
   });
 });
 
@@ -399,9 +256,9 @@ describe('ModelLink reconnects', () => {
     const r = await rig();
     const link = await openLink(r);
     const evs = collect(link);
-    await until(() => evs.some((e) => e.type === 'ready'), 2000, 'ready');
+    await until(() => evs.some((e) => e.type === 'ready'), { timeoutMs: 2000, what: 'ready' });
     r.model.sessions[0]!.dropSocket(1011);
-    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
+    await until(() => ofType(evs, 'link_restored').length === 1, { what: 'link_restored' });
     const lost = ofType(evs, 'link_lost');
     expect(lost).toHaveLength(1);
     expect(lost[0]!.cause).toContain('1011');
@@ -415,7 +272,7 @@ describe('ModelLink reconnects', () => {
     expect(r.stats).toEqual({ drops: 1, reconnects: 1, giveUps: 0 });
     // The restored session works: a greeting request reaches the new socket and is answered.
     link.createResponse();
-    await until(() => ofType(evs, 'response_done').length === 1, 5000, 'response on the new session');
+    await until(() => ofType(evs, 'response_done').length === 1, { what: 'response on the new session' });
     expect(r.model.sessions[1]!.responses).toHaveLength(1);
     console.log(`[model-link] drop 1011 → restored in ${restored.gapMs} ms`);
   });
@@ -425,7 +282,7 @@ describe('ModelLink reconnects', () => {
     const link = await openLink(r);
     const evs = collect(link);
     r.proxy.killAbruptly(0);
-    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
+    await until(() => ofType(evs, 'link_restored').length === 1, { what: 'link_restored' });
     expect(ofType(evs, 'link_lost')[0]!.cause).toMatch(/1006/);
     expect(ofType(evs, 'link_restored')[0]!.attempts).toBe(1);
     expect(r.stats.drops).toBe(1);
@@ -439,7 +296,7 @@ describe('ModelLink reconnects', () => {
     await delay(300); // several pings answered: no loss
     expect(ofType(evs, 'link_lost')).toHaveLength(0);
     r.proxy.conns[0]!.frozen = true;
-    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
+    await until(() => ofType(evs, 'link_restored').length === 1, { what: 'link_restored' });
     expect(ofType(evs, 'link_lost')[0]!.cause).toMatch(/pong/);
     await delay(300);
     expect(ofType(evs, 'link_lost')).toHaveLength(1); // the new socket answers its pings
@@ -452,7 +309,7 @@ describe('ModelLink reconnects', () => {
     const evs = collect(link);
     r.proxy.refuse = 3;
     r.model.sessions[0]!.dropSocket(1011);
-    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
+    await until(() => ofType(evs, 'link_restored').length === 1, { what: 'link_restored' });
     expect(ofType(evs, 'link_restored')[0]!.attempts).toBe(4);
     expect(r.proxy.upgrades).toBe(5);
     expect(r.stats).toEqual({ drops: 1, reconnects: 1, giveUps: 0 });
@@ -467,7 +324,7 @@ describe('ModelLink reconnects', () => {
     r.proxy.refuseAll = true;
     const t0 = Date.now();
     r.model.sessions[0]!.dropSocket(1011);
-    await until(() => ofType(evs, 'link_failed').length === 1, 5000, 'link_failed');
+    await until(() => ofType(evs, 'link_failed').length === 1, { what: 'link_failed' });
     const elapsed = Date.now() - t0;
     const failed = ofType(evs, 'link_failed')[0]!;
     expect(failed.attempts).toBeGreaterThanOrEqual(2);
@@ -493,7 +350,7 @@ describe('ModelLink reconnects', () => {
     r.proxy.refuseAll = true;
     r.proxy.refuseStatus = 401;
     r.model.sessions[0]!.dropSocket(1011);
-    await until(() => ofType(evs, 'link_failed').length === 1, 5000, 'link_failed');
+    await until(() => ofType(evs, 'link_failed').length === 1, { what: 'link_failed' });
     expect(ofType(evs, 'link_failed')[0]!.attempts).toBe(1);
     expect(r.proxy.upgrades).toBe(2);
   });
@@ -504,17 +361,17 @@ describe('ModelLink reconnects', () => {
     const evsA = collect(a);
     r.proxy.hold = true;
     r.model.sessions[0]!.dropSocket(1011);
-    await until(() => r.proxy.upgrades === 2, 5000, 'the held attempt');
+    await until(() => r.proxy.upgrades === 2, { what: 'the held attempt' });
     a.close();
     // Sooner than the provider's own 2 s connect timeout: the abort did it.
-    await until(() => r.proxy.heldAbandoned === 1, 1000, 'the held connect to be aborted');
+    await until(() => r.proxy.heldAbandoned === 1, { timeoutMs: 1000, what: 'the held connect to be aborted' });
     r.proxy.hold = false;
 
     const b = await openLink(r);
     const evsB = collect(b);
     r.proxy.refuseAll = true;
     r.model.sessions[1]!.dropSocket(1011);
-    await until(() => r.proxy.upgrades === 5, 5000, 'two refused attempts'); // b's open was upgrade 3
+    await until(() => r.proxy.upgrades === 5, { what: 'two refused attempts' }); // b's open was upgrade 3
     b.close();
     const upgrades = r.proxy.upgrades;
     await delay(500); // > 3 backoff periods
@@ -533,7 +390,7 @@ describe('ModelLink reconnects', () => {
       if (e.type === 'link_lost') a.close();
     });
     r.model.sessions[0]!.dropSocket(1011);
-    await until(() => evsA.length === 2, 2000, 'link_lost');
+    await until(() => evsA.length === 2, { timeoutMs: 2000, what: 'link_lost' });
     await delay(100);
     expect(r.proxy.upgrades).toBe(1);
 
@@ -544,7 +401,7 @@ describe('ModelLink reconnects', () => {
       if (e.type === 'link_restored') b.close();
     });
     r.model.sessions[1]!.dropSocket(1011);
-    await until(() => r.model.sessions.length === 3 && r.model.sessions[2]!.closed, 2000, 'the new session to be closed');
+    await until(() => r.model.sessions.length === 3 && r.model.sessions[2]!.closed, { timeoutMs: 2000, what: 'the new session to be closed' });
     expect(evsB.map((e) => e.type)).toEqual(['ready', 'link_lost', 'link_restored']);
   });
 
@@ -564,9 +421,9 @@ describe('ModelLink reconnects', () => {
       if (e.type === 'link_lost' && heardShare !== undefined) link.truncate(ofType(evs, 'audio')[0]!.itemId, generatedMs * heardShare);
     });
     link.createResponse();
-    await until(() => ofType(evs, 'assistant_transcript_delta').length >= 2, 3000, 'the first words of the greeting');
+    await until(() => ofType(evs, 'assistant_transcript_delta').length >= 2, { timeoutMs: 3000, what: 'the first words of the greeting' });
     r.model.sessions[0]!.dropSocket(1011);
-    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
+    await until(() => ofType(evs, 'link_restored').length === 1, { what: 'link_restored' });
     expect(ofType(evs, 'link_restored')[0]!.unansweredTurn).toBe(true);
     const beforeLoss = evs.slice(0, evs.findIndex((e) => e.type === 'link_lost'));
     expect(ofType(beforeLoss, 'assistant_transcript')).toEqual([]); // the transcript never came: only its deltas
@@ -579,7 +436,7 @@ describe('ModelLink reconnects', () => {
     const expected = heardShare === undefined ? soFar : cutWords(soFar, heardShare);
     if (heardShare !== undefined) expect(expected.endsWith('…')).toBe(true);
     expect(link.conversation()).toEqual([{ type: 'assistant_text', text: expected }]);
-    await until(() => itemsOf(r.proxy.conns[1]?.sent ?? []).length === 1, 2000, 'the replayed item through the proxy');
+    await until(() => itemsOf(r.proxy.conns[1]?.sent ?? []).length === 1, { timeoutMs: 2000, what: 'the replayed item through the proxy' });
     expect(itemsOf(r.proxy.conns[1]!.sent)).toEqual([
       { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: expected }] },
     ]);
@@ -589,7 +446,7 @@ describe('ModelLink reconnects', () => {
     const r = await rig();
     const link = await openLink(r);
     r.model.sessions[0]!.dropSocket(1011);
-    await until(() => r.stats.reconnects === 1, 5000, 'the reconnect');
+    await until(() => r.stats.reconnects === 1, { what: 'the reconnect' });
     const evs = collect(link);
     expect(evs.map((e) => e.type)).toEqual(['ready', 'link_lost', 'link_restored']);
   });
@@ -602,12 +459,12 @@ describe('ModelLink reconnects', () => {
       () => undefined,
       (e: unknown) => e,
     );
-    await until(() => r.proxy.upgrades === 1, 2000, 'the held attempt');
+    await until(() => r.proxy.upgrades === 1, { timeoutMs: 2000, what: 'the held attempt' });
     ac.abort();
     const err = await opening;
     expect(err).toBeInstanceOf(ModelConnectError);
     expect((err as ModelConnectError).retryable).toBe(false);
-    await until(() => r.proxy.heldAbandoned === 1, 1000, 'the held connect to be aborted');
+    await until(() => r.proxy.heldAbandoned === 1, { timeoutMs: 1000, what: 'the held connect to be aborted' });
     await delay(100);
     expect(r.proxy.upgrades).toBe(1);
   });
@@ -638,11 +495,11 @@ describe('ModelLink replays the conversation and carries audio across the gap', 
 
     // Greeting, heard in full.
     link.createResponse();
-    await until(() => done() === 1 && ofType(evs, 'assistant_transcript').length === 1, 5000, 'greeting');
+    await until(() => done() === 1 && ofType(evs, 'assistant_transcript').length === 1, { what: 'greeting' });
 
     // Turn 1; the caller barges in after hearing 40 % of the reply.
     speak(link);
-    await until(() => done() === 2 && ofType(evs, 'caller_transcript').length === 1, 5000, 'turn 1');
+    await until(() => done() === 2 && ofType(evs, 'caller_transcript').length === 1, { what: 'turn 1' });
     const reply1 = ofType(evs, 'assistant_transcript')[1]!;
     expect(reply1.text).toBe(REPLY_1);
     const reply1Ms = ofType(evs, 'audio')
@@ -650,24 +507,24 @@ describe('ModelLink replays the conversation and carries audio across the gap', 
       .reduce((n, e) => n + Buffer.from(e.audio, 'base64').length / 8, 0);
     const heardMs = Math.floor(reply1Ms * 0.4);
     link.truncate(reply1.itemId, heardMs);
-    await until(() => r.model.sessions[0]!.truncates.length === 1, 2000, 'truncate');
+    await until(() => r.model.sessions[0]!.truncates.length === 1, { timeoutMs: 2000, what: 'truncate' });
 
     // Turn 2: a tool call, its result, the spoken answer.
     speak(link, 800, 700, 5);
-    await until(() => ofType(evs, 'tool_call').length === 1, 5000, 'tool call');
+    await until(() => ofType(evs, 'tool_call').length === 1, { what: 'tool call' });
     const call = ofType(evs, 'tool_call')[0]!;
     link.sendToolResult(call.callId, '{"status":"active","plan":"gold"}', true);
-    await until(() => done() === 4 && ofType(evs, 'caller_transcript').length === 2, 5000, 'tool answer');
+    await until(() => done() === 4 && ofType(evs, 'caller_transcript').length === 2, { what: 'tool answer' });
 
     // DTMF as text, not yet answered when the socket drops.
     link.sendUserText('The caller pressed these keys on the phone keypad: 123');
-    await until(() => r.model.sessions[0]!.userTexts.length === 1, 2000, 'user text');
+    await until(() => r.model.sessions[0]!.userTexts.length === 1, { timeoutMs: 2000, what: 'user text' });
     r.model.sessions[0]!.dropSocket(1011);
-    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
+    await until(() => ofType(evs, 'link_restored').length === 1, { what: 'link_restored' });
     expect(ofType(evs, 'link_restored')[0]!.unansweredTurn).toBe(true);
 
     // The proxy records what it forwards a moment after the link wrote it: wait for all eight items.
-    await until(() => itemsOf(r.proxy.conns[1]?.sent ?? []).length >= 8, 3000, 'items through the proxy');
+    await until(() => itemsOf(r.proxy.conns[1]?.sent ?? []).length >= 8, { timeoutMs: 3000, what: 'items through the proxy' });
     const sent = r.proxy.conns[1]!.sent;
     expect(sent[0].type).toBe('session.update');
     const items = itemsOf(sent);
@@ -687,13 +544,13 @@ describe('ModelLink replays the conversation and carries audio across the gap', 
     expect(cut.split(' ').length).toBeLessThan(REPLY_1.split(' ').length);
     // Nothing else went out with the replay (no response.create: the call decides), and the stand-in took every item.
     expect(sent.slice(1).every((e: any) => e.type === 'conversation.item.create')).toBe(true);
-    await until(() => r.model.sessions[1]!.events.filter((e) => e.type === 'conversation.item.create').length === 8, 2000, 'items');
+    await until(() => r.model.sessions[1]!.events.filter((e) => e.type === 'conversation.item.create').length === 8, { timeoutMs: 2000, what: 'items' });
     expect(r.model.sessions[1]!.errorsSent).toEqual([]);
 
     // Carry on: the call asks for the answer; the old item ids are not truncated on the new socket.
     link.truncate(reply1.itemId, 10);
     link.createResponse();
-    await until(() => done() === 5, 5000, 'answer on the new session');
+    await until(() => done() === 5, { what: 'answer on the new session' });
     expect(r.model.sessions[1]!.truncates).toEqual([]);
     expect(r.model.sessions[1]!.errorsSent).toEqual([]);
   });
@@ -719,8 +576,8 @@ describe('ModelLink replays the conversation and carries audio across the gap', 
     link.appendAudio(chunk(200)); // before the drop: the old socket
     r.proxy.refuse = 2; // a gap with backoff in it
     r.model.sessions[0]!.dropSocket(1011);
-    await until(() => ofType(evs, 'link_restored').length === 1, 5000, 'link_restored');
-    await until(() => appendsOf(r.proxy.conns[1]?.sent ?? []).length === keptChunks + 10, 2000, 'appends on the new socket');
+    await until(() => ofType(evs, 'link_restored').length === 1, { what: 'link_restored' });
+    await until(() => appendsOf(r.proxy.conns[1]?.sent ?? []).length === keptChunks + 10, { timeoutMs: 2000, what: 'appends on the new socket' });
     const sent = r.proxy.conns[1]!.sent;
     const tags = appendsOf(sent).map((a) => Buffer.from(a, 'base64')[0]);
     expect(tags).toEqual([
@@ -730,9 +587,9 @@ describe('ModelLink replays the conversation and carries audio across the gap', 
     // Order on the wire: session.update, the replayed item, the kept audio, live audio.
     expect(sent.map((e: any) => e.type).slice(0, 3)).toEqual(['session.update', 'conversation.item.create', 'input_audio_buffer.append']);
     expect(appendsOf(r.proxy.conns[0]!.sent).map((a) => Buffer.from(a, 'base64')[0])).toEqual([200]);
-    await until(() => Math.round(r.model.sessions[1]!.audioMsReceived) === 20 * (keptChunks + 10), 2000, 'the stand-in to count the audio');
+    await until(() => Math.round(r.model.sessions[1]!.audioMsReceived) === 20 * (keptChunks + 10), { timeoutMs: 2000, what: 'the stand-in to count the audio' });
     // Live again: later appends go straight to the new socket.
     link.appendAudio(chunk(111));
-    await until(() => appendsOf(sent).length === keptChunks + 11, 2000, 'a later append');
+    await until(() => appendsOf(sent).length === keptChunks + 11, { timeoutMs: 2000, what: 'a later append' });
   });
 });

@@ -11,21 +11,34 @@ import { join } from 'node:path';
 import { createServer as createNetServer } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { ModelConnectError, type ModelEvent, type ModelSession } from '../src/call/voice-model.js';
+import { ModelConnectError, type ModelAudioFormat, type ModelEvent, type ModelSession } from '../src/call/voice-model.js';
 import { silentLogger } from '../src/log.js';
 import {
   OpenAIRealtimeProvider,
-  ReachabilityTracker,
   isRetryableClose,
   type OpenAIRealtimeProviderOptions,
   type SessionCounters,
 } from '../src/realtime/openai-provider.js';
+import { ReachabilityTracker } from '../src/call/reachability.js';
+import { RealtimeEventMapper } from '../src/realtime/events.js';
+import {
+  appendAudioEvent,
+  buildSessionUpdate,
+  functionCallOutputEvent,
+  parseServerEvent,
+  responseCancelEvent,
+  responseCreateEvent,
+  truncateEvent,
+  userTextEvent,
+  type SessionSettings,
+} from '../src/realtime/protocol.js';
 import { leanWriteStats } from '../src/realtime/ws-lean.js';
 import { startModelStandIn } from '../src/sim/model-server.js';
 import { makeSelfSignedCert } from '../src/sim/tls.js';
 import { speechLike, ulawEncode } from '../src/sim/audio.js';
 import { decodeFrames, type DecodedFrame } from './helpers/ws-decode.js';
 import { listeningPort } from './helpers/sockets.js';
+import { until } from './helpers/until.js';
 
 const fixture = readFileSync(new URL('./fixtures/realtime/server-events.jsonl', import.meta.url), 'utf8')
   .split('\n')
@@ -129,6 +142,19 @@ function provider(url: string, over: Partial<OpenAIRealtimeProviderOptions> = {}
   });
 }
 
+/** The session settings `provider()` builds its session.update from, for SESSION_OPTS. */
+function sessionSettings(format: ModelAudioFormat): SessionSettings {
+  return {
+    model: 'gpt-realtime',
+    instructions: SESSION_OPTS.instructions,
+    voice: SESSION_OPTS.voice,
+    format,
+    transcriptionModel: 'gpt-4o-transcribe',
+    vad: { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 },
+    tools: SESSION_OPTS.tools,
+  };
+}
+
 async function connect(p: OpenAIRealtimeProvider, signal?: AbortSignal): Promise<ModelSession> {
   const s = await p.connect(SESSION_OPTS, signal);
   cleanups.push(() => s.close());
@@ -141,13 +167,8 @@ function collect(s: ModelSession): ModelEvent[] {
   return out;
 }
 
-async function until(cond: () => boolean, timeoutMs = 2000): Promise<void> {
-  const t0 = Date.now();
-  while (!cond()) {
-    if (Date.now() - t0 > timeoutMs) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+/** The waits here keep their 2 s bound. */
+const WITHIN = { timeoutMs: 2000 };
 
 async function connectError(p: Promise<unknown>): Promise<ModelConnectError> {
   try {
@@ -170,29 +191,18 @@ describe('handshake', () => {
     expect(req.headers['openai-beta']).toBe(undefined);
     expect(Object.keys(req.headers).some((h) => h.toLowerCase().startsWith('openai-beta'))).toBe(false);
     expect(f.received).toHaveLength(1);
-    expect(f.received[0].type).toBe('session.update');
-    expect(f.received[0].session).toMatchObject({
-      type: 'realtime',
-      model: 'gpt-realtime',
-      instructions: 'Be brief.',
-      output_modalities: ['audio'],
-      audio: {
-        input: { format: { type: 'audio/pcm', rate: 24000 }, turn_detection: { type: 'server_vad', create_response: true, interrupt_response: true } },
-        output: { format: { type: 'audio/pcm', rate: 24000 }, voice: 'marin' },
-      },
-      tools: [{ type: 'function', name: 'check_eligibility' }],
-    });
+    // Exactly the session.update of the provider's options (realtime-protocol.test.ts holds its GA shape literally).
+    expect(f.received[0]).toEqual(JSON.parse(buildSessionUpdate(sessionSettings('pcm24k'))));
     expect(s.format).toBe('pcm24k');
     expect(p.reachability.snapshot()).toMatchObject({ reachable: true, lastError: null, consecutiveFailures: 0 });
     expect(Date.now() - Date.parse(p.reachability.snapshot().lastOkAt!)).toBeLessThan(5000);
   });
 
-  it('ulaw8k asks for audio/pcmu both ways', async () => {
+  it('ulaw8k: the session takes the format and asks for it (audio/pcmu both ways)', async () => {
     const f = await fake();
     const s = await connect(provider(f.url, { format: 'ulaw8k' }));
     expect(s.format).toBe('ulaw8k');
-    expect(f.received[0].session.audio.input.format).toEqual({ type: 'audio/pcmu' });
-    expect(f.received[0].session.audio.output.format).toEqual({ type: 'audio/pcmu' });
+    expect(f.received[0]).toEqual(JSON.parse(buildSessionUpdate(sessionSettings('ulaw8k'))));
   });
 
   it('waits for session.created before sending session.update, and for session.updated before resolving', async () => {
@@ -205,11 +215,11 @@ describe('handshake', () => {
       cleanups.push(() => s.close());
       return s;
     });
-    await until(() => server !== undefined);
+    await until(() => server !== undefined, WITHIN);
     await new Promise((r) => setTimeout(r, 100));
     expect(f.received).toHaveLength(0);
     server!.send(JSON.stringify({ type: 'session.created', session: {} }));
-    await until(() => f.received.length === 1);
+    await until(() => f.received.length === 1, WITHIN);
     await new Promise((r) => setTimeout(r, 50));
     expect(resolved).toBe(false);
     server!.send(JSON.stringify({ type: 'session.updated' })); // no session object: only the arrival counts
@@ -228,7 +238,7 @@ describe('handshake', () => {
     expect(err.retryable).toBe(true);
     expect(err.message).toMatch(/timed out/);
     expect(p.reachability.snapshot()).toMatchObject({ reachable: false, consecutiveFailures: 1 });
-    await until(() => f.sockets[0]!.readyState === f.sockets[0]!.CLOSED);
+    await until(() => f.sockets[0]!.readyState === f.sockets[0]!.CLOSED, WITHIN);
   });
 
   it.each([
@@ -301,8 +311,8 @@ describe('handshake', () => {
   });
 });
 
-describe('server events → ModelEvents', () => {
-  it('maps the recorded call, skipping unknown and malformed events; queues until a listener is set', async () => {
+describe('server events reach the call', () => {
+  it('delivers the recorded call as events.ts maps it, skipping unknown and malformed events; queues until a listener is set', async () => {
     const f = await fake({
       afterHandshake: (ws) => {
         for (const line of fixture.slice(2)) {
@@ -321,92 +331,20 @@ describe('server events → ModelEvents', () => {
     // Everything above was sent before we listen: it must have been queued.
     await new Promise((r) => setTimeout(r, 150));
     const events = collect(s);
-    const audio = JSON.parse(fixture[8]!).delta;
-    expect(events).toEqual([
-      { type: 'ready' },
-      { type: 'speech_started', itemId: 'item_in1', audioStartMs: 1000 },
-      { type: 'speech_stopped', itemId: 'item_in1', audioEndMs: 2600 },
-      { type: 'response_started', responseId: 'resp_1' },
-      { type: 'audio', responseId: 'resp_1', itemId: 'item_out1', audio },
-      { type: 'caller_transcript', itemId: 'item_in1', text: "I'd like to check my coverage." },
-      { type: 'audio_done', responseId: 'resp_1', itemId: 'item_out1' },
-      { type: 'assistant_transcript', responseId: 'resp_1', itemId: 'item_out1', text: 'Sure. Can I get the Member ID?' },
-      {
-        type: 'response_done',
-        responseId: 'resp_1',
-        status: 'completed',
-        usage: { inputTextTokens: 120, inputAudioTokens: 80, inputCachedTokens: 64, inputCachedAudioTokens: 0, outputTextTokens: 20, outputAudioTokens: 80 },
-      },
-      { type: 'rate_limits', limits: [{ name: 'tokens', remaining: 19700, resetMs: 900 }] },
-      { type: 'response_started', responseId: 'resp_2' },
-      {
-        type: 'tool_call',
-        responseId: 'resp_2',
-        callId: 'call_abc',
-        name: 'check_eligibility',
-        arguments: '{"member_id":"ABC123","date_of_birth":"1980-01-02"}',
-      },
-      {
-        type: 'response_done',
-        responseId: 'resp_2',
-        status: 'completed',
-        usage: { inputTextTokens: 40, inputAudioTokens: 0, inputCachedTokens: 0, inputCachedAudioTokens: 0, outputTextTokens: 10, outputAudioTokens: 0 },
-      },
-      { type: 'error', code: 'response_cancel_not_active', message: 'Cancellation failed: no active response found.' },
-    ]);
+    // What the socket delivers is what realtime/events.ts maps (realtime-events.test.ts holds the literal list).
+    const mapper = new RealtimeEventMapper();
+    const expected = fixture.slice(2).flatMap((line): ModelEvent[] => {
+      const r = parseServerEvent(line);
+      if (!r.ok) throw new Error(r.error);
+      const m = mapper.map(r.event);
+      return m.kind === 'events' ? m.events : m.kind === 'server_error' ? [m.event] : [];
+    });
+    expect(expected).toHaveLength(13);
+    expect(events).toEqual([{ type: 'ready' }, ...expected]);
     // Events after the listener is set are delivered directly.
     f.sockets[0]!.send('{"type":"input_audio_buffer.speech_started","item_id":"i9","audio_start_ms":5}');
-    await until(() => events.length === 15);
+    await until(() => events.length === 15, WITHIN);
     expect(events[14]).toEqual({ type: 'speech_started', itemId: 'i9', audioStartMs: 5 });
-  });
-
-  it('takes a tool name from output_item.added when arguments.done has none, and from output_item.done alone', async () => {
-    const f = await fake({
-      afterHandshake: (ws) => {
-        const send = (o: object) => ws.send(JSON.stringify(o));
-        // (1) name only on the added item
-        send({ type: 'response.output_item.added', response_id: 'r1', item: { id: 'f1', type: 'function_call', name: 'tool_a', call_id: 'c1', arguments: '' } });
-        send({ type: 'response.function_call_arguments.done', response_id: 'r1', item_id: 'f1', call_id: 'c1', arguments: '{"a":1}' });
-        // (2) arguments before any name; the done item names it
-        send({ type: 'response.function_call_arguments.done', response_id: 'r1', item_id: 'f2', call_id: 'c2', arguments: '{"b":2}' });
-        send({ type: 'response.output_item.done', response_id: 'r1', item: { id: 'f2', type: 'function_call', name: 'tool_b', call_id: 'c2', arguments: '{"b":2}' } });
-        // (3) only the done item
-        send({ type: 'response.output_item.done', response_id: 'r1', item: { id: 'f3', type: 'function_call', name: 'tool_c', call_id: 'c3', arguments: '{}' } });
-        // (1 again) a repeated done item for an emitted call does not emit twice
-        send({ type: 'response.output_item.done', response_id: 'r1', item: { id: 'f1', type: 'function_call', name: 'tool_a', call_id: 'c1', arguments: '{"a":1}' } });
-        // (4) never named: dropped at response.done
-        send({ type: 'response.function_call_arguments.done', response_id: 'r1', item_id: 'f4', call_id: 'c4', arguments: '{}' });
-        send({ type: 'response.done', response: { id: 'r1', status: 'completed', usage: null } });
-      },
-    });
-    const s = await connect(provider(f.url));
-    const events = collect(s);
-    await until(() => events.some((e) => e.type === 'response_done'));
-    expect(events.filter((e) => e.type === 'tool_call')).toEqual([
-      { type: 'tool_call', responseId: 'r1', callId: 'c1', name: 'tool_a', arguments: '{"a":1}' },
-      { type: 'tool_call', responseId: 'r1', callId: 'c2', name: 'tool_b', arguments: '{"b":2}' },
-      { type: 'tool_call', responseId: 'r1', callId: 'c3', name: 'tool_c', arguments: '{}' },
-    ]);
-    expect(events.at(-1)).toEqual({ type: 'response_done', responseId: 'r1', status: 'completed', usage: undefined });
-  });
-
-  it('maps assistant transcript deltas, in order, before the final transcript', async () => {
-    const f = await fake({
-      afterHandshake: (ws) => {
-        const ids = { event_id: 'e', response_id: 'r1', item_id: 'a1', output_index: 0, content_index: 0 };
-        ws.send(JSON.stringify({ type: 'response.output_audio_transcript.delta', ...ids, delta: 'Sure. ' }));
-        ws.send(JSON.stringify({ type: 'response.output_audio_transcript.delta', ...ids, delta: 'Can I' }));
-        ws.send(JSON.stringify({ type: 'response.output_audio_transcript.done', ...ids, transcript: 'Sure. Can I help?' }));
-      },
-    });
-    const s = await connect(provider(f.url));
-    const events = collect(s);
-    await until(() => events.some((e) => e.type === 'assistant_transcript'));
-    expect(events.slice(1)).toEqual([
-      { type: 'assistant_transcript_delta', responseId: 'r1', itemId: 'a1', delta: 'Sure. ' },
-      { type: 'assistant_transcript_delta', responseId: 'r1', itemId: 'a1', delta: 'Can I' },
-      { type: 'assistant_transcript', responseId: 'r1', itemId: 'a1', text: 'Sure. Can I help?' },
-    ]);
   });
 
   it('a listener that throws does not break the session', async () => {
@@ -419,13 +357,13 @@ describe('server events → ModelEvents', () => {
     });
     f.sockets[0]!.send('{"type":"input_audio_buffer.speech_started","item_id":"i","audio_start_ms":1}');
     f.sockets[0]!.send('{"type":"input_audio_buffer.speech_stopped","item_id":"i","audio_end_ms":2}');
-    await until(() => seen.length === 3);
+    await until(() => seen.length === 3, WITHIN);
     expect(seen).toEqual(['ready', 'speech_started', 'speech_stopped']);
   });
 });
 
 describe('client events and closing', () => {
-  it('sends the client events in order with the exact shapes', async () => {
+  it('sends each call as its client event (protocol.ts builders), in order; a tool result that asks for a response is followed by response.create', async () => {
     const f = await fake();
     const s = await connect(provider(f.url));
     s.appendAudio('AAEC');
@@ -435,17 +373,20 @@ describe('client events and closing', () => {
     s.truncate('item_out1', 840);
     s.sendToolResult('call_abc', '{"ok":true}', true);
     s.sendToolResult('call_def', '{"ok":false}', false);
-    await until(() => f.received.length === 9);
-    expect(f.received.slice(1)).toEqual([
-      { type: 'input_audio_buffer.append', audio: 'AAEC' },
-      { type: 'conversation.item.create', item: { type: 'message', role: 'user', content: [{ type: 'input_text', text: 'The caller pressed 1' }] } },
-      { type: 'response.create', response: { instructions: 'Say hello.' } },
-      { type: 'response.cancel' },
-      { type: 'conversation.item.truncate', item_id: 'item_out1', content_index: 0, audio_end_ms: 840 },
-      { type: 'conversation.item.create', item: { type: 'function_call_output', call_id: 'call_abc', output: '{"ok":true}' } },
-      { type: 'response.create' },
-      { type: 'conversation.item.create', item: { type: 'function_call_output', call_id: 'call_def', output: '{"ok":false}' } },
-    ]);
+    await until(() => f.received.length === 9, WITHIN);
+    // The exact shapes are realtime-protocol.test.ts's 'client event builders'.
+    expect(f.received.slice(1)).toEqual(
+      [
+        appendAudioEvent('AAEC'),
+        userTextEvent('The caller pressed 1'),
+        responseCreateEvent('Say hello.'),
+        responseCancelEvent(),
+        truncateEvent('item_out1', 840),
+        functionCallOutputEvent('call_abc', '{"ok":true}'),
+        responseCreateEvent(),
+        functionCallOutputEvent('call_def', '{"ok":false}'),
+      ].map((e) => JSON.parse(e)),
+    );
   });
 
   it.each([
@@ -458,7 +399,7 @@ describe('client events and closing', () => {
     const s = await connect(provider(f.url));
     const events = collect(s);
     f.sockets[0]!.close(code, 'bye');
-    await until(() => events.some((e) => e.type === 'closed'));
+    await until(() => events.some((e) => e.type === 'closed'), WITHIN);
     await new Promise((r) => setTimeout(r, 50));
     const closed = events.filter((e) => e.type === 'closed');
     expect(closed).toHaveLength(1);
@@ -471,7 +412,7 @@ describe('client events and closing', () => {
     const s = await connect(provider(f.url));
     const events = collect(s);
     f.sockets[0]!.terminate();
-    await until(() => events.some((e) => e.type === 'closed'));
+    await until(() => events.some((e) => e.type === 'closed'), WITHIN);
     expect(events.find((e) => e.type === 'closed')).toMatchObject({ retryable: true });
   });
 
@@ -480,7 +421,7 @@ describe('client events and closing', () => {
     const s = await connect(provider(f.url, { maxPayloadBytes: 1024 }));
     const events = collect(s);
     f.sockets[0]!.send(JSON.stringify({ type: 'rate_limits.updated', pad: 'x'.repeat(2000) }));
-    await until(() => events.some((e) => e.type === 'closed'));
+    await until(() => events.some((e) => e.type === 'closed'), WITHIN);
     await new Promise((r) => setTimeout(r, 100));
     expect(events.filter((e) => e.type === 'closed')).toHaveLength(1);
   });
@@ -490,7 +431,7 @@ describe('client events and closing', () => {
     const s = await connect(provider(f.url));
     const events = collect(s);
     f.sockets[0]!.close(1011, 'gone');
-    await until(() => events.some((e) => e.type === 'closed'));
+    await until(() => events.some((e) => e.type === 'closed'), WITHIN);
     const counters = (s as unknown as { counters: { dropped: number; sent: number } }).counters;
     const before = counters.dropped;
     expect(() => {
@@ -627,7 +568,7 @@ describe('lean append path (one raw frame per input_audio_buffer.append)', () =>
       if (i % 100 === 50) s.sendUserText(`pressed ${i}`);
     }
     s.createResponse();
-    await until(() => f.received.length === 1 + 500 + 5 + 1);
+    await until(() => f.received.length === 1 + 500 + 5 + 1, WITHIN);
     const events = f.received.slice(1);
     expect(events.filter((e) => e.type === 'input_audio_buffer.append').map((e) => e.audio)).toEqual(sentAudio);
     expect(events.map((e) => e.type).indexOf('conversation.item.create')).toBe(51);
@@ -635,7 +576,7 @@ describe('lean append path (one raw frame per input_audio_buffer.append)', () =>
     const c = countersOf(s);
     expect(c.appendsLean).toBe(500);
     expect(c.sent).toBe(1 + 500 + 5 + 1);
-    await until(() => raw.length >= 506);
+    await until(() => raw.length >= 506, WITHIN);
     const appends = raw.filter((fr) => fr.payload.toString('latin1').startsWith('{"type":"input_audio_buffer.append"'));
     expect(appends).toHaveLength(500);
     for (const fr of appends) expect([fr.fin, fr.opcode, fr.masked, fr.rsv]).toEqual([true, 1, true, 0]);
@@ -652,10 +593,10 @@ describe('lean append path (one raw frame per input_audio_buffer.append)', () =>
     const mid = randomB64(3 * 16_000, 8); // 64,000 chars: 16-bit length
     s.appendAudio(big);
     s.appendAudio(mid);
-    await until(() => f.received.length === 3);
+    await until(() => f.received.length === 3, WITHIN);
     expect(f.received[1]).toEqual({ type: 'input_audio_buffer.append', audio: big });
     expect(f.received[2]).toEqual({ type: 'input_audio_buffer.append', audio: mid });
-    await until(() => raw.length === 2);
+    await until(() => raw.length === 2, WITHIN);
     expect(raw.map((fr) => fr.lengthBits)).toEqual([64, 16]);
     expect(countersOf(s).appendsLean).toBe(2);
   });
@@ -668,12 +609,12 @@ describe('lean append path (one raw frame per input_audio_buffer.append)', () =>
     ws.send(new Blob(['{"type":"test.blob_first"}']));
     s.appendAudio('AAAA');
     s.appendAudio('BBBB');
-    await until(() => f.received.length === 4);
+    await until(() => f.received.length === 4, WITHIN);
     expect(f.received.slice(1).map((e) => e.type === 'input_audio_buffer.append' ? e.audio : e.type)).toEqual(['test.blob_first', 'AAAA', 'BBBB']);
     expect(countersOf(s).appendsLean).toBe(0);
     // Once ws is idle again, appends take the lean path.
     s.appendAudio('CCCC');
-    await until(() => f.received.length === 5);
+    await until(() => f.received.length === 5, WITHIN);
     expect(f.received[4].audio).toBe('CCCC');
     expect(countersOf(s).appendsLean).toBe(1);
   });
@@ -686,7 +627,7 @@ describe('lean append path (one raw frame per input_audio_buffer.append)', () =>
     ws.close(1000, 'bye');
     s.appendAudio('AAAA');
     expect(countersOf(s).appendsLean).toBe(0);
-    await until(() => raw.some((fr) => fr.opcode === 8));
+    await until(() => raw.some((fr) => fr.opcode === 8), WITHIN);
     await new Promise((r) => setTimeout(r, 50));
     expect(raw.map((fr) => fr.opcode)).toEqual([8]); // only the close frame went out
   });
@@ -707,7 +648,7 @@ describe('lean append path (one raw frame per input_audio_buffer.append)', () =>
     const delivered = c.appendsLean;
     expect(delivered).toBeGreaterThan(0);
     serverSocket!.resume();
-    await until(() => f.received.length === 1 + delivered + (c.sent - 1 - delivered), 10_000);
+    await until(() => f.received.length === 1 + delivered + (c.sent - 1 - delivered), { timeoutMs: 10_000 });
     const got = f.received.slice(1).map((e) => e.audio);
     // What went out is a prefix of what was appended, byte for byte (the rest was dropped for backpressure).
     expect(got).toEqual(sent.slice(0, got.length));
@@ -722,7 +663,7 @@ describe('lean append path (one raw frame per input_audio_buffer.append)', () =>
     const audio = Buffer.from(ulawEncode(speechLike(1000, 8000, 5)));
     for (let at = 0; at < audio.length; at += 160) s.appendAudio(audio.subarray(at, at + 160).toString('base64'));
     const rec = standIn.sessions[0]!;
-    await until(() => rec.appendTimes.length === 50);
+    await until(() => rec.appendTimes.length === 50, WITHIN);
     expect(rec.audioMsReceived).toBeCloseTo(1000, 6);
     expect(rec.errorsSent).toEqual([]);
     expect(countersOf(s).appendsLean).toBe(50);
@@ -738,7 +679,7 @@ describe('lean append path (one raw frame per input_audio_buffer.append)', () =>
     const frameBytes = format === 'pcm24k' ? 960 : 160;
     for (let at = 0; at < bytes.length; at += frameBytes) s.appendAudio(bytes.subarray(at, at + frameBytes).toString('base64'));
     const rec = standIn.sessions[0]!;
-    await until(() => rec.appendTimes.length === 100);
+    await until(() => rec.appendTimes.length === 100, WITHIN);
     expect(rec.format).toBe(format);
     expect(rec.audioMsReceived).toBeCloseTo(2000, 6);
     expect(rec.errorsSent).toEqual([]);

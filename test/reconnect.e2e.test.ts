@@ -12,6 +12,7 @@ import { defaultPromptPath } from '../src/call/prompts.js';
 import { placeCall, type CallResult } from '../src/sim/caller.js';
 import { scenarioOf, type Scenario } from '../src/sim/model-server.js';
 import { useCallbridge } from './helpers/e2e.js';
+import { until } from './helpers/until.js';
 
 const callbridge = useCallbridge('reconnect');
 
@@ -47,10 +48,8 @@ function firstHeard(result: CallResult, prompt: Uint8Array, afterMs: number): nu
   return result.heard!.find((f) => f.atMs >= afterMs && chunks.has(Buffer.from(f.bytes).toString('hex')))?.atMs;
 }
 
-async function until(ok: () => boolean, ms = 10_000) {
-  const t0 = Date.now();
-  while (!ok() && Date.now() - t0 < ms) await new Promise((r) => setTimeout(r, 10));
-}
+/** The waits here keep their 10 s bound (5 s and 3 s where stated). */
+const WITHIN = { timeoutMs: 10_000 };
 
 describe('the model connection is lost mid-call', () => {
   for (const how of ['close 1011', 'abrupt'] as const) {
@@ -58,16 +57,16 @@ describe('the model connection is lost mid-call', () => {
       const { app, model, baseUrl } = await start(talk);
       const utterances = [{ durationMs: 900 }, { durationMs: 900, pauseMs: 2500 }, { durationMs: 900 }];
       const victim = placeCall({ baseUrl, publicUrl: 'https://r.invalid', utterances, recordHeard: true, hangupAfterMs: 1500 });
-      await until(() => model.sessions.length >= 1);
+      await until(() => model.sessions.length >= 1, WITHIN);
       const bystander = placeCall({ baseUrl, publicUrl: 'https://r.invalid', utterances, hangupAfterMs: 1500 });
-      await until(() => model.sessions.length >= 2);
+      await until(() => model.sessions.length >= 2, WITHIN);
       const first = model.sessions[0]!;
       // Drop while the first answer is playing.
-      await until(() => first.responses.some((r) => r.text.startsWith('Here is') && r.audioMsSent > 500));
+      await until(() => first.responses.some((r) => r.text.startsWith('Here is') && r.audioMsSent > 500), WITHIN);
       const droppedAt = performance.now();
       if (how === 'abrupt') first.dropSocketAbruptly();
       else first.dropSocket(1011);
-      await until(() => model.sessions.length >= 3, 5000);
+      await until(() => model.sessions.length >= 3, { timeoutMs: 5000, what: 'the third model session' });
       expect(model.sessions.length).toBe(3);
       const [v, b] = await Promise.all([victim, bystander]);
       await app.store.flush();
@@ -98,7 +97,7 @@ describe('the model connection is lost mid-call', () => {
       const other = (await app.store.get(b.callSid))!;
       expect(other.events).toEqual([]);
       expect(b.protocolViolations).toEqual([]);
-      await until(() => model.sessions[1]!.closed, 3000);
+      await until(() => model.sessions[1]!.closed, { timeoutMs: 3000, what: "the bystander's session to close" });
       expect(model.sessions[1]!.closed).toBe(true); // it ended with its own call, on its own socket
       expect(other.endReason).toBe('caller_hangup');
     }, 60_000);
@@ -107,7 +106,7 @@ describe('the model connection is lost mid-call', () => {
   it('refused 3 times, then accepted: reconnects, and the record counts the attempts', async () => {
     const { app, model, baseUrl } = await start(talk);
     const call = placeCall({ baseUrl, publicUrl: 'https://r.invalid', utterances: [{ durationMs: 900 }, { durationMs: 900, pauseMs: 3000 }], hangupAfterMs: 1500 });
-    await until(() => (model.sessions[0]?.responses.length ?? 0) >= 2);
+    await until(() => (model.sessions[0]?.responses.length ?? 0) >= 2, WITHIN);
     model.refuseNextConnections(3, 503);
     model.sessions[0]!.dropSocket(1011);
     const r = await call;
@@ -121,7 +120,7 @@ describe('the model connection is lost mid-call', () => {
   it('refused for ever: the caller hears the apology and the call ends as model_unavailable', async () => {
     const { app, model, baseUrl } = await start(talk, { MODEL_RECONNECT_BUDGET_MS: '1500' });
     const call = placeCall({ baseUrl, publicUrl: 'https://r.invalid', utterances: [{ durationMs: 900 }, { durationMs: 900, pauseMs: 8000 }], recordHeard: true, maxCallMs: 30_000 });
-    await until(() => (model.sessions[0]?.responses.length ?? 0) >= 2);
+    await until(() => (model.sessions[0]?.responses.length ?? 0) >= 2, WITHIN);
     model.refuseAll(true, 503);
     const droppedAt = performance.now();
     model.sessions[0]!.dropSocket(1011);

@@ -9,22 +9,16 @@
  * - Loss = a `closed` event from the provider session, for any reason (close
  *   code, socket error, missed pong). The link then reports `link_lost` at
  *   once and never reports `closed` itself.
- * - Reconnect: attempt 1 at once, attempt k ≥ 2 after a delay drawn uniformly
- *   from [0, min(backoffMaxMs, backoffBaseMs · 2^(k−2))) ms ("full jitter"),
- *   until `reconnectBudgetMs` after the loss; an attempt still in flight at
- *   the budget is aborted. A connect error that is not retryable (401, a
+ * - Reconnect: dialled under the back-off rule of call/dial.ts (attempt 1 at
+ *   once, then full jitter under min(backoffMaxMs, backoffBaseMs · 2^(k−2))
+ *   ms), until `reconnectBudgetMs` after the loss; an attempt still in flight
+ *   at the budget is aborted. A connect error that is not retryable (401, a
  *   rejected session.update) ends the attempts at once. Giving up reports
  *   `link_failed` (terminal: later port calls are ignored).
  * - Replay: the link keeps the conversation from the events and calls that
- *   pass through it, in the order they first appear: caller turns (their
- *   transcript), assistant turns (their transcript — or, for an item lost
- *   before its transcript was done, the words its transcript deltas had
- *   brought so far — cut by `cutWords` to the share of the item's audio the
- *   caller heard when the call truncated it), user texts (DTMF), function
- *   calls and their outputs. On a new session it sends them all, then
- *   reports `link_restored`. Known gaps: a caller turn whose transcript had
- *   not arrived, and an assistant item of which no words had arrived, cannot
- *   be replayed (their words were never seen) and are skipped.
+ *   pass through it (call/history.ts: what is kept, in which order, what
+ *   cannot be replayed). On a new session it sends it all, then reports
+ *   `link_restored`.
  * - Caller audio during the gap (loss → new session configured): dropped,
  *   except the most recent `gapAudioKeepMs` (rounded up to whole appends),
  *   which go to the new session right after the replayed items. From the
@@ -39,10 +33,10 @@
  * - `ModelLink.open` may be called at webhook time (pre-warm): events queue
  *   until `onEvent` is set, and a session lost before that takes the same path.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import type { Logger } from '../log.js';
+import { DialGaveUp, dial, errText } from './dial.js';
 import { EventOutlet } from './event-outlet.js';
-import { cutWords } from './transcript.js';
+import { ConversationHistory } from './history.js';
 import {
   ModelConnectError,
   type ConversationItem,
@@ -94,13 +88,6 @@ export const LINK_DEFAULTS = {
   gapAudioKeepMs: 500,
 } as const;
 
-/** Delay before connect attempt `attempt` (1-based) of one dial: 0 for the first, then full jitter (ms). */
-export function backoffDelayMs(attempt: number, baseMs: number, maxMs: number, random: () => number): number {
-  if (attempt <= 1) return 0;
-  const cap = Math.min(maxMs, baseMs * 2 ** Math.min(attempt - 2, 30));
-  return Math.floor(random() * cap);
-}
-
 /** Bytes of audio per ms in each format (µ-law 8 kHz; PCM16 24 kHz). */
 export function bytesPerMs(format: ModelAudioFormat): number {
   return format === 'ulaw8k' ? 8 : 48;
@@ -112,203 +99,6 @@ export function base64Bytes(b64: string): number {
   if (n === 0) return 0;
   const pad = b64.endsWith('==') ? 2 : b64.endsWith('=') ? 1 : 0;
   return Math.floor((n * 3) / 4) - pad;
-}
-
-// ---------------------------------------------------------------------------
-// Conversation history, built from what passes through the link
-
-type Entry =
-  | { kind: 'caller'; itemId: string; text: string | undefined }
-  /** `text`: the final transcript; `partial`: the transcript deltas so far (used while `text` is unknown). */
-  | { kind: 'assistant'; itemId: string; text: string | undefined; partial: string; audioBytes: number; heardMs: number | undefined }
-  | { kind: 'item'; item: ConversationItem };
-
-/** History bounds: entries kept for replay, and characters kept of any one text (transcript, tool output, …). */
-export const MAX_HISTORY_ENTRIES = 400;
-export const MAX_HISTORY_TEXT_CHARS = 8000;
-
-function clipText(text: string): string {
-  return text.length > MAX_HISTORY_TEXT_CHARS ? `${text.slice(0, MAX_HISTORY_TEXT_CHARS)}…` : text;
-}
-
-function clipItem(item: ConversationItem): ConversationItem {
-  switch (item.type) {
-    case 'user_text':
-    case 'assistant_text':
-      return item.text.length > MAX_HISTORY_TEXT_CHARS ? { ...item, text: clipText(item.text) } : item;
-    case 'function_call':
-      return item.arguments.length > MAX_HISTORY_TEXT_CHARS ? { ...item, arguments: clipText(item.arguments) } : item;
-    case 'function_call_output':
-      return item.output.length > MAX_HISTORY_TEXT_CHARS ? { ...item, output: clipText(item.output) } : item;
-    default:
-      return item;
-  }
-}
-
-/**
- * The conversation so far as replayable items, and whether the model owes an
- * answer. Pure bookkeeping: no I/O, no timers. Bounded: the most recent
- * MAX_HISTORY_ENTRIES entries, each text cut at MAX_HISTORY_TEXT_CHARS.
- */
-export class ConversationHistory {
-  private readonly entries: Entry[] = [];
-  private readonly byItem = new Map<string, Entry>();
-  private seq = 0;
-  /** Whether something awaits an answer, and the sequence number of the latest such thing. */
-  private owed = false;
-  private owedSeq = 0;
-  private readonly responseStartSeq = new Map<string, number>();
-  private readonly inProgress = new Set<string>();
-  private readonly toolResponses = new Set<string>();
-
-  constructor(private readonly bytesPerMs: number) {}
-
-  observe(ev: ModelEvent): void {
-    switch (ev.type) {
-      case 'speech_started':
-        this.caller(ev.itemId);
-        this.owed = false; // the caller took the floor: nothing is owed until they finish
-        return;
-      case 'speech_stopped':
-        this.caller(ev.itemId);
-        this.markOwed();
-        return;
-      case 'caller_transcript':
-        this.caller(ev.itemId).text = clipText(ev.text);
-        return;
-      case 'response_started':
-        this.responseStartSeq.set(ev.responseId, ++this.seq);
-        this.inProgress.add(ev.responseId);
-        return;
-      case 'audio':
-        this.assistant(ev.itemId).audioBytes += base64Bytes(ev.audio);
-        return;
-      case 'assistant_transcript_delta': {
-        const e = this.assistant(ev.itemId);
-        // Bounded like any text: once clipped (MAX_HISTORY_TEXT_CHARS + '…'), later deltas are dropped.
-        if (e.text === undefined && e.partial.length <= MAX_HISTORY_TEXT_CHARS) e.partial = clipText(e.partial + ev.delta);
-        return;
-      }
-      case 'assistant_transcript': {
-        const e = this.assistant(ev.itemId);
-        e.text = clipText(ev.text);
-        e.partial = '';
-        return;
-      }
-      case 'tool_call':
-        this.toolResponses.add(ev.responseId);
-        this.push({ kind: 'item', item: { type: 'function_call', callId: ev.callId, name: ev.name, arguments: ev.arguments } });
-        return;
-      case 'response_done': {
-        this.inProgress.delete(ev.responseId);
-        const started = this.responseStartSeq.get(ev.responseId) ?? 0;
-        this.responseStartSeq.delete(ev.responseId);
-        const answered = ev.status === 'completed' && !this.toolResponses.has(ev.responseId) && started > this.owedSeq;
-        this.toolResponses.delete(ev.responseId);
-        if (answered) this.owed = false;
-        return;
-      }
-      default:
-        return;
-    }
-  }
-
-  userText(text: string): void {
-    this.push({ kind: 'item', item: { type: 'user_text', text } });
-    this.markOwed();
-  }
-
-  toolResult(callId: string, output: string, respond: boolean): void {
-    this.push({ kind: 'item', item: { type: 'function_call_output', callId, output } });
-    if (respond) this.markOwed();
-  }
-
-  responseRequested(): void {
-    this.markOwed();
-  }
-
-  /** Items given from outside (e.g. a call seeding history). */
-  add(items: readonly ConversationItem[]): void {
-    for (const item of items) this.push({ kind: 'item', item });
-  }
-
-  /** The caller heard `heardMs` of this assistant item's audio. */
-  truncate(itemId: string, heardMs: number): void {
-    const e = this.byItem.get(itemId);
-    if (e?.kind === 'assistant') e.heardMs = Math.max(0, heardMs);
-  }
-
-  /** The session is gone: a response in progress never completed, so it is still owed. */
-  sessionLost(): void {
-    if (this.inProgress.size > 0) this.markOwed();
-    this.inProgress.clear();
-    this.responseStartSeq.clear();
-    this.toolResponses.clear();
-  }
-
-  owesAnswer(): boolean {
-    return this.owed || this.inProgress.size > 0;
-  }
-
-  /** The replayable conversation, in order (see the module contract for what is skipped). */
-  items(): ConversationItem[] {
-    const out: ConversationItem[] = [];
-    for (const e of this.entries) {
-      if (e.kind === 'item') out.push(e.item);
-      else if (e.kind === 'caller') {
-        const text = e.text?.trim();
-        if (text) out.push({ type: 'user_text', text });
-      } else {
-        const text = this.heardText(e);
-        if (text) out.push({ type: 'assistant_text', text });
-      }
-    }
-    return out;
-  }
-
-  private heardText(e: Extract<Entry, { kind: 'assistant' }>): string | undefined {
-    const full = (e.text ?? e.partial).trim();
-    if (!full) return undefined;
-    if (e.heardMs === undefined) return full;
-    const generatedMs = e.audioBytes / this.bytesPerMs;
-    const share = generatedMs > 0 ? Math.min(1, e.heardMs / generatedMs) : 0;
-    if (share <= 0) return undefined;
-    return cutWords(full, share);
-  }
-
-  private markOwed(): void {
-    this.owed = true;
-    this.owedSeq = ++this.seq;
-  }
-
-  private push(e: Entry): void {
-    if (e.kind === 'item') e.item = clipItem(e.item);
-    this.entries.push(e);
-    // Bounded: a long call (or hostile model traffic) cannot grow the history without limit. The oldest
-    // entries go first; a reconnect then replays the most recent MAX_HISTORY_ENTRIES.
-    while (this.entries.length > MAX_HISTORY_ENTRIES) {
-      const old = this.entries.shift()!;
-      if (old.kind !== 'item' && this.byItem.get(old.itemId) === old) this.byItem.delete(old.itemId);
-    }
-  }
-
-  private caller(itemId: string): Extract<Entry, { kind: 'caller' }> {
-    const e = this.byItem.get(itemId);
-    if (e?.kind === 'caller') return e;
-    const n: Extract<Entry, { kind: 'caller' }> = { kind: 'caller', itemId, text: undefined };
-    this.byItem.set(itemId, n);
-    this.push(n);
-    return n;
-  }
-
-  private assistant(itemId: string): Extract<Entry, { kind: 'assistant' }> {
-    const e = this.byItem.get(itemId);
-    if (e?.kind === 'assistant') return e;
-    const n: Extract<Entry, { kind: 'assistant' }> = { kind: 'assistant', itemId, text: undefined, partial: '', audioBytes: 0, heardMs: undefined };
-    this.byItem.set(itemId, n);
-    this.push(n);
-    return n;
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -343,91 +133,6 @@ class GapAudio {
   clear(): void {
     this.chunks = [];
     this.totalMs = 0;
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Dialling with backoff
-
-class DialGaveUp extends Error {
-  constructor(
-    readonly attempts: number,
-    readonly reason: string,
-    readonly retryable: boolean,
-  ) {
-    super(reason);
-    this.name = 'DialGaveUp';
-  }
-}
-
-interface DialParams {
-  provider: ModelProvider;
-  session: ModelSessionOptions;
-  budgetMs: number;
-  baseMs: number;
-  maxMs: number;
-  random: () => number;
-  now: () => number;
-  /** Aborted by the owner: stop at once, quietly. */
-  signal: AbortSignal;
-  log: Logger;
-}
-
-function errText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/**
- * Connect attempts under the backoff rule until one succeeds, a non-retryable
- * error, the budget, or an abort (all but success reject with DialGaveUp).
- */
-async function dial(p: DialParams): Promise<{ session: ModelSession; attempts: number }> {
-  const started = p.now();
-  const budget = new AbortController();
-  const onOwnerAbort = (): void => budget.abort();
-  p.signal.addEventListener('abort', onOwnerAbort, { once: true });
-  const deadline = setTimeout(() => budget.abort(), Math.max(0, p.budgetMs));
-  let attempts = 0;
-  let last = 'no attempt made';
-  try {
-    for (;;) {
-      const delay = backoffDelayMs(attempts + 1, p.baseMs, p.maxMs, p.random);
-      if (attempts > 0 && p.now() - started + delay >= p.budgetMs) break;
-      if (delay > 0) {
-        try {
-          await sleep(delay, undefined, { signal: budget.signal });
-        } catch {
-          break; // aborted by the owner or the budget
-        }
-      }
-      if (budget.signal.aborted) break;
-      attempts++;
-      try {
-        const session = await p.provider.connect(p.session, budget.signal);
-        if (budget.signal.aborted) {
-          session.close();
-          break;
-        }
-        return { session, attempts };
-      } catch (err) {
-        if (budget.signal.aborted) {
-          // Keep what the endpoint said last: it is the useful part of the reason.
-          if (!p.signal.aborted) {
-            last = `attempt ${attempts} still connecting when the budget ran out${attempts > 1 ? `; attempt ${attempts - 1}: ${last}` : ''}`;
-          }
-          break;
-        }
-        last = errText(err);
-        const retryable = err instanceof ModelConnectError ? err.retryable : true;
-        p.log.warn({ attempt: attempts, err: last, retryable }, 'model connect attempt failed');
-        if (!retryable) throw new DialGaveUp(attempts, last, false);
-      }
-    }
-    const why = p.signal.aborted ? 'aborted' : `gave up after ${p.now() - started} ms (budget ${p.budgetMs} ms): ${last}`;
-    throw new DialGaveUp(attempts, why, !p.signal.aborted);
-  } finally {
-    clearTimeout(deadline);
-    p.signal.removeEventListener('abort', onOwnerAbort);
   }
 }
 

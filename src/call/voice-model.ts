@@ -2,7 +2,10 @@
  * The model side of a call, as the CallSession sees it: one small,
  * provider-neutral port. OpenAI Realtime (src/realtime/) implements it first;
  * a GPT-Live provider or an STT→LLM→TTS pipeline slots in beside it by
- * implementing the same interface. Nothing here knows sockets or JSON.
+ * implementing the same interface, and reuses instead of rewriting the
+ * reconnects (call/model-link.ts with call/history.ts and call/dial.ts) and
+ * the reachability record that /voice/health reads (call/reachability.ts,
+ * told each connect's outcome). Nothing here knows sockets or JSON.
  *
  * Audio formats are named by what travels: `pcm24k` = PCM16 little-endian
  * mono 24 kHz, `ulaw8k` = G.711 µ-law 8 kHz. Audio crosses this port as

@@ -1,6 +1,9 @@
 /**
- * OpenAI Realtime (GA) as a ModelProvider: the outbound WebSocket of one call.
- * The only module that knows the model's socket.
+ * OpenAI Realtime (GA) as a ModelProvider: the transport of one call's model
+ * session. It dials the outbound WebSocket, owns it and is the only module
+ * that reads from it; realtime/ws-lean.ts writes raw append frames to it on
+ * this module's behalf. The wire shapes are realtime/protocol.ts; what a
+ * server event means for the call is realtime/events.ts.
  *
  * Contract:
  * - `connect()` dials `${url}?model=…` with `Authorization: Bearer …` (no
@@ -10,9 +13,16 @@
  *   reject with ModelConnectError; `retryable` says whether trying again can
  *   help (timeouts, refused connections, 429/5xx: yes; 401/403/400, bad
  *   certificates, a rejected session.update: no).
- * - Server events pass through one exhaustive switch into ModelEvents. Unknown
- *   or malformed events are logged and skipped, never thrown. Events that
- *   arrive before `onEvent` is set are queued and delivered in order.
+ * - Every connect's outcome goes to the ReachabilityTracker
+ *   (call/reachability.ts) whose snapshot /voice/health reports as
+ *   ModelHealth: an opened session, and a session the server refused (the
+ *   endpoint answered), count as reachable; any other failure as a failure;
+ *   an aborted connect tells nothing.
+ * - Server events are parsed (protocol.ts) and mapped (events.ts) into
+ *   ModelEvents; this module acts itself only on the handshake events and on
+ *   a server error during the handshake. Unknown or malformed events are
+ *   logged and skipped, never thrown. Events that arrive before `onEvent` is
+ *   set are queued and delivered in order.
  * - Sends on a socket that is not open are dropped silently and counted.
  * - Audio appends go out as one raw frame in one socket write when `ws` has
  *   nothing in flight (realtime/ws-lean.ts), else through `ws.send`; either
@@ -27,6 +37,7 @@
  */
 import WebSocket from 'ws';
 import { EventOutlet } from '../call/event-outlet.js';
+import { ReachabilityTracker } from '../call/reachability.js';
 import type { Logger } from '../log.js';
 import {
   ModelConnectError,
@@ -37,6 +48,7 @@ import {
   type ModelSession,
   type ModelSessionOptions,
 } from '../call/voice-model.js';
+import { RealtimeEventMapper, type Mapped } from './events.js';
 import {
   appendAudioEvent,
   buildSessionUpdate,
@@ -46,30 +58,15 @@ import {
   responseCancelEvent,
   responseCreateEvent,
   truncateEvent,
-  usageFromResponse,
   userTextEvent,
-  type AudioDelta,
-  type AudioDone,
-  type AudioTranscriptDelta,
-  type AudioTranscriptDone,
-  type FunctionCallArgumentsDone,
-  type InputTranscriptCompleted,
-  type OutputItemAdded,
-  type OutputItemDone,
-  type ResponseCreated,
-  type RateLimitsUpdated,
   type ReasoningEffort,
-  type ResponseDone,
-  type ServerError,
   type ServerEvent,
-  type SpeechStarted,
-  type SpeechStopped,
   type VadSettings,
 } from './protocol.js';
 import { writeAppend } from './ws-lean.js';
 
 // ---------------------------------------------------------------------------
-// Errors and reachability
+// Socket errors
 
 /** A socket-level failure talking to the model endpoint; `retryable`: a new attempt may succeed. */
 export class RealtimeSocketError extends Error {
@@ -114,181 +111,6 @@ export function isRetryableClose(code: number): boolean {
   if (code === 1002 || code === 1003 || code === 1007 || code === 1008) return false;
   if (code === 4001 || code === 4003 || (code >= 4400 && code <= 4499)) return false;
   return true;
-}
-
-/** Shape read by /voice/health (call/ports.ts ModelHealth, less `probing`); times are ISO 8601. */
-export interface ReachabilitySnapshot {
-  /** Outcome of the most recent connect; null before the first, and once a failure is older than `failureTtlMs` (stale). */
-  reachable: boolean | null;
-  lastOkAt: string | null;
-  lastFailAt: string | null;
-  lastError: string | null;
-  /** The most recent connect attempt's end (ok or failed). */
-  checkedAt: string | null;
-  consecutiveFailures: number;
-  /** The most recent connect failed longer than `failureTtlMs` ago: it no longer says how the endpoint is. */
-  stale: boolean;
-}
-
-/**
- * Whether the model endpoint was reachable recently: updated on every connect
- * attempt (calls, reconnects, probes), read by /voice/health. A failure counts
- * as the current state for `failureTtlMs`; after that `reachable` is null (stale).
- * `watch` tells one listener (ReachabilityProber) after every outcome.
- */
-export class ReachabilityTracker {
-  private lastOkAtMs: number | null = null;
-  private lastFailAtMs: number | null = null;
-  private lastError: string | null = null;
-  private failures = 0;
-  private last: boolean | null = null;
-  private listener: (() => void) | undefined;
-
-  constructor(
-    private readonly now: () => number = Date.now,
-    private readonly failureTtlMs = Infinity,
-  ) {}
-
-  ok(): void {
-    this.lastOkAtMs = this.now();
-    this.failures = 0;
-    this.last = true;
-    this.listener?.();
-  }
-
-  fail(err: unknown): void {
-    this.lastFailAtMs = this.now();
-    this.lastError = err instanceof Error ? err.message : String(err);
-    this.failures++;
-    this.last = false;
-    this.listener?.();
-  }
-
-  /** The most recent connect failed (however long ago): reachability is in doubt until one succeeds. */
-  get inDoubt(): boolean {
-    return this.last === false;
-  }
-
-  /** Call `fn` after every outcome (one listener; a second call replaces it; undefined removes it). */
-  watch(fn: (() => void) | undefined): void {
-    this.listener = fn;
-  }
-
-  snapshot(): ReachabilitySnapshot {
-    const iso = (ms: number | null): string | null => (ms === null ? null : new Date(ms).toISOString());
-    const stale = this.last === false && this.now() - this.lastFailAtMs! > this.failureTtlMs;
-    const checked = this.last === null ? null : this.last ? this.lastOkAtMs : this.lastFailAtMs;
-    return {
-      reachable: stale ? null : this.last,
-      lastOkAt: iso(this.lastOkAtMs),
-      lastFailAt: iso(this.lastFailAtMs),
-      lastError: this.lastError,
-      checkedAt: iso(checked),
-      consecutiveFailures: this.failures,
-      stale,
-    };
-  }
-}
-
-/** setTimeout/clearTimeout as the prober uses them (tests inject their own clock). */
-export interface ProbeTimers {
-  set(fn: () => void, ms: number): unknown;
-  clear(handle: unknown): void;
-}
-
-const realTimers: ProbeTimers = {
-  set: (fn, ms) => setTimeout(fn, ms).unref(),
-  clear: (h) => clearTimeout(h as NodeJS.Timeout),
-};
-
-export interface ReachabilityProberOptions {
-  tracker: ReachabilityTracker;
-  /**
-   * One probe of the endpoint along the path a call takes (the provider's
-   * connect, closed once open). Its outcome reaches the tracker through the
-   * provider; what it resolves or rejects with is ignored. It must settle on
-   * its own (the provider's connect timeout) and stop when `signal` aborts.
-   */
-  probe(signal: AbortSignal): Promise<unknown>;
-  /** Between the failure that raised the doubt (or the previous probe's end) and the next probe (ms); 0 = never probe. */
-  intervalMs: number;
-  log?: Logger;
-  timers?: ProbeTimers;
-}
-
-/**
- * Background probes of the model endpoint while its reachability is in
- * doubt: once a connect fails, a probe runs every `intervalMs` (measured from
- * the end of the previous one; never two at once) until a connect or probe
- * succeeds. Without it, an instance that places no call after a model outage
- * would report the outage forever. Timers are unref'd; `stop()` clears them
- * and aborts a probe in flight.
- */
-export class ReachabilityProber {
-  private timer: unknown;
-  private inFlight: AbortController | undefined;
-  private stopped = true;
-  private readonly timers: ProbeTimers;
-
-  constructor(private readonly opts: ReachabilityProberOptions) {
-    this.timers = opts.timers ?? realTimers;
-  }
-
-  start(): void {
-    if (this.opts.intervalMs <= 0 || !this.stopped) return;
-    this.stopped = false;
-    this.opts.tracker.watch(() => this.update());
-    this.update();
-  }
-
-  stop(): void {
-    this.stopped = true;
-    this.opts.tracker.watch(undefined);
-    this.cancelTimer();
-    this.inFlight?.abort();
-    this.inFlight = undefined;
-  }
-
-  /** A probe is scheduled or running. */
-  get probing(): boolean {
-    return this.timer !== undefined || this.inFlight !== undefined;
-  }
-
-  /** After every outcome: schedule a probe while in doubt, drop the scheduled one once reachable. */
-  private update(): void {
-    if (this.stopped) return;
-    if (!this.opts.tracker.inDoubt) return this.cancelTimer();
-    if (this.timer === undefined && this.inFlight === undefined) this.timer = this.timers.set(() => this.run(), this.opts.intervalMs);
-  }
-
-  private cancelTimer(): void {
-    if (this.timer === undefined) return;
-    this.timers.clear(this.timer);
-    this.timer = undefined;
-  }
-
-  private run(): void {
-    this.timer = undefined;
-    if (this.stopped || !this.opts.tracker.inDoubt) return;
-    const abort = new AbortController();
-    this.inFlight = abort;
-    let probe: Promise<unknown>;
-    try {
-      probe = this.opts.probe(abort.signal);
-    } catch (err) {
-      probe = Promise.reject(err);
-    }
-    probe
-      .then(
-        () => this.opts.log?.info('model endpoint probe: reachable again'),
-        (err: unknown) => this.opts.log?.debug({ err: err instanceof Error ? err.message : String(err) }, 'model endpoint probe failed'),
-      )
-      .finally(() => {
-        if (this.inFlight !== abort) return; // stopped meanwhile
-        this.inFlight = undefined;
-        this.update();
-      });
-  }
 }
 
 // ---------------------------------------------------------------------------
@@ -396,12 +218,6 @@ interface OpenParams {
 
 type Phase = 'connecting' | 'awaiting_created' | 'awaiting_updated' | 'open' | 'closed';
 
-interface PendingToolCall {
-  responseId: string;
-  callId: string;
-  arguments: string;
-}
-
 export interface SessionCounters {
   sent: number;
   /** Sends dropped because the socket was not open. */
@@ -425,11 +241,8 @@ export class OpenAIRealtimeSession implements ModelSession {
   private readonly outlet: EventOutlet;
   private closedLocally = false;
   private closedReported = false;
-  /** call_id → function name, learned from response.output_item.added|done. */
-  private toolNames = new Map<string, string>();
-  /** Arguments done before the function's name is known. */
-  private pendingTools = new Map<string, PendingToolCall>();
-  private emittedTools = new Set<string>();
+  /** Server events → ModelEvents (realtime/events.ts). */
+  private readonly events = new RealtimeEventMapper();
   readonly counters: SessionCounters = { sent: 0, dropped: 0, malformed: 0, unhandled: 0, audioDroppedForBackpressure: 0, appendsLean: 0 };
   private settle: { resolve: () => void; reject: (e: ModelConnectError) => void } | undefined;
   private sessionUpdate = '';
@@ -615,32 +428,24 @@ export class OpenAIRealtimeSession implements ModelSession {
     this.handle(parsed.event);
   }
 
-  // -- server events: one exhaustive switch, one small handler each ----------
+  // -- server events: mapped by realtime/events.ts; the handshake is handled here --
 
   private handle(ev: ServerEvent): void {
-    switch (ev.type) {
-      case 'session.created': return this.handleSessionCreated();
-      case 'session.updated': return this.handleSessionUpdated();
-      case 'input_audio_buffer.speech_started': return this.handleSpeechStarted(ev);
-      case 'input_audio_buffer.speech_stopped': return this.handleSpeechStopped(ev);
-      case 'response.created': return this.handleResponseCreated(ev);
-      case 'response.output_item.added': return this.handleOutputItem(ev);
-      case 'response.output_item.done': return this.handleOutputItem(ev);
-      case 'response.output_audio.delta': return this.handleAudioDelta(ev);
-      case 'response.output_audio.done': return this.handleAudioDone(ev);
-      case 'response.output_audio_transcript.delta': return this.handleAssistantTranscriptDelta(ev);
-      case 'response.output_audio_transcript.done': return this.handleAssistantTranscript(ev);
-      case 'conversation.item.input_audio_transcription.completed': return this.handleCallerTranscript(ev);
-      case 'response.function_call_arguments.done': return this.handleFunctionCallArgumentsDone(ev);
-      case 'response.done': return this.handleResponseDone(ev);
-      case 'rate_limits.updated': return this.handleRateLimits(ev);
-      case 'error': return this.handleError(ev);
+    const m = this.events.map(ev);
+    switch (m.kind) {
+      case 'session_created': return this.handleSessionCreated();
+      case 'session_updated': return this.handleSessionUpdated();
+      case 'events':
+        for (const w of m.warnings) this.log.warn(w.fields, w.msg);
+        for (const e of m.events) this.emit(e);
+        return;
+      case 'server_error': return this.handleServerError(m);
       case 'unhandled':
         this.counters.unhandled++;
-        this.log.debug({ eventType: ev.originalType }, 'model event ignored');
+        this.log.debug({ eventType: m.originalType }, 'model event ignored');
         return;
       default: {
-        const never: never = ev;
+        const never: never = m;
         void never;
       }
     }
@@ -666,105 +471,14 @@ export class OpenAIRealtimeSession implements ModelSession {
     this.log.debug({ phase: this.phase }, 'session.updated');
   }
 
-  private handleSpeechStarted(ev: SpeechStarted): void {
-    this.emit({ type: 'speech_started', itemId: ev.item_id, audioStartMs: ev.audio_start_ms });
-  }
-
-  private handleSpeechStopped(ev: SpeechStopped): void {
-    this.emit({ type: 'speech_stopped', itemId: ev.item_id, audioEndMs: ev.audio_end_ms });
-  }
-
-  private handleResponseCreated(ev: ResponseCreated): void {
-    this.emit({ type: 'response_started', responseId: ev.response.id });
-  }
-
-  /** Learn function names by call_id; emit a tool call whose arguments finished before its name was known. */
-  private handleOutputItem(ev: OutputItemAdded | OutputItemDone): void {
-    const item = ev.item;
-    if (item.type !== 'function_call' || item.call_id === undefined) return;
-    if (item.name !== undefined) this.toolNames.set(item.call_id, item.name);
-    if (this.emittedTools.has(item.call_id) || item.name === undefined) return;
-    const pending = this.pendingTools.get(item.call_id);
-    if (pending) {
-      this.pendingTools.delete(item.call_id);
-      this.emitToolCall(pending.responseId, item.call_id, item.name, pending.arguments);
-    } else if (ev.type === 'response.output_item.done' && item.arguments !== undefined) {
-      // The item is complete even if no arguments.done was seen.
-      this.emitToolCall(ev.response_id, item.call_id, item.name, item.arguments);
-    }
-  }
-
-  private handleFunctionCallArgumentsDone(ev: FunctionCallArgumentsDone): void {
-    if (this.emittedTools.has(ev.call_id)) return;
-    const name = ev.name ?? this.toolNames.get(ev.call_id);
-    if (name === undefined) {
-      this.pendingTools.set(ev.call_id, { responseId: ev.response_id, callId: ev.call_id, arguments: ev.arguments });
-      return;
-    }
-    this.emitToolCall(ev.response_id, ev.call_id, name, ev.arguments);
-  }
-
-  private emitToolCall(responseId: string, callId: string, name: string, args: string): void {
-    this.emittedTools.add(callId);
-    this.emit({ type: 'tool_call', responseId, callId, name, arguments: args });
-  }
-
-  private handleAudioDelta(ev: AudioDelta): void {
-    this.emit({ type: 'audio', responseId: ev.response_id, itemId: ev.item_id, audio: ev.delta });
-  }
-
-  private handleAudioDone(ev: AudioDone): void {
-    this.emit({ type: 'audio_done', responseId: ev.response_id, itemId: ev.item_id });
-  }
-
-  private handleAssistantTranscriptDelta(ev: AudioTranscriptDelta): void {
-    this.emit({ type: 'assistant_transcript_delta', responseId: ev.response_id, itemId: ev.item_id, delta: ev.delta });
-  }
-
-  private handleAssistantTranscript(ev: AudioTranscriptDone): void {
-    this.emit({ type: 'assistant_transcript', responseId: ev.response_id, itemId: ev.item_id, text: ev.transcript });
-  }
-
-  private handleCallerTranscript(ev: InputTranscriptCompleted): void {
-    this.emit({ type: 'caller_transcript', itemId: ev.item_id, text: ev.transcript });
-  }
-
-  private handleResponseDone(ev: ResponseDone): void {
-    if (ev.response.status === 'failed' || ev.response.status === 'incomplete') {
-      this.log.warn({ responseId: ev.response.id, status: ev.response.status, details: ev.response.status_details }, 'model response did not complete');
-    }
-    for (const [callId, p] of this.pendingTools) {
-      if (p.responseId !== ev.response.id) continue;
-      this.pendingTools.delete(callId);
-      this.log.warn({ callId }, 'function call without a name dropped');
-    }
-    this.emit({
-      type: 'response_done',
-      responseId: ev.response.id,
-      status: ev.response.status,
-      ...(ev.response.reason !== undefined ? { reason: ev.response.reason } : {}),
-      usage: usageFromResponse(ev.response.usage),
-    });
-  }
-
-  private handleRateLimits(ev: RateLimitsUpdated): void {
-    this.emit({
-      type: 'rate_limits',
-      limits: ev.rate_limits.map((l) => ({ name: l.name, remaining: l.remaining, resetMs: Math.round(l.reset_seconds * 1000) })),
-    });
-  }
-
-  private handleError(ev: ServerError): void {
-    const code = ev.error.code ?? ev.error.type;
+  private handleServerError(m: Extract<Mapped, { kind: 'server_error' }>): void {
     if (this.phase === 'awaiting_updated' || this.phase === 'awaiting_created' || this.phase === 'connecting') {
-      // The server rejected the handshake (e.g. an invalid session.update): retrying the same config will not help,
-      // unless the server itself was at fault.
-      const retryable = ev.error.type === 'server_error' || /rate_limit/.test(code);
-      this.failConnect(new ModelConnectError(`model rejected the session: ${code}: ${ev.error.message}`, retryable), 'rejected');
+      // The server rejected the handshake (e.g. an invalid session.update).
+      this.failConnect(new ModelConnectError(m.rejection.message, m.rejection.retryable), 'rejected');
       return;
     }
-    this.log.warn({ code, type: ev.error.type, eventId: ev.error.event_id }, 'model error event');
-    this.emit({ type: 'error', code, message: ev.error.message });
+    this.log.warn(m.warning.fields, m.warning.msg);
+    this.emit(m.event);
   }
 
   // -- delivery -------------------------------------------------------------
