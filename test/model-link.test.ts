@@ -10,7 +10,6 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import {
   ModelLink,
-  base64Bytes,
   newLinkStats,
   type LinkStats,
   type ModelLinkOptions,
@@ -242,11 +241,6 @@ function itemsOf(sent: any[]): any[] {
 // ---------------------------------------------------------------------------
 // Pure parts
 
-describe('base64Bytes', () => {
-  it('base64Bytes is the decoded length', () => {
-    for (const n of [0, 1, 2, 3, 4, 159, 160, 161]) expect(base64Bytes(Buffer.alloc(n, 7).toString('base64'))).toBe(n);
-  });
-});
 
 // ---------------------------------------------------------------------------
 // On the wire

@@ -44,6 +44,7 @@ import { writeAppend } from '../../src/realtime/ws-lean.js';
 import { peerSessionUpdate, type PeerRelay } from './peer-relay.js';
 import { startServer, type RunningServer } from '../../src/server/app.js';
 import { edgeSettingsFromConfig } from '../../src/main.js';
+import { FRAME_MS } from '../../src/dsp/format.js';
 
 export type FloorMode = 'passthrough' | 'transcode';
 
@@ -67,7 +68,6 @@ export interface FloorRelay extends PeerRelay {
 /** What transcode mode runs (printed by the bench). */
 export const FLOOR_TRANSCODE = 'callbridge wasm Transcoder (src/dsp)';
 
-const FRAME_MS = 20;
 const PAYLOAD_KEY = '"payload":"';
 const TYPE_KEY = '"type":"';
 const AUDIO_DELTA = Buffer.from('response.output_audio.delta"', 'latin1');

@@ -14,7 +14,9 @@ import { libsamplerate, speex, SPEEX_QUALITY } from '../peers/resamplers.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 import { measureHandoff } from './handoff.js';
 
-export const FRAME_MS = 20;
+import { FRAME_MS } from '../../src/dsp/format.js';
+
+export { FRAME_MS };
 export const FRAME_8K = 160;
 export const FRAME_24K = 480;
 const FRAMES = 50;

@@ -60,13 +60,13 @@ import type { LatencySummary } from '../../src/call/stats.js';
 import { countWriteSyscalls, perfAvailable, pin, processCpuUs, processRunqWaitNs, processSyscw } from '../proc.js';
 import { installWireCounter, resetWireCounts, wireCounts, type WireCounts } from '../wire-count.js';
 import type { Result, RunOptions, Suite } from '../types.js';
+import { FRAME_MS } from '../../src/dsp/format.js';
 
 /** Forged webhooks a second in the flood run (issue 22 item 3). */
 export const FLOOD_PER_S = 1000;
 
 const AUTH = 'bench-auth-token';
 const PUBLIC = 'https://relay.bench.invalid';
-const FRAME_MS = 20;
 
 const scenario: Scenario = {
   greeting: 'Hello, how can I help?',

@@ -24,7 +24,7 @@
  * - Bounded: the most recent MAX_HISTORY_ENTRIES entries, each text cut at
  *   MAX_HISTORY_TEXT_CHARS (plus '…').
  */
-import { base64Bytes } from './model-link.js';
+import { base64Bytes } from '../dsp/format.js';
 import { cutWords } from './transcript.js';
 import type { ConversationItem, ModelEvent } from './voice-model.js';
 

@@ -34,6 +34,7 @@
  *   until `onEvent` is set, and a session lost before that takes the same path.
  */
 import type { Logger } from '../log.js';
+import { base64Bytes, bytesPerMs } from '../dsp/format.js';
 import { DialGaveUp, dial, errText } from './dial.js';
 import { EventOutlet } from './event-outlet.js';
 import { ConversationHistory } from './history.js';
@@ -87,19 +88,6 @@ export const LINK_DEFAULTS = {
   openBudgetMs: 10_000,
   gapAudioKeepMs: 500,
 } as const;
-
-/** Bytes of audio per ms in each format (µ-law 8 kHz; PCM16 24 kHz). */
-export function bytesPerMs(format: ModelAudioFormat): number {
-  return format === 'ulaw8k' ? 8 : 48;
-}
-
-/** Decoded length of a base64 string (bytes), without decoding it. */
-export function base64Bytes(b64: string): number {
-  const n = b64.length;
-  if (n === 0) return 0;
-  const pad = b64.endsWith('==') ? 2 : b64.endsWith('=') ? 1 : 0;
-  return Math.floor((n * 3) / 4) - pad;
-}
 
 // ---------------------------------------------------------------------------
 // Caller audio kept from the gap
