@@ -13,7 +13,8 @@ import { loadConfig } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { startCallbridge, type Callbridge } from '../src/main.js';
 import { placeCall } from '../src/sim/caller.js';
-import { startModelStandIn, type ModelStandIn, type Scenario } from '../src/sim/model-server.js';
+import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
+import type { Scenario } from '../src/sim/scenarios.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'callbridge-elig-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { defaultPromptPath } from '../src/call/prompts.js';
 import { placeCall, type CallResult } from '../src/sim/caller.js';
-import { scenarioOf, type Scenario } from '../src/sim/model-server.js';
+import { scenarioOf, type Scenario } from '../src/sim/scenarios.js';
 import { useCallbridge } from './helpers/e2e.js';
 
 const callbridge = useCallbridge('reconnect');

@@ -9,7 +9,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { availableEdges, type EdgeKind } from '../src/server/app.js';
 import { placeCall } from '../src/sim/caller.js';
-import { eligibilityScenario, type Scenario } from '../src/sim/model-server.js';
+import { eligibilityScenario, type Scenario } from '../src/sim/scenarios.js';
 import { signTwilioRequest } from '../src/twilio/signature.js';
 import { useCallbridge } from './helpers/e2e.js';
 import { postIncoming } from './helpers/webhooks.js';

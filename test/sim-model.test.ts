@@ -7,16 +7,8 @@ import OpenAI from 'openai';
 import { OpenAIRealtimeWS } from 'openai/realtime/ws';
 import { speechLike, ulawEncode } from '../src/sim/audio.js';
 import { makeSelfSignedCert } from '../src/sim/tls.js';
-import {
-  WAITING_REPLY,
-  failingTurn,
-  parallelEligibilityScenario,
-  parallelToolsTurn,
-  scenarioOf,
-  startModelStandIn,
-  type ModelStandIn,
-  type Scenario,
-} from '../src/sim/model-server.js';
+import { WAITING_REPLY, startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
+import { failingTurn, parallelEligibilityScenario, parallelToolsTurn, scenarioOf, type Scenario } from '../src/sim/scenarios.js';
 
 const GA_SESSION = (format: Record<string, unknown>) => ({
   type: 'session.update',
