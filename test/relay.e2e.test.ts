@@ -13,6 +13,7 @@ import { placeCall } from '../src/sim/caller.js';
 import type { Scenario } from '../src/sim/scenarios.js';
 import { signTwilioRequest } from '../src/twilio/signature.js';
 import { useCallbridge } from './helpers/e2e.js';
+import { until, sleep } from './helpers/until.js';
 import { postIncoming } from './helpers/webhooks.js';
 
 const AUTH = 'e2e-twilio-auth-token';
@@ -161,7 +162,7 @@ describeEdges('robustness', () => {
     const busy = await post('2');
     expect(busy.status).toBe(200);
     expect(await busy.text()).toBe('<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>');
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
     expect(model.sessions).toHaveLength(1); // only the admitted call pre-warmed a session
   });
 
@@ -171,10 +172,9 @@ describeEdges('robustness', () => {
     const res = await postIncoming(baseUrl, { publicUrl: PUBLIC, authToken: AUTH }, callSid, { From: '+15550007777', To: '+15550008888' });
     expect(res.status).toBe(200);
     expect((await app.store.get(callSid))).toMatchObject({ state: 'in_progress', from: '+15550007777' });
-    const t0 = Date.now();
-    while ((await app.store.get(callSid))?.state !== 'completed' && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
+    await until(async () => (await app.store.get(callSid))?.state === 'completed', { timeoutMs: 5000, everyMs: 50, what: 'the record to complete' });
     expect((await app.store.get(callSid))).toMatchObject({ state: 'completed', endReason: 'no_stream' });
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
     expect(model.sessions[0]!.closed).toBe(true);
   });
 
