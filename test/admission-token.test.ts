@@ -1,4 +1,5 @@
 /** The stateless stream admission token (src/call/admission-token.ts): minted on one instance, checked on any that shares the secret. */
+import { createHmac } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { mintAdmissionToken, verifyAdmissionToken } from '../src/call/admission-token.js';
 import { loadConfig } from '../src/config.js';
@@ -13,6 +14,11 @@ describe('admission token', () => {
   it('is v1.<expiry ms>.<43-char base64url HMAC>, under Twilio\'s parameter limit, and checks on another holder of the secret', () => {
     const t = mintAdmissionToken(SECRET, SID, NOW + 30_000);
     expect(t).toMatch(/^v1\.1790000030000\.[A-Za-z0-9_-]{43}$/);
+    // The value itself, a known answer worked out apart from the code under test (openssl dgst -sha256 -hmac):
+    // base64url HMAC-SHA-256 of `v1.<CallSid>.<expiry ms>` under the secret.
+    expect(t).toBe('v1.1790000030000.FbJZEvXqYY_4cSgF0FUbB8Ctfi0VR-c3FX4-6vJSimg');
+    expect(t).toBe(`v1.1790000030000.${createHmac('sha256', SECRET).update(`v1.${SID}.1790000030000`).digest('base64url')}`);
+    expect(mintAdmissionToken(SECRET, SID, NOW + 30_000.9)).toBe(t); // the expiry is whole ms, floored
     expect('token'.length + t.length).toBeLessThan(500);
     expect(verifyAdmissionToken(Buffer.from(SECRET), SID, t, NOW)).toEqual({ ok: true, expiresAtMs: NOW + 30_000 });
     expect(verifyAdmissionToken(SECRET, SID, t, NOW + 30_000)).toMatchObject({ ok: true }); // valid through its expiry

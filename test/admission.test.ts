@@ -12,6 +12,7 @@ import { availableEdges } from '../src/server/app.js';
 import { placeCall, twilioSignature } from '../src/sim/caller.js';
 import { useCallbridge } from './helpers/e2e.js';
 import { presentToken } from './helpers/stream.js';
+import { until } from './helpers/until.js';
 import { postIncoming } from './helpers/webhooks.js';
 
 const TOKEN = 'admission-test-token';
@@ -55,14 +56,6 @@ async function incoming(base: string, callSid: string, from: string): Promise<st
   return res.text();
 }
 
-const until = async (cond: () => boolean, ms: number) => {
-  const t0 = performance.now();
-  while (!cond()) {
-    if (performance.now() - t0 > ms) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-};
-
 const sid = (i: number) => `CA${i.toString(16).padStart(32, '0')}`;
 
 describe.each(availableEdges())('%s edge', (edge) => {
@@ -96,7 +89,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
     expect(await startsRefused(app)).toEqual({ token: 2, expired: 1, replayed: 1, timeout: 1 });
     first.close();
     expect(await first.closed).toBe(1000);
-    await until(() => app.relay.activeCalls === 0, 2000);
+    await until(() => app.relay.activeCalls === 0, { timeoutMs: 2000 });
     expect(await startsRefused(app)).toEqual({ token: 2, expired: 1, replayed: 1, timeout: 1 }); // an admitted call that ends is no refusal
   }, 20_000);
 
@@ -116,7 +109,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expect(c.reason).toBe('no start in time');
       expect(c.closedMs - c.openMs).toBeLessThan(5000); // freed at the timeout, not held until the idle timeout (60 s)
     }
-    await until(() => app.relay.activeCalls === 0, 2000);
+    await until(() => app.relay.activeCalls === 0, { timeoutMs: 2000 });
     const call = await placeCall({ baseUrl: base, publicUrl: PUBLIC, authToken: TOKEN, utterances: [{ durationMs: 800 }] });
     expect(call.turnLatenciesMs).toHaveLength(1);
     expect(app.store.get(call.callSid)).toMatchObject({ endReason: 'caller_hangup' });
@@ -155,9 +148,9 @@ describe.each(availableEdges())('%s edge', (edge) => {
     expect(over).not.toContain('<Stream');
     expect(over).toContain('<Reject');
     expect(app.relay.pendingCalls).toBe(3);
-    await until(() => model.sessions.length === 3, 3000);
+    await until(() => model.sessions.length === 3, { timeoutMs: 3000 });
     // Expiry: the pre-warmed sessions are closed, their slots free, and the records say why.
-    await until(() => app.relay.pendingCalls === 0 && model.sessions.every((s) => s.closed), 3000);
+    await until(() => app.relay.pendingCalls === 0 && model.sessions.every((s) => s.closed), { timeoutMs: 3000 });
     app.store.flush();
     expect(app.store.get(sid(1))).toMatchObject({ endReason: 'no_stream' });
     expect(await incoming(base, sid(5), '+15550200005')).toContain('<Stream');

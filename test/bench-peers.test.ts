@@ -10,7 +10,8 @@ import { loadConfig } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
 import { pcm16ToUlaw, ulawToPcm16 } from '../src/dsp/index.js';
 import { placeCall, type CallResult } from '../src/sim/caller.js';
-import { startModelStandIn, type ModelStandIn, type Scenario } from '../src/sim/model-server.js';
+import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
+import type { Scenario } from '../src/sim/scenarios.js';
 
 describe('bench µ-law peers', () => {
   it('decode all 256 codes exactly like the wasm codec', () => {

@@ -19,7 +19,8 @@ import { ModelConnectError, type ModelEvent } from '../src/call/voice-model.js';
 import { silentLogger } from '../src/log.js';
 import { OpenAIRealtimeProvider, type OpenAIRealtimeProviderOptions } from '../src/realtime/openai-provider.js';
 import { speechLike, ulawEncode } from '../src/sim/audio.js';
-import { startModelStandIn, type ModelStandIn, type Scenario } from '../src/sim/model-server.js';
+import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
+import type { Scenario } from '../src/sim/scenarios.js';
 import { listeningPort } from './helpers/sockets.js';
 import { until } from './helpers/until.js';
 

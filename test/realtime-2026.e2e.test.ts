@@ -10,7 +10,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { placeCall } from '../src/sim/caller.js';
-import { failingTurn, parallelToolsTurn, scenarioOf, type Scenario, type StandInSession } from '../src/sim/model-server.js';
+import type { StandInSession } from '../src/sim/model-server.js';
+import { failingTurn, parallelToolsTurn, scenarioOf, type Scenario } from '../src/sim/scenarios.js';
 import { useCallbridge } from './helpers/e2e.js';
 
 const callbridge = useCallbridge('2026');

@@ -1,17 +1,19 @@
 /**
  * The whole relay on loopback, once per edge that loads on this Node (native
  * uWebSockets.js and node:http + ws, or node:http + ws alone): the real wasm
- * transcoder, the real SQLite store and eligibility tool, the real
- * OpenAI provider client — against the model stand-in and simulated Twilio
- * callers (src/sim), which speak PROTOCOLS.md independently of our code.
+ * transcoder, the real SQLite store, the real OpenAI provider client —
+ * against the model stand-in and simulated Twilio callers (src/sim), which
+ * speak PROTOCOLS.md independently of our code. The eligibility conversation
+ * is in eligibility.e2e, a lost model connection in reconnect.e2e.
  */
 import { beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { availableEdges, type EdgeKind } from '../src/server/app.js';
 import { placeCall } from '../src/sim/caller.js';
-import { eligibilityScenario, type Scenario } from '../src/sim/model-server.js';
+import type { Scenario } from '../src/sim/scenarios.js';
 import { signTwilioRequest } from '../src/twilio/signature.js';
 import { useCallbridge } from './helpers/e2e.js';
+import { until, sleep } from './helpers/until.js';
 import { postIncoming } from './helpers/webhooks.js';
 
 const AUTH = 'e2e-twilio-auth-token';
@@ -81,22 +83,6 @@ describeEdges('a full call', () => describe.each(['transcode', 'passthrough'] as
     expect(record.usage.outputAudioTokens).toBeGreaterThan(0);
   });
 }));
-
-describeEdges('eligibility conversation', () => {
-  it('asks for the member ID and date of birth, runs check_eligibility and speaks the result', async () => {
-    const { app, baseUrl } = await start({}, eligibilityScenario);
-    const result = await caller(baseUrl, {
-      utterances: [{ durationMs: 900 }, { durationMs: 900 }, { durationMs: 900 }, { durationMs: 700 }],
-    });
-    await app.store.flush();
-    const record = (await app.store.get(result.callSid))!;
-    expect(record.toolCalls).toHaveLength(1);
-    expect(record.toolCalls[0]).toMatchObject({ name: 'check_eligibility', ok: true });
-    const said = record.transcript.filter((t) => t.speaker === 'assistant').map((t) => t.text).join(' ');
-    expect(said).toMatch(/Member ID/);
-    expect(said).toMatch(/date of birth/);
-  });
-});
 
 describeEdges('barge-in', () => {
   it('clears the caller\'s playback at once and truncates at what the caller heard', async () => {
@@ -176,7 +162,7 @@ describeEdges('robustness', () => {
     const busy = await post('2');
     expect(busy.status).toBe(200);
     expect(await busy.text()).toBe('<?xml version="1.0" encoding="UTF-8"?><Response><Reject reason="busy"/></Response>');
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
     expect(model.sessions).toHaveLength(1); // only the admitted call pre-warmed a session
   });
 
@@ -186,36 +172,10 @@ describeEdges('robustness', () => {
     const res = await postIncoming(baseUrl, { publicUrl: PUBLIC, authToken: AUTH }, callSid, { From: '+15550007777', To: '+15550008888' });
     expect(res.status).toBe(200);
     expect((await app.store.get(callSid))).toMatchObject({ state: 'in_progress', from: '+15550007777' });
-    const t0 = Date.now();
-    while ((await app.store.get(callSid))?.state !== 'completed' && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
+    await until(async () => (await app.store.get(callSid))?.state === 'completed', { timeoutMs: 5000, everyMs: 50, what: 'the record to complete' });
     expect((await app.store.get(callSid))).toMatchObject({ state: 'completed', endReason: 'no_stream' });
-    await new Promise((r) => setTimeout(r, 100));
+    await sleep(100);
     expect(model.sessions[0]!.closed).toBe(true);
-  });
-
-  it('survives the model socket closing mid-call: holds the caller, reconnects, replays the conversation and carries on', async () => {
-    const { app, model, baseUrl } = await start({}, shortScenario);
-    const pending = caller(baseUrl, { utterances: [{ durationMs: 900 }, { durationMs: 900, pauseMs: 3000 }, { durationMs: 900 }] });
-    const t0 = Date.now();
-    while (model.sessions.length === 0 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 20));
-    await new Promise((r) => setTimeout(r, 2500));
-    const droppedAt = Date.now();
-    model.sessions[0]!.dropSocket(1011);
-    while (model.sessions.length < 2 && Date.now() - droppedAt < 5000) await new Promise((r) => setTimeout(r, 5));
-    expect(model.sessions).toHaveLength(2);
-    expect(Date.now() - droppedAt).toBeLessThan(3000); // the new socket is open within 3 s
-    const result = await pending;
-    expect(result.closeCode).toBe(1000);
-    await app.store.flush();
-    const record = (await app.store.get(result.callSid))!;
-    expect(record.endReason).not.toBe('model_disconnected');
-    expect(record.events.map((e) => e.type)).toContain('model_reconnected');
-    const second = model.sessions[1]!;
-    // The conversation so far reached the new session as items before it was asked anything.
-    const replayed = second.events.filter((e) => e.type === 'conversation.item.create');
-    expect(replayed.length).toBeGreaterThanOrEqual(1);
-    expect(second.audioMsReceived).toBeGreaterThan(500); // the caller's later turns reached the new socket
-    expect(app.relay.activeCalls).toBe(0);
   });
 
   it('keeps 50 concurrent calls apart', async () => {

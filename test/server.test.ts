@@ -17,6 +17,7 @@ import { resolveEdge } from '../src/server/edge.js';
 import { signTwilioRequest } from '../src/twilio/signature.js';
 import type { StatusCallback, VoiceWebhook } from '../src/twilio/webhooks.js';
 import { edgeSettings } from './helpers/settings.js';
+import { until } from './helpers/until.js';
 
 const TOKEN = 'test-auth-token';
 const PUBLIC = 'https://relay.example.test';
@@ -100,13 +101,8 @@ function openWs(url: string, signed = true): Promise<WebSocket> {
 }
 
 const closed = (ws: WebSocket) => new Promise<[number, string]>((r) => ws.once('close', (c, m) => r([c, m.toString()])));
-const until = async (cond: () => boolean | Promise<boolean>, ms = 3000) => {
-  const t0 = Date.now();
-  while (!(await cond())) {
-    if (Date.now() - t0 > ms) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-};
+/** How long a wait on the edge may take in these tests (the bound they had). */
+const WAIT = { timeoutMs: 3000 };
 
 describe.each(availableEdges())('%s edge', (edge) => {
   describe('webhooks', () => {
@@ -221,7 +217,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
       sock.write('POST /voice/incoming HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n');
       for (let i = 0; i < 5; i++) sock.write(`${chunk.length.toString(16)}\r\n${chunk}\r\n`);
       sock.write('0\r\n\r\n');
-      await until(() => got.includes('\r\n\r\n'));
+      await until(() => got.includes('\r\n\r\n'), WAIT);
       expect(got).toMatch(/^HTTP\/1\.1 413 /);
       expect(f.incoming).toHaveLength(0);
       sock.destroy();
@@ -436,7 +432,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const ws = await openWs(url);
       ws.send('{"event":"connected","note":"héllo ☎ 电话"}');
       ws.send(Buffer.from([1, 2, 3]));
-      await until(() => f.streams[0]?.texts.length === 1 && f.streams[0].binaries.length === 1);
+      await until(() => f.streams[0]?.texts.length === 1 && f.streams[0].binaries.length === 1, WAIT);
       expect(f.streams[0]!.texts[0]).toBe('{"event":"connected","note":"héllo ☎ 电话"}');
       expect(f.streams[0]!.binaries).toEqual([3]);
       ws.close();
@@ -461,7 +457,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
         w.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
         w.once('error', reject);
       });
-      await until(() => f.streams.length === 1);
+      await until(() => f.streams.length === 1, WAIT);
       ws.close();
       const other = url.replace('/voice/stream', '/x/voice/stream');
       await expect(openWs(other)).rejects.toThrow('HTTP 404');
@@ -493,12 +489,12 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const badClosed = closed(bad);
       bad.send('x'.repeat(100 * 1024));
       await badClosed;
-      await until(() => f.streams[0]?.closes.length === 1);
+      await until(() => f.streams[0]?.closes.length === 1, WAIT);
       expect(f.streams[0]!.texts).toHaveLength(0);
       expect(await s.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total')).toContain('reason="oversize_frame"} 1');
       const good = await openWs(url);
       good.send('{"event":"connected"}');
-      await until(() => f.streams[1]?.texts.length === 1);
+      await until(() => f.streams[1]?.texts.length === 1, WAIT);
       good.close();
     });
 
@@ -511,12 +507,12 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const raw = (bad as unknown as { _socket: net.Socket })._socket;
       raw.write(Buffer.from([0x81, 0x82, 0, 0, 0, 0, 0xc3, 0x28]));
       await badClosed;
-      await until(() => f.streams[0]?.closes.length === 1);
+      await until(() => f.streams[0]?.closes.length === 1, WAIT);
       expect(f.streams[0]!.texts).toHaveLength(0);
       expect(await s.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total')).toContain('reason="ws_protocol"} 1');
       const good = await openWs(url);
       good.send('{"event":"connected"}');
-      await until(() => f.streams[1]?.texts.length === 1);
+      await until(() => f.streams[1]?.texts.length === 1, WAIT);
       good.close();
     });
 
@@ -529,9 +525,9 @@ describe.each(availableEdges())('%s edge', (edge) => {
       };
       const { ws: url, s, base } = await start(edge, f.app);
       const ws = await openWs(url);
-      await until(() => f.streams.length === 1);
+      await until(() => f.streams.length === 1, WAIT);
       ws.close(1000);
-      await until(async () => (await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total')).includes('handler="close"} 1'));
+      await until(async () => (await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total')).includes('handler="close"} 1'), WAIT);
       expect((await fetch(`${base}/voice/health`)).status).toBe(200);
     });
 
@@ -539,9 +535,9 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const f = fakeApp();
       const { ws: url, s } = await start(edge, f.app);
       const ws = await openWs(url);
-      await until(() => f.streams.length === 1);
+      await until(() => f.streams.length === 1, WAIT);
       ws.terminate();
-      await until(() => f.streams[0]!.closes.length === 1);
+      await until(() => f.streams[0]!.closes.length === 1, WAIT);
       await new Promise((r) => setTimeout(r, 20));
       expect(f.streams[0]!.closes).toHaveLength(1);
       expect(await s.metrics.registry.getSingleMetricAsString('callbridge_twilio_protocol_errors_total')).not.toContain('oversize_frame');
@@ -553,7 +549,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const ws = await openWs(url);
       ws.send('boom');
       ws.send('after');
-      await until(() => f.streams[0]?.texts.length === 1);
+      await until(() => f.streams[0]?.texts.length === 1, WAIT);
       expect(f.streams[0]!.texts).toEqual(['after']);
       expect(await s.metrics.registry.getSingleMetricAsString('callbridge_handler_errors_total')).toContain('handler="message"} 1');
       ws.close();
@@ -574,7 +570,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const { ws: url } = await start(edge, f.app);
       const ws = await openWs(url);
       expect(await closed(ws)).toEqual([1008, 'no token']);
-      await until(() => f.streams[0]?.closes.length === 1);
+      await until(() => f.streams[0]?.closes.length === 1, WAIT);
       expect(f.streams[0]!.closes).toEqual([[1008, 'no token']]);
       expect(f.streams[0]!.socket.send('{}')).toBe(false);
     });
@@ -583,7 +579,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const f = fakeApp();
       const { ws: url } = await start(edge, f.app);
       const ws = await openWs(url);
-      await until(() => f.streams.length === 1);
+      await until(() => f.streams.length === 1, WAIT);
       const texts: string[] = [];
       ws.on('message', (m) => texts.push(m.toString()));
       let ran = false;
@@ -593,7 +589,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
         expect(f.streams[0]!.socket.send('{"event":"mark","n":2}')).toBe(true);
       });
       expect(ran).toBe(true); // synchronously: the call layer relies on it
-      await until(() => texts.length === 2);
+      await until(() => texts.length === 2, WAIT);
       expect(texts).toEqual(['{"event":"media","n":1}', '{"event":"mark","n":2}']);
       ws.close();
     });
@@ -602,7 +598,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const f = fakeApp();
       const { ws: url } = await start(edge, f.app);
       const ws = await openWs(url);
-      await until(() => f.streams.length === 1);
+      await until(() => f.streams.length === 1, WAIT);
       const raw = (ws as unknown as { _socket: import('node:net').Socket })._socket;
       raw.pause();
       const frame = JSON.stringify({ event: 'media', media: { payload: 'A'.repeat(4000) } });
@@ -611,7 +607,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expect(sent).toBeLessThan(100_000);
       expect(f.streams[0]!.socket.bufferedAmount()).toBeGreaterThan(0);
       raw.resume();
-      await until(() => f.streams[0]!.drains > 0, 10_000);
+      await until(() => f.streams[0]!.drains > 0, { timeoutMs: 10_000 });
       ws.close();
     });
 
@@ -619,25 +615,25 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const f = fakeApp();
       const { ws: url } = await start(edge, f.app);
       const a = await openWs(url);
-      await until(() => f.streams.length === 1);
+      await until(() => f.streams.length === 1, WAIT);
       a.close(1000, 'bye');
-      await until(() => f.streams[0]!.closes.length === 1);
+      await until(() => f.streams[0]!.closes.length === 1, WAIT);
       expect(f.streams[0]!.closes[0]).toEqual([1000, 'bye']);
       expect(f.streams[0]!.socket.send('{}')).toBe(false);
       f.streams[0]!.socket.close();
 
       const c = await openWs(url);
-      await until(() => f.streams.length === 2);
+      await until(() => f.streams.length === 2, WAIT);
       const cClosed = closed(c);
       f.streams[1]!.socket.close(1008, 'é'.repeat(100)); // 200 bytes: cut to 61 whole characters (122 bytes)
       expect(await cClosed).toEqual([1008, 'é'.repeat(61)]);
 
       const b = await openWs(url);
-      await until(() => f.streams.length === 3);
+      await until(() => f.streams.length === 3, WAIT);
       const bClosed = closed(b);
       f.streams[2]!.socket.close(1000, 'done');
       expect(await bClosed).toEqual([1000, 'done']);
-      await until(() => f.streams[2]!.closes.length === 1);
+      await until(() => f.streams[2]!.closes.length === 1, WAIT);
       await new Promise((r) => setTimeout(r, 20));
       expect(f.streams[2]!.closes).toHaveLength(1);
     });
@@ -663,7 +659,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
       sock.on('data', (d) => (got += d.toString()));
       const request = 'GET /voice/health HTTP/1.1\r\nHost: x\r\n\r\n';
       sock.write(request);
-      await until(() => got.includes('"status":"ok"'));
+      await until(() => got.includes('"status":"ok"'), WAIT);
       await s.close();
       // Ask again on the same connection: a server that kept it would answer a second time.
       const outcome = await new Promise<'closed' | 'answered'>((resolve) => {

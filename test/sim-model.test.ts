@@ -7,16 +7,9 @@ import OpenAI from 'openai';
 import { OpenAIRealtimeWS } from 'openai/realtime/ws';
 import { speechLike, ulawEncode } from '../src/sim/audio.js';
 import { makeSelfSignedCert } from '../src/sim/tls.js';
-import {
-  WAITING_REPLY,
-  failingTurn,
-  parallelEligibilityScenario,
-  parallelToolsTurn,
-  scenarioOf,
-  startModelStandIn,
-  type ModelStandIn,
-  type Scenario,
-} from '../src/sim/model-server.js';
+import { WAITING_REPLY, startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
+import { failingTurn, parallelEligibilityScenario, parallelToolsTurn, scenarioOf, type Scenario } from '../src/sim/scenarios.js';
+import { sleep } from './helpers/until.js';
 
 const GA_SESSION = (format: Record<string, unknown>) => ({
   type: 'session.update',
@@ -272,7 +265,7 @@ describe('model stand-in: a VAD turn', () => {
     const done = await c.next('response.done');
     expect(done.response.status).toBe('cancelled');
     const n = c.events.filter((e) => e.type === 'response.output_audio.delta').length;
-    await new Promise((r) => setTimeout(r, 300));
+    await sleep(300);
     expect(c.events.filter((e) => e.type === 'response.output_audio.delta').length).toBe(n);
     expect(server!.sessions[0]!.responses[0]!.status).toBe('cancelled');
   });
@@ -428,8 +421,6 @@ async function speakTurn(scenario: Scenario, opts: Parameters<typeof startModelS
   appendAudio(c, utteranceUlaw(600, 600), 160);
   return c;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('model stand-in: preambles and several items per response', () => {
   it('a preamble at output_index 0, then two calls at 1 and 2 whose arguments stream gapMs apart, then response.done', async () => {

@@ -724,371 +724,462 @@ async function drained(ws: WebSocket): Promise<void> {
   while (ws.readyState === WebSocket.OPEN && ws.bufferedAmount > 256 * 1024) await sleep(2);
 }
 
-export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
-  const rng = new Rng(opts.seed);
-  const mode = opts.mode ?? 'transcode';
-  const progress = opts.progress ?? (() => {});
-  const failures: string[] = [];
-  const crashes: string[] = [];
-  const disagreements: string[] = [];
-  const onCrash = (err: unknown) => crashes.push(err instanceof Error ? `${err.name}: ${err.message}` : String(err));
-  process.on('uncaughtException', onCrash);
-  process.on('unhandledRejection', onCrash);
+/** What the Twilio side sent and must see counted, as the run goes. */
+interface TwilioTally {
+  sent: number;
+  byKind: Record<string, number>;
+  expectedCounted: number;
+  refusedStarts: number;
+  socketsOpened: number;
+  socketsClosedByServer: number;
+  uncertain: number;
+}
 
-  const dir = mkdtempSync(join(tmpdir(), 'callbridge-fuzz-'));
-  const t0 = performance.now();
-  const deadline = t0 + (opts.maxSeconds ?? 600) * 1000;
-  const modelTarget = Math.round(opts.messages * (opts.modelShare ?? 0.25));
-  const twilioTarget = opts.messages - modelTarget;
-  const bases = loadServerEventFixtures();
+/** What was injected on the model side and must be rejected. */
+interface ModelTally {
+  injected: number;
+  byKind: Record<string, number>;
+  expectedRejected: number;
+  unknown: number;
+}
 
-  const tw = {
-    sent: 0, byKind: {} as Record<string, number>, expectedCounted: 0, refusedStarts: 0, socketsOpened: 0, socketsClosedByServer: 0, uncertain: 0,
-  };
-  const md = { injected: 0, byKind: {} as Record<string, number>, expectedRejected: 0, unknown: 0 };
-  const note = (d: string | undefined) => {
-    if (d && disagreements.length < 50) disagreements.push(d);
-  };
+/** What every phase of one run shares: its options, PRNG, time bound, tallies and findings. */
+interface Run {
+  opts: FuzzOptions;
+  rng: Rng;
+  deadline: number;
+  twilioTarget: number;
+  modelTarget: number;
+  bases: Obj[];
+  tw: TwilioTally;
+  md: ModelTally;
+  failures: string[];
+  disagreements: string[];
+  /** When the hostile phase started and ended (performance.now() ms; 0 until then). */
+  hostile: { start: number; end: number };
+}
 
-  let standIn: ModelStandIn | undefined;
-  let proxy: ModelProxy | undefined;
-  let app: Callbridge | undefined;
-  const rss = { warmup: 0, maxAfter: 0, samples: 0 };
-  let liveAtWarmup = 0;
-  let liveAtEnd = 0;
-  let endMemory = process.memoryUsage();
-  let rssTimer: NodeJS.Timeout | undefined;
-  let realCall: FuzzReport['realCall'] = null;
-  let handlerErrors = 0;
-  let countedTwilio = 0;
-  let countedByReason: Record<string, number> = {};
-  let countedModel = 0;
-  let unhandledModel = 0;
-  let closedEarly = 0;
-  let rejectedOnOpen = 0;
-  let victimConns = 0;
-  let hostileStart = 0;
-  let hostileEnd = 0;
-  let edge = '';
-  let victimsClosedByServer = 0;
+const timeUp = (run: Run): boolean => performance.now() > run.deadline;
 
-  try {
-    // Only the real call's session is read afterwards: the hostile ones are not kept (the heap figures are then the relay's).
-    standIn = await startModelStandIn({ audioSpeedup: 4, responseDelayMs: 50, transcriptDelayMs: 100, recordSessions: 1 });
-    proxy = await startModelProxy(standIn.url);
-    const config = loadConfig({
-      PORT: '0',
-      HOST: '127.0.0.1',
-      LOG_LEVEL: 'silent',
-      ALLOW_UNSIGNED: 'true',
-      OPENAI_BASE_URL: proxy.url,
-      OPENAI_API_KEY: 'fuzz-key',
-      AUDIO_MODE: mode,
-      CALLBRIDGE_DB: join(dir, 'calls.db'),
-      RATE_LIMIT_BURST: '1000000',
-      RATE_LIMIT_PER_SECOND: '1000000',
-      VAD_SILENCE_DURATION_MS: '300',
-    });
-    const log = opts.log ?? silentLogger;
-    const provider = new CountingProvider(openAIProviderFromConfig(config, log, new ReachabilityTracker()));
-    app = await startCallbridge(config, log, { provider, edge: opts.edge });
-    edge = app.edge;
-    const baseUrl = `http://127.0.0.1:${app.port}`;
-    const wsUrl = `ws://127.0.0.1:${app.port}/voice/stream`;
-    const scrape = async () => (await (await fetch(`${baseUrl}/metrics`)).text());
-    const before = await scrape();
-    const errorsBefore = metricSum(before, 'callbridge_twilio_protocol_errors_total');
-    const handlerBefore = metricSum(before, 'callbridge_handler_errors_total').total;
-    progress(`fuzz: seed ${opts.seed}, ${opts.messages} messages (${twilioTarget} Twilio, ${modelTarget} model), ${mode}, edge ${edge}`);
+/** Keep a mutation/parser disagreement (the first 50). */
+function note(run: Run, d: string | undefined): void {
+  if (d && run.disagreements.length < 50) run.disagreements.push(d);
+}
 
-    // The real call first: its model connection is the proxy's first, passed through untouched.
-    const realPromise: Promise<CallResult> = placeCall({ baseUrl, from: '+15550109999', to: '+15550100999', utterances: REAL_CALL_UTTERANCES, hangupAfterMs: 1500 });
-    realPromise.catch(() => {});
-    while (proxy.conns.length === 0 && performance.now() < deadline) await sleep(5);
+/** The server, the stand-in and the proxy between them, as far as they started. */
+interface Rig {
+  standIn?: ModelStandIn;
+  proxy?: ModelProxy;
+  app?: Callbridge;
+}
 
-    // Victim calls: admitted (webhook, then a start with the token), kept open for the run.
-    /** `expected`: what the server must count of what was sent to it (`sent`); if the server closes it, only 0..sent is known. */
-    interface Victim { c: Client; ws: WebSocket; ids: StreamIds; seq: number; sent: number; expected: number; digits: number }
-    const victims: Victim[] = [];
-    for (let i = 0; i < (opts.victims ?? 3); i++) {
-      const callSid = sid(rng, 'CA');
-      const form = { CallSid: callSid, AccountSid: sid(rng, 'AC'), From: `+1555011${String(i).padStart(4, '0')}`, To: '+15550100999', CallStatus: 'ringing', Direction: 'inbound' };
-      const res = await fetch(`${baseUrl}/voice/incoming`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() });
-      const twiml = await res.text();
-      const token = /<Parameter\b[^>]*name="token"[^>]*value="([^"]*)"/.exec(twiml)?.[1];
-      if (res.status !== 200 || !token) throw new Error(`victim webhook answered ${res.status}: ${twiml.slice(0, 200)}`);
-      const c = await openWs(wsUrl);
-      const ws = c.ws;
-      tw.socketsOpened++;
-      const ids: StreamIds = { streamSid: sid(rng, 'MZ'), callSid, accountSid: form.AccountSid, token };
-      const v: Victim = { c, ws, ids, seq: 1, sent: 0, expected: 0, digits: 0 };
-      ws.send(JSON.stringify(baseTwilioMessage(rng, 'connected', ids, 0)));
-      ws.send(JSON.stringify(baseTwilioMessage(rng, 'start', ids, v.seq++)));
-      victims.push(v);
-    }
+/** Everything up: the rig, with the provider whose counters the model side is judged by. */
+interface Up {
+  standIn: ModelStandIn;
+  proxy: ModelProxy;
+  app: Callbridge;
+  provider: CountingProvider;
+  baseUrl: string;
+  wsUrl: string;
+}
 
-    // The baseline is the first sample once the warm-up share is sent; growth is measured from it.
-    rssTimer = setInterval(() => {
-      const m = process.memoryUsage();
-      const r = m.rss;
-      rss.samples++;
-      if (tw.sent + md.injected < opts.messages * WARMUP_SHARE) return;
-      if (rss.warmup === 0) {
-        rss.warmup = r;
-        liveAtWarmup = liveHeapBytes();
+/** Start the stand-in, the proxy and the real server (unsigned, its SQLite in `dir`), noting each in `rig` for the clean-up. */
+async function startRig(run: Run, dir: string, rig: Rig): Promise<Up> {
+  // Only the real call's session is read afterwards: the hostile ones are not kept (the heap figures are then the relay's).
+  const standIn = (rig.standIn = await startModelStandIn({ audioSpeedup: 4, responseDelayMs: 50, transcriptDelayMs: 100, recordSessions: 1 }));
+  const proxy = (rig.proxy = await startModelProxy(standIn.url));
+  const config = loadConfig({
+    PORT: '0',
+    HOST: '127.0.0.1',
+    LOG_LEVEL: 'silent',
+    ALLOW_UNSIGNED: 'true',
+    OPENAI_BASE_URL: proxy.url,
+    OPENAI_API_KEY: 'fuzz-key',
+    AUDIO_MODE: run.opts.mode ?? 'transcode',
+    CALLBRIDGE_DB: join(dir, 'calls.db'),
+    RATE_LIMIT_BURST: '1000000',
+    RATE_LIMIT_PER_SECOND: '1000000',
+    VAD_SILENCE_DURATION_MS: '300',
+  });
+  const log = run.opts.log ?? silentLogger;
+  const provider = new CountingProvider(openAIProviderFromConfig(config, log, new ReachabilityTracker()));
+  const app = (rig.app = await startCallbridge(config, log, { provider, edge: run.opts.edge }));
+  return { standIn, proxy, app, provider, baseUrl: `http://127.0.0.1:${app.port}`, wsUrl: `ws://127.0.0.1:${app.port}/voice/stream` };
+}
+
+/** Close what started; a failure to close the server is a finding. */
+async function closeRig(rig: Rig, failures: string[]): Promise<void> {
+  await rig.app?.close().catch((e: unknown) => failures.push(`server close failed: ${String(e)}`));
+  await rig.proxy?.close().catch(() => {});
+  await rig.standIn?.close().catch(() => {});
+}
+
+/** The server's counters the verdict compares: Twilio protocol errors (by reason) and handler errors. */
+interface ServerCounts {
+  protocolErrors: { total: number; byLabel: Record<string, number> };
+  handlerErrors: number;
+}
+
+async function scrapeCounts(up: Up): Promise<ServerCounts> {
+  const text = await (await fetch(`${up.baseUrl}/metrics`)).text();
+  return { protocolErrors: metricSum(text, 'callbridge_twilio_protocol_errors_total'), handlerErrors: metricSum(text, 'callbridge_handler_errors_total').total };
+}
+
+/** An admitted victim call. `expected`: what the server must count of what was sent to it (`sent`); if the server closes it, only 0..sent is known. */
+interface Victim { c: Client; ws: WebSocket; ids: StreamIds; seq: number; sent: number; expected: number; digits: number }
+
+/** Victim calls: admitted (webhook, then a start with the token), kept open for the run. */
+async function openVictims(run: Run, up: Up): Promise<Victim[]> {
+  const { rng, tw } = run;
+  const victims: Victim[] = [];
+  for (let i = 0; i < (run.opts.victims ?? 3); i++) {
+    const callSid = sid(rng, 'CA');
+    const form = { CallSid: callSid, AccountSid: sid(rng, 'AC'), From: `+1555011${String(i).padStart(4, '0')}`, To: '+15550100999', CallStatus: 'ringing', Direction: 'inbound' };
+    const res = await fetch(`${up.baseUrl}/voice/incoming`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() });
+    const twiml = await res.text();
+    const token = /<Parameter\b[^>]*name="token"[^>]*value="([^"]*)"/.exec(twiml)?.[1];
+    if (res.status !== 200 || !token) throw new Error(`victim webhook answered ${res.status}: ${twiml.slice(0, 200)}`);
+    const c = await openWs(up.wsUrl);
+    const ws = c.ws;
+    tw.socketsOpened++;
+    const ids: StreamIds = { streamSid: sid(rng, 'MZ'), callSid, accountSid: form.AccountSid, token };
+    const v: Victim = { c, ws, ids, seq: 1, sent: 0, expected: 0, digits: 0 };
+    ws.send(JSON.stringify(baseTwilioMessage(rng, 'connected', ids, 0)));
+    ws.send(JSON.stringify(baseTwilioMessage(rng, 'start', ids, v.seq++)));
+    victims.push(v);
+  }
+  return victims;
+}
+
+/**
+ * RSS every RSS_SAMPLE_MS and the live heap: the baseline is the first
+ * sample once the warm-up share is sent; growth is measured from it.
+ */
+class MemoryWatch {
+  warmup = 0;
+  maxAfter = 0;
+  samples = 0;
+  liveAtWarmup = 0;
+  liveAtEnd = 0;
+  endMemory = process.memoryUsage();
+  private timer: NodeJS.Timeout | undefined;
+
+  start(run: Run): void {
+    this.timer = setInterval(() => {
+      const r = process.memoryUsage().rss;
+      this.samples++;
+      if (run.tw.sent + run.md.injected < run.opts.messages * WARMUP_SHARE) return;
+      if (this.warmup === 0) {
+        this.warmup = r;
+        this.liveAtWarmup = liveHeapBytes();
       }
-      else rss.maxAfter = Math.max(rss.maxAfter, r);
+      else this.maxAfter = Math.max(this.maxAfter, r);
     }, RSS_SAMPLE_MS);
-    rssTimer.unref();
-
-    hostileStart = performance.now();
-    const timeUp = () => performance.now() > deadline;
-    const spreadMs = opts.spreadMs ?? 20_000;
-    /** Wait while the traffic is ahead of its pace (messages sent vs the share of spreadMs elapsed). */
-    const paced = async (): Promise<void> => {
-      while (spreadMs > 0 && !timeUp() && tw.sent + md.injected > (opts.messages * (performance.now() - hostileStart)) / spreadMs) await sleep(5);
-    };
-
-    /** One burst on a victim: never a terminal frame, never a valid stop on its own stream. */
-    const victimBurst = async (v: Victim, n: number): Promise<void> => {
-      const flood = rng.chance(FLOOD_SHARE) ? rng.pick(['mark', 'dtmf'] as const) : undefined;
-      for (let i = 0; i < n && tw.sent < twilioTarget; i++) {
-        const f = burstFrame(rng, v.ids, v.seq++, false, flood);
-        const c = classifyTwilio(f, { admitted: true, streamSid: v.ids.streamSid });
-        note(c.disagreement);
-        if (c.verdict === 'end_call' || c.verdict.startsWith('close')) continue;
-        if (v.ws.readyState !== WebSocket.OPEN) return;
-        v.ws.send(f.data, { binary: f.binary });
-        tw.sent++;
-        v.sent++;
-        tally(tw.byKind, f.kind);
-        if (c.verdict === 'counted') v.expected++;
-        if (c.digit !== undefined) {
-          // The call holds at most 32 keypad digits until '#' or a pause (then counts dtmf_overflow, which
-          // depends on timing): a '#' after every 31 keeps the count exact while floods still arrive.
-          v.digits = c.digit === '#' ? 0 : v.digits + 1;
-          if (v.digits >= 31) {
-            v.ws.send(JSON.stringify({ event: 'dtmf', sequenceNumber: String(v.seq++), streamSid: v.ids.streamSid, dtmf: { track: 'inbound_track', digit: '#' } }));
-            tw.sent++;
-            v.sent++;
-            tally(tw.byKind, 'dtmf:flush');
-            v.digits = 0;
-          }
-        }
-      }
-      await drained(v.ws);
-    };
-
-    /** A short-lived unadmitted socket: a burst, then a terminal frame or our own close. */
-    const hostileSocket = async (): Promise<void> => {
-      const ids: StreamIds = { streamSid: sid(rng, 'MZ'), callSid: sid(rng, 'CA'), accountSid: sid(rng, 'AC') };
-      const client = await openWs(wsUrl);
-      const ws = client.ws;
-      tw.socketsOpened++;
-      const burst = rng.range(5, 300);
-      const flood = rng.chance(FLOOD_SHARE) ? rng.pick(['mark', 'dtmf'] as const) : undefined;
-      let terminal: string | undefined;
-      let pendingCounted = 0;
-      for (let i = 0; i < burst && tw.sent < twilioTarget && !client.closedYet; i++) {
-        const f = burstFrame(rng, ids, i + 1, true, flood);
-        const c = classifyTwilio(f, { admitted: false, streamSid: ids.streamSid });
-        note(c.disagreement);
-        ws.send(f.data, { binary: f.binary });
-        tw.sent++;
-        tally(tw.byKind, f.kind);
-        if (c.verdict === 'counted') pendingCounted++;
-        if (c.verdict === 'close_counted' || c.verdict === 'close_format') pendingCounted++;
-        if (c.verdict.startsWith('close')) {
-          terminal = c.verdict;
-          break;
-        }
-        if (i % 32 === 31) await drained(ws);
-      }
-      if (client.closedYet && !terminal) {
-        // Closed under us: what it had read is unknown.
-        tw.uncertain += pendingCounted;
-        tw.socketsClosedByServer++;
-        return;
-      }
-      tw.expectedCounted += pendingCounted;
-      if (terminal) {
-        const code = await waitClose(client, 5000);
-        if (code === 'timeout') {
-          failures.push(`the server did not close a stream after ${terminal}`);
-          ws.terminate();
-        } else {
-          tw.socketsClosedByServer++;
-          if (terminal === 'close_refused') {
-            if (code === 1008) tw.refusedStarts++;
-            else failures.push(`a start without the stream's token was closed with ${code}, not 1008`);
-          }
-        }
-      } else {
-        ws.close(1000);
-        await waitClose(client, 5000);
-      }
-    };
-
-    const twilioWorker = async (): Promise<void> => {
-      while (tw.sent < twilioTarget && !timeUp()) {
-        if (rng.chance(0.25) && victims.length > 0) {
-          const v = rng.pick(victims);
-          if (v.ws.readyState === WebSocket.OPEN) await victimBurst(v, rng.range(10, 200));
-        } else {
-          try {
-            await hostileSocket();
-          } catch (err) {
-            failures.push(`a hostile stream could not open: ${err instanceof Error ? err.message : String(err)}`);
-            return;
-          }
-        }
-        await paced();
-        await tick();
-      }
-    };
-
-    const modelInjector = async (): Promise<void> => {
-      while (md.injected < modelTarget && !timeUp()) {
-        const targets = proxy!.conns.filter((c) => c.n > 0 && c.configured && !c.closed && c.client.readyState === WebSocket.OPEN);
-        if (targets.length === 0) {
-          await sleep(10);
-          continue;
-        }
-        const c = rng.pick(targets);
-        const n = Math.min(rng.range(1, 50), modelTarget - md.injected);
-        for (let i = 0; i < n; i++) {
-          const f = mutateModelEvent(rng, bases);
-          const k = classifyModel(f);
-          note(k.disagreement);
-          c.client.send(f.data, { binary: f.binary });
-          c.injected++;
-          md.injected++;
-          tally(md.byKind, f.kind.startsWith('valid:') ? 'valid' : f.kind);
-          if (k.rejected) {
-            c.rejected++;
-            md.expectedRejected++;
-          }
-          if (k.unknown) md.unknown++;
-        }
-        while (c.client.readyState === WebSocket.OPEN && c.client.bufferedAmount > 256 * 1024) await sleep(2);
-        await paced();
-        await tick();
-      }
-    };
-
-    let lastProgress = performance.now();
-    const progressTimer = setInterval(() => {
-      const now = performance.now();
-      if (now - lastProgress < 2000) return;
-      lastProgress = now;
-      progress(`  ${tw.sent + md.injected}/${opts.messages} messages, ${((now - hostileStart) / 1000).toFixed(1)} s, RSS ${(process.memoryUsage().rss / MIB).toFixed(0)} MiB`);
-    }, 500);
-    progressTimer.unref();
-
-    await Promise.all([...Array.from({ length: opts.workers ?? 6 }, () => twilioWorker()), modelInjector()]);
-    hostileEnd = performance.now();
-    clearInterval(progressTimer);
-    if (timeUp()) failures.push(`the run passed its time bound (${opts.maxSeconds ?? 600} s) before sending every message`);
-
-    // The real call finishes on its own script.
-    let result: CallResult | undefined;
-    try {
-      result = await Promise.race([realPromise, sleep(Math.max(1, deadline - performance.now())).then(() => undefined)]);
-      if (!result) failures.push('the real call did not finish within the time bound');
-    } catch (err) {
-      failures.push(`the real call failed: ${err instanceof Error ? err.message : String(err)}`);
-    }
-
-    // Let the provider read what was injected, then account.
-    const counted = () => provider.sessions.reduce((s, x) => s + x.counters.malformed, 0);
-    for (let i = 0; i < 200 && counted() < md.expectedRejected; i++) await sleep(10);
-    await sleep(100);
-    countedModel = counted();
-    unhandledModel = provider.sessions.reduce((s, x) => s + x.counters.unhandled, 0);
-    const victimModel = proxy.conns.filter((c) => c.n > 0);
-    victimConns = victimModel.length;
-    closedEarly = victimModel.filter((c) => c.closed).length;
-    rejectedOnOpen = victimModel.filter((c) => !c.closed).reduce((s, c) => s + c.rejected, 0);
-
-    for (const v of victims) {
-      if (v.c.closedYet) {
-        victimsClosedByServer++;
-        tw.socketsClosedByServer++;
-        tw.uncertain += v.sent;
-      } else {
-        tw.expectedCounted += v.expected;
-        v.ws.close(1000);
-      }
-    }
-    await Promise.all(victims.map((v) => waitClose(v.c, 5000)));
-    await sleep(100);
-
-    const after = await scrape();
-    const errorsAfter = metricSum(after, 'callbridge_twilio_protocol_errors_total');
-    countedTwilio = errorsAfter.total - errorsBefore.total;
-    for (const [k, v] of Object.entries(errorsAfter.byLabel)) {
-      const d = v - (errorsBefore.byLabel[k] ?? 0);
-      if (d) countedByReason[k.replace(/^\{reason="(.*)"\}$/, '$1')] = d;
-    }
-    handlerErrors = metricSum(after, 'callbridge_handler_errors_total').total - handlerBefore;
-    const health = await fetch(`${baseUrl}/voice/health`);
-    await health.arrayBuffer();
-    if (health.status !== 200) failures.push(`/voice/health answered ${health.status} after the run`);
-
-    if (result) {
-      // Awaited: a store's reads and flush may be asynchronous (the CallStore contract allows it).
-      await app.store.flush();
-      const session: StandInSession | undefined = standIn.sessions[0];
-      const record = await app.store.get(result.callSid);
-      const responses = session?.responses ?? [];
-      const sentMs = responses.reduce((s, r) => s + r.audioMsSent, 0);
-      const framesLost = Math.max(0, Math.floor((sentMs - result.heardMs) / FRAME_MS));
-      realCall = {
-        callSid: result.callSid,
-        turnsAnswered: result.turnLatenciesMs.length,
-        turns: REAL_CALL_UTTERANCES.length,
-        heardMs: result.heardMs,
-        sentMs,
-        framesLost,
-        responses: responses.map((r) => r.status),
-        protocolViolations: result.protocolViolations,
-        clears: result.clears.length,
-        endReason: record?.endReason ?? null,
-        recordProtocolErrors: record?.protocolErrors ?? null,
-      };
-    }
-    // The hostile traffic is over and the real call ended, the server still up: what is live is what it kept.
-    liveAtEnd = liveHeapBytes();
-    endMemory = process.memoryUsage();
-  } catch (err) {
-    failures.push(`the run failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
-  } finally {
-    if (rssTimer) clearInterval(rssTimer);
-    await app?.close().catch((e: unknown) => failures.push(`server close failed: ${String(e)}`));
-    await proxy?.close().catch(() => {});
-    await standIn?.close().catch(() => {});
-    rmSync(dir, { recursive: true, force: true });
-    // Late errors from closing sockets still count as crashes.
-    await sleep(50);
-    process.off('uncaughtException', onCrash);
-    process.off('unhandledRejection', onCrash);
+    this.timer.unref();
   }
 
-  // ── Verdict ──
-  for (const c of crashes) failures.push(`uncaught in the process: ${c}`);
-  if (handlerErrors > 0) failures.push(`${handlerErrors} exceptions caught around call-layer handlers (callbridge_handler_errors_total)`);
-  for (const d of disagreements) failures.push(`protocol disagreement: ${d}`);
+  /** What is live once the hostile traffic is over and the real call ended, the server still up: what it kept. */
+  atEnd(): void {
+    this.liveAtEnd = liveHeapBytes();
+    this.endMemory = process.memoryUsage();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+}
+
+/** One burst on a victim: never a terminal frame, never a valid stop on its own stream. */
+async function victimBurst(run: Run, v: Victim, n: number): Promise<void> {
+  const { rng, tw } = run;
+  const flood = rng.chance(FLOOD_SHARE) ? rng.pick(['mark', 'dtmf'] as const) : undefined;
+  for (let i = 0; i < n && tw.sent < run.twilioTarget; i++) {
+    const f = burstFrame(rng, v.ids, v.seq++, false, flood);
+    const c = classifyTwilio(f, { admitted: true, streamSid: v.ids.streamSid });
+    note(run, c.disagreement);
+    if (c.verdict === 'end_call' || c.verdict.startsWith('close')) continue;
+    if (v.ws.readyState !== WebSocket.OPEN) return;
+    v.ws.send(f.data, { binary: f.binary });
+    tw.sent++;
+    v.sent++;
+    tally(tw.byKind, f.kind);
+    if (c.verdict === 'counted') v.expected++;
+    if (c.digit !== undefined) {
+      // The call holds at most 32 keypad digits until '#' or a pause (then counts dtmf_overflow, which
+      // depends on timing): a '#' after every 31 keeps the count exact while floods still arrive.
+      v.digits = c.digit === '#' ? 0 : v.digits + 1;
+      if (v.digits >= 31) {
+        v.ws.send(JSON.stringify({ event: 'dtmf', sequenceNumber: String(v.seq++), streamSid: v.ids.streamSid, dtmf: { track: 'inbound_track', digit: '#' } }));
+        tw.sent++;
+        v.sent++;
+        tally(tw.byKind, 'dtmf:flush');
+        v.digits = 0;
+      }
+    }
+  }
+  await drained(v.ws);
+}
+
+/** A short-lived unadmitted socket: a burst, then a terminal frame or our own close. */
+async function hostileSocket(run: Run, wsUrl: string): Promise<void> {
+  const { rng, tw, failures } = run;
+  const ids: StreamIds = { streamSid: sid(rng, 'MZ'), callSid: sid(rng, 'CA'), accountSid: sid(rng, 'AC') };
+  const client = await openWs(wsUrl);
+  const ws = client.ws;
+  tw.socketsOpened++;
+  const burst = rng.range(5, 300);
+  const flood = rng.chance(FLOOD_SHARE) ? rng.pick(['mark', 'dtmf'] as const) : undefined;
+  let terminal: string | undefined;
+  let pendingCounted = 0;
+  for (let i = 0; i < burst && tw.sent < run.twilioTarget && !client.closedYet; i++) {
+    const f = burstFrame(rng, ids, i + 1, true, flood);
+    const c = classifyTwilio(f, { admitted: false, streamSid: ids.streamSid });
+    note(run, c.disagreement);
+    ws.send(f.data, { binary: f.binary });
+    tw.sent++;
+    tally(tw.byKind, f.kind);
+    if (c.verdict === 'counted') pendingCounted++;
+    if (c.verdict === 'close_counted' || c.verdict === 'close_format') pendingCounted++;
+    if (c.verdict.startsWith('close')) {
+      terminal = c.verdict;
+      break;
+    }
+    if (i % 32 === 31) await drained(ws);
+  }
+  if (client.closedYet && !terminal) {
+    // Closed under us: what it had read is unknown.
+    tw.uncertain += pendingCounted;
+    tw.socketsClosedByServer++;
+    return;
+  }
+  tw.expectedCounted += pendingCounted;
+  if (terminal) {
+    const code = await waitClose(client, 5000);
+    if (code === 'timeout') {
+      failures.push(`the server did not close a stream after ${terminal}`);
+      ws.terminate();
+    } else {
+      tw.socketsClosedByServer++;
+      if (terminal === 'close_refused') {
+        if (code === 1008) tw.refusedStarts++;
+        else failures.push(`a start without the stream's token was closed with ${code}, not 1008`);
+      }
+    }
+  } else {
+    ws.close(1000);
+    await waitClose(client, 5000);
+  }
+}
+
+/** Twilio traffic from one worker: bursts on victims and short-lived hostile sockets, at the run's pace. */
+async function twilioWorker(run: Run, wsUrl: string, victims: Victim[], paced: () => Promise<void>): Promise<void> {
+  const { rng } = run;
+  while (run.tw.sent < run.twilioTarget && !timeUp(run)) {
+    if (rng.chance(0.25) && victims.length > 0) {
+      const v = rng.pick(victims);
+      if (v.ws.readyState === WebSocket.OPEN) await victimBurst(run, v, rng.range(10, 200));
+    } else {
+      try {
+        await hostileSocket(run, wsUrl);
+      } catch (err) {
+        run.failures.push(`a hostile stream could not open: ${err instanceof Error ? err.message : String(err)}`);
+        return;
+      }
+    }
+    await paced();
+    await tick();
+  }
+}
+
+/** Mutated server events into the victims' model connections (never the real call's, the proxy's first). */
+async function modelInjector(run: Run, proxy: ModelProxy, paced: () => Promise<void>): Promise<void> {
+  const { rng, md } = run;
+  while (md.injected < run.modelTarget && !timeUp(run)) {
+    const targets = proxy.conns.filter((c) => c.n > 0 && c.configured && !c.closed && c.client.readyState === WebSocket.OPEN);
+    if (targets.length === 0) {
+      await sleep(10);
+      continue;
+    }
+    const c = rng.pick(targets);
+    const n = Math.min(rng.range(1, 50), run.modelTarget - md.injected);
+    for (let i = 0; i < n; i++) {
+      const f = mutateModelEvent(rng, run.bases);
+      const k = classifyModel(f);
+      note(run, k.disagreement);
+      c.client.send(f.data, { binary: f.binary });
+      c.injected++;
+      md.injected++;
+      tally(md.byKind, f.kind.startsWith('valid:') ? 'valid' : f.kind);
+      if (k.rejected) {
+        c.rejected++;
+        md.expectedRejected++;
+      }
+      if (k.unknown) md.unknown++;
+    }
+    while (c.client.readyState === WebSocket.OPEN && c.client.bufferedAmount > 256 * 1024) await sleep(2);
+    await paced();
+    await tick();
+  }
+}
+
+/** The hostile phase: `workers` Twilio workers and the model injector, spread over `spreadMs`, with progress lines. */
+async function sendHostileTraffic(run: Run, up: Up, victims: Victim[], progress: (line: string) => void): Promise<void> {
+  const { opts, tw, md } = run;
+  const hostileStart = (run.hostile.start = performance.now());
+  const spreadMs = opts.spreadMs ?? 20_000;
+  /** Wait while the traffic is ahead of its pace (messages sent vs the share of spreadMs elapsed). */
+  const paced = async (): Promise<void> => {
+    while (spreadMs > 0 && !timeUp(run) && tw.sent + md.injected > (opts.messages * (performance.now() - hostileStart)) / spreadMs) await sleep(5);
+  };
+
+  let lastProgress = performance.now();
+  const progressTimer = setInterval(() => {
+    const now = performance.now();
+    if (now - lastProgress < 2000) return;
+    lastProgress = now;
+    progress(`  ${tw.sent + md.injected}/${opts.messages} messages, ${((now - hostileStart) / 1000).toFixed(1)} s, RSS ${(process.memoryUsage().rss / MIB).toFixed(0)} MiB`);
+  }, 500);
+  progressTimer.unref();
+
+  await Promise.all([...Array.from({ length: opts.workers ?? 6 }, () => twilioWorker(run, up.wsUrl, victims, paced)), modelInjector(run, up.proxy, paced)]);
+  run.hostile.end = performance.now();
+  clearInterval(progressTimer);
+  if (timeUp(run)) run.failures.push(`the run passed its time bound (${opts.maxSeconds ?? 600} s) before sending every message`);
+}
+
+/** The real call finishes on its own script, within the time bound. */
+async function finishRealCall(run: Run, realPromise: Promise<CallResult>): Promise<CallResult | undefined> {
+  try {
+    const result = await Promise.race([realPromise, sleep(Math.max(1, run.deadline - performance.now())).then(() => undefined)]);
+    if (!result) run.failures.push('the real call did not finish within the time bound');
+    return result;
+  } catch (err) {
+    run.failures.push(`the real call failed: ${err instanceof Error ? err.message : String(err)}`);
+    return undefined;
+  }
+}
+
+/** The model side as the provider counted it, against what the proxy injected. */
+interface ModelCount {
+  counted: number;
+  unhandled: number;
+  victimConnections: number;
+  closedEarly: number;
+  rejectedOnOpenConnections: number;
+}
+
+/** Let the provider read what was injected, then count. */
+async function countModelSide(run: Run, up: Up): Promise<ModelCount> {
+  const counted = () => up.provider.sessions.reduce((s, x) => s + x.counters.malformed, 0);
+  for (let i = 0; i < 200 && counted() < run.md.expectedRejected; i++) await sleep(10);
+  await sleep(100);
+  const victimModel = up.proxy.conns.filter((c) => c.n > 0);
+  return {
+    counted: counted(),
+    unhandled: up.provider.sessions.reduce((s, x) => s + x.counters.unhandled, 0),
+    victimConnections: victimModel.length,
+    closedEarly: victimModel.filter((c) => c.closed).length,
+    rejectedOnOpenConnections: victimModel.filter((c) => !c.closed).reduce((s, c) => s + c.rejected, 0),
+  };
+}
+
+/** Hang up the victims still open (their messages then count exactly); returns how many the server had ended mid-run. */
+async function closeVictims(run: Run, victims: Victim[]): Promise<number> {
+  const { tw } = run;
+  let closedByServer = 0;
+  for (const v of victims) {
+    if (v.c.closedYet) {
+      closedByServer++;
+      tw.socketsClosedByServer++;
+      tw.uncertain += v.sent;
+    } else {
+      tw.expectedCounted += v.expected;
+      v.ws.close(1000);
+    }
+  }
+  await Promise.all(victims.map((v) => waitClose(v.c, 5000)));
+  await sleep(100);
+  return closedByServer;
+}
+
+/** The Twilio side as the server counted it since `before`, by reason; and the handler errors. */
+interface TwilioCount {
+  counted: number;
+  byReason: Record<string, number>;
+  handlerErrors: number;
+}
+
+async function countTwilioSide(up: Up, before: ServerCounts): Promise<TwilioCount> {
+  const after = await scrapeCounts(up);
+  const byReason: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after.protocolErrors.byLabel)) {
+    const d = v - (before.protocolErrors.byLabel[k] ?? 0);
+    if (d) byReason[k.replace(/^\{reason="(.*)"\}$/, '$1')] = d;
+  }
+  return { counted: after.protocolErrors.total - before.protocolErrors.total, byReason, handlerErrors: after.handlerErrors - before.handlerErrors };
+}
+
+async function checkHealth(run: Run, up: Up): Promise<void> {
+  const health = await fetch(`${up.baseUrl}/voice/health`);
+  await health.arrayBuffer();
+  if (health.status !== 200) run.failures.push(`/voice/health answered ${health.status} after the run`);
+}
+
+/** What the real call heard against what the stand-in sent it, and how its record ends. */
+async function summariseRealCall(up: Up, result: CallResult): Promise<NonNullable<FuzzReport['realCall']>> {
+  // Awaited: a store's reads and flush may be asynchronous (the CallStore contract allows it).
+  await up.app.store.flush();
+  const session: StandInSession | undefined = up.standIn.sessions[0];
+  const record = await up.app.store.get(result.callSid);
+  const responses = session?.responses ?? [];
+  const sentMs = responses.reduce((s, r) => s + r.audioMsSent, 0);
+  const framesLost = Math.max(0, Math.floor((sentMs - result.heardMs) / FRAME_MS));
+  return {
+    callSid: result.callSid,
+    turnsAnswered: result.turnLatenciesMs.length,
+    turns: REAL_CALL_UTTERANCES.length,
+    heardMs: result.heardMs,
+    sentMs,
+    framesLost,
+    responses: responses.map((r) => r.status),
+    protocolViolations: result.protocolViolations,
+    clears: result.clears.length,
+    endReason: record?.endReason ?? null,
+    recordProtocolErrors: record?.protocolErrors ?? null,
+  };
+}
+
+/** What the run measured, for the verdict and the report (zeros where a phase did not get that far). */
+interface Measured {
+  edge: string;
+  crashes: string[];
+  twilio: TwilioCount;
+  victimsClosedByServer: number;
+  model: ModelCount;
+  realCall: FuzzReport['realCall'];
+  mem: MemoryWatch;
+}
+
+/** The pass/fail rules of the file head, in order; each broken one is a failure. Returns the model side's rule and the memory figures. */
+function judge(run: Run, m: Measured): { rule: 'exact' | 'range'; growthMiB: number; heap: FuzzReport['heap'] } {
+  const { failures, tw, md } = run;
+  for (const c of m.crashes) failures.push(`uncaught in the process: ${c}`);
+  if (m.twilio.handlerErrors > 0) failures.push(`${m.twilio.handlerErrors} exceptions caught around call-layer handlers (callbridge_handler_errors_total)`);
+  for (const d of run.disagreements) failures.push(`protocol disagreement: ${d}`);
+  const countedTwilio = m.twilio.counted;
   if (tw.uncertain === 0) {
     if (countedTwilio !== tw.expectedCounted) failures.push(`Twilio protocol errors counted ${countedTwilio}, expected exactly ${tw.expectedCounted}`);
   } else if (countedTwilio < tw.expectedCounted || countedTwilio > tw.expectedCounted + tw.uncertain) {
     failures.push(`Twilio protocol errors counted ${countedTwilio}, expected ${tw.expectedCounted}..${tw.expectedCounted + tw.uncertain}`);
   }
-  const rule: 'exact' | 'range' = closedEarly === 0 ? 'exact' : 'range';
+  const { counted: countedModel, rejectedOnOpenConnections: rejectedOnOpen } = m.model;
+  const rule: 'exact' | 'range' = m.model.closedEarly === 0 ? 'exact' : 'range';
   if (rule === 'exact' && countedModel !== md.expectedRejected) failures.push(`malformed model events counted ${countedModel}, expected exactly ${md.expectedRejected}`);
   if (rule === 'range' && (countedModel < rejectedOnOpen || countedModel > md.expectedRejected)) {
     failures.push(`malformed model events counted ${countedModel}, expected ${rejectedOnOpen}..${md.expectedRejected}`);
   }
-  if (md.injected > 0 && victimConns === 0) failures.push('no victim model connection to inject into');
+  if (md.injected > 0 && m.model.victimConnections === 0) failures.push('no victim model connection to inject into');
+  const realCall = m.realCall;
   if (realCall) {
     if (realCall.turnsAnswered !== realCall.turns) failures.push(`the real call had ${realCall.turnsAnswered} of ${realCall.turns} turns answered`);
     if (realCall.responses.some((s) => s !== 'completed')) failures.push(`the real call's responses ended ${realCall.responses.join(', ')}`);
@@ -1098,42 +1189,124 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     if (realCall.endReason !== 'caller_hangup') failures.push(`the real call's record ends ${realCall.endReason}`);
     if (realCall.recordProtocolErrors !== 0) failures.push(`the real call's record has ${realCall.recordProtocolErrors} protocol errors`);
   } else if (!failures.some((f) => f.includes('real call'))) failures.push('the real call left no result');
-  const growthMiB = rss.maxAfter > 0 && rss.warmup > 0 ? (rss.maxAfter - rss.warmup) / MIB : 0;
-  const heap = { liveAtWarmupMiB: liveAtWarmup / MIB, liveAtEndMiB: liveAtEnd / MIB, totalMiB: endMemory.heapTotal / MIB, externalMiB: endMemory.external / MIB };
-  if (rss.warmup === 0 || rss.maxAfter === 0) failures.push('RSS was not sampled after the warm-up (the run was too short to measure)');
-  if (growthMiB > (opts.rssLimitMiB ?? 64)) failures.push(`RSS grew ${growthMiB.toFixed(1)} MiB after the warm-up (limit ${opts.rssLimitMiB ?? 64})`);
-  const liveGrowthMiB = (liveAtEnd - liveAtWarmup) / MIB;
-  if (liveAtEnd > 0 && liveAtWarmup > 0 && liveGrowthMiB > LIVE_HEAP_LIMIT_MIB) {
+  const { mem } = m;
+  const growthMiB = mem.maxAfter > 0 && mem.warmup > 0 ? (mem.maxAfter - mem.warmup) / MIB : 0;
+  const heap = { liveAtWarmupMiB: mem.liveAtWarmup / MIB, liveAtEndMiB: mem.liveAtEnd / MIB, totalMiB: mem.endMemory.heapTotal / MIB, externalMiB: mem.endMemory.external / MIB };
+  if (mem.warmup === 0 || mem.maxAfter === 0) failures.push('RSS was not sampled after the warm-up (the run was too short to measure)');
+  if (growthMiB > (run.opts.rssLimitMiB ?? 64)) failures.push(`RSS grew ${growthMiB.toFixed(1)} MiB after the warm-up (limit ${run.opts.rssLimitMiB ?? 64})`);
+  const liveGrowthMiB = (mem.liveAtEnd - mem.liveAtWarmup) / MIB;
+  if (mem.liveAtEnd > 0 && mem.liveAtWarmup > 0 && liveGrowthMiB > LIVE_HEAP_LIMIT_MIB) {
     failures.push(`the live JS heap grew ${liveGrowthMiB.toFixed(1)} MiB from the warm-up to the end of the run (limit ${LIVE_HEAP_LIMIT_MIB}): something keeps what it was sent`);
   }
+  return { rule, growthMiB, heap };
+}
 
-  const hostileS = Math.max(0.001, (hostileEnd - hostileStart) / 1000);
+/**
+ * One run, in its phases: start the rig; the real call; the victims; the
+ * hostile traffic under the memory watch; the real call's end; the counts
+ * (model side, victims, Twilio side, health, the real call's record); the
+ * clean-up; the verdict.
+ */
+export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
+  const rng = new Rng(opts.seed);
+  const mode = opts.mode ?? 'transcode';
+  const progress = opts.progress ?? (() => {});
+  const crashes: string[] = [];
+  const onCrash = (err: unknown) => crashes.push(err instanceof Error ? `${err.name}: ${err.message}` : String(err));
+  process.on('uncaughtException', onCrash);
+  process.on('unhandledRejection', onCrash);
+
+  const dir = mkdtempSync(join(tmpdir(), 'callbridge-fuzz-'));
+  const t0 = performance.now();
+  const modelTarget = Math.round(opts.messages * (opts.modelShare ?? 0.25));
+  const run: Run = {
+    opts,
+    rng,
+    deadline: t0 + (opts.maxSeconds ?? 600) * 1000,
+    twilioTarget: opts.messages - modelTarget,
+    modelTarget,
+    bases: loadServerEventFixtures(),
+    tw: { sent: 0, byKind: {}, expectedCounted: 0, refusedStarts: 0, socketsOpened: 0, socketsClosedByServer: 0, uncertain: 0 },
+    md: { injected: 0, byKind: {}, expectedRejected: 0, unknown: 0 },
+    failures: [],
+    disagreements: [],
+    hostile: { start: 0, end: 0 },
+  };
+  const rig: Rig = {};
+  const m: Measured = {
+    edge: '',
+    crashes,
+    twilio: { counted: 0, byReason: {}, handlerErrors: 0 },
+    victimsClosedByServer: 0,
+    model: { counted: 0, unhandled: 0, victimConnections: 0, closedEarly: 0, rejectedOnOpenConnections: 0 },
+    realCall: null,
+    mem: new MemoryWatch(),
+  };
+
+  try {
+    const up = await startRig(run, dir, rig);
+    m.edge = up.app.edge;
+    const before = await scrapeCounts(up);
+    progress(`fuzz: seed ${opts.seed}, ${opts.messages} messages (${run.twilioTarget} Twilio, ${modelTarget} model), ${mode}, edge ${m.edge}`);
+
+    // The real call first: its model connection is the proxy's first, passed through untouched.
+    const realPromise: Promise<CallResult> = placeCall({ baseUrl: up.baseUrl, from: '+15550109999', to: '+15550100999', utterances: REAL_CALL_UTTERANCES, hangupAfterMs: 1500 });
+    realPromise.catch(() => {});
+    while (up.proxy.conns.length === 0 && performance.now() < run.deadline) await sleep(5);
+
+    const victims = await openVictims(run, up);
+    m.mem.start(run);
+    await sendHostileTraffic(run, up, victims, progress);
+    const result = await finishRealCall(run, realPromise);
+
+    m.model = await countModelSide(run, up);
+    m.victimsClosedByServer = await closeVictims(run, victims);
+    m.twilio = await countTwilioSide(up, before);
+    await checkHealth(run, up);
+    if (result) m.realCall = await summariseRealCall(up, result);
+    m.mem.atEnd();
+  } catch (err) {
+    run.failures.push(`the run failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+  } finally {
+    m.mem.stop();
+    await closeRig(rig, run.failures);
+    rmSync(dir, { recursive: true, force: true });
+    // Late errors from closing sockets still count as crashes.
+    await sleep(50);
+    process.off('uncaughtException', onCrash);
+    process.off('unhandledRejection', onCrash);
+  }
+
+  const { rule, growthMiB, heap } = judge(run, m);
+  const { tw, md, failures } = run;
+  const { mem } = m;
+  const hostileS = Math.max(0.001, (run.hostile.end - run.hostile.start) / 1000);
   return {
     ok: failures.length === 0,
     failures,
     seed: opts.seed,
     mode,
-    edge,
+    edge: m.edge,
     elapsedS: (performance.now() - t0) / 1000,
     messagesPerS: (tw.sent + md.injected) / hostileS,
-    twilio: { ...tw, counted: countedTwilio, countedByReason, victimsClosedByServer },
+    twilio: { ...tw, counted: m.twilio.counted, countedByReason: m.twilio.byReason, victimsClosedByServer: m.victimsClosedByServer },
     model: {
       injected: md.injected,
       byKind: md.byKind,
       expectedRejected: md.expectedRejected,
-      rejectedOnOpenConnections: rejectedOnOpen,
-      counted: countedModel,
-      unhandled: unhandledModel,
-      victimConnections: victimConns,
-      closedEarly,
+      rejectedOnOpenConnections: m.model.rejectedOnOpenConnections,
+      counted: m.model.counted,
+      unhandled: m.model.unhandled,
+      victimConnections: m.model.victimConnections,
+      closedEarly: m.model.closedEarly,
       rule,
     },
-    realCall,
-    rss: { warmupMiB: rss.warmup / MIB, maxAfterWarmupMiB: rss.maxAfter / MIB, growthMiB, samples: rss.samples },
+    realCall: m.realCall,
+    rss: { warmupMiB: mem.warmup / MIB, maxAfterWarmupMiB: mem.maxAfter / MIB, growthMiB, samples: mem.samples },
     heap,
-    handlerErrors,
+    handlerErrors: m.twilio.handlerErrors,
     crashes,
-    disagreements,
+    disagreements: run.disagreements,
   };
 }
 

@@ -1,0 +1,157 @@
+/**
+ * What the model stand-in (model-server.ts) says: scripted conversations.
+ * A scenario is a greeting and one turn per caller utterance: the caller's
+ * transcript, then spoken replies, function calls and their follow-ups, or
+ * scripted failures. The stand-in plays them in order; nothing here does
+ * I/O. The eligibility scenarios are the demo's, and the stand-in's default.
+ */
+/** One scripted function call: arguments are sent JSON-encoded, streamed in several deltas. */
+export interface ScenarioCall {
+  name: string;
+  arguments: Record<string, unknown>;
+}
+
+/**
+ * The first `times` responses to a turn end without answering it; the next
+ * response the client asks for (`response.create`) gets the normal answer.
+ */
+export interface ScenarioFailure {
+  times: number;
+  status: 'failed' | 'incomplete';
+  /** For `failed`: `status_details.error`. `code` defaults to `type`, `message` to a stock text. */
+  error?: { type: string; code?: string | null; message?: string };
+  /** For `incomplete`: `status_details.reason` (default `max_output_tokens`). */
+  reason?: 'max_output_tokens' | 'content_filter';
+  /** Audio of the answer (ms) spoken before the response ends; default 0 (no output item at all). */
+  partialAudioMs?: number;
+  /**
+   * Seconds the rate limit stays exhausted after this failure: the
+   * `rate_limits.updated` that follows reports `requests` remaining 0 with
+   * this `reset_seconds`, and any response started before the reset fails
+   * again with `rate_limit_exceeded` (not counted in `times`).
+   */
+  resetSeconds?: number;
+}
+
+export interface ScenarioTurn {
+  callerTranscript: string;
+  /** One spoken reply. */
+  reply?: string;
+  /** Several spoken message items in one response, played one after another (after `preamble`). */
+  replies?: string[];
+  /** A short spoken message item at output_index 0, before the replies or calls. */
+  preamble?: string;
+  /** One function call; the follow-up is `tool.reply(output)` (unless `followUp` is given). */
+  tool?: { name: string; arguments: Record<string, unknown>; reply: (output: string) => string };
+  /** Several function calls in one response (after `tool`, if both are given). */
+  tools?: ScenarioCall[];
+  /** Between one call's `response.output_item.done` and the next call's first arguments delta (ms, default 150). */
+  gapMs?: number;
+  /**
+   * The response to the `response.create` that follows the outputs of every
+   * call of this turn, built from the outputs in call order. An array is
+   * spoken as several message items.
+   */
+  followUp?: (outputs: string[]) => string | string[];
+  /** The turn's own response fails as scripted before it is answered. */
+  fail?: ScenarioFailure;
+  /** The follow-up to this turn's tool round fails as scripted before it is spoken (the outputs stay in). */
+  followUpFail?: ScenarioFailure;
+}
+
+export interface Scenario {
+  greeting: string;
+  turns: ScenarioTurn[];
+  onUserText?(text: string): string;
+}
+
+/** A spoken sentence about one check_eligibility output (JSON or plain text). */
+export function describeEligibility(output: string): string {
+  let o: Record<string, unknown> = {};
+  try {
+    o = JSON.parse(output) as Record<string, unknown>;
+  } catch {
+    /* plain text output */
+  }
+  if (o.error || /trouble/i.test(output)) return "I'm sorry, I'm having trouble accessing the system right now.";
+  const status = typeof o.status === 'string' ? o.status : 'checked';
+  const plan = typeof o.plan === 'string' ? ` on the ${o.plan} plan` : '';
+  return `You are ${status}${plan}.`;
+}
+
+export const eligibilityScenario: Scenario = {
+  greeting: 'Thanks for calling the eligibility line. How can I help you today?',
+  turns: [
+    { callerTranscript: "Hi, I'd like to check my coverage.", reply: 'Sure. Can I get the Member ID?' },
+    { callerTranscript: 'It is M B 1 2 3 4 5 6.', reply: 'Thank you. And the date of birth?' },
+    {
+      callerTranscript: 'March fifth, 1980.',
+      tool: {
+        name: 'check_eligibility',
+        arguments: { member_id: 'M B 1 2 3 4 5 6', date_of_birth: 'March fifth, 1980' },
+        reply: (output) => {
+          const said = describeEligibility(output);
+          return said.startsWith("I'm sorry") ? said : `${said} Is there anything else I can help with?`;
+        },
+      },
+    },
+    { callerTranscript: "No, that's all, thanks.", reply: 'Goodbye!' },
+  ],
+  onUserText: (text) => `You pressed ${text.replace(/[^0-9*#]/g, '')}.`,
+};
+
+/** Summarises two check_eligibility outputs: "The first member: … The second member: …". */
+function summariseTwo(outputs: string[]): string {
+  const [a = '', b = ''] = outputs;
+  const person = (s: string) => describeEligibility(s).replace(/^You are /, 'is ').replace(/^I'm sorry, /, 'could not be checked: ');
+  return `The first member ${person(a)} The second member ${person(b)} Anything else?`;
+}
+
+/**
+ * The 2026 shape of the eligibility call: the caller asks about two members
+ * at once; the model speaks a preamble, then issues two check_eligibility
+ * calls whose arguments stream 150 ms apart, and after both outputs (and
+ * the client's response.create) summarises both.
+ */
+export const parallelEligibilityScenario: Scenario = {
+  greeting: 'Thanks for calling the eligibility line. How can I help you today?',
+  turns: [
+    {
+      callerTranscript: 'Can you check M B 1 2 3 4 5 6, born March fifth 1980, and K T 6 5 4 3 2 1, born November twenty-second 1975?',
+      preamble: 'Let me check both of those for you.',
+      tools: [
+        { name: 'check_eligibility', arguments: { member_id: 'M B 1 2 3 4 5 6', date_of_birth: 'March fifth, 1980' } },
+        { name: 'check_eligibility', arguments: { member_id: 'K T 6 5 4 3 2 1', date_of_birth: 'November twenty-second, 1975' } },
+      ],
+      gapMs: 150,
+      followUp: summariseTwo,
+    },
+    { callerTranscript: "No, that's all, thanks.", reply: 'Goodbye!' },
+  ],
+  onUserText: (text) => `You pressed ${text.replace(/[^0-9*#]/g, '')}.`,
+};
+
+/** A greeting then one turn per entry: small scenarios for tests. */
+export function scenarioOf(turns: ScenarioTurn[], greeting = 'Hello.'): Scenario {
+  return { greeting, turns };
+}
+
+/** A turn that speaks `preamble` and then issues `calls` (arguments `gapMs` apart), answered by `followUp`. */
+export function parallelToolsTurn(
+  calls: ScenarioCall[],
+  followUp: (outputs: string[]) => string | string[],
+  opts: { preamble?: string; gapMs?: number; callerTranscript?: string } = {},
+): ScenarioTurn {
+  return {
+    callerTranscript: opts.callerTranscript ?? 'Please check these.',
+    preamble: opts.preamble,
+    tools: calls,
+    gapMs: opts.gapMs,
+    followUp,
+  };
+}
+
+/** A spoken turn whose first `times` responses fail with `error` (default server_error). */
+export function failingTurn(reply: string, times = 1, fail: Partial<ScenarioFailure> = {}): ScenarioTurn {
+  return { callerTranscript: 'Can you hear me?', reply, fail: { times, status: 'failed', error: { type: 'server_error' }, ...fail } };
+}
