@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import twilio from 'twilio';
 import WebSocket from 'ws';
 import { rmsDbfs, speechLike, ulawDecode, ulawEncode } from './audio.js';
-import { FRAME_MS } from '../dsp/format.js';
+import { FRAME_BYTES, FRAME_MS } from '../dsp/format.js';
 
 export interface Utterance {
   audio?: Int16Array;
@@ -64,7 +64,6 @@ export interface CallResult {
   heard?: { atMs: number; bytes: Uint8Array }[];
 }
 
-const FRAME_BYTES = 160;
 const SILENCE = 0xff;
 /** A played frame louder than this counts as the assistant speaking. */
 const VOICE_DBFS = -50;

@@ -555,7 +555,7 @@ export function mutateModelEvent(rng: Rng, bases: readonly Obj[]): ModelFrame {
   const op = rng.pick(['drop', 'retype', 'retype', 'huge_string', 'bad_audio']);
   if (op === 'drop') delete parent[key];
   else if (op === 'retype') parent[key] = wrongType(rng, parent[key]!, p);
-  // Large but plausible: callbridge keeps a call's transcript for replay (call/model-link.ts), so a
+  // Large but plausible: callbridge keeps a call's transcript for replay (call/history.ts), so a
   // victim call that lives the whole run holds every such string until it ends.
   else if (op === 'huge_string') parent[key] = 'Z'.repeat(rng.range(1000, 32_000));
   else parent[key] = rng.pick([INJECTION, '!!!', 'A', '']);

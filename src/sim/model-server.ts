@@ -28,7 +28,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { rmsDbfs, speechLike, ulawDecode, ulawEncode } from './audio.js';
-import { FRAME_MS } from '../dsp/format.js';
+import { FRAME_MS, bytesPerMs } from '../dsp/format.js';
 import { eligibilityScenario, type Scenario, type ScenarioCall, type ScenarioFailure, type ScenarioTurn } from './scenarios.js';
 
 export interface ModelStandInOptions {
@@ -872,9 +872,9 @@ class Session {
   private playMessage(act: Active, text: string, all: Buffer, outputIndex: number, itemId: string, cutMs: number, done: () => void): void {
     const { resp } = act;
     const format = this.record.format ?? 'pcm24k';
-    const bytesPerMs = format === 'ulaw8k' ? 8 : 48;
-    const cut = cutMs < all.length / bytesPerMs;
-    const bytes = cut ? all.subarray(0, Math.floor(cutMs * bytesPerMs)) : all;
+    const perMs = bytesPerMs(format);
+    const cut = cutMs < all.length / perMs;
+    const bytes = cut ? all.subarray(0, Math.floor(cutMs * perMs)) : all;
     // Irregular chunk sizes, odd byte counts included, like the real service.
     const sizes = format === 'ulaw8k' ? [800, 1201, 640, 1999] : [4800, 7201, 2399, 9600, 3841];
     const speedup = this.opts.audioSpeedup ?? 4;
@@ -895,7 +895,7 @@ class Session {
         const n = Math.min(sizes[k++ % sizes.length]!, bytes.length - off);
         const chunk = bytes.subarray(off, off + n);
         off += n;
-        const chunkMs = n / bytesPerMs;
+        const chunkMs = n / perMs;
         rec.audioMsSent += chunkMs;
         resp.audioMsSent += chunkMs;
         this.send({ type: 'response.output_audio.delta', ...ids, delta: chunk.toString('base64') });
