@@ -62,8 +62,12 @@ import { noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics }
 import { CallSession, type CallOptions } from './session.js';
 import type { ModelProvider, ModelSession } from './voice-model.js';
 
-/** What the relay reads (main.ts fills it in from the configuration). */
-export interface RelaySettings {
+/**
+ * What the relay reads (main.ts fills it in from the configuration): its own
+ * limits, and each call's settings (CallOptions) but the tool and DTMF
+ * timings, which the relay sets.
+ */
+export interface RelaySettings extends Omit<CallOptions, 'toolTimeoutMs' | 'toolFillerMs' | 'dtmfGapMs' | 'model'> {
   /** Calls in progress plus pre-warmed ones, at most (MAX_CONCURRENT_CALLS). */
   maxConcurrentCalls: number;
   /** Pre-warmed model sessions waiting for their stream, at most (MAX_PENDING_CALLS). */
@@ -79,19 +83,8 @@ export interface RelaySettings {
   /** The model session's instructions and voice. */
   instructions: string;
   voice: string;
-  /** Each call's settings (CallOptions), but the tool and DTMF timings, which the relay sets. */
-  audioMode: 'transcode' | 'passthrough';
+  /** The model serving calls (for the record and its cost). */
   model: string;
-  playoutLeadMs: number;
-  outboundChunkMs: number;
-  inboundBatchMs: number;
-  vadSilenceMs: number;
-  silenceTimeoutMs: number;
-  maxCallMs: number;
-  greeting: string;
-  responseRetryMs: number[];
-  /** Recorded prompts, µ-law 8 kHz (call/prompts.ts loads them). */
-  prompts: { repeat: Uint8Array; hold: Uint8Array; apology: Uint8Array; goodbye: Uint8Array };
 }
 
 export interface RelayDeps {
