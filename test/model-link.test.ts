@@ -1,13 +1,12 @@
 /**
  * ModelLink on real loopback sockets: the real OpenAI provider against the
- * model stand-in (src/sim/model-server.ts), through a small WebSocket proxy
- * written here that can refuse or hold upgrades, kill a connection without a
- * close frame, stop answering pings, and records every client event it
- * forwards (so replayed items are read off the wire).
+ * model stand-in (src/sim/model-server.ts), through the loopback WebSocket
+ * proxy (src/sim/ws-proxy.ts, the fuzzer's too), set here to refuse or hold
+ * upgrades, kill a connection without a close frame, stop answering pings,
+ * and record every client event it forwards (so replayed items are read off
+ * the wire).
  */
-import type { IncomingMessage } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
-import { WebSocket, WebSocketServer } from 'ws';
 import {
   ModelLink,
   newLinkStats,
@@ -21,103 +20,64 @@ import { OpenAIRealtimeProvider, type OpenAIRealtimeProviderOptions } from '../s
 import { speechLike, ulawEncode } from '../src/sim/audio.js';
 import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
 import type { Scenario } from '../src/sim/scenarios.js';
-import { listeningPort } from './helpers/sockets.js';
+import { WsProxy, type ProxiedPair } from '../src/sim/ws-proxy.js';
 import { until } from './helpers/until.js';
 
 // ---------------------------------------------------------------------------
 // A WebSocket proxy between the provider and the stand-in
 
-interface ProxyConn {
-  client: WebSocket;
-  upstream: WebSocket;
+interface ProxyConn extends ProxiedPair {
   /** Client events forwarded to the stand-in, parsed, in order. */
   sent: any[];
   /** Stop answering the client's pings (the connection otherwise stays up). */
   frozen: boolean;
 }
 
-/** Close codes a peer may send in a close frame. */
-function sendable(code: number): boolean {
-  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
-}
-
+/** The shared loopback proxy (sim/ws-proxy.ts) with the knobs these tests turn: refuse, hold, freeze, cut. */
 class LinkProxy {
-  readonly wss: WebSocketServer;
-  readonly conns: ProxyConn[] = [];
-  /** Upgrade requests seen (= connect attempts). */
-  upgrades = 0;
   /** Refuse this many upgrades (HTTP `refuseStatus`), then accept. */
   refuse = 0;
   refuseAll = false;
   refuseStatus = 503;
   /** Leave upgrades unanswered. */
   hold = false;
-  /** Held upgrade requests whose client went away. */
-  heldAbandoned = 0;
-  private readonly held: IncomingMessage[] = [];
-  port = 0;
+  private proxy!: WsProxy<ProxyConn>;
 
-  constructor(private readonly upstreamBase: string) {
-    this.wss = new WebSocketServer({
-      host: '127.0.0.1',
-      port: 0,
-      autoPong: false,
-      verifyClient: (info, cb) => {
-        this.upgrades++;
-        if (this.refuseAll || this.refuse > 0) {
-          if (this.refuse > 0) this.refuse--;
-          cb(false, this.refuseStatus, 'refused by the test proxy');
-        } else if (this.hold) {
-          this.held.push(info.req);
-          // Read the held socket (it is never upgraded) so the client's going away (FIN) is noticed.
-          info.req.socket.resume();
-          info.req.socket.once('end', () => this.heldAbandoned++);
-        } else cb(true);
-      },
-    });
-    this.wss.on('connection', (client, req) => this.onConnection(client, req));
-  }
+  constructor(private readonly upstreamBase: string) {}
 
   async listening(): Promise<this> {
-    this.port = await listeningPort(this.wss);
+    this.proxy = await WsProxy.start<ProxyConn>({
+      upstreamUrl: (requestUrl) => `${this.upstreamBase}${requestUrl}`,
+      connection: (pair) => ({ ...pair, sent: [], frozen: false }),
+      admit: () => {
+        if (this.refuseAll || this.refuse > 0) {
+          if (this.refuse > 0) this.refuse--;
+          return { refuse: this.refuseStatus };
+        }
+        return this.hold ? 'hold' : 'accept';
+      },
+      fromClient: (c, data) => c.sent.push(JSON.parse(data.toString())),
+      answerPing: (c) => !c.frozen,
+    });
     return this;
   }
 
-  get url(): string {
-    return `ws://127.0.0.1:${this.port}/v1/realtime`;
+  get conns(): ProxyConn[] {
+    return this.proxy.conns;
   }
 
-  private onConnection(client: WebSocket, req: IncomingMessage): void {
-    const upstream = new WebSocket(`${this.upstreamBase}${req.url ?? ''}`, {
-      headers: { authorization: req.headers.authorization ?? '' },
-    });
-    const conn: ProxyConn = { client, upstream, sent: [], frozen: false };
-    this.conns.push(conn);
-    const early: string[] = [];
-    client.on('ping', (data) => {
-      if (!conn.frozen) client.pong(data);
-    });
-    client.on('message', (data) => {
-      const text = data.toString();
-      conn.sent.push(JSON.parse(text));
-      if (upstream.readyState === WebSocket.OPEN) upstream.send(text);
-      else early.push(text);
-    });
-    upstream.on('open', () => {
-      for (const t of early) upstream.send(t);
-      early.length = 0;
-    });
-    upstream.on('message', (data, isBinary) => {
-      if (client.readyState === WebSocket.OPEN) client.send(data, { binary: isBinary });
-    });
-    upstream.on('close', (code, reason) => {
-      if (client.readyState !== WebSocket.OPEN) return;
-      if (sendable(code)) client.close(code, reason.toString());
-      else client.terminate();
-    });
-    upstream.on('error', () => client.terminate());
-    client.on('close', () => upstream.terminate());
-    client.on('error', () => upstream.terminate());
+  /** Upgrade requests seen (= connect attempts). */
+  get upgrades(): number {
+    return this.proxy.upgrades;
+  }
+
+  /** Held upgrade requests whose client went away. */
+  get heldAbandoned(): number {
+    return this.proxy.heldAbandoned;
+  }
+
+  get url(): string {
+    return `${this.proxy.origin}/v1/realtime`;
   }
 
   /** Kill the connection without a close frame (TCP reset from the provider's view). */
@@ -125,13 +85,8 @@ class LinkProxy {
     this.conns[i]!.client.terminate();
   }
 
-  async close(): Promise<void> {
-    for (const req of this.held) req.socket.destroy();
-    for (const c of this.conns) {
-      c.client.terminate();
-      c.upstream.terminate();
-    }
-    await new Promise<void>((r) => this.wss.close(() => r()));
+  close(): Promise<void> {
+    return this.proxy.close();
   }
 }
 

@@ -64,14 +64,12 @@
  * between runs of one seed while the rule holds in each.
  */
 import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
-import { createServer, type IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import WebSocket, { WebSocketServer } from 'ws';
+import WebSocket from 'ws';
 import { loadConfig } from '../config.js';
 import { silentLogger, type Logger } from '../log.js';
 import { openAIProviderFromConfig, startCallbridge, type Callbridge } from '../main.js';
@@ -84,6 +82,7 @@ import { MAX_MEDIA_PAYLOAD_CHARS, parseTwilioMessage } from '../twilio/media-str
 import { placeCall, type CallResult, type Utterance } from './caller.js';
 import { startModelStandIn, type ModelStandIn, type StandInSession } from './model-server.js';
 import { FRAME_MS } from '../dsp/format.js';
+import { WsProxy, type ProxiedPair } from './ws-proxy.js';
 
 export interface FuzzOptions {
   seed: number;
@@ -572,10 +571,8 @@ export function classifyModel(f: ModelFrame): { rejected: boolean; unknown: bool
 
 // ── The model proxy: passes the real call through, fuzzes the others ─────
 
-interface ProxyConn {
+interface ProxyConn extends ProxiedPair {
   n: number;
-  client: WebSocket;
-  upstream: WebSocket;
   /** session.updated has gone to the client: the handshake is over. */
   configured: boolean;
   closed: boolean;
@@ -589,57 +586,20 @@ interface ModelProxy {
   close(): Promise<void>;
 }
 
+/** The loopback proxy (sim/ws-proxy.ts) in front of the stand-in, marking each connection once its handshake is over and once it ends. */
 async function startModelProxy(upstreamUrl: string): Promise<ModelProxy> {
-  const http = createServer((_req, res) => res.writeHead(404).end());
-  const wss = new WebSocketServer({ noServer: true, maxPayload: 16 * MIB });
-  const conns: ProxyConn[] = [];
-  http.on('upgrade', (req: IncomingMessage, socket, head) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    wss.handleUpgrade(req, socket, head, (client) => {
-      const upstream = new WebSocket(`${upstreamUrl}${url.search}`, {
-        headers: req.headers.authorization ? { authorization: req.headers.authorization } : {},
-      });
-      const c: ProxyConn = { n: conns.length, client, upstream, configured: false, closed: false, injected: 0, rejected: 0 };
-      conns.push(c);
-      const early: { data: WebSocket.RawData; binary: boolean }[] = [];
-      client.on('message', (data, binary) => {
-        if (upstream.readyState === WebSocket.OPEN) upstream.send(data, { binary });
-        else early.push({ data, binary });
-      });
-      upstream.on('open', () => {
-        for (const m of early.splice(0)) upstream.send(m.data, { binary: m.binary });
-      });
-      upstream.on('message', (data, binary) => {
-        if (client.readyState !== WebSocket.OPEN) return;
-        client.send(data, { binary });
-        if (!c.configured && !binary && data.toString().includes('"session.updated"')) c.configured = true;
-      });
-      const end = (code: number): void => {
-        c.closed = true;
-        const safe = code >= 1000 && code < 5000 && code !== 1005 && code !== 1006 ? code : 1011;
-        if (client.readyState === WebSocket.OPEN) client.close(safe);
-        if (upstream.readyState === WebSocket.OPEN || upstream.readyState === WebSocket.CONNECTING) upstream.terminate();
-      };
-      client.on('close', (code) => end(code));
-      upstream.on('close', (code) => end(code));
-      client.on('error', () => end(1011));
-      upstream.on('error', () => end(1011));
-    });
-  });
-  await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
-  const port = (http.address() as AddressInfo).port;
-  return {
-    url: `ws://127.0.0.1:${port}/v1`,
-    conns,
-    async close() {
-      for (const c of conns) {
-        c.client.terminate();
-        c.upstream.terminate();
-      }
-      await new Promise<void>((resolve) => wss.close(() => resolve()));
-      await new Promise<void>((resolve) => http.close(() => resolve()));
+  let n = 0;
+  const proxy = await WsProxy.start<ProxyConn>({
+    upstreamUrl: (requestUrl) => `${upstreamUrl}${new URL(requestUrl, 'http://x').search}`,
+    connection: (pair) => ({ ...pair, n: n++, configured: false, closed: false, injected: 0, rejected: 0 }),
+    fromUpstream: (c, data, binary) => {
+      if (!c.configured && !binary && data.toString().includes('"session.updated"')) c.configured = true;
     },
-  };
+    ended: (c) => (c.closed = true),
+    unsendableClose: 1011,
+    maxPayload: 16 * MIB,
+  });
+  return { url: `${proxy.origin}/v1`, conns: proxy.conns, close: () => proxy.close() };
 }
 
 /**
