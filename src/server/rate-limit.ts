@@ -43,7 +43,7 @@ export class RateLimiter {
     let b = this.buckets.get(key);
     if (b) {
       this.buckets.delete(key); // re-inserted below: the map stays in last-use order
-      b.tokens = Math.min(this.burst, b.tokens + ((now - b.at) / 1000) * this.perSecond);
+      b.tokens = this.tokensAt(b, now);
     } else {
       b = { tokens: this.burst, at: now };
     }
@@ -58,8 +58,12 @@ export class RateLimiter {
   /** Whether `key` has a token now, without charging it or creating a bucket. */
   has(key: string): boolean {
     const b = this.buckets.get(key);
-    if (!b) return true;
-    return Math.min(this.burst, b.tokens + ((this.now() - b.at) / 1000) * this.perSecond) >= 1;
+    return !b || this.tokensAt(b, this.now()) >= 1;
+  }
+
+  /** The bucket's tokens at `now`: refilled at `perSecond` since it was last charged, capped at `burst`. */
+  private tokensAt(b: Bucket, now: number): number {
+    return Math.min(this.burst, b.tokens + ((now - b.at) / 1000) * this.perSecond);
   }
 
   get size(): number {
