@@ -8,8 +8,8 @@
  * the same `since`) for the following page. Bad parameters: 400, saying which.
  * Records hold personal data: never cache, never log bodies.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AdminReader } from '../call/ports.js';
+import { bearerCheck } from './bearer.js';
 import type { CallStore } from '../store/types.js';
 import { DecryptError } from '../store/crypto.js';
 import { decodeCursor, encodeCursor } from '../store/cursor.js';
@@ -20,15 +20,10 @@ const MAX_LIMIT = 500;
 
 /** The reader the edge serves on GET /calls… (wired in main.ts straight to startServer, not through the call layer). */
 export function createAdminHandler(store: CallStore, adminToken: string | undefined): AdminReader {
-  const expected = adminToken ? createHash('sha256').update(adminToken).digest() : undefined;
+  const authorized = bearerCheck(adminToken);
   return async (req) => {
-    if (!expected) return { status: 404, body: { error: 'not found' } };
-    // The scheme is case-insensitive (RFC 9110); the token is compared as digests, in constant time.
-    const bearer = /^bearer +(.+)$/i.exec(req.headers.authorization ?? '');
-    const presented = createHash('sha256').update(bearer?.[1] ?? '').digest();
-    if (!bearer || !timingSafeEqual(presented, expected)) {
-      return { status: 401, body: { error: 'unauthorized' } };
-    }
+    if (!authorized) return { status: 404, body: { error: 'not found' } };
+    if (!authorized(req.headers.authorization)) return { status: 401, body: { error: 'unauthorized' } };
     if (req.method !== 'GET') return { status: 405, body: { error: 'method not allowed' } };
     const m = /^\/calls(?:\/([^/]+))?\/?$/.exec(req.path);
     if (!m) return { status: 404, body: { error: 'not found' } };

@@ -71,7 +71,7 @@ import type { AdminReader, AdminRequest, StreamHandler, StreamInfo, StreamRefusa
 import { verifyTwilioSignature } from '../twilio/signature.js';
 import { countFormFields, parseForm, parseStatusCallback, parseVoiceWebhook } from '../twilio/webhooks.js';
 import { parseTwilioMessage } from '../twilio/media-stream.js';
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { bearerCheck } from '../admin/bearer.js';
 import { BlockList, isIP } from 'node:net';
 import { Gauge } from 'prom-client';
 import { buildRejectTwiml, streamUrlFromTemplate } from '../twilio/twiml.js';
@@ -222,7 +222,8 @@ export class EdgeCore {
   private readonly trusted: BlockList | undefined;
   /** Host headers a host-per-instance STREAM_URL_TEMPLATE can name (its host, {instance} = one DNS label); undefined = none. */
   private readonly instanceHost: RegExp | undefined;
-  private readonly adminTokenDigest: Buffer | undefined;
+  /** `Authorization: Bearer <ADMIN_TOKEN>`; undefined without ADMIN_TOKEN (no one is admin). */
+  private readonly isAdmin: ((authorization: string) => boolean) | undefined;
   private readonly streams = new Set<StreamBinding>();
   /** Streams with a handler and no `start` seen yet, oldest first. */
   private readonly awaitingStart = new Set<StreamBinding>();
@@ -240,7 +241,7 @@ export class EdgeCore {
     this.callerLimiter = new RateLimiter(this.settings.callerLimit.burst, this.settings.callerLimit.perMinute / 60);
     this.signedLimiter = new RateLimiter(this.settings.signedLimit.burst, this.settings.signedLimit.perSecond);
     this.instanceHost = instanceHostPattern(this.settings.streamUrlTemplate);
-    this.adminTokenDigest = this.settings.adminToken ? sha256(this.settings.adminToken) : undefined;
+    this.isAdmin = bearerCheck(this.settings.adminToken);
     if (this.settings.trustProxy.length > 0) {
       this.trusted = new BlockList();
       for (const c of this.settings.trustProxy) this.trusted.addSubnet(c.address, c.prefix, c.family);
@@ -418,7 +419,7 @@ export class EdgeCore {
   health(authorization = ''): HttpReply {
     try {
       const h = this.app.health();
-      const body = this.isAdmin(authorization) ? h : withoutErrorText(h);
+      const body = this.isAdmin?.(authorization) ? h : withoutErrorText(h);
       const r = reply('health', h.status === 'ok' ? 200 : 503, JSON.stringify(body), json);
       return body === h ? { ...r, headers: NO_STORE } : r;
     } catch (err) {
@@ -426,12 +427,6 @@ export class EdgeCore {
     }
   }
 
-  /** `Authorization: Bearer <ADMIN_TOKEN>` (scheme case-insensitive, compared as digests in constant time); false without ADMIN_TOKEN. */
-  private isAdmin(authorization: string): boolean {
-    if (!this.adminTokenDigest) return false;
-    const bearer = /^bearer +(.+)$/i.exec(authorization);
-    return bearer !== null && timingSafeEqual(sha256(bearer[1]!), this.adminTokenDigest);
-  }
 
   async metricsText(): Promise<HttpReply> {
     try {
@@ -717,9 +712,6 @@ export function withoutErrorText(v: unknown): unknown {
   return out;
 }
 
-function sha256(s: string): Buffer {
-  return createHash('sha256').update(s, 'utf8').digest();
-}
 
 /** `wss://{instance}.calls.example.com/…` → /^[label]\.calls\.example\.com$/i; undefined when the template's host has no {instance}. */
 export function instanceHostPattern(template: string | undefined): RegExp | undefined {
