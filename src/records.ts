@@ -83,6 +83,21 @@ export interface CallRecorder {
   ended(info: CallEndInfo): void;
 }
 
+/**
+ * A call's hand-over to a person, kept in the store at once (not batched) so
+ * that the `<Connect action>` webhook finds it on whichever instance Twilio
+ * calls: the stream is closed only after it is saved.
+ */
+export interface TransferDecision {
+  /** The target's name in the agent file (never a number the model gave). */
+  target: string;
+  requestedBy: 'model' | 'keypad';
+  /** Which stream of the call asked (1 = the first; a failed dial back to the agent opens the next). */
+  leg: number;
+  /** ISO 8601. */
+  at: string;
+}
+
 /** A recorder that keeps nothing (tests, or a relay run without a store). */
 export const nullRecorder: CallRecorder = {
   started() {},

@@ -35,8 +35,8 @@ function fakeApp(opts: { refuse?: boolean; throwOnText?: boolean; closeInOpen?: 
   const statuses: StatusCallback[] = [];
   const incoming: { call: VoiceWebhook; streamUrl: string }[] = [];
   const app: VoiceApp = {
-    incoming(call, streamUrl) {
-      incoming.push({ call, streamUrl });
+    incoming(call, urls) {
+      incoming.push({ call, streamUrl: urls.streamUrl });
       return { ok: true, twiml: '<Response/>' };
     },
     status(callback) {

@@ -102,10 +102,10 @@ export async function startFloorRelay(opts: FloorRelayOptions): Promise<FloorRel
   };
 
   const app: VoiceApp = {
-    incoming(_call, streamUrl): IncomingResult {
+    incoming(_call, urls): IncomingResult {
       return {
         ok: true,
-        twiml: `<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="${xmlAttr(streamUrl)}"/></Connect></Response>`,
+        twiml: `<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="${xmlAttr(urls.streamUrl)}"/></Connect></Response>`,
       };
     },
     status() {},

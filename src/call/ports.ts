@@ -15,7 +15,7 @@
  * call's own modules (session, inbound, outbound, relay) all import from here
  * and none from each other for these types.
  */
-import type { CallRecorder } from '../records.js';
+import type { CallRecorder, TransferDecision } from '../records.js';
 import type { StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
 import type { ModelSession } from './voice-model.js';
 
@@ -54,6 +54,49 @@ export interface StreamInfo {
   remoteAddress: string;
   /** Header values copied out in `upgrade`. */
   headers: Record<string, string>;
+}
+
+/**
+ * Where Twilio reaches this instance, as the edge derives them (PUBLIC_URL or
+ * the request's origin): the stream's wss URL and the https URLs of the
+ * webhooks a call's TwiML names.
+ */
+export interface CallUrls {
+  streamUrl: string;
+  /** `<Connect action>`: POST /voice/action. */
+  actionUrl: string;
+  /** `<Dial action>`: POST /voice/dial-action. */
+  dialActionUrl: string;
+  /** `<Number url>` / `<Sip url>`: POST /voice/whisper (with `?target=&agent=`). */
+  whisperUrl: string;
+}
+
+/**
+ * Where a call's transfer decision is kept (the call store implements it):
+ * saved at once, so the `<Connect action>` webhook finds it on any instance.
+ * `saveTransfer` resolves once it is durable and rejects when it cannot be.
+ */
+export interface TransferStore {
+  saveTransfer(callSid: string, decision: TransferDecision): Promise<void>;
+  transfer(callSid: string): Promise<TransferDecision | undefined>;
+}
+
+/**
+ * Outbound pacing across every instance sharing the store (the call store
+ * implements it): reserve the next free slot, at most one call per
+ * `intervalMs` (1000 / OUTBOUND_CPS). Resolves to the epoch ms at which this
+ * call may be placed (now or later); rejects when the store cannot answer.
+ */
+export interface OutboundPacer {
+  reserveOutboundSlot(intervalMs: number): Promise<number>;
+}
+
+/** What an outbound call's webhook brings besides the call (opened from its sealed token by the edge). */
+export interface IncomingOptions {
+  /** The agent's name (one the process loaded); undefined = the default agent. */
+  agent?: string;
+  /** Per-call context for the model's instructions (e.g. member ID, reason for calling). */
+  context?: Record<string, string>;
 }
 
 /** Result of the voice webhook: TwiML to answer, or a refusal. */
@@ -146,8 +189,8 @@ export type AdminReader = (req: AdminRequest) => Promise<AdminResponse>;
  * parse is answered 400 by the edge).
  */
 export interface VoiceApp {
-  /** POST /voice/incoming. `streamUrl` is the wss URL of /voice/stream. */
-  incoming(call: VoiceWebhook, streamUrl: string): IncomingResult;
+  /** POST /voice/incoming. `urls`: where this instance is reached; `opts`: an outbound call's agent and context (from its sealed token). */
+  incoming(call: VoiceWebhook, urls: CallUrls, opts?: IncomingOptions): IncomingResult;
   /** POST /voice/status (call status callback). */
   status(callback: StatusCallback): void;
   /** WS /voice/stream opened: a handler for its frames, or a refusal (null = at capacity, close 1013). */

@@ -54,7 +54,7 @@ import type { ToolRegistry } from '../tools/registry.js';
 import { buildRejectTwiml, buildStreamTwiml } from '../twilio/twiml.js';
 import { sharedClock, type PumpScheduler } from './clock.js';
 import type { StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
-import type { HealthReport, IncomingResult, ModelHealth, StoreHealth, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp } from './ports.js';
+import type { CallUrls, HealthReport, IncomingOptions, IncomingResult, ModelHealth, StoreHealth, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp } from './ports.js';
 import { mintAdmissionToken, verifyAdmissionToken } from './admission-token.js';
 import { nullRecorder, type CallRecorder } from '../records.js';
 import { LatencyHistogram } from './stats.js';
@@ -210,7 +210,7 @@ export class Relay implements VoiceApp {
   }
 
   /** The webhook was parsed by the edge (twilio/webhooks.ts): `call.callSid` is a well-formed CA… SID. */
-  incoming(call: VoiceWebhook, streamUrl: string): IncomingResult {
+  incoming(call: VoiceWebhook, urls: CallUrls, _opts?: IncomingOptions): IncomingResult {
     const callSid = call.callSid;
     // Draining (past the grace): 503, so Twilio tries the number's fallback URL (another instance behind the balancer).
     if (this.closing || (this.draining && !this.inGrace)) return { ok: false, status: 503, message: 'draining: not taking new calls' };
@@ -238,7 +238,7 @@ export class Relay implements VoiceApp {
       }
     }, ttlMs);
     this.pending.set(callSid, { recorder, model, abort, expiry });
-    const twiml = buildStreamTwiml({ streamUrl, parameters: { token } });
+    const twiml = buildStreamTwiml({ streamUrl: urls.streamUrl, parameters: { token } });
     return { ok: true, twiml };
   }
 

@@ -67,7 +67,7 @@
  * - GET /calls… answers carry `Cache-Control: no-store` (call records are personal data).
  */
 import type { Logger } from '../log.js';
-import type { AdminReader, AdminRequest, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp } from '../call/ports.js';
+import type { AdminReader, AdminRequest, CallUrls, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp } from '../call/ports.js';
 import { verifyTwilioSignature } from '../twilio/signature.js';
 import { countFormFields, parseForm, parseStatusCallback, parseVoiceWebhook } from '../twilio/webhooks.js';
 import { parseTwilioMessage } from '../twilio/media-stream.js';
@@ -281,6 +281,20 @@ export class EdgeCore {
     return streamUrlFromTemplate(template, { instance: this.settings.instanceId ?? '', publicUrl: this.wsOrigin(host) });
   }
 
+  /**
+   * Where Twilio reaches this instance, for a call's TwiML: the stream URL and
+   * the webhook URLs on the public origin (PUBLIC_URL, else https://<Host>).
+   */
+  callUrls(host: string): CallUrls {
+    const origin = this.publicOrigin(host);
+    return {
+      streamUrl: this.streamUrl(host),
+      actionUrl: `${origin}/voice/action`,
+      dialActionUrl: `${origin}/voice/dial-action`,
+      whisperUrl: `${origin}/voice/whisper`,
+    };
+  }
+
   /** Count a reply the edge has written. */
   counted(r: HttpReply): void {
     this.metrics.httpRequests.inc({ route: r.route, status: String(r.status) });
@@ -374,7 +388,7 @@ export class EdgeCore {
           this.log.warn({ callSid: call.value.callSid }, 'too many call set-ups from this calling number: busy');
           return reply(route, 200, buildRejectTwiml(), 'text/xml');
         }
-        const result = this.app.incoming(call.value, this.streamUrl(r.host));
+        const result = this.app.incoming(call.value, this.callUrls(r.host));
         return result.ok ? reply(route, 200, result.twiml, 'text/xml') : reply(route, result.status, `${result.message}\n`);
       }
       const cb = parseStatusCallback(form);

@@ -123,6 +123,51 @@ export const StreamStatusCallbackSchema = z
   }));
 export type StreamStatusCallback = z.output<typeof StreamStatusCallbackSchema>;
 
+/** POST /voice/action: Twilio asks what comes next once a `<Connect>` ended (the stream closed). The call's fields only. */
+export const ConnectActionWebhookSchema = CallParamsSchema.transform(callFields);
+export type ConnectActionWebhook = z.output<typeof ConnectActionWebhookSchema>;
+
+export const DIAL_CALL_STATUSES = ['completed', 'answered', 'busy', 'no-answer', 'failed', 'canceled'] as const;
+export type DialCallStatus = (typeof DIAL_CALL_STATUSES)[number];
+
+/** POST /voice/dial-action: a `<Dial>` ended; DialCallStatus says how (completed/answered = the person was reached). */
+export const DialActionWebhookSchema = CallParamsSchema.extend({
+  DialCallStatus: z.enum(DIAL_CALL_STATUSES),
+  DialCallSid: sid('CA').optional(),
+  /** Seconds the dialled leg lasted. */
+  DialCallDuration: wireInt.optional(),
+}).transform((v) => ({
+  ...callFields(v),
+  dialCallStatus: v.DialCallStatus,
+  dialCallSid: v.DialCallSid,
+  dialCallDurationS: v.DialCallDuration,
+  /** The person was reached (the dial connected). */
+  reached: v.DialCallStatus === 'completed' || v.DialCallStatus === 'answered',
+}));
+export type DialActionWebhook = z.output<typeof DialActionWebhookSchema>;
+
+export const ANSWERED_BY = ['human', 'machine_start', 'machine_end_beep', 'machine_end_silence', 'machine_end_other', 'fax', 'unknown'] as const;
+export type AnsweredBy = (typeof ANSWERED_BY)[number];
+
+/** POST /voice/amd: asynchronous answering-machine detection's result (MachineDetection=DetectMessageEnd, AsyncAmd=true). */
+export const AmdCallbackSchema = z
+  .object({
+    CallSid: sid('CA'),
+    AccountSid: sid('AC'),
+    AnsweredBy: z.enum(ANSWERED_BY),
+    /** ms AMD took. */
+    MachineDetectionDuration: wireInt.optional(),
+  })
+  .transform((v) => ({
+    callSid: v.CallSid,
+    accountSid: v.AccountSid,
+    answeredBy: v.AnsweredBy,
+    detectionMs: v.MachineDetectionDuration,
+    /** A machine's greeting has ended (the beep, or silence after it): the moment to leave a message. */
+    messageEnded: v.AnsweredBy === 'machine_end_beep' || v.AnsweredBy === 'machine_end_silence' || v.AnsweredBy === 'machine_end_other',
+  }));
+export type AmdCallback = z.output<typeof AmdCallbackSchema>;
+
 function parseWith<T>(schema: z.ZodType<T, FormParams>, params: FormParams): ParseResult<T> {
   const r = schema.safeParse(params);
   if (r.success) return { ok: true, value: r.data };
@@ -139,4 +184,16 @@ export function parseStatusCallback(params: FormParams): ParseResult<StatusCallb
 
 export function parseStreamStatusCallback(params: FormParams): ParseResult<StreamStatusCallback> {
   return parseWith(StreamStatusCallbackSchema, params);
+}
+
+export function parseConnectAction(params: FormParams): ParseResult<ConnectActionWebhook> {
+  return parseWith(ConnectActionWebhookSchema, params);
+}
+
+export function parseDialAction(params: FormParams): ParseResult<DialActionWebhook> {
+  return parseWith(DialActionWebhookSchema, params);
+}
+
+export function parseAmdCallback(params: FormParams): ParseResult<AmdCallback> {
+  return parseWith(AmdCallbackSchema, params);
 }
