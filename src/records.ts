@@ -89,6 +89,8 @@ export interface CallRecorder {
  * calls: the stream is closed only after it is saved.
  */
 export interface TransferDecision {
+  /** The agent serving the call (its file's `name`): the instance answering the action looks the target up in it. */
+  agent: string;
   /** The target's name in the agent file (never a number the model gave). */
   target: string;
   requestedBy: 'model' | 'keypad';

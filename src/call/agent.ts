@@ -7,6 +7,7 @@
  * policies. Times in ms unless the name says otherwise.
  */
 import type { ToolRegistry } from '../tools/registry.js';
+import type { ToolSpec } from '../tools/spec.js';
 
 /** A person (or queue) the agent may hand a call to. The model names it; it can never dial anything else. */
 export interface TransferTarget {
@@ -78,4 +79,41 @@ export interface CallAgent {
   /** The agent's own tools (HTTP ones and built-ins); the control tools (transfer_call, end_call) are added by call/control.ts. */
   tools: ToolRegistry;
   policies: CallPolicies;
+}
+
+/** The control tools' names: an agent file's own tools may not take them. */
+export const TRANSFER_TOOL = 'transfer_call';
+export const END_CALL_TOOL = 'end_call';
+export const CONTROL_TOOLS: readonly string[] = [TRANSFER_TOOL, END_CALL_TOOL];
+
+/**
+ * The control tools the model is offered besides the agent's own: `transfer_call`
+ * (its `target` an enum of the file's target names, so the model can name no
+ * other) when the agent has transfer targets, `end_call` when its policy enables it.
+ */
+export function controlToolSpecs(policies: CallPolicies): ToolSpec[] {
+  const specs: ToolSpec[] = [];
+  const t = policies.transfer;
+  if (t) {
+    specs.push({
+      name: TRANSFER_TOOL,
+      description:
+        'Hand the call to a person. First say one short sentence to the caller (e.g. "Let me connect you to billing."), then call this. ' +
+        `Targets: ${t.targets.map((x) => `${x.name} (${x.description})`).join('; ')}.`,
+      parameters: {
+        type: 'object',
+        properties: { target: { type: 'string', enum: t.targets.map((x) => x.name), description: 'Who to hand the call to.' } },
+        required: ['target'],
+        additionalProperties: false,
+      },
+    });
+  }
+  if (policies.endCall.enabled) {
+    specs.push({
+      name: END_CALL_TOOL,
+      description: 'End the call. Only once the caller has nothing more to ask: say goodbye first, then call this. The line closes once your goodbye has been heard.',
+      parameters: { type: 'object', properties: {}, additionalProperties: false },
+    });
+  }
+  return specs;
 }

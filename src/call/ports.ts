@@ -16,7 +16,7 @@
  * and none from each other for these types.
  */
 import type { CallRecorder, TransferDecision } from '../records.js';
-import type { StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
+import type { AmdCallback, StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
 import type { ModelSession } from './voice-model.js';
 
 // ── What the call layer offers the edge ──────────────────────────────────
@@ -89,6 +89,22 @@ export interface TransferStore {
  */
 export interface OutboundPacer {
   reserveOutboundSlot(intervalMs: number): Promise<number>;
+}
+
+/**
+ * Outbound calls as the edge serves them (call/outbound-calls.ts implements
+ * it; absent = the routes answer 404): POST /calls places a call, POST
+ * /voice/amd takes answering-machine detection's result, and an outbound
+ * call's /voice/incoming carries a sealed token (query `o`, signed by Twilio
+ * with the URL) naming its agent and context.
+ */
+export interface OutboundApp {
+  /** POST /calls: JSON body (≤ 8 KiB, read by the edge); the handler checks `Authorization` (ADMIN_TOKEN) itself. */
+  placeCall(req: { authorization: string | undefined; body: string }): Promise<{ status: number; body: unknown }>;
+  /** POST /voice/amd, signed and parsed at the edge. Never rejects. */
+  amd(callback: AmdCallback): Promise<void>;
+  /** The `o` token of an outbound call's /voice/incoming: its agent and context, or null when it does not open (forged, expired). */
+  openCallToken(token: string): IncomingOptions | null;
 }
 
 /** What an outbound call's webhook brings besides the call (opened from its sealed token by the edge). */
