@@ -197,6 +197,8 @@ interface Pending {
   expiry: NodeJS.Timeout;
   /** The caller's number (for tools), when the webhook was answered here. */
   from: string | undefined;
+  /** Which stream of the call this pre-warm waits for (1 = the first). */
+  leg: number;
 }
 
 /** The claim key of a call's stream of leg `leg`: the CallSid for the first, `<CallSid>/<leg>` after. */
@@ -371,7 +373,7 @@ export class Relay implements VoiceApp {
         this.dropPending(key, p, 'no_stream');
       }
     }, ttlMs);
-    this.pending.set(key, { recorder, model, abort, expiry, from });
+    this.pending.set(key, { recorder, model, abort, expiry, from, leg });
     const parameters: Record<string, string> = agentParam === '' ? { token } : { token, agent: agentParam };
     return buildStreamTwiml({ streamUrl: urls.streamUrl, parameters, actionUrl: withLeg(urls.actionUrl, leg) });
   }
@@ -470,7 +472,10 @@ export class Relay implements VoiceApp {
       if (leg >= MAX_LEG) return { ok: true, twiml: buildHangupTwiml() };
       // Back to the agent: the same admission rules as a new call (draining, capacity).
       if (this.closing || (this.draining && !this.inGrace)) return { ok: true, twiml: buildHangupTwiml() };
-      if (this.calls.size + this.pending.size >= this.deps.settings.maxConcurrentCalls) return { ok: true, twiml: buildHangupTwiml() };
+      if (this.calls.size + this.pending.size >= this.deps.settings.maxConcurrentCalls || this.pending.size >= this.deps.settings.maxPendingCalls) {
+        this.deps.log.warn({ callSid, active: this.calls.size, pending: this.pending.size }, 'at capacity: the call cannot go back to the agent, hanging up');
+        return { ok: true, twiml: buildHangupTwiml() };
+      }
       const recorder = this.deps.recorderForStream?.(callSid) ?? nullRecorder;
       return { ok: true, twiml: this.prewarm(callSid, leg + 1, found.agent, undefined, recorder, call.from, urls) };
     } catch (err) {
@@ -784,14 +789,16 @@ export class Relay implements VoiceApp {
    * Forget a call that never streamed here. With `reason`, its record is
    * closed out, but only when this instance can claim the call itself: if a
    * stream took it (here or on another instance), the record is that
-   * stream's, and is left alone.
+   * stream's, and is left alone. A later leg's pre-warm (back from a failed
+   * transfer) never closes the record out: the first leg's stream ended it
+   * (`transferred`), and the caller may have hung up during the dial.
    */
   private dropPending(callSid: string, p: Pending, reason?: string): void {
     clearTimeout(p.expiry);
     this.pending.delete(callSid);
     p.abort.abort();
     p.model.then((m) => m.close(), () => {});
-    if (reason) {
+    if (reason && p.leg === 1) {
       const closeOut = (mine: boolean) => {
         if (!mine) {
           this.deps.log.info({ callSid }, 'unused pre-warm closed; the call was taken by a stream elsewhere, its record is left to it');
