@@ -278,6 +278,7 @@ describe('end_call', () => {
     expect(h.recorder.endedWith).toBe('agent_hangup');
     expect(h.model.named('createResponse')).toHaveLength(0); // no follow-up after the goodbye
     expect(h.recorder.tools).toMatchObject([{ callId: 'c1', name: 'end_call', ok: true }]);
+    expect(h.recorder.lines.filter((l) => l.speaker === 'tool').map((l) => l.text)).toEqual(['end_call called']);
   });
 
   it('goodbye audio that comes after the tool call in the same response is heard whole before the close', async () => {

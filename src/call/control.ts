@@ -55,6 +55,8 @@ export interface ControlPort {
   /** ms since the call started, for the record. */
   sinceStart(): number;
   event(type: string, detail?: string): void;
+  /** A control tool was called (its `<name> called` line in the transcript, as for any tool). */
+  toolStarted(name: string): void;
   recordTool(rec: ToolCallRecord): void;
   /** Send a control tool's output to the model; `respond`: the model is asked to answer it (with the rest of its round). */
   toolResult(callId: string, output: string, respond: boolean): void;
@@ -122,11 +124,13 @@ export class CallControl {
    */
   toolCall(responseId: string, callId: string, name: string, args: string): boolean {
     if (name === END_CALL_TOOL && this.port.policies.endCall.enabled) {
+      this.port.toolStarted(name);
       this.endCall(responseId, callId, args);
       return true;
     }
     const transfer = this.port.policies.transfer;
     if (name === TRANSFER_TOOL && transfer) {
+      this.port.toolStarted(name);
       this.transferCall(transfer, responseId, callId, args);
       return true;
     }

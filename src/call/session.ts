@@ -620,6 +620,7 @@ export class CallSession implements StreamHandler {
       log: this.log,
       sinceStart: () => this.sinceStart(),
       event: (type, detail) => this.recorder?.event(detail === undefined ? { atMs: this.sinceStart(), type } : { atMs: this.sinceStart(), type, detail }),
+      toolStarted: (name) => this.recorder?.transcript({ atMs: this.sinceStart(), speaker: 'tool', text: `${name} called` }),
       recordTool: (rec) => this.recorder?.toolCall(rec),
       toolResult: (callId, output, respond) => {
         if (this.state !== 'live' || !this.model) return;
