@@ -8,8 +8,9 @@
  * awaited on the audio path: ./tool-runner.ts), DTMF, timers, per-turn latency and the
  * transcript. The agent's call control (transfer_call, end_call, the keypad
  * escape, silence reprompts, the maximum-duration warning) is ./control.ts,
- * which sees every control tool call and keypad digit before anything else. Handlers never throw: a bad message is counted and logged, and
- * only this call is affected. Every promise chain it starts ends in `guard`
+ * which sees every control tool call and keypad digit before anything else.
+ * Handlers never throw: a bad message is counted and logged, and only this
+ * call is affected. Every promise chain it starts ends in `guard`
  * (a throw there ends this call `error`, logged). The model session admission
  * hands over is closed when the call ends, attached or not (a transcoder that
  * cannot be opened ends the call `error` before it is). Time comes in through
