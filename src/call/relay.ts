@@ -85,6 +85,10 @@ export interface RelaySettings extends Omit<CallOptions, 'toolTimeoutMs' | 'tool
   voice: string;
   /** The model serving calls (for the record and its cost). */
   model: string;
+  /** Interim (h/control: these left CallOptions for the CallAgent): the default agent's silence timeout, maximum duration and greeting. */
+  silenceTimeoutMs: number;
+  maxCallMs: number;
+  greeting: string;
 }
 
 export interface RelayDeps {
@@ -173,9 +177,6 @@ export class Relay implements VoiceApp {
       outboundChunkMs: c.outboundChunkMs,
       inboundBatchMs: c.inboundBatchMs,
       vadSilenceMs: c.vadSilenceMs,
-      silenceTimeoutMs: c.silenceTimeoutMs,
-      maxCallMs: c.maxCallMs,
-      greeting: c.greeting,
       toolTimeoutMs: 10_000,
       toolFillerMs: 2_500,
       dtmfGapMs: 1_500,
@@ -254,7 +255,21 @@ export class Relay implements VoiceApp {
       socket,
       options: this.options,
       log: this.deps.log,
-      tools: this.deps.tools,
+      // Interim (h/control): the settings' agent, with no call control; relay.ts's own helper passes the per-call agent.
+      agent: {
+        name: 'default',
+        instructions: this.deps.settings.instructions,
+        greeting: this.deps.settings.greeting,
+        voice: this.deps.settings.voice,
+        tools: this.deps.tools,
+        policies: {
+          transfer: undefined,
+          endCall: { enabled: false, goodbyeWaitMs: 0 },
+          silence: { repromptAfterMs: undefined, reprompt: '', maxReprompts: 0, timeoutMs: this.deps.settings.silenceTimeoutMs },
+          maxDuration: { maxCallMs: this.deps.settings.maxCallMs, warnBeforeMs: undefined, warning: '' },
+        },
+      },
+      transfers: { saveTransfer: () => Promise.reject(new Error('no transfer store')), transfer: () => Promise.resolve(undefined) },
       clock: this.clock,
       metrics: this.metrics,
       admit: (callSid, params) => this.admit(callSid, params),
