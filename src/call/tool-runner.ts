@@ -9,8 +9,12 @@
  *   own, or after `timeoutMs` a TOOL_TROUBLE error (the tool's signal is
  *   aborted), or TOOL_TROUBLE if dispatch itself failed (a bug: logged).
  * - A tool still running after `fillerMs` asks for a short spoken "still
- *   checking" (`fill`, with TOOL_FILLER_INSTRUCTIONS); the call decides
- *   whether the caller would hear it.
+ *   checking" (`fill`, with the tool's own `filler` instructions, else
+ *   TOOL_FILLER_INSTRUCTIONS); the call decides whether the caller would hear it.
+ * - The tool sees the caller's number (`from`) in its context; only tools
+ *   told to send it on do.
+ * - A backstop timeout is reported to the registry's observer (the tool's
+ *   own late outcome is not), so metrics count every call once.
  * - The record's line (`<name> called`) is written when the call starts,
  *   the tool call record when it ends, both at ms since the call started.
  */
@@ -37,6 +41,8 @@ export interface ToolRunnerDeps {
   log: Logger;
   recorder: CallRecorder | undefined;
   callSid: string;
+  /** The caller's number, for tools that are told to send it. */
+  from?: string;
   timeoutMs: number;
   fillerMs: number;
   /** A tool has run `fillerMs`: ask for a spoken filler with these instructions, if the caller would hear it. */
@@ -64,10 +70,12 @@ export class ToolRunner {
     const timedOut = new Promise<Outcome>((resolve) => {
       timeout = d.timers.setTimeout(() => {
         ac.abort();
+        d.tools.reportTimeout(name, d.now() - t0);
         resolve({ ok: false, output: JSON.stringify({ error: TOOL_TROUBLE }), record: { error: 'timeout' } });
       }, d.timeoutMs);
     });
-    const filler = d.timers.setTimeout(() => d.fill(TOOL_FILLER_INSTRUCTIONS), d.fillerMs);
+    const instructions = d.tools.get(name)?.filler ?? TOOL_FILLER_INSTRUCTIONS;
+    const filler = d.timers.setTimeout(() => d.fill(instructions), d.fillerMs);
     const finish = (outcome: Outcome) => {
       d.timers.clear(timeout);
       d.timers.clear(filler);
@@ -78,7 +86,7 @@ export class ToolRunner {
       d.deliver(callId, outcome.output);
     };
     d.guard(
-      Promise.race([d.tools.call(name, args, { callSid: d.callSid, signal: ac.signal }), timedOut]).then(finish, (err: unknown) => {
+      Promise.race([d.tools.call(name, args, { callSid: d.callSid, signal: ac.signal, from: d.from }), timedOut]).then(finish, (err: unknown) => {
         // The registry turns tool errors into outcomes; reaching here is a bug, but the model still gets an answer.
         d.log.error({ err }, 'tool dispatch failed');
         finish({ ok: false, output: JSON.stringify({ error: TOOL_TROUBLE }), record: { error: 'dispatch_failed' } });
