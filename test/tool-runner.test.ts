@@ -4,7 +4,7 @@
  * answers TOOL_TROUBLE; a slow tool asks for a filler once.
  */
 import { describe, expect, it } from 'vitest';
-import { TOOL_FILLER_INSTRUCTIONS, ToolRunner } from '../src/call/tool-runner.js';
+import { TOOL_BACKSTOP_GRACE_MS, TOOL_FILLER_INSTRUCTIONS, ToolRunner } from '../src/call/tool-runner.js';
 import { silentLogger } from '../src/log.js';
 import { nullRecorder, type ToolCallRecord, type TranscriptLine } from '../src/records.js';
 import { TOOL_TROUBLE, ToolRegistry, type Tool, type ToolOutcomeKind } from '../src/tools/registry.js';
@@ -112,5 +112,21 @@ describe('ToolRunner', () => {
     await flush();
     expect(h.outcomes).toHaveLength(2);
     expect(h.delivered).toHaveLength(2);
+  });
+
+  it('a tool that bounds its own time gets its own bound plus a grace as the backstop, longer or shorter than the default', async () => {
+    const stuck = (name: string, timeoutMs: number): Tool => ({ name, description: 't', parameters: {}, timeoutMs, run: () => new Promise(() => {}) });
+    const h = setup([stuck('long', 5000), stuck('short', 100)], { timeoutMs: 1000, fillerMs: 10_000 });
+    h.runner.run('c7', 'long', '{}');
+    h.runner.run('c8', 'short', '{}');
+    await h.timers.advance(100 + TOOL_BACKSTOP_GRACE_MS - 1);
+    expect(h.delivered).toEqual([]);
+    await h.timers.advance(1);
+    expect(h.delivered.map(([id]) => id)).toEqual(['c8']);
+    await h.timers.advance(5000 + TOOL_BACKSTOP_GRACE_MS - 1 - (100 + TOOL_BACKSTOP_GRACE_MS));
+    expect(h.delivered).toHaveLength(1); // not cut at the default 1000 ms
+    await h.timers.advance(1);
+    expect(h.delivered.map(([id]) => id)).toEqual(['c8', 'c7']);
+    expect(h.outcomes).toEqual([['short', 'timeout'], ['long', 'timeout']]);
   });
 });

@@ -223,6 +223,7 @@ export function createHttpTool(def: HttpToolDef, deps: HttpToolDeps): Tool {
     description: def.description,
     parameters: def.parameters,
     filler: def.filler,
+    timeoutMs: def.timeoutMs,
     async run(args: unknown, ctx: ToolContext): Promise<ToolOutcome> {
       const problems = check(args);
       if (problems.length > 0) {

@@ -28,6 +28,8 @@ export interface ToolOutcome {
 export interface Tool extends ToolSpec {
   /** Instructions for what the caller hears while it runs; undefined = the runner's default filler. */
   filler?: string;
+  /** The tool answers within this by itself (ms, retries included); the runner's backstop then waits a little longer than this instead of its default. */
+  timeoutMs?: number;
   run(args: unknown, ctx: ToolContext): Promise<ToolOutcome>;
 }
 
