@@ -324,6 +324,21 @@ describe('circuit breaker', () => {
     expect(api.seen).toHaveLength(7);
   });
 
+  it('a 4xx answer is an error for the model but not a sign the back end is down', async () => {
+    const api = await serve((res) => send(res, 404, '{"error":"no such order"}'));
+    const tool = createHttpTool(def(api.url), deps({ now: () => 0 }));
+    for (let i = 0; i < 8; i++) expect((await tool.run({ order_id: '123456' }, ctx())).record).toMatchObject({ error: 'http_404' });
+    expect(api.seen).toHaveLength(8);
+  });
+
+  it('timeouts and garbage count towards opening it', async () => {
+    const api = await serve((res, n) => (n % 2 === 0 ? send(res, 200, '<html>') : setTimeout(() => send(res, 200, '{}'), 500)));
+    const tool = createHttpTool(def(api.url, { timeoutMs: 60 }), deps({ now: () => 0 }));
+    for (let i = 0; i < 5; i++) await tool.run({ order_id: '123456' }, ctx());
+    expect((await tool.run({ order_id: '123456' }, ctx())).record).toMatchObject({ error: 'circuit_open' });
+    expect(api.seen).toHaveLength(5);
+  });
+
   it('invalid arguments do not count as failures', async () => {
     const api = await serve((res) => send(res, 200, '{}'));
     const tool = createHttpTool(def(api.url), deps({ now: () => 0 }));

@@ -21,9 +21,12 @@
  *   inside the time budget (otherwise it gives up at once). A timeout is not
  *   retried: the budget is spent.
  * - A circuit breaker per tool (breaker.ts, on `now`): DEFAULT_BREAKER_THRESHOLD
- *   failed calls in a row open it for DEFAULT_BREAKER_COOLDOWN_MS; while open
- *   the tool answers `circuit_open` at once and sends nothing. Invalid
- *   arguments and calls cancelled by the caller do not count.
+ *   calls in a row that found the back end down (timeout, network error,
+ *   5xx, 429, a 2xx that is not JSON or too big) open it for
+ *   DEFAULT_BREAKER_COOLDOWN_MS; while open the tool answers `circuit_open`
+ *   at once and sends nothing. A 3xx/4xx answer is a failure for the model
+ *   but proves the back end up; invalid arguments and calls cancelled by the
+ *   caller do not count.
  * - The record holds `{ status, attempts }` and, under `result`, the
  *   response's top-level fields named in `recordFields` (['*'] = all); on a
  *   failure `{ error, status?, attempts }` with error one of timeout,
@@ -240,17 +243,26 @@ export function createHttpTool(def: HttpToolDef, deps: HttpToolDeps): Tool {
         return trouble({ error: 'aborted', attempts: r.attempts });
       }
       if (r.kind === 'failed') {
-        const before = breaker.state;
-        breaker.failure();
-        const after: string = breaker.state;
         log.warn({ callSid: ctx.callSid, error: r.error, status: r.status, attempts: r.attempts }, 'http tool failed');
-        if (before !== 'open' && after === 'open') log.warn({ callSid: ctx.callSid }, 'http tool: circuit opened after repeated failures');
+        if (!backEndDown(r)) breaker.success(); // it answered, and at once: up, if unhelpful
+        else {
+          const before = breaker.state;
+          breaker.failure();
+          const after: string = breaker.state;
+          if (before !== 'open' && after === 'open') log.warn({ callSid: ctx.callSid }, 'http tool: circuit opened after repeated failures');
+        }
         return trouble({ error: r.error, ...(r.status !== undefined ? { status: r.status } : {}), attempts: r.attempts });
       }
       breaker.success();
       return { ok: true, output: capOutput(r.json), record: { status: r.status, attempts: r.attempts, result: pick(r.json, def.recordFields) } };
     },
   };
+}
+
+/** Does a failure count against the breaker? Not a 3xx/4xx (other than 429): the back end answered, promptly. */
+function backEndDown(r: { error: string; status?: number }): boolean {
+  if (r.status === undefined || r.error === 'bad_json' || r.error === 'too_large') return true;
+  return r.status === 429 || r.status >= 500;
 }
 
 /** The body, or undefined when it is longer than `maxBytes` (the rest is not read). Throws when the read fails or is aborted. */
