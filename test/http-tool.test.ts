@@ -106,7 +106,8 @@ describe('arguments', () => {
     expect(out.ok).toBe(false);
     const body = JSON.parse(out.output);
     expect(body.error).toBe('invalid_arguments');
-    expect(body.ask_again).toContain('order_id: must match pattern');
+    expect(body.ask_again).toContain('order_id: must match pattern "^[0-9]{6}$" (Six digits)');
+    expect(body.ask_again).not.toContain('12ab'); // never the value itself
     expect(body.ask_again).toContain('quantity: must be >= 1');
     expect(body.ask_again).toContain('ship_by: must match format "date"');
     expect(body.ask_again).toContain('unexpected field colour');
@@ -114,7 +115,7 @@ describe('arguments', () => {
     expect((out.record as { problems: string[] }).problems).toHaveLength(4);
 
     const missing = await tool.run({}, ctx());
-    expect(JSON.parse(missing.output).ask_again).toBe('order_id is missing');
+    expect(JSON.parse(missing.output).ask_again).toBe('order_id is missing (Six digits)');
     expect(api.seen).toHaveLength(0);
 
     expect((await tool.run({ order_id: '123456', ship_by: '2026-02-28' }, ctx())).ok).toBe(true);

@@ -67,7 +67,7 @@ export type ArgumentCheck = (args: unknown) => string[];
  * for the agent file's checker to report.
  */
 export function compileArguments(schema: Record<string, unknown>): { ok: true; check: ArgumentCheck } | { ok: false; problem: string } {
-  const ajv = new Ajv2020({ allErrors: true, strictTypes: false, strictTuples: false, logger: false });
+  const ajv = new Ajv2020({ allErrors: true, verbose: true, strictTypes: false, strictTuples: false, logger: false });
   for (const [name, test] of Object.entries(FORMATS)) ajv.addFormat(name, test);
   try {
     const validate = ajv.compile(schema);
@@ -92,6 +92,11 @@ const FORMATS: Record<string, (s: string) => boolean> = {
   uri: (s) => URL.canParse(s) && /^[a-z][a-z0-9+.-]*:/i.test(s),
 };
 
+/**
+ * One problem as the model can relay it: where (a dotted path), what is
+ * wrong, and the field's own description when the schema has one. Never the
+ * value itself (it may be personal data, and the record keeps these).
+ */
 function describeError(e: ErrorObject): string {
   const path = e.instancePath
     .split('/')
@@ -100,15 +105,19 @@ function describeError(e: ErrorObject): string {
     .join('.');
   const at = path || 'arguments';
   const params = e.params as Record<string, unknown>;
+  const parent = (e.parentSchema ?? {}) as { description?: unknown; properties?: Record<string, { description?: unknown }> };
+  const hint = (d: unknown) => (typeof d === 'string' && d.trim() !== '' ? ` (${d.trim()})` : '');
   switch (e.keyword) {
-    case 'required':
-      return `${path ? `${path}.` : ''}${String(params.missingProperty)} is missing`;
+    case 'required': {
+      const missing = String(params.missingProperty);
+      return `${path ? `${path}.` : ''}${missing} is missing${hint(parent.properties?.[missing]?.description)}`;
+    }
     case 'additionalProperties':
       return `${at}: unexpected field ${String(params.additionalProperty)}`;
     case 'enum':
       return `${at}: must be one of ${(params.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(', ')}`;
     default:
-      return `${at}: ${e.message ?? e.keyword}`;
+      return `${at}: ${e.message ?? e.keyword}${path ? hint(parent.description) : ''}`;
   }
 }
 
