@@ -396,6 +396,16 @@ describe('metrics', () => {
     expect(text).toMatch(/callbridge_tool_duration_seconds_count\{tool="order_status"\} 10/);
   });
 
+  it('seedTools makes every outcome of a tool a series at 0 before its first call', async () => {
+    const metrics = createMetrics({ processMetrics: false });
+    metrics.seedTools(['order_status', 'check_eligibility']);
+    for (const outcome of ['ok', 'error', 'timeout', 'invalid_arguments', 'circuit_open']) {
+      expect(await value(metrics, 'callbridge_tool_calls_total', { tool: 'check_eligibility', outcome })).toBe(0);
+    }
+    metrics.toolOutcome('order_status', 'ok', 12);
+    expect(await value(metrics, 'callbridge_tool_calls_total', { tool: 'order_status', outcome: 'ok' })).toBe(1);
+  });
+
   it('a timeout is counted as timeout', async () => {
     const api = await serve((res) => setTimeout(() => send(res, 200, '{}'), 1000));
     const metrics = createMetrics({ processMetrics: false });

@@ -72,6 +72,8 @@ export interface Metrics {
   toolDuration: Histogram<'tool'>;
   /** What a ToolRegistry reports into (its `onOutcome`): counts the call and observes its duration (ms). */
   toolOutcome: ToolOutcomeObserver;
+  /** Every outcome of these tools a series at 0 before their first call (main.ts: the agents' tool names at start-up). */
+  seedTools: (names: string[]) => void;
 }
 
 const TOOL_OUTCOMES: readonly ToolOutcomeKind[] = ['ok', 'error', 'timeout', 'invalid_arguments', 'circuit_open'];
@@ -143,7 +145,13 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10],
     ...reg,
   });
+  // A tool's every outcome is a series from its first call (or seedTools), so the first failure shows in rate()/increase().
   const seenTools = new Set<string>();
+  const seedTool = (tool: string) => {
+    if (seenTools.has(tool)) return;
+    seenTools.add(tool);
+    for (const o of TOOL_OUTCOMES) toolCalls.inc({ tool, outcome: o }, 0);
+  };
   return {
     registry,
     setRelayLatencySource: (fn) => {
@@ -182,13 +190,10 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
     toolCalls,
     toolDuration,
     toolOutcome: (tool, outcome, durationMs) => {
-      // A tool's every outcome is a series from its first call, so the first failure shows in rate()/increase().
-      if (!seenTools.has(tool)) {
-        seenTools.add(tool);
-        for (const o of TOOL_OUTCOMES) toolCalls.inc({ tool, outcome: o }, 0);
-      }
+      seedTool(tool);
       toolCalls.inc({ tool, outcome });
       toolDuration.observe({ tool }, durationMs / 1000);
     },
+    seedTools: (names) => names.forEach(seedTool),
   };
 }
