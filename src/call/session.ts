@@ -295,6 +295,7 @@ export class CallSession implements StreamHandler {
     this.control = this.newControl(callSid);
     this.toolRunner = new ToolRunner({
       tools: this.deps.agent.tools,
+      from: this.deps.from,
       timers: this.timer,
       now: this.now,
       sinceStart: () => this.sinceStart(),
