@@ -53,7 +53,7 @@ export function agentFromData(data: unknown, file: string): AgentLoadResult {
   }
   const problems: string[] = [];
   const parsed = AgentFileSchema.safeParse(data);
-  if (!parsed.success) problems.push(...issueProblems(parsed.error.issues).map(requiredWording));
+  if (!parsed.success) problems.push(...issueProblems(parsed.error.issues));
 
   // Cross-field checks read the raw data defensively, so they run even where the schema failed elsewhere.
   const obj = data as Record<string, unknown>;
@@ -112,11 +112,6 @@ function readStructured(file: string): Structured {
   } catch (e) {
     return { ok: false, problems: [`(file): not valid YAML: ${e instanceof Error ? e.message : String(e)}`] };
   }
-}
-
-/** zod 4 says "expected string, received undefined" for a missing key: say "required". */
-function requiredWording(p: string): string {
-  return p.replace(/: Invalid input: expected \w+, received undefined$/, ': required');
 }
 
 function readInstructions(obj: Record<string, unknown>, file: string, problems: string[]): string | undefined {
@@ -183,7 +178,7 @@ function checkTools(value: unknown, problems: string[]): ToolDef[] | undefined {
     if (isBuiltin) {
       const r = BuiltinToolSchema.safeParse(entry);
       if (!r.success) {
-        problems.push(...issueProblems(r.error.issues, ['tools', i]).map(requiredWording));
+        problems.push(...issueProblems(r.error.issues, ['tools', i]));
         ok = false;
         return;
       }
@@ -196,7 +191,7 @@ function checkTools(value: unknown, problems: string[]): ToolDef[] | undefined {
       problems.push(...sp);
       if (typeof raw.name === 'string') name = raw.name;
       if (!r.success) {
-        problems.push(...issueProblems(r.error.issues, ['tools', i]).map(requiredWording));
+        problems.push(...issueProblems(r.error.issues, ['tools', i]));
         ok = false;
       } else if (sp.length === 0) {
         const t = r.data;

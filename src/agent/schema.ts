@@ -198,7 +198,20 @@ export function issueProblems(issues: readonly z.core.$ZodIssue[], prefix: reado
       for (const key of issue.keys) out.push(`${formatPath([...path, key])}: unknown key`);
       continue;
     }
-    out.push(`${formatPath(path) || '(file)'}: ${issue.message}`);
+    out.push(`${formatPath(path) || '(file)'}: ${plainMessage(issue)}`);
   }
   return out;
+}
+
+/** zod's default wording, said the way a person editing the file needs it; custom messages pass through. */
+function plainMessage(issue: z.core.$ZodIssue): string {
+  const m = issue.message;
+  if (issue.code === 'invalid_type') {
+    const received = /received (\w+)$/.exec(m)?.[1];
+    if (received === 'undefined') return 'required';
+    return `must be ${/^[aeiou]/.test(issue.expected) ? 'an' : 'a'} ${issue.expected}${received ? ` (found ${received})` : ''}`;
+  }
+  if (issue.code === 'too_small' && m.startsWith('Too small') && issue.origin === 'number') return `must be at least ${issue.minimum}`;
+  if (issue.code === 'too_big' && m.startsWith('Too big') && issue.origin === 'number') return `must be at most ${issue.maximum}`;
+  return m.replace(/^Invalid input: /, '');
 }
