@@ -185,6 +185,7 @@ describe('loadAgentFile', () => {
           '  - builtin: check_eligibility',
           '    timeout_ms: 100',
           '  - { name: t, description: d, url: "https://t.example.com/", retry: 3 }',
+          '  - check_eligibility',
           'transfer: { targets: [{ name: a, description: A, number: "+15551230000", phone: "+1555" }] }',
           'outbound: { voicemail: leave_message }',
         ].join('\n'),
@@ -197,6 +198,7 @@ describe('loadAgentFile', () => {
         'tools[1].retry: unknown key',
         'transfer.targets[0].phone: unknown key',
         'outbound.voicemail: must be hangup or { message: "…" }',
+        'tools[2]: a tool is a mapping: `- builtin: check_eligibility` for a built-in, or an HTTP tool (name, description, url, …)',
       ].sort(),
     );
   });

@@ -173,6 +173,11 @@ function checkTools(value: unknown, problems: string[]): ToolDef[] | undefined {
   const firstAt = new Map<string, number>();
   let ok = true;
   value.forEach((entry, i) => {
+    if (typeof entry === 'string') {
+      problems.push(`tools[${i}]: a tool is a mapping: \`- builtin: ${entry}\` for a built-in, or an HTTP tool (name, description, url, …)`);
+      ok = false;
+      return;
+    }
     const isBuiltin = typeof entry === 'object' && entry !== null && 'builtin' in entry;
     let name: string | undefined;
     if (isBuiltin) {
