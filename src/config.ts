@@ -25,6 +25,8 @@ import { streamUrlTemplateProblems } from './twilio/twiml.js';
 
 /** The agent inbound calls get when AGENT_FILE is unset: today's eligibility line, shipped with the package. */
 export const DEFAULT_AGENT_FILE = shippedAgentPath('eligibility');
+/** The demo's agent (`callbridge demo`, the end-to-end tests): today's line plus a transfer target and end_call. */
+export const DEMO_AGENT_FILE = shippedAgentPath('demo');
 /** The Realtime model when neither OPENAI_MODEL nor the default agent names one. */
 export const DEFAULT_MODEL = 'gpt-realtime';
 const DEFAULT_VAD = { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 };

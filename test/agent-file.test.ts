@@ -10,7 +10,7 @@ import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadAgentFile, missingHeaderEnv } from '../src/agent/load.js';
 import { main } from '../src/cli/main.js';
-import { ConfigError, DEFAULT_AGENT_FILE, loadConfig } from '../src/config.js';
+import { ConfigError, DEFAULT_AGENT_FILE, DEMO_AGENT_FILE, loadConfig } from '../src/config.js';
 import { memoryIO } from './helpers/cli-io.js';
 
 const FIX = resolve('test/fixtures/agents');
@@ -104,7 +104,8 @@ describe('loadAgentFile', () => {
   });
 
   it('the demo agent adds member_services (keypad 0, whisper) and end_call', () => {
-    const r = loadAgentFile(resolve('agents/demo.yaml'));
+    const r = loadAgentFile(DEMO_AGENT_FILE);
+    expect(DEMO_AGENT_FILE).toBe(resolve('agents/demo.yaml'));
     expect(r.ok).toBe(true);
     if (!r.ok) return;
     expect(r.agent.policies.transfer).toEqual({
