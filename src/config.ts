@@ -9,7 +9,8 @@
  * Only main.ts (and what stands above it: the CLI, the fuzzer, the bench)
  * reads a Config; it fills in each module's own settings from it. Files the
  * environment names are read by main.ts (the recorded prompts), except
- * INSTRUCTIONS_FILE.
+ * INSTRUCTIONS_FILE and the agent files (AGENT_FILE, src/agent/load.ts),
+ * whose problems belong in the same start-up list.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -332,7 +333,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // Each transcoded call holds one DSP channel slot: a call admitted past them could not be served.
     problems.push(`MAX_CONCURRENT_CALLS: ${parsed.data.MAX_CONCURRENT_CALLS} is more than the ${DSP_SLOTS} calls one process can transcode (DSP channel slots); set it to ${DSP_SLOTS} or less, or run more instances`);
   }
-  const agents = parsed.success && loaded ? withOverrides(loaded.agents, loaded.files, parsed.data, instructions, problems) : undefined;
+  // With a broken environment the agents are still checked against each other (no overrides but the model), so all is listed at once.
+  const overrides: Overrides = parsed.success ? parsed.data : { OPENAI_MODEL: cleaned.OPENAI_MODEL };
+  const agents = loaded ? withOverrides(loaded.agents, loaded.files, overrides, instructions, problems) : undefined;
   if (problems.length > 0 || !parsed.success || !agents) throw new ConfigError(problems);
   const e = parsed.data;
   const first = agents[0]!;
@@ -459,14 +462,18 @@ function loadAgents(list: string, env: Record<string, string>, problems: string[
   return ok ? { agents, files } : undefined;
 }
 
-type Env = z.output<typeof EnvSchema>;
+/** The variables that override the default agent (all optional: only a set one overrides). */
+type Overrides = Pick<
+  z.output<typeof EnvSchema>,
+  'OPENAI_MODEL' | 'GREETING' | 'VOICE' | 'REASONING_EFFORT' | 'VAD_THRESHOLD' | 'VAD_PREFIX_PADDING_MS' | 'VAD_SILENCE_DURATION_MS' | 'SILENCE_TIMEOUT_MS' | 'MAX_CALL_MS'
+>;
 
 /**
  * The environment's overrides applied to the default (first) agent only, each only when set; the model every
  * agent runs on resolved (OPENAI_MODEL, else the default agent's, else DEFAULT_MODEL) and filled into each:
  * one process serves one model, so an agent file naming another is a problem.
  */
-function withOverrides(agents: Agent[], files: string[], e: Env, instructions: string | undefined, problems: string[]): Agent[] | undefined {
+function withOverrides(agents: Agent[], files: string[], e: Overrides, instructions: string | undefined, problems: string[]): Agent[] | undefined {
   const [head, ...rest] = agents as [Agent, ...Agent[]];
   const model = e.OPENAI_MODEL ?? head.model ?? DEFAULT_MODEL;
   const first: Agent = {

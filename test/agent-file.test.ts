@@ -280,6 +280,7 @@ describe('loadConfig and AGENT_FILE', () => {
     const fromFile = loadConfig({ AGENT_FILE: `${a},${c}` });
     expect(fromFile.openai.model).toBe('gpt-realtime-2');
     expect(fromFile.agents.map((x) => x.model)).toEqual(['gpt-realtime-2', 'gpt-realtime-2']);
+    expect(problemsOf({ AGENT_FILE: `${a},${b}`, PORT: 'eighty' })).toEqual([expect.stringMatching(/^PORT: /), expect.stringMatching(/model: "gpt-realtime" is not the model/)]);
     expect(problemsOf({ AGENT_FILE: `${a},${b}` })).toEqual([expect.stringMatching(new RegExp(`^AGENT_FILE \\(${b.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')}\\): model: "gpt-realtime" is not the model this process serves \\("gpt-realtime-2", from the default agent\\)`))]);
     // OPENAI_MODEL overrides the default agent's model; then b agrees and a is overridden.
     expect(loadConfig({ AGENT_FILE: `${a},${b}`, OPENAI_MODEL: 'gpt-realtime' }).openai.model).toBe('gpt-realtime');
