@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { defaultPromptPath } from '../src/call/prompts.js';
-import { ConfigError, loadConfig, realtimeUrlFromBase } from '../src/config.js';
+import { ConfigError, DEFAULT_AGENT_FILE, loadConfig, realtimeUrlFromBase } from '../src/config.js';
 import { createLogger } from '../src/log.js';
 import { edgeSettingsFromConfig, eligibilitySettingsFromConfig, loadPromptAudio, relaySettingsFromConfig, startCallbridge } from '../src/main.js';
 import { committedPrompts, edgeSettings, relaySettings } from './helpers/settings.js';
@@ -10,6 +10,8 @@ describe('loadConfig', () => {
     const c = loadConfig({});
     expect(c).toMatchObject({ port: 5002, audioMode: 'transcode', dbPath: './data/callbridge.db', publicUrl: undefined });
     expect(c.openai).toMatchObject({ realtimeUrl: 'wss://api.openai.com/v1/realtime', model: 'gpt-realtime', voice: 'marin' });
+    // The default agent is the shipped agents/eligibility.yaml (test/agent-file.test.ts checks it is today's line).
+    expect(c.agents.map((a) => [a.name, a.file])).toEqual([['eligibility', DEFAULT_AGENT_FILE]]);
   });
 
   it('reports every problem at once', () => {

@@ -15,6 +15,7 @@ commands:
   calls list [--since T] [--json]
   calls show <CallSid> [--json]
                              read the call records
+  agent check FILE [--json]  check an agent file and print what the model is given (tools, transfer targets, policies)
 `;
 
 type Command = (args: string[], io: CliIO) => Promise<number>;
@@ -24,6 +25,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   calls: async () => (await import('./calls.js')).run,
   serve: async () => (await import('./serve.js')).run,
   demo: async () => (await import('./demo.js')).run,
+  agent: async () => (await import('./agent.js')).run,
 };
 
 export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {
