@@ -13,6 +13,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { dirname, extname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv2020 } from 'ajv/dist/2020.js';
+import { compileArguments } from '../tools/http-tool.js';
 import { parseDocument } from 'yaml';
 import { CONTROL_TOOLS, type CallPolicies, type TransferPolicy } from '../call/agent.js';
 import type { ToolDef } from '../tools/spec.js';
@@ -157,11 +158,9 @@ function schemaProblems(schema: unknown, at: string): string[] {
     }
     return out;
   }
-  try {
-    ajv.compile(s);
-  } catch (err) {
-    out.push(`${at}: does not compile as JSON Schema 2020-12: ${err instanceof Error ? err.message : String(err)}`);
-  }
+  // Compiled exactly as the tool will compile it at start-up (its formats, its strictness): a file that passes here starts.
+  const compiled = compileArguments(s);
+  if (!compiled.ok) out.push(`${at}: does not compile as JSON Schema 2020-12: ${compiled.problem}`);
   return out;
 }
 
