@@ -22,7 +22,7 @@ const servers: Server[] = [];
 afterEach(async () => {
   await sim?.close();
   sim = undefined;
-  await Promise.all(servers.splice(0).map((s) => new Promise((r) => s.close(r))));
+  await Promise.all(servers.splice(0).map((s) => new Promise((r) => (s.close(r), s.closeAllConnections()))));
 });
 
 /** A webhook receiver on loopback that keeps every request (path, form, whether the signature checks). */

@@ -158,7 +158,10 @@ export async function startTwilioRestSim(opts: TwilioRestSimOptions): Promise<Tw
       closed = true;
       for (const t of timers) clearTimeout(t);
       for (const end of enders.values()) end('completed');
-      await new Promise<void>((r) => server.close(() => r()));
+      await new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      });
     },
   };
 
