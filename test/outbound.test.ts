@@ -20,6 +20,8 @@ import { startTwilioRestSim, type NumberBehaviour, type TwilioRestSim } from '..
 import { createTwilioRest, type TwilioRest } from '../src/twilio/rest.js';
 import { verifyTwilioSignature } from '../src/twilio/signature.js';
 import { parseAmdCallback, parseForm, parseStatusCallback, type StatusCallback } from '../src/twilio/webhooks.js';
+import { run as callCommand } from '../src/cli/call.js';
+import { memoryIO } from './helpers/cli-io.js';
 import { until } from './helpers/until.js';
 
 const ACCOUNT = `AC${'c3'.repeat(16)}`;
@@ -406,5 +408,56 @@ describe('settings', () => {
     expect(() => new OutboundCalls({ ...base, agents, defaultAgent: 'b', publicUrl: '', from: undefined, cps: 0 })).toThrow(
       /PUBLIC_URL[\s\S]*default agent 'b'[\s\S]*agent 'a': no caller ID[\s\S]*OUTBOUND_CPS/,
     );
+  });
+});
+
+describe('callbridge call', () => {
+  /** POST /calls served over loopback by the app, as the edge serves it (JSON body in, status and JSON out). */
+  async function serveCalls(app: OutboundCalls): Promise<string> {
+    const server = createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => (body += c));
+      req.on('end', async () => {
+        if (req.method !== 'POST' || req.url !== '/calls') return res.writeHead(404).end();
+        const out = await app.placeCall({ authorization: req.headers.authorization, body });
+        res.writeHead(out.status, { 'content-type': 'application/json' }).end(JSON.stringify(out.body));
+      });
+    });
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  }
+
+  it('prints the CallSid of the placed call, with agent and context', async () => {
+    const r = await rig({ '+15550100141': { outcome: 'busy' } });
+    const base = await serveCalls(r.app);
+    const m = memoryIO({ ADMIN_TOKEN: ADMIN });
+    expect(await callCommand(['+15550100141', '--agent', 'collector', '--context', '{"reason":"invoice"}', '--server', base], m.io)).toBe(0);
+    expect(m.out()).toMatch(/^CA[0-9a-f]{32}\n$/);
+    const call = r.sim.call(m.out().trim())!;
+    expect(call.from).toBe('+15550100888');
+    expect(r.placed[0]!.info.agent).toBe('collector');
+  });
+
+  it('says clearly why not: not allowed, wrong token, no server, bad usage', async () => {
+    const r = await rig();
+    const base = await serveCalls(r.app);
+    const denied = memoryIO({ ADMIN_TOKEN: ADMIN });
+    expect(await callCommand(['+15550190000', '--server', base], denied.io)).toBe(1);
+    expect(denied.err()).toMatch(/number not allowed/);
+    const wrong = memoryIO({ ADMIN_TOKEN: 'not-the-admin-token-at-all' });
+    expect(await callCommand(['+15550100111', '--server', base], wrong.io)).toBe(1);
+    expect(wrong.err()).toMatch(/refused the admin token/);
+    const gone = memoryIO({ ADMIN_TOKEN: ADMIN });
+    expect(await callCommand(['+15550100111', '--server', 'http://127.0.0.1:9'], gone.io)).toBe(1);
+    expect(gone.err()).toMatch(/cannot reach the server at http:\/\/127\.0\.0\.1:9/);
+    for (const args of [[], ['5550100111'], ['+15550100111', '--context', '[1]'], ['+15550100111', '--agent', './agents/nurse.yaml']]) {
+      const m = memoryIO({ ADMIN_TOKEN: ADMIN });
+      expect(await callCommand(args, m.io)).toBe(2);
+    }
+    const noToken = memoryIO({});
+    expect(await callCommand(['+15550100111', '--server', base], noToken.io)).toBe(2);
+    expect(noToken.err()).toMatch(/ADMIN_TOKEN/);
+    expect(r.sim.createRequests).toBe(0);
   });
 });
