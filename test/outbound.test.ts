@@ -75,7 +75,7 @@ async function edge(): Promise<Edge> {
       if (url.pathname === '/voice/amd') {
         const p = parseAmdCallback(form);
         if (!p.ok) return res.writeHead(400).end(p.error);
-        await e.app!.amd(p.value);
+        await e.app!.amd(p.value, e.app!.openCallToken(url.searchParams.get('o') ?? ''));
         return res.writeHead(204).end();
       }
       if (url.pathname === '/voice/incoming') {
@@ -149,7 +149,7 @@ describe('outbound calls through the REST stand-in', () => {
     expect(r.placed).toEqual([{ callSid: placed.callSid, info: { from: FROM, to: '+15550100111', agent: 'nurse' } }]);
     // The context travels sealed: not readable in the URL Twilio was given.
     expect(r.sim.call(placed.callSid)!.url).not.toContain('M-1234');
-    expect(r.sim.call(placed.callSid)!.form).toMatchObject({ MachineDetection: 'DetectMessageEnd', AsyncAmd: 'true', AsyncAmdStatusCallback: `${r.edge.base}/voice/amd`, StatusCallback: `${r.edge.base}/voice/status` });
+    expect(r.sim.call(placed.callSid)!.form).toMatchObject({ MachineDetection: 'DetectMessageEnd', AsyncAmd: 'true', AsyncAmdStatusCallback: expect.stringMatching(new RegExp(`^${r.edge.base}/voice/amd\\?o=v1\\.`)), StatusCallback: `${r.edge.base}/voice/status` });
   });
 
   it('uses the agent\'s own caller ID', async () => {
@@ -391,6 +391,29 @@ describe('answering-machine detection', () => {
     expect(r.sim.call(placed.callSid)!.updates).toEqual([]);
     expect(r.sim.call(placed.callSid)!.status).toBe('in-progress');
     expect(r.events.map((e) => [e.e.type, e.e.detail])).toEqual([['answered_by', 'human after 10 ms']]);
+  });
+
+  it('another instance applies the placing agent\'s policy from the token on the AMD URL', async () => {
+    const r = await rig({ '+15550100136': { outcome: 'answer', answeredBy: 'machine_end_beep', amdDelayMs: 10 } });
+    // A second instance (same secret, same agents, nothing placed): it receives every webhook.
+    const other = new OutboundCalls({
+      rest: createTwilioRest({ accountSid: ACCOUNT, authToken: AUTH_TOKEN, apiBase: r.sim.url }),
+      agents: AGENTS,
+      defaultAgent: 'nurse',
+      publicUrl: r.edge.base,
+      from: FROM,
+      pacer: memoryPacer(),
+      records: { placed() {}, appendEvent() {} },
+      secret: SECRET,
+      adminToken: ADMIN,
+      log: silentLogger,
+    });
+    const placed = await r.app.place({ to: '+15550100136', agent: 'collector' });
+    if (!placed.ok) throw new Error('not placed');
+    r.edge.app = other;
+    await r.sim.call(placed.callSid)!.ended;
+    // collector's policy is hangup; the default agent (nurse) would have left a message.
+    expect(r.sim.call(placed.callSid)!.updates).toEqual([{ status: 'completed' }]);
   });
 
   it('a failed update is kept as an event and amd still resolves', async () => {

@@ -14,7 +14,7 @@
  *   (./outbound-token.ts) seals the agent and the context, so any instance
  *   answers it. Status callbacks go to /voice/status (initiated, ringing,
  *   answered, completed); asynchronous answering-machine detection
- *   (DetectMessageEnd) to /voice/amd.
+ *   (DetectMessageEnd) to /voice/amd?o=<the same token>.
  * - AMD: the result is kept in the call's record (event `answered_by`). A
  *   person (or unknown) → nothing changes. A machine whose greeting ended →
  *   the agent's voicemail policy: `message` replaces the call's TwiML with
@@ -170,7 +170,8 @@ export class OutboundCalls implements OutboundApp {
       statusCallback: `${base}/voice/status`,
       machineDetection: 'DetectMessageEnd',
       asyncAmd: true,
-      asyncAmdStatusCallback: `${base}/voice/amd`,
+      // The token again: the AMD result names only the call, and any instance may receive it.
+      asyncAmdStatusCallback: `${base}/voice/amd?o=${token}`,
     });
     if (!created.ok) {
       this.d.log.warn({ agent: agent.name, to: req.to, status: created.error.status, code: created.error.code, retryable: created.error.retryable }, 'outbound call not placed: Twilio refused');
@@ -183,10 +184,16 @@ export class OutboundCalls implements OutboundApp {
     return { ok: true, callSid, status: created.value.status };
   }
 
-  async amd(cb: AmdCallback): Promise<void> {
+  /**
+   * `opts`: the call's opened `o` token when the edge passes it (the AMD URL
+   * carries it: `openCallToken(query o)`), so the right agent's policy applies
+   * on every instance; without it, the agent of a call placed here, else the
+   * default agent.
+   */
+  async amd(cb: AmdCallback, opts?: IncomingOptions | null): Promise<void> {
     try {
       this.event(cb.callSid, 'answered_by', `${cb.answeredBy}${cb.detectionMs !== undefined ? ` after ${cb.detectionMs} ms` : ''}`);
-      const policy = this.policyOf(cb.callSid).voicemail;
+      const policy = this.policyOf(cb.callSid, opts?.agent).voicemail;
       let update: CallUpdate | undefined;
       if (cb.answeredBy === 'fax') update = { status: 'completed' };
       else if (cb.messageEnded) update = policy.action === 'message' ? { twiml: voicemailTwiml(policy.message) } : { status: 'completed' };
@@ -211,13 +218,13 @@ export class OutboundCalls implements OutboundApp {
   }
 
   /**
-   * The policy for a call's AMD result: its agent's when it was placed here,
-   * else the default agent's (the AMD callback names only the call, and
-   * another instance may have placed it).
+   * The policy for a call's AMD result: the agent its token names, else its
+   * agent's when it was placed here, else the default agent's (the AMD
+   * callback itself names only the call, and another instance may have placed it).
    */
-  private policyOf(callSid: string): OutboundPolicy {
-    const placed = this.placedHere.get(callSid);
-    const agent = (placed && this.d.agents.get(placed.agent)) ?? this.d.agents.get(this.d.defaultAgent)!;
+  private policyOf(callSid: string, fromToken: string | undefined): OutboundPolicy {
+    const name = fromToken ?? this.placedHere.get(callSid)?.agent;
+    const agent = (name !== undefined ? this.d.agents.get(name) : undefined) ?? this.d.agents.get(this.d.defaultAgent)!;
     return agent.outbound;
   }
 
