@@ -135,6 +135,24 @@ describe('twilio/rest against the Calls API stand-in', () => {
     expect(r.ok || r.error).toMatchObject({ status: 0, retryable: true });
   });
 
+  it('the stand-in answers a raw request as Twilio does: Basic auth, 400 with the error JSON per missing field', async () => {
+    sim = await startTwilioRestSim({ accountSid: ACCOUNT, authToken: TOKEN });
+    const url = `${sim.url}/2010-04-01/Accounts/${ACCOUNT}/Calls.json`;
+    const auth = `Basic ${Buffer.from(`${ACCOUNT}:${TOKEN}`).toString('base64')}`;
+    const send = (form: Record<string, string>, authorization = auth) =>
+      fetch(url, { method: 'POST', headers: { authorization, 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(form).toString() }).then(async (r) => ({ status: r.status, body: (await r.json()) as { code: number; status: number; more_info: string } }));
+    const full = { To: '+15550100111', From: '+15550100999', Url: 'https://x.test/a' };
+    expect((await send(full, 'Basic bm9ib2R5Om5vdGhpbmc=')).body).toMatchObject({ code: 20003, status: 401 });
+    expect((await send({ From: full.From, Url: full.Url })).body).toMatchObject({ code: 21201, status: 400 });
+    expect((await send({ To: full.To, Url: full.Url })).body).toMatchObject({ code: 21603, status: 400 });
+    const noUrl = await send({ To: full.To, From: full.From });
+    expect(noUrl).toMatchObject({ status: 400, body: { code: 21205, more_info: 'https://www.twilio.com/docs/errors/21205' } });
+    expect(sim.calls).toHaveLength(0);
+    const ok = await send(full);
+    expect(ok.status).toBe(201);
+    expect(ok.body).toMatchObject({ status: 'queued', direction: 'outbound-api', account_sid: ACCOUNT });
+  });
+
   it('updates a live call with TwiML or a hang-up; an unknown call is 404', async () => {
     const hooks = await receiver();
     sim = await startTwilioRestSim({ accountSid: ACCOUNT, authToken: TOKEN, defaultBehaviour: { outcome: 'answer', ringMs: 5 } });
