@@ -54,7 +54,7 @@ interface Edge {
 }
 
 /** The edge, as far as outbound calls touch it: signed webhooks in, parsed, handed on. */
-async function edge(): Promise<Edge> {
+async function edge(publicUrl?: string): Promise<Edge> {
   const e: Edge = { base: '', statuses: [], incoming: [], unsigned: [] };
   const server = createServer((req, res) => {
     let body = '';
@@ -62,7 +62,7 @@ async function edge(): Promise<Edge> {
     req.on('end', async () => {
       const form = parseForm(body);
       const url = new URL(req.url ?? '/', e.base);
-      if (!verifyTwilioSignature(AUTH_TOKEN, req.headers['x-twilio-signature'] as string | undefined, `${e.base}${req.url}`, form)) {
+      if (!verifyTwilioSignature(AUTH_TOKEN, req.headers['x-twilio-signature'] as string | undefined, `${publicUrl ?? e.base}${req.url}`, form)) {
         e.unsigned.push(url.pathname);
         return res.writeHead(403).end();
       }
@@ -100,9 +100,16 @@ interface Rig {
 }
 
 async function rig(numbers: Record<string, NumberBehaviour> = {}, deps: Partial<OutboundCallsDeps> = {}): Promise<Rig> {
-  const sim = await startTwilioRestSim({ accountSid: ACCOUNT, authToken: AUTH_TOKEN, apiKeys: [KEY], numbers, defaultBehaviour: { outcome: 'answer', ringMs: 5 } });
+  const e = await edge(deps.publicUrl);
+  const sim = await startTwilioRestSim({
+    accountSid: ACCOUNT,
+    authToken: AUTH_TOKEN,
+    apiKeys: [KEY],
+    numbers,
+    defaultBehaviour: { outcome: 'answer', ringMs: 5 },
+    ...(deps.publicUrl ? { reach: { publicUrl: deps.publicUrl, baseUrl: e.base } } : {}),
+  });
   sims.push(sim);
-  const e = await edge();
   const placed: Rig['placed'] = [];
   const events: Rig['events'] = [];
   const app = new OutboundCalls({
@@ -150,6 +157,17 @@ describe('outbound calls through the REST stand-in', () => {
     // The context travels sealed: not readable in the URL Twilio was given.
     expect(r.sim.call(placed.callSid)!.url).not.toContain('M-1234');
     expect(r.sim.call(placed.callSid)!.form).toMatchObject({ MachineDetection: 'DetectMessageEnd', AsyncAmd: 'true', AsyncAmdStatusCallback: expect.stringMatching(new RegExp(`^${r.edge.base}/voice/amd\\?o=v1\\.`)), StatusCallback: `${r.edge.base}/voice/status` });
+  });
+
+  it('a public URL that is not loopback: the stand-in reaches the edge anyway, signing over the public URL', async () => {
+    const r = await rig({ '+15550100113': { outcome: 'answer', ringMs: 5, talkMs: 20 } }, { publicUrl: 'https://calls.example.test' });
+    const placed = await r.app.place({ to: '+15550100113', context: { reason: 'x' } });
+    if (!placed.ok) throw new Error('not placed');
+    expect(r.sim.call(placed.callSid)!.url).toMatch(/^https:\/\/calls\.example\.test\/voice\/incoming\?o=v1\./);
+    await r.sim.call(placed.callSid)!.ended;
+    await until(() => r.edge.statuses.some((s) => s.terminal) && r.edge.incoming.length === 1, { what: 'callbacks' });
+    expect(r.edge.unsigned).toEqual([]);
+    expect(r.edge.incoming[0]!.opts).toEqual({ agent: 'nurse', context: { reason: 'x' } });
   });
 
   it('uses the agent\'s own caller ID', async () => {

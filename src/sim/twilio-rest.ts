@@ -90,6 +90,12 @@ export interface TwilioRestSimOptions {
   apiKeys?: { sid: string; secret: string }[];
   numbers?: Record<string, NumberBehaviour>;
   defaultBehaviour?: NumberBehaviour;
+  /**
+   * Where callbacks really go when the server's PUBLIC_URL is not reachable
+   * from here: a URL under `publicUrl` is sent to `baseUrl` instead (same path
+   * and query), still signed over the public URL, as Twilio signs it.
+   */
+  reach?: { publicUrl: string; baseUrl: string };
   /** The call was answered: what Twilio does with its Url (default: POST it signed, keep the TwiML). */
   onAnswered?: (call: SimCallInfo) => Promise<void> | void;
 }
@@ -116,10 +122,13 @@ const errorBody = (status: number, code: number, message: string) => ({ code, me
 /** RFC 2822 as Twilio writes it: "Sun, 06 Dec 2026 19:22:20 +0000". */
 const rfc2822 = (d: Date) => d.toUTCString().replace('GMT', '+0000');
 
-/** POST a form signed as Twilio signs it; resolves to the HTTP status (0 = not reached) and body. */
-export async function postSigned(authToken: string, url: string, form: Record<string, string>): Promise<{ status: number; body: string }> {
+/**
+ * POST a form signed as Twilio signs it (over `url`), sent to `sendTo` (default
+ * `url`); resolves to the HTTP status (0 = not reached) and body.
+ */
+export async function postSigned(authToken: string, url: string, form: Record<string, string>, sendTo: string = url): Promise<{ status: number; body: string }> {
   try {
-    const res = await fetch(url, {
+    const res = await fetch(sendTo, {
       method: 'POST',
       headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': twilio.getExpectedTwilioSignature(authToken, url, form) },
       body: new URLSearchParams(form).toString(),
@@ -137,6 +146,11 @@ export async function startTwilioRestSim(opts: TwilioRestSimOptions): Promise<Tw
   /** Per call: end it now (status for the last callback). */
   const enders = new Map<string, (status: string) => void>();
   let closed = false;
+
+  const reach = opts.reach ? { publicUrl: opts.reach.publicUrl.replace(/\/+$/, ''), baseUrl: opts.reach.baseUrl.replace(/\/+$/, '') } : undefined;
+  /** A signed callback, to where it can be reached. */
+  const callback = (url: string, form: Record<string, string>) =>
+    postSigned(opts.authToken, url, form, reach && url.startsWith(reach.publicUrl) ? `${reach.baseUrl}${url.slice(reach.publicUrl.length)}` : url);
 
   const later = (ms: number) =>
     new Promise<void>((resolve) => {
@@ -214,7 +228,7 @@ export async function startTwilioRestSim(opts: TwilioRestSimOptions): Promise<Tw
       };
       if (event === 'completed') form.CallDuration = String(answeredAt === undefined ? 0 : Math.round((Date.now() - answeredAt) / 1000));
       const sequenceNumber = seq++;
-      const r = await postSigned(opts.authToken, call.statusCallback, form);
+      const r = await callback(call.statusCallback, form);
       call.deliveries.push({ callStatus, sequenceNumber, httpStatus: r.status });
     };
     // Ends the call once, from whichever comes first: an update, a hang-up, talkMs, close.
@@ -245,7 +259,7 @@ export async function startTwilioRestSim(opts: TwilioRestSimOptions): Promise<Tw
         const delay = b.amdDelayMs ?? 30;
         void Promise.race([later(delay).then(() => true), endRequested.then(() => false)]).then(async (due) => {
           if (!due || closed) return;
-          const r = await postSigned(opts.authToken, amdUrl, {
+          const r = await callback(amdUrl, {
             CallSid: call.sid,
             AccountSid: call.accountSid,
             AnsweredBy: answeredBy,
@@ -263,7 +277,7 @@ export async function startTwilioRestSim(opts: TwilioRestSimOptions): Promise<Tw
   }
 
   async function defaultAnswer(call: SimCall): Promise<void> {
-    const r = await postSigned(opts.authToken, call.url, {
+    const r = await callback(call.url, {
       CallSid: call.sid,
       AccountSid: call.accountSid,
       From: call.from,
