@@ -116,6 +116,12 @@ describe('twilio/rest against the Calls API stand-in', () => {
     expect(sim.calls).toHaveLength(0);
   });
 
+  it('a request the client refuses before sending is not retryable', async () => {
+    const rest = createTwilioRest({ accountSid: ACCOUNT, authToken: TOKEN, apiBase: 'http://127.0.0.1:9' });
+    const r = await rest.createCall({ to: undefined as unknown as string, from: '+15550100999', url: 'https://x.test/a', statusCallback: 'https://x.test/s' });
+    expect(r.ok || r.error).toMatchObject({ status: 0, retryable: false });
+  });
+
   it('keeps numbers out of error messages', async () => {
     sim = await startTwilioRestSim({ accountSid: ACCOUNT, authToken: TOKEN });
     sim.failCreates.push({ status: 400, code: 21211, message: "The 'To' number +15550100111 is not a valid phone number." });

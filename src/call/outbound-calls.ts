@@ -179,7 +179,12 @@ export class OutboundCalls implements OutboundApp {
     }
     const callSid = created.value.sid;
     this.remember(callSid, agent.name);
-    this.d.records.placed(callSid, { from, to: req.to, agent: agent.name });
+    try {
+      this.d.records.placed(callSid, { from, to: req.to, agent: agent.name });
+    } catch (err) {
+      // The call is placed either way: its status callbacks still reach the record.
+      this.d.log.error({ callSid, err: err instanceof Error ? err.message : String(err) }, 'outbound call placed but not recorded');
+    }
     this.d.log.info({ callSid, agent: agent.name, to: req.to }, 'outbound call placed');
     return { ok: true, callSid, status: created.value.status };
   }

@@ -48,7 +48,7 @@ export interface CallResource {
   status: string;
 }
 
-/** A failed REST request. `status` 0 = no HTTP answer (network, timeout). */
+/** A failed REST request. `status` 0 = no HTTP answer (network, timeout: retryable; or refused by the client before sending: not). */
 export class TwilioRestError extends Error {
   override readonly name = 'TwilioRestError';
   constructor(
@@ -159,7 +159,10 @@ function restError(err: unknown, what: string): TwilioRestError {
   // Twilio's messages may quote the number ("The 'To' number +1555… is not valid"): never carried on.
   const message = (typeof e?.message === 'string' ? e.message : String(err)).replace(/\+?\d[\d ()-]{5,}\d/g, '[number]');
   if (status > 0) return new TwilioRestError(`${what}: Twilio answered ${status}${code ? ` (error ${code})` : ''}: ${message}`, status, code, retryableStatus(status));
-  // No HTTP answer: connection refused or reset, DNS, timeout. Axios puts a string code (ECONNREFUSED) here.
-  const netCode = typeof e?.code === 'string' ? ` (${e.code})` : '';
-  return new TwilioRestError(`${what}: Twilio not reached${netCode}: ${message}`, 0, undefined, true);
+  // No HTTP answer: connection refused or reset, DNS, timeout. Axios marks these (isAxiosError) with a string code (ECONNREFUSED).
+  if (typeof e?.code === 'string' || (e as { isAxiosError?: unknown } | null)?.isAxiosError === true) {
+    return new TwilioRestError(`${what}: Twilio not reached${typeof e?.code === 'string' ? ` (${e.code})` : ''}: ${message}`, 0, undefined, true);
+  }
+  // The client refused the request before sending it (a missing parameter): the same request would fail again.
+  return new TwilioRestError(`${what}: ${message}`, 0, undefined, false);
 }
