@@ -189,6 +189,17 @@ const EnvSchema = z.object({
   MODEL_FAILURE_TTL_MS: intIn(1000, 86_400_000).default(60_000),
   /** After SIGTERM, new calls are still taken this long while health already says draining (the balancer's check notices). */
   DRAIN_GRACE_MS: intIn(0, 600_000).default(10_000),
+
+  /** Outbound calls (POST /calls, `callbridge call`): Twilio's REST API, with an API key (or the auth token). Unset = no outbound calls. */
+  TWILIO_ACCOUNT_SID: z.string().regex(/^AC[0-9a-fA-F]{32}$/, 'expected AC and 32 hex digits').optional(),
+  TWILIO_API_KEY_SID: z.string().regex(/^SK[0-9a-fA-F]{32}$/, 'expected SK and 32 hex digits').optional(),
+  TWILIO_API_KEY_SECRET: z.string().min(1).optional(),
+  /** Replaces https://api.twilio.com (a local stand-in in tests and the demo). */
+  TWILIO_API_BASE: httpUrl.optional(),
+  /** The `From` of outbound calls whose agent file names no caller_id (E.164). */
+  OUTBOUND_FROM: z.string().regex(/^\+[1-9]\d{6,14}$/, 'expected an E.164 number, e.g. +15550001111').optional(),
+  /** New outbound calls per second, at most, across every instance sharing the store. */
+  OUTBOUND_CPS: z.coerce.number().positive().max(100).default(1),
 });
 
 export type AudioMode = 'transcode' | 'passthrough';
@@ -264,6 +275,8 @@ export interface Config {
   modelProbe: { intervalMs: number; failureTtlMs: number };
   /** After the first SIGTERM, how long new calls are still taken (health already says draining). */
   drainGraceMs: number;
+  /** Outbound calls through Twilio's REST API; undefined = not configured (POST /calls answers 404). */
+  outbound: { accountSid: string; apiKeySid: string | undefined; apiKeySecret: string | undefined; apiBase: string | undefined; from: string | undefined; cps: number } | undefined;
   /**
    * The agents (AGENT_FILE), the first the default one (inbound calls), with the environment's overrides applied
    * to it; `openai.instructions`, `voice`, `greeting`, `model`, `reasoningEffort`, `vad`, `silenceTimeoutMs` and
@@ -326,6 +339,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       problems.push('STREAM_URL_TEMPLATE: names {instance}, so INSTANCE_ID must be set (the name the load balancer routes on)');
     }
   }
+  if (cleaned.TWILIO_ACCOUNT_SID) {
+    if (!cleaned.PUBLIC_URL) problems.push('PUBLIC_URL: required with TWILIO_ACCOUNT_SID (outbound calls give Twilio their webhook URLs)');
+    if (!cleaned.TWILIO_API_KEY_SID && !cleaned.TWILIO_AUTH_TOKEN) problems.push('TWILIO_API_KEY_SID + TWILIO_API_KEY_SECRET (or TWILIO_AUTH_TOKEN): required with TWILIO_ACCOUNT_SID');
+  }
+  if (Boolean(cleaned.TWILIO_API_KEY_SID) !== Boolean(cleaned.TWILIO_API_KEY_SECRET)) problems.push('TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET: set both or neither');
   if (cleaned.TRANSCRIPT_KEY_OLD && !cleaned.TRANSCRIPT_KEY) {
     problems.push('TRANSCRIPT_KEY_OLD: set without TRANSCRIPT_KEY (new records would be stored unencrypted); set the new key as TRANSCRIPT_KEY');
   }
@@ -426,6 +444,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metrics: e.METRICS,
     modelProbe: { intervalMs: e.MODEL_PROBE_INTERVAL_MS, failureTtlMs: e.MODEL_FAILURE_TTL_MS },
     drainGraceMs: e.DRAIN_GRACE_MS,
+    outbound: e.TWILIO_ACCOUNT_SID
+      ? { accountSid: e.TWILIO_ACCOUNT_SID, apiKeySid: e.TWILIO_API_KEY_SID, apiKeySecret: e.TWILIO_API_KEY_SECRET, apiBase: e.TWILIO_API_BASE, from: e.OUTBOUND_FROM, cps: e.OUTBOUND_CPS }
+      : undefined,
     agents,
   };
 }

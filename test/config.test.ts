@@ -132,3 +132,29 @@ describe('settings only at the root: main.ts maps the Config to each module', ()
     expect(eligibilitySettingsFromConfig(c)).toEqual({ apiUrl: undefined, apiKey: undefined, timeoutMs: 3000, retries: 2 });
   });
 });
+
+describe('loadConfig: outbound calls (issue 16)', () => {
+  const AC = `AC${'a'.repeat(32)}`;
+  const SK = `SK${'b'.repeat(32)}`;
+  it('is off without TWILIO_ACCOUNT_SID; with it, needs PUBLIC_URL and a key (or the auth token), all problems at once', () => {
+    expect(loadConfig({}).outbound).toBeUndefined();
+    let err: unknown;
+    try {
+      loadConfig({ TWILIO_ACCOUNT_SID: AC, TWILIO_API_KEY_SID: SK, OUTBOUND_CPS: '0', OUTBOUND_FROM: '5550001111' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const problems = (err as ConfigError).problems.join('\n');
+    expect(problems).toMatch(/PUBLIC_URL: required with TWILIO_ACCOUNT_SID/);
+    expect(problems).toMatch(/TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET: set both or neither/);
+    expect(problems).toMatch(/OUTBOUND_CPS/);
+    expect(problems).toMatch(/OUTBOUND_FROM/);
+    const c = loadConfig({
+      TWILIO_ACCOUNT_SID: AC, TWILIO_API_KEY_SID: SK, TWILIO_API_KEY_SECRET: 'secret', PUBLIC_URL: 'https://calls.example.com',
+      TWILIO_API_BASE: 'http://127.0.0.1:4010', OUTBOUND_FROM: '+15550001111', OUTBOUND_CPS: '2.5',
+    });
+    expect(c.outbound).toEqual({ accountSid: AC, apiKeySid: SK, apiKeySecret: 'secret', apiBase: 'http://127.0.0.1:4010', from: '+15550001111', cps: 2.5 });
+    expect(loadConfig({ TWILIO_ACCOUNT_SID: AC, TWILIO_AUTH_TOKEN: 'tok', PUBLIC_URL: 'https://calls.example.com' }).outbound?.cps).toBe(1);
+  });
+});

@@ -7,6 +7,9 @@
  * OutboundCalls.amd, the incoming URL's token opened with openCallToken).
  * Pacing runs on a virtual clock: no test measures wall-clock time.
  */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -478,6 +481,24 @@ describe('callbridge call', () => {
     const call = r.sim.call(m.out().trim())!;
     expect(call.from).toBe('+15550100888');
     expect(r.placed[0]!.info.agent).toBe('collector');
+  });
+
+  it('--agent FILE checks the file and sends its name; a broken file is listed and nothing is placed', async () => {
+    const r = await rig({ '+15550100142': { outcome: 'busy' } });
+    const base = await serveCalls(r.app);
+    const dir = mkdtempSync(join(tmpdir(), 'cb-call-agent-'));
+    const file = join(dir, 'collector.yaml');
+    writeFileSync(file, 'name: collector\ninstructions: Remind the member of the invoice.\n');
+    const m = memoryIO({ ADMIN_TOKEN: ADMIN });
+    expect(await callCommand(['+15550100142', '--agent', file, '--server', base], m.io)).toBe(0);
+    expect(r.placed[0]!.info.agent).toBe('collector');
+    const broken = join(dir, 'broken.yaml');
+    writeFileSync(broken, 'name: Not A Name\n');
+    const b = memoryIO({ ADMIN_TOKEN: ADMIN });
+    expect(await callCommand(['+15550100142', '--agent', broken, '--server', base], b.io)).toBe(2);
+    expect(b.err()).toMatch(/name:/);
+    expect(b.err()).toMatch(/instructions/);
+    expect(r.placed).toHaveLength(1);
   });
 
   it('says clearly why not: not allowed, wrong token, no server, bad usage', async () => {

@@ -1,17 +1,19 @@
 /**
- * `callbridge call <+E164> [--agent NAME] [--context JSON] [--server URL]`:
+ * `callbridge call <+E164> [--agent NAME|FILE] [--context JSON] [--server URL]`:
  * place an outbound call through a running server's POST /calls, with
  * `Authorization: Bearer $ADMIN_TOKEN`. Prints the CallSid on stdout (and
  * nothing else, for scripts); errors are one line on stderr, saying what to
  * do. Exit 0 placed, 1 refused or failed, 2 usage.
  *
  * The server defaults to http://127.0.0.1:$PORT (5002). `--agent` takes an
- * agent's name (the `name` in its file); reading it from a file path needs
- * the agent loader (src/agent/load.ts), so a path is refused with a hint.
+ * agent's name, or an agent file: the file is checked (src/agent/load.ts,
+ * every problem listed) and its `name` sent; the server must have loaded
+ * that agent (AGENT_FILE), since it is the server that runs the call.
  */
+import { loadAgentFile } from '../agent/load.js';
 import type { CliIO } from './io.js';
 
-const USAGE = 'usage: callbridge call <+E164 number> [--agent NAME] [--context JSON object of strings] [--server URL]\n';
+const USAGE = 'usage: callbridge call <+E164 number> [--agent NAME|FILE] [--context JSON object of strings] [--server URL]\n';
 /** The server may wait for a pacing slot before it answers. */
 const REQUEST_TIMEOUT_MS = 60_000;
 
@@ -28,8 +30,12 @@ export async function run(args: string[], io: CliIO): Promise<number> {
     const a = args[i]!;
     if (a === '--agent') {
       agent = args[++i];
-      if (!agent) return fail(2, `--agent takes an agent name\n${USAGE}`);
-      if (/[/\\]|\.(ya?ml|json)$/i.test(agent)) return fail(2, `--agent takes the agent's name (its file's \`name\`), not a file: '${agent}'`);
+      if (!agent) return fail(2, `--agent takes an agent name or file\n${USAGE}`);
+      if (/[/\\]|\.(ya?ml|json)$/i.test(agent)) {
+        const loaded = loadAgentFile(agent);
+        if (!loaded.ok) return fail(2, `${agent}:\n${loaded.problems.map((p) => `  ${p}`).join('\n')}`);
+        agent = loaded.agent.name;
+      }
     } else if (a === '--context') {
       const raw = args[++i] ?? '';
       let parsed: unknown;
