@@ -220,20 +220,23 @@ export const hangUpScenario: Scenario = {
 
 /**
  * The agent's side of a call back from a failed dial (the second stream
- * leg, a new model session): the first thing it says (its greeting, what a
- * fresh session answers the relay's first `response.create` with) tells the
- * caller the transfer did not go through; then the caller says they are done
- * and the agent says goodbye and hangs up.
+ * leg, a new model session given the conversation so far): it tells the
+ * caller the transfer did not go through; the caller says they are done; the
+ * agent says goodbye and hangs up.
  *
- * A session that is first given the conversation so far (replayed items)
- * answers that `response.create` from the stand-in's replay rules instead:
- * the next scripted turn when the replay ends with a user message, or a
- * stock "Okay." after an assistant one (model-server.ts has no rule yet
- * that speaks this greeting after a replay).
+ * How the stand-in plays it: the replayed caller request uses up turn 0 (as
+ * every replayed caller turn does), so a replay that ends with that request
+ * is answered with the apology; the caller's next utterance gets turn 1. A
+ * session that is not given the conversation greets with the apology.
+ * After a replay that ends with the assistant's handoff sentence, the
+ * stand-in answers the relay's `response.create` with its stock "Okay." (or
+ * "One moment, please." when the request carries instructions): it has no
+ * rule yet for speaking a scenario's own line there.
  */
 export const transferFailedScenario: Scenario = {
   greeting: TRANSFER_FAILED_REPLY,
   turns: [
+    { callerTranscript: transferScenario.turns[0]!.callerTranscript, reply: TRANSFER_FAILED_REPLY },
     { callerTranscript: "No, that's all, thanks.", preamble: 'Goodbye!', tool: { name: 'end_call', arguments: {}, reply: () => 'Goodbye!' } },
   ],
   onUserText: eligibilityScenario.onUserText,
