@@ -269,6 +269,47 @@ describe('simulateCall follows Twilio\'s call flow', () => {
     expect(voice.requests).toHaveLength(5);
   });
 
+  it('an outbound call: GET actions signed over the URL with the fields in its query, a <Dial> without action goes on to the next verb, <Reject> ends it, and route() picks the host', async () => {
+    const other = await startFakeVoice({
+      '/voice/outbound': () => ({ twiml: xml(`<Dial><Sip>sip:desk@pbx.example.com</Sip></Dial><Redirect method="GET">${PUBLIC}/voice/next?x=1</Redirect>`) }),
+    });
+    voice = await startFakeVoice({ '/voice/next': () => ({ twiml: xml('<Reject reason="busy"/><Say>never</Say>') }) });
+    try {
+      const routed: string[] = [];
+      const call = await simulateCall({
+        ...base(voice),
+        direction: 'outbound-api',
+        url: `${PUBLIC}/voice/outbound?agent=demo`,
+        firstParams: { AnsweredBy: 'human' },
+        legs: [],
+        dial: (t) => ({ status: t.kind === 'sip' ? 'failed' : 'completed' }),
+        route: (u) => {
+          routed.push(u.pathname);
+          return u.pathname === '/voice/outbound' ? other.baseUrl : voice!.baseUrl;
+        },
+      });
+      expect(call.error).toBeUndefined();
+      expect(call.steps).toEqual([
+        { verb: 'Dial', detail: 'sip:desk@pbx.example.com' },
+        { verb: 'Redirect', detail: `${PUBLIC}/voice/next?x=1` },
+        { verb: 'Reject', detail: 'busy' },
+      ]);
+      expect(call.ended).toBe('reject');
+      expect(call.dials).toMatchObject([{ target: { kind: 'sip', address: 'sip:desk@pbx.example.com' }, status: 'failed', whisper: [] }]);
+      expect(routed).toEqual(['/voice/outbound', '/voice/next']);
+      expect(other.requests).toHaveLength(1);
+      expect(other.requests[0]).toMatchObject({ url: '/voice/outbound?agent=demo', signed: true, params: { Direction: 'outbound-api', CallStatus: 'in-progress', AnsweredBy: 'human' } });
+      // GET: no body; the call's fields ride in the query, and the signature covers that whole URL.
+      const get = voice.requests[0]!;
+      expect(get.method).toBe('GET');
+      expect(get.signed).toBe(true);
+      const q = new URL(get.url, PUBLIC).searchParams;
+      expect([q.get('x'), q.get('CallSid'), q.get('CallStatus'), q.get('Direction')]).toEqual(['1', call.callSid, 'in-progress', 'outbound-api']);
+    } finally {
+      await other.close();
+    }
+  });
+
   it('an unknown verb, and the end of the document, end the call; status callbacks are posted signed in order', async () => {
     voice = await startFakeVoice({
       '/voice/incoming': (r) => ({ twiml: r.params.From === '+15550100777' ? xml('<Gather/>') : xml('<Say>Hello.</Say><Play>https://x.invalid/a.wav</Play>') }),
