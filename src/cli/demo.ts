@@ -122,6 +122,7 @@ export async function run(args: string[], io: CliIO): Promise<number> {
       });
     // One call at a time until each has its model session, so each gets its scenario (sessionScenarios); the rest together.
     const first = place(0);
+    first.catch(() => undefined); // settled below; a failure while the others are placed must not go unhandled
     await until(() => standIn.sessions.length >= 1, 10_000);
     const transferred = flow('+15550109001', 1600, () => ({ status: 'completed', durationS: 95 }));
     await until(() => standIn.sessions.length >= 2, 10_000);
