@@ -63,6 +63,8 @@ export interface ScenarioTurn {
 
 export interface Scenario {
   greeting: string;
+  /** Said first by a session given the conversation so far (replayed messages), in place of the stock "Okay." (a call back from a failed transfer). */
+  resume?: string;
   turns: ScenarioTurn[];
   onUserText?(text: string): string;
 }
@@ -229,12 +231,12 @@ export const hangUpScenario: Scenario = {
  * is answered with the apology; the caller's next utterance gets turn 1. A
  * session that is not given the conversation greets with the apology.
  * After a replay that ends with the assistant's handoff sentence, the
- * stand-in answers the relay's `response.create` with its stock "Okay." (or
- * "One moment, please." when the request carries instructions): it has no
- * rule yet for speaking a scenario's own line there.
+ * stand-in answers the relay's first `response.create` with `resume` (the
+ * apology) instead of its stock "Okay.".
  */
 export const transferFailedScenario: Scenario = {
   greeting: TRANSFER_FAILED_REPLY,
+  resume: TRANSFER_FAILED_REPLY,
   turns: [
     { callerTranscript: transferScenario.turns[0]!.callerTranscript, reply: TRANSFER_FAILED_REPLY },
     { callerTranscript: "No, that's all, thanks.", preamble: 'Goodbye!', tool: { name: 'end_call', arguments: {}, reply: () => 'Goodbye!' } },
