@@ -45,6 +45,14 @@
  *
  * Reads (get, list) are async: they flush this instance's queue first, so an
  * instance reads its own writes.
+ *
+ * Call control and outbound calls, sent at once (never queued) and bounded by
+ * writeTimeoutMs: a transfer decision is one row of `call_transfers` (the
+ * later replaces the earlier), committed before saveTransfer resolves, so the
+ * `<Connect action>` webhook on any instance reads it; the outbound pacer is
+ * one row (`outbound_pacer`) whose next free slot one statement reads and
+ * moves on, so every instance's calls are spaced by the interval. A call's
+ * agent and direction are filled in once (`placed`, `answered`) and kept.
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -748,9 +756,18 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
     });
   }
 
+  /** A reader migrates nothing: the schema must be this callbridge's (an older one lacks what reads ask for). */
   private async checkSchema(): Promise<void> {
     const [row] = await this.sql.unsafe<{ t: string | null }[]>(`SELECT to_regclass('callbridge_migrations')::text AS t`);
     if (!row?.t) throw new PostgresStoreError('no callbridge call store in this database (no migrations applied)', false);
+    const [v] = await this.sql.unsafe<{ v: number | null }[]>('SELECT max(version) AS v FROM callbridge_migrations');
+    const version = v?.v ?? 0;
+    if (version < MIGRATIONS.length) {
+      throw new PostgresStoreError(
+        `call store has schema version ${version}, older than this callbridge (${MIGRATIONS.length}): start a callbridge server of this version on it once to upgrade it`,
+        false,
+      );
+    }
   }
 }
 

@@ -35,6 +35,13 @@
  * read as they are. Without the right key, `get` throws DecryptError and
  * `list` shows a sealed number as ENCRYPTED_NUMBER.
  *
+ * Call control and outbound calls: a transfer decision (saveTransfer) is
+ * one row of `call_transfers`, written at once outside the queue and
+ * committed before the promise resolves, so the `<Connect action>` webhook
+ * finds it; the header's agent and direction are filled in once (`placed`,
+ * then `answered`) and never overwritten. The outbound pacer's slots live in
+ * this process (one process per file).
+ *
  * A header written from a stale copy never undoes a call's stream: a header
  * whose stream has not started (a webhook's, e.g. a retried one) does not
  * overwrite a row whose stream has; it only fills in the webhook's own
