@@ -258,6 +258,14 @@ describe.each(cases)('call control in the store: $label', ({ kind, key }) => {
     a.recordStatus(statusCallback({ CallSid: SID, AccountSid: 'AC00000000000000000000000000000001', CallStatus: 'busy', SequenceNumber: '2', Direction: 'outbound-api' }));
     await a.flush();
     expect(await (await open()).get(SID)).toMatchObject({ state: 'completed', outcome: 'busy', status: 'busy', agent: 'reminders', direction: 'outbound-api', from: '+15550001000' });
+    // A call whose placing never reached the store: its status callbacks tell the direction; a later one does not change it.
+    const lost = 'CA0000000000000000000000000000eeee';
+    const b = await open({ identity: 'b' });
+    b.recordStatus(statusCallback({ CallSid: lost, AccountSid: 'AC00000000000000000000000000000001', CallStatus: 'ringing', SequenceNumber: '1', Direction: 'outbound-api' }));
+    await b.flush();
+    b.recordStatus(statusCallback({ CallSid: lost, AccountSid: 'AC00000000000000000000000000000001', CallStatus: 'no-answer', SequenceNumber: '2', Direction: 'inbound' }));
+    await b.flush();
+    expect(await (await open()).get(lost)).toMatchObject({ direction: 'outbound-api', agent: null, state: 'completed', outcome: 'no-answer' });
   });
 
   it('claim keys of later streams (CA…/2) and action webhooks (action:CA…/1) are their own, each taken once', async () => {

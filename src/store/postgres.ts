@@ -271,6 +271,7 @@ const STATUS_INSERT = `
   UPDATE calls c SET
     from_number = coalesce(c.from_number, $7),
     to_number = coalesce(c.to_number, $8),
+    direction = coalesce(c.direction, $10),
     state = CASE WHEN $9 AND c.state = 'in_progress' AND c.started_at IS NULL THEN 'completed' ELSE c.state END,
     outcome = CASE WHEN $9 AND c.state = 'in_progress' AND c.started_at IS NULL THEN $3 ELSE c.outcome END,
     duration_ms = CASE WHEN $9 AND $5::int IS NOT NULL AND ((c.state = 'in_progress' AND c.started_at IS NULL) OR c.duration_ms IS NULL)
@@ -651,7 +652,7 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
       for (const s of statuses) {
         const sealed = this.sealedNumbers(s);
         q.push(
-          tx.unsafe(STATUS_INSERT, [s.callSid, s.seq, s.status, s.timestamp, s.durationS, s.receivedAt, sealed.from, sealed.to, s.terminal] as never[], {
+          tx.unsafe(STATUS_INSERT, [s.callSid, s.seq, s.status, s.timestamp, s.durationS, s.receivedAt, sealed.from, sealed.to, s.terminal, s.direction] as never[], {
             prepare: true,
           }),
         );

@@ -69,6 +69,8 @@ export interface StatusNote {
   receivedAt: string;
   from: string | null;
   to: string | null;
+  /** Twilio's `Direction`: fills in a call's direction where it has none. */
+  direction: string | null;
   terminal: boolean;
 }
 
@@ -209,6 +211,7 @@ export abstract class RecordBuffer<H extends CallHeader> implements Pick<CallSto
       receivedAt: new Date().toISOString(),
       from: v.from || null,
       to: v.to || null,
+      direction: v.direction || null,
       terminal: v.terminal,
     });
   }

@@ -446,6 +446,7 @@ function foldStatus(h: Header, s: StatusNote): false | void {
   h.status = h.statusEvents.at(-1)!.status;
   h.from ||= s.from;
   h.to ||= s.to;
+  h.direction ||= s.direction;
   if (s.terminal && h.state === 'in_progress' && !h.startedAt) {
     h.state = 'completed';
     h.outcome = s.status;
