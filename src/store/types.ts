@@ -135,12 +135,14 @@ export interface CallStore extends TransferStore, OutboundPacer {
   /** A Twilio call status callback, parsed at the edge (twilio/webhooks.ts). Retries (same SequenceNumber) are ignored. */
   recordStatus(callback: StatusCallback): void;
   /**
-   * Take the call for one media stream, once: true for the first claim of
-   * `callSid` (by any instance sharing the store), false for every later one.
+   * Take something once: true for the first claim of `key` (by any instance
+   * sharing the store), false for every later one. Keys are free text: a
+   * CallSid (the call's first stream), `CA…/2` (a later stream of the call),
+   * `action:CA…/1` (an action webhook answered once).
    * Goes to the database at once (not batched); rejects when the database
    * cannot answer, and the caller decides what that means.
    */
-  claim(callSid: string, instanceId: string): Awaitable<boolean>;
+  claim(key: string, instanceId: string): Awaitable<boolean>;
   /**
    * TransferStore: `saveTransfer` writes at once (never queued), replacing the call's earlier decision, and
    * resolves once durable; it rejects when the database cannot take it (or the store is closed or read-only).
