@@ -122,7 +122,8 @@ export interface CallStore extends TransferStore, OutboundPacer {
   answered(callSid: string, info: CallParties): void;
   /**
    * This service placed the call (Twilio's REST API gave its SID): its row, direction `outbound-api`, is written
-   * on the next turn of the event loop, before Twilio has fetched its TwiML (that takes a network round trip).
+   * on the next turn of the event loop, while the call rings: before the callee can answer and Twilio ask any
+   * instance for the call's TwiML. Memory only here, like the other writes.
    */
   placed(callSid: string, info: { from: string; to: string; agent: string }): void;
   started(callSid: string, info: { streamSid: string; audioMode: string; startedAt: Date; model?: string }): void;
