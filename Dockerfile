@@ -24,6 +24,7 @@ COPY src ./src
 COPY bench ./bench
 COPY bin ./bin
 COPY assets ./assets
+COPY agents ./agents
 RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 RUN if [ "$UWS_REF" != none ]; then \
       npm install --no-save --omit=dev --no-audit --no-fund "uWebSockets.js@github:uNetworking/uWebSockets.js#${UWS_REF}" \
@@ -43,6 +44,8 @@ COPY --from=build /app/build ./build
 COPY --from=build /app/bin ./bin
 # Recorded prompts (hold, apology, goodbye, repeat): read at start-up.
 COPY --from=build /app/assets ./assets
+# Agent files: agents/eligibility.yaml is the default agent (AGENT_FILE unset); mount your own and set AGENT_FILE.
+COPY --from=build /app/agents ./agents
 RUN mkdir -p /data && chown node:node /data
 VOLUME /data
 USER node

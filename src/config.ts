@@ -9,28 +9,37 @@
  * Only main.ts (and what stands above it: the CLI, the fuzzer, the bench)
  * reads a Config; it fills in each module's own settings from it. Files the
  * environment names are read by main.ts (the recorded prompts), except
- * INSTRUCTIONS_FILE.
+ * INSTRUCTIONS_FILE and the agent files (AGENT_FILE, src/agent/load.ts),
+ * whose problems belong in the same start-up list.
  */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { loadAgentFile, missingHeaderEnv, shippedAgentPath } from './agent/load.js';
+import type { Agent } from './agent/types.js';
 import { defaultPromptPath } from './call/prompts.js';
 import { DSP_SLOTS } from './dsp/index.js';
 import { REASONING_EFFORTS, type ReasoningEffort } from './realtime/protocol.js';
 import { modelPrices, MODEL_PRICES, type Prices } from './store/prices.js';
 import { streamUrlTemplateProblems } from './twilio/twiml.js';
 
-export const DEFAULT_INSTRUCTIONS = [
-  'You are the voice assistant of an insurance eligibility line, speaking with a caller on the phone.',
-  'Keep every answer short and natural: one or two sentences, no lists, no markdown.',
-  'To check coverage you need the member ID and the date of birth. Ask for whichever is missing, one at a time',
-  '("Can I get the Member ID?" ... "And the date of birth?"), read the ID back if unsure, then call check_eligibility.',
-  'If a tool reports trouble accessing the system, apologise briefly and offer to try again or take a message.',
-  'Never invent coverage details; only speak what the tool returned.',
-].join(' ');
+/** The agent inbound calls get when AGENT_FILE is unset: today's eligibility line, shipped with the package. */
+export const DEFAULT_AGENT_FILE = shippedAgentPath('eligibility');
+/** The demo's agent (`callbridge demo`, the end-to-end tests): today's line plus a transfer target and end_call. */
+export const DEMO_AGENT_FILE = shippedAgentPath('demo');
+/** The Realtime model when neither OPENAI_MODEL nor the default agent names one. */
+export const DEFAULT_MODEL = 'gpt-realtime';
+const DEFAULT_VAD = { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 };
 
-export const DEFAULT_GREETING = 'Greet the caller: "Thanks for calling the eligibility line. How can I help you today?"';
+/**
+ * The shipped line's instructions and greeting, read from DEFAULT_AGENT_FILE (the text lives there only);
+ * test/helpers/settings.ts builds its relay settings from them. A broken shipped file leaves them empty
+ * and loadConfig lists its problems.
+ */
+const shipped = loadAgentFile(DEFAULT_AGENT_FILE);
+export const DEFAULT_INSTRUCTIONS: string = shipped.ok ? shipped.agent.instructions : '';
+export const DEFAULT_GREETING: string = shipped.ok ? shipped.agent.greeting : '';
 
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'])
@@ -49,20 +58,26 @@ const EnvSchema = z.object({
   OPENAI_API_KEY: z.string().min(1).optional(),
   OPENAI_BASE_URL: z.url({ protocol: /^(https?|wss?)$/ }).default('https://api.openai.com/v1'),
   /** gpt-realtime (2025-08), gpt-realtime-1.5, gpt-realtime-2 (2026-05), gpt-realtime-2.1 / -2.1-mini (2026-07), or a dated snapshot. */
-  OPENAI_MODEL: z.string().min(1).default('gpt-realtime'),
+  OPENAI_MODEL: z.string().min(1).optional(),
   /** session.reasoning.effort for reasoning models (gpt-realtime-2 and later); unset = the model's default. */
   REASONING_EFFORT: z.enum(REASONING_EFFORTS).optional(),
   /** Extra CA certificate (PEM file) to trust for the model endpoint, e.g. a local stand-in's self-signed one. */
   OPENAI_CA_FILE: z.string().min(1).optional(),
-  VOICE: z.string().min(1).default('marin'),
+  /**
+   * The agent files (comma-separated): the first is the default agent, inbound calls get it. Unset: the shipped
+   * agents/eligibility.yaml. VOICE, INSTRUCTIONS(_FILE), GREETING, OPENAI_MODEL, REASONING_EFFORT, VAD_*,
+   * SILENCE_TIMEOUT_MS and MAX_CALL_MS, when set, override the default agent's (only its) values.
+   */
+  AGENT_FILE: z.string().min(1).optional(),
+  VOICE: z.string().min(1).optional(),
   INSTRUCTIONS: z.string().min(1).optional(),
   INSTRUCTIONS_FILE: z.string().min(1).optional(),
-  GREETING: z.string().default(DEFAULT_GREETING),
+  GREETING: z.string().optional(),
   AUDIO_MODE: z.enum(['transcode', 'passthrough']).default('transcode'),
   TRANSCRIPTION_MODEL: z.string().default('gpt-4o-transcribe'),
-  VAD_THRESHOLD: z.coerce.number().min(0).max(1).default(0.5),
-  VAD_PREFIX_PADDING_MS: intIn(0, 5000).default(300),
-  VAD_SILENCE_DURATION_MS: intIn(0, 5000).default(500),
+  VAD_THRESHOLD: z.coerce.number().min(0).max(1).optional(),
+  VAD_PREFIX_PADDING_MS: intIn(0, 5000).optional(),
+  VAD_SILENCE_DURATION_MS: intIn(0, 5000).optional(),
 
   TWILIO_AUTH_TOKEN: z.string().min(1).optional(),
   /** Serving without TWILIO_AUTH_TOKEN (no signature checks) must be asked for; startCallbridge refuses otherwise. */
@@ -74,8 +89,8 @@ const EnvSchema = z.object({
   OUTBOUND_CHUNK_MS: intIn(20, 200).default(100),
   /** Caller audio per append to the model (20 = one per Twilio frame). Larger batches cost less; speech onset and offset flush at once. */
   INBOUND_BATCH_MS: intIn(20, 100).default(20),
-  SILENCE_TIMEOUT_MS: intIn(1000, 86_400_000).default(300_000),
-  MAX_CALL_MS: intIn(1000, 86_400_000).default(3_600_000),
+  SILENCE_TIMEOUT_MS: intIn(1000, 86_400_000).optional(),
+  MAX_CALL_MS: intIn(1000, 86_400_000).optional(),
   MAX_CONCURRENT_CALLS: intIn(1, 100_000).default(1000),
   /** Per-IP token bucket for HTTP requests and stream upgrades. Twilio's traffic comes from few IPs: size it for peak call setup. */
   RATE_LIMIT_BURST: intIn(1, 1_000_000).default(500),
@@ -174,6 +189,17 @@ const EnvSchema = z.object({
   MODEL_FAILURE_TTL_MS: intIn(1000, 86_400_000).default(60_000),
   /** After SIGTERM, new calls are still taken this long while health already says draining (the balancer's check notices). */
   DRAIN_GRACE_MS: intIn(0, 600_000).default(10_000),
+
+  /** Outbound calls (POST /calls, `callbridge call`): Twilio's REST API, with an API key (or the auth token). Unset = no outbound calls. */
+  TWILIO_ACCOUNT_SID: z.string().regex(/^AC[0-9a-fA-F]{32}$/, 'expected AC and 32 hex digits').optional(),
+  TWILIO_API_KEY_SID: z.string().regex(/^SK[0-9a-fA-F]{32}$/, 'expected SK and 32 hex digits').optional(),
+  TWILIO_API_KEY_SECRET: z.string().min(1).optional(),
+  /** Replaces https://api.twilio.com (a local stand-in in tests and the demo). */
+  TWILIO_API_BASE: httpUrl.optional(),
+  /** The `From` of outbound calls whose agent file names no caller_id (E.164). */
+  OUTBOUND_FROM: z.string().regex(/^\+[1-9]\d{6,14}$/, 'expected an E.164 number, e.g. +15550001111').optional(),
+  /** New outbound calls per second, at most, across every instance sharing the store. */
+  OUTBOUND_CPS: z.coerce.number().positive().max(100).default(1),
 });
 
 export type AudioMode = 'transcode' | 'passthrough';
@@ -249,6 +275,14 @@ export interface Config {
   modelProbe: { intervalMs: number; failureTtlMs: number };
   /** After the first SIGTERM, how long new calls are still taken (health already says draining). */
   drainGraceMs: number;
+  /** Outbound calls through Twilio's REST API; undefined = not configured (POST /calls answers 404). */
+  outbound: { accountSid: string; apiKeySid: string | undefined; apiKeySecret: string | undefined; apiBase: string | undefined; from: string | undefined; cps: number } | undefined;
+  /**
+   * The agents (AGENT_FILE), the first the default one (inbound calls), with the environment's overrides applied
+   * to it; `openai.instructions`, `voice`, `greeting`, `model`, `reasoningEffort`, `vad`, `silenceTimeoutMs` and
+   * `maxCallMs` above are its values too. Names are unique; every agent's model is `openai.model`.
+   */
+  agents: Agent[];
 }
 
 export class ConfigError extends Error {
@@ -278,7 +312,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (!parsed.success) {
     for (const issue of parsed.error.issues) problems.push(`${issue.path.join('.') || '(env)'}: ${issue.message}`);
   }
-  let instructions = DEFAULT_INSTRUCTIONS;
+  const loaded = loadAgents(cleaned.AGENT_FILE ?? DEFAULT_AGENT_FILE, cleaned, problems);
+  let instructions: string | undefined;
   if (cleaned.INSTRUCTIONS && cleaned.INSTRUCTIONS_FILE) {
     problems.push('INSTRUCTIONS and INSTRUCTIONS_FILE: set one, not both');
   } else if (cleaned.INSTRUCTIONS_FILE) {
@@ -304,6 +339,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       problems.push('STREAM_URL_TEMPLATE: names {instance}, so INSTANCE_ID must be set (the name the load balancer routes on)');
     }
   }
+  if (cleaned.TWILIO_ACCOUNT_SID) {
+    if (!cleaned.PUBLIC_URL) problems.push('PUBLIC_URL: required with TWILIO_ACCOUNT_SID (outbound calls give Twilio their webhook URLs)');
+    if (!cleaned.TWILIO_API_KEY_SID && !cleaned.TWILIO_AUTH_TOKEN) problems.push('TWILIO_API_KEY_SID + TWILIO_API_KEY_SECRET (or TWILIO_AUTH_TOKEN): required with TWILIO_ACCOUNT_SID');
+  }
+  if (Boolean(cleaned.TWILIO_API_KEY_SID) !== Boolean(cleaned.TWILIO_API_KEY_SECRET)) problems.push('TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET: set both or neither');
   if (cleaned.TRANSCRIPT_KEY_OLD && !cleaned.TRANSCRIPT_KEY) {
     problems.push('TRANSCRIPT_KEY_OLD: set without TRANSCRIPT_KEY (new records would be stored unencrypted); set the new key as TRANSCRIPT_KEY');
   }
@@ -311,13 +351,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     // Each transcoded call holds one DSP channel slot: a call admitted past them could not be served.
     problems.push(`MAX_CONCURRENT_CALLS: ${parsed.data.MAX_CONCURRENT_CALLS} is more than the ${DSP_SLOTS} calls one process can transcode (DSP channel slots); set it to ${DSP_SLOTS} or less, or run more instances`);
   }
-  if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
+  // With a broken environment the agents are still checked against each other (no overrides but the model), so all is listed at once.
+  const overrides: Overrides = parsed.success ? parsed.data : { OPENAI_MODEL: cleaned.OPENAI_MODEL };
+  const agents = loaded ? withOverrides(loaded.agents, loaded.files, overrides, instructions, problems) : undefined;
+  if (problems.length > 0 || !parsed.success || !agents) throw new ConfigError(problems);
   const e = parsed.data;
-  const listed = modelPrices(e.OPENAI_MODEL);
+  const first = agents[0]!;
+  const model = first.model!;
+  const vad = {
+    threshold: first.vad.threshold ?? DEFAULT_VAD.threshold,
+    prefixPaddingMs: first.vad.prefixPaddingMs ?? DEFAULT_VAD.prefixPaddingMs,
+    silenceDurationMs: first.vad.silenceDurationMs ?? DEFAULT_VAD.silenceDurationMs,
+  };
+  const listed = modelPrices(model);
   const base = listed ?? MODEL_PRICES['gpt-realtime']!;
-  if (e.MAX_CALL_MS < e.SILENCE_TIMEOUT_MS && env.SILENCE_TIMEOUT_MS) {
-    // Allowed, but worth knowing: the call cap fires first. Not an error.
-  }
   return {
     port: e.PORT,
     host: e.HOST,
@@ -326,18 +373,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     openai: {
       apiKey: e.OPENAI_API_KEY,
       realtimeUrl: realtimeUrlFromBase(e.OPENAI_BASE_URL),
-      model: e.OPENAI_MODEL,
-      reasoningEffort: e.REASONING_EFFORT,
+      model,
+      reasoningEffort: first.reasoningEffort,
       caFile: e.OPENAI_CA_FILE,
-      voice: e.VOICE,
-      instructions,
-      greeting: e.GREETING,
+      voice: first.voice,
+      instructions: first.instructions,
+      greeting: first.greeting,
       transcriptionModel: e.TRANSCRIPTION_MODEL,
-      vad: {
-        threshold: e.VAD_THRESHOLD,
-        prefixPaddingMs: e.VAD_PREFIX_PADDING_MS,
-        silenceDurationMs: e.VAD_SILENCE_DURATION_MS,
-      },
+      vad,
       connectTimeoutMs: e.MODEL_CONNECT_TIMEOUT_MS,
     },
     audioMode: e.AUDIO_MODE,
@@ -346,8 +389,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     playoutLeadMs: e.PLAYOUT_LEAD_MS,
     outboundChunkMs: Math.floor(e.OUTBOUND_CHUNK_MS / 20) * 20,
     inboundBatchMs: Math.floor(e.INBOUND_BATCH_MS / 20) * 20,
-    silenceTimeoutMs: e.SILENCE_TIMEOUT_MS,
-    maxCallMs: e.MAX_CALL_MS,
+    silenceTimeoutMs: first.policies.silence.timeoutMs,
+    maxCallMs: first.policies.maxDuration.maxCallMs,
     maxConcurrentCalls: e.MAX_CONCURRENT_CALLS,
     rateLimit: { burst: e.RATE_LIMIT_BURST, perSecond: e.RATE_LIMIT_PER_SECOND },
     prewarmTtlMs: e.PREWARM_TTL_MS,
@@ -401,7 +444,90 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metrics: e.METRICS,
     modelProbe: { intervalMs: e.MODEL_PROBE_INTERVAL_MS, failureTtlMs: e.MODEL_FAILURE_TTL_MS },
     drainGraceMs: e.DRAIN_GRACE_MS,
+    outbound: e.TWILIO_ACCOUNT_SID
+      ? { accountSid: e.TWILIO_ACCOUNT_SID, apiKeySid: e.TWILIO_API_KEY_SID, apiKeySecret: e.TWILIO_API_KEY_SECRET, apiBase: e.TWILIO_API_BASE, from: e.OUTBOUND_FROM, cps: e.OUTBOUND_CPS }
+      : undefined,
+    agents,
   };
+}
+
+/**
+ * AGENT_FILE's files, each loaded and checked; their problems (and tool headers naming env variables `env`
+ * lacks, and a name two files share) go to `problems`, prefixed `AGENT_FILE (<path>): `. Undefined when any failed.
+ */
+function loadAgents(list: string, env: Record<string, string>, problems: string[]): { agents: Agent[]; files: string[] } | undefined {
+  const files = list.split(',').map((f) => f.trim()).filter(Boolean);
+  if (files.length === 0) {
+    problems.push('AGENT_FILE: names no file (comma-separated paths of agent files, .yaml or .json)');
+    return undefined;
+  }
+  const agents: Agent[] = [];
+  const byName = new Map<string, string>();
+  let ok = true;
+  for (const file of files) {
+    const r = loadAgentFile(file);
+    const at = (p: string) => `AGENT_FILE (${file}): ${p}`;
+    if (!r.ok) {
+      problems.push(...r.problems.map(at));
+      ok = false;
+      continue;
+    }
+    const missing = missingHeaderEnv(r.agent, env);
+    problems.push(...missing.map(at));
+    const other = byName.get(r.agent.name);
+    if (other !== undefined) problems.push(at(`name: ${JSON.stringify(r.agent.name)} is already the name of the agent in ${other}; agent names must be unique`));
+    else byName.set(r.agent.name, file);
+    if (missing.length > 0 || other !== undefined) ok = false;
+    agents.push(r.agent);
+  }
+  return ok ? { agents, files } : undefined;
+}
+
+/** The variables that override the default agent (all optional: only a set one overrides). */
+type Overrides = Pick<
+  z.output<typeof EnvSchema>,
+  'OPENAI_MODEL' | 'GREETING' | 'VOICE' | 'REASONING_EFFORT' | 'VAD_THRESHOLD' | 'VAD_PREFIX_PADDING_MS' | 'VAD_SILENCE_DURATION_MS' | 'SILENCE_TIMEOUT_MS' | 'MAX_CALL_MS'
+>;
+
+/**
+ * The environment's overrides applied to the default (first) agent only, each only when set; the model every
+ * agent runs on resolved (OPENAI_MODEL, else the default agent's, else DEFAULT_MODEL) and filled into each:
+ * one process serves one model, so an agent file naming another is a problem.
+ */
+function withOverrides(agents: Agent[], files: string[], e: Overrides, instructions: string | undefined, problems: string[]): Agent[] | undefined {
+  const [head, ...rest] = agents as [Agent, ...Agent[]];
+  const model = e.OPENAI_MODEL ?? head.model ?? DEFAULT_MODEL;
+  const first: Agent = {
+    ...head,
+    instructions: instructions ?? head.instructions,
+    greeting: e.GREETING ?? head.greeting,
+    voice: e.VOICE ?? head.voice,
+    model,
+    reasoningEffort: e.REASONING_EFFORT ?? head.reasoningEffort,
+    vad: {
+      threshold: e.VAD_THRESHOLD ?? head.vad.threshold,
+      prefixPaddingMs: e.VAD_PREFIX_PADDING_MS ?? head.vad.prefixPaddingMs,
+      silenceDurationMs: e.VAD_SILENCE_DURATION_MS ?? head.vad.silenceDurationMs,
+    },
+    policies: {
+      ...head.policies,
+      silence: { ...head.policies.silence, timeoutMs: e.SILENCE_TIMEOUT_MS ?? head.policies.silence.timeoutMs },
+      maxDuration: { ...head.policies.maxDuration, maxCallMs: e.MAX_CALL_MS ?? head.policies.maxDuration.maxCallMs },
+    },
+  };
+  const md = first.policies.maxDuration;
+  if (e.MAX_CALL_MS !== undefined && md.warnBeforeMs !== undefined && md.warnBeforeMs >= md.maxCallMs) {
+    problems.push(`MAX_CALL_MS: ${md.maxCallMs} is not more than the default agent's max_duration.warn_before_ms (${md.warnBeforeMs})`);
+  }
+  let ok = true;
+  const others = rest.map((a, i) => {
+    if (a.model !== undefined && a.model !== model) {
+      problems.push(`AGENT_FILE (${files[i + 1]}): model: ${JSON.stringify(a.model)} is not the model this process serves (${JSON.stringify(model)}, from ${e.OPENAI_MODEL ? 'OPENAI_MODEL' : head.model ? 'the default agent' : 'the default'}); run agents on another model in another process`);
+      ok = false;
+    }
+    return { ...a, model };
+  });
+  return ok ? [first, ...others] : undefined;
 }
 
 /** TRUST_PROXY: "10.0.0.0/8, 2001:db8::/32, 192.0.2.7" (a bare address is /32 or /128). Problems are added to `problems`. */

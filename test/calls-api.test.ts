@@ -26,7 +26,7 @@ describe('the calls API handler', () => {
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), 'callbridge-admin-'));
     store = new SqliteCallStore({ path: join(dir, 'c.db'), prices: loadConfig({}).prices, log: silentLogger });
-    const r = createStoreRecorder(store, SID, { From: '+1555', To: '+1666' });
+    const r = createStoreRecorder(store, SID, { From: '+1555', To: '+1666' }, { agent: 'front-desk', direction: 'inbound' });
     r.started({ callSid: SID, streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() });
     r.transcript({ atMs: 5, speaker: 'caller', text: 'hello' });
   });
@@ -73,9 +73,12 @@ describe('the calls API handler', () => {
     const list = await h(req('/calls'));
     expect(list.status).toBe(200);
     expect((list.body as { calls: { callSid: string }[] }).calls.map((c) => c.callSid)).toEqual([SID]);
+    expect((list.body as { calls: unknown[] }).calls[0]).toMatchObject({ agent: 'front-desk', direction: 'inbound' });
     const one = await h(req(`/calls/${SID}`));
     expect(one.status).toBe(200);
-    expect(one.body).toMatchObject({ callSid: SID, state: 'in_progress', transcript: [{ text: 'hello' }] });
+    expect(one.body).toMatchObject({ callSid: SID, state: 'in_progress', transcript: [{ text: 'hello' }], agent: 'front-desk', direction: 'inbound', transfer: null });
+    await store.saveTransfer(SID, { agent: 'front-desk', target: 'billing', requestedBy: 'model', leg: 1, at: '2026-12-06T10:00:00.000Z' });
+    expect((await h(req(`/calls/${SID}`))).body).toMatchObject({ transfer: { target: 'billing', requestedBy: 'model', leg: 1 } });
     const since = await h(req('/calls', `since=${encodeURIComponent(new Date(Date.now() + 60_000).toISOString())}&limit=500`));
     expect((since.body as { calls: unknown[] }).calls).toEqual([]);
   });

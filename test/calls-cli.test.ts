@@ -25,10 +25,10 @@ beforeEach(() => {
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
-function seed(key?: Buffer): void {
+async function seed(key?: Buffer): Promise<void> {
   const store = new SqliteCallStore({ path: db, prices: loadConfig({}).prices, log: silentLogger, transcriptKey: key });
   const t0 = new Date(Date.now() - 10 * 60_000);
-  const r = createStoreRecorder(store, SID, { From: '+15551230000', To: '+15559870000' });
+  const r = createStoreRecorder(store, SID, { From: '+15551230000', To: '+15559870000' }, { agent: 'front-desk', direction: 'inbound' });
   r.started({ callSid: SID, streamSid: 'MZ1', audioMode: 'transcode', startedAt: t0 });
   r.transcript({ atMs: 400, speaker: 'assistant', text: 'Thanks for calling the eligibility line.' });
   r.transcript({ atMs: 65_000, speaker: 'assistant', text: 'You are covered.' });
@@ -37,6 +37,7 @@ function seed(key?: Buffer): void {
   for (const [i, ms] of [600, 700, 800, 2000].entries()) r.turnLatency({ turn: i + 1, latencyMs: ms });
   r.usage({ inputTextTokens: 100, inputAudioTokens: 2000, inputCachedTokens: 0, outputTextTokens: 50, outputAudioTokens: 3000 });
   r.ended({ endedAt: new Date(t0.getTime() + 70_000), reason: 'caller_hangup', relay: { inbound: { p50Ms: 0.05, p99Ms: 0.2 }, outbound: { p50Ms: 0.04, p99Ms: 0.1 } }, protocolErrors: 0 });
+  await store.saveTransfer(SID, { agent: 'front-desk', target: 'billing', requestedBy: 'keypad', leg: 1, at: '2026-12-06T10:00:00.000Z' });
   const o = createStoreRecorder(store, OPEN, {});
   o.started({ callSid: OPEN, streamSid: 'MZ2', audioMode: 'passthrough', startedAt: new Date(Date.now() - 3 * 86_400_000) });
   store.close();
@@ -50,12 +51,15 @@ async function cli(args: string[], env: Record<string, string> = {}): Promise<{ 
 
 describe('calls CLI', () => {
   it('list: readable, newest first; --since filters; --limit; --json', async () => {
-    seed();
+    await seed();
     const all = await cli(['list']);
     expect(all.code).toBe(0);
     expect(all.out.indexOf(SID)).toBeGreaterThan(0);
     expect(all.out.indexOf(SID)).toBeLessThan(all.out.indexOf(OPEN));
     expect(all.out).toMatch(new RegExp(`${SID}\\s+70\\.0 s\\s+completed`));
+    expect(all.out).toMatch(/direction\s+agent\n/);
+    expect(all.out).toMatch(new RegExp(`${SID}.*inbound\\s+front-desk\n`));
+    expect(all.out).toMatch(new RegExp(`${OPEN}.*\\s-\\s+-\n`));
     const recent = await cli(['list', '--since', '1h']);
     expect(recent.out).toContain(SID);
     expect(recent.out).not.toContain(OPEN);
@@ -66,7 +70,7 @@ describe('calls CLI', () => {
   });
 
   it('list pages: --limit, then --cursor with what stderr names, until no more', async () => {
-    seed();
+    await seed();
     const first = await cli(['list', '--limit', '1', '--json']);
     expect(JSON.parse(first.out).map((c: { callSid: string }) => c.callSid)).toEqual([SID]);
     const cursor = /next page with --cursor (\S+)/.exec(first.err)?.[1];
@@ -81,10 +85,12 @@ describe('calls CLI', () => {
   });
 
   it('show: header, transcript in order with [mm:ss], tool calls, latency percentiles, usage', async () => {
-    seed();
+    await seed();
     const { code, out } = await cli(['show', SID]);
     expect(code).toBe(0);
     expect(out).toContain('duration 70.0 s');
+    expect(out).toContain('from +15551230000 to +15559870000   direction inbound   agent front-desk\n');
+    expect(out).toContain('transfer to billing (agent front-desk), asked by the caller on the keypad on leg 1 at 2026-12-06T10:00:00.000Z\n');
     expect(out).toMatch(/outcome eligibility_checked/);
     expect(out).toMatch(/estimated cost \$\d+\.\d{4}/);
     const lines = out.split('\n');
@@ -99,7 +105,7 @@ describe('calls CLI', () => {
   });
 
   it('show --json is the full record', async () => {
-    seed();
+    await seed();
     const { code, out } = await cli(['show', SID, '--json']);
     expect(code).toBe(0);
     const r = JSON.parse(out);
@@ -108,14 +114,14 @@ describe('calls CLI', () => {
   });
 
   it('does not mark in-progress calls interrupted (only the server does)', async () => {
-    seed();
+    await seed();
     await cli(['list']);
     const { out } = await cli(['show', OPEN, '--json']);
     expect(JSON.parse(out).state).toBe('in_progress');
   });
 
   it('errors: unknown sid → 1, missing store → 1, usage → 2, each saying what is wrong', async () => {
-    seed();
+    await seed();
     const cases: [string[], number, RegExp][] = [
       [['show', 'CA99999999999999999999999999999999'], 1, /no call CA9+/],
       [[], 2, /expected list or show/],
@@ -142,7 +148,7 @@ describe('calls CLI', () => {
 
   it('encrypted store: readable with the key, a clear one-line error without it', async () => {
     const key = 'ab'.repeat(32);
-    seed(Buffer.from(key, 'hex'));
+    await seed(Buffer.from(key, 'hex'));
     const ok = await cli(['show', SID], { TRANSCRIPT_KEY: key });
     expect(ok.code).toBe(0);
     expect(ok.out).toContain('Is my plan active?');

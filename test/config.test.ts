@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { defaultPromptPath } from '../src/call/prompts.js';
-import { ConfigError, loadConfig, realtimeUrlFromBase } from '../src/config.js';
+import { ConfigError, DEFAULT_AGENT_FILE, loadConfig, realtimeUrlFromBase } from '../src/config.js';
 import { createLogger } from '../src/log.js';
 import { edgeSettingsFromConfig, eligibilitySettingsFromConfig, loadPromptAudio, relaySettingsFromConfig, startCallbridge } from '../src/main.js';
 import { committedPrompts, edgeSettings, relaySettings } from './helpers/settings.js';
@@ -10,6 +10,8 @@ describe('loadConfig', () => {
     const c = loadConfig({});
     expect(c).toMatchObject({ port: 5002, audioMode: 'transcode', dbPath: './data/callbridge.db', publicUrl: undefined });
     expect(c.openai).toMatchObject({ realtimeUrl: 'wss://api.openai.com/v1/realtime', model: 'gpt-realtime', voice: 'marin' });
+    // The default agent is the shipped agents/eligibility.yaml (test/agent-file.test.ts checks it is today's line).
+    expect(c.agents.map((a) => [a.name, a.file])).toEqual([['eligibility', DEFAULT_AGENT_FILE]]);
   });
 
   it('reports every problem at once', () => {
@@ -128,5 +130,31 @@ describe('settings only at the root: main.ts maps the Config to each module', ()
     expect(relay).toEqual(helper);
     expect([admissionSecret.length, helperSecret.length]).toEqual([32, 32]);
     expect(eligibilitySettingsFromConfig(c)).toEqual({ apiUrl: undefined, apiKey: undefined, timeoutMs: 3000, retries: 2 });
+  });
+});
+
+describe('loadConfig: outbound calls (issue 16)', () => {
+  const AC = `AC${'a'.repeat(32)}`;
+  const SK = `SK${'b'.repeat(32)}`;
+  it('is off without TWILIO_ACCOUNT_SID; with it, needs PUBLIC_URL and a key (or the auth token), all problems at once', () => {
+    expect(loadConfig({}).outbound).toBeUndefined();
+    let err: unknown;
+    try {
+      loadConfig({ TWILIO_ACCOUNT_SID: AC, TWILIO_API_KEY_SID: SK, OUTBOUND_CPS: '0', OUTBOUND_FROM: '5550001111' });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    const problems = (err as ConfigError).problems.join('\n');
+    expect(problems).toMatch(/PUBLIC_URL: required with TWILIO_ACCOUNT_SID/);
+    expect(problems).toMatch(/TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET: set both or neither/);
+    expect(problems).toMatch(/OUTBOUND_CPS/);
+    expect(problems).toMatch(/OUTBOUND_FROM/);
+    const c = loadConfig({
+      TWILIO_ACCOUNT_SID: AC, TWILIO_API_KEY_SID: SK, TWILIO_API_KEY_SECRET: 'secret', PUBLIC_URL: 'https://calls.example.com',
+      TWILIO_API_BASE: 'http://127.0.0.1:4010', OUTBOUND_FROM: '+15550001111', OUTBOUND_CPS: '2.5',
+    });
+    expect(c.outbound).toEqual({ accountSid: AC, apiKeySid: SK, apiKeySecret: 'secret', apiBase: 'http://127.0.0.1:4010', from: '+15550001111', cps: 2.5 });
+    expect(loadConfig({ TWILIO_ACCOUNT_SID: AC, TWILIO_AUTH_TOKEN: 'tok', PUBLIC_URL: 'https://calls.example.com' }).outbound?.cps).toBe(1);
   });
 });

@@ -1,7 +1,9 @@
 /**
  * `callbridge demo`, the README's main job: simulated eligibility calls end to
  * end, and their records printed — call 1 in the 2026 shapes (a preamble and
- * two parallel tool calls), call 2 one question at a time.
+ * two parallel tool calls), call 2 one question at a time — and two calls
+ * through Twilio's whole call flow (agents/demo.yaml): one transferred to
+ * member services, one the agent hangs up.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,7 +29,31 @@ it('places calls through the real relay and prints their records and the caller\
   expect(out).toMatch(/relay-added latency per frame: in p50 \d+ µs/);
   expect(out).toMatch(/caller view \(end of speech → first audio heard\) \d+, \d+, \d+, \d+/);
   expect(out).toContain('protocol violations: 0');
+  // The transferred call: the handoff sentence heard, the stream closed by the relay, the <Connect action>
+  // answered with a <Dial> to member services (whisper fetched once answered), the dial's action answered.
+  const transfer = section(out, 'asks for a person');
+  expect(transfer).toMatch(/end reason transferred/);
+  expect(transfer).toContain('assistant Let me connect you to member services.');
+  expect(transfer).toMatch(/Twilio's side: Connect → Dial → (?:Say → )?Hangup; call ended: hangup/);
+  expect(transfer).toMatch(/dialled (?:member_services|number) at \+15550100200: completed, 95 s/);
+  expect(transfer).toMatch(/webhooks: incoming 200, action 200, (?:whisper 200, )?dial-action 200/);
+  expect(transfer).toContain('protocol violations: 0');
+  // The agent's hang-up: the goodbye heard, then the stream closed and the action answered <Hangup/>.
+  const hangUp = section(out, 'says goodbye');
+  expect(hangUp).toMatch(/end reason agent_hangup/);
+  expect(hangUp).toContain('assistant Goodbye!');
+  expect(hangUp).toMatch(/Twilio's side: Connect → Hangup; call ended: hangup/);
+  expect(hangUp).toMatch(/webhooks: incoming 200, action 200$/m);
+  expect(hangUp).toContain('protocol violations: 0');
 }, 60_000);
+
+/** One call's block of the demo's output, found by the label after its heading. */
+function section(out: string, label: string): string {
+  const start = out.indexOf(`(${label})`);
+  expect(start, `no call labelled ${label}`).toBeGreaterThanOrEqual(0);
+  const end = out.indexOf('── call ', start);
+  return out.slice(start, end === -1 ? undefined : end);
+}
 
 it('--drop-model: call 2 loses the model while the assistant speaks, holds, reconnects and finishes; its record shows the reconnect', async () => {
   const t = memoryIO({ CALLBRIDGE_DB: join(dir, 'drop.db') });
@@ -36,5 +62,5 @@ it('--drop-model: call 2 loses the model while the assistant speaks, holds, reco
   expect(out.match(/state completed .* end reason caller_hangup/g)).toHaveLength(2);
   expect(out.match(/model_reconnected: model socket closed \(1011[^)]*\); 1 attempt\(s\); gap \d+ ms/g)).toHaveLength(1);
   expect(out).not.toContain('model_unavailable');
-  expect(out.match(/protocol violations: 0/g)).toHaveLength(2);
+  expect(out.match(/protocol violations: 0/g)).toHaveLength(4); // the two eligibility calls, the transfer, the hang-up
 }, 60_000);

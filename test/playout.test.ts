@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Playout, type ChunkInfo } from '../src/call/playout.js';
+import { Outbound } from '../src/call/outbound.js';
 
 interface Sent {
   kind: 'frame' | 'clear';
@@ -230,5 +231,70 @@ describe('Playout in chunks', () => {
     p.onMark(sent.at(-1)!.mark!, 150);
     p.enqueue('r', 'b', bytes(0));
     expect(p.item('b')!.heardMs).toBe(100);
+  });
+});
+
+describe('Outbound.whenHeard (the end of a goodbye or handoff sentence)', () => {
+  function outbound() {
+    const sent: Record<string, any>[] = [];
+    let now = 0;
+    const members = new Set<{ pump(n: number): boolean }>();
+    const out = new Outbound({
+      socket: { send: (t) => (sent.push(JSON.parse(t)), true), bufferedAmount: () => 0, cork: (fn) => fn(), close: () => {} },
+      clock: { add: (p) => void members.add(p), delete: (p) => void members.delete(p) },
+      leadMs: 100,
+      chunkMs: 20,
+      now: () => now,
+      sinceStart: () => now,
+      onChunk: () => {},
+      onLine: () => {},
+      truncate: () => {},
+    });
+    out.start('MZ1', undefined);
+    out.setLive(true);
+    const tick = (ms: number) => {
+      now = ms;
+      for (const p of members) if (!p.pump(ms)) members.delete(p);
+    };
+    const marks = () => sent.filter((m) => m.event === 'mark').map((m) => m.mark.name as string);
+    return { out, sent, tick, marks, now: () => now };
+  }
+
+  it('fires at once when nothing is queued or unacknowledged', () => {
+    const { out } = outbound();
+    let fired = 0;
+    out.whenHeard(() => fired++);
+    expect(fired).toBe(1);
+  });
+
+  it('fires once, on the echo of the last chunk\'s mark, not before', () => {
+    const { out, tick, marks, now } = outbound();
+    out.audio('r1', 'i1', Buffer.alloc(160 * 10, 0x55).toString('base64'));
+    out.audioDone('i1');
+    let fired = 0;
+    out.whenHeard(() => fired++);
+    for (let ms = 0; ms <= 300; ms += 20) tick(ms);
+    const names = marks();
+    expect(names).toHaveLength(10);
+    for (const n of names.slice(0, -1)) out.mark(n, now());
+    expect(fired).toBe(0);
+    out.mark(names.at(-1)!, now());
+    expect(fired).toBe(1);
+    out.mark(names.at(-1)!, now());
+    expect(fired).toBe(1);
+  });
+
+  it('fires when a cut drops what was playing; a withdrawn callback never fires', () => {
+    const { out, tick } = outbound();
+    out.audio('r1', 'i1', Buffer.alloc(160 * 10, 0x55).toString('base64'));
+    tick(0);
+    let fired = 0;
+    let withdrawn = 0;
+    out.whenHeard(() => fired++);
+    const withdraw = out.whenHeard(() => withdrawn++);
+    withdraw();
+    expect(out.cutPlayback(20)).toBe(true);
+    expect(fired).toBe(1);
+    expect(withdrawn).toBe(0);
   });
 });

@@ -6,8 +6,9 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Pumpable, PumpScheduler } from '../src/call/clock.js';
-import type { TwilioSocket } from '../src/call/ports.js';
-import type { CallEvent, CallRecorder, ToolCallRecord, TranscriptLine, TurnLatency } from '../src/records.js';
+import type { CallAgent, CallPolicies } from '../src/call/agent.js';
+import type { TransferStore, TwilioSocket } from '../src/call/ports.js';
+import type { CallEvent, CallRecorder, ToolCallRecord, TransferDecision, TranscriptLine, TurnLatency } from '../src/records.js';
 import { noMetrics } from '../src/call/ports.js';
 import { CallSession, type CallDeps, type CallOptions } from '../src/call/session.js';
 import type { ModelEvent, ModelSession } from '../src/call/voice-model.js';
@@ -117,7 +118,10 @@ class MemoryRecorder implements CallRecorder {
   }
 }
 
-const OPTIONS: CallOptions = {
+/** CallOptions plus the agent's greeting and timers the tests set the same way. */
+type TestOptions = CallOptions & { greeting: string; silenceTimeoutMs: number; maxCallMs: number };
+
+const OPTIONS: TestOptions = {
   audioMode: 'passthrough',
   playoutLeadMs: 100,
   outboundChunkMs: 20,
@@ -138,11 +142,48 @@ afterEach(() => {
   for (const s of open.splice(0)) s.end('shutdown');
 });
 
-function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = [], deps: Partial<CallDeps> & { model?: () => Promise<ModelSession>; timers?: ManualTimers } = {}) {
+/** A transfer store in memory; `fail` makes saves reject. The socket's state is noted at each save. */
+class MemoryTransfers implements TransferStore {
+  saved: { callSid: string; decision: TransferDecision; socketClosed: boolean }[] = [];
+  fail = false;
+  socket: FakeSocket | undefined;
+  async saveTransfer(callSid: string, decision: TransferDecision): Promise<void> {
+    if (this.fail) throw new Error('store unreachable');
+    this.saved.push({ callSid, decision, socketClosed: this.socket?.closed !== undefined });
+  }
+  async transfer(callSid: string): Promise<TransferDecision | undefined> {
+    return this.saved.findLast((s) => s.callSid === callSid)?.decision;
+  }
+}
+
+function agentFor(options: TestOptions, tools: Tool[], policies: Partial<CallPolicies> = {}): CallAgent {
+  return {
+    name: 'front-desk',
+    instructions: 'Be brief.',
+    greeting: options.greeting,
+    voice: 'alloy',
+    tools: new ToolRegistry(tools),
+    policies: {
+      transfer: undefined,
+      endCall: { enabled: false, goodbyeWaitMs: 5000 },
+      silence: { repromptAfterMs: undefined, reprompt: 'Ask if they are still there.', maxReprompts: 2, timeoutMs: options.silenceTimeoutMs },
+      maxDuration: { maxCallMs: options.maxCallMs, warnBeforeMs: undefined, warning: 'Say the call will end soon.' },
+      ...policies,
+    },
+  };
+}
+
+function setup(
+  opts: Partial<TestOptions> = {},
+  tools: Tool[] = [],
+  deps: Partial<CallDeps> & { model?: () => Promise<ModelSession>; timers?: ManualTimers; policies?: Partial<CallPolicies> } = {},
+) {
   let t = 0;
   const timers = deps.timers ?? new ManualTimers();
   const socket = new FakeSocket();
   const options = { ...OPTIONS, ...opts };
+  const transfers = (deps.transfers as MemoryTransfers | undefined) ?? new MemoryTransfers();
+  transfers.socket = socket;
   const model = new FakeModel(options.audioMode === 'transcode' ? 'pcm24k' : 'ulaw8k');
   const recorder = new MemoryRecorder();
   const clock = new ManualClock();
@@ -151,7 +192,8 @@ function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = [], deps: Partia
     socket,
     options,
     log: silentLogger,
-    tools: new ToolRegistry(tools),
+    agent: agentFor(options, tools, deps.policies),
+    transfers,
     clock,
     metrics: noMetrics,
     admit: (callSid, params) =>
@@ -177,7 +219,7 @@ function setup(opts: Partial<CallOptions> = {}, tools: Tool[] = [], deps: Partia
   const media = (payload: string, sid = STREAM) =>
     text({ event: 'media', sequenceNumber: '2', streamSid: sid, media: { track: 'inbound', chunk: '1', timestamp: '0', payload } });
   return {
-    session, socket, model, recorder, clock, text, start, media,
+    session, socket, model, recorder, clock, text, start, media, transfers,
     /** Move the call's timers on by `ms` (the clock `now` is set apart, with setTime). */
     advance: (ms: number) => timers.advance(ms),
     setTime: (v: number) => (t = v),

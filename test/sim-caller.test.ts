@@ -236,6 +236,34 @@ describe('simulated caller', () => {
     expect(result.closeCode).toBe(1000);
   });
 
+  it('a stall of the test process is not paid back as a burst: late frames are skipped and counted', async () => {
+    relay = await startFakeRelay([]);
+    // 300 ms into the call, block this process (caller and fake relay alike) for 400 ms: 20 frame times.
+    const stall = setTimeout(() => {
+      const t = performance.now();
+      while (performance.now() - t < 400);
+    }, 300);
+    const result = await placeCall({
+      baseUrl: relay.baseUrl,
+      publicUrl: PUBLIC,
+      authToken: TOKEN,
+      utterances: [{ durationMs: 1200, waitForReply: false, pauseMs: 0 }],
+      hangupAfterMs: 100,
+      maxCallMs: 8000,
+    });
+    clearTimeout(stall);
+    expect(result.framesSkippedLate).toBeGreaterThanOrEqual(15);
+    const media = relay.received.filter((m) => m.event === 'media');
+    const ts = media.map((m) => Number(m.media.timestamp));
+    // Sent frames plus skipped ones cover the stream's time, one per 20 ms (give or take the ends).
+    expect(Math.abs(media.length + result.framesSkippedLate - ts.at(-1)! / 20)).toBeLessThanOrEqual(4);
+    // Never more than LATE_FRAMES + 1 frames stamped within one frame time: no catch-up burst.
+    for (let i = 0; i + 3 < ts.length; i++) expect(ts[i + 3]! - ts[i]!, `frames ${i}..${i + 3}`).toBeGreaterThan(20);
+    // The stall shows as a gap in the timestamps, as a lost stretch would on Twilio's side.
+    expect(Math.max(...ts.slice(1).map((t, i) => t - ts[i]!))).toBeGreaterThanOrEqual(300);
+    expect(result.protocolViolations).toEqual([]);
+  });
+
   it('rejects are visible: a wrong auth token makes placeCall throw', async () => {
     relay = await startFakeRelay([]);
     await expect(placeCall({ baseUrl: relay.baseUrl, publicUrl: PUBLIC, authToken: 'wrong', utterances: [] })).rejects.toThrow(/403/);

@@ -186,6 +186,7 @@ describe.each(cases)('CallStore contract: $label', ({ kind, key: defaultKey }) =
     expect(summary).toEqual({
       callSid: SID, from: '+15551230000', to: '+15559870000', startedAt: '2026-11-25T08:00:00.000Z', durationMs: 65_000,
       status: null, state: 'completed', outcome: 'eligibility_checked', endReason: 'caller_hangup', estimatedCostUsd: r.estimatedCostUsd,
+      agent: null, direction: null,
     });
   });
 

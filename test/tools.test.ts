@@ -1,7 +1,9 @@
 /**
  * The eligibility tool: normalisation, the mock back end, PII-free logs,
  * the default tool set, and the HTTP back end against a local API (retries,
- * Retry-After, timeouts, cancellation, the circuit breaker).
+ * Retry-After, timeouts, cancellation, the circuit breaker); the registry's
+ * outcome observer, the circuit breaker alone, and an agent's tool set built
+ * from its file's tool list.
  */
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -11,7 +13,10 @@ import { createLogger, silentLogger } from '../src/log.js';
 import { HttpEligibilityBackend, MOCK_MEMBERS, MockEligibilityBackend, retryAfterMs } from '../src/tools/backends.js';
 import { createDefaultTools, createEligibilityTool } from '../src/tools/eligibility.js';
 import { normalizeDate, normalizeMemberId } from '../src/tools/normalize.js';
-import { TOOL_TROUBLE, ToolRegistry } from '../src/tools/registry.js';
+import { CircuitBreaker } from '../src/tools/breaker.js';
+import { createAgentTools } from '../src/tools/build.js';
+import { TOOL_TROUBLE, ToolRegistry, UNKNOWN_TOOL, outcomeKind, type Tool, type ToolOutcomeKind } from '../src/tools/registry.js';
+import type { HttpToolDef } from '../src/tools/spec.js';
 
 const ctx = () => ({ callSid: 'CA1', signal: new AbortController().signal });
 
@@ -321,5 +326,130 @@ describe('HTTP back end against a local eligibility API', () => {
     expect(a.seen).toHaveLength(3);
     expect(b.breakerOpen).toBe(false);
     expect((await lookup(b)).status).toBe('eligible');
+  });
+});
+
+describe('the registry reports every call to its observer', () => {
+  const echo: Tool = { name: 'echo', description: 't', parameters: {}, run: async (args) => ({ ok: true, output: JSON.stringify(args), record: {} }) };
+  const broken: Tool = { name: 'broken', description: 't', parameters: {}, run: async () => { throw new Error('bug'); } };
+
+  it('ok, thrown errors, bad JSON and unknown names (under one label), each once', async () => {
+    const seen: [string, ToolOutcomeKind][] = [];
+    let t = 0;
+    const reg = new ToolRegistry([echo, broken], { onOutcome: (name, outcome, ms) => void seen.push([name, outcome]), now: () => (t += 7) });
+    expect((await reg.call('echo', '{"a":1}', ctx())).output).toBe('{"a":1}');
+    expect(await reg.call('broken', '{}', ctx())).toMatchObject({ ok: false, output: JSON.stringify({ error: TOOL_TROUBLE }) });
+    await reg.call('echo', '{bad', ctx());
+    await reg.call('delete_everything', '{}', ctx());
+    expect(seen).toEqual([['echo', 'ok'], ['broken', 'error'], ['echo', 'invalid_arguments'], [UNKNOWN_TOOL, 'error']]);
+  });
+
+  it('durations come from its clock; a throwing observer changes nothing; an aborted call is left to whoever aborted it', async () => {
+    const ms: number[] = [];
+    let t = 0;
+    const reg = new ToolRegistry([echo], { onOutcome: (_n, _o, d) => void ms.push(d), now: () => (t += 40) });
+    await reg.call('echo', '{}', ctx());
+    expect(ms).toEqual([40]);
+    const throwing = new ToolRegistry([echo], { onOutcome: () => { throw new Error('metrics down'); } });
+    expect((await throwing.call('echo', '{}', ctx())).ok).toBe(true);
+    const ac = new AbortController();
+    ac.abort();
+    await reg.call('echo', '{}', { callSid: 'CA1', signal: ac.signal });
+    expect(ms).toHaveLength(1);
+    reg.reportTimeout('echo', 300);
+    expect(ms).toEqual([40, 300]);
+  });
+
+  it.each([
+    [{ ok: true, output: '', record: { error: 'timeout' } }, 'ok'],
+    [{ ok: false, output: '', record: { error: 'timeout' } }, 'timeout'],
+    [{ ok: false, output: '', record: { error: 'invalid_arguments' } }, 'invalid_arguments'],
+    [{ ok: false, output: '', record: { error: 'circuit_open' } }, 'circuit_open'],
+    [{ ok: false, output: '', record: { error: 'breaker_open' } }, 'circuit_open'],
+    [{ ok: false, output: '', record: { error: 'http_500' } }, 'error'],
+    [{ ok: false, output: '', record: null }, 'error'],
+  ])('outcomeKind(%j) = %s', (outcome, kind) => {
+    expect(outcomeKind(outcome)).toBe(kind);
+  });
+});
+
+describe('CircuitBreaker', () => {
+  it('closed → open after the threshold → one trial when the cool-down ends → closed on success', () => {
+    let now = 0;
+    const b = new CircuitBreaker({ threshold: 3, cooldownMs: 1000, now: () => now });
+    for (let i = 0; i < 2; i++) (b.admit(), b.failure());
+    expect(b.state).toBe('closed');
+    b.success(); // a success resets the count
+    for (let i = 0; i < 3; i++) (b.admit(), b.failure());
+    expect(b.state).toBe('open');
+    expect(b.admit()).toBe(false);
+    now = 999;
+    expect(b.admit()).toBe(false);
+    now = 1000;
+    expect(b.state).toBe('half_open');
+    expect(b.admit()).toBe(true);
+    expect(b.admit()).toBe(false); // one trial at a time
+    b.release(); // the trial was cancelled: the slot is free again
+    expect(b.admit()).toBe(true);
+    b.failure();
+    expect(b.state).toBe('open');
+    now = 2000;
+    expect(b.admit()).toBe(true);
+    b.success();
+    expect(b.state).toBe('closed');
+    expect(b.admit() && b.admit()).toBe(true);
+  });
+});
+
+describe("createAgentTools: an agent's tools from its file", () => {
+  let server: Server | undefined;
+  afterEach(async () => {
+    if (!server) return;
+    server.closeAllConnections();
+    await new Promise((r) => server!.close(r));
+    server = undefined;
+  });
+
+  it('the built-in check_eligibility beside HTTP tools, in the file order, reporting to onOutcome', async () => {
+    const bodies: unknown[] = [];
+    server = createServer((req, res) => {
+      let raw = '';
+      req.on('data', (d) => (raw += d));
+      req.on('end', () => {
+        bodies.push(JSON.parse(raw));
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ balance: 42 }));
+      });
+    });
+    await new Promise<void>((r) => server!.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/balance`;
+    const http: HttpToolDef = {
+      kind: 'http', name: 'account_balance', description: 'Balance', url, headers: { 'x-key': { env: 'BAL_KEY' } },
+      parameters: { type: 'object', properties: { account: { type: 'string' } }, required: ['account'] },
+      timeoutMs: 2000, idempotent: true, retries: 1, filler: 'Say you are fetching the balance.', recordFields: ['balance'], sendCallerNumber: false,
+    };
+    const seen: [string, ToolOutcomeKind][] = [];
+    const reg = createAgentTools([{ kind: 'builtin', name: 'check_eligibility' }, http], {
+      eligibility: { apiUrl: undefined, apiKey: undefined, timeoutMs: 3000, retries: 0 },
+      env: { BAL_KEY: 'k' },
+      log: silentLogger,
+      onOutcome: (name, outcome) => void seen.push([name, outcome]),
+    });
+    expect(reg.specs().map((x) => x.name)).toEqual(['check_eligibility', 'account_balance']);
+    expect(reg.get('account_balance')?.filler).toBe('Say you are fetching the balance.');
+    expect(reg.get('check_eligibility')?.filler).toBeUndefined();
+    const bal = await reg.call('account_balance', '{"account":"A-1"}', ctx());
+    expect(bal).toMatchObject({ ok: true, output: '{"balance":42}', record: { status: 200, attempts: 1, result: { balance: 42 } } });
+    expect(bodies).toEqual([{ call_sid: 'CA1', arguments: { account: 'A-1' } }]);
+    const elig = await reg.call('check_eligibility', JSON.stringify({ member_id: 'MB123456', date_of_birth: '1980-03-05' }), ctx());
+    expect(JSON.parse(elig.output).status).toBe('eligible');
+    await reg.call('account_balance', '{}', ctx());
+    expect(seen).toEqual([['account_balance', 'ok'], ['check_eligibility', 'ok'], ['account_balance', 'invalid_arguments']]);
+  });
+
+  it('an HTTP tool whose schema does not compile stops the build (a start-up problem)', () => {
+    const bad = { kind: 'http', name: 't', description: 'd', url: 'http://127.0.0.1:1/', headers: {}, parameters: { type: 'objekt' },
+      timeoutMs: 1000, idempotent: false, retries: 0, filler: undefined, recordFields: [], sendCallerNumber: false } satisfies HttpToolDef;
+    expect(() => createAgentTools([bad], { eligibility: { apiUrl: undefined, apiKey: undefined, timeoutMs: 1, retries: 0 }, env: {}, log: silentLogger })).toThrow(/tool t/);
   });
 });

@@ -288,3 +288,51 @@ describe('Turns: a failed response is never silence', () => {
     expect(creates).toHaveLength(2);
   });
 });
+
+describe('Turns: call control (issue 16)', () => {
+  it('a round whose only output wants no answer (end_call, a saved transfer) asks for nothing', () => {
+    const { turns, creates } = harness();
+    turns.responseCreated('r1');
+    turns.toolCall('r1', 'bye');
+    turns.toolOutput('bye', false);
+    turns.responseDone('r1', { status: 'completed' });
+    expect(creates).toEqual([]);
+    expect(turns.toolRoundPending).toBe(false);
+    expect(turns.busy).toBe(false);
+  });
+
+  it('a round with one quiet output and one that wants an answer is answered once, after both', () => {
+    const { turns, creates } = harness();
+    turns.responseCreated('r1');
+    turns.toolCall('r1', 'a');
+    turns.toolCall('r1', 'b');
+    turns.responseDone('r1', { status: 'completed' });
+    turns.toolOutput('a', false);
+    expect(creates).toEqual([]);
+    turns.toolOutput('b');
+    expect(creates).toEqual([undefined]);
+  });
+
+  it('a reprompt is dropped when the caller starts speaking; the warning waits for the turn and is then asked for', () => {
+    const { turns, creates } = harness();
+    turns.responseCreated('r1');
+    turns.request('reprompt', 'still there?');
+    turns.request('warning', 'the call ends soon');
+    turns.callerStarted();
+    turns.responseDone('r1', { status: 'cancelled' });
+    expect(creates).toEqual([]);
+    turns.callerStopped(false);
+    expect(creates).toEqual(['the call ends soon']);
+  });
+
+  it('a second reprompt asked for while one is on its way is not sent twice', () => {
+    const { turns, creates } = harness();
+    turns.request('reprompt', 'still there?');
+    turns.request('reprompt', 'still there?');
+    expect(creates).toEqual(['still there?']);
+    turns.responseCreated('p1');
+    turns.request('reprompt', 'still there?');
+    turns.responseDone('p1', { status: 'completed' });
+    expect(creates).toEqual(['still there?']);
+  });
+});

@@ -18,6 +18,11 @@
  *   a cut (`cutPlayback`) ends it, cut to what was heard (a text that arrives after the
  *   cut is written cut at once); at the call's end, whatever is left, cut to
  *   what was heard. A crash therefore loses only lines still being spoken.
+ * - `whenHeard(cb)` calls `cb` once, as soon as nothing is queued, being
+ *   sent or unacknowledged (every chunk's mark echoed, or a cut dropped
+ *   them): at once when that is already so, else at the end of the `mark()`
+ *   or `cutPlayback()` that makes it so (never from inside the playout, so a
+ *   callback may end the call).
  */
 import type { PumpScheduler } from './clock.js';
 import { Playout, type ChunkInfo } from './playout.js';
@@ -75,6 +80,7 @@ export class Outbound {
   private readonly concluded = new Set<string>();
   private scratch = Buffer.alloc(8192);
   private promptSeq = 0;
+  private readonly heardWaiters = new Set<() => void>();
 
   constructor(private readonly deps: OutboundDeps) {
     this.playout = new Playout(
@@ -146,6 +152,28 @@ export class Outbound {
   mark(name: string, now: number): void {
     if (!this.playout.onMark(name, now)) return;
     for (const id of this.items.keys()) this.settle(id);
+    this.checkHeard();
+  }
+
+  /**
+   * Call `cb` once the caller has heard everything queued so far and anything
+   * queued before then (see the file comment). Returns a function that
+   * withdraws `cb` if it has not been called.
+   */
+  whenHeard(cb: () => void): () => void {
+    if (!this.playout.speaking) {
+      cb();
+      return () => {};
+    }
+    this.heardWaiters.add(cb);
+    return () => void this.heardWaiters.delete(cb);
+  }
+
+  private checkHeard(): void {
+    if (this.playout.speaking || this.heardWaiters.size === 0) return;
+    const waiters = [...this.heardWaiters];
+    this.heardWaiters.clear();
+    for (const cb of waiters) cb();
   }
 
   /** The socket drained. */
@@ -189,6 +217,7 @@ export class Outbound {
         this.conclude(id, fig.heardMs, fig.queuedMs); // heard in full; its text is still to come
       }
     }
+    this.checkHeard();
     return cut !== null;
   }
 
@@ -203,6 +232,7 @@ export class Outbound {
 
   /** The call is over: every item still open becomes a line, cut to what was heard. */
   finishAll(): void {
+    this.heardWaiters.clear();
     for (const [id, item] of this.items) {
       if (item.cut) continue; // its text never came
       const fig = this.playout.item(id);

@@ -6,8 +6,11 @@
  *
  * It owns the call's lifecycle, barge-in (through Playout), tool calls (never
  * awaited on the audio path: ./tool-runner.ts), DTMF, timers, per-turn latency and the
- * transcript. Handlers never throw: a bad message is counted and logged, and
- * only this call is affected. Every promise chain it starts ends in `guard`
+ * transcript. The agent's call control (transfer_call, end_call, the keypad
+ * escape, silence reprompts, the maximum-duration warning) is ./control.ts,
+ * which sees every control tool call and keypad digit before anything else.
+ * Handlers never throw: a bad message is counted and logged, and only this
+ * call is affected. Every promise chain it starts ends in `guard`
  * (a throw there ends this call `error`, logged). The model session admission
  * hands over is closed when the call ends, attached or not (a transcoder that
  * cannot be opened ends the call `error` before it is). Time comes in through
@@ -16,13 +19,24 @@
 import { randomUUID } from 'node:crypto';
 import { ULAW_BYTES_PER_MS } from '../dsp/format.js';
 import type { Logger } from '../log.js';
-import type { ToolRegistry } from '../tools/registry.js';
 import { parseTwilioMessage } from '../twilio/media-stream.js';
+import type { CallAgent } from './agent.js';
 import type { PumpScheduler } from './clock.js';
+import { CallControl } from './control.js';
 import { Inbound } from './inbound.js';
 import { Outbound } from './outbound.js';
 import type { ChunkInfo } from './playout.js';
-import { nodeTimers, type AudioTranscoder, type CallAdmission, type CallMetrics, type CallTimers, type StreamHandler, type TimerHandle, type TwilioSocket } from './ports.js';
+import {
+  nodeTimers,
+  type AudioTranscoder,
+  type CallAdmission,
+  type CallMetrics,
+  type CallTimers,
+  type StreamHandler,
+  type TimerHandle,
+  type TransferStore,
+  type TwilioSocket,
+} from './ports.js';
 import type { CallRecorder } from '../records.js';
 import { LatencyHistogram } from './stats.js';
 import { ToolRunner } from './tool-runner.js';
@@ -38,7 +52,11 @@ export type EndReason =
   | 'max_duration'
   | 'unauthorized'
   | 'shutdown'
-  | 'error';
+  | 'error'
+  /** The transfer decision was saved and the stream closed: Twilio's `<Connect action>` dials the target. */
+  | 'transferred'
+  /** The agent said goodbye (end_call) and it was heard. */
+  | 'agent_hangup';
 
 export interface CallOptions {
   audioMode: 'transcode' | 'passthrough';
@@ -51,10 +69,6 @@ export interface CallOptions {
   inboundBatchMs: number;
   /** The model's VAD silence duration: how long the end of a caller turn goes out frame by frame in capacity mode. */
   vadSilenceMs: number;
-  silenceTimeoutMs: number;
-  maxCallMs: number;
-  /** Instructions for the first response (the greeting); empty = wait for the caller. */
-  greeting: string;
   toolTimeoutMs: number;
   /** A tool still running after this long gets a short spoken "still checking". */
   toolFillerMs: number;
@@ -72,7 +86,14 @@ export interface CallDeps {
   socket: TwilioSocket;
   options: CallOptions;
   log: Logger;
-  tools: ToolRegistry;
+  /** The agent serving the call: greeting, tools (run through ToolRunner), and the call-control policies. */
+  agent: CallAgent;
+  /** Where a transfer decision is saved before the stream is closed for it. */
+  transfers: TransferStore;
+  /** Which stream of this call this is (1, the default, = the first; a failed transfer back to the agent opens the next). */
+  leg?: number;
+  /** The caller's number, for tools that are given it. */
+  from?: string;
   clock: PumpScheduler;
   metrics: CallMetrics;
   /** Checks the `start` message (per-call token) and hands over the prewarmed model session, or refuses. */
@@ -138,6 +159,8 @@ export class CallSession implements StreamHandler {
   private readonly callerItemAtMs = new Map<string, number>();
   /** Tool calls, once the stream has started. */
   private toolRunner: ToolRunner | undefined;
+  /** Transfer, hang-up, keypad escape, reprompts, warning: once the stream has started. */
+  private control: CallControl | undefined;
   private dtmfDigits = '';
   private dtmfTimer: TimerHandle | undefined;
   // The model connection, while it is being restored.
@@ -269,8 +292,10 @@ export class CallSession implements StreamHandler {
     this.startedAtDate = new Date();
     this.lastActivityMs = this.startedAtMs;
     this.recorder.started({ callSid, streamSid, audioMode: this.opts.audioMode, startedAt: this.startedAtDate, model: this.opts.model });
+    this.control = this.newControl(callSid);
     this.toolRunner = new ToolRunner({
-      tools: this.deps.tools,
+      tools: this.deps.agent.tools,
+      from: this.deps.from,
       timers: this.timer,
       now: this.now,
       sinceStart: () => this.sinceStart(),
@@ -280,7 +305,7 @@ export class CallSession implements StreamHandler {
       timeoutMs: this.opts.toolTimeoutMs,
       fillerMs: this.opts.toolFillerMs,
       fill: (instructions) => {
-        if (this.state === 'live' && !this.outbound.speaking) this.turns.request('filler', instructions);
+        if (this.state === 'live' && !this.outbound.speaking && !this.control?.closing) this.turns.request('filler', instructions);
       },
       deliver: (id, output) => {
         if (this.state !== 'live' || !this.model) return;
@@ -301,8 +326,10 @@ export class CallSession implements StreamHandler {
     }
     this.inbound = new Inbound({ transcoder: this.transcoder, batchMs: this.opts.inboundBatchMs, vadSilenceMs: this.opts.vadSilenceMs });
     this.outbound.start(streamSid, this.transcoder);
-    this.lifeTimers.push(this.timer.setTimeout(() => this.end('max_duration'), this.opts.maxCallMs));
-    this.lifeTimers.push(this.timer.setInterval(() => this.checkSilence(), Math.min(1000, this.opts.silenceTimeoutMs)));
+    const { silence, maxDuration } = this.deps.agent.policies;
+    this.lifeTimers.push(this.timer.setTimeout(() => this.end('max_duration'), maxDuration.maxCallMs));
+    this.lifeTimers.push(this.timer.setInterval(() => this.checkSilence(), Math.min(1000, silence.timeoutMs, silence.repromptAfterMs ?? Infinity)));
+    this.control.start();
     const useModel = () =>
       admission.model.then(
         (model) => this.onModelReady(model),
@@ -351,7 +378,7 @@ export class CallSession implements StreamHandler {
     const dropped = this.inbound!.earlyDropped;
     this.inbound!.attach((b64) => model.appendAudio(b64));
     if (dropped > 0) this.log.warn({ dropped }, 'caller audio held while the model connected went over its bound: the oldest was dropped');
-    if (this.opts.greeting) this.turns.request('greeting', this.opts.greeting);
+    if (this.deps.agent.greeting) this.turns.request('greeting', this.deps.agent.greeting);
   }
 
   private handleMedia(payload: string, t0: number): void {
@@ -365,6 +392,11 @@ export class CallSession implements StreamHandler {
   private handleDtmf(digit: string): void {
     if (this.state !== 'live') return;
     this.lastActivityMs = this.now();
+    this.control?.callerKey();
+    if (this.control?.keypad(digit, this.dtmfDigits.length > 0)) {
+      this.recorder?.transcript({ atMs: this.sinceStart(), speaker: 'dtmf', text: digit });
+      return;
+    }
     // A stuck key. The digits may be a member ID: the log gets their count only.
     if (this.dtmfDigits.length >= MAX_PENDING_DTMF) return this.protocolError('dtmf_overflow', `${this.dtmfDigits.length} digits pending`);
     this.dtmfDigits += digit;
@@ -438,6 +470,7 @@ export class CallSession implements StreamHandler {
     const now = this.now();
     this.lastActivityMs = now;
     this.callerItemAtMs.set(itemId, this.sinceStart(now));
+    this.control?.callerStarted(); // before the cut: a hang-up is called off, not completed by it
     this.turns.callerStarted();
     this.clearRetry();
     if (this.activeResponseId) {
@@ -481,7 +514,8 @@ export class CallSession implements StreamHandler {
     if (usage) this.recorder?.usage(usage);
     if (this.activeResponseId === responseId) this.activeResponseId = undefined;
     const after = this.turns.responseDone(responseId, { status, reason });
-    if (after.action === 'none') return;
+    this.control?.responseDone(responseId);
+    if (after.action === 'none' || this.state !== 'live') return;
     this.responses.failed++;
     this.deps.metrics.responseFailed(status, after.action);
     this.recorder?.event({ atMs: this.sinceStart(), type: 'response_failed', detail: `${status}${reason ? ` (${reason})` : ''} → ${after.action}` });
@@ -572,7 +606,51 @@ export class CallSession implements StreamHandler {
 
   private handleToolCall(responseId: string, callId: string, name: string, args: string): void {
     this.turns.toolCall(responseId, callId);
+    if (this.control?.toolCall(responseId, callId, name, args)) return;
     this.toolRunner?.run(callId, name, args);
+  }
+
+  /** The call control's port: what it may see and do of this call. */
+  private newControl(callSid: string): CallControl {
+    return new CallControl({
+      callSid,
+      agent: this.deps.agent.name,
+      leg: this.deps.leg ?? 1,
+      policies: this.deps.agent.policies,
+      transfers: this.deps.transfers,
+      timers: this.timer,
+      log: this.log,
+      sinceStart: () => this.sinceStart(),
+      event: (type, detail) => this.recorder?.event(detail === undefined ? { atMs: this.sinceStart(), type } : { atMs: this.sinceStart(), type, detail }),
+      toolStarted: (name) => this.recorder?.transcript({ atMs: this.sinceStart(), speaker: 'tool', text: `${name} called` }),
+      recordTool: (rec) => this.recorder?.toolCall(rec),
+      toolResult: (callId, output, respond) => {
+        if (this.state !== 'live' || !this.model) return;
+        this.model.sendToolResult(callId, output, false); // the follow-up, if any, is asked for by turns (one per round)
+        this.turns.toolOutput(callId, respond);
+      },
+      request: (kind, instructions) => {
+        if (this.state === 'live') this.turns.request(kind, instructions);
+      },
+      tell: (text) => {
+        if (this.state !== 'live' || !this.model) return;
+        this.model.sendUserText(text);
+        this.turns.request('dtmf');
+      },
+      responseActive: (responseId) => this.activeResponseId === responseId,
+      whenHeard: (cb) => this.outbound.whenHeard(cb),
+      stopSpeaking: () => {
+        this.clearRetry();
+        if (this.activeResponseId) {
+          this.outbound.cancel(this.activeResponseId);
+          this.model?.cancelResponse();
+          this.activeResponseId = undefined;
+        }
+        this.outbound.cutPlayback(this.now());
+      },
+      end: (reason) => this.end(reason),
+      guard: (chain) => this.guard(chain),
+    });
   }
 
   // ── Outbound audio ─────────────────────────────────────────────────────
@@ -613,8 +691,11 @@ export class CallSession implements StreamHandler {
   }
 
   private checkSilence(): void {
-    const idle = this.now() - this.lastActivityMs;
-    if (idle >= this.opts.silenceTimeoutMs && !this.outbound.speaking && !this.activeResponseId) this.end('silence_timeout');
+    const now = this.now();
+    const idle = now - this.lastActivityMs;
+    if (this.outbound.speaking || this.activeResponseId) return;
+    if (idle >= this.deps.agent.policies.silence.timeoutMs) return this.end('silence_timeout');
+    if (this.state === 'live' && !this.turns.busy) this.control?.silence(now, this.lastActivityMs);
   }
 
   private sinceStart(now = this.now()): number {
@@ -644,6 +725,7 @@ export class CallSession implements StreamHandler {
     const wasStarted = this.state !== 'awaiting_start';
     this.state = 'ended';
     this.endReason = reason;
+    this.control?.stop();
     for (const t of this.lifeTimers) this.timer.clear(t);
     if (this.dtmfTimer) this.timer.clear(this.dtmfTimer);
     if (this.serverResponseTimer) this.timer.clear(this.serverResponseTimer);

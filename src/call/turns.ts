@@ -3,8 +3,9 @@
  * sockets): the call feeds it what happened and it calls `createResponse`.
  *
  * A *demand* is a reason to ask for a response: the greeting, DTMF digits
- * sent as text, a finished tool round, the "still checking" filler, or a
- * retry after a failed response. Contract:
+ * sent as text, a finished tool round, the "still checking" filler, a
+ * silence reprompt ("are you still there?"), the maximum-duration warning, or
+ * a retry after a failed response. Contract:
  *
  * - At most one response is in progress or asked for at any time: nothing
  *   is sent while a response is active, while a `response.create` awaits its
@@ -13,7 +14,12 @@
  *   response is done **and** every call it issued has its output; it is
  *   then answered by exactly one `response.create` (or by a response the
  *   server starts on its own after it became ready). Several ready demands
- *   without instructions travel in one `response.create`.
+ *   without instructions travel in one `response.create`. A round whose
+ *   outputs all say "no answer" (`toolOutput(id, false)`: the call is
+ *   ending or being transferred) asks for nothing.
+ * - Caller speech drops the waiting greeting, filler, reprompt and retry
+ *   (moot once the caller speaks); DTMF, tool rounds and the warning wait
+ *   for the caller's turn to end.
  * - A demand is satisfied by the response created for it; it never outlives
  *   that response, so a stale request cannot fire a second answer.
  * - The filler never overlaps a tool round: it is dropped once the round is
@@ -29,7 +35,7 @@
  *   or gives up with a recorded apology.
  */
 
-export type DemandKind = 'greeting' | 'dtmf' | 'tool_round' | 'filler' | 'retry';
+export type DemandKind = 'greeting' | 'dtmf' | 'tool_round' | 'filler' | 'reprompt' | 'warning' | 'retry';
 
 interface Demand {
   kind: DemandKind;
@@ -37,9 +43,12 @@ interface Demand {
   instructions?: string;
 }
 
+/** A tool call of a round: output not sent yet, sent and wanting an answer, or sent wanting none. */
+type CallState = 'pending' | 'answer' | 'quiet';
+
 interface Round {
-  /** call_id → output sent. */
-  calls: Map<string, boolean>;
+  /** call_id → its state. */
+  calls: Map<string, CallState>;
   responseDone: boolean;
 }
 
@@ -94,7 +103,7 @@ export class Turns {
     return this.rounds.size > 0 || this.ready.some((d) => d.kind === 'tool_round');
   }
 
-  /** Ask for a response for `kind` (greeting, dtmf, filler); sent as soon as nothing else is. */
+  /** Ask for a response for `kind` (greeting, dtmf, filler, reprompt, warning); sent as soon as nothing else is. */
   request(kind: Exclude<DemandKind, 'tool_round' | 'retry'>, instructions?: string): void {
     if (kind === 'filler' && (this.busy || this.hasPlainDemand())) return; // something is already coming
     if (kind !== 'dtmf' && this.pendingKind(kind)) return;
@@ -133,14 +142,18 @@ export class Turns {
       round = { calls: new Map(), responseDone: false };
       this.rounds.set(responseId, round);
     }
-    round.calls.set(callId, false);
+    round.calls.set(callId, 'pending');
   }
 
-  /** The call's output was sent to the model. Unknown call ids are ignored. */
-  toolOutput(callId: string): void {
+  /**
+   * The call's output was sent to the model. `respond` false: this output needs
+   * no answer (the round is answered only if another of its outputs does).
+   * Unknown call ids are ignored.
+   */
+  toolOutput(callId: string, respond = true): void {
     for (const [responseId, round] of this.rounds) {
       if (!round.calls.has(callId)) continue;
-      round.calls.set(callId, true);
+      round.calls.set(callId, respond ? 'answer' : 'quiet');
       this.checkRound(responseId, round);
       break;
     }
@@ -178,7 +191,7 @@ export class Turns {
   callerStarted(): void {
     this.callerSpeaking = true;
     this.failures = 0;
-    this.ready = this.ready.filter((d) => d.kind === 'tool_round' || d.kind === 'dtmf');
+    this.ready = this.ready.filter((d) => d.kind === 'tool_round' || d.kind === 'dtmf' || d.kind === 'warning');
   }
 
   /**
@@ -221,8 +234,13 @@ export class Turns {
 
   private checkRound(responseId: string, round: Round): void {
     if (!round.responseDone) return;
-    for (const sent of round.calls.values()) if (!sent) return;
+    let answer = false;
+    for (const state of round.calls.values()) {
+      if (state === 'pending') return;
+      if (state === 'answer') answer = true;
+    }
     this.rounds.delete(responseId);
+    if (!answer) return;
     this.ready = this.ready.filter((d) => d.kind !== 'filler');
     this.ready.push({ kind: 'tool_round' });
   }

@@ -100,8 +100,18 @@ const mmss = (ms: number) => `${String(Math.floor(ms / 60000)).padStart(2, '0')}
 
 function formatList(calls: CallSummary[]): string {
   if (calls.length === 0) return 'no calls\n';
-  const rows = calls.map((c) => [c.startedAt ?? '-', c.callSid, secs(c.durationMs), c.state, c.status ?? '-', c.outcome ?? '-', `$${c.estimatedCostUsd.toFixed(4)}`]);
-  const head = ['started', 'call', 'duration', 'state', 'twilio status', 'outcome', 'cost'];
+  const rows = calls.map((c) => [
+    c.startedAt ?? '-',
+    c.callSid,
+    secs(c.durationMs),
+    c.state,
+    c.status ?? '-',
+    c.outcome ?? '-',
+    `$${c.estimatedCostUsd.toFixed(4)}`,
+    c.direction ?? '-',
+    c.agent ?? '-',
+  ]);
+  const head = ['started', 'call', 'duration', 'state', 'twilio status', 'outcome', 'cost', 'direction', 'agent'];
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (r: string[]) => r.map((v, i) => v.padEnd(widths[i]!)).join('  ').trimEnd();
   return `${[line(head), ...rows.map(line)].join('\n')}\n`;
@@ -114,9 +124,13 @@ const us = (ms: number | null | undefined) => (typeof ms === 'number' && Number.
 export function formatRecord(r: CallRecord, opts: { transcript?: boolean } = {}): string {
   const out: string[] = [];
   out.push(`call ${r.callSid}   stream ${r.streamSid ?? '-'}   ${r.audioMode ?? ''}${r.model ? `   ${r.model}` : ''}`);
-  out.push(`from ${r.from ?? '-'} to ${r.to ?? '-'}`);
+  out.push(`from ${r.from ?? '-'} to ${r.to ?? '-'}   direction ${r.direction ?? '-'}   agent ${r.agent ?? '-'}`);
   out.push(`started ${r.startedAt ?? '-'}   ended ${r.endedAt ?? '-'}   duration ${secs(r.durationMs)}`);
   out.push(`state ${r.state}   twilio status ${r.status ?? '-'}   end reason ${r.endReason ?? '-'}   outcome ${r.outcome ?? '-'}`);
+  if (r.transfer) {
+    const t = r.transfer;
+    out.push(`transfer to ${t.target} (agent ${t.agent}), asked by the ${t.requestedBy === 'keypad' ? 'caller on the keypad' : 'model'} on leg ${t.leg} at ${t.at}`);
+  }
   out.push(`estimated cost $${r.estimatedCostUsd.toFixed(4)}`);
   if (opts.transcript ?? true) {
     out.push('', 'transcript');

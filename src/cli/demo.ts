@@ -2,17 +2,24 @@
  * `callbridge demo`: the whole product on loopback with no credentials.
  * Starts the model stand-in (src/sim), starts the real relay through the
  * same composition root as `serve` (real uWS server, real wasm transcoder,
- * real SQLite store, real eligibility tool on its mock back end), places
- * simulated Twilio calls that speak the Media Streams protocol, and prints
- * each call's transcript, latencies and record.
+ * real SQLite store, real eligibility tool on its mock back end, the agent
+ * of agents/demo.yaml), places simulated Twilio calls that speak the Media
+ * Streams protocol, and prints each call's transcript, latencies and record.
+ * Beside the eligibility calls, two follow Twilio's whole call flow
+ * (sim/twilio-call.ts): one asks for a person and is transferred (the
+ * `<Connect action>` answered with a `<Dial>` to member services, whose
+ * whisper is shown), one says goodbye and the agent hangs up.
  */
 import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { startCallbridge } from '../main.js';
 import { placeCall, type CallResult } from '../sim/caller.js';
 import { startModelStandIn, type ModelStandIn } from '../sim/model-server.js';
-import { eligibilityScenario, parallelEligibilityScenario } from '../sim/scenarios.js';
+import { eligibilityScenario, hangUpScenario, parallelEligibilityScenario, transferScenario, type Scenario } from '../sim/scenarios.js';
+import { simulateCall, type SimulatedCall } from '../sim/twilio-call.js';
 import type { CallRecord } from '../store/types.js';
 import { formatRecord } from './calls.js';
 import type { CliIO } from './io.js';
@@ -45,8 +52,15 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   }
   const out = (s: string) => io.stdout.write(s);
 
-  // Call 1 speaks like a 2026 model (a preamble, then two parallel check_eligibility calls); the others like the first GA model.
-  const standIn = await startModelStandIn({ scenarioFor: (i) => (i === 0 ? parallelEligibilityScenario : eligibilityScenario) });
+  const agentFile = demoAgentFile();
+  if (!agentFile) {
+    io.stderr.write('callbridge demo: agents/demo.yaml not found beside the package\n');
+    return 2;
+  }
+  // Model sessions by the order calls connect: call 1 speaks like a 2026 model (a preamble, then two parallel
+  // check_eligibility calls); then the transfer, then the agent's hang-up; the other calls like the first GA model.
+  const sessionScenarios: Scenario[] = [parallelEligibilityScenario, transferScenario, hangUpScenario];
+  const standIn = await startModelStandIn({ scenarioFor: (i) => sessionScenarios[i] ?? eligibilityScenario });
   const authToken = randomBytes(16).toString('hex');
   const publicUrl = 'https://callbridge.demo.invalid';
   let config;
@@ -62,6 +76,7 @@ export async function run(args: string[], io: CliIO): Promise<number> {
       OPENAI_BASE_URL: standIn.baseUrl,
       OPENAI_API_KEY: 'demo-key',
       TWILIO_AUTH_TOKEN: authToken,
+      AGENT_FILE: agentFile,
       ...(mode ? { AUDIO_MODE: mode } : {}),
     });
   } catch (err) {
@@ -78,6 +93,7 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   out(`callbridge demo: relay on ${baseUrl} (audio mode ${config.audioMode}), model stand-in on ${standIn.url}\n`);
   out(`edge: ${app.edge}\n`);
   out(`placing ${calls} simulated call${calls > 1 ? 's' : ''} (eligibility scenario, real-time audio: about 25 s each; call 1 with a preamble and two parallel tool calls)…\n`);
+  out('…and two more through Twilio\'s call flow: one asks for a person and is transferred to member services, one says goodbye and the agent hangs up\n');
   if (dropModel) out('--drop-model: the model connection of call 2 is dropped while the assistant speaks; the call holds, reconnects and carries on\n');
   out('\n');
 
@@ -93,12 +109,29 @@ export async function run(args: string[], io: CliIO): Promise<number> {
         // Call 1 asks for two members at once, then says goodbye; the others go one question at a time.
         utterances: i === 0 ? [{ durationMs: 2400 }, { durationMs: 1100 }] : [{ durationMs: 1400 }, { durationMs: 1200 }, { durationMs: 1500 }, { durationMs: 1100 }],
       });
-    // Call 1 first, so it gets stand-in session 0 (the 2026 shapes); the rest once it is connected.
+    const flow = (from: string, utteranceMs: number, dial?: Parameters<typeof simulateCall>[0]['dial']) =>
+      simulateCall({
+        baseUrl,
+        publicUrl,
+        authToken,
+        from,
+        to: '+15550100999',
+        // The caller waits for the greeting, says one thing, and stays on the line: the agent ends this stream.
+        legs: [{ utterances: [{ durationMs: utteranceMs }], hangupAfterMs: 10_000 }],
+        dial,
+      });
+    // One call at a time until each has its model session, so each gets its scenario (sessionScenarios); the rest together.
     const first = place(0);
-    await until(() => standIn.sessions.length >= 1 || calls === 0, 10_000);
+    first.catch(() => undefined); // settled below; a failure while the others are placed must not go unhandled
+    await until(() => standIn.sessions.length >= 1, 10_000);
+    const transferred = flow('+15550109001', 1600, () => ({ status: 'completed', durationS: 95 }));
+    await until(() => standIn.sessions.length >= 2, 10_000);
+    const hungUp = flow('+15550109002', 1100);
+    await until(() => standIn.sessions.length >= 3, 10_000);
     const rest = Array.from({ length: calls - 1 }, (_, i) => place(i + 1));
-    if (dropModel && calls >= 2) void dropWhileSpeaking(standIn, 1);
+    if (dropModel && calls >= 2) void dropWhileSpeaking(standIn, 3);
     const results = await Promise.allSettled([first, ...rest]);
+    const flows = await Promise.all([transferred, hungUp]);
     await app.store.flush();
     for (const r of results) {
       if (r.status === 'rejected') {
@@ -108,6 +141,10 @@ export async function run(args: string[], io: CliIO): Promise<number> {
       }
       const record = await app.store.get(r.value.callSid);
       out(describeCall(r.value, record, quiet));
+    }
+    for (const [i, f] of flows.entries()) {
+      if (f.ended === 'error' || f.ended === 'caller-hangup') failed++;
+      out(describeFlow(f, await app.store.get(f.callSid), quiet, i === 0 ? 'asks for a person' : 'says goodbye'));
     }
   } finally {
     await app.close();
@@ -129,6 +166,31 @@ async function dropWhileSpeaking(standIn: ModelStandIn, index: number): Promise<
     return r !== undefined && r.status === 'in_progress' && r.audioMsSent > 400;
   }, 30_000);
   standIn.sessions[index]?.dropSocket(1011);
+}
+
+/** agents/demo.yaml beside the package: two folders up from src/cli (tsx, vitest), three from build/src/cli. */
+function demoAgentFile(): string | undefined {
+  for (const rel of ['../../agents/demo.yaml', '../../../agents/demo.yaml']) {
+    const path = fileURLToPath(new URL(rel, import.meta.url));
+    if (existsSync(path)) return path;
+  }
+  return undefined;
+}
+
+/** A call that followed Twilio's call flow: its record, then what Twilio's side saw (verbs, dials, whispers, webhooks). */
+function describeFlow(call: SimulatedCall, record: CallRecord | undefined, quiet: boolean, what: string): string {
+  const leg = call.legs[0];
+  const lines: string[] = leg ? describeCall(leg, record, quiet).trimEnd().split('\n') : [`── call ${call.callSid} ─────────────────────────────`, '  (no stream was opened)'];
+  lines[0] = `${lines[0]} (${what})`;
+  lines.push(`  Twilio's side: ${call.steps.map((s) => s.verb).join(' → ') || '-'}; call ended: ${call.ended}${call.error ? ` (${call.error})` : ''}`);
+  for (const d of call.dials) {
+    const name = d.target.url ? new URL(d.target.url).searchParams.get('target') : null;
+    lines.push(`  dialled ${name ?? d.target.kind} at ${d.target.address}: ${d.status}${d.durationS !== undefined ? `, ${d.durationS} s` : ''}`);
+    for (const w of d.whisper) lines.push(`  whisper to the person who answered: "${w}"`);
+  }
+  for (const s of call.said) lines.push(`  Twilio said to the caller: "${s}"`);
+  lines.push(`  webhooks: ${call.webhooks.map((w) => `${w.kind} ${w.status}`).join(', ')}`);
+  return `${lines.join('\n')}\n\n`;
 }
 
 /** The call's record as `callbridge calls show` prints it, then what only the simulated caller knows. */

@@ -15,6 +15,9 @@ commands:
   calls list [--since T] [--json]
   calls show <CallSid> [--json]
                              read the call records
+  agent check FILE [--json]  check an agent file and print what the model is given (tools, transfer targets, policies)
+  call <+E164> [--agent NAME|FILE] [--context JSON] [--server URL]
+                             place an outbound call through a running server (POST /calls, ADMIN_TOKEN)
 `;
 
 type Command = (args: string[], io: CliIO) => Promise<number>;
@@ -24,6 +27,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   calls: async () => (await import('./calls.js')).run,
   serve: async () => (await import('./serve.js')).run,
   demo: async () => (await import('./demo.js')).run,
+  call: async () => (await import('./call.js')).run,
+  agent: async () => (await import('./agent.js')).run,
 };
 
 export async function main(argv: string[], io: CliIO = processIO()): Promise<number> {

@@ -6,6 +6,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric } from 'prom-client';
 import type { CallMetrics, StartRefusal } from '../call/ports.js';
 import { LatencyHistogram } from '../call/stats.js';
+import type { ToolOutcomeKind, ToolOutcomeObserver } from '../tools/registry.js';
 
 const RELAY_LATENCY_BUCKETS_S = [0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05];
 
@@ -65,7 +66,17 @@ export interface Metrics {
   prewarm: Counter<'result'>;
   /** Streams admitted on their token and this instance's claim alone: the call store could not answer the claim. */
   admissionsWithoutStore: Counter;
+  /** Tool calls by tool and outcome (ok, error, timeout, invalid_arguments, circuit_open). */
+  toolCalls: Counter<'tool' | 'outcome'>;
+  /** Tool call durations by tool, seconds. */
+  toolDuration: Histogram<'tool'>;
+  /** What a ToolRegistry reports into (its `onOutcome`): counts the call and observes its duration (ms). */
+  toolOutcome: ToolOutcomeObserver;
+  /** Every outcome of these tools a series at 0 before their first call (main.ts: the agents' tool names at start-up). */
+  seedTools: (names: string[]) => void;
 }
+
+const TOOL_OUTCOMES: readonly ToolOutcomeKind[] = ['ok', 'error', 'timeout', 'invalid_arguments', 'circuit_open'];
 
 export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics {
   const registry = new Registry();
@@ -121,6 +132,26 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
   });
   // Every reason is a series from the start, so the first refusal shows in rate()/increase().
   for (const reason of ['token', 'expired', 'replayed', 'timeout'] satisfies StartRefusal[]) startsRefused.inc({ reason }, 0);
+  const toolCalls = new Counter({
+    name: 'callbridge_tool_calls_total',
+    help: 'Tool calls by tool and outcome: ok, error (the back end failed or answered garbage), timeout, invalid_arguments (answered to the model, never sent), circuit_open (refused while the tool\'s breaker is open); unknown tool names count as _unknown',
+    labelNames: ['tool', 'outcome'] as const,
+    ...reg,
+  });
+  const toolDuration = new Histogram({
+    name: 'callbridge_tool_duration_seconds',
+    help: 'Tool call durations, from dispatch to outcome, by tool',
+    labelNames: ['tool'] as const,
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10],
+    ...reg,
+  });
+  // A tool's every outcome is a series from its first call (or seedTools), so the first failure shows in rate()/increase().
+  const seenTools = new Set<string>();
+  const seedTool = (tool: string) => {
+    if (seenTools.has(tool)) return;
+    seenTools.add(tool);
+    for (const o of TOOL_OUTCOMES) toolCalls.inc({ tool, outcome: o }, 0);
+  };
   return {
     registry,
     setRelayLatencySource: (fn) => {
@@ -156,5 +187,13 @@ export function createMetrics(opts: { processMetrics?: boolean } = {}): Metrics 
       help: 'Streams admitted on their token and this instance\'s own claim alone, because the call store could not answer the claim (single use per instance only; across instances for the outage)',
       ...reg,
     }),
+    toolCalls,
+    toolDuration,
+    toolOutcome: (tool, outcome, durationMs) => {
+      seedTool(tool);
+      toolCalls.inc({ tool, outcome });
+      toolDuration.observe({ tool }, durationMs / 1000);
+    },
+    seedTools: (names) => names.forEach(seedTool),
   };
 }

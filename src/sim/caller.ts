@@ -2,13 +2,21 @@
  * A simulated Twilio caller: speaks the Media Streams protocol to our relay
  * the way Twilio does (PROTOCOLS.md), independently of src/twilio.
  *
- * It POSTs a signed /voice/incoming, opens the stream named in the TwiML
- * (signed upgrade), sends connected/start and then one 20 ms µ-law frame
- * every 20 ms of real time (drift-corrected; silence between utterances, as
- * Twilio streams continuously), plays received audio at 8000 bytes/s,
- * echoes each mark once the audio before it has played, honours `clear`
- * (drops its buffer, echoes pending marks at once), and measures what a
- * caller would: what was heard and when, pacing, and per-turn latency.
+ * `placeCall` POSTs a signed /voice/incoming and opens the stream named in
+ * the TwiML; `streamCall` opens a stream someone else's TwiML named (the
+ * call flow of twilio-call.ts, which follows every verb). Either way: a
+ * signed upgrade, connected/start, then one 20 ms µ-law frame every 20 ms of
+ * real time (silence between utterances, as Twilio streams continuously),
+ * received audio played at 8000 bytes/s, each mark echoed once the audio
+ * before it has played, `clear` honoured (buffer dropped, pending marks
+ * echoed at once), and what a caller would measure: what was heard and
+ * when, pacing, and per-turn latency.
+ *
+ * The 20 ms clock is kept against the wall clock from stream start. A stall
+ * of this process is not paid back as a burst: a frame whose time passed by
+ * more than LATE_FRAMES frames is skipped (its audio is lost, as on a bad
+ * line; `framesSkippedLate` counts them), while playout, which is the
+ * phone's and never stalls, still advances over the skipped time.
  */
 import { randomBytes } from 'node:crypto';
 import twilio from 'twilio';
@@ -45,7 +53,12 @@ export interface CallResult {
   streamSid: string;
   twiml: string;
   customParameters: Record<string, string>;
+  accountSid: string;
   closeCode: number | undefined;
+  /** Who ended the stream: the caller (sent `stop`, hung up) or the server (closed the socket). */
+  endedBy: 'caller' | 'server';
+  /** Frames not sent because this process stalled past their time by more than LATE_FRAMES frames. */
+  framesSkippedLate: number;
   /** Stream open → closed, ms. */
   durationMs: number;
   framesReceived: number;
@@ -69,6 +82,8 @@ const SILENCE = 0xff;
 const VOICE_DBFS = -50;
 /** With no reply this long after an utterance, the caller goes on anyway. */
 const REPLY_GIVE_UP_MS = 5000;
+/** A frame this many frame times late is still sent (a late timer); later than that it is skipped. */
+const LATE_FRAMES = 2;
 
 const hex = (n: number) => randomBytes(n).toString('hex');
 
@@ -135,10 +150,35 @@ export async function postStatusSequence(opts: StatusSequenceOptions): Promise<{
   return out;
 }
 
+/** Where a stream goes, from the TwiML that named it. */
+export interface StreamTarget {
+  /** The TwiML document that named the stream (kept in the result). */
+  twiml: string;
+  /** `<Stream url>` as written (wss://, the public URL the upgrade is signed over). */
+  streamUrl: string;
+  /** `<Parameter>`s, sent in `start.customParameters`. */
+  customParameters: Record<string, string>;
+  callSid: string;
+  accountSid: string;
+}
+
+/** The first `<Stream url>` of a TwiML document and its `<Parameter>`s, unescaped; undefined when it has none. */
+export function streamOfTwiml(twiml: string): { streamUrl: string; customParameters: Record<string, string> } | undefined {
+  const streamUrl = /<Stream\b[^>]*\burl="([^"]+)"/.exec(twiml)?.[1];
+  if (!streamUrl) return undefined;
+  const customParameters: Record<string, string> = {};
+  for (const m of twiml.matchAll(/<Parameter\b([^>]*)\/?>/g)) {
+    const name = /\bname="([^"]*)"/.exec(m[1]!)?.[1];
+    const value = /\bvalue="([^"]*)"/.exec(m[1]!)?.[1];
+    if (name !== undefined) customParameters[xmlUnescape(name)] = xmlUnescape(value ?? '');
+  }
+  return { streamUrl: xmlUnescape(streamUrl), customParameters };
+}
+
+/** A whole inbound call: signed /voice/incoming, then the stream its TwiML names. Throws when the webhook is not answered 200 with a stream. */
 export async function placeCall(opts: CallerOptions): Promise<CallResult> {
   const callSid = opts.callSid ?? `CA${hex(16)}`;
   const accountSid = `AC${hex(16)}`;
-  const streamSid = `MZ${hex(16)}`;
   const publicUrl = opts.publicUrl ?? opts.baseUrl;
   const form: Record<string, string> = {
     CallSid: callSid,
@@ -154,18 +194,22 @@ export async function placeCall(opts: CallerOptions): Promise<CallResult> {
   const res = await fetch(`${opts.baseUrl}/voice/incoming`, { method: 'POST', headers, body: new URLSearchParams(form).toString() });
   const twiml = await res.text();
   if (res.status !== 200) throw new Error(`/voice/incoming answered ${res.status}`);
-  const streamUrl = /<Stream\b[^>]*\burl="([^"]+)"/.exec(twiml)?.[1];
-  if (!streamUrl) throw new Error(`TwiML has no <Stream url>: ${twiml.slice(0, 200)}`);
-  const customParameters: Record<string, string> = {};
-  for (const m of twiml.matchAll(/<Parameter\b([^>]*)\/?>/g)) {
-    const name = /\bname="([^"]*)"/.exec(m[1]!)?.[1];
-    const value = /\bvalue="([^"]*)"/.exec(m[1]!)?.[1];
-    if (name !== undefined) customParameters[xmlUnescape(name)] = xmlUnescape(value ?? '');
-  }
-  const wssUrl = xmlUnescape(streamUrl);
-  const target = new URL(wssUrl);
+  const stream = streamOfTwiml(twiml);
+  if (!stream) throw new Error(`TwiML has no <Stream url>: ${twiml.slice(0, 200)}`);
+  return streamCall(opts, { twiml, callSid, accountSid, ...stream });
+}
+
+/**
+ * One stream of a call: opens `target.streamUrl` (reached at `opts.baseUrl`'s
+ * host, the upgrade signed over the wss URL as written) and plays the caller
+ * until either side ends it. Throws when the upgrade is refused.
+ */
+export async function streamCall(opts: CallerOptions, target: StreamTarget): Promise<CallResult> {
+  const streamSid = `MZ${hex(16)}`;
+  const wssUrl = target.streamUrl;
+  const parsed = new URL(wssUrl);
   const base = new URL(opts.baseUrl);
-  const wsUrl = `${base.protocol === 'https:' ? 'wss' : 'ws'}://${base.host}${target.pathname}${target.search}`;
+  const wsUrl = `${base.protocol === 'https:' ? 'wss' : 'ws'}://${base.host}${parsed.pathname}${parsed.search}`;
   const wsHeaders: Record<string, string> = {};
   if (opts.authToken) wsHeaders['x-twilio-signature'] = twilioSignature(opts.authToken, wssUrl, {});
   const ws = new WebSocket(wsUrl, { headers: wsHeaders });
@@ -174,6 +218,7 @@ export async function placeCall(opts: CallerOptions): Promise<CallResult> {
     ws.once('unexpected-response', (_req, r) => reject(new Error(`stream upgrade answered ${r.statusCode}`)));
     ws.once('error', reject);
   });
+  const { twiml, customParameters, callSid, accountSid } = target;
   return new CallRun(ws, opts, { callSid, accountSid, streamSid, twiml, customParameters }).run();
 }
 
@@ -213,6 +258,7 @@ class CallRun {
   private dtmfQueue: string[] = [];
   private readonly timedDtmfSent = new Set<object>();
   private done = false;
+  private hungUp = false;
   private stopAtMs: number | undefined;
   private readonly result: CallResult;
 
@@ -222,7 +268,10 @@ class CallRun {
       streamSid: ids.streamSid,
       twiml: ids.twiml,
       customParameters: ids.customParameters,
+      accountSid: ids.accountSid,
       closeCode: undefined,
+      endedBy: 'server',
+      framesSkippedLate: 0,
       durationMs: 0,
       framesReceived: 0,
       heardMs: 0,
@@ -244,6 +293,7 @@ class CallRun {
       this.ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
       this.ws.on('close', (code) => {
         this.result.closeCode = code;
+        this.result.endedBy = this.hungUp ? 'caller' : 'server';
         this.result.durationMs = Math.round(this.nowMs());
         this.done = true;
         this.closeRun();
@@ -274,11 +324,23 @@ class CallRun {
     return performance.now() - this.t0;
   }
 
-  /** The 20 ms clock: one frame out, one frame played, scheduled against t0 so it never drifts. */
+  /**
+   * The 20 ms clock: frame `n` is due at n × FRAME_MS after t0 (so it never
+   * drifts). Each tick sends one frame and plays one; frames due more than
+   * LATE_FRAMES frames ago are skipped, not sent in a burst, and their
+   * playout time is still played.
+   */
   private tick(n: number): void {
     if (this.done) return;
     const now = this.nowMs();
-    this.speak(now);
+    const due = Math.floor(now / FRAME_MS);
+    if (due - n > LATE_FRAMES) {
+      for (; n < due; n++) {
+        this.speak(n * FRAME_MS, false);
+        this.play(now);
+      }
+    }
+    this.speak(now, true);
     this.play(now);
     if (this.stopAtMs !== undefined && now >= this.stopAtMs) return this.hangUp();
     if (now > (this.opts.maxCallMs ?? 60_000)) return this.hangUp();
@@ -289,18 +351,20 @@ class CallRun {
   private hangUp(): void {
     if (this.done) return;
     this.done = true;
+    this.hungUp = true;
     this.sendJson({ event: 'stop', sequenceNumber: String(++this.seq), streamSid: this.ids.streamSid, stop: { accountSid: this.ids.accountSid, callSid: this.ids.callSid } });
     this.ws.close(1000, 'caller hung up');
   }
 
-  private speak(now: number): void {
+  /** One frame of the caller's side at `now`; `send` false: its time passed while this process stalled, so it is lost (digits wait for the next sent frame). */
+  private speak(now: number, send: boolean): void {
     for (const d of this.opts.dtmf ?? []) {
       if ('atMs' in d && !this.timedDtmfSent.has(d) && now >= d.atMs) {
         this.timedDtmfSent.add(d);
         this.dtmfQueue.push(...d.digits.split(''));
       }
     }
-    if (this.dtmfQueue.length > 0) {
+    if (send && this.dtmfQueue.length > 0) {
       const digit = this.dtmfQueue.shift()!;
       this.sendJson({ event: 'dtmf', sequenceNumber: String(++this.seq), streamSid: this.ids.streamSid, dtmf: { track: 'inbound_track', digit } });
     }
@@ -313,6 +377,10 @@ class CallRun {
       if (this.speakPos >= this.speaking.length) this.endUtterance(now);
     } else {
       frame = new Uint8Array(FRAME_BYTES).fill(SILENCE);
+    }
+    if (!send) {
+      this.result.framesSkippedLate++;
+      return;
     }
     this.chunk++;
     this.sendJson({

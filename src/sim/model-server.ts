@@ -388,6 +388,8 @@ class Session {
   private replaying = true;
   private replayOwed: ScenarioTurn | null = null;
   private greeted = false;
+  /** A conversation was replayed into this session (messages before any audio) and `scenario.resume` is not yet spoken. */
+  private resumeOwed = false;
   private queuedTurn: (() => void) | null = null;
   private readonly timers = new Set<NodeJS.Timeout>();
 
@@ -737,6 +739,7 @@ class Session {
     } else if (item.type === 'message' && item.role === 'assistant') {
       // Replayed assistant speech: this session's conversation is under way (no greeting), and the turn before it is answered.
       this.greeted = true;
+      if (this.replaying && this.scenario.resume !== undefined) this.resumeOwed = true;
       this.replayOwed = null;
     }
     this.send({ type: 'conversation.item.added', previous_item_id: null, item: { ...item, id } });
@@ -794,6 +797,11 @@ class Session {
       const text = this.pendingUserText;
       this.pendingUserText = null;
       return this.speak([this.scenario.onUserText?.(text) ?? `You pressed ${text.replace(/[^0-9*#]/g, '')}.`]);
+    }
+    if (this.resumeOwed) {
+      // The first response after a replayed conversation (a call back from a failed transfer): the scenario's own line.
+      this.resumeOwed = false;
+      return this.speak([this.scenario.resume!]);
     }
     if (!this.greeted) {
       this.greeted = true;

@@ -3,7 +3,9 @@
  * A scenario is a greeting and one turn per caller utterance: the caller's
  * transcript, then spoken replies, function calls and their follow-ups, or
  * scripted failures. The stand-in plays them in order; nothing here does
- * I/O. The eligibility scenarios are the demo's, and the stand-in's default.
+ * I/O. The eligibility scenarios are the demo's, and the stand-in's default;
+ * the call-control ones (transfer to a person, the agent's hang-up, the call
+ * back from a failed dial) speak to agents/demo.yaml's `member_services`.
  */
 /** One scripted function call: arguments are sent JSON-encoded, streamed in several deltas. */
 export interface ScenarioCall {
@@ -61,6 +63,8 @@ export interface ScenarioTurn {
 
 export interface Scenario {
   greeting: string;
+  /** Said first by a session given the conversation so far (replayed messages), in place of the stock "Okay." (a call back from a failed transfer). */
+  resume?: string;
   turns: ScenarioTurn[];
   onUserText?(text: string): string;
 }
@@ -155,3 +159,87 @@ export function parallelToolsTurn(
 export function failingTurn(reply: string, times = 1, fail: Partial<ScenarioFailure> = {}): ScenarioTurn {
   return { callerTranscript: 'Can you hear me?', reply, fail: { times, status: 'failed', error: { type: 'server_error' }, ...fail } };
 }
+
+// ── Call control: transfer to a person, the agent's hang-up ─────────────
+
+/** The transfer target of agents/demo.yaml (member services, +15550100200, keypad 0). */
+export const DEMO_TRANSFER_TARGET = 'member_services';
+export const HANDOFF_SENTENCE = 'Let me connect you to member services.';
+export const TRANSFER_FAILED_REPLY = "I'm sorry, I couldn't connect you right now. Is there anything else I can help with?";
+
+/**
+ * What the model says once a `transfer_call` comes back to it: an output
+ * naming a failure (error, failed, busy, no answer, unavailable) gets an
+ * apology; anything else a short confirmation.
+ */
+export function afterTransfer(output: string): string {
+  return /error|fail|busy|no.answer|unavailable|not (?:possible|allowed|available)|cannot|can't/i.test(output) ? TRANSFER_FAILED_REPLY : 'Connecting you now.';
+}
+
+/**
+ * The caller asks for a person; in the same response the model speaks the
+ * handoff sentence (a preamble at output_index 0) and then calls
+ * `transfer_call {target: 'member_services'}`. The relay plays the sentence
+ * out, closes the stream, and answers Twilio's `<Connect action>` with a
+ * `<Dial>`. A second turn answers anything the caller says if the call stays
+ * with the agent.
+ */
+export const transferScenario: Scenario = {
+  greeting: eligibilityScenario.greeting,
+  turns: [
+    {
+      callerTranscript: 'Can I speak to a person, please?',
+      preamble: HANDOFF_SENTENCE,
+      tool: { name: 'transfer_call', arguments: { target: DEMO_TRANSFER_TARGET }, reply: afterTransfer },
+    },
+    { callerTranscript: "No, that's all, thanks.", reply: 'Goodbye!' },
+  ],
+  onUserText: eligibilityScenario.onUserText,
+};
+
+/**
+ * The agent hangs up: the caller says they are done; in the same response
+ * the model says "Goodbye!" and then calls `end_call {}`. The relay waits
+ * for the goodbye's last mark, closes the stream and answers the
+ * `<Connect action>` with `<Hangup/>`. If the caller speaks over the goodbye
+ * (the hang-up is called off), the second turn carries on the conversation;
+ * a `function_call_output` followed by `response.create` gets a short "what
+ * else?" (the call goes on).
+ */
+export const hangUpScenario: Scenario = {
+  greeting: eligibilityScenario.greeting,
+  turns: [
+    {
+      callerTranscript: "That's all, thanks.",
+      preamble: 'Goodbye!',
+      tool: { name: 'end_call', arguments: {}, reply: () => 'Of course. What else can I help with?' },
+    },
+    { callerTranscript: 'Wait, one more thing.', reply: 'Of course. What else can I help with?' },
+    { callerTranscript: "No, that's really all. Bye.", preamble: 'Goodbye!', tool: { name: 'end_call', arguments: {}, reply: () => 'Goodbye!' } },
+  ],
+  onUserText: eligibilityScenario.onUserText,
+};
+
+/**
+ * The agent's side of a call back from a failed dial (the second stream
+ * leg, a new model session given the conversation so far): it tells the
+ * caller the transfer did not go through; the caller says they are done; the
+ * agent says goodbye and hangs up.
+ *
+ * How the stand-in plays it: the replayed caller request uses up turn 0 (as
+ * every replayed caller turn does), so a replay that ends with that request
+ * is answered with the apology; the caller's next utterance gets turn 1. A
+ * session that is not given the conversation greets with the apology.
+ * After a replay that ends with the assistant's handoff sentence, the
+ * stand-in answers the relay's first `response.create` with `resume` (the
+ * apology) instead of its stock "Okay.".
+ */
+export const transferFailedScenario: Scenario = {
+  greeting: TRANSFER_FAILED_REPLY,
+  resume: TRANSFER_FAILED_REPLY,
+  turns: [
+    { callerTranscript: transferScenario.turns[0]!.callerTranscript, reply: TRANSFER_FAILED_REPLY },
+    { callerTranscript: "No, that's all, thanks.", preamble: 'Goodbye!', tool: { name: 'end_call', arguments: {}, reply: () => 'Goodbye!' } },
+  ],
+  onUserText: eligibilityScenario.onUserText,
+};

@@ -45,6 +45,14 @@
  *
  * Reads (get, list) are async: they flush this instance's queue first, so an
  * instance reads its own writes.
+ *
+ * Call control and outbound calls, sent at once (never queued) and bounded by
+ * writeTimeoutMs: a transfer decision is one row of `call_transfers` (the
+ * later replaces the earlier), committed before saveTransfer resolves, so the
+ * `<Connect action>` webhook on any instance reads it; the outbound pacer is
+ * one row (`outbound_pacer`) whose next free slot one statement reads and
+ * moves on, so every instance's calls are spaced by the interval. A call's
+ * agent and direction are filled in once (`placed`, `answered`) and kept.
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -53,7 +61,19 @@ import { openField } from './crypto.js';
 import { errText, PostgresStoreError } from './postgres-error.js';
 import { Leases } from './postgres-leases.js';
 import { listLimit, RecordBuffer, type EntryKind, type PendingEntry, type RecordBufferOptions, type StatusNote } from './record-buffer.js';
-import { emptyHeader, headerFromRow, OUTCOME_SQL, type CallHeader, type CallRow, type SummaryRow } from './rows.js';
+import {
+  checkTransfer,
+  emptyHeader,
+  headerFromRow,
+  OUTCOME_SQL,
+  slotIntervalMs,
+  transferFromJson,
+  transferToJson,
+  type CallHeader,
+  type CallRow,
+  type SummaryRow,
+} from './rows.js';
+import type { TransferDecision } from '../records.js';
 import type { CallPage, CallRecord, CallStore, CallSummary, ListOptions, StatusEvent } from './types.js';
 
 export { PostgresStoreError };
@@ -142,6 +162,19 @@ const MIGRATIONS: string[] = [
    );`,
   // 3: the lease holder's random per-process token: a second live process with the same INSTANCE_ID is refused.
   `ALTER TABLE instances ADD COLUMN token text;`,
+  // 4: call control and outbound calls: each call's agent and direction; its latest transfer decision (a row of
+  // its own, written at once by saveTransfer, apart from the batched header); the outbound pacer's one row (the
+  // next free slot, epoch ms of the database's clock). Claim keys are free text (CA…, CA…/2, action:CA…/1).
+  `ALTER TABLE calls ADD COLUMN IF NOT EXISTS agent text, ADD COLUMN IF NOT EXISTS direction text;
+   CREATE TABLE IF NOT EXISTS call_transfers (
+     call_sid text PRIMARY KEY,
+     decision text NOT NULL,
+     saved_at timestamptz NOT NULL DEFAULT now()
+   );
+   CREATE TABLE IF NOT EXISTS outbound_pacer (
+     id         integer PRIMARY KEY CHECK (id = 1),
+     next_at_ms bigint NOT NULL
+   );`,
 ];
 
 export interface PostgresStoreOptions extends RecordBufferOptions {
@@ -181,10 +214,10 @@ type Sql = postgres.Sql;
 
 const HEADER_UPSERT = `
   INSERT INTO calls AS c (call_sid, stream_sid, from_number, to_number, started_at, answered_at, ended_at, duration_ms,
-    end_reason, outcome, audio_mode, model, state, relay, protocol_errors, usage, cost_usd, owner_rev, instance_id)
-  SELECT t.*, $19::text FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
+    end_reason, outcome, audio_mode, model, state, relay, protocol_errors, usage, cost_usd, owner_rev, agent, direction, instance_id)
+  SELECT t.*, $21::text FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
     $7::timestamptz[], $8::float8[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::int[],
-    $16::text[], $17::float8[], $18::bigint[]) AS t
+    $16::text[], $17::float8[], $18::bigint[], $19::text[], $20::text[]) AS t
   ON CONFLICT (call_sid) DO UPDATE SET
     stream_sid = excluded.stream_sid,
     from_number = coalesce(excluded.from_number, c.from_number),
@@ -197,6 +230,8 @@ const HEADER_UPSERT = `
     outcome = coalesce(excluded.outcome, c.outcome),
     audio_mode = excluded.audio_mode,
     model = excluded.model,
+    agent = coalesce(c.agent, excluded.agent),
+    direction = coalesce(c.direction, excluded.direction),
     state = excluded.state,
     relay = excluded.relay,
     protocol_errors = excluded.protocol_errors,
@@ -210,13 +245,15 @@ const HEADER_UPSERT = `
     AND NOT EXISTS (SELECT 1 FROM call_claims k WHERE k.call_sid = c.call_sid AND k.instance_id <> excluded.instance_id)
     AND (c.started_at IS NULL OR excluded.started_at IS NOT NULL OR c.instance_id IS NOT DISTINCT FROM excluded.instance_id)`;
 
-/** What a header write of a non-owner adds (after HEADER_UPSERT, same columns): the webhook's own fields, where the row has none. */
+/** What a header write of a non-owner adds (after HEADER_UPSERT, same columns): the webhook's own fields (numbers, answer time, agent, direction), where the row has none. */
 const WEBHOOK_FIELDS = `
   UPDATE calls c SET from_number = coalesce(c.from_number, t.f), to_number = coalesce(c.to_number, t.t),
-    answered_at = coalesce(c.answered_at, t.a), updated_at = now()
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[]) AS t(s, f, t, a)
+    answered_at = coalesce(c.answered_at, t.a), agent = coalesce(c.agent, t.g), direction = coalesce(c.direction, t.d),
+    updated_at = now()
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) AS t(s, f, t, a, g, d)
   WHERE c.call_sid = t.s AND ((c.from_number IS NULL AND t.f IS NOT NULL) OR (c.to_number IS NULL AND t.t IS NOT NULL)
-    OR (c.answered_at IS NULL AND t.a IS NOT NULL))`;
+    OR (c.answered_at IS NULL AND t.a IS NOT NULL) OR (c.agent IS NULL AND t.g IS NOT NULL)
+    OR (c.direction IS NULL AND t.d IS NOT NULL))`;
 
 const ENTRIES_INSERT = `
   INSERT INTO call_entries (uid, call_sid, kind, at_ms, label, ok, data)
@@ -234,6 +271,7 @@ const STATUS_INSERT = `
   UPDATE calls c SET
     from_number = coalesce(c.from_number, $7),
     to_number = coalesce(c.to_number, $8),
+    direction = coalesce(c.direction, $10),
     state = CASE WHEN $9 AND c.state = 'in_progress' AND c.started_at IS NULL THEN 'completed' ELSE c.state END,
     outcome = CASE WHEN $9 AND c.state = 'in_progress' AND c.started_at IS NULL THEN $3 ELSE c.outcome END,
     duration_ms = CASE WHEN $9 AND $5::int IS NOT NULL AND ((c.state = 'in_progress' AND c.started_at IS NULL) OR c.duration_ms IS NULL)
@@ -254,6 +292,21 @@ const OUTCOME_UPDATE = `
   WHERE c.call_sid = ANY($1::text[]) AND c.state = 'completed'`;
 
 const READ_HEADERS = `SELECT * FROM calls WHERE call_sid = ANY($1::text[])`;
+
+/** A call's transfer decision: one row, the later one replacing the earlier. */
+const TRANSFER_SAVE = `
+  INSERT INTO call_transfers (call_sid, decision, saved_at) VALUES ($1, $2, now())
+  ON CONFLICT (call_sid) DO UPDATE SET decision = excluded.decision, saved_at = excluded.saved_at`;
+
+/**
+ * The next outbound slot, in one statement (the row lock orders concurrent callers, whichever instance):
+ * slot = greatest(next free slot, now); the next free slot becomes slot + interval. Epoch ms of the
+ * database's clock; $1 is the interval in whole ms.
+ */
+const SLOT_RESERVE = `
+  INSERT INTO outbound_pacer AS p (id, next_at_ms) VALUES (1, ceil(extract(epoch FROM clock_timestamp()) * 1000)::bigint + $1::bigint)
+  ON CONFLICT (id) DO UPDATE SET next_at_ms = greatest(p.next_at_ms, ceil(extract(epoch FROM clock_timestamp()) * 1000)::bigint) + $1::bigint
+  RETURNING (p.next_at_ms - $1::bigint)::text AS slot_ms`;
 
 
 export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallStore {
@@ -389,6 +442,35 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
     return rows.length === 1;
   }
 
+  /**
+   * One upsert, sent at once (not through the write queue) and bounded by writeTimeoutMs: resolves once
+   * committed. Rejects with a retryable PostgresStoreError when the database cannot answer (a timeout leaves
+   * its fate unknown: the caller goes on as if not saved), a non-retryable one when the store is read-only or
+   * closed, a TypeError for a malformed decision.
+   */
+  async saveTransfer(callSid: string, decision: TransferDecision): Promise<void> {
+    if (this.opts.readOnly || this.closed) throw new PostgresStoreError('call store: a read-only or closed store cannot save a transfer', false);
+    const json = transferToJson(checkTransfer(decision));
+    await this.timed(this.sql.unsafe(TRANSFER_SAVE, [callSid, json], { prepare: true }), 'save transfer');
+  }
+
+  /** The call's latest decision as the database holds it (whichever instance saved it); rejects (retryable) when it cannot answer. */
+  async transfer(callSid: string): Promise<TransferDecision | undefined> {
+    if (this.closed) throw new PostgresStoreError('call store: closed', false);
+    return (await this.timed(this.readTransfer(callSid), 'read transfer')) ?? undefined;
+  }
+
+  /**
+   * The next outbound slot across every instance on this database (SLOT_RESERVE: one statement). The slot is
+   * in the database's clock, like the leases: instances whose clocks agree with it (NTP) place calls at it.
+   */
+  async reserveOutboundSlot(intervalMs: number): Promise<number> {
+    const interval = slotIntervalMs(intervalMs);
+    if (this.opts.readOnly || this.closed) throw new PostgresStoreError('call store: a read-only or closed store cannot reserve outbound slots', false);
+    const [row] = await this.timed(this.sql.unsafe<{ slot_ms: string }[]>(SLOT_RESERVE, [interval], { prepare: true }), 'reserve outbound slot');
+    return Number(row!.slot_ms);
+  }
+
   stats(): PostgresStoreStats {
     return { instanceId: this.instanceId, reachable: this.reachable, queued: this.queued(), dropped: this.dropped, lastError: this.lastError };
   }
@@ -397,11 +479,12 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
 
   async get(callSid: string): Promise<CallRecord | undefined> {
     await this.flush();
-    const [rows, entries, statuses] = await this.timed(this.read(callSid), 'read');
+    const [rows, entries, statuses, transfer] = await this.timed(this.read(callSid), 'read');
     const row = rows[0];
     if (!row) return undefined;
     const header = {
       ...headerFromRow(row, (n, field) => openField(n, this.ring, callSid, field)),
+      transfer,
       status: row.status,
       statusEvents: statuses.map(
         (s): StatusEvent => ({
@@ -430,7 +513,13 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
         [callSid],
         { prepare: true },
       ),
+      this.readTransfer(callSid),
     ]);
+  }
+
+  private async readTransfer(callSid: string): Promise<TransferDecision | null> {
+    const [row] = await this.sql.unsafe<{ decision: string }[]>('SELECT decision FROM call_transfers WHERE call_sid = $1', [callSid], { prepare: true });
+    return transferFromJson(row?.decision);
   }
 
   async list(opts: ListOptions = {}): Promise<CallSummary[]> {
@@ -444,7 +533,7 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
     // back as text: the driver would cut a timestamptz parameter to a JS Date's ms.
     const rows = await this.timed(this.sql.unsafe<(SummaryRow<Date> & { k: string })[]>(
       `SELECT call_sid, from_number, to_number, coalesce(started_at, answered_at, created_at) AS started_at, duration_ms,
-              status, state, outcome, end_reason, cost_usd,
+              status, state, outcome, end_reason, cost_usd, agent, direction,
               to_char(coalesce(started_at, answered_at, created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS k
        FROM calls WHERE coalesce(started_at, answered_at, created_at) >= $1
          AND ($3::text IS NULL OR (coalesce(started_at, answered_at, created_at), call_sid) < ($3::text::timestamptz, $4::text))
@@ -543,7 +632,7 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
       cols.data.push(this.entryData(e));
     }
     const h = headers.map(({ h, rev }) => this.headerRow(h, rev));
-    const webhook = h.filter((r) => r[2] !== null || r[3] !== null || r[5] !== null); // from, to, answered_at
+    const webhook = h.filter((r) => r[2] !== null || r[3] !== null || r[5] !== null || r[18] !== null || r[19] !== null); // from, to, answered_at, agent, direction
     const stubSids = [...new Set([...cols.sid, ...statuses.map((s) => s.callSid)])];
     const endedSids = headers.filter(({ h }) => h.state === 'completed' && h.outcome === null).map(({ h }) => h.callSid);
     const statusSids = [...new Set(statuses.map((s) => s.callSid))];
@@ -551,9 +640,9 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
       const q: postgres.PendingQuery<postgres.Row[]>[] = [];
       if (h.length > 0) {
         const col = (i: number) => h.map((r) => r[i] ?? null);
-        q.push(tx.unsafe(HEADER_UPSERT, [...Array.from({ length: 18 }, (_, i) => col(i)), this.instanceId] as never[], { prepare: true }));
+        q.push(tx.unsafe(HEADER_UPSERT, [...Array.from({ length: 20 }, (_, i) => col(i)), this.instanceId] as never[], { prepare: true }));
         if (webhook.length > 0) {
-          q.push(tx.unsafe(WEBHOOK_FIELDS, [0, 2, 3, 5].map((i) => webhook.map((r) => r[i] ?? null)) as never[], { prepare: true }));
+          q.push(tx.unsafe(WEBHOOK_FIELDS, [0, 2, 3, 5, 18, 19].map((i) => webhook.map((r) => r[i] ?? null)) as never[], { prepare: true }));
         }
       }
       if (stubSids.length > 0) q.push(tx.unsafe(STUBS_INSERT, [stubSids], { prepare: true }));
@@ -563,7 +652,7 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
       for (const s of statuses) {
         const sealed = this.sealedNumbers(s);
         q.push(
-          tx.unsafe(STATUS_INSERT, [s.callSid, s.seq, s.status, s.timestamp, s.durationS, s.receivedAt, sealed.from, sealed.to, s.terminal] as never[], {
+          tx.unsafe(STATUS_INSERT, [s.callSid, s.seq, s.status, s.timestamp, s.durationS, s.receivedAt, sealed.from, sealed.to, s.terminal, s.direction] as never[], {
             prepare: true,
           }),
         );
@@ -574,7 +663,7 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
     });
   }
 
-  /** The 18 unnest columns of HEADER_UPSERT, in order. */
+  /** The 20 unnest columns of HEADER_UPSERT, in order. */
   private headerRow(h: CallHeader, rev: number): (string | number | null)[] {
     const sealed = this.headerToWrite(h);
     return [
@@ -596,6 +685,8 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
       JSON.stringify(h.usage),
       h.estimatedCostUsd,
       rev,
+      h.agent,
+      h.direction,
     ];
   }
 
@@ -666,9 +757,18 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
     });
   }
 
+  /** A reader migrates nothing: the schema must be this callbridge's (an older one lacks what reads ask for). */
   private async checkSchema(): Promise<void> {
     const [row] = await this.sql.unsafe<{ t: string | null }[]>(`SELECT to_regclass('callbridge_migrations')::text AS t`);
     if (!row?.t) throw new PostgresStoreError('no callbridge call store in this database (no migrations applied)', false);
+    const [v] = await this.sql.unsafe<{ v: number | null }[]>('SELECT max(version) AS v FROM callbridge_migrations');
+    const version = v?.v ?? 0;
+    if (version < MIGRATIONS.length) {
+      throw new PostgresStoreError(
+        `call store has schema version ${version}, older than this callbridge (${MIGRATIONS.length}): start a callbridge server of this version on it once to upgrade it`,
+        false,
+      );
+    }
   }
 }
 

@@ -35,7 +35,7 @@ import { estimateCostUsd } from './cost.js';
 import { keyring, openText, sealField, sealText, type Keyring } from './crypto.js';
 import type { Prices } from './prices.js';
 import { endHeader, summaryFromRow, sumUsage, type CallHeader, type SummaryRow } from './rows.js';
-import type { Awaitable, CallPage, CallRecord, CallStore, ListOptions } from './types.js';
+import type { Awaitable, CallPage, CallParties, CallRecord, CallStore, ListOptions } from './types.js';
 
 /** How long an answered call whose stream never started keeps its header in memory, ms. */
 const STREAMLESS_KEEP_MS = 10 * 60_000;
@@ -69,6 +69,8 @@ export interface StatusNote {
   receivedAt: string;
   from: string | null;
   to: string | null;
+  /** Twilio's `Direction`: fills in a call's direction where it has none. */
+  direction: string | null;
   terminal: boolean;
 }
 
@@ -100,7 +102,7 @@ export interface RecordBufferOptions {
   log: Logger;
 }
 
-type Writes = 'answered' | 'started' | 'appendTranscript' | 'appendToolCall' | 'appendTurnLatency' | 'appendEvent' | 'addUsage' | 'ended' | 'recordStatus';
+type Writes = 'answered' | 'placed' | 'started' | 'appendTranscript' | 'appendToolCall' | 'appendTurnLatency' | 'appendEvent' | 'addUsage' | 'ended' | 'recordStatus';
 
 /** The listing's page size: `limit` within 1–10 000, default 50. */
 export function listLimit(opts: ListOptions): number {
@@ -141,12 +143,24 @@ export abstract class RecordBuffer<H extends CallHeader> implements Pick<CallSto
 
   // ── Writes from the call path: memory only ─────────────────────────────
 
-  answered(callSid: string, info: { from?: string; to?: string }): void {
+  /** Fills in what the header lacks: a placed call's numbers, agent and direction stay as `placed` wrote them. */
+  answered(callSid: string, info: CallParties): void {
     const answeredAt = new Date().toISOString();
     this.changeHeader(callSid, true, (h) => {
-      h.from = info.from ?? h.from;
-      h.to = info.to ?? h.to;
+      h.from ??= info.from || null;
+      h.to ??= info.to || null;
+      h.agent ??= info.agent || null;
+      h.direction ??= info.direction || null;
       h.answeredAt ??= answeredAt;
+    });
+  }
+
+  placed(callSid: string, info: { from: string; to: string; agent: string }): void {
+    this.changeHeader(callSid, true, (h) => {
+      h.from ??= info.from || null;
+      h.to ??= info.to || null;
+      h.agent ??= info.agent || null;
+      h.direction ??= 'outbound-api';
     });
   }
 
@@ -197,6 +211,7 @@ export abstract class RecordBuffer<H extends CallHeader> implements Pick<CallSto
       receivedAt: new Date().toISOString(),
       from: v.from || null,
       to: v.to || null,
+      direction: v.direction || null,
       terminal: v.terminal,
     });
   }

@@ -6,9 +6,17 @@
 import type { CallRecorder } from '../records.js';
 import type { CallStore } from './types.js';
 
-/** The recorder of a call answered here: its record starts now (`answered`), so even a call whose stream never starts is recorded. */
-export function createStoreRecorder(store: CallStore, callSid: string, incoming: Record<string, string>): CallRecorder {
-  store.answered(callSid, { from: incoming.From, to: incoming.To });
+/**
+ * The recorder of a call answered here: its record starts now (`answered`), so even a call whose stream never
+ * starts is recorded. `call`: the agent serving it and Twilio's `Direction` (inbound, outbound-api), when known.
+ */
+export function createStoreRecorder(
+  store: CallStore,
+  callSid: string,
+  incoming: Record<string, string>,
+  call: { agent?: string; direction?: string } = {},
+): CallRecorder {
+  store.answered(callSid, { from: incoming.From, to: incoming.To, agent: call.agent, direction: call.direction });
   return streamRecorder(store, callSid);
 }
 

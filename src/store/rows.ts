@@ -5,15 +5,18 @@
  * Row times are ISO 8601 strings (SQLite) or Dates (PostgreSQL); records
  * always carry ISO strings (UTC, ms).
  */
-import type { CallEndInfo, Usage } from '../records.js';
+import type { CallEndInfo, TransferDecision, Usage } from '../records.js';
 import { openField, type Keyring } from './crypto.js';
 import { ZERO_USAGE, type CallRecord, type CallSummary } from './types.js';
 
 /** What `list` shows for a number this store cannot open (sealed with a key it does not have, or not this call's). */
 export const ENCRYPTED_NUMBER = '(encrypted)';
 
-/** A call's record without its lists and its status callbacks: the columns of the `calls` row a store writes while it carries the call. */
-export type CallHeader = Omit<CallRecord, 'transcript' | 'toolCalls' | 'turnLatencies' | 'events' | 'status' | 'statusEvents'>;
+/**
+ * A call's record without its lists, its status callbacks and its transfer decision (written at once, apart
+ * from the header: saveTransfer): the columns of the `calls` row a store writes while it carries the call.
+ */
+export type CallHeader = Omit<CallRecord, 'transcript' | 'toolCalls' | 'turnLatencies' | 'events' | 'status' | 'statusEvents' | 'transfer'>;
 
 /** The `calls` columns both stores have; `Time` is how the driver returns a timestamp. */
 export interface CallRow<Time extends string | Date> {
@@ -30,6 +33,8 @@ export interface CallRow<Time extends string | Date> {
   outcome: string | null;
   audio_mode: string | null;
   model: string | null;
+  agent: string | null;
+  direction: string | null;
   state: string;
   relay: string | null;
   protocol_errors: number;
@@ -40,7 +45,7 @@ export interface CallRow<Time extends string | Date> {
 /** A row of `list`: `started_at` is when the call began (started, else answered, else created), never null. */
 export type SummaryRow<Time extends string | Date> = Pick<
   CallRow<Time>,
-  'call_sid' | 'from_number' | 'to_number' | 'duration_ms' | 'status' | 'state' | 'outcome' | 'end_reason' | 'cost_usd'
+  'call_sid' | 'from_number' | 'to_number' | 'duration_ms' | 'status' | 'state' | 'outcome' | 'end_reason' | 'cost_usd' | 'agent' | 'direction'
 > & { started_at: Time };
 
 /**
@@ -72,6 +77,8 @@ export function headerFromRow(r: CallRow<string | Date>, number: (stored: string
     outcome: r.outcome,
     audioMode: r.audio_mode,
     model: r.model ?? null,
+    agent: r.agent ?? null,
+    direction: r.direction ?? null,
     state: r.state as CallRecord['state'],
     relay: r.relay ? (JSON.parse(r.relay) as CallRecord['relay']) : null,
     protocolErrors: r.protocol_errors,
@@ -95,6 +102,8 @@ export function emptyHeader(callSid: string): CallHeader {
     outcome: null,
     audioMode: null,
     model: null,
+    agent: null,
+    direction: null,
     state: 'in_progress',
     relay: null,
     protocolErrors: 0,
@@ -116,6 +125,8 @@ export function summaryFromRow(r: SummaryRow<string | Date>, ring: Keyring): Cal
     outcome: r.outcome,
     endReason: r.end_reason,
     estimatedCostUsd: r.cost_usd,
+    agent: r.agent ?? null,
+    direction: r.direction ?? null,
   };
 }
 
@@ -139,4 +150,43 @@ export function endHeader(h: CallHeader, info: CallEndInfo): void {
   h.state = 'completed';
   if (h.startedAt) h.durationMs = Math.max(0, info.endedAt.getTime() - Date.parse(h.startedAt));
   h.outcome = null;
+}
+
+/**
+ * A transfer decision as both stores keep it: plain JSON (names, the leg and a time; no personal data, so
+ * never sealed). Checked field by field when read: a row that is not one reads as null, never as a decision.
+ */
+export function transferToJson(d: TransferDecision): string {
+  return JSON.stringify({ agent: d.agent, target: d.target, requestedBy: d.requestedBy, leg: d.leg, at: d.at });
+}
+
+export function transferFromJson(text: string | null | undefined): TransferDecision | null {
+  if (!text) return null;
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof v !== 'object' || v === null) return null;
+  const o = v as Record<string, unknown>;
+  if (typeof o.agent !== 'string' || typeof o.target !== 'string' || typeof o.at !== 'string') return null;
+  if (o.requestedBy !== 'model' && o.requestedBy !== 'keypad') return null;
+  if (typeof o.leg !== 'number' || !Number.isInteger(o.leg)) return null;
+  return { agent: o.agent, target: o.target, requestedBy: o.requestedBy, leg: o.leg, at: o.at };
+}
+
+/** A decision as saveTransfer takes it: the same checks as on reading, so nothing is saved that would read back as null. */
+export function checkTransfer(d: TransferDecision): TransferDecision {
+  const ok = transferFromJson(transferToJson(d));
+  if (!ok || ok.leg < 1 || Number.isNaN(Date.parse(ok.at))) throw new TypeError('call store: a transfer decision needs agent, target, requestedBy (model|keypad), a leg ≥ 1 and an ISO time');
+  return ok;
+}
+
+/** The whole ms at which a pacer's next slot may be: `intervalMs` rounded up, so slots are never closer than asked. */
+export function slotIntervalMs(intervalMs: number): number {
+  if (typeof intervalMs !== 'number' || !Number.isFinite(intervalMs) || intervalMs < 0) {
+    throw new RangeError(`call store: an outbound interval must be a finite number of ms ≥ 0 (got ${String(intervalMs)})`);
+  }
+  return Math.ceil(intervalMs);
 }

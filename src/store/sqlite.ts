@@ -35,6 +35,13 @@
  * read as they are. Without the right key, `get` throws DecryptError and
  * `list` shows a sealed number as ENCRYPTED_NUMBER.
  *
+ * Call control and outbound calls: a transfer decision (saveTransfer) is
+ * one row of `call_transfers`, written at once outside the queue and
+ * committed before the promise resolves, so the `<Connect action>` webhook
+ * finds it; the header's agent and direction are filled in once (`placed`,
+ * then `answered`) and never overwritten. The outbound pacer's slots live in
+ * this process (one process per file).
+ *
  * A header written from a stale copy never undoes a call's stream: a header
  * whose stream has not started (a webhook's, e.g. a retried one) does not
  * overwrite a row whose stream has; it only fills in the webhook's own
@@ -42,12 +49,24 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import type { ToolCallRecord, TranscriptLine, TurnLatency } from '../records.js';
+import type { ToolCallRecord, TranscriptLine, TransferDecision, TurnLatency } from '../records.js';
 import { estimateCostUsd } from './cost.js';
 import { openField, type Keyring } from './crypto.js';
 import { listLimit, RecordBuffer, type EntryKind, type RecordBufferOptions, type StatusNote } from './record-buffer.js';
 import { openSqlite, type SqlStatement, type SqliteDb, type SqlValue } from './sqlite-driver.js';
-import { emptyHeader, ENCRYPTED_NUMBER, headerFromRow, OUTCOME_SQL, type CallHeader, type CallRow, type SummaryRow } from './rows.js';
+import {
+  checkTransfer,
+  emptyHeader,
+  ENCRYPTED_NUMBER,
+  headerFromRow,
+  OUTCOME_SQL,
+  slotIntervalMs,
+  transferFromJson,
+  transferToJson,
+  type CallHeader,
+  type CallRow,
+  type SummaryRow,
+} from './rows.js';
 import type { CallPage, CallRecord, CallStore, CallSummary, ListOptions, StatusEvent } from './types.js';
 
 export { ENCRYPTED_NUMBER, estimateCostUsd };
@@ -125,6 +144,16 @@ const MIGRATIONS: string[] = [
      instance_id TEXT NOT NULL,
      claimed_at  TEXT NOT NULL
    );`,
+  // 5: call control and outbound calls: the agent and direction of each call, and its latest transfer
+  // decision (a row of its own, written at once, apart from the batched header). Claim keys are free text
+  // (a CallSid, `CA…/2` for a later stream, `action:CA…/1` for an action webhook): no change needed there.
+  `ALTER TABLE calls ADD COLUMN agent TEXT;
+   ALTER TABLE calls ADD COLUMN direction TEXT;
+   CREATE TABLE call_transfers (
+     call_sid TEXT PRIMARY KEY,
+     decision TEXT NOT NULL,
+     saved_at TEXT NOT NULL
+   );`,
 ];
 
 export interface SqliteStoreOptions extends RecordBufferOptions {
@@ -154,7 +183,11 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
     header: SqlStatement;
     entries: SqlStatement;
     claim: SqlStatement;
+    saveTransfer: SqlStatement;
+    transfer: SqlStatement;
   };
+  /** The pacer's next free slot, epoch ms (this process only: one process writes a file). */
+  private nextSlotMs = 0;
 
   constructor(private readonly opts: SqliteStoreOptions) {
     super(opts, MAX_QUEUED);
@@ -172,23 +205,25 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
     this.sql = {
       upsertHeader: this.db.prepare(`
         INSERT INTO calls (call_sid, stream_sid, from_number, to_number, started_at, answered_at, ended_at, duration_ms,
-          status, status_events, end_reason, outcome, audio_mode, model, state, relay, protocol_errors, usage, cost_usd,
-          created_at, updated_at)
+          status, status_events, end_reason, outcome, audio_mode, model, agent, direction, state, relay, protocol_errors, usage,
+          cost_usd, created_at, updated_at)
         VALUES (@call_sid, @stream_sid, @from_number, @to_number, @started_at, @answered_at, @ended_at, @duration_ms,
-          @status, @status_events, @end_reason, @outcome, @audio_mode, @model, @state, @relay, @protocol_errors, @usage, @cost_usd,
-          @now, @now)
+          @status, @status_events, @end_reason, @outcome, @audio_mode, @model, @agent, @direction, @state, @relay, @protocol_errors,
+          @usage, @cost_usd, @now, @now)
         ON CONFLICT (call_sid) DO UPDATE SET stream_sid = excluded.stream_sid, from_number = excluded.from_number,
           to_number = excluded.to_number, started_at = excluded.started_at, answered_at = excluded.answered_at,
           ended_at = excluded.ended_at, duration_ms = excluded.duration_ms, status = excluded.status,
           status_events = excluded.status_events, end_reason = excluded.end_reason, outcome = excluded.outcome,
-          audio_mode = excluded.audio_mode, model = excluded.model, state = excluded.state, relay = excluded.relay,
+          audio_mode = excluded.audio_mode, model = excluded.model, agent = coalesce(calls.agent, excluded.agent),
+          direction = coalesce(calls.direction, excluded.direction), state = excluded.state, relay = excluded.relay,
           protocol_errors = excluded.protocol_errors, usage = excluded.usage, cost_usd = excluded.cost_usd,
           updated_at = excluded.updated_at
         WHERE calls.started_at IS NULL OR excluded.started_at IS NOT NULL`),
       // What a header the upsert refused (no stream, the row has one) may still add: the webhook's own fields.
       webhookFields: this.db.prepare(`
         UPDATE calls SET from_number = coalesce(from_number, @from_number), to_number = coalesce(to_number, @to_number),
-          answered_at = coalesce(answered_at, @answered_at), updated_at = @now
+          answered_at = coalesce(answered_at, @answered_at), agent = coalesce(agent, @agent),
+          direction = coalesce(direction, @direction), updated_at = @now
         WHERE call_sid = @call_sid`),
       outcome: this.db.prepare(`UPDATE calls AS c SET outcome = ${OUTCOME_SQL} WHERE c.call_sid = ? AND c.state = 'completed'`),
       stub: this.db.prepare('INSERT OR IGNORE INTO calls (call_sid, created_at, updated_at) VALUES (?, ?, ?)'),
@@ -196,6 +231,10 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
       header: this.db.prepare('SELECT * FROM calls WHERE call_sid = ?'),
       entries: this.db.prepare('SELECT kind, data FROM call_entries WHERE call_sid = ? ORDER BY kind, at_ms, id'),
       claim: this.db.prepare('INSERT OR IGNORE INTO call_claims (call_sid, instance_id, claimed_at) VALUES (?, ?, ?)'),
+      saveTransfer: this.db.prepare(`
+        INSERT INTO call_transfers (call_sid, decision, saved_at) VALUES (?, ?, ?)
+        ON CONFLICT (call_sid) DO UPDATE SET decision = excluded.decision, saved_at = excluded.saved_at`),
+      transfer: this.db.prepare('SELECT decision FROM call_transfers WHERE call_sid = ?'),
     };
     if (!opts.readOnly) {
       // Start-up work above may wait for a lock; the call path must not wait long.
@@ -228,6 +267,30 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
     return Number(this.sql.claim.run(callSid, instanceId, new Date().toISOString()).changes) === 1;
   }
 
+  /**
+   * One row upsert, at once (outside the write queue), committed before this resolves: it survives a crash of
+   * the process (WAL, synchronous=NORMAL; see the head comment for power loss). Rejects when the file cannot
+   * take it (locked past the busy timeout, read-only, closed) or the decision is malformed.
+   */
+  async saveTransfer(callSid: string, decision: TransferDecision): Promise<void> {
+    if (this.opts.readOnly || this.closed) throw new Error('call store: a read-only or closed store cannot save a transfer');
+    this.sql.saveTransfer.run(callSid, transferToJson(checkTransfer(decision)), new Date().toISOString());
+  }
+
+  async transfer(callSid: string): Promise<TransferDecision | undefined> {
+    if (this.closed) throw new Error('call store: closed');
+    return this.readTransfer(callSid) ?? undefined;
+  }
+
+  /** Slots in this process (one process per file): the next is the later of now and the last one plus its interval. */
+  async reserveOutboundSlot(intervalMs: number): Promise<number> {
+    const interval = slotIntervalMs(intervalMs);
+    if (this.closed) throw new Error('call store: closed');
+    const slot = Math.max(this.nextSlotMs, Date.now());
+    this.nextSlotMs = slot + interval;
+    return slot;
+  }
+
   markInterrupted(): number {
     this.flush();
     const r = this.db
@@ -244,7 +307,8 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
     const row = this.sql.header.get(callSid) as Row | undefined;
     if (!row) return undefined;
     // Rows written before migration 2 keep their lists in the row itself (sealed, if at all, as enc1).
-    return this.record(rowHeader(row, this.ring), this.sql.entries.all(callSid) as { kind: EntryKind; data: string }[], {
+    const base = { ...rowHeader(row, this.ring), transfer: this.readTransfer(callSid) };
+    return this.record(base, this.sql.entries.all(callSid) as { kind: EntryKind; data: string }[], {
       transcript: this.openJson(row.transcript, callSid, 'transcript') as TranscriptLine[],
       toolCalls: this.openJson(row.tool_calls, callSid, 'tool') as ToolCallRecord[],
       turnLatencies: JSON.parse(row.turn_latencies) as TurnLatency[],
@@ -263,7 +327,7 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
     const after = opts.after ?? { t: '~', sid: '' };
     const rows = this.db
       .prepare(`SELECT call_sid, from_number, to_number, coalesce(started_at, answered_at, created_at) AS started_at, duration_ms,
-                       status, state, outcome, end_reason, cost_usd
+                       status, state, outcome, end_reason, cost_usd, agent, direction
                 FROM calls WHERE coalesce(started_at, answered_at, created_at) >= ?
                   AND (coalesce(started_at, answered_at, created_at) < ? OR (coalesce(started_at, answered_at, created_at) = ? AND call_sid < ?))
                 ORDER BY coalesce(started_at, answered_at, created_at) DESC, call_sid DESC LIMIT ?`)
@@ -288,7 +352,15 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
         for (const { h } of headers) {
           const row = this.headerRow(h, now);
           if (Number(this.sql.upsertHeader.run(row).changes) === 0) {
-            this.sql.webhookFields.run({ call_sid: row.call_sid!, from_number: row.from_number!, to_number: row.to_number!, answered_at: row.answered_at!, now });
+            this.sql.webhookFields.run({
+              call_sid: row.call_sid!,
+              from_number: row.from_number!,
+              to_number: row.to_number!,
+              answered_at: row.answered_at!,
+              agent: row.agent!,
+              direction: row.direction!,
+              now,
+            });
           }
           if (h.state === 'completed' && h.outcome === null) this.sql.outcome.run(h.callSid);
         }
@@ -313,6 +385,11 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
   }
 
   // ── Internals ──────────────────────────────────────────────────────────
+
+  private readTransfer(callSid: string): TransferDecision | null {
+    const row = this.sql.transfer.get(callSid) as { decision: string } | undefined;
+    return transferFromJson(row?.decision);
+  }
 
   private migrate(): void {
     const version = Number(this.db.pragma('user_version'));
@@ -344,6 +421,8 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
       outcome: h.outcome,
       audio_mode: h.audioMode,
       model: h.model,
+      agent: h.agent,
+      direction: h.direction,
       state: h.state,
       relay: h.relay ? JSON.stringify(h.relay) : null,
       protocol_errors: h.protocolErrors,
@@ -367,6 +446,7 @@ function foldStatus(h: Header, s: StatusNote): false | void {
   h.status = h.statusEvents.at(-1)!.status;
   h.from ||= s.from;
   h.to ||= s.to;
+  h.direction ||= s.direction;
   if (s.terminal && h.state === 'in_progress' && !h.startedAt) {
     h.state = 'completed';
     h.outcome = s.status;

@@ -5,7 +5,8 @@
  * the same record buffer (src/store/record-buffer.ts).
  * Times are ISO 8601 strings (UTC, ms); `atMs` fields are ms since call start.
  */
-import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatency, Usage } from '../records.js';
+import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TransferDecision, TurnLatency, Usage } from '../records.js';
+import type { OutboundPacer, TransferStore } from '../call/ports.js';
 import type { StatusCallback } from '../twilio/webhooks.js';
 
 export type CallState = 'in_progress' | 'completed' | 'interrupted';
@@ -35,6 +36,12 @@ export interface CallRecord {
   audioMode: string | null;
   /** The model that served the call; the cost estimate uses its prices (src/store/prices.ts). */
   model: string | null;
+  /** The agent that served the call (its file's `name`); null for a call recorded without one. */
+  agent: string | null;
+  /** Twilio's `Direction`: `inbound`, or `outbound-api` for a call this service placed; null when not known. */
+  direction: string | null;
+  /** The call's latest hand-over decision (saveTransfer), or null: kept plain (names and times, no personal data). */
+  transfer: TransferDecision | null;
   state: CallState;
   transcript: TranscriptLine[];
   toolCalls: ToolCallRecord[];
@@ -58,6 +65,18 @@ export interface CallSummary {
   outcome: string | null;
   endReason: string | null;
   estimatedCostUsd: number;
+  agent: string | null;
+  direction: string | null;
+}
+
+/** Who a call is, as its webhook (or the REST request that placed it) tells: written with the header, never changed once set. */
+export interface CallParties {
+  from?: string;
+  to?: string;
+  /** The agent's name. */
+  agent?: string;
+  /** Twilio's `Direction` (`inbound`, `outbound-api`, …). */
+  direction?: string;
 }
 
 /**
@@ -95,9 +114,18 @@ export interface CallPage {
   next: ListPosition | null;
 }
 
-export interface CallStore {
-  /** The call was answered (webhook): create its row at once, so even a call whose stream never starts is recorded. */
-  answered(callSid: string, info: { from?: string; to?: string }): void;
+export interface CallStore extends TransferStore, OutboundPacer {
+  /**
+   * The call was answered (webhook): create its row at once, so even a call whose stream never starts is recorded.
+   * Fills in only what the row does not have yet: an outbound call's numbers, agent and direction from `placed` stay.
+   */
+  answered(callSid: string, info: CallParties): void;
+  /**
+   * This service placed the call (Twilio's REST API gave its SID): its row, direction `outbound-api`, is written
+   * on the next turn of the event loop, while the call rings: before the callee can answer and Twilio ask any
+   * instance for the call's TwiML. Memory only here, like the other writes.
+   */
+  placed(callSid: string, info: { from: string; to: string; agent: string }): void;
   started(callSid: string, info: { streamSid: string; audioMode: string; startedAt: Date; model?: string }): void;
   appendTranscript(callSid: string, line: TranscriptLine): void;
   appendToolCall(callSid: string, rec: ToolCallRecord): void;
@@ -108,12 +136,23 @@ export interface CallStore {
   /** A Twilio call status callback, parsed at the edge (twilio/webhooks.ts). Retries (same SequenceNumber) are ignored. */
   recordStatus(callback: StatusCallback): void;
   /**
-   * Take the call for one media stream, once: true for the first claim of
-   * `callSid` (by any instance sharing the store), false for every later one.
+   * Take something once: true for the first claim of `key` (by any instance
+   * sharing the store), false for every later one. Keys are free text: a
+   * CallSid (the call's first stream), `CA…/2` (a later stream of the call),
+   * `action:CA…/1` (an action webhook answered once).
    * Goes to the database at once (not batched); rejects when the database
    * cannot answer, and the caller decides what that means.
    */
-  claim(callSid: string, instanceId: string): Awaitable<boolean>;
+  claim(key: string, instanceId: string): Awaitable<boolean>;
+  /**
+   * TransferStore: `saveTransfer` writes at once (never queued), replacing the call's earlier decision, and
+   * resolves once durable; it rejects when the database cannot take it (or the store is closed or read-only).
+   * `transfer` reads the database (any instance may have saved it). Both work before the call has a row.
+   *
+   * OutboundPacer: `reserveOutboundSlot(intervalMs)` resolves to the epoch ms at which the caller may place
+   * its call; slots are spaced at least intervalMs (rounded up to whole ms) apart across every process
+   * sharing the store. Rejects for an interval that is not a finite number ≥ 0, or when the store cannot answer.
+   */
   /** On start-up: calls a previous process left in progress become 'interrupted'. Returns how many. */
   markInterrupted(): Awaitable<number>;
   get(callSid: string): Awaitable<CallRecord | undefined>;
