@@ -3,10 +3,13 @@
  * real relay and edge (both edges), the real OpenAI provider client against
  * the model stand-in, real media streams; the Twilio steps after the stream
  * (`<Connect action>`, `<Dial action>`, the whisper) are placed by the test
- * as Twilio would, with signed POSTs. The transfer store is the relay's own
- * memory store (the session saves into it in production; here the test saves
- * the decision the session would have saved). The OutboundApp is a fake: it is
- * another module's, and only its port is under test here.
+ * as Twilio would, with signed POSTs. The transfer store is a shared map
+ * (the call store's in production); the step-by-step tests save the decision
+ * the session would have saved. The OutboundApp is a fake: it is
+ * another module's, and only its port is under test here. The whole flow
+ * runs too: the real session's transfer_call and end_call (stand-in
+ * scenarios), a simulated Twilio (src/sim/twilio-call.ts) following every
+ * TwiML document the relay answers.
  * Also: the pure transcript → conversation mapping (call/history.ts).
  */
 import { afterEach, describe, expect, it } from 'vitest';
@@ -24,7 +27,9 @@ import { nullRecorder, type CallRecorder, type TranscriptLine, type TransferDeci
 import { availableEdges, startServer, type EdgeKind, type RunningServer } from '../src/server/app.js';
 import { createMetrics } from '../src/server/metrics.js';
 import { twilioSignature } from '../src/sim/caller.js';
-import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
+import { startModelStandIn, type ModelStandIn, type ModelStandInOptions } from '../src/sim/model-server.js';
+import { DEMO_TRANSFER_TARGET, HANDOFF_SENTENCE, TRANSFER_FAILED_REPLY, transferFailedScenario, transferScenario } from '../src/sim/scenarios.js';
+import { simulateCall } from '../src/sim/twilio-call.js';
 import { ToolRegistry } from '../src/tools/registry.js';
 import type { AmdCallback } from '../src/twilio/webhooks.js';
 import type { ModelProvider, ModelSession } from '../src/call/voice-model.js';
@@ -57,6 +62,7 @@ const front: CallAgent = {
     targets: [
       { name: 'billing', description: 'bills', to: { number: '+15550100123' }, whisper: 'Caller about a bill & "refund"' },
       { name: 'desk', description: 'the desk', to: { sip: 'sip:desk@pbx.example.test' }, whisper: undefined },
+      { name: DEMO_TRANSFER_TARGET, description: 'member services', to: { number: '+15550100200' }, whisper: 'A member needs help.' },
     ],
     defaultTarget: 'billing',
     keypadDigit: '0',
@@ -136,9 +142,9 @@ afterEach(async () => {
   }
 });
 
-async function start(edge: EdgeKind, opts: { audioMode?: 'transcode' | 'passthrough'; outbound?: boolean } = {}): Promise<Bench> {
+async function start(edge: EdgeKind, opts: { audioMode?: 'transcode' | 'passthrough'; outbound?: boolean; model?: ModelStandInOptions } = {}): Promise<Bench> {
   const audioMode = opts.audioMode ?? 'transcode';
-  const model = await startModelStandIn({ audioSpeedup: 8, responseDelayMs: 50, transcriptDelayMs: 50 });
+  const model = await startModelStandIn({ audioSpeedup: 8, responseDelayMs: 50, transcriptDelayMs: 50, ...opts.model });
   const realtime = new OpenAIRealtimeProvider({
     url: `${model.baseUrl.replace(/^http/, 'ws')}/realtime`,
     model: 'gpt-realtime',
@@ -338,6 +344,55 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expect(await old.closed).toBe(1008);
       s2.close();
       await s2.closed;
+    });
+  });
+
+  describe('the whole flow: the real session decides, a simulated Twilio follows the TwiML', () => {
+    const scenarios = { scenarioFor: (i: number) => (i === 0 ? transferScenario : transferFailedScenario) };
+
+    it('transfer_call → stream closed after the handoff sentence → <Dial> → busy → back to the agent on leg 2 with the conversation → end_call → <Hangup/>', async () => {
+      const b = await start(edge, { model: scenarios });
+      const call = await simulateCall({
+        baseUrl: b.base,
+        publicUrl: PUBLIC,
+        authToken: TOKEN,
+        from: '+15550107777',
+        to: '+15550100999',
+        legs: [{ utterances: [{ durationMs: 1600 }], hangupAfterMs: 10_000 }, { utterances: [{ durationMs: 1100 }], hangupAfterMs: 10_000 }],
+        dial: () => ({ status: 'busy' }),
+      });
+      expect(call.error).toBeUndefined();
+      expect(call.steps.map((x) => x.verb)).toEqual(['Connect', 'Dial', 'Connect', 'Hangup']);
+      expect(call.ended).toBe('hangup');
+      expect(call.dials).toEqual([expect.objectContaining({ target: expect.objectContaining({ kind: 'number', address: '+15550100200' }), status: 'busy', whisper: [] })]);
+      expect(call.webhooks.map((w) => [w.kind, w.status])).toEqual([['incoming', 200], ['action', 200], ['dial-action', 200], ['action', 200]]);
+      const types = b.events.filter((e) => e.callSid === call.callSid).map((e) => e.type);
+      expect(types).toEqual(expect.arrayContaining(['transfer_requested', 'transfer_dialled', 'transfer_failed']));
+      // leg 2's session: the conversation so far replayed (the handoff sentence the caller heard), and it spoke first
+      const second = b.model.sessions[1]!;
+      expect(second.items.map((i) => i.text)).toContain(HANDOFF_SENTENCE);
+      expect(b.responses[1]![0]).toBe(DIAL_FAILED_GREETING);
+      // both streams were closed by the relay (transferred, then agent_hangup), cleanly
+      expect(call.legs.map((l) => [l.endedBy, l.protocolViolations])).toEqual([['server', []], ['server', []]]);
+      expect(b.lines.get(call.callSid)!.filter((l) => l.speaker === 'assistant').map((l) => l.text)).toEqual(expect.arrayContaining([HANDOFF_SENTENCE, TRANSFER_FAILED_REPLY]));
+    });
+
+    it('the person answers: the whisper is fetched for them, the call ends after the dial', async () => {
+      const b = await start(edge, { model: scenarios });
+      const call = await simulateCall({
+        baseUrl: b.base,
+        publicUrl: PUBLIC,
+        authToken: TOKEN,
+        from: '+15550107777',
+        to: '+15550100999',
+        legs: [{ utterances: [{ durationMs: 1600 }], hangupAfterMs: 10_000 }],
+        dial: () => ({ status: 'completed', durationS: 30 }),
+      });
+      expect(call.error).toBeUndefined();
+      expect(call.steps.map((x) => x.verb)).toEqual(['Connect', 'Dial', 'Hangup']);
+      expect(call.dials[0]).toMatchObject({ status: 'completed', whisper: ['A member needs help.'] });
+      expect(b.events).toContainEqual(expect.objectContaining({ callSid: call.callSid, type: 'transfer_connected' }));
+      expect(b.model.sessions).toHaveLength(1);
     });
   });
 
