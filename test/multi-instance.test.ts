@@ -18,14 +18,12 @@ import { presentToken, type PresentedStream } from './helpers/stream.js';
 import { postIncoming } from './helpers/webhooks.js';
 import type { CallAgent } from '../src/call/agent.js';
 import { linkedProvider } from '../src/call/model-link.js';
-import type { TransferStore } from '../src/call/ports.js';
 import { ReachabilityTracker } from '../src/call/reachability.js';
 import { Relay } from '../src/call/relay.js';
 import type { ConversationItem } from '../src/call/voice-model.js';
 import { Transcoder } from '../src/dsp/index.js';
 import { silentLogger } from '../src/log.js';
 import { OpenAIRealtimeProvider } from '../src/realtime/openai-provider.js';
-import type { TransferDecision } from '../src/records.js';
 import { startServer, type RunningServer } from '../src/server/app.js';
 import { createMetrics } from '../src/server/metrics.js';
 import { PostgresCallStore } from '../src/store/postgres.js';
@@ -344,9 +342,8 @@ describe.skipIf(!pgOk)('two callbridge instances on one PostgreSQL, behind a bal
 /**
  * Call control across instances (issue 16), in this process: two relays and
  * edges, each claiming through its own PostgresCallStore on one schema (the
- * real single-use claim, across instances), sharing one transfer store and
- * one history. The transfer store is a shared fake here: the PostgreSQL
- * store's saveTransfer is another helper's work, not on this branch yet.
+ * real single-use claim, across instances) and keeping transfer decisions
+ * in it (saved through A's store, read through B's); one history shared.
  */
 describe.skipIf(!pgOk)('call control across instances', () => {
   const agent: CallAgent = {
@@ -370,8 +367,6 @@ describe.skipIf(!pgOk)('call control across instances', () => {
     },
   };
   const secret = Buffer.from(SECRET);
-  const kept = new Map<string, TransferDecision>();
-  const transfers: TransferStore = { saveTransfer: async (sid, d) => void kept.set(sid, d), transfer: async (sid) => kept.get(sid) };
   const history: ConversationItem[] = [{ type: 'user_text', text: 'My bill is wrong.' }, { type: 'assistant_text', text: 'Let me connect you to billing.' }];
   const up: { relay: Relay; server: RunningServer; store: PostgresCallStore }[] = [];
   afterEach(async () => {
@@ -383,7 +378,7 @@ describe.skipIf(!pgOk)('call control across instances', () => {
     }
   });
 
-  async function instance(id: string): Promise<{ base: string; port: number }> {
+  async function instance(id: string): Promise<{ base: string; port: number; store: PostgresCallStore }> {
     const store = await PostgresCallStore.open({ url: PG_URL, schema, prices, log: silentLogger, instanceId: id });
     const realtime = new OpenAIRealtimeProvider({
       url: `${standIn.baseUrl.replace(/^http/, 'ws')}/realtime`,
@@ -402,7 +397,7 @@ describe.skipIf(!pgOk)('call control across instances', () => {
       provider: linkedProvider(realtime, { log: silentLogger }),
       agents: new Map([['front', agent]]),
       defaultAgent: 'front',
-      transfers,
+      transfers: store,
       history: async () => history,
       openTranscoder: () => Transcoder.open(),
       claim: (key) => store.claim(key, id),
@@ -416,7 +411,7 @@ describe.skipIf(!pgOk)('call control across instances', () => {
       edge: 'node',
     });
     up.push({ relay, server, store });
-    return { base: `http://127.0.0.1:${server.port}`, port: server.port };
+    return { base: `http://127.0.0.1:${server.port}`, port: server.port, store };
   }
 
   const form = (callSid: string, extra: Record<string, string> = {}) => ({
@@ -435,7 +430,7 @@ describe.skipIf(!pgOk)('call control across instances', () => {
     const callSid = `CA${'c0ffee'.padEnd(32, '1')}`;
     const answered = await postIncoming(a.base, { publicUrl: PUBLIC, authToken: TOKEN }, callSid);
     expect(await answered.text()).toContain('/voice/action?leg=1');
-    await transfers.saveTransfer(callSid, { agent: 'front', target: 'billing', requestedBy: 'model', leg: 1, at: new Date().toISOString() });
+    await a.store.saveTransfer(callSid, { agent: 'front', target: 'billing', requestedBy: 'model', leg: 1, at: new Date().toISOString() });
 
     const onB = await signedPost(b.base, '/voice/action?leg=1', form(callSid));
     expect(onB.status).toBe(200);
