@@ -325,6 +325,27 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expect((await post(other.base, routes[0]!.path, routes[0]!.body, sign(routes[0]!))).status).toBe(404);
     });
 
+    it('calls we placed (their o token opens) are not limited per calling number; a bad token is refused before anything is counted', async () => {
+      const f = fakeApp();
+      const opened: string[] = [];
+      const tokens: OutboundApp = { ...outbound, openCallToken: (t) => (t === 'ok' ? (opened.push(t), { agent: 'sales' }) : null) };
+      const { base } = await start(edge, f.app, { callerLimit: { burst: 2, perMinute: 1 } }, { outbound: tokens });
+      const placed = (i: number) => ({ ...call, CallSid: `CA${String(i).padStart(32, '0')}`, CallStatus: 'in-progress', Direction: 'outbound-api' });
+      for (let i = 0; i < 5; i++) {
+        const r = await post(base, '/voice/incoming?o=ok', placed(i), signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming?o=ok`, placed(i)));
+        expect(await r.text()).toBe('<Response/>');
+      }
+      expect(opened).toHaveLength(5);
+      // the same From without a token: the per-number limit applies
+      const codes = [];
+      for (let i = 5; i < 8; i++) {
+        const r = await post(base, '/voice/incoming', placed(i), signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, placed(i)));
+        codes.push(await r.text());
+      }
+      expect(codes.filter((t) => t.includes('Reject'))).toHaveLength(1);
+      expect(f.incoming).toHaveLength(7);
+    });
+
     it('POST /calls: the JSON body and Authorization reach the OutboundApp, the answer is JSON never cached; over 8 KiB → 413', async () => {
       const c = controlApp();
       const { base } = await start(edge, c.app, {}, { outbound });

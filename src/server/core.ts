@@ -74,7 +74,9 @@
  *   OutboundApp lacks → 404 before its body is read.
  * - /voice/incoming with query `o`: an outbound call's sealed token
  *   (OutboundApp.openCallToken) → its agent and context for the app; a token
- *   that does not open (or no OutboundApp) → 403.
+ *   that does not open (or no OutboundApp) → 403. A call whose token opened
+ *   is not counted per calling number (its `From` is ours, shared by every
+ *   placed call; OUTBOUND_CPS paces them).
  * - POST /calls (OutboundApp.placeCall): a JSON body ≤ MAX_BODY_BYTES read by
  *   the edge (over → 413), the Authorization header passed on (the handler
  *   checks ADMIN_TOKEN), the general per-address limit; the answer is JSON
@@ -440,11 +442,6 @@ export class EdgeCore {
       if (route === 'incoming') {
         const call = parseVoiceWebhook(form);
         if (!call.ok) return this.badWebhook(route, call.error);
-        if (token && !this.callerLimiter.allow(call.value.from)) {
-          this.metrics.rateLimited.inc({ kind: 'caller' });
-          this.log.warn({ callSid: call.value.callSid }, 'too many call set-ups from this calling number: busy');
-          return reply(route, 200, buildRejectTwiml(), 'text/xml');
-        }
         let opts: IncomingOptions | undefined;
         const o = new URLSearchParams(r.query).get('o');
         if (o !== null) {
@@ -454,6 +451,12 @@ export class EdgeCore {
             return reply(route, 403, 'forbidden\n');
           }
           opts = opened;
+        }
+        // A call we placed (its token opened) is paced by OUTBOUND_CPS, not by its `From` (ours, the same for every one).
+        if (token && opts === undefined && !this.callerLimiter.allow(call.value.from)) {
+          this.metrics.rateLimited.inc({ kind: 'caller' });
+          this.log.warn({ callSid: call.value.callSid }, 'too many call set-ups from this calling number: busy');
+          return reply(route, 200, buildRejectTwiml(), 'text/xml');
         }
         return twimlReply(route, this.app.incoming(call.value, this.callUrls(r.host), opts));
       }
