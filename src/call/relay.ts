@@ -55,9 +55,12 @@
  *   are caller data and never logged), voice, and tools (its own and the
  *   control tools). The agent's name and the stream's leg are signed into
  *   the stream token (`agent` parameter beside it), so an instance the stream
- *   lands on serves it with the same agent; the context stays with the
- *   instance that answered the webhook (a stream landing elsewhere is served
- *   without it).
+ *   lands on serves it with the same agent; the context and the caller's
+ *   number (for tools) stay with the instance that answered the webhook (a
+ *   stream landing elsewhere is served without them). Which agent and leg a
+ *   stream serves is known at its `start`: the session is handed them then
+ *   (CallDeps' `agent`, `leg` and `from` read after admission; also in the
+ *   CallAdmission).
  * - Legs: a call's first stream is leg 1, its claim key the CallSid; each
  *   TwiML stream names `<Connect action>` with `?leg=N`. When the stream of
  *   leg N closes, Twilio POSTs the action (`connectEnded`): each leg's action
