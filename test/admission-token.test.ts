@@ -20,7 +20,7 @@ describe('admission token', () => {
     expect(t).toBe(`v1.1790000030000.${createHmac('sha256', SECRET).update(`v1.${SID}.1790000030000`).digest('base64url')}`);
     expect(mintAdmissionToken(SECRET, SID, NOW + 30_000.9)).toBe(t); // the expiry is whole ms, floored
     expect('token'.length + t.length).toBeLessThan(500);
-    expect(verifyAdmissionToken(Buffer.from(SECRET), SID, t, NOW)).toEqual({ ok: true, expiresAtMs: NOW + 30_000 });
+    expect(verifyAdmissionToken(Buffer.from(SECRET), SID, t, NOW)).toEqual({ ok: true, expiresAtMs: NOW + 30_000, leg: 1 });
     expect(verifyAdmissionToken(SECRET, SID, t, NOW + 30_000)).toMatchObject({ ok: true }); // valid through its expiry
   });
 
@@ -33,6 +33,26 @@ describe('admission token', () => {
     const flipped = `v1.${NOW + 30_000}.${(mac[0] === 'A' ? 'B' : 'A') + mac.slice(1)}`;
     expect(verifyAdmissionToken(SECRET, SID, flipped, NOW)).toEqual({ ok: false, error: 'bad_mac' });
     expect(verifyAdmissionToken(SECRET, SID, t, NOW + 30_001)).toEqual({ ok: false, error: 'expired' });
+  });
+
+  it('v2: a later leg, or another agent, is signed in; the agent presented beside it must match', () => {
+    const t = mintAdmissionToken(SECRET, SID, NOW + 30_000, { leg: 2, agent: 'billing desk' });
+    expect(t).toMatch(/^v2\.2\.1790000030000\.[A-Za-z0-9_-]{43}$/);
+    expect(t).toBe(`v2.2.1790000030000.${createHmac('sha256', SECRET).update(`v2.${SID}.2.1790000030000.billing desk`).digest('base64url')}`);
+    expect(verifyAdmissionToken(SECRET, SID, t, NOW, 'billing desk')).toEqual({ ok: true, expiresAtMs: NOW + 30_000, leg: 2 });
+    expect(verifyAdmissionToken(SECRET, SID, t, NOW, 'other')).toEqual({ ok: false, error: 'bad_mac' });
+    expect(verifyAdmissionToken(SECRET, SID, t, NOW)).toEqual({ ok: false, error: 'bad_mac' });
+    expect(verifyAdmissionToken(SECRET, SID, t.replace(/^v2\.2\./, 'v2.3.'), NOW, 'billing desk')).toEqual({ ok: false, error: 'bad_mac' });
+    expect(verifyAdmissionToken(SECRET, SID2, t, NOW, 'billing desk')).toEqual({ ok: false, error: 'bad_mac' });
+    // the default agent on leg 1 keeps the v1 form; a v1 token does not admit a named agent
+    const v1 = mintAdmissionToken(SECRET, SID, NOW + 30_000, { leg: 1, agent: '' });
+    expect(v1).toBe(mintAdmissionToken(SECRET, SID, NOW + 30_000));
+    expect(verifyAdmissionToken(SECRET, SID, v1, NOW, 'billing desk')).toEqual({ ok: false, error: 'bad_mac' });
+    const legOneNamed = mintAdmissionToken(SECRET, SID, NOW + 30_000, { leg: 1, agent: 'sales' });
+    expect(verifyAdmissionToken(SECRET, SID, legOneNamed, NOW, 'sales')).toMatchObject({ ok: true, leg: 1 });
+    expect(() => mintAdmissionToken(SECRET, SID, NOW, { leg: 21, agent: '' })).toThrow(RangeError);
+    expect(verifyAdmissionToken(SECRET, SID, `v2.0.${NOW}.${'A'.repeat(43)}`, NOW, 'x')).toEqual({ ok: false, error: 'malformed' });
+    expect(verifyAdmissionToken(SECRET, SID, t, NOW, 42)).toEqual({ ok: false, error: 'malformed' });
   });
 
   it('malformed input is a value, never a throw', () => {

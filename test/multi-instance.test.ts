@@ -16,6 +16,20 @@ import { ensureBuilt, killServeProcesses, serveProcess, type ServeProcess } from
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 import { presentToken, type PresentedStream } from './helpers/stream.js';
 import { postIncoming } from './helpers/webhooks.js';
+import type { CallAgent } from '../src/call/agent.js';
+import { linkedProvider } from '../src/call/model-link.js';
+import { ReachabilityTracker } from '../src/call/reachability.js';
+import { Relay } from '../src/call/relay.js';
+import type { ConversationItem } from '../src/call/voice-model.js';
+import { Transcoder } from '../src/dsp/index.js';
+import { silentLogger } from '../src/log.js';
+import { OpenAIRealtimeProvider } from '../src/realtime/openai-provider.js';
+import { startServer, type RunningServer } from '../src/server/app.js';
+import { createMetrics } from '../src/server/metrics.js';
+import { PostgresCallStore } from '../src/store/postgres.js';
+import { ToolRegistry } from '../src/tools/registry.js';
+import { edgeSettings, relaySettings } from './helpers/settings.js';
+import { prices } from './helpers/store.js';
 
 const pgOk = await postgresAvailable();
 
@@ -323,4 +337,123 @@ describe.skipIf(!pgOk)('two callbridge instances on one PostgreSQL, behind a bal
     }
     expect(a.output()).toMatch(/cannot claim the call: admitting the stream on its token alone/);
   }, 90_000);
+});
+
+/**
+ * Call control across instances (issue 16), in this process: two relays and
+ * edges, each claiming through its own PostgresCallStore on one schema (the
+ * real single-use claim, across instances) and keeping transfer decisions
+ * in it (saved through A's store, read through B's); one history shared.
+ */
+describe.skipIf(!pgOk)('call control across instances', () => {
+  const agent: CallAgent = {
+    name: 'front',
+    instructions: 'You are the front desk.',
+    greeting: 'Greet the caller.',
+    voice: 'marin',
+    tools: new ToolRegistry(),
+    policies: {
+      transfer: {
+        targets: [{ name: 'billing', description: 'bills', to: { number: '+15550100123' }, whisper: undefined }],
+        defaultTarget: 'billing',
+        keypadDigit: undefined,
+        dialTimeoutS: 20,
+        onFailure: { action: 'agent' },
+        handoffWaitMs: 5000,
+      },
+      endCall: { enabled: false, goodbyeWaitMs: 5000 },
+      silence: { repromptAfterMs: undefined, reprompt: '', maxReprompts: 0, timeoutMs: 300_000 },
+      maxDuration: { maxCallMs: 3_600_000, warnBeforeMs: undefined, warning: '' },
+    },
+  };
+  const secret = Buffer.from(SECRET);
+  const history: ConversationItem[] = [{ type: 'user_text', text: 'My bill is wrong.' }, { type: 'assistant_text', text: 'Let me connect you to billing.' }];
+  const up: { relay: Relay; server: RunningServer; store: PostgresCallStore }[] = [];
+  afterEach(async () => {
+    for (const u of up.splice(0)) {
+      u.relay.shutdown();
+      await u.relay.settled();
+      await u.server.close();
+      await u.store.close();
+    }
+  });
+
+  async function instance(id: string): Promise<{ base: string; port: number; store: PostgresCallStore }> {
+    const store = await PostgresCallStore.open({ url: PG_URL, schema, prices, log: silentLogger, instanceId: id });
+    const realtime = new OpenAIRealtimeProvider({
+      url: `${standIn.baseUrl.replace(/^http/, 'ws')}/realtime`,
+      model: 'gpt-realtime',
+      apiKey: 'k',
+      connectTimeoutMs: 10_000,
+      format: 'pcm24k',
+      transcriptionModel: 'gpt-4o-transcribe',
+      vad: { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 },
+      log: silentLogger,
+      reachability: new ReachabilityTracker(),
+    });
+    const relay = new Relay({
+      settings: relaySettings({ signed: true, admissionSecret: secret }),
+      log: silentLogger,
+      provider: linkedProvider(realtime, { log: silentLogger }),
+      agents: new Map([['front', agent]]),
+      defaultAgent: 'front',
+      transfers: store,
+      history: async () => history,
+      openTranscoder: () => Transcoder.open(),
+      claim: (key) => store.claim(key, id),
+      metrics: createMetrics({ processMetrics: false }).call,
+    });
+    const server = await startServer({
+      settings: edgeSettings({ port: 0, host: '127.0.0.1', publicUrl: PUBLIC, twilioAuthToken: TOKEN }),
+      app: relay,
+      log: silentLogger,
+      metrics: createMetrics({ processMetrics: false }),
+      edge: 'node',
+    });
+    up.push({ relay, server, store });
+    return { base: `http://127.0.0.1:${server.port}`, port: server.port, store };
+  }
+
+  const form = (callSid: string, extra: Record<string, string> = {}) => ({
+    CallSid: callSid, AccountSid: `AC${'3'.repeat(32)}`, From: '+15550107777', To: '+15550100999', CallStatus: 'in-progress', ...extra,
+  });
+  const signedPost = (base: string, pathAndQuery: string, f: Record<string, string>) =>
+    fetch(`${base}${pathAndQuery}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'x-twilio-signature': twilioSignature(TOKEN, `${PUBLIC}${pathAndQuery}`, f) },
+      body: new URLSearchParams(f).toString(),
+    });
+
+  it('a decision saved while instance A served the call is answered by B\'s /voice/action; the action replayed to A is refused; leg 2 answered by B streams into A with the history', async () => {
+    const a = await instance('ctl-a');
+    const b = await instance('ctl-b');
+    const callSid = `CA${'c0ffee'.padEnd(32, '1')}`;
+    const answered = await postIncoming(a.base, { publicUrl: PUBLIC, authToken: TOKEN }, callSid);
+    expect(await answered.text()).toContain('/voice/action?leg=1');
+    await a.store.saveTransfer(callSid, { agent: 'front', target: 'billing', requestedBy: 'model', leg: 1, at: new Date().toISOString() });
+
+    const onB = await signedPost(b.base, '/voice/action?leg=1', form(callSid));
+    expect(onB.status).toBe(200);
+    expect(await onB.text()).toContain('<Number>+15550100123</Number>');
+    const replayOnA = await signedPost(a.base, '/voice/action?leg=1', form(callSid));
+    expect(replayOnA.status).toBe(403); // claimed once across instances (PostgreSQL)
+
+    const sessionsBefore = standIn.sessions.length;
+    const failed = await signedPost(b.base, '/voice/dial-action?leg=1', form(callSid, { DialCallStatus: 'no-answer' }));
+    const twiml = await failed.text();
+    const token = /<Parameter name="token" value="([^"]+)"/.exec(twiml)?.[1];
+    expect(token).toMatch(/^v2\.2\./);
+    // Leg 2's stream lands on A (not sticky): A opens its own session (a miss) and replays the history into it.
+    const s = presentToken(`ws://127.0.0.1:${a.port}/voice/stream`, { 'x-twilio-signature': twilioSignature(TOKEN, `${PUBLIC_WSS}/voice/stream`, {}) }, callSid, token!);
+    await s.firstMedia;
+    const opened = standIn.sessions.slice(sessionsBefore);
+    expect(opened.length).toBe(2); // B's pre-warm and A's own
+    const onA = opened.find((x) => x.items.length > 0)!;
+    expect(onA.items.map((i) => i.text)).toEqual(['My bill is wrong.', 'Let me connect you to billing.']);
+    // The same leg's token on B is refused: leg 2 was claimed by A's stream.
+    const again = presentToken(`ws://127.0.0.1:${b.port}/voice/stream`, { 'x-twilio-signature': twilioSignature(TOKEN, `${PUBLIC_WSS}/voice/stream`, {}) }, callSid, token!);
+    expect(await again.closed).toBe(1008);
+    s.close();
+    await s.closed;
+  }, 60_000);
 });

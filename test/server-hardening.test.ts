@@ -176,6 +176,20 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expect(await s.metrics.registry.getSingleMetricAsString('callbridge_signature_rejections_total')).toContain('route="incoming"} 1');
       expect(await s.metrics.registry.getSingleMetricAsString('callbridge_rate_limited_total')).toContain('kind="unsigned"} 3');
     });
+    it('call-control webhooks too: past the failed-signature budget, /voice/action and /voice/whisper get 429 before their body is read', async () => {
+      const f = fakeApp();
+      let calls = 0;
+      const app: VoiceApp = { ...f.app, connectEnded: async () => (calls++, { ok: true, twiml: '<Response/>' }), whisper: () => (calls++, { ok: true, twiml: '<Response/>' }) };
+      const { s } = await start(edge, app, { unsignedLimit: { burst: 1, perMinute: 10 } });
+      const body = new URLSearchParams({ ...callForm(7), CallStatus: 'in-progress' }).toString();
+      const req = (path: string) => `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nX-Twilio-Signature: forged\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      expect(await raw(s.port, req('/voice/action?leg=1'), (g) => g.includes('forbidden'))).toMatch(/^HTTP\/1\.1 403 /);
+      expect(await raw(s.port, req('/voice/whisper?target=a&agent=b'), (g) => g.includes('too many'))).toMatch(/^HTTP\/1\.1 429 /);
+      const chunked = await raw(s.port, 'POST /voice/action?leg=1 HTTP/1.1\r\nHost: x\r\nX-Twilio-Signature: forged\r\nTransfer-Encoding: chunked\r\n\r\n', () => false);
+      expect(chunked).toMatch(/^HTTP\/1\.1 429 /);
+      expect(calls).toBe(0);
+      expect(await s.metrics.registry.getSingleMetricAsString('callbridge_signature_rejections_total')).toContain('route="action"} 1');
+    });
   });
 
   describe('replayable signed requests (item 4)', () => {
@@ -198,6 +212,19 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expect((await post(base, '/voice/incoming', callForm(6), signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, callForm(6)))).status).toBe(200);
       expect(await s.metrics.registry.getSingleMetricAsString('callbridge_rate_limited_total')).toContain('kind="signed"} 2');
       for (const ws of open) ws.close();
+    });
+
+    it('signed call-control webhooks share the signed budget with status callbacks and upgrades: a replayed dial action past it gets 429', async () => {
+      const f = fakeApp();
+      let dials = 0;
+      const app: VoiceApp = { ...f.app, dialEnded: async () => (dials++, { ok: true, twiml: '<Response/>' }) };
+      const { base } = await start(edge, app, { signedLimit: { burst: 2, perSecond: 0.001 } });
+      const dial = { ...callForm(8), CallStatus: 'in-progress', DialCallStatus: 'busy' };
+      const sig = signTwilioRequest(TOKEN, `${PUBLIC}/voice/dial-action?leg=1`, dial);
+      const codes = [];
+      for (let i = 0; i < 3; i++) codes.push((await post(base, '/voice/dial-action?leg=1', dial, sig)).status);
+      expect(codes).toEqual([200, 200, 429]);
+      expect(dials).toBe(2);
     });
 
     it('with the defaults, one address sends 200 signed status callbacks at once', async () => {

@@ -10,7 +10,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
-import type { AdminReader, StreamHandler, TwilioSocket, VoiceApp } from '../src/call/ports.js';
+import type { AdminReader, OutboundApp, StreamHandler, TwilioSocket, VoiceApp } from '../src/call/ports.js';
 import { silentLogger } from '../src/log.js';
 import { availableEdges, EdgeError, startServer, type EdgeKind, type EdgeSettings, type RunningServer } from '../src/server/app.js';
 import { resolveEdge } from '../src/server/edge.js';
@@ -74,7 +74,7 @@ async function start(
   edge: EdgeKind,
   app: VoiceApp,
   over: Partial<EdgeSettings> = {},
-  opts: { admin?: AdminReader } = {},
+  opts: { admin?: AdminReader; outbound?: OutboundApp } = {},
 ) {
   const settings = edgeSettings({ port: 0, host: '127.0.0.1', publicUrl: PUBLIC, twilioAuthToken: TOKEN, ...over });
   const s = await startServer({ settings, app, log: silentLogger, edge, ...opts });
@@ -228,6 +228,138 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const { base } = await start(edge, f.app);
       const res = await post(base, '/voice/incoming', { Big: 'x'.repeat(70 * 1024) }, 'x');
       expect(res.status).toBe(413);
+    });
+  });
+
+  describe('call-control webhooks (/voice/action, /voice/dial-action, /voice/whisper, /voice/amd) and POST /calls', () => {
+    const sid = `CA${'7'.repeat(32)}`;
+    const acct = `AC${'3'.repeat(32)}`;
+    const call = { CallSid: sid, AccountSid: acct, From: '+15550107777', To: '+15550100999', CallStatus: 'in-progress' };
+    const routes: { path: string; body: Record<string, string>; status: number }[] = [
+      { path: '/voice/action?leg=1', body: call, status: 200 },
+      { path: '/voice/dial-action?leg=2', body: { ...call, DialCallStatus: 'busy' }, status: 200 },
+      { path: '/voice/whisper?target=billing&agent=front', body: call, status: 200 },
+      { path: '/voice/amd', body: { CallSid: sid, AccountSid: acct, AnsweredBy: 'human' }, status: 204 },
+    ];
+    function controlApp(over: Partial<VoiceApp> = {}) {
+      const f = fakeApp();
+      const seen: unknown[] = [];
+      const app: VoiceApp = {
+        ...f.app,
+        connectEnded: async (c, urls, leg) => (seen.push(['action', c.callSid, leg, urls.dialActionUrl]), { ok: true, twiml: '<Response><Hangup/></Response>' }),
+        dialEnded: async (c, _urls, leg) => (seen.push(['dial', c.dialCallStatus, leg]), { ok: true, twiml: '<Response/>' }),
+        whisper: (target, agent) => (seen.push(['whisper', target, agent]), { ok: true, twiml: '<Response><Say>hi</Say></Response>' }),
+        ...over,
+      };
+      return { app, seen };
+    }
+    const amds: unknown[] = [];
+    const outbound: OutboundApp = {
+      placeCall: async (req) => ({ status: 202, body: { got: req.body, auth: req.authorization ?? null } }),
+      amd: async (cb) => void amds.push(cb),
+      openCallToken: () => null,
+    };
+
+    it('signed like /voice/incoming: a valid signature reaches the app with the parsed body and the leg; unsigned, forged, oversize, too many fields, bad bodies are refused', async () => {
+      const c = controlApp();
+      amds.length = 0;
+      const { base } = await start(edge, c.app, { unsignedLimit: { burst: 1000, perMinute: 1000 } }, { outbound });
+      for (const r of routes) {
+        const sign = signTwilioRequest(TOKEN, `${PUBLIC}${r.path}`, r.body);
+        const ok = await post(base, r.path, r.body, sign);
+        expect(ok.status, r.path).toBe(r.status);
+        expect((await post(base, r.path, r.body)).status, r.path).toBe(403);
+        expect((await post(base, r.path, r.body, 'forged')).status, r.path).toBe(403);
+        expect((await post(base, r.path, { ...r.body, Big: 'x'.repeat(9000) }, sign)).status, r.path).toBe(413);
+        const many: Record<string, string> = { ...r.body };
+        for (let i = 0; i < 101; i++) many[`f${i}`] = '1';
+        expect((await post(base, r.path, many, signTwilioRequest(TOKEN, `${PUBLIC}${r.path}`, many))).status, r.path).toBe(413);
+        if (r.path !== '/voice/whisper?target=billing&agent=front') {
+          const bad = { ...r.body, CallSid: 'CA123' };
+          expect((await post(base, r.path, bad, signTwilioRequest(TOKEN, `${PUBLIC}${r.path}`, bad))).status, r.path).toBe(400);
+        }
+      }
+      expect(c.seen).toEqual([
+        ['action', sid, 1, `${PUBLIC}/voice/dial-action`],
+        ['dial', 'busy', 2],
+        ['whisper', 'billing', 'front'],
+      ]);
+      expect(amds).toEqual([expect.objectContaining({ callSid: sid, answeredBy: 'human' })]);
+      // the leg is validated (1..20), the whisper needs target and agent
+      for (const path of ['/voice/action', '/voice/action?leg=0', '/voice/action?leg=21', '/voice/dial-action?leg=one', '/voice/whisper?agent=front']) {
+        const body = path.startsWith('/voice/dial') ? { ...call, DialCallStatus: 'busy' } : call;
+        expect((await post(base, path, body, signTwilioRequest(TOKEN, `${PUBLIC}${path}`, body))).status, path).toBe(400);
+      }
+      expect(c.seen).toHaveLength(3);
+    });
+
+    it('failed signatures on these routes count against the same per-address budget: 403 then 429', async () => {
+      const c = controlApp();
+      const { base } = await start(edge, c.app, { unsignedLimit: { burst: 3, perMinute: 10 } }, { outbound });
+      const codes = [];
+      for (const r of [...routes, routes[0]!]) codes.push((await post(base, r.path, r.body, 'forged')).status);
+      expect(codes).toEqual([403, 403, 403, 429, 429]);
+    });
+
+    it('the app\'s refusal is its status; a rejection is a 500 and the server keeps serving; a missing handler or OutboundApp is a 404', async () => {
+      const c = controlApp({
+        connectEnded: async () => ({ ok: false, status: 403, message: 'already answered' }),
+        dialEnded: async () => Promise.reject(new Error('bug')),
+      });
+      const { base } = await start(edge, c.app);
+      const sign = (r: (typeof routes)[number]) => signTwilioRequest(TOKEN, `${PUBLIC}${r.path}`, r.body);
+      let res = await post(base, routes[0]!.path, routes[0]!.body, sign(routes[0]!));
+      expect([res.status, await res.text()]).toEqual([403, 'already answered\n']);
+      res = await post(base, routes[1]!.path, routes[1]!.body, sign(routes[1]!));
+      expect(res.status).toBe(500);
+      res = await post(base, routes[2]!.path, routes[2]!.body, sign(routes[2]!));
+      expect(res.status).toBe(200);
+      // no OutboundApp: AMD and POST /calls are not served, and an outbound token cannot open
+      expect((await post(base, routes[3]!.path, routes[3]!.body, sign(routes[3]!))).status).toBe(404);
+      expect((await fetch(`${base}/calls`, { method: 'POST', body: '{}' })).status).toBe(404);
+      const inc = { ...call, CallStatus: 'ringing' };
+      expect((await post(base, '/voice/incoming?o=tok', inc, signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming?o=tok`, inc))).status).toBe(403);
+      // an app without call control: 404 before the body is read
+      const bare = fakeApp();
+      const other = await start(edge, bare.app);
+      expect((await post(other.base, routes[0]!.path, routes[0]!.body, sign(routes[0]!))).status).toBe(404);
+    });
+
+    it('calls we placed (their o token opens) are not limited per calling number; a bad token is refused before anything is counted', async () => {
+      const f = fakeApp();
+      const opened: string[] = [];
+      const tokens: OutboundApp = { ...outbound, openCallToken: (t) => (t === 'ok' ? (opened.push(t), { agent: 'sales' }) : null) };
+      const { base } = await start(edge, f.app, { callerLimit: { burst: 2, perMinute: 1 } }, { outbound: tokens });
+      const placed = (i: number) => ({ ...call, CallSid: `CA${String(i).padStart(32, '0')}`, CallStatus: 'in-progress', Direction: 'outbound-api' });
+      for (let i = 0; i < 5; i++) {
+        const r = await post(base, '/voice/incoming?o=ok', placed(i), signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming?o=ok`, placed(i)));
+        expect(await r.text()).toBe('<Response/>');
+      }
+      expect(opened).toHaveLength(5);
+      // the same From without a token: the per-number limit applies
+      const codes = [];
+      for (let i = 5; i < 8; i++) {
+        const r = await post(base, '/voice/incoming', placed(i), signTwilioRequest(TOKEN, `${PUBLIC}/voice/incoming`, placed(i)));
+        codes.push(await r.text());
+      }
+      expect(codes.filter((t) => t.includes('Reject'))).toHaveLength(1);
+      expect(f.incoming).toHaveLength(7);
+    });
+
+    it('POST /calls: the JSON body and Authorization reach the OutboundApp, the answer is JSON never cached; over 8 KiB → 413', async () => {
+      const c = controlApp();
+      const { base } = await start(edge, c.app, {}, { outbound });
+      let res = await fetch(`${base}/calls`, { method: 'POST', body: '{"to":"+15550100888"}', headers: { 'content-type': 'application/json', authorization: 'Bearer t' } });
+      expect(res.status).toBe(202);
+      expect(res.headers.get('cache-control')).toBe('no-store');
+      expect(res.headers.get('content-type')).toMatch(/application\/json/);
+      expect(await res.json()).toEqual({ got: '{"to":"+15550100888"}', auth: 'Bearer t' });
+      res = await fetch(`${base}/calls`, { method: 'POST', body: '{}' });
+      expect(await res.json()).toEqual({ got: '{}', auth: null });
+      res = await fetch(`${base}/calls`, { method: 'POST', body: 'x'.repeat(9000) });
+      expect(res.status).toBe(413);
+      // GET /calls is still the admin reader's (none here: 404)
+      expect((await fetch(`${base}/calls`)).status).toBe(404);
     });
   });
 

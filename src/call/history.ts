@@ -221,3 +221,35 @@ export class ConversationHistory {
     return n;
   }
 }
+
+/**
+ * A call's recorded transcript (its record's lines, in order) as items to
+ * replay into a new model session: what the caller heard and said so far, for
+ * the agent a failed transfer returns to. Caller lines → user texts,
+ * assistant lines → assistant texts (an interrupted one is already cut to
+ * what was heard), consecutive keypad digits → one user text naming them;
+ * tool lines (a name only, no output) and empty lines are left out. Bounded
+ * like the history: the most recent MAX_HISTORY_ENTRIES items, each text cut
+ * at MAX_HISTORY_TEXT_CHARS. Pure.
+ */
+export function transcriptToConversation(lines: readonly { speaker: string; text: string }[]): ConversationItem[] {
+  const items: ConversationItem[] = [];
+  let digits: string[] = [];
+  const flushDigits = () => {
+    if (digits.length > 0) items.push({ type: 'user_text', text: `(The caller pressed on the keypad: ${digits.join(' ')})` });
+    digits = [];
+  };
+  for (const line of lines) {
+    if (line.speaker === 'dtmf') {
+      if (line.text !== '') digits.push(line.text);
+      continue;
+    }
+    flushDigits();
+    const text = line.text.trim();
+    if (text === '') continue;
+    if (line.speaker === 'caller') items.push({ type: 'user_text', text: clipText(text) });
+    else if (line.speaker === 'assistant') items.push({ type: 'assistant_text', text: clipText(text) });
+  }
+  flushDigits();
+  return items.length > MAX_HISTORY_ENTRIES ? items.slice(items.length - MAX_HISTORY_ENTRIES) : items;
+}

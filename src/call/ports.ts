@@ -16,8 +16,9 @@
  * and none from each other for these types.
  */
 import type { CallRecorder, TransferDecision } from '../records.js';
-import type { AmdCallback, StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
+import type { AmdCallback, ConnectActionWebhook, DialActionWebhook, StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
 import type { ModelSession } from './voice-model.js';
+import type { CallAgent } from './agent.js';
 
 // ── What the call layer offers the edge ──────────────────────────────────
 
@@ -212,6 +213,26 @@ export interface VoiceApp {
   /** WS /voice/stream opened: a handler for its frames, or a refusal (null = at capacity, close 1013). */
   openStream(socket: TwilioSocket, info: StreamInfo): StreamHandler | StreamRefusal | null;
   health(): HealthReport;
+  /**
+   * POST /voice/action?leg=N: the stream of leg N (1..MAX_LEG) closed and Twilio
+   * asks what comes next: `<Dial>` when the call's saved transfer decision says
+   * so, else `<Hangup/>`. Each leg's action is answered once across instances
+   * (a replay → `{ok: false, status: 403}`). Never rejects. Absent = 404.
+   */
+  connectEnded?(call: ConnectActionWebhook, urls: CallUrls, leg: number): Promise<IncomingResult>;
+  /**
+   * POST /voice/dial-action?leg=N: the transfer's `<Dial>` of leg N ended:
+   * `<Hangup/>` once the person was reached; else the agent's on-failure
+   * (a message then `<Hangup/>`, or back to the agent on leg N+1 with the
+   * conversation so far). Never rejects. Absent = 404.
+   */
+  dialEnded?(call: DialActionWebhook, urls: CallUrls, leg: number): Promise<IncomingResult>;
+  /**
+   * POST /voice/whisper?target=&agent=: what the person answering a transfer
+   * hears before the caller is connected (`<Say>`; an empty `<Response/>` when
+   * the target has none). Absent = 404.
+   */
+  whisper?(target: string, agent: string): IncomingResult;
 }
 
 // ── What a call needs from outside ───────────────────────────────────────
@@ -267,6 +288,9 @@ export interface CallAdmission {
    * meanwhile is held as before a model is attached. Never rejects.
    */
   claimed?: Promise<string | null>;
+  /** The agent serving this call and which of its streams this is (1 = the first), as the token admitted it. */
+  agent?: CallAgent;
+  leg?: number;
 }
 /** An opaque handle from CallTimers (a Node Timeout by default). */
 export type TimerHandle = object;

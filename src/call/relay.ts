@@ -48,26 +48,62 @@
  *   over and no call, no pre-warmed session and no close-out is left.
  *   `shutdown()` ends everything at once (the grace too); `settled()` then
  *   resolves once the records it closed out are handed to the store.
+ * - Agents: each call is served by one agent (call/agent.ts): the outbound
+ *   token's (IncomingOptions.agent; a name not loaded here → busy) or the
+ *   default. Its model session is opened with the agent's instructions (plus
+ *   the call's context, "About this call:" then `key: value` lines; values
+ *   are caller data and never logged), voice, and tools (its own and the
+ *   control tools). The agent's name and the stream's leg are signed into
+ *   the stream token (`agent` parameter beside it), so an instance the stream
+ *   lands on serves it with the same agent; the context and the caller's
+ *   number (for tools) stay with the instance that answered the webhook (a
+ *   stream landing elsewhere is served without them). Which agent and leg a
+ *   stream serves is known at its `start`: the session is handed them then
+ *   (CallDeps' `agent`, `leg` and `from` read after admission; also in the
+ *   CallAdmission).
+ * - Legs: a call's first stream is leg 1, its claim key the CallSid; each
+ *   TwiML stream names `<Connect action>` with `?leg=N`. When the stream of
+ *   leg N closes, Twilio POSTs the action (`connectEnded`): each leg's action
+ *   is claimed once across instances (`action:<CallSid>/<N>`: a replay is
+ *   refused 403), then the call's transfer decision (TransferStore, saved by
+ *   the session before it closed the stream) is looked up: one of leg N, of
+ *   an agent loaded here, naming a target in that agent's policy → `<Dial>`
+ *   (event `transfer_dialled`); anything else (no decision, an unknown call,
+ *   a target not in the file, a store error) → `<Hangup/>`. Nothing is ever
+ *   dialled but a target of the agent file. The dial's end (`dialEnded`,
+ *   claimed once as `dial:<CallSid>/<N>`): reached → `<Hangup/>` (event
+ *   `transfer_connected`); else event `transfer_failed` and the policy's
+ *   on-failure: a message then `<Hangup/>`, or back to the agent on leg N+1
+ *   (up to MAX_LEG): a pre-warmed session as for a new call, the conversation
+ *   so far (`history`) replayed into it, a greeting telling the caller the
+ *   person could not be reached, and a stream token for that leg (its claim
+ *   key `<CallSid>/<N+1>`).
  */
 import type { Logger } from '../log.js';
-import type { ToolRegistry } from '../tools/registry.js';
-import { buildRejectTwiml, buildStreamTwiml } from '../twilio/twiml.js';
+import { ToolRegistry } from '../tools/registry.js';
+import {
+  buildDialTwiml, buildHangupTwiml, buildRejectTwiml, buildSayHangupTwiml, buildStreamTwiml, buildWhisperTwiml,
+} from '../twilio/twiml.js';
 import { sharedClock, type PumpScheduler } from './clock.js';
-import type { StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
-import type { CallUrls, HealthReport, IncomingOptions, IncomingResult, ModelHealth, StoreHealth, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp } from './ports.js';
-import { mintAdmissionToken, verifyAdmissionToken } from './admission-token.js';
-import { nullRecorder, type CallRecorder } from '../records.js';
+import type { ConnectActionWebhook, DialActionWebhook, StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
+import type {
+  CallUrls, HealthReport, IncomingOptions, IncomingResult, ModelHealth, StoreHealth, StreamHandler, StreamInfo, StreamRefusal,
+  TransferStore, TwilioSocket, VoiceApp,
+} from './ports.js';
+import { MAX_LEG, mintAdmissionToken, verifyAdmissionToken } from './admission-token.js';
+import { nullRecorder, type CallRecorder, type TransferDecision } from '../records.js';
 import { LatencyHistogram } from './stats.js';
 import { noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics } from './ports.js';
 import { CallSession, type CallOptions } from './session.js';
-import type { ModelProvider, ModelSession } from './voice-model.js';
+import type { ConversationItem, ModelProvider, ModelSession } from './voice-model.js';
+import { controlToolSpecs, type CallAgent } from './agent.js';
 
 /**
  * What the relay reads (main.ts fills it in from the configuration): its own
  * limits, and each call's settings (CallOptions) but the tool and DTMF
  * timings, which the relay sets.
  */
-export interface RelaySettings extends Omit<CallOptions, 'toolTimeoutMs' | 'toolFillerMs' | 'dtmfGapMs' | 'model'> {
+export interface RelaySettings extends Omit<CallOptions, 'toolTimeoutMs' | 'toolFillerMs' | 'dtmfGapMs' | 'model' | 'greeting' | 'silenceTimeoutMs' | 'maxCallMs'> {
   /** Calls in progress plus pre-warmed ones, at most (MAX_CONCURRENT_CALLS). */
   maxConcurrentCalls: number;
   /** Pre-warmed model sessions waiting for their stream, at most (MAX_PENDING_CALLS). */
@@ -80,25 +116,47 @@ export interface RelaySettings extends Omit<CallOptions, 'toolTimeoutMs' | 'tool
   admissionSecret: Buffer;
   /** Twilio signatures are checked (TWILIO_AUTH_TOKEN is set): for health. */
   signed: boolean;
-  /** The model session's instructions and voice. */
-  instructions: string;
-  voice: string;
   /** The model serving calls (for the record and its cost). */
   model: string;
-  /** Interim (h/control: these left CallOptions for the CallAgent): the default agent's silence timeout, maximum duration and greeting. */
+  /**
+   * Used only without `RelayDeps.agents` (one agent built from them, named
+   * `default`, with no transfer, no hang-up tool, no reprompt or warning): the
+   * configuration from before agent files.
+   */
+  instructions?: string;
+  voice?: string;
+  greeting?: string;
+  silenceTimeoutMs?: number;
+  maxCallMs?: number;
+}
+
+/** What a call's stream is served with, per agent, besides CallOptions (older sessions read them from their options). */
+interface AgentCallOptions {
+  greeting: string;
   silenceTimeoutMs: number;
   maxCallMs: number;
-  greeting: string;
 }
+
+/** Instructions for the first response of a call back from a transfer that failed. */
+export const DIAL_FAILED_GREETING = 'The person could not be reached. Tell the caller briefly and offer to help with anything else.';
 
 export interface RelayDeps {
   settings: RelaySettings;
   log: Logger;
   provider: ModelProvider;
-  tools: ToolRegistry;
+  /** The agents calls can be served by, by name; absent: one agent `default` from the settings and `tools`. */
+  agents?: Map<string, CallAgent>;
+  /** The name in `agents` of the agent serving calls that name none. */
+  defaultAgent?: string;
+  /** Used only without `agents`: the default agent's tools. */
+  tools?: ToolRegistry;
+  /** Where transfer decisions are kept (the call store; shared by instances); default: this process's memory. */
+  transfers?: TransferStore;
+  /** What the caller heard and said so far on this call (its record's transcript), for a failed transfer's return to the agent; default none. */
+  history?(callSid: string): Promise<ConversationItem[]>;
   openTranscoder(): AudioTranscoder;
-  /** A recorder for a new call (the durable record); default keeps nothing. */
-  recorderFor?(call: VoiceWebhook): CallRecorder;
+  /** A recorder for a new call (the durable record), told which agent serves it; default keeps nothing. */
+  recorderFor?(call: VoiceWebhook, info: { agent: string }): CallRecorder;
   /** A recorder for a call whose webhook another instance answered (its stream landed here); default keeps nothing. */
   recorderForStream?(callSid: string): CallRecorder;
   /**
@@ -140,6 +198,61 @@ interface Pending {
   model: Promise<ModelSession>;
   abort: AbortController;
   expiry: NodeJS.Timeout;
+  /** The caller's number (for tools), when the webhook was answered here. */
+  from: string | undefined;
+  /** Which stream of the call this pre-warm waits for (1 = the first). */
+  leg: number;
+}
+
+/** The claim key of a call's stream of leg `leg`: the CallSid for the first, `<CallSid>/<leg>` after. */
+const streamKey = (callSid: string, leg: number) => (leg === 1 ? callSid : `${callSid}/${leg}`);
+
+/** `url` with `leg` in its query (Twilio signs the URL with its query, and posts back to it as given). */
+function withLeg(url: string, leg: number): string {
+  const u = new URL(url);
+  u.searchParams.set('leg', String(leg));
+  return u.toString();
+}
+
+/** A call's context as lines for the model's instructions; '' for none. Values are caller data: never logged. */
+function contextBlock(context: Record<string, string> | undefined): string {
+  const entries = Object.entries(context ?? {});
+  if (entries.length === 0) return '';
+  return `\n\nAbout this call:\n${entries.map(([k, v]) => `${k}: ${v.replace(/[\r\n]+/g, ' ')}`).join('\n')}`;
+}
+
+/** A transfer store in this process's memory: one instance, no shared store. Decisions are kept for an hour. */
+function memoryTransfers(): TransferStore {
+  const kept = new Map<string, { decision: TransferDecision; until: number }>();
+  return {
+    saveTransfer(callSid, decision) {
+      const now = Date.now();
+      for (const [sid, e] of kept) if (e.until <= now) kept.delete(sid);
+      kept.set(callSid, { decision, until: now + 3_600_000 });
+      return Promise.resolve();
+    },
+    transfer(callSid) {
+      const e = kept.get(callSid);
+      return Promise.resolve(e && e.until > Date.now() ? e.decision : undefined);
+    },
+  };
+}
+
+/** The agent of the configuration before agent files: the settings' instructions, voice and greeting, the given tools, no call control. */
+function legacyAgent(s: RelaySettings, tools: ToolRegistry | undefined): CallAgent {
+  return {
+    name: 'default',
+    instructions: s.instructions ?? '',
+    greeting: s.greeting ?? '',
+    voice: s.voice ?? 'alloy',
+    tools: tools ?? new ToolRegistry(),
+    policies: {
+      transfer: undefined,
+      endCall: { enabled: false, goodbyeWaitMs: 0 },
+      silence: { repromptAfterMs: undefined, reprompt: '', maxReprompts: 0, timeoutMs: s.silenceTimeoutMs ?? 300_000 },
+      maxDuration: { maxCallMs: s.maxCallMs ?? 3_600_000, warnBeforeMs: undefined, warning: '' },
+    },
+  };
 }
 
 export class Relay implements VoiceApp {
@@ -151,7 +264,10 @@ export class Relay implements VoiceApp {
   callsEnded = 0;
   private readonly pending = new Map<string, Pending>();
   private readonly startedAt = Date.now();
-  private readonly options: CallOptions;
+  private readonly options: Omit<CallOptions, keyof AgentCallOptions>;
+  private readonly agents: Map<string, CallAgent>;
+  private readonly defaultAgent: CallAgent;
+  private readonly transfers: TransferStore;
   private readonly clock: PumpScheduler;
   private readonly metrics: CallMetrics;
   private closing = false;
@@ -186,6 +302,11 @@ export class Relay implements VoiceApp {
     };
     this.clock = deps.clock ?? sharedClock;
     this.metrics = deps.metrics ?? noMetrics;
+    this.agents = deps.agents ?? new Map([['default', legacyAgent(c, deps.tools)]]);
+    const def = this.agents.get(deps.agents ? (deps.defaultAgent ?? '') : 'default');
+    if (!def) throw new Error(`relay: the default agent ${JSON.stringify(deps.defaultAgent)} is not among the agents given`);
+    this.defaultAgent = def;
+    this.transfers = deps.transfers ?? memoryTransfers();
   }
 
   /** Relay-added latency of every call so far: ended calls merged, plus the live ones as they stand. */
@@ -211,8 +332,13 @@ export class Relay implements VoiceApp {
   }
 
   /** The webhook was parsed by the edge (twilio/webhooks.ts): `call.callSid` is a well-formed CA… SID. */
-  incoming(call: VoiceWebhook, urls: CallUrls, _opts?: IncomingOptions): IncomingResult {
+  incoming(call: VoiceWebhook, urls: CallUrls, opts?: IncomingOptions): IncomingResult {
     const callSid = call.callSid;
+    const agent = opts?.agent === undefined ? this.defaultAgent : this.agents.get(opts.agent);
+    if (!agent) {
+      this.deps.log.warn({ callSid, agent: opts?.agent }, 'the call names an agent not loaded here: rejecting it');
+      return { ok: true, twiml: buildRejectTwiml() };
+    }
     // Draining (past the grace): 503, so Twilio tries the number's fallback URL (another instance behind the balancer).
     if (this.closing || (this.draining && !this.inGrace)) return { ok: false, status: 503, message: 'draining: not taking new calls' };
     if (this.calls.size + this.pending.size >= this.deps.settings.maxConcurrentCalls) {
@@ -225,22 +351,145 @@ export class Relay implements VoiceApp {
     }
     const old = this.pending.get(callSid);
     if (old) this.dropPending(callSid, old); // Twilio retried the webhook: start over (same record)
-    const ttlMs = this.deps.settings.prewarmTtlMs;
-    const token = mintAdmissionToken(this.deps.settings.admissionSecret, callSid, Date.now() + ttlMs);
-    const abort = new AbortController();
-    const model = this.connectModel(abort);
     // The record starts at the webhook: a call whose stream never arrives is recorded too.
-    const recorder = this.deps.recorderFor?.(call) ?? nullRecorder;
+    const recorder = this.deps.recorderFor?.(call, { agent: agent.name }) ?? nullRecorder;
+    return { ok: true, twiml: this.prewarm(callSid, 1, agent, opts?.context, recorder, call.from, urls) };
+  }
+
+  /**
+   * Pre-warm the model session of leg `leg` of a call (the agent's, with the
+   * call's context; for a later leg the conversation so far replayed), keep
+   * it for PREWARM_TTL_MS, and return the stream TwiML with its token and
+   * `<Connect action ?leg=N>`.
+   */
+  private prewarm(callSid: string, leg: number, agent: CallAgent, context: Record<string, string> | undefined, recorder: CallRecorder, from: string | undefined, urls: CallUrls): string {
+    const key = streamKey(callSid, leg);
+    const ttlMs = this.deps.settings.prewarmTtlMs;
+    const agentParam = agent === this.defaultAgent ? '' : agent.name;
+    const token = mintAdmissionToken(this.deps.settings.admissionSecret, callSid, Date.now() + ttlMs, { leg, agent: agentParam });
+    const abort = new AbortController();
+    const model = this.connectModel(agent, abort, context, leg > 1 ? callSid : undefined);
     const expiry = setTimeout(() => {
-      const p = this.pending.get(callSid);
+      const p = this.pending.get(key);
       if (p) {
-        this.deps.log.info({ callSid }, 'no media stream arrived here for this call: closing its pre-warmed session');
-        this.dropPending(callSid, p, 'no_stream');
+        this.deps.log.info({ callSid, leg }, 'no media stream arrived here for this call: closing its pre-warmed session');
+        this.dropPending(key, p, 'no_stream');
       }
     }, ttlMs);
-    this.pending.set(callSid, { recorder, model, abort, expiry });
-    const twiml = buildStreamTwiml({ streamUrl: urls.streamUrl, parameters: { token } });
-    return { ok: true, twiml };
+    this.pending.set(key, { recorder, model, abort, expiry, from, leg });
+    const parameters: Record<string, string> = agentParam === '' ? { token } : { token, agent: agentParam };
+    return buildStreamTwiml({ streamUrl: urls.streamUrl, parameters, actionUrl: withLeg(urls.actionUrl, leg) });
+  }
+
+  /** The agent a stream's parameters name ('' or none = the default), when it is loaded here. */
+  private agentNamed(name: string | undefined): CallAgent | undefined {
+    return name === undefined || name === '' ? this.defaultAgent : this.agents.get(name);
+  }
+
+  /** A webhook about a call, recorded in its record as an event (fire-and-forget). */
+  private callEvent(callSid: string, type: string, detail: string): void {
+    try {
+      // The webhook does not know when the stream started: the event is stamped at 0 ms.
+      this.deps.recorderForStream?.(callSid).event({ atMs: 0, type, detail });
+    } catch (err) {
+      this.deps.log.warn({ callSid, type, err: err instanceof Error ? err.message : String(err) }, 'call event not recorded');
+    }
+  }
+
+  /**
+   * Claim a webhook of a call once across instances (`key`): true the first
+   * time. A store that cannot answer leaves the claim made here (logged).
+   */
+  private async claimOnce(key: string, callSid: string): Promise<boolean> {
+    try {
+      return await this.claim(key);
+    } catch (err) {
+      this.deps.log.warn({ callSid, err: err instanceof Error ? err.message : String(err) }, 'call store cannot claim the webhook: answering it on the claim made here');
+      this.deps.admittedWithoutStore?.();
+      return true;
+    }
+  }
+
+  /** The call's transfer decision for leg `leg`, with its agent and target as loaded here; undefined when there is none or it does not hold. */
+  private async decisionFor(callSid: string, leg: number): Promise<{ decision: TransferDecision; agent: CallAgent } | undefined> {
+    let decision: TransferDecision | undefined;
+    try {
+      decision = await this.transfers.transfer(callSid);
+    } catch (err) {
+      this.deps.log.error({ callSid, err: err instanceof Error ? err.message : String(err) }, 'transfer store cannot answer: hanging up');
+      return undefined;
+    }
+    if (!decision || decision.leg !== leg) return undefined;
+    const agent = this.agents.get(decision.agent);
+    if (!agent) {
+      this.deps.log.warn({ callSid, agent: decision.agent }, 'transfer decision names an agent not loaded here: hanging up');
+      return undefined;
+    }
+    return { decision, agent };
+  }
+
+  async connectEnded(call: ConnectActionWebhook, urls: CallUrls, leg: number): Promise<IncomingResult> {
+    const callSid = call.callSid;
+    try {
+      if (!(await this.claimOnce(`action:${callSid}/${leg}`, callSid))) {
+        this.deps.log.warn({ callSid, leg }, 'connect action for this leg already answered: refused');
+        return { ok: false, status: 403, message: 'already answered' };
+      }
+      const found = await this.decisionFor(callSid, leg);
+      if (!found) return { ok: true, twiml: buildHangupTwiml() };
+      const { decision, agent } = found;
+      const policy = agent.policies.transfer;
+      const target = policy?.targets.find((t) => t.name === decision.target);
+      if (!policy || !target) {
+        this.deps.log.warn({ callSid, agent: agent.name, target: decision.target }, 'transfer decision names a target not in the agent file: hanging up, nothing dialled');
+        this.callEvent(callSid, 'transfer_failed', `target ${decision.target} is not in agent ${agent.name}`);
+        return { ok: true, twiml: buildHangupTwiml() };
+      }
+      const twiml = buildDialTwiml({ target, dialActionUrl: withLeg(urls.dialActionUrl, leg), whisperUrl: urls.whisperUrl, agent: agent.name, timeoutS: policy.dialTimeoutS });
+      this.deps.log.info({ callSid, leg, agent: agent.name, target: target.name }, 'dialling the transfer target');
+      this.callEvent(callSid, 'transfer_dialled', `target=${target.name} by=${decision.requestedBy} leg=${leg}`);
+      return { ok: true, twiml };
+    } catch (err) {
+      this.deps.log.error({ callSid, leg, err: err instanceof Error ? err.message : String(err) }, 'connect action failed: hanging up');
+      return { ok: true, twiml: buildHangupTwiml() };
+    }
+  }
+
+  async dialEnded(call: DialActionWebhook, urls: CallUrls, leg: number): Promise<IncomingResult> {
+    const callSid = call.callSid;
+    try {
+      if (!(await this.claimOnce(`dial:${callSid}/${leg}`, callSid))) {
+        this.deps.log.warn({ callSid, leg }, 'dial action for this leg already answered: refused');
+        return { ok: false, status: 403, message: 'already answered' };
+      }
+      if (call.reached) {
+        this.callEvent(callSid, 'transfer_connected', `leg=${leg} duration_s=${call.dialCallDurationS ?? ''}`);
+        return { ok: true, twiml: buildHangupTwiml() };
+      }
+      this.callEvent(callSid, 'transfer_failed', `${call.dialCallStatus} leg=${leg}`);
+      const found = await this.decisionFor(callSid, leg);
+      const policy = found?.agent.policies.transfer;
+      if (!found || !policy) return { ok: true, twiml: buildHangupTwiml() };
+      this.deps.log.info({ callSid, leg, status: call.dialCallStatus, onFailure: policy.onFailure.action }, 'transfer not reached');
+      if (policy.onFailure.action === 'message') return { ok: true, twiml: buildSayHangupTwiml(policy.onFailure.message) };
+      if (leg >= MAX_LEG) return { ok: true, twiml: buildHangupTwiml() };
+      // Back to the agent: the same admission rules as a new call (draining, capacity).
+      if (this.closing || (this.draining && !this.inGrace)) return { ok: true, twiml: buildHangupTwiml() };
+      if (this.calls.size + this.pending.size >= this.deps.settings.maxConcurrentCalls || this.pending.size >= this.deps.settings.maxPendingCalls) {
+        this.deps.log.warn({ callSid, active: this.calls.size, pending: this.pending.size }, 'at capacity: the call cannot go back to the agent, hanging up');
+        return { ok: true, twiml: buildHangupTwiml() };
+      }
+      const recorder = this.deps.recorderForStream?.(callSid) ?? nullRecorder;
+      return { ok: true, twiml: this.prewarm(callSid, leg + 1, found.agent, undefined, recorder, call.from, urls) };
+    } catch (err) {
+      this.deps.log.error({ callSid, leg, err: err instanceof Error ? err.message : String(err) }, 'dial action failed: hanging up');
+      return { ok: true, twiml: buildHangupTwiml() };
+    }
+  }
+
+  whisper(target: string, agentName: string): IncomingResult {
+    const t = this.agents.get(agentName)?.policies.transfer?.targets.find((x) => x.name === target);
+    return { ok: true, twiml: buildWhisperTwiml(t?.whisper ?? '') };
   }
 
   status(callback: StatusCallback): void {
@@ -251,31 +500,42 @@ export class Relay implements VoiceApp {
     // While draining (past the grace), only a call answered earlier may still bring its stream.
     if (this.closing || (this.draining && !this.inGrace && this.pending.size === 0)) return { refused: 'draining' };
     if (this.calls.size >= this.deps.settings.maxConcurrentCalls) return null;
-    const session: CallSession = new CallSession({
+    // Which agent and leg the stream serves is known at its `start` (the token): set then, read by the session after admission.
+    const late: { agent: CallAgent; leg: number; from: string | undefined } = { agent: this.defaultAgent, leg: 1, from: undefined };
+    const options: CallOptions & AgentCallOptions = { ...this.options, ...agentOptions(this.defaultAgent), ...this.deps.callOptions };
+    const callDeps = {
       socket,
-      options: this.options,
+      options,
       log: this.deps.log,
-      // Interim (h/control): the settings' agent, with no call control; relay.ts's own helper passes the per-call agent.
-      agent: {
-        name: 'default',
-        instructions: this.deps.settings.instructions,
-        greeting: this.deps.settings.greeting,
-        voice: this.deps.settings.voice,
-        tools: this.deps.tools,
-        policies: {
-          transfer: undefined,
-          endCall: { enabled: false, goodbyeWaitMs: 0 },
-          silence: { repromptAfterMs: undefined, reprompt: '', maxReprompts: 0, timeoutMs: this.deps.settings.silenceTimeoutMs },
-          maxDuration: { maxCallMs: this.deps.settings.maxCallMs, warnBeforeMs: undefined, warning: '' },
-        },
+      get agent(): CallAgent {
+        return late.agent;
       },
-      transfers: { saveTransfer: () => Promise.reject(new Error('no transfer store')), transfer: () => Promise.resolve(undefined) },
+      get tools(): ToolRegistry {
+        return late.agent.tools;
+      },
+      get leg(): number {
+        return late.leg;
+      },
+      get from(): string | undefined {
+        return late.from;
+      },
+      transfers: this.transfers,
       clock: this.clock,
       metrics: this.metrics,
-      admit: (callSid, params) => this.admit(callSid, params),
+      admit: (callSid: string, params: Record<string, string>) => {
+        const a = this.admit(callSid, params);
+        if (!('refused' in a) && a.agent) {
+          late.agent = a.agent;
+          late.leg = a.leg ?? 1;
+          late.from = a.from;
+          Object.assign(options, agentOptions(a.agent), this.deps.callOptions);
+        }
+        return a;
+      },
       openTranscoder: this.deps.openTranscoder,
-      onEnded: (s) => this.onCallEnded(s),
-    });
+      onEnded: (s: CallSession) => this.onCallEnded(s),
+    };
+    const session: CallSession = new CallSession(callDeps);
     this.calls.add(session);
     const startTimer = setTimeout(() => {
       this.startTimers.delete(session);
@@ -382,11 +642,35 @@ export class Relay implements VoiceApp {
     this.checkIdle();
   }
 
-  private connectModel(abort: AbortController): Promise<ModelSession> {
-    const model = this.deps.provider.connect(
-      { instructions: this.deps.settings.instructions, voice: this.deps.settings.voice, tools: this.deps.tools.specs() },
+  /**
+   * Open a model session for the agent: its instructions (and the call's
+   * context), voice, own tools and control tools. With `replayFor` (a later
+   * leg), the call's conversation so far is replayed into it before it is
+   * handed over; history that cannot be read leaves the session without it (logged).
+   */
+  private connectModel(agent: CallAgent, abort: AbortController, context?: Record<string, string>, replayFor?: string): Promise<ModelSession> {
+    const connected = this.deps.provider.connect(
+      {
+        instructions: agent.instructions + contextBlock(context),
+        voice: agent.voice,
+        tools: [...agent.tools.specs(), ...controlToolSpecs(agent.policies)],
+      },
       abort.signal,
     );
+    const history = this.deps.history;
+    const model =
+      replayFor === undefined || !history
+        ? connected
+        : Promise.all([
+            connected,
+            history(replayFor).catch((err: unknown) => {
+              this.deps.log.warn({ callSid: replayFor, err: err instanceof Error ? err.message : String(err) }, 'call history unavailable: the agent goes on without it');
+              return [] as ConversationItem[];
+            }),
+          ]).then(([m, items]) => {
+            if (items.length > 0) m.replay(items);
+            return m;
+          });
     model.catch(() => {}); // observed on `start`; an unused session must not raise
     return model;
   }
@@ -430,16 +714,26 @@ export class Relay implements VoiceApp {
    * CallSid; then the call is claimed. A pre-warm here is handed over (hit),
    * else a model session is opened once the claim is won (miss).
    */
-  private admit(callSid: string, params: Record<string, string>): CallAdmission | { refused: string } {
-    const check = verifyAdmissionToken(this.deps.settings.admissionSecret, callSid, params.token, Date.now());
+  private admit(callSid: string, params: Record<string, string>): (CallAdmission & { from?: string }) | { refused: string } {
+    const check = verifyAdmissionToken(this.deps.settings.admissionSecret, callSid, params.token, Date.now(), params.agent ?? '');
     if (!check.ok) {
       this.metrics.streamStartRefused(check.error === 'expired' ? 'expired' : 'token');
       return { refused: `token ${check.error}` };
     }
-    const p = this.pending.get(callSid);
+    const named = this.agentNamed(params.agent);
+    if (!named) {
+      this.deps.log.warn({ callSid, agent: params.agent }, 'stream names an agent not loaded here: refused');
+      this.metrics.streamStartRefused('token');
+      return { refused: 'unknown agent' };
+    }
+    const leg = check.leg;
+    // Back from a transfer that failed: the agent first tells the caller.
+    const agent: CallAgent = leg > 1 ? { ...named, greeting: DIAL_FAILED_GREETING } : named;
+    const key = streamKey(callSid, leg);
+    const p = this.pending.get(key);
     if (p) {
       clearTimeout(p.expiry);
-      this.pending.delete(callSid);
+      this.pending.delete(key);
     }
     const release = () => {
       if (!p) return;
@@ -449,16 +743,19 @@ export class Relay implements VoiceApp {
     };
     const won = (): { model: Promise<ModelSession>; recorder: CallRecorder } => {
       this.deps.prewarm?.(p ? 'hit' : 'miss');
-      return p ? { model: p.model, recorder: p.recorder } : { model: this.connectModel(new AbortController()), recorder: this.deps.recorderForStream?.(callSid) ?? nullRecorder };
+      return p
+        ? { model: p.model, recorder: p.recorder }
+        : { model: this.connectModel(named, new AbortController(), undefined, leg > 1 ? callSid : undefined), recorder: this.deps.recorderForStream?.(callSid) ?? nullRecorder };
     };
-    const claimed = this.claim(callSid);
+    const who = { agent, leg, ...(p?.from !== undefined ? { from: p.from } : {}) };
+    const claimed = this.claim(key);
     if (typeof claimed === 'boolean') {
       if (!claimed) {
         release();
         this.metrics.streamStartRefused('replayed');
         return { refused: TAKEN };
       }
-      return won();
+      return { ...won(), ...who };
     }
     // The claim needs a round trip: audio is held and record writes wait until it is decided.
     const gate = gatedRecorder();
@@ -488,21 +785,23 @@ export class Relay implements VoiceApp {
     // Used by the session only after `claimed` resolved null, by when `model` is set.
     const session = decided.then(() => model ?? Promise.reject(new Error(TAKEN)));
     session.catch(() => {}); // a refused stream never asks for it
-    return { model: session, recorder: gate.recorder, claimed: decided };
+    return { model: session, recorder: gate.recorder, claimed: decided, ...who };
   }
 
   /**
    * Forget a call that never streamed here. With `reason`, its record is
    * closed out, but only when this instance can claim the call itself: if a
    * stream took it (here or on another instance), the record is that
-   * stream's, and is left alone.
+   * stream's, and is left alone. A later leg's pre-warm (back from a failed
+   * transfer) never closes the record out: the first leg's stream ended it
+   * (`transferred`), and the caller may have hung up during the dial.
    */
   private dropPending(callSid: string, p: Pending, reason?: string): void {
     clearTimeout(p.expiry);
     this.pending.delete(callSid);
     p.abort.abort();
     p.model.then((m) => m.close(), () => {});
-    if (reason) {
+    if (reason && p.leg === 1) {
       const closeOut = (mine: boolean) => {
         if (!mine) {
           this.deps.log.info({ callSid }, 'unused pre-warm closed; the call was taken by a stream elsewhere, its record is left to it');
@@ -530,6 +829,11 @@ export class Relay implements VoiceApp {
     }
     this.checkIdle();
   }
+}
+
+/** The per-agent values older sessions read from their options. */
+function agentOptions(agent: CallAgent): AgentCallOptions {
+  return { greeting: agent.greeting, silenceTimeoutMs: agent.policies.silence.timeoutMs, maxCallMs: agent.policies.maxDuration.maxCallMs };
 }
 
 /**

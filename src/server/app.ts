@@ -3,6 +3,11 @@
  *
  *   POST /voice/incoming   Twilio voice webhook → TwiML (signature-checked)
  *   POST /voice/status     call status callbacks (signature-checked)
+ *   POST /voice/action     <Connect action>: the stream of leg N ended → <Dial> or <Hangup/> (signed)
+ *   POST /voice/dial-action <Dial action>: the transfer's dial ended (signed)
+ *   POST /voice/whisper    what the transfer's target hears first (signed)
+ *   POST /voice/amd        answering-machine detection of an outbound call (signed; OutboundApp)
+ *   POST /calls            place an outbound call (JSON; ADMIN_TOKEN; OutboundApp)
  *   GET  /voice/health     JSON health
  *   GET  /metrics          Prometheus text
  *   GET  /calls[/:sid]     call records (admin reader; bearer token)
@@ -16,7 +21,7 @@
  * RunningServer names it for the start-up line.
  */
 import type { Logger } from '../log.js';
-import type { AdminReader, VoiceApp } from '../call/ports.js';
+import type { AdminReader, OutboundApp, VoiceApp } from '../call/ports.js';
 import { EdgeCore, type EdgeSettings } from './core.js';
 import { parseEdgeChoice, resolveEdge, type EdgeChoice, type EdgeKind } from './edge.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -31,6 +36,8 @@ export interface ServerOptions {
   log: Logger;
   /** GET /calls, GET /calls/:sid (absent → 404). */
   admin?: AdminReader;
+  /** POST /calls, POST /voice/amd, /voice/incoming's `o` token (absent → 404, 404, 403). */
+  outbound?: OutboundApp;
   metrics?: Metrics;
   /** Which edge: default from the EDGE environment variable (uws | node | auto). */
   edge?: EdgeChoice;
@@ -55,7 +62,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const env = opts.env ?? process.env;
   const resolved = resolveEdge(env, opts.edge ?? parseEdgeChoice(env.EDGE));
   const metrics = opts.metrics ?? createMetrics();
-  const core = new EdgeCore({ settings: opts.settings, app: opts.app, log: opts.log, metrics, admin: opts.admin });
+  const core = new EdgeCore({ settings: opts.settings, app: opts.app, log: opts.log, metrics, admin: opts.admin, outbound: opts.outbound });
   const server =
     resolved.kind === 'uws'
       ? await (await import('./uws-edge.js')).startUwsEdge(resolved.uws, core)

@@ -65,11 +65,33 @@
  * - Capacity: app.openStream → null or `capacity` closes with 1013 (try again
  *   later), `draining` with 1001 (going away); a throw closes with 1011.
  * - GET /calls… answers carry `Cache-Control: no-store` (call records are personal data).
+ * - Call control webhooks: POST /voice/action and /voice/dial-action (query
+ *   `leg`, 1..MAX_LEG, else 400), /voice/whisper (query `target` and
+ *   `agent`, else 400) and /voice/amd are signed, limited, capped and parsed
+ *   exactly like /voice/incoming, and charged like /voice/status to the
+ *   signed limiter (signatures replay). A refusal from the app (a replayed
+ *   action) is its status (403). A route whose handler the app or the
+ *   OutboundApp lacks → 404 before its body is read.
+ * - /voice/incoming with query `o`: an outbound call's sealed token
+ *   (OutboundApp.openCallToken) → its agent and context for the app; a token
+ *   that does not open (or no OutboundApp) → 403. A call whose token opened
+ *   is not counted per calling number (its `From` is ours, shared by every
+ *   placed call; OUTBOUND_CPS paces them).
+ * - POST /calls (OutboundApp.placeCall): a JSON body ≤ MAX_BODY_BYTES read by
+ *   the edge (over → 413), the Authorization header passed on (the handler
+ *   checks ADMIN_TOKEN), the general per-address limit; the answer is JSON
+ *   with `Cache-Control: no-store`; absent OutboundApp → 404.
  */
 import type { Logger } from '../log.js';
-import type { AdminReader, AdminRequest, CallUrls, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp } from '../call/ports.js';
+import type {
+  AdminReader, AdminRequest, CallUrls, IncomingOptions, IncomingResult, OutboundApp, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp,
+} from '../call/ports.js';
+import { MAX_LEG } from '../call/admission-token.js';
 import { verifyTwilioSignature } from '../twilio/signature.js';
-import { countFormFields, parseForm, parseStatusCallback, parseVoiceWebhook } from '../twilio/webhooks.js';
+import {
+  countFormFields, parseAmdCallback, parseConnectAction, parseDialAction, parseForm, parseStatusCallback, parseVoiceWebhook,
+  type FormParams,
+} from '../twilio/webhooks.js';
 import { parseTwilioMessage } from '../twilio/media-stream.js';
 import { bearerCheck } from '../admin/bearer.js';
 import { BlockList, isIP } from 'node:net';
@@ -89,7 +111,16 @@ export const MAX_BACKPRESSURE_BYTES = 256 * 1024;
 /** Twilio sends media every 20 ms; a silent socket for this long is dead (s). */
 export const WS_IDLE_TIMEOUT_S = 60;
 
-export type Route = 'incoming' | 'status' | 'health' | 'metrics' | 'admin' | 'other';
+export type Route = 'incoming' | 'status' | 'action' | 'dial_action' | 'whisper' | 'amd' | 'place_call' | 'health' | 'metrics' | 'admin' | 'other';
+
+/** The routes of Twilio's signed form webhooks. */
+export type WebhookRoute = 'incoming' | 'status' | 'action' | 'dial_action' | 'whisper' | 'amd';
+const WEBHOOK_ROUTES: ReadonlySet<Route> = new Set<Route>(['incoming', 'status', 'action', 'dial_action', 'whisper', 'amd']);
+
+/** Whether `route` is a signed Twilio form webhook (read, capped and checked by EdgeCore.webhook). */
+export function isWebhookRoute(route: Route): route is WebhookRoute {
+  return WEBHOOK_ROUTES.has(route);
+}
 
 export interface HttpReply {
   route: Route;
@@ -190,6 +221,8 @@ export interface EdgeOptions {
   metrics: Metrics;
   /** GET /calls… (absent → 404). */
   admin?: AdminReader;
+  /** POST /calls, POST /voice/amd and /voice/incoming's `o` token (absent → 404, 404, 403). */
+  outbound?: OutboundApp;
 }
 
 const text = 'text/plain; charset=utf-8';
@@ -203,6 +236,11 @@ export function routeOf(method: string, path: string, settings: EdgeSettings): R
   const m = method.toUpperCase();
   if (m === 'POST' && path === '/voice/incoming') return 'incoming';
   if (m === 'POST' && path === '/voice/status') return 'status';
+  if (m === 'POST' && path === '/voice/action') return 'action';
+  if (m === 'POST' && path === '/voice/dial-action') return 'dial_action';
+  if (m === 'POST' && path === '/voice/whisper') return 'whisper';
+  if (m === 'POST' && path === '/voice/amd') return 'amd';
+  if (m === 'POST' && path === '/calls') return 'place_call';
   if (m === 'GET' && path === '/voice/health') return 'health';
   if (m === 'GET' && path === '/metrics' && settings.serveMetrics) return 'metrics';
   if (m === 'GET' && (path === '/calls' || path.startsWith('/calls/'))) return 'admin';
@@ -215,6 +253,7 @@ export class EdgeCore {
   readonly metrics: Metrics;
   private readonly app: VoiceApp;
   private readonly adminReader?: AdminReader;
+  private readonly outbound?: OutboundApp;
   private readonly limiter: RateLimiter;
   private readonly unsignedLimiter: RateLimiter;
   private readonly callerLimiter: RateLimiter;
@@ -235,6 +274,7 @@ export class EdgeCore {
     this.log = opts.log;
     this.metrics = opts.metrics;
     this.adminReader = opts.admin;
+    this.outbound = opts.outbound;
     const general = this.settings.rateLimit;
     this.limiter = new RateLimiter(general.burst, general.perSecond);
     this.unsignedLimiter = new RateLimiter(this.settings.unsignedLimit.burst, this.settings.unsignedLimit.perMinute / 60);
@@ -332,7 +372,7 @@ export class EdgeCore {
    */
   limitHttp(client: string, route: Route, bodyBytes?: number): HttpReply | null {
     const key = addressKey(client);
-    if ((route === 'incoming' || route === 'status') && this.settings.twilioAuthToken) {
+    if (isWebhookRoute(route) && this.settings.twilioAuthToken) {
       if (this.unsignedLimiter.has(key)) return null;
       this.metrics.rateLimited.inc({ kind: 'unsigned' });
       const closeConnection = bodyBytes === undefined || !(bodyBytes <= MAX_BODY_BYTES);
@@ -362,13 +402,32 @@ export class EdgeCore {
   }
 
   /**
-   * POST /voice/incoming and /voice/status: size and field count, signature
-   * over the form, then the typed body to the app. Never throws. A body over
+   * Whether the app serves `route` at all: a webhook route whose handler is
+   * missing (the app has no call control, no OutboundApp) is answered 404
+   * before its body is read. Null to go on.
+   */
+  unserved(route: Route): HttpReply | null {
+    const served =
+      route === 'action' ? this.app.connectEnded !== undefined
+      : route === 'dial_action' ? this.app.dialEnded !== undefined
+      : route === 'whisper' ? this.app.whisper !== undefined
+      : route === 'amd' || route === 'place_call' ? this.outbound !== undefined
+      : true;
+    return served ? null : this.notFound(route);
+  }
+
+  /**
+   * POST /voice/* webhooks: size and field count, signature over the form,
+   * then the typed body to the app. Never throws, never rejects. A body over
    * MAX_BODY_BYTES or MAX_WEBHOOK_FIELDS is refused 413 before any signature
    * work (Twilio never sends one) and, when signed, charged as a failure.
+   * Incoming and status answer at once; the others may take a round trip to
+   * the store.
    */
-  webhook(route: 'incoming' | 'status', r: WebhookRequest): HttpReply {
+  webhook(route: WebhookRoute, r: WebhookRequest): HttpReply | Promise<HttpReply> {
     try {
+      const missing = this.unserved(route);
+      if (missing) return missing;
       const token = this.settings.twilioAuthToken;
       if (r.body === null || countFormFields(r.body) > MAX_WEBHOOK_FIELDS) {
         const limited = token ? this.chargeFailure(route, r.client) : null;
@@ -383,14 +442,25 @@ export class EdgeCore {
       if (route === 'incoming') {
         const call = parseVoiceWebhook(form);
         if (!call.ok) return this.badWebhook(route, call.error);
-        if (token && !this.callerLimiter.allow(call.value.from)) {
+        let opts: IncomingOptions | undefined;
+        const o = new URLSearchParams(r.query).get('o');
+        if (o !== null) {
+          const opened = this.outbound?.openCallToken(o) ?? null;
+          if (!opened) {
+            this.log.warn({ callSid: call.value.callSid }, 'outbound call token does not open: refused');
+            return reply(route, 403, 'forbidden\n');
+          }
+          opts = opened;
+        }
+        // A call we placed (its token opened) is paced by OUTBOUND_CPS, not by its `From` (ours, the same for every one).
+        if (token && opts === undefined && !this.callerLimiter.allow(call.value.from)) {
           this.metrics.rateLimited.inc({ kind: 'caller' });
           this.log.warn({ callSid: call.value.callSid }, 'too many call set-ups from this calling number: busy');
           return reply(route, 200, buildRejectTwiml(), 'text/xml');
         }
-        const result = this.app.incoming(call.value, this.callUrls(r.host));
-        return result.ok ? reply(route, 200, result.twiml, 'text/xml') : reply(route, result.status, `${result.message}\n`);
+        return twimlReply(route, this.app.incoming(call.value, this.callUrls(r.host), opts));
       }
+      if (route !== 'status') return this.callControl(route, r, form);
       const cb = parseStatusCallback(form);
       if (!cb.ok) return this.badWebhook(route, cb.error);
       // Signatures carry no nonce: a captured callback can be replayed, so signed ones are limited per address too.
@@ -402,6 +472,69 @@ export class EdgeCore {
       return reply(route, 204, '');
     } catch (err) {
       return this.failed(route, err);
+    }
+  }
+
+  /** The signed call-control webhooks (action, dial-action, whisper, AMD), once the form is checked. */
+  private callControl(route: 'action' | 'dial_action' | 'whisper' | 'amd', r: WebhookRequest, form: FormParams): HttpReply | Promise<HttpReply> {
+    const query = new URLSearchParams(r.query);
+    const urls = this.callUrls(r.host);
+    const settle = (p: Promise<HttpReply>) => p.catch((err: unknown) => this.failed(route, err));
+    const legOf = (): number | null => {
+      const raw = query.get('leg') ?? '';
+      const leg = /^\d{1,2}$/.test(raw) ? Number(raw) : 0;
+      return leg >= 1 && leg <= MAX_LEG ? leg : null;
+    };
+    const badLeg = `leg: expected 1..${MAX_LEG}`;
+    switch (route) {
+      case 'action': {
+        const call = parseConnectAction(form);
+        if (!call.ok) return this.badWebhook(route, call.error);
+        const leg = legOf();
+        if (leg === null) return this.badWebhook(route, badLeg);
+        return this.replayLimited(route, r.client) ?? settle(this.app.connectEnded!(call.value, urls, leg).then((res) => twimlReply(route, res)));
+      }
+      case 'dial_action': {
+        const call = parseDialAction(form);
+        if (!call.ok) return this.badWebhook(route, call.error);
+        const leg = legOf();
+        if (leg === null) return this.badWebhook(route, badLeg);
+        return this.replayLimited(route, r.client) ?? settle(this.app.dialEnded!(call.value, urls, leg).then((res) => twimlReply(route, res)));
+      }
+      case 'whisper': {
+        const target = query.get('target') ?? '';
+        const agent = query.get('agent') ?? '';
+        if (target === '' || agent === '') return this.badWebhook(route, 'target and agent are required');
+        return this.replayLimited(route, r.client) ?? twimlReply(route, this.app.whisper!(target, agent));
+      }
+      case 'amd': {
+        const cb = parseAmdCallback(form);
+        if (!cb.ok) return this.badWebhook(route, cb.error);
+        return this.replayLimited(route, r.client) ?? settle(this.outbound!.amd(cb.value).then(() => reply(route, 204, '')));
+      }
+    }
+  }
+
+  /** Signatures carry no nonce: a captured webhook can be replayed, so signed ones are limited per address. The 429, or null. */
+  private replayLimited(route: Route, client: string): HttpReply | null {
+    if (!this.settings.twilioAuthToken || this.signedLimiter.allow(addressKey(client))) return null;
+    this.metrics.rateLimited.inc({ kind: 'signed' });
+    return reply(route, 429, 'too many requests\n');
+  }
+
+  /**
+   * POST /calls: place an outbound call (OutboundApp.placeCall). `body` null =
+   * over MAX_BODY_BYTES (413). The answer is JSON, never cached. Never rejects.
+   */
+  async placeCall(authorization: string | undefined, body: Buffer | null): Promise<HttpReply> {
+    const route = 'place_call';
+    if (!this.outbound) return this.notFound(route);
+    if (body === null) return { ...reply(route, 413, JSON.stringify({ error: 'body too large' }), json), closeConnection: true, headers: NO_STORE };
+    try {
+      const r = await this.outbound.placeCall({ authorization, body: body.toString('utf8') });
+      return { ...reply(route, r.status, JSON.stringify(r.body), json), headers: NO_STORE };
+    } catch (err) {
+      return { ...this.failed(route, err), headers: NO_STORE };
     }
   }
 
@@ -743,6 +876,11 @@ export function closeReasonBytes(reason: string): Buffer {
   let end = 123;
   while (end > 0 && (bytes[end]! & 0xc0) === 0x80) end--; // don't split a multi-byte character
   return bytes.subarray(0, end);
+}
+
+/** The app's answer to a webhook: TwiML, or its refusal as plain text. */
+function twimlReply(route: Route, result: IncomingResult): HttpReply {
+  return result.ok ? reply(route, 200, result.twiml, 'text/xml') : reply(route, result.status, `${result.message}\n`);
 }
 
 const STATUS_TEXT: Record<number, string> = {

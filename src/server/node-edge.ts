@@ -69,22 +69,45 @@ export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
       req.resume(); // the body is not wanted: discarded as it comes (the connection closes after the reply when it may be large)
       return write(res, limited);
     }
+    const unserved = core.unserved(route);
+    if (unserved) {
+      req.resume(); // the body is not wanted
+      return write(res, unserved);
+    }
+    const answer = (r: HttpReply | Promise<HttpReply>) => {
+      // core's replies never throw or reject: a failure here is the socket's
+      const put = (x: HttpReply) => {
+        try {
+          write(res, x);
+        } catch (err) {
+          log.error({ err, route }, 'reply failed');
+        }
+      };
+      if (r instanceof Promise) void r.then(put);
+      else put(r);
+    };
     switch (route) {
       case 'incoming':
-      case 'status': {
+      case 'status':
+      case 'action':
+      case 'dial_action':
+      case 'whisper':
+      case 'amd': {
         if (Number(req.headers['content-length'] ?? '0') > MAX_BODY_BYTES) {
           req.resume(); // discard what the client still sends; the connection closes after the reply
           return write(res, core.tooLarge(route));
         }
         const host = header(req, 'host');
         const signature = header(req, 'x-twilio-signature');
-        return readBody(req, MAX_BODY_BYTES, (body) => {
-          try {
-            write(res, core.webhook(route, { host, path, query, signature, body, client }));
-          } catch (err) {
-            log.error({ err, route }, 'webhook reply failed'); // core.webhook never throws: the socket did
-          }
-        });
+        return readBody(req, MAX_BODY_BYTES, (body) => answer(core.webhook(route, { host, path, query, signature, body, client })));
+      }
+      case 'place_call': {
+        if (Number(req.headers['content-length'] ?? '0') > MAX_BODY_BYTES) {
+          req.resume();
+          return write(res, core.tooLarge(route));
+        }
+        const authorization = req.headers.authorization;
+        return readBody(req, MAX_BODY_BYTES, (body) => answer(core.placeCall(authorization, body)));
       }
       case 'health':
         return write(res, core.health(header(req, 'authorization')));

@@ -15,7 +15,7 @@ import type { HttpRequest, HttpResponse, WebSocketBehavior, us_listen_socket, us
 import type { AdminRequest } from '../call/ports.js';
 import {
   EdgeCore, MAX_BACKPRESSURE_BYTES, MAX_BODY_BYTES, MAX_WS_MESSAGE_BYTES, WS_IDLE_TIMEOUT_S, statusText,
-  type EdgeServer, type HttpReply, type Route, type StreamBinding,
+  type EdgeServer, type HttpReply, type Route, type StreamBinding, type WebhookRoute,
 } from './core.js';
 import type { UwsModule } from './edge.js';
 
@@ -85,8 +85,16 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
       .catch((err: unknown) => log.error({ err, route }, 'reply failed'));
   };
 
-  const webhook = (route: 'incoming' | 'status') =>
+  /** A reply now or later: written only if the client is still there (core's replies never throw or reject). */
+  const answer = (res: HttpResponse, route: Route, isAborted: () => boolean, r: HttpReply | Promise<HttpReply>) => {
+    if (r instanceof Promise) r.then((x) => void (!isAborted() && write(res, x))).catch((err: unknown) => log.error({ err, route }, 'reply failed'));
+    else if (!isAborted()) write(res, r);
+  };
+
+  const webhook = (route: WebhookRoute) =>
     guard(route, (res, req, client) => {
+      const unserved = core.unserved(route);
+      if (unserved) return write(res, unserved);
       const host = req.getHeader('host');
       const signature = req.getHeader('x-twilio-signature');
       const path = req.getUrl();
@@ -97,12 +105,29 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
       readBody(res, MAX_BODY_BYTES, (body) => {
         // Runs from a uWS data callback, outside `guard`; core.webhook never throws. body null: over the
         // limit, answered at once (413, connection closed) without waiting for the rest.
-        if (!aborted) write(res, core.webhook(route, { host, path, query, signature, body, client }));
+        answer(res, route, () => aborted, core.webhook(route, { host, path, query, signature, body, client }));
       });
     });
 
   server.post('/voice/incoming', webhook('incoming'));
   server.post('/voice/status', webhook('status'));
+  server.post('/voice/action', webhook('action'));
+  server.post('/voice/dial-action', webhook('dial_action'));
+  server.post('/voice/whisper', webhook('whisper'));
+  server.post('/voice/amd', webhook('amd'));
+  server.post(
+    '/calls',
+    guard('place_call', (res, req) => {
+      const unserved = core.unserved('place_call');
+      if (unserved) return write(res, unserved);
+      if (Number(req.getHeader('content-length') || '0') > MAX_BODY_BYTES) return write(res, core.tooLarge('place_call'));
+      const auth = req.getHeader('authorization');
+      const authorization = auth === '' ? undefined : auth;
+      let aborted = false;
+      res.onAborted(() => (aborted = true));
+      readBody(res, MAX_BODY_BYTES, (body) => answer(res, 'place_call', () => aborted, core.placeCall(authorization, body)));
+    }),
+  );
   server.get('/voice/health', guard('health', (res, req) => write(res, core.health(req.getHeader('authorization')))));
   // METRICS=false: no /metrics route (404); the counters still exist for RunningServer.metrics.
   if (settings.serveMetrics) server.get('/metrics', guard('metrics', (res) => later(res, 'metrics', () => core.metricsText())));

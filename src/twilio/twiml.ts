@@ -1,7 +1,9 @@
 /**
- * TwiML for an answered call: `<Response><Connect><Stream url="wss://…">`
- * with `<Parameter>`s, built with the twilio package's VoiceResponse (which
- * handles XML escaping). Pure: no I/O.
+ * TwiML for an answered call: `<Response><Connect action="…"><Stream url="wss://…">`
+ * with `<Parameter>`s; and for what follows the stream: `<Dial>` to a
+ * transfer target (with its whisper URL), `<Hangup/>`, a spoken message then
+ * `<Hangup/>`, the whisper itself (`<Say>`). Built with the twilio package's
+ * VoiceResponse (which handles XML escaping). Pure: no I/O.
  *
  * Contract: `buildStreamTwiml` either returns the TwiML document or throws a
  * TwimlError listing every problem. Rules enforced (Twilio's, PROTOCOLS.md):
@@ -13,6 +15,7 @@
  * - the status callback, if given, is an absolute http(s) URL.
  */
 import twilio from 'twilio';
+import type { TransferTarget } from '../call/agent.js';
 
 /** Twilio's per-`<Parameter>` limit: name and value together must stay below this. */
 export const MAX_PARAMETER_CHARS = 500;
@@ -24,6 +27,8 @@ export interface StreamTwimlOptions {
   parameters: Record<string, string>;
   /** Stream status callback (stream-started|stream-stopped|stream-error), POSTed by Twilio. */
   statusCallbackUrl?: string;
+  /** `<Connect action>`: POSTed by Twilio once the stream closed (it asks what comes next); absent = the call ends with the stream. */
+  actionUrl?: string;
 }
 
 export class TwimlError extends Error {
@@ -52,6 +57,7 @@ export function streamTwimlProblems(opts: StreamTwimlOptions): string[] {
   if (opts.statusCallbackUrl !== undefined) {
     problems.push(...urlProblems('status callback URL', opts.statusCallbackUrl, ['https:', 'http:']));
   }
+  if (opts.actionUrl !== undefined) problems.push(...urlProblems('action URL', opts.actionUrl, ['https:', 'http:']));
   for (const [name, value] of Object.entries(opts.parameters)) {
     if (name.length === 0) problems.push('parameter name must not be empty');
     if (typeof value !== 'string') problems.push(`parameter ${name.slice(0, 40)}: value must be a string`);
@@ -69,7 +75,7 @@ export function buildStreamTwiml(opts: StreamTwimlOptions): string {
   const problems = streamTwimlProblems(opts);
   if (problems.length > 0) throw new TwimlError(problems);
   const response = new twilio.twiml.VoiceResponse();
-  const stream = response.connect().stream({
+  const stream = response.connect(opts.actionUrl !== undefined ? { action: opts.actionUrl, method: 'POST' } : {}).stream({
     url: opts.streamUrl,
     ...(opts.statusCallbackUrl !== undefined ? { statusCallback: opts.statusCallbackUrl, statusCallbackMethod: 'POST' } : {}),
   });
@@ -81,6 +87,76 @@ export function buildStreamTwiml(opts: StreamTwimlOptions): string {
 export function buildRejectTwiml(): string {
   const response = new twilio.twiml.VoiceResponse();
   response.reject({ reason: 'busy' });
+  return response.toString();
+}
+
+export interface DialTwimlOptions {
+  /** Who to dial: its number or SIP URI, and whether a whisper is said to whoever answers. */
+  target: TransferTarget;
+  /** `<Dial action>`: POSTed by Twilio when the dial ends (DialCallStatus). */
+  dialActionUrl: string;
+  /** POST /voice/whisper; `?target=&agent=` is added. Used only when the target has a whisper. */
+  whisperUrl: string;
+  /** The agent whose target this is (the whisper route looks the target up in it). */
+  agent: string;
+  /** Seconds of ringing before no-answer. */
+  timeoutS: number;
+  /** Caller ID shown to the target; absent = Twilio's default (the caller's number). */
+  callerId?: string;
+}
+
+/** `url` with `params` added to its query (keeps any query it has). */
+function withQuery(url: string, params: Record<string, string>): string {
+  const u = new URL(url);
+  for (const [k, v] of Object.entries(params)) u.searchParams.set(k, v);
+  return u.toString();
+}
+
+/**
+ * `<Dial action method=POST timeout>` to the target's number (`<Number>`) or
+ * SIP URI (`<Sip>`), with `url` = the whisper route for this target when it
+ * has a whisper. Throws TwimlError when a URL is not absolute http(s) or the
+ * timeout is not a whole number of seconds 1..600.
+ */
+export function buildDialTwiml(opts: DialTwimlOptions): string {
+  const problems = [...urlProblems('dial action URL', opts.dialActionUrl, ['https:', 'http:'])];
+  if (opts.target.whisper !== undefined) problems.push(...urlProblems('whisper URL', opts.whisperUrl, ['https:', 'http:']));
+  if (!Number.isInteger(opts.timeoutS) || opts.timeoutS < 1 || opts.timeoutS > 600) problems.push('dial timeout must be 1..600 whole seconds');
+  if (problems.length > 0) throw new TwimlError(problems);
+  const response = new twilio.twiml.VoiceResponse();
+  const dial = response.dial({
+    action: opts.dialActionUrl,
+    method: 'POST',
+    timeout: opts.timeoutS,
+    ...(opts.callerId !== undefined ? { callerId: opts.callerId } : {}),
+  });
+  const url = opts.target.whisper !== undefined ? withQuery(opts.whisperUrl, { target: opts.target.name, agent: opts.agent }) : undefined;
+  const attrs = url !== undefined ? { url, method: 'POST' } : {};
+  const to = opts.target.to;
+  if ('number' in to) dial.number(attrs, to.number);
+  else dial.sip(attrs, to.sip);
+  return response.toString();
+}
+
+/** `<Hangup/>`: the call ends here. */
+export function buildHangupTwiml(): string {
+  const response = new twilio.twiml.VoiceResponse();
+  response.hangup();
+  return response.toString();
+}
+
+/** `<Say>text</Say><Hangup/>`: a message to the caller, then the call ends. */
+export function buildSayHangupTwiml(text: string): string {
+  const response = new twilio.twiml.VoiceResponse();
+  response.say(text);
+  response.hangup();
+  return response.toString();
+}
+
+/** The whisper said to the person who answers a transfer, before the caller is connected; '' = an empty `<Response/>` (connect at once). */
+export function buildWhisperTwiml(text: string): string {
+  const response = new twilio.twiml.VoiceResponse();
+  if (text !== '') response.say(text);
   return response.toString();
 }
 
