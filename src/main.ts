@@ -38,8 +38,13 @@ import { createMetrics } from './server/metrics.js';
 import { startServer, type EdgeChoice, type EdgeSettings, type RunningServer } from './server/app.js';
 import { openCallStore } from './store/open.js';
 import type { CallStore } from './store/types.js';
-import { createDefaultTools, type EligibilitySettings } from './tools/eligibility.js';
+import type { EligibilitySettings } from './tools/eligibility.js';
 import type { ModelProvider } from './call/voice-model.js';
+import { controlToolSpecs, type CallAgent } from './call/agent.js';
+import { transcriptToConversation } from './call/history.js';
+import { OutboundCalls } from './call/outbound-calls.js';
+import { createAgentTools } from './tools/build.js';
+import { createTwilioRest } from './twilio/rest.js';
 
 export const VERSION: string = (() => {
   try {
@@ -207,8 +212,28 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     gapAudioKeepMs: config.reconnect.gapAudioKeepMs,
   });
   const metrics = createMetrics();
-  const tools = createDefaultTools(eligibilitySettingsFromConfig(config), log);
-  const sessionOptions = () => ({ instructions: config.openai.instructions, voice: config.openai.voice, tools: tools.specs() });
+  // One CallAgent per agent file (config.agents, the first the default): its tools built once, reporting per-tool metrics.
+  const agents = new Map<string, CallAgent>(
+    config.agents.map((a) => [
+      a.name,
+      {
+        name: a.name,
+        instructions: a.instructions,
+        greeting: a.greeting,
+        voice: a.voice,
+        tools: createAgentTools(a.tools, { eligibility: eligibilitySettingsFromConfig(config), env: opts.env ?? process.env, log, onOutcome: metrics.toolOutcome }),
+        policies: a.policies,
+      },
+    ]),
+  );
+  metrics.seedTools(config.agents.flatMap((a) => a.tools.map((t) => t.name)));
+  const defaultAgent = agents.get(config.agents[0]!.name)!;
+  // A probe opens a session as the default agent's calls do.
+  const sessionOptions = () => ({
+    instructions: defaultAgent.instructions,
+    voice: defaultAgent.voice,
+    tools: [...defaultAgent.tools.specs(), ...controlToolSpecs(defaultAgent.policies)],
+  });
   // A probe is a call's connect (TCP, TLS, upgrade with the key, session set-up), closed once open; the provider records it.
   const prober = new ReachabilityProber({
     tracker: reachability,
@@ -223,9 +248,12 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     settings: relaySettingsFromConfig(config, prompts.prompts),
     log,
     provider,
-    tools,
+    agents,
+    defaultAgent: defaultAgent.name,
+    transfers: store,
+    history: async (callSid) => transcriptToConversation((await store.get(callSid))?.transcript ?? []),
     openTranscoder: () => Transcoder.open(),
-    recorderFor: (call) => createStoreRecorder(store, call.callSid, { From: call.from, To: call.to }),
+    recorderFor: (call, info) => createStoreRecorder(store, call.callSid, { From: call.from, To: call.to }, { agent: info.agent, direction: call.direction }),
     recorderForStream: (callSid) => streamRecorder(store, callSid),
     claim: (callSid) => store.claim(callSid, instanceId),
     prewarm: (result) => metrics.prewarm.inc({ result }),
@@ -246,7 +274,24 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   const admin = createAdminHandler(store, config.adminToken);
   let server: RunningServer;
   try {
-    server = await startServer({ settings: edgeSettingsFromConfig(config), app: relay, admin, log, metrics, edge: opts.edge, env: opts.env });
+    // Outbound calls (POST /calls, /voice/amd, the `o` token) only when TWILIO_ACCOUNT_SID is configured.
+    const o = config.outbound;
+    const outbound = o
+      ? new OutboundCalls({
+          rest: createTwilioRest({ accountSid: o.accountSid, apiKeySid: o.apiKeySid, apiKeySecret: o.apiKeySecret, authToken: config.twilioAuthToken, apiBase: o.apiBase }),
+          agents: new Map(config.agents.map((a) => [a.name, { name: a.name, outbound: a.outbound }])),
+          defaultAgent: config.agents[0]!.name,
+          publicUrl: config.publicUrl!,
+          from: o.from,
+          pacer: store,
+          records: store,
+          secret: config.admissionSecret,
+          adminToken: config.adminToken,
+          cps: o.cps,
+          log,
+        })
+      : undefined;
+    server = await startServer({ settings: edgeSettingsFromConfig(config), app: relay, admin, outbound, log, metrics, edge: opts.edge, env: opts.env });
   } catch (err) {
     relay.shutdown();
     await store.close();
