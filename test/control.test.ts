@@ -7,112 +7,16 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import type { CallAgent, CallPolicies, TransferPolicy } from '../src/call/agent.js';
-import type { Pumpable, PumpScheduler } from '../src/call/clock.js';
-import { noMetrics, type TransferStore, type TwilioSocket } from '../src/call/ports.js';
+import { noMetrics, type TransferStore } from '../src/call/ports.js';
 import { CallSession, type CallOptions } from '../src/call/session.js';
-import type { ModelEvent, ModelSession } from '../src/call/voice-model.js';
 import { silentLogger } from '../src/log.js';
-import type { CallEvent, CallRecorder, ToolCallRecord, TransferDecision, TranscriptLine } from '../src/records.js';
+import type { TransferDecision } from '../src/records.js';
 import { ToolRegistry } from '../src/tools/registry.js';
 import { ManualTimers, flush } from './helpers/manual-timers.js';
+import { FakeModel, FakeSocket, ManualClock, MemoryRecorder } from './helpers/call-fakes.js';
 
 const STREAM = 'MZ00000000000000000000000000000002';
 const CALL = 'CA00000000000000000000000000000002';
-
-class FakeSocket implements TwilioSocket {
-  sent: Record<string, any>[] = [];
-  closed: { code?: number; reason?: string } | undefined;
-  send(text: string): boolean {
-    this.sent.push(JSON.parse(text));
-    return true;
-  }
-  bufferedAmount(): number {
-    return 0;
-  }
-  cork(fn: () => void): void {
-    fn();
-  }
-  close(code?: number, reason?: string): void {
-    this.closed = { code, reason };
-  }
-  of(event: string) {
-    return this.sent.filter((m) => m.event === event);
-  }
-}
-
-class FakeModel implements ModelSession {
-  readonly format = 'ulaw8k' as const;
-  readonly calls: [string, ...unknown[]][] = [];
-  private listener: ((ev: ModelEvent) => void) | undefined;
-  onEvent(l: (ev: ModelEvent) => void) {
-    this.listener = l;
-  }
-  emit(ev: ModelEvent) {
-    this.listener!(ev);
-  }
-  appendAudio(b64: string) {
-    this.calls.push(['append', b64]);
-  }
-  sendUserText(text: string) {
-    this.calls.push(['userText', text]);
-  }
-  createResponse(instructions?: string) {
-    this.calls.push(['createResponse', instructions]);
-  }
-  cancelResponse() {
-    this.calls.push(['cancel']);
-  }
-  truncate(itemId: string, ms: number) {
-    this.calls.push(['truncate', itemId, ms]);
-  }
-  sendToolResult(callId: string, output: string, respond: boolean) {
-    this.calls.push(['toolResult', callId, output, respond]);
-  }
-  replay(items: readonly unknown[]) {
-    this.calls.push(['replay', items]);
-  }
-  close() {
-    this.calls.push(['close']);
-  }
-  named(name: string) {
-    return this.calls.filter((c) => c[0] === name);
-  }
-}
-
-class ManualClock implements PumpScheduler {
-  members = new Set<Pumpable>();
-  add(p: Pumpable) {
-    this.members.add(p);
-  }
-  delete(p: Pumpable) {
-    this.members.delete(p);
-  }
-  tick(now: number) {
-    for (const p of this.members) if (!p.pump(now)) this.members.delete(p);
-  }
-}
-
-class MemoryRecorder implements CallRecorder {
-  lines: TranscriptLine[] = [];
-  tools: ToolCallRecord[] = [];
-  events: CallEvent[] = [];
-  endedWith: string | undefined;
-  started() {}
-  transcript(l: TranscriptLine) {
-    this.lines.push(l);
-  }
-  toolCall(t: ToolCallRecord) {
-    this.tools.push(t);
-  }
-  turnLatency() {}
-  usage() {}
-  event(e: CallEvent) {
-    this.events.push(e);
-  }
-  ended(i: { reason: string }) {
-    this.endedWith = i.reason;
-  }
-}
 
 /** Decisions kept in memory, each with whether the stream was already closed when it was saved. */
 class MemoryTransfers implements TransferStore {
@@ -169,7 +73,7 @@ function setup(policies: Partial<CallPolicies>, opts: { leg?: number; greeting?:
   let t = 0;
   const timers = new ManualTimers();
   const socket = new FakeSocket();
-  const model = new FakeModel();
+  const model = new FakeModel('ulaw8k');
   const recorder = new MemoryRecorder();
   const clock = new ManualClock();
   const transfers = new MemoryTransfers(socket);

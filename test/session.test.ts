@@ -5,118 +5,20 @@
  * (test/relay.e2e.test.ts) run the same code through real sockets.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Pumpable, PumpScheduler } from '../src/call/clock.js';
 import type { CallAgent, CallPolicies } from '../src/call/agent.js';
-import type { TransferStore, TwilioSocket } from '../src/call/ports.js';
-import type { CallEvent, CallRecorder, ToolCallRecord, TransferDecision, TranscriptLine, TurnLatency } from '../src/records.js';
+import type { TransferStore } from '../src/call/ports.js';
+import type { TransferDecision } from '../src/records.js';
 import { noMetrics } from '../src/call/ports.js';
 import { CallSession, type CallDeps, type CallOptions } from '../src/call/session.js';
-import type { ModelEvent, ModelSession } from '../src/call/voice-model.js';
+import type { ModelSession } from '../src/call/voice-model.js';
 import { DspError, Transcoder } from '../src/dsp/index.js';
 import { createLogger, silentLogger } from '../src/log.js';
 import { ToolRegistry, type Tool } from '../src/tools/registry.js';
 import { ManualTimers, flush } from './helpers/manual-timers.js';
+import { FakeModel, FakeSocket, ManualClock, MemoryRecorder } from './helpers/call-fakes.js';
 
 const STREAM = 'MZ00000000000000000000000000000001';
 const CALL = 'CA00000000000000000000000000000001';
-
-class FakeSocket implements TwilioSocket {
-  sent: Record<string, any>[] = [];
-  closed: { code?: number; reason?: string } | undefined;
-  send(text: string): boolean {
-    this.sent.push(JSON.parse(text));
-    return true;
-  }
-  bufferedAmount(): number {
-    return 0;
-  }
-  cork(fn: () => void): void {
-    fn();
-  }
-  close(code?: number, reason?: string): void {
-    this.closed = { code, reason };
-  }
-  of(event: string) {
-    return this.sent.filter((m) => m.event === event);
-  }
-}
-
-class FakeModel implements ModelSession {
-  readonly calls: [string, ...unknown[]][] = [];
-  private listener: ((ev: ModelEvent) => void) | undefined;
-  constructor(readonly format: 'pcm24k' | 'ulaw8k') {}
-  onEvent(l: (ev: ModelEvent) => void) {
-    this.listener = l;
-  }
-  emit(ev: ModelEvent) {
-    this.listener!(ev);
-  }
-  appendAudio(b64: string) {
-    this.calls.push(['append', b64]);
-  }
-  sendUserText(text: string) {
-    this.calls.push(['userText', text]);
-  }
-  createResponse(instructions?: string) {
-    this.calls.push(['createResponse', instructions]);
-  }
-  cancelResponse() {
-    this.calls.push(['cancel']);
-  }
-  truncate(itemId: string, ms: number) {
-    this.calls.push(['truncate', itemId, ms]);
-  }
-  sendToolResult(callId: string, output: string, respond: boolean) {
-    this.calls.push(['toolResult', callId, output, respond]);
-  }
-  replay(items: readonly unknown[]) {
-    this.calls.push(['replay', items]);
-  }
-  close() {
-    this.calls.push(['close']);
-  }
-  named(name: string) {
-    return this.calls.filter((c) => c[0] === name);
-  }
-}
-
-class ManualClock implements PumpScheduler {
-  members = new Set<Pumpable>();
-  add(p: Pumpable) {
-    this.members.add(p);
-  }
-  delete(p: Pumpable) {
-    this.members.delete(p);
-  }
-  tick(now: number) {
-    for (const p of this.members) if (!p.pump(now)) this.members.delete(p);
-  }
-}
-
-class MemoryRecorder implements CallRecorder {
-  lines: TranscriptLine[] = [];
-  tools: ToolCallRecord[] = [];
-  turns: TurnLatency[] = [];
-  endedWith: string | undefined;
-  started() {}
-  transcript(l: TranscriptLine) {
-    this.lines.push(l);
-  }
-  toolCall(t: ToolCallRecord) {
-    this.tools.push(t);
-  }
-  turnLatency(t: TurnLatency) {
-    this.turns.push(t);
-  }
-  events: CallEvent[] = [];
-  usage() {}
-  event(e: CallEvent) {
-    this.events.push(e);
-  }
-  ended(i: { reason: string }) {
-    this.endedWith = i.reason;
-  }
-}
 
 /** CallOptions plus the agent's greeting and timers the tests set the same way. */
 type TestOptions = CallOptions & { greeting: string; silenceTimeoutMs: number; maxCallMs: number };
