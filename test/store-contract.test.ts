@@ -5,111 +5,20 @@
  * must be the same on all four.
  */
 import { statusCallback } from './helpers/webhooks.js';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { silentLogger } from '../src/log.js';
 import { estimateCostUsd } from '../src/store/cost.js';
 import { createAdminHandler } from '../src/admin/calls-api.js';
 import { formatRecord } from '../src/cli/calls.js';
 import { DecryptError, keyId, sealV1ForTests } from '../src/store/crypto.js';
 import { ENCRYPTED_NUMBER } from '../src/store/rows.js';
 import { decodeCursor, encodeCursor } from '../src/store/cursor.js';
-import { PostgresCallStore } from '../src/store/postgres.js';
 import { createStoreRecorder, streamRecorder } from '../src/store/recorder.js';
-import { openSqlite } from '../src/store/sqlite-driver.js';
-import { SqliteCallStore } from '../src/store/sqlite.js';
 import type { CallStore, CallSummary, ListPosition } from '../src/store/types.js';
 import { adminSql, dropSchema, freshSchema, PG_URL, postgresAvailable } from './helpers/postgres.js';
+import { postgresKind, sqliteKind } from './helpers/store-kinds.js';
 import { ACCOUNT, endInfo, prices, SID } from './helpers/store.js';
 
 const DONE = 'CA00000000000000000000000000000002';
-
-interface OpenOptions {
-  key?: Buffer;
-  oldKeys?: Buffer[];
-  identity?: string;
-}
-
-interface Kind {
-  name: string;
-  setup(): void;
-  teardown(): Promise<void>;
-  /** A store on the shared storage; `identity` is the process it stands for (same identity = a restart). */
-  open(o?: OpenOptions): Promise<CallStore>;
-  /** Everything the storage holds, as text: what someone with the disk or the database could read. */
-  rawText(): Promise<string>;
-  /** One SQL statement straight on the storage (no parameters: literals only), as someone with the disk or the database could. */
-  raw(text: string): Promise<Record<string, unknown>[]>;
-}
-
-function sqliteKind(): Kind {
-  let dir = '';
-  let path = '';
-  return {
-    name: 'sqlite',
-    setup() {
-      dir = mkdtempSync(join(tmpdir(), 'callbridge-contract-'));
-      path = join(dir, 'calls.db');
-    },
-    async teardown() {
-      rmSync(dir, { recursive: true, force: true });
-    },
-    async open(o = {}) {
-      return new SqliteCallStore({ path, prices, log: silentLogger, transcriptKey: o.key, transcriptKeysOld: o.oldKeys });
-    },
-    async rawText() {
-      const wal = existsSync(`${path}-wal`) ? readFileSync(`${path}-wal`) : Buffer.alloc(0);
-      return Buffer.concat([readFileSync(path), wal]).toString('latin1');
-    },
-    async raw(text) {
-      const db = openSqlite(path);
-      try {
-        const st = db.prepare(text);
-        return /^\s*select/i.test(text) ? (st.all() as Record<string, unknown>[]) : (st.run(), []);
-      } finally {
-        db.close();
-      }
-    },
-  };
-}
-
-function postgresKind(): Kind {
-  let schema = '';
-  let n = 0;
-  return {
-    name: 'postgres',
-    setup() {
-      schema = freshSchema();
-    },
-    async teardown() {
-      await dropSchema(schema);
-    },
-    async open(o = {}) {
-      return PostgresCallStore.open({ url: PG_URL, schema, prices, log: silentLogger, transcriptKey: o.key, transcriptKeysOld: o.oldKeys, instanceId: o.identity ?? `reader-${++n}` });
-    },
-    async raw(text) {
-      const sql = adminSql(`${PG_URL}?search_path=${schema}`);
-      try {
-        return [...(await sql.unsafe<Record<string, unknown>[]>(text))];
-      } finally {
-        await sql.end({ timeout: 2 });
-      }
-    },
-    async rawText() {
-      const sql = adminSql();
-      try {
-        const [r] = await sql.unsafe<{ t: string | null }[]>(
-          `SELECT coalesce((SELECT string_agg(e::text, '|') FROM ${schema}.call_entries e), '') || coalesce((SELECT string_agg(c::text, '|') FROM ${schema}.calls c), '') AS t`,
-        );
-        return r?.t ?? '';
-      } finally {
-        await sql.end({ timeout: 2 });
-      }
-    },
-  };
-}
 
 const pgOk = await postgresAvailable();
 

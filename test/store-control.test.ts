@@ -9,21 +9,17 @@
  *   - claim keys of later streams and action webhooks;
  *   - databases made by the schema before this one open and upgrade in place.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createAdminHandler } from '../src/admin/calls-api.js';
 import { formatRecord } from '../src/cli/calls.js';
-import { silentLogger } from '../src/log.js';
 import type { TransferDecision } from '../src/records.js';
-import { PostgresCallStore, PostgresStoreError } from '../src/store/postgres.js';
+import { PostgresStoreError } from '../src/store/postgres.js';
 import { createStoreRecorder, streamRecorder } from '../src/store/recorder.js';
 import { openSqlite } from '../src/store/sqlite-driver.js';
-import { SqliteCallStore } from '../src/store/sqlite.js';
 import type { CallStore } from '../src/store/types.js';
-import { adminSql, dropSchema, freshSchema, PG_URL, postgresAvailable } from './helpers/postgres.js';
-import { endInfo, prices, SID } from './helpers/store.js';
+import { PG_URL, postgresAvailable } from './helpers/postgres.js';
+import { postgresKind, sqliteKind, type StoreKind } from './helpers/store-kinds.js';
+import { endInfo, SID } from './helpers/store.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 
 const pgOk = await postgresAvailable();
@@ -39,90 +35,6 @@ const decision = (o: Partial<TransferDecision> = {}): TransferDecision => ({
   ...o,
 });
 
-interface Kind {
-  name: 'sqlite' | 'postgres';
-  setup(): void;
-  teardown(): Promise<void>;
-  /** A store on the shared storage; `identity` names the instance (PostgreSQL). */
-  open(o?: { key?: Buffer; identity?: string; url?: string; readOnly?: boolean }): Promise<CallStore>;
-  /** Everything the storage holds, as text. */
-  rawText(): Promise<string>;
-  /** One SQL statement straight on the storage, literals only. */
-  raw(text: string): Promise<Record<string, unknown>[]>;
-}
-
-function sqliteKind(): Kind {
-  let dir = '';
-  let path = '';
-  return {
-    name: 'sqlite',
-    setup() {
-      dir = mkdtempSync(join(tmpdir(), 'callbridge-control-'));
-      path = join(dir, 'calls.db');
-    },
-    async teardown() {
-      rmSync(dir, { recursive: true, force: true });
-    },
-    async open(o = {}) {
-      return new SqliteCallStore({ path, prices, log: silentLogger, transcriptKey: o.key, readOnly: o.readOnly });
-    },
-    async rawText() {
-      const wal = existsSync(`${path}-wal`) ? readFileSync(`${path}-wal`) : Buffer.alloc(0);
-      return Buffer.concat([readFileSync(path), wal]).toString('latin1');
-    },
-    async raw(text) {
-      const db = openSqlite(path);
-      try {
-        const st = db.prepare(text);
-        return /^\s*select/i.test(text) ? (st.all() as Record<string, unknown>[]) : (st.run(), []);
-      } finally {
-        db.close();
-      }
-    },
-  };
-}
-
-function postgresKind(): Kind {
-  let schema = '';
-  let n = 0;
-  return {
-    name: 'postgres',
-    setup() {
-      schema = freshSchema();
-    },
-    async teardown() {
-      await dropSchema(schema);
-    },
-    async open(o = {}) {
-      return PostgresCallStore.open({
-        url: o.url ?? PG_URL,
-        schema,
-        prices,
-        log: silentLogger,
-        transcriptKey: o.key,
-        instanceId: o.identity ?? `reader-${++n}`,
-        readOnly: o.readOnly,
-        writeTimeoutMs: 1_000,
-        connectTimeoutMs: 1_000,
-      });
-    },
-    async rawText() {
-      const [r] = await this.raw(
-        `SELECT coalesce((SELECT string_agg(c::text, '|') FROM calls c), '') || coalesce((SELECT string_agg(t::text, '|') FROM call_transfers t), '') AS t`,
-      );
-      return String(r?.t ?? '');
-    },
-    async raw(text) {
-      const sql = adminSql(`${PG_URL}?search_path=${schema}`);
-      try {
-        return [...(await sql.unsafe<Record<string, unknown>[]>(text))];
-      } finally {
-        await sql.end({ timeout: 2 });
-      }
-    },
-  };
-}
-
 const kinds = [sqliteKind(), ...(pgOk ? [postgresKind()] : [])];
 const cases = kinds.flatMap((kind) => [
   { kind, label: `${kind.name}, no key`, key: undefined as Buffer | undefined },
@@ -132,7 +44,7 @@ const cases = kinds.flatMap((kind) => [
 describe.each(cases)('call control in the store: $label', ({ kind, key }) => {
   const opened: CallStore[] = [];
   const open = async (o: { identity?: string; readOnly?: boolean } = {}) => {
-    const s = await kind.open({ key, ...o });
+    const s = await kind.open({ key, shortTimeouts: true, ...o });
     opened.push(s);
     return s;
   };
@@ -332,7 +244,7 @@ describe.skipIf(!pgOk)('call control across PostgreSQL instances', () => {
     await kind.teardown();
   });
   const open = async (o: { identity?: string; url?: string } = {}) => {
-    const s = await kind.open(o);
+    const s = await kind.open({ shortTimeouts: true, ...o });
     opened.push(s);
     return s;
   };
@@ -386,7 +298,7 @@ describe.skipIf(!pgOk)('call control across PostgreSQL instances', () => {
  * The storage as the schema before this one left it (SQLite user_version 4, PostgreSQL migrations 1–3, the
  * SQL as those versions wrote it), with one finished call in it.
  */
-async function makeOldSchema(kind: Kind): Promise<void> {
+async function makeOldSchema(kind: StoreKind): Promise<void> {
   if (kind.name === 'sqlite') {
     await kind.raw('SELECT 1'); // creates the file
     const db = openSqlite(await sqlitePath(kind));
@@ -447,13 +359,13 @@ async function makeOldSchema(kind: Kind): Promise<void> {
 }
 
 /** The SQLite file the kind uses (read back from the database it opens). */
-async function sqlitePath(kind: Kind): Promise<string> {
+async function sqlitePath(kind: StoreKind): Promise<string> {
   const [row] = await kind.raw(`SELECT file FROM pragma_database_list WHERE name = 'main'`);
   return String(row!.file);
 }
 
 /** The PostgreSQL schema the kind uses (its connection's search_path). */
-async function pgSchema(kind: Kind): Promise<string> {
+async function pgSchema(kind: StoreKind): Promise<string> {
   const [row] = await kind.raw(`SELECT current_setting('search_path') AS p`);
   return String(row!.p).split(',')[0]!.trim();
 }
