@@ -132,7 +132,8 @@ async function rig(edge: EdgeKind): Promise<Rig> {
       to: call.to,
       direction: 'outbound-api',
       url: call.url,
-      legs: [{ utterances: [{ durationMs: 900 }], hangupAfterMs: 1500 }],
+      // The callee of ANSWERS speaks once and hears the reply; every other listens to the greeting and hangs up.
+      legs: [call.to === ANSWERS ? { utterances: [{ durationMs: 900 }], hangupAfterMs: 500 } : { utterances: [], hangupAfterMs: 300 }],
     }).then((r) => {
       sim.hangup(call.sid);
       return r;
