@@ -37,6 +37,8 @@ interface Outcome {
   ok: boolean;
   output: string;
   record: unknown;
+  /** What the call record keeps of `output` (default: all of it). */
+  recordOutput?: string;
 }
 
 export interface ToolRunnerDeps {
@@ -91,7 +93,7 @@ export class ToolRunner {
       d.timers.clear(filler);
       this.running--;
       const durationMs = Math.round(d.now() - t0);
-      d.recorder?.toolCall({ callId, name, args, ok: outcome.ok, output: outcome.output, record: outcome.record, startedAtMs, durationMs });
+      d.recorder?.toolCall({ callId, name, args, ok: outcome.ok, output: outcome.recordOutput ?? outcome.output, record: outcome.record, startedAtMs, durationMs });
       d.log.info({ tool: name, ok: outcome.ok, durationMs }, 'tool call finished');
       d.deliver(callId, outcome.output);
     };

@@ -28,7 +28,8 @@
  *   but proves the back end up; invalid arguments and calls cancelled by the
  *   caller do not count.
  * - The record holds `{ status, attempts }` and, under `result`, the
- *   response's top-level fields named in `recordFields` (['*'] = all); on a
+ *   response's top-level fields named in `recordFields` (['*'] = all); the
+ *   output the call record keeps is those fields too (the model gets it all); on a
  *   failure `{ error, status?, attempts }` with error one of timeout,
  *   http_<status>, bad_json, too_large, network, circuit_open,
  *   invalid_arguments, missing_secret, aborted. Header values never reach a
@@ -263,7 +264,8 @@ export function createHttpTool(def: HttpToolDef, deps: HttpToolDeps): Tool {
         return trouble({ error: r.error, ...(r.status !== undefined ? { status: r.status } : {}), attempts: r.attempts });
       }
       breaker.success();
-      return { ok: true, output: capOutput(r.json), record: { status: r.status, attempts: r.attempts, result: pick(r.json, def.recordFields) } };
+      const kept = pick(r.json, def.recordFields);
+      return { ok: true, output: capOutput(r.json), record: { status: r.status, attempts: r.attempts, result: kept }, recordOutput: JSON.stringify(kept) };
     },
   };
 }

@@ -23,6 +23,11 @@ export interface ToolOutcome {
   output: string;
   /** Structured result kept in the call record (may hold personal data: never logged). */
   record: unknown;
+  /**
+   * What the call record keeps of `output`, when not all of it: an HTTP tool
+   * keeps only its file's record_fields of the answer (the model still gets it whole).
+   */
+  recordOutput?: string;
 }
 
 export interface Tool extends ToolSpec {
@@ -46,8 +51,10 @@ export const UNKNOWN_TOOL = '_unknown';
 
 /**
  * The kind of an outcome, read from its record's `error` code: `timeout`,
- * `invalid_arguments` and `bad_json` (unparseable arguments), `circuit_open`
- * and `breaker_open` (the eligibility back end's breaker); any other failure is `error`.
+ * `invalid_arguments`, `circuit_open` and `breaker_open` (the eligibility
+ * back end's breaker); any other failure is `error` — `bad_json` too, an HTTP
+ * tool's back end answering garbage (the registry counts unparseable
+ * arguments, which it records as `bad_json` as well, itself).
  */
 export function outcomeKind(outcome: ToolOutcome): ToolOutcomeKind {
   if (outcome.ok) return 'ok';
@@ -56,7 +63,6 @@ export function outcomeKind(outcome: ToolOutcome): ToolOutcomeKind {
     case 'timeout':
       return 'timeout';
     case 'invalid_arguments':
-    case 'bad_json':
       return 'invalid_arguments';
     case 'circuit_open':
     case 'breaker_open':
@@ -116,7 +122,7 @@ export class ToolRegistry {
     try {
       args = rawArgs.trim() === '' ? {} : JSON.parse(rawArgs);
     } catch {
-      return this.report(name, t0, ctx, { ok: false, output: JSON.stringify({ error: 'arguments were not valid JSON' }), record: { error: 'bad_json' } });
+      return this.report(name, t0, ctx, { ok: false, output: JSON.stringify({ error: 'arguments were not valid JSON' }), record: { error: 'bad_json' } }, 'invalid_arguments');
     }
     let outcome: ToolOutcome;
     try {
@@ -136,8 +142,8 @@ export class ToolRegistry {
     this.observe(this.tools.has(name) ? name : UNKNOWN_TOOL, 'timeout', durationMs);
   }
 
-  private report(name: string, t0: number, ctx: ToolContext, outcome: ToolOutcome): ToolOutcome {
-    if (!ctx.signal.aborted) this.observe(name, outcomeKind(outcome), this.now() - t0);
+  private report(name: string, t0: number, ctx: ToolContext, outcome: ToolOutcome, kind: ToolOutcomeKind = outcomeKind(outcome)): ToolOutcome {
+    if (!ctx.signal.aborted) this.observe(name, kind, this.now() - t0);
     return outcome;
   }
 
