@@ -23,7 +23,7 @@ import { createServer, type IncomingHttpHeaders, type Server, type ServerRespons
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { main } from '../src/cli/main.js';
 import { availableEdges, type EdgeKind } from '../src/server/app.js';
 import { placeCall } from '../src/sim/caller.js';
@@ -39,14 +39,6 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const ADMIN_TOKEN = 'agent-line-admin-token-0001';
 const SECRET_ENV = 'RAVENWOOD_SHOP_KEY';
 const SECRET = 'rw-secret-7f3a91c2';
-// The secret is in the process's environment, as a deployment sets it: startCallbridge reads
-// tool header variables from process.env (loadConfig checks the env it is given, below, too).
-beforeAll(() => {
-  process.env[SECRET_ENV] = SECRET;
-});
-afterAll(() => {
-  delete process.env[SECRET_ENV];
-});
 const INSTRUCTIONS = 'You are the order line of Ravenwood Books.\nHelp callers find their orders and reserve books. Be brief.';
 const GREETING = 'Say: "Ravenwood Books, how can I help?"';
 

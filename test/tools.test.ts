@@ -367,6 +367,7 @@ describe('the registry reports every call to its observer', () => {
     [{ ok: false, output: '', record: { error: 'circuit_open' } }, 'circuit_open'],
     [{ ok: false, output: '', record: { error: 'breaker_open' } }, 'circuit_open'],
     [{ ok: false, output: '', record: { error: 'http_500' } }, 'error'],
+    [{ ok: false, output: '', record: { error: 'bad_json', status: 200 } }, 'error'],
     [{ ok: false, output: '', record: null }, 'error'],
   ])('outcomeKind(%j) = %s', (outcome, kind) => {
     expect(outcomeKind(outcome)).toBe(kind);

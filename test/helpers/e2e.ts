@@ -60,7 +60,8 @@ export function useCallbridge(name: string): (opts: StartCallbridge) => Promise<
         VAD_SILENCE_DURATION_MS: '300',
         ...opts.env,
       });
-      app = await startCallbridge(config, silentLogger, { edge: opts.edge });
+      // The process environment as the test gives it: what loadConfig checked is what the tools read (header secrets).
+      app = await startCallbridge(config, silentLogger, { edge: opts.edge, env: { ...process.env, ...opts.env } });
     } catch (err) {
       await model.close();
       throw err;
