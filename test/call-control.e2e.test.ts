@@ -149,6 +149,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expect(m.responses.map((r) => r.text)).toEqual([GREETING, HANDOFF_SENTENCE]);
       expectHeardWhole(leg!, m, audioMode);
       expect(Math.floor(lastHeardAt(leg!))).toBeLessThanOrEqual(leg!.durationMs);
+      expect(leg!.marksEchoed).toBe(leg!.framesReceived); // one mark per chunk: the last one echoed too
       expect(m.toolCalls.map((t) => t.name)).toEqual(['transfer_call']);
 
       const rec = await recordOf(s, c.callSid);
@@ -231,6 +232,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expectHeardWhole(leg, m, audioMode);
       const heardAt = lastHeardAt(leg);
       expect(Math.floor(heardAt)).toBeLessThanOrEqual(leg.durationMs);
+      expect(leg.marksEchoed).toBe(leg.framesReceived);
       expect(leg.durationMs - heardAt).toBeLessThanOrEqual(1000);
 
       const rec = await recordOf(s, c.callSid);
@@ -270,7 +272,10 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const types = rec.events.map((e) => e.type);
       expect(types).toEqual(expect.arrayContaining(['agent_hangup_requested', 'hangup_called_off']));
       expect(rec.transcript.find((l) => l.speaker === 'assistant' && l.text.startsWith('Goodbye!'))?.interrupted).toBe(true);
-      expect(rec.transcript.map((l) => l.text)).toContain(more);
+      // the answer to the caller's 'one more thing' heard whole: every mark echoed, its line not cut
+      expect(leg.marksEchoed).toBe(leg.framesReceived);
+      expect(rec.transcript.find((l) => l.speaker === 'assistant' && l.text === more), JSON.stringify(rec.transcript)).toBeDefined();
+      expect(rec.transcript.find((l) => l.text === more)?.interrupted).toBeFalsy();
     });
 
     it('a busy dial: back to the agent on leg 2 with the conversation, the caller hears the transfer-failed line whole', async () => {
@@ -295,6 +300,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expect(second.items.map((i) => i.text)).toEqual(expect.arrayContaining([GREETING, HANDOFF_SENTENCE]));
       expect(second.responses.map((r) => r.text)).toEqual([TRANSFER_FAILED_REPLY, 'Goodbye!']);
       expectHeardWhole(c.legs[1]!, second, audioMode);
+      expect(c.legs[1]!.marksEchoed).toBe(c.legs[1]!.framesReceived);
 
       const rec = await recordOf(s, c.callSid);
       expect(rec.endReason).toBe('agent_hangup');
