@@ -525,8 +525,6 @@ class CallRun {
         if (barge) barge.clearAtMs = Math.round(now);
         this.queue = [];
         this.queuedBytes = 0;
-        // Dropped audio never plays: a mark that arrives later is echoed once the audio received after the clear has played.
-        this.receivedBytes = this.playedBytes;
         this.closeRun();
         for (const m of this.pendingMarks.splice(0)) this.echoMark(m.name);
         return;
