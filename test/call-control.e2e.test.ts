@@ -24,13 +24,13 @@
  * stand-in spoke, every mark (the last one included) was echoed before the
  * close.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { DEMO_AGENT_FILE } from '../src/config.js';
 import { availableEdges, type EdgeKind } from '../src/server/app.js';
-import type { CallResult } from '../src/sim/caller.js';
+import { twilioSignature, type CallResult } from '../src/sim/caller.js';
 import type { ModelStandInOptions, StandInSession } from '../src/sim/model-server.js';
 import {
   DEMO_TRANSFER_TARGET,
@@ -47,7 +47,6 @@ import { simulateCall, type LegOptions, type SimulateCallOptions } from '../src/
 import type { CallRecord } from '../src/store/types.js';
 import { useCallbridge, type Started } from './helpers/e2e.js';
 import { until } from './helpers/until.js';
-import { twilioSignature } from '../src/sim/caller.js';
 
 const callbridge = useCallbridge('call-control');
 const TOKEN = 'call-control-auth-token';
@@ -61,7 +60,10 @@ const TO = '+15550100999';
  * 1 s of the last mark can only be the mark's doing, not the bound's.
  */
 const LONG_GOODBYE_AGENT = join(tmpdir(), `callbridge-call-control-${process.pid}.yaml`);
-writeFileSync(LONG_GOODBYE_AGENT, readFileSync(DEMO_AGENT_FILE, 'utf8').replace(/end_call:\n  enabled: true\n/, 'end_call:\n  enabled: true\n  goodbye_wait_ms: 20000\n'));
+const longGoodbyeYaml = readFileSync(DEMO_AGENT_FILE, 'utf8').replace(/end_call:\n  enabled: true\n/, 'end_call:\n  enabled: true\n  goodbye_wait_ms: 20000\n');
+if (!longGoodbyeYaml.includes('goodbye_wait_ms: 20000')) throw new Error('agents/demo.yaml changed: its end_call block was not found');
+writeFileSync(LONG_GOODBYE_AGENT, longGoodbyeYaml);
+afterAll(() => rmSync(LONG_GOODBYE_AGENT, { force: true }));
 
 /** The stand-in's scenarios with a short greeting (the shipped one is 4 s of audio). */
 const GREETING = 'Hello, how can I help?';
