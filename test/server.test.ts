@@ -293,6 +293,21 @@ describe.each(availableEdges())('%s edge', (edge) => {
       expect(c.seen).toHaveLength(3);
     });
 
+    it('/voice/amd hands the app the opened token of its URL (the placing agent), or null without one', async () => {
+      const got: [unknown, unknown][] = [];
+      const withToken: OutboundApp = {
+        ...outbound,
+        amd: async (cb, opts) => void got.push([cb.answeredBy, opts ?? null]),
+        openCallToken: (o) => (o === 'sealed-1' ? { agent: 'collector' } : null),
+      };
+      const { base } = await start(edge, controlApp().app, {}, { outbound: withToken });
+      const body = { CallSid: sid, AccountSid: acct, AnsweredBy: 'machine_end_beep' };
+      for (const path of ['/voice/amd?o=sealed-1', '/voice/amd?o=forged', '/voice/amd']) {
+        expect((await post(base, path, body, signTwilioRequest(TOKEN, `${PUBLIC}${path}`, body))).status, path).toBe(204);
+      }
+      expect(got).toEqual([['machine_end_beep', { agent: 'collector' }], ['machine_end_beep', null], ['machine_end_beep', null]]);
+    });
+
     it('failed signatures on these routes count against the same per-address budget: 403 then 429', async () => {
       const c = controlApp();
       const { base } = await start(edge, c.app, { unsignedLimit: { burst: 3, perMinute: 10 } }, { outbound });

@@ -102,8 +102,8 @@ export interface OutboundPacer {
 export interface OutboundApp {
   /** POST /calls: JSON body (≤ 8 KiB, read by the edge); the handler checks `Authorization` (ADMIN_TOKEN) itself. */
   placeCall(req: { authorization: string | undefined; body: string }): Promise<{ status: number; body: unknown }>;
-  /** POST /voice/amd, signed and parsed at the edge. Never rejects. */
-  amd(callback: AmdCallback): Promise<void>;
+  /** POST /voice/amd, signed and parsed at the edge, with the call's opened `o` token (its agent) when the URL carries one. Never rejects. */
+  amd(callback: AmdCallback, opts?: IncomingOptions | null): Promise<void>;
   /** The `o` token of an outbound call's /voice/incoming: its agent and context, or null when it does not open (forged, expired). */
   openCallToken(token: string): IncomingOptions | null;
 }

@@ -510,7 +510,10 @@ export class EdgeCore {
       case 'amd': {
         const cb = parseAmdCallback(form);
         if (!cb.ok) return this.badWebhook(route, cb.error);
-        return this.replayLimited(route, r.client) ?? settle(this.outbound!.amd(cb.value).then(() => reply(route, 204, '')));
+        // The AMD URL carries the call's sealed token: its agent's voicemail policy applies on whichever instance this is.
+        const o = query.get('o');
+        const opts = o ? this.outbound!.openCallToken(o) : null;
+        return this.replayLimited(route, r.client) ?? settle(this.outbound!.amd(cb.value, opts).then(() => reply(route, 204, '')));
       }
     }
   }
