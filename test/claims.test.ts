@@ -13,9 +13,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Relay } from '../src/call/relay.js';
 import { linkedProvider } from '../src/call/model-link.js';
 import { Transcoder } from '../src/dsp/index.js';
+import { standInProvider } from './helpers/stand-in-provider.js';
 import { silentLogger } from '../src/log.js';
-import { OpenAIRealtimeProvider } from '../src/realtime/openai-provider.js';
-import { ReachabilityTracker } from '../src/call/reachability.js';
 import { startServer, type RunningServer } from '../src/server/app.js';
 import { createMetrics } from '../src/server/metrics.js';
 import { twilioSignature } from '../src/sim/caller.js';
@@ -54,17 +53,7 @@ afterEach(async () => {
 
 async function start(claim: (callSid: string) => Promise<boolean>) {
   const model = await startModelStandIn({ audioSpeedup: 8, responseDelayMs: 50 });
-  const realtime = new OpenAIRealtimeProvider({
-    url: `${model.baseUrl.replace(/^http/, 'ws')}/realtime`,
-    model: 'gpt-realtime',
-    apiKey: 'k',
-    connectTimeoutMs: 10_000,
-    format: 'pcm24k',
-    transcriptionModel: 'gpt-4o-transcribe',
-    vad: { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 },
-    log: silentLogger,
-    reachability: new ReachabilityTracker(),
-  });
+  const realtime = standInProvider(model.baseUrl, 'pcm24k');
   const metrics = createMetrics({ processMetrics: false });
   let withoutStore = 0;
   const relay = new Relay({

@@ -18,12 +18,11 @@ import { presentToken, type PresentedStream } from './helpers/stream.js';
 import { postIncoming } from './helpers/webhooks.js';
 import type { CallAgent } from '../src/call/agent.js';
 import { linkedProvider } from '../src/call/model-link.js';
-import { ReachabilityTracker } from '../src/call/reachability.js';
 import { Relay } from '../src/call/relay.js';
 import type { ConversationItem } from '../src/call/voice-model.js';
 import { Transcoder } from '../src/dsp/index.js';
+import { standInProvider } from './helpers/stand-in-provider.js';
 import { silentLogger } from '../src/log.js';
-import { OpenAIRealtimeProvider } from '../src/realtime/openai-provider.js';
 import { startServer, type RunningServer } from '../src/server/app.js';
 import { createMetrics } from '../src/server/metrics.js';
 import { PostgresCallStore } from '../src/store/postgres.js';
@@ -380,17 +379,7 @@ describe.skipIf(!pgOk)('call control across instances', () => {
 
   async function instance(id: string): Promise<{ base: string; port: number; store: PostgresCallStore }> {
     const store = await PostgresCallStore.open({ url: PG_URL, schema, prices, log: silentLogger, instanceId: id });
-    const realtime = new OpenAIRealtimeProvider({
-      url: `${standIn.baseUrl.replace(/^http/, 'ws')}/realtime`,
-      model: 'gpt-realtime',
-      apiKey: 'k',
-      connectTimeoutMs: 10_000,
-      format: 'pcm24k',
-      transcriptionModel: 'gpt-4o-transcribe',
-      vad: { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 },
-      log: silentLogger,
-      reachability: new ReachabilityTracker(),
-    });
+    const realtime = standInProvider(standIn.baseUrl, 'pcm24k');
     const relay = new Relay({
       settings: relaySettings({ signed: true, admissionSecret: secret }),
       log: silentLogger,

@@ -18,11 +18,10 @@ import type { CallAgent, CallPolicies, TransferPolicy } from '../src/call/agent.
 import { transcriptToConversation, MAX_HISTORY_ENTRIES } from '../src/call/history.js';
 import { linkedProvider } from '../src/call/model-link.js';
 import type { IncomingOptions, OutboundApp, TransferStore } from '../src/call/ports.js';
-import { ReachabilityTracker } from '../src/call/reachability.js';
 import { DIAL_FAILED_GREETING, Relay } from '../src/call/relay.js';
 import { Transcoder } from '../src/dsp/index.js';
+import { standInProvider } from './helpers/stand-in-provider.js';
 import { silentLogger } from '../src/log.js';
-import { OpenAIRealtimeProvider } from '../src/realtime/openai-provider.js';
 import { nullRecorder, type CallRecorder, type TranscriptLine, type TransferDecision } from '../src/records.js';
 import { availableEdges, startServer, type EdgeKind, type RunningServer } from '../src/server/app.js';
 import { createMetrics } from '../src/server/metrics.js';
@@ -145,17 +144,7 @@ afterEach(async () => {
 async function start(edge: EdgeKind, opts: { audioMode?: 'transcode' | 'passthrough'; outbound?: boolean; model?: ModelStandInOptions } = {}): Promise<Bench> {
   const audioMode = opts.audioMode ?? 'transcode';
   const model = await startModelStandIn({ audioSpeedup: 8, responseDelayMs: 50, transcriptDelayMs: 50, ...opts.model });
-  const realtime = new OpenAIRealtimeProvider({
-    url: `${model.baseUrl.replace(/^http/, 'ws')}/realtime`,
-    model: 'gpt-realtime',
-    apiKey: 'k',
-    connectTimeoutMs: 10_000,
-    format: audioMode === 'passthrough' ? 'ulaw8k' : 'pcm24k',
-    transcriptionModel: 'gpt-4o-transcribe',
-    vad: { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 },
-    log: silentLogger,
-    reachability: new ReachabilityTracker(),
-  });
+  const realtime = standInProvider(model.baseUrl, audioMode === 'passthrough' ? 'ulaw8k' : 'pcm24k');
   const lines = new Map<string, TranscriptLine[]>();
   const events: Bench['events'] = [];
   const answered: Bench['answered'] = [];
