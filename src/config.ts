@@ -32,15 +32,6 @@ export const DEMO_AGENT_FILE = shippedAgentPath('demo');
 export const DEFAULT_MODEL = 'gpt-realtime';
 const DEFAULT_VAD = { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 };
 
-/**
- * The shipped line's instructions and greeting, read from DEFAULT_AGENT_FILE (the text lives there only);
- * test/helpers/settings.ts builds its relay settings from them. A broken shipped file leaves them empty
- * and loadConfig lists its problems.
- */
-const shipped = loadAgentFile(DEFAULT_AGENT_FILE);
-export const DEFAULT_INSTRUCTIONS: string = shipped.ok ? shipped.agent.instructions : '';
-export const DEFAULT_GREETING: string = shipped.ok ? shipped.agent.greeting : '';
-
 const bool = z
   .enum(['true', 'false', '1', '0', 'yes', 'no', 'on', 'off'])
   .transform((v) => v === 'true' || v === '1' || v === 'yes' || v === 'on');

@@ -7,8 +7,15 @@
 import { randomBytes } from 'node:crypto';
 import { defaultPromptPath, loadPrompt, type PromptName } from '../../src/call/prompts.js';
 import type { RelaySettings } from '../../src/call/relay.js';
-import { DEFAULT_GREETING, DEFAULT_INSTRUCTIONS } from '../../src/config.js';
+import { loadAgentFile } from '../../src/agent/load.js';
+import { DEFAULT_AGENT_FILE } from '../../src/config.js';
 import type { EdgeSettings } from '../../src/server/app.js';
+
+/** The shipped line (DEFAULT_AGENT_FILE): its instructions and greeting are the relay settings' defaults. */
+const shipped = loadAgentFile(DEFAULT_AGENT_FILE);
+if (!shipped.ok) throw new Error(`the shipped agent file does not load:\n${shipped.problems.join('\n')}`);
+const DEFAULT_INSTRUCTIONS = shipped.agent.instructions;
+const DEFAULT_GREETING = shipped.agent.greeting;
 
 export function edgeSettings(over: Partial<EdgeSettings> = {}): EdgeSettings {
   return {
