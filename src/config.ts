@@ -137,6 +137,30 @@ const EnvSchema = z.object({
     .regex(/^[0-9a-fA-F]{64}(\s*,\s*[0-9a-fA-F]{64})*$/, 'must be one or more comma-separated keys of 64 hex characters')
     .optional(),
 
+  /** Record calls (stereo µ-law: caller | heard), sealed with RECORDING_KEY; an agent file's `recording.enabled` overrides it for its calls. */
+  RECORDING: z.enum(['on', 'off']).default('off'),
+  /** AES-256 key of new recordings (64 hex); required with RECORDING=on or any agent recording. */
+  RECORDING_KEY: z
+    .string()
+    .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters (a 256-bit AES key)')
+    .optional(),
+  /** Keys RECORDING_KEY replaced (comma-separated, 64 hex each): recordings they sealed still play; nothing new is sealed with them. */
+  RECORDING_KEY_OLD: z
+    .string()
+    .regex(/^[0-9a-fA-F]{64}(\s*,\s*[0-9a-fA-F]{64})*$/, 'must be one or more comma-separated keys of 64 hex characters')
+    .optional(),
+  /** Where recordings are written (a directory) unless RECORDING_S3_URL is set. */
+  RECORDING_DIR: z.string().min(1).default('./data/recordings'),
+  /**
+   * S3-compatible storage: s3://bucket[/prefix], or http(s)://endpoint/bucket[/prefix] for a non-AWS server
+   * (path-style). Credentials and region from the AWS SDK's usual environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION).
+   */
+  RECORDING_S3_URL: z.string().regex(/^(s3|https?):\/\/[^\s]+$/i, 'must be s3://bucket[/prefix] or http(s)://endpoint/bucket[/prefix]').optional(),
+  /** Call records, transcripts, tool data and recordings older than this many days are deleted (0 = kept for ever). */
+  RETENTION_DAYS: intIn(0, 36_500).default(90),
+  /** How often an instance tries to purge (one purger at a time across instances, through the store). */
+  RETENTION_INTERVAL_MS: intIn(1_000, 86_400_000).default(3_600_000),
+
   ELIGIBILITY_API_URL: httpUrl.optional(),
   ELIGIBILITY_API_KEY: z.string().min(1).optional(),
   ELIGIBILITY_TIMEOUT_MS: intIn(50, 60_000).default(3000),
@@ -254,6 +278,13 @@ export interface Config {
   /** TRANSCRIPT_KEY_OLD's keys, for reading only; empty when unset. */
   transcriptKeysOld: Buffer[];
   eligibility: { apiUrl: string | undefined; apiKey: string | undefined; timeoutMs: number; retries: number };
+  /**
+   * Recordings: `enabled` = RECORDING (agents may override); `key` seals new ones (undefined = none can be made);
+   * `keysOld` only open; storage is `s3Url` when set, else `dir`.
+   */
+  recording: { enabled: boolean; key: Buffer | undefined; keysOld: Buffer[]; dir: string; s3Url: string | undefined };
+  /** RETENTION_DAYS (0 = keep for ever) and RETENTION_INTERVAL_MS. */
+  retention: { days: number; intervalMs: number };
   /** Prices of `openai.model` (with PRICE_* overrides); `pricesKnown` = the model is in the price table. */
   prices: Prices;
   pricesKnown: boolean;
@@ -335,6 +366,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     if (!cleaned.TWILIO_API_KEY_SID && !cleaned.TWILIO_AUTH_TOKEN) problems.push('TWILIO_API_KEY_SID + TWILIO_API_KEY_SECRET (or TWILIO_AUTH_TOKEN): required with TWILIO_ACCOUNT_SID');
   }
   if (Boolean(cleaned.TWILIO_API_KEY_SID) !== Boolean(cleaned.TWILIO_API_KEY_SECRET)) problems.push('TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET: set both or neither');
+  if (cleaned.RECORDING === 'on' && !cleaned.RECORDING_KEY) {
+    problems.push('RECORDING_KEY: required with RECORDING=on (recordings are always encrypted; make one with openssl rand -hex 32)');
+  }
+  if (cleaned.RECORDING_KEY_OLD && !cleaned.RECORDING_KEY) {
+    problems.push('RECORDING_KEY_OLD: set without RECORDING_KEY; set the new key as RECORDING_KEY');
+  }
   if (cleaned.TRANSCRIPT_KEY_OLD && !cleaned.TRANSCRIPT_KEY) {
     problems.push('TRANSCRIPT_KEY_OLD: set without TRANSCRIPT_KEY (new records would be stored unencrypted); set the new key as TRANSCRIPT_KEY');
   }
@@ -403,6 +440,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     transcriptKey: e.TRANSCRIPT_KEY ? Buffer.from(e.TRANSCRIPT_KEY, 'hex') : undefined,
     adminToken: e.ADMIN_TOKEN,
     transcriptKeysOld: (e.TRANSCRIPT_KEY_OLD ?? '').split(',').map((k) => k.trim()).filter(Boolean).map((k) => Buffer.from(k, 'hex')),
+    recording: {
+      enabled: e.RECORDING === 'on',
+      key: e.RECORDING_KEY ? Buffer.from(e.RECORDING_KEY, 'hex') : undefined,
+      keysOld: (e.RECORDING_KEY_OLD ?? '').split(',').map((k) => k.trim()).filter(Boolean).map((k) => Buffer.from(k, 'hex')),
+      dir: e.RECORDING_DIR,
+      s3Url: e.RECORDING_S3_URL,
+    },
+    retention: { days: e.RETENTION_DAYS, intervalMs: e.RETENTION_INTERVAL_MS },
     eligibility: {
       apiUrl: e.ELIGIBILITY_API_URL,
       apiKey: e.ELIGIBILITY_API_KEY,

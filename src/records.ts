@@ -7,6 +7,9 @@
  * fire-and-forget and must not block audio.
  * Times: `atMs` is ms since the call started (stream `start`).
  */
+import type { RecordingInfo } from './recording/types.js';
+
+export type { RecordingInfo };
 
 /** Token usage of one response (from the provider's usage report). */
 export interface Usage {
@@ -81,6 +84,8 @@ export interface CallRecorder {
   usage(u: Usage): void;
   event(e: CallEvent): void;
   ended(info: CallEndInfo): void;
+  /** What became of the call's recording (recording/types.ts), once it is settled; a call not recorded never calls it. */
+  recording(info: RecordingInfo): void;
 }
 
 /**
@@ -109,4 +114,5 @@ export const nullRecorder: CallRecorder = {
   usage() {},
   event() {},
   ended() {},
+  recording() {},
 };

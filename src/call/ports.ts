@@ -15,7 +15,7 @@
  * call's own modules (session, inbound, outbound, relay) all import from here
  * and none from each other for these types.
  */
-import type { CallRecorder, TransferDecision } from '../records.js';
+import type { CallRecorder, RecordingInfo, TransferDecision, Usage } from '../records.js';
 import type { AmdCallback, ConnectActionWebhook, DialActionWebhook, StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
 import type { ModelSession } from './voice-model.js';
 import type { CallAgent } from './agent.js';
@@ -250,13 +250,26 @@ export interface CallMetrics {
   turnLatency(ms: number): void;
   protocolError(reason: string): void;
   bargeIn(): void;
-  callEnded(reason: string): void;
+  /** The call ended: its reason, and (when it had a stream) how long it lasted and what it used. */
+  callEnded(reason: string, figures?: CallEndFigures): void;
+  /** What became of a call's recording (`status`), with the reason an incomplete one stopped, in a few words. */
+  recording(info: Pick<RecordingInfo, 'status' | 'reason'>): void;
   /** A response ended failed/incomplete with the caller's turn unanswered; `action` is what the call did about it. */
   responseFailed(status: string, action: 'retry' | 'apologize'): void;
   /** The model connection was lost, restored, or given up on. */
   modelLink(what: 'drop' | 'reconnect' | 'give_up'): void;
   /** A stream closed 1008 without being admitted (call/relay.ts): see StartRefusal. */
   streamStartRefused(reason: StartRefusal): void;
+}
+
+/** What a call used, for the call metrics (duration, cost). */
+export interface CallEndFigures {
+  /** From the stream's `start` to the end, ms. */
+  durationMs: number;
+  /** The model that served it (its prices make the cost). */
+  model?: string;
+  /** Token usage summed over the call. */
+  usage: Usage;
 }
 
 /**
@@ -271,6 +284,7 @@ export const noMetrics: CallMetrics = {
   protocolError() {},
   bargeIn() {},
   callEnded() {},
+  recording() {},
   responseFailed() {},
   modelLink() {},
   streamStartRefused() {},

@@ -857,6 +857,7 @@ function gatedRecorder(): { recorder: CallRecorder; open(target: CallRecorder): 
       usage: (u) => put((r) => r.usage(u)),
       event: (e) => put((r) => r.event(e)),
       ended: (i) => put((r) => r.ended(i)),
+      recording: (i) => put((r) => r.recording(i)),
     },
     open(r) {
       target = r;

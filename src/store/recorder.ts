@@ -30,5 +30,6 @@ export function streamRecorder(store: CallStore, callSid: string): CallRecorder 
     usage: (u) => store.addUsage(callSid, u),
     event: (e) => store.appendEvent(callSid, e),
     ended: (info) => store.ended(callSid, info),
+    recording: (info) => store.setRecording(callSid, info),
   };
 }

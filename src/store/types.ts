@@ -5,7 +5,7 @@
  * the same record buffer (src/store/record-buffer.ts).
  * Times are ISO 8601 strings (UTC, ms); `atMs` fields are ms since call start.
  */
-import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TransferDecision, TurnLatency, Usage } from '../records.js';
+import type { CallEndInfo, CallEvent, RecordingInfo, ToolCallRecord, TranscriptLine, TransferDecision, TurnLatency, Usage } from '../records.js';
 import type { OutboundPacer, TransferStore } from '../call/ports.js';
 import type { StatusCallback } from '../twilio/webhooks.js';
 
@@ -49,6 +49,8 @@ export interface CallRecord {
   /** What happened to the call itself: failed responses, reconnects, … in time order. */
   events: CallEvent[];
   relay: CallEndInfo['relay'] | null;
+  /** What became of the call's recording; null when it was not recorded. */
+  recording: RecordingInfo | null;
   protocolErrors: number;
   usage: Usage;
   estimatedCostUsd: number;
@@ -133,6 +135,8 @@ export interface CallStore extends TransferStore, OutboundPacer {
   appendEvent(callSid: string, e: CallEvent): void;
   addUsage(callSid: string, u: Usage): void;
   ended(callSid: string, info: CallEndInfo): void;
+  /** What became of the call's recording (buffered like `ended`); replaces an earlier one. */
+  setRecording(callSid: string, info: RecordingInfo): void;
   /** A Twilio call status callback, parsed at the edge (twilio/webhooks.ts). Retries (same SequenceNumber) are ignored. */
   recordStatus(callback: StatusCallback): void;
   /**
@@ -165,6 +169,26 @@ export interface CallStore extends TransferStore, OutboundPacer {
    * its answer time and moves up when its stream starts (seconds later).
    */
   listPage(opts?: ListOptions): Awaitable<CallPage>;
+  /**
+   * Retention (store/retention.ts). `expiredCalls`: up to `limit` calls whose
+   * record began (started, else answered, else first written) before `before`,
+   * oldest first, each with its recording's object name (null when none).
+   * `deleteCalls`: remove these calls and everything kept for them (record,
+   * transcript, tool calls, turn latencies, events, status events, transfer
+   * decision, claims), in one transaction; resolves how many calls were
+   * removed. Rejects when the database cannot answer (or the store is read-only).
+   */
+  expiredCalls(before: Date, limit: number): Awaitable<{ callSid: string; recordingObject: string | null }[]>;
+  deleteCalls(callSids: readonly string[]): Awaitable<number>;
+  /**
+   * One holder at a time across every process sharing the store: true when
+   * `holder` now holds lease `name` (it was free, expired, or already
+   * `holder`'s; held for `ttlMs` from now on the database's clock), false when
+   * another holder's lease is still running. Rejects when the database cannot answer.
+   */
+  acquireLease(name: string, holder: string, ttlMs: number): Awaitable<boolean>;
+  /** Give up `name` if `holder` holds it. */
+  releaseLease(name: string, holder: string): Awaitable<void>;
   /** Write everything buffered now. */
   flush(): Awaitable<void>;
   close(): Awaitable<void>;
