@@ -381,7 +381,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   // With a broken environment the agents are still checked against each other (no overrides but the model), so all is listed at once.
   const overrides: Overrides = parsed.success ? parsed.data : { OPENAI_MODEL: cleaned.OPENAI_MODEL };
-  const agents = loaded ? withOverrides(loaded.agents, loaded.files, overrides, instructions, problems) : undefined;
+  const overridden = loaded ? withOverrides(loaded.agents, loaded.files, overrides, instructions, problems) : undefined;
+  const agents = overridden && withRecording(overridden, cleaned, problems);
   if (problems.length > 0 || !parsed.success || !agents) throw new ConfigError(problems);
   const e = parsed.data;
   const first = agents[0]!;
@@ -564,6 +565,21 @@ function withOverrides(agents: Agent[], files: string[], e: Overrides, instructi
     return { ...a, model };
   });
   return ok ? [first, ...others] : undefined;
+}
+
+/**
+ * Each agent's `recording.enabled` settled: the file's when it says, else RECORDING's. A recorded agent needs
+ * RECORDING_KEY (recordings are only ever written sealed).
+ */
+function withRecording(agents: Agent[], env: Record<string, string>, problems: string[]): Agent[] {
+  const byDefault = env.RECORDING === 'on';
+  return agents.map((a) => {
+    const enabled = a.policies.recording.enabled ?? byDefault;
+    if (enabled && !env.RECORDING_KEY && a.policies.recording.enabled) {
+      problems.push(`RECORDING_KEY: required: agent ${JSON.stringify(a.name)} records its calls (recording.enabled); make one with openssl rand -hex 32`);
+    }
+    return { ...a, policies: { ...a.policies, recording: { ...a.policies.recording, enabled } } };
+  });
 }
 
 /** TRUST_PROXY: "10.0.0.0/8, 2001:db8::/32, 192.0.2.7" (a bare address is /32 or /128). Problems are added to `problems`. */

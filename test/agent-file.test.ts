@@ -86,6 +86,7 @@ describe('loadAgentFile', () => {
         endCall: { enabled: false, goodbyeWaitMs: 5000 },
         silence: { repromptAfterMs: undefined, reprompt: 'Ask briefly whether the caller is still on the line.', maxReprompts: 1, timeoutMs: 300_000 },
         maxDuration: { maxCallMs: 3_600_000, warnBeforeMs: undefined, warning: 'Tell the caller politely the call must end in about a minute.' },
+        recording: { enabled: undefined, disclosure: undefined, optOutDigit: undefined },
       },
       outbound: { callerId: undefined, voicemail: { action: 'hangup' }, allow: [], deny: [] },
     });

@@ -5,7 +5,8 @@
  * default filled in, or EVERY problem of the file at once, each prefixed
  * with its path in the file (`tools[1].url: not an https URL …`). A file
  * that cannot be read or parsed is one problem, with the line where the
- * parser gives one. `instructions_file` is read relative to the agent file.
+ * parser gives one. `instructions_file` and `recording.disclosure_file` are
+ * read relative to the agent file.
  * Environment variables named by tool headers are not read here (the file is
  * checked alone); `missingHeaderEnv` lists those a given environment lacks.
  */
@@ -16,6 +17,7 @@ import { Ajv2020 } from 'ajv/dist/2020.js';
 import { compileArguments } from '../tools/http-tool.js';
 import { parseDocument } from 'yaml';
 import { CONTROL_TOOLS, type CallPolicies, type TransferPolicy } from '../call/agent.js';
+import { loadPrompt } from '../call/prompts.js';
 import type { ToolDef } from '../tools/spec.js';
 import {
   AgentFileSchema,
@@ -62,11 +64,13 @@ export function agentFromData(data: unknown, file: string): AgentLoadResult {
   const tools = checkTools(obj.tools, problems);
   checkTransfer(obj.transfer, problems);
   checkLimits(obj, problems);
+  const disclosure = readDisclosure(obj.recording, file, problems);
+  checkKeys(obj, problems);
 
   if (problems.length > 0 || !parsed.success || instructions === undefined || tools === undefined) {
     return { ok: false, problems: problems.length > 0 ? problems : ['(file): invalid'] };
   }
-  return { ok: true, agent: toAgent(parsed.data, file, instructions, tools) };
+  return { ok: true, agent: toAgent(parsed.data, file, instructions, tools, disclosure) };
 }
 
 /** The environment variables the agent's tool headers name that `env` does not set (or sets empty), as problems with their paths. */
@@ -136,6 +140,32 @@ function readInstructions(obj: Record<string, unknown>, file: string, problems: 
   } catch (err) {
     problems.push(`instructions_file: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
     return undefined;
+  }
+}
+
+/** recording.disclosure_file, read relative to the agent file and checked as a prompt (call/prompts.ts). */
+function readDisclosure(value: unknown, file: string, problems: string[]): Uint8Array | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const ref = (value as Record<string, unknown>).disclosure_file;
+  if (typeof ref !== 'string' || !ref.trim()) return undefined;
+  const r = loadPrompt(resolve(dirname(file), ref.trim()));
+  if (!r.ok) {
+    problems.push(`recording.disclosure_file: ${r.error}`);
+    return undefined;
+  }
+  return r.prompt.ulaw;
+}
+
+/** One keypad digit, one meaning: the transfer escape and the recording opt-out may not share a digit. */
+function checkKeys(obj: Record<string, unknown>, problems: string[]): void {
+  const key = (o: unknown, k: string) => {
+    const v = typeof o === 'object' && o !== null ? (o as Record<string, unknown>)[k] : undefined;
+    return typeof v === 'string' || typeof v === 'number' ? String(v) : undefined;
+  };
+  const transferKey = key(obj.transfer, 'keypad_digit');
+  const optOut = key(obj.recording, 'opt_out_digit');
+  if (transferKey !== undefined && transferKey === optOut) {
+    problems.push(`recording.opt_out_digit: ${JSON.stringify(optOut)} is already transfer.keypad_digit (one digit, one meaning)`);
   }
 }
 
@@ -271,7 +301,7 @@ function checkLimits(obj: Record<string, unknown>, problems: string[]): void {
   }
 }
 
-function toAgent(f: AgentFile, file: string, instructions: string, tools: ToolDef[]): Agent {
+function toAgent(f: AgentFile, file: string, instructions: string, tools: ToolDef[], disclosure: Uint8Array | undefined): Agent {
   let transfer: TransferPolicy | undefined;
   if (f.transfer) {
     const t = f.transfer;
@@ -303,6 +333,7 @@ function toAgent(f: AgentFile, file: string, instructions: string, tools: ToolDe
       warnBeforeMs: f.max_duration.warn_before_ms,
       warning: f.max_duration.warning,
     },
+    recording: { enabled: f.recording.enabled, disclosure, optOutDigit: f.recording.opt_out_digit },
   };
   const o = f.outbound;
   const outbound: OutboundPolicy = {

@@ -165,6 +165,15 @@ export const AgentFileSchema = z.strictObject({
       warning: text.default(DEFAULT_WARNING),
     })
     .default({ max_call_ms: DEFAULT_MAX_CALL_MS, warning: DEFAULT_WARNING }),
+  recording: z
+    .strictObject({
+      /** Unset: as RECORDING says. */
+      enabled: z.boolean().optional(),
+      /** A WAV (8 kHz µ-law or 16-bit PCM, mono) or raw .ulaw file, relative to the agent file: played before the greeting of a recorded call. */
+      disclosure_file: text.optional(),
+      opt_out_digit: keypadDigit.optional(),
+    })
+    .default({}),
   outbound: z
     .strictObject({
       caller_id: e164.optional(),

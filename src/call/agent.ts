@@ -62,11 +62,24 @@ export interface MaxDurationPolicy {
   warning: string;
 }
 
+export interface RecordingPolicy {
+  /** The call is recorded (stereo: caller | heard, sealed with RECORDING_KEY); undefined = as RECORDING says (config.ts settles it). */
+  enabled: boolean | undefined;
+  /** A recorded disclosure (µ-law 8 kHz), played before the greeting of a recorded call; undefined = none. */
+  disclosure: Uint8Array | undefined;
+  /** A keypad digit that stops the recording for good (nothing of the call is kept; the record says `opted_out`); undefined = none. */
+  optOutDigit: string | undefined;
+}
+
+/** Not recorded, no disclosure, no opt-out digit. */
+export const NO_RECORDING: RecordingPolicy = { enabled: false, disclosure: undefined, optOutDigit: undefined };
+
 export interface CallPolicies {
   transfer: TransferPolicy | undefined;
   endCall: EndCallPolicy;
   silence: SilencePolicy;
   maxDuration: MaxDurationPolicy;
+  recording: RecordingPolicy;
 }
 
 /** An agent, ready for calls: main.ts builds one per agent file. */

@@ -63,6 +63,10 @@ export interface OutboundDeps {
   onLine: (line: TranscriptLine) => void;
   /** Cut an assistant item at the model to what the caller heard (ms). */
   truncate: (itemId: string, audioEndMs: number) => void;
+  /** Each chunk sent to Twilio, µ-law bytes [start, end) of `buf` (valid during the call only), and when it starts playing (`now`'s clock): the recording's heard channel. */
+  onAudioOut?: (buf: Uint8Array, start: number, end: number, playAtMs: number) => void;
+  /** Twilio was told to `clear` at `nowMs`: nothing sent and not yet played will be heard. */
+  onClear?: (nowMs: number) => void;
 }
 
 function newItem(): AssistantItem {
@@ -85,8 +89,11 @@ export class Outbound {
   constructor(private readonly deps: OutboundDeps) {
     this.playout = new Playout(
       {
-        sendChunk: (buf, start, end, mark) => this.sendChunk(buf, start, end, mark),
-        sendClear: () => this.deps.socket.send(clearMessage(this.streamSid)),
+        sendChunk: (buf, start, end, mark, playAtMs) => this.sendChunk(buf, start, end, mark, playAtMs),
+        sendClear: () => {
+          this.deps.socket.send(clearMessage(this.streamSid));
+          this.deps.onClear?.(this.deps.now());
+        },
       },
       deps.leadMs,
       (info, now) => this.chunkSent(info, now),
@@ -246,7 +253,8 @@ export class Outbound {
     if (this.playout.pump(now)) this.deps.clock.add(this.playout);
   }
 
-  private sendChunk(buf: Buffer, start: number, end: number, mark: string): boolean {
+  private sendChunk(buf: Buffer, start: number, end: number, mark: string, playAtMs: number): boolean {
+    this.deps.onAudioOut?.(buf, start, end, playAtMs);
     const socket = this.deps.socket;
     let ok = true;
     socket.cork(() => {

@@ -31,9 +31,10 @@ export interface PlayoutSink {
   /**
    * Send one chunk: bytes [start, end) of `buf` (a whole number of frames),
    * then a mark named `mark`, as one corked write. Return false when the
-   * socket is backpressured.
+   * socket is backpressured. `playAtMs`: when the chunk starts playing at
+   * the caller (the pump's clock): now, or when what was sent before it ends.
    */
-  sendChunk(buf: Buffer, start: number, end: number, mark: string): boolean;
+  sendChunk(buf: Buffer, start: number, end: number, mark: string, playAtMs: number): boolean;
   sendClear(): void;
 }
 
@@ -177,10 +178,11 @@ export class Playout implements Pumpable {
     const durationMs = n / ULAW_BYTES_PER_MS;
     const name = String(++this.markSeq);
     this.pending.push({ name, itemId: seg.itemId, itemStartMs, durationMs, sentAtMs: nowMs });
-    this.playheadEndMs = Math.max(this.playheadEndMs, nowMs) + durationMs;
+    const playAtMs = Math.max(this.playheadEndMs, nowMs);
+    this.playheadEndMs = playAtMs + durationMs;
     this.framesSent += n / FRAME_BYTES;
     this.chunksSent++;
-    const ok = this.sink.sendChunk(buf, start, start + n, name);
+    const ok = this.sink.sendChunk(buf, start, start + n, name, playAtMs);
     this.onChunk({ itemId: seg.itemId, responseId: seg.responseId, itemEndMs: itemStartMs + durationMs }, nowMs);
     if (!ok) this.blocked = true;
   }

@@ -18,6 +18,7 @@
 import type { CallRecorder, RecordingInfo, TransferDecision, Usage } from '../records.js';
 import type { AmdCallback, ConnectActionWebhook, DialActionWebhook, StatusCallback, VoiceWebhook } from '../twilio/webhooks.js';
 import type { ModelSession } from './voice-model.js';
+import type { CallRecordingTap } from '../recording/types.js';
 import type { CallAgent } from './agent.js';
 
 // ── What the call layer offers the edge ──────────────────────────────────
@@ -306,6 +307,14 @@ export interface CallAdmission {
   agent?: CallAgent;
   leg?: number;
 }
+/**
+ * Opens one call's recording tap (recording/call-recording.ts over the
+ * configured storage and RECORDING_KEY; main.ts builds it). `now`: ms since
+ * the stream's start, the clock the tap's times are on. Absent from a
+ * relay = recordings cannot be made there (no key).
+ */
+export type OpenRecording = (call: { callSid: string; leg: number; startedAt: Date; now: () => number }) => CallRecordingTap;
+
 /** An opaque handle from CallTimers (a Node Timeout by default). */
 export type TimerHandle = object;
 

@@ -93,10 +93,10 @@ import type {
 import { MAX_LEG, mintAdmissionToken, verifyAdmissionToken } from './admission-token.js';
 import { nullRecorder, type CallRecorder, type TransferDecision } from '../records.js';
 import { LatencyHistogram } from './stats.js';
-import { noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics } from './ports.js';
+import { noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics, type OpenRecording } from './ports.js';
 import { CallSession, type CallOptions } from './session.js';
 import type { ConversationItem, ModelProvider, ModelSession } from './voice-model.js';
-import { controlToolSpecs, type CallAgent } from './agent.js';
+import { NO_RECORDING, controlToolSpecs, type CallAgent } from './agent.js';
 
 /**
  * What the relay reads (main.ts fills it in from the configuration): its own
@@ -155,6 +155,8 @@ export interface RelayDeps {
   /** What the caller heard and said so far on this call (its record's transcript), for a failed transfer's return to the agent; default none. */
   history?(callSid: string): Promise<ConversationItem[]>;
   openTranscoder(): AudioTranscoder;
+  /** Opens a call's recording (when its agent records); absent = calls are not recorded here (no RECORDING_KEY). */
+  openRecording?: OpenRecording;
   /** A recorder for a new call (the durable record), told which agent serves it; default keeps nothing. */
   recorderFor?(call: VoiceWebhook, info: { agent: string }): CallRecorder;
   /** A recorder for a call whose webhook another instance answered (its stream landed here); default keeps nothing. */
@@ -251,6 +253,7 @@ function legacyAgent(s: RelaySettings, tools: ToolRegistry | undefined): CallAge
       endCall: { enabled: false, goodbyeWaitMs: 0 },
       silence: { repromptAfterMs: undefined, reprompt: '', maxReprompts: 0, timeoutMs: s.silenceTimeoutMs ?? 300_000 },
       maxDuration: { maxCallMs: s.maxCallMs ?? 3_600_000, warnBeforeMs: undefined, warning: '' },
+      recording: NO_RECORDING,
     },
   };
 }
@@ -533,6 +536,7 @@ export class Relay implements VoiceApp {
         return a;
       },
       openTranscoder: this.deps.openTranscoder,
+      openRecording: this.deps.openRecording,
       onEnded: (s: CallSession) => this.onCallEnded(s),
     };
     const session: CallSession = new CallSession(callDeps);

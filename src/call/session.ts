@@ -32,12 +32,14 @@ import {
   type CallAdmission,
   type CallMetrics,
   type CallTimers,
+  type OpenRecording,
   type StreamHandler,
   type TimerHandle,
   type TransferStore,
   type TwilioSocket,
 } from './ports.js';
 import type { CallRecorder } from '../records.js';
+import type { CallRecordingTap } from '../recording/types.js';
 import { LatencyHistogram } from './stats.js';
 import { ToolRunner } from './tool-runner.js';
 import { Turns } from './turns.js';
@@ -99,6 +101,8 @@ export interface CallDeps {
   /** Checks the `start` message (per-call token) and hands over the prewarmed model session, or refuses. */
   admit(callSid: string, customParameters: Record<string, string>): CallAdmission | { refused: string };
   openTranscoder(): AudioTranscoder;
+  /** Opens the call's recording when its agent records (policies.recording); absent = this relay cannot record (the call goes on unrecorded, logged). */
+  openRecording?: OpenRecording;
   onEnded(session: CallSession): void;
   now?: () => number;
   /** Node's timers unless given (tests pass a manual one, like `now`). */
@@ -167,6 +171,11 @@ export class CallSession implements StreamHandler {
   private holding = false;
   private holdTimer: TimerHandle | undefined;
   private linkLost: { atMs: number; cause: string } | undefined;
+  /** The call's recording (caller | heard), while it is recorded; see ../recording/. */
+  private tap: CallRecordingTap | undefined;
+  private tapScratch: Buffer | undefined;
+  /** Token usage summed over the call, for the call metrics. */
+  private readonly usageTotal: Usage = { inputTextTokens: 0, inputAudioTokens: 0, inputCachedTokens: 0, inputCachedAudioTokens: 0, outputTextTokens: 0, outputAudioTokens: 0 };
 
   constructor(private readonly deps: CallDeps) {
     this.now = deps.now ?? (() => performance.now());
@@ -193,6 +202,8 @@ export class CallSession implements StreamHandler {
       onChunk: (info, now) => this.onChunkSent(info, now),
       onLine: (line) => this.recorder?.transcript(line),
       truncate: (itemId, ms) => this.model?.truncate(itemId, ms),
+      onAudioOut: (buf, start, end, playAtMs) => this.tap?.heard(buf, start, end, playAtMs - this.startedAtMs),
+      onClear: (now) => this.tap?.cleared(now - this.startedAtMs),
     });
   }
 
@@ -221,7 +232,7 @@ export class CallSession implements StreamHandler {
           return this.handleStart(msg.streamSid, msg.start.callSid, msg.start.customParameters, msg.start.mediaFormat);
         case 'media':
           if (!this.checkStream(msg.streamSid)) return;
-          return this.handleMedia(msg.media.payload, t0);
+          return this.handleMedia(msg.media.payload, msg.media.timestamp, t0);
         case 'mark':
           if (!this.checkStream(msg.streamSid)) return;
           return this.outbound.mark(msg.mark.name, t0);
@@ -326,6 +337,7 @@ export class CallSession implements StreamHandler {
     }
     this.inbound = new Inbound({ transcoder: this.transcoder, batchMs: this.opts.inboundBatchMs, vadSilenceMs: this.opts.vadSilenceMs });
     this.outbound.start(streamSid, this.transcoder);
+    this.startRecording(callSid);
     const { silence, maxDuration } = this.deps.agent.policies;
     this.lifeTimers.push(this.timer.setTimeout(() => this.end('max_duration'), maxDuration.maxCallMs));
     this.lifeTimers.push(this.timer.setInterval(() => this.checkSilence(), Math.min(1000, silence.timeoutMs, silence.repromptAfterMs ?? Infinity)));
@@ -381,18 +393,74 @@ export class CallSession implements StreamHandler {
     if (this.deps.agent.greeting) this.turns.request('greeting', this.deps.agent.greeting);
   }
 
-  private handleMedia(payload: string, t0: number): void {
+  private handleMedia(payload: string, timestampMs: number, t0: number): void {
     if (this.state !== 'live' && this.state !== 'connecting') {
       return this.protocolError('media_before_start', this.state);
     }
     this.inbound!.frame(payload);
     this.relayIn.record(this.now() - t0);
+    if (this.tap) {
+      // After the relay's own work: the recording copies the frame and writes it later, off the audio path.
+      const need = (payload.length * 3) >> 2;
+      if (!this.tapScratch || this.tapScratch.length < need) this.tapScratch = Buffer.alloc(Math.max(need, 320));
+      const n = this.tapScratch.write(payload, 'base64');
+      this.tap.caller(this.tapScratch.subarray(0, n), timestampMs);
+    }
+  }
+
+  /**
+   * A recorded agent's call: open its recording and play the disclosure (before
+   * the greeting: the playout is first in, first out). No recorder here (no
+   * RECORDING_KEY on this instance) = the call goes on unrecorded, said in the
+   * log and the record.
+   */
+  private startRecording(callSid: string): void {
+    const policy = this.deps.agent.policies.recording;
+    if (!policy?.enabled) return;
+    if (!this.deps.openRecording) {
+      this.log.warn('the agent records its calls but this instance cannot record (RECORDING_KEY is not set): the call is not recorded');
+      this.recorder?.event({ atMs: this.sinceStart(), type: 'recording_unavailable', detail: 'RECORDING_KEY is not set on the instance that took the stream' });
+      return;
+    }
+    try {
+      this.tap = this.deps.openRecording({ callSid, leg: this.deps.leg ?? 1, startedAt: this.startedAtDate, now: () => this.now() - this.startedAtMs });
+    } catch (err) {
+      this.log.error({ err }, 'cannot open the call recording: the call is not recorded');
+      this.recorder?.event({ atMs: this.sinceStart(), type: 'recording_unavailable', detail: err instanceof Error ? err.message : String(err) });
+      return;
+    }
+    if (policy.disclosure) this.outbound.playPrompt(policy.disclosure);
+  }
+
+  /** The caller pressed the opt-out digit: the recording is dropped for good (nothing of this call is kept). */
+  private optOutOfRecording(digit: string): void {
+    this.tap?.optOut();
+    this.recorder?.transcript({ atMs: this.sinceStart(), speaker: 'dtmf', text: digit });
+    this.recorder?.event({ atMs: this.sinceStart(), type: 'recording_opted_out', detail: 'the caller pressed the opt-out key: nothing of the recording is kept' });
+    this.log.info('the caller opted out of the recording');
+  }
+
+  /** The call is over: the recording writes what is left; its outcome goes to the record and the metrics when settled. */
+  private finishRecording(): void {
+    const tap = this.tap;
+    if (!tap) return;
+    this.tap = undefined;
+    void tap.finish(this.now() - this.startedAtMs).then((info) => {
+      try {
+        this.recorder?.recording(info);
+        this.deps.metrics.recording(info);
+        if (info.status === 'incomplete') this.log.warn({ reason: info.reason, stored: info.object !== null }, 'the call recording is incomplete');
+      } catch (err) {
+        this.log.error({ err }, 'keeping the recording outcome failed');
+      }
+    });
   }
 
   private handleDtmf(digit: string): void {
     if (this.state !== 'live') return;
     this.lastActivityMs = this.now();
     this.control?.callerKey();
+    if (this.tap && digit === this.deps.agent.policies.recording?.optOutDigit) return this.optOutOfRecording(digit);
     if (this.control?.keypad(digit, this.dtmfDigits.length > 0)) {
       this.recorder?.transcript({ atMs: this.sinceStart(), speaker: 'dtmf', text: digit });
       return;
@@ -511,7 +579,16 @@ export class CallSession implements StreamHandler {
   }
 
   private handleResponseDone(responseId: string, status: ResponseStatus, reason: string | undefined, usage: Usage | undefined): void {
-    if (usage) this.recorder?.usage(usage);
+    if (usage) {
+      this.recorder?.usage(usage);
+      const t = this.usageTotal;
+      t.inputTextTokens += usage.inputTextTokens;
+      t.inputAudioTokens += usage.inputAudioTokens;
+      t.inputCachedTokens += usage.inputCachedTokens;
+      t.inputCachedAudioTokens = (t.inputCachedAudioTokens ?? 0) + (usage.inputCachedAudioTokens ?? 0);
+      t.outputTextTokens += usage.outputTextTokens;
+      t.outputAudioTokens += usage.outputAudioTokens;
+    }
     if (this.activeResponseId === responseId) this.activeResponseId = undefined;
     const after = this.turns.responseDone(responseId, { status, reason });
     this.control?.responseDone(responseId);
@@ -752,7 +829,8 @@ export class CallSession implements StreamHandler {
         this.log.error({ err }, 'writing the end of the call record failed');
       }
     }
-    this.deps.metrics.callEnded(reason);
+    this.finishRecording();
+    this.deps.metrics.callEnded(reason, wasStarted ? { durationMs: this.sinceStart(), model: this.opts.model, usage: this.usageTotal } : undefined);
     this.log.info({ reason, turns: this.turn, protocolErrors: this.protocolErrors }, 'call ended');
     if (closeSocket) this.deps.socket.close(reason === 'error' ? 1011 : 1000, reason);
     this.deps.onEnded(this);
