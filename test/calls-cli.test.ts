@@ -124,8 +124,8 @@ describe('calls CLI', () => {
     await seed();
     const cases: [string[], number, RegExp][] = [
       [['show', 'CA99999999999999999999999999999999'], 1, /no call CA9+/],
-      [[], 2, /expected list or show/],
-      [['frobnicate'], 2, /expected list or show/],
+      [[], 2, /expected list, show, audio, delete or purge/],
+      [['frobnicate'], 2, /expected list, show, audio, delete or purge/],
       [['show'], 2, /show takes one CallSid/],
       [['list', '--since', 'yesterday'], 2, /--since takes an ISO time or an age/],
       [['list', '--since', 'last tuesday'], 2, /--since takes .*'last tuesday'/],

@@ -1,5 +1,6 @@
 /**
- * `callbridge calls list|show`: read the call records (CALLBRIDGE_DB).
+ * `callbridge calls list|show`: read the call records (CALLBRIDGE_DB);
+ * `audio`, `delete` and `purge` are ./calls-data.ts.
  * Readable by default, `--json` for scripts. A list with more calls than
  * `--limit` says on stderr how to get the next page (`--cursor <next>`), so
  * stdout stays the page alone. Errors: one line; exit 1 for an unknown call
@@ -13,11 +14,12 @@ import { decodeCursor, encodeCursor } from '../store/cursor.js';
 import { parseSince } from '../store/since.js';
 import { openCallStore, type StoreSettings } from '../store/open.js';
 import type { CallRecord, CallStore, CallSummary, ListPosition } from '../store/types.js';
+import { DATA_USAGE, runDataCommand } from './calls-data.js';
 import type { CliIO } from './io.js';
 
 export { parseSince };
 
-const USAGE = 'usage: callbridge calls list [--since <ISO time | 30m | 2h | 7d>] [--limit N] [--cursor <next>] [--json]\n       callbridge calls show <CallSid> [--json]\n';
+const USAGE = `usage: callbridge calls list [--since <ISO time | 30m | 2h | 7d>] [--limit N] [--cursor <next>] [--json]\n       callbridge calls show <CallSid> [--json]\n${DATA_USAGE}`;
 
 export async function run(args: string[], io: CliIO): Promise<number> {
   const [sub, ...rest] = args;
@@ -25,7 +27,8 @@ export async function run(args: string[], io: CliIO): Promise<number> {
     io.stderr.write(`callbridge calls: ${msg}\n`);
     return code;
   };
-  if (sub !== 'list' && sub !== 'show') return fail(2, `expected list or show\n${USAGE}`);
+  if (sub === 'audio' || sub === 'delete' || sub === 'purge') return runDataCommand(sub, rest, io);
+  if (sub !== 'list' && sub !== 'show') return fail(2, `expected list, show, audio, delete or purge\n${USAGE}`);
   let json = false;
   let since: Date | undefined;
   let limit = 50;
@@ -132,6 +135,14 @@ export function formatRecord(r: CallRecord, opts: { transcript?: boolean } = {})
     out.push(`transfer to ${t.target} (agent ${t.agent}), asked by the ${t.requestedBy === 'keypad' ? 'caller on the keypad' : 'model'} on leg ${t.leg} at ${t.at}`);
   }
   out.push(`estimated cost $${r.estimatedCostUsd.toFixed(4)}`);
+  const rec = r.recording;
+  if (rec) {
+    const detail =
+      rec.status === 'opted_out'
+        ? 'the caller opted out: nothing kept'
+        : `${(rec.durationMs / 1000).toFixed(1)} s${rec.object ? ` (callbridge calls audio ${r.callSid} > call.wav)` : ', not stored'}${rec.reason ? `; ${rec.reason}` : ''}`;
+    out.push(`recording ${rec.status}: ${detail}`);
+  }
   if (opts.transcript ?? true) {
     out.push('', 'transcript');
     for (const t of r.transcript) out.push(`  [${mmss(t.atMs)}] ${t.speaker.padEnd(9)} ${t.text}${t.interrupted ? '  (interrupted)' : ''}`);

@@ -44,6 +44,8 @@ export interface CallerOptions {
   dtmf?: ({ afterUtterance: number; digits: string } | { atMs: number; digits: string })[];
   /** Keep every played frame (µ-law bytes + when it played) in `result.heard`. Off by default (memory, in the bench). */
   recordHeard?: boolean;
+  /** Keep every frame sent (µ-law bytes + its media timestamp) in `result.sent`. Off by default. */
+  recordSent?: boolean;
   hangupAfterMs?: number;
   maxCallMs?: number;
 }
@@ -75,6 +77,8 @@ export interface CallResult {
   frameSizes: Record<number, number>;
   /** With `recordHeard`: each played frame (≤ 160 µ-law bytes) and the ms since stream start it played at. */
   heard?: { atMs: number; bytes: Uint8Array }[];
+  /** With `recordSent`: each frame sent (160 µ-law bytes) and its media timestamp (ms since stream start). */
+  sent?: { atMs: number; bytes: Uint8Array }[];
 }
 
 const SILENCE = 0xff;
@@ -285,6 +289,7 @@ class CallRun {
       protocolViolations: [],
       frameSizes: {},
       heard: opts.recordHeard ? [] : undefined,
+      sent: opts.recordSent ? [] : undefined,
     };
   }
 
@@ -383,6 +388,7 @@ class CallRun {
       return;
     }
     this.chunk++;
+    this.result.sent?.push({ atMs: Math.round(now), bytes: frame });
     this.sendJson({
       event: 'media',
       sequenceNumber: String(++this.seq),
