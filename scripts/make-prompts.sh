@@ -7,6 +7,7 @@
 #   apology.ulaw  played when the link gives up, before the call ends
 #   goodbye.ulaw  played to calls still live when a shutdown drain times out
 #   repeat.ulaw   played when the model's responses keep failing: asks the caller to repeat
+#   recording-notice.ulaw  an agent file's recording disclosure (agents/demo.yaml names it)
 #
 # espeak-ng writes 22.05 kHz PCM; sox band-limits it to the phone band, trims
 # the synthesiser's leading and trailing silence (so the hold prompt is heard
@@ -31,12 +32,13 @@ prompt hold "One moment, please."
 prompt apology "I'm sorry, we're having technical difficulties. Please call again later. Goodbye."
 prompt goodbye "We need to end this call now. Goodbye."
 prompt repeat "Sorry, I didn't catch that. Could you say it again?"
+prompt recording-notice "This call may be recorded. To opt out of the recording, press 9."
 
 {
   echo "Made by scripts/make-prompts.sh with:"
   echo "  $(espeak-ng --version | head -n 1 | sed "s/ *Data at:.*//")"
   echo "  $(sox --version 2>&1 | head -n 1)"
-  for f in hold apology goodbye repeat; do
+  for f in hold apology goodbye repeat recording-notice; do
     n=$(wc -c < "$out/$f.ulaw")
     echo "  $f.ulaw: $n bytes = $((n / 8)) ms"
   done

@@ -351,3 +351,48 @@ describe('callbridge agent check', () => {
     expect(help.out()).toContain('agent check FILE [--json]');
   });
 });
+
+describe('the recording block (issue 17)', () => {
+  const KEY = 'ab'.repeat(32);
+  const PROMPT = resolve('assets/prompts/recording-notice.ulaw');
+
+  it('reads the disclosure relative to the agent file as a prompt, and the opt-out digit', () => {
+    const path = tmpFile('rec.yaml', `name: r\ninstructions: x\nrecording: { enabled: true, disclosure_file: ${JSON.stringify(PROMPT)}, opt_out_digit: 9 }\n`);
+    const r = loadAgentFile(path);
+    expect(r.ok).toBe(true);
+    const rec = r.ok ? r.agent.policies.recording : undefined;
+    expect(rec?.enabled).toBe(true);
+    expect(rec?.optOutDigit).toBe('9');
+    expect(rec?.disclosure?.length).toBe(39299); // assets/prompts/VERSIONS.txt
+  });
+
+  it('a disclosure that is not a prompt, a bad digit, and a digit the transfer escape already has are problems at their paths', () => {
+    const bad = tmpFile('notice.wav', 'not a wav file at all');
+    const path = tmpFile(
+      'rec.yaml',
+      `name: r\ninstructions: x\ntransfer: { targets: [{ name: desk, description: Desk, number: "+15550100200" }], keypad_digit: "0" }\nrecording: { disclosure_file: ${JSON.stringify(bad)}, opt_out_digit: "0" }\n`,
+    );
+    const r = loadAgentFile(path);
+    expect(r.ok).toBe(false);
+    const problems = r.ok ? [] : r.problems;
+    expect(problems.some((p) => p.startsWith('recording.disclosure_file: ') && p.includes(bad))).toBe(true);
+    expect(problems).toContain('recording.opt_out_digit: "0" is already transfer.keypad_digit (one digit, one meaning)');
+    const digit = loadAgentFile(tmpFile('d.yaml', 'name: r\ninstructions: x\nrecording: { opt_out_digit: "x" }\n'));
+    expect(digit.ok ? [] : digit.problems).toEqual(['recording.opt_out_digit: must be one of 0-9, * or # (quote * and #)']);
+  });
+
+  it('unset follows RECORDING for every agent; an agent that records needs RECORDING_KEY, and so does RECORDING=on', () => {
+    const off = loadConfig({ AGENT_FILE: DEMO_AGENT_FILE });
+    expect(off.agents[0]!.policies.recording.enabled).toBe(false);
+    const on = loadConfig({ AGENT_FILE: `${DEMO_AGENT_FILE},${DEFAULT_AGENT_FILE}`, RECORDING: 'on', RECORDING_KEY: KEY });
+    expect(on.agents.map((a) => a.policies.recording.enabled)).toEqual([true, true]);
+    expect(on.recording.key?.toString('hex')).toBe(KEY);
+    expect(on.retention).toEqual({ days: 90, intervalMs: 3_600_000 });
+    expect(problemsOf({ RECORDING: 'on' })).toContain('RECORDING_KEY: required with RECORDING=on (recordings are always encrypted; make one with openssl rand -hex 32)');
+    const own = tmpFile('own.yaml', 'name: own\ninstructions: x\nrecording: { enabled: true }\n');
+    expect(problemsOf({ AGENT_FILE: own })).toContain('RECORDING_KEY: required: agent "own" records its calls (recording.enabled); make one with openssl rand -hex 32');
+    const optedOff = tmpFile('quiet.yaml', 'name: quiet\ninstructions: x\nrecording: { enabled: false }\n');
+    expect(loadConfig({ AGENT_FILE: optedOff, RECORDING: 'on', RECORDING_KEY: KEY }).agents[0]!.policies.recording.enabled).toBe(false);
+    expect(problemsOf({ RECORDING_KEY_OLD: KEY })).toContain('RECORDING_KEY_OLD: set without RECORDING_KEY; set the new key as RECORDING_KEY');
+  });
+});

@@ -65,7 +65,7 @@ export async function run(args: string[], io: CliIO): Promise<number> {
           vad: agent.vad,
           tools,
           controlTools: control,
-          policies: agent.policies,
+          policies: { ...agent.policies, recording: recordingSummary(agent.policies.recording) },
           outbound: agent.outbound,
           warnings,
         },
@@ -176,7 +176,16 @@ function formatPolicies(p: CallPolicies): string[] {
   );
   const m = p.maxDuration;
   out.push(`max duration: ${m.maxCallMs} ms${m.warnBeforeMs === undefined ? ', no warning' : `, warning ${m.warnBeforeMs} ms before ("${m.warning}")`}`);
+  const r = recordingSummary(p.recording);
+  out.push(
+    `recording: ${r.enabled === null ? "as RECORDING says (off unless RECORDING=on)" : r.enabled ? 'on' : 'off'}; disclosure ${r.disclosureMs === null ? 'none' : `${r.disclosureMs} ms before the greeting`}; opt-out ${r.optOutDigit ? `key ${r.optOutDigit}` : 'none'}`,
+  );
   return out;
+}
+
+/** The recording policy as `agent check` shows it (the disclosure by its length, not its bytes). */
+function recordingSummary(r: Agent['policies']['recording']): { enabled: boolean | null; disclosureMs: number | null; optOutDigit: string | null } {
+  return { enabled: r.enabled ?? null, disclosureMs: r.disclosure ? Math.round(r.disclosure.length / 8) : null, optOutDigit: r.optOutDigit ?? null };
 }
 
 function formatOutbound(a: Agent): string[] {
