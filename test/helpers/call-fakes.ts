@@ -7,7 +7,7 @@
 import type { Pumpable, PumpScheduler } from '../../src/call/clock.js';
 import type { TwilioSocket } from '../../src/call/ports.js';
 import type { ModelEvent, ModelSession } from '../../src/call/voice-model.js';
-import type { CallEvent, CallRecorder, ToolCallRecord, TranscriptLine, TurnLatency } from '../../src/records.js';
+import type { CallEvent, CallRecorder, RecordingInfo, ToolCallRecord, TranscriptLine, TurnLatency } from '../../src/records.js';
 
 export class FakeSocket implements TwilioSocket {
   sent: Record<string, any>[] = [];
@@ -104,6 +104,10 @@ export class MemoryRecorder implements CallRecorder {
   }
   ended(i: { reason: string }) {
     this.endedWith = i.reason;
+  }
+  recordings: RecordingInfo[] = [];
+  recording(i: RecordingInfo) {
+    this.recordings.push(i);
   }
 }
 
