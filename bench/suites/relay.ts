@@ -21,6 +21,8 @@
  * in transcode at 100 calls while a flood of forged webhooks arrives
  * (bench/flood.ts, its own process: FLOOD_PER_S a second from 127.0.0.2,
  * bounded in count and time), read against the transcode runs without it;
+ * callbridge in transcode with every call recorded (RECORDING=on, issue 17)
+ * in each round beside the transcode pair, read against cb.tc;
  * then one more run of any configuration that had no clean run (isClean:
  * nothing else on the box starved the callers or the relay), twice at most
  * (not the pinned or the flood run).
@@ -94,6 +96,8 @@ export interface RunSpec {
   edge?: 'node';
   /** Forged webhooks a second (bench/flood.ts) for the length of the calls. */
   flood?: number;
+  /** Record every call (RECORDING=on, a directory in the run's temporary folder): issue 17's cost figures. */
+  recording?: boolean;
 }
 
 /** What the flood process reports (bench/flood.ts). */
@@ -212,6 +216,9 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
   else delete env.INBOUND_BATCH_MS;
   if (spec.edge) env.EDGE = spec.edge;
   else delete env.EDGE;
+  delete env.RECORDING_S3_URL;
+  if (spec.recording) Object.assign(env, { RECORDING: 'on', RECORDING_KEY: '6b'.repeat(32), RECORDING_DIR: join(dir, 'recordings') });
+  else env.RECORDING = 'off';
   const child = fork(relayScript(spec.relay), [], { env, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
   // The floor relay prints its edge line as callbridge does.
   let edge = spec.relay === 'naive' ? 'ws (npm) on node:http' : 'uWebSockets.js (default)';
@@ -384,13 +391,13 @@ function rates(f: RunFigures) {
 function key(spec: RunSpec): string {
   const k = spec.relay === 'callbridge' ? 'cb' : spec.relay;
   const m = spec.inboundBatchMs !== undefined ? 'cap' : spec.mode === 'passthrough' ? 'pt' : 'tc';
-  return `${k}.${m}${spec.pinned ? `${spec.calls}pin` : ''}${spec.edge ? spec.edge : ''}${spec.flood ? 'flood' : ''}`;
+  return `${k}.${m}${spec.pinned ? `${spec.calls}pin` : ''}${spec.edge ? spec.edge : ''}${spec.flood ? 'flood' : ''}${spec.recording ? 'rec' : ''}`;
 }
 
 function describe(spec: RunSpec): string {
   const who = spec.relay;
   const mode = spec.inboundBatchMs !== undefined ? `capacity (${spec.mode}, INBOUND_BATCH_MS=${spec.inboundBatchMs})` : spec.mode;
-  return `${who} ${mode}, ${spec.calls} calls${spec.pinned ? ', relay pinned to 1 core' : ''}${spec.edge ? `, ${spec.edge === 'node' ? 'node:http + ws' : spec.edge} edge` : ''}${spec.flood ? `, ${spec.flood} forged webhooks/s` : ''}`;
+  return `${who} ${mode}, ${spec.calls} calls${spec.pinned ? ', relay pinned to 1 core' : ''}${spec.edge ? `, ${spec.edge === 'node' ? 'node:http + ws' : spec.edge} edge` : ''}${spec.flood ? `, ${spec.flood} forged webhooks/s` : ''}${spec.recording ? ', every call recorded' : ''}`;
 }
 
 /** Turns the runs of one configuration (several rounds) into results. */
@@ -580,6 +587,8 @@ export const relaySuite: Suite = {
       const groups: RunSpec[][] = [
         [{ ...base, relay: 'naive', mode: 'passthrough' }, { ...base, relay: 'callbridge', mode: 'passthrough' }, { ...base, relay: 'floor', mode: 'passthrough' }],
         [{ ...base, relay: 'naive', mode: 'transcode' }, { ...base, relay: 'callbridge', mode: 'transcode' }, { ...base, relay: 'floor', mode: 'transcode', inboundBatchMs: p.capacityBatchMs }],
+        // Issue 17: the same transcode load with every call recorded, read against the cb.tc runs beside it.
+        [{ ...base, relay: 'callbridge', mode: 'transcode', recording: true }],
       ];
       // Alternate who goes first, so a drift in background load hits every relay alike.
       for (const group of groups) for (const spec of round % 2 === 0 ? group : [...group].reverse()) await go(spec);
@@ -606,7 +615,7 @@ export const relaySuite: Suite = {
 
     const groups = byKey(runs);
     const peerOf = (k: string): string | undefined =>
-      k === 'cb.pt' || k === 'floor.pt' ? 'naive.pt' : k === 'cb.tc' || k === 'cb.cap' || k === 'cb.tcnode' || k === 'floor.cap' ? 'naive.tc' : undefined;
+      k === 'cb.pt' || k === 'floor.pt' ? 'naive.pt' : k === 'cb.tc' || k === 'cb.cap' || k === 'cb.tcnode' || k === 'floor.cap' ? 'naive.tc' : k === 'cb.tcrec' ? 'cb.tc' : undefined;
     const results = [...groups.entries()].flatMap(([k, rs]) => resultsFor(rs, peerOf(k)));
     const by = new Map(results.map((r) => [r.id, r]));
     // The relay's overhead multiple over its own DSP (check relay.cpu.vsDsp, with the dsp suite).
@@ -702,6 +711,8 @@ export const relaySuite: Suite = {
     if (floor) lines.push(floor);
     const flood = floodLine(by, runs);
     if (flood) lines.push(flood);
+    const rec = recordingLine(by);
+    if (rec) lines.push(rec);
     lines.push(
       `relay: every run, CPU ms per call-second (caller realtime share, relay run-queue wait share; * = not clean): ${[...byKey(runs).entries()]
         .map(([k, fs]) => `${k} ${fs.map((f) => `${(cpuPerCallSecondNs(f) / 1e6).toFixed(2)}(${f.realtime.toFixed(2)},${f.relayRunqShare.toFixed(2)})${isClean(f) ? '' : '*'}`).join(' ')}`)
@@ -754,6 +765,20 @@ function floodLine(by: Map<string, Result>, runs: RunFigures[]): string | undefi
     `relay: flood of forged webhooks (${f.sent} sent in ${(f.elapsedMs / 1000).toFixed(1)} s, ${rate}/s answered: ${JSON.stringify(f.statuses)}` +
     `${f.errors ? `, ${f.errors} errors (${f.lastError})` : ''}${f.skipped ? `, ${f.skipped} skipped at the in-flight cap` : ''}): ` +
     `relay-added p99 in ${ms(p99('relay.cb.tc.in'))} → ${ms(p99('relay.cb.tcflood.in'))} ms, out ${ms(p99('relay.cb.tc.out'))} → ${ms(p99('relay.cb.tcflood.out'))} ms (without → with)`
+  );
+}
+
+/** Recording every call (issue 17) beside the same load unrecorded: CPU per call-second and relay-added p99 each way. */
+function recordingLine(by: Map<string, Result>): string | undefined {
+  const rec = by.get('relay.cb.tcrec.cpu')?.medianNs;
+  const plain = by.get('relay.cb.tc.cpu')?.medianNs;
+  if (rec === undefined || plain === undefined) return undefined;
+  const ms = (ns: number | undefined) => (ns === undefined ? '-' : (ns / 1e6).toFixed(3));
+  const p99 = (id: string) => by.get(id)?.p99Ns;
+  return (
+    `relay: recording every call (transcode, stereo µ-law sealed in 64 KiB AES-256-GCM chunks, directory storage): CPU ${(rec / plain).toFixed(2)}× unrecorded ` +
+    `(${ms(plain)} → ${ms(rec)} ms per call-second; target ≤ ${issueTarget('target.relay.rec.cpu<=1.10') ?? '?'}×), ` +
+    `relay-added p99 in ${ms(p99('relay.cb.tc.in'))} → ${ms(p99('relay.cb.tcrec.in'))} ms, out ${ms(p99('relay.cb.tc.out'))} → ${ms(p99('relay.cb.tcrec.out'))} ms (unrecorded → recorded)`
   );
 }
 
