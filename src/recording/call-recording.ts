@@ -42,10 +42,14 @@
  * - Every tap method returns at once and never throws; `finish()` never
  *   rejects.
  * - Memory: two byte rings (one per channel) that hold only what is not yet
- *   final plus a little slack, grown by doubling up to a fixed bound (past it,
- *   final audio is queued at once), and the queued blocks (at most
- *   `maxPendingBytes` plus one block). The audio path allocates nothing; a
- *   flush allocates one block per `blockMs`.
+ *   final plus a little slack (when audio would not fit, final audio is
+ *   queued at once; only audio far ahead grows them, by doubling, up to a
+ *   fixed bound), and the queued blocks (at most `maxPendingBytes` plus one
+ *   block). In steady state the audio path allocates nothing; a flush
+ *   allocates one block per `blockMs`.
+ * - A write that never returns holds everything behind it (writes are
+ *   serialised): the tap then stops as too slow, and `finish()` resolves when
+ *   the writer does; timing out a hung storage is the writer's business.
  */
 import { ULAW_BYTES_PER_MS, ULAW_SILENCE } from '../dsp/format.js';
 import { silentLogger, type Logger } from '../log.js';
@@ -329,16 +333,27 @@ class Recording implements CallRecording {
     else this.droppedHeard += samples;
   }
 
-  /** Make the rings reach sample `end`: grow them, or (past their bound) queue final audio at once. False when it cannot. */
+  /**
+   * Make the rings reach sample `end`: first by queuing final audio at once
+   * (what a late flush would have done), else by growing them up to their
+   * bound. False when it cannot (the audio is too far ahead).
+   */
   private makeRoom(end: number, nowMs: number): boolean {
     if (end <= this.emitted + this.ringSamples) return true;
-    while (this.ringSamples < this.maxRingSamples && end > this.emitted + this.ringSamples) this.grow();
-    if (end <= this.emitted + this.ringSamples) return true;
-    const target = Math.ceil((end - this.ringSamples) / SAMPLES_PER_MS) * SAMPLES_PER_MS;
-    if (target > this.finalAt(nowMs)) return false;
-    this.emit(target, false);
+    const final = this.finalAt(nowMs);
+    if (this.needed(end) > final) {
+      while (this.ringSamples < this.maxRingSamples && end > this.emitted + this.ringSamples) this.grow();
+      if (end <= this.emitted + this.ringSamples) return true;
+      if (this.needed(end) > final) return false;
+    }
+    this.emit(this.needed(end), false);
     if (!this.flushScheduled) this.scheduleFlush(); // the flush starts the writer on what was queued
     return this.mode === 'taking';
+  }
+
+  /** Where the rings must start for `end` to fit, samples (whole ms). */
+  private needed(end: number): number {
+    return Math.ceil((end - this.ringSamples) / SAMPLES_PER_MS) * SAMPLES_PER_MS;
   }
 
   private grow(): void {
