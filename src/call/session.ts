@@ -445,7 +445,9 @@ export class CallSession implements StreamHandler {
     const tap = this.tap;
     if (!tap) return;
     this.tap = undefined;
-    void tap.finish(this.now() - this.startedAtMs).then((info) => {
+    const endMs = this.now() - this.startedAtMs;
+    tap.cleared(endMs); // audio sent ahead and not yet played when the call ended was never heard
+    void tap.finish(endMs).then((info) => {
       try {
         this.recorder?.recording(info);
         this.deps.metrics.recording(info);
