@@ -25,11 +25,12 @@ const usage: Usage = { inputTextTokens: 1000, inputAudioTokens: 10_000, inputCac
 const DURATION_MS = 90_000;
 
 describe('call end metrics', () => {
-  it('every end reason and recording status is a series at 0 from the start', async () => {
+  it('every end reason, recording status and model-link event is a series at 0 from the start', async () => {
     const metrics = createMetrics({ processMetrics: false });
     const reasons = ['caller_hangup', 'stream_closed', 'model_disconnected', 'model_unavailable', 'silence_timeout', 'max_duration', 'unauthorized', 'shutdown', 'error', 'transferred', 'agent_hangup'];
     for (const reason of reasons) expect(await value(metrics, 'callbridge_calls_ended_total', { reason })).toBe(0);
     for (const status of ['complete', 'incomplete', 'opted_out']) expect(await value(metrics, 'callbridge_recordings_total', { status })).toBe(0);
+    for (const what of ['drop', 'reconnect', 'give_up']) expect(await value(metrics, 'callbridge_model_link_total', { what })).toBe(0);
     expect(await sample(metrics, 'callbridge_cost_usd_total')).toBe(0);
     expect(await sample(metrics, 'callbridge_call_duration_seconds_count')).toBe(0);
   });

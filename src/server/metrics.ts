@@ -298,6 +298,8 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     labelNames: ['what'] as const,
     ...reg,
   });
+  // Seeded so that the first drop or give-up after start shows in increase() (the alerts watch both).
+  for (const what of ['drop', 'reconnect', 'give_up'] satisfies Parameters<CallMetrics['modelLink']>[0][]) modelLink.inc({ what }, 0);
   const responsesFailed = new Counter({
     name: 'callbridge_responses_failed_total',
     help: "Model responses that ended failed or incomplete with the caller's turn unanswered, by status and what the call did (retry, apologize)",
