@@ -6,7 +6,8 @@
  * - every alert is tested both ways (fires, stays quiet) and carries a
  *   severity, summary, description and a runbook section that exists;
  * - every callbridge_* metric the alerts, their tests and the dashboard name
- *   is in a real registry's output, so renaming a metric fails here;
+ *   is in a real registry's output (or registered by the server edge,
+ *   src/server/core.ts), so renaming a metric fails here;
  * - the dashboard has what Grafana needs to load it.
  * Without promtool the promtool checks are skipped, saying why, unless
  * CALLBRIDGE_REQUIRE_PROMTOOL=1 (CI), where a missing promtool is a failure.
@@ -183,7 +184,10 @@ async function exposedSeries(): Promise<Set<string>> {
   metrics.setStoreSource(() => ({ kind: 'postgres', reachable: true, queued: 0, dropped: 0, lastError: null }));
   metrics.setDrainSource(() => null);
   const text = await metrics.registry.metrics();
-  return new Set(text.split('\n').flatMap((l) => (l === '' || l.startsWith('#') ? [] : [l.split(/[{ ]/, 1)[0]!])));
+  const names = new Set(text.split('\n').flatMap((l) => (l === '' || l.startsWith('#') ? [] : [l.split(/[{ ]/, 1)[0]!])));
+  // The server edge adds its own gauges to the same registry when it starts (core.ts): read from its source.
+  for (const m of readFileSync(join(ROOT, 'src/server/core.ts'), 'utf8').matchAll(/name: '(callbridge_[a-z0-9_]+)'/g)) names.add(m[1]!);
+  return names;
 }
 
 const namesIn = (text: string) => new Set(text.match(/\bcallbridge_[a-z0-9_]+/g) ?? []);
