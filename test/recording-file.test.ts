@@ -254,7 +254,12 @@ describe('damage is RecordingCorrupt, never audio', () => {
     expect((await corrupt(await variant('format', flip(11)))).message).toMatch(/audio format/);
     expect((await corrupt(await variant('version', flip(9)))).message).toMatch(/format version 0, which this callbridge does not know/);
     expect((await corrupt(await variant('magic', flip(0)))).message).toMatch(/not a callbridge recording file/);
-    expect((await corrupt(await variant('kid', flip(17)))).message).toMatch(/sealed with key [0-9a-f]{8}, which is neither RECORDING_KEY nor a RECORDING_KEY_OLD/);
+    const otherKid = Buffer.from(original);
+    otherKid.write(keyId(keyA) === 'ab12cd34' ? 'ab12cd35' : 'ab12cd34', 16, 'latin1');
+    expect((await corrupt(await variant('kid', otherKid))).message).toMatch(/sealed with key ab12cd3[45], which is neither RECORDING_KEY nor a RECORDING_KEY_OLD/);
+    const junkKid = Buffer.from(original);
+    junkKid.write('zz\n\0zzzz', 16, 'latin1');
+    expect((await corrupt(await variant('kid-junk', junkKid))).message).toMatch(/sealed with key \(damaged\), which is neither/);
   });
 
   it('a file that is not a recording at all', async () => {
