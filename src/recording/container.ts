@@ -160,13 +160,13 @@ export function createRecordingWriter(upload: ObjectUpload, key: { kid: string; 
     async finish() {
       usable('finish');
       await send(true);
-      state = 'finished';
       try {
         await upload.complete();
       } catch (e) {
-        failure = e;
+        failure = e; // still abortable: abort() asks the upload to remove what is left
         throw e;
       }
+      state = 'finished';
       return { bytes };
     },
     async abort() {
