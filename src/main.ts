@@ -25,6 +25,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { createAdminHandler } from './admin/calls-api.js';
+import { createRecordingApi } from './admin/recording-api.js';
 import { ConfigError, type Config } from './config.js';
 import { loadPrompt } from './call/prompts.js';
 import { Relay, type RelaySettings } from './call/relay.js';
@@ -45,6 +46,11 @@ import { transcriptToConversation } from './call/history.js';
 import { OutboundCalls } from './call/outbound-calls.js';
 import { createAgentTools } from './tools/build.js';
 import { createTwilioRest } from './twilio/rest.js';
+import { openRecordingStorage } from './recording/open-storage.js';
+import { createRecordings } from './recording/service.js';
+import { keyring } from './store/crypto.js';
+import { createRetention } from './store/retention.js';
+import type { StoreHealth } from './call/ports.js';
 
 export const VERSION: string = (() => {
   try {
@@ -211,7 +217,20 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     openBudgetMs: config.openai.connectTimeoutMs,
     gapAudioKeepMs: config.reconnect.gapAudioKeepMs,
   });
-  const metrics = createMetrics();
+  // One process serves one model (config.ts), so every call is priced at config.prices, as its record is.
+  const metrics = createMetrics({ prices: () => config.prices });
+  const storeHealth = (): StoreHealth => {
+    if (opened.kind === 'sqlite') return { kind: 'sqlite' };
+    const s = opened.store.stats();
+    return { kind: 'postgres', reachable: s.reachable, queued: s.queued, dropped: s.dropped, lastError: s.lastError };
+  };
+  metrics.setStoreSource(storeHealth);
+  let drainStartedAt: number | null = null;
+  metrics.setDrainSource(() => drainStartedAt);
+  // Recordings: made only with RECORDING_KEY; the storage is opened either way (retention and DELETE remove old ones).
+  const recordingStorage = openRecordingStorage({ dir: config.recording.dir, s3Url: config.recording.s3Url }, opts.env ?? process.env);
+  const recordingKeys = keyring(config.recording.key, config.recording.keysOld);
+  const recordings = config.recording.key ? createRecordings({ storage: recordingStorage, keys: recordingKeys, log }) : undefined;
   // One CallAgent per agent file (config.agents, the first the default): its tools built once, reporting per-tool metrics.
   const agents = new Map<string, CallAgent>(
     config.agents.map((a) => [
@@ -253,16 +272,13 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     transfers: store,
     history: async (callSid) => transcriptToConversation((await store.get(callSid))?.transcript ?? []),
     openTranscoder: () => Transcoder.open(),
+    openRecording: recordings?.open,
     recorderFor: (call, info) => createStoreRecorder(store, call.callSid, { From: call.from, To: call.to }, { agent: info.agent, direction: call.direction }),
     recorderForStream: (callSid) => streamRecorder(store, callSid),
     claim: (callSid) => store.claim(callSid, instanceId),
     prewarm: (result) => metrics.prewarm.inc({ result }),
     admittedWithoutStore: () => metrics.admissionsWithoutStore.inc(),
-    storeHealth: () => {
-      if (opened.kind === 'sqlite') return { kind: 'sqlite' };
-      const s = opened.store.stats();
-      return { kind: 'postgres', reachable: s.reachable, queued: s.queued, dropped: s.dropped, lastError: s.lastError };
-    },
+    storeHealth,
     instanceId,
     onStatus: (callback) => store.recordStatus(callback),
     modelHealth: () => ({ ...reachability.snapshot(), probing: prober.probing }),
@@ -271,7 +287,10 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   });
   metrics.setRelayLatencySource(() => relay.relayLatency());
   // The admin reader goes to the edge directly: reading records is not the call layer's business.
-  const admin = createAdminHandler(store, config.adminToken);
+  const admin = createAdminHandler(store, config.adminToken, { recordings: recordingStorage });
+  const recordingApi = createRecordingApi({ store, storage: recordingStorage, keys: recordingKeys, adminToken: config.adminToken });
+  // Retention: one purger at a time across instances (the store's lease), in batches that never stall calls.
+  const retention = config.retention.days > 0 ? createRetention({ store, recordings: recordingStorage, days: config.retention.days, holder: instanceId, log }) : undefined;
   let server: RunningServer;
   try {
     // Outbound calls (POST /calls, /voice/amd, the `o` token) only when TWILIO_ACCOUNT_SID is configured.
@@ -291,13 +310,14 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
           log,
         })
       : undefined;
-    server = await startServer({ settings: edgeSettingsFromConfig(config), app: relay, admin, outbound, log, metrics, edge: opts.edge, env: opts.env });
+    server = await startServer({ settings: edgeSettingsFromConfig(config), app: relay, admin, recording: recordingApi, outbound, log, metrics, edge: opts.edge, env: opts.env });
   } catch (err) {
     relay.shutdown();
     await store.close();
     throw err;
   }
   prober.start();
+  retention?.start(config.retention.intervalMs);
   log.info(
     { port: server.port, edge: server.edge.description, instanceId, store: opened.kind, audioMode: config.audioMode, model: config.openai.model, signed: config.twilioAuthToken !== undefined },
     'callbridge listening',
@@ -309,8 +329,11 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   const close = () =>
     (closing ??= (async () => {
       prober.stop();
+      await retention?.stop();
       relay.shutdown();
       await relay.settled();
+      // The recordings of the calls just ended finish writing (their outcome goes into the records) before the store closes.
+      await recordings?.settled();
       await server.close();
       await store.close();
     })());
@@ -322,6 +345,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
     storeKind: opened.kind,
     server,
     drain() {
+      drainStartedAt ??= Date.now();
       draining ??= relay.drain(config.drainTimeoutMs, config.drainGraceMs).then(close);
       return draining;
     },
