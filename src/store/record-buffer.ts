@@ -5,7 +5,7 @@
  *
  *   - The write API: every write only updates memory and never waits on I/O
  *     or throws for it. Header changes a crash must lose least of (answered,
- *     started, ended, a status callback) ask for a flush on the next turn of
+ *     started, ended, a recording's outcome, a status callback) ask for a flush on the next turn of
  *     the event loop; the rest wait for the store's flush timer.
  *   - The header cache: the `calls` columns of every call this process is
  *     writing. A change is an operation on the header: a store that reads a
