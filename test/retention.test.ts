@@ -332,9 +332,16 @@ describe('retention without a store (options, scheduling, prefixes)', () => {
 
   it('start() runs soon and again every interval; stop() ends it; a failing run is logged, never thrown', async () => {
     let runs = 0;
+    let leaseFailed = false;
     const store = new Proxy({} as CallStore, {
       get: (_t, p) => async () => {
-        if (p === 'acquireLease') return true;
+        if (p === 'acquireLease') {
+          if (runs === 1 && !leaseFailed) {
+            leaseFailed = true;
+            throw new Error('database away');
+          }
+          return true;
+        }
         if (p === 'expiredCalls') {
           runs++;
           if (runs === 1) throw new Error('database away');
@@ -351,7 +358,8 @@ describe('retention without a store (options, scheduling, prefixes)', () => {
     await r.stop();
     const after = runs;
     expect(after).toBeGreaterThanOrEqual(3);
-    expect(errors).toHaveLength(1);
+    expect(errors).toHaveLength(2); // the failed query, then the lease that could not be asked for
+    expect(leaseFailed).toBe(true);
     await sleep(60);
     expect(runs).toBe(after);
   });

@@ -204,7 +204,14 @@ export function createRetention(opts: RetentionOptions): Retention {
     if (o.olderThanMs === undefined && opts.days === 0) return { ...r, skipped: 'disabled' };
     const cutoff = new Date(now().getTime() - (o.olderThanMs ?? opts.days * DAY_MS));
     const started = Date.now();
-    if (!(await store.acquireLease(RETENTION_LEASE, holder, leaseMs))) {
+    let leased: boolean;
+    try {
+      leased = await store.acquireLease(RETENTION_LEASE, holder, leaseMs);
+    } catch (err) {
+      log.error({ err: scrub(err), dryRun: o.dryRun === true }, 'retention: the purge lease could not be asked for; this run skipped');
+      throw err;
+    }
+    if (!leased) {
       log.info({ dryRun: o.dryRun === true }, 'retention: another purger holds the lease; this run skipped');
       return { ...r, skipped: 'lease_held' };
     }
