@@ -1,5 +1,10 @@
 /**
- * GET /calls and GET /calls/:sid — call records as JSON for operators.
+ * GET /calls and GET /calls/:sid — call records as JSON for operators; DELETE
+ * /calls/:sid removes one call (its recording first, then its rows:
+ * store/retention.ts deleteCall) → 200 `{deleted: sid}`, 404 no such call,
+ * 409 while the call is in progress (or it has a recording and no recording
+ * storage is configured here), 503 when the recording could not be deleted
+ * (the call is kept; try again).
  * Disabled (404 for everything) unless ADMIN_TOKEN is set; then every
  * request needs `Authorization: Bearer <ADMIN_TOKEN>` (compared in constant
  * time). `since` takes an ISO time or an age (30m, 2h, 7d; years 0001–9999);
@@ -15,17 +20,24 @@ import { DecryptError } from '../store/crypto.js';
 import { decodeCursor, encodeCursor } from '../store/cursor.js';
 import { parseSince } from '../store/since.js';
 import { PostgresStoreError } from '../store/postgres.js';
+import { CallInProgress, deleteCall, RecordingDeleteFailed } from '../store/retention.js';
+import type { RecordingStorage } from '../recording/types.js';
 
 const MAX_LIMIT = 500;
 
-/** The reader the edge serves on GET /calls… (wired in main.ts straight to startServer, not through the call layer). */
-export function createAdminHandler(store: CallStore, adminToken: string | undefined): AdminReader {
+export interface AdminHandlerOptions {
+  /** Where recordings are kept: DELETE /calls/:sid removes the call's recording there first. */
+  recordings?: RecordingStorage;
+}
+
+/** The reader the edge serves on GET /calls… and DELETE /calls/:sid (wired in main.ts straight to startServer, not through the call layer). */
+export function createAdminHandler(store: CallStore, adminToken: string | undefined, opts: AdminHandlerOptions = {}): AdminReader {
   const authorized = bearerCheck(adminToken);
   return async (req) => {
     if (!authorized) return { status: 404, body: { error: 'not found' } };
     if (!authorized(req.headers.authorization)) return { status: 401, body: { error: 'unauthorized' } };
-    if (req.method !== 'GET') return { status: 405, body: { error: 'method not allowed' } };
     const m = /^\/calls(?:\/([^/]+))?\/?$/.exec(req.path);
+    if (req.method !== 'GET' && !(req.method === 'DELETE' && m?.[1])) return { status: 405, body: { error: 'method not allowed' } };
     if (!m) return { status: 404, body: { error: 'not found' } };
     try {
       if (m[1]) {
@@ -35,6 +47,7 @@ export function createAdminHandler(store: CallStore, adminToken: string | undefi
         } catch {
           return { status: 400, body: { error: 'malformed call id' } };
         }
+        if (req.method === 'DELETE') return await deleteOne(store, opts.recordings, sid);
         const record = await store.get(sid);
         return record ? { status: 200, body: record } : { status: 404, body: { error: 'no such call' } };
       }
@@ -56,4 +69,18 @@ export function createAdminHandler(store: CallStore, adminToken: string | undefi
       throw err;
     }
   };
+}
+
+/** DELETE /calls/:sid: the call's recording, then its rows. */
+async function deleteOne(store: CallStore, recordings: RecordingStorage | undefined, sid: string): Promise<{ status: number; body: unknown }> {
+  try {
+    if (!(await deleteCall(store, recordings, sid))) return { status: 404, body: { error: 'no such call' } };
+  } catch (err) {
+    if (err instanceof CallInProgress) return { status: 409, body: { error: err.message } };
+    if (err instanceof RecordingDeleteFailed) {
+      return err.noStorage ? { status: 409, body: { error: err.message } } : { status: 503, body: { error: err.message, retryable: true } };
+    }
+    throw err;
+  }
+  return { status: 200, body: { deleted: sid } };
 }

@@ -244,6 +244,7 @@ export function routeOf(method: string, path: string, settings: EdgeSettings): R
   if (m === 'GET' && path === '/voice/health') return 'health';
   if (m === 'GET' && path === '/metrics' && settings.serveMetrics) return 'metrics';
   if (m === 'GET' && (path === '/calls' || path.startsWith('/calls/'))) return 'admin';
+  if (m === 'DELETE' && path.startsWith('/calls/')) return 'admin';
   return 'other';
 }
 

@@ -63,9 +63,13 @@ import { Leases } from './postgres-leases.js';
 import { listLimit, RecordBuffer, type EntryKind, type PendingEntry, type RecordBufferOptions, type StatusNote } from './record-buffer.js';
 import {
   checkTransfer,
+  claimRanges,
   emptyHeader,
   headerFromRow,
+  leaseTtlMs,
   OUTCOME_SQL,
+  recordingToJson,
+  retentionLimit,
   slotIntervalMs,
   transferFromJson,
   transferToJson,
@@ -175,6 +179,18 @@ const MIGRATIONS: string[] = [
      id         integer PRIMARY KEY CHECK (id = 1),
      next_at_ms bigint NOT NULL
    );`,
+  // 5: recordings and retention. Each call's recording outcome (plain JSON: no personal data) and its object name
+  // apart, so a purge finds it without parsing; named leases on the database's clock (the purger's, apart from the
+  // instances' own); claim keys by prefix (text_pattern_ops: byte order whatever the collation), so deleting a
+  // call's `<sid>/…`, `action:<sid>/…`, `dial:<sid>/…` claims is an index range each. expiredCalls walks calls_by_time.
+  `ALTER TABLE calls ADD COLUMN IF NOT EXISTS recording text, ADD COLUMN IF NOT EXISTS recording_object text;
+   CREATE TABLE IF NOT EXISTS store_leases (
+     name       text PRIMARY KEY,
+     holder     text NOT NULL,
+     expires_at timestamptz NOT NULL
+   );
+   CREATE INDEX IF NOT EXISTS call_claims_by_prefix ON call_claims (call_sid text_pattern_ops);
+   CREATE INDEX IF NOT EXISTS call_status_events_by_call ON call_status_events (call_sid);`,
 ];
 
 export interface PostgresStoreOptions extends RecordBufferOptions {
@@ -214,10 +230,11 @@ type Sql = postgres.Sql;
 
 const HEADER_UPSERT = `
   INSERT INTO calls AS c (call_sid, stream_sid, from_number, to_number, started_at, answered_at, ended_at, duration_ms,
-    end_reason, outcome, audio_mode, model, state, relay, protocol_errors, usage, cost_usd, owner_rev, agent, direction, instance_id)
-  SELECT t.*, $21::text FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
+    end_reason, outcome, audio_mode, model, state, relay, protocol_errors, usage, cost_usd, owner_rev, agent, direction,
+    recording, recording_object, instance_id)
+  SELECT t.*, $23::text FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[],
     $7::timestamptz[], $8::float8[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::int[],
-    $16::text[], $17::float8[], $18::bigint[], $19::text[], $20::text[]) AS t
+    $16::text[], $17::float8[], $18::bigint[], $19::text[], $20::text[], $21::text[], $22::text[]) AS t
   ON CONFLICT (call_sid) DO UPDATE SET
     stream_sid = excluded.stream_sid,
     from_number = coalesce(excluded.from_number, c.from_number),
@@ -238,6 +255,8 @@ const HEADER_UPSERT = `
     usage = excluded.usage,
     cost_usd = excluded.cost_usd,
     owner_rev = excluded.owner_rev,
+    recording = coalesce(excluded.recording, c.recording),
+    recording_object = CASE WHEN excluded.recording IS NULL THEN c.recording_object ELSE excluded.recording_object END,
     instance_id = excluded.instance_id,
     updated_at = now()
   WHERE (c.owner_rev IS NULL OR c.instance_id IS DISTINCT FROM excluded.instance_id OR c.owner_rev <= excluded.owner_rev)
@@ -290,6 +309,25 @@ const STATUS_LATEST = `
 const OUTCOME_UPDATE = `
   UPDATE calls c SET outcome = ${OUTCOME_SQL}
   WHERE c.call_sid = ANY($1::text[]) AND c.state = 'completed'`;
+
+/** Retention: the oldest calls begun before $1 (the listing's start time), at most $2. */
+const EXPIRED = `
+  SELECT call_sid, recording_object FROM calls WHERE coalesce(started_at, answered_at, created_at) < $1
+  ORDER BY coalesce(started_at, answered_at, created_at) LIMIT $2`;
+
+/** Retention: the claims of these calls: their own keys ($1) and every key in the ranges [$2, $3) (rows.ts claimRanges). */
+const CLAIMS_DELETE = `
+  DELETE FROM call_claims WHERE call_sid IN (
+    SELECT unnest($1::text[])
+    UNION ALL
+    SELECT k.call_sid FROM unnest($2::text[], $3::text[]) AS r(lo, hi) JOIN call_claims k ON k.call_sid ~>=~ r.lo AND k.call_sid ~<~ r.hi)`;
+
+/** A named lease: taken when free, expired or already the holder's, for $3 ms of the database's clock; one statement, so two holders cannot both win. */
+const LEASE_ACQUIRE = `
+  INSERT INTO store_leases AS l (name, holder, expires_at) VALUES ($1, $2, now() + $3 * interval '1 millisecond')
+  ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+  WHERE l.holder = excluded.holder OR l.expires_at <= now()
+  RETURNING name`;
 
 const READ_HEADERS = `SELECT * FROM calls WHERE call_sid = ANY($1::text[])`;
 
@@ -471,6 +509,57 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
     return Number(row!.slot_ms);
   }
 
+  // ── Retention (store/retention.ts) ─────────────────────────────────────
+
+  /** Oldest first, by the listing's start time; calls still 'in_progress' too (an abandoned row: docs/postgres.md, Retention). Rejects (retryable) when the database cannot answer. */
+  async expiredCalls(before: Date, limit: number): Promise<{ callSid: string; recordingObject: string | null }[]> {
+    const n = retentionLimit(limit);
+    if (this.closed) throw new PostgresStoreError('call store: closed', false);
+    await this.flush();
+    const rows = await this.timed(
+      this.sql.unsafe<{ call_sid: string; recording_object: string | null }[]>(EXPIRED, [before, n], { prepare: true }),
+      'find expired calls',
+    );
+    return rows.map((r) => ({ callSid: r.call_sid, recordingObject: r.recording_object }));
+  }
+
+  /**
+   * One transaction: entries, status events, transfer decision, claims and the rows. Calls this instance still
+   * carries are forgotten first (nothing of theirs is written back by a later flush); another instance still
+   * writing one of them would write a new partial row — only abandoned calls are that old.
+   */
+  async deleteCalls(callSids: readonly string[]): Promise<number> {
+    if (this.opts.readOnly || this.closed) throw new PostgresStoreError('call store: a read-only or closed store cannot delete calls', false);
+    if (callSids.length === 0) return 0;
+    this.forget(callSids);
+    await this.flush();
+    const sids = [...callSids];
+    const ranges = claimRanges(sids);
+    const done = await this.timed(
+      this.sql.begin((tx) => [
+        tx.unsafe('DELETE FROM call_entries WHERE call_sid = ANY($1::text[])', [sids], { prepare: true }),
+        tx.unsafe('DELETE FROM call_status_events WHERE call_sid = ANY($1::text[])', [sids], { prepare: true }),
+        tx.unsafe('DELETE FROM call_transfers WHERE call_sid = ANY($1::text[])', [sids], { prepare: true }),
+        tx.unsafe(CLAIMS_DELETE, [ranges.exact, ranges.lo, ranges.hi], { prepare: true }),
+        tx.unsafe('DELETE FROM calls WHERE call_sid = ANY($1::text[])', [sids], { prepare: true }),
+      ]),
+      'delete calls',
+    );
+    return done.at(-1)!.count;
+  }
+
+  async acquireLease(name: string, holder: string, ttlMs: number): Promise<boolean> {
+    const ttl = leaseTtlMs(ttlMs);
+    if (this.opts.readOnly || this.closed) throw new PostgresStoreError('call store: a read-only or closed store cannot hold a lease', false);
+    const rows = await this.timed(this.sql.unsafe(LEASE_ACQUIRE, [name, holder, ttl], { prepare: true }), 'acquire lease');
+    return rows.length === 1;
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    if (this.opts.readOnly || this.closed) return;
+    await this.timed(this.sql.unsafe('DELETE FROM store_leases WHERE name = $1 AND holder = $2', [name, holder], { prepare: true }), 'release lease');
+  }
+
   stats(): PostgresStoreStats {
     return { instanceId: this.instanceId, reachable: this.reachable, queued: this.queued(), dropped: this.dropped, lastError: this.lastError };
   }
@@ -640,7 +729,7 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
       const q: postgres.PendingQuery<postgres.Row[]>[] = [];
       if (h.length > 0) {
         const col = (i: number) => h.map((r) => r[i] ?? null);
-        q.push(tx.unsafe(HEADER_UPSERT, [...Array.from({ length: 20 }, (_, i) => col(i)), this.instanceId] as never[], { prepare: true }));
+        q.push(tx.unsafe(HEADER_UPSERT, [...Array.from({ length: 22 }, (_, i) => col(i)), this.instanceId] as never[], { prepare: true }));
         if (webhook.length > 0) {
           q.push(tx.unsafe(WEBHOOK_FIELDS, [0, 2, 3, 5, 18, 19].map((i) => webhook.map((r) => r[i] ?? null)) as never[], { prepare: true }));
         }
@@ -663,7 +752,7 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
     });
   }
 
-  /** The 20 unnest columns of HEADER_UPSERT, in order. */
+  /** The 22 unnest columns of HEADER_UPSERT, in order. */
   private headerRow(h: CallHeader, rev: number): (string | number | null)[] {
     const sealed = this.headerToWrite(h);
     return [
@@ -687,6 +776,8 @@ export class PostgresCallStore extends RecordBuffer<CallHeader> implements CallS
       rev,
       h.agent,
       h.direction,
+      h.recording ? recordingToJson(h.recording) : null,
+      h.recording?.object ?? null,
     ];
   }
 

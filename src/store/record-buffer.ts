@@ -5,7 +5,7 @@
  *
  *   - The write API: every write only updates memory and never waits on I/O
  *     or throws for it. Header changes a crash must lose least of (answered,
- *     started, ended, a status callback) ask for a flush on the next turn of
+ *     started, ended, a recording's outcome, a status callback) ask for a flush on the next turn of
  *     the event loop; the rest wait for the store's flush timer.
  *   - The header cache: the `calls` columns of every call this process is
  *     writing. A change is an operation on the header: a store that reads a
@@ -28,13 +28,13 @@
  * Personal data is sealed here, when a flush first takes it (crypto.ts):
  * entries other than latencies, and the caller and callee numbers.
  */
-import type { CallEndInfo, CallEvent, ToolCallRecord, TranscriptLine, TurnLatency, Usage } from '../records.js';
+import type { CallEndInfo, CallEvent, RecordingInfo, ToolCallRecord, TranscriptLine, TurnLatency, Usage } from '../records.js';
 import type { Logger } from '../log.js';
 import type { StatusCallback } from '../twilio/webhooks.js';
 import { estimateCostUsd } from './cost.js';
 import { keyring, openText, sealField, sealText, type Keyring } from './crypto.js';
 import type { Prices } from './prices.js';
-import { endHeader, summaryFromRow, sumUsage, type CallHeader, type SummaryRow } from './rows.js';
+import { checkRecording, endHeader, summaryFromRow, sumUsage, type CallHeader, type SummaryRow } from './rows.js';
 import type { Awaitable, CallPage, CallParties, CallRecord, CallStore, ListOptions } from './types.js';
 
 /** How long an answered call whose stream never started keeps its header in memory, ms. */
@@ -102,7 +102,7 @@ export interface RecordBufferOptions {
   log: Logger;
 }
 
-type Writes = 'answered' | 'placed' | 'started' | 'appendTranscript' | 'appendToolCall' | 'appendTurnLatency' | 'appendEvent' | 'addUsage' | 'ended' | 'recordStatus';
+type Writes = 'answered' | 'placed' | 'started' | 'appendTranscript' | 'appendToolCall' | 'appendTurnLatency' | 'appendEvent' | 'addUsage' | 'ended' | 'setRecording' | 'recordStatus';
 
 /** The listing's page size: `limit` within 1–10 000, default 50. */
 export function listLimit(opts: ListOptions): number {
@@ -200,6 +200,20 @@ export abstract class RecordBuffer<H extends CallHeader> implements Pick<CallSto
     this.changeHeader(callSid, true, (h) => endHeader(h, info));
   }
 
+  /** Buffered like `ended` (written on the next turn); a malformed one is logged and dropped, never thrown at the call path. */
+  setRecording(callSid: string, info: RecordingInfo): void {
+    let ok: RecordingInfo;
+    try {
+      ok = checkRecording(info);
+    } catch (err) {
+      this.log.error({ err: err instanceof Error ? err.message : String(err) }, 'call store: a malformed recording outcome was not kept');
+      return;
+    }
+    this.changeHeader(callSid, true, (h) => {
+      h.recording = ok;
+    });
+  }
+
   recordStatus(v: StatusCallback): void {
     if (this.closed) return;
     this.noteStatus({
@@ -261,6 +275,18 @@ export abstract class RecordBuffer<H extends CallHeader> implements Pick<CallSto
   /** What a flush could not write yet: queued entries and status callbacks, changed headers. */
   protected unwritten(): number {
     return this.pending.length + this.statuses.length + [...this.live.values()].filter((c) => c.dirty).length;
+  }
+
+  /**
+   * Calls about to be deleted (retention, deleteCall): drop their headers and queued entries and status
+   * callbacks, so no later flush of this process writes them back. A flush in flight may still write what
+   * it took: a store flushes after this and deletes after that.
+   */
+  protected forget(callSids: readonly string[]): void {
+    const gone = new Set(callSids);
+    for (const sid of gone) this.live.delete(sid);
+    this.pending = this.pending.filter((e) => !gone.has(e.callSid));
+    this.statuses = this.statuses.filter((s) => !gone.has(s.callSid));
   }
 
   /** The calls whose headers this process holds (in progress here). */

@@ -5,7 +5,7 @@
  * Row times are ISO 8601 strings (SQLite) or Dates (PostgreSQL); records
  * always carry ISO strings (UTC, ms).
  */
-import type { CallEndInfo, TransferDecision, Usage } from '../records.js';
+import type { CallEndInfo, RecordingInfo, TransferDecision, Usage } from '../records.js';
 import { openField, type Keyring } from './crypto.js';
 import { ZERO_USAGE, type CallRecord, type CallSummary } from './types.js';
 
@@ -40,6 +40,10 @@ export interface CallRow<Time extends string | Date> {
   protocol_errors: number;
   usage: string;
   cost_usd: number;
+  /** What became of the call's recording, as JSON (recordingToJson); null when it was not recorded (or a row written before the column). */
+  recording?: string | null;
+  /** The recording's object name, apart from the JSON, so a purge finds it without parsing. */
+  recording_object?: string | null;
 }
 
 /** A row of `list`: `started_at` is when the call began (started, else answered, else created), never null. */
@@ -84,6 +88,7 @@ export function headerFromRow(r: CallRow<string | Date>, number: (stored: string
     protocolErrors: r.protocol_errors,
     usage: { ...ZERO_USAGE, ...(JSON.parse(r.usage) as Partial<Usage>) },
     estimatedCostUsd: r.cost_usd,
+    recording: recordingFromJson(r.recording),
   };
 }
 
@@ -109,6 +114,7 @@ export function emptyHeader(callSid: string): CallHeader {
     protocolErrors: 0,
     usage: { ...ZERO_USAGE },
     estimatedCostUsd: 0,
+    recording: null,
   };
 }
 
@@ -189,4 +195,70 @@ export function slotIntervalMs(intervalMs: number): number {
     throw new RangeError(`call store: an outbound interval must be a finite number of ms ≥ 0 (got ${String(intervalMs)})`);
   }
   return Math.ceil(intervalMs);
+}
+
+/**
+ * A call's recording as both stores keep it: plain JSON (status, object name, storage, key id, sizes and a
+ * reason in words; object names hold the CallSid only, so nothing personal and never sealed). Checked field
+ * by field when read: a value that is not one reads as null.
+ */
+export function recordingToJson(r: RecordingInfo): string {
+  const v: RecordingInfo = { status: r.status, object: r.object, storage: r.storage, keyId: r.keyId, durationMs: r.durationMs, bytes: r.bytes };
+  if (r.reason !== undefined) v.reason = r.reason;
+  return JSON.stringify(v);
+}
+
+export function recordingFromJson(text: string | null | undefined): RecordingInfo | null {
+  if (!text) return null;
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (typeof v !== 'object' || v === null) return null;
+  const o = v as Record<string, unknown>;
+  if (o.status !== 'complete' && o.status !== 'incomplete' && o.status !== 'opted_out') return null;
+  if (o.storage !== 'dir' && o.storage !== 's3') return null;
+  if ((o.object !== null && typeof o.object !== 'string') || (o.keyId !== null && typeof o.keyId !== 'string')) return null;
+  if (typeof o.durationMs !== 'number' || typeof o.bytes !== 'number') return null;
+  const r: RecordingInfo = { status: o.status, object: o.object, storage: o.storage, keyId: o.keyId, durationMs: o.durationMs, bytes: o.bytes };
+  if (typeof o.reason === 'string') r.reason = o.reason;
+  return r;
+}
+
+/** A recording as setRecording takes it: the same checks as on reading, so nothing is kept that would read back as null. */
+export function checkRecording(r: RecordingInfo): RecordingInfo {
+  const ok = recordingFromJson(recordingToJson(r));
+  if (!ok) throw new TypeError('call store: a recording needs a status (complete|incomplete|opted_out), a storage (dir|s3), an object and key id (text or null), durationMs and bytes');
+  return ok;
+}
+
+/**
+ * Where the claim keys of calls begin and end (claims are free text: `CA…`, `CA…/2`, `action:CA…/1`,
+ * `dial:CA…/1`): each call's own key, and the [lo, hi) ranges (in byte order: '/' is just below '0') that
+ * hold every key under `<sid>/`, `action:<sid>/` and `dial:<sid>/`.
+ */
+export function claimRanges(callSids: readonly string[]): { exact: string[]; lo: string[]; hi: string[] } {
+  const lo: string[] = [];
+  const hi: string[] = [];
+  for (const sid of callSids) {
+    for (const p of ['', 'action:', 'dial:']) {
+      lo.push(`${p}${sid}/`);
+      hi.push(`${p}${sid}0`);
+    }
+  }
+  return { exact: [...callSids], lo, hi };
+}
+
+/** expiredCalls' `limit`: a whole number ≥ 1 (RangeError otherwise). */
+export function retentionLimit(limit: number): number {
+  if (!Number.isInteger(limit) || limit < 1) throw new RangeError(`call store: expiredCalls needs a whole limit ≥ 1 (got ${String(limit)})`);
+  return limit;
+}
+
+/** A lease's time to live: whole ms ≥ 1 (RangeError otherwise). */
+export function leaseTtlMs(ttlMs: number): number {
+  if (typeof ttlMs !== 'number' || !Number.isFinite(ttlMs) || ttlMs < 1) throw new RangeError(`call store: a lease needs a finite ttl ≥ 1 ms (got ${String(ttlMs)})`);
+  return Math.ceil(ttlMs);
 }

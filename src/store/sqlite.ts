@@ -56,10 +56,14 @@ import { listLimit, RecordBuffer, type EntryKind, type RecordBufferOptions, type
 import { openSqlite, type SqlStatement, type SqliteDb, type SqlValue } from './sqlite-driver.js';
 import {
   checkTransfer,
+  claimRanges,
   emptyHeader,
   ENCRYPTED_NUMBER,
   headerFromRow,
+  leaseTtlMs,
   OUTCOME_SQL,
+  recordingToJson,
+  retentionLimit,
   slotIntervalMs,
   transferFromJson,
   transferToJson,
@@ -154,7 +158,21 @@ const MIGRATIONS: string[] = [
      decision TEXT NOT NULL,
      saved_at TEXT NOT NULL
    );`,
+  // 6: recordings and retention. Each call's recording outcome (plain JSON: no personal data) and its object name
+  // apart, so a purge finds it without parsing; leases (one row each, times in epoch ms of this machine's clock,
+  // which every process sharing the file reads). expiredCalls walks calls_by_time (a DESC index scans either way);
+  // deleteCalls finds claim keys by the primary key's ranges, everything else by call_sid.
+  `ALTER TABLE calls ADD COLUMN recording TEXT;
+   ALTER TABLE calls ADD COLUMN recording_object TEXT;
+   CREATE TABLE store_leases (
+     name       TEXT PRIMARY KEY,
+     holder     TEXT NOT NULL,
+     expires_ms INTEGER NOT NULL
+   );`,
 ];
+
+/** Now on the database's clock (SQLite's: this machine's), epoch ms, as SQL. */
+const NOW_MS = `CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER)`;
 
 export interface SqliteStoreOptions extends RecordBufferOptions {
   path: string;
@@ -185,6 +203,14 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
     claim: SqlStatement;
     saveTransfer: SqlStatement;
     transfer: SqlStatement;
+    expired: SqlStatement;
+    deleteEntries: SqlStatement;
+    deleteTransfer: SqlStatement;
+    deleteClaim: SqlStatement;
+    deleteClaimRange: SqlStatement;
+    deleteCall: SqlStatement;
+    acquireLease: SqlStatement;
+    releaseLease: SqlStatement;
   };
   /** The pacer's next free slot, epoch ms (this process only: one process writes a file). */
   private nextSlotMs = 0;
@@ -206,10 +232,10 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
       upsertHeader: this.db.prepare(`
         INSERT INTO calls (call_sid, stream_sid, from_number, to_number, started_at, answered_at, ended_at, duration_ms,
           status, status_events, end_reason, outcome, audio_mode, model, agent, direction, state, relay, protocol_errors, usage,
-          cost_usd, created_at, updated_at)
+          cost_usd, recording, recording_object, created_at, updated_at)
         VALUES (@call_sid, @stream_sid, @from_number, @to_number, @started_at, @answered_at, @ended_at, @duration_ms,
           @status, @status_events, @end_reason, @outcome, @audio_mode, @model, @agent, @direction, @state, @relay, @protocol_errors,
-          @usage, @cost_usd, @now, @now)
+          @usage, @cost_usd, @recording, @recording_object, @now, @now)
         ON CONFLICT (call_sid) DO UPDATE SET stream_sid = excluded.stream_sid, from_number = excluded.from_number,
           to_number = excluded.to_number, started_at = excluded.started_at, answered_at = excluded.answered_at,
           ended_at = excluded.ended_at, duration_ms = excluded.duration_ms, status = excluded.status,
@@ -217,6 +243,8 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
           audio_mode = excluded.audio_mode, model = excluded.model, agent = coalesce(calls.agent, excluded.agent),
           direction = coalesce(calls.direction, excluded.direction), state = excluded.state, relay = excluded.relay,
           protocol_errors = excluded.protocol_errors, usage = excluded.usage, cost_usd = excluded.cost_usd,
+          recording = coalesce(excluded.recording, calls.recording),
+          recording_object = CASE WHEN excluded.recording IS NULL THEN calls.recording_object ELSE excluded.recording_object END,
           updated_at = excluded.updated_at
         WHERE calls.started_at IS NULL OR excluded.started_at IS NOT NULL`),
       // What a header the upsert refused (no stream, the row has one) may still add: the webhook's own fields.
@@ -235,6 +263,20 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
         INSERT INTO call_transfers (call_sid, decision, saved_at) VALUES (?, ?, ?)
         ON CONFLICT (call_sid) DO UPDATE SET decision = excluded.decision, saved_at = excluded.saved_at`),
       transfer: this.db.prepare('SELECT decision FROM call_transfers WHERE call_sid = ?'),
+      expired: this.db.prepare(`
+        SELECT call_sid, recording_object FROM calls WHERE coalesce(started_at, answered_at, created_at) < ?
+        ORDER BY coalesce(started_at, answered_at, created_at) LIMIT ?`),
+      deleteEntries: this.db.prepare('DELETE FROM call_entries WHERE call_sid = ?'),
+      deleteTransfer: this.db.prepare('DELETE FROM call_transfers WHERE call_sid = ?'),
+      deleteClaim: this.db.prepare('DELETE FROM call_claims WHERE call_sid = ?'),
+      deleteClaimRange: this.db.prepare('DELETE FROM call_claims WHERE call_sid >= ? AND call_sid < ?'),
+      deleteCall: this.db.prepare('DELETE FROM calls WHERE call_sid = ?'),
+      // Taken when free, expired, or already the holder's; one statement, so two processes cannot both win.
+      acquireLease: this.db.prepare(`
+        INSERT INTO store_leases (name, holder, expires_ms) VALUES (?, ?, ${NOW_MS} + ?)
+        ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_ms = excluded.expires_ms
+        WHERE store_leases.holder = excluded.holder OR store_leases.expires_ms <= ${NOW_MS}`),
+      releaseLease: this.db.prepare('DELETE FROM store_leases WHERE name = ? AND holder = ?'),
     };
     if (!opts.readOnly) {
       // Start-up work above may wait for a lock; the call path must not wait long.
@@ -289,6 +331,46 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
     const slot = Math.max(this.nextSlotMs, Date.now());
     this.nextSlotMs = slot + interval;
     return slot;
+  }
+
+  // ── Retention (store/retention.ts) ─────────────────────────────────────
+
+  /** Oldest first, by the listing's start time; calls still 'in_progress' too (an abandoned row: see docs/postgres.md, Retention). */
+  async expiredCalls(before: Date, limit: number): Promise<{ callSid: string; recordingObject: string | null }[]> {
+    if (this.closed) throw new Error('call store: closed');
+    this.flush();
+    const rows = this.sql.expired.all(before.toISOString(), retentionLimit(limit)) as { call_sid: string; recording_object: string | null }[];
+    return rows.map((r) => ({ callSid: r.call_sid, recordingObject: r.recording_object }));
+  }
+
+  /** One transaction: entries, transfer decision, claims (`<sid>`, `<sid>/…`, `action:<sid>/…`, `dial:<sid>/…`) and the row (status events live in it). */
+  async deleteCalls(callSids: readonly string[]): Promise<number> {
+    if (this.opts.readOnly || this.closed) throw new Error('call store: a read-only or closed store cannot delete calls');
+    if (callSids.length === 0) return 0;
+    this.forget(callSids);
+    this.flush();
+    const ranges = claimRanges(callSids);
+    let removed = 0;
+    this.db.transaction(() => {
+      for (const sid of callSids) {
+        this.sql.deleteEntries.run(sid);
+        this.sql.deleteTransfer.run(sid);
+        this.sql.deleteClaim.run(sid);
+        removed += Number(this.sql.deleteCall.run(sid).changes);
+      }
+      for (let i = 0; i < ranges.lo.length; i++) this.sql.deleteClaimRange.run(ranges.lo[i]!, ranges.hi[i]!);
+    });
+    return removed;
+  }
+
+  async acquireLease(name: string, holder: string, ttlMs: number): Promise<boolean> {
+    if (this.opts.readOnly || this.closed) throw new Error('call store: a read-only or closed store cannot hold a lease');
+    return Number(this.sql.acquireLease.run(name, holder, leaseTtlMs(ttlMs)).changes) === 1;
+  }
+
+  async releaseLease(name: string, holder: string): Promise<void> {
+    if (this.opts.readOnly || this.closed) return;
+    this.sql.releaseLease.run(name, holder);
   }
 
   markInterrupted(): number {
@@ -428,6 +510,8 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
       protocol_errors: h.protocolErrors,
       usage: JSON.stringify(h.usage),
       cost_usd: h.estimatedCostUsd,
+      recording: h.recording ? recordingToJson(h.recording) : null,
+      recording_object: h.recording?.object ?? null,
       now,
     };
   }
