@@ -17,7 +17,7 @@
  * - `Cache-Control: no-store` on every answer (recordings are personal data);
  *   nothing of the audio or the call is logged.
  */
-import type { AdminRequest } from '../call/ports.js';
+import type { AdminRequest, BinaryResponse, RecordingReader } from '../call/ports.js';
 import { openRecording } from '../recording/container.js';
 import { RecordingCorrupt, RecordingNotFound, type Keyring, type RecordingStorage } from '../recording/types.js';
 import { DecryptError } from '../store/crypto.js';
@@ -28,13 +28,7 @@ import { bearerCheck } from './bearer.js';
 /** Largest answer to an open-ended range (`bytes=a-`), bytes: 4 MiB is about 4 minutes of stereo µ-law. */
 export const MAX_RANGE_BYTES = 4 * 1024 * 1024;
 
-export interface RecordingReply {
-  status: number;
-  /** Lower-case names. */
-  headers: Record<string, string>;
-  type: string;
-  body: string | Uint8Array;
-}
+export type RecordingReply = BinaryResponse;
 
 export interface RecordingApiDeps {
   store: CallStore;
@@ -87,7 +81,7 @@ export function parseRange(header: string | undefined, size: number, maxOpenEnde
   return { start, end: Math.min(size, last + 1) };
 }
 
-export function createRecordingApi(deps: RecordingApiDeps): (req: AdminRequest) => Promise<RecordingReply> {
+export function createRecordingApi(deps: RecordingApiDeps): RecordingReader {
   const authorized = bearerCheck(deps.adminToken);
   return async (req) => {
     if (!authorized) return json(404, { error: 'not found' });

@@ -197,8 +197,19 @@ export interface AdminResponse {
   body: unknown;
 }
 
-/** The JSON admin API (GET /calls, GET /calls/:sid), served by the edge beside the VoiceApp. */
+/** The JSON admin API (GET /calls, GET /calls/:sid, DELETE /calls/:sid), served by the edge beside the VoiceApp. */
 export type AdminReader = (req: AdminRequest) => Promise<AdminResponse>;
+
+/** A reply with a body of its own type (audio, a byte range of it), and its headers (lower-case names). */
+export interface BinaryResponse {
+  status: number;
+  headers: Record<string, string>;
+  type: string;
+  body: string | Uint8Array;
+}
+
+/** GET /calls/:sid/recording (admin/recording-api.ts): the call's recording as a WAV, ranges too. */
+export type RecordingReader = (req: AdminRequest) => Promise<BinaryResponse>;
 
 /**
  * Everything the edge needs from the call layer. The edge checks Twilio

@@ -21,7 +21,7 @@
  * RunningServer names it for the start-up line.
  */
 import type { Logger } from '../log.js';
-import type { AdminReader, OutboundApp, VoiceApp } from '../call/ports.js';
+import type { AdminReader, OutboundApp, RecordingReader, VoiceApp } from '../call/ports.js';
 import { EdgeCore, type EdgeSettings } from './core.js';
 import { parseEdgeChoice, resolveEdge, type EdgeChoice, type EdgeKind } from './edge.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -34,8 +34,10 @@ export interface ServerOptions {
   settings: EdgeSettings;
   app: VoiceApp;
   log: Logger;
-  /** GET /calls, GET /calls/:sid (absent → 404). */
+  /** GET /calls, GET /calls/:sid, DELETE /calls/:sid (absent → 404). */
   admin?: AdminReader;
+  /** GET /calls/:sid/recording (absent → 404). */
+  recording?: RecordingReader;
   /** POST /calls, POST /voice/amd, /voice/incoming's `o` token (absent → 404, 404, 403). */
   outbound?: OutboundApp;
   metrics?: Metrics;
@@ -62,7 +64,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const env = opts.env ?? process.env;
   const resolved = resolveEdge(env, opts.edge ?? parseEdgeChoice(env.EDGE));
   const metrics = opts.metrics ?? createMetrics();
-  const core = new EdgeCore({ settings: opts.settings, app: opts.app, log: opts.log, metrics, admin: opts.admin, outbound: opts.outbound });
+  const core = new EdgeCore({ settings: opts.settings, app: opts.app, log: opts.log, metrics, admin: opts.admin, recording: opts.recording, outbound: opts.outbound });
   const server =
     resolved.kind === 'uws'
       ? await (await import('./uws-edge.js')).startUwsEdge(resolved.uws, core)

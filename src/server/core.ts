@@ -64,7 +64,9 @@
  *   counted as malformed `oversize_frame`; other framing errors `ws_protocol`.
  * - Capacity: app.openStream → null or `capacity` closes with 1013 (try again
  *   later), `draining` with 1001 (going away); a throw closes with 1011.
- * - GET /calls… answers carry `Cache-Control: no-store` (call records are personal data).
+ * - GET /calls… answers carry `Cache-Control: no-store` (call records are personal data);
+ *   DELETE /calls/:sid goes to the same reader; GET /calls/:sid/recording to
+ *   the recording reader (audio bytes, one range per request), no-store too.
  * - Call control webhooks: POST /voice/action and /voice/dial-action (query
  *   `leg`, 1..MAX_LEG, else 400), /voice/whisper (query `target` and
  *   `agent`, else 400) and /voice/amd are signed, limited, capped and parsed
@@ -84,7 +86,7 @@
  */
 import type { Logger } from '../log.js';
 import type {
-  AdminReader, AdminRequest, CallUrls, IncomingOptions, IncomingResult, OutboundApp, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp,
+  AdminReader, AdminRequest, CallUrls, RecordingReader, IncomingOptions, IncomingResult, OutboundApp, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp,
 } from '../call/ports.js';
 import { MAX_LEG } from '../call/admission-token.js';
 import { verifyTwilioSignature } from '../twilio/signature.js';
@@ -125,7 +127,8 @@ export function isWebhookRoute(route: Route): route is WebhookRoute {
 export interface HttpReply {
   route: Route;
   status: number;
-  body: string;
+  /** Text, or bytes (a recording). */
+  body: string | Uint8Array;
   type: string;
   /** Close the connection after this reply (the request body was not read). */
   closeConnection?: boolean;
@@ -219,8 +222,10 @@ export interface EdgeOptions {
   app: VoiceApp;
   log: Logger;
   metrics: Metrics;
-  /** GET /calls… (absent → 404). */
+  /** GET /calls…, DELETE /calls/:sid (absent → 404). */
   admin?: AdminReader;
+  /** GET /calls/:sid/recording (absent → 404). */
+  recording?: RecordingReader;
   /** POST /calls, POST /voice/amd and /voice/incoming's `o` token (absent → 404, 404, 403). */
   outbound?: OutboundApp;
 }
@@ -254,6 +259,7 @@ export class EdgeCore {
   readonly metrics: Metrics;
   private readonly app: VoiceApp;
   private readonly adminReader?: AdminReader;
+  private readonly recordingReader?: RecordingReader;
   private readonly outbound?: OutboundApp;
   private readonly limiter: RateLimiter;
   private readonly unsignedLimiter: RateLimiter;
@@ -275,6 +281,7 @@ export class EdgeCore {
     this.log = opts.log;
     this.metrics = opts.metrics;
     this.adminReader = opts.admin;
+    this.recordingReader = opts.recording;
     this.outbound = opts.outbound;
     const general = this.settings.rateLimit;
     this.limiter = new RateLimiter(general.burst, general.perSecond);
@@ -590,6 +597,16 @@ export class EdgeCore {
 
   /** GET /calls…: the admin reader's answer as JSON; a throw, a rejection or an unserialisable body → 500. */
   async admin(req: AdminRequest): Promise<HttpReply> {
+    if (/^\/calls\/[^/]+\/recording\/?$/.test(req.path)) {
+      // A recording (audio): its reader sets its own type and headers (no-store, ranges).
+      if (!this.recordingReader) return this.notFound('admin');
+      try {
+        const r = await this.recordingReader(req);
+        return { route: 'admin', status: r.status, body: r.body, type: r.type, headers: { ...r.headers, ...NO_STORE } };
+      } catch (err) {
+        return this.failed('admin', err);
+      }
+    }
     if (!this.adminReader) return this.notFound('admin');
     try {
       const r = await this.adminReader(req);

@@ -323,6 +323,6 @@ function readBody(req: IncomingMessage, limit: number, done: (body: Buffer | nul
 function rawReply(socket: Duplex, r: HttpReply): void {
   const body = Buffer.from(r.body);
   socket.end(
-    `HTTP/1.1 ${r.status} ${statusText(r.status)}\r\nContent-Type: ${r.type}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${r.body}`,
+    Buffer.concat([Buffer.from(`HTTP/1.1 ${r.status} ${statusText(r.status)}\r\nContent-Type: ${r.type}\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`), body]),
   );
 }

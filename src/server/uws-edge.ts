@@ -140,6 +140,7 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
   });
   server.get('/calls', admin);
   server.get('/calls/*', admin);
+  server.del('/calls/*', admin);
 
   /** WS /voice/stream upgrade: everything is read from `req` here, synchronously (uWS frees it on return). */
   const upgradeStream = (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => {
