@@ -26,7 +26,7 @@
  */
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DEMO_AGENT_FILE } from '../src/config.js';
 import { availableEdges, type EdgeKind } from '../src/server/app.js';
@@ -60,7 +60,10 @@ const TO = '+15550100999';
  * 1 s of the last mark can only be the mark's doing, not the bound's.
  */
 const LONG_GOODBYE_AGENT = join(tmpdir(), `callbridge-call-control-${process.pid}.yaml`);
-const longGoodbyeYaml = readFileSync(DEMO_AGENT_FILE, 'utf8').replace(/end_call:\n  enabled: true\n/, 'end_call:\n  enabled: true\n  goodbye_wait_ms: 20000\n');
+// Written to a temporary folder: the demo's recording notice is named by its absolute path there.
+const longGoodbyeYaml = readFileSync(DEMO_AGENT_FILE, 'utf8')
+  .replace(/end_call:\n  enabled: true\n/, 'end_call:\n  enabled: true\n  goodbye_wait_ms: 20000\n')
+  .replace('../assets/prompts/', `${resolve('assets/prompts')}/`);
 if (!longGoodbyeYaml.includes('goodbye_wait_ms: 20000')) throw new Error('agents/demo.yaml changed: its end_call block was not found');
 writeFileSync(LONG_GOODBYE_AGENT, longGoodbyeYaml);
 afterAll(() => rmSync(LONG_GOODBYE_AGENT, { force: true }));

@@ -75,8 +75,12 @@ export interface CallResult {
   turnLatenciesMs: number[];
   protocolViolations: string[];
   frameSizes: Record<number, number>;
-  /** With `recordHeard`: each played frame (≤ 160 µ-law bytes) and the ms since stream start it played at. */
-  heard?: { atMs: number; bytes: Uint8Array }[];
+  /**
+   * With `recordHeard`: each played frame (≤ 160 µ-law bytes) and the ms since stream start it played at
+   * (`atMs`: this simulator's 20 ms playout tick; `continuousAtMs`: where it falls on a phone that plays what
+   * arrives at once and without gaps, as Twilio does — the tick trails it by up to a frame plus timer jitter).
+   */
+  heard?: { atMs: number; continuousAtMs: number; bytes: Uint8Array }[];
   /** With `recordSent`: each frame sent (160 µ-law bytes) and its media timestamp (ms since stream start). */
   sent?: { atMs: number; bytes: Uint8Array }[];
 }
@@ -244,6 +248,10 @@ class CallRun {
   private t0 = 0;
   // Playout: received audio waits here and plays at 8000 bytes/s.
   private queue: Buffer[] = [];
+  /** When each queued buffer's first byte plays on a phone that plays continuously (arrival, or the end of what came before). */
+  private queueAtMs: number[] = [];
+  /** When everything queued so far ends, played continuously. */
+  private continuousEndMs = 0;
   private queuedBytes = 0;
   private receivedBytes = 0;
   private playedBytes = 0;
@@ -443,9 +451,10 @@ class CallRun {
       this.closeRun();
       return;
     }
+    const continuousAtMs = this.queueAtMs[0] ?? now;
     const frame = this.take(Math.min(FRAME_BYTES, this.queuedBytes));
     this.playedBytes += frame.length;
-    this.result.heard?.push({ atMs: now, bytes: frame });
+    this.result.heard?.push({ atMs: now, continuousAtMs, bytes: frame });
     const ms = frame.length / 8;
     this.result.heardMs += ms;
     if (this.runStartMs === undefined) {
@@ -476,8 +485,13 @@ class CallRun {
       const k = Math.min(head.length, n - off);
       head.copy(out, off, 0, k);
       off += k;
-      if (k === head.length) this.queue.shift();
-      else this.queue[0] = head.subarray(k);
+      if (k === head.length) {
+        this.queue.shift();
+        this.queueAtMs.shift();
+      } else {
+        this.queue[0] = head.subarray(k);
+        this.queueAtMs[0]! += k / 8;
+      }
     }
     this.queuedBytes -= n;
     return out;
@@ -509,6 +523,9 @@ class CallRun {
         this.result.framesReceived++;
         this.result.frameSizes[bytes.length] = (this.result.frameSizes[bytes.length] ?? 0) + 1;
         this.queue.push(bytes);
+        const at = Math.max(now, this.continuousEndMs);
+        this.queueAtMs.push(at);
+        this.continuousEndMs = at + bytes.length / 8;
         this.queuedBytes += bytes.length;
         this.receivedBytes += bytes.length;
         this.result.maxBufferedMs = Math.max(this.result.maxBufferedMs, this.queuedBytes / 8);
@@ -530,6 +547,8 @@ class CallRun {
         const barge = this.result.bargeIns.find((b) => b.clearAtMs === undefined && b.speechStartMs <= now);
         if (barge) barge.clearAtMs = Math.round(now);
         this.queue = [];
+        this.queueAtMs = [];
+        this.continuousEndMs = now;
         this.queuedBytes = 0;
         this.closeRun();
         for (const m of this.pendingMarks.splice(0)) this.echoMark(m.name);
