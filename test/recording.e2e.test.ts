@@ -254,3 +254,27 @@ describe.each(availableEdges())('a recorded call (%s edge)', (e) => {
     expect(again.err()).toMatch(/tamper|authentic|corrupt|does not open/i);
   });
 });
+
+describe('a recording that cannot be written', () => {
+  it('the call goes on to its end; the record says incomplete with the reason, /metrics counts it, nothing is left behind', async () => {
+    // A file where the recordings directory should be: every write fails (ENOTDIR), as on a full or broken disk.
+    const parent = mkdtempSync(join(tmpdir(), 'callbridge-recordings-'));
+    writeFileSync(join(parent, 'not-a-dir'), 'x');
+    const env = { PUBLIC_URL: PUBLIC, TWILIO_AUTH_TOKEN: AUTH, RECORDING: 'on', RECORDING_KEY: KEY, RECORDING_DIR: join(parent, 'not-a-dir'), ADMIN_TOKEN: ADMIN };
+    const { app, baseUrl } = await callbridge({ model: { scenario: SCENARIO }, env });
+    const result = await placeCall({ baseUrl, publicUrl: PUBLIC, authToken: AUTH, utterances: [{ durationMs: 900 }], hangupAfterMs: 500 });
+    expect(result.endedBy).toBe('caller');
+    expect(result.heardMs).toBeGreaterThan(300);
+    await until(async () => (await app.store.get(result.callSid))?.recording != null, { what: 'the recording outcome in the record' });
+    const record = (await app.store.get(result.callSid))!;
+    expect(record.endReason).toBe('caller_hangup');
+    expect(record.recording).toMatchObject({ status: 'incomplete', object: null });
+    expect(record.recording!.reason).toMatch(/^write failed: .*ENOTDIR/);
+    const metrics = await (await fetch(`${baseUrl}/metrics`)).text();
+    expect(metrics).toMatch(/^callbridge_recordings_total\{status="incomplete"\} 1$/m);
+    const r = await fetch(`${baseUrl}/calls/${result.callSid}/recording`, { headers: { authorization: `Bearer ${ADMIN}` } });
+    expect(r.status).toBe(404);
+    expect(((await r.json()) as { error: string }).error).toMatch(/not stored \(write failed/);
+    expect(readdirSync(parent)).toEqual(['not-a-dir']);
+  });
+});
