@@ -131,6 +131,16 @@ const EnvSchema = z.object({
     .regex(/^[0-9a-fA-F]{64}$/, 'must be 64 hex characters (a 256-bit AES key)')
     .optional(),
   ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  /**
+   * More console sign-in tokens besides ADMIN_TOKEN (role admin): `name:role:token`, comma-separated, role `admin`
+   * or `read` (a read-only viewer: calls and figures, caller numbers masked, no deletes).
+   */
+  CONSOLE_TOKENS: z
+    .string()
+    .regex(/^[a-z0-9_-]{1,32}:(admin|read):[^,:\s]{16,}(\s*,\s*[a-z0-9_-]{1,32}:(admin|read):[^,:\s]{16,})*$/, 'must be name:role:token entries, comma-separated (role admin or read; tokens of 16 characters or more)')
+    .optional(),
+  /** How long a console sign-in lasts. */
+  CONSOLE_SESSION_HOURS: z.coerce.number().positive().max(168).default(8),
   /** Keys TRANSCRIPT_KEY replaced (comma-separated, 64 hex each): what they sealed is still read; nothing new is sealed with them. */
   TRANSCRIPT_KEY_OLD: z
     .string()
@@ -283,6 +293,8 @@ export interface Config {
    * `keysOld` only open; storage is `s3Url` when set, else `dir`.
    */
   recording: { enabled: boolean; key: Buffer | undefined; keysOld: Buffer[]; dir: string; s3Url: string | undefined };
+  /** Console sign-in: ADMIN_TOKEN (name `admin`, role admin) and CONSOLE_TOKENS; empty = the console answers 404. */
+  console: { tokens: { name: string; role: 'admin' | 'read'; token: string }[]; sessionMs: number };
   /** RETENTION_DAYS (0 = keep for ever) and RETENTION_INTERVAL_MS. */
   retention: { days: number; intervalMs: number };
   /** Prices of `openai.model` (with PRICE_* overrides); `pricesKnown` = the model is in the price table. */
@@ -449,6 +461,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       s3Url: e.RECORDING_S3_URL,
     },
     retention: { days: e.RETENTION_DAYS, intervalMs: e.RETENTION_INTERVAL_MS },
+    console: {
+      tokens: [
+        ...(e.ADMIN_TOKEN ? [{ name: 'admin', role: 'admin' as const, token: e.ADMIN_TOKEN }] : []),
+        ...(e.CONSOLE_TOKENS ?? '')
+          .split(',')
+          .map((t) => t.trim())
+          .filter(Boolean)
+          .map((t) => {
+            const [name, role, ...rest] = t.split(':');
+            return { name: name!, role: role as 'admin' | 'read', token: rest.join(':') };
+          }),
+      ],
+      sessionMs: Math.round(e.CONSOLE_SESSION_HOURS * 3_600_000),
+    },
     eligibility: {
       apiUrl: e.ELIGIBILITY_API_URL,
       apiKey: e.ELIGIBILITY_API_KEY,

@@ -47,6 +47,12 @@ export interface TurnLatency {
   turn: number;
   /** speech_stopped received → first audio frame of the answer sent to Twilio, ms. */
   latencyMs: number;
+  /**
+   * The turn's parts on the call's clock (ms since the stream's start), where known: the caller's end of
+   * speech (the model VAD's audio_end_ms), speech_stopped received, the answer's first audio delta received,
+   * its first frame sent to Twilio, and that frame heard (its mark echoed). Older records have none.
+   */
+  parts?: { callerEndMs?: number; speechStoppedMs: number; firstDeltaMs?: number; firstFrameMs: number; heardMs?: number };
 }
 
 /** Something that happened to the call itself (a failed response, a reconnect, …), kept in its record. */

@@ -239,12 +239,64 @@ export interface VoiceApp {
    * conversation so far). Never rejects. Absent = 404.
    */
   dialEnded?(call: DialActionWebhook, urls: CallUrls, leg: number): Promise<IncomingResult>;
+  /** The calls in progress on this instance, for the console's live view. */
+  liveCalls?(): LiveCall[];
   /**
    * POST /voice/whisper?target=&agent=: what the person answering a transfer
    * hears before the caller is connected (`<Say>`; an empty `<Response/>` when
    * the target has none). Absent = 404.
    */
   whisper?(target: string, agent: string): IncomingResult;
+}
+
+/** A call in progress on this instance, as the console's live view shows it (VoiceApp.liveCalls). */
+export interface LiveCall {
+  callSid: string;
+  /** The caller's number in full (the console masks it unless the viewer's role may see it), or null. */
+  from: string | null;
+  agent: string;
+  /** When its stream started (ISO 8601) and how long it has lasted, ms. */
+  startedAt: string;
+  durationMs: number;
+  /** Who is speaking now: the caller (between speech_started and speech_stopped), the assistant (audio playing), or no one. */
+  speaking: 'caller' | 'assistant' | 'none';
+  turns: number;
+  /** The last turn's latency (speech_stopped → first frame out), ms; null before the first answer. */
+  lastTurnMs: number | null;
+  /** The model link: up, or being restored (the caller hears the hold prompt). */
+  model: 'up' | 'reconnecting' | 'connecting';
+  audioMode: string;
+}
+
+/** One /console request, copied out of the edge (body read for POST/DELETE, ≤ MAX_BODY_BYTES; null otherwise or when over). */
+export interface ConsoleRequest {
+  method: string;
+  /** Path without the query, e.g. `/console/api/calls`. */
+  path: string;
+  query: URLSearchParams;
+  /** Lower-case names. */
+  headers: Record<string, string>;
+  body: Buffer | null;
+  /** The client's address as the edge sees it (TRUST_PROXY applied). */
+  client: string;
+}
+
+/**
+ * A Server-Sent Events stream: the edge calls `open` once the response head is
+ * written, with `send` (writes one chunk; false = the client is slow, the
+ * stream should skip a beat) and `end` (the app closes it). `open` returns
+ * the function the edge calls when the client goes away (or the server
+ * closes): the app stops its timers there. Never throws.
+ */
+export interface EventStream {
+  open(send: (chunk: string) => boolean, end: () => void): () => void;
+}
+
+export type ConsoleReply = BinaryResponse | { status: 200; headers: Record<string, string>; stream: EventStream };
+
+/** Everything under /console (src/console/): the page, its assets, its JSON API and its live stream. */
+export interface ConsoleApp {
+  handle(req: ConsoleRequest): Promise<ConsoleReply>;
 }
 
 // ── What a call needs from outside ───────────────────────────────────────

@@ -116,6 +116,46 @@ export interface CallPage {
   next: ListPosition | null;
 }
 
+/** What the console's call list filters on (every field optional; all given must hold). */
+export interface CallFilter {
+  /** Began at or after / before (the listing's start time). */
+  since?: Date;
+  until?: Date;
+  /** The one-word outcome (CallSummary.outcome), e.g. `eligible`, `no_check`. */
+  outcome?: string;
+  endReason?: string;
+  agent?: string;
+  /** Calls that made at least one call to this tool. */
+  tool?: string;
+  /** Calls with at least one turn slower than this (ms). */
+  minTurnLatencyMs?: number;
+  state?: CallState;
+}
+
+export type CallSort = 'started' | 'duration' | 'cost';
+
+/** A page of a search: `offset`-based (the console's pages), at most `limit` (1–200). */
+export interface SearchOptions {
+  sort?: CallSort;
+  dir?: 'asc' | 'desc';
+  limit?: number;
+  offset?: number;
+}
+
+export interface SearchPage {
+  calls: CallSummary[];
+  /** More calls match after this page. */
+  hasMore: boolean;
+}
+
+/** The last hour (or `since`→now) in buckets, for the console's small charts. */
+export interface CallStats {
+  bucketMs: number;
+  buckets: { t: string; started: number; ended: number; failed: number; turnP50Ms: number | null; turnP95Ms: number | null }[];
+  /** Calls in progress by the store's account (every instance sharing it). */
+  inProgress: number;
+}
+
 export interface CallStore extends TransferStore, OutboundPacer {
   /**
    * The call was answered (webhook): create its row at once, so even a call whose stream never starts is recorded.
@@ -189,6 +229,15 @@ export interface CallStore extends TransferStore, OutboundPacer {
   acquireLease(name: string, holder: string, ttlMs: number): Awaitable<boolean>;
   /** Give up `name` if `holder` holds it. */
   releaseLease(name: string, holder: string): Awaitable<void>;
+  /**
+   * The console's call list: calls matching `filter`, sorted, a page at a time (offset; never every row).
+   * `callsInProgress`: calls whose state is in_progress (every instance), newest first, at most `limit`.
+   * `stats`: calls started/ended/failed (end reasons error, model_unavailable, model_disconnected) and turn
+   * latency p50/p95 per bucket since `since`.
+   */
+  searchCalls(filter: CallFilter, opts?: SearchOptions): Awaitable<SearchPage>;
+  callsInProgress(limit: number): Awaitable<CallSummary[]>;
+  stats(since: Date, bucketMs: number): Awaitable<CallStats>;
   /** Write everything buffered now. */
   flush(): Awaitable<void>;
   close(): Awaitable<void>;
