@@ -22,7 +22,8 @@
  * (bench/flood.ts, its own process: FLOOD_PER_S a second from 127.0.0.2,
  * bounded in count and time), read against the transcode runs without it;
  * callbridge in transcode with every call recorded (RECORDING=on, issue 17)
- * in each round beside the transcode pair, read against cb.tc;
+ * and with the console's live view open (issue 18), in each round beside
+ * the transcode pair, read against cb.tc;
  * then one more run of any configuration that had no clean run (isClean:
  * nothing else on the box starved the callers or the relay), twice at most
  * (not the pinned or the flood run).
@@ -62,6 +63,7 @@ import type { Scenario } from '../../src/sim/scenarios.js';
 import type { LatencySummary } from '../../src/call/stats.js';
 import { countWriteSyscalls, perfAvailable, pin, processCpuUs, processRunqWaitNs, processSyscw } from '../proc.js';
 import { installWireCounter, resetWireCounts, wireCounts, type WireCounts } from '../wire-count.js';
+import { watchConsole } from '../console-watcher.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 import { FRAME_MS } from '../../src/dsp/format.js';
 
@@ -69,6 +71,8 @@ import { FRAME_MS } from '../../src/dsp/format.js';
 export const FLOOD_PER_S = 1000;
 
 const AUTH = 'bench-auth-token';
+/** ADMIN_TOKEN of the console runs: the watcher signs in with it. */
+const CONSOLE_TOKEN = 'bench-console-token-0123456789';
 const PUBLIC = 'https://relay.bench.invalid';
 
 const scenario: Scenario = {
@@ -98,6 +102,8 @@ export interface RunSpec {
   flood?: number;
   /** Record every call (RECORDING=on, a directory in the run's temporary folder): issue 17's cost figures. */
   recording?: boolean;
+  /** An operator has the console's live view open for the whole run (bench/console-watcher.ts): issue 18's cost. */
+  console?: boolean;
 }
 
 /** What the flood process reports (bench/flood.ts). */
@@ -219,6 +225,9 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
   delete env.RECORDING_S3_URL;
   if (spec.recording) Object.assign(env, { RECORDING: 'on', RECORDING_KEY: '6b'.repeat(32), RECORDING_DIR: join(dir, 'recordings') });
   else env.RECORDING = 'off';
+  delete env.CONSOLE_TOKENS;
+  if (spec.console) env.ADMIN_TOKEN = CONSOLE_TOKEN;
+  else delete env.ADMIN_TOKEN;
   const child = fork(relayScript(spec.relay), [], { env, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
   // The floor relay prints its edge line as callbridge does.
   let edge = spec.relay === 'naive' ? 'ws (npm) on node:http' : 'uWebSockets.js (default)';
@@ -248,6 +257,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     const perf = countWriteSyscalls(pid);
     // Bounded: at most the calls' own limit (maxCallMs below) plus set-up.
     const flood = spec.flood ? await startFlood(ready.port, spec.flood, 70_000) : undefined;
+    const watch = spec.console ? await watchConsole(ready.port, CONSOLE_TOKEN) : undefined;
     const t0 = performance.now();
     const utterances: Utterance[] = Array.from({ length: spec.utterances }, () => ({ durationMs: 900 }));
     const results: CallResult[] = await Promise.all(
@@ -265,6 +275,10 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     );
     const wallMs = performance.now() - t0;
     const floodFigures = await flood?.stop();
+    const watched = await watch?.stop();
+    if (watch && (!watched || watched.events < Math.floor(wallMs / 1000) - 2)) {
+      throw new Error(`relay bench (${describe(spec)}): the console live view got ${watched?.events ?? 0} events in ${Math.round(wallMs / 1000)} s`);
+    }
     // Let the relay finish each call's teardown (model sockets, records) inside the measured window.
     const settleUntil = performance.now() + 3000;
     while (model.sessions.some((s) => !s.closed) && performance.now() < settleUntil) await new Promise((r) => setTimeout(r, 50));
@@ -391,13 +405,13 @@ function rates(f: RunFigures) {
 function key(spec: RunSpec): string {
   const k = spec.relay === 'callbridge' ? 'cb' : spec.relay;
   const m = spec.inboundBatchMs !== undefined ? 'cap' : spec.mode === 'passthrough' ? 'pt' : 'tc';
-  return `${k}.${m}${spec.pinned ? `${spec.calls}pin` : ''}${spec.edge ? spec.edge : ''}${spec.flood ? 'flood' : ''}${spec.recording ? 'rec' : ''}`;
+  return `${k}.${m}${spec.pinned ? `${spec.calls}pin` : ''}${spec.edge ? spec.edge : ''}${spec.flood ? 'flood' : ''}${spec.recording ? 'rec' : ''}${spec.console ? 'live' : ''}`;
 }
 
 function describe(spec: RunSpec): string {
   const who = spec.relay;
   const mode = spec.inboundBatchMs !== undefined ? `capacity (${spec.mode}, INBOUND_BATCH_MS=${spec.inboundBatchMs})` : spec.mode;
-  return `${who} ${mode}, ${spec.calls} calls${spec.pinned ? ', relay pinned to 1 core' : ''}${spec.edge ? `, ${spec.edge === 'node' ? 'node:http + ws' : spec.edge} edge` : ''}${spec.flood ? `, ${spec.flood} forged webhooks/s` : ''}${spec.recording ? ', every call recorded' : ''}`;
+  return `${who} ${mode}, ${spec.calls} calls${spec.pinned ? ', relay pinned to 1 core' : ''}${spec.edge ? `, ${spec.edge === 'node' ? 'node:http + ws' : spec.edge} edge` : ''}${spec.flood ? `, ${spec.flood} forged webhooks/s` : ''}${spec.recording ? ', every call recorded' : ''}${spec.console ? ', the console live view open' : ''}`;
 }
 
 /** Turns the runs of one configuration (several rounds) into results. */
@@ -587,8 +601,9 @@ export const relaySuite: Suite = {
       const groups: RunSpec[][] = [
         [{ ...base, relay: 'naive', mode: 'passthrough' }, { ...base, relay: 'callbridge', mode: 'passthrough' }, { ...base, relay: 'floor', mode: 'passthrough' }],
         [{ ...base, relay: 'naive', mode: 'transcode' }, { ...base, relay: 'callbridge', mode: 'transcode' }, { ...base, relay: 'floor', mode: 'transcode', inboundBatchMs: p.capacityBatchMs }],
-        // Issue 17: the same transcode load with every call recorded, read against the cb.tc runs beside it.
-        [{ ...base, relay: 'callbridge', mode: 'transcode', recording: true }],
+        // Issue 17: the same transcode load with every call recorded, read against the cb.tc runs beside it;
+        // issue 18: the same with the console's live view open.
+        [{ ...base, relay: 'callbridge', mode: 'transcode', recording: true }, { ...base, relay: 'callbridge', mode: 'transcode', console: true }],
       ];
       // Alternate who goes first, so a drift in background load hits every relay alike.
       for (const group of groups) for (const spec of round % 2 === 0 ? group : [...group].reverse()) await go(spec);
@@ -615,7 +630,7 @@ export const relaySuite: Suite = {
 
     const groups = byKey(runs);
     const peerOf = (k: string): string | undefined =>
-      k === 'cb.pt' || k === 'floor.pt' ? 'naive.pt' : k === 'cb.tc' || k === 'cb.cap' || k === 'cb.tcnode' || k === 'floor.cap' ? 'naive.tc' : k === 'cb.tcrec' ? 'cb.tc' : undefined;
+      k === 'cb.pt' || k === 'floor.pt' ? 'naive.pt' : k === 'cb.tc' || k === 'cb.cap' || k === 'cb.tcnode' || k === 'floor.cap' ? 'naive.tc' : k === 'cb.tcrec' || k === 'cb.tclive' ? 'cb.tc' : undefined;
     const results = [...groups.entries()].flatMap(([k, rs]) => resultsFor(rs, peerOf(k)));
     const by = new Map(results.map((r) => [r.id, r]));
     // The relay's overhead multiple over its own DSP (check relay.cpu.vsDsp, with the dsp suite).
@@ -713,6 +728,8 @@ export const relaySuite: Suite = {
     if (flood) lines.push(flood);
     const rec = recordingLine(by);
     if (rec) lines.push(rec);
+    const live = consoleLine(by);
+    if (live) lines.push(live);
     lines.push(
       `relay: every run, CPU ms per call-second (caller realtime share, relay run-queue wait share; * = not clean): ${[...byKey(runs).entries()]
         .map(([k, fs]) => `${k} ${fs.map((f) => `${(cpuPerCallSecondNs(f) / 1e6).toFixed(2)}(${f.realtime.toFixed(2)},${f.relayRunqShare.toFixed(2)})${isClean(f) ? '' : '*'}`).join(' ')}`)
@@ -779,6 +796,20 @@ function recordingLine(by: Map<string, Result>): string | undefined {
     `relay: recording every call (transcode, stereo µ-law sealed in 64 KiB AES-256-GCM chunks, directory storage): CPU ${(rec / plain).toFixed(2)}× unrecorded ` +
     `(${ms(plain)} → ${ms(rec)} ms per call-second; target ≤ ${issueTarget('target.relay.rec.cpu<=1.10') ?? '?'}×), ` +
     `relay-added p99 in ${ms(p99('relay.cb.tc.in'))} → ${ms(p99('relay.cb.tcrec.in'))} ms, out ${ms(p99('relay.cb.tc.out'))} → ${ms(p99('relay.cb.tcrec.out'))} ms (unrecorded → recorded)`
+  );
+}
+
+/** The console's live view open (issue 18) beside the same load without it: CPU per call-second and relay-added p99. */
+function consoleLine(by: Map<string, Result>): string | undefined {
+  const live = by.get('relay.cb.tclive.cpu')?.medianNs;
+  const plain = by.get('relay.cb.tc.cpu')?.medianNs;
+  if (live === undefined || plain === undefined) return undefined;
+  const ms = (ns: number | undefined) => (ns === undefined ? '-' : (ns / 1e6).toFixed(3));
+  const p99 = (id: string) => by.get(id)?.p99Ns;
+  return (
+    `relay: the console's live view open (one event a second with every call): CPU ${(live / plain).toFixed(2)}× without it ` +
+    `(target ≤ ${issueTarget('target.relay.console.cpu<=1.03') ?? '?'}×), relay-added p99 in ${ms(p99('relay.cb.tc.in'))} → ${ms(p99('relay.cb.tclive.in'))} ms, ` +
+    `out ${ms(p99('relay.cb.tc.out'))} → ${ms(p99('relay.cb.tclive.out'))} ms (without → with)`
   );
 }
 
