@@ -298,3 +298,48 @@ describe('Outbound.whenHeard (the end of a goodbye or handoff sentence)', () => 
     expect(withdrawn).toBe(0);
   });
 });
+
+describe('acknowledged marks (per-turn heard time)', () => {
+  it('ackedMark is the largest mark echoed, covers every chunk before it, and ignores marks echoed after a clear', () => {
+    const { p, frames, sent } = harness(1000);
+    p.enqueue('r1', 'i1', bytes(160 * 3));
+    p.pump(0);
+    expect(frames.map((f) => f.mark)).toEqual([1, 2, 3]);
+    expect(sent.map((s) => s.mark)).toEqual(['1', '2', '3']); // the mark's name is its number
+    expect(p.ackedMark).toBe(0);
+    expect(p.onMark('2', 40)).toBe(true);
+    expect(p.ackedMark).toBe(2); // chunks 1 and 2 heard
+    p.interrupt(50);
+    expect(p.onMark('3', 60)).toBe(false); // echoed because of the clear: proves nothing
+    expect(p.ackedMark).toBe(2);
+    p.enqueue('r2', 'i2', bytes(160));
+    p.pump(70);
+    expect(frames.at(-1)!.mark).toBe(4); // marks keep rising across a clear: an old echo never matches a new chunk
+  });
+
+  it('Outbound tells onHeard each echo that counts, with the acknowledged mark, and nothing for an unknown one', () => {
+    const heard: [number, number][] = [];
+    let now = 0;
+    const out = new Outbound({
+      socket: { send: () => true, bufferedAmount: () => 0, cork: (fn) => fn(), close: () => {} },
+      clock: { add: () => {}, delete: () => {} },
+      leadMs: 100,
+      chunkMs: 20,
+      now: () => now,
+      sinceStart: () => now,
+      onChunk: () => {},
+      onHeard: (mark, at) => heard.push([mark, at]),
+      onLine: () => {},
+      truncate: () => {},
+    });
+    out.start('MZ1', undefined);
+    out.setLive(true);
+    out.audio('r1', 'i1', Buffer.alloc(160 * 2, 0x55).toString('base64'));
+    now = 30;
+    out.mark('1', now);
+    out.mark('nope', now);
+    now = 50;
+    out.mark('2', now);
+    expect(heard).toEqual([[1, 30], [2, 50]]);
+  });
+});

@@ -255,8 +255,11 @@ describe('CallSession turns, tools and DTMF', () => {
     h.model.emit({ type: 'response_started', responseId: 'r2' });
     h.setTime(1350);
     h.model.emit({ type: 'audio', responseId: 'r2', itemId: 'i2', audio: ulawB64(320) });
-    expect(h.recorder.turns).toEqual([{ turn: 1, latencyMs: 350 }]);
     expect(h.session.turnLatency.count).toBe(1);
+    expect(h.session.lastTurnLatencyMs).toBe(350);
+    expect(h.recorder.turns).toEqual([]); // the record waits for the first chunk's mark (test/turn-parts.test.ts)
+    h.session.end('caller_hangup');
+    expect(h.recorder.turns).toEqual([{ turn: 1, latencyMs: 350, parts: { callerEndMs: 900, speechStoppedMs: 1000, firstDeltaMs: 1350, firstFrameMs: 1350 } }]);
   });
 
   it('counts a tool turn to the first audio of the answer, not to the tool-call response', async () => {
@@ -270,7 +273,8 @@ describe('CallSession turns, tools and DTMF', () => {
     h.model.emit({ type: 'response_started', responseId: 'r-answer' });
     h.setTime(1700);
     h.model.emit({ type: 'audio', responseId: 'r-answer', itemId: 'i9', audio: ulawB64(320) });
-    expect(h.recorder.turns).toEqual([{ turn: 1, latencyMs: 700 }]);
+    h.session.end('caller_hangup');
+    expect(h.recorder.turns).toEqual([{ turn: 1, latencyMs: 700, parts: { callerEndMs: 900, speechStoppedMs: 1000, firstDeltaMs: 1700, firstFrameMs: 1700 } }]);
   });
 
   it('orders the caller transcript by when the caller spoke, even when it arrives late', async () => {

@@ -23,6 +23,9 @@
  *   them): at once when that is already so, else at the end of the `mark()`
  *   or `cutPlayback()` that makes it so (never from inside the playout, so a
  *   callback may end the call).
+ * - `onHeard(mark, now)` is told each acknowledged mark (Playout's `ackedMark`:
+ *   every chunk whose ChunkInfo `mark` is at most it has been heard), once per
+ *   echo that counts, before the lines it settles are written.
  */
 import type { PumpScheduler } from './clock.js';
 import { Playout, type ChunkInfo } from './playout.js';
@@ -59,6 +62,8 @@ export interface OutboundDeps {
   sinceStart: (now?: number) => number;
   /** A chunk left for Twilio (per-turn latency, activity). */
   onChunk: (info: ChunkInfo, now: number) => void;
+  /** Twilio acknowledged chunks up to `mark` (ChunkInfo.mark) at `now`: the caller has heard them (per-turn figures). */
+  onHeard?: (mark: number, now: number) => void;
   /** An assistant line is final (once per item). */
   onLine: (line: TranscriptLine) => void;
   /** Cut an assistant item at the model to what the caller heard (ms). */
@@ -158,6 +163,7 @@ export class Outbound {
   /** Twilio echoed a mark. */
   mark(name: string, now: number): void {
     if (!this.playout.onMark(name, now)) return;
+    this.deps.onHeard?.(this.playout.ackedMark, now);
     for (const id of this.items.keys()) this.settle(id);
     this.checkHeard();
   }

@@ -43,6 +43,8 @@ export interface ChunkInfo {
   responseId: string;
   /** Position of the chunk's end within its item's audio, ms. */
   itemEndMs: number;
+  /** The chunk's mark, as a number (its name is `String(mark)`; later chunks have larger ones): see `ackedMark`. */
+  mark: number;
 }
 
 interface ItemState {
@@ -62,6 +64,7 @@ interface Segment {
 /** A chunk sent and not yet acknowledged by its mark. */
 interface SentChunk {
   name: string;
+  mark: number;
   itemId: string;
   itemStartMs: number;
   durationMs: number;
@@ -88,6 +91,8 @@ export class Playout implements Pumpable {
   /** When the last acknowledged chunk finished playing (its mark's echo), ms; undefined = no echo since the last start. */
   private ackAtMs: number | undefined;
   private markSeq = 0;
+  /** The largest mark acknowledged so far (0 = none): every chunk with a mark up to it has been heard. */
+  private ackedMarkSeq = 0;
   /** Wall time (ms) at which everything sent so far will have played. */
   private playheadEndMs = 0;
   private blocked = false;
@@ -107,6 +112,15 @@ export class Playout implements Pumpable {
     this.ring = Buffer.alloc(INITIAL_FRAMES * FRAME_BYTES);
     this.chunkBytes = Math.max(1, Math.floor(chunkMs / FRAME_MS)) * FRAME_BYTES;
     this.scratch = Buffer.alloc(this.chunkBytes);
+  }
+
+  /**
+   * The largest mark Twilio has acknowledged (0 = none yet): the chunk with that
+   * mark, and every chunk sent before it, has been heard. Marks echoed after a
+   * `clear` do not count, so a chunk cut off before it played is never acknowledged.
+   */
+  get ackedMark(): number {
+    return this.ackedMarkSeq;
   }
 
   /** Bytes of audio waiting to be sent (including an open partial frame). */
@@ -176,14 +190,15 @@ export class Playout implements Pumpable {
     const itemStartMs = item ? item.sentBytes / ULAW_BYTES_PER_MS : 0;
     if (item) item.sentBytes += n;
     const durationMs = n / ULAW_BYTES_PER_MS;
-    const name = String(++this.markSeq);
-    this.pending.push({ name, itemId: seg.itemId, itemStartMs, durationMs, sentAtMs: nowMs });
+    const mark = ++this.markSeq;
+    const name = String(mark);
+    this.pending.push({ name, mark, itemId: seg.itemId, itemStartMs, durationMs, sentAtMs: nowMs });
     const playAtMs = Math.max(this.playheadEndMs, nowMs);
     this.playheadEndMs = playAtMs + durationMs;
     this.framesSent += n / FRAME_BYTES;
     this.chunksSent++;
     const ok = this.sink.sendChunk(buf, start, start + n, name, playAtMs);
-    this.onChunk({ itemId: seg.itemId, responseId: seg.responseId, itemEndMs: itemStartMs + durationMs }, nowMs);
+    this.onChunk({ itemId: seg.itemId, responseId: seg.responseId, itemEndMs: itemStartMs + durationMs, mark }, nowMs);
     if (!ok) this.blocked = true;
   }
 
@@ -192,7 +207,7 @@ export class Playout implements Pumpable {
     this.blocked = false;
   }
 
-  /** Twilio echoed a mark at `nowMs`: everything up to it has played. Unknown names are ignored. */
+  /** Twilio echoed a mark at `nowMs`: everything up to it has played (`ackedMark`). Unknown names are ignored. */
   onMark(name: string, nowMs: number): boolean {
     for (let i = this.pendingHead; i < this.pending.length; i++) {
       if (this.pending[i]!.name !== name) continue;
@@ -202,6 +217,7 @@ export class Playout implements Pumpable {
       }
       this.pendingHead = i + 1;
       this.ackAtMs = nowMs;
+      this.ackedMarkSeq = this.pending[i]!.mark;
       if (this.pendingHead > 256) {
         this.pending = this.pending.slice(this.pendingHead);
         this.pendingHead = 0;

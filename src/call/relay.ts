@@ -27,7 +27,7 @@
  * - A pre-warm left unused at PREWARM_TTL_MS (or at shutdown) is closed; the
  *   call's record is closed out (`no_stream`, `shutdown`) only if this
  *   instance can claim the call itself, i.e. no stream took it anywhere.
- * - It owns the set of live calls, the concurrent-call cap and health.
+ * - It owns the set of live calls (`liveCalls()`: the console's live view), the concurrent-call cap and health.
  *   Health is 503 only while draining: the model's reachability (and the
  *   store's) is reported in the body, never in the status, since every
  *   instance shares it (an outage would otherwise take all of them out of
@@ -93,7 +93,7 @@ import type {
 import { MAX_LEG, mintAdmissionToken, verifyAdmissionToken } from './admission-token.js';
 import { nullRecorder, type CallRecorder, type TransferDecision } from '../records.js';
 import { LatencyHistogram } from './stats.js';
-import { noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics, type OpenRecording } from './ports.js';
+import { noMetrics, type AudioTranscoder, type CallAdmission, type CallMetrics, type LiveCall, type OpenRecording } from './ports.js';
 import { CallSession, type CallOptions } from './session.js';
 import type { ConversationItem, ModelProvider, ModelSession } from './voice-model.js';
 import { NO_RECORDING, controlToolSpecs, type CallAgent } from './agent.js';
@@ -552,6 +552,31 @@ export class Relay implements VoiceApp {
     }, this.deps.settings.startTimeoutMs);
     this.startTimers.set(session, startTimer);
     return session;
+  }
+
+  /**
+   * The calls in progress here (stream started, not ended), for the console's
+   * live view: a few fields read from each session, nothing on the audio path.
+   * `from` is known only when this instance answered the call's webhook.
+   */
+  liveCalls(): LiveCall[] {
+    const live: LiveCall[] = [];
+    for (const s of this.calls) {
+      if (s.state !== 'connecting' && s.state !== 'live') continue;
+      live.push({
+        callSid: s.callSid,
+        from: s.from || null,
+        agent: s.agentName,
+        startedAt: s.startedAt.toISOString(),
+        durationMs: s.durationMs,
+        speaking: s.speaking,
+        turns: s.turnCount,
+        lastTurnMs: s.lastTurnLatencyMs,
+        model: s.modelState,
+        audioMode: s.audioMode,
+      });
+    }
+    return live;
   }
 
   health(): HealthReport {

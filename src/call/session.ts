@@ -15,6 +15,16 @@
  * hands over is closed when the call ends, attached or not (a transcoder that
  * cannot be opened ends the call `error` before it is). Time comes in through
  * `now` and `timers` (CallTimers, ./ports.ts): Node's unless the caller passes others.
+ *
+ * Per-turn figures: a caller turn (speech_stopped) is answered by the first
+ * frame sent of any response started after it; `latencyMs` is speech_stopped →
+ * that frame. Its record's `parts` (ms since the stream's start) are the VAD's
+ * end of speech (audio_end_ms placed on the call's clock; left out when that
+ * cannot be placed: see `modelAudioOriginMs`), speech_stopped's arrival, the
+ * answer's first audio delta, its first frame sent, and that frame heard (its
+ * mark echoed). The record is written when heard, or without `heardMs` at the
+ * caller's next speech_started or speech_stopped or at the call's end,
+ * whichever comes first. The audio path tests one boolean for it per delta.
  */
 import { randomUUID } from 'node:crypto';
 import { ULAW_BYTES_PER_MS } from '../dsp/format.js';
@@ -38,7 +48,7 @@ import {
   type TransferStore,
   type TwilioSocket,
 } from './ports.js';
-import type { CallRecorder } from '../records.js';
+import type { CallRecorder, TurnLatency } from '../records.js';
 import type { CallRecordingTap } from '../recording/types.js';
 import { LatencyHistogram } from './stats.js';
 import { ToolRunner } from './tool-runner.js';
@@ -160,6 +170,25 @@ export class CallSession implements StreamHandler {
   private turnStartedMs: number | undefined;
   /** Responses started since the caller stopped speaking: the first chunk of any of them answers the turn. */
   private readonly turnResponses = new Set<string>();
+  // The turn's parts (TurnLatency.parts), on the call's clock (ms since the stream's start).
+  private turnSpeechStoppedMs = 0;
+  private turnCallerEndMs: number | undefined;
+  private turnFirstDeltaMs: number | undefined;
+  /** Between speech_stopped and the answer's first audio delta: the only test the audio path makes for it. */
+  private awaitingDelta = false;
+  /** An answered turn waiting for its first chunk's mark (`unheardMark`) to be echoed before it is written. */
+  private unheard: TurnLatency | undefined;
+  private unheardMark = 0;
+  private lastTurnMs: number | null = null;
+  /**
+   * Where the model's input audio position 0 is on the call's clock (ms), to place the VAD's audio_end_ms:
+   * 0 while the first model session hears the call from its first frame; undefined (the caller's end
+   * of speech is left out) when held audio was dropped before it attached, or after a reconnect (the new
+   * session starts from the gap audio the link kept, which the call does not see).
+   */
+  private modelAudioOriginMs: number | undefined = 0;
+  /** Between the model's speech_started and speech_stopped (the live view). */
+  private callerSpeaking = false;
   private readonly callerItemAtMs = new Map<string, number>();
   /** Tool calls, once the stream has started. */
   private toolRunner: ToolRunner | undefined;
@@ -200,6 +229,7 @@ export class CallSession implements StreamHandler {
       now: this.now,
       sinceStart: (now) => this.sinceStart(now),
       onChunk: (info, now) => this.onChunkSent(info, now),
+      onHeard: (mark, now) => this.onChunkHeard(mark, now),
       onLine: (line) => this.recorder?.transcript(line),
       truncate: (itemId, ms) => this.model?.truncate(itemId, ms),
       onAudioOut: (buf, start, end, playAtMs) => this.tap?.heard(buf, start, end, playAtMs - this.startedAtMs),
@@ -210,6 +240,54 @@ export class CallSession implements StreamHandler {
   /** Relay-added latency of model audio (delta in → queued for Twilio), per message. */
   get relayOut(): LatencyHistogram {
     return this.outbound.latency;
+  }
+
+  // ── The live view (Relay.liveCalls): each read is a field or two, nothing on the audio path ──
+
+  /** The caller's number, when this instance answered the call. */
+  get from(): string | undefined {
+    return this.deps.from;
+  }
+
+  /** The agent serving the call (its file's name). */
+  get agentName(): string {
+    return this.deps.agent.name;
+  }
+
+  get audioMode(): string {
+    return this.opts.audioMode;
+  }
+
+  /** When the stream started (its `start` message). */
+  get startedAt(): Date {
+    return this.startedAtDate;
+  }
+
+  /** ms since the stream started. */
+  get durationMs(): number {
+    return this.sinceStart();
+  }
+
+  /** The caller between the model's speech_started and speech_stopped; else the assistant while its audio plays; else no one. */
+  get speaking(): 'caller' | 'assistant' | 'none' {
+    if (this.callerSpeaking) return 'caller';
+    return this.outbound.speaking ? 'assistant' : 'none';
+  }
+
+  /** Caller turns so far (speech_stopped events). */
+  get turnCount(): number {
+    return this.turn;
+  }
+
+  /** The last answered turn's latency (speech_stopped → first frame out), ms; null before the first. */
+  get lastTurnLatencyMs(): number | null {
+    return this.lastTurnMs;
+  }
+
+  /** The model: not attached yet, being restored (the caller is on hold), or up. */
+  get modelState(): 'connecting' | 'reconnecting' | 'up' {
+    if (this.state === 'awaiting_start' || this.state === 'connecting') return 'connecting';
+    return this.linkLost !== undefined || this.holding ? 'reconnecting' : 'up';
   }
 
   /** Messages that left for Twilio with audio, and appends sent to the model (bench, tests). */
@@ -388,6 +466,7 @@ export class CallSession implements StreamHandler {
     this.outbound.setLive(true);
     model.onEvent((ev) => this.onModelEvent(ev));
     const dropped = this.inbound!.earlyDropped;
+    this.modelAudioOriginMs = dropped > 0 ? undefined : 0;
     this.inbound!.attach((b64) => model.appendAudio(b64));
     if (dropped > 0) this.log.warn({ dropped }, 'caller audio held while the model connected went over its bound: the oldest was dropped');
     if (this.deps.agent.greeting) this.turns.request('greeting', this.deps.agent.greeting);
@@ -495,11 +574,15 @@ export class CallSession implements StreamHandler {
         case 'speech_started':
           return this.handleSpeechStarted(ev.itemId);
         case 'speech_stopped':
-          return this.handleSpeechStopped();
+          return this.handleSpeechStopped(ev.audioEndMs);
         case 'response_started':
           return this.handleResponseStarted(ev.responseId);
         case 'audio':
           if (this.holding) this.stopHold();
+          if (this.awaitingDelta && this.turnResponses.has(ev.responseId)) {
+            this.awaitingDelta = false;
+            this.turnFirstDeltaMs = this.sinceStart();
+          }
           return this.outbound.audio(ev.responseId, ev.itemId, ev.audio);
         case 'audio_done':
           return this.outbound.audioDone(ev.itemId);
@@ -540,6 +623,8 @@ export class CallSession implements StreamHandler {
     const now = this.now();
     this.lastActivityMs = now;
     this.callerItemAtMs.set(itemId, this.sinceStart(now));
+    this.callerSpeaking = true;
+    this.writeUnheard(); // the cut below drops its chunk's mark if it is still unheard: it never will be
     this.control?.callerStarted(); // before the cut: a hang-up is called off, not completed by it
     this.turns.callerStarted();
     this.clearRetry();
@@ -553,10 +638,19 @@ export class CallSession implements StreamHandler {
     }
   }
 
-  private handleSpeechStopped(): void {
+  private handleSpeechStopped(audioEndMs: number): void {
+    this.writeUnheard();
+    this.callerSpeaking = false;
     this.turn++;
-    this.turnStartedMs = this.now();
+    const now = this.now();
+    this.turnStartedMs = now;
     this.turnResponses.clear();
+    this.turnSpeechStoppedMs = this.sinceStart(now);
+    this.turnFirstDeltaMs = undefined;
+    this.awaitingDelta = true;
+    // The VAD's end of speech on the call's clock; a value after speech_stopped's arrival means the origin is off: left out.
+    const callerEndMs = this.modelAudioOriginMs === undefined ? undefined : Math.round(this.modelAudioOriginMs + audioEndMs);
+    this.turnCallerEndMs = callerEndMs !== undefined && callerEndMs >= 0 && callerEndMs <= this.turnSpeechStoppedMs ? callerEndMs : undefined;
     // Server VAD answers the turn itself (create_response); if it does not (it heard no turn), stop waiting for it.
     this.turns.callerStopped(true);
     if (this.serverResponseTimer) this.timer.clear(this.serverResponseTimer);
@@ -632,6 +726,8 @@ export class CallSession implements StreamHandler {
 
   private handleLinkLost(cause: string): void {
     this.linkLost = { atMs: this.sinceStart(), cause };
+    this.callerSpeaking = false; // the session that would say speech_stopped is gone
+    this.modelAudioOriginMs = undefined; // the next session's audio positions start where the call cannot see
     this.deps.metrics.modelLink('drop');
     this.log.warn({ cause }, 'model connection lost: holding the caller while it is restored');
     if (this.activeResponseId) this.outbound.cancel(this.activeResponseId);
@@ -740,10 +836,33 @@ export class CallSession implements StreamHandler {
       const ms = now - this.turnStartedMs;
       this.turnStartedMs = undefined;
       this.turnResponses.clear();
+      this.awaitingDelta = false;
       this.turnLatency.record(ms);
       this.deps.metrics.turnLatency(ms);
-      this.recorder?.turnLatency({ turn: this.turn, latencyMs: Math.round(ms) });
+      this.lastTurnMs = Math.round(ms);
+      this.writeUnheard();
+      const parts: NonNullable<TurnLatency['parts']> = { speechStoppedMs: this.turnSpeechStoppedMs, firstFrameMs: this.sinceStart(now) };
+      if (this.turnCallerEndMs !== undefined) parts.callerEndMs = this.turnCallerEndMs;
+      if (this.turnFirstDeltaMs !== undefined) parts.firstDeltaMs = this.turnFirstDeltaMs;
+      // Written once its first chunk is heard (heardMs), or without heardMs at the next turn or the call's end.
+      this.unheard = { turn: this.turn, latencyMs: this.lastTurnMs, parts };
+      this.unheardMark = info.mark;
     }
+  }
+
+  /** Twilio acknowledged chunks up to `mark`: the answered turn waiting for its first chunk is written, heard. */
+  private onChunkHeard(mark: number, now: number): void {
+    if (!this.unheard || mark < this.unheardMark) return;
+    this.unheard.parts!.heardMs = this.sinceStart(now);
+    this.writeUnheard();
+  }
+
+  /** Write the answered turn still waiting for its heard mark (as it stands). */
+  private writeUnheard(): void {
+    const t = this.unheard;
+    if (!t) return;
+    this.unheard = undefined;
+    this.recorder?.turnLatency(t);
   }
 
   // ── Helpers ────────────────────────────────────────────────────────────
@@ -818,6 +937,7 @@ export class CallSession implements StreamHandler {
     if (wasStarted) {
       try {
         this.outbound.finishAll();
+        this.writeUnheard();
         const inb = this.relayIn.summary();
         const out = this.relayOut.summary();
         this.recorder?.ended({
