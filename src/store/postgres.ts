@@ -204,10 +204,12 @@ const MIGRATIONS: string[] = [
    );
    CREATE INDEX IF NOT EXISTS call_claims_by_prefix ON call_claims (call_sid text_pattern_ops);
    CREATE INDEX IF NOT EXISTS call_status_events_by_call ON call_status_events (call_sid);`,
-  // 6: the console's stats count calls ended in the last hour: an index on the end time, so that is a range, not a
-  // scan of every call (EXPLAIN: Bitmap Index Scan on calls_by_end). Its search walks calls_by_time or sorts what its
-  // filters leave; in_progress has its partial index.
-  `CREATE INDEX IF NOT EXISTS calls_by_end ON calls (ended_at) WHERE ended_at IS NOT NULL;`,
+  // 6: the console's queries (search.ts). Stats count calls ended in the last hour: an index on the end time, so that
+  // is a range, not a scan of every call (EXPLAIN: Index Only Scan using calls_by_end). The tool filter finds the
+  // few tool entries among the transcript lines by a small partial index instead of a scan of call_entries (200 000
+  // calls, 1 M entries: a parallel seq scan of 86 ms before). The rest walks calls_by_time or the in_progress index.
+  `CREATE INDEX IF NOT EXISTS calls_by_end ON calls (ended_at) WHERE ended_at IS NOT NULL;
+   CREATE INDEX IF NOT EXISTS call_entries_tools ON call_entries (label, call_sid) WHERE kind = 'tool';`,
 ];
 
 export interface PostgresStoreOptions extends RecordBufferOptions {

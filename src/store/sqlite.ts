@@ -182,9 +182,11 @@ const MIGRATIONS: string[] = [
      holder     TEXT NOT NULL,
      expires_ms INTEGER NOT NULL
    );`,
-  // 7: the console's stats count calls ended in the last hour: an index on the end time, so that is a range, not a
-  // scan of every call. (Its search walks calls_by_time or sorts what its filters leave; in_progress has its index.)
-  `CREATE INDEX calls_by_end ON calls (ended_at) WHERE ended_at IS NOT NULL;`,
+  // 7: the console's queries (search.ts): stats count calls ended in the last hour, by an index on the end time (a
+  // range, not a scan of every call); the tool filter finds the few tool entries among the transcript lines by a
+  // small partial index. The rest walks calls_by_time or the in_progress index, or sorts what the filters leave.
+  `CREATE INDEX calls_by_end ON calls (ended_at) WHERE ended_at IS NOT NULL;
+   CREATE INDEX call_entries_tools ON call_entries (label, call_sid) WHERE kind = 'tool';`,
 ];
 
 /** An ISO time column as epoch ms (a whole number), in SQL. */
