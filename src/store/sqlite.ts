@@ -71,7 +71,20 @@ import {
   type CallRow,
   type SummaryRow,
 } from './rows.js';
-import type { CallPage, CallRecord, CallStore, CallSummary, ListOptions, StatusEvent } from './types.js';
+import {
+  checkInProgressLimit,
+  checkSearch,
+  FAILED_END_REASONS,
+  foldStats,
+  MAX_STATS_LATENCIES,
+  searchOrder,
+  searchWhere,
+  START_SQL,
+  STATS_LOOKBACK_MS,
+  statsWindow,
+  SUMMARY_COLUMNS_SQL,
+} from './search.js';
+import type { CallFilter, CallPage, CallRecord, CallStats, CallStore, CallSummary, ListOptions, SearchOptions, SearchPage, StatusEvent } from './types.js';
 
 export { ENCRYPTED_NUMBER, estimateCostUsd };
 
@@ -169,7 +182,15 @@ const MIGRATIONS: string[] = [
      holder     TEXT NOT NULL,
      expires_ms INTEGER NOT NULL
    );`,
+  // 7: the console's queries (search.ts): stats count calls ended in the last hour, by an index on the end time (a
+  // range, not a scan of every call); the tool filter finds the few tool entries among the transcript lines by a
+  // small partial index. The rest walks calls_by_time or the in_progress index, or sorts what the filters leave.
+  `CREATE INDEX calls_by_end ON calls (ended_at) WHERE ended_at IS NOT NULL;
+   CREATE INDEX call_entries_tools ON call_entries (label, call_sid) WHERE kind = 'tool';`,
 ];
+
+/** An ISO time column as epoch ms (a whole number), in SQL. */
+const EPOCH_MS = (t: string) => `CAST(round((julianday(${t}) - 2440587.5) * 86400000) AS INTEGER)`;
 
 /** Now on the database's clock (SQLite's: this machine's), epoch ms, as SQL. */
 const NOW_MS = `CAST(round((julianday('now') - 2440587.5) * 86400000) AS INTEGER)`;
@@ -415,6 +436,51 @@ export class SqliteCallStore extends RecordBuffer<Header> implements CallStore {
                 ORDER BY coalesce(started_at, answered_at, created_at) DESC, call_sid DESC LIMIT ?`)
       .all(since, after.t, after.t, after.sid, limit + 1) as SummaryRow<string>[];
     return this.page(rows, limit, (r) => r.started_at);
+  }
+
+  // ── The console's queries (search.ts; flush first, like list) ──────────
+
+  searchCalls(filter: CallFilter, opts: SearchOptions = {}): SearchPage {
+    const s = checkSearch(opts);
+    const params: SqlValue[] = [];
+    const where = searchWhere(filter, 'sqlite', (v) => (params.push(v as SqlValue), '?'));
+    this.flush();
+    const rows = this.db
+      .prepare(`SELECT ${SUMMARY_COLUMNS_SQL} FROM calls c WHERE ${where} ORDER BY ${searchOrder(s)} LIMIT ? OFFSET ?`)
+      .all(...params, s.limit + 1, s.offset) as SummaryRow<string>[];
+    const page = this.page(rows, s.limit, (r) => r.started_at);
+    return { calls: page.calls, hasMore: page.next !== null };
+  }
+
+  callsInProgress(limit: number): CallSummary[] {
+    const n = checkInProgressLimit(limit);
+    this.flush();
+    const rows = this.db
+      .prepare(`SELECT ${SUMMARY_COLUMNS_SQL} FROM calls c WHERE c.state = 'in_progress' ORDER BY ${START_SQL} DESC, c.call_sid DESC LIMIT ?`)
+      .all(n) as SummaryRow<string>[];
+    return this.page(rows, n, (r) => r.started_at).calls;
+  }
+
+  stats(since: Date, bucketMs: number): CallStats {
+    const w = statsWindow(since, bucketMs, Date.now());
+    this.flush();
+    const from = since.toISOString();
+    const bucket = (t: string) => `((${EPOCH_MS(t)} - ${w.sinceMs}) / ${bucketMs})`;
+    const started = this.db
+      .prepare(`SELECT ${bucket(START_SQL)} AS b, count(*) AS n FROM calls c WHERE ${START_SQL} >= ? GROUP BY b`)
+      .all(from) as { b: number; n: number }[];
+    const failed = FAILED_END_REASONS.map((r) => `'${r}'`).join(', ');
+    const ended = this.db
+      .prepare(`SELECT ${bucket('c.ended_at')} AS b, count(*) AS n, sum(CASE WHEN c.end_reason IN (${failed}) THEN 1 ELSE 0 END) AS failed
+                FROM calls c WHERE c.ended_at IS NOT NULL AND c.ended_at >= ? GROUP BY b`)
+      .all(from) as { b: number; n: number; failed: number }[];
+    const latencies = this.db
+      .prepare(`SELECT ${EPOCH_MS(START_SQL)} AS callStartMs, e.data AS data FROM calls c
+                JOIN call_entries e ON e.call_sid = c.call_sid AND e.kind = 'latency'
+                WHERE ${START_SQL} >= ? ORDER BY ${START_SQL} DESC, e.id DESC LIMIT ?`)
+      .all(new Date(w.sinceMs - STATS_LOOKBACK_MS).toISOString(), MAX_STATS_LATENCIES) as { callStartMs: number; data: string }[];
+    const [live] = this.db.prepare(`SELECT count(*) AS n FROM calls WHERE state = 'in_progress'`).all() as { n: number }[];
+    return foldStats(w, bucketMs, started, ended, latencies, live?.n ?? 0);
   }
 
   /** Write everything queued, in one transaction. Never throws: a failed flush keeps its work for the next one. */
