@@ -64,7 +64,7 @@ const query = async <T>(text: string, params: unknown[] = []): Promise<T[]> => {
 describe.skipIf(!pgOk)('PostgresCallStore: migrations', () => {
   it('instances starting at once on a fresh schema migrate it exactly once', async () => {
     const all = await Promise.all([1, 2, 3, 4].map((i) => open({ instanceId: `i${i}` })));
-    expect(await query('SELECT version FROM $schema.callbridge_migrations ORDER BY version')).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }]);
+    expect(await query('SELECT version FROM $schema.callbridge_migrations ORDER BY version')).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }, { version: 6 }]);
     // and every one of them works on it
     all.forEach((s, i) => createStoreRecorder(s, sid(i), {}).started({ callSid: sid(i), streamSid: 'MZ', audioMode: 'transcode', startedAt: new Date() }));
     for (const s of all) await s.flush();
@@ -81,7 +81,7 @@ describe.skipIf(!pgOk)('PostgresCallStore: migrations', () => {
     await expect(open({ schema: freshSchema(), readOnly: true })).rejects.toThrow(/no callbridge call store/);
     // A reader (the CLI) on a store no server has upgraded yet: a clear error, not a missing column mid-read.
     await query('DELETE FROM $schema.callbridge_migrations WHERE version >= 4');
-    await expect(open({ readOnly: true })).rejects.toThrow(/schema version 3, older than this callbridge \(5\)/);
+    await expect(open({ readOnly: true })).rejects.toThrow(/schema version 3, older than this callbridge \(6\)/);
     await expect(open({ schema: 'Robert"); DROP' })).rejects.toThrow(/schema name/);
   });
 

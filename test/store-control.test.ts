@@ -228,8 +228,8 @@ describe.each(cases)('call control in the store: $label', ({ kind, key }) => {
     // Opening again changes nothing (the upgrade ran once).
     const again = await open({ identity: 'a' });
     expect((await again.get(SID))!.transfer).toEqual(decision());
-    if (kind.name === 'sqlite') expect((await kind.raw('SELECT * FROM pragma_user_version'))[0]!.user_version).toBe(6);
-    else expect((await kind.raw('SELECT max(version) AS v FROM callbridge_migrations'))[0]!.v).toBe(5);
+    if (kind.name === 'sqlite') expect((await kind.raw('SELECT * FROM pragma_user_version'))[0]!.user_version).toBe(7);
+    else expect((await kind.raw('SELECT max(version) AS v FROM callbridge_migrations'))[0]!.v).toBe(6);
   });
 });
 

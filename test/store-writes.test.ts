@@ -163,7 +163,7 @@ describe('SqliteCallStore writes', () => {
     expect(r.toolCalls).toHaveLength(1);
     expect(r.turnLatencies).toEqual([{ turn: 1, latencyMs: 800 }]);
     const raw = openSqlite(path, { readOnly: true });
-    expect(raw.pragma('user_version')).toBe(6);
+    expect(raw.pragma('user_version')).toBe(7);
     raw.close();
   });
 });
