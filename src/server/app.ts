@@ -12,6 +12,7 @@
  *   GET  /metrics          Prometheus text
  *   GET  /calls[/:sid]     call records (admin reader; bearer token)
  *   WS   /voice/stream     Twilio Media Stream (signature-checked upgrade)
+ *   *    /console[/…]      the console (ConsoleApp): page, assets, JSON API, event streams
  *
  * `startServer` resolves the edge (edge.ts: native uWebSockets.js where a
  * build loads for this Node, else node:http + ws; EDGE forces one) and starts
@@ -21,7 +22,7 @@
  * RunningServer names it for the start-up line.
  */
 import type { Logger } from '../log.js';
-import type { AdminReader, OutboundApp, RecordingReader, VoiceApp } from '../call/ports.js';
+import type { AdminReader, ConsoleApp, OutboundApp, RecordingReader, VoiceApp } from '../call/ports.js';
 import { EdgeCore, type EdgeSettings } from './core.js';
 import { parseEdgeChoice, resolveEdge, type EdgeChoice, type EdgeKind } from './edge.js';
 import { createMetrics, type Metrics } from './metrics.js';
@@ -40,6 +41,8 @@ export interface ServerOptions {
   recording?: RecordingReader;
   /** POST /calls, POST /voice/amd, /voice/incoming's `o` token (absent → 404, 404, 403). */
   outbound?: OutboundApp;
+  /** Everything under /console: the page, its assets, its JSON API and its event streams (absent → 404). */
+  console?: ConsoleApp;
   metrics?: Metrics;
   /** Which edge: default from the EDGE environment variable (uws | node | auto). */
   edge?: EdgeChoice;
@@ -55,7 +58,7 @@ export interface RunningServer {
     /** One line for the log and the console, e.g. "uWebSockets.js v20.51 native (@based/uws)". */
     description: string;
   };
-  /** Stop listening, close every stream (1001), wait for their handlers' onClose. */
+  /** Stop listening, end every console event stream (its stop function called), close every media stream (1001), wait for their handlers' onClose. */
   close(): Promise<void>;
 }
 
@@ -64,7 +67,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const env = opts.env ?? process.env;
   const resolved = resolveEdge(env, opts.edge ?? parseEdgeChoice(env.EDGE));
   const metrics = opts.metrics ?? createMetrics();
-  const core = new EdgeCore({ settings: opts.settings, app: opts.app, log: opts.log, metrics, admin: opts.admin, recording: opts.recording, outbound: opts.outbound });
+  const core = new EdgeCore({ settings: opts.settings, app: opts.app, log: opts.log, metrics, admin: opts.admin, recording: opts.recording, outbound: opts.outbound, console: opts.console });
   const server =
     resolved.kind === 'uws'
       ? await (await import('./uws-edge.js')).startUwsEdge(resolved.uws, core)

@@ -83,10 +83,28 @@
  *   the edge (over → 413), the Authorization header passed on (the handler
  *   checks ADMIN_TOKEN), the general per-address limit; the answer is JSON
  *   with `Cache-Control: no-store`; absent OutboundApp → 404.
+ * - /console and /console/* (every method, route `console`): the ConsoleApp
+ *   (absent → 404). The general per-address limit applies. POST, PUT and
+ *   DELETE bodies are read (≤ MAX_BODY_BYTES, over → 413 as elsewhere),
+ *   other methods get body null; headers (lower-case), query and the client
+ *   address (TRUST_PROXY applied) are copied into a ConsoleRequest. A throw or
+ *   rejection → 500 JSON, logged. A BinaryResponse is written as it is: its
+ *   status, type, headers (a header that is not valid HTTP is left out and
+ *   logged; one `set-cookie` value is one cookie) and body. An event stream
+ *   (consoleStream/EventStreamBinding): status 200 with EVENT_STREAM_HEADERS
+ *   and the reply's own, an SSE comment line so the head reaches the client
+ *   at once on both edges, then `stream.open(send, end)` once. `send` writes
+ *   at once; false when the socket is backpressured, and the chunk is dropped
+ *   once MAX_BACKPRESSURE_BYTES are queued. The function `open` returned is
+ *   called exactly once, whichever ends the stream first: the client going
+ *   away, the app's `end()`, or the server closing (closeAllEventStreams, so
+ *   an open console tab never holds a shutdown); `send` is never honoured
+ *   after it.
  */
 import type { Logger } from '../log.js';
 import type {
-  AdminReader, AdminRequest, CallUrls, RecordingReader, IncomingOptions, IncomingResult, OutboundApp, StreamHandler, StreamInfo, StreamRefusal, TwilioSocket, VoiceApp,
+  AdminReader, AdminRequest, CallUrls, ConsoleApp, ConsoleRequest, EventStream, RecordingReader, IncomingOptions, IncomingResult, OutboundApp, StreamHandler,
+  StreamInfo, StreamRefusal, TwilioSocket, VoiceApp,
 } from '../call/ports.js';
 import { MAX_LEG } from '../call/admission-token.js';
 import { verifyTwilioSignature } from '../twilio/signature.js';
@@ -113,7 +131,7 @@ export const MAX_BACKPRESSURE_BYTES = 256 * 1024;
 /** Twilio sends media every 20 ms; a silent socket for this long is dead (s). */
 export const WS_IDLE_TIMEOUT_S = 60;
 
-export type Route = 'incoming' | 'status' | 'action' | 'dial_action' | 'whisper' | 'amd' | 'place_call' | 'health' | 'metrics' | 'admin' | 'other';
+export type Route = 'incoming' | 'status' | 'action' | 'dial_action' | 'whisper' | 'amd' | 'place_call' | 'health' | 'metrics' | 'admin' | 'console' | 'other';
 
 /** The routes of Twilio's signed form webhooks. */
 export type WebhookRoute = 'incoming' | 'status' | 'action' | 'dial_action' | 'whisper' | 'amd';
@@ -161,6 +179,39 @@ export interface UpgradeRequest {
 }
 
 export type SendResult = 'sent' | 'backpressure' | 'dropped';
+
+/** The head of a console event stream, as an edge writes it before EventStreamBinding.open. */
+export interface EventStreamReply {
+  route: 'console';
+  status: 200;
+  /** EVENT_STREAM_HEADERS and the reply's own (lower-case names, valid HTTP). */
+  headers: Record<string, string>;
+  stream: EventStream;
+}
+
+/** What /console answers: an ordinary reply, or an event stream. */
+export type ConsoleOutcome = HttpReply | EventStreamReply;
+
+/** Response headers of every console event stream (the reply may add its own; its content-type never replaces this one). */
+export const EVENT_STREAM_HEADERS: Readonly<Record<string, string>> = {
+  'content-type': 'text/event-stream; charset=utf-8',
+  'cache-control': 'no-store',
+  'x-accel-buffering': 'no',
+};
+
+/** Written first on every event stream: an SSE comment (ignored by EventSource), so the response head is flushed at once. */
+export const EVENT_STREAM_PREAMBLE = ': stream open\n\n';
+
+/** The methods whose body /console reads (≤ MAX_BODY_BYTES); any other method's body is not read. */
+export const CONSOLE_BODY_METHODS: ReadonlySet<string> = new Set(['POST', 'PUT', 'DELETE']);
+
+/** One event-stream response as an edge drives it. */
+export interface RawEventStream {
+  /** Write one chunk now: sent; queued under backpressure; or dropped (about MAX_BACKPRESSURE_BYTES already queued). Never throws. */
+  write(chunk: string): SendResult;
+  /** End the response (the edge then reports nothing more for it). Never throws. */
+  end(): void;
+}
 
 /** One websocket as an edge drives it. */
 export interface RawStream {
@@ -228,6 +279,8 @@ export interface EdgeOptions {
   recording?: RecordingReader;
   /** POST /calls, POST /voice/amd and /voice/incoming's `o` token (absent → 404, 404, 403). */
   outbound?: OutboundApp;
+  /** Everything under /console (absent → 404). */
+  console?: ConsoleApp;
 }
 
 const text = 'text/plain; charset=utf-8';
@@ -250,6 +303,7 @@ export function routeOf(method: string, path: string, settings: EdgeSettings): R
   if (m === 'GET' && path === '/metrics' && settings.serveMetrics) return 'metrics';
   if (m === 'GET' && (path === '/calls' || path.startsWith('/calls/'))) return 'admin';
   if (m === 'DELETE' && path.startsWith('/calls/')) return 'admin';
+  if (path === '/console' || path.startsWith('/console/')) return 'console';
   return 'other';
 }
 
@@ -261,6 +315,9 @@ export class EdgeCore {
   private readonly adminReader?: AdminReader;
   private readonly recordingReader?: RecordingReader;
   private readonly outbound?: OutboundApp;
+  private readonly consoleApp?: ConsoleApp;
+  /** Console event streams open now (ended by closeAllEventStreams on shutdown). */
+  private readonly eventStreams = new Set<EventStreamBinding>();
   private readonly limiter: RateLimiter;
   private readonly unsignedLimiter: RateLimiter;
   private readonly callerLimiter: RateLimiter;
@@ -283,6 +340,7 @@ export class EdgeCore {
     this.adminReader = opts.admin;
     this.recordingReader = opts.recording;
     this.outbound = opts.outbound;
+    this.consoleApp = opts.console;
     const general = this.settings.rateLimit;
     this.limiter = new RateLimiter(general.burst, general.perSecond);
     this.unsignedLimiter = new RateLimiter(this.settings.unsignedLimit.burst, this.settings.unsignedLimit.perMinute / 60);
@@ -400,7 +458,7 @@ export class EdgeCore {
   failed(route: Route, err: unknown, handler: string = route): HttpReply {
     this.metrics.handlerErrors.inc({ handler });
     this.log.error({ err, route }, 'http handler failed');
-    return route === 'admin'
+    return route === 'admin' || route === 'console'
       ? { ...reply(route, 500, '{"error":"internal error"}', json), headers: NO_STORE }
       : reply(route, 500, 'internal error\n');
   }
@@ -420,6 +478,7 @@ export class EdgeCore {
       : route === 'dial_action' ? this.app.dialEnded !== undefined
       : route === 'whisper' ? this.app.whisper !== undefined
       : route === 'amd' || route === 'place_call' ? this.outbound !== undefined
+      : route === 'console' ? this.consoleApp !== undefined
       : true;
     return served ? null : this.notFound(route);
   }
@@ -614,6 +673,74 @@ export class EdgeCore {
     } catch (err) {
       return this.failed('admin', err);
     }
+  }
+
+  /**
+   * /console…: the ConsoleApp's answer. A BinaryResponse becomes an HttpReply
+   * (headers checked: one that is not valid HTTP is left out and logged); an
+   * event stream becomes its head, for the edge to write and then open with
+   * `openEventStream`. A throw, a rejection or a reply of no known shape →
+   * 500 JSON. Never rejects.
+   */
+  async console(req: ConsoleRequest): Promise<ConsoleOutcome> {
+    const route = 'console';
+    if (!this.consoleApp) return this.notFound(route);
+    try {
+      const r = await this.consoleApp.handle(req);
+      if ('stream' in r) {
+        if (typeof r.stream?.open !== 'function') throw new Error('console event stream without an open function');
+        // The reply's headers after EVENT_STREAM_HEADERS (it may set its own cache-control); its content-type is never taken.
+        return { route, status: 200, headers: this.validHeaders(r.headers, EVENT_STREAM_HEADERS), stream: r.stream };
+      }
+      if (!Number.isInteger(r.status) || r.status < 200 || r.status > 599) throw new Error(`console reply with status ${String(r.status)}`);
+      if (typeof r.body !== 'string' && !(r.body instanceof Uint8Array)) throw new Error('console reply whose body is neither text nor bytes');
+      const type = typeof r.type === 'string' && VALID_HEADER_VALUE.test(r.type) ? r.type : 'application/octet-stream';
+      return { route, status: r.status, body: r.body, type, headers: this.validHeaders(r.headers, {}) };
+    } catch (err) {
+      return this.failed(route, err);
+    }
+  }
+
+  /** `base` then `extra`, names lower-cased; the headers the edge writes itself, and any that is not valid HTTP, are left out (logged). */
+  private validHeaders(extra: Record<string, string> | undefined, base: Readonly<Record<string, string>>): Record<string, string> {
+    const out: Record<string, string> = { ...base };
+    for (const [k, v] of Object.entries(extra ?? {})) {
+      const name = k.toLowerCase();
+      if (EDGE_HEADERS.has(name)) continue;
+      if (!HEADER_NAME.test(name) || typeof v !== 'string' || !VALID_HEADER_VALUE.test(v)) {
+        this.log.warn({ route: 'console', header: name }, 'console reply header is not valid HTTP: left out');
+        continue;
+      }
+      out[name] = v;
+    }
+    return out;
+  }
+
+  /**
+   * An event stream whose head (EventStreamReply) the edge has written: open
+   * it on `raw`. The returned binding's `gone()` is for the edge to call when
+   * the client goes away. Counts the reply (console, 200).
+   */
+  openEventStream(raw: RawEventStream, head: EventStreamReply): EventStreamBinding {
+    const b = new EventStreamBinding(this, raw, head.stream);
+    this.eventStreams.add(b);
+    this.counted({ route: head.route, status: head.status, body: '', type: EVENT_STREAM_HEADERS['content-type']! });
+    b.open();
+    return b;
+  }
+
+  /** @internal EventStreamBinding: it has finished. */
+  eventStreamDone(b: EventStreamBinding): void {
+    this.eventStreams.delete(b);
+  }
+
+  /** End every open console event stream (server shutdown): each response is ended and its stop function called. */
+  closeAllEventStreams(): void {
+    for (const b of [...this.eventStreams]) b.shutdown();
+  }
+
+  get openEventStreams(): number {
+    return this.eventStreams.size;
   }
 
   /** WS /voice/stream upgrade checks: null to accept, or the refusal to answer. */
@@ -840,6 +967,90 @@ export class StreamBinding {
   }
 }
 
+/**
+ * One console event stream between an edge and the ConsoleApp. Guarantees:
+ * `open` is called once; the stop function it returned is called exactly
+ * once, whichever comes first of the client going away (`gone`), the app's
+ * `end()` and the server's shutdown; `send` after that returns false and
+ * writes nothing. Nothing the app does throws out of here.
+ */
+export class EventStreamBinding {
+  private done = false;
+  private opening = false;
+  private stop: (() => void) | null = null;
+
+  constructor(
+    private readonly core: EdgeCore,
+    private readonly raw: RawEventStream,
+    private readonly stream: EventStream,
+  ) {}
+
+  /** Call the app's `open` (once). */
+  open(): void {
+    if (this.opening || this.done) return;
+    this.opening = true;
+    const send = (chunk: string): boolean => {
+      if (this.done) return false;
+      return this.raw.write(String(chunk)) === 'sent';
+    };
+    const end = () => {
+      if (this.done) return;
+      this.raw.end();
+      this.finish();
+    };
+    let stop: unknown;
+    try {
+      stop = this.stream.open(send, end);
+    } catch (err) {
+      this.core.metrics.handlerErrors.inc({ handler: 'console_stream' });
+      this.core.log.error({ err }, 'console event stream failed to open');
+      end();
+      return;
+    }
+    this.stop = typeof stop === 'function' ? (stop as () => void) : () => {};
+    // Ended (by the app, or the client left) while opening: its stop function is due now.
+    if (this.done) this.callStop();
+  }
+
+  /** The client went away: stop the app's stream (the response is already gone). */
+  gone(): void {
+    this.finish();
+  }
+
+  /** The server is closing: end the response and stop the app's stream. */
+  shutdown(): void {
+    if (this.done) return;
+    this.raw.end();
+    this.finish();
+  }
+
+  private finish(): void {
+    if (this.done) return;
+    this.done = true;
+    this.core.eventStreamDone(this);
+    this.callStop();
+  }
+
+  private callStop(): void {
+    const stop = this.stop;
+    if (!stop) return; // still inside open(): called once it returns
+    this.stop = null;
+    try {
+      stop();
+    } catch (err) {
+      this.core.metrics.handlerErrors.inc({ handler: 'console_stream' });
+      this.core.log.error({ err }, 'console event stream stop failed');
+    }
+  }
+}
+
+/** Response headers the edges write themselves: a console reply's own are ignored. */
+const EDGE_HEADERS: ReadonlySet<string> = new Set(['content-type', 'content-length', 'transfer-encoding', 'connection']);
+/** An HTTP token (RFC 9110 §5.6.2). */
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
+/** What node:http accepts in a header value (no CR, LF or NUL). */
+const VALID_HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
 /** An address as written by a socket or in X-Forwarded-For ("1.2.3.4", "1.2.3.4:80", "[::1]:443", "::ffff:1.2.3.4", uWS's long IPv6 form) → canonical text; null when not an address. */
 export function canonicalIp(raw: string): string | null {
   let a = raw.trim();
@@ -905,8 +1116,10 @@ function twimlReply(route: Route, result: IncomingResult): HttpReply {
 }
 
 const STATUS_TEXT: Record<number, string> = {
-  200: 'OK', 204: 'No Content', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
-  405: 'Method Not Allowed', 413: 'Payload Too Large', 429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable',
+  200: 'OK', 201: 'Created', 204: 'No Content', 206: 'Partial Content', 301: 'Moved Permanently', 302: 'Found', 303: 'See Other',
+  304: 'Not Modified', 307: 'Temporary Redirect', 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
+  405: 'Method Not Allowed', 409: 'Conflict', 412: 'Precondition Failed', 413: 'Payload Too Large', 415: 'Unsupported Media Type',
+  416: 'Range Not Satisfiable', 422: 'Unprocessable Content', 429: 'Too Many Requests', 500: 'Internal Server Error', 503: 'Service Unavailable',
 };
 
 export function statusText(status: number): string {

@@ -21,6 +21,11 @@
  *   pinged and closed after WS_IDLE_TIMEOUT_S without any frame or pong.
  * - Every listener is guarded; socket errors are swallowed after counting,
  *   so no client can crash the process.
+ * - Console event streams: the head and an SSE comment are written at once;
+ *   each chunk is written as it comes (false past the response's high-water
+ *   mark) and dropped once the response and its socket hold
+ *   MAX_BACKPRESSURE_BYTES (`writableLength`); the response's 'close' before
+ *   its end is the client going away.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -28,8 +33,8 @@ import type { Socket } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { AdminRequest } from '../call/ports.js';
 import {
-  EdgeCore, MAX_BACKPRESSURE_BYTES, MAX_BODY_BYTES, MAX_WS_MESSAGE_BYTES, WS_IDLE_TIMEOUT_S, routeOf, statusText,
-  type EdgeServer, type HttpReply, type Route,
+  CONSOLE_BODY_METHODS, EVENT_STREAM_PREAMBLE, EdgeCore, MAX_BACKPRESSURE_BYTES, MAX_BODY_BYTES, MAX_WS_MESSAGE_BYTES, WS_IDLE_TIMEOUT_S, routeOf, statusText,
+  type EdgeServer, type EventStreamBinding, type EventStreamReply, type HttpReply, type RawEventStream, type Route,
 } from './core.js';
 
 /** How long close() lets streams finish their close handshake before cutting them, ms. */
@@ -51,7 +56,7 @@ export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
 
   const write = (res: ServerResponse, r: HttpReply) => {
     if (res.headersSent || res.destroyed) return; // the client went away
-    if (r.status === 204) res.writeHead(204).end();
+    if (r.status === 204 || r.status === 304) res.writeHead(r.status, statusText(r.status), r.headers ?? {}).end();
     else {
       const headers: Record<string, string | number> = { 'content-type': r.type, 'content-length': Buffer.byteLength(r.body) };
       if (r.closeConnection) headers.connection = 'close';
@@ -117,9 +122,53 @@ export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
         const request: AdminRequest = { method: (req.method ?? 'GET').toUpperCase(), path, query: new URLSearchParams(query), headers: copyHeaders(req) };
         return void core.admin(request).then((r) => write(res, r), (err: unknown) => log.error({ err }, 'admin reply failed'));
       }
+      case 'console': {
+        const method = (req.method ?? 'GET').toUpperCase();
+        const headers = copyHeaders(req);
+        const go = (body: Buffer | null) =>
+          void core.console({ method, path, query: new URLSearchParams(query), headers, body, client }).then(
+            (r) => ('stream' in r ? openEventStream(res, r) : write(res, r)),
+            (err: unknown) => log.error({ err, route }, 'console reply failed'),
+          );
+        if (!CONSOLE_BODY_METHODS.has(method)) {
+          req.resume(); // a body is not read for this method
+          return go(null);
+        }
+        if (Number(req.headers['content-length'] ?? '0') > MAX_BODY_BYTES) {
+          req.resume(); // discard what the client still sends; the connection closes after the reply
+          return write(res, core.tooLarge(route));
+        }
+        return readBody(req, MAX_BODY_BYTES, (body) => (body === null ? write(res, core.tooLarge(route)) : go(body)));
+      }
       case 'other':
         return write(res, core.notFound());
     }
+  };
+
+  /** The head of an event stream, then the app's stream on it (unless the client has gone already). */
+  const openEventStream = (res: ServerResponse, head: EventStreamReply) => {
+    if (res.headersSent || res.destroyed) return; // the client went away
+    res.writeHead(200, statusText(200), head.headers);
+    res.write(EVENT_STREAM_PREAMBLE);
+    const usable = () => !res.destroyed && !res.writableEnded;
+    const raw: RawEventStream = {
+      write: (chunk) => {
+        if (!usable() || res.writableLength >= MAX_BACKPRESSURE_BYTES) return 'dropped';
+        return res.write(chunk) ? 'sent' : 'backpressure';
+      },
+      end: () => {
+        if (usable()) res.end();
+      },
+    };
+    // 'close' before the end is the client going away; after an end the binding is finished and ignores it.
+    let binding: EventStreamBinding | undefined;
+    let closed = false;
+    res.on('close', () => {
+      closed = true;
+      binding?.gone();
+    });
+    binding = core.openEventStream(raw, head);
+    if (closed) binding.gone();
   };
 
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
@@ -262,6 +311,7 @@ export async function startNodeEdge(core: EdgeCore): Promise<EdgeServer> {
     close() {
       closing ??= (async () => {
         server.close();
+        core.closeAllEventStreams();
         await core.closeAllStreams();
         server.closeAllConnections();
         clearInterval(idleTimer);

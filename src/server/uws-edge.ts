@@ -10,12 +10,19 @@
  * websocket sends report backpressure and the call resumes on `drain`;
  * sends after close are no-ops. Nothing a client sends can throw out of a
  * handler: every handler is guarded, logged and counted.
+ *
+ * Console event streams: each chunk is written at once inside `res.cork`.
+ * uWS keeps what the socket does not take and reports it (write → false) but
+ * does not say how much it holds, so the edge keeps an upper bound: the bytes
+ * written since a write last went through whole. Past MAX_BACKPRESSURE_BYTES
+ * chunks are dropped, except one per writable event (onWritable), whose
+ * success resets the bound; nothing is buffered here.
  */
 import type { HttpRequest, HttpResponse, WebSocketBehavior, us_listen_socket, us_socket_context_t } from '@based/uws';
 import type { AdminRequest } from '../call/ports.js';
 import {
-  EdgeCore, MAX_BACKPRESSURE_BYTES, MAX_BODY_BYTES, MAX_WS_MESSAGE_BYTES, WS_IDLE_TIMEOUT_S, statusText,
-  type EdgeServer, type HttpReply, type Route, type StreamBinding, type WebhookRoute,
+  CONSOLE_BODY_METHODS, EVENT_STREAM_PREAMBLE, EdgeCore, MAX_BACKPRESSURE_BYTES, MAX_BODY_BYTES, MAX_WS_MESSAGE_BYTES, WS_IDLE_TIMEOUT_S, statusText,
+  type EdgeServer, type EventStreamBinding, type EventStreamReply, type HttpReply, type RawEventStream, type Route, type StreamBinding, type WebhookRoute,
 } from './core.js';
 import type { UwsModule } from './edge.js';
 
@@ -34,8 +41,10 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
   const write = (res: HttpResponse, r: HttpReply) => {
     res.cork(() => {
       res.writeStatus(`${r.status} ${statusText(r.status)}`);
-      if (r.status === 204) res.endWithoutBody();
-      else {
+      if (r.status === 204 || r.status === 304) {
+        for (const [k, v] of Object.entries(r.headers ?? {})) res.writeHeader(k, v);
+        res.endWithoutBody();
+      } else {
         res.writeHeader('content-type', r.type);
         for (const [k, v] of Object.entries(r.headers ?? {})) res.writeHeader(k, v);
         res.end(r.body, r.closeConnection ?? false);
@@ -142,6 +151,83 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
   server.get('/calls/*', admin);
   server.del('/calls/*', admin);
 
+  /** The head of an event stream, then the app's stream on it (the client is still there). */
+  const openEventStream = (res: HttpResponse, head: EventStreamReply, isAborted: () => boolean, onGone: (b: EventStreamBinding) => void) => {
+    res.cork(() => {
+      res.writeStatus('200 OK');
+      for (const [k, v] of Object.entries(head.headers)) res.writeHeader(k, v);
+      res.write(EVENT_STREAM_PREAMBLE); // the head goes out with the first chunk
+    });
+    let finished = false;
+    /** Upper bound on the bytes uWS holds for this response: written since a write last went through whole. */
+    let queuedBytes = 0;
+    let writable = false;
+    res.onWritable(() => {
+      writable = true;
+      return true;
+    });
+    const raw: RawEventStream = {
+      write: (chunk) => {
+        if (finished || isAborted()) return 'dropped';
+        if (queuedBytes >= MAX_BACKPRESSURE_BYTES && !writable) return 'dropped';
+        writable = false;
+        let ok = false;
+        try {
+          res.cork(() => (ok = res.write(chunk)));
+        } catch {
+          return 'dropped'; // the response is gone
+        }
+        if (ok) {
+          queuedBytes = 0;
+          return 'sent';
+        }
+        queuedBytes += Buffer.byteLength(chunk);
+        return 'backpressure';
+      },
+      end: () => {
+        if (finished || isAborted()) return;
+        finished = true;
+        try {
+          res.cork(() => res.end());
+        } catch {
+          /* the response is gone */
+        }
+      },
+    };
+    onGone(core.openEventStream(raw, head));
+  };
+
+  const consoleRoute = guard('console', (res, req, client) => {
+    const unserved = core.unserved('console');
+    if (unserved) return write(res, unserved);
+    const method = req.getMethod().toUpperCase();
+    const headers = copyHeaders(req);
+    const path = req.getUrl();
+    const query = new URLSearchParams(req.getQuery() ?? '');
+    let aborted = false;
+    let binding: EventStreamBinding | undefined;
+    res.onAborted(() => {
+      aborted = true;
+      binding?.gone();
+    });
+    const go = (body: Buffer | null) => {
+      core
+        .console({ method, path, query, headers, body, client })
+        .then((r) => {
+          if (aborted) return;
+          if ('stream' in r) openEventStream(res, r, () => aborted, (b) => (binding = b));
+          else write(res, r);
+        })
+        .catch((err: unknown) => log.error({ err, route: 'console' }, 'reply failed'));
+    };
+    if (!CONSOLE_BODY_METHODS.has(method)) return go(null);
+    if (Number(headers['content-length'] || '0') > MAX_BODY_BYTES) return write(res, core.tooLarge('console'));
+    // Runs from a uWS data callback: null = over the limit, answered at once (413, connection closed).
+    readBody(res, MAX_BODY_BYTES, (body) => (body === null ? write(res, core.tooLarge('console')) : go(body)));
+  });
+  server.any('/console', consoleRoute);
+  server.any('/console/*', consoleRoute);
+
   /** WS /voice/stream upgrade: everything is read from `req` here, synchronously (uWS frees it on return). */
   const upgradeStream = (res: HttpResponse, req: HttpRequest, context: us_socket_context_t) => {
     // Copy out of req now: it is invalid once this function returns.
@@ -240,6 +326,7 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
     close() {
       closing ??= (async () => {
         uws.us_listen_socket_close(listenSocket);
+        core.closeAllEventStreams();
         await core.closeAllStreams();
         // Idle keep-alive HTTP connections would otherwise hold the event loop
         // until clients drop them; App.close() closes them (the 1001 close
@@ -249,6 +336,16 @@ export async function startUwsEdge(uws: UwsModule, core: EdgeCore): Promise<Edge
       return closing;
     },
   };
+}
+
+/** Every request header (uWS gives lower-case names); repeated ones joined as node:http joins them (cookie with '; ', others with ', '). */
+function copyHeaders(req: HttpRequest): Record<string, string> {
+  const out: Record<string, string> = {};
+  req.forEach((k, v) => {
+    const prev = out[k];
+    out[k] = prev === undefined ? v : `${prev}${k === 'cookie' ? '; ' : ', '}${v}`;
+  });
+  return out;
 }
 
 /** Read a request body, copying each chunk (uWS reuses its buffer). null = over `limit`, reported as soon as it is (the rest is not waited for). */
