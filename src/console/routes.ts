@@ -228,21 +228,24 @@ export function createConsole(deps: ConsoleDeps): ConsoleApp {
           let stopped = false;
           let busy = false;
           const tick = (): void => {
-            if (stopped || busy) return; // a slow store: skip a beat rather than pile up reads
+            if (stopped) return;
             if (!sessions.alive(session)) {
               stop();
               end();
               return;
             }
+            if (busy) return; // a slow store: skip a beat rather than pile up reads
             busy = true;
-            liveView(session.role)
-              .then((view) => {
-                if (!stopped) send(`event: live\ndata: ${JSON.stringify(view)}\n\n`);
-              })
-              .catch((err: unknown) => deps.log.warn({ err: err instanceof Error ? err.name : 'unknown' }, 'console: a live update failed'))
-              .finally(() => {
+            liveView(session.role).then(
+              (view) => {
                 busy = false;
-              });
+                if (!stopped) send(`event: live\ndata: ${JSON.stringify(view)}\n\n`);
+              },
+              (err: unknown) => {
+                busy = false;
+                deps.log.warn({ err: err instanceof Error ? err.name : 'unknown' }, 'console: a live update failed');
+              },
+            );
           };
           const cancel = every(tick, LIVE_EVERY_MS);
           const stop = (): void => {
