@@ -9,7 +9,7 @@
  * PCM16 stereo WAV as one call's recording.
  * Any console error the page causes, any uncaught error and any CSP violation
  * fails the test (the 401s the sign-in flow asks for are the only exceptions).
- * Screenshots of the live view and a call go to test-artifacts/.
+ * Screenshots of the live view and a call (light and dark) go to test-artifacts/.
  * Without /usr/bin/chromium the file is skipped, saying why, unless
  * CALLBRIDGE_REQUIRE_CHROMIUM=1 (CI), where that is a failure.
  */
@@ -142,12 +142,14 @@ interface Fake {
   listQueries: string[];
   signOuts: { csrf: string | undefined }[];
   sessionAttempts: number;
+  /** Answer the next sign-in with 429 and this Retry-After (s). */
+  rateLimitNext: number | null;
   sse: Set<ServerResponse>;
 }
 
 function startFake(): Promise<Fake> {
   const sessions = new Set<string>();
-  const fake: Fake = { server: null as unknown as Server, origin: '', live: [], listQueries: [], signOuts: [], sessionAttempts: 0, sse: new Set() };
+  const fake: Fake = { server: null as unknown as Server, origin: '', live: [], listQueries: [], signOuts: [], sessionAttempts: 0, rateLimitNext: null, sse: new Set() };
   const send = (res: ServerResponse, status: number, body?: unknown, headers: Record<string, string> = {}) => {
     const text = body === undefined ? '' : JSON.stringify(body);
     res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store', ...headers });
@@ -187,6 +189,11 @@ function startFake(): Promise<Fake> {
       let raw = '';
       for await (const chunk of req) raw += chunk;
       fake.sessionAttempts++;
+      if (fake.rateLimitNext !== null) {
+        const wait = fake.rateLimitNext;
+        fake.rateLimitNext = null;
+        return send(res, 429, { error: 'too many attempts' }, { 'retry-after': String(wait) });
+      }
       const token = (JSON.parse(raw || '{}') as { token?: string }).token;
       if (token !== TOKEN) return send(res, 401, { error: 'wrong token' });
       const id = randomBytes(16).toString('hex');
@@ -290,7 +297,7 @@ describe('console page in Chromium', () => {
         const text = msg.text();
         const at = msg.location().url ?? '';
         // The 401s the flow itself asks for (no session yet, a wrong token, after sign-out) are the browser's network log, not the page's.
-        const expected401 = /status of 401/.test(text) && /\/console\/api\/(me|session)$/.test(at);
+        const expected401 = /status of (401|429)/.test(text) && /\/console\/api\/(me|session)$/.test(at);
         if ((msg.type() === 'error' || msg.type() === 'warn') && !expected401) problems.push(`console ${msg.type()}: ${text} (${at})`);
         if (msg.type() === 'log' || msg.type() === 'info' || msg.type() === 'debug') problems.push(`the page wrote to the console: ${text}`);
       });
@@ -298,7 +305,8 @@ describe('console page in Chromium', () => {
     }, 60_000);
 
     afterEach(() => {
-      expect(problems, problems.join('\n')).toEqual([]);
+      const seen = problems.splice(0);
+      expect(seen, seen.join('\n')).toEqual([]);
     });
 
     afterAll(async () => {
@@ -320,12 +328,18 @@ describe('console page in Chromium', () => {
       await page.type('#token', 'not-the-token');
       await page.click('form.signin button[type=submit]');
       await page.waitForFunction(() => document.querySelector('#signin-error')?.textContent === 'Wrong token.');
+      // Too many attempts: the wait is said, and the button waits with it.
+      fake.rateLimitNext = 1;
+      await page.click('form.signin button[type=submit]');
+      await page.waitForFunction(() => document.querySelector('#signin-error')?.textContent === 'Too many attempts. Try again in 1 s.');
+      expect(await page.$eval('form.signin button[type=submit]', (el) => (el as HTMLButtonElement).disabled)).toBe(true);
+      await page.waitForFunction(() => !(document.querySelector('form.signin button[type=submit]') as HTMLButtonElement).disabled, { timeout: 5000 });
       await page.$eval('#token', (el) => { (el as HTMLInputElement).value = ''; });
       await page.type('#token', TOKEN);
       await page.click('form.signin button[type=submit]');
       await page.waitForSelector('header#top .user');
       expect(await page.$eval('header#top', (el) => el.textContent)).toContain('admin');
-      expect(fake.sessionAttempts).toBe(2);
+      expect(fake.sessionAttempts).toBe(3);
       // Nothing of the session or a call lands in storage.
       expect(await page.evaluate(() => localStorage.length + sessionStorage.length)).toBe(0);
     });
@@ -427,6 +441,10 @@ describe('console page in Chromium', () => {
       await page.waitForFunction(() => parseFloat((document.querySelector('.wave-head') as HTMLElement).style.left) > 50);
       await page.$eval('audio', (el) => (el as HTMLAudioElement).pause());
       await page.screenshot({ path: join(ARTIFACTS, 'console-call.png'), fullPage: true });
+      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'dark' }]);
+      expect(await page.$eval('body', (el) => getComputedStyle(el).backgroundColor)).toBe('rgb(20, 23, 28)');
+      await page.screenshot({ path: join(ARTIFACTS, 'console-call-dark.png'), fullPage: true });
+      await page.emulateMediaFeatures([{ name: 'prefers-color-scheme', value: 'light' }]);
     });
 
     it('opens a call without a recording: no player', async () => {

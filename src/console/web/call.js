@@ -184,7 +184,7 @@ function latency(turns, budgetMs) {
       // A missing mark joins its span to the next known one (e.g. no first delta: speech stopped → first frame).
       if (typeof p[from] !== 'number') continue;
       let end = p[to];
-      let name = label;
+      let name = /** @type {string} */ (label);
       if (typeof end !== 'number') {
         if (to === 'firstDeltaMs') { end = p.firstFrameMs; name = 'speech stopped → first frame'; } else continue;
       }

@@ -4,6 +4,7 @@
  * left axis, turn latency p50/p95 (ms) on the right. Sizes itself to its box
  * and follows the box's width.
  */
+// @ts-ignore -- served from node_modules/uplot/dist at ./vendor/ (src/console/static.ts); not in this folder
 import uPlot from './vendor/uPlot.esm.js';
 
 /**
@@ -42,7 +43,7 @@ export function statsChart(box) {
       }
       plot = new uPlot({
         ...size(),
-        scales: { x: { time: true }, n: { range: (_u, _min, max) => [0, Math.max(1, max)] }, ms: { range: (_u, _min, max) => [0, Math.max(1500, max ?? 0)] } },
+        scales: { x: { time: true }, n: { range: (/** @type {unknown} */ _u, /** @type {number} */ _min, /** @type {number} */ max) => [0, Math.max(1, max)] }, ms: { range: (/** @type {unknown} */ _u, /** @type {number} */ _min, /** @type {number | null} */ max) => [0, Math.max(1500, max ?? 0)] } },
         axes: [
           { stroke: axisStroke, grid },
           { scale: 'n', label: 'calls', stroke: axisStroke, grid },

@@ -7,7 +7,7 @@
  * false/null/undefined → absent), anything else via setAttribute.
  */
 
-/** @typedef {Node | string | number | null | undefined | false | Child[]} Child */
+/** @typedef {Node | string | number | null | undefined | false | unknown[]} Child  (arrays nest) */
 
 /**
  * @param {string} tag
@@ -30,13 +30,13 @@ export function h(tag, attrs, ...children) {
 
 /**
  * @param {Element} el
- * @param {Child[]} children
+ * @param {unknown[]} children Child values, arrays nesting
  */
 export function append(el, children) {
   for (const c of children) {
     if (c === null || c === undefined || c === false) continue;
     if (Array.isArray(c)) append(el, c);
-    else el.append(typeof c === 'number' ? String(c) : c);
+    else el.append(typeof c === 'number' ? String(c) : /** @type {Node | string} */ (c));
   }
 }
 

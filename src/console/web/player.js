@@ -81,6 +81,8 @@ export function createPlayer(box, callSid, signal, onTime, showError) {
     ctx.fillRect(0, Math.floor(laneH), width, Math.max(1, Math.round(ratio)));
   }
   const resize = new ResizeObserver(() => draw());
+  const scheme = matchMedia('(prefers-color-scheme: dark)');
+  scheme.addEventListener('change', draw);
 
   canvas.addEventListener('click', (ev) => {
     const rect = canvas.getBoundingClientRect();
@@ -128,6 +130,7 @@ export function createPlayer(box, callSid, signal, onTime, showError) {
     stop() {
       cancelAnimationFrame(frame);
       resize.disconnect();
+      scheme.removeEventListener('change', draw);
       audio.pause();
       audio.removeAttribute('src');
       if (url) URL.revokeObjectURL(url);
