@@ -46,6 +46,8 @@ COPY --from=build /app/bin ./bin
 COPY --from=build /app/assets ./assets
 # Agent files: agents/eligibility.yaml is the default agent (AGENT_FILE unset); mount your own and set AGENT_FILE.
 COPY --from=build /app/agents ./agents
+# The console's page (plain ES modules, served as they are at /console).
+COPY --from=build /app/src/console/web ./src/console/web
 RUN mkdir -p /data && chown node:node /data
 VOLUME /data
 USER node

@@ -26,6 +26,8 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { createAdminHandler } from './admin/calls-api.js';
 import { createRecordingApi } from './admin/recording-api.js';
+import { consoleWebRoot } from './console/static.js';
+import { createConsole } from './console/routes.js';
 import { ConfigError, type Config } from './config.js';
 import { loadPrompt } from './call/prompts.js';
 import { Relay, type RelaySettings } from './call/relay.js';
@@ -289,6 +291,25 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   // The admin reader goes to the edge directly: reading records is not the call layer's business.
   const admin = createAdminHandler(store, config.adminToken, { recordings: recordingStorage });
   const recordingApi = createRecordingApi({ store, storage: recordingStorage, keys: recordingKeys, adminToken: config.adminToken });
+  // The console (/console): only with a sign-in token (ADMIN_TOKEN or CONSOLE_TOKENS); its page is src/console/web as it is.
+  const consoleApp =
+    config.console.tokens.length > 0
+      ? createConsole({
+          store,
+          live: () => relay.liveCalls(),
+          modelHealth: () => {
+            const h = reachability.snapshot();
+            return { reachable: h.reachable, lastError: h.lastError };
+          },
+          instanceId,
+          tokens: config.console.tokens,
+          sessionMs: config.console.sessionMs,
+          secret: config.admissionSecret,
+          recordings: config.recording.key || config.recording.keysOld.length ? { storage: recordingStorage, keys: recordingKeys } : undefined,
+          webRoot: consoleWebRoot(),
+          log,
+        })
+      : undefined;
   // Retention: one purger at a time across instances (the store's lease), in batches that never stall calls.
   const retention = config.retention.days > 0 ? createRetention({ store, recordings: recordingStorage, days: config.retention.days, holder: instanceId, log }) : undefined;
   let server: RunningServer;
@@ -310,7 +331,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
           log,
         })
       : undefined;
-    server = await startServer({ settings: edgeSettingsFromConfig(config), app: relay, admin, recording: recordingApi, outbound, log, metrics, edge: opts.edge, env: opts.env });
+    server = await startServer({ settings: edgeSettingsFromConfig(config), app: relay, admin, recording: recordingApi, outbound, console: consoleApp, log, metrics, edge: opts.edge, env: opts.env });
   } catch (err) {
     relay.shutdown();
     await store.close();

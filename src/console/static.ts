@@ -22,6 +22,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, relative, sep } from 'node:path';
 import type { Logger } from '../log.js';
+import { fileURLToPath } from 'node:url';
 
 export interface StaticFile {
   status: number;
@@ -144,4 +145,19 @@ export function createStaticSite(webRoot: string, log: Logger): StaticSite {
       return { status: 200, headers: { 'cache-control': IMMUTABLE }, type: contentType(rel!), body: bytes };
     },
   };
+}
+
+/**
+ * Where the console's page lives: src/console/web under the nearest ancestor
+ * holding package.json — the same from src/ (tests) and build/src/ (built;
+ * tsc does not copy the page, which is served as written).
+ */
+export function consoleWebRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'package.json'))) return join(dir, 'src', 'console', 'web');
+    const parent = dirname(dir);
+    if (parent === dir) return join('src', 'console', 'web');
+    dir = parent;
+  }
 }
