@@ -23,6 +23,7 @@ import {
 import { createDirStorage } from '../src/recording/dir-storage.js';
 import { RecordingCorrupt, RecordingNotFound, type ObjectUpload, type RecordingStorage } from '../src/recording/types.js';
 import { keyId, keyring, type Keyring } from '../src/store/crypto.js';
+import { prng as rng } from './helpers/prng.js';
 
 const C = CHUNK_PLAIN_BYTES;
 const SEALED = C + CHUNK_OVERHEAD_BYTES;
@@ -42,16 +43,6 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Write `plain` as recording `name` under `ring`'s current key, in writes of uneven sizes. */
 async function record(name: string, plain: Uint8Array, ring: Keyring = ringA, seed = 1): Promise<number> {

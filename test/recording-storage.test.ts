@@ -21,6 +21,7 @@ import { openRecordingStorage } from '../src/recording/open-storage.js';
 import { createS3Storage, parseS3Url } from '../src/recording/s3-storage.js';
 import { RecordingNotFound, type RecordingStorage } from '../src/recording/types.js';
 import { keyring } from '../src/store/crypto.js';
+import { prng as rng } from './helpers/prng.js';
 
 const MiB = 1024 * 1024;
 const s3rverPath = createRequire(import.meta.url).resolve('s3rver');
@@ -55,16 +56,6 @@ async function put(storage: RecordingStorage, name: string, bytes: Uint8Array): 
   await up.complete();
 }
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The behaviour every RecordingStorage has. `leftovers` lists what the backend holds besides finished objects (part files, pending uploads). */
 function behaves(

@@ -19,7 +19,7 @@
  */
 import type { AdminRequest, BinaryResponse, RecordingReader } from '../call/ports.js';
 import { openRecording } from '../recording/container.js';
-import { RecordingCorrupt, RecordingNotFound, type Keyring, type RecordingStorage } from '../recording/types.js';
+import { RecordingCorrupt, RecordingNotFound, type Keyring, type RecordingInfo, type RecordingStorage } from '../recording/types.js';
 import { DecryptError } from '../store/crypto.js';
 import { PostgresStoreError } from '../store/postgres.js';
 import type { CallStore } from '../store/types.js';
@@ -81,6 +81,22 @@ export function parseRange(header: string | undefined, size: number, maxOpenEnde
   return { start, end: Math.min(size, last + 1) };
 }
 
+/**
+ * Where a call's recording is, or why it cannot be played (status and sentence): not recorded, opted out,
+ * never stored (the reason), no storage here, or another kind of storage than this instance's.
+ */
+export function findRecording(
+  rec: RecordingInfo | null,
+  storage: RecordingStorage | undefined,
+): { storage: RecordingStorage; object: string } | { status: number; error: string } {
+  if (!rec) return { status: 404, error: 'this call was not recorded' };
+  if (rec.status === 'opted_out') return { status: 404, error: 'the caller opted out of the recording: nothing was kept' };
+  if (!rec.object) return { status: 404, error: `this call's recording was not stored${rec.reason ? ` (${rec.reason})` : ''}` };
+  if (!storage) return { status: 404, error: 'recording storage is not configured on this instance (RECORDING_DIR or RECORDING_S3_URL, and RECORDING_KEY)' };
+  if (storage.kind !== rec.storage) return { status: 503, error: `this recording is in ${rec.storage} storage, and this instance uses ${storage.kind} storage` };
+  return { storage, object: rec.object };
+}
+
 export function createRecordingApi(deps: RecordingApiDeps): RecordingReader {
   const authorized = bearerCheck(deps.adminToken);
   return async (req) => {
@@ -93,13 +109,9 @@ export function createRecordingApi(deps: RecordingApiDeps): RecordingReader {
     try {
       const record = await deps.store.get(sid);
       if (!record) return json(404, { error: 'no such call' });
-      const rec = record.recording;
-      if (!rec) return json(404, { error: 'this call was not recorded' });
-      if (rec.status === 'opted_out') return json(404, { error: 'the caller opted out of the recording: nothing was kept' });
-      if (!rec.object) return json(404, { error: `this call's recording was not stored${rec.reason ? ` (${rec.reason})` : ''}` });
-      if (!deps.storage) return json(503, { error: 'recording storage is not configured on this instance (RECORDING_DIR or RECORDING_S3_URL, and RECORDING_KEY)' });
-      if (deps.storage.kind !== rec.storage) return json(503, { error: `this recording is in ${rec.storage} storage, and this instance uses ${deps.storage.kind} storage` });
-      const reader = await openRecording(deps.storage, rec.object, deps.keys);
+      const found = findRecording(record.recording, deps.storage);
+      if ('error' in found) return json(found.status, { error: found.error });
+      const reader = await openRecording(found.storage, found.object, deps.keys);
       const size = reader.wavBytes;
       const range = parseRange(req.headers.range, size);
       const headers: Record<string, string> = { ...NO_STORE, 'accept-ranges': 'bytes', 'content-disposition': `inline; filename="${sid.replace(/[^A-Za-z0-9_-]/g, '')}.wav"` };

@@ -29,7 +29,7 @@
  */
 import type { ConsoleApp, ConsoleReply, ConsoleRequest, LiveCall, BinaryResponse } from '../call/ports.js';
 import type { Logger } from '../log.js';
-import { parseRange } from '../admin/recording-api.js';
+import { findRecording, parseRange } from '../admin/recording-api.js';
 import { openRecording, type RecordingReader } from '../recording/container.js';
 import { RecordingCorrupt, RecordingNotFound, type Keyring, type RecordingStorage } from '../recording/types.js';
 import { addressKey, RateLimiter } from '../server/rate-limit.js';
@@ -289,14 +289,9 @@ export function createConsole(deps: ConsoleDeps): ConsoleApp {
   async function recording(sid: string, rangeHeader: string | undefined): Promise<Reply> {
     const record = await deps.store.get(sid);
     if (!record) return json(404, { error: 'no such call' });
-    const rec = record.recording;
-    if (!rec) return json(404, { error: 'this call was not recorded' });
-    if (rec.status === 'opted_out') return json(404, { error: 'the caller opted out of the recording: nothing was kept' });
-    if (!rec.object) return json(404, { error: `this call's recording was not stored${rec.reason ? ` (${rec.reason})` : ''}` });
-    if (!deps.recordings) return json(404, { error: 'recording storage is not configured on this instance' });
-    const { storage, keys } = deps.recordings;
-    if (storage.kind !== rec.storage) return json(503, { error: `this recording is in ${rec.storage} storage, and this instance uses ${storage.kind} storage` });
-    const reader = await openRecording(storage, rec.object, keys);
+    const found = findRecording(record.recording, deps.recordings?.storage);
+    if ('error' in found) return json(found.status, { error: found.error });
+    const reader = await openRecording(found.storage, found.object, deps.recordings!.keys);
     const sourceHeader = reader.wavBytes - reader.audioBytes - (reader.audioBytes & 1);
     const sourceAudio = reader.audioBytes - (reader.audioBytes & 1); // whole stereo frames only
     const size = PCM_WAV_HEADER_BYTES + 2 * sourceAudio;
