@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createAdminHandler } from '../src/admin/calls-api.js';
-import type { AdminRequest, VoiceApp } from '../src/call/ports.js';
+import type { AdminReader, AdminRequest, VoiceApp } from '../src/call/ports.js';
 import { createStoreRecorder } from '../src/store/recorder.js';
 import { loadConfig } from '../src/config.js';
 import { silentLogger } from '../src/log.js';
@@ -141,7 +141,7 @@ describe('GET /calls over the real server', () => {
   let base: string;
 
   /** The one place this file starts the server: a VoiceApp that only answers the admin routes. */
-  async function startAdminServer(settings: EdgeSettings, admin: VoiceApp['admin']): Promise<RunningServer> {
+  async function startAdminServer(settings: EdgeSettings, admin: AdminReader): Promise<RunningServer> {
     const app: VoiceApp = {
       incoming: () => ({ ok: false, status: 400, message: 'x' }),
       status: () => {},

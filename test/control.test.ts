@@ -6,7 +6,7 @@
  * transfer store in memory: every timing is exact and no test waits on real time.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { CallAgent, CallPolicies, TransferPolicy } from '../src/call/agent.js';
+import { NO_RECORDING, type CallAgent, type CallPolicies, type TransferPolicy } from '../src/call/agent.js';
 import { noMetrics, type TransferStore } from '../src/call/ports.js';
 import { CallSession, type CallOptions } from '../src/call/session.js';
 import { silentLogger } from '../src/log.js';
@@ -62,6 +62,7 @@ const BASE_POLICIES: CallPolicies = {
   endCall: { enabled: false, goodbyeWaitMs: 5000 },
   silence: { repromptAfterMs: undefined, reprompt: 'Ask whether the caller is still there.', maxReprompts: 2, timeoutMs: 60_000 },
   maxDuration: { maxCallMs: 600_000, warnBeforeMs: undefined, warning: 'Tell the caller the call will end in a minute.' },
+  recording: NO_RECORDING,
 };
 
 const open: CallSession[] = [];

@@ -123,7 +123,7 @@ describe.each(availableEdges())('%s edge: /console', (edge) => {
     const c = fakeConsole((req) =>
       req.path === '/console/api/logout'
         ? { status: 204, type: 'text/plain', headers: { 'set-cookie': 'cb_session=; Max-Age=0; Path=/console' }, body: '' }
-        : { status: 403, type: 'application/json', headers: {}, body: '{"error":"csrf"}' },
+        : { status: 403, type: 'application/json', headers: {} as Record<string, string>, body: '{"error":"csrf"}' },
     );
     const { base } = await start(edge, c.app);
     const r1 = await fetch(`${base}/console`);

@@ -16,7 +16,7 @@ import { ensureBuilt, killServeProcesses, serveProcess, type ServeProcess } from
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 import { presentToken, type PresentedStream } from './helpers/stream.js';
 import { postIncoming } from './helpers/webhooks.js';
-import type { CallAgent } from '../src/call/agent.js';
+import { NO_RECORDING, type CallAgent } from '../src/call/agent.js';
 import { linkedProvider } from '../src/call/model-link.js';
 import { Relay } from '../src/call/relay.js';
 import type { ConversationItem } from '../src/call/voice-model.js';
@@ -363,6 +363,7 @@ describe.skipIf(!pgOk)('call control across instances', () => {
       endCall: { enabled: false, goodbyeWaitMs: 5000 },
       silence: { repromptAfterMs: undefined, reprompt: '', maxReprompts: 0, timeoutMs: 300_000 },
       maxDuration: { maxCallMs: 3_600_000, warnBeforeMs: undefined, warning: '' },
+      recording: NO_RECORDING,
     },
   };
   const secret = Buffer.from(SECRET);

@@ -63,11 +63,12 @@ function committed(name: PromptName) {
 describe('committed prompts (assets/prompts, made by scripts/make-prompts.sh)', () => {
   const texts: Record<PromptName, string> = {
     hold: 'One moment, please.',
+    repeat: "Sorry, I didn't catch that. Could you say it again?",
     apology: "I'm sorry, we're having technical difficulties. Please call again later. Goodbye.",
     goodbye: 'We need to end this call now. Goodbye.',
   };
 
-  for (const name of ['hold', 'apology', 'goodbye'] as const) {
+  for (const name of ['hold', 'repeat', 'apology', 'goodbye'] as const) {
     it(`${name}: 8 kHz µ-law speech, loud enough, starting at once`, () => {
       const p = committed(name);
       expect(p.durationMs).toBe(p.ulaw.length / 8);

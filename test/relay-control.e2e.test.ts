@@ -14,7 +14,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import type { CallAgent, CallPolicies, TransferPolicy } from '../src/call/agent.js';
+import { NO_RECORDING, type CallAgent, type CallPolicies, type TransferPolicy } from '../src/call/agent.js';
 import { transcriptToConversation, MAX_HISTORY_ENTRIES } from '../src/call/history.js';
 import { linkedProvider } from '../src/call/model-link.js';
 import type { IncomingOptions, OutboundApp, TransferStore } from '../src/call/ports.js';
@@ -48,6 +48,7 @@ function policies(transfer: TransferPolicy | undefined): CallPolicies {
     endCall: { enabled: true, goodbyeWaitMs: 5000 },
     silence: { repromptAfterMs: undefined, reprompt: '', maxReprompts: 0, timeoutMs: 300_000 },
     maxDuration: { maxCallMs: 3_600_000, warnBeforeMs: undefined, warning: '' },
+    recording: NO_RECORDING,
   };
 }
 

@@ -321,7 +321,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
 
   describe('health details (item 11)', () => {
     const report = (): HealthReport => ({
-      status: 'degraded', version: '1.2.3', uptimeSeconds: 5, activeCalls: 2, pendingCalls: 1,
+      status: 'draining', version: '1.2.3', uptimeSeconds: 5, activeCalls: 2, pendingCalls: 1,
       model: { reachable: false, lastOkAt: '2026-01-01T00:00:00.000Z', lastError: 'connect ECONNREFUSED 10.1.2.3:443' },
       store: { kind: 'postgres', reachable: false, queued: 4, dropped: 0, lastError: 'password authentication failed for user "cb"' },
     });
@@ -334,7 +334,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const text = await anon.text();
       expect(text).not.toMatch(/ECONNREFUSED|password|10\.1\.2\.3/);
       expect(JSON.parse(text)).toEqual({
-        status: 'degraded', version: '1.2.3', uptimeSeconds: 5, activeCalls: 2, pendingCalls: 1,
+        status: 'draining', version: '1.2.3', uptimeSeconds: 5, activeCalls: 2, pendingCalls: 1,
         model: { reachable: false, lastOkAt: '2026-01-01T00:00:00.000Z' },
         store: { kind: 'postgres', reachable: false, queued: 4, dropped: 0 },
       });

@@ -5,7 +5,7 @@
  * (test/relay.e2e.test.ts) run the same code through real sockets.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { CallAgent, CallPolicies } from '../src/call/agent.js';
+import { NO_RECORDING, type CallAgent, type CallPolicies } from '../src/call/agent.js';
 import type { TransferStore } from '../src/call/ports.js';
 import type { TransferDecision } from '../src/records.js';
 import { noMetrics } from '../src/call/ports.js';
@@ -70,6 +70,7 @@ function agentFor(options: TestOptions, tools: Tool[], policies: Partial<CallPol
       endCall: { enabled: false, goodbyeWaitMs: 5000 },
       silence: { repromptAfterMs: undefined, reprompt: 'Ask if they are still there.', maxReprompts: 2, timeoutMs: options.silenceTimeoutMs },
       maxDuration: { maxCallMs: options.maxCallMs, warnBeforeMs: undefined, warning: 'Say the call will end soon.' },
+      recording: NO_RECORDING,
       ...policies,
     },
   };

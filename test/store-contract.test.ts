@@ -15,7 +15,7 @@ import { decodeCursor, encodeCursor } from '../src/store/cursor.js';
 import { createStoreRecorder, streamRecorder } from '../src/store/recorder.js';
 import type { CallStore, CallSummary, ListPosition } from '../src/store/types.js';
 import { adminSql, dropSchema, freshSchema, PG_URL, postgresAvailable } from './helpers/postgres.js';
-import { postgresKind, sqliteKind } from './helpers/store-kinds.js';
+import { postgresKind, sqliteKind, type OpenOptions } from './helpers/store-kinds.js';
 import { ACCOUNT, endInfo, prices, SID } from './helpers/store.js';
 
 const DONE = 'CA00000000000000000000000000000002';

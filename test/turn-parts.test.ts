@@ -7,7 +7,7 @@
  * the relay is driven through its VoiceApp port with the same fakes.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import type { CallAgent } from '../src/call/agent.js';
+import { NO_RECORDING, type CallAgent } from '../src/call/agent.js';
 import { noMetrics, type CallUrls, type StreamHandler } from '../src/call/ports.js';
 import { Relay } from '../src/call/relay.js';
 import { CallSession, type CallOptions } from '../src/call/session.js';
@@ -47,6 +47,7 @@ const AGENT: CallAgent = {
     endCall: { enabled: false, goodbyeWaitMs: 5000 },
     silence: { repromptAfterMs: undefined, reprompt: 'Ask if they are still there.', maxReprompts: 2, timeoutMs: 600_000 },
     maxDuration: { maxCallMs: 3_600_000, warnBeforeMs: undefined, warning: '' },
+    recording: NO_RECORDING,
   },
 };
 

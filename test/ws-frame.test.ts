@@ -2,7 +2,14 @@
 // decoder (test/helpers/ws-decode.ts) and by ws's own Receiver.
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { Receiver } from 'ws';
+import * as ws from 'ws';
+
+/** ws's frame parser: exported by the package at run time, absent from its type definitions. */
+type WsReceiver = import('node:stream').Writable & {
+  on(event: 'message', fn: (data: Buffer, isBinary: boolean) => void): WsReceiver;
+  on(event: 'error', fn: (e: Error) => void): WsReceiver;
+};
+const { Receiver } = ws as unknown as { Receiver: new (opts: { isServer: boolean; maxPayload: number }) => WsReceiver };
 import { AppendFrameWriter, maskedHeaderLength } from '../src/realtime/ws-frame.js';
 import { decodeFrames } from './helpers/ws-decode.js';
 
