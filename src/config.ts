@@ -76,6 +76,11 @@ const EnvSchema = z.object({
 
   /** Outbound playout lead: how far ahead of real time audio is sent to Twilio. */
   PLAYOUT_LEAD_MS: intIn(20, 2000).default(100),
+  /**
+   * The playout lead grows up to this while the event loop is late (a starved loop would otherwise leave the caller
+   * a gap), and shrinks back to PLAYOUT_LEAD_MS when calm; = PLAYOUT_LEAD_MS keeps it fixed.
+   */
+  PLAYOUT_LEAD_MAX_MS: intIn(20, 5000).default(500),
   /** Largest media message to Twilio (whole 20 ms frames; one mark each): fewer messages per call-second. */
   OUTBOUND_CHUNK_MS: intIn(20, 200).default(100),
   /** Caller audio per append to the model (20 = one per Twilio frame). Larger batches cost less; speech onset and offset flush at once. */
@@ -255,6 +260,8 @@ export interface Config {
   twilioAuthToken: string | undefined;
   allowUnsigned: boolean;
   playoutLeadMs: number;
+  /** PLAYOUT_LEAD_MAX_MS, never below playoutLeadMs. */
+  playoutLeadMaxMs: number;
   outboundChunkMs: number;
   inboundBatchMs: number;
   silenceTimeoutMs: number;
@@ -428,6 +435,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     twilioAuthToken: e.TWILIO_AUTH_TOKEN,
     allowUnsigned: e.ALLOW_UNSIGNED,
     playoutLeadMs: e.PLAYOUT_LEAD_MS,
+    playoutLeadMaxMs: Math.max(e.PLAYOUT_LEAD_MS, e.PLAYOUT_LEAD_MAX_MS),
     outboundChunkMs: Math.floor(e.OUTBOUND_CHUNK_MS / 20) * 20,
     inboundBatchMs: Math.floor(e.INBOUND_BATCH_MS / 20) * 20,
     silenceTimeoutMs: first.policies.silence.timeoutMs,

@@ -146,6 +146,7 @@ export function relaySettingsFromConfig(config: Config, prompts: RelaySettings['
     audioMode: config.audioMode,
     model: config.openai.model,
     playoutLeadMs: config.playoutLeadMs,
+    playoutLeadMaxMs: config.playoutLeadMaxMs,
     outboundChunkMs: config.outboundChunkMs,
     inboundBatchMs: config.inboundBatchMs,
     vadSilenceMs: config.openai.vad.silenceDurationMs,

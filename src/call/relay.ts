@@ -293,6 +293,7 @@ export class Relay implements VoiceApp {
       audioMode: c.audioMode,
       model: c.model,
       playoutLeadMs: c.playoutLeadMs,
+      playoutLeadMaxMs: c.playoutLeadMaxMs,
       outboundChunkMs: c.outboundChunkMs,
       inboundBatchMs: c.inboundBatchMs,
       vadSilenceMs: c.vadSilenceMs,

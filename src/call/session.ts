@@ -75,6 +75,8 @@ export interface CallOptions {
   /** The model serving calls (for the record and its cost). */
   model?: string;
   playoutLeadMs: number;
+  /** The lead may grow to this while the event loop is late (adaptive playout); undefined = fixed at playoutLeadMs. */
+  playoutLeadMaxMs?: number;
   /** Largest media message to Twilio, ms (whole 20 ms frames); one mark each. */
   outboundChunkMs: number;
   /** Caller audio per append to the model, ms (20 = one per Twilio frame; more = capacity mode). */
