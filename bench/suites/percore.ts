@@ -252,6 +252,16 @@ export const percoreSuite: Suite = {
     const w = hdr.map((h, c) => Math.max([...h].length, ...rows.map((r) => [...r[c]!].length)));
     const fmt = (r: string[]) => r.map((cell, c) => (c <= 2 ? cell.padEnd(w[c]!) : cell.padStart(w[c]!))).join('  ');
     lines.push(fmt(hdr), ...rows.map(fmt));
+    // What the relay's CPU alone allows: one core (1000 ms a second) ÷ its CPU per call-second at the
+    // mode's highest step run, whatever that step's verdict. An estimate, not a measured count (latency
+    // and the generator are not in it); a disturbed step reads CPU per call-second low or high.
+    const estimate = (['capacity', 'passthrough', 'transcode'] as const)
+      .map((m) => {
+        const f = lastSteps.filter((s) => s.mode === m && s.figures).at(-1);
+        return f?.figures ? `${m} ~${Math.floor(1000 / cpuMsPerCallSecond(f.figures))} (${cpuMsPerCallSecond(f.figures).toFixed(2)} ms per call-second at ${f.calls} calls)` : undefined;
+      })
+      .filter((x) => x !== undefined);
+    if (estimate.length) lines.push(`percore: calls one core's CPU allows (estimate: 1000 ms ÷ relay CPU per call-second at the highest step run): ${estimate.join('; ')}`);
     const behind = lastSteps.filter((s) => s.verdict === 'load generator behind' && !s.retried);
     if (behind.length) {
       lines.push(
