@@ -4,9 +4,10 @@
  */
 import type { Suite } from '../types.js';
 import { dspSuite } from './dsp.js';
+import { percoreSuite } from './percore.js';
 import { relaySuite } from './relay.js';
 import { storeSuite } from './store.js';
 import { transcodeCliSuite } from './transcode-cli.js';
 import { wireSuite } from './wire.js';
 
-export const suites: Suite[] = [dspSuite, wireSuite, relaySuite, transcodeCliSuite, storeSuite];
+export const suites: Suite[] = [dspSuite, wireSuite, relaySuite, transcodeCliSuite, storeSuite, percoreSuite];
