@@ -16,7 +16,8 @@
  * - Its own timing error is measured: for every chunk, actual write time −
  *   scheduled write time (ms, ≥ 0: a timer never fires early, a late one is
  *   the proxy's error, which a run must print beside what it measures).
- *   `stats()` gives p50/p99/max of it and the number of chunks.
+ *   `stats()` gives p50/p99/max of it and the number of chunks, and the
+ *   delay actually applied (p50/p95 and a random sample, to combine legs).
  * - Backpressure: when a write returns false the reading side is paused
  *   until the writing side drains.
  *
@@ -48,6 +49,11 @@ export interface ProxyTimingStats {
   errP50Ms: number;
   errP99Ms: number;
   errMaxMs: number;
+  /** Delay applied to each chunk (scheduled − read time: delay + jitter + any wait behind an earlier chunk), ms. */
+  appliedP50Ms: number;
+  appliedP95Ms: number;
+  /** Up to APPLIED_SAMPLE applied delays drawn at random from all chunks, for combining legs (ms). */
+  appliedSample: number[];
   /** Connections accepted. */
   connections: number;
 }
@@ -75,6 +81,8 @@ function prng(seed: number): () => number {
 
 /** At most this many timing samples are kept (a run's p99 does not need more); later ones replace random older ones. */
 const MAX_SAMPLES = 500_000;
+/** Applied delays handed out by stats() (a random subset). */
+const APPLIED_SAMPLE = 4000;
 
 /** Percentile q of an ascending array (nearest rank); NaN when empty. */
 export function percentile(sorted: ArrayLike<number>, q: number): number {
@@ -83,7 +91,7 @@ export function percentile(sorted: ArrayLike<number>, q: number): number {
 
 /** One direction of one connection: a FIFO of chunks with their scheduled write times, one timer for its head. */
 class DelayedPipe {
-  private queue: { at: number; chunk: Buffer | null }[] = [];
+  private queue: { at: number; readAt: number; chunk: Buffer | null }[] = [];
   private timer: NodeJS.Timeout | null = null;
   private lastAt = 0;
   private ended = false;
@@ -92,7 +100,7 @@ class DelayedPipe {
     private readonly from: Socket,
     private readonly to: Socket,
     private readonly delayOf: () => number,
-    private readonly record: (errMs: number) => void,
+    private readonly record: (errMs: number, appliedMs: number) => void,
   ) {
     from.on('data', (chunk: Buffer) => this.push(chunk));
     from.on('end', () => this.push(null));
@@ -102,9 +110,10 @@ class DelayedPipe {
   private push(chunk: Buffer | null): void {
     if (this.ended) return;
     if (chunk === null) this.ended = true;
-    const at = Math.max(performance.now() + this.delayOf(), this.lastAt);
+    const readAt = performance.now();
+    const at = Math.max(readAt + this.delayOf(), this.lastAt);
     this.lastAt = at;
-    this.queue.push({ at, chunk });
+    this.queue.push({ at, readAt, chunk });
     if (this.queue.length === 1) this.arm();
   }
 
@@ -119,9 +128,9 @@ class DelayedPipe {
     this.timer = null;
     const now = performance.now();
     while (this.queue.length && this.queue[0]!.at <= now + 0.5) {
-      const { at, chunk } = this.queue.shift()!;
+      const { at, readAt, chunk } = this.queue.shift()!;
       if (this.to.destroyed) return this.drop();
-      this.record(Math.max(0, performance.now() - at));
+      this.record(Math.max(0, performance.now() - at), at - readAt);
       if (chunk === null) {
         this.to.end();
         continue;
@@ -147,13 +156,24 @@ export async function startDelayProxy(opts: DelayLegOptions): Promise<DelayProxy
   if (!(opts.delayMs >= 0) || !(jitterMs >= 0)) throw new Error(`delay proxy: delayMs and jitterMs must be ≥ 0 (got ${opts.delayMs}, ${jitterMs})`);
   const rand = prng(opts.seed ?? 1);
   const delayOf = () => Math.max(0, opts.delayMs + (jitterMs ? (2 * rand() - 1) * jitterMs : 0));
+  // Reservoirs (uniform random subsets of every chunk's figures); their own PRNG so the jitter sequence stays the seed's.
+  const pick = prng((opts.seed ?? 1) ^ 0x5bd1e995);
   let samples: number[] = [];
+  let applied: number[] = [];
   let seen = 0;
   let connections = 0;
-  const record = (errMs: number) => {
+  const record = (errMs: number, appliedMs: number) => {
     seen++;
-    if (samples.length < MAX_SAMPLES) samples.push(errMs);
-    else samples[Math.floor(rand() * MAX_SAMPLES)] = errMs;
+    if (samples.length < MAX_SAMPLES) {
+      samples.push(errMs);
+      applied.push(appliedMs);
+    } else {
+      const i = Math.floor(pick() * seen);
+      if (i < MAX_SAMPLES) {
+        samples[i] = errMs;
+        applied[i] = appliedMs;
+      }
+    }
   };
   const open = new Set<Socket>();
   const server: Server = createServer({ noDelay: true, allowHalfOpen: true }, (client) => {
@@ -190,8 +210,14 @@ export async function startDelayProxy(opts: DelayLegOptions): Promise<DelayProxy
     port: (server.address() as AddressInfo).port,
     stats() {
       const sorted = Float64Array.from(samples).sort();
+      const appliedSorted = Float64Array.from(applied).sort();
+      const appliedSample: number[] = [];
+      for (let i = 0; i < Math.min(APPLIED_SAMPLE, applied.length); i++) appliedSample.push(applied[Math.floor(pick() * applied.length)]!);
       return {
         chunks: seen,
+        appliedP50Ms: percentile(appliedSorted, 0.5),
+        appliedP95Ms: percentile(appliedSorted, 0.95),
+        appliedSample,
         errP50Ms: percentile(sorted, 0.5),
         errP99Ms: percentile(sorted, 0.99),
         errMaxMs: sorted.length ? sorted[sorted.length - 1]! : NaN,
@@ -200,6 +226,7 @@ export async function startDelayProxy(opts: DelayLegOptions): Promise<DelayProxy
     },
     resetStats() {
       samples = [];
+      applied = [];
       seen = 0;
     },
     close() {
