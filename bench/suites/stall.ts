@@ -9,7 +9,8 @@
  * (src/sim/caller.ts) against the model stand-in (src/sim/model-server.ts,
  * this process), passthrough, each call: the greeting, a question and its
  * answer, a question whose answer the caller interrupts (barge-in) after
- * BARGE_IN_AFTER_MS of it, and one more answer. Once with the fixed lead
+ * BARGE_IN_AFTER_MS of it, one more answer, and a short last word (the
+ * stand-in's "Okay." back) so the third answer is heard whole. Once with the fixed lead
  * (PLAYOUT_LEAD_MAX_MS = PLAYOUT_LEAD_MS = LEAD_MS) and once adaptive
  * (PLAYOUT_LEAD_MAX_MS = LEAD_MAX_MS), alternating, ROUNDS times each (the
  * order flips each round). Call starts are spread evenly over one stall
@@ -73,6 +74,9 @@ const utterances: Utterance[] = [
   { durationMs: 900, pauseMs: PAUSE_MS },
   { durationMs: 900, pauseMs: PAUSE_MS, bargeInAfterMs: BARGE_IN_AFTER_MS },
   { durationMs: 900, pauseMs: PAUSE_MS },
+  // A short last word ("Okay." back): the caller hangs up at the first quiet after its last
+  // utterance, so without it a gap in the third answer would end the call mid-answer.
+  { durationMs: 600, pauseMs: PAUSE_MS },
 ];
 
 type Lead = 'fixed' | 'adaptive';
