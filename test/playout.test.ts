@@ -97,6 +97,23 @@ describe('Playout pacing', () => {
     expect(sent).toHaveLength(10);
   });
 
+  it('reads a varying lead (PlayoutLead) at each pump', () => {
+    let leadMs = 100;
+    const sent: number[] = [];
+    const p = new Playout({ sendChunk: (_b, s, e) => (sent.push(e - s), true), sendClear: () => {} }, { leadMs: () => leadMs }, () => {}, 20);
+    p.enqueue('r', 'i', bytes(160 * 100));
+    p.pump(0);
+    expect(sent).toHaveLength(5);
+    leadMs = 300; // the loop ran late: send further ahead
+    p.pump(0);
+    expect(sent).toHaveLength(15);
+    leadMs = 100; // calm again: nothing until less than 100 ms is ahead
+    p.pump(150);
+    expect(sent).toHaveLength(15);
+    p.pump(210);
+    expect(sent).toHaveLength(16);
+  });
+
   it('stops on backpressure and resumes after unblock', () => {
     const h = harness(1000);
     h.p.enqueue('r', 'i', bytes(160 * 10));

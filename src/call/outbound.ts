@@ -10,6 +10,8 @@
  *   item the caller did not hear in full is truncated at what was heard (0
  *   for one queued behind the item playing), and its transcript line is cut
  *   to the heard share of its words (no line when nothing was heard).
+ * - Pacing: the Playout's lead is `leadMs`, or adaptive up to `leadMaxMs`
+ *   following the clock's measured loop lateness (clock.ts, playout.ts).
  * - Recorded prompts (`playPrompt`) play through the same paced playout,
  *   under their own response id, so they are never truncated at the model.
  * - Each assistant line goes to `onLine` once, as soon as it is known: when
@@ -27,7 +29,7 @@
  *   every chunk whose ChunkInfo `mark` is at most it has been heard), once per
  *   echo that counts, before the lines it settles are written.
  */
-import type { PumpScheduler } from './clock.js';
+import { AdaptiveLead, type PumpScheduler } from './clock.js';
 import { Playout, type ChunkInfo } from './playout.js';
 import type { AudioTranscoder, TwilioSocket } from './ports.js';
 import type { TranscriptLine } from '../records.js';
@@ -55,7 +57,14 @@ interface AssistantItem {
 export interface OutboundDeps {
   socket: TwilioSocket;
   clock: PumpScheduler;
+  /** The playout lead, ms (PLAYOUT_LEAD_MS). */
   leadMs: number;
+  /**
+   * The lead may grow to this while the clock's loop runs late (adaptive
+   * playout, clock.ts AdaptiveLead); undefined, <= leadMs, or a clock that
+   * does not measure lateness: fixed at leadMs.
+   */
+  leadMaxMs?: number;
   chunkMs: number;
   now: () => number;
   /** ms since the call started, for transcript lines. */
@@ -100,7 +109,9 @@ export class Outbound {
           this.deps.onClear?.(this.deps.now());
         },
       },
-      deps.leadMs,
+      deps.leadMaxMs !== undefined && deps.leadMaxMs > deps.leadMs && deps.clock.lateness
+        ? new AdaptiveLead(deps.leadMs, deps.leadMaxMs, deps.clock.lateness)
+        : deps.leadMs,
       (info, now) => this.chunkSent(info, now),
       deps.chunkMs,
     );

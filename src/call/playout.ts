@@ -9,8 +9,14 @@
  *   chunk shorter than `chunkMs` goes out only at an item's end or when the
  *   caller would otherwise hear a gap (less than one frame left to play).
  * - Pacing: a chunk is sent only while the audio already sent ends less than
- *   `leadMs` ahead of the wall clock, so Twilio holds at most about
- *   `leadMs + chunkMs` of our audio and a `clear` silences the caller at once.
+ *   the lead ahead of the wall clock, so Twilio holds at most about
+ *   `lead + chunkMs` of our audio and a `clear` silences the caller at once.
+ *   The lead is a fixed number of ms, or read at each pump from a
+ *   `PlayoutLead` (the adaptive lead, clock.ts: it grows while the event
+ *   loop runs late, so a stall shorter than the lead is no gap, and shrinks
+ *   back when calm). A lead that shrinks sends nothing until the audio ahead
+ *   falls below it; nothing already sent is taken back. A larger lead costs
+ *   nothing at barge-in: `interrupt` clears Twilio's buffer whatever it holds.
  * - Heard position: Twilio echoes a chunk's mark when it has played. Between
  *   marks the position follows the wall clock from the last echo, along the
  *   schedule the chunks were sent on (a gap in sending is a gap in playing),
@@ -36,6 +42,12 @@ export interface PlayoutSink {
    */
   sendChunk(buf: Buffer, start: number, end: number, mark: string, playAtMs: number): boolean;
   sendClear(): void;
+}
+
+/** A lead that varies over time (clock.ts AdaptiveLead). */
+export interface PlayoutLead {
+  /** The lead at `nowMs`, ms (> 0). Called once per pump; must not allocate. */
+  leadMs(nowMs: number): number;
 }
 
 export interface ChunkInfo {
@@ -103,7 +115,8 @@ export class Playout implements Pumpable {
 
   constructor(
     private readonly sink: PlayoutSink,
-    private readonly leadMs: number,
+    /** How far ahead of the wall clock audio may be sent, ms: fixed, or read at each pump. */
+    private readonly lead: number | PlayoutLead,
     /** Called after each chunk is sent (per-turn latency, transcript timing). */
     private readonly onChunk: (info: ChunkInfo, nowMs: number) => void = () => {},
     /** Largest chunk, ms (rounded down to whole frames, at least one). */
@@ -157,9 +170,11 @@ export class Playout implements Pumpable {
 
   /** Send every chunk that is due. Returns true while whole frames remain queued. */
   pump(nowMs: number): boolean {
+    if (this.blocked || this.length < FRAME_BYTES) return this.length >= FRAME_BYTES;
+    const leadMs = typeof this.lead === 'number' ? this.lead : this.lead.leadMs(nowMs);
     while (!this.blocked && this.length >= FRAME_BYTES) {
       const ahead = this.playheadEndMs - nowMs;
-      if (ahead >= this.leadMs) break;
+      if (ahead >= leadMs) break;
       const seg = this.segments[0]!;
       const wholeBytes = Math.floor(Math.min(seg.bytes, this.length) / FRAME_BYTES) * FRAME_BYTES;
       if (wholeBytes === 0) break; // an open partial frame: wait for more audio or finishItem

@@ -227,6 +227,7 @@ export class CallSession implements StreamHandler {
       socket: deps.socket,
       clock: deps.clock,
       leadMs: this.opts.playoutLeadMs,
+      leadMaxMs: this.opts.playoutLeadMaxMs,
       chunkMs: this.opts.outboundChunkMs,
       now: this.now,
       sinceStart: (now) => this.sinceStart(now),
