@@ -4,10 +4,12 @@
  */
 import type { Suite } from '../types.js';
 import { dspSuite } from './dsp.js';
+import { latencySuite } from './latency.js';
 import { percoreSuite } from './percore.js';
 import { relaySuite } from './relay.js';
+import { stallSuite } from './stall.js';
 import { storeSuite } from './store.js';
 import { transcodeCliSuite } from './transcode-cli.js';
 import { wireSuite } from './wire.js';
 
-export const suites: Suite[] = [dspSuite, wireSuite, relaySuite, transcodeCliSuite, storeSuite, percoreSuite];
+export const suites: Suite[] = [dspSuite, wireSuite, relaySuite, transcodeCliSuite, storeSuite, latencySuite, stallSuite, percoreSuite];

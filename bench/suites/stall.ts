@@ -266,8 +266,8 @@ export const stallSuite: Suite = {
   name: 'stall',
   description: 'playout under an injected stall pattern in the relay: playback gaps per call-minute and barge-in latency, fixed vs adaptive lead, same run',
   async run(opts: RunOptions): Promise<Result[]> {
-    const calls = opts.quick ? 20 : 50;
-    const roundsN = opts.quick ? 1 : 3;
+    const calls = opts.quick ? 20 : 40;
+    const roundsN = opts.quick ? 1 : 2;
     const by: Record<Lead, RoundFigures[]> = { fixed: [], adaptive: [] };
     for (let i = 0; i < roundsN; i++) {
       const order: Lead[] = i % 2 === 0 ? ['fixed', 'adaptive'] : ['adaptive', 'fixed'];

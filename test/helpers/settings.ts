@@ -61,6 +61,7 @@ export function relaySettings(over: Partial<RelaySettings> = {}): RelaySettings 
     audioMode: 'transcode',
     model: 'gpt-realtime',
     playoutLeadMs: 100,
+    playoutLeadMaxMs: 500,
     outboundChunkMs: 100,
     inboundBatchMs: 20,
     vadSilenceMs: 500,
