@@ -41,6 +41,12 @@ function probe(fn: () => unknown, ms: number): number {
   return Number(now - t0) / calls;
 }
 
+/** Percentile q of an ascending array (nearest rank); NaN for an empty one. */
+export function pct(sorted: readonly number[], q: number): number {
+  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]! : NaN;
+}
+
+/** The median; NaN for an empty array. */
 export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;

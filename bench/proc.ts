@@ -117,3 +117,16 @@ export function countWriteSyscalls(pid: number): SyscallCounter {
 export function pin(pid: number, cpus: string): void {
   execFileSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
 }
+
+/**
+ * Stop a bench child: send `msg` when it is still connected (its own stop
+ * message), wait for it to exit, and kill it if it has not within 5 s.
+ */
+export async function stopChild(child: ChildProcess, msg?: object): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  if (msg && child.connected) child.send(msg);
+  const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(t);
+}

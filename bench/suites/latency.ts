@@ -57,9 +57,10 @@ import type { LatencySummary } from '../../src/call/stats.js';
 import { availableEdges } from '../../src/server/edge.js';
 import { placeCall, type CallResult, type Utterance } from '../../src/sim/caller.js';
 import { startModelStandIn } from '../../src/sim/model-server.js';
-import type { Scenario } from '../../src/sim/scenarios.js';
 import type { ProxyTimingStats } from '../delay-proxy.js';
-import { processRunqWaitNs } from '../proc.js';
+import { pct } from '../measure.js';
+import { scenario } from './relay.js';
+import { processRunqWaitNs, stopChild } from '../proc.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 
 // ── The seed's budget (ms): change here ──────────────────────────────────
@@ -94,14 +95,6 @@ const PUBLIC = 'https://relay.bench.invalid';
 const LEGS_MS = 2 * TWILIO_LEG_MS + 2 * MODEL_LEG_MS;
 const PROCESSING_MS = VAD_STT_MS + GENERATION_MS + SYNTHESIS_MS;
 
-const scenario: Scenario = {
-  greeting: 'Hello, how can I help?',
-  turns: [
-    { callerTranscript: 'check my coverage please', reply: 'Sure, can I get the member ID?' },
-    { callerTranscript: 'M B 1 2 3 4 5 6', reply: 'Thanks, and the date of birth?' },
-    { callerTranscript: 'March fifth 1980', reply: 'You are covered. Anything else?' },
-  ],
-};
 
 export interface LatencySpec {
   /** Short key in result ids: pt, tc, cap, node.pt, node.tc. */
@@ -138,10 +131,6 @@ export interface LatencyFigures {
 const relayScript = fileURLToPath(new URL('../relay-server.js', import.meta.url));
 const proxyScript = fileURLToPath(new URL('../delay-proxy-server.js', import.meta.url));
 
-/** Percentile q of an ascending array (nearest rank). */
-function pct(sorted: number[], q: number): number {
-  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]! : NaN;
-}
 
 /** Ask a child for one message of `type` (after sending `msg`); rejects if it exits first. */
 function ask<T>(child: ChildProcess, msg: object, type: string, what: string): Promise<T> {
@@ -169,14 +158,6 @@ function ask<T>(child: ChildProcess, msg: object, type: string, what: string): P
   });
 }
 
-async function stopChild(child: ChildProcess, msg: object | undefined): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((r) => child.once('exit', r));
-  if (msg && child.connected) child.send(msg);
-  const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(t);
-}
 
 /** One run: `spec.calls` concurrent calls through relay + delay proxies against the stand-in. */
 export async function measureLatency(spec: LatencySpec, log: (s: string) => void): Promise<LatencyFigures> {

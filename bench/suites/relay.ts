@@ -61,7 +61,8 @@ import { placeCall, type CallResult, type Utterance } from '../../src/sim/caller
 import { startModelStandIn } from '../../src/sim/model-server.js';
 import type { Scenario } from '../../src/sim/scenarios.js';
 import type { LatencySummary } from '../../src/call/stats.js';
-import { countWriteSyscalls, perfAvailable, pin, processCpuUs, processRunqWaitNs, processSyscw } from '../proc.js';
+import { countWriteSyscalls, perfAvailable, pin, processCpuUs, processRunqWaitNs, processSyscw, stopChild } from '../proc.js';
+import { median, pct } from '../measure.js';
 import { installWireCounter, resetWireCounts, wireCounts, type WireCounts } from '../wire-count.js';
 import { watchConsole } from '../console-watcher.js';
 import type { Result, RunOptions, Suite } from '../types.js';
@@ -75,7 +76,8 @@ const AUTH = 'bench-auth-token';
 const CONSOLE_TOKEN = 'bench-console-token-0123456789';
 const PUBLIC = 'https://relay.bench.invalid';
 
-const scenario: Scenario = {
+/** The relay bench's conversation (three turns after a greeting); the latency suite holds calls to the same one. */
+export const scenario: Scenario = {
   greeting: 'Hello, how can I help?',
   turns: [
     { callerTranscript: 'check my coverage please', reply: 'Sure, can I get the member ID?' },
@@ -342,26 +344,12 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
   } finally {
     if (pinnedSelf) pin(process.pid, `0-${os.cpus().length - 1}`);
     // Let the relay exit on its own (it closes its store); kill it only if it hangs.
-    if (child.exitCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(t);
-    }
+    await stopChild(child);
     await model.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-function pct(sorted: number[], q: number): number {
-  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]! : NaN;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const n = s.length;
-  return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
-}
 
 /**
  * Least real-time share of caller frames for a run to count as undisturbed.

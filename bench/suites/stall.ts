@@ -44,6 +44,8 @@ import { fileURLToPath } from 'node:url';
 import { placeCall, type CallResult, type Utterance } from '../../src/sim/caller.js';
 import { startModelStandIn } from '../../src/sim/model-server.js';
 import type { Scenario } from '../../src/sim/scenarios.js';
+import { median, pct } from '../measure.js';
+import { stopChild } from '../proc.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 
 const AUTH = 'bench-auth-token';
@@ -194,26 +196,12 @@ async function runOnce(lead: Lead, calls: number, log: (s: string) => void): Pro
       violations: results.reduce((s, r) => s + r.protocolViolations.length, 0),
     };
   } finally {
-    if (child.exitCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(t);
-    }
+    await stopChild(child);
     await model.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
-function pct(sorted: number[], q: number): number {
-  return sorted.length ? sorted[Math.min(sorted.length - 1, Math.ceil(q * sorted.length) - 1)]! : NaN;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const n = s.length;
-  return n === 0 ? NaN : n % 2 ? s[(n - 1) / 2]! : (s[n / 2 - 1]! + s[n / 2]!) / 2;
-}
 
 const LABEL: Record<Lead, string> = {
   fixed: `fixed lead (PLAYOUT_LEAD_MAX_MS = PLAYOUT_LEAD_MS = ${LEAD_MS})`,
