@@ -59,7 +59,7 @@ import { placeCall, type CallResult, type Utterance } from '../../src/sim/caller
 import { startModelStandIn } from '../../src/sim/model-server.js';
 import type { ProxyTimingStats } from '../delay-proxy.js';
 import { pct } from '../measure.js';
-import { scenario } from './relay.js';
+import { burstEnv, scenario } from './relay.js';
 import { processRunqWaitNs, stopChild } from '../proc.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 
@@ -184,11 +184,7 @@ export async function measureLatency(spec: LatencySpec, log: (s: string) => void
       CALLBRIDGE_DB: join(dir, 'bench.db'),
       LOG_LEVEL: 'error',
       RECORDING: 'off',
-      MAX_CONCURRENT_CALLS: String(spec.calls * 2),
-      MAX_PENDING_CALLS: String(spec.calls * 2),
-      MAX_STREAMS_AWAITING_START: String(spec.calls * 2),
-      RATE_LIMIT_BURST: String(Math.max(500, spec.calls * 4)),
-      RATE_LIMIT_PER_SECOND: String(Math.max(200, spec.calls * 4)),
+      ...burstEnv(spec.calls),
     };
     for (const k of ['INBOUND_BATCH_MS', 'EDGE', 'RECORDING_S3_URL', 'ADMIN_TOKEN', 'CONSOLE_TOKENS']) delete env[k];
     if (spec.inboundBatchMs !== undefined) env.INBOUND_BATCH_MS = String(spec.inboundBatchMs);

@@ -194,6 +194,22 @@ async function startFlood(port: number, ratePerS: number, maxMs: number): Promis
   };
 }
 
+/**
+ * The relay child's caps for `calls` calls set up at once from one address: the
+ * concurrent-call cap, the calls waiting for their stream, the streams awaiting
+ * `start` (all open in one burst) and the per-address limiter must not refuse
+ * the load. Shared by every suite that forks a relay.
+ */
+export function burstEnv(calls: number): Record<string, string> {
+  return {
+    MAX_CONCURRENT_CALLS: String(calls * 2),
+    MAX_PENDING_CALLS: String(calls * 2),
+    MAX_STREAMS_AWAITING_START: String(calls * 2),
+    RATE_LIMIT_BURST: String(Math.max(500, calls * 4)),
+    RATE_LIMIT_PER_SECOND: String(Math.max(200, calls * 4)),
+  };
+}
+
 /** One bench run: `spec.calls` concurrent calls through one relay process. */
 export async function measureRelay(spec: RunSpec, log: (s: string) => void): Promise<RunFigures> {
   installWireCounter();
@@ -211,14 +227,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     AUDIO_MODE: spec.mode,
     CALLBRIDGE_DB: join(dir, 'bench.db'),
     LOG_LEVEL: 'error',
-    MAX_CONCURRENT_CALLS: String(spec.calls * 2),
-    // All calls are set up at once: the cap on calls waiting for their stream must not refuse the load either.
-    MAX_PENDING_CALLS: String(spec.calls * 2),
-    // ... nor the cap on their streams awaiting `start` (all open in one burst).
-    MAX_STREAMS_AWAITING_START: String(spec.calls * 2),
-    // All calls start at once from one IP: the per-IP limiter must not refuse the load.
-    RATE_LIMIT_BURST: String(Math.max(500, spec.calls * 4)),
-    RATE_LIMIT_PER_SECOND: String(Math.max(200, spec.calls * 4)),
+    ...burstEnv(spec.calls),
   };
   if (spec.inboundBatchMs !== undefined) env.INBOUND_BATCH_MS = String(spec.inboundBatchMs);
   else delete env.INBOUND_BATCH_MS;

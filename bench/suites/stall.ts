@@ -46,6 +46,7 @@ import { startModelStandIn } from '../../src/sim/model-server.js';
 import type { Scenario } from '../../src/sim/scenarios.js';
 import { median, pct } from '../measure.js';
 import { stopChild } from '../proc.js';
+import { burstEnv } from './relay.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 
 const AUTH = 'bench-auth-token';
@@ -136,11 +137,7 @@ async function runOnce(lead: Lead, calls: number, log: (s: string) => void): Pro
     CALLBRIDGE_DB: join(dir, 'bench.db'),
     LOG_LEVEL: 'error',
     RECORDING: 'off',
-    MAX_CONCURRENT_CALLS: String(calls * 2),
-    MAX_PENDING_CALLS: String(calls * 2),
-    MAX_STREAMS_AWAITING_START: String(calls * 2),
-    RATE_LIMIT_BURST: String(Math.max(500, calls * 4)),
-    RATE_LIMIT_PER_SECOND: String(Math.max(200, calls * 4)),
+    ...burstEnv(calls),
   };
   for (const k of ['INBOUND_BATCH_MS', 'EDGE', 'RECORDING_S3_URL', 'ADMIN_TOKEN', 'CONSOLE_TOKENS']) delete env[k];
   const child = fork(relayScript, [], { env, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
