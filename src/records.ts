@@ -20,6 +20,11 @@ export interface Usage {
   inputCachedAudioTokens?: number;
   outputTextTokens: number;
   outputAudioTokens: number;
+  /**
+   * Audio seconds billed by time, not tokens (GPT-Live: per active minute). Reported as
+   * increments like the token counts; absent for token-billed models.
+   */
+  activeAudioSeconds?: number;
 }
 
 export type Speaker = 'caller' | 'assistant' | 'dtmf' | 'tool';

@@ -21,6 +21,13 @@ export type { Usage, ToolSpec };
 export type ModelAudioFormat = 'pcm24k' | 'ulaw8k';
 
 
+/** A piece of an item's text and where it is spoken, ms from the start of the item's audio. */
+export interface TimedText {
+  text: string;
+  startMs: number;
+  endMs: number;
+}
+
 export type ResponseStatus = 'completed' | 'cancelled' | 'failed' | 'incomplete';
 
 /** Events a model session reports to its call. One discriminated union. */
@@ -38,8 +45,17 @@ export type ModelEvent =
    * order; the text so far). `assistant_transcript` later gives the item's final text.
    */
   | { type: 'assistant_transcript_delta'; responseId: string; itemId: string; delta: string }
-  /** The assistant's words for an output item (final text of that item). */
-  | { type: 'assistant_transcript'; responseId: string; itemId: string; text: string }
+  /**
+   * The assistant's words for an output item (final text of that item). `words`, when the
+   * provider times its text (GPT-Live's output transcript deltas): each piece's span in ms from
+   * the start of that item's audio, in order; a cut keeps exactly the pieces heard.
+   */
+  | { type: 'assistant_transcript'; responseId: string; itemId: string; text: string; words?: readonly TimedText[] }
+  /**
+   * Billed usage since the last report, for providers that bill apart from responses
+   * (GPT-Live: active audio seconds). Realtime reports its tokens on `response_done`.
+   */
+  | { type: 'usage'; usage: Usage }
   /** The caller's words for an input item; may arrive after the reply to it. */
   | { type: 'caller_transcript'; itemId: string; text: string }
   | { type: 'tool_call'; responseId: string; callId: string; name: string; arguments: string }
@@ -81,6 +97,13 @@ export interface ModelSessionOptions {
   instructions: string;
   voice: string;
   tools: ToolSpec[];
+  /**
+   * Earlier conversation to load before the session takes audio (a reconnect, a later leg of a
+   * call), in order. A provider that takes history only at start (GPT-Live) fits it to its limits
+   * itself; one that takes items later (Realtime) adds them once configured. `connect` resolves
+   * after the history is in.
+   */
+  history?: readonly ConversationItem[];
 }
 
 
@@ -93,15 +116,20 @@ export interface ModelSession {
   appendAudio(base64: string): void;
   /** A caller-side text message (e.g. DTMF digits), added to the conversation. */
   sendUserText(text: string): void;
-  /** Ask the model to respond now, optionally with one-off instructions (greeting, hold prompts). */
+  /**
+   * Ask the model to respond now, optionally with one-off instructions (greeting, hold prompts).
+   * After tool results, this continues the response that called the tools.
+   */
   createResponse(instructions?: string): void;
   cancelResponse(): void;
-  /** Cut an assistant item to what the caller heard (ms of that item's audio). */
+  /**
+   * Cut an assistant item to what the caller heard (ms of that item's audio). A provider whose
+   * model decides interruptions itself (GPT-Live) has nothing to send: it keeps the cut for its
+   * own account of the conversation.
+   */
   truncate(itemId: string, audioEndMs: number): void;
   /** Return a tool call's result; `respond` asks for a new response afterwards. */
   sendToolResult(callId: string, output: string, respond: boolean): void;
-  /** Add earlier conversation items to this session, in order, without asking for a response. */
-  replay(items: readonly ConversationItem[]): void;
   close(): void;
 }
 
