@@ -124,7 +124,6 @@ function noting(inner: ModelProvider, responses: string[][]): ModelProvider {
         cancelResponse: () => m.cancelResponse(),
         truncate: (id, ms) => m.truncate(id, ms),
         sendToolResult: (id, o, r) => m.sendToolResult(id, o, r),
-        replay: (items) => m.replay(items),
         close: () => m.close(),
       };
       return w;

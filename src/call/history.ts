@@ -71,8 +71,14 @@ export class ConversationHistory {
   private readonly responseStartSeq = new Map<string, number>();
   private readonly inProgress = new Set<string>();
   private readonly toolResponses = new Set<string>();
+  private rev = 0;
 
   constructor(private readonly bytesPerMs: number) {}
+
+  /** Changes with anything `items()` would return differently for (a reconnect checks it did not miss one). */
+  get revision(): number {
+    return this.rev;
+  }
 
   observe(ev: ModelEvent): void {
     switch (ev.type) {
@@ -147,6 +153,7 @@ export class ConversationHistory {
   truncate(itemId: string, heardMs: number): void {
     const e = this.byItem.get(itemId);
     if (e?.kind === 'assistant') e.heardMs = Math.max(0, heardMs);
+    this.rev++;
   }
 
   /** The session is gone: a response in progress never completed, so it is still owed. */
@@ -195,6 +202,7 @@ export class ConversationHistory {
   private push(e: Entry): void {
     if (e.kind === 'item') e.item = clipItem(e.item);
     this.entries.push(e);
+    this.rev++;
     // Bounded: a long call (or hostile model traffic) cannot grow the history without limit. The oldest
     // entries go first; a reconnect then replays the most recent MAX_HISTORY_ENTRIES.
     while (this.entries.length > MAX_HISTORY_ENTRIES) {

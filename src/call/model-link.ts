@@ -200,6 +200,7 @@ export class ModelLink implements ModelSession {
     this.random = opts.random ?? Math.random;
     this.now = opts.now ?? Date.now;
     this.history = new ConversationHistory(bytesPerMs(first.format));
+    if (sessionOptions.history) this.history.add(sessionOptions.history); // `first` was opened with it
     this.gap = new GapAudio(s.gapAudioKeepMs, bytesPerMs(first.format));
     this.attach(first);
   }
@@ -247,11 +248,17 @@ export class ModelLink implements ModelSession {
     this.opts.log.warn({ cause }, 'model link lost: reconnecting');
     this.emit({ type: 'link_lost', cause });
     if (this.state !== 'reconnecting') return; // the call closed the link from its link_lost handler
+    this.redial(lostAt);
+  }
+
+  /** Dial a new session that starts with the conversation so far; restore the link with it. */
+  private redial(lostAt: number): void {
     const abort = new AbortController();
     this.reconnect = abort;
+    const revision = this.history.revision;
     dial({
       provider: this.provider,
-      session: this.sessionOptions,
+      session: { ...this.sessionOptions, history: this.history.items() },
       budgetMs: this.s.reconnectBudgetMs,
       baseMs: this.s.backoffBaseMs,
       maxMs: this.s.backoffMaxMs,
@@ -261,15 +268,21 @@ export class ModelLink implements ModelSession {
       log: this.opts.log,
     })
       .then(
-        ({ session, attempts }) => this.restore(session, attempts, lostAt),
+        ({ session, attempts }) => this.restore(session, attempts, lostAt, revision),
         (err: unknown) => this.fail(err),
       )
       .catch((err: unknown) => this.opts.log.error({ err: errText(err) }, 'model link: reconnect bookkeeping failed'));
   }
 
-  private restore(session: ModelSession, attempts: number, lostAt: number): void {
+  private restore(session: ModelSession, attempts: number, lostAt: number, revision: number): void {
     if (this.state !== 'reconnecting') {
       session.close();
+      return;
+    }
+    if (this.history.revision !== revision) {
+      // The conversation moved on while dialling (a tool result, a cut): the new session lacks it. Dial again with it.
+      session.close();
+      this.redial(lostAt);
       return;
     }
     this.reconnect = undefined;
@@ -277,9 +290,8 @@ export class ModelLink implements ModelSession {
     const gen = ++this.gen;
     this.session = session;
     this.liveItems.clear();
-    // Replay and the kept gap audio go out before events are taken from the new session, so
-    // link_restored always follows link_lost and precedes anything the new session says.
-    session.replay(this.history.items());
+    // The kept gap audio goes out before events are taken from the new session (which holds the
+    // conversation from its start), so link_restored always follows link_lost and precedes anything it says.
     for (const b64 of this.gap.drain()) session.appendAudio(b64);
     this.stats.reconnects++;
     const gapMs = this.now() - lostAt;
@@ -342,12 +354,6 @@ export class ModelLink implements ModelSession {
     if (this.state === 'failed' || this.state === 'closed') return;
     this.history.toolResult(callId, output, respond);
     if (this.state === 'live') this.session?.sendToolResult(callId, output, respond);
-  }
-
-  replay(items: readonly ConversationItem[]): void {
-    if (this.state === 'failed' || this.state === 'closed') return;
-    this.history.add(items);
-    if (this.state === 'live') this.session?.replay(items);
   }
 
   /** Conversation the link would replay now (for records and tests). */

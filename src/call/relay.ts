@@ -679,28 +679,22 @@ export class Relay implements VoiceApp {
    * handed over; history that cannot be read leaves the session without it (logged).
    */
   private connectModel(agent: CallAgent, abort: AbortController, context?: Record<string, string>, replayFor?: string): Promise<ModelSession> {
-    const connected = this.deps.provider.connect(
-      {
-        instructions: agent.instructions + contextBlock(context),
-        voice: agent.voice,
-        tools: [...agent.tools.specs(), ...controlToolSpecs(agent.policies)],
-      },
-      abort.signal,
-    );
+    const options = {
+      instructions: agent.instructions + contextBlock(context),
+      voice: agent.voice,
+      tools: [...agent.tools.specs(), ...controlToolSpecs(agent.policies)],
+    };
     const history = this.deps.history;
+    // A later leg starts with the call's conversation so far: the provider takes it at connect.
     const model =
       replayFor === undefined || !history
-        ? connected
-        : Promise.all([
-            connected,
-            history(replayFor).catch((err: unknown) => {
+        ? this.deps.provider.connect(options, abort.signal)
+        : history(replayFor)
+            .catch((err: unknown) => {
               this.deps.log.warn({ callSid: replayFor, err: err instanceof Error ? err.message : String(err) }, 'call history unavailable: the agent goes on without it');
               return [] as ConversationItem[];
-            }),
-          ]).then(([m, items]) => {
-            if (items.length > 0) m.replay(items);
-            return m;
-          });
+            })
+            .then((items) => this.deps.provider.connect(items.length > 0 ? { ...options, history: items } : options, abort.signal));
     model.catch(() => {}); // observed on `start`; an unused session must not raise
     return model;
   }

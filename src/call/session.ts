@@ -599,6 +599,8 @@ export class CallSession implements StreamHandler {
           return this.handleToolCall(ev.responseId, ev.callId, ev.name, ev.arguments);
         case 'response_done':
           return this.handleResponseDone(ev.responseId, ev.status, ev.reason, ev.usage);
+        case 'usage':
+          return this.addUsage(ev.usage);
         case 'rate_limits':
           return this.handleRateLimits(ev.limits);
         case 'error':
@@ -678,16 +680,7 @@ export class CallSession implements StreamHandler {
   }
 
   private handleResponseDone(responseId: string, status: ResponseStatus, reason: string | undefined, usage: Usage | undefined): void {
-    if (usage) {
-      this.recorder?.usage(usage);
-      const t = this.usageTotal;
-      t.inputTextTokens += usage.inputTextTokens;
-      t.inputAudioTokens += usage.inputAudioTokens;
-      t.inputCachedTokens += usage.inputCachedTokens;
-      t.inputCachedAudioTokens = (t.inputCachedAudioTokens ?? 0) + (usage.inputCachedAudioTokens ?? 0);
-      t.outputTextTokens += usage.outputTextTokens;
-      t.outputAudioTokens += usage.outputAudioTokens;
-    }
+    if (usage) this.addUsage(usage);
     if (this.activeResponseId === responseId) this.activeResponseId = undefined;
     const after = this.turns.responseDone(responseId, { status, reason });
     this.control?.responseDone(responseId);
@@ -711,6 +704,18 @@ export class CallSession implements StreamHandler {
       this.responses.apologies++;
       this.outbound.playPrompt(this.opts.prompts.repeat);
     }
+  }
+
+  private addUsage(usage: Usage): void {
+    this.recorder?.usage(usage);
+    const t = this.usageTotal;
+    t.inputTextTokens += usage.inputTextTokens;
+    t.inputAudioTokens += usage.inputAudioTokens;
+    t.inputCachedTokens += usage.inputCachedTokens;
+    t.inputCachedAudioTokens = (t.inputCachedAudioTokens ?? 0) + (usage.inputCachedAudioTokens ?? 0);
+    t.outputTextTokens += usage.outputTextTokens;
+    t.outputAudioTokens += usage.outputAudioTokens;
+    if (usage.activeAudioSeconds !== undefined) t.activeAudioSeconds = (t.activeAudioSeconds ?? 0) + usage.activeAudioSeconds;
   }
 
   private handleRateLimits(limits: { name: string; remaining: number; resetMs: number }[]): void {

@@ -189,6 +189,8 @@ export class OpenAIRealtimeProvider implements ModelProvider {
       .then(
         () => {
           this.reachability.ok();
+          // Realtime takes items at any time: the earlier conversation goes in once configured, before any audio.
+          if (session.history?.length) s.addHistory(session.history);
           return s;
         },
         (err: ModelConnectError) => {
@@ -564,7 +566,8 @@ export class OpenAIRealtimeSession implements ModelSession {
     if (respond) this.send(responseCreateEvent());
   }
 
-  replay(items: readonly ConversationItem[]): void {
+  /** Earlier conversation items, in order, without asking for a response. */
+  addHistory(items: readonly ConversationItem[]): void {
     for (const item of items) this.send(replayItemEvent(item));
   }
 
