@@ -522,6 +522,34 @@ describe('CallSession with 2026 Realtime shapes (preambles, parallel calls, fail
     const said = h.recorder.lines.filter((l) => l.speaker === 'assistant');
     expect(said).toEqual([{ atMs: expect.any(Number), speaker: 'assistant', text: 'one two three four…', interrupted: true }]);
   });
+
+  it('a model that yields itself (GPT-Live): the item arrives ended after speech_started, with timed words; the line keeps the words heard', async () => {
+    const h = setup({ greeting: '' });
+    await h.start();
+    h.model.emit({ type: 'response_started', responseId: 'l1' });
+    h.model.emit({ type: 'audio', responseId: 'l1', itemId: 'li1', audio: ulawB64(160 * 50) }); // 1 s
+    for (let ms = 0; ms <= 340; ms += 20) {
+      h.setTime(ms);
+      h.clock.tick(ms);
+    }
+    const marks = h.socket.of('mark').map((m) => m.mark.name);
+    for (const name of marks.slice(0, 17)) h.text({ event: 'mark', sequenceNumber: '9', streamSid: STREAM, mark: { name } }); // 340 ms heard
+    h.model.emit({ type: 'speech_started', itemId: 'lin1', audioStartMs: 2000 });
+    expect(h.socket.of('clear')).toHaveLength(1);
+    // 340 ms heard: the timings say three words were said; an even share of the text (34 % of 5 words) would keep two.
+    const words = [
+      { text: 'Your', startMs: 0, endMs: 100 },
+      { text: ' plan', startMs: 100, endMs: 250 },
+      { text: ' is', startMs: 250, endMs: 320 },
+      { text: ' still', startMs: 320, endMs: 600 },
+      { text: ' active', startMs: 600, endMs: 1000 },
+    ];
+    h.model.emit({ type: 'audio_done', responseId: 'l1', itemId: 'li1' });
+    h.model.emit({ type: 'assistant_transcript', responseId: 'l1', itemId: 'li1', text: 'Your plan is still active', words });
+    h.model.emit({ type: 'response_done', responseId: 'l1', status: 'cancelled', reason: 'turn_detected', usage: undefined });
+    const said = h.recorder.lines.filter((l) => l.speaker === 'assistant');
+    expect(said).toEqual([{ atMs: expect.any(Number), speaker: 'assistant', text: 'Your plan is…', interrupted: true }]);
+  });
 });
 
 describe('CallSession assistant lines are recorded once heard (issue 22, item 7)', () => {

@@ -25,13 +25,13 @@
  *   MAX_HISTORY_TEXT_CHARS (plus '…').
  */
 import { base64Bytes } from '../dsp/format.js';
-import { cutWords } from './transcript.js';
-import type { ConversationItem, ModelEvent } from './voice-model.js';
+import { cutTimed, cutWords } from './transcript.js';
+import type { ConversationItem, ModelEvent, TimedText } from './voice-model.js';
 
 type Entry =
   | { kind: 'caller'; itemId: string; text: string | undefined }
   /** `text`: the final transcript; `partial`: the transcript deltas so far (used while `text` is unknown). */
-  | { kind: 'assistant'; itemId: string; text: string | undefined; partial: string; audioBytes: number; heardMs: number | undefined }
+  | { kind: 'assistant'; itemId: string; text: string | undefined; partial: string; audioBytes: number; heardMs: number | undefined; words?: readonly TimedText[] }
   | { kind: 'item'; item: ConversationItem };
 
 /** History bounds: entries kept for replay, and characters kept of any one text (transcript, tool output, …). */
@@ -110,6 +110,7 @@ export class ConversationHistory {
         const e = this.assistant(ev.itemId);
         e.text = clipText(ev.text);
         e.partial = '';
+        if (ev.words?.length) e.words = ev.words;
         return;
       }
       case 'tool_call':
@@ -188,6 +189,7 @@ export class ConversationHistory {
     const full = (e.text ?? e.partial).trim();
     if (!full) return undefined;
     if (e.heardMs === undefined) return full;
+    if (e.words) return cutTimed(e.words, e.heardMs).replace(/^…$/, '') || undefined;
     const generatedMs = e.audioBytes / this.bytesPerMs;
     const share = generatedMs > 0 ? Math.min(1, e.heardMs / generatedMs) : 0;
     if (share <= 0) return undefined;

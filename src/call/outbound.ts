@@ -32,9 +32,10 @@
 import { AdaptiveLead, type PumpScheduler } from './clock.js';
 import { Playout, type ChunkInfo } from './playout.js';
 import type { AudioTranscoder, TwilioSocket } from './ports.js';
+import type { TimedText } from './voice-model.js';
 import type { TranscriptLine } from '../records.js';
 import { LatencyHistogram } from './stats.js';
-import { cutWords } from './transcript.js';
+import { cutTimed, cutWords } from './transcript.js';
 import { clearMessage, markMessage, mediaMessage } from '../twilio/media-stream.js';
 
 const MAX_CANCELLED_TRACKED = 16;
@@ -48,6 +49,8 @@ interface AssistantItem {
   atMs: number | undefined;
   /** The text is final (assistant_transcript). */
   done: boolean;
+  /** Where each piece of `text` is spoken, when the provider times it: a cut keeps exactly the pieces heard. */
+  words?: readonly TimedText[];
   /** The model sent all of its audio (audio_done). */
   audioDone: boolean;
   /** A cut (cutPlayback) ended it before its text was final: what the caller heard of it, ms (the text is cut on arrival). */
@@ -161,10 +164,11 @@ export class Outbound {
   }
 
   /** The assistant's words for an item (final text of that item). */
-  transcript(itemId: string, text: string): void {
+  transcript(itemId: string, text: string, words?: readonly TimedText[]): void {
     if (this.concluded.has(itemId)) return; // cut to nothing heard, or written already
     const item = this.items.get(itemId) ?? newItem();
     item.text = text;
+    if (words?.length) item.words = words;
     item.done = true;
     this.items.set(itemId, item);
     if (item.cut) this.finishItem(itemId, item.cut.heardMs, item.cut.totalMs);
@@ -321,7 +325,7 @@ export class Outbound {
     if (!item || !item.text) return;
     const line: TranscriptLine = { atMs: item.atMs ?? this.deps.sinceStart(), speaker: 'assistant', text: item.text };
     if (heardMs !== undefined && totalMs && heardMs < totalMs) {
-      line.text = cutWords(item.text, heardMs / totalMs);
+      line.text = item.words ? cutTimed(item.words, heardMs) : cutWords(item.text, heardMs / totalMs);
       line.interrupted = true;
     }
     this.deps.onLine(line);

@@ -592,7 +592,7 @@ export class CallSession implements StreamHandler {
         case 'assistant_transcript_delta':
           return; // the record takes the final text (assistant_transcript); the link keeps the text so far for a replay
         case 'assistant_transcript':
-          return this.outbound.transcript(ev.itemId, ev.text);
+          return this.outbound.transcript(ev.itemId, ev.text, ev.words);
         case 'caller_transcript':
           return this.handleCallerTranscript(ev.itemId, ev.text);
         case 'tool_call':
