@@ -30,6 +30,13 @@ export const DEFAULT_AGENT_FILE = shippedAgentPath('eligibility');
 export const DEMO_AGENT_FILE = shippedAgentPath('demo');
 /** The Realtime model when neither OPENAI_MODEL nor the default agent names one. */
 export const DEFAULT_MODEL = 'gpt-realtime';
+/** The voice-model providers (call/voice-model.ts): OpenAI Realtime, or OpenAI's GPT-Live (src/live/). */
+export const PROVIDERS = ['realtime', 'live'] as const;
+export type ProviderName = (typeof PROVIDERS)[number];
+/** The GPT-Live model when neither OPENAI_MODEL nor the default agent names one. */
+export const DEFAULT_LIVE_MODEL = 'gpt-live-1.1';
+/** The Responses model a GPT-Live session delegates tool work to, unless LIVE_BACKEND_MODEL says. */
+export const DEFAULT_LIVE_BACKEND_MODEL = 'gpt-5-mini';
 const DEFAULT_VAD = { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 };
 
 const bool = z
@@ -48,8 +55,18 @@ const EnvSchema = z.object({
 
   OPENAI_API_KEY: z.string().min(1).optional(),
   OPENAI_BASE_URL: z.url({ protocol: /^(https?|wss?)$/ }).default('https://api.openai.com/v1'),
-  /** gpt-realtime (2025-08), gpt-realtime-1.5, gpt-realtime-2 (2026-05), gpt-realtime-2.1 / -2.1-mini (2026-07), or a dated snapshot. */
+  /**
+   * The voice-model provider: `realtime` (OpenAI Realtime) or `live` (OpenAI GPT-Live). Unset: the default agent's
+   * `provider`, else realtime. One process serves one provider and model.
+   */
+  PROVIDER: z.enum(PROVIDERS).optional(),
+  /**
+   * Realtime: gpt-realtime (2025-08), gpt-realtime-1.5, gpt-realtime-2 (2026-05), gpt-realtime-2.1 / -2.1-mini
+   * (2026-07), or a dated snapshot. GPT-Live: gpt-live-1, gpt-live-1.1 (2026-11-20).
+   */
   OPENAI_MODEL: z.string().min(1).optional(),
+  /** GPT-Live: the Responses model its delegated tool work runs on. */
+  LIVE_BACKEND_MODEL: z.string().min(1).default(DEFAULT_LIVE_BACKEND_MODEL),
   /** session.reasoning.effort for reasoning models (gpt-realtime-2 and later); unset = the model's default. */
   REASONING_EFFORT: z.enum(REASONING_EFFORTS).optional(),
   /** Extra CA certificate (PEM file) to trust for the model endpoint, e.g. a local stand-in's self-signed one. */
@@ -244,8 +261,14 @@ export interface Config {
   logLevel: string;
   openai: {
     apiKey: string | undefined;
+    /** Which voice model serves the calls (every agent of this process). */
+    provider: ProviderName;
     /** Realtime websocket URL without query, e.g. wss://api.openai.com/v1/realtime (ws:// for an http base). */
     realtimeUrl: string;
+    /** GPT-Live websocket URL, e.g. wss://api.openai.com/v1/live/sessions (a ws(s) base is taken as it is). */
+    liveUrl: string;
+    /** GPT-Live: the Responses model delegated tool work runs on. */
+    liveBackendModel: string;
     model: string;
     reasoningEffort: ReasoningEffort | undefined;
     caFile: string | undefined;
@@ -343,6 +366,16 @@ export function realtimeUrlFromBase(base: string): string {
   return u.toString();
 }
 
+/** The GPT-Live endpoint for OPENAI_BASE_URL: an http(s) base gets /live/sessions; a ws(s) URL is the endpoint itself. */
+export function liveUrlFromBase(base: string): string {
+  const u = new URL(base);
+  if (u.protocol === 'ws:' || u.protocol === 'wss:') return u.toString().replace(/\/$/, '');
+  u.protocol = u.protocol === 'http:' ? 'ws:' : 'wss:';
+  u.pathname = `${u.pathname.replace(/\/$/, '')}/live/sessions`;
+  u.search = '';
+  return u.toString();
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // Empty strings count as unset: `FOO= npm start` should mean the default.
   const cleaned: Record<string, string> = {};
@@ -420,7 +453,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: e.LOG_LEVEL,
     openai: {
       apiKey: e.OPENAI_API_KEY,
+      provider: first.provider ?? 'realtime',
       realtimeUrl: realtimeUrlFromBase(e.OPENAI_BASE_URL),
+      liveUrl: liveUrlFromBase(e.OPENAI_BASE_URL),
+      liveBackendModel: e.LIVE_BACKEND_MODEL,
       model,
       reasoningEffort: first.reasoningEffort,
       caFile: e.OPENAI_CA_FILE,
@@ -557,7 +593,7 @@ function loadAgents(list: string, env: Record<string, string>, problems: string[
 /** The variables that override the default agent (all optional: only a set one overrides). */
 type Overrides = Pick<
   z.output<typeof EnvSchema>,
-  'OPENAI_MODEL' | 'GREETING' | 'VOICE' | 'REASONING_EFFORT' | 'VAD_THRESHOLD' | 'VAD_PREFIX_PADDING_MS' | 'VAD_SILENCE_DURATION_MS' | 'SILENCE_TIMEOUT_MS' | 'MAX_CALL_MS'
+  'PROVIDER' | 'OPENAI_MODEL' | 'GREETING' | 'VOICE' | 'REASONING_EFFORT' | 'VAD_THRESHOLD' | 'VAD_PREFIX_PADDING_MS' | 'VAD_SILENCE_DURATION_MS' | 'SILENCE_TIMEOUT_MS' | 'MAX_CALL_MS'
 >;
 
 /**
@@ -567,9 +603,17 @@ type Overrides = Pick<
  */
 function withOverrides(agents: Agent[], files: string[], e: Overrides, instructions: string | undefined, problems: string[]): Agent[] | undefined {
   const [head, ...rest] = agents as [Agent, ...Agent[]];
-  const model = e.OPENAI_MODEL ?? head.model ?? DEFAULT_MODEL;
+  const provider: ProviderName = e.PROVIDER ?? head.provider ?? 'realtime';
+  const model = e.OPENAI_MODEL ?? head.model ?? (provider === 'live' ? DEFAULT_LIVE_MODEL : DEFAULT_MODEL);
+  const from = (what: 'provider' | 'model') =>
+    (what === 'provider' ? e.PROVIDER : e.OPENAI_MODEL) ? (what === 'provider' ? 'PROVIDER' : 'OPENAI_MODEL') : head[what] ? 'the default agent' : 'the default';
+  // GPT-Live and Realtime are different protocols: a model of one cannot be served by the other.
+  if ((provider === 'live') !== model.startsWith('gpt-live')) {
+    problems.push(`OPENAI_MODEL: ${JSON.stringify(model)} (from ${from('model')}) is not a ${provider === 'live' ? 'GPT-Live' : 'Realtime'} model, and the provider is ${provider} (from ${from('provider')})`);
+  }
   const first: Agent = {
     ...head,
+    provider,
     instructions: instructions ?? head.instructions,
     greeting: e.GREETING ?? head.greeting,
     voice: e.VOICE ?? head.voice,
@@ -592,11 +636,15 @@ function withOverrides(agents: Agent[], files: string[], e: Overrides, instructi
   }
   let ok = true;
   const others = rest.map((a, i) => {
+    if (a.provider !== undefined && a.provider !== provider) {
+      problems.push(`AGENT_FILE (${files[i + 1]}): provider: ${JSON.stringify(a.provider)} is not the provider this process serves (${JSON.stringify(provider)}, from ${from('provider')}); run agents on another provider in another process`);
+      ok = false;
+    }
     if (a.model !== undefined && a.model !== model) {
       problems.push(`AGENT_FILE (${files[i + 1]}): model: ${JSON.stringify(a.model)} is not the model this process serves (${JSON.stringify(model)}, from ${e.OPENAI_MODEL ? 'OPENAI_MODEL' : head.model ? 'the default agent' : 'the default'}); run agents on another model in another process`);
       ok = false;
     }
-    return { ...a, model };
+    return { ...a, provider, model };
   });
   return ok ? [first, ...others] : undefined;
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { defaultPromptPath } from '../src/call/prompts.js';
-import { ConfigError, DEFAULT_AGENT_FILE, loadConfig, realtimeUrlFromBase } from '../src/config.js';
+import { ConfigError, DEFAULT_AGENT_FILE, liveUrlFromBase, loadConfig, realtimeUrlFromBase } from '../src/config.js';
 import { createLogger } from '../src/log.js';
 import { edgeSettingsFromConfig, eligibilitySettingsFromConfig, loadPromptAudio, relaySettingsFromConfig, startCallbridge } from '../src/main.js';
 import { committedPrompts, edgeSettings, relaySettings } from './helpers/settings.js';
@@ -47,6 +47,22 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ TRANSCRIPT_KEY: k1, TRANSCRIPT_KEY_OLD: 'abcd' })).toThrow(/TRANSCRIPT_KEY_OLD: must be one or more comma-separated keys of 64 hex/);
     expect(() => loadConfig({ TRANSCRIPT_KEY: k1, TRANSCRIPT_KEY_OLD: `${k2},` })).toThrow(/TRANSCRIPT_KEY_OLD/);
     expect(() => loadConfig({ TRANSCRIPT_KEY_OLD: k2 })).toThrow(/TRANSCRIPT_KEY_OLD: set without TRANSCRIPT_KEY/);
+  });
+});
+
+describe('loadConfig: the provider (PROVIDER, an agent file\'s provider)', () => {
+  it('realtime by default; PROVIDER=live takes gpt-live-1.1 and the Live endpoint of OPENAI_BASE_URL', () => {
+    expect(loadConfig({}).openai).toMatchObject({ provider: 'realtime', model: 'gpt-realtime' });
+    const live = loadConfig({ PROVIDER: 'live' }).openai;
+    expect(live).toMatchObject({ provider: 'live', model: 'gpt-live-1.1', liveUrl: 'wss://api.openai.com/v1/live/sessions', liveBackendModel: 'gpt-5-mini' });
+    expect(liveUrlFromBase('http://127.0.0.1:9/v1')).toBe('ws://127.0.0.1:9/v1/live/sessions');
+    expect(liveUrlFromBase('ws://127.0.0.1:9/live')).toBe('ws://127.0.0.1:9/live');
+    expect(loadConfig({ PROVIDER: 'live', OPENAI_MODEL: 'gpt-live-1', LIVE_BACKEND_MODEL: 'gpt-5' }).openai).toMatchObject({ model: 'gpt-live-1', liveBackendModel: 'gpt-5' });
+  });
+  it('refuses a model of the other protocol and an unknown provider, naming where each came from', () => {
+    expect(() => loadConfig({ PROVIDER: 'live', OPENAI_MODEL: 'gpt-realtime-2' })).toThrow(/OPENAI_MODEL: "gpt-realtime-2" \(from OPENAI_MODEL\) is not a GPT-Live model, and the provider is live \(from PROVIDER\)/);
+    expect(() => loadConfig({ OPENAI_MODEL: 'gpt-live-1.1' })).toThrow(/is not a Realtime model, and the provider is realtime \(from the default\)/);
+    expect(() => loadConfig({ PROVIDER: 'pipeline' })).toThrow(/PROVIDER/);
   });
 });
 

@@ -348,6 +348,7 @@ function toAgent(f: AgentFile, file: string, instructions: string, tools: ToolDe
     instructions,
     greeting: f.greeting,
     voice: f.voice,
+    provider: f.provider,
     model: f.model,
     reasoningEffort: f.reasoning_effort,
     vad: { threshold: f.turn.vad_threshold, prefixPaddingMs: f.turn.prefix_padding_ms, silenceDurationMs: f.turn.silence_duration_ms },

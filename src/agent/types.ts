@@ -28,7 +28,9 @@ export interface Agent {
   /** Instructions for the first response; '' = wait for the caller. */
   greeting: string;
   voice: string;
-  /** Realtime model and reasoning effort; undefined = OPENAI_MODEL / REASONING_EFFORT's default. */
+  /** The voice-model provider; undefined = PROVIDER's, else realtime. */
+  provider: 'realtime' | 'live' | undefined;
+  /** The model and reasoning effort; undefined = OPENAI_MODEL / REASONING_EFFORT's default. */
   model: string | undefined;
   reasoningEffort: ReasoningEffort | undefined;
   /** Turn detection (server VAD); undefined fields = VAD_* defaults. */
