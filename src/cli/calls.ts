@@ -164,6 +164,8 @@ export function formatRecord(r: CallRecord, opts: { transcript?: boolean } = {})
   if (r.relay) out.push(`relay-added latency per frame: in p50 ${us(r.relay.inbound.p50Ms)} p99 ${us(r.relay.inbound.p99Ms)}, out p50 ${us(r.relay.outbound.p50Ms)} p99 ${us(r.relay.outbound.p99Ms)}`);
   const u = r.usage;
   out.push(`usage: input ${u.inputAudioTokens} audio + ${u.inputTextTokens} text (${u.inputCachedTokens} cached), output ${u.outputAudioTokens} audio + ${u.outputTextTokens} text tokens`);
+  // Time-billed models (GPT-Live): the audio seconds they billed, in the unit they price (per active minute).
+  if (u.activeAudioSeconds !== undefined) out.push(`active audio: ${(u.activeAudioSeconds / 60).toFixed(2)} min (${u.activeAudioSeconds.toFixed(1)} s), billed per active minute`);
   if (r.statusEvents.length) out.push(`status callbacks: ${r.statusEvents.map((e) => `${e.sequenceNumber ?? '?'}:${e.status}`).join(' → ')}`);
   return `${out.join('\n')}\n`;
 }

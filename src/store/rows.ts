@@ -136,7 +136,9 @@ export function summaryFromRow(r: SummaryRow<string | Date>, ring: Keyring): Cal
   };
 }
 
+/** Two usages added; active audio seconds are kept only when either has them (a token-only total stays as it was). */
 export function sumUsage(a: Usage, b: Usage): Usage {
+  const active = a.activeAudioSeconds === undefined && b.activeAudioSeconds === undefined ? {} : { activeAudioSeconds: (a.activeAudioSeconds ?? 0) + (b.activeAudioSeconds ?? 0) };
   return {
     inputTextTokens: a.inputTextTokens + b.inputTextTokens,
     inputAudioTokens: a.inputAudioTokens + b.inputAudioTokens,
@@ -144,6 +146,7 @@ export function sumUsage(a: Usage, b: Usage): Usage {
     inputCachedAudioTokens: (a.inputCachedAudioTokens ?? 0) + (b.inputCachedAudioTokens ?? 0),
     outputTextTokens: a.outputTextTokens + b.outputTextTokens,
     outputAudioTokens: a.outputAudioTokens + b.outputAudioTokens,
+    ...active,
   };
 }
 
