@@ -21,7 +21,7 @@ import type { Agent } from './agent/types.js';
 import { defaultPromptPath } from './call/prompts.js';
 import { DSP_SLOTS } from './dsp/index.js';
 import { REASONING_EFFORTS, type ReasoningEffort } from './realtime/protocol.js';
-import { modelPrices, MODEL_PRICES, type Prices } from './store/prices.js';
+import { modelPrices, MODEL_PRICES, REFERENCE_LIVE_MODEL, type Prices } from './store/prices.js';
 import { streamUrlTemplateProblems } from './twilio/twiml.js';
 
 /** The agent inbound calls get when AGENT_FILE is unset: today's eligibility line, shipped with the package. */
@@ -208,6 +208,8 @@ const EnvSchema = z.object({
   PRICE_TEXT_OUT_PER_MTOK: z.coerce.number().min(0).optional(),
   PRICE_CACHED_IN_PER_MTOK: z.coerce.number().min(0).optional(),
   PRICE_CACHED_AUDIO_IN_PER_MTOK: z.coerce.number().min(0).optional(),
+  /** GPT-Live: USD per active minute of audio (default: the model's list price, src/store/prices.ts). */
+  PRICE_ACTIVE_AUDIO_PER_MIN: z.coerce.number().min(0).optional(),
   PRICE_TELEPHONY_PER_MIN: z.coerce.number().min(0).default(0.0085 + 0.004),
 
   /** Back-off before asking the model again after a failed response, one value per retry (ms, comma-separated). */
@@ -445,7 +447,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     silenceDurationMs: first.vad.silenceDurationMs ?? DEFAULT_VAD.silenceDurationMs,
   };
   const listed = modelPrices(model);
-  const base = listed ?? MODEL_PRICES['gpt-realtime']!;
+  // An unlisted model is priced as its protocol's reference model: gpt-realtime's tokens, or gpt-live-1.1's minutes.
+  const base = listed ?? (first.provider === 'live' ? modelPrices(REFERENCE_LIVE_MODEL)! : MODEL_PRICES['gpt-realtime']!);
   return {
     port: e.PORT,
     host: e.HOST,
@@ -532,6 +535,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       textOutPerMTok: e.PRICE_TEXT_OUT_PER_MTOK ?? base.textOutPerMTok,
       textCachedInPerMTok: e.PRICE_CACHED_IN_PER_MTOK ?? base.textCachedInPerMTok,
       audioCachedInPerMTok: e.PRICE_CACHED_AUDIO_IN_PER_MTOK ?? base.audioCachedInPerMTok,
+      activeAudioPerMin: e.PRICE_ACTIVE_AUDIO_PER_MIN ?? base.activeAudioPerMin,
       telephonyPerMin: e.PRICE_TELEPHONY_PER_MIN,
     },
     pricesKnown: listed !== undefined,

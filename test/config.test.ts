@@ -64,6 +64,11 @@ describe('loadConfig: the provider (PROVIDER, an agent file\'s provider)', () =>
     expect(() => loadConfig({ OPENAI_MODEL: 'gpt-live-1.1' })).toThrow(/is not a Realtime model, and the provider is realtime \(from the default\)/);
     expect(() => loadConfig({ PROVIDER: 'pipeline' })).toThrow(/PROVIDER/);
   });
+  it('prices a Live call per active minute: the list price, PRICE_ACTIVE_AUDIO_PER_MIN over it; an unlisted Live model at gpt-live-1.1\'s', () => {
+    expect(loadConfig({ PROVIDER: 'live' })).toMatchObject({ pricesKnown: true, prices: { activeAudioPerMin: 0.05, audioInPerMTok: 0 } });
+    expect(loadConfig({ PROVIDER: 'live', PRICE_ACTIVE_AUDIO_PER_MIN: '0.04' }).prices.activeAudioPerMin).toBe(0.04);
+    expect(loadConfig({ PROVIDER: 'live', OPENAI_MODEL: 'gpt-live-1' })).toMatchObject({ pricesKnown: false, prices: { activeAudioPerMin: 0.05, audioInPerMTok: 0 } });
+  });
 });
 
 describe('loadConfig: model health', () => {
