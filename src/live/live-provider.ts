@@ -8,7 +8,7 @@
  * (imported); realtime/ws-lean.ts is not used (its raw frame is Realtime's
  * append event).
  *
- * Contract (see ../shared brief-live-map for the mapping):
+ * Contract (wire facts: ../shared/PROTOCOLS.md "OpenAI GPT-Live"):
  * - `connect()` dials `url` with `Authorization: Bearer …`, sends
  *   `session.start` (format, voice, instructions, Responses delegation with
  *   the ToolSpecs, the fitted history) and resolves on `session.started`,
