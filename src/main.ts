@@ -35,6 +35,7 @@ import { createStoreRecorder, streamRecorder } from './store/recorder.js';
 import { Transcoder } from './dsp/index.js';
 import type { Logger } from './log.js';
 import { OpenAIRealtimeProvider } from './realtime/openai-provider.js';
+import { LiveProvider } from './live/live-provider.js';
 import { ReachabilityProber, ReachabilityTracker } from './call/reachability.js';
 import { linkedProvider } from './call/model-link.js';
 import { createMetrics } from './server/metrics.js';
@@ -104,6 +105,27 @@ export function openAIProviderFromConfig(config: Config, log: Logger, reachabili
     log,
     reachability,
   });
+}
+
+/** The GPT-Live provider as the settings describe it (PROVIDER=live). */
+export function liveProviderFromConfig(config: Config, log: Logger, reachability: ReachabilityTracker): LiveProvider {
+  return new LiveProvider({
+    url: config.openai.liveUrl,
+    model: config.openai.model,
+    backendModel: config.openai.liveBackendModel,
+    apiKey: config.openai.apiKey ?? '',
+    ca: config.openai.caFile ? readFileSync(config.openai.caFile) : undefined,
+    connectTimeoutMs: config.openai.connectTimeoutMs,
+    // Passthrough: the phone's µ-law straight through (audio/pcmu); transcode: PCM16 24 kHz through the audio core.
+    format: config.audioMode === 'transcode' ? 'pcm24k' : 'ulaw8k',
+    log,
+    reachability,
+  });
+}
+
+/** The voice-model provider PROVIDER names (call/voice-model.ts): every call of this process uses it. */
+export function providerFromConfig(config: Config, log: Logger, reachability: ReachabilityTracker): ModelProvider {
+  return config.openai.provider === 'live' ? liveProviderFromConfig(config, log, reachability) : openAIProviderFromConfig(config, log, reachability);
 }
 
 /*
@@ -210,7 +232,7 @@ export async function startCallbridge(config: Config, log: Logger, opts: StartOp
   if (interrupted > 0) log.warn({ count: interrupted }, 'calls left in progress by a previous process (or a dead instance) marked interrupted');
 
   const reachability = new ReachabilityTracker(Date.now, config.modelProbe.failureTtlMs);
-  const realtime = opts.provider ?? openAIProviderFromConfig(config, log, reachability);
+  const realtime = opts.provider ?? providerFromConfig(config, log, reachability);
   // Every call's model session is a ModelLink: a lost connection is redialled and the conversation replayed.
   const provider = linkedProvider(realtime, {
     log,
