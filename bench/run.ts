@@ -145,7 +145,7 @@ async function main(): Promise<number> {
   const targets = evaluate(results, thresholds.targets, suitesRun);
   const checks = evaluate(results, thresholds.checks, suitesRun);
   if (targets.length) {
-    console.log('\nTargets (issues 2 and 8):');
+    console.log('\nTargets (issues 2, 8 and 21; printed, never fail the run):');
     for (const e of targets) console.log(evaluationLine(e, 'target'));
   }
   if (conclusions.length) console.log(`\n${conclusions.join('\n')}`);

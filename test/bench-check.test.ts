@@ -193,4 +193,20 @@ describe('parseThresholds', () => {
     expect(t.checks.length).toBeGreaterThan(0);
     expect(t.targets.length).toBeGreaterThan(0);
   });
+
+  it("holds issue 21's restated CPU targets: callbridge ÷ floor ≤ 1.15 both modes, capacity ≤ 0.7 × naive tc, each guarded by a check", async () => {
+    const { readFileSync } = await import('node:fs');
+    const t = parseThresholds(JSON.parse(readFileSync(new URL('../bench/thresholds.json', import.meta.url), 'utf8')));
+    const target = (id: string) => t.targets.find((r) => r.id === id);
+    const check = (id: string) => t.checks.find((r) => r.id === id);
+    for (const m of ['pt', 'tc']) {
+      expect(target(`target.relay.${m}.cpuVsFloor`)).toMatchObject({ num: `relay.cb.${m}.cpu`, den: `relay.floor.${m}.cpu`, max: 1.15 });
+      const guard = check(`relay.${m}.cpuVsFloor`);
+      expect(guard).toMatchObject({ num: `relay.cb.${m}.cpu`, den: `relay.floor.${m}.cpu` });
+      // The check leaves room for CI noise above the target; a check at or under the target would flake.
+      expect(guard!.max).toBeGreaterThan(1.15);
+    }
+    expect(target('target.relay.cap.cpuVsNaive')).toMatchObject({ num: 'relay.cb.cap.cpu', den: 'relay.naive.tc.cpu', max: 0.7 });
+    expect(check('relay.cap.cpuVsNaive')!.max).toBeGreaterThan(0.7);
+  });
 });
