@@ -126,7 +126,15 @@ export interface MapperWarning {
   msg: string;
 }
 
+/** Sessions made by this process: part of every synthetic id, so a reconnected call never sees an id twice. */
+let sessionSeq = 0;
+
 export class LiveEventMapper {
+  /**
+   * Suffix of this session's synthetic ids (`lresp_3.k2`): Live names no responses or items, and the call
+   * keeps ids across a reconnect (an item concluded in the old session must not swallow a new one's text).
+   */
+  private readonly idTag = (++sessionSeq).toString(36);
   private nextResp = 1;
   private nextItem = 1;
   private nextInput = 1;
@@ -204,7 +212,7 @@ export class LiveEventMapper {
   /** The first output after a pause starts a response (closing an open caller turn first). */
   private startResponse(): ActiveResponse {
     if (this.turn) this.closeTurn();
-    const r: ActiveResponse = { responseId: `lresp_${this.nextResp++}`, itemId: `litem_${this.nextItem++}`, text: '', words: [], baseMs: undefined };
+    const r: ActiveResponse = { responseId: `lresp_${this.nextResp++}.${this.idTag}`, itemId: `litem_${this.nextItem++}.${this.idTag}`, text: '', words: [], baseMs: undefined };
     this.active = r;
     this.emit({ type: 'response_started', responseId: r.responseId });
     return r;
@@ -258,7 +266,7 @@ export class LiveEventMapper {
       if (this.pauseTimer === undefined) this.armPause();
     }
     if (!this.turn) {
-      this.turn = { itemId: `lin_${this.nextInput++}`, text: '', endMs };
+      this.turn = { itemId: `lin_${this.nextInput++}.${this.idTag}`, text: '', endMs };
       this.emit({ type: 'speech_started', itemId: this.turn.itemId, audioStartMs: startMs });
     }
     this.turn.text += delta;
@@ -294,7 +302,7 @@ export class LiveEventMapper {
         if (!d.responseId) {
           if (this.active) d.responseId = this.active.responseId;
           else {
-            d.responseId = `lresp_${this.nextResp++}`;
+            d.responseId = `lresp_${this.nextResp++}.${this.idTag}`;
             d.own = true;
             this.emit({ type: 'response_started', responseId: d.responseId });
           }
