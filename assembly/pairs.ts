@@ -193,6 +193,39 @@ export function upPair(state: usize, rate: i32, src: usize, n: i32, codec: Codec
   return (f32x4.extract_lane(s, 0) + f32x4.extract_lane(s, 1)) + (f32x4.extract_lane(s, 2) + f32x4.extract_lane(s, 3));
 }
 
+/** Two outputs of an integer pair (same taps, windows `step` bytes apart), each summed exactly as dot() sums it. */
+@inline function dot2(x: usize, step: usize, c: usize, j: i32, second: usize): f32 {
+  let a0 = f32x4.splat(0); let a1 = a0; let a2 = a0; let a3 = a0;
+  let b0 = a0; let b1 = a0; let b2 = a0; let b3 = a0;
+  const y = x + step;
+  for (let i = 0; i < j; i += 16) {
+    const o = <usize>i << 2;
+    const c0 = v128.load(c + o); const c1 = v128.load(c + o, 16);
+    const c2 = v128.load(c + o, 32); const c3 = v128.load(c + o, 48);
+    a0 = f32x4.add(a0, f32x4.mul(v128.load(x + o), c0));
+    b0 = f32x4.add(b0, f32x4.mul(v128.load(y + o), c0));
+    a1 = f32x4.add(a1, f32x4.mul(v128.load(x + o, 16), c1));
+    b1 = f32x4.add(b1, f32x4.mul(v128.load(y + o, 16), c1));
+    a2 = f32x4.add(a2, f32x4.mul(v128.load(x + o, 32), c2));
+    b2 = f32x4.add(b2, f32x4.mul(v128.load(y + o, 32), c2));
+    a3 = f32x4.add(a3, f32x4.mul(v128.load(x + o, 48), c3));
+    b3 = f32x4.add(b3, f32x4.mul(v128.load(y + o, 48), c3));
+  }
+  const s = f32x4.add(f32x4.add(a0, a1), f32x4.add(a2, a3));
+  const t = f32x4.add(f32x4.add(b0, b1), f32x4.add(b2, b3));
+  store<f32>(second, (f32x4.extract_lane(t, 0) + f32x4.extract_lane(t, 1)) + (f32x4.extract_lane(t, 2) + f32x4.extract_lane(t, 3)));
+  return (f32x4.extract_lane(s, 0) + f32x4.extract_lane(s, 1)) + (f32x4.extract_lane(s, 2) + f32x4.extract_lane(s, 3));
+}
+
+/** Scratch for dot2's second sum. */
+const SECOND: usize = memory.data(16, 16);
+
+@inline function emit(dst: usize, k: i32, y: i32, codec: Codec): void {
+  if (codec == Codec.Pcm16) store<i16>(dst + (<usize>k << 1), <i16>y);
+  else if (codec == Codec.Ulaw) store<u8>(dst + <usize>k, ulawEncode(y));
+  else store<u8>(dst + <usize>k, alawEncode(y));
+}
+
 @inline function sat16(v: f32): i32 {
   const r = <i32>nearest<f32>(max<f32>(-32768.0, min<f32>(32767.0, v)));
   return r;
@@ -218,19 +251,33 @@ export function downPair(state: usize, pendingPtr: usize, rate: i32, src: usize,
   // linear f32 stream: hist older inputs, then the new ones
   for (let i = 0; i < hist; i++) store<f32>(DOWN_WORK + (<usize>i << 2), <f32>load<i16>(state + (<usize>i << 1)));
   const w = DOWN_WORK + (<usize>hist << 2);
-  for (let i = 0; i < n; i++) store<f32>(w + (<usize>i << 2), <f32>load<i16>(src + (<usize>i << 1)));
+  // 8 at a time: may read up to 7 samples past src + n (still I/O memory) and write 7 floats into the slack
+  for (let i = 0; i < n; i += 8) {
+    const v = v128.load(src + (<usize>i << 1));
+    const o = w + (<usize>i << 2);
+    v128.store(o, f32x4.convert_i32x4_s(i32x4.extend_low_i16x8_s(v)));
+    v128.store(o, f32x4.convert_i32x4_s(i32x4.extend_high_i16x8_s(v)), 16);
+  }
   const phaseBytes = <usize>j << 2;
   let outputs = 0;
+  while (l == 1 && need + m < n) {
+    // integer pairs: two outputs at a time sharing the tap loads (same sums as below)
+    const y0 = sat16(dot2(DOWN_WORK + (<usize>need << 2), <usize>m << 2, taps, j, SECOND));
+    emit(dst, outputs, y0, codec);
+    emit(dst, outputs + 1, sat16(load<f32>(SECOND)), codec);
+    outputs += 2;
+    need += 2 * m;
+  }
   while (need < n) {
     // window = stream[need - j + 1 .. need] = DOWN_WORK[need .. need + j - 1] (hist = j - 1)
-    const y = sat16(dot(DOWN_WORK + (<usize>need << 2), taps + <usize>p * phaseBytes, j));
-    if (codec == Codec.Pcm16) store<i16>(dst + (<usize>outputs << 1), <i16>y);
-    else if (codec == Codec.Ulaw) store<u8>(dst + <usize>outputs, ulawEncode(y));
-    else store<u8>(dst + <usize>outputs, alawEncode(y));
+    emit(dst, outputs, sat16(dot(DOWN_WORK + (<usize>need << 2), taps + <usize>p * phaseBytes, j)), codec);
     outputs++;
-    const t = p + m;
-    need += t / l;
-    p = t % l;
+    if (l == 1) {
+      need += m;
+    } else {
+      p += m;
+      while (p >= l) { p -= l; need++; }
+    }
   }
   // keep the last hist inputs of the stream
   const keepFrom = DOWN_WORK + (<usize>n << 2);
