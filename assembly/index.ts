@@ -6,17 +6,19 @@
 // pointers are fixed for the module's life. Every call returns the number of
 // samples (or bytes) written, or a negative status:
 //   -1 no free slot, -2 slot out of range or not open, -3 length out of range,
-//   -4 unknown codec.
+//   -4 unknown codec, -5 unknown rate pair.
 import { alawDecodeBlock, alawEncodeBlock, initG711, ulawDecodeBlock, ulawEncodeBlock } from './g711';
 import { FIR_PROTOTYPE, FIR_TAPS } from './fir96';
 import {
   Codec, DOWN_STATE_BYTES, MAX_DOWN_IN, MAX_UP_IN, OUT_SLACK_BYTES, UP_STATE_BYTES, downsample, initResampler, upsample,
 } from './resample';
+import { MAX_PAIR_IN, downPair, initPairs, maxUpPairIn, upPair } from './pairs';
 
 export const E_NO_SLOTS: i32 = -1;
 export const E_BAD_SLOT: i32 = -2;
 export const E_BAD_LENGTH: i32 = -3;
 export const E_BAD_CODEC: i32 = -4;
+export const E_BAD_RATE: i32 = -5;
 
 /** Channel slots (one per call) per module instance, i.e. per thread. */
 const MAX_SLOTS: i32 = 4096;
@@ -36,6 +38,7 @@ let freeCount: i32 = 0;
 
 initG711();
 initResampler();
+initPairs();
 for (let s = MAX_SLOTS - 1; s >= 0; s--) store<i32>(FREE_STACK + (<usize>(freeCount++) << 2), s);
 
 export function ioIn(): usize { return IO_IN; }
@@ -142,4 +145,41 @@ export function pcmToAlaw(n: i32): i32 {
   if (n < 0 || n > MAX_CODEC_IN) return E_BAD_LENGTH;
   alawEncodeBlock(IO_IN, IO_OUT, n);
   return n;
+}
+
+// ---- the other rate pairs (pairs.ts) -----------------------------------------
+// A slot's up and down areas serve one pair each at a time: resetUp/resetDown
+// before switching a slot's direction to another pair.
+
+/** Largest n for upTo(rate) (8 kHz samples) or downFrom(rate) (samples at rate); 0 for an unknown rate. */
+export function maxPairIn(rate: i32, down: i32): i32 {
+  if (down != 0) return rate == 16000 || rate == 48000 || rate == 22050 || rate == 44100 ? MAX_PAIR_IN : 0;
+  return maxUpPairIn(rate);
+}
+
+/**
+ * 8 kHz -> rate (16000 or 48000) on a slot's up area: n samples at ioIn in
+ * `codec` -> L n int16 at ioOut (L = rate / 8000). Returns L n.
+ */
+export function upTo(slot: i32, rate: i32, n: i32, codec: i32): i32 {
+  if (!isOpen(slot)) return E_BAD_SLOT;
+  const max = maxUpPairIn(rate);
+  if (max == 0) return E_BAD_RATE;
+  if (n < 0 || n > max) return E_BAD_LENGTH;
+  if (<u32>codec > 2) return E_BAD_CODEC;
+  return upPair(UP_STATE + <usize>slot * UP_STATE_BYTES, rate, IO_IN, n, <Codec>codec, IO_OUT);
+}
+
+/**
+ * rate (16000, 48000, 22050 or 44100) -> 8 kHz on a slot's down area: n int16
+ * at ioIn -> the outputs due at ioOut in `codec`. Returns their count.
+ */
+export function downFrom(slot: i32, rate: i32, n: i32, codec: i32): i32 {
+  if (!isOpen(slot)) return E_BAD_SLOT;
+  if (maxPairIn(rate, 1) == 0) return E_BAD_RATE;
+  if (n < 0 || n > MAX_PAIR_IN) return E_BAD_LENGTH;
+  if (<u32>codec > 2) return E_BAD_CODEC;
+  return downPair(
+    DOWN_STATE + <usize>slot * DOWN_STATE_BYTES, DOWN_PENDING + (<usize>slot << 2), rate, IO_IN, n, <Codec>codec, IO_OUT,
+  );
 }

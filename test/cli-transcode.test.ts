@@ -9,7 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { CliIO } from '../src/cli/io.js';
 import { BLOCK_BYTES, run } from '../src/cli/transcode.js';
-import { Transcoder, pcm16ToAlaw, pcm16ToUlaw, ulawToPcm16, type PhoneCodec } from '../src/dsp/index.js';
+import { Resampler, Transcoder, pcm16ToAlaw, pcm16ToUlaw, ulawToPcm16, type PhoneCodec } from '../src/dsp/index.js';
 import { prng } from './helpers/prng.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -356,6 +356,73 @@ describe('transcode streams in blocks, with the output of 20 ms frames', () => {
     expect(odd.code).toBe(1);
     expect(odd.stderr).toMatch(/^callbridge transcode: pcm24k input ends mid-sample \(961 bytes .*the last 1 not converted\)\n$/);
     expect(Buffer.compare(odd.stdout, perFrame(bytes(pcm24).subarray(0, 960), 'ulaw', 'down'))).toBe(0);
+  });
+});
+
+/** Int16 `input` at `from` Hz through a Resampler fed 20 ms frames; 8 kHz output encoded as `phone`. */
+function resampledPerFrame(input: Int16Array, from: number, to: number, phone: PhoneCodec = 'pcm16'): Buffer {
+  const r = Resampler.open({ from, to, phone: to === 8000 ? phone : 'pcm16' });
+  const frame = (from * 20) / 1000;
+  const parts: Buffer[] = [];
+  for (let at = 0; at < input.length; at += frame) {
+    const n = Math.min(frame, input.length - at);
+    const out = phone === 'pcm16' || to !== 8000 ? new Int16Array(r.maxOutput(n)) : new Uint8Array(r.maxOutput(n));
+    const k = r.process(input.subarray(at, at + n), n, out);
+    parts.push(Buffer.from(out.buffer, 0, k * out.BYTES_PER_ELEMENT));
+  }
+  r.close();
+  return Buffer.concat(parts);
+}
+
+describe('transcode: every rate pair of the audio core', () => {
+  const seconds = 1.3;
+  const at = (rate: number, seed: number): Int16Array => noisy(Math.round(seconds * rate) + 7, seed);
+  const pcm44 = at(44100, 21);
+  const pcm22 = at(22050, 22);
+  const pcm48 = at(48000, 23);
+  const pcm16 = at(16000, 24);
+  const pcm8 = at(8000, 25);
+  const ulaw = pcm16ToUlaw(pcm8);
+
+  const cases: [string, string, Uint8Array, () => Buffer, number][] = [
+    ['pcm44k', 'ulaw8k', bytes(pcm44), () => resampledPerFrame(pcm44, 44100, 8000, 'ulaw'), 8000],
+    ['pcm22k', 'alaw8k', bytes(pcm22), () => resampledPerFrame(pcm22, 22050, 8000, 'alaw'), 8000],
+    ['pcm48k', 'pcm8k', bytes(pcm48), () => resampledPerFrame(pcm48, 48000, 8000), 8000],
+    ['pcm8k', 'pcm48k', bytes(pcm8), () => resampledPerFrame(pcm8, 8000, 48000), 48000],
+    ['pcm16k', 'ulaw8k', bytes(pcm16), () => resampledPerFrame(pcm16, 16000, 8000, 'ulaw'), 8000],
+    ['ulaw8k', 'pcm16k', ulaw, () => resampledPerFrame(ulawToPcm16(ulaw), 8000, 16000), 16000],
+    ['pcm44k', 'pcm16k', bytes(pcm44), () => {
+      const mid = resampledPerFrame(pcm44, 44100, 8000);
+      return resampledPerFrame(int16(mid), 8000, 16000);
+    }, 16000],
+  ];
+  for (const [from, to, input, want, rate] of cases) {
+    it(`--from ${from} --to ${to}: the per-frame output of the core, raw and as a WAV of the right length`, async () => {
+      const expected = want();
+      expect(expected.length).toBeGreaterThan(0);
+      const raw = await cli(['--from', from, '--to', to], input);
+      expect([raw.code, raw.stderr]).toEqual([0, '']);
+      expect(raw.stdout.length).toBe(expected.length);
+      expect(Buffer.compare(raw.stdout, expected)).toBe(0);
+      // a file input announces its length: the WAV header is written for it, and must match
+      const inFile = join(dir, `pair-${from}-${to}.raw`);
+      const wav = join(dir, `pair-${from}-${to}.wav`);
+      writeFileSync(inFile, input);
+      const r = await cli(['--from', from, '--to', to, inFile, wav]);
+      expect([r.code, r.stderr]).toEqual([0, '']);
+      const file = readFileSync(wav);
+      const info = wavInfo(file);
+      expect(info.rate).toBe(rate);
+      expect(info.dataBytes).toBe(expected.length);
+      expect(Buffer.compare(file.subarray(info.dataAt, info.dataAt + expected.length), expected)).toBe(0);
+    });
+  }
+
+  it('22.05 and 44.1 kHz are input rates only', async () => {
+    const r = await cli(['--from', 'pcm8k', '--to', 'pcm44k'], bytes(pcm8));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/pcm44k: 44\.1 kHz is an input rate only/);
+    expect(r.stdout.length).toBe(0);
   });
 });
 

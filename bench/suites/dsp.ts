@@ -3,11 +3,16 @@
  * 480 PCM16 samples at 24 kHz) against peers doing the same work in the
  * same run, plus the cost of handing a frame to a piscina worker.
  *
+ * The other rate pairs (issue 19: 8 <-> 16, 8 <-> 48, 22.05 / 44.1 -> 8 kHz)
+ * are measured per 20 ms frame through Resampler.process (copy in and out
+ * included) beside speex-resampler q3 doing the same pair, and the pcm16k
+ * Transcoder (µ-law fused) beside the pcm24k one.
+ *
  * Input is 1 s of synthetic speech-like audio (tones + noise, 50 frames)
  * cycled frame by frame, so no task sees one frame over and over.
  */
 import alawmulaw from 'alawmulaw';
-import { Transcoder, loadDsp, pcm16ToUlaw, ulawToPcm16 } from '../../src/dsp/index.js';
+import { Resampler, Transcoder, loadDsp, pcm16ToUlaw, ulawToPcm16 } from '../../src/dsp/index.js';
 import { measureFrames, type FrameTask } from '../measure.js';
 import { jsUlawDecode, jsUlawEncodeG191, jsUlawEncodeTable } from '../peers/g711.js';
 import { libsamplerate, speex, SPEEX_QUALITY } from '../peers/resamplers.js';
@@ -100,6 +105,45 @@ async function run(opts: RunOptions): Promise<Result[]> {
   };
 
   const speexName = `speex-resampler q${SPEEX_QUALITY}`;
+
+  // The other rate pairs: one Resampler and one speex peer each, 20 ms frames cycled.
+  const pairDefs = [
+    { key: 'up16', from: 8000, to: 16000 }, { key: 'down16', from: 16000, to: 8000 },
+    { key: 'up48', from: 8000, to: 48000 }, { key: 'down48', from: 48000, to: 8000 },
+    { key: 'down22', from: 22050, to: 8000 }, { key: 'down44', from: 44100, to: 8000 },
+  ];
+  const pairs = await Promise.all(pairDefs.map(async (d) => {
+    const inFrame = (d.from * FRAME_MS) / 1000;
+    const all = syntheticPcm(inFrame * FRAMES, d.from, 5);
+    const frames = Array.from({ length: FRAMES }, (_, f) => all.slice(f * inFrame, (f + 1) * inFrame));
+    const resampler = Resampler.open({ from: d.from, to: d.to });
+    return {
+      ...d, inFrame, frames, resampler,
+      bufs: frames.map(bytesOf),
+      out: new Int16Array(resampler.maxOutput(inFrame)),
+      peer: await speex(d.from, d.to),
+    };
+  }));
+  const t16In = Transcoder.open({ model: 'pcm16k' });
+  const t16Out = Transcoder.open({ model: 'pcm16k' });
+  const pcm16Bytes = pairs[1]!.frames.map((x) => new Uint8Array(x.buffer, x.byteOffset, x.byteLength));
+  const pairTasks: FrameTask[] = pairs.flatMap((p) => {
+    const group = `${p.key.startsWith('up') ? 'upsample' : 'downsample'} ${p.from / 1000}k->${p.to / 1000}k ` +
+      `${p.inFrame}->${(p.to * FRAME_MS) / 1000}`;
+    return [
+      { id: `dsp.${p.key}.wasm`, group, name: 'wasm Resampler.process incl. copy in/out', ours: true, peer: `dsp.${p.key}.speex`,
+        fn: () => p.resampler.process(p.frames[next()]!, p.inFrame, p.out) },
+      { id: `dsp.${p.key}.speex`, group, name: speexName,
+        fn: () => p.peer.process(p.bufs[next()]!) },
+    ];
+  });
+  pairTasks.push(
+    { id: 'dsp.inbound16.wasm', group: 'inbound: µ-law 160 B -> PCM16 16k', name: 'wasm Transcoder { model: pcm16k }.inbound', ours: true, peer: 'dsp.inbound.wasm',
+      fn: () => t16In.inbound(ulaw[next()]) },
+    { id: 'dsp.outbound16.wasm', group: 'outbound: PCM16 16k 640 B -> µ-law', name: 'wasm Transcoder { model: pcm16k }.outbound', ours: true, peer: 'dsp.outbound.wasm',
+      fn: () => t16Out.outbound(pcm16Bytes[next()]!) },
+  );
+
   const tasks: FrameTask[] = [
     // µ-law decode, 160 B -> 160 samples
     { id: 'dsp.decode.wasm', group: 'µ-law decode 160 B', name: 'wasm ulawToPcm16(frame, out)', ours: true, peer: 'dsp.decode.jsTable',
@@ -167,6 +211,7 @@ async function run(opts: RunOptions): Promise<Result[]> {
         jsInbound(ulaw[f], speexUpFd);
         return jsOutbound(pcm24Buf[f], speexDownFd);
       } },
+    ...pairTasks,
   ];
 
   try {
@@ -177,6 +222,9 @@ async function run(opts: RunOptions): Promise<Result[]> {
     t.close();
     tIn.close();
     tOut.close();
+    t16In.close();
+    t16Out.close();
+    for (const p of pairs) p.resampler.close();
     ex.close(upSlot);
     ex.close(downSlot);
     lsrUp.destroy();

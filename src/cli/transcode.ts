@@ -3,14 +3,18 @@
  *
  * Converts a recording through the same per-call Transcoder a call uses,
  * streamed in blocks of BLOCK_BYTES (memory stays a few MiB for any length).
- * Formats: ulaw8k, alaw8k, pcm8k, pcm24k (raw PCM is little-endian s16
+ * Formats: ulaw8k, alaw8k, pcm8k, pcm16k, pcm24k, pcm48k, and as input only
+ * pcm22k (22.05 kHz) and pcm44k (44.1 kHz) (raw PCM is little-endian s16
  * mono). A path ending in .wav is read or written as WAV (PCM tag 1, A-law 6,
  * µ-law 7; dsp/wav.ts); '-' or a missing path means stdin/stdout.
  *
  * Output is what a call would hear, byte for byte the same as feeding the
- * Transcoder 20 ms frames: 3 samples per 8 kHz sample up, one per 3 down (a
- * trailing 1-2 samples at 24 kHz are not emitted), the resampler's 1.9-2 ms
- * delay is not removed and its tail is not flushed.
+ * Transcoder (8 <-> 16 / 24 kHz) or a Resampler (the other pairs) 20 ms
+ * frames: L samples per 8 kHz sample up (L = rate / 8 kHz), the samples due
+ * down (a trailing part of one 8 kHz sample period is not emitted), the
+ * resampler's 1.9-2 ms delay is not removed and its tail is not flushed.
+ * Between two rates neither of which is 8 kHz the audio goes through 8 kHz
+ * (the phone's band), as a call's would.
  * Errors: one line on stderr; exit 2 for usage, 1 for unreadable or bad input.
  * A file input is checked whole before anything is written; from stdin, a
  * short WAV or a trailing partial sample is reported at the end, after the
@@ -18,7 +22,7 @@
  */
 import { open, stat, type FileHandle } from 'node:fs/promises';
 import type { CliIO } from './io.js';
-import { Transcoder, alawToPcm16, pcm16ToAlaw, pcm16ToUlaw, ulawToPcm16 } from '../dsp/index.js';
+import { Resampler, Transcoder, alawToPcm16, pcm16ToAlaw, pcm16ToUlaw, ulawToPcm16 } from '../dsp/index.js';
 import { readWavHeader, truncatedDataError, wavFileHeader, wavFormatProblems } from '../dsp/wav.js';
 
 export interface Format {
@@ -32,10 +36,17 @@ const FORMATS: Record<string, Format> = {
   ulaw8k: { rateHz: 8000, bytesPerSample: 1, wavTag: 7, phone: 'ulaw' },
   alaw8k: { rateHz: 8000, bytesPerSample: 1, wavTag: 6, phone: 'alaw' },
   pcm8k: { rateHz: 8000, bytesPerSample: 2, wavTag: 1, phone: 'pcm16' },
+  pcm16k: { rateHz: 16000, bytesPerSample: 2, wavTag: 1 },
+  pcm22k: { rateHz: 22050, bytesPerSample: 2, wavTag: 1 },
   pcm24k: { rateHz: 24000, bytesPerSample: 2, wavTag: 1 },
+  pcm44k: { rateHz: 44100, bytesPerSample: 2, wavTag: 1 },
+  pcm48k: { rateHz: 48000, bytesPerSample: 2, wavTag: 1 },
 };
 
-const USAGE = 'usage: callbridge transcode --from FMT --to FMT [IN] [OUT]  (FMT: ulaw8k, alaw8k, pcm8k, pcm24k; .wav by extension; - = stdin/stdout)';
+/** Rates the audio core makes from 8 kHz (22.05 and 44.1 kHz only go down to 8 kHz). */
+const UP_RATES = [16000, 24000, 48000];
+
+const USAGE = 'usage: callbridge transcode --from FMT --to FMT [IN] [OUT]  (FMT: ulaw8k, alaw8k, pcm8k, pcm16k, pcm24k, pcm48k; --from also pcm22k, pcm44k; .wav by extension; - = stdin/stdout)';
 
 class UsageError extends Error {}
 class InputError extends Error {}
@@ -91,6 +102,10 @@ function parseArgs(args: string[]): Options {
   if (fromName === undefined || toName === undefined) throw new UsageError(`--from and --to are required; ${USAGE}`);
   for (const name of [fromName, toName]) {
     if (!Object.hasOwn(FORMATS, name)) throw new UsageError(`unknown format '${name}' (known: ${Object.keys(FORMATS).join(', ')})`);
+  }
+  const toRate = FORMATS[toName].rateHz;
+  if (fromName !== toName && toRate !== 8000 && !UP_RATES.includes(toRate)) {
+    throw new UsageError(`--to ${toName}: ${toRate / 1000} kHz is an input rate only (outputs: ${Object.keys(FORMATS).filter((n) => FORMATS[n].rateHz === 8000 || UP_RATES.includes(FORMATS[n].rateHz)).join(', ')})`);
   }
   const dash = (p: string | undefined): string | undefined => (p === '-' ? undefined : p);
   return { help, fromName, toName, from: FORMATS[fromName], input: dash(paths[0]), output: dash(paths[1]) };
@@ -180,11 +195,26 @@ async function pump(
   return { read, written, partial: carry?.length ?? 0 };
 }
 
-/** Output bytes for `inBytes` of whole input samples: 3 samples out per 8 kHz sample up, 1 per 3 (rounded down) down. */
+/** Output bytes for `inBytes` of whole input samples (through 8 kHz when neither side is 8 kHz). */
 function outputBytes(inBytes: number, from: Format, to: Format): number {
   const samples = Math.floor(inBytes / from.bytesPerSample);
-  const out = from.rateHz === to.rateHz ? samples : from.rateHz < to.rateHz ? 3 * samples : Math.floor(samples / 3);
+  let out = samples;
+  if (from.rateHz !== to.rateHz) {
+    const at8k = from.rateHz === 8000 ? samples : samplesDown(samples, from.rateHz);
+    out = to.rateHz === 8000 ? at8k : (to.rateHz / 8000) * at8k;
+  }
   return out * to.bytesPerSample;
+}
+
+/**
+ * 8 kHz samples a down resampler gives for n input samples at `rate`: one per
+ * M in for the integer pairs (16 / 24 / 48 kHz; a trailing part group waits),
+ * ceil(n L / M) for 22.05 kHz (160/441) and 44.1 kHz (80/441), where output m
+ * is due once input floor(m M / L) has arrived.
+ */
+function samplesDown(n: number, rate: number): number {
+  if (rate === 22050 || rate === 44100) return Math.ceil((n * (rate === 22050 ? 160 : 80)) / 441);
+  return Math.floor(n / (rate / 8000));
 }
 
 /** Pulls bytes from an async source in the sizes asked for, counting what it consumed. */
@@ -414,9 +444,13 @@ function converter(fromName: string, toName: string): Converter {
   const to = FORMATS[toName];
   if (fromName === toName) return { convert: (block) => block, close: () => {} };
   if (from.rateHz !== to.rateHz) {
-    const transcoder = Transcoder.open({ phone: (from.rateHz === 8000 ? from : to).phone! });
-    const convert = from.rateHz === 8000 ? (b: Uint8Array) => transcoder.inbound(b) : (b: Uint8Array) => transcoder.outbound(b);
-    return { convert, close: () => transcoder.close() };
+    if (from.rateHz !== 8000 && to.rateHz !== 8000) {
+      // neither side is the phone's: down to 8 kHz, then up
+      const first = rateStage(from, FORMATS.pcm8k);
+      const second = rateStage(FORMATS.pcm8k, to);
+      return { convert: (b) => second.convert(first.convert(b)), close: () => { first.close(); second.close(); } };
+    }
+    return rateStage(from, to);
   }
   let pcm = new Int16Array(0);
   let bytes = new Uint8Array(0);
@@ -432,6 +466,39 @@ function converter(fromName: string, toName: string): Converter {
     return new Uint8Array(linear.buffer, linear.byteOffset, linear.byteLength);
   };
   return { convert, close: () => {} };
+}
+
+/** One rate change with 8 kHz on one side: a Transcoder for 16 / 24 kHz (what a call uses), else a Resampler. */
+function rateStage(from: Format, to: Format): Converter {
+  const phone = (from.rateHz === 8000 ? from : to).phone!;
+  const other = from.rateHz === 8000 ? to.rateHz : from.rateHz;
+  if (other === 24000 || other === 16000) {
+    const transcoder = Transcoder.open({ phone, model: other === 16000 ? 'pcm16k' : 'pcm24k' });
+    const convert = from.rateHz === 8000 ? (b: Uint8Array) => transcoder.inbound(b) : (b: Uint8Array) => transcoder.outbound(b);
+    return { convert, close: () => transcoder.close() };
+  }
+  const resampler = Resampler.open({ from: from.rateHz, to: to.rateHz, phone });
+  let pcmIn = new Int16Array(0);
+  let out16 = new Int16Array(0);
+  let out8 = new Uint8Array(0);
+  const convert = (block: Uint8Array): Uint8Array => {
+    const n = block.length / from.bytesPerSample;
+    let input: Int16Array | Uint8Array = block;
+    if (from.bytesPerSample === 2) {
+      if (pcmIn.length < n) pcmIn = new Int16Array(n);
+      new Uint8Array(pcmIn.buffer, 0, 2 * n).set(block); // aligned copy (PCM16LE; hosts are little-endian)
+      input = pcmIn;
+    }
+    const max = resampler.maxOutput(n);
+    if (to.bytesPerSample === 1) {
+      if (out8.length < max) out8 = new Uint8Array(max);
+      return out8.subarray(0, resampler.process(input, n, out8));
+    }
+    if (out16.length < max) out16 = new Int16Array(max);
+    const k = resampler.process(input, n, out16);
+    return new Uint8Array(out16.buffer, 0, 2 * k);
+  };
+  return { convert, close: () => resampler.close() };
 }
 
 /** 8 kHz input samples -> int16 in `out` (exactly as long as the block's samples). */

@@ -4,8 +4,8 @@
  *
  * - Phone side (Twilio Media Streams): G.711 µ-law, 8 kHz mono, one byte per
  *   sample, in FRAME_MS frames of FRAME_BYTES.
- * - Model side: PCM16LE 24 kHz mono ('pcm24k', 48 bytes per ms) or the phone's
- *   own µ-law ('ulaw8k', 8 bytes per ms).
+ * - Model side: PCM16LE 24 kHz mono ('pcm24k', 48 bytes per ms), PCM16LE 16 kHz
+ *   mono ('pcm16k', 32 bytes per ms) or the phone's own µ-law ('ulaw8k', 8 bytes per ms).
  * Pure functions and constants: no wasm, no I/O, no allocation per call.
  */
 
@@ -17,15 +17,21 @@ export const ULAW_BYTES_PER_MS = 8;
 export const FRAME_BYTES = FRAME_MS * ULAW_BYTES_PER_MS;
 /** PCM16LE 24 kHz: two bytes per sample, 24 samples per ms. */
 export const PCM24K_BYTES_PER_MS = 48;
+/** PCM16LE 16 kHz: two bytes per sample, 16 samples per ms. */
+export const PCM16K_BYTES_PER_MS = 32;
 /** The µ-law code of silence (zero amplitude). */
 export const ULAW_SILENCE = 0xff;
 
-/** Audio formats a model speaks (call/voice-model.ts ModelAudioFormat). */
-export type AudioFormat = 'pcm24k' | 'ulaw8k';
+/** Audio formats a model speaks (call/voice-model.ts ModelAudioFormat) and the transcoder serves. */
+export type AudioFormat = 'pcm24k' | 'pcm16k' | 'ulaw8k';
 
-/** Bytes of audio per ms in each format (µ-law 8 kHz; PCM16 24 kHz). */
+/** Bytes of audio per ms in each format (µ-law 8 kHz; PCM16 16 or 24 kHz). */
 export function bytesPerMs(format: AudioFormat): number {
-  return format === 'ulaw8k' ? ULAW_BYTES_PER_MS : PCM24K_BYTES_PER_MS;
+  switch (format) {
+    case 'ulaw8k': return ULAW_BYTES_PER_MS;
+    case 'pcm16k': return PCM16K_BYTES_PER_MS;
+    case 'pcm24k': return PCM24K_BYTES_PER_MS;
+  }
 }
 
 /** Decoded length of a base64 string (bytes), without decoding it. */

@@ -7,6 +7,11 @@
  *             sample counts not a multiple of 3 are carried to the next call, never dropped.
  *   Output for a stream is identical however it is chunked. Linear phase; group delay
  *   1.979 ms inbound, 1.896 ms outbound (round trip exactly 31 samples at 8 kHz).
+ *   With { model: 'pcm16k' } the model side is PCM16LE at 16 kHz instead (4 bytes out
+ *   per µ-law byte; 2:1 outbound; group delay 1.969 ms inbound, 1.906 ms outbound).
+ * - Resampler: one direction of one rate pair, int16 in and out (or G.711 at 8 kHz):
+ *   8 kHz -> 16 / 24 / 48 kHz, 16 / 22.05 / 24 / 44.1 / 48 kHz -> 8 kHz; stateful and
+ *   chunk-invariant, allocation-free process(in, inLen, out) -> written.
  * - ulawToPcm16 / pcm16ToUlaw / alawToPcm16 / pcm16ToAlaw: stateless 8 kHz codecs,
  *   bit-exact with ITU-T G.191.
  *
@@ -38,7 +43,13 @@ export interface TranscoderOptions {
    * and no channel slot is used.
    */
   passthrough?: boolean;
+  /** Model-side PCM: 'pcm24k' (default) or 'pcm16k'. */
+  model?: ModelPcm;
 }
+
+/** PCM16LE formats a Transcoder serves on the model side. */
+export type ModelPcm = 'pcm24k' | 'pcm16k';
+const MODEL_RATE: Record<ModelPcm, 24000 | 16000> = { pcm24k: 24000, pcm16k: 16000 };
 
 /** Frees the slot of a Transcoder that was dropped without close(). */
 const leaked = new FinalizationRegistry<number>((slot) => {
@@ -49,7 +60,10 @@ type Direction = 0 | 1; // 0 inbound (up), 1 outbound (down)
 
 export class Transcoder {
   readonly phone: PhoneCodec;
+  readonly model: ModelPcm;
   readonly #dsp: Dsp;
+  /** Model samples per phone sample: 3 (24 kHz) or 2 (16 kHz). */
+  readonly #factor: 2 | 3;
   readonly #codec: number;
   /** Bytes per 8 kHz phone sample: 1 for G.711, 2 for PCM16. */
   readonly #phoneWidth: 1 | 2;
@@ -61,8 +75,10 @@ export class Transcoder {
   #out: [Uint8Array, Uint8Array] = [new Uint8Array(960 * 4), new Uint8Array(160 * 4)];
   #view: [Uint8Array, Uint8Array] = [new Uint8Array(0), new Uint8Array(0)];
 
-  private constructor(dsp: Dsp, slot: number, phone: PhoneCodec, passthrough: boolean) {
+  private constructor(dsp: Dsp, slot: number, phone: PhoneCodec, passthrough: boolean, model: ModelPcm) {
     this.#dsp = dsp;
+    this.model = model;
+    this.#factor = model === 'pcm16k' ? 2 : 3;
     this.#slot = slot;
     this.#passthrough = passthrough;
     this.phone = phone;
@@ -74,11 +90,13 @@ export class Transcoder {
   static open(options: TranscoderOptions = {}): Transcoder {
     const phone = options.phone ?? 'ulaw';
     if (!Object.hasOwn(CODEC, phone)) throw new DspError('bad_input', `unknown phone codec '${String(phone)}'`);
+    const model = options.model ?? 'pcm24k';
+    if (!Object.hasOwn(MODEL_RATE, model)) throw new DspError('bad_input', `unknown model format '${String(model)}'`);
     const dsp = loadDsp();
-    if (options.passthrough) return new Transcoder(dsp, -1, phone, true);
+    if (options.passthrough) return new Transcoder(dsp, -1, phone, true, model);
     const slot = dsp.exports.open();
     if (slot < 0) throw new DspError('no_slots', `all ${dsp.maxSlots} DSP channel slots are in use`);
-    const transcoder = new Transcoder(dsp, slot, phone, false);
+    const transcoder = new Transcoder(dsp, slot, phone, false, model);
     leaked.register(transcoder, slot, transcoder);
     return transcoder;
   }
@@ -143,10 +161,11 @@ export class Transcoder {
     const dsp = this.#dsp;
     const inWidth = dir === 0 ? this.#phoneWidth : 2;
     const outWidth = dir === 0 ? 2 : this.#phoneWidth;
-    const maxIn = (dir === 0 ? dsp.maxUpIn : dsp.maxDownIn) * inWidth; // bytes per wasm call
+    const factor = this.#factor;
+    const maxIn = (factor === 3 ? (dir === 0 ? dsp.maxUpIn : dsp.maxDownIn) : pairMaxIn(dsp, 16000, dir)) * inWidth; // bytes per wasm call
     let carry = this.#carry[dir];
     const samplesIn = Math.floor(((carry >= 0 ? 1 : 0) + input.length) / inWidth);
-    const maxOut = (dir === 0 ? 3 * samplesIn : Math.floor((samplesIn + 2) / 3)) * outWidth;
+    const maxOut = (dir === 0 ? factor * samplesIn : Math.floor((samplesIn + factor - 1) / factor)) * outWidth;
     let out = this.#out[dir];
     if (out.length < maxOut) out = this.#out[dir] = new Uint8Array(Math.max(maxOut, 2 * out.length));
 
@@ -169,9 +188,9 @@ export class Transcoder {
         carry = mem[dsp.ioIn + bytes];
       }
       const n = bytes / inWidth;
-      const produced = dir === 0
-        ? dsp.exports.up(this.#slot, n, this.#codec)
-        : dsp.exports.down(this.#slot, n, this.#codec);
+      const produced = factor === 3
+        ? (dir === 0 ? dsp.exports.up(this.#slot, n, this.#codec) : dsp.exports.down(this.#slot, n, this.#codec))
+        : (dir === 0 ? dsp.exports.upTo(this.#slot, 16000, n, this.#codec) : dsp.exports.downFrom(this.#slot, 16000, n, this.#codec));
       if (produced < 0) throw new DspError('internal', `dsp: ${STATUS[produced] ?? `status ${produced}`}`);
       const outBytes = produced * outWidth;
       out.set(dsp.outView(outBytes), written);
@@ -194,6 +213,137 @@ export class Transcoder {
     let view = this.#view[dir];
     if (view.buffer !== out.buffer || view.length !== length) view = this.#view[dir] = out.subarray(0, length);
     return view;
+  }
+}
+
+function pairMaxIn(dsp: Dsp, rate: number, dir: Direction): number {
+  return dsp.exports.maxPairIn(rate, dir);
+}
+
+/** Sample rates a Resampler converts to or from 8 kHz. */
+export type ResampleRate = 16000 | 22050 | 24000 | 44100 | 48000;
+const UP_RATES: readonly number[] = [16000, 24000, 48000];
+const DOWN_RATES: readonly number[] = [16000, 22050, 24000, 44100, 48000];
+
+export interface ResamplerOptions {
+  /** Input rate, Hz: 8000 (then `to` is 16000, 24000 or 48000), or 16000, 22050, 24000, 44100, 48000 (then `to` is 8000). */
+  from: number;
+  to: number;
+  /** The 8 kHz side's encoding (input when up, output when down); default 'pcm16'. */
+  phone?: PhoneCodec;
+}
+
+/**
+ * One direction of one rate pair on a channel slot of its own. int16 (or G.711
+ * bytes on the 8 kHz side) in and out; output identical however the input is
+ * chunked; zeroed history at open() and reset(). process() allocates nothing.
+ * Up: L = to / 8000 samples out per sample in. Down (L/M = 8000 / from): the
+ * samples due, at most maxOutput(inLen); group delay ≤ 2 ms each (see assembly/pairs.ts).
+ */
+export class Resampler {
+  readonly from: number;
+  readonly to: number;
+  readonly phone: PhoneCodec;
+  readonly #dsp: Dsp;
+  readonly #up: boolean;
+  readonly #rate: number;
+  readonly #codec: number;
+  readonly #maxIn: number;
+  #slot: number;
+
+  private constructor(dsp: Dsp, slot: number, from: number, to: number, phone: PhoneCodec) {
+    this.#dsp = dsp;
+    this.#slot = slot;
+    this.from = from;
+    this.to = to;
+    this.phone = phone;
+    this.#up = from === 8000;
+    this.#rate = this.#up ? to : from;
+    this.#codec = CODEC[phone];
+    this.#maxIn = this.#rate === 24000
+      ? (this.#up ? dsp.maxUpIn : dsp.maxDownIn)
+      : dsp.exports.maxPairIn(this.#rate, this.#up ? 0 : 1);
+  }
+
+  /** Throws DspError('bad_input') for a pair not served, 'no_slots' when the thread's slots are used up. */
+  static open(options: ResamplerOptions): Resampler {
+    const { from, to } = options;
+    const phone = options.phone ?? 'pcm16';
+    if (!Object.hasOwn(CODEC, phone)) throw new DspError('bad_input', `unknown phone codec '${String(phone)}'`);
+    const ok = (from === 8000 && UP_RATES.includes(to)) || (to === 8000 && DOWN_RATES.includes(from));
+    if (!ok) throw new DspError('bad_input', `no resampler from ${String(from)} Hz to ${String(to)} Hz`);
+    const dsp = loadDsp();
+    const slot = dsp.exports.open();
+    if (slot < 0) throw new DspError('no_slots', `all ${dsp.maxSlots} DSP channel slots are in use`);
+    const r = new Resampler(dsp, slot, from, to, phone);
+    leaked.register(r, slot, r);
+    return r;
+  }
+
+  /** Most samples (or bytes) process() can write for inLen input samples. */
+  maxOutput(inLen: number): number {
+    if (this.#up) return (this.to / 8000) * inLen;
+    return Math.floor((inLen * 8000) / this.from) + 1;
+  }
+
+  /**
+   * Converts input[0, inLen) into out (Int16Array, or Uint8Array of G.711 bytes
+   * when down with phone 'ulaw'/'alaw'; up with G.711 takes a Uint8Array input).
+   * Returns the samples written. Throws DspError('bad_input') if out may be too small.
+   */
+  process(input: Int16Array | Uint8Array, inLen: number, out: Int16Array | Uint8Array): number {
+    if (this.#slot < 0) throw new DspError('closed', 'resampler is closed');
+    if (!Number.isInteger(inLen) || inLen < 0 || inLen > input.length) {
+      throw new DspError('bad_input', `inLen ${String(inLen)} out of range 0..${input.length}`);
+    }
+    const byteIn = this.#up && this.phone !== 'pcm16';
+    const byteOut = !this.#up && this.phone !== 'pcm16';
+    if (byteIn !== (input instanceof Uint8Array) || byteOut !== (out instanceof Uint8Array)) {
+      throw new DspError('bad_input', `process() takes ${byteIn ? 'Uint8Array' : 'Int16Array'} input and ${byteOut ? 'Uint8Array' : 'Int16Array'} output for this resampler`);
+    }
+    if (out.length < this.maxOutput(inLen)) throw new DspError('bad_input', `out holds ${out.length}, need ${this.maxOutput(inLen)}`);
+    const dsp = this.#dsp;
+    const ex = dsp.exports;
+    let written = 0;
+    for (let pos = 0; pos < inLen || (pos === 0 && inLen === 0); ) {
+      const n = Math.min(this.#maxIn, inLen - pos);
+      if (byteIn) {
+        const mem = dsp.u8;
+        const base = dsp.ioIn;
+        if (pos === 0 && n === input.length) mem.set(input as Uint8Array, base);
+        else for (let i = 0; i < n; i++) mem[base + i] = input[pos + i]!;
+      } else {
+        const mem = dsp.i16;
+        const base = dsp.ioIn >> 1;
+        if (pos === 0 && n === input.length) mem.set(input as Int16Array, base);
+        else for (let i = 0; i < n; i++) mem[base + i] = input[pos + i]!;
+      }
+      let produced: number;
+      if (this.#rate === 24000) produced = this.#up ? ex.up(this.#slot, n, this.#codec) : ex.down(this.#slot, n, this.#codec);
+      else produced = this.#up ? ex.upTo(this.#slot, this.#rate, n, this.#codec) : ex.downFrom(this.#slot, this.#rate, n, this.#codec);
+      if (produced < 0) throw new DspError('internal', `dsp: ${STATUS[produced] ?? `status ${produced}`}`);
+      if (byteOut) (out as Uint8Array).set(dsp.outView(produced), written);
+      else (out as Int16Array).set(dsp.outInt16(produced), written);
+      written += produced;
+      pos += n;
+      if (n === 0) break;
+    }
+    return written;
+  }
+
+  /** Back to silent history (e.g. after a barge-in clear). */
+  reset(): void {
+    if (this.#slot < 0) throw new DspError('closed', 'resampler is closed');
+    if (this.#up) this.#dsp.exports.resetUp(this.#slot);
+    else this.#dsp.exports.resetDown(this.#slot);
+  }
+
+  /** Frees the slot. Idempotent. */
+  close(): void {
+    if (this.#slot < 0) return;
+    this.#dsp.exports.close(this.#slot);
+    leaked.unregister(this);
+    this.#slot = -1;
   }
 }
 

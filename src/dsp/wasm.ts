@@ -47,6 +47,12 @@ export interface DspExports {
   alawToPcm(n: number): number;
   pcmToUlaw(n: number): number;
   pcmToAlaw(n: number): number;
+  /** Largest n for upTo (down = 0) or downFrom (down = 1) at a rate; 0 for an unknown rate. */
+  maxPairIn(rate: number, down: number): number;
+  /** 8 kHz -> 16000 / 48000 Hz on a slot's up area; returns (rate / 8000) n. */
+  upTo(slot: number, rate: number, n: number, codec: number): number;
+  /** 16000 / 48000 / 22050 / 44100 Hz -> 8 kHz on a slot's down area; returns the outputs written. */
+  downFrom(slot: number, rate: number, n: number, codec: number): number;
 }
 
 export const STATUS: Record<number, string> = {
@@ -54,6 +60,7 @@ export const STATUS: Record<number, string> = {
   [-2]: 'channel slot not open',
   [-3]: 'length out of range',
   [-4]: 'unknown codec',
+  [-5]: 'unknown rate pair',
 };
 
 /** One instantiated module with its limits and memory views. */
