@@ -20,10 +20,16 @@ it('places calls through the real relay and prints their records and the caller\
   expect(await main(['demo', '--calls', '2'], t.io), t.err()).toBe(0);
   const out = t.out();
   expect(out).toMatch(/^edge: (uWebSockets\.js .* native|node:http \+ ws)/m);
-  expect(out.match(/state completed .* end reason caller_hangup/g)).toHaveLength(2);
+  expect(out.match(/state completed .* end reason caller_hangup/g)).toHaveLength(3); // two on Realtime, one on GPT-Live
+  const live = section(out, 'GPT-Live');
+  expect(live).toContain('assistant Let me check both of those for you.');
+  expect(live).toMatch(/check_eligibility ok in \d+ ms/);
+  expect(live).toContain('protocol violations: 0');
+  expect(out).toMatch(/OpenAI Realtime +turn latency \(caller view\) p50 \d+ ms; cost \$[0-9.]+ \(\$[0-9.]+\/min\)/);
+  expect(out).toMatch(/GPT-Live +turn latency \(caller view\) p50 \d+ ms; cost \$[0-9.]+ \(\$[0-9.]+\/min, [0-9.]+ active min\)/);
   // Call 1: the preamble, both members checked in one round, the summary heard once.
   expect(out).toContain('assistant Let me check both of those for you.');
-  expect(out.match(/The first member is eligible .* The second member is eligible/g)).toHaveLength(1);
+  expect(out.match(/The first member is eligible .* The second member is eligible/g)).toHaveLength(2); // call 1 on each provider
   expect(out).toContain('assistant Sure. Can I get the Member ID?');
   expect(out.match(/check_eligibility ok in \d+ ms/g)!.length).toBeGreaterThanOrEqual(3);
   expect(out).toMatch(/relay-added latency per frame: in p50 \d+ µs/);
@@ -45,7 +51,7 @@ it('places calls through the real relay and prints their records and the caller\
   expect(hangUp).toMatch(/Twilio's side: Connect → Hangup; call ended: hangup/);
   expect(hangUp).toMatch(/webhooks: incoming 200, action 200$/m);
   expect(hangUp).toContain('protocol violations: 0');
-}, 60_000);
+}, 90_000);
 
 /** One call's block of the demo's output, found by the label after its heading. */
 function section(out: string, label: string): string {
@@ -59,8 +65,8 @@ it('--drop-model: call 2 loses the model while the assistant speaks, holds, reco
   const t = memoryIO({ CALLBRIDGE_DB: join(dir, 'drop.db') });
   expect(await main(['demo', '--calls', '2', '--drop-model', '--quiet'], t.io), t.err()).toBe(0);
   const out = t.out();
-  expect(out.match(/state completed .* end reason caller_hangup/g)).toHaveLength(2);
+  expect(out.match(/state completed .* end reason caller_hangup/g)).toHaveLength(3);
   expect(out.match(/model_reconnected: model socket closed \(1011[^)]*\); 1 attempt\(s\); gap \d+ ms/g)).toHaveLength(1);
   expect(out).not.toContain('model_unavailable');
-  expect(out.match(/protocol violations: 0/g)).toHaveLength(4); // the two eligibility calls, the transfer, the hang-up
-}, 60_000);
+  expect(out.match(/protocol violations: 0/g)).toHaveLength(5); // the two eligibility calls, the transfer, the hang-up, the GPT-Live call
+}, 90_000);

@@ -13,9 +13,10 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { ConfigError, loadConfig } from '../config.js';
-import { createLogger } from '../log.js';
-import { startCallbridge } from '../main.js';
+import { ConfigError, loadConfig, type Config } from '../config.js';
+import { createLogger, type Logger } from '../log.js';
+import { startCallbridge, type Callbridge } from '../main.js';
+import { startLiveStandIn } from '../sim/live-server.js';
 import { placeCall, type CallResult } from '../sim/caller.js';
 import { startModelStandIn, type ModelStandIn } from '../sim/model-server.js';
 import { eligibilityScenario, hangUpScenario, parallelEligibilityScenario, transferScenario, type Scenario } from '../sim/scenarios.js';
@@ -94,10 +95,12 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   out(`edge: ${app.edge}\n`);
   out(`placing ${calls} simulated call${calls > 1 ? 's' : ''} (eligibility scenario, real-time audio: about 25 s each; call 1 with a preamble and two parallel tool calls)…\n`);
   out('…and two more through Twilio\'s call flow: one asks for a person and is transferred to member services, one says goodbye and the agent hangs up\n');
+  out('…then call 1\'s script once more on GPT-Live (PROVIDER=live, its stand-in), and both side by side\n');
   if (dropModel) out('--drop-model: the model connection of call 2 is dropped while the assistant speaks; the call holds, reconnects and carries on\n');
   out('\n');
 
   let failed = 0;
+  let realtimeCall: { result: CallResult; record: CallRecord | undefined } | undefined;
   try {
     const place = (i: number) =>
       placeCall({
@@ -133,13 +136,14 @@ export async function run(args: string[], io: CliIO): Promise<number> {
     const results = await Promise.allSettled([first, ...rest]);
     const flows = await Promise.all([transferred, hungUp]);
     await app.store.flush();
-    for (const r of results) {
+    for (const [i, r] of results.entries()) {
       if (r.status === 'rejected') {
         failed++;
         out(`call failed: ${r.reason instanceof Error ? r.reason.message : String(r.reason)}\n\n`);
         continue;
       }
       const record = await app.store.get(r.value.callSid);
+      if (i === 0) realtimeCall = { result: r.value, record };
       out(describeCall(r.value, record, quiet));
     }
     for (const [i, f] of flows.entries()) {
@@ -150,8 +154,76 @@ export async function run(args: string[], io: CliIO): Promise<number> {
     await app.close();
     await standIn.close();
   }
+  // The same first call once more on the other speech-to-speech provider: GPT-Live, against its stand-in.
+  const live = await runLiveCall(config, io.env, agentFile, authToken, publicUrl, mode, log);
+  if (!live.ok) failed++;
+  out(live.ok ? describeCall(live.result, live.record, quiet).replace(/─ call (\S+) /, '─ call $1 (GPT-Live) ') : `GPT-Live call failed: ${live.error}\n\n`);
+  if (live.ok && realtimeCall) out(compareProviders(realtimeCall, live));
   out(`records are in ${config.dbPath}: \`npx callbridge calls list\` with CALLBRIDGE_DB=${config.dbPath}\n`);
   return failed === 0 ? 0 : 1;
+}
+
+/** One call on PROVIDER=live (the GPT-Live stand-in), the script of call 1, in a relay of its own on the same database. */
+async function runLiveCall(
+  realtime: Config,
+  env: Record<string, string | undefined>,
+  agentFile: string,
+  authToken: string,
+  publicUrl: string,
+  mode: string | undefined,
+  log: Logger,
+): Promise<{ ok: true; result: CallResult; record: CallRecord | undefined } | { ok: false; error: string }> {
+  const liveStandIn = await startLiveStandIn({ scenario: parallelEligibilityScenario });
+  let app: Callbridge | undefined;
+  try {
+    const config = loadConfig({
+      LOG_LEVEL: 'warn',
+      ...env,
+      CALLBRIDGE_DB: realtime.dbPath,
+      PORT: '0',
+      HOST: '127.0.0.1',
+      PUBLIC_URL: publicUrl,
+      PROVIDER: 'live',
+      OPENAI_MODEL: 'gpt-live-1.1',
+      OPENAI_BASE_URL: liveStandIn.url,
+      OPENAI_API_KEY: 'demo-key',
+      TWILIO_AUTH_TOKEN: authToken,
+      AGENT_FILE: agentFile,
+      ...(mode ? { AUDIO_MODE: mode } : {}),
+    });
+    app = await startCallbridge(config, log);
+    const result = await placeCall({
+      baseUrl: `http://127.0.0.1:${app.port}`,
+      publicUrl,
+      authToken,
+      from: '+15550109100',
+      to: '+15550100999',
+      utterances: [{ durationMs: 2400 }, { durationMs: 1100 }],
+    });
+    await app.store.flush();
+    return { ok: true, result, record: await app.store.get(result.callSid) };
+  } catch (err) {
+    return { ok: false, error: err instanceof Error ? err.message : String(err) };
+  } finally {
+    await app?.close();
+    await liveStandIn.close();
+  }
+}
+
+/** Call 1 on each provider, side by side: what the caller waited, and what the call cost. */
+function compareProviders(realtime: { result: CallResult; record: CallRecord | undefined }, live: { result: CallResult; record: CallRecord | undefined }): string {
+  const median = (xs: number[]) => {
+    const s = [...xs].sort((a, b) => a - b);
+    return s.length ? Math.round(s[Math.floor((s.length - 1) / 2)]!) : undefined;
+  };
+  const row = (name: string, c: { result: CallResult; record: CallRecord | undefined }) => {
+    const minutes = (c.record?.durationMs ?? c.result.durationMs) / 60_000;
+    const cost = c.record?.estimatedCostUsd;
+    const perMin = cost !== undefined && minutes > 0 ? `$${(cost / minutes).toFixed(3)}/min` : '-';
+    const billed = c.record?.usage.activeAudioSeconds !== undefined ? `, ${(c.record.usage.activeAudioSeconds / 60).toFixed(2)} active min` : '';
+    return `  ${name.padEnd(16)} turn latency (caller view) p50 ${median(c.result.turnLatenciesMs) ?? '-'} ms; cost $${cost?.toFixed(4) ?? '-'} (${perMin}${billed})`;
+  };
+  return `── call 1 on both providers (stand-ins; list prices) ─────────────\n${row('OpenAI Realtime', realtime)}\n${row('GPT-Live', live)}\n\n`;
 }
 
 async function until(ok: () => boolean, timeoutMs: number): Promise<void> {
