@@ -27,6 +27,7 @@
  */
 import { isClean, measureRelay, MAX_RELAY_RUNQ, type RunFigures, type RunSpec } from './relay.js';
 import { processRunqWaitNs } from '../proc.js';
+import { loadgenPool } from '../loadgen.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 
 /** Relay-added latency limit, each way, p99, ms (issue 21: calls per core). */
@@ -66,15 +67,19 @@ export interface Step {
   retried?: boolean;
   /** The run's figures; undefined when the run threw. */
   figures?: RunFigures;
-  /** The load generator (this process: callers + model stand-in) over the step: CPU ÷ wall time, and run-queue wait ÷ wall time. */
-  generator?: { cpuShare: number; runqShare: number };
+  /**
+   * The load generator over the step (this process: the model stand-in; the caller workers of
+   * bench/loadgen.ts): CPU ÷ wall time (both, one core = 1), this process's run-queue wait ÷ wall
+   * time, and CPU ms per call-second, of the callers and of the stand-in.
+   */
+  generator?: { cpuShare: number; runqShare: number; callersMsPerCallS: number; standInMsPerCallS: number; workers: number; skippedLate: number };
 }
 
 /** Short key of a mode, as in result ids. */
 const MODE_KEY: Record<PercoreMode, string> = { capacity: 'cap', passthrough: 'pt', transcode: 'tc' };
 
-function specFor(mode: PercoreMode, calls: number, utterances: number): RunSpec {
-  const base: RunSpec = { relay: 'callbridge', mode: mode === 'passthrough' ? 'passthrough' : 'transcode', calls, utterances, pinned: true };
+function specFor(mode: PercoreMode, calls: number, utterances: number, callers: RunSpec['callers']): RunSpec {
+  const base: RunSpec = { relay: 'callbridge', mode: mode === 'passthrough' ? 'passthrough' : 'transcode', calls, utterances, pinned: true, callers };
   return mode === 'capacity' ? { ...base, inboundBatchMs: CAPACITY_BATCH_MS } : base;
 }
 
@@ -126,7 +131,9 @@ const cpuMsPerCallSecond = (f: RunFigures): number => f.cpuUs / 1000 / f.callSec
 function stepLabel(s: Step): string {
   const f = s.figures;
   if (!f) return `${s.calls}: error`;
-  const g = s.generator ? `, generator CPU ${(s.generator.cpuShare * 100).toFixed(0)} % of its core, run-queue wait ${(s.generator.runqShare * 100).toFixed(0)} %` : '';
+  const g = s.generator
+    ? `, generator CPU ${(s.generator.cpuShare * 100).toFixed(0)} % of its core (callers ${s.generator.callersMsPerCallS.toFixed(2)} + stand-in ${s.generator.standInMsPerCallS.toFixed(2)} ms per call-second vs relay ${cpuMsPerCallSecond(f).toFixed(2)}; ${s.generator.workers} workers, ${s.generator.skippedLate} frames skipped late), run-queue wait ${(s.generator.runqShare * 100).toFixed(0)} %`
+    : '';
   return `${s.calls}: ${s.verdict} (realtime ${f.realtime.toFixed(3)}${g}, p99 in/out ${f.stats.inbound.p99Ms.toFixed(2)}/${f.stats.outbound.p99Ms.toFixed(2)} ms, lost ${f.framesLostIn}/${f.framesLostOut}, stalls ${f.cancelled})`;
 }
 
@@ -149,13 +156,21 @@ export const percoreSuite: Suite = {
           const cpu0 = process.cpuUsage();
           const runq0 = processRunqWaitNs(process.pid);
           const t0 = performance.now();
-          const figures = await measureRelay(specFor(mode, calls, p.utterances), opts.log);
+          // The callers run in worker processes pinned with this one to CPU 1 (bench/loadgen.ts).
+          const pool = loadgenPool({ cpu: '1' });
+          const figures = await measureRelay(specFor(mode, calls, p.utterances, pool), opts.log);
           const wallMs = performance.now() - t0;
           const cpu = process.cpuUsage(cpu0);
           const runq1 = processRunqWaitNs(process.pid);
+          const ownMs = (cpu.user + cpu.system) / 1000;
+          const workersMs = (pool.last?.workersCpuUs ?? 0) / 1000;
           const generator = {
-            cpuShare: (cpu.user + cpu.system) / 1000 / wallMs,
+            cpuShare: (ownMs + workersMs) / wallMs,
             runqShare: runq0 !== undefined && runq1 !== undefined ? (runq1 - runq0) / 1e6 / wallMs : 0,
+            callersMsPerCallS: workersMs / figures.callSeconds,
+            standInMsPerCallS: ownMs / figures.callSeconds,
+            workers: pool.last?.workers ?? 0,
+            skippedLate: pool.last?.framesSkippedLate ?? 0,
           };
           step = { mode, calls, figures, generator, ...judge(figures, calls) };
         } catch (e) {

@@ -106,6 +106,26 @@ export interface RunSpec {
   recording?: boolean;
   /** An operator has the console's live view open for the whole run (bench/console-watcher.ts): issue 18's cost. */
   console?: boolean;
+  /** Who places the calls (default: src/sim/caller.ts placeCall for each, in this process; bench/loadgen.ts: worker processes). */
+  callers?: CallerPool;
+}
+
+/** What measureRelay reads of each call (src/sim/caller.ts CallResult has these and more). */
+export type CallOutcome = Pick<CallResult, 'durationMs' | 'protocolViolations' | 'turnLatenciesMs' | 'frameSizes'>;
+/** Where and how the calls of a run go. */
+export interface PlaceTarget {
+  baseUrl: string;
+  publicUrl: string;
+  authToken: string;
+  calls: number;
+  /** Each utterance's length, ms. */
+  utterances: number[];
+  hangupAfterMs: number;
+  maxCallMs: number;
+}
+/** Places a run's calls outside this process: their outcomes and the caller-side wire counts (this process's counter does not see them). */
+export interface CallerPool {
+  place(target: PlaceTarget): Promise<{ results: CallOutcome[]; counts: Pick<WireCounts, 'callerSent' | 'callerMediaSent' | 'callerReceived'> }>;
 }
 
 /** What the flood process reports (bench/flood.ts). */
@@ -271,7 +291,10 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     const watch = spec.console ? await watchConsole(ready.port, CONSOLE_TOKEN) : undefined;
     const t0 = performance.now();
     const utterances: Utterance[] = Array.from({ length: spec.utterances }, () => ({ durationMs: 900 }));
-    const results: CallResult[] = await Promise.all(
+    const placed = spec.callers
+      ? await spec.callers.place({ baseUrl: `http://127.0.0.1:${ready.port}`, publicUrl: PUBLIC, authToken: AUTH, calls: spec.calls, utterances: utterances.map((u) => u.durationMs!), hangupAfterMs: 500, maxCallMs: 60_000 })
+      : undefined;
+    const results: CallOutcome[] = placed?.results ?? await Promise.all(
       Array.from({ length: spec.calls }, (_, i) =>
         placeCall({
           baseUrl: `http://127.0.0.1:${ready.port}`,
@@ -300,6 +323,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     const syscw1 = processSyscw(pid);
     const syscalls = await perf.stop();
     const counts = wireCounts();
+    if (placed) for (const k of ['callerSent', 'callerMediaSent', 'callerReceived'] as const) counts[k] += placed.counts[k];
     const stats = await new Promise<ChildStats>((resolve, reject) => {
       child.once('message', (m: ChildStats & { type: string }) => (m.type === 'stats' ? resolve(m) : reject(new Error('bad stats'))));
       child.send({ type: 'stop' });
