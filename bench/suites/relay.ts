@@ -58,7 +58,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { placeCall, type CallResult, type Utterance } from '../../src/sim/caller.js';
-import { startModelStandIn } from '../../src/sim/model-server.js';
+import { startModelStandIn, type StandInResponse, type StandInSession } from '../../src/sim/model-server.js';
 import type { Scenario } from '../../src/sim/scenarios.js';
 import type { LatencySummary } from '../../src/call/stats.js';
 import { countWriteSyscalls, perfAvailable, pin, processCpuUs, processRunqWaitNs, processSyscw, stopChild } from '../proc.js';
@@ -108,6 +108,21 @@ export interface RunSpec {
   console?: boolean;
   /** Who places the calls (default: src/sim/caller.ts placeCall for each, in this process; bench/loadgen.ts: worker processes). */
   callers?: CallerPool;
+  /** Starts the model stand-in for the run (default: startModelStandIn in this process; bench/loadgen-model.ts: its own process). */
+  standIn?: (scenario: Scenario) => Promise<StandInView>;
+}
+
+/**
+ * What measureRelay reads of the model stand-in (a ModelStandIn is one). A
+ * stand-in in another process brings its figures up to date in `refresh`
+ * and adds the model-side wire counts this process's counter cannot see.
+ */
+export interface StandInView {
+  baseUrl: string;
+  sessions: readonly (Pick<StandInSession, 'closed' | 'audioMsReceived'> & { events: { length: number }; responses: readonly Pick<StandInResponse, 'status' | 'audioMsSent'>[] })[];
+  counts?: Pick<WireCounts, 'modelSent' | 'modelReceived'>;
+  refresh?(): Promise<void>;
+  close(): Promise<void>;
 }
 
 /** What measureRelay reads of each call (src/sim/caller.ts CallResult has these and more). */
@@ -235,7 +250,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
   installWireCounter();
   resetWireCounts();
   const dir = mkdtempSync(join(tmpdir(), 'callbridge-bench-'));
-  const model = await startModelStandIn({ scenario });
+  const model: StandInView = spec.standIn ? await spec.standIn(scenario) : await startModelStandIn({ scenario });
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     PORT: '0',
@@ -315,8 +330,13 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     }
     // Let the relay finish each call's teardown (model sockets, records) inside the measured window.
     const settleUntil = performance.now() + 3000;
-    while (model.sessions.some((s) => !s.closed) && performance.now() < settleUntil) await new Promise((r) => setTimeout(r, 50));
+    for (;;) {
+      await model.refresh?.();
+      if (!model.sessions.some((s) => !s.closed) || performance.now() >= settleUntil) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
     await new Promise((r) => setTimeout(r, 200));
+    await model.refresh?.();
     const cpuUs = processCpuUs(pid) - cpu0;
     const runq1 = processRunqWaitNs(pid);
     const measuredMs = performance.now() - t0;
@@ -324,6 +344,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     const syscalls = await perf.stop();
     const counts = wireCounts();
     if (placed) for (const k of ['callerSent', 'callerMediaSent', 'callerReceived'] as const) counts[k] += placed.counts[k];
+    if (model.counts) for (const k of ['modelSent', 'modelReceived'] as const) counts[k] += model.counts[k];
     const stats = await new Promise<ChildStats>((resolve, reject) => {
       child.once('message', (m: ChildStats & { type: string }) => (m.type === 'stats' ? resolve(m) : reject(new Error('bad stats'))));
       child.send({ type: 'stop' });
