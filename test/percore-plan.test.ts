@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { base64Bytes, clientFrame, clientTextFrame, mediaText, phaseOffsetMs, readServerFrame, schedule, TICK_MS } from '../bench/loadgen.js';
-import { judge, MIN_GENERATOR_REALTIME, P99_LIMIT_MS, summarize } from '../bench/suites/percore.js';
+import { cpuBusyMs, fitsBudget, judge, MIN_GENERATOR_REALTIME, P99_LIMIT_MS, plan, summarize } from '../bench/suites/percore.js';
 
 describe('load generator schedule', () => {
   it('spreads calls over workers, the ramp and the tick phases', () => {
@@ -86,5 +86,27 @@ describe('percore verdicts', () => {
     ]);
     expect(s.calls).toBe(100);
     expect(s.stoppedBy).toMatch(/load generator behind at 400/);
+  });
+});
+
+describe('percore plan and budget', () => {
+  it('runs calls of three turns, steps rising, within the time budgets', () => {
+    for (const quick of [true, false]) {
+      const p = plan(quick);
+      expect(p.utterances).toBe(3);
+      for (const steps of Object.values(p.steps)) expect(steps).toEqual([...steps].sort((a, b) => a - b));
+      expect(p.budgetMs).toBeLessThanOrEqual(quick ? 120_000 : 360_000);
+    }
+  });
+  it('starts a step only when the last step’s run time still fits', () => {
+    expect(fitsBudget(0, 0, 1000)).toBe(true);
+    expect(fitsBudget(700, 300, 1000)).toBe(true);
+    expect(fitsBudget(701, 300, 1000)).toBe(false);
+  });
+  it('reads one CPU’s busy time from /proc/stat (idle and iowait left out, guest not counted twice)', () => {
+    const stat = 'cpu  9 9 9 9 9 9 9 9 9 9\ncpu0 1 1 1 1 1 1 1 1 1 1\ncpu1 10 2 3 1000 50 4 5 6 7 8\n';
+    // user 10 + nice 2 + system 3 + irq 4 + softirq 5 + steal 6 = 30 ticks of 10 ms.
+    expect(cpuBusyMs(1, stat)).toBe(300);
+    expect(cpuBusyMs(7, stat)).toBeUndefined();
   });
 });
