@@ -116,15 +116,12 @@ class LeanCall {
     const t = at - this.t0;
     const due = Math.floor((t + 1) / TICK_MS);
     if (due < this.n) return;
-    if (due - this.n > LATE_FRAMES) {
-      for (; this.n < due; this.n++) {
-        this.speak(this.n * TICK_MS, false);
-        this.play(t);
-      }
+    // Every frame due is sent (a late tick sends the few it owes at once), except those more than
+    // LATE_FRAMES frames late: skipped and counted, as src/sim/caller.ts does. One played frame each.
+    for (; this.n <= due; this.n++) {
+      this.speak(this.n * TICK_MS, due - this.n <= LATE_FRAMES);
+      this.play(this.n * TICK_MS);
     }
-    this.speak(t, true);
-    this.play(t);
-    this.n = due + 1;
     if ((this.stopAtMs !== undefined && t >= this.stopAtMs) || t > this.maxCallMs) this.hangUp();
   }
 
