@@ -46,6 +46,8 @@ export interface StandInFigures {
 export function standInProcess(opts: { cpu?: string } = {}): ((scenario: Scenario) => Promise<StandInView>) & { last?: StandInFigures } {
   const start: ((scenario: Scenario) => Promise<StandInView>) & { last?: StandInFigures } = async (scenario) => {
     const child = fork(workerScript, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    // A broken IPC pipe (EPIPE) surfaces as the exit below, not as an unhandled error.
+    child.on('error', () => {});
     let waiting: { type: ModelWorkerReply['type']; resolve: (m: ModelWorkerReply) => void; reject: (e: Error) => void } | undefined;
     const exited = (code: number | null) => waiting?.reject(new Error(`model stand-in process exited (${code})`));
     child.on('exit', exited);

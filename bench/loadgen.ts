@@ -184,7 +184,12 @@ export function loadgenPool(opts: { cpu?: string; phases?: number } = {}): Calle
   const pool: CallerPool & { last?: GeneratorFigures } = {
     async place(target: PlaceTarget) {
       const sch = schedule(target.calls, opts.phases ?? 4);
-      const children = Array.from({ length: sch.workers }, () => fork(workerScript, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+      const children = Array.from({ length: sch.workers }, () => {
+        const c = fork(workerScript, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+        // A worker that exits as it is told to stop breaks the IPC pipe (EPIPE): its exit is what counts.
+        c.on('error', () => {});
+        return c;
+      });
       try {
         await Promise.all(
           children.map(

@@ -195,6 +195,8 @@ function replyAudio(durationMs: number, format: 'pcm24k' | 'ulaw8k'): Buffer {
   }
   return bytes;
 }
+/** Pending connections the listening socket queues (the kernel caps it at net.core.somaxconn). */
+const LISTEN_BACKLOG = 4096;
 /** The VAD reads every 3rd sample of 24 kHz input (an 8 kHz decimation: speech energy lies below 4 kHz). */
 const VAD_STRIDE = 3;
 /** Squared PCM16 level of each µ-law byte: the VAD's energy without decoding. */
@@ -319,7 +321,9 @@ export async function startModelStandIn(opts: ModelStandInOptions = {}): Promise
     });
   });
 
-  await new Promise<void>((resolve) => http.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', resolve));
+  // A deep accept queue: a relay under load test opens hundreds of model sessions within a second,
+  // and Node's default backlog (511) drops the SYNs beyond it (the client retries after 1, 3, 7 s…).
+  await new Promise<void>((resolve) => http.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', LISTEN_BACKLOG, resolve));
   const port = (http.address() as AddressInfo).port;
   const host = opts.host ?? '127.0.0.1';
   const baseUrl = `${opts.tls ? 'https' : 'http'}://${host}:${port}/v1`;
