@@ -3,9 +3,11 @@
  * carries, per audio mode.
  *
  * Each step is one relay run (measureRelay in ./relay.ts) of N concurrent
- * short calls (a greeting, one 0.9 s utterance, its reply), the relay's child
- * process pinned to CPU 0 and this process (the load generator: simulated
- * callers and the model stand-in) to CPU 1. The count steps up per mode
+ * calls (a greeting, three 0.9 s utterances and their replies: ~14 s), the
+ * relay's child process pinned to CPU 0 and the load generator to CPU 1: the
+ * simulated callers in worker processes (../loadgen.ts), the model stand-in
+ * in its own process (../loadgen-model.ts), and this process, which only
+ * runs the step. The suite keeps to a time budget (PercorePlan.budgetMs). The count steps up per mode
  * (capacity = transcode with INBOUND_BATCH_MS=100, passthrough, transcode);
  * a mode stops at its first step that does not pass.
  *
@@ -25,8 +27,11 @@
  * p99 each way, frames lost, stalls, CPU per call-second) in `extra` and in
  * the step table under the bench's table.
  */
+import { readFileSync } from 'node:fs';
 import { isClean, measureRelay, MAX_RELAY_RUNQ, type RunFigures, type RunSpec } from './relay.js';
 import { processRunqWaitNs } from '../proc.js';
+import { loadgenPool } from '../loadgen.js';
+import { standInProcess } from '../loadgen-model.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 
 /** Relay-added latency limit, each way, p99, ms (issue 21: calls per core). */
@@ -45,12 +50,29 @@ export interface PercorePlan {
   utterances: number;
   /** Per mode, how many "load generator behind" steps are run once more (a burst of other work on a shared box). */
   retries: number;
+  /**
+   * The suite's time budget, ms: a step is not started when the time so far
+   * plus the last step's run time would pass it (the mode stops there, said
+   * as such). Steps run ~20 s each (a ~14 s call of three turns, the ramp,
+   * set-up and teardown).
+   */
+  budgetMs: number;
 }
 
+/**
+ * Three utterances a call (a greeting and three turns, ~14 s): per-call set-up
+ * (webhook, upgrade, model session) weighs little beside the audio, as in real
+ * calls of minutes.
+ */
 export function plan(quick: boolean): PercorePlan {
   return quick
-    ? { utterances: 1, retries: 1, steps: { capacity: [100, 400, 800], passthrough: [100, 400], transcode: [100, 400] } }
-    : { utterances: 1, retries: 1, steps: { capacity: [100, 200, 400, 600, 800, 1000, 1200], passthrough: [200, 500, 800, 1100], transcode: [200, 500, 800, 1100] } };
+    ? { utterances: 3, retries: 0, budgetMs: 110_000, steps: { capacity: [400, 800], passthrough: [400], transcode: [400] } }
+    : { utterances: 3, retries: 1, budgetMs: 330_000, steps: { capacity: [200, 400, 600, 800, 1000, 1200], passthrough: [300, 600, 900, 1200], transcode: [300, 600, 900] } };
+}
+
+/** Whether a step fits the budget: `elapsedMs` run so far, `lastStepMs` the last step's run time (0 before the first). */
+export function fitsBudget(elapsedMs: number, lastStepMs: number, budgetMs: number): boolean {
+  return elapsedMs + lastStepMs <= budgetMs;
 }
 
 /** How a step came out. */
@@ -66,15 +88,24 @@ export interface Step {
   retried?: boolean;
   /** The run's figures; undefined when the run threw. */
   figures?: RunFigures;
-  /** The load generator (this process: callers + model stand-in) over the step: CPU ÷ wall time, and run-queue wait ÷ wall time. */
-  generator?: { cpuShare: number; runqShare: number };
+  /**
+   * The load generator over the step, all on CPU 1 (the caller workers of bench/loadgen.ts, the
+   * model stand-in's process of bench/loadgen-model.ts, and this process, which only runs the
+   * step): CPU ÷ wall time (one core = 1), this process's run-queue wait ÷ wall time, and CPU ms
+   * per call-second of each part.
+   */
+  generator?: {
+    cpuShare: number;
+    /** CPU 1's busy time not the generator's ÷ wall time: other work on the generator's core (undefined without /proc/stat). */
+    otherShare?: number;
+    runqShare: number; callersMsPerCallS: number; standInMsPerCallS: number; parentMsPerCallS: number; workers: number; skippedLate: number };
 }
 
 /** Short key of a mode, as in result ids. */
 const MODE_KEY: Record<PercoreMode, string> = { capacity: 'cap', passthrough: 'pt', transcode: 'tc' };
 
-function specFor(mode: PercoreMode, calls: number, utterances: number): RunSpec {
-  const base: RunSpec = { relay: 'callbridge', mode: mode === 'passthrough' ? 'passthrough' : 'transcode', calls, utterances, pinned: true };
+function specFor(mode: PercoreMode, calls: number, utterances: number, callers: RunSpec['callers'], standIn: RunSpec['standIn']): RunSpec {
+  const base: RunSpec = { relay: 'callbridge', mode: mode === 'passthrough' ? 'passthrough' : 'transcode', calls, utterances, pinned: true, callers, standIn };
   return mode === 'capacity' ? { ...base, inboundBatchMs: CAPACITY_BATCH_MS } : base;
 }
 
@@ -105,7 +136,7 @@ export function summarize(steps: Step[]): { calls: number; stoppedBy: string } {
     if (s.retried) continue;
     if (s.verdict !== 'pass') {
       const at = `at ${s.calls} calls`;
-      const starved = s.generator !== undefined && s.generator.runqShare > MAX_RELAY_RUNQ;
+      const starved = s.generator !== undefined && (s.generator.runqShare > MAX_RELAY_RUNQ || (s.generator.otherShare ?? 0) > MAX_RELAY_RUNQ);
       const stoppedBy =
         s.verdict === 'load generator behind'
           ? `load generator behind ${at}${starved ? ', starved by other work on its core' : ''} (a lower bound set by the generator, not by the relay)`
@@ -123,10 +154,27 @@ let lastSteps: Step[] = [];
 
 const cpuMsPerCallSecond = (f: RunFigures): number => f.cpuUs / 1000 / f.callSeconds;
 
+/** Busy (non-idle, non-iowait) time of CPU `n` since boot, ms (/proc/stat, USER_HZ = 100 assumed); undefined if unreadable. */
+export function cpuBusyMs(n: number, stat?: string): number | undefined {
+  try {
+    const line = (stat ?? readFileSync('/proc/stat', 'utf8')).split('\n').find((l) => l.startsWith(`cpu${n} `));
+    if (!line) return undefined;
+    const f = line.trim().split(/\s+/).slice(1).map(Number);
+    const busy = f.reduce((a, v, i) => (i === 3 || i === 4 || i >= 8 ? a : a + v), 0);
+    return busy * 10;
+  } catch {
+    return undefined;
+  }
+}
+
+const generatorMsPerCallS = (g: NonNullable<Step['generator']>): number => g.callersMsPerCallS + g.standInMsPerCallS + g.parentMsPerCallS;
+
 function stepLabel(s: Step): string {
   const f = s.figures;
   if (!f) return `${s.calls}: error`;
-  const g = s.generator ? `, generator CPU ${(s.generator.cpuShare * 100).toFixed(0)} % of its core, run-queue wait ${(s.generator.runqShare * 100).toFixed(0)} %` : '';
+  const g = s.generator
+    ? `, generator CPU ${(s.generator.cpuShare * 100).toFixed(0)} % of its core (callers ${s.generator.callersMsPerCallS.toFixed(2)} + stand-in ${s.generator.standInMsPerCallS.toFixed(2)} + bench ${s.generator.parentMsPerCallS.toFixed(2)} ms per call-second = ${(generatorMsPerCallS(s.generator) / cpuMsPerCallSecond(f)).toFixed(2)}× the relay's ${cpuMsPerCallSecond(f).toFixed(2)}; ${s.generator.workers} workers, ${s.generator.skippedLate} frames skipped late), run-queue wait ${(s.generator.runqShare * 100).toFixed(0)} %${s.generator.otherShare !== undefined ? `, other work on CPU 1 ${(s.generator.otherShare * 100).toFixed(0)} %` : ''}`
+    : '';
   return `${s.calls}: ${s.verdict} (realtime ${f.realtime.toFixed(3)}${g}, p99 in/out ${f.stats.inbound.p99Ms.toFixed(2)}/${f.stats.outbound.p99Ms.toFixed(2)} ms, lost ${f.framesLostIn}/${f.framesLostOut}, stalls ${f.cancelled})`;
 }
 
@@ -137,30 +185,53 @@ export const percoreSuite: Suite = {
     const p = plan(opts.quick);
     const steps: Step[] = [];
     const results: Result[] = [];
+    const suiteT0 = performance.now();
+    let lastStepMs = 0;
     for (const mode of ['capacity', 'passthrough', 'transcode'] as const) {
       const modeSteps: Step[] = [];
       let retries = p.retries;
+      let outOfTime: number | undefined;
       for (let i = 0; i < p.steps[mode].length; i++) {
         const calls = p.steps[mode][i]!;
+        if (!fitsBudget(performance.now() - suiteT0, lastStepMs, p.budgetMs)) {
+          outOfTime = calls;
+          opts.log(`percore: ${mode} ${calls}: not run (the suite's ${p.budgetMs / 1000} s budget)`);
+          break;
+        }
         let step: Step;
+        const t0 = performance.now();
         try {
           // The generator's own load: a generator at ~100 % of its core fell behind by itself; one
           // with a large run-queue wait was starved by other work on the box.
           const cpu0 = process.cpuUsage();
           const runq0 = processRunqWaitNs(process.pid);
-          const t0 = performance.now();
-          const figures = await measureRelay(specFor(mode, calls, p.utterances), opts.log);
+          const core0 = cpuBusyMs(1);
+          // The callers run in worker processes and the model stand-in in its own, all pinned with this one to CPU 1.
+          const pool = loadgenPool({ cpu: '1' });
+          const standIn = standInProcess({ cpu: '1' });
+          const figures = await measureRelay(specFor(mode, calls, p.utterances, pool, standIn), opts.log);
           const wallMs = performance.now() - t0;
           const cpu = process.cpuUsage(cpu0);
           const runq1 = processRunqWaitNs(process.pid);
+          const ownMs = (cpu.user + cpu.system) / 1000;
+          const workersMs = (pool.last?.workersCpuUs ?? 0) / 1000;
+          const standInMs = (standIn.last?.cpuUs ?? 0) / 1000;
+          const core1 = cpuBusyMs(1);
           const generator = {
-            cpuShare: (cpu.user + cpu.system) / 1000 / wallMs,
+            otherShare: core0 !== undefined && core1 !== undefined ? Math.max(0, core1 - core0 - ownMs - workersMs - standInMs) / wallMs : undefined,
+            cpuShare: (ownMs + workersMs + standInMs) / wallMs,
             runqShare: runq0 !== undefined && runq1 !== undefined ? (runq1 - runq0) / 1e6 / wallMs : 0,
+            callersMsPerCallS: workersMs / figures.callSeconds,
+            standInMsPerCallS: standInMs / figures.callSeconds,
+            parentMsPerCallS: ownMs / figures.callSeconds,
+            workers: pool.last?.workers ?? 0,
+            skippedLate: pool.last?.framesSkippedLate ?? 0,
           };
           step = { mode, calls, figures, generator, ...judge(figures, calls) };
         } catch (e) {
           step = { mode, calls, verdict: 'error', reasons: [e instanceof Error ? e.message : String(e)] };
         }
+        lastStepMs = performance.now() - t0;
         modeSteps.push(step);
         opts.log(`percore: ${mode} ${stepLabel(step)}${step.reasons.length ? `: ${step.reasons.join('; ')}` : ''}`);
         if (step.verdict === 'load generator behind' && retries > 0) {
@@ -174,7 +245,14 @@ export const percoreSuite: Suite = {
         if (step.verdict !== 'pass') break;
       }
       steps.push(...modeSteps);
-      const { calls, stoppedBy } = summarize(modeSteps);
+      const summary = summarize(modeSteps);
+      const { calls } = summary;
+      const stoppedBy =
+        outOfTime === undefined || !modeSteps.every((s) => s.verdict === 'pass' || s.retried)
+          ? summary.stoppedBy
+          : modeSteps.length === 0
+            ? `not run (the suite's time budget)`
+            : `every step run passed; ${outOfTime} calls not run (the suite's time budget): a lower bound`;
       const last = modeSteps.filter((s) => s.verdict === 'pass').at(-1)?.figures;
       // The same figure as core time per call-second (1 s of one core ÷ the calls it carried), so that
       // thresholds.json, whose ratios are "at most", can say "at least N calls": ≤ 1e9/N ns. No
@@ -228,10 +306,10 @@ export const percoreSuite: Suite = {
       })
       .filter((s) => s !== undefined);
     lines.push(`percore: calls per core (relay on CPU 0, load generator on CPU 1, p99 ≤ ${P99_LIMIT_MS} ms each way, 0 lost, generator realtime ≥ ${MIN_GENERATOR_REALTIME}): ${summary.join('; ')}`);
-    const hdr = ['mode', 'calls', 'verdict', 'realtime', 'gen CPU/runq', 'relay runq', 'in p50/p99 ms', 'out p50/p99 ms', 'lost in/out', 'stalls', 'CPU ms/call-s', 'relay CPU share'];
+    const hdr = ['mode', 'calls', 'verdict', 'realtime', 'gen CPU/other CPU1', 'gen ÷ relay', 'relay runq', 'in p50/p99 ms', 'out p50/p99 ms', 'lost in/out', 'stalls', 'CPU ms/call-s', 'relay CPU share'];
     const rows = lastSteps.map((s): string[] => {
       const f = s.figures;
-      if (!f) return [s.mode, String(s.calls), s.verdict, '-', '-', '-', '-', '-', '-', '-', '-', '-'];
+      if (!f) return [s.mode, String(s.calls), s.verdict, '-', '-', '-', '-', '-', '-', '-', '-', '-', '-'];
       // Share of one core the relay used over the run (CPU time ÷ wall time of the calls).
       const coreShare = f.cpuUs / 1000 / f.wallMs;
       return [
@@ -239,7 +317,8 @@ export const percoreSuite: Suite = {
         String(s.calls),
         `${s.verdict}${s.retried ? ' (retried)' : ''}`,
         f.realtime.toFixed(3),
-        s.generator ? `${(s.generator.cpuShare * 100).toFixed(0)} %/${(s.generator.runqShare * 100).toFixed(0)} %` : '-',
+        s.generator ? `${(s.generator.cpuShare * 100).toFixed(0)} %/${s.generator.otherShare !== undefined ? (s.generator.otherShare * 100).toFixed(0) : '?'} %` : '-',
+        s.generator ? `${(generatorMsPerCallS(s.generator) / cpuMsPerCallSecond(f)).toFixed(2)}×` : '-',
         `${f.relayRunqShare.toFixed(2)}${f.relayRunqShare > MAX_RELAY_RUNQ ? '!' : ''}`,
         `${f.stats.inbound.p50Ms.toFixed(2)}/${f.stats.inbound.p99Ms.toFixed(2)}`,
         `${f.stats.outbound.p50Ms.toFixed(2)}/${f.stats.outbound.p99Ms.toFixed(2)}`,

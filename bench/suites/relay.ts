@@ -60,7 +60,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { placeCall, type CallResult, type Utterance } from '../../src/sim/caller.js';
-import { startModelStandIn } from '../../src/sim/model-server.js';
+import { startModelStandIn, type StandInResponse, type StandInSession } from '../../src/sim/model-server.js';
 import type { Scenario } from '../../src/sim/scenarios.js';
 import type { LatencySummary } from '../../src/call/stats.js';
 import { countWriteSyscalls, perfAvailable, pin, processCpuUs, processRunqWaitNs, processSyscw, stopChild } from '../proc.js';
@@ -108,6 +108,41 @@ export interface RunSpec {
   recording?: boolean;
   /** An operator has the console's live view open for the whole run (bench/console-watcher.ts): issue 18's cost. */
   console?: boolean;
+  /** Who places the calls (default: src/sim/caller.ts placeCall for each, in this process; bench/loadgen.ts: worker processes). */
+  callers?: CallerPool;
+  /** Starts the model stand-in for the run (default: startModelStandIn in this process; bench/loadgen-model.ts: its own process). */
+  standIn?: (scenario: Scenario) => Promise<StandInView>;
+}
+
+/**
+ * What measureRelay reads of the model stand-in (a ModelStandIn is one). A
+ * stand-in in another process brings its figures up to date in `refresh`
+ * and adds the model-side wire counts this process's counter cannot see.
+ */
+export interface StandInView {
+  baseUrl: string;
+  sessions: readonly (Pick<StandInSession, 'closed' | 'audioMsReceived'> & { events: { length: number }; responses: readonly Pick<StandInResponse, 'status' | 'audioMsSent'>[] })[];
+  counts?: Pick<WireCounts, 'modelSent' | 'modelReceived'>;
+  refresh?(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** What measureRelay reads of each call (src/sim/caller.ts CallResult has these and more). */
+export type CallOutcome = Pick<CallResult, 'durationMs' | 'protocolViolations' | 'turnLatenciesMs' | 'frameSizes'>;
+/** Where and how the calls of a run go. */
+export interface PlaceTarget {
+  baseUrl: string;
+  publicUrl: string;
+  authToken: string;
+  calls: number;
+  /** Each utterance's length, ms. */
+  utterances: number[];
+  hangupAfterMs: number;
+  maxCallMs: number;
+}
+/** Places a run's calls outside this process: their outcomes and the caller-side wire counts (this process's counter does not see them). */
+export interface CallerPool {
+  place(target: PlaceTarget): Promise<{ results: CallOutcome[]; counts: Pick<WireCounts, 'callerSent' | 'callerMediaSent' | 'callerReceived'> }>;
 }
 
 /** What the flood process reports (bench/flood.ts). */
@@ -217,7 +252,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
   installWireCounter();
   resetWireCounts();
   const dir = mkdtempSync(join(tmpdir(), 'callbridge-bench-'));
-  const model = await startModelStandIn({ scenario });
+  const model: StandInView = spec.standIn ? await spec.standIn(scenario) : await startModelStandIn({ scenario });
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     PORT: '0',
@@ -273,7 +308,10 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     const watch = spec.console ? await watchConsole(ready.port, CONSOLE_TOKEN) : undefined;
     const t0 = performance.now();
     const utterances: Utterance[] = Array.from({ length: spec.utterances }, () => ({ durationMs: 900 }));
-    const results: CallResult[] = await Promise.all(
+    const placed = spec.callers
+      ? await spec.callers.place({ baseUrl: `http://127.0.0.1:${ready.port}`, publicUrl: PUBLIC, authToken: AUTH, calls: spec.calls, utterances: utterances.map((u) => u.durationMs!), hangupAfterMs: 500, maxCallMs: 60_000 })
+      : undefined;
+    const results: CallOutcome[] = placed?.results ?? await Promise.all(
       Array.from({ length: spec.calls }, (_, i) =>
         placeCall({
           baseUrl: `http://127.0.0.1:${ready.port}`,
@@ -294,14 +332,21 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     }
     // Let the relay finish each call's teardown (model sockets, records) inside the measured window.
     const settleUntil = performance.now() + 3000;
-    while (model.sessions.some((s) => !s.closed) && performance.now() < settleUntil) await new Promise((r) => setTimeout(r, 50));
+    for (;;) {
+      await model.refresh?.();
+      if (!model.sessions.some((s) => !s.closed) || performance.now() >= settleUntil) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
     await new Promise((r) => setTimeout(r, 200));
+    await model.refresh?.();
     const cpuUs = processCpuUs(pid) - cpu0;
     const runq1 = processRunqWaitNs(pid);
     const measuredMs = performance.now() - t0;
     const syscw1 = processSyscw(pid);
     const syscalls = await perf.stop();
     const counts = wireCounts();
+    if (placed) for (const k of ['callerSent', 'callerMediaSent', 'callerReceived'] as const) counts[k] += placed.counts[k];
+    if (model.counts) for (const k of ['modelSent', 'modelReceived'] as const) counts[k] += model.counts[k];
     const stats = await new Promise<ChildStats>((resolve, reject) => {
       child.once('message', (m: ChildStats & { type: string }) => (m.type === 'stats' ? resolve(m) : reject(new Error('bad stats'))));
       child.send({ type: 'stop' });

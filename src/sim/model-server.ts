@@ -27,7 +27,7 @@ import { createServer as createHttpServer, STATUS_CODES, type IncomingMessage } 
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { rmsDbfs, speechLike, ulawDecode, ulawEncode } from './audio.js';
+import { speechLike, ulawDecodeSample, ulawEncode } from './audio.js';
 import { FRAME_MS, bytesPerMs } from '../dsp/format.js';
 import { eligibilityScenario, type Scenario, type ScenarioCall, type ScenarioFailure, type ScenarioTurn } from './scenarios.js';
 
@@ -195,6 +195,36 @@ function replyAudio(durationMs: number, format: 'pcm24k' | 'ulaw8k'): Buffer {
   }
   return bytes;
 }
+/** Pending connections the listening socket queues (the kernel caps it at net.core.somaxconn). */
+const LISTEN_BACKLOG = 4096;
+/** The VAD reads every 3rd sample of 24 kHz input (an 8 kHz decimation: speech energy lies below 4 kHz). */
+const VAD_STRIDE = 3;
+/** Squared PCM16 level of each µ-law byte: the VAD's energy without decoding. */
+const ULAW_SQUARED = Float64Array.from({ length: 256 }, (_, b) => ulawDecodeSample(b) ** 2);
+/**
+ * A reply's audio deltas, base64, cut as playMessage cuts them (irregular
+ * `sizes` in turn, the first `len` bytes of `all`): encoded once per clip and
+ * length, not per delta of every response.
+ */
+const chunkCache = new WeakMap<Buffer, Map<number, { b64: string; bytes: number }[]>>();
+function audioChunks(all: Buffer, len: number, sizes: readonly number[]): { b64: string; bytes: number }[] {
+  let byLen = chunkCache.get(all);
+  if (!byLen) chunkCache.set(all, (byLen = new Map()));
+  let chunks = byLen.get(len);
+  if (!chunks) {
+    chunks = [];
+    for (let off = 0, k = 0; off < len; k++) {
+      const n = Math.min(sizes[k % sizes.length]!, len - off);
+      chunks.push({ b64: all.toString('base64', off, off + n), bytes: n });
+      off += n;
+    }
+    byLen.set(len, chunks);
+  }
+  return chunks;
+}
+/** Reply audio delta sizes in turn, bytes (odd counts included, like the real service). */
+const ULAW_CHUNKS = [800, 1201, 640, 1999] as const;
+const PCM_CHUNKS = [4800, 7201, 2399, 9600, 3841] as const;
 const MAX_REPLY_MS = 6000;
 /** Spoken length of a reply (ms): about 65 ms per character, 300 ms to 6 s. */
 function replyMs(text: string): number {
@@ -291,7 +321,9 @@ export async function startModelStandIn(opts: ModelStandInOptions = {}): Promise
     });
   });
 
-  await new Promise<void>((resolve) => http.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', resolve));
+  // A deep accept queue: a relay under load test opens hundreds of model sessions within a second,
+  // and Node's default backlog (511) drops the SYNs beyond it (the client retries after 1, 3, 7 s…).
+  await new Promise<void>((resolve) => http.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', LISTEN_BACKLOG, resolve));
   const port = (http.address() as AddressInfo).port;
   const host = opts.host ?? '127.0.0.1';
   const baseUrl = `${opts.tls ? 'https' : 'http'}://${host}:${port}/v1`;
@@ -372,7 +404,9 @@ class Session {
   private inputMs = 0;
   /** Audio appended since the last commit/clear (ms): a manual commit needs ≥ 100 ms. */
   private uncommittedMs = 0;
-  private carry: Int16Array = new Int16Array(0);
+  /** Samples of the current 20 ms VAD window so far, and their summed squares (every VAD_STRIDE-th at 24 kHz). */
+  private winPos = 0;
+  private winAcc = 0;
   private speaking = false;
   private speechStartMs = 0;
   private lastVoiceEndMs = 0;
@@ -453,6 +487,12 @@ class Session {
     this.ws.send(JSON.stringify({ event_id: `event_${++this.seq}`, ...ev }));
   }
 
+  /** An event already serialised after its event_id (`tail` starts with the closing quote of the id). */
+  private sendRaw(tail: string): void {
+    if (this.ws.readyState !== this.ws.OPEN) return;
+    this.ws.send(`{"event_id":"event_${++this.seq}${tail}`);
+  }
+
   private later(ms: number, fn: () => void): NodeJS.Timeout {
     const t = setTimeout(() => {
       this.timers.delete(t);
@@ -506,7 +546,8 @@ class Session {
         return this.send({ type: 'input_audio_buffer.committed', previous_item_id: null, item_id: this.newItemId() });
       case 'input_audio_buffer.clear':
         this.uncommittedMs = 0;
-        this.carry = new Int16Array(0);
+        this.winPos = 0;
+        this.winAcc = 0;
         return this.send({ type: 'input_audio_buffer.cleared' });
       case 'conversation.item.create':
         return this.onItemCreate(ev, at);
@@ -561,34 +602,52 @@ class Session {
     if (typeof ev.audio !== 'string') return this.error('invalid_request_error', "Missing required parameter: 'audio'.", ev.event_id, 'audio');
     const bytes = Buffer.from(ev.audio, 'base64');
     const format = this.record.format ?? 'pcm24k';
-    let pcm: Int16Array;
-    let rate: number;
-    if (format === 'ulaw8k') {
-      pcm = ulawDecode(bytes);
-      rate = 8000;
-    } else {
-      const n = bytes.length >> 1;
-      pcm = new Int16Array(n);
-      for (let i = 0; i < n; i++) pcm[i] = bytes.readInt16LE(2 * i);
-      rate = 24000;
-    }
-    this.record.audioMsReceived += (pcm.length * 1000) / rate;
-    this.uncommittedMs += (pcm.length * 1000) / rate;
-    const all = new Int16Array(this.carry.length + pcm.length);
-    all.set(this.carry);
-    all.set(pcm, this.carry.length);
+    const rate = format === 'ulaw8k' ? 8000 : 24000;
+    const samples = format === 'ulaw8k' ? bytes.length : bytes.length >> 1;
+    this.record.audioMsReceived += (samples * 1000) / rate;
+    this.uncommittedMs += (samples * 1000) / rate;
+    // Energy per 20 ms window from every VAD_STRIDE-th sample (24 kHz: an 8 kHz
+    // decimation, 160 samples a window; µ-law: each byte's squared level from a
+    // table, no decode). The window runs across appends.
     const win = (rate * FRAME_MS) / 1000;
-    let off = 0;
-    for (; off + win <= all.length; off += win) this.vadWindow(all.subarray(off, off + win));
-    this.carry = all.slice(off);
+    if (format === 'ulaw8k') {
+      for (let i = 0; i < samples; i++) {
+        this.winAcc += ULAW_SQUARED[bytes[i]!]!;
+        if (++this.winPos === win) this.closeWindow(win);
+      }
+      return;
+    }
+    // A typed-array view of the PCM16 (copied once only when the decoded bytes sit at an odd offset).
+    const src = bytes.byteOffset & 1 ? Buffer.from(bytes) : bytes;
+    const pcm = new Int16Array(src.buffer, src.byteOffset, samples);
+    let i = 0;
+    while (i < samples) {
+      // Samples left in this window; the stride's phase is kept from the window's start.
+      const end = Math.min(samples, i + (win - this.winPos));
+      const first = i + ((VAD_STRIDE - (this.winPos % VAD_STRIDE)) % VAD_STRIDE);
+      let acc = 0;
+      for (let j = first; j < end; j += VAD_STRIDE) acc += pcm[j]! * pcm[j]!;
+      this.winAcc += acc;
+      this.winPos += end - i;
+      i = end;
+      if (this.winPos === win) this.closeWindow(win / VAD_STRIDE);
+    }
   }
 
-  /** One 20 ms window of input: energy VAD with prefix padding and a silence hang-over. */
-  private vadWindow(win: Int16Array): void {
+  /** The current 20 ms window is whole: its RMS over `n` summed samples decides voice. */
+  private closeWindow(n: number): void {
+    const rms = Math.sqrt(this.winAcc / n);
+    this.winAcc = 0;
+    this.winPos = 0;
+    this.vadWindow(20 * Math.log10(rms / 32768));
+  }
+
+  /** One 20 ms window of input (its level, dBFS): energy VAD with prefix padding and a silence hang-over. */
+  private vadWindow(dbfs: number): void {
     const startMs = this.inputMs;
     this.inputMs += FRAME_MS;
     if (!this.vad) return;
-    const voiced = rmsDbfs(win) > -60 + 40 * this.vad.threshold; // threshold 0.5 → -40 dBFS
+    const voiced = dbfs > -60 + 40 * this.vad.threshold; // threshold 0.5 → -40 dBFS
     if (voiced) {
       this.lastVoiceEndMs = this.inputMs;
       if (!this.speaking) {
@@ -882,14 +941,17 @@ class Session {
     const format = this.record.format ?? 'pcm24k';
     const perMs = bytesPerMs(format);
     const cut = cutMs < all.length / perMs;
-    const bytes = cut ? all.subarray(0, Math.floor(cutMs * perMs)) : all;
+    const len = cut ? Math.floor(cutMs * perMs) : all.length;
     // Irregular chunk sizes, odd byte counts included, like the real service.
-    const sizes = format === 'ulaw8k' ? [800, 1201, 640, 1999] : [4800, 7201, 2399, 9600, 3841];
+    const sizes = format === 'ulaw8k' ? ULAW_CHUNKS : PCM_CHUNKS;
+    const chunks = audioChunks(all, len, sizes);
     const speedup = this.opts.audioSpeedup ?? 4;
     const rec: StandInOutputItem = { id: itemId, outputIndex, type: 'message', text, audioMsSent: 0 };
     resp.items.push(rec);
     const item = { id: itemId, type: 'message', role: 'assistant', status: 'in_progress', content: [] as unknown[] };
     const ids = { response_id: resp.id, item_id: itemId, output_index: outputIndex, content_index: 0 };
+    // The audio delta's JSON after its event_id, as JSON.stringify writes `{ event_id, type, ...ids, delta }`.
+    const deltaHead = `","type":"response.output_audio.delta","response_id":${JSON.stringify(resp.id)},"item_id":${JSON.stringify(itemId)},"output_index":${outputIndex},"content_index":0,"delta":"`;
     const words = text.split(' ');
     let saidWords = 0;
     let off = 0;
@@ -899,14 +961,14 @@ class Session {
     resp.firstDeltaAt ??= performance.now();
     const step = () => {
       if (this.active !== act) return;
-      if (off < bytes.length) {
-        const n = Math.min(sizes[k++ % sizes.length]!, bytes.length - off);
-        const chunk = bytes.subarray(off, off + n);
+      if (off < len) {
+        const chunk = chunks[k++]!;
+        const n = chunk.bytes;
         off += n;
         const chunkMs = n / perMs;
         rec.audioMsSent += chunkMs;
         resp.audioMsSent += chunkMs;
-        this.send({ type: 'response.output_audio.delta', ...ids, delta: chunk.toString('base64') });
+        this.sendRaw(`${deltaHead}${chunk.b64}"}`);
         const upTo = Math.min(words.length, Math.ceil((off / all.length) * words.length));
         if (upTo > saidWords) {
           this.send({ type: 'response.output_audio_transcript.delta', ...ids, delta: `${words.slice(saidWords, upTo).join(' ')} ` });

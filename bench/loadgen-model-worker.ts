@@ -1,0 +1,50 @@
+/**
+ * The model stand-in's process (bench/loadgen-model.ts forks it): one
+ * startModelStandIn with the run's scenario; on request, what measureRelay
+ * reads of its sessions, its side of the wire counts and its own CPU.
+ */
+import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
+import { installWireCounter, wireCounts } from './wire-count.js';
+import type { ModelWorkerReply, ModelWorkerRequest } from './loadgen-model.js';
+
+// Before any socket exists: the counter patches ws's prototype.
+installWireCounter();
+let model: ModelStandIn | undefined;
+let cpu0 = process.cpuUsage();
+
+const reply = (m: ModelWorkerReply): void => {
+  process.send!(m);
+};
+
+process.on('message', (m: ModelWorkerRequest) => {
+  switch (m.type) {
+    case 'start':
+      void startModelStandIn({ scenario: m.scenario }).then((s) => {
+        model = s;
+        cpu0 = process.cpuUsage();
+        reply({ type: 'started', baseUrl: s.baseUrl });
+      });
+      return;
+    case 'figures': {
+      const c = wireCounts();
+      const cpu = process.cpuUsage(cpu0);
+      reply({
+        type: 'figures',
+        sessions: (model?.sessions ?? []).map((s) => ({
+          closed: s.closed,
+          events: s.events.length,
+          audioMsReceived: s.audioMsReceived,
+          responses: s.responses.map((r) => ({ status: r.status, audioMsSent: r.audioMsSent })),
+        })),
+        modelSent: c.modelSent,
+        modelReceived: c.modelReceived,
+        cpuUs: cpu.user + cpu.system,
+      });
+      return;
+    }
+    case 'stop':
+      void (model?.close() ?? Promise.resolve()).finally(() => process.exit(0));
+      return;
+  }
+});
+reply({ type: 'ready' });
