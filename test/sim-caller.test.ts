@@ -19,6 +19,8 @@ interface Reply {
   /** Send the whole reply at once (a burst) instead of paced. */
   mark?: string;
   clearAfterMs?: number;
+  /** Sent right after the clear: this much audio, then a mark with this name (as a relay's next answer would). */
+  afterClear?: { audioMs: number; mark: string };
   extra?: (ws: WebSocket, streamSid: string) => void;
 }
 
@@ -115,7 +117,15 @@ async function startFakeRelay(replies: Reply[]): Promise<FakeRelay> {
             r.markSentAt.set(reply.mark, performance.now());
             ws.send(JSON.stringify({ event: 'mark', streamSid, mark: { name: reply.mark } }));
           }
-          if (reply.clearAfterMs !== undefined) later(reply.clearAfterMs, () => ws.send(JSON.stringify({ event: 'clear', streamSid })));
+          if (reply.clearAfterMs !== undefined)
+            later(reply.clearAfterMs, () => {
+              ws.send(JSON.stringify({ event: 'clear', streamSid }));
+              const next = reply.afterClear;
+              if (!next) return;
+              ws.send(JSON.stringify({ event: 'media', streamSid, media: { payload: Buffer.from(ulawEncode(speechLike(next.audioMs, 8000, 12))).toString('base64') } }));
+              r.markSentAt.set(next.mark, performance.now());
+              ws.send(JSON.stringify({ event: 'mark', streamSid, mark: { name: next.mark } }));
+            });
           reply.extra?.(ws, streamSid);
         });
       }
@@ -336,6 +346,14 @@ describe('simulated caller', () => {
     expect(result.heardMs).toBeGreaterThan(200);
     expect(result.heardMs).toBeLessThan(450);
     expect(result.clears[0]!.playedMsOfRunBeforeClear).toBeCloseTo(result.heardMs, -2);
+  });
+
+  it('after a clear, a mark is echoed when the audio sent after the clear has played (the dropped audio is not waited for)', async () => {
+    relay = await startFakeRelay([{ delayMs: 50, audioMs: 2000, clearAfterMs: 300, afterClear: { audioMs: 400, mark: 'next-answer' } }]);
+    await placeCall({ baseUrl: relay.baseUrl, publicUrl: PUBLIC, authToken: TOKEN, utterances: [{ durationMs: 300, waitForReply: false, pauseMs: 200 }], hangupAfterMs: 800, maxCallMs: 8000 });
+    const markDelay = relay.markEchoAt.get('next-answer')! - relay.markSentAt.get('next-answer')!;
+    expect(markDelay).toBeGreaterThan(350); // its own 400 ms played first
+    expect(markDelay).toBeLessThan(900); // not also the ~1.7 s the clear dropped
   });
 
   it('records protocol violations: binary frames, non-JSON, wrong streamSid, bad base64, unknown events', async () => {
