@@ -1,12 +1,23 @@
 /**
- * The fuzzer (`npm run fuzz -- --seed N --messages M [--mode transcode|passthrough]`):
+ * The fuzzer (`npm run fuzz -- --seed N --messages M [--mode transcode|passthrough] [--provider realtime|live]`):
  * hostile traffic against the real server, on loopback, while one real call
  * runs beside it.
+ *
+ * Provider (PROVIDER): `realtime` (default) runs against the Realtime
+ * stand-in and mutates the recorded Realtime server events; `live` runs the
+ * same rig with PROVIDER=live against the GPT-Live stand-in
+ * (src/sim/live-server.ts) and mutates GPT-Live server events built from the
+ * Live shapes (liveServerEventBases), judged by parseLiveServerEvent and the
+ * Live sessions' `malformed` counters. A victim's injection starts once its
+ * handshake is over (session.updated; Live: session.started). A well-formed
+ * Live `session.closed` is drawn but withheld (it ends the session by
+ * protocol, and the exact rule needs the victims' connections open); the
+ * report counts them.
  *
  * What runs, all in this process:
  *   - the real server (startCallbridge: real edge, relay, wasm transcoder,
  *     SQLite store in a temporary directory), unsigned (ALLOW_UNSIGNED=true);
- *   - the model stand-in (src/sim/model-server.ts), reached through a small
+ *   - the model stand-in (src/sim/model-server.ts; Live: live-server.ts), reached through a small
  *     WebSocket proxy of ours; the proxy passes the real call's model
  *     connection (the first one) through untouched and injects mutated server
  *     events into every other connection ("victim" calls);
@@ -48,8 +59,9 @@
  *       report says how many, and the test requires none.
  *       Model side: the sum of the provider sessions' `malformed` counters
  *       equals the number of injected server events the client must reject
- *       (binary frames; texts parseServerEvent rejects). Exact while every
- *       victim model connection stays open to the end; when one closes early,
+ *       (binary frames; texts parseServerEvent, for Live parseLiveServerEvent,
+ *       rejects). Exact while every victim model connection stays open to
+ *       the end; when one closes early,
  *       events written to it just before its close may not be read, and the
  *       rule becomes: rejected-on-connections-open-at-the-end ≤ counted ≤
  *       rejected-in-all (the report says which rule applied).
