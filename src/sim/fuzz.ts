@@ -1,12 +1,23 @@
 /**
- * The fuzzer (`npm run fuzz -- --seed N --messages M [--mode transcode|passthrough]`):
+ * The fuzzer (`npm run fuzz -- --seed N --messages M [--mode transcode|passthrough] [--provider realtime|live]`):
  * hostile traffic against the real server, on loopback, while one real call
  * runs beside it.
+ *
+ * Provider (PROVIDER): `realtime` (default) runs against the Realtime
+ * stand-in and mutates the recorded Realtime server events; `live` runs the
+ * same rig with PROVIDER=live against the GPT-Live stand-in
+ * (src/sim/live-server.ts) and mutates GPT-Live server events built from the
+ * Live shapes (liveServerEventBases), judged by parseLiveServerEvent and the
+ * Live sessions' `malformed` counters. A victim's injection starts once its
+ * handshake is over (session.updated; Live: session.started). A well-formed
+ * Live `session.closed` is drawn but withheld (it ends the session by
+ * protocol, and the exact rule needs the victims' connections open); the
+ * report counts them.
  *
  * What runs, all in this process:
  *   - the real server (startCallbridge: real edge, relay, wasm transcoder,
  *     SQLite store in a temporary directory), unsigned (ALLOW_UNSIGNED=true);
- *   - the model stand-in (src/sim/model-server.ts), reached through a small
+ *   - the model stand-in (src/sim/model-server.ts; Live: live-server.ts), reached through a small
  *     WebSocket proxy of ours; the proxy passes the real call's model
  *     connection (the first one) through untouched and injects mutated server
  *     events into every other connection ("victim" calls);
@@ -48,8 +59,9 @@
  *       report says how many, and the test requires none.
  *       Model side: the sum of the provider sessions' `malformed` counters
  *       equals the number of injected server events the client must reject
- *       (binary frames; texts parseServerEvent rejects). Exact while every
- *       victim model connection stays open to the end; when one closes early,
+ *       (binary frames; texts parseServerEvent, for Live parseLiveServerEvent,
+ *       rejects). Exact while every victim model connection stays open to
+ *       the end; when one closes early,
  *       events written to it just before its close may not be read, and the
  *       rule becomes: rejected-on-connections-open-at-the-end ≤ counted ≤
  *       rejected-in-all (the report says which rule applied).
@@ -72,15 +84,18 @@ import { runInNewContext } from 'node:vm';
 import WebSocket from 'ws';
 import { loadConfig } from '../config.js';
 import { silentLogger, type Logger } from '../log.js';
-import { openAIProviderFromConfig, startCallbridge, type Callbridge } from '../main.js';
+import { liveProviderFromConfig, openAIProviderFromConfig, startCallbridge, type Callbridge } from '../main.js';
 import type { ModelProvider, ModelSession, ModelSessionOptions } from '../call/voice-model.js';
-import { OpenAIRealtimeProvider, type OpenAIRealtimeSession } from '../realtime/openai-provider.js';
+import type { OpenAIRealtimeSession } from '../realtime/openai-provider.js';
+import type { LiveSession } from '../live/live-provider.js';
 import { ReachabilityTracker } from '../call/reachability.js';
 import { parseServerEvent } from '../realtime/protocol.js';
+import { parseLiveServerEvent } from '../live/protocol.js';
 import { MAX_WS_MESSAGE_BYTES, type EdgeChoice } from '../server/app.js';
 import { MAX_MEDIA_PAYLOAD_CHARS, parseTwilioMessage } from '../twilio/media-stream.js';
 import { placeCall, type CallResult, type Utterance } from './caller.js';
-import { startModelStandIn, type ModelStandIn, type StandInSession } from './model-server.js';
+import { startModelStandIn, type StandInSession } from './model-server.js';
+import { startLiveStandIn, type LiveStandInSession } from './live-server.js';
 import { FRAME_MS } from '../dsp/format.js';
 import { WsProxy, type ProxiedPair } from './ws-proxy.js';
 
@@ -90,6 +105,12 @@ export interface FuzzOptions {
   messages: number;
   mode?: 'transcode' | 'passthrough';
   edge?: EdgeChoice;
+  /**
+   * The voice-model provider under fire (PROVIDER): `realtime` (default)
+   * against the Realtime stand-in, or `live` against the GPT-Live stand-in
+   * (src/sim/live-server.ts), its server events mutated from the Live shapes.
+   */
+  provider?: FuzzProvider;
   /** The whole run must end within this (s); past it the run stops and fails. */
   maxSeconds?: number;
   /** Allowed RSS growth after the warm-up, MiB. */
@@ -112,10 +133,13 @@ export interface FuzzOptions {
   log?: Logger;
 }
 
+export type FuzzProvider = 'realtime' | 'live';
+
 export interface FuzzReport {
   ok: boolean;
   failures: string[];
   seed: number;
+  provider: FuzzProvider;
   mode: string;
   edge: string;
   elapsedS: number;
@@ -139,6 +163,8 @@ export interface FuzzReport {
     injected: number;
     byKind: Record<string, number>;
     expectedRejected: number;
+    /** Well-formed session-ending events drawn and not sent (Live `session.closed`: it ends the victim's session by protocol). */
+    withheld: number;
     rejectedOnOpenConnections: number;
     counted: number;
     unhandled: number;
@@ -569,11 +595,179 @@ export function classifyModel(f: ModelFrame): { rejected: boolean; unknown: bool
   return { rejected: !parsed.ok, unknown: parsed.ok && parsed.event.type === 'unhandled', disagreement };
 }
 
+// ── GPT-Live server event mutations (provider `live`) ─────────────────────
+
+/**
+ * One valid event of every GPT-Live server type, from the shapes in
+ * docs/live-protocol.md (the `openai` package's `resources/live` types):
+ * the session lifecycle, audio and timed transcript deltas, the context
+ * acknowledgments, delegation and its nested Responses stream (a function
+ * call in all its steps, a text answer, each way a response ends), usage,
+ * close, error and info. There are no recorded Live fixtures; these are the
+ * bases the mutations start from.
+ */
+export function liveServerEventBases(): Obj[] {
+  const session: Obj = {
+    id: 'sess_live1',
+    expires_at: 1_800_000_000,
+    model: 'gpt-live-1.1',
+    status: 'active',
+    audio: { format: { type: 'audio/pcmu', rate: 8000 }, output: { voice: 'marin' } },
+    delegation: { type: 'responses', responses: { model: 'gpt-5-mini', tools: [] } },
+    input: [],
+    instructions: 'Be brief.',
+  };
+  const audio = Buffer.alloc(480, 0x7f).toString('base64');
+  const call: Obj = { type: 'function_call', id: 'fc_1', call_id: 'call_live1', name: 'check_eligibility', arguments: '{"member_id":"A123"}', status: 'completed' };
+  const message: Obj = { type: 'message', id: 'msg_1', role: 'assistant', status: 'completed', content: [{ type: 'output_text', text: 'You are covered.', annotations: [] }] };
+  const nested = (event: Obj): Obj => ({ type: 'response.event', event_id: 'event_9', delegation_id: 'dlg_1', event: { sequence_number: 3, ...event } });
+  const usage: Obj = { input_tokens: 520, output_tokens: 12, total_tokens: 532 };
+  return [
+    { type: 'session.started', event_id: 'event_1', session, client_event_id: 'evt_c1' },
+    { type: 'session.updated', event_id: 'event_2', session },
+    { type: 'session.output_audio.delta', event_id: 'event_3', delta: audio },
+    { type: 'session.output_audio.delta', event_id: 'event_3', delta: audio },
+    { type: 'session.output_transcript.delta', event_id: 'event_4', delta: ' Hello', start_ms: 1200, end_ms: 1460 },
+    { type: 'session.output_transcript.delta', event_id: 'event_4', delta: ' there', start_ms: 1460, end_ms: 1700 },
+    { type: 'session.input_transcript.delta', event_id: 'event_5', delta: 'Can you', start_ms: 3000, end_ms: 3500 },
+    { type: 'session.input_audio.muted', event_id: 'event_6' },
+    { type: 'session.input_audio.unmuted', event_id: 'event_6' },
+    { type: 'session.instructions.appended', event_id: 'event_7', start_ms: 4000, end_ms: 4000 },
+    { type: 'session.thinking.appended', event_id: 'event_7', start_ms: 4000, end_ms: 4010 },
+    { type: 'session.commentary.appended', event_id: 'event_7', start_ms: 4010, end_ms: 4010 },
+    { type: 'session.delegation.created', event_id: 'event_8', delegation: { id: 'dlg_1', type: 'delegation', target: 'responses', response_id: 'resp_b1' }, offset_ms: 4100 },
+    nested({ type: 'response.created', response: { id: 'resp_b1', object: 'response', status: 'in_progress', output: [] } }),
+    nested({ type: 'response.output_item.added', response_id: 'resp_b1', output_index: 0, item: { ...call, arguments: '', status: 'in_progress' } }),
+    nested({ type: 'response.function_call_arguments.delta', item_id: 'fc_1', output_index: 0, delta: '{"member_id":' }),
+    nested({ type: 'response.function_call_arguments.done', item_id: 'fc_1', output_index: 0, name: 'check_eligibility', arguments: '{"member_id":"A123"}' }),
+    nested({ type: 'response.output_item.done', response_id: 'resp_b1', output_index: 0, item: call }),
+    nested({ type: 'response.output_item.done', response_id: 'resp_b2', output_index: 0, item: message }),
+    nested({ type: 'response.output_text.delta', item_id: 'msg_1', output_index: 0, content_index: 0, delta: 'You are' }),
+    nested({ type: 'response.done', response: { id: 'resp_b1', object: 'response', status: 'completed', output: [call], usage } }),
+    nested({ type: 'response.completed', response: { id: 'resp_b2', status: 'completed', usage } }),
+    nested({ type: 'response.failed', response: { id: 'resp_b3', status: 'failed', error: { code: 'server_error', message: 'backend failed' } } }),
+    nested({ type: 'response.incomplete', response: { id: 'resp_b4', status: 'incomplete', usage: null } }),
+    { type: 'session.usage.updated', event_id: 'event_10', usage: { seconds: 12.5 }, context_window: { usage_ratio: 0.1 } },
+    { type: 'session.closed', event_id: 'event_11', reason: 'close_requested', session, usage: { seconds: 30 } },
+    { type: 'error', event_id: 'event_12', error: { type: 'invalid_request_error', code: 'unknown_call_id', message: 'No such call.', param: null, client_event_id: 'evt_c9' } },
+    { type: 'info', event_id: 'event_13', code: 'notice', message: 'Just so you know.' },
+  ];
+}
+
+/** Values of the wrong kind or at the edges for a number field (ms, seconds, token counts): some refused, some taken. */
+const ODD_NUMBERS: Json[] = [1e300, Number.MAX_SAFE_INTEGER, 2 ** 31, 0, 0.0001, 1.5, -1, -1e300, '12', null, true];
+/** Odd strings for a string field: empty, control characters, a lone surrogate, an escape-heavy or long one. */
+const ODD_STRINGS: Json[] = ['', '\u0000', '\ud800', '"}{', '\\', '🙂'.repeat(50), 'x'.repeat(70_000), INJECTION];
+
+/**
+ * One mutated GPT-Live server frame. Certainly malformed (the parser must
+ * refuse): binary, not a JSON object, invalid JSON, no/empty/non-string
+ * `type`. Otherwise the parser decides: an unknown type, a valid event, or
+ * a known one (nested Responses events included) with a field dropped,
+ * retyped, made huge or odd, a nested event replaced, or its audio made bad.
+ */
+export function mutateLiveEvent(rng: Rng, bases: readonly Obj[]): ModelFrame {
+  const r = rng.next();
+  if (r < 0.03) return { kind: 'binary', data: rng.bytes(rng.range(1, 300)), binary: true, certainlyMalformed: true };
+  const base = structuredClone(rng.pick(bases));
+  if (r < 0.06) {
+    return { kind: 'not_object', data: rng.pick(['null', '[]', '[{"type":"error"}]', '7', '"session.closed"', 'true', '""']), binary: false, certainlyMalformed: true };
+  }
+  if (r < 0.09) {
+    const body = JSON.stringify(base);
+    return { kind: 'truncate', data: body.slice(0, rng.int(body.length)), binary: false, certainlyMalformed: true };
+  }
+  if (r < 0.11) {
+    const body = JSON.stringify(base);
+    const bad = rng.pick([`${body}}`, `${body.slice(0, -1)},}`, body.replace(':', '='), `{'type':'error'}`, body.replace(/"/g, "'"), `${body}${body}`]);
+    return { kind: 'invalid_json', data: bad, binary: false, certainlyMalformed: true };
+  }
+  if (r < 0.14) {
+    if (rng.chance(0.5)) delete base.type;
+    else base.type = rng.pick<Json>([null, 3, '', {}, ['error'], true]);
+    return { kind: 'no_type', data: JSON.stringify(base), binary: false, certainlyMalformed: true };
+  }
+  if (r < 0.19) {
+    base.type = rng.pick(['session.output_audio.deltas', 'session.Started', 'fuzz.unknown', 'Error', 'response.events', ' error', `x.${rng.hex(6)}`]);
+    return { kind: 'unknown_type', data: JSON.stringify(base), binary: false, certainlyMalformed: false };
+  }
+  if (r < 0.22 && base.type === 'response.event') {
+    // A nested event of another shape: unknown, missing or wrong-typed type, or not an object.
+    const ev = base.event as Obj;
+    const op = rng.int(3);
+    if (op === 0) ev.type = rng.pick<Json>(['response.audio.delta', `response.${rng.hex(4)}`, '', 7, null]);
+    else if (op === 1) delete ev.type;
+    else base.event = rng.pick<Json>([null, 'response.done', [], 42]);
+    return { kind: 'response.event:nested', data: JSON.stringify(base), binary: false, certainlyMalformed: false };
+  }
+  if (r < 0.32) return { kind: `valid:${String(base.type)}`, data: JSON.stringify(base), binary: false, certainlyMalformed: false };
+  const ps = paths(base).filter((p) => p !== 'type');
+  if (ps.length === 0) return { kind: `valid:${String(base.type)}`, data: JSON.stringify(base), binary: false, certainlyMalformed: false };
+  const p = rng.pick(ps);
+  const [parent, key] = getParent(base, p);
+  const cur = parent[key]!;
+  const op = rng.pick(['drop', 'retype', 'retype', 'odd', 'odd', 'huge_string', 'bad_audio']);
+  if (op === 'drop') delete parent[key];
+  else if (op === 'retype') parent[key] = wrongType(rng, cur, p);
+  else if (op === 'odd') parent[key] = typeof cur === 'number' ? rng.pick(ODD_NUMBERS) : typeof cur === 'string' ? rng.pick(ODD_STRINGS) : rng.pick<Json>([...ODD_NUMBERS.slice(0, 3), '', [], {}]);
+  // Large but plausible (the call keeps transcript text for a replay while the victim lives).
+  else if (op === 'huge_string') parent[key] = 'Z'.repeat(rng.range(1000, 32_000));
+  else {
+    // Audio or argument text that is not what it says: bad base64, JSON-breaking, empty.
+    const field = base.type === 'session.output_audio.delta' ? 'delta' : key;
+    const target = base.type === 'session.output_audio.delta' ? base : parent;
+    target[field] = rng.pick([INJECTION, '!!!', 'A', '', 'AA=A', '====']);
+  }
+  return { kind: `${String(base.type)}:${op}`, data: JSON.stringify(base), binary: false, certainlyMalformed: false };
+}
+
+/**
+ * What the Live provider must do with an injected frame: count it as
+ * malformed (`rejected`: binary, or refused by parseLiveServerEvent),
+ * count it as unhandled (`unknown`), or end the session (`closes`: a
+ * well-formed `session.closed`, which the injector withholds: it ends the
+ * victim's model session by protocol, and the rule needs its connection
+ * open). A disagreement if the mutation already decided it is malformed.
+ */
+export function classifyLiveEvent(f: ModelFrame): { rejected: boolean; unknown: boolean; closes: boolean; disagreement?: string } {
+  if (f.binary) return { rejected: true, unknown: false, closes: false };
+  const parsed = parseLiveServerEvent(f.data as string);
+  const disagreement = f.certainlyMalformed && parsed.ok ? `${f.kind}: the Live provider's parser took it: ${(f.data as string).slice(0, 160)}` : undefined;
+  return {
+    rejected: !parsed.ok,
+    unknown: parsed.ok && parsed.event.type === 'unhandled',
+    closes: parsed.ok && parsed.event.type === 'session.closed',
+    disagreement,
+  };
+}
+
+/** How one provider's server events are made and judged: the bases, the mutator, the classifier, and the event that ends a connection's handshake. */
+interface ModelWire {
+  bases: Obj[];
+  mutate(rng: Rng, bases: readonly Obj[]): ModelFrame;
+  classify(f: ModelFrame): { rejected: boolean; unknown: boolean; closes: boolean; disagreement?: string };
+  /** A server text containing this ends the handshake (injection may start). */
+  handshakeDone: string;
+}
+
+function modelWire(provider: FuzzProvider): ModelWire {
+  switch (provider) {
+    case 'realtime':
+      return { bases: loadServerEventFixtures(), mutate: mutateModelEvent, classify: (f) => ({ ...classifyModel(f), closes: false }), handshakeDone: '"session.updated"' };
+    case 'live':
+      return { bases: liveServerEventBases(), mutate: mutateLiveEvent, classify: classifyLiveEvent, handshakeDone: '"session.started"' };
+    default: {
+      const never: never = provider;
+      throw new Error(`unknown provider ${String(never)}`);
+    }
+  }
+}
+
 // ── The model proxy: passes the real call through, fuzzes the others ─────
 
 interface ProxyConn extends ProxiedPair {
   n: number;
-  /** session.updated has gone to the client: the handshake is over. */
+  /** The handshake's last event (session.updated; Live: session.started) has gone to the client. */
   configured: boolean;
   closed: boolean;
   injected: number;
@@ -586,14 +780,14 @@ interface ModelProxy {
   close(): Promise<void>;
 }
 
-/** The loopback proxy (sim/ws-proxy.ts) in front of the stand-in, marking each connection once its handshake is over and once it ends. */
-async function startModelProxy(upstreamUrl: string): Promise<ModelProxy> {
+/** The loopback proxy (sim/ws-proxy.ts) in front of the stand-in, marking each connection once its handshake is over (`handshakeDone` seen) and once it ends. */
+async function startModelProxy(upstreamUrl: string, handshakeDone: string): Promise<ModelProxy> {
   let n = 0;
   const proxy = await WsProxy.start<ProxyConn>({
     upstreamUrl: (requestUrl) => `${upstreamUrl}${new URL(requestUrl, 'http://x').search}`,
     connection: (pair) => ({ ...pair, n: n++, configured: false, closed: false, injected: 0, rejected: 0 }),
     fromUpstream: (c, data, binary) => {
-      if (!c.configured && !binary && data.toString().includes('"session.updated"')) c.configured = true;
+      if (!c.configured && !binary && data.toString().includes(handshakeDone)) c.configured = true;
     },
     ended: (c) => (c.closed = true),
     unsendableClose: 1011,
@@ -602,20 +796,24 @@ async function startModelProxy(upstreamUrl: string): Promise<ModelProxy> {
   return { url: `${proxy.origin}/v1`, conns: proxy.conns, close: () => proxy.close() };
 }
 
+/** The counters both providers' sessions keep that the model side is judged by. */
+type SessionCounters = Pick<OpenAIRealtimeSession['counters'] & LiveSession['counters'], 'malformed' | 'unhandled'>;
+
 /**
- * The OpenAI provider as main.ts builds it, remembering each session's
- * counters so they can be read (only the counters: holding thousands of
- * sessions would make the harness, not the relay, grow).
+ * The provider as main.ts builds it (OpenAIRealtimeProvider or
+ * LiveProvider), remembering each session's counters so they can be read
+ * (only the counters: holding thousands of sessions would make the harness,
+ * not the relay, grow).
  */
 class CountingProvider implements ModelProvider {
   readonly name: string;
-  readonly sessions: Pick<OpenAIRealtimeSession, 'counters'>[] = [];
-  constructor(private readonly inner: OpenAIRealtimeProvider) {
+  readonly sessions: { counters: SessionCounters }[] = [];
+  constructor(private readonly inner: ModelProvider) {
     this.name = inner.name;
   }
   async connect(opts: ModelSessionOptions, signal?: AbortSignal): Promise<ModelSession> {
     const s = await this.inner.connect(opts, signal);
-    this.sessions.push({ counters: (s as OpenAIRealtimeSession).counters });
+    this.sessions.push({ counters: (s as OpenAIRealtimeSession | LiveSession).counters });
     return s;
   }
 }
@@ -701,6 +899,7 @@ interface ModelTally {
   byKind: Record<string, number>;
   expectedRejected: number;
   unknown: number;
+  withheld: number;
 }
 
 /** What every phase of one run shares: its options, PRNG, time bound, tallies and findings. */
@@ -710,7 +909,8 @@ interface Run {
   deadline: number;
   twilioTarget: number;
   modelTarget: number;
-  bases: Obj[];
+  provider: FuzzProvider;
+  wire: ModelWire;
   tw: TwilioTally;
   md: ModelTally;
   failures: string[];
@@ -726,16 +926,23 @@ function note(run: Run, d: string | undefined): void {
   if (d && run.disagreements.length < 50) run.disagreements.push(d);
 }
 
+/** The model stand-in as the run uses it: closed at the end; what it sent the real call (its first session). */
+interface StandIn {
+  close(): Promise<void>;
+  /** The real call's responses as the stand-in ended them, and the audio it sent them (ms). */
+  realCallAudio(): { responses: string[]; sentMs: number };
+}
+
 /** The server, the stand-in and the proxy between them, as far as they started. */
 interface Rig {
-  standIn?: ModelStandIn;
+  standIn?: StandIn;
   proxy?: ModelProxy;
   app?: Callbridge;
 }
 
 /** Everything up: the rig, with the provider whose counters the model side is judged by. */
 interface Up {
-  standIn: ModelStandIn;
+  standIn: StandIn;
   proxy: ModelProxy;
   app: Callbridge;
   provider: CountingProvider;
@@ -746,9 +953,10 @@ interface Up {
 /** Start the stand-in, the proxy and the real server (unsigned, its SQLite in `dir`), noting each in `rig` for the clean-up. */
 async function startRig(run: Run, dir: string, rig: Rig): Promise<Up> {
   // Only the real call's session is read afterwards: the hostile ones are not kept (the heap figures are then the relay's).
-  const standIn = (rig.standIn = await startModelStandIn({ audioSpeedup: 4, responseDelayMs: 50, transcriptDelayMs: 100, recordSessions: 1 }));
-  const proxy = (rig.proxy = await startModelProxy(standIn.url));
+  const standIn = (rig.standIn = await startStandIn(run.provider));
+  const proxy = (rig.proxy = await startModelProxy(standIn.url, run.wire.handshakeDone));
   const config = loadConfig({
+    PROVIDER: run.provider,
     PORT: '0',
     HOST: '127.0.0.1',
     LOG_LEVEL: 'silent',
@@ -762,9 +970,45 @@ async function startRig(run: Run, dir: string, rig: Rig): Promise<Up> {
     VAD_SILENCE_DURATION_MS: '300',
   });
   const log = run.opts.log ?? silentLogger;
-  const provider = new CountingProvider(openAIProviderFromConfig(config, log, new ReachabilityTracker()));
+  const reachability = new ReachabilityTracker();
+  const provider = new CountingProvider(run.provider === 'live' ? liveProviderFromConfig(config, log, reachability) : openAIProviderFromConfig(config, log, reachability));
   const app = (rig.app = await startCallbridge(config, log, { provider, edge: run.opts.edge }));
   return { standIn, proxy, app, provider, baseUrl: `http://127.0.0.1:${app.port}`, wsUrl: `ws://127.0.0.1:${app.port}/voice/stream` };
+}
+
+/** The provider's stand-in, keeping the record of its first session only (the real call's). */
+async function startStandIn(provider: FuzzProvider): Promise<StandIn & { url: string }> {
+  switch (provider) {
+    case 'realtime': {
+      const s = await startModelStandIn({ audioSpeedup: 4, responseDelayMs: 50, transcriptDelayMs: 100, recordSessions: 1 });
+      const first = (): StandInSession | undefined => s.sessions[0];
+      return {
+        url: s.url,
+        close: () => s.close(),
+        realCallAudio: () => {
+          const responses = first()?.responses ?? [];
+          return { responses: responses.map((r) => r.status), sentMs: responses.reduce((n, r) => n + r.audioMsSent, 0) };
+        },
+      };
+    }
+    case 'live': {
+      const s = await startLiveStandIn({ audioSpeedup: 4, responseDelayMs: 50, recordSessions: 1 });
+      const first = (): LiveStandInSession | undefined => s.sessions[0];
+      return {
+        url: s.url,
+        close: () => s.close(),
+        // Live has no response status: an utterance is `completed` when all its audio went out, `yielded` when the model stopped for the caller.
+        realCallAudio: () => {
+          const spoken = first()?.spoken ?? [];
+          return { responses: spoken.map((u) => (u.yielded ? 'yielded' : u.audioMs < u.fullMs ? 'cut' : 'completed')), sentMs: spoken.reduce((n, u) => n + u.audioMs, 0) };
+        },
+      };
+    }
+    default: {
+      const never: never = provider;
+      throw new Error(`unknown provider ${String(never)}`);
+    }
+  }
 }
 
 /** Close what started; a failure to close the server is a finding. */
@@ -963,9 +1207,14 @@ async function modelInjector(run: Run, proxy: ModelProxy, paced: () => Promise<v
     const c = rng.pick(targets);
     const n = Math.min(rng.range(1, 50), run.modelTarget - md.injected);
     for (let i = 0; i < n; i++) {
-      const f = mutateModelEvent(rng, run.bases);
-      const k = classifyModel(f);
+      const f = run.wire.mutate(rng, run.wire.bases);
+      const k = run.wire.classify(f);
       note(run, k.disagreement);
+      if (k.closes) {
+        // A well-formed session end ends the victim's session by protocol: not sent (the count stays exact).
+        md.withheld++;
+        continue;
+      }
       c.client.send(f.data, { binary: f.binary });
       c.injected++;
       md.injected++;
@@ -1089,10 +1338,8 @@ async function checkHealth(run: Run, up: Up): Promise<void> {
 async function summariseRealCall(up: Up, result: CallResult): Promise<NonNullable<FuzzReport['realCall']>> {
   // Awaited: a store's reads and flush may be asynchronous (the CallStore contract allows it).
   await up.app.store.flush();
-  const session: StandInSession | undefined = up.standIn.sessions[0];
+  const { responses, sentMs } = up.standIn.realCallAudio();
   const record = await up.app.store.get(result.callSid);
-  const responses = session?.responses ?? [];
-  const sentMs = responses.reduce((s, r) => s + r.audioMsSent, 0);
   const framesLost = Math.max(0, Math.floor((sentMs - result.heardMs) / FRAME_MS));
   return {
     callSid: result.callSid,
@@ -1101,7 +1348,7 @@ async function summariseRealCall(up: Up, result: CallResult): Promise<NonNullabl
     heardMs: result.heardMs,
     sentMs,
     framesLost,
-    responses: responses.map((r) => r.status),
+    responses,
     protocolViolations: result.protocolViolations,
     clears: result.clears.length,
     endReason: record?.endReason ?? null,
@@ -1170,6 +1417,7 @@ function judge(run: Run, m: Measured): { rule: 'exact' | 'range'; growthMiB: num
 export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
   const rng = new Rng(opts.seed);
   const mode = opts.mode ?? 'transcode';
+  const provider = opts.provider ?? 'realtime';
   const progress = opts.progress ?? (() => {});
   const crashes: string[] = [];
   const onCrash = (err: unknown) => crashes.push(err instanceof Error ? `${err.name}: ${err.message}` : String(err));
@@ -1185,9 +1433,10 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     deadline: t0 + (opts.maxSeconds ?? 600) * 1000,
     twilioTarget: opts.messages - modelTarget,
     modelTarget,
-    bases: loadServerEventFixtures(),
+    provider,
+    wire: modelWire(provider),
     tw: { sent: 0, byKind: {}, expectedCounted: 0, refusedStarts: 0, socketsOpened: 0, socketsClosedByServer: 0, uncertain: 0 },
-    md: { injected: 0, byKind: {}, expectedRejected: 0, unknown: 0 },
+    md: { injected: 0, byKind: {}, expectedRejected: 0, unknown: 0, withheld: 0 },
     failures: [],
     disagreements: [],
     hostile: { start: 0, end: 0 },
@@ -1207,7 +1456,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     const up = await startRig(run, dir, rig);
     m.edge = up.app.edge;
     const before = await scrapeCounts(up);
-    progress(`fuzz: seed ${opts.seed}, ${opts.messages} messages (${run.twilioTarget} Twilio, ${modelTarget} model), ${mode}, edge ${m.edge}`);
+    progress(`fuzz: seed ${opts.seed}, ${opts.messages} messages (${run.twilioTarget} Twilio, ${modelTarget} model), provider ${provider}, ${mode}, edge ${m.edge}`);
 
     // The real call first: its model connection is the proxy's first, passed through untouched.
     const realPromise: Promise<CallResult> = placeCall({ baseUrl: up.baseUrl, from: '+15550109999', to: '+15550100999', utterances: REAL_CALL_UTTERANCES, hangupAfterMs: 1500 });
@@ -1245,6 +1494,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
     ok: failures.length === 0,
     failures,
     seed: opts.seed,
+    provider,
     mode,
     edge: m.edge,
     elapsedS: (performance.now() - t0) / 1000,
@@ -1254,6 +1504,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
       injected: md.injected,
       byKind: md.byKind,
       expectedRejected: md.expectedRejected,
+      withheld: md.withheld,
       rejectedOnOpenConnections: m.model.rejectedOnOpenConnections,
       counted: m.model.counted,
       unhandled: m.model.unhandled,
@@ -1272,7 +1523,7 @@ export async function runFuzz(opts: FuzzOptions): Promise<FuzzReport> {
 
 export function formatFuzzReport(r: FuzzReport): string {
   const l: string[] = [];
-  l.push(`fuzz ${r.ok ? 'PASSED' : 'FAILED'}: seed ${r.seed}, ${r.mode}, edge ${r.edge}, ${r.elapsedS.toFixed(1)} s`);
+  l.push(`fuzz ${r.ok ? 'PASSED' : 'FAILED'}: seed ${r.seed}, provider ${r.provider}, ${r.mode}, edge ${r.edge}, ${r.elapsedS.toFixed(1)} s`);
   l.push(`  hostile messages: ${r.twilio.sent + r.model.injected} at ${r.messagesPerS.toFixed(0)}/s`);
   l.push(
     `  Twilio: ${r.twilio.sent} sent on ${r.twilio.socketsOpened} sockets; protocol errors counted ${r.twilio.counted}, expected ${r.twilio.expectedCounted}` +
@@ -1281,7 +1532,7 @@ export function formatFuzzReport(r: FuzzReport): string {
   l.push(`    counted by reason: ${Object.entries(r.twilio.countedByReason).map(([k, v]) => `${k} ${v}`).join(', ') || '-'}`);
   l.push(`    sent by mutation: ${Object.entries(r.twilio.byKind).sort().map(([k, v]) => `${k} ${v}`).join(', ')}`);
   l.push(
-    `  model: ${r.model.injected} events injected into ${r.model.victimConnections} victim connections (${r.model.closedEarly} closed early); malformed counted ${r.model.counted}, expected ${r.model.rule === 'exact' ? r.model.expectedRejected : `${r.model.rejectedOnOpenConnections}..${r.model.expectedRejected}`} (${r.model.rule}); well-formed but unknown: ${r.model.unhandled} (incl. the stand-in's own)`,
+    `  model: ${r.model.injected} events injected into ${r.model.victimConnections} victim connections (${r.model.closedEarly} closed early); malformed counted ${r.model.counted}, expected ${r.model.rule === 'exact' ? r.model.expectedRejected : `${r.model.rejectedOnOpenConnections}..${r.model.expectedRejected}`} (${r.model.rule}); well-formed but unknown: ${r.model.unhandled} (incl. the stand-in's own)${r.model.withheld ? `; well-formed session ends withheld ${r.model.withheld}` : ''}`,
   );
   l.push(`    sent by mutation: ${Object.entries(r.model.byKind).sort().map(([k, v]) => `${k} ${v}`).join(', ')}`);
   if (r.realCall) {
@@ -1299,7 +1550,7 @@ export function formatFuzzReport(r: FuzzReport): string {
   return `${l.join('\n')}\n`;
 }
 
-const USAGE = 'usage: npm run fuzz -- [--seed N] [--messages N] [--mode transcode|passthrough] [--edge uws|node] [--max-seconds S] [--spread-ms MS (0 = full speed)]\n';
+const USAGE = 'usage: npm run fuzz -- [--seed N] [--messages N] [--provider realtime|live] [--mode transcode|passthrough] [--edge uws|node] [--max-seconds S] [--spread-ms MS (0 = full speed)]\n';
 
 /** The runner's entry: parse arguments, run, print the summary; 0 = every assertion held, 1 = one failed, 2 = bad usage. */
 export async function fuzzCli(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
@@ -1310,6 +1561,7 @@ export async function fuzzCli(argv: string[], out: (s: string) => void = (s) => 
     if (a === '--seed') o.seed = Number(v);
     else if (a === '--messages') o.messages = Number(v);
     else if (a === '--mode') o.mode = v as FuzzOptions['mode'];
+    else if (a === '--provider') o.provider = v as FuzzProvider;
     else if (a === '--edge') o.edge = v as EdgeChoice;
     else if (a === '--max-seconds') o.maxSeconds = Number(v);
     else if (a === '--spread-ms') o.spreadMs = Number(v);
@@ -1322,6 +1574,7 @@ export async function fuzzCli(argv: string[], out: (s: string) => void = (s) => 
   if (!Number.isInteger(o.seed) || o.seed < 0) return void out(`fuzz: --seed takes a non-negative whole number\n${USAGE}`), 2;
   if (!Number.isInteger(o.messages) || o.messages < 100 || o.messages > 10_000_000) return void out(`fuzz: --messages takes a whole number from 100 to 10000000\n${USAGE}`), 2;
   if (o.mode !== undefined && o.mode !== 'transcode' && o.mode !== 'passthrough') return void out(`fuzz: --mode is transcode or passthrough\n${USAGE}`), 2;
+  if (o.provider !== undefined && o.provider !== 'realtime' && o.provider !== 'live') return void out(`fuzz: --provider is realtime or live\n${USAGE}`), 2;
   if (o.spreadMs !== undefined && !(Number.isInteger(o.spreadMs) && o.spreadMs >= 0)) return void out(`fuzz: --spread-ms takes a whole number of ms\n${USAGE}`), 2;
   if (o.maxSeconds !== undefined && !(o.maxSeconds > 0)) return void out(`fuzz: --max-seconds takes a positive number\n${USAGE}`), 2;
   o.progress = (line) => out(`${line}\n`);
