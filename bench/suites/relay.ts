@@ -25,6 +25,11 @@
  * callbridge in transcode with every call recorded (RECORDING=on, issue 17)
  * and with the console's live view open (issue 18), in each round beside
  * the transcode pair, read against cb.tc;
+ * callbridge with PROVIDER=live against the GPT-Live stand-in in each round,
+ * each mode beside the Realtime pair (issue 20: CPU per call-second Live ÷
+ * Realtime, relay-added latency both providers); after the rounds, barge-in
+ * calls on each provider, audio at real time (caller's onset → last frame of
+ * the old answer heard, see bargeInFigure);
  * then one more run of any configuration that had no clean run (isClean:
  * nothing else on the box starved the callers or the relay), twice at most
  * (not the pinned or the flood run).
@@ -61,7 +66,8 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { placeCall, type CallResult, type Utterance } from '../../src/sim/caller.js';
 import { startModelStandIn, type StandInResponse, type StandInSession } from '../../src/sim/model-server.js';
-import type { Scenario } from '../../src/sim/scenarios.js';
+import { startLiveStandIn } from '../../src/sim/live-server.js';
+import { scenarioOf, type Scenario } from '../../src/sim/scenarios.js';
 import type { LatencySummary } from '../../src/call/stats.js';
 import { countWriteSyscalls, perfAvailable, pin, processCpuUs, processRunqWaitNs, processSyscw, stopChild } from '../proc.js';
 import { median, pct } from '../measure.js';
@@ -112,6 +118,17 @@ export interface RunSpec {
   callers?: CallerPool;
   /** Starts the model stand-in for the run (default: startModelStandIn in this process; bench/loadgen-model.ts: its own process). */
   standIn?: (scenario: Scenario) => Promise<StandInView>;
+  /**
+   * The voice model (issue 20): default the Realtime stand-in (src/sim/model-server.ts); 'live' =
+   * PROVIDER=live against the GPT-Live stand-in (src/sim/live-server.ts, same scenario, same 4× audio).
+   */
+  provider?: 'live';
+  /**
+   * Barge-in calls (issue 20) instead of the relay script: the caller talks over a long answer
+   * (bargeInScenario, bargeInUtterances); both stand-ins send audio at real time, so the Live model
+   * itself yields. Read for RunFigures.bargeInMs, not for CPU (runs with barge-ins are not in the table).
+   */
+  bargeIn?: boolean;
 }
 
 /**
@@ -144,6 +161,17 @@ export interface PlaceTarget {
 export interface CallerPool {
   place(target: PlaceTarget): Promise<{ results: CallOutcome[]; counts: Pick<WireCounts, 'callerSent' | 'callerMediaSent' | 'callerReceived'> }>;
 }
+
+/** Barge-in calls (spec.bargeIn): greeting, a question with a ~6 s answer, then the caller talks over it. */
+export const bargeInScenario: Scenario = scenarioOf(
+  [
+    { callerTranscript: 'tell me', reply: 'Here is a long answer that goes on for a while, so that the caller has something to talk over while it plays out to the end.' },
+    { callerTranscript: 'wait', reply: 'Yes?' },
+  ],
+  'Hi.',
+);
+/** The caller of a barge-in call: a question, then 0.7 s of speech 1.2 s into the answer (caller clock). */
+export const bargeInUtterances: Utterance[] = [{ durationMs: 700 }, { durationMs: 700, bargeInAfterMs: 1200 }];
 
 /** What the flood process reports (bench/flood.ts). */
 export interface FloodFigures {
@@ -195,6 +223,98 @@ export interface RunFigures {
   cancelled: number;
   /** The flood process's figures (flood runs only). */
   flood?: FloodFigures;
+  /**
+   * Barge-in runs: per barge-in, the caller's speech onset → the last frame it heard of the old
+   * answer (the clear's arrival, or the end of its playback if that came first), ms; see bargeInFigure.
+   */
+  bargeInMs?: number[];
+  /** Barge-ins during which no old answer was playing (it had ended before the caller spoke). */
+  bargeInNothingPlaying?: number;
+  /** Live barge-in runs: the stand-in's own onset → yield per yield (its VAD + yieldMs), ms. */
+  modelYieldMs?: number[];
+}
+
+/**
+ * One barge-in from the caller's side: onset (bargeIns[].speechStartMs) → the last frame of the old
+ * answer heard: the end of the playback run(s) that were playing at the onset or started before the
+ * clear, capped at the clear's arrival. undefined when nothing of the old answer played after the onset.
+ */
+export function bargeInFigure(r: Pick<CallResult, 'playback' | 'bargeIns'>, b: CallResult['bargeIns'][number]): number | undefined {
+  const until = b.clearAtMs ?? Infinity;
+  // Runs of the old answer: playing at the onset, or started after it but before the clear (a gap in pacing).
+  const old = r.playback.filter((p) => p.endMs > b.speechStartMs && p.startMs < until && (b.clearAtMs !== undefined || p.startMs <= b.speechStartMs));
+  if (!old.length) return undefined;
+  return Math.min(until, Math.max(...old.map((p) => p.endMs))) - b.speechStartMs;
+}
+
+/** What a run reads from either stand-in, the same way for both (see measureRelay). */
+interface StandInReader {
+  /** OPENAI_BASE_URL for the relay. */
+  baseUrl: string;
+  anyOpen(): boolean;
+  /** Client events the stand-in recorded (the wire counter must agree). */
+  eventsRecorded(): number;
+  /** Caller audio received, ms. */
+  audioMsReceived(): number;
+  /** Audio of answers spoken to the end (not cut by a barge-in), ms. */
+  completedAudioMs(): number;
+  /** Answers cut short: Realtime responses cancelled; Live utterances the model yielded. */
+  cancelled(): number;
+  /** Live: onset → yield per yield, ms. */
+  yieldsMs?(): number[];
+  /** A stand-in in another process: bring its figures up to date, and its model-side wire counts. */
+  refresh?(): Promise<void>;
+  counts?: Pick<WireCounts, 'modelSent' | 'modelReceived'>;
+  close(): Promise<void>;
+}
+
+/** A StandInView (the Realtime stand-in, here or in another process: spec.standIn) read as the run reads either stand-in. */
+function readerOf(view: StandInView): StandInReader {
+  const ss = () => view.sessions;
+  return {
+    baseUrl: view.baseUrl,
+    anyOpen: () => ss().some((s) => !s.closed),
+    eventsRecorded: () => ss().reduce((n, s) => n + s.events.length, 0),
+    audioMsReceived: () => ss().reduce((n, s) => n + s.audioMsReceived, 0),
+    completedAudioMs: () => ss().reduce((n, s) => n + s.responses.reduce((a, r) => a + (r.status === 'completed' ? r.audioMsSent : 0), 0), 0),
+    cancelled: () => ss().reduce((n, s) => n + s.responses.filter((r) => r.status === 'cancelled').length, 0),
+    refresh: view.refresh ? () => view.refresh!() : undefined,
+    get counts() {
+      return view.counts;
+    },
+    close: () => view.close(),
+  };
+}
+
+async function startStandIn(spec: RunSpec): Promise<StandInReader> {
+  const scen = spec.bargeIn ? bargeInScenario : scenario;
+  // Barge-in runs: audio at real time, so the answer is still being generated when the caller talks over it.
+  const audioSpeedup = spec.bargeIn ? 1 : undefined;
+  if (spec.provider === 'live') {
+    const live = await startLiveStandIn({ scenario: scen, audioSpeedup });
+    const ss = live.sessions;
+    return {
+      baseUrl: live.url,
+      anyOpen: () => ss.some((s) => !s.closed),
+      eventsRecorded: () => ss.reduce((n, s) => n + s.events.length, 0),
+      audioMsReceived: () => ss.reduce((n, s) => n + s.audioMsReceived, 0),
+      completedAudioMs: () => ss.reduce((n, s) => n + s.spoken.reduce((a, u) => a + (u.yielded ? 0 : u.audioMs), 0), 0),
+      cancelled: () => ss.reduce((n, s) => n + s.spoken.filter((u) => u.yielded).length, 0),
+      yieldsMs: () => ss.flatMap((s) => s.yields.map((y) => y.at - y.onsetAt)),
+      close: () => live.close(),
+    };
+  }
+  const model = await startModelStandIn({ scenario: scen, audioSpeedup });
+  const ss = model.sessions;
+  return {
+    baseUrl: model.baseUrl,
+    anyOpen: () => ss.some((s) => !s.closed),
+    eventsRecorded: () => ss.reduce((n, s) => n + s.events.length, 0),
+    audioMsReceived: () => ss.reduce((n, s) => n + s.audioMsReceived, 0),
+    completedAudioMs: () => ss.reduce((n, s) => n + s.responses.reduce((a, r) => a + (r.status === 'completed' ? r.audioMsSent : 0), 0), 0),
+    cancelled: () => ss.reduce((n, s) => n + s.responses.filter((r) => r.status === 'cancelled').length, 0),
+    close: () => model.close(),
+  };
 }
 
 const RELAY_SCRIPTS: Record<RelayKind, string> = {
@@ -252,7 +372,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
   installWireCounter();
   resetWireCounts();
   const dir = mkdtempSync(join(tmpdir(), 'callbridge-bench-'));
-  const model: StandInView = spec.standIn ? await spec.standIn(scenario) : await startModelStandIn({ scenario });
+  const model: StandInReader = spec.standIn ? readerOf(await spec.standIn(scenario)) : await startStandIn(spec);
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     PORT: '0',
@@ -261,6 +381,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     TWILIO_AUTH_TOKEN: AUTH,
     OPENAI_BASE_URL: model.baseUrl,
     OPENAI_API_KEY: 'bench',
+    PROVIDER: spec.provider ?? 'realtime',
     AUDIO_MODE: spec.mode,
     CALLBRIDGE_DB: join(dir, 'bench.db'),
     LOG_LEVEL: 'error',
@@ -307,11 +428,12 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     const flood = spec.flood ? await startFlood(ready.port, spec.flood, 70_000) : undefined;
     const watch = spec.console ? await watchConsole(ready.port, CONSOLE_TOKEN) : undefined;
     const t0 = performance.now();
-    const utterances: Utterance[] = Array.from({ length: spec.utterances }, () => ({ durationMs: 900 }));
+    const utterances: Utterance[] = spec.bargeIn ? bargeInUtterances : Array.from({ length: spec.utterances }, () => ({ durationMs: 900 }));
     const placed = spec.callers
       ? await spec.callers.place({ baseUrl: `http://127.0.0.1:${ready.port}`, publicUrl: PUBLIC, authToken: AUTH, calls: spec.calls, utterances: utterances.map((u) => u.durationMs!), hangupAfterMs: 500, maxCallMs: 60_000 })
       : undefined;
-    const results: CallOutcome[] = placed?.results ?? await Promise.all(
+    // Calls placed here (not by a pool) give full CallResults: barge-in runs read their playback.
+    const local: CallResult[] | undefined = placed ? undefined : await Promise.all(
       Array.from({ length: spec.calls }, (_, i) =>
         placeCall({
           baseUrl: `http://127.0.0.1:${ready.port}`,
@@ -319,11 +441,12 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
           authToken: AUTH,
           from: `+1555${String(i).padStart(7, '0')}`,
           utterances,
-          hangupAfterMs: 500,
+          hangupAfterMs: spec.bargeIn ? 1200 : 500,
           maxCallMs: 60_000,
         }),
       ),
     );
+    const results: CallOutcome[] = placed?.results ?? local!;
     const wallMs = performance.now() - t0;
     const floodFigures = await flood?.stop();
     const watched = await watch?.stop();
@@ -334,7 +457,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     const settleUntil = performance.now() + 3000;
     for (;;) {
       await model.refresh?.();
-      if (!model.sessions.some((s) => !s.closed) || performance.now() >= settleUntil) break;
+      if (!model.anyOpen() || performance.now() >= settleUntil) break;
       await new Promise((r) => setTimeout(r, 50));
     }
     await new Promise((r) => setTimeout(r, 200));
@@ -358,7 +481,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     const callSeconds = (counts.callerMediaSent * FRAME_MS) / 1000;
     if (counts.callerMediaSent === 0) throw new Error('wire counter saw no caller media frames (does src/sim/caller.ts still send {"event":"media",…} first-key JSON?)');
     // The counter must agree with what the stand-in itself recorded (every client event it parsed).
-    const standInEvents = model.sessions.reduce((s, x) => s + x.events.length, 0);
+    const standInEvents = model.eventsRecorded();
     if (counts.modelReceived !== standInEvents) {
       throw new Error(`wire counter saw ${counts.modelReceived} messages reach the stand-in, the stand-in recorded ${standInEvents}`);
     }
@@ -368,12 +491,12 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     // Frame loss from totals: pairing a caller with its stand-in session is not possible
     // from outside, so each call's sub-frame remainder is allowed once (calls × 1 frame).
     const sentInMs = counts.callerMediaSent * FRAME_MS;
-    const gotInMs = model.sessions.reduce((s, x) => s + x.audioMsReceived, 0);
+    const gotInMs = model.audioMsReceived();
     // Outbound: only completed responses. A cancelled one (barge-in) is cut short on purpose; its
     // audio the caller did receive still counts as received, so a loss can hide behind a barge-in,
     // which is why unscripted barge-ins are reported on their own (`cancelled`).
-    const sentOutMs = model.sessions.reduce((s, x) => s + x.responses.reduce((a, r) => a + (r.status === 'completed' ? r.audioMsSent : 0), 0), 0);
-    const cancelled = model.sessions.reduce((s, x) => s + x.responses.filter((r) => r.status === 'cancelled').length, 0);
+    const sentOutMs = model.completedAudioMs();
+    const cancelled = model.cancelled();
     const gotOutMs = results.reduce((s, r) => s + Object.entries(r.frameSizes).reduce((a, [size, n]) => a + Number(size) * n, 0), 0) / 8;
     const lost = (sent: number, got: number): number => Math.max(0, Math.floor((sent - got) / FRAME_MS) - spec.calls);
     return {
@@ -396,6 +519,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
       framesLostOut: lost(sentOutMs, gotOutMs),
       cancelled,
       flood: floodFigures,
+      ...(spec.bargeIn && local ? bargeInFigures(local, model) : {}),
     };
   } finally {
     if (pinnedSelf) pin(process.pid, `0-${os.cpus().length - 1}`);
@@ -406,6 +530,15 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
   }
 }
 
+/** A barge-in run's figures: per barge-in the caller's figure (bargeInFigure), sorted. */
+function bargeInFigures(results: CallResult[], model: StandInReader): Pick<RunFigures, 'bargeInMs' | 'bargeInNothingPlaying' | 'modelYieldMs'> {
+  const all = results.flatMap((r) => r.bargeIns.map((b) => bargeInFigure(r, b)));
+  return {
+    bargeInMs: all.filter((v): v is number => v !== undefined).sort((a, b) => a - b),
+    bargeInNothingPlaying: all.filter((v) => v === undefined).length,
+    modelYieldMs: model.yieldsMs?.().sort((a, b) => a - b),
+  };
+}
 
 /**
  * Least real-time share of caller frames for a run to count as undisturbed.
@@ -449,13 +582,14 @@ function rates(f: RunFigures) {
 function key(spec: RunSpec): string {
   const k = spec.relay === 'callbridge' ? 'cb' : spec.relay;
   const m = spec.inboundBatchMs !== undefined ? 'cap' : spec.mode === 'passthrough' ? 'pt' : 'tc';
-  return `${k}.${m}${spec.pinned ? `${spec.calls}pin` : ''}${spec.edge ? spec.edge : ''}${spec.flood ? 'flood' : ''}${spec.recording ? 'rec' : ''}${spec.console ? 'live' : ''}`;
+  // 'gl' = the GPT-Live provider ('live' was taken by the console's live view).
+  return `${k}.${m}${spec.pinned ? `${spec.calls}pin` : ''}${spec.edge ? spec.edge : ''}${spec.flood ? 'flood' : ''}${spec.recording ? 'rec' : ''}${spec.console ? 'live' : ''}${spec.bargeIn ? 'barge' : ''}${spec.provider === 'live' ? 'gl' : ''}`;
 }
 
 function describe(spec: RunSpec): string {
   const who = spec.relay;
   const mode = spec.inboundBatchMs !== undefined ? `capacity (${spec.mode}, INBOUND_BATCH_MS=${spec.inboundBatchMs})` : spec.mode;
-  return `${who} ${mode}, ${spec.calls} calls${spec.pinned ? ', relay pinned to 1 core' : ''}${spec.edge ? `, ${spec.edge === 'node' ? 'node:http + ws' : spec.edge} edge` : ''}${spec.flood ? `, ${spec.flood} forged webhooks/s` : ''}${spec.recording ? ', every call recorded' : ''}${spec.console ? ', the console live view open' : ''}`;
+  return `${who} ${mode}, ${spec.calls} calls${spec.pinned ? ', relay pinned to 1 core' : ''}${spec.edge ? `, ${spec.edge === 'node' ? 'node:http + ws' : spec.edge} edge` : ''}${spec.flood ? `, ${spec.flood} forged webhooks/s` : ''}${spec.recording ? ', every call recorded' : ''}${spec.console ? ', the console live view open' : ''}${spec.provider === 'live' ? ', GPT-Live' : ''}${spec.bargeIn ? ', barge-in calls' : ''}`;
 }
 
 /** Turns the runs of one configuration (several rounds) into results. */
@@ -614,12 +748,17 @@ export interface RelayPlan {
   pinnedUtterances: number;
   /** Extra runs allowed for configurations without a clean run. */
   retries: number;
+  /** Audio modes of the GPT-Live runs in each round (issue 20), each beside callbridge on Realtime in that mode. */
+  liveModes: AudioMode[];
+  /** Calls in each barge-in run (one per provider per bench run), and their audio mode. */
+  bargeInCalls: number;
+  bargeInMode: AudioMode;
 }
 
 export function plan(quick: boolean): RelayPlan {
   return quick
-    ? { calls: 20, rounds: 1, utterances: 1, capacityBatchMs: 100, pinnedCalls: 60, pinnedUtterances: 1, retries: 0 }
-    : { calls: 100, rounds: 2, utterances: 3, capacityBatchMs: 100, pinnedCalls: 300, pinnedUtterances: 1, retries: 2 };
+    ? { calls: 20, rounds: 1, utterances: 1, capacityBatchMs: 100, pinnedCalls: 60, pinnedUtterances: 1, retries: 0, liveModes: ['passthrough', 'transcode'], bargeInCalls: 20, bargeInMode: 'transcode' }
+    : { calls: 100, rounds: 2, utterances: 3, capacityBatchMs: 100, pinnedCalls: 300, pinnedUtterances: 1, retries: 2, liveModes: ['passthrough', 'transcode'], bargeInCalls: 100, bargeInMode: 'transcode' };
 }
 
 let lastRuns: RunFigures[] = [];
@@ -627,7 +766,7 @@ let lastRuns: RunFigures[] = [];
 export const relaySuite: Suite = {
   name: 'relay',
   description:
-    'callbridge vs a naive ws relay, same load, same run: CPU per call-second (ratio), relay-added latency, messages and write syscalls per call-second, frames lost; capacity mode; 300 calls on one core; a floor relay (callbridge edge + model writer, no call logic) beside them; relay-added p99 under a flood of forged webhooks',
+    'callbridge vs a naive ws relay, same load, same run: CPU per call-second (ratio), relay-added latency, messages and write syscalls per call-second, frames lost; capacity mode; 300 calls on one core; a floor relay (callbridge edge + model writer, no call logic) beside them; relay-added p99 under a flood of forged webhooks; GPT-Live beside Realtime (CPU, relay-added latency, barge-in)',
   async run(opts: RunOptions): Promise<Result[]> {
     const p = plan(opts.quick);
     if (!perfAvailable()) opts.log('relay: perf cannot count syscalls here; write syscalls fall back to /proc syscw (write/writev only)');
@@ -644,12 +783,19 @@ export const relaySuite: Suite = {
       // pair; transcode per frame and capacity mode (transcode, one append per capacityBatchMs) beside
       // the transcode pair (issue 21: callbridge ÷ floor in both modes, same run).
       const groups: RunSpec[][] = [
-        [{ ...base, relay: 'naive', mode: 'passthrough' }, { ...base, relay: 'callbridge', mode: 'passthrough' }, { ...base, relay: 'floor', mode: 'passthrough' }],
+        [
+          { ...base, relay: 'naive', mode: 'passthrough' },
+          { ...base, relay: 'callbridge', mode: 'passthrough' },
+          { ...base, relay: 'floor', mode: 'passthrough' },
+          // Issue 20: the same load on GPT-Live (its stand-in), read against cb.pt of the same round.
+          ...(p.liveModes.includes('passthrough') ? [{ ...base, relay: 'callbridge', mode: 'passthrough', provider: 'live' } as const] : []),
+        ],
         [
           { ...base, relay: 'naive', mode: 'transcode' },
           { ...base, relay: 'callbridge', mode: 'transcode' },
           { ...base, relay: 'floor', mode: 'transcode' },
           { ...base, relay: 'floor', mode: 'transcode', inboundBatchMs: p.capacityBatchMs },
+          ...(p.liveModes.includes('transcode') ? [{ ...base, relay: 'callbridge', mode: 'transcode', provider: 'live' } as const] : []),
         ],
         // Issue 17: the same transcode load with every call recorded, read against the cb.tc runs beside it;
         // issue 18: the same with the console's live view open.
@@ -664,6 +810,8 @@ export const relaySuite: Suite = {
     // Issue 22: the same transcode load while forged webhooks flood in (read against the cb.tc runs above).
     await go({ ...base, relay: 'callbridge', mode: 'transcode', flood: FLOOD_PER_S });
     await go({ calls: p.pinnedCalls, utterances: p.pinnedUtterances, relay: 'callbridge', mode: 'transcode', pinned: true });
+    // Issue 20: barge-in in both providers, same run, Realtime first then Live (audio at real time).
+    for (const provider of [undefined, 'live'] as const) await go({ calls: p.bargeInCalls, utterances: 2, relay: 'callbridge', mode: p.bargeInMode, bargeIn: true, provider });
     // A configuration with no clean run gets one more try (a burst of other work on the box),
     // up to p.retries in all, so one noisy minute does not decide a ratio.
     let retries = p.retries;
@@ -671,7 +819,8 @@ export const relaySuite: Suite = {
       if (retries <= 0) break;
       // Not the pinned run: the longest, and on a shared box the one least likely to come out clean.
       // Nor the flood run: the flood is meant to disturb it.
-      if (fs[0]!.spec.pinned || fs[0]!.spec.flood || fs.some(isClean)) continue;
+      // Nor the barge-in runs: they are not read for CPU.
+      if (fs[0]!.spec.pinned || fs[0]!.spec.flood || fs[0]!.spec.bargeIn || fs.some(isClean)) continue;
       retries--;
       opts.log(`relay: no clean run of ${describe(fs[0]!.spec)} (realtime ${fs.map((f) => f.realtime.toFixed(2)).join('/')}, relay run-queue wait ${fs.map((f) => f.relayRunqShare.toFixed(2)).join('/')}); once more`);
       await go(fs[0]!.spec);
@@ -680,8 +829,8 @@ export const relaySuite: Suite = {
 
     const groups = byKey(runs);
     const peerOf = (k: string): string | undefined =>
-      k === 'cb.pt' || k === 'floor.pt' ? 'naive.pt' : k === 'cb.tc' || k === 'cb.cap' || k === 'cb.tcnode' || k === 'floor.tc' || k === 'floor.cap' ? 'naive.tc' : k === 'cb.tcrec' || k === 'cb.tclive' ? 'cb.tc' : undefined;
-    const results = [...groups.entries()].flatMap(([k, rs]) => resultsFor(rs, peerOf(k)));
+      k === 'cb.pt' || k === 'floor.pt' ? 'naive.pt' : k === 'cb.tc' || k === 'cb.cap' || k === 'cb.tcnode' || k === 'floor.tc' || k === 'floor.cap' ? 'naive.tc' : k === 'cb.tcrec' || k === 'cb.tclive' || k === 'cb.tcgl' ? 'cb.tc' : k === 'cb.ptgl' ? 'cb.pt' : undefined;
+    const results = [...groups.entries()].flatMap(([k, rs]) => (rs[0]!.spec.bargeIn ? bargeInResults(rs) : resultsFor(rs, peerOf(k))));
     const by = new Map(results.map((r) => [r.id, r]));
     // The relay's overhead multiple over its own DSP (check relay.cpu.vsDsp, with the dsp suite).
     results.push({
@@ -741,7 +890,7 @@ export const relaySuite: Suite = {
     const seen = new Set<string>();
     for (const f of runs) {
       const k = key(f.spec);
-      if (seen.has(k)) continue;
+      if (seen.has(k) || f.spec.bargeIn) continue;
       seen.add(k);
       const cpu = by.get(`relay.${k}.cpu`);
       const peer = cpu?.peer ? by.get(cpu.peer) : undefined;
@@ -780,8 +929,13 @@ export const relaySuite: Suite = {
     if (rec) lines.push(rec);
     const live = consoleLine(by);
     if (live) lines.push(live);
+    const gl = gptLiveLine(by);
+    if (gl) lines.push(gl);
+    const barge = bargeInLine(by);
+    if (barge) lines.push(barge);
     lines.push(
       `relay: every run, CPU ms per call-second (caller realtime share, relay run-queue wait share; * = not clean): ${[...byKey(runs).entries()]
+        .filter(([, fs]) => !fs[0]!.spec.bargeIn)
         .map(([k, fs]) => `${k} ${fs.map((f) => `${(cpuPerCallSecondNs(f) / 1e6).toFixed(2)}(${f.realtime.toFixed(2)},${f.relayRunqShare.toFixed(2)})${isClean(f) ? '' : '*'}`).join(' ')}`)
         .join(', ')}`,
     );
@@ -867,6 +1021,78 @@ function consoleLine(by: Map<string, Result>): string | undefined {
     `(target ≤ ${issueTarget('target.relay.console.cpu<=1.03') ?? '?'}×), relay-added p99 in ${ms(p99('relay.cb.tc.in'))} → ${ms(p99('relay.cb.tclive.in'))} ms, ` +
     `out ${ms(p99('relay.cb.tc.out'))} → ${ms(p99('relay.cb.tclive.out'))} ms (without → with)`
   );
+}
+
+/**
+ * GPT-Live (issue 20) beside Realtime, callbridge, same load, same rounds: CPU per call-second Live ÷
+ * Realtime per mode with the target's PASS/FAIL, and relay-added latency p50/p99 each way, both providers.
+ */
+function gptLiveLine(by: Map<string, Result>): string | undefined {
+  const ms = (ns: number | undefined) => (ns === undefined ? '-' : (ns / 1e6).toFixed(3));
+  const parts: string[] = [];
+  for (const [m, label] of [['pt', 'passthrough'], ['tc', 'transcode']] as const) {
+    const gl = by.get(`relay.cb.${m}gl.cpu`)?.medianNs;
+    const rt = by.get(`relay.cb.${m}.cpu`)?.medianNs;
+    if (gl === undefined || rt === undefined) continue;
+    const target = issueTarget(`target.relay.live.${m}.cpu<=1.1`);
+    const v = gl / rt;
+    const lat = (dir: 'in' | 'out') => {
+      const a = by.get(`relay.cb.${m}.${dir}`);
+      const b = by.get(`relay.cb.${m}gl.${dir}`);
+      return `${dir} ${ms(a?.medianNs)}/${ms(a?.p99Ns)} → ${ms(b?.medianNs)}/${ms(b?.p99Ns)}`;
+    };
+    parts.push(
+      `${label} CPU ${v.toFixed(2)}× (${ms(rt)} → ${ms(gl)} ms per call-second)${target === undefined ? '' : ` ${v <= target ? 'PASS' : 'FAIL'} (target ≤ ${target})`}, ` +
+        `relay-added p50/p99 ms ${lat('in')}, ${lat('out')}`,
+    );
+  }
+  return parts.length ? `relay: GPT-Live ÷ Realtime (callbridge, same load and rounds; Realtime → Live): ${parts.join('; ')}` : undefined;
+}
+
+/** Barge-in (issue 20), both providers in the same run: caller onset → last frame of the old answer heard. */
+function bargeInLine(by: Map<string, Result>): string | undefined {
+  const rows = (['', 'gl'] as const)
+    .map((suffix) => [suffix, [...by.values()].find((r) => r.id.endsWith(`barge${suffix}.bargeIn`))] as const)
+    .filter(([, r]) => r !== undefined);
+  if (!rows.length) return undefined;
+  const cell = ([suffix, r]: (typeof rows)[number]) => {
+    const e = r!.extra ?? {};
+    const who = suffix === 'gl' ? 'GPT-Live' : 'Realtime';
+    const yieldPart = e.modelYieldP50Ms !== undefined ? `; the stand-in's own onset → yield p50 ${e.modelYieldP50Ms} ms` : '';
+    return `${who} p50 ${(r!.medianNs / 1e6).toFixed(0)} / p95 ${e.p95Ms} ms over ${r!.samples} (${e.nothingPlaying} with nothing playing${yieldPart})`;
+  };
+  const [rt, gl] = [rows.find(([s]) => s === '')?.[1], rows.find(([s]) => s === 'gl')?.[1]];
+  const ratio = rt && gl ? `; Live ÷ Realtime p50 ${(gl.medianNs / rt.medianNs).toFixed(2)}×` : '';
+  return `relay: barge-in, caller's speech onset → last frame heard of the old answer (clear's arrival or end of playback), audio at real time: ${rows.map(cell).join('; ')}${ratio}`;
+}
+
+/** A barge-in configuration's result: the caller's figure over all its runs' barge-ins. */
+function bargeInResults(runs: RunFigures[]): Result[] {
+  const spec = runs[0]!.spec;
+  const k = key(spec);
+  const all = runs.flatMap((f) => f.bargeInMs ?? []).sort((a, b) => a - b);
+  const yields = runs.flatMap((f) => f.modelYieldMs ?? []).sort((a, b) => a - b);
+  return [
+    {
+      suite: 'relay',
+      ours: true,
+      id: `relay.${k}.bargeIn`,
+      name: `barge-in: caller's speech onset → last frame of the old answer heard, ${describe(spec)}`,
+      group: 'barge-in, caller view (issue 20; audio at real time)',
+      per: 'barge-in',
+      medianNs: pct(all, 0.5) * 1e6,
+      p99Ns: pct(all, 0.99) * 1e6,
+      samples: all.length,
+      extra: {
+        p95Ms: all.length ? pct(all, 0.95).toFixed(0) : '-',
+        nothingPlaying: runs.reduce((n, f) => n + (f.bargeInNothingPlaying ?? 0), 0),
+        ...(yields.length ? { modelYieldP50Ms: pct(yields, 0.5).toFixed(0), modelYieldP95Ms: pct(yields, 0.95).toFixed(0) } : {}),
+        realtime: runs.map((f) => f.realtime.toFixed(3)).join(' '),
+        relayRunqShare: runs.map((f) => f.relayRunqShare.toFixed(3)).join(' '),
+        cpuMsPerCallSecond: runs.map((f) => (cpuPerCallSecondNs(f) / 1e6).toFixed(3)).join(' '),
+      },
+    },
+  ];
 }
 
 /** An issue target's limit from bench/thresholds.json (`targets`), undefined if it cannot be read. */
