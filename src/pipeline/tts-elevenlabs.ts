@@ -227,10 +227,10 @@ class ElevenLabsStream implements TtsStream {
 
   flush(): void {
     if (this.ended || this.em.closed) return;
-    const rest = this.chunker.flush();
+    const rest = this.chunker.flush().filter(speakable);
     rest.forEach((c, i) => this.sendText(c, i === rest.length - 1));
     // Nothing was buffered: still ask the server to generate what it holds.
-    if (!rest.some(speakable)) this.sendRaw(textMessage(' ', true));
+    if (rest.length === 0) this.sendRaw(textMessage(' ', true));
   }
 
   end(): void {
@@ -247,10 +247,7 @@ class ElevenLabsStream implements TtsStream {
   }
 
   private sendText(chunk: string, flush: boolean): void {
-    if (!speakable(chunk)) {
-      if (flush) this.sendRaw(textMessage(' ', true));
-      return;
-    }
+    if (!speakable(chunk)) return;
     this.counts.characters += chunk.length;
     // The vendor recommends text that ends with a space.
     this.sendRaw(textMessage(/\s$/.test(chunk) ? chunk : `${chunk} `, flush));

@@ -165,6 +165,11 @@ export async function startElevenLabsStandIn(opts: ElevenStandInOptions = {}): P
     };
     sessions.push(s);
     const faults = (opts.faults ?? []).filter((f) => f.session === undefined || f.session === index);
+    /** Generations waiting to be sent, in order; the head is being sent. */
+    const queue: { frames: Buffer[]; alignment: unknown }[] = [];
+    let sending = false;
+    /** Generations triggered whose last frame is not yet sent. */
+    let pendingGenerations = 0;
     const timers = new Set<NodeJS.Timeout>();
     const later = (ms: number, fn: () => void): void => {
       const t = setTimeout(() => {
@@ -229,9 +234,6 @@ export async function startElevenLabsStandIn(opts: ElevenStandInOptions = {}): P
     let scheduleStep = 0;
     let buffer = '';
     let ended = false;
-    /** Generations waiting to be sent, in order; the head is being sent. */
-    const queue: { frames: Buffer[]; alignment: unknown }[] = [];
-    let sending = false;
     let startMs = 0;
 
     const generate = (): void => {
@@ -298,7 +300,6 @@ export async function startElevenLabsStandIn(opts: ElevenStandInOptions = {}): P
       later(frameGap, sendNext);
     };
 
-    let pendingGenerations = 0;
     const trigger = (): void => {
       if (/\S/.test(buffer)) pendingGenerations++;
       generate();
