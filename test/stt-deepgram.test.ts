@@ -1,6 +1,6 @@
 // The Deepgram STT stage (src/pipeline/stt-deepgram.ts) against its stand-in (src/sim/deepgram-server.ts) on loopback.
 import { afterEach, describe, expect, it } from 'vitest';
-import { DeepgramStt, closeError, listenUrl, parseDeepgramMessage, type DeepgramSttOptions } from '../src/pipeline/stt-deepgram.js';
+import { DeepgramStream, DeepgramStt, closeError, listenUrl, parseDeepgramMessage, type DeepgramSttOptions } from '../src/pipeline/stt-deepgram.js';
 import { SttError, type SttEvent, type SttStream } from '../src/pipeline/stt.js';
 import { startDeepgramStandIn, type DeepgramStandIn, type DeepgramStandInOptions } from '../src/sim/deepgram-server.js';
 import { speechLike, ulawEncode } from '../src/sim/audio.js';
@@ -203,9 +203,10 @@ describe('Deepgram STT stage against the stand-in', () => {
   });
 
   it('keeps sending no KeepAlive while audio flows', async () => {
-    const { sim, stt } = await setup({}, { keepAliveMs: 100 });
+    const { sim, stt } = await setup({}, { keepAliveMs: 400 });
     const { stream } = await open(stt);
-    await pump(stream, silence(600), 20);
+    expect((stream as DeepgramStream).timersPending).toBe(1); // the KeepAlive timer
+    await pump(stream, silence(800), 20);
     expect(sim.sessions[0]!.keepAlives).toBe(0);
     expect(stream.usage().keepAlivesSent).toBe(0);
   });
@@ -225,7 +226,7 @@ describe('Deepgram STT stage against the stand-in', () => {
   });
 
   it('close() sends CloseStream, gets the pending final and Metadata, and ends clean (not retryable)', async () => {
-    const { sim, stt } = await setup({ texts: ['Goodbye.'] }, { endpointingMs: 3000 });
+    const { sim, stt } = await setup({ texts: ['Goodbye.'] }, { endpointingMs: 3000, keepAliveMs: 50 });
     const { stream, events } = await open(stt);
     await pump(stream, speech(600), 5);
     await stream.close();
@@ -244,6 +245,11 @@ describe('Deepgram STT stage against the stand-in', () => {
     expect(stream.usage().droppedBytes).toBe(160);
     await stream.close();
     expect(s.binaryFrames).toBe(30);
+    // No timer of the stream (KeepAlive, close budget) outlives it.
+    expect((stream as DeepgramStream).timersPending).toBe(0);
+    const kept = stream.usage().keepAlivesSent;
+    await sleep(200);
+    expect(stream.usage().keepAlivesSent).toBe(kept);
   });
 
   it('a refused key is not retryable; a 503 at the upgrade is; an aborted connect rejects at once', async () => {
@@ -281,6 +287,7 @@ describe('Deepgram STT stage against the stand-in', () => {
     expect(c.retryable).toBe(true);
     expect(c.error?.code).toBe(1006);
     expect(events.at(-1)!.type).toBe('closed');
+    expect((stream as DeepgramStream).timersPending).toBe(0);
   });
 
   it('close 1002 DATA-0000 is fatal, 1011 NET-0000 retryable; a garbage frame is a non-fatal error', async () => {

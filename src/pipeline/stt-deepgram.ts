@@ -408,6 +408,11 @@ export class DeepgramStream implements SttStream {
     return { ...this.counts };
   }
 
+  /** Timers of this stream still set (KeepAlive, close budget): 0 once `closed` has been emitted. */
+  get timersPending(): number {
+    return (this.keepAliveTimer ? 1 : 0) + (this.closeTimer ? 1 : 0);
+  }
+
   // -- internals -------------------------------------------------------------
 
   private sendText(text: string): void {
