@@ -549,8 +549,6 @@ class CallRun {
         this.queue = [];
         this.queueAtMs = [];
         this.continuousEndMs = now;
-        // Dropped audio counts as gone by: a mark that arrives later waits only for audio after it (atByte is in received bytes).
-        this.playedBytes += this.queuedBytes;
         this.queuedBytes = 0;
         this.closeRun();
         for (const m of this.pendingMarks.splice(0)) this.echoMark(m.name);
