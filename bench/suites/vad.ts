@@ -188,7 +188,7 @@ async function run(opts: RunOptions): Promise<Result[]> {
     opts.log(`vad: skipped: ${missing}`);
     return [];
   }
-  opts.log('vad: building the labelled set (espeak-ng + sox)…');
+  if (!process.env.VAD_SET_DIR) opts.log('vad: building the labelled set (espeak-ng + sox, about a minute; VAD_SET_DIR=dir reuses one)…');
   const clips = readVadSet(buildVadSet());
   const results: Result[] = [];
   for (const kind of ['core', 'silero'] as const) {

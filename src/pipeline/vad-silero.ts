@@ -65,6 +65,16 @@ export function defaultSileroModel(): string | undefined {
   }
 }
 
+/** Whether onnxruntime-node and the model package are both installed (resolvable; not loaded). */
+export function sileroInstalled(): boolean {
+  try {
+    createRequire(import.meta.url).resolve('onnxruntime-node');
+  } catch {
+    return false;
+  }
+  return defaultSileroModel() !== undefined;
+}
+
 async function loadOrt(): Promise<Ort> {
   try {
     return await import('onnxruntime-node');
