@@ -183,3 +183,37 @@ export function downFrom(slot: i32, rate: i32, n: i32, codec: i32): i32 {
     DOWN_STATE + <usize>slot * DOWN_STATE_BYTES, DOWN_PENDING + (<usize>slot << 2), rate, IO_IN, n, <Codec>codec, IO_OUT,
   );
 }
+
+// ---- voice activity detector (vad.ts), its own slot table ---------------------
+import { VAD_MAX_IN, VAD_SLOTS, initVad, vadAcquire, vadFrame, vadIsOpen, vadOpenCount, vadProb, vadReference, vadRelease, vadReset } from './vad';
+initVad();
+export function vadMaxIn(): i32 { return VAD_MAX_IN; }
+export function vadSlots(): i32 { return VAD_SLOTS; }
+export function vadOpenSlots(): i32 { return vadOpenCount(); }
+/** Opens a detector in its start state; returns its slot, or E_NO_SLOTS. */
+export function vadOpen(): i32 { const s = vadAcquire(); return s < 0 ? E_NO_SLOTS : s; }
+/** Frees a detector; 0, or E_BAD_SLOT. */
+export function vadClose(slot: i32): i32 { return vadRelease(slot) ? 0 : E_BAD_SLOT; }
+/** Back to the start state (background unknown, no reference, not active); 0, or E_BAD_SLOT. */
+export function vadRestart(slot: i32): i32 {
+  if (!vadIsOpen(slot)) return E_BAD_SLOT;
+  vadReset(slot);
+  return 0;
+}
+/** One caller frame: n (1..vadMaxIn) samples at ioIn in codec 0 (int16) or 1 (µ-law) -> decision bits (vad.ts), or < 0. */
+export function vadPush(slot: i32, n: i32, codec: i32): i32 {
+  if (!vadIsOpen(slot)) return E_BAD_SLOT;
+  if (n <= 0 || n > VAD_MAX_IN) return E_BAD_LENGTH;
+  if (<u32>codec > 1) return E_BAD_CODEC;
+  return vadFrame(slot, IO_IN, n, codec);
+}
+/** The far end as played, n samples at ioIn (codec as vadPush), before the caller frame of the same time; 0, or < 0. */
+export function vadPlayed(slot: i32, n: i32, codec: i32): i32 {
+  if (!vadIsOpen(slot)) return E_BAD_SLOT;
+  if (n <= 0 || n > VAD_MAX_IN) return E_BAD_LENGTH;
+  if (<u32>codec > 1) return E_BAD_CODEC;
+  vadReference(slot, IO_IN, n, codec);
+  return 0;
+}
+/** Speech probability (0..1) of the slot's last frame; -1 for a slot not open. */
+export function vadLastProb(slot: i32): f32 { return vadIsOpen(slot) ? vadProb(slot) : -1; }

@@ -10,6 +10,7 @@ import { relaySuite } from './relay.js';
 import { stallSuite } from './stall.js';
 import { storeSuite } from './store.js';
 import { transcodeCliSuite } from './transcode-cli.js';
+import { vadSuite } from './vad.js';
 import { wireSuite } from './wire.js';
 
-export const suites: Suite[] = [dspSuite, wireSuite, relaySuite, transcodeCliSuite, storeSuite, latencySuite, stallSuite, percoreSuite];
+export const suites: Suite[] = [dspSuite, wireSuite, relaySuite, transcodeCliSuite, storeSuite, latencySuite, stallSuite, percoreSuite, vadSuite];
