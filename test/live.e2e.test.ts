@@ -116,7 +116,10 @@ describe.each(cases)('GPT-Live, %s, %s edge', (mode, edge) => {
   });
 });
 
-describe.each(['transcode', 'passthrough'] as const)('GPT-Live, a dropped socket, %s', (mode) => {
+describe.each([
+  ['transcode', 'uws'],
+  ['passthrough', 'node'],
+] as const)('GPT-Live, a dropped socket, %s, %s edge', (mode, edge) => {
   it('the caller hears the hold prompt, the new session starts with the conversation, the call goes on', async () => {
     const talk = scenarioOf(
       [
@@ -125,7 +128,8 @@ describe.each(['transcode', 'passthrough'] as const)('GPT-Live, a dropped socket
       ],
       'Hello there.',
     );
-    const { app, live, baseUrl } = await start(talk, mode, 'uws', [{ turn: 0, kind: 'drop', afterMs: 600 }]);
+    const { app, live, baseUrl } = await start(talk, mode, edge, [{ turn: 0, kind: 'drop', afterMs: 600 }]);
+    expect(app.server.edge.kind).toBe(edge);
     const result = await placeCall({ baseUrl, publicUrl: PUBLIC_URL, utterances: [{ durationMs: 900 }, { durationMs: 900, pauseMs: 2500 }], recordHeard: true, hangupAfterMs: 1500 });
     await app.store.flush();
     expect(live.sessions.length).toBe(2);
