@@ -12,13 +12,14 @@ import { defaultPromptPath } from '../src/call/prompts.js';
 import { placeCall, type CallResult } from '../src/sim/caller.js';
 import { parallelEligibilityScenario, scenarioOf, type Scenario } from '../src/sim/scenarios.js';
 import type { LiveFault } from '../src/sim/live-server.js';
+import { availableEdges, type EdgeKind } from '../src/server/app.js';
 import { useLiveCallbridge } from './helpers/e2e.js';
 
 const callbridge = useLiveCallbridge('live');
 const HOLD = readFileSync(defaultPromptPath('hold'));
 const PUBLIC_URL = 'https://live.invalid';
 
-type Edge = 'uws' | 'node';
+type Edge = EdgeKind;
 function start(scenario: Scenario, mode: 'transcode' | 'passthrough', edge: Edge, faults: LiveFault[] = [], audioSpeedup = 8) {
   return callbridge({
     edge,
@@ -34,12 +35,10 @@ function firstHeard(result: CallResult, prompt: Uint8Array, afterMs: number): nu
   return result.heard!.find((f) => f.atMs >= afterMs && chunks.has(Buffer.from(f.bytes).toString('hex')))?.atMs;
 }
 
-const cases: [mode: 'transcode' | 'passthrough', edge: Edge][] = [
-  ['transcode', 'uws'],
-  ['passthrough', 'uws'],
-  ['transcode', 'node'],
-  ['passthrough', 'node'],
-];
+// Both audio modes on every edge that loads on this Node (uWS is native on 20 and 22 here; node:http everywhere).
+const edges = availableEdges();
+const cases: [mode: 'transcode' | 'passthrough', edge: Edge][] = edges.flatMap((edge) => [['transcode', edge] as [Mode, Edge], ['passthrough', edge] as [Mode, Edge]]);
+type Mode = 'transcode' | 'passthrough';
 
 describe.each(cases)('GPT-Live, %s, %s edge', (mode, edge) => {
   it('greeting, a delegated round with two parallel calls answered once, goodbye; the record has active minutes and their cost', async () => {
@@ -116,10 +115,11 @@ describe.each(cases)('GPT-Live, %s, %s edge', (mode, edge) => {
   });
 });
 
+// A drop in each audio mode, spread over the edges that load here.
 describe.each([
-  ['transcode', 'uws'],
-  ['passthrough', 'node'],
-] as const)('GPT-Live, a dropped socket, %s, %s edge', (mode, edge) => {
+  ['transcode', edges[0]!],
+  ['passthrough', edges.at(-1)!],
+] as [Mode, Edge][])('GPT-Live, a dropped socket, %s, %s edge', (mode, edge) => {
   it('the caller hears the hold prompt, the new session starts with the conversation, the call goes on', async () => {
     const talk = scenarioOf(
       [
