@@ -18,6 +18,7 @@
  *   500 tokens per append; counted conservatively at 3 characters a token).
  */
 import { z } from 'zod';
+import { readTypedObject } from '../realtime/protocol.js';
 import type { ModelAudioFormat, ToolSpec } from '../call/voice-model.js';
 
 /** Largest server text frame accepted. */
@@ -157,19 +158,11 @@ function parseHandled(type: string, raw: Record<string, unknown>): LiveServerEve
 
 /** Parse one server text frame. Never throws. */
 export function parseLiveServerEvent(text: string): ParseLiveResult {
-  if (typeof text !== 'string') return { ok: false, error: 'not a text frame' };
-  if (text.length > MAX_LIVE_EVENT_CHARS) return { ok: false, error: `event too large (${text.length} chars)` };
-  let raw: unknown;
+  const frame = readTypedObject(text, MAX_LIVE_EVENT_CHARS);
+  if (!frame.ok) return frame;
+  const { type, raw } = frame;
   try {
-    raw = JSON.parse(text);
-  } catch {
-    return { ok: false, error: 'invalid JSON' };
-  }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, error: 'not a JSON object' };
-  const type = (raw as Record<string, unknown>).type;
-  if (typeof type !== 'string' || type.length === 0) return { ok: false, error: 'missing type' };
-  try {
-    return { ok: true, event: parseHandled(type, raw as Record<string, unknown>) };
+    return { ok: true, event: parseHandled(type, raw) };
   } catch (e) {
     if (e instanceof z.ZodError) {
       const issue = e.issues[0];

@@ -27,6 +27,7 @@
  */
 import WebSocket from 'ws';
 import { z } from 'zod';
+import { readTypedObject } from '../realtime/protocol.js';
 import { SttError, type SpeechToText, type SttConnectOptions, type SttEvent, type SttStream, type SttUsage, type SttWord } from './stt.js';
 
 export const DEEPGRAM_LISTEN_URL = 'wss://api.deepgram.com/v1/listen';
@@ -156,17 +157,9 @@ function parseHandled(type: string, raw: unknown): DeepgramMessage {
 
 /** Parse one server text frame. Never throws. */
 export function parseDeepgramMessage(text: string): ParseDeepgramResult {
-  if (typeof text !== 'string') return { ok: false, error: 'not a text frame' };
-  if (text.length > MAX_DEEPGRAM_MESSAGE_CHARS) return { ok: false, error: `message too large (${text.length} chars)` };
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch {
-    return { ok: false, error: 'invalid JSON' };
-  }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return { ok: false, error: 'not a JSON object' };
-  const type = (raw as Record<string, unknown>).type;
-  if (typeof type !== 'string' || type.length === 0) return { ok: false, error: 'missing type' };
+  const frame = readTypedObject(text, MAX_DEEPGRAM_MESSAGE_CHARS, 'message');
+  if (!frame.ok) return frame;
+  const { type, raw } = frame;
   try {
     return { ok: true, message: parseHandled(type, raw) };
   } catch (e) {

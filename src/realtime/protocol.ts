@@ -277,10 +277,13 @@ function parseHandled(type: string, o: Obj): ServerEvent {
   }
 }
 
-/** Parse one server text frame. Never throws. */
-export function parseServerEvent(text: string): ParseServerResult {
+/**
+ * The framing every JSON wire protocol here shares (Realtime, GPT-Live, Deepgram): a text frame of
+ * at most `maxChars`, holding one JSON object with a non-empty string `type`. Never throws.
+ */
+export function readTypedObject(text: string, maxChars: number, what = 'event'): { ok: true; type: string; raw: Obj } | { ok: false; error: string } {
   if (typeof text !== 'string') return { ok: false, error: 'not a text frame' };
-  if (text.length > MAX_SERVER_EVENT_CHARS) return { ok: false, error: `event too large (${text.length} chars)` };
+  if (text.length > maxChars) return { ok: false, error: `${what} too large (${text.length} chars)` };
   let raw: unknown;
   try {
     raw = JSON.parse(text);
@@ -290,6 +293,14 @@ export function parseServerEvent(text: string): ParseServerResult {
   if (!isObj(raw)) return { ok: false, error: 'not a JSON object' };
   const type = raw.type;
   if (typeof type !== 'string' || type.length === 0) return { ok: false, error: 'missing type' };
+  return { ok: true, type, raw };
+}
+
+/** Parse one server text frame. Never throws. */
+export function parseServerEvent(text: string): ParseServerResult {
+  const frame = readTypedObject(text, MAX_SERVER_EVENT_CHARS);
+  if (!frame.ok) return frame;
+  const { type, raw } = frame;
   try {
     return { ok: true, event: parseHandled(type, raw) };
   } catch (e) {
