@@ -1,8 +1,8 @@
 /**
  * ModelLink: the model connection of one call, as one ModelSession that
  * never silently dies. It wraps a ModelProvider; when the provider session is
- * lost it dials a fresh one with the same session options, replays the
- * conversation into it and carries on. Provider-neutral: it sees only
+ * lost it dials a fresh one with the same session options and the
+ * conversation so far (ModelSessionOptions.history) and carries on. Provider-neutral: it sees only
  * ModelEvents and port calls, never a socket.
  *
  * Contract:
@@ -17,8 +17,9 @@
  *   `link_failed` (terminal: later port calls are ignored).
  * - Replay: the link keeps the conversation from the events and calls that
  *   pass through it (call/history.ts: what is kept, in which order, what
- *   cannot be replayed). On a new session it sends it all, then reports
- *   `link_restored`.
+ *   cannot be replayed). Each reconnect dials with it as the new session's
+ *   history; a conversation that changed while dialling (a tool result, a
+ *   cut) is dialled again. Then `link_restored`.
  * - Caller audio during the gap (loss → new session configured): dropped,
  *   except the most recent `gapAudioKeepMs` (rounded up to whole appends),
  *   which go to the new session right after the replayed items. From the
