@@ -25,6 +25,19 @@ export interface Usage {
    * increments like the token counts; absent for token-billed models.
    */
   activeAudioSeconds?: number;
+  /**
+   * The STT → LLM → TTS pipeline's stages (PROVIDER=pipeline), as increments: audio seconds sent to
+   * the STT, the LLM's tokens, characters sent to the TTS. Absent for speech-to-speech models.
+   */
+  pipeline?: PipelineUsage;
+}
+
+export interface PipelineUsage {
+  sttAudioSeconds: number;
+  llmInputTokens: number;
+  llmCachedInputTokens: number;
+  llmOutputTokens: number;
+  ttsCharacters: number;
 }
 
 export type Speaker = 'caller' | 'assistant' | 'dtmf' | 'tool';
@@ -57,7 +70,17 @@ export interface TurnLatency {
    * speech (the model VAD's audio_end_ms), speech_stopped received, the answer's first audio delta received,
    * its first frame sent to Twilio, and that frame heard (its mark echoed). Older records have none.
    */
-  parts?: { callerEndMs?: number; speechStoppedMs: number; firstDeltaMs?: number; firstFrameMs: number; heardMs?: number };
+  parts?: { callerEndMs?: number; speechStoppedMs: number; firstDeltaMs?: number; firstFrameMs: number; heardMs?: number; stages?: TurnStages };
+}
+
+/**
+ * A pipeline turn's stages on the call's clock (ms since the stream's start): the STT's final
+ * transcript, the LLM's first token, the TTS's first audio (end of speech → … → first frame out).
+ */
+export interface TurnStages {
+  finalTranscriptMs?: number;
+  firstTokenMs?: number;
+  firstTtsAudioMs?: number;
 }
 
 /** Something that happened to the call itself (a failed response, a reconnect, …), kept in its record. */

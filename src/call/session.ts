@@ -601,6 +601,8 @@ export class CallSession implements StreamHandler {
           return this.handleResponseDone(ev.responseId, ev.status, ev.reason, ev.usage);
         case 'usage':
           return this.addUsage(ev.usage);
+        case 'turn_stages':
+          return this.handleTurnStages(ev.responseId, ev.finalTranscriptMs, ev.firstTokenMs, ev.firstTtsAudioMs);
         case 'rate_limits':
           return this.handleRateLimits(ev.limits);
         case 'error':
@@ -717,6 +719,9 @@ export class CallSession implements StreamHandler {
     t.outputAudioTokens += usage.outputAudioTokens;
     if (usage.activeAudioSeconds !== undefined) t.activeAudioSeconds = (t.activeAudioSeconds ?? 0) + usage.activeAudioSeconds;
   }
+
+  /** A pipeline turn's stage times (ms after speech_stopped); kept for the turn's record. (Filled in by the record work.) */
+  private handleTurnStages(_responseId: string, _finalTranscriptMs?: number, _firstTokenMs?: number, _firstTtsAudioMs?: number): void {}
 
   private handleRateLimits(limits: { name: string; remaining: number; resetMs: number }[]): void {
     let until = 0;

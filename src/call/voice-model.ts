@@ -56,6 +56,12 @@ export type ModelEvent =
    * (GPT-Live: active audio seconds). Realtime reports its tokens on `response_done`.
    */
   | { type: 'usage'; usage: Usage }
+  /**
+   * A pipeline provider's stages for the turn a response answers, each as ms after that turn's
+   * `speech_stopped` (the local end of turn): the STT's final transcript, the LLM's first token,
+   * the TTS's first audio. Sent once per answered turn, before the response's first `audio`.
+   */
+  | { type: 'turn_stages'; responseId: string; finalTranscriptMs?: number; firstTokenMs?: number; firstTtsAudioMs?: number }
   /** The caller's words for an input item; may arrive after the reply to it. */
   | { type: 'caller_transcript'; itemId: string; text: string }
   | { type: 'tool_call'; responseId: string; callId: string; name: string; arguments: string }
