@@ -30,11 +30,17 @@ export const DEFAULT_AGENT_FILE = shippedAgentPath('eligibility');
 export const DEMO_AGENT_FILE = shippedAgentPath('demo');
 /** The Realtime model when neither OPENAI_MODEL nor the default agent names one. */
 export const DEFAULT_MODEL = 'gpt-realtime';
-/** The voice-model providers (call/voice-model.ts): OpenAI Realtime, or OpenAI's GPT-Live (src/live/). */
-export const PROVIDERS = ['realtime', 'live'] as const;
+/** The voice-model providers (call/voice-model.ts): OpenAI Realtime, OpenAI's GPT-Live (src/live/), or the STT → LLM → TTS pipeline (src/pipeline/). */
+export const PROVIDERS = ['realtime', 'live', 'pipeline'] as const;
 export type ProviderName = (typeof PROVIDERS)[number];
 /** The GPT-Live model when neither OPENAI_MODEL nor the default agent names one. */
 export const DEFAULT_LIVE_MODEL = 'gpt-live-1.1';
+/** The pipeline's LLM when neither OPENAI_MODEL nor the default agent names one. */
+export const DEFAULT_PIPELINE_MODEL = 'gpt-4o-mini';
+/** The pipeline's text-to-speech vendors (src/pipeline/tts-*.ts). */
+export const PIPELINE_TTS_VENDORS = ['elevenlabs', 'openai'] as const;
+/** The pipeline's TTS output formats (src/pipeline/tts.ts TtsFormat): µ-law 8 kHz needs no resampling. */
+const PIPELINE_TTS_FORMATS = ['ulaw_8000', 'pcm_16000', 'pcm_22050', 'pcm_24000', 'pcm_44100'] as const;
 /** The Responses model a GPT-Live session delegates tool work to, unless LIVE_BACKEND_MODEL says. */
 export const DEFAULT_LIVE_BACKEND_MODEL = 'gpt-5-mini';
 const DEFAULT_VAD = { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 };
@@ -67,6 +73,31 @@ const EnvSchema = z.object({
   OPENAI_MODEL: z.string().min(1).optional(),
   /** GPT-Live: the Responses model its delegated tool work runs on. */
   LIVE_BACKEND_MODEL: z.string().min(1).default(DEFAULT_LIVE_BACKEND_MODEL),
+
+  // The STT → LLM → TTS pipeline (PROVIDER=pipeline). Its LLM is OPENAI_MODEL / the agent's `model`.
+  /** Deepgram streaming endpoint (ws:// for a local stand-in). */
+  DEEPGRAM_URL: z.url({ protocol: /^wss?$/ }).default('wss://api.deepgram.com/v1/listen'),
+  DEEPGRAM_API_KEY: z.string().min(1).optional(),
+  DEEPGRAM_MODEL: z.string().min(1).default('nova-3'),
+  /** Deepgram's endpointing: silence (ms) that ends a turn on its side (the local VAD usually ends it first). */
+  DEEPGRAM_ENDPOINTING_MS: intIn(10, 5000).default(300),
+  /** Any OpenAI-compatible Chat Completions base URL; unset: OPENAI_BASE_URL. */
+  PIPELINE_LLM_BASE_URL: httpUrl.optional(),
+  /** The LLM endpoint's key; unset: OPENAI_API_KEY. */
+  PIPELINE_LLM_API_KEY: z.string().min(1).optional(),
+  PIPELINE_TTS: z.enum(PIPELINE_TTS_VENDORS).default('elevenlabs'),
+  /** ElevenLabs API origin (ws:// for a local stand-in). */
+  ELEVENLABS_URL: z.url({ protocol: /^wss?$/ }).default('wss://api.elevenlabs.io'),
+  ELEVENLABS_API_KEY: z.string().min(1).optional(),
+  ELEVENLABS_MODEL: z.string().min(1).default('eleven_flash_v2_5'),
+  /** ElevenLabs voice id (PIPELINE_TTS=elevenlabs); OpenAI TTS takes the agent's `voice`. */
+  ELEVENLABS_VOICE_ID: z.string().min(1).default('21m00Tcm4TlvDq8ikWAM'),
+  /** OpenAI TTS model (PIPELINE_TTS=openai); its base URL and key are the LLM's. */
+  OPENAI_TTS_MODEL: z.string().min(1).default('gpt-4o-mini-tts'),
+  /** What the TTS is asked for; OpenAI TTS gives pcm_24000 only. */
+  PIPELINE_TTS_FORMAT: z.enum(PIPELINE_TTS_FORMATS).optional(),
+  /** The local VAD that decides barge-in and ends turns: the audio core's, or Silero (needs onnxruntime-node installed). */
+  PIPELINE_VAD: z.enum(['core', 'silero']).default('core'),
   /** session.reasoning.effort for reasoning models (gpt-realtime-2 and later); unset = the model's default. */
   REASONING_EFFORT: z.enum(REASONING_EFFORTS).optional(),
   /** Extra CA certificate (PEM file) to trust for the model endpoint, e.g. a local stand-in's self-signed one. */
@@ -255,6 +286,13 @@ export type AudioMode = 'transcode' | 'passthrough';
 
 
 
+export interface PipelineConfig {
+  stt: { url: string; apiKey: string | undefined; model: string; endpointingMs: number };
+  llm: { baseUrl: string; apiKey: string | undefined };
+  tts: { vendor: (typeof PIPELINE_TTS_VENDORS)[number]; url: string; apiKey: string | undefined; model: string; voiceId: string; format: (typeof PIPELINE_TTS_FORMATS)[number] };
+  vad: 'core' | 'silero';
+}
+
 export interface Config {
   port: number;
   host: string;
@@ -281,6 +319,8 @@ export interface Config {
     vad: { threshold: number; prefixPaddingMs: number; silenceDurationMs: number };
     connectTimeoutMs: number;
   };
+  /** The STT → LLM → TTS pipeline's stages (used when openai.provider is `pipeline`; openai.model is its LLM). */
+  pipeline: PipelineConfig;
   audioMode: AudioMode;
   twilioAuthToken: string | undefined;
   allowUnsigned: boolean;
@@ -470,6 +510,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       vad,
       connectTimeoutMs: e.MODEL_CONNECT_TIMEOUT_MS,
     },
+    pipeline: {
+      stt: { url: e.DEEPGRAM_URL, apiKey: e.DEEPGRAM_API_KEY, model: e.DEEPGRAM_MODEL, endpointingMs: e.DEEPGRAM_ENDPOINTING_MS },
+      llm: { baseUrl: e.PIPELINE_LLM_BASE_URL ?? e.OPENAI_BASE_URL, apiKey: e.PIPELINE_LLM_API_KEY ?? e.OPENAI_API_KEY },
+      tts:
+        e.PIPELINE_TTS === 'openai'
+          ? { vendor: 'openai', url: e.PIPELINE_LLM_BASE_URL ?? e.OPENAI_BASE_URL, apiKey: e.PIPELINE_LLM_API_KEY ?? e.OPENAI_API_KEY, model: e.OPENAI_TTS_MODEL, voiceId: first.voice, format: 'pcm_24000' }
+          : { vendor: 'elevenlabs', url: e.ELEVENLABS_URL, apiKey: e.ELEVENLABS_API_KEY, model: e.ELEVENLABS_MODEL, voiceId: e.ELEVENLABS_VOICE_ID, format: e.PIPELINE_TTS_FORMAT ?? 'ulaw_8000' },
+      vad: e.PIPELINE_VAD,
+    },
     audioMode: e.AUDIO_MODE,
     twilioAuthToken: e.TWILIO_AUTH_TOKEN,
     allowUnsigned: e.ALLOW_UNSIGNED,
@@ -608,12 +657,14 @@ type Overrides = Pick<
 function withOverrides(agents: Agent[], files: string[], e: Overrides, instructions: string | undefined, problems: string[]): Agent[] | undefined {
   const [head, ...rest] = agents as [Agent, ...Agent[]];
   const provider: ProviderName = e.PROVIDER ?? head.provider ?? 'realtime';
-  const model = e.OPENAI_MODEL ?? head.model ?? (provider === 'live' ? DEFAULT_LIVE_MODEL : DEFAULT_MODEL);
+  const model = e.OPENAI_MODEL ?? head.model ?? (provider === 'live' ? DEFAULT_LIVE_MODEL : provider === 'pipeline' ? DEFAULT_PIPELINE_MODEL : DEFAULT_MODEL);
   const from = (what: 'provider' | 'model') =>
     (what === 'provider' ? e.PROVIDER : e.OPENAI_MODEL) ? (what === 'provider' ? 'PROVIDER' : 'OPENAI_MODEL') : head[what] ? 'the default agent' : 'the default';
-  // GPT-Live and Realtime are different protocols: a model of one cannot be served by the other.
-  if ((provider === 'live') !== model.startsWith('gpt-live')) {
-    problems.push(`OPENAI_MODEL: ${JSON.stringify(model)} (from ${from('model')}) is not a ${provider === 'live' ? 'GPT-Live' : 'Realtime'} model, and the provider is ${provider} (from ${from('provider')})`);
+  // GPT-Live, Realtime and a chat model are different protocols: a model of one cannot be served by another.
+  const kind = model.startsWith('gpt-live') ? 'live' : /^gpt-(4o-|4o-mini-)?realtime/.test(model) ? 'realtime' : 'chat';
+  if (provider === 'pipeline' ? kind !== 'chat' : provider === 'live' ? kind !== 'live' : kind === 'live') {
+    const want = provider === 'pipeline' ? 'a chat (LLM) model for the pipeline' : `a ${provider === 'live' ? 'GPT-Live' : 'Realtime'} model`;
+    problems.push(`OPENAI_MODEL: ${JSON.stringify(model)} (from ${from('model')}) is not ${want}, and the provider is ${provider} (from ${from('provider')})`);
   }
   const first: Agent = {
     ...head,

@@ -135,8 +135,8 @@ export const AgentFileSchema = z.strictObject({
   instructions_file: text.optional(),
   greeting: z.string().default(''),
   voice: text.default(DEFAULT_VOICE),
-  /** realtime (OpenAI Realtime) or live (OpenAI GPT-Live); unset: PROVIDER, else realtime. */
-  provider: z.enum(['realtime', 'live']).optional(),
+  /** realtime (OpenAI Realtime), live (OpenAI GPT-Live) or pipeline (STT → LLM → TTS); unset: PROVIDER, else realtime. */
+  provider: z.enum(['realtime', 'live', 'pipeline']).optional(),
   model: text.optional(),
   reasoning_effort: z.enum(REASONING_EFFORTS).optional(),
   turn: z

@@ -29,7 +29,7 @@ export interface Agent {
   greeting: string;
   voice: string;
   /** The voice-model provider; undefined = PROVIDER's, else realtime. */
-  provider: 'realtime' | 'live' | undefined;
+  provider: 'realtime' | 'live' | 'pipeline' | undefined;
   /** The model and reasoning effort; undefined = OPENAI_MODEL / REASONING_EFFORT's default. */
   model: string | undefined;
   reasoningEffort: ReasoningEffort | undefined;
