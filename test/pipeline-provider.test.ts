@@ -268,6 +268,17 @@ describe('PipelineSession', () => {
     expect(ofType(events, 'response_done')[0]!.status).toBe('completed');
   });
 
+  it('an STT that keeps dropping closes the session retryable, so the link redials', async () => {
+    const { session, events } = await setup({ dg: { faults: [{ afterAudioMs: 60, kind: 'drop' }] } });
+    for (let i = 0; i < 40 && !events.some((e) => e.type === 'closed'); i++) await feed(session, silence(100), 10);
+    await until(() => events.some((e) => e.type === 'closed'), { what: 'closed' });
+    expect(ofType(events, 'closed')[0]!.retryable).toBe(true);
+    expect(dg!.sessions).toHaveLength(4);
+    const n = events.length;
+    await feed(session, silence(100));
+    expect(events.length).toBe(n);
+  });
+
   it('loads the history into the first LLM request', async () => {
     const history: ConversationItem[] = [
       { type: 'user_text', text: 'hi' },
