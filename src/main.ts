@@ -36,6 +36,12 @@ import { Transcoder } from './dsp/index.js';
 import type { Logger } from './log.js';
 import { OpenAIRealtimeProvider } from './realtime/openai-provider.js';
 import { LiveProvider } from './live/live-provider.js';
+import { PipelineProvider } from './pipeline/pipeline-provider.js';
+import { DeepgramStt } from './pipeline/stt-deepgram.js';
+import { OpenAiChatLlm } from './pipeline/llm-openai.js';
+import { ElevenLabsTts } from './pipeline/tts-elevenlabs.js';
+import { OpenAiTts } from './pipeline/tts-openai.js';
+import type { TextToSpeech } from './pipeline/tts.js';
 import { ReachabilityProber, ReachabilityTracker } from './call/reachability.js';
 import { linkedProvider } from './call/model-link.js';
 import { createMetrics } from './server/metrics.js';
@@ -123,9 +129,46 @@ export function liveProviderFromConfig(config: Config, log: Logger, reachability
   });
 }
 
+/**
+ * The STT → LLM → TTS pipeline as the settings describe it (PROVIDER=pipeline): Deepgram, the agent's model on an
+ * OpenAI-compatible Chat Completions endpoint, ElevenLabs or OpenAI TTS, and the local VAD. Its audio is µ-law 8 kHz
+ * in both audio modes: the STT takes the phone's audio as it is, and the TTS output is made µ-law in the audio core.
+ */
+export function pipelineProviderFromConfig(config: Config, log: Logger, reachability: ReachabilityTracker): PipelineProvider {
+  const p = config.pipeline;
+  const ca = config.openai.caFile ? readFileSync(config.openai.caFile) : undefined;
+  const tts: TextToSpeech =
+    p.tts.vendor === 'openai'
+      ? new OpenAiTts({ apiKey: p.tts.apiKey ?? '', baseURL: p.tts.url, model: p.tts.model, voice: p.tts.voiceId })
+      : new ElevenLabsTts({ apiKey: p.tts.apiKey ?? '', baseUrl: p.tts.url, modelId: p.tts.model, voiceId: p.tts.voiceId, ...(ca ? { ca } : {}) });
+  return new PipelineProvider({
+    stt: new DeepgramStt({
+      apiKey: p.stt.apiKey ?? '',
+      url: p.stt.url,
+      model: p.stt.model,
+      endpointingMs: p.stt.endpointingMs,
+      connectTimeoutMs: config.openai.connectTimeoutMs,
+      ...(ca ? { ca } : {}),
+      log: (fields, msg) => log.debug(fields, msg),
+    }),
+    llm: new OpenAiChatLlm({ baseUrl: p.llm.baseUrl, apiKey: p.llm.apiKey ?? '', model: config.openai.model }),
+    tts,
+    ttsFormat: p.tts.format,
+    ...(p.vad === 'silero' ? { openVad: async (o) => (await import('./pipeline/vad-silero.js')).openSileroVad(o) } : {}),
+    reachability,
+  });
+}
+
 /** The voice-model provider PROVIDER names (call/voice-model.ts): every call of this process uses it. */
 export function providerFromConfig(config: Config, log: Logger, reachability: ReachabilityTracker): ModelProvider {
-  return config.openai.provider === 'live' ? liveProviderFromConfig(config, log, reachability) : openAIProviderFromConfig(config, log, reachability);
+  switch (config.openai.provider) {
+    case 'live':
+      return liveProviderFromConfig(config, log, reachability);
+    case 'pipeline':
+      return pipelineProviderFromConfig(config, log, reachability);
+    case 'realtime':
+      return openAIProviderFromConfig(config, log, reachability);
+  }
 }
 
 /*

@@ -46,6 +46,7 @@
  *   reported, and nothing is emitted after it. Every timer is cleared.
  */
 
+import { ReachabilityTracker } from '../call/reachability.js';
 import {
   ModelConnectError,
   type ConversationItem,
@@ -94,16 +95,27 @@ export interface PipelineProviderOptions {
   sttOptions?: SttConnectOptions;
   maxOutputTokens?: number;
   timings?: PipelineTimings;
+  /** Told each connect's outcome (the STT stream is what a connect opens), as the other providers tell theirs: /voice/health reads it. */
+  reachability?: ReachabilityTracker;
 }
 
 export class PipelineProvider implements ModelProvider {
   readonly name = 'pipeline';
+  readonly reachability: ReachabilityTracker;
 
-  constructor(private readonly opts: PipelineProviderOptions) {}
+  constructor(private readonly opts: PipelineProviderOptions) {
+    this.reachability = opts.reachability ?? new ReachabilityTracker();
+  }
 
   async connect(opts: ModelSessionOptions, signal?: AbortSignal): Promise<ModelSession> {
     const session = new PipelineSession(this.opts, opts);
-    await session.open(signal);
+    try {
+      await session.open(signal);
+    } catch (err) {
+      if (!signal?.aborted) this.reachability.fail(err);
+      throw err;
+    }
+    this.reachability.ok();
     return session;
   }
 }
