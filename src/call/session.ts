@@ -22,7 +22,10 @@
  * end of speech (audio_end_ms placed on the call's clock; left out when that
  * cannot be placed: see `modelAudioOriginMs`), speech_stopped's arrival, the
  * answer's first audio delta, its first frame sent, and that frame heard (its
- * mark echoed). The record is written when heard, or without `heardMs` at the
+ * mark echoed); for a pipeline provider also the answering response's stages
+ * (`turn_stages`: final transcript, first LLM token, first TTS audio), its ms
+ * after speech_stopped placed on the call's clock from speech_stopped's
+ * arrival. The record is written when heard, or without `heardMs` at the
  * caller's next speech_started or speech_stopped or at the call's end,
  * whichever comes first. The audio path tests one boolean for it per delta.
  */
@@ -48,7 +51,7 @@ import {
   type TransferStore,
   type TwilioSocket,
 } from './ports.js';
-import type { CallRecorder, TurnLatency } from '../records.js';
+import type { CallRecorder, PipelineUsage, TurnLatency, TurnStages } from '../records.js';
 import type { CallRecordingTap } from '../recording/types.js';
 import { LatencyHistogram } from './stats.js';
 import { ToolRunner } from './tool-runner.js';
@@ -176,6 +179,8 @@ export class CallSession implements StreamHandler {
   private turnSpeechStoppedMs = 0;
   private turnCallerEndMs: number | undefined;
   private turnFirstDeltaMs: number | undefined;
+  /** Pipeline stage times of the turn's responses (turn_stages, on the call's clock), by response: the answering one's go in its record. */
+  private readonly turnStages = new Map<string, TurnStages>();
   /** Between speech_stopped and the answer's first audio delta: the only test the audio path makes for it. */
   private awaitingDelta = false;
   /** An answered turn waiting for its first chunk's mark (`unheardMark`) to be echoed before it is written. */
@@ -654,6 +659,7 @@ export class CallSession implements StreamHandler {
     this.turnResponses.clear();
     this.turnSpeechStoppedMs = this.sinceStart(now);
     this.turnFirstDeltaMs = undefined;
+    this.turnStages.clear();
     this.awaitingDelta = true;
     // The VAD's end of speech on the call's clock; a value after speech_stopped's arrival means the origin is off: left out.
     const callerEndMs = this.modelAudioOriginMs === undefined ? undefined : Math.round(this.modelAudioOriginMs + audioEndMs);
@@ -718,10 +724,25 @@ export class CallSession implements StreamHandler {
     t.outputTextTokens += usage.outputTextTokens;
     t.outputAudioTokens += usage.outputAudioTokens;
     if (usage.activeAudioSeconds !== undefined) t.activeAudioSeconds = (t.activeAudioSeconds ?? 0) + usage.activeAudioSeconds;
+    if (usage.pipeline) t.pipeline = addPipelineUsage(t.pipeline, usage.pipeline);
   }
 
-  /** A pipeline turn's stage times (ms after speech_stopped); kept for the turn's record. (Filled in by the record work.) */
-  private handleTurnStages(_responseId: string, _finalTranscriptMs?: number, _firstTokenMs?: number, _firstTtsAudioMs?: number): void {}
+  /**
+   * A pipeline response's stage times, ms after the turn's speech_stopped: kept on the call's clock until the
+   * turn is answered, and put in its record if this response answers it. None while no turn waits for an answer.
+   */
+  private handleTurnStages(responseId: string, finalTranscriptMs?: number, firstTokenMs?: number, firstTtsAudioMs?: number): void {
+    if (this.turnStartedMs === undefined) return;
+    const at = (ms: number | undefined) => (ms === undefined || !Number.isFinite(ms) ? undefined : Math.max(0, Math.round(this.turnSpeechStoppedMs + ms)));
+    const stages: TurnStages = {};
+    const transcript = at(finalTranscriptMs);
+    const token = at(firstTokenMs);
+    const audio = at(firstTtsAudioMs);
+    if (transcript !== undefined) stages.finalTranscriptMs = transcript;
+    if (token !== undefined) stages.firstTokenMs = token;
+    if (audio !== undefined) stages.firstTtsAudioMs = audio;
+    if (Object.keys(stages).length > 0) this.turnStages.set(responseId, stages);
+  }
 
   private handleRateLimits(limits: { name: string; remaining: number; resetMs: number }[]): void {
     let until = 0;
@@ -857,6 +878,9 @@ export class CallSession implements StreamHandler {
       const parts: NonNullable<TurnLatency['parts']> = { speechStoppedMs: this.turnSpeechStoppedMs, firstFrameMs: this.sinceStart(now) };
       if (this.turnCallerEndMs !== undefined) parts.callerEndMs = this.turnCallerEndMs;
       if (this.turnFirstDeltaMs !== undefined) parts.firstDeltaMs = this.turnFirstDeltaMs;
+      const stages = this.turnStages.get(info.responseId);
+      if (stages) parts.stages = stages;
+      this.turnStages.clear();
       // Written once its first chunk is heard (heardMs), or without heardMs at the next turn or the call's end.
       this.unheard = { turn: this.turn, latencyMs: this.lastTurnMs, parts };
       this.unheardMark = info.mark;
@@ -970,4 +994,16 @@ export class CallSession implements StreamHandler {
     if (closeSocket) this.deps.socket.close(reason === 'error' ? 1011 : 1000, reason);
     this.deps.onEnded(this);
   }
+}
+
+/** A call's pipeline usage so far plus one report (stage by stage). */
+function addPipelineUsage(total: PipelineUsage | undefined, u: PipelineUsage): PipelineUsage {
+  if (!total) return { ...u };
+  return {
+    sttAudioSeconds: total.sttAudioSeconds + u.sttAudioSeconds,
+    llmInputTokens: total.llmInputTokens + u.llmInputTokens,
+    llmCachedInputTokens: total.llmCachedInputTokens + u.llmCachedInputTokens,
+    llmOutputTokens: total.llmOutputTokens + u.llmOutputTokens,
+    ttsCharacters: total.ttsCharacters + u.ttsCharacters,
+  };
 }

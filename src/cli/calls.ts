@@ -13,6 +13,7 @@ import { LatencyHistogram } from '../call/stats.js';
 import { decodeCursor, encodeCursor } from '../store/cursor.js';
 import { parseSince } from '../store/since.js';
 import { openCallStore, type StoreSettings } from '../store/open.js';
+import type { TurnLatency } from '../records.js';
 import type { CallRecord, CallStore, CallSummary, ListPosition } from '../store/types.js';
 import { DATA_USAGE, runDataCommand } from './calls-data.js';
 import type { CliIO } from './io.js';
@@ -123,6 +124,13 @@ function formatList(calls: CallSummary[]): string {
 /** µs from a figure in ms; '-' where there is none (a call that never streamed has no relay figures). */
 const us = (ms: number | null | undefined) => (typeof ms === 'number' && Number.isFinite(ms) ? `${(ms * 1000).toFixed(0)} µs` : '-');
 
+/** A pipeline turn's stages and first frame, ms after its speech stopped ('-' for a stage not reported). */
+function stageSplit(parts: NonNullable<TurnLatency['parts']>): string {
+  const after = (ms: number | undefined) => (ms === undefined ? '-' : `${ms - parts.speechStoppedMs} ms`);
+  const s = parts.stages ?? {};
+  return [after(s.finalTranscriptMs), after(s.firstTokenMs), after(s.firstTtsAudioMs), after(parts.firstFrameMs)].join(' → ');
+}
+
 /** One call record, readable: `calls show` prints it, and so does the demo for the calls it placed. */
 export function formatRecord(r: CallRecord, opts: { transcript?: boolean } = {}): string {
   const out: string[] = [];
@@ -160,12 +168,24 @@ export function formatRecord(r: CallRecord, opts: { transcript?: boolean } = {})
     for (const t of r.turnLatencies) h.record(t.latencyMs);
     const s = h.summary();
     out.push('', `turn latency (speech stopped → first audio out): ${r.turnLatencies.length} turns, p50 ${Math.round(s.p50Ms)} ms, p95 ${Math.round(h.percentile(0.95))} ms, max ${Math.round(s.maxMs)} ms`);
+    const staged = r.turnLatencies.filter((t) => t.parts?.stages);
+    if (staged.length) {
+      out.push('pipeline stages, ms after speech stopped (final transcript → first LLM token → first TTS audio → first frame out):');
+      for (const t of staged) out.push(`  turn ${t.turn}: ${stageSplit(t.parts!)}`);
+    }
   }
   if (r.relay) out.push(`relay-added latency per frame: in p50 ${us(r.relay.inbound.p50Ms)} p99 ${us(r.relay.inbound.p99Ms)}, out p50 ${us(r.relay.outbound.p50Ms)} p99 ${us(r.relay.outbound.p99Ms)}`);
   const u = r.usage;
   out.push(`usage: input ${u.inputAudioTokens} audio + ${u.inputTextTokens} text (${u.inputCachedTokens} cached), output ${u.outputAudioTokens} audio + ${u.outputTextTokens} text tokens`);
   // Time-billed models (GPT-Live): the audio seconds they billed, in the unit they price (per active minute).
   if (u.activeAudioSeconds !== undefined) out.push(`active audio: ${(u.activeAudioSeconds / 60).toFixed(2)} min (${u.activeAudioSeconds.toFixed(1)} s), billed per active minute`);
+  // Pipeline calls (STT → LLM → TTS): each stage in the unit it is billed in.
+  const p = u.pipeline;
+  if (p) {
+    out.push(`pipeline STT: ${(p.sttAudioSeconds / 60).toFixed(2)} min of audio (${p.sttAudioSeconds.toFixed(1)} s), billed per minute`);
+    out.push(`pipeline LLM: ${p.llmInputTokens} input (${p.llmCachedInputTokens} cached) + ${p.llmOutputTokens} output tokens`);
+    out.push(`pipeline TTS: ${p.ttsCharacters} characters`);
+  }
   if (r.statusEvents.length) out.push(`status callbacks: ${r.statusEvents.map((e) => `${e.sequenceNumber ?? '?'}:${e.status}`).join(' → ')}`);
   return `${out.join('\n')}\n`;
 }

@@ -5,7 +5,7 @@
  * Row times are ISO 8601 strings (SQLite) or Dates (PostgreSQL); records
  * always carry ISO strings (UTC, ms).
  */
-import type { CallEndInfo, RecordingInfo, TransferDecision, Usage } from '../records.js';
+import type { CallEndInfo, PipelineUsage, RecordingInfo, TransferDecision, Usage } from '../records.js';
 import { openField, type Keyring } from './crypto.js';
 import { ZERO_USAGE, type CallRecord, type CallSummary } from './types.js';
 
@@ -136,9 +136,13 @@ export function summaryFromRow(r: SummaryRow<string | Date>, ring: Keyring): Cal
   };
 }
 
-/** Two usages added; active audio seconds are kept only when either has them (a token-only total stays as it was). */
+/**
+ * Two usages added; active audio seconds and the pipeline's stages are kept only when either has them
+ * (a token-only total stays as it was).
+ */
 export function sumUsage(a: Usage, b: Usage): Usage {
   const active = a.activeAudioSeconds === undefined && b.activeAudioSeconds === undefined ? {} : { activeAudioSeconds: (a.activeAudioSeconds ?? 0) + (b.activeAudioSeconds ?? 0) };
+  const pipeline = a.pipeline === undefined && b.pipeline === undefined ? {} : { pipeline: sumPipelineUsage(a.pipeline ?? ZERO_PIPELINE_USAGE, b.pipeline ?? ZERO_PIPELINE_USAGE) };
   return {
     inputTextTokens: a.inputTextTokens + b.inputTextTokens,
     inputAudioTokens: a.inputAudioTokens + b.inputAudioTokens,
@@ -147,6 +151,20 @@ export function sumUsage(a: Usage, b: Usage): Usage {
     outputTextTokens: a.outputTextTokens + b.outputTextTokens,
     outputAudioTokens: a.outputAudioTokens + b.outputAudioTokens,
     ...active,
+    ...pipeline,
+  };
+}
+
+const ZERO_PIPELINE_USAGE: PipelineUsage = { sttAudioSeconds: 0, llmInputTokens: 0, llmCachedInputTokens: 0, llmOutputTokens: 0, ttsCharacters: 0 };
+
+/** Two pipeline usages added, stage by stage. */
+function sumPipelineUsage(a: PipelineUsage, b: PipelineUsage): PipelineUsage {
+  return {
+    sttAudioSeconds: a.sttAudioSeconds + b.sttAudioSeconds,
+    llmInputTokens: a.llmInputTokens + b.llmInputTokens,
+    llmCachedInputTokens: a.llmCachedInputTokens + b.llmCachedInputTokens,
+    llmOutputTokens: a.llmOutputTokens + b.llmOutputTokens,
+    ttsCharacters: a.ttsCharacters + b.ttsCharacters,
   };
 }
 
