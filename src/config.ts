@@ -21,7 +21,7 @@ import type { Agent } from './agent/types.js';
 import { defaultPromptPath } from './call/prompts.js';
 import { DSP_SLOTS } from './dsp/index.js';
 import { REASONING_EFFORTS, type ReasoningEffort } from './realtime/protocol.js';
-import { modelPrices, MODEL_PRICES, REFERENCE_LIVE_MODEL, type Prices } from './store/prices.js';
+import { modelPrices, MODEL_PRICES, pipelinePrices, pipelinePricesListed, REFERENCE_LIVE_MODEL, type ModelPrices, type Prices } from './store/prices.js';
 import { streamUrlTemplateProblems } from './twilio/twiml.js';
 
 /** The agent inbound calls get when AGENT_FILE is unset: today's eligibility line, shipped with the package. */
@@ -43,6 +43,8 @@ export const PIPELINE_TTS_VENDORS = ['elevenlabs', 'openai'] as const;
 const PIPELINE_TTS_FORMATS = ['ulaw_8000', 'pcm_16000', 'pcm_22050', 'pcm_24000', 'pcm_44100'] as const;
 /** The Responses model a GPT-Live session delegates tool work to, unless LIVE_BACKEND_MODEL says. */
 export const DEFAULT_LIVE_BACKEND_MODEL = 'gpt-5-mini';
+/** A pipeline's speech-model token prices: none (its stages are priced in Prices.pipeline). */
+const NO_SPEECH_TOKENS: ModelPrices = { textInPerMTok: 0, textCachedInPerMTok: 0, textOutPerMTok: 0, audioInPerMTok: 0, audioCachedInPerMTok: 0, audioOutPerMTok: 0 };
 const DEFAULT_VAD = { threshold: 0.5, prefixPaddingMs: 300, silenceDurationMs: 500 };
 
 const bool = z
@@ -241,6 +243,12 @@ const EnvSchema = z.object({
   PRICE_CACHED_AUDIO_IN_PER_MTOK: z.coerce.number().min(0).optional(),
   /** GPT-Live: USD per active minute of audio (default: the model's list price, src/store/prices.ts). */
   PRICE_ACTIVE_AUDIO_PER_MIN: z.coerce.number().min(0).optional(),
+  // The pipeline's stages (PROVIDER=pipeline): each replaces one price looked up for the stage's model.
+  PRICE_STT_PER_MIN: z.coerce.number().min(0).optional(),
+  PRICE_LLM_INPUT_PER_MTOK: z.coerce.number().min(0).optional(),
+  PRICE_LLM_CACHED_INPUT_PER_MTOK: z.coerce.number().min(0).optional(),
+  PRICE_LLM_OUTPUT_PER_MTOK: z.coerce.number().min(0).optional(),
+  PRICE_TTS_PER_1K_CHARS: z.coerce.number().min(0).optional(),
   PRICE_TELEPHONY_PER_MIN: z.coerce.number().min(0).default(0.0085 + 0.004),
 
   /** Back-off before asking the model again after a failed response, one value per retry (ms, comma-separated). */
@@ -486,9 +494,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     prefixPaddingMs: first.vad.prefixPaddingMs ?? DEFAULT_VAD.prefixPaddingMs,
     silenceDurationMs: first.vad.silenceDurationMs ?? DEFAULT_VAD.silenceDurationMs,
   };
-  const listed = modelPrices(model);
+  const piped = first.provider === 'pipeline';
+  const ttsModel = e.PIPELINE_TTS === 'openai' ? e.OPENAI_TTS_MODEL : e.ELEVENLABS_MODEL;
+  // A pipeline is priced by its stages (each unlisted model at its stage's reference); it bills no speech tokens.
+  const listed = piped ? (pipelinePricesListed({ stt: e.DEEPGRAM_MODEL, llm: model, tts: ttsModel }) ? NO_SPEECH_TOKENS : undefined) : modelPrices(model);
   // An unlisted model is priced as its protocol's reference model: gpt-realtime's tokens, or gpt-live-1.1's minutes.
-  const base = listed ?? (first.provider === 'live' ? modelPrices(REFERENCE_LIVE_MODEL)! : MODEL_PRICES['gpt-realtime']!);
+  const base = listed ?? (piped ? NO_SPEECH_TOKENS : first.provider === 'live' ? modelPrices(REFERENCE_LIVE_MODEL)! : MODEL_PRICES['gpt-realtime']!);
+  const stages = piped ? pipelinePrices({ stt: e.DEEPGRAM_MODEL, llm: model, tts: ttsModel }) : undefined;
   return {
     port: e.PORT,
     host: e.HOST,
@@ -586,6 +598,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       audioCachedInPerMTok: e.PRICE_CACHED_AUDIO_IN_PER_MTOK ?? base.audioCachedInPerMTok,
       activeAudioPerMin: e.PRICE_ACTIVE_AUDIO_PER_MIN ?? base.activeAudioPerMin,
       telephonyPerMin: e.PRICE_TELEPHONY_PER_MIN,
+      ...(stages
+        ? {
+            pipeline: {
+              sttPerMin: e.PRICE_STT_PER_MIN ?? stages.sttPerMin,
+              llmInPerMTok: e.PRICE_LLM_INPUT_PER_MTOK ?? stages.llmInPerMTok,
+              llmCachedInPerMTok: e.PRICE_LLM_CACHED_INPUT_PER_MTOK ?? stages.llmCachedInPerMTok,
+              llmOutPerMTok: e.PRICE_LLM_OUTPUT_PER_MTOK ?? stages.llmOutPerMTok,
+              ttsPer1kChars: e.PRICE_TTS_PER_1K_CHARS ?? stages.ttsPer1kChars,
+            },
+          }
+        : {}),
     },
     pricesKnown: listed !== undefined,
     responseRetryMs: e.RESPONSE_RETRY_MS.split(',').map(Number),

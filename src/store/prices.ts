@@ -186,6 +186,11 @@ export function pipelinePrices(models: { stt?: string; llm?: string; tts?: strin
   return { sttPerMin: stt.perMin, llmInPerMTok: llm.inPerMTok, llmCachedInPerMTok: llm.cachedInPerMTok, llmOutPerMTok: llm.outPerMTok, ttsPer1kChars: tts.per1kChars };
 }
 
+/** Whether every stage's model is in PIPELINE_PRICES (else pipelinePrices gave that stage its reference's). */
+export function pipelinePricesListed(models: { stt: string; llm: string; tts: string }): boolean {
+  return lookup(PIPELINE_PRICES.stt, models.stt) !== undefined && lookup(PIPELINE_PRICES.llm, models.llm) !== undefined && lookup(PIPELINE_PRICES.tts, models.tts) !== undefined;
+}
+
 /** Pipeline prices where a call's Prices name none: every stage at its reference model's. */
 export const REFERENCE_PIPELINE_PRICES: PipelinePrices = pipelinePrices({});
 
