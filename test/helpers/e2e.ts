@@ -13,6 +13,7 @@ import { silentLogger } from '../../src/log.js';
 import { startCallbridge, type Callbridge, type StartOptions } from '../../src/main.js';
 import { startModelStandIn, type ModelStandIn, type ModelStandInOptions } from '../../src/sim/model-server.js';
 import { startLiveStandIn, type LiveStandIn, type LiveStandInOptions } from '../../src/sim/live-server.js';
+import { startPipelineStandIns, type PipelineStandInOptions, type PipelineStandIns } from '../../src/sim/pipeline-standins.js';
 
 export interface StartCallbridge {
   /** Stand-in options over fast defaults (audio 8× real time, responses after 50 ms, transcripts after 100 ms). */
@@ -66,6 +67,31 @@ export function useLiveCallbridge(name: string): (opts: StartLiveCallbridge) => 
     const live = await startLiveStandIn({ audioSpeedup: 8, responseDelayMs: 50, ...opts.live });
     const { app, config, baseUrl } = await start(live, { PROVIDER: 'live', OPENAI_BASE_URL: live.url, ...opts.env }, opts.edge);
     return { app, live, config, baseUrl };
+  };
+}
+
+export interface StartPipelineCallbridge {
+  /** The three stand-ins' options (scenario, timings, faults) over their defaults. */
+  stages?: PipelineStandInOptions;
+  /** Environment as for useCallbridge; PROVIDER=pipeline and the stand-ins' endpoints are set. */
+  env: Record<string, string>;
+  edge?: StartOptions['edge'];
+}
+
+export interface StartedPipeline {
+  app: Callbridge;
+  stages: PipelineStandIns;
+  config: Config;
+  baseUrl: string;
+}
+
+/** useCallbridge for PROVIDER=pipeline: callbridge against the Deepgram, Chat Completions and ElevenLabs stand-ins. */
+export function usePipelineCallbridge(name: string): (opts: StartPipelineCallbridge) => Promise<StartedPipeline> {
+  const start = useWith<PipelineStandIns>(name);
+  return async (opts) => {
+    const stages = await startPipelineStandIns(opts.stages);
+    const { app, config, baseUrl } = await start(stages, { ...stages.env, ...opts.env }, opts.edge);
+    return { app, stages, config, baseUrl };
   };
 }
 
