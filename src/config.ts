@@ -114,7 +114,8 @@ const EnvSchema = z.object({
   INSTRUCTIONS: z.string().min(1).optional(),
   INSTRUCTIONS_FILE: z.string().min(1).optional(),
   GREETING: z.string().optional(),
-  AUDIO_MODE: z.enum(['transcode', 'passthrough']).default('transcode'),
+  /** Unset: transcode, or passthrough for PROVIDER=pipeline (its audio is µ-law 8 kHz end to end). */
+  AUDIO_MODE: z.enum(['transcode', 'passthrough']).optional(),
   TRANSCRIPTION_MODEL: z.string().default('gpt-4o-transcribe'),
   VAD_THRESHOLD: z.coerce.number().min(0).max(1).optional(),
   VAD_PREFIX_PADDING_MS: intIn(0, 5000).optional(),
@@ -477,7 +478,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (cleaned.TRANSCRIPT_KEY_OLD && !cleaned.TRANSCRIPT_KEY) {
     problems.push('TRANSCRIPT_KEY_OLD: set without TRANSCRIPT_KEY (new records would be stored unencrypted); set the new key as TRANSCRIPT_KEY');
   }
-  if (parsed.success && parsed.data.AUDIO_MODE === 'transcode' && parsed.data.MAX_CONCURRENT_CALLS > DSP_SLOTS) {
+  if (parsed.success && (parsed.data.AUDIO_MODE ?? 'transcode') === 'transcode' && parsed.data.PROVIDER !== 'pipeline' && parsed.data.MAX_CONCURRENT_CALLS > DSP_SLOTS) {
     // Each transcoded call holds one DSP channel slot: a call admitted past them could not be served.
     problems.push(`MAX_CONCURRENT_CALLS: ${parsed.data.MAX_CONCURRENT_CALLS} is more than the ${DSP_SLOTS} calls one process can transcode (DSP channel slots); set it to ${DSP_SLOTS} or less, or run more instances`);
   }
@@ -488,6 +489,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (problems.length > 0 || !parsed.success || !agents) throw new ConfigError(problems);
   const e = parsed.data;
   const first = agents[0]!;
+  if (first.provider === 'pipeline' && e.AUDIO_MODE === 'transcode') {
+    // The STT takes the phone's µ-law as it is and the TTS output is made µ-law in the audio core: no PCM crosses the port.
+    throw new ConfigError(["AUDIO_MODE: transcode does not apply to PROVIDER=pipeline (its audio is µ-law 8 kHz end to end: the STT hears the phone's audio, the TTS's is resampled in the pipeline); unset AUDIO_MODE or set passthrough"]);
+  }
   const model = first.model!;
   const vad = {
     threshold: first.vad.threshold ?? DEFAULT_VAD.threshold,
@@ -531,7 +536,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
           : { vendor: 'elevenlabs', url: e.ELEVENLABS_URL, apiKey: e.ELEVENLABS_API_KEY, model: e.ELEVENLABS_MODEL, voiceId: e.ELEVENLABS_VOICE_ID, format: e.PIPELINE_TTS_FORMAT ?? 'ulaw_8000' },
       vad: e.PIPELINE_VAD,
     },
-    audioMode: e.AUDIO_MODE,
+    audioMode: e.AUDIO_MODE ?? (first.provider === 'pipeline' ? 'passthrough' : 'transcode'),
     twilioAuthToken: e.TWILIO_AUTH_TOKEN,
     allowUnsigned: e.ALLOW_UNSIGNED,
     playoutLeadMs: e.PLAYOUT_LEAD_MS,

@@ -62,7 +62,37 @@ describe('loadConfig: the provider (PROVIDER, an agent file\'s provider)', () =>
   it('refuses a model of the other protocol and an unknown provider, naming where each came from', () => {
     expect(() => loadConfig({ PROVIDER: 'live', OPENAI_MODEL: 'gpt-realtime-2' })).toThrow(/OPENAI_MODEL: "gpt-realtime-2" \(from OPENAI_MODEL\) is not a GPT-Live model, and the provider is live \(from PROVIDER\)/);
     expect(() => loadConfig({ OPENAI_MODEL: 'gpt-live-1.1' })).toThrow(/is not a Realtime model, and the provider is realtime \(from the default\)/);
-    expect(() => loadConfig({ PROVIDER: 'pipeline' })).toThrow(/PROVIDER/);
+    expect(() => loadConfig({ PROVIDER: 'stt-llm' })).toThrow(/PROVIDER/);
+    expect(() => loadConfig({ PROVIDER: 'pipeline', OPENAI_MODEL: 'gpt-realtime-2' })).toThrow(/"gpt-realtime-2" \(from OPENAI_MODEL\) is not a chat \(LLM\) model for the pipeline/);
+    expect(() => loadConfig({ PROVIDER: 'pipeline', OPENAI_MODEL: 'gpt-live-1.1' })).toThrow(/not a chat \(LLM\) model/);
+  });
+  it('PROVIDER=pipeline: gpt-4o-mini on OPENAI_BASE_URL, Deepgram and ElevenLabs µ-law by default, passthrough audio; transcode refused', () => {
+    const c = loadConfig({ PROVIDER: 'pipeline', OPENAI_API_KEY: 'sk-a', DEEPGRAM_API_KEY: 'dg', ELEVENLABS_API_KEY: 'el' });
+    expect(c.openai).toMatchObject({ provider: 'pipeline', model: 'gpt-4o-mini' });
+    expect(c.audioMode).toBe('passthrough');
+    expect(c.pipeline).toEqual({
+      stt: { url: 'wss://api.deepgram.com/v1/listen', apiKey: 'dg', model: 'nova-3', endpointingMs: 300 },
+      llm: { baseUrl: 'https://api.openai.com/v1', apiKey: 'sk-a' },
+      tts: { vendor: 'elevenlabs', url: 'wss://api.elevenlabs.io', apiKey: 'el', model: 'eleven_flash_v2_5', voiceId: '21m00Tcm4TlvDq8ikWAM', format: 'ulaw_8000' },
+      vad: 'core',
+    });
+    const o = loadConfig({ PROVIDER: 'pipeline', OPENAI_MODEL: 'gpt-4.1-mini', PIPELINE_TTS: 'openai', PIPELINE_LLM_BASE_URL: 'http://127.0.0.1:9/v1', PIPELINE_LLM_API_KEY: 'k2', VOICE: 'marin', PIPELINE_VAD: 'silero' });
+    expect(o.pipeline.tts).toEqual({ vendor: 'openai', url: 'http://127.0.0.1:9/v1', apiKey: 'k2', model: 'gpt-4o-mini-tts', voiceId: 'marin', format: 'pcm_24000' });
+    expect(o.pipeline.vad).toBe('silero');
+    expect(loadConfig({}).audioMode).toBe('transcode');
+    expect(() => loadConfig({ PROVIDER: 'pipeline', AUDIO_MODE: 'transcode' })).toThrow(/AUDIO_MODE: transcode does not apply to PROVIDER=pipeline/);
+  });
+  it('prices a pipeline call by its stages (each overridable), with no speech tokens; an unlisted stage model at its reference', () => {
+    const c = loadConfig({ PROVIDER: 'pipeline' });
+    expect(c.pricesKnown).toBe(true);
+    expect(c.prices).toMatchObject({ audioInPerMTok: 0, textOutPerMTok: 0 });
+    expect(c.prices.pipeline!.llmInPerMTok).toBe(0.15);
+    expect(c.prices.pipeline!.sttPerMin).toBeGreaterThan(0);
+    expect(c.prices.pipeline!.ttsPer1kChars).toBeGreaterThan(0);
+    const o = loadConfig({ PROVIDER: 'pipeline', PRICE_STT_PER_MIN: '0.01', PRICE_LLM_INPUT_PER_MTOK: '1', PRICE_LLM_CACHED_INPUT_PER_MTOK: '0.5', PRICE_LLM_OUTPUT_PER_MTOK: '2', PRICE_TTS_PER_1K_CHARS: '0.1' });
+    expect(o.prices.pipeline).toEqual({ sttPerMin: 0.01, llmInPerMTok: 1, llmCachedInPerMTok: 0.5, llmOutPerMTok: 2, ttsPer1kChars: 0.1 });
+    expect(loadConfig({ PROVIDER: 'pipeline', OPENAI_MODEL: 'my-local-llama' }).pricesKnown).toBe(false);
+    expect(loadConfig({}).prices.pipeline).toBeUndefined();
   });
   it('prices a Live call per active minute: the list price, PRICE_ACTIVE_AUDIO_PER_MIN over it; an unlisted Live model at gpt-live-1.1\'s', () => {
     expect(loadConfig({ PROVIDER: 'live' })).toMatchObject({ pricesKnown: true, prices: { activeAudioPerMin: 0.05, audioInPerMTok: 0 } });

@@ -17,6 +17,9 @@ import { ConfigError, loadConfig, type Config } from '../config.js';
 import { createLogger, type Logger } from '../log.js';
 import { startCallbridge, type Callbridge } from '../main.js';
 import { startLiveStandIn } from '../sim/live-server.js';
+import { startPipelineStandIns } from '../sim/pipeline-standins.js';
+import { pipelinePrices } from '../store/prices.js';
+import type { PipelineUsage } from '../records.js';
 import { placeCall, type CallResult } from '../sim/caller.js';
 import { startModelStandIn, type ModelStandIn } from '../sim/model-server.js';
 import { eligibilityScenario, hangUpScenario, parallelEligibilityScenario, transferScenario, type Scenario } from '../sim/scenarios.js';
@@ -95,7 +98,7 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   out(`edge: ${app.edge}\n`);
   out(`placing ${calls} simulated call${calls > 1 ? 's' : ''} (eligibility scenario, real-time audio: about 25 s each; call 1 with a preamble and two parallel tool calls)…\n`);
   out('…and two more through Twilio\'s call flow: one asks for a person and is transferred to member services, one says goodbye and the agent hangs up\n');
-  out('…then call 1\'s script once more on GPT-Live (PROVIDER=live, its stand-in), and both side by side\n');
+  out('…then call 1\'s script once more on GPT-Live (PROVIDER=live) and on the STT → LLM → TTS pipeline (PROVIDER=pipeline), on their stand-ins, and all three side by side\n');
   if (dropModel) out('--drop-model: the model connection of call 2 is dropped while the assistant speaks; the call holds, reconnects and carries on\n');
   out('\n');
 
@@ -154,17 +157,35 @@ export async function run(args: string[], io: CliIO): Promise<number> {
     await app.close();
     await standIn.close();
   }
-  // The same first call once more on the other speech-to-speech provider: GPT-Live, against its stand-in.
-  const live = await runLiveCall(config, io.env, agentFile, authToken, publicUrl, mode, log);
-  if (!live.ok) failed++;
-  out(live.ok ? describeCall(live.result, live.record, quiet).replace(/─ call (\S+) /, '─ call $1 (GPT-Live) ') : `GPT-Live call failed: ${live.error}\n\n`);
-  if (live.ok && realtimeCall) out(compareProviders(realtimeCall, live));
+  // The same first call once more on each other provider: GPT-Live, then the pipeline, against their stand-ins.
+  const others: [name: string, call: ProviderCall][] = [];
+  for (const provider of ['live', 'pipeline'] as const) {
+    const name = provider === 'live' ? 'GPT-Live' : 'STT → LLM → TTS';
+    const c = await runOtherProviderCall(provider, config, io.env, agentFile, authToken, publicUrl, mode, log);
+    if (!c.ok) failed++;
+    out(c.ok ? describeCall(c.result, c.record, quiet).replace(/─ call (\S+) /, `─ call $1 (${name}) `) : `${name} call failed: ${c.error}\n\n`);
+    if (c.ok) others.push([name, c]);
+  }
+  if (realtimeCall && others.length) out(compareProviders([['OpenAI Realtime', realtimeCall], ...others]));
   out(`records are in ${config.dbPath}: \`npx callbridge calls list\` with CALLBRIDGE_DB=${config.dbPath}\n`);
   return failed === 0 ? 0 : 1;
 }
 
-/** One call on PROVIDER=live (the GPT-Live stand-in), the script of call 1, in a relay of its own on the same database. */
-async function runLiveCall(
+/** A pipeline call's stages priced apart (the stand-ins play nova-3 and eleven_flash_v2_5; the LLM is the record's model). */
+function stageCosts(p: PipelineUsage, llm: string | undefined): string {
+  const pr = pipelinePrices({ stt: 'nova-3', llm, tts: 'eleven_flash_v2_5' });
+  const stt = (p.sttAudioSeconds / 60) * pr.sttPerMin;
+  const cached = Math.min(p.llmCachedInputTokens, p.llmInputTokens);
+  const tokens = ((p.llmInputTokens - cached) * pr.llmInPerMTok + cached * pr.llmCachedInPerMTok + p.llmOutputTokens * pr.llmOutPerMTok) / 1e6;
+  const tts = (p.ttsCharacters / 1000) * pr.ttsPer1kChars;
+  return `STT $${stt.toFixed(4)} + LLM $${tokens.toFixed(4)} + TTS $${tts.toFixed(4)}`;
+}
+
+type ProviderCall = { result: CallResult; record: CallRecord | undefined };
+
+/** One call on PROVIDER=live or pipeline (their stand-ins), the script of call 1, in a relay of its own on the same database. */
+async function runOtherProviderCall(
+  provider: 'live' | 'pipeline',
   realtime: Config,
   env: Record<string, string | undefined>,
   agentFile: string,
@@ -172,8 +193,11 @@ async function runLiveCall(
   publicUrl: string,
   mode: string | undefined,
   log: Logger,
-): Promise<{ ok: true; result: CallResult; record: CallRecord | undefined } | { ok: false; error: string }> {
-  const liveStandIn = await startLiveStandIn({ scenario: parallelEligibilityScenario });
+): Promise<({ ok: true } & ProviderCall) | { ok: false; error: string }> {
+  const standIn =
+    provider === 'live'
+      ? await startLiveStandIn({ scenario: parallelEligibilityScenario }).then((s) => ({ env: { PROVIDER: 'live', OPENAI_MODEL: 'gpt-live-1.1', OPENAI_BASE_URL: s.url, OPENAI_API_KEY: 'demo-key' }, close: () => s.close() }))
+      : await startPipelineStandIns({ scenario: parallelEligibilityScenario });
   let app: Callbridge | undefined;
   try {
     const config = loadConfig({
@@ -183,20 +207,18 @@ async function runLiveCall(
       PORT: '0',
       HOST: '127.0.0.1',
       PUBLIC_URL: publicUrl,
-      PROVIDER: 'live',
-      OPENAI_MODEL: 'gpt-live-1.1',
-      OPENAI_BASE_URL: liveStandIn.url,
-      OPENAI_API_KEY: 'demo-key',
+      ...standIn.env,
       TWILIO_AUTH_TOKEN: authToken,
       AGENT_FILE: agentFile,
-      ...(mode ? { AUDIO_MODE: mode } : {}),
+      // The pipeline is µ-law end to end (config.ts refuses transcode for it).
+      ...(provider === 'pipeline' ? { AUDIO_MODE: 'passthrough' } : mode ? { AUDIO_MODE: mode } : {}),
     });
     app = await startCallbridge(config, log);
     const result = await placeCall({
       baseUrl: `http://127.0.0.1:${app.port}`,
       publicUrl,
       authToken,
-      from: '+15550109100',
+      from: provider === 'live' ? '+15550109100' : '+15550109200',
       to: '+15550100999',
       utterances: [{ durationMs: 2400 }, { durationMs: 1100 }],
     });
@@ -206,12 +228,12 @@ async function runLiveCall(
     return { ok: false, error: err instanceof Error ? err.message : String(err) };
   } finally {
     await app?.close();
-    await liveStandIn.close();
+    await standIn.close();
   }
 }
 
-/** Call 1 on each provider, side by side: what the caller waited, and what the call cost. */
-function compareProviders(realtime: { result: CallResult; record: CallRecord | undefined }, live: { result: CallResult; record: CallRecord | undefined }): string {
+/** Call 1 on each provider, side by side: what the caller waited, and what the call cost (the price table's list prices). */
+function compareProviders(calls: [name: string, call: ProviderCall][]): string {
   const median = (xs: number[]) => {
     const s = [...xs].sort((a, b) => a - b);
     return s.length ? Math.round(s[Math.floor((s.length - 1) / 2)]!) : undefined;
@@ -220,10 +242,11 @@ function compareProviders(realtime: { result: CallResult; record: CallRecord | u
     const minutes = (c.record?.durationMs ?? c.result.durationMs) / 60_000;
     const cost = c.record?.estimatedCostUsd;
     const perMin = cost !== undefined && minutes > 0 ? `$${(cost / minutes).toFixed(3)}/min` : '-';
-    const billed = c.record?.usage.activeAudioSeconds !== undefined ? `, ${(c.record.usage.activeAudioSeconds / 60).toFixed(2)} active min` : '';
+    const u = c.record?.usage;
+    const billed = u?.activeAudioSeconds !== undefined ? `, ${(u.activeAudioSeconds / 60).toFixed(2)} active min` : u?.pipeline ? `, ${stageCosts(u.pipeline, c.record?.model ?? undefined)}` : '';
     return `  ${name.padEnd(16)} turn latency (caller view) p50 ${median(c.result.turnLatenciesMs) ?? '-'} ms; cost $${cost?.toFixed(4) ?? '-'} (${perMin}${billed})`;
   };
-  return `── call 1 on both providers (stand-ins; list prices) ─────────────\n${row('OpenAI Realtime', realtime)}\n${row('GPT-Live', live)}\n\n`;
+  return `── call 1 on each provider (stand-ins; list prices) ─────────────\n${calls.map(([name, c]) => row(name, c)).join('\n')}\n\n`;
 }
 
 async function until(ok: () => boolean, timeoutMs: number): Promise<void> {
