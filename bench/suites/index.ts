@@ -6,6 +6,7 @@ import type { Suite } from '../types.js';
 import { dspSuite } from './dsp.js';
 import { latencySuite } from './latency.js';
 import { percoreSuite } from './percore.js';
+import { pipelineSuite } from './pipeline.js';
 import { relaySuite } from './relay.js';
 import { stallSuite } from './stall.js';
 import { storeSuite } from './store.js';
@@ -13,4 +14,4 @@ import { transcodeCliSuite } from './transcode-cli.js';
 import { vadSuite } from './vad.js';
 import { wireSuite } from './wire.js';
 
-export const suites: Suite[] = [dspSuite, wireSuite, relaySuite, transcodeCliSuite, storeSuite, latencySuite, stallSuite, percoreSuite, vadSuite];
+export const suites: Suite[] = [dspSuite, wireSuite, relaySuite, transcodeCliSuite, storeSuite, latencySuite, stallSuite, percoreSuite, vadSuite, pipelineSuite];
