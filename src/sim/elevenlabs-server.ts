@@ -82,14 +82,17 @@ export interface ElevenGeneration {
   text: string;
   /** Audio bytes produced for it. */
   bytes: number;
+  /** performance.now() when it was triggered (its text complete), and when its first audio frame was sent. */
+  triggeredAt: number;
+  firstFrameAt?: number;
 }
 
 export interface ElevenSession {
   voiceId: string;
   query: Record<string, string>;
   init: Record<string, unknown> | undefined;
-  /** Every client text frame after the init message, parsed. */
-  messages: { text: string; flush?: boolean }[];
+  /** Every client text frame after the init message, parsed, with its arrival (performance.now()). */
+  messages: { text: string; flush?: boolean; at: number }[];
   generations: ElevenGeneration[];
   audioFramesSent: number;
   audioBytesSent: number;
@@ -166,7 +169,7 @@ export async function startElevenLabsStandIn(opts: ElevenStandInOptions = {}): P
     sessions.push(s);
     const faults = (opts.faults ?? []).filter((f) => f.session === undefined || f.session === index);
     /** Generations waiting to be sent, in order; the head is being sent. */
-    const queue: { frames: Buffer[]; alignment: unknown }[] = [];
+    const queue: { frames: Buffer[]; alignment: unknown; gen: ElevenGeneration }[] = [];
     let sending = false;
     /** Generations triggered whose last frame is not yet sent. */
     let pendingGenerations = 0;
@@ -242,7 +245,8 @@ export async function startElevenLabsStandIn(opts: ElevenStandInOptions = {}): P
       if (!/\S/.test(text)) return;
       const durationMs = text.length * msPerChar;
       const audio = encode(format, durationMs, s.generations.length + 1);
-      s.generations.push({ text, bytes: audio.length });
+      const gen: ElevenGeneration = { text, bytes: audio.length, triggeredAt: performance.now() };
+      s.generations.push(gen);
       const bytesPerFrame = Math.max(2, Math.round((frameMs * ELEVEN_FORMAT_RATE[format]) / 1000) * (format === 'ulaw_8000' ? 1 : 2));
       const frames: Buffer[] = [];
       for (let o = 0; o < audio.length; o += bytesPerFrame) frames.push(audio.subarray(o, o + bytesPerFrame));
@@ -254,7 +258,7 @@ export async function startElevenLabsStandIn(opts: ElevenStandInOptions = {}): P
       };
       startMs += durationMs;
       const delay = firstDelay + random() * jitterMs;
-      const g = { frames, alignment };
+      const g = { frames, alignment, gen };
       later(delay, () => {
         queue.push(g);
         if (!sending) sendNext();
@@ -275,6 +279,7 @@ export async function startElevenLabsStandIn(opts: ElevenStandInOptions = {}): P
       sending = true;
       const frame = g.frames.shift()!;
       const first = g.alignment !== null;
+      if (first) g.gen.firstFrameAt = performance.now();
       ws.send(JSON.stringify({ audio: frame.toString('base64'), isFinal: null, normalizedAlignment: first ? g.alignment : null, alignment: first ? g.alignment : null }));
       g.alignment = null;
       s.audioFramesSent++;
@@ -332,7 +337,7 @@ export async function startElevenLabsStandIn(opts: ElevenStandInOptions = {}): P
         return;
       }
       const flush = msg.flush === true;
-      s.messages.push(flush ? { text, flush } : { text });
+      s.messages.push(flush ? { text, flush, at: performance.now() } : { text, at: performance.now() });
       if (text === '') {
         ended = true;
         trigger();

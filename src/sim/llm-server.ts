@@ -17,7 +17,8 @@
  *   `stream_options.include_usage` a last chunk with `choices: []` and the
  *   usage (every other chunk then has `usage: null`).
  * - Timing: the first chunk `firstTokenMs` (+ U(0, jitterMs), seeded) after
- *   the request, then one chunk every `tokenMs`.
+ *   the request, then one chunk every `tokenMs` (each due at a fixed time from
+ *   the request: timer lateness does not add up); each write's time is recorded.
  * - What it says is the `scenario`'s (default eligibilityScenario), chosen
  *   from the messages alone (see `scenarioAnswer`).
  * - Usage: prompt tokens ⌈chars/4⌉ of the messages' text, completion tokens
@@ -88,6 +89,8 @@ export interface LlmStandInRequest {
   answer?: LlmAnswer;
   /** Chunks written (the usage chunk included, [DONE] not). */
   chunksSent: number;
+  /** When each write of chunks went out, ms since the stand-in started (the first carries the role chunk too). */
+  sentAtMs: number[];
   /** The client went away before the stream ended. */
   aborted: boolean;
 }
@@ -317,17 +320,22 @@ export async function startLlmStandIn(opts: LlmStandInOptions = {}): Promise<Llm
       clearTimeout(timer);
       if (!res.writableFinished) rec.aborted = true;
     });
+    // Each write is due at a fixed time from the request (first, then every tokenMs), so timer lateness does not add up over a long answer.
+    const first = fault?.kind === 'slow' ? (fault.delayMs ?? 60_000) : firstTokenMs + random() * (opts.jitterMs ?? 0);
+    const startAt = performance.now();
+    let writes = 0;
     const send = (): void => {
       if (res.destroyed) return;
       // The role chunk goes out with the first piece of the answer.
       const n = next === 0 ? Math.min(2, frames.length) : 1;
       for (let k = 0; k < n; k++) res.write(`data: ${JSON.stringify(frames[next++])}\n\n`);
       rec.chunksSent = next;
+      rec.sentAtMs.push(performance.now() - t0);
+      writes++;
       if (fault?.kind === 'drop_mid_stream' && next >= (fault.afterChunks ?? 3)) return void res.socket?.destroy();
       if (next >= frames.length) return void res.end('data: [DONE]\n\n');
-      timer = setTimeout(send, tokenMs);
+      timer = setTimeout(send, Math.max(0, startAt + first + writes * tokenMs - performance.now()));
     };
-    const first = fault?.kind === 'slow' ? (fault.delayMs ?? 60_000) : firstTokenMs + random() * (opts.jitterMs ?? 0);
     timer = setTimeout(send, first);
   };
 
@@ -397,7 +405,7 @@ export async function startLlmStandIn(opts: LlmStandInOptions = {}): Promise<Llm
         body = undefined;
       }
       const parsed = typeof body === 'object' && body !== null && !Array.isArray(body);
-      const rec: LlmStandInRequest = { index: requests.length, atMs, body: parsed ? (body as Record<string, unknown>) : {}, status: 200, chunksSent: 0, aborted: false };
+      const rec: LlmStandInRequest = { index: requests.length, atMs, body: parsed ? (body as Record<string, unknown>) : {}, status: 200, chunksSent: 0, sentAtMs: [], aborted: false };
       requests.push(rec);
       if (!parsed) {
         rec.status = 400;
