@@ -181,6 +181,27 @@ describe('PipelineSession', () => {
     expect(ofType(events, 'assistant_transcript').map((e) => e.text)).toEqual(['Both found.']);
   });
 
+  it("a caller turn answered by a tool round: the follow-up that speaks carries the turn's stages", async () => {
+    const call: Script = { events: [{ type: 'tool_call', call: { callId: 'c1', name: 'lookup', arguments: '{}' } }, { type: 'done', finishReason: 'tool_calls', usage }] };
+    const { session, events } = await setup({ llm: [call, say('Found it.')] });
+    await feed(session, utterance());
+    await until(() => events.some((e) => e.type === 'tool_call'));
+    await until(() => ofType(events, 'response_done').length === 1);
+    expect(ofType(events, 'turn_stages')).toEqual([]);
+    session.sendToolResult('c1', 'ok', false);
+    session.createResponse();
+    await until(() => ofType(events, 'response_done').length === 2, { timeoutMs: 8000 });
+    const [stages] = ofType(events, 'turn_stages');
+    expect(stages!.responseId).toBe(ofType(events, 'response_started')[1]!.responseId);
+    expect(stages!.finalTranscriptMs).toBeGreaterThanOrEqual(0);
+    expect(stages!.firstTokenMs).toBeGreaterThanOrEqual(stages!.finalTranscriptMs!);
+    expect(stages!.firstTtsAudioMs).toBeGreaterThanOrEqual(stages!.firstTokenMs!);
+    // A later one-off answer (no caller turn) has none.
+    session.createResponse('Say more.');
+    await until(() => ofType(events, 'response_done').length === 3, { timeoutMs: 8000 });
+    expect(ofType(events, 'turn_stages')).toHaveLength(1);
+  });
+
   it('barge-in during the answer cancels it at once; truncate cuts its text in the conversation', async () => {
     const long = 'Your plan covers visits to any doctor in the network. The copay is twenty dollars. Specialists cost more. ';
     const { session, events, llm } = await setup({ llm: [say(long), say('OK.')], xi: { frameGapMs: 60, frameMs: 100 } });
