@@ -149,18 +149,25 @@ export function historyMessages(items: readonly ConversationItem[]): LlmMessage[
   return out;
 }
 
-/** Words of `text` with their spans, from per-character timings (ms of the item's audio). */
+/**
+ * Words of the spoken text with their spans, from per-character timings (ms of the item's audio). Each
+ * piece keeps the whitespace after it, so the pieces joined are the text (TimedText's contract: a cut
+ * joins the pieces heard); a span covers the word's characters only.
+ */
 export function wordsFromChars(chars: readonly CharTime[]): TimedText[] {
   const words: TimedText[] = [];
   let cur: TimedText | undefined;
+  let ended = false;
   for (const c of chars) {
     if (/\s/.test(c.ch)) {
-      cur = undefined;
+      if (cur) cur.text += c.ch;
+      ended = true;
       continue;
     }
-    if (!cur) {
+    if (!cur || ended) {
       cur = { text: '', startMs: c.startMs, endMs: c.endMs };
       words.push(cur);
+      ended = false;
     }
     cur.text += c.ch;
     cur.endMs = Math.max(cur.endMs, c.endMs);
@@ -316,7 +323,7 @@ export class PipelineSession implements ModelSession {
       cut = wordsFromChars(item.chars)
         .filter((w) => w.startMs < audioEndMs)
         .map((w) => w.text)
-        .join(' ');
+        .join('');
     } else {
       const share = item.audioBytes > 0 ? Math.min(1, (audioEndMs * ULAW_BYTES_PER_MS) / item.audioBytes) : 0;
       const chars = Math.floor(item.text.length * share);
