@@ -186,7 +186,7 @@ describe('pipeline, barge-in during TTS', () => {
 describe('pipeline, a stage failing mid-call', () => {
   it('STT socket dropped mid-utterance: the stream is reopened and the caller is answered', async () => {
     // The drop falls in the second utterance (greeting ~0.2 s, first turn and answer, then the second).
-    const { app, stages, baseUrl } = await start('transcode', edges[0]!, { scenario: talk, deepgram: { faults: [{ kind: 'drop', afterAudioMs: 3300, session: 0 }] } });
+    const { app, stages, baseUrl } = await start('passthrough', edges[0]!, { scenario: talk, deepgram: { faults: [{ kind: 'drop', afterAudioMs: 3300, session: 0 }] } });
     const result = await placeCall({
       baseUrl,
       publicUrl: PUBLIC_URL,
