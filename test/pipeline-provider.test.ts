@@ -1,7 +1,7 @@
 // The pipeline session (src/pipeline/pipeline-provider.ts) with the Deepgram and ElevenLabs stand-ins on
 // loopback and a scripted in-memory language model at the LLM port.
 import { afterEach, describe, expect, it } from 'vitest';
-import { PipelineProvider, type PipelineSession } from '../src/pipeline/pipeline-provider.js';
+import { PipelineProvider, wordsFromChars, type PipelineSession } from '../src/pipeline/pipeline-provider.js';
 import { DeepgramStt } from '../src/pipeline/stt-deepgram.js';
 import { ElevenLabsTts } from '../src/pipeline/tts-elevenlabs.js';
 import { LlmError, type LanguageModel, type LlmEvent, type LlmRequest, type LlmStream } from '../src/pipeline/llm.js';
@@ -118,6 +118,15 @@ const ofType = <T extends ModelEvent['type']>(events: ModelEvent[], type: T) => 
 const audioBytes = (events: ModelEvent[]) => ofType(events, 'audio').reduce((n, e) => n + Buffer.from(e.audio, 'base64').length, 0);
 const done = (events: ModelEvent[]) => until(() => events.some((e) => e.type === 'usage'), { timeoutMs: 8000, what: 'the answer to end' });
 
+describe('wordsFromChars', () => {
+  it('pieces keep the whitespace after them, so that joined they are the text; spans cover the letters', () => {
+    const chars = [...'Hi  there. Bye '].map((ch, i) => ({ ch, startMs: i * 10, endMs: i * 10 + 10 }));
+    const words = wordsFromChars(chars);
+    expect(words.map((w) => w.text)).toEqual(['Hi  ', 'there. ', 'Bye ']);
+    expect(words.map((w) => [w.startMs, w.endMs])).toEqual([[0, 20], [40, 100], [110, 140]]);
+  });
+});
+
 describe('PipelineSession', () => {
   it('answers a caller turn with the events of a server-VAD session, in order', async () => {
     const { session, events, llm } = await setup();
@@ -137,7 +146,9 @@ describe('PipelineSession', () => {
     const said = 'You pay twenty dollars. Anything else?';
     const [tr] = ofType(events, 'assistant_transcript');
     expect(tr!.text).toBe(said);
-    expect(tr!.words?.map((w) => w.text)).toEqual(said.split(' '));
+    expect(tr!.words?.map((w) => w.text.trim())).toEqual(said.split(' '));
+    // The pieces joined are the text (a cut of the call's line joins the pieces heard).
+    expect(tr!.words?.map((w) => w.text).join('').trim()).toBe(said);
     // One item per answer, every audio event whole 20 ms frames except possibly the last.
     const audio = ofType(events, 'audio');
     expect(new Set(audio.map((e) => e.itemId)).size).toBe(1);
@@ -179,6 +190,27 @@ describe('PipelineSession', () => {
       { role: 'tool', callId: 'c2', content: 'two' },
     ]);
     expect(ofType(events, 'assistant_transcript').map((e) => e.text)).toEqual(['Both found.']);
+  });
+
+  it("a caller turn answered by a tool round: the follow-up that speaks carries the turn's stages", async () => {
+    const call: Script = { events: [{ type: 'tool_call', call: { callId: 'c1', name: 'lookup', arguments: '{}' } }, { type: 'done', finishReason: 'tool_calls', usage }] };
+    const { session, events } = await setup({ llm: [call, say('Found it.')] });
+    await feed(session, utterance());
+    await until(() => events.some((e) => e.type === 'tool_call'));
+    await until(() => ofType(events, 'response_done').length === 1);
+    expect(ofType(events, 'turn_stages')).toEqual([]);
+    session.sendToolResult('c1', 'ok', false);
+    session.createResponse();
+    await until(() => ofType(events, 'response_done').length === 2, { timeoutMs: 8000 });
+    const [stages] = ofType(events, 'turn_stages');
+    expect(stages!.responseId).toBe(ofType(events, 'response_started')[1]!.responseId);
+    expect(stages!.finalTranscriptMs).toBeGreaterThanOrEqual(0);
+    expect(stages!.firstTokenMs).toBeGreaterThanOrEqual(stages!.finalTranscriptMs!);
+    expect(stages!.firstTtsAudioMs).toBeGreaterThanOrEqual(stages!.firstTokenMs!);
+    // A later one-off answer (no caller turn) has none.
+    session.createResponse('Say more.');
+    await until(() => ofType(events, 'response_done').length === 3, { timeoutMs: 8000 });
+    expect(ofType(events, 'turn_stages')).toHaveLength(1);
   });
 
   it('barge-in during the answer cancels it at once; truncate cuts its text in the conversation', async () => {

@@ -25,7 +25,10 @@
  *   (opened on the first delta); TTS audio → `audio` (µ-law; PCM formats go
  *   through one Resampler per stream; whole 20 ms frames, the rest at the
  *   end) under one item id per answer. `turn_stages` (ms after the turn's
- *   speech_stopped) precedes the first audio of an answer to a caller turn.
+ *   speech_stopped) precedes the first audio of an answer to a caller turn;
+ *   when that answer only called tools, the next createResponse (its
+ *   follow-up, before any new caller speech) answers the turn and carries
+ *   the turn's final-transcript and first-token times.
  *   The end: `audio_done` (when there was audio), `assistant_transcript`
  *   {text, words from the TTS alignment}, `response_done` (usage undefined),
  *   then `usage` {pipeline increments, token fields 0}.
@@ -146,18 +149,25 @@ export function historyMessages(items: readonly ConversationItem[]): LlmMessage[
   return out;
 }
 
-/** Words of `text` with their spans, from per-character timings (ms of the item's audio). */
+/**
+ * Words of the spoken text with their spans, from per-character timings (ms of the item's audio). Each
+ * piece keeps the whitespace after it, so the pieces joined are the text (TimedText's contract: a cut
+ * joins the pieces heard); a span covers the word's characters only.
+ */
 export function wordsFromChars(chars: readonly CharTime[]): TimedText[] {
   const words: TimedText[] = [];
   let cur: TimedText | undefined;
+  let ended = false;
   for (const c of chars) {
     if (/\s/.test(c.ch)) {
-      cur = undefined;
+      if (cur) cur.text += c.ch;
+      ended = true;
       continue;
     }
-    if (!cur) {
+    if (!cur || ended) {
       cur = { text: '', startMs: c.startMs, endMs: c.endMs };
       words.push(cur);
+      ended = false;
     }
     cur.text += c.ch;
     cur.endMs = Math.max(cur.endMs, c.endMs);
@@ -242,6 +252,8 @@ export class PipelineSession implements ModelSession {
   /** STT words heard while the VAD saw no turn. */
   private strayTexts: string[] = [];
   private answer: Answer | undefined;
+  /** A caller turn answered so far only by tool calls: its stage times, for the follow-up that speaks. */
+  private toolTurn: Pick<Answer, 'turnStoppedAt' | 'finalTranscriptMs' | 'firstTokenMs'> | undefined;
   private nextItem = 1;
   private nextResponse = 1;
   private readonly finalWaitMs: number;
@@ -294,7 +306,9 @@ export class PipelineSession implements ModelSession {
       this.emit({ type: 'error', code: 'conversation_already_has_active_response', message: 'a response is already in progress' });
       return;
     }
-    this.startAnswer(instructions, undefined);
+    const turn = this.toolTurn;
+    this.toolTurn = undefined;
+    this.startAnswer(instructions, undefined, turn);
   }
 
   cancelResponse(): void {
@@ -309,7 +323,7 @@ export class PipelineSession implements ModelSession {
       cut = wordsFromChars(item.chars)
         .filter((w) => w.startMs < audioEndMs)
         .map((w) => w.text)
-        .join(' ');
+        .join('');
     } else {
       const share = item.audioBytes > 0 ? Math.min(1, (audioEndMs * ULAW_BYTES_PER_MS) / item.audioBytes) : 0;
       const chars = Math.floor(item.text.length * share);
@@ -394,6 +408,7 @@ export class PipelineSession implements ModelSession {
     if (this.turn) return;
     const itemId = `pitem_${this.nextItem++}`;
     this.turn = { itemId, texts: this.strayTexts.splice(0), endpointed: false };
+    this.toolTurn = undefined;
     this.emit({ type: 'speech_started', itemId, audioStartMs: atMs });
     if (this.answer) this.finishAnswer(this.answer, 'cancelled', 'turn_detected');
   }
@@ -466,6 +481,7 @@ export class PipelineSession implements ModelSession {
     const itemId = `pitem_${this.nextItem++}`;
     const turn: Turn = { itemId, texts: this.strayTexts.splice(0), endpointed: true };
     this.turn = turn;
+    this.toolTurn = undefined;
     this.emit({ type: 'speech_started', itemId, audioStartMs: Math.round(startS * 1000) });
     if (this.answer) this.finishAnswer(this.answer, 'cancelled', 'turn_detected');
     this.stopTurn(turn, Math.round(endS * 1000));
@@ -498,7 +514,8 @@ export class PipelineSession implements ModelSession {
 
   // ── answers: LLM ──────────────────────────────────────────────────────
 
-  private startAnswer(instructions: string | undefined, turnStoppedAt: number | undefined): void {
+  /** `toolTurn`: the stage times of the caller turn whose tool round this answer follows up. */
+  private startAnswer(instructions: string | undefined, turnStoppedAt: number | undefined, toolTurn?: PipelineSession['toolTurn']): void {
     const a: Answer = {
       responseId: `presp_${this.nextResponse++}`,
       itemId: `pitem_${this.nextItem++}`,
@@ -521,6 +538,8 @@ export class PipelineSession implements ModelSession {
     if (turnStoppedAt !== undefined) {
       a.turnStoppedAt = turnStoppedAt;
       a.finalTranscriptMs = Math.round(performance.now() - turnStoppedAt);
+    } else if (toolTurn) {
+      Object.assign(a, toolTurn);
     }
     this.answer = a;
     this.emit({ type: 'response_started', responseId: a.responseId });
@@ -724,6 +743,9 @@ export class PipelineSession implements ModelSession {
       this.emit({ type: 'assistant_transcript', responseId: a.responseId, itemId: a.itemId, text: a.text, ...(words.length ? { words } : {}) });
     }
     if (a.text || a.toolCalls.length > 0) this.keepItem(a);
+    if (status === 'completed' && a.toolCalls.length > 0 && !a.stagesSent && a.turnStoppedAt !== undefined) {
+      this.toolTurn = { turnStoppedAt: a.turnStoppedAt, finalTranscriptMs: a.finalTranscriptMs, firstTokenMs: a.firstTokenMs };
+    }
     this.emit({ type: 'response_done', responseId: a.responseId, status, ...(reason !== undefined ? { reason } : {}), usage: undefined });
     const u = this.usageIncrement();
     this.emitUsage({ ...a.usage, sttAudioSeconds: u.sttAudioSeconds });
