@@ -192,6 +192,36 @@ describe('PipelineSession', () => {
     expect(ofType(events, 'assistant_transcript').map((e) => e.text)).toEqual(['Both found.']);
   });
 
+  it('a preamble with calls: outputs back while the preamble still plays follow the message that made the calls', async () => {
+    const preamble: Script = {
+      events: [
+        { type: 'text_delta', delta: 'Let me check both of those for you. ' },
+        { type: 'tool_call', call: { callId: 'c1', name: 'lookup', arguments: '{"id":1}' } },
+        { type: 'tool_call', call: { callId: 'c2', name: 'lookup', arguments: '{"id":2}' } },
+        { type: 'done', finishReason: 'tool_calls', usage },
+      ],
+    };
+    const { session, events, llm } = await setup({ llm: [preamble, say('Both found.')], xi: { frameGapMs: 40 } });
+    session.createResponse();
+    await until(() => ofType(events, 'tool_call').length === 2);
+    // The relay runs the tools at once: their outputs come back while the preamble is still being spoken.
+    expect(events.some((e) => e.type === 'response_done')).toBe(false);
+    session.sendToolResult('c1', 'one', false);
+    session.sendToolResult('c2', 'two', false);
+    await until(() => events.some((e) => e.type === 'response_done'), { timeoutMs: 8000 });
+    session.createResponse();
+    await until(() => ofType(events, 'response_done').length === 2, { timeoutMs: 8000 });
+    expect(llm.requests[1]!.messages.slice(1)).toEqual([
+      {
+        role: 'assistant',
+        content: 'Let me check both of those for you. ',
+        toolCalls: [{ callId: 'c1', name: 'lookup', arguments: '{"id":1}' }, { callId: 'c2', name: 'lookup', arguments: '{"id":2}' }],
+      },
+      { role: 'tool', callId: 'c1', content: 'one' },
+      { role: 'tool', callId: 'c2', content: 'two' },
+    ]);
+  });
+
   it("a caller turn answered by a tool round: the follow-up that speaks carries the turn's stages", async () => {
     const call: Script = { events: [{ type: 'tool_call', call: { callId: 'c1', name: 'lookup', arguments: '{}' } }, { type: 'done', finishReason: 'tool_calls', usage }] };
     const { session, events } = await setup({ llm: [call, say('Found it.')] });

@@ -1,12 +1,13 @@
 /**
  * The pipeline end to end (issue 19): the real relay, store and eligibility tool with PROVIDER=pipeline
  * against the Deepgram, Chat Completions and ElevenLabs stand-ins (src/sim/pipeline-standins.ts) and
- * simulated callers on loopback. A full eligibility call in both audio modes on every edge (greeting,
+ * simulated callers on loopback. A full eligibility call on every edge (greeting,
  * caller turns, the tool round, goodbye; the record's transcript, tool call, stage usage, cost and each
  * turn's stage split); barge-in during TTS (the clear leaves within one frame of the VAD's decision,
  * nothing of the old answer is heard after it, the line keeps the words heard); and stages failing
  * mid-call (STT socket dropped, LLM 429 then OK, LLM 500 on every retry, TTS error) never leave the
- * caller in silence.
+ * caller in silence. The pipeline has one audio mode: µ-law end to end (config.ts refuses transcode
+ * for it), so every case runs passthrough.
  *
  * Clocks: the record counts from the relay's stream `start`, the caller from its socket opening, a
  * little earlier (same process, both performance.now()). A caller-clock time minus a record time is so
@@ -30,7 +31,7 @@ const REPEAT = readFileSync(defaultPromptPath('repeat'));
 /** TTS stand-in speech per character (ms): shorter than its 60 ms default, to keep the calls short. */
 const MS_PER_CHAR = 25;
 
-type Mode = 'transcode' | 'passthrough';
+type Mode = 'passthrough';
 
 function start(mode: Mode, edge: EdgeKind, stages: PipelineStandInOptions = {}) {
   return callbridge({
@@ -61,7 +62,7 @@ const talk: Scenario = scenarioOf(
 );
 
 const edges = availableEdges();
-const cases: [Mode, EdgeKind][] = edges.flatMap((edge) => [['transcode', edge] as [Mode, EdgeKind], ['passthrough', edge] as [Mode, EdgeKind]]);
+const cases: [Mode, EdgeKind][] = edges.map((edge) => ['passthrough', edge]);
 
 describe.each(cases)('pipeline, %s, %s edge', (mode, edge) => {
   it('a full eligibility call: greeting, caller turns, the tool round, goodbye; the record has the stages, their usage and cost', async () => {
@@ -221,7 +222,7 @@ describe('pipeline, a stage failing mid-call', () => {
   it('LLM 500 on every retry: the caller hears the relay asking to repeat, and the call goes on', async () => {
     // Three tries per answer, two relay retries (RESPONSE_RETRY_MS 100,100): nine failed requests for the first turn.
     const faults = Array.from({ length: 9 }, (_, i) => ({ kind: '500' as const, request: i + 1 }));
-    const { app, stages, baseUrl } = await start('transcode', edges.at(-1)!, { scenario: talk, llm: { faults } });
+    const { app, stages, baseUrl } = await start('passthrough', edges.at(-1)!, { scenario: talk, llm: { faults } });
     const result = await placeCall({
       baseUrl,
       publicUrl: PUBLIC_URL,

@@ -215,6 +215,11 @@ interface Answer {
   retryTimer?: NodeJS.Timeout;
   text: string;
   toolCalls: LlmToolCall[];
+  /**
+   * Outputs of this answer's calls that came back while it still runs (its spoken part still
+   * playing): they join the conversation right after the assistant message that made the calls.
+   */
+  earlyOutputs: LlmMessage[];
   tts?: TtsStream;
   ttsOpening: boolean;
   ttsRetried: boolean;
@@ -334,7 +339,10 @@ export class PipelineSession implements ModelSession {
   }
 
   sendToolResult(callId: string, output: string, respond: boolean): void {
-    this.remember({ role: 'tool', callId, content: output });
+    // The call's answer may still be speaking its preamble: its message (with the calls) is not in yet.
+    const a = this.answer;
+    if (a && a.toolCalls.some((c) => c.callId === callId)) a.earlyOutputs.push({ role: 'tool', callId, content: output });
+    else this.remember({ role: 'tool', callId, content: output });
     if (respond) this.createResponse();
   }
 
@@ -525,6 +533,7 @@ export class PipelineSession implements ModelSession {
       llmDone: false,
       text: '',
       toolCalls: [],
+      earlyOutputs: [],
       ttsOpening: false,
       ttsRetried: false,
       ttsDone: false,
@@ -755,6 +764,7 @@ export class PipelineSession implements ModelSession {
   private keepItem(a: Answer): void {
     const message: Item['message'] = { role: 'assistant', content: a.text, ...(a.toolCalls.length ? { toolCalls: a.toolCalls } : {}) };
     this.remember(message);
+    for (const m of a.earlyOutputs.splice(0)) this.remember(m);
     this.items.set(a.itemId, { message, text: a.text, chars: a.chars, audioBytes: a.audioBytes });
     if (this.items.size > MAX_ITEMS) this.items.delete(this.items.keys().next().value!);
   }
