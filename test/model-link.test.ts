@@ -14,7 +14,7 @@ import {
   type ModelLinkOptions,
 } from '../src/call/model-link.js';
 import { cutWords } from '../src/call/transcript.js';
-import { ModelConnectError, type ModelEvent } from '../src/call/voice-model.js';
+import { ModelConnectError, type ModelEvent, type ModelSession } from '../src/call/voice-model.js';
 import { silentLogger } from '../src/log.js';
 import { OpenAIRealtimeProvider, type OpenAIRealtimeProviderOptions } from '../src/realtime/openai-provider.js';
 import { speechLike, ulawEncode } from '../src/sim/audio.js';
@@ -329,6 +329,30 @@ describe('ModelLink reconnects', () => {
     expect(evsA.map((e) => e.type)).toEqual(['ready', 'link_lost']);
     expect(evsB.map((e) => e.type)).toEqual(['ready', 'link_lost']);
     expect(r.stats).toEqual({ drops: 2, reconnects: 0, giveUps: 0 });
+  });
+
+  it('close: usage the session reports as it closes still reaches the call; nothing else does', async () => {
+    const usage = { inputTextTokens: 0, inputAudioTokens: 0, inputCachedTokens: 0, outputTextTokens: 0, outputAudioTokens: 0, activeAudioSeconds: 1.5 };
+    let listener: ((ev: ModelEvent) => void) | undefined;
+    const session: ModelSession = {
+      format: 'ulaw8k',
+      onEvent: (l) => void (listener = l),
+      appendAudio() {},
+      sendUserText() {},
+      createResponse() {},
+      cancelResponse() {},
+      truncate() {},
+      sendToolResult() {},
+      close() {
+        listener?.({ type: 'usage', usage });
+        listener?.({ type: 'error', code: 'late', message: 'after close' });
+      },
+    };
+    const link = await ModelLink.open({ name: 'closing', connect: async () => session }, SESSION_OPTS, { log: silentLogger });
+    const evs = collect(link);
+    link.close();
+    listener?.({ type: 'usage', usage }); // after close: dropped
+    expect(evs).toEqual([{ type: 'usage', usage }]);
   });
 
   it('closing from the link_lost handler dials nothing; closing from link_restored closes the new session', async () => {

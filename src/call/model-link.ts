@@ -128,7 +128,8 @@ class GapAudio {
 // ---------------------------------------------------------------------------
 // The link
 
-type LinkState = 'live' | 'reconnecting' | 'failed' | 'closed';
+/** `closing`: inside close(), while the session closes (its last usage still passes). */
+type LinkState = 'live' | 'reconnecting' | 'failed' | 'closing' | 'closed';
 
 interface Settings {
   backoffBaseMs: number;
@@ -216,7 +217,13 @@ export class ModelLink implements ModelSession {
   // -- provider → call ---------------------------------------------------------
 
   private onProviderEvent(gen: number, ev: ModelEvent): void {
-    if (gen !== this.gen || this.state !== 'live') return;
+    if (gen !== this.gen) return;
+    // Closing, a session may still report what it billed last (the pipeline's STT tail): only that passes.
+    if (this.state === 'closing') {
+      if (ev.type === 'usage') this.emit(ev);
+      return;
+    }
+    if (this.state !== 'live') return;
     switch (ev.type) {
       case 'closed':
         return this.lose(ev.reason);
@@ -363,16 +370,17 @@ export class ModelLink implements ModelSession {
   }
 
   close(): void {
-    if (this.state === 'closed') return;
-    this.state = 'closed';
-    this.gen++;
-    this.outlet.clear();
+    if (this.state === 'closed' || this.state === 'closing') return;
     this.reconnect?.abort();
     this.reconnect = undefined;
     this.gap.clear();
     const s = this.session;
     this.session = undefined;
+    this.state = 'closing';
     s?.close();
+    this.state = 'closed';
+    this.gen++;
+    this.outlet.clear();
   }
 }
 

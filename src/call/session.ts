@@ -574,7 +574,8 @@ export class CallSession implements StreamHandler {
   // ── Model → call ──────────────────────────────────────────────────────
 
   private onModelEvent(ev: ModelEvent): void {
-    if (this.state === 'ended') return;
+    // Ending, only what the model billed last still counts (a provider reports it as it closes, before the record ends).
+    if (this.state === 'ended' && ev.type !== 'usage') return;
     try {
       switch (ev.type) {
         case 'ready':
