@@ -4,21 +4,32 @@
  * wait from its session record, and total − waits.
  */
 import { describe, expect, it } from 'vitest';
-import { deepgramWaitMs, llmFirstSpeakableMs, llmPieces, ownShareMs } from '../bench/suites/pipeline.js';
+import { deepgramWaitMs, llmFirstSpeakableWrite, llmPieces, llmWaitMs, ownShareMs, ttsWaitMs } from '../bench/suites/pipeline.js';
 
-describe('llmFirstSpeakableMs', () => {
+describe('the LLM wait', () => {
   it('splits text as the LLM stand-in streams it: a word with its space, or punctuation', () => {
     expect(llmPieces('You are covered. Anything else?')).toEqual(['You', ' are', ' covered', '.', ' Anything', ' else', '?']);
   });
 
-  it('is the chunk after which the first sentence can be cut (its following space)', () => {
-    // "You are covered." is cut once " Anything" (piece 4) arrives: 4 chunks after the first.
-    expect(llmFirstSpeakableMs('You are covered. Anything else?', 400, 10)).toBe(440);
+  it('is the write after which the first sentence can be cut (its following space), timed by the stand-in', () => {
+    // "You are covered." is cut once " Anything" (piece 4, write 4) arrives.
+    expect(llmFirstSpeakableWrite('You are covered. Anything else?')).toBe(4);
+    const sentAtMs = [1400, 1411, 1422, 1433, 1445, 1456, 1467, 1478, 1489];
+    expect(llmWaitMs({ atMs: 1000, sentAtMs, answer: { text: 'You are covered. Anything else?', calls: [] } })).toBe(445);
   });
 
-  it('waits for the end of the stream (finish and usage chunks) when nothing can be cut earlier', () => {
-    // 9 pieces, then finish and usage: the last write is 10 chunks after the first.
-    expect(llmFirstSpeakableMs('Sure, can I get the member ID?', 400, 10)).toBe(500);
+  it('waits for the stream\'s last write when nothing can be cut earlier', () => {
+    expect(llmFirstSpeakableWrite('Sure, can I get the member ID?')).toBeUndefined();
+    expect(llmWaitMs({ atMs: 1000, sentAtMs: [1400, 1410, 1500], answer: { text: 'Sure, can I get the member ID?', calls: [] } })).toBe(500);
+    expect(llmWaitMs({ atMs: 1000, sentAtMs: [], answer: undefined })).toBeUndefined();
+  });
+});
+
+describe('the TTS wait', () => {
+  it('runs from the first text that is not blank to the first audio frame', () => {
+    const messages = [{ text: ' ', at: 5 }, { text: 'Hello there. ', at: 10 }, { text: 'More.', at: 30 }];
+    expect(ttsWaitMs({ messages, generations: [{ text: 'Hello there. ', bytes: 8000, triggeredAt: 12, firstFrameAt: 87 }] })).toBe(77);
+    expect(ttsWaitMs({ messages, generations: [{ text: 'x', bytes: 0, triggeredAt: 12 }] })).toBeUndefined();
   });
 });
 

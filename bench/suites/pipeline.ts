@@ -23,14 +23,12 @@
  *   waiting on a vendor, p50/p99. Vendor waits are what the stand-ins took:
  *   Deepgram's from its session record (Finalize arrival → the final or
  *   UtteranceEnd it sent next; 0 when the turn closed on an endpoint final
- *   that came before speech_stopped); the LLM's from its request record
- *   (arrival) plus its stream schedule (first chunk FIRST_TOKEN_MS later, then
- *   one every TOKEN_MS) up to the chunk that completes the first text the
- *   TTS can speak; ElevenLabs' first audio FIRST_AUDIO_MS after that text.
- *   The LLM and ElevenLabs stand-ins record no answer times, so each of
- *   their timers is taken as late as a TOKEN_MS timer chain of this process
- *   (the loop they share) fired while the calls ran, median; this process's
- *   event-loop delay p99 is printed beside the own share;
+ *   that came before speech_stopped); the LLM's from its request record:
+ *   arrival → the write that completed the first text the TTS can speak (or
+ *   its last write); ElevenLabs' from its session record: the first text's
+ *   arrival → the first audio frame it sent. Every time is the stand-in's
+ *   own, so a late timer of theirs counts as the vendor's, not ours; this
+ *   process's event-loop delay p99 is printed beside the own share;
  * - CPU per call-second of the callbridge process (/proc, all threads),
  *   pipeline ÷ Realtime in the same run.
  * The resampler pairs' ns per 20 ms frame are the dsp suite's (dsp.up16 …
@@ -39,7 +37,11 @@
  * Matching: calls start STAGGER_MS apart, so the Deepgram stand-in's
  * sessions (connect order) are the calls in start order; a turn's Finalize
  * is the one nearest its speech_stopped (record time + the caller's stream
- * start on this process's clock), within MATCH_MS.
+ * start on this process's clock), within MATCH_MS; its LLM request the one
+ * that arrived nearest after its final transcript, and its ElevenLabs session
+ * the one whose first text arrived nearest after that request's first
+ * speakable write, each within MATCH_MS (a turn left unmatched is counted and
+ * printed, not guessed).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -54,6 +56,8 @@ import { TextChunker, speakable } from '../../src/pipeline/tts.js';
 import type { TurnLatency } from '../../src/records.js';
 import { placeCall, type CallResult, type Utterance } from '../../src/sim/caller.js';
 import type { DeepgramStandInSession } from '../../src/sim/deepgram-server.js';
+import type { ElevenSession } from '../../src/sim/elevenlabs-server.js';
+import type { LlmStandInRequest } from '../../src/sim/llm-server.js';
 import { startModelStandIn } from '../../src/sim/model-server.js';
 import { startPipelineStandIns } from '../../src/sim/pipeline-standins.js';
 import { openCallStore } from '../../src/store/open.js';
@@ -109,32 +113,12 @@ interface PathFigures {
   /** Relay CPU µs over the calls, and the calls' total duration, s. */
   cpuUs: number;
   callSeconds: number;
-  /** Pipeline only: the Deepgram stand-in's sessions (connect order) and the LLM answers' texts by caller turn. */
+  /** Pipeline only: the stand-ins' records (LLM times are ms after llmStartedAt; the others performance.now()). */
   deepgram?: DeepgramStandInSession[];
+  llm?: { startedAt: number; requests: LlmStandInRequest[] };
+  eleven?: ElevenSession[];
   /** This process's event-loop delay while the calls ran, p99 ms. */
   loopDelayP99Ms: number;
-  /** How late a TOKEN_MS timer of this process fired while the calls ran, median ms (the stand-ins' timers share the loop). */
-  timerLateMs: number;
-}
-
-/** A chain of `ms` timers until stop(), which returns their median lateness (ms). */
-function timerLateness(ms: number): { stop(): number } {
-  const late: number[] = [];
-  let timer: NodeJS.Timeout | undefined;
-  const arm = (): void => {
-    const due = performance.now() + ms;
-    timer = setTimeout(() => {
-      late.push(performance.now() - due);
-      arm();
-    }, ms);
-  };
-  arm();
-  return {
-    stop: () => {
-      clearTimeout(timer);
-      return late.length ? pct(asc(late), 0.5) : 0;
-    },
-  };
 }
 
 // ── Pure arithmetic (test/bench-pipeline.test.ts) ─────────────────────────
@@ -145,20 +129,32 @@ export function llmPieces(text: string): string[] {
 }
 
 /**
- * When the LLM stand-in has streamed the first text a TTS stream can speak,
- * ms after the request arrived: its first write (role + first piece) at
- * firstTokenMs, one chunk per tokenMs after; the first piece after which
- * TextChunker cuts a speakable chunk, else the stream's last chunk (finish,
- * then usage), after which the client ends the TTS input.
+ * Which of the LLM stand-in's writes completes the first text a TTS stream
+ * can speak: write i carries piece i (the first also the role chunk), so the
+ * first piece after which TextChunker cuts a speakable chunk; undefined when
+ * none does (the client ends the TTS input after the stream's last write).
  */
-export function llmFirstSpeakableMs(text: string, firstTokenMs: number, tokenMs: number): number {
+export function llmFirstSpeakableWrite(text: string): number | undefined {
   const pieces = llmPieces(text);
   const chunker = new TextChunker();
   for (let i = 0; i < pieces.length; i++) {
-    if (chunker.push(pieces[i]!).some(speakable)) return firstTokenMs + i * tokenMs;
+    if (chunker.push(pieces[i]!).some(speakable)) return i;
   }
-  // Frames: role, pieces, finish, usage; the first write carries two.
-  return firstTokenMs + (pieces.length + 1) * tokenMs;
+  return undefined;
+}
+
+/** The LLM's wait in a turn: the request's arrival → the write that let the TTS start (ms; its own clock). */
+export function llmWaitMs(req: Pick<LlmStandInRequest, 'atMs' | 'sentAtMs' | 'answer'>): number | undefined {
+  const k = llmFirstSpeakableWrite(req.answer?.text ?? '');
+  const at = k === undefined ? req.sentAtMs.at(-1) : req.sentAtMs[k];
+  return at === undefined ? undefined : at - req.atMs;
+}
+
+/** ElevenLabs' wait for one answer: its first text's arrival → its first audio frame (ms). */
+export function ttsWaitMs(session: Pick<ElevenSession, 'messages' | 'generations'>): number | undefined {
+  const first = session.messages.find((m) => /\S/.test(m.text));
+  const frame = session.generations.find((g) => g.firstFrameAt !== undefined)?.firstFrameAt;
+  return first && frame !== undefined ? Math.max(0, frame - first.at) : undefined;
 }
 
 /**
@@ -224,7 +220,6 @@ async function runPath(key: PathKey, calls: number, log: (s: string) => void): P
     log(`pipeline: ${calls} calls on ${key}, ${STAGGER_MS} ms apart…`);
     const loop = monitorEventLoopDelay({ resolution: 5 });
     loop.enable();
-    const lateness = timerLateness(TOKEN_MS);
     const cpu0 = processCpuUs(relay.pid!);
     const utterances: Utterance[] = Array.from({ length: TURNS }, () => ({ durationMs: 900 }));
     const results = await Promise.all(
@@ -243,7 +238,6 @@ async function runPath(key: PathKey, calls: number, log: (s: string) => void): P
     );
     const cpuUs = processCpuUs(relay.pid!) - cpu0;
     loop.disable();
-    const timerLateMs = lateness.stop();
     const stopped = answer(relay, 'stats', `callbridge (${key})`);
     relay.send({ type: 'stop' });
     await stopped;
@@ -261,9 +255,8 @@ async function runPath(key: PathKey, calls: number, log: (s: string) => void): P
       calls: withTurns,
       cpuUs,
       callSeconds: results.reduce((s, r) => s + r.durationMs, 0) / 1000,
-      ...(stands ? { deepgram: stands.deepgram.sessions } : {}),
+      ...(stands ? { deepgram: stands.deepgram.sessions, llm: { startedAt: stands.llm.startedAt, requests: stands.llm.requests }, eleven: stands.eleven.sessions } : {}),
       loopDelayP99Ms: loop.percentile(99) / 1e6,
-      timerLateMs,
     };
   } finally {
     if (relay) await stopChild(relay);
@@ -312,13 +305,27 @@ interface TurnSplit {
 }
 
 /** Every pipeline turn with its stages and vendor waits. */
-function splitTurns(f: PathFigures): TurnSplit[] {
+function splitTurns(f: PathFigures): { turns: TurnSplit[]; unmatched: number } {
   const sessions = f.deepgram ?? [];
   if (sessions.length !== f.calls.length) {
     throw new Error(`pipeline bench: ${sessions.length} Deepgram sessions for ${f.calls.length} calls (a reconnect?): turns cannot be matched to sessions`);
   }
   const out: TurnSplit[] = [];
-  const late = f.timerLateMs;
+  let unmatched = 0;
+  const llm = f.llm!;
+  const requests = llm.requests.filter((r) => r.status === 200);
+  const eleven = f.eleven ?? [];
+  const nearestAfter = <T>(xs: readonly T[], at: (x: T) => number | undefined, from: number): T | undefined => {
+    let best: T | undefined;
+    let bestD = Infinity;
+    for (const x of xs) {
+      const t = at(x);
+      if (t === undefined) continue;
+      const d = t - from;
+      if (d >= -1 && d <= MATCH_MS && d < bestD) [best, bestD] = [x, d];
+    }
+    return best;
+  };
   // Calls started STAGGER_MS apart connect in order: session i is call i.
   f.calls.forEach(({ result, turns }, i) => {
     const session = sessions[i]!;
@@ -331,9 +338,18 @@ function splitTurns(f: PathFigures): TurnSplit[] {
       const stoppedAt = result.startedAtPerfMs + p.speechStoppedMs;
       const deepgramMs = deepgramWaitMs(session, stoppedAt, finalTranscriptMs ?? 0, MATCH_MS);
       const fin = session.texts.filter((x) => x.message?.type === 'Finalize').map((x) => Math.abs(x.at - stoppedAt));
-      const reply = scenario.turns[Math.min(k, scenario.turns.length - 1)]!.reply ?? '';
-      const llmMs = llmFirstSpeakableMs(reply, FIRST_TOKEN_MS + late, TOKEN_MS + late);
-      const ttsMs = FIRST_AUDIO_MS + late;
+      void k;
+      // The turn's LLM request: arrived nearest after its final transcript; its TTS session: first text nearest after the speakable write.
+      const finalAt = stoppedAt + (finalTranscriptMs ?? 0);
+      const req = nearestAfter(requests, (r) => llm.startedAt + r.atMs, finalAt);
+      const llmMs = req ? llmWaitMs(req) : undefined;
+      const speakAt = req && llmMs !== undefined ? llm.startedAt + req.atMs + llmMs : undefined;
+      const tts = speakAt === undefined ? undefined : nearestAfter(eleven, (e) => e.messages.find((m) => /\S/.test(m.text))?.at, speakAt);
+      const ttsMs = tts ? ttsWaitMs(tts) : undefined;
+      if (llmMs === undefined || ttsMs === undefined) {
+        unmatched++;
+        return;
+      }
       const split: TurnSplit = { totalMs: t.latencyMs, deepgramMs, llmMs, ttsMs, ownMs: ownShareMs(t.latencyMs, [deepgramMs, llmMs, ttsMs]) };
       if (finalTranscriptMs !== undefined) split.finalTranscriptMs = finalTranscriptMs;
       const token = after(p.stages.firstTokenMs);
@@ -345,7 +361,7 @@ function splitTurns(f: PathFigures): TurnSplit[] {
       out.push(split);
     });
   });
-  return out;
+  return { turns: out, unmatched };
 }
 
 const ns = (ms: number) => Math.round(ms * 1e6);
@@ -387,7 +403,7 @@ export const pipelineSuite: Suite = {
     const calls = opts.quick ? QUICK_CALLS : CALLS;
     const pipeline = await runPath('pipeline', calls, opts.log);
     const realtime = await runPath('realtime', calls, opts.log);
-    const turns = splitTurns(pipeline);
+    const { turns, unmatched } = splitTurns(pipeline);
     if (turns.length === 0) throw new Error('pipeline bench: no pipeline turn has a stage split in its record');
     const pick = (k: keyof TurnSplit) => turns.map((t) => t[k]).filter((v): v is number => v !== undefined);
     const rtTurns = realtime.calls.flatMap((c) => c.turns.map((t) => t.latencyMs));
@@ -408,7 +424,7 @@ export const pipelineSuite: Suite = {
         deepgramMaxMs: Number(Math.max(...pick('deepgramMs')).toFixed(2)),
         llmP50Ms: Number(pct(asc(pick('llmMs')), 0.5).toFixed(2)),
         ttsP50Ms: Number(pct(asc(pick('ttsMs')), 0.5).toFixed(2)),
-        standInTimerLateMs: Number(pipeline.timerLateMs.toFixed(2)),
+        turnsUnmatched: unmatched,
       }),
       {
         ...latencyResult('pipeline.ownShare', "pipeline's own share (total − vendor waits)", pick('ownMs'), {

@@ -100,6 +100,8 @@ export interface LlmStandIn {
   readonly url: string;
   readonly port: number;
   readonly requests: LlmStandInRequest[];
+  /** performance.now() when the stand-in started: the origin of the requests' atMs and sentAtMs. */
+  readonly startedAt: number;
   close(): Promise<void>;
 }
 
@@ -435,6 +437,7 @@ export async function startLlmStandIn(opts: LlmStandInOptions = {}): Promise<Llm
     url: `http://127.0.0.1:${port}/v1`,
     port,
     requests,
+    startedAt: t0,
     close: () =>
       new Promise<void>((resolve) => {
         for (const s of sockets) s.destroy();
