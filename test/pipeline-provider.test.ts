@@ -5,7 +5,7 @@ import { PipelineProvider, wordsFromChars, type PipelineSession } from '../src/p
 import { DeepgramStt } from '../src/pipeline/stt-deepgram.js';
 import { ElevenLabsTts } from '../src/pipeline/tts-elevenlabs.js';
 import { LlmError, type LanguageModel, type LlmEvent, type LlmRequest, type LlmStream } from '../src/pipeline/llm.js';
-import type { TtsFormat } from '../src/pipeline/tts.js';
+import type { TextToSpeech, TtsEvent, TtsFormat, TtsStream } from '../src/pipeline/tts.js';
 import { ModelConnectError, type ConversationItem, type ModelEvent, type ModelSession } from '../src/call/voice-model.js';
 import { startDeepgramStandIn, type DeepgramStandIn, type DeepgramStandInOptions } from '../src/sim/deepgram-server.js';
 import { elevenAudioBytes, startElevenLabsStandIn, type ElevenStandIn, type ElevenStandInOptions } from '../src/sim/elevenlabs-server.js';
@@ -356,6 +356,45 @@ describe('PipelineSession', () => {
       { role: 'assistant', content: 'Hello, how can I help?', toolCalls: [{ callId: 'c9', name: 'lookup', arguments: '{}' }] },
       { role: 'tool', callId: 'c9', content: 'found' },
     ]);
+  });
+
+  it('µ-law TTS audio in pieces of any size comes out as whole 20 ms frames, byte for byte, the rest at the end', async () => {
+    const sizes = [100, 100, 160, 333, 7, 320, 45];
+    const pieces = sizes.map((n, k) => Buffer.from(Array.from({ length: n }, (_, i) => (i * 13 + k * 31) & 0xff)));
+    // A TTS at the vendor edge that speaks `pieces` once its input ends.
+    const tts: TextToSpeech = {
+      name: 'pieces',
+      formats: ['ulaw_8000'],
+      open: async (): Promise<TtsStream> => {
+        const listeners = new Set<(ev: TtsEvent) => void>();
+        const emit = (ev: TtsEvent) => listeners.forEach((l) => l(ev));
+        return {
+          format: 'ulaw_8000',
+          usage: { characters: 0 },
+          push: () => {},
+          flush: () => {},
+          end: () =>
+            setTimeout(() => {
+              for (const audio of pieces) emit({ type: 'audio', audio });
+              emit({ type: 'done', usage: { characters: 0 } });
+            }, 1),
+          cancel: () => listeners.clear(),
+          onEvent: (l) => (listeners.add(l), () => listeners.delete(l)),
+        };
+      },
+    };
+    dg = await startDeepgramStandIn({});
+    const provider = new PipelineProvider({ stt: new DeepgramStt({ apiKey: 'test-key', url: dg.url }), llm: new ScriptedLlm([say('Hello there.')]), tts, ttsFormat: 'ulaw_8000' });
+    const session = await provider.connect({ instructions: 'Be brief.', voice: 'v1', tools: [] });
+    sessions.push(session);
+    const events: ModelEvent[] = [];
+    session.onEvent((ev) => events.push(ev));
+    session.createResponse();
+    await done(events);
+    const audio = ofType(events, 'audio').map((e) => Buffer.from(e.audio, 'base64'));
+    expect(Buffer.concat(audio).equals(Buffer.concat(pieces))).toBe(true);
+    for (const a of audio.slice(0, -1)) expect(a.length % FRAME_BYTES).toBe(0);
+    expect(audio.at(-1)!.length).toBe(sizes.reduce((n, x) => n + x, 0) % FRAME_BYTES);
   });
 
   it('PCM TTS audio arrives as µ-law 8 kHz of the right length', async () => {

@@ -175,6 +175,14 @@ export function wordsFromChars(chars: readonly CharTime[]): TimedText[] {
   return words;
 }
 
+/** `a` then `b`, in new memory. */
+function joined(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
 interface CharTime {
   ch: string;
   startMs: number;
@@ -295,7 +303,7 @@ export class PipelineSession implements ModelSession {
 
   appendAudio(base64: string): void {
     if (this.closed) return;
-    const bytes = new Uint8Array(Buffer.from(base64, 'base64'));
+    const bytes = Buffer.from(base64, 'base64');
     if (bytes.length === 0) return;
     this.stt?.send(bytes);
     for (let off = 0; off < bytes.length && this.vad; off += MAX_FRAME) this.vad.push(bytes.subarray(off, off + MAX_FRAME));
@@ -703,9 +711,7 @@ export class PipelineSession implements ModelSession {
     } else {
       ulaw = audio;
     }
-    const all = new Uint8Array(a.carry.length + ulaw.length);
-    all.set(a.carry);
-    all.set(ulaw, a.carry.length);
+    const all = a.carry.length === 0 ? ulaw : joined(a.carry, ulaw);
     const whole = all.length - (all.length % FRAME_BYTES);
     a.carry = all.slice(whole);
     if (whole > 0) this.emitAudio(a, all.subarray(0, whole));
@@ -723,7 +729,7 @@ export class PipelineSession implements ModelSession {
       });
     }
     a.audioBytes += ulaw.length;
-    this.emit({ type: 'audio', responseId: a.responseId, itemId: a.itemId, audio: Buffer.from(ulaw).toString('base64') });
+    this.emit({ type: 'audio', responseId: a.responseId, itemId: a.itemId, audio: Buffer.from(ulaw.buffer, ulaw.byteOffset, ulaw.length).toString('base64') });
   }
 
   // ── answers: the end ──────────────────────────────────────────────────
