@@ -94,8 +94,10 @@ const EnvSchema = z.object({
   ELEVENLABS_MODEL: z.string().min(1).default('eleven_flash_v2_5'),
   /** ElevenLabs voice id (PIPELINE_TTS=elevenlabs); OpenAI TTS takes the agent's `voice`. */
   ELEVENLABS_VOICE_ID: z.string().min(1).default('21m00Tcm4TlvDq8ikWAM'),
-  /** OpenAI TTS model (PIPELINE_TTS=openai); its base URL and key are the LLM's. */
+  /** OpenAI TTS model (PIPELINE_TTS=openai); its key is the LLM's. */
   OPENAI_TTS_MODEL: z.string().min(1).default('gpt-4o-mini-tts'),
+  /** OpenAI TTS base URL; unset: the LLM's (PIPELINE_LLM_BASE_URL, else OPENAI_BASE_URL). */
+  OPENAI_TTS_BASE_URL: httpUrl.optional(),
   /** What the TTS is asked for; OpenAI TTS gives pcm_24000 only. */
   PIPELINE_TTS_FORMAT: z.enum(PIPELINE_TTS_FORMATS).optional(),
   /** The local VAD that decides barge-in and ends turns: the audio core's, or Silero (needs onnxruntime-node installed). */
@@ -532,7 +534,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       llm: { baseUrl: e.PIPELINE_LLM_BASE_URL ?? e.OPENAI_BASE_URL, apiKey: e.PIPELINE_LLM_API_KEY ?? e.OPENAI_API_KEY },
       tts:
         e.PIPELINE_TTS === 'openai'
-          ? { vendor: 'openai', url: e.PIPELINE_LLM_BASE_URL ?? e.OPENAI_BASE_URL, apiKey: e.PIPELINE_LLM_API_KEY ?? e.OPENAI_API_KEY, model: e.OPENAI_TTS_MODEL, voiceId: first.voice, format: 'pcm_24000' }
+          ? { vendor: 'openai', url: e.OPENAI_TTS_BASE_URL ?? e.PIPELINE_LLM_BASE_URL ?? e.OPENAI_BASE_URL, apiKey: e.PIPELINE_LLM_API_KEY ?? e.OPENAI_API_KEY, model: e.OPENAI_TTS_MODEL, voiceId: first.voice, format: 'pcm_24000' }
           : { vendor: 'elevenlabs', url: e.ELEVENLABS_URL, apiKey: e.ELEVENLABS_API_KEY, model: e.ELEVENLABS_MODEL, voiceId: e.ELEVENLABS_VOICE_ID, format: e.PIPELINE_TTS_FORMAT ?? 'ulaw_8000' },
       vad: e.PIPELINE_VAD,
     },

@@ -217,6 +217,27 @@ describe('pipeline, a stage failing mid-call', () => {
     expect(result.protocolViolations).toEqual([]);
   });
 
+  it('OpenAI TTS instead of ElevenLabs: its PCM 24 kHz is resampled in the audio core, and the caller hears each answer whole', async () => {
+    const { app, stages, baseUrl, config } = await start('passthrough', edges.at(-1)!, { scenario: talk, tts: 'openai', openaiTts: { msPerChar: MS_PER_CHAR } });
+    expect(config.pipeline.tts).toMatchObject({ vendor: 'openai', format: 'pcm_24000' });
+    const result = await placeCall({ baseUrl, publicUrl: PUBLIC_URL, utterances: [{ durationMs: 800, pauseMs: 250 }, { durationMs: 700, pauseMs: 250 }], hangupAfterMs: 800 });
+    await app.store.flush();
+    const rec = (await app.store.get(result.callSid))!;
+    const said = assistantLines(rec).map((l) => l.text);
+    expect(said).toEqual(['Hello.', 'First answer.', 'Second answer.']);
+    expect(stages.eleven.sessions).toHaveLength(0);
+    const tts = stages.openaiTts!.requests;
+    expect(tts.map((r) => r.status)).toEqual([200, 200, 200]);
+    expect(tts.map((r) => (r.body.input as string).trim())).toEqual(said);
+    expect(tts.every((r) => r.body.response_format === 'pcm')).toBe(true);
+    // What the stand-in spoke (MS_PER_CHAR a character), heard as µ-law 8 kHz: within a frame per answer (the resampler's edges).
+    const spokenMs = tts.reduce((n, r) => n + (r.body.input as string).length * MS_PER_CHAR, 0);
+    expect(Math.abs(result.heardMs - spokenMs)).toBeLessThanOrEqual(3 * FRAME_MS);
+    expect(rec.usage.pipeline!.ttsCharacters).toBe(said.join('').length);
+    expect(rec.turnLatencies).toHaveLength(2);
+    expect(result.protocolViolations).toEqual([]);
+  });
+
   it('LLM 500 on every retry: the caller hears the relay asking to repeat, and the call goes on', async () => {
     // Three tries per answer, two relay retries (RESPONSE_RETRY_MS 100,100): nine failed requests for the first turn.
     const faults = Array.from({ length: 9 }, (_, i) => ({ kind: '500' as const, request: i + 1 }));
