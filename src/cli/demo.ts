@@ -28,19 +28,21 @@ import type { CallRecord } from '../store/types.js';
 import { formatRecord } from './calls.js';
 import type { CliIO } from './io.js';
 
-const USAGE = 'usage: callbridge demo [--calls N] [--mode transcode|passthrough] [--drop-model] [--quiet]\n';
+const USAGE = 'usage: callbridge demo [--calls N] [--mode transcode|passthrough] [--drop-model] [--realtime-only] [--quiet]\n';
 
 export async function run(args: string[], io: CliIO): Promise<number> {
   let calls = 2;
   let mode: string | undefined;
   let quiet = false;
   let dropModel = false;
+  let realtimeOnly = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     if (a === '--calls') calls = Number(args[++i]);
     else if (a === '--mode') mode = args[++i];
     else if (a === '--quiet') quiet = true;
     else if (a === '--drop-model') dropModel = true;
+    else if (a === '--realtime-only') realtimeOnly = true;
     else {
       io.stderr.write(`callbridge demo: unknown option ${a}\n${USAGE}`);
       return 2;
@@ -98,7 +100,7 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   out(`edge: ${app.edge}\n`);
   out(`placing ${calls} simulated call${calls > 1 ? 's' : ''} (eligibility scenario, real-time audio: about 25 s each; call 1 with a preamble and two parallel tool calls)…\n`);
   out('…and two more through Twilio\'s call flow: one asks for a person and is transferred to member services, one says goodbye and the agent hangs up\n');
-  out('…then call 1\'s script once more on GPT-Live (PROVIDER=live) and on the STT → LLM → TTS pipeline (PROVIDER=pipeline), on their stand-ins, and all three side by side\n');
+  if (!realtimeOnly) out('…then call 1\'s script once more on GPT-Live (PROVIDER=live) and on the STT → LLM → TTS pipeline (PROVIDER=pipeline), on their stand-ins, and all three side by side\n');
   if (dropModel) out('--drop-model: the model connection of call 2 is dropped while the assistant speaks; the call holds, reconnects and carries on\n');
   out('\n');
 
@@ -159,7 +161,7 @@ export async function run(args: string[], io: CliIO): Promise<number> {
   }
   // The same first call once more on each other provider: GPT-Live, then the pipeline, against their stand-ins.
   const others: [name: string, call: ProviderCall][] = [];
-  for (const provider of ['live', 'pipeline'] as const) {
+  for (const provider of realtimeOnly ? [] : (['live', 'pipeline'] as const)) {
     const name = provider === 'live' ? 'GPT-Live' : 'STT → LLM → TTS';
     const c = await runOtherProviderCall(provider, config, io.env, agentFile, authToken, publicUrl, mode, log);
     if (!c.ok) failed++;
