@@ -130,3 +130,29 @@ export async function stopChild(child: ChildProcess, msg?: object): Promise<void
   await exited;
   clearTimeout(t);
 }
+
+/** Ask a child for one message of `type` (after sending `msg`); rejects if it exits first. */
+export function ask<T>(child: ChildProcess, msg: object, type: string, what: string): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onMsg = (m: { type: string; message?: string }) => {
+      if (m.type === type) {
+        cleanup();
+        resolve(m as T);
+      } else if (m.type === 'error') {
+        cleanup();
+        reject(new Error(`${what}: ${m.message}`));
+      }
+    };
+    const onExit = (code: number | null) => {
+      cleanup();
+      reject(new Error(`${what}: the process exited (${code}) before answering`));
+    };
+    const cleanup = () => {
+      child.off('message', onMsg);
+      child.off('exit', onExit);
+    };
+    child.on('message', onMsg);
+    child.once('exit', onExit);
+    if (Object.keys(msg).length) child.send(msg);
+  });
+}

@@ -60,7 +60,7 @@ import { startModelStandIn } from '../../src/sim/model-server.js';
 import type { ProxyTimingStats } from '../delay-proxy.js';
 import { pct } from '../measure.js';
 import { burstEnv, scenario } from './relay.js';
-import { processRunqWaitNs, stopChild } from '../proc.js';
+import { ask, processRunqWaitNs, stopChild } from '../proc.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 
 // ── The seed's budget (ms): change here ──────────────────────────────────
@@ -132,31 +132,6 @@ const relayScript = fileURLToPath(new URL('../relay-server.js', import.meta.url)
 const proxyScript = fileURLToPath(new URL('../delay-proxy-server.js', import.meta.url));
 
 
-/** Ask a child for one message of `type` (after sending `msg`); rejects if it exits first. */
-function ask<T>(child: ChildProcess, msg: object, type: string, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onMsg = (m: { type: string; message?: string }) => {
-      if (m.type === type) {
-        cleanup();
-        resolve(m as T);
-      } else if (m.type === 'error') {
-        cleanup();
-        reject(new Error(`${what}: ${m.message}`));
-      }
-    };
-    const onExit = (code: number | null) => {
-      cleanup();
-      reject(new Error(`${what}: the process exited (${code}) before answering`));
-    };
-    const cleanup = () => {
-      child.off('message', onMsg);
-      child.off('exit', onExit);
-    };
-    child.on('message', onMsg);
-    child.once('exit', onExit);
-    if (Object.keys(msg).length) child.send(msg);
-  });
-}
 
 
 /** One run: `spec.calls` concurrent calls through relay + delay proxies against the stand-in. */

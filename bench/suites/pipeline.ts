@@ -62,7 +62,7 @@ import { startModelStandIn } from '../../src/sim/model-server.js';
 import { startPipelineStandIns } from '../../src/sim/pipeline-standins.js';
 import { openCallStore } from '../../src/store/open.js';
 import { pct } from '../measure.js';
-import { processCpuUs, stopChild } from '../proc.js';
+import { ask, processCpuUs, stopChild } from '../proc.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 import { GENERATION_MS, SYNTHESIS_MS } from './latency.js';
 import { burstEnv, scenario } from './relay.js';
@@ -216,7 +216,7 @@ async function runPath(key: PathKey, calls: number, log: (s: string) => void): P
     createInterface({ input: relay.stdout! }).on('line', (line) => {
       if (!line.startsWith('edge:')) process.stderr.write(`[callbridge] ${line}\n`);
     });
-    const ready = await answer<{ port: number }>(relay, 'ready', `callbridge (${key})`);
+    const ready = await ask<{ port: number }>(relay, {}, 'ready', `callbridge (${key})`);
     log(`pipeline: ${calls} calls on ${key}, ${STAGGER_MS} ms apart…`);
     const loop = monitorEventLoopDelay({ resolution: 5 });
     loop.enable();
@@ -238,7 +238,7 @@ async function runPath(key: PathKey, calls: number, log: (s: string) => void): P
     );
     const cpuUs = processCpuUs(relay.pid!) - cpu0;
     loop.disable();
-    const stopped = answer(relay, 'stats', `callbridge (${key})`);
+    const stopped = ask(relay, {}, 'stats', `callbridge (${key})`);
     relay.send({ type: 'stop' });
     await stopped;
     await stopChild(relay);
@@ -266,27 +266,6 @@ async function runPath(key: PathKey, calls: number, log: (s: string) => void): P
   }
 }
 
-/** The child's next message of `type`; rejects on an error message or if it exits first. */
-function answer<T>(child: ChildProcess, type: string, what: string): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onMsg = (m: { type: string; message?: string }) => {
-      if (m.type !== type && m.type !== 'error') return;
-      cleanup();
-      if (m.type === 'error') reject(new Error(`${what}: ${m.message}`));
-      else resolve(m as T);
-    };
-    const onExit = (code: number | null) => {
-      cleanup();
-      reject(new Error(`${what}: the process exited (${code}) before answering`));
-    };
-    const cleanup = () => {
-      child.off('message', onMsg);
-      child.off('exit', onExit);
-    };
-    child.on('message', onMsg);
-    child.once('exit', onExit);
-  });
-}
 
 // ── Figures ──────────────────────────────────────────────────────────────
 
