@@ -61,6 +61,9 @@ export function ulawDecode(bytes: Uint8Array): Int16Array {
 }
 
 /** RMS of PCM16 samples in dBFS (-Infinity for silence). */
+/** Squared PCM16 level of each µ-law byte: a VAD's energy without decoding. */
+export const ULAW_SQUARED = Float64Array.from({ length: 256 }, (_, b) => ulawDecodeSample(b) ** 2);
+
 export function rmsDbfs(pcm: Int16Array): number {
   let acc = 0;
   for (let i = 0; i < pcm.length; i++) acc += pcm[i]! * pcm[i]!;

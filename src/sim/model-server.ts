@@ -27,7 +27,7 @@ import { createServer as createHttpServer, STATUS_CODES, type IncomingMessage } 
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { speechLike, ulawDecodeSample, ulawEncode } from './audio.js';
+import { speechLike, ULAW_SQUARED, ulawEncode } from './audio.js';
 import { FRAME_MS, bytesPerMs } from '../dsp/format.js';
 import { eligibilityScenario, type Scenario, type ScenarioCall, type ScenarioFailure, type ScenarioTurn } from './scenarios.js';
 
@@ -199,8 +199,6 @@ function replyAudio(durationMs: number, format: 'pcm24k' | 'ulaw8k'): Buffer {
 const LISTEN_BACKLOG = 4096;
 /** The VAD reads every 3rd sample of 24 kHz input (an 8 kHz decimation: speech energy lies below 4 kHz). */
 const VAD_STRIDE = 3;
-/** Squared PCM16 level of each µ-law byte: the VAD's energy without decoding. */
-const ULAW_SQUARED = Float64Array.from({ length: 256 }, (_, b) => ulawDecodeSample(b) ** 2);
 /**
  * A reply's audio deltas, base64, cut as playMessage cuts them (irregular
  * `sizes` in turn, the first `len` bytes of `all`): encoded once per clip and
