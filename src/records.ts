@@ -40,6 +40,19 @@ export interface PipelineUsage {
   ttsCharacters: number;
 }
 
+export const ZERO_PIPELINE_USAGE: Readonly<PipelineUsage> = { sttAudioSeconds: 0, llmInputTokens: 0, llmCachedInputTokens: 0, llmOutputTokens: 0, ttsCharacters: 0 };
+
+/** Two pipeline usages added, stage by stage (the call's running total, a record's sum). */
+export function sumPipelineUsage(a: PipelineUsage, b: PipelineUsage): PipelineUsage {
+  return {
+    sttAudioSeconds: a.sttAudioSeconds + b.sttAudioSeconds,
+    llmInputTokens: a.llmInputTokens + b.llmInputTokens,
+    llmCachedInputTokens: a.llmCachedInputTokens + b.llmCachedInputTokens,
+    llmOutputTokens: a.llmOutputTokens + b.llmOutputTokens,
+    ttsCharacters: a.ttsCharacters + b.ttsCharacters,
+  };
+}
+
 export type Speaker = 'caller' | 'assistant' | 'dtmf' | 'tool';
 
 export interface TranscriptLine {

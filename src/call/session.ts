@@ -51,7 +51,7 @@ import {
   type TransferStore,
   type TwilioSocket,
 } from './ports.js';
-import type { CallRecorder, PipelineUsage, TurnLatency, TurnStages } from '../records.js';
+import { sumPipelineUsage, type CallRecorder, type TurnLatency, type TurnStages } from '../records.js';
 import type { CallRecordingTap } from '../recording/types.js';
 import { LatencyHistogram } from './stats.js';
 import { ToolRunner } from './tool-runner.js';
@@ -725,7 +725,7 @@ export class CallSession implements StreamHandler {
     t.outputTextTokens += usage.outputTextTokens;
     t.outputAudioTokens += usage.outputAudioTokens;
     if (usage.activeAudioSeconds !== undefined) t.activeAudioSeconds = (t.activeAudioSeconds ?? 0) + usage.activeAudioSeconds;
-    if (usage.pipeline) t.pipeline = addPipelineUsage(t.pipeline, usage.pipeline);
+    if (usage.pipeline) t.pipeline = t.pipeline ? sumPipelineUsage(t.pipeline, usage.pipeline) : { ...usage.pipeline };
   }
 
   /**
@@ -995,16 +995,4 @@ export class CallSession implements StreamHandler {
     if (closeSocket) this.deps.socket.close(reason === 'error' ? 1011 : 1000, reason);
     this.deps.onEnded(this);
   }
-}
-
-/** A call's pipeline usage so far plus one report (stage by stage). */
-function addPipelineUsage(total: PipelineUsage | undefined, u: PipelineUsage): PipelineUsage {
-  if (!total) return { ...u };
-  return {
-    sttAudioSeconds: total.sttAudioSeconds + u.sttAudioSeconds,
-    llmInputTokens: total.llmInputTokens + u.llmInputTokens,
-    llmCachedInputTokens: total.llmCachedInputTokens + u.llmCachedInputTokens,
-    llmOutputTokens: total.llmOutputTokens + u.llmOutputTokens,
-    ttsCharacters: total.ttsCharacters + u.ttsCharacters,
-  };
 }

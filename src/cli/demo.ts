@@ -19,6 +19,7 @@ import { startCallbridge, type Callbridge } from '../main.js';
 import { startLiveStandIn } from '../sim/live-server.js';
 import { startPipelineStandIns } from '../sim/pipeline-standins.js';
 import { pipelinePrices } from '../store/prices.js';
+import { pipelineStageCostsUsd } from '../store/cost.js';
 import type { PipelineUsage } from '../records.js';
 import { placeCall, type CallResult } from '../sim/caller.js';
 import { startModelStandIn, type ModelStandIn } from '../sim/model-server.js';
@@ -175,12 +176,8 @@ export async function run(args: string[], io: CliIO): Promise<number> {
 
 /** A pipeline call's stages priced apart (the stand-ins play nova-3 and eleven_flash_v2_5; the LLM is the record's model). */
 function stageCosts(p: PipelineUsage, llm: string | undefined): string {
-  const pr = pipelinePrices({ stt: 'nova-3', llm, tts: 'eleven_flash_v2_5' });
-  const stt = (p.sttAudioSeconds / 60) * pr.sttPerMin;
-  const cached = Math.min(p.llmCachedInputTokens, p.llmInputTokens);
-  const tokens = ((p.llmInputTokens - cached) * pr.llmInPerMTok + cached * pr.llmCachedInPerMTok + p.llmOutputTokens * pr.llmOutPerMTok) / 1e6;
-  const tts = (p.ttsCharacters / 1000) * pr.ttsPer1kChars;
-  return `STT $${stt.toFixed(4)} + LLM $${tokens.toFixed(4)} + TTS $${tts.toFixed(4)}`;
+  const c = pipelineStageCostsUsd(p, pipelinePrices({ stt: 'nova-3', llm, tts: 'eleven_flash_v2_5' }));
+  return `STT $${c.stt.toFixed(4)} + LLM $${c.llm.toFixed(4)} + TTS $${c.tts.toFixed(4)}`;
 }
 
 type ProviderCall = { result: CallResult; record: CallRecord | undefined };

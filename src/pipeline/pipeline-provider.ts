@@ -60,7 +60,7 @@ import {
   type TimedText,
   type ToolSpec,
 } from '../call/voice-model.js';
-import type { PipelineUsage } from '../records.js';
+import { ZERO_PIPELINE_USAGE, type PipelineUsage } from '../records.js';
 import { Resampler } from '../dsp/index.js';
 import { SttError, type SpeechToText, type SttConnectOptions, type SttEvent, type SttStream } from './stt.js';
 import type { LanguageModel, LlmError, LlmEvent, LlmMessage, LlmStream, LlmToolCall } from './llm.js';
@@ -244,7 +244,6 @@ interface Answer {
   usage: PipelineUsage;
 }
 
-const zeroUsage = (): PipelineUsage => ({ sttAudioSeconds: 0, llmInputTokens: 0, llmCachedInputTokens: 0, llmOutputTokens: 0, ttsCharacters: 0 });
 
 export class PipelineSession implements ModelSession {
   readonly format = 'ulaw8k' as const;
@@ -390,7 +389,7 @@ export class PipelineSession implements ModelSession {
   /** The STT seconds not yet reported, as a usage increment. */
   private usageIncrement(): PipelineUsage {
     const total = this.sttSecondsDone + (this.stt?.usage().audioSeconds ?? 0);
-    const u = zeroUsage();
+    const u = { ...ZERO_PIPELINE_USAGE };
     u.sttAudioSeconds = total - this.sttSecondsReported;
     this.sttSecondsReported = total;
     return u;
@@ -550,7 +549,7 @@ export class PipelineSession implements ModelSession {
       audioBytes: 0,
       streamBaseMs: 0,
       chars: [],
-      usage: zeroUsage(),
+      usage: { ...ZERO_PIPELINE_USAGE },
     };
     if (turnStoppedAt !== undefined) {
       a.turnStoppedAt = turnStoppedAt;

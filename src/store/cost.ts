@@ -25,15 +25,19 @@ export function estimateCostUsd(usage: Usage, durationMs: number, prices: Prices
       usage.outputTextTokens * prices.textOutPerMTok) /
     1e6;
   const active = ((usage.activeAudioSeconds ?? 0) / 60) * (prices.activeAudioPerMin ?? REFERENCE_ACTIVE_AUDIO_PER_MIN);
-  const pipeline = usage.pipeline ? pipelineCostUsd(usage.pipeline, prices.pipeline ?? REFERENCE_PIPELINE_PRICES) : 0;
+  const stages = usage.pipeline ? pipelineStageCostsUsd(usage.pipeline, prices.pipeline ?? REFERENCE_PIPELINE_PRICES) : undefined;
+  const pipeline = stages ? stages.stt + stages.llm + stages.tts : 0;
   // Twilio bills per started minute.
   const minutes = durationMs > 0 ? Math.ceil(durationMs / 60_000) : 0;
   return Math.round((tokens + active + pipeline + minutes * prices.telephonyPerMin) * 1e6) / 1e6;
 }
 
-/** The pipeline's stages, unrounded USD; cached input tokens are a part of the input tokens. */
-function pipelineCostUsd(p: PipelineUsage, prices: PipelinePrices): number {
+/** Each pipeline stage's cost, unrounded USD; cached input tokens are a part of the input tokens. */
+export function pipelineStageCostsUsd(p: PipelineUsage, prices: PipelinePrices): { stt: number; llm: number; tts: number } {
   const cached = Math.min(p.llmCachedInputTokens, p.llmInputTokens);
-  const llm = ((p.llmInputTokens - cached) * prices.llmInPerMTok + cached * prices.llmCachedInPerMTok + p.llmOutputTokens * prices.llmOutPerMTok) / 1e6;
-  return (p.sttAudioSeconds / 60) * prices.sttPerMin + llm + (p.ttsCharacters / 1000) * prices.ttsPer1kChars;
+  return {
+    stt: (p.sttAudioSeconds / 60) * prices.sttPerMin,
+    llm: ((p.llmInputTokens - cached) * prices.llmInPerMTok + cached * prices.llmCachedInPerMTok + p.llmOutputTokens * prices.llmOutPerMTok) / 1e6,
+    tts: (p.ttsCharacters / 1000) * prices.ttsPer1kChars,
+  };
 }

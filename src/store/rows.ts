@@ -5,7 +5,7 @@
  * Row times are ISO 8601 strings (SQLite) or Dates (PostgreSQL); records
  * always carry ISO strings (UTC, ms).
  */
-import type { CallEndInfo, PipelineUsage, RecordingInfo, TransferDecision, Usage } from '../records.js';
+import { sumPipelineUsage, ZERO_PIPELINE_USAGE, type CallEndInfo, type RecordingInfo, type TransferDecision, type Usage } from '../records.js';
 import { openField, type Keyring } from './crypto.js';
 import { ZERO_USAGE, type CallRecord, type CallSummary } from './types.js';
 
@@ -152,19 +152,6 @@ export function sumUsage(a: Usage, b: Usage): Usage {
     outputAudioTokens: a.outputAudioTokens + b.outputAudioTokens,
     ...active,
     ...pipeline,
-  };
-}
-
-const ZERO_PIPELINE_USAGE: PipelineUsage = { sttAudioSeconds: 0, llmInputTokens: 0, llmCachedInputTokens: 0, llmOutputTokens: 0, ttsCharacters: 0 };
-
-/** Two pipeline usages added, stage by stage. */
-function sumPipelineUsage(a: PipelineUsage, b: PipelineUsage): PipelineUsage {
-  return {
-    sttAudioSeconds: a.sttAudioSeconds + b.sttAudioSeconds,
-    llmInputTokens: a.llmInputTokens + b.llmInputTokens,
-    llmCachedInputTokens: a.llmCachedInputTokens + b.llmCachedInputTokens,
-    llmOutputTokens: a.llmOutputTokens + b.llmOutputTokens,
-    ttsCharacters: a.ttsCharacters + b.ttsCharacters,
   };
 }
 
