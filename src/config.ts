@@ -21,6 +21,7 @@ import type { Agent } from './agent/types.js';
 import { defaultPromptPath } from './call/prompts.js';
 import { DSP_SLOTS } from './dsp/index.js';
 import { REASONING_EFFORTS, type ReasoningEffort } from './realtime/protocol.js';
+import { TTS_FORMATS, type TtsFormat } from './pipeline/tts.js';
 import { modelPrices, MODEL_PRICES, pipelinePrices, pipelinePricesListed, REFERENCE_LIVE_MODEL, type ModelPrices, type Prices } from './store/prices.js';
 import { streamUrlTemplateProblems } from './twilio/twiml.js';
 
@@ -39,8 +40,6 @@ export const DEFAULT_LIVE_MODEL = 'gpt-live-1.1';
 export const DEFAULT_PIPELINE_MODEL = 'gpt-4o-mini';
 /** The pipeline's text-to-speech vendors (src/pipeline/tts-*.ts). */
 export const PIPELINE_TTS_VENDORS = ['elevenlabs', 'openai'] as const;
-/** The pipeline's TTS output formats (src/pipeline/tts.ts TtsFormat): µ-law 8 kHz needs no resampling. */
-const PIPELINE_TTS_FORMATS = ['ulaw_8000', 'pcm_16000', 'pcm_22050', 'pcm_24000', 'pcm_44100'] as const;
 /** The Responses model a GPT-Live session delegates tool work to, unless LIVE_BACKEND_MODEL says. */
 export const DEFAULT_LIVE_BACKEND_MODEL = 'gpt-5-mini';
 /** A pipeline's speech-model token prices: none (its stages are priced in Prices.pipeline). */
@@ -99,7 +98,7 @@ const EnvSchema = z.object({
   /** OpenAI TTS base URL; unset: the LLM's (PIPELINE_LLM_BASE_URL, else OPENAI_BASE_URL). */
   OPENAI_TTS_BASE_URL: httpUrl.optional(),
   /** What the TTS is asked for; OpenAI TTS gives pcm_24000 only. */
-  PIPELINE_TTS_FORMAT: z.enum(PIPELINE_TTS_FORMATS).optional(),
+  PIPELINE_TTS_FORMAT: z.enum(TTS_FORMATS).optional(),
   /** The local VAD that decides barge-in and ends turns: the audio core's, or Silero (needs onnxruntime-node installed). */
   PIPELINE_VAD: z.enum(['core', 'silero']).default('core'),
   /** session.reasoning.effort for reasoning models (gpt-realtime-2 and later); unset = the model's default. */
@@ -300,7 +299,7 @@ export type AudioMode = 'transcode' | 'passthrough';
 export interface PipelineConfig {
   stt: { url: string; apiKey: string | undefined; model: string; endpointingMs: number };
   llm: { baseUrl: string; apiKey: string | undefined };
-  tts: { vendor: (typeof PIPELINE_TTS_VENDORS)[number]; url: string; apiKey: string | undefined; model: string; voiceId: string; format: (typeof PIPELINE_TTS_FORMATS)[number] };
+  tts: { vendor: (typeof PIPELINE_TTS_VENDORS)[number]; url: string; apiKey: string | undefined; model: string; voiceId: string; format: TtsFormat };
   vad: 'core' | 'silero';
 }
 

@@ -132,7 +132,8 @@ export function liveProviderFromConfig(config: Config, log: Logger, reachability
 /**
  * The STT → LLM → TTS pipeline as the settings describe it (PROVIDER=pipeline): Deepgram, the agent's model on an
  * OpenAI-compatible Chat Completions endpoint, ElevenLabs or OpenAI TTS, and the local VAD. Its audio is µ-law 8 kHz
- * in both audio modes: the STT takes the phone's audio as it is, and the TTS output is made µ-law in the audio core.
+ * end to end (config.ts runs it in passthrough): the STT takes the phone's audio as it is, and the TTS output is made
+ * µ-law in the audio core.
  */
 export function pipelineProviderFromConfig(config: Config, log: Logger, reachability: ReachabilityTracker): PipelineProvider {
   const p = config.pipeline;

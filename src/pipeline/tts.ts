@@ -23,9 +23,8 @@
  */
 
 /** Output formats the stage can ask for (ElevenLabs' names; OpenAI TTS gives pcm_24000 only). */
-export type TtsFormat = 'ulaw_8000' | 'pcm_16000' | 'pcm_22050' | 'pcm_24000' | 'pcm_44100';
-
-export const TTS_FORMATS: readonly TtsFormat[] = ['ulaw_8000', 'pcm_16000', 'pcm_22050', 'pcm_24000', 'pcm_44100'];
+export const TTS_FORMATS = ['ulaw_8000', 'pcm_16000', 'pcm_22050', 'pcm_24000', 'pcm_44100'] as const;
+export type TtsFormat = (typeof TTS_FORMATS)[number];
 
 /** Sample rate (Hz) and bytes per sample of each format. */
 export const TTS_FORMAT_INFO: Readonly<Record<TtsFormat, { rateHz: number; bytesPerSample: 1 | 2 }>> = {
