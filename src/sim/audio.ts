@@ -62,7 +62,63 @@ export function ulawDecode(bytes: Uint8Array): Int16Array {
 
 /** RMS of PCM16 samples in dBFS (-Infinity for silence). */
 /** Squared PCM16 level of each µ-law byte: a VAD's energy without decoding. */
-export const ULAW_SQUARED = Float64Array.from({ length: 256 }, (_, b) => ulawDecodeSample(b) ** 2);
+const ULAW_SQUARED = Float64Array.from({ length: 256 }, (_, b) => ulawDecodeSample(b) ** 2);
+
+/**
+ * A stand-in VAD's input level: the caller's energy summed in place, window by
+ * window across appends, with no decode and no copy (at a hundred calls in the
+ * bench's process, per-sample reads and a buffer per append slowed every
+ * call's clock). µ-law: each byte's squared level from a table; PCM16 little
+ * endian: every `stride`-th sample of a typed-array view, the stride's phase
+ * kept from the window's start. Each whole window's level (dBFS) goes to
+ * `onWindow`.
+ */
+export class WindowLevel {
+  private acc = 0;
+  private pos = 0;
+
+  constructor(private readonly onWindow: (dbfs: number) => void) {}
+
+  /** The next audio: µ-law bytes, or PCM16 (`stride`: use every n-th sample); `win` samples a window. */
+  push(bytes: Buffer, ulaw: boolean, win: number, stride = 1): void {
+    if (ulaw) {
+      for (let i = 0; i < bytes.length; i++) {
+        this.acc += ULAW_SQUARED[bytes[i]!]!;
+        if (++this.pos === win) this.close(win);
+      }
+      return;
+    }
+    const samples = bytes.length >> 1;
+    // A typed-array view of the PCM16 (copied once only when the bytes sit at an odd offset).
+    const src = bytes.byteOffset & 1 ? Buffer.from(bytes) : bytes;
+    const pcm = new Int16Array(src.buffer, src.byteOffset, samples);
+    let i = 0;
+    while (i < samples) {
+      // Samples left in this window; the stride's phase is kept from the window's start.
+      const end = Math.min(samples, i + (win - this.pos));
+      const first = i + ((stride - (this.pos % stride)) % stride);
+      let acc = 0;
+      for (let j = first; j < end; j += stride) acc += pcm[j]! * pcm[j]!;
+      this.acc += acc;
+      this.pos += end - i;
+      i = end;
+      if (this.pos === win) this.close(win / stride);
+    }
+  }
+
+  /** Forget the window in progress. */
+  reset(): void {
+    this.acc = 0;
+    this.pos = 0;
+  }
+
+  /** The window is whole: its RMS over `n` summed samples. */
+  private close(n: number): void {
+    const rms = Math.sqrt(this.acc / n);
+    this.reset();
+    this.onWindow(20 * Math.log10(rms / 32768));
+  }
+}
 
 export function rmsDbfs(pcm: Int16Array): number {
   let acc = 0;

@@ -30,7 +30,7 @@ import { createServer as createHttpServer, STATUS_CODES, type IncomingMessage } 
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { speechLike, ULAW_SQUARED, ulawEncode } from './audio.js';
+import { speechLike, ulawEncode, WindowLevel } from './audio.js';
 import { eligibilityScenario, type Scenario, type ScenarioCall, type ScenarioTurn } from './scenarios.js';
 
 /** Wire audio formats the stand-in accepts (pcma is refused). */
@@ -331,9 +331,8 @@ class LiveSession {
   private readonly timers = new Set<NodeJS.Timeout>();
   // Input side.
   private inputMs = 0;
-  /** The VAD's 20 ms window, across appends: summed squared level and samples so far. */
-  private winAcc = 0;
-  private winPos = 0;
+  /** The VAD's input level, per 20 ms window. */
+  private readonly level = new WindowLevel((dbfs) => this.vadWindow(dbfs));
   private callerSpeaking = false;
   private onsetMs = 0;
   private lastVoiceEndMs = 0;
@@ -648,30 +647,7 @@ class LiveSession {
     const rate = rateOf(this.format);
     const samples = this.format === 'pcmu8k' ? bytes.length : bytes.length >> 1;
     this.record.audioMsReceived += (samples * 1000) / rate;
-    // The VAD's energy summed in place, window by window across appends (no decode, no copies: at a
-    // hundred calls in the bench's process, per-sample reads and a buffer per append slowed every call's clock).
-    const win = (rate * FRAME_MS) / 1000;
-    if (this.format === 'pcmu8k') {
-      for (let i = 0; i < samples; i++) {
-        this.winAcc += ULAW_SQUARED[bytes[i]!]!;
-        if (++this.winPos === win) this.closeWindow(win);
-      }
-      return;
-    }
-    const src = bytes.byteOffset & 1 ? Buffer.from(bytes) : bytes;
-    const pcm = new Int16Array(src.buffer, src.byteOffset, samples);
-    for (let i = 0; i < samples; i++) {
-      this.winAcc += pcm[i]! * pcm[i]!;
-      if (++this.winPos === win) this.closeWindow(win);
-    }
-  }
-
-  /** The current 20 ms window is whole: its RMS decides voice. */
-  private closeWindow(n: number): void {
-    const rms = Math.sqrt(this.winAcc / n);
-    this.winAcc = 0;
-    this.winPos = 0;
-    this.vadWindow(20 * Math.log10(rms / 32768));
+    this.level.push(bytes, this.format === 'pcmu8k', (rate * FRAME_MS) / 1000);
   }
 
   /** One 20 ms window (its level, dBFS): energy VAD at -40 dBFS with a `silenceMs` hang-over. */

@@ -27,7 +27,7 @@ import { createServer as createHttpServer, STATUS_CODES, type IncomingMessage } 
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { speechLike, ULAW_SQUARED, ulawEncode } from './audio.js';
+import { speechLike, ulawEncode, WindowLevel } from './audio.js';
 import { FRAME_MS, bytesPerMs } from '../dsp/format.js';
 import { eligibilityScenario, type Scenario, type ScenarioCall, type ScenarioFailure, type ScenarioTurn } from './scenarios.js';
 
@@ -402,9 +402,8 @@ class Session {
   private inputMs = 0;
   /** Audio appended since the last commit/clear (ms): a manual commit needs ≥ 100 ms. */
   private uncommittedMs = 0;
-  /** Samples of the current 20 ms VAD window so far, and their summed squares (every VAD_STRIDE-th at 24 kHz). */
-  private winPos = 0;
-  private winAcc = 0;
+  /** The VAD's input level, per 20 ms window (every VAD_STRIDE-th sample at 24 kHz). */
+  private readonly level = new WindowLevel((dbfs) => this.vadWindow(dbfs));
   private speaking = false;
   private speechStartMs = 0;
   private lastVoiceEndMs = 0;
@@ -544,8 +543,7 @@ class Session {
         return this.send({ type: 'input_audio_buffer.committed', previous_item_id: null, item_id: this.newItemId() });
       case 'input_audio_buffer.clear':
         this.uncommittedMs = 0;
-        this.winPos = 0;
-        this.winAcc = 0;
+        this.level.reset();
         return this.send({ type: 'input_audio_buffer.cleared' });
       case 'conversation.item.create':
         return this.onItemCreate(ev, at);
@@ -604,40 +602,8 @@ class Session {
     const samples = format === 'ulaw8k' ? bytes.length : bytes.length >> 1;
     this.record.audioMsReceived += (samples * 1000) / rate;
     this.uncommittedMs += (samples * 1000) / rate;
-    // Energy per 20 ms window from every VAD_STRIDE-th sample (24 kHz: an 8 kHz
-    // decimation, 160 samples a window; µ-law: each byte's squared level from a
-    // table, no decode). The window runs across appends.
-    const win = (rate * FRAME_MS) / 1000;
-    if (format === 'ulaw8k') {
-      for (let i = 0; i < samples; i++) {
-        this.winAcc += ULAW_SQUARED[bytes[i]!]!;
-        if (++this.winPos === win) this.closeWindow(win);
-      }
-      return;
-    }
-    // A typed-array view of the PCM16 (copied once only when the decoded bytes sit at an odd offset).
-    const src = bytes.byteOffset & 1 ? Buffer.from(bytes) : bytes;
-    const pcm = new Int16Array(src.buffer, src.byteOffset, samples);
-    let i = 0;
-    while (i < samples) {
-      // Samples left in this window; the stride's phase is kept from the window's start.
-      const end = Math.min(samples, i + (win - this.winPos));
-      const first = i + ((VAD_STRIDE - (this.winPos % VAD_STRIDE)) % VAD_STRIDE);
-      let acc = 0;
-      for (let j = first; j < end; j += VAD_STRIDE) acc += pcm[j]! * pcm[j]!;
-      this.winAcc += acc;
-      this.winPos += end - i;
-      i = end;
-      if (this.winPos === win) this.closeWindow(win / VAD_STRIDE);
-    }
-  }
-
-  /** The current 20 ms window is whole: its RMS over `n` summed samples decides voice. */
-  private closeWindow(n: number): void {
-    const rms = Math.sqrt(this.winAcc / n);
-    this.winAcc = 0;
-    this.winPos = 0;
-    this.vadWindow(20 * Math.log10(rms / 32768));
+    // Energy per 20 ms window (24 kHz: every VAD_STRIDE-th sample, an 8 kHz decimation, 160 a window).
+    this.level.push(bytes, format === 'ulaw8k', (rate * FRAME_MS) / 1000, VAD_STRIDE);
   }
 
   /** One 20 ms window of input (its level, dBFS): energy VAD with prefix padding and a silence hang-over. */
