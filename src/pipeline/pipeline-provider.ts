@@ -231,7 +231,6 @@ interface Answer {
   tts?: TtsStream;
   ttsOpening: boolean;
   ttsRetried: boolean;
-  ttsDone: boolean;
   /** Text given to the current TTS stream (a retried stream gets the rest from here). */
   ttsFrom: number;
   resampler?: Resampler;
@@ -543,7 +542,6 @@ export class PipelineSession implements ModelSession {
       earlyOutputs: [],
       ttsOpening: false,
       ttsRetried: false,
-      ttsDone: false,
       ttsFrom: 0,
       carry: new Uint8Array(0),
       audioBytes: 0,
@@ -667,7 +665,6 @@ export class PipelineSession implements ModelSession {
       case 'done':
         a.usage.ttsCharacters += ev.usage.characters;
         a.tts = undefined;
-        a.ttsDone = true;
         if (a.llmDone) this.finishAnswer(a, 'completed');
         return;
       case 'error':
