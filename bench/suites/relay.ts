@@ -578,12 +578,12 @@ function rates(f: RunFigures) {
   return { callerToRelay: per(c.callerSent), relayToModel: per(c.modelReceived), modelToRelay: per(c.modelSent), relayToCaller: per(c.callerReceived) };
 }
 
-/** Short key of a configuration: cb|naive|floor . pt|tc|cap|tc300pin */
+/** Short key of a configuration: cb|naive|floor . pt|tc|cap|tcpin (pinned, whatever the plan's count: quick and full runs share ids) */
 function key(spec: RunSpec): string {
   const k = spec.relay === 'callbridge' ? 'cb' : spec.relay;
   const m = spec.inboundBatchMs !== undefined ? 'cap' : spec.mode === 'passthrough' ? 'pt' : 'tc';
   // 'gl' = the GPT-Live provider ('live' was taken by the console's live view).
-  return `${k}.${m}${spec.pinned ? `${spec.calls}pin` : ''}${spec.edge ? spec.edge : ''}${spec.flood ? 'flood' : ''}${spec.recording ? 'rec' : ''}${spec.console ? 'live' : ''}${spec.bargeIn ? 'barge' : ''}${spec.provider === 'live' ? 'gl' : ''}`;
+  return `${k}.${m}${spec.pinned ? 'pin' : ''}${spec.edge ? spec.edge : ''}${spec.flood ? 'flood' : ''}${spec.recording ? 'rec' : ''}${spec.console ? 'live' : ''}${spec.bargeIn ? 'barge' : ''}${spec.provider === 'live' ? 'gl' : ''}`;
 }
 
 function describe(spec: RunSpec): string {
