@@ -106,6 +106,14 @@ export interface RunSpec {
   inboundBatchMs?: number;
   /** Pin the relay to CPU 0 and this process to CPU 1 for the run. */
   pinned?: boolean;
+  /**
+   * Calls placed (one utterance each, from this process) before the measured window opens, and not
+   * counted in it: a relay in production is a long-running process whose code has long been compiled
+   * and optimised, so CPU per call-second is read at that steady state, not over a fresh process's
+   * first calls (V8's lazy parsing, baseline code and optimising compiles, seen on this box as 0.15x of
+   * callbridge's CPU in a cold 100-call run; the floor relay, with less code, pays less of it).
+   */
+  warmupCalls?: number;
   /** callbridge's server edge (EDGE): default = the best that loads (native uWS where it does). */
   edge?: 'node';
   /** Forged webhooks a second (bench/flood.ts) for the length of the calls. */
@@ -248,7 +256,7 @@ export function bargeInFigure(r: Pick<CallResult, 'playback' | 'bargeIns'>, b: C
 }
 
 /** What a run reads from either stand-in, the same way for both (see measureRelay). */
-interface StandInReader {
+export interface StandInReader {
   /** OPENAI_BASE_URL for the relay. */
   baseUrl: string;
   anyOpen(): boolean;
@@ -372,7 +380,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
   installWireCounter();
   resetWireCounts();
   const dir = mkdtempSync(join(tmpdir(), 'callbridge-bench-'));
-  const model: StandInReader = spec.standIn ? readerOf(await spec.standIn(scenario)) : await startStandIn(spec);
+  let model: StandInReader = spec.standIn ? readerOf(await spec.standIn(scenario)) : await startStandIn(spec);
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     PORT: '0',
@@ -418,6 +426,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
       pin(process.pid, '1');
       pinnedSelf = true;
     }
+    if (spec.warmupCalls) model = await warmUp(spec, ready.port, model);
     const label = `${spec.relay} ${spec.mode}${spec.inboundBatchMs ? ` INBOUND_BATCH_MS=${spec.inboundBatchMs}` : ''}${spec.pinned ? ' pinned' : ''}`;
     log(`relay: ${spec.calls} calls, ${label}…`);
     const cpu0 = processCpuUs(pid);
@@ -528,6 +537,65 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     await model.close();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * spec.warmupCalls calls through the relay on `port`, each to its end and the stand-in's sessions
+ * closed; then this process's wire counts start again and the returned reader counts from here on,
+ * so nothing of the warm-up is in the run's figures. Bounded by the calls' own limit.
+ */
+async function warmUp(spec: RunSpec, port: number, model: StandInReader): Promise<StandInReader> {
+  const results = await Promise.all(
+    Array.from({ length: spec.warmupCalls! }, (_, i) =>
+      placeCall({
+        baseUrl: `http://127.0.0.1:${port}`,
+        publicUrl: PUBLIC,
+        authToken: AUTH,
+        from: `+1666${String(i).padStart(7, '0')}`,
+        utterances: [{ durationMs: 900 }],
+        hangupAfterMs: 500,
+        maxCallMs: 30_000,
+      }),
+    ),
+  );
+  const violations = results.reduce((n, r) => n + r.protocolViolations.length, 0);
+  if (violations > 0) throw new Error(`relay bench (${describe(spec)}): the warm-up calls saw ${violations} protocol violations`);
+  const until = performance.now() + 3000;
+  for (;;) {
+    await model.refresh?.();
+    if (!model.anyOpen() || performance.now() >= until) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await new Promise((r) => setTimeout(r, 200));
+  return countingFromNow(model);
+}
+
+/** `r` as it reads from now on: what it has recorded so far is taken off each figure. */
+export async function countingFromNow(r: StandInReader): Promise<StandInReader> {
+  await r.refresh?.();
+  resetWireCounts();
+  const events0 = r.eventsRecorded();
+  const audio0 = r.audioMsReceived();
+  const completed0 = r.completedAudioMs();
+  const cancelled0 = r.cancelled();
+  const yields0 = r.yieldsMs?.().length ?? 0;
+  const sent0 = r.counts?.modelSent ?? 0;
+  const received0 = r.counts?.modelReceived ?? 0;
+  return {
+    baseUrl: r.baseUrl,
+    anyOpen: () => r.anyOpen(),
+    eventsRecorded: () => r.eventsRecorded() - events0,
+    audioMsReceived: () => r.audioMsReceived() - audio0,
+    completedAudioMs: () => r.completedAudioMs() - completed0,
+    cancelled: () => r.cancelled() - cancelled0,
+    yieldsMs: r.yieldsMs && (() => r.yieldsMs!().slice(yields0)),
+    refresh: r.refresh && (() => r.refresh!()),
+    get counts() {
+      const c = r.counts;
+      return c && { modelSent: c.modelSent - sent0, modelReceived: c.modelReceived - received0 };
+    },
+    close: () => r.close(),
+  };
 }
 
 /** A barge-in run's figures: per barge-in the caller's figure (bargeInFigure), sorted. */
@@ -755,12 +823,14 @@ export interface RelayPlan {
   bargeInMode: AudioMode;
   /** Barge-in runs per provider, alternating which goes first. */
   bargeInRounds: number;
+  /** Warm-up calls before each CPU run's measured window (RunSpec.warmupCalls); not the pinned or barge-in runs. */
+  warmupCalls: number;
 }
 
 export function plan(quick: boolean): RelayPlan {
   return quick
-    ? { calls: 20, rounds: 1, utterances: 1, capacityBatchMs: 100, pinnedCalls: 60, pinnedUtterances: 1, retries: 0, liveModes: ['passthrough', 'transcode'], bargeInCalls: 20, bargeInMode: 'transcode', bargeInRounds: 1 }
-    : { calls: 100, rounds: 2, utterances: 3, capacityBatchMs: 100, pinnedCalls: 300, pinnedUtterances: 1, retries: 2, liveModes: ['passthrough', 'transcode'], bargeInCalls: 100, bargeInMode: 'transcode', bargeInRounds: 2 };
+    ? { calls: 20, rounds: 1, utterances: 1, capacityBatchMs: 100, pinnedCalls: 60, pinnedUtterances: 1, retries: 0, liveModes: ['passthrough', 'transcode'], bargeInCalls: 20, bargeInMode: 'transcode', bargeInRounds: 1, warmupCalls: 10 }
+    : { calls: 100, rounds: 2, utterances: 3, capacityBatchMs: 100, pinnedCalls: 300, pinnedUtterances: 1, retries: 2, liveModes: ['passthrough', 'transcode'], bargeInCalls: 100, bargeInMode: 'transcode', bargeInRounds: 2, warmupCalls: 30 };
 }
 
 let lastRuns: RunFigures[] = [];
@@ -779,7 +849,7 @@ export const relaySuite: Suite = {
       if (f.stats.callsEnded < spec.calls) throw new Error(`relay bench (${describe(spec)}): only ${f.stats.callsEnded} of ${spec.calls} calls ended`);
       runs.push(f);
     };
-    const base = { calls: p.calls, utterances: p.utterances };
+    const base = { calls: p.calls, utterances: p.utterances, warmupCalls: p.warmupCalls };
     for (let round = 0; round < p.rounds; round++) {
       // The floor runs beside the pair it is read against: passthrough per frame beside the passthrough
       // pair; transcode per frame and capacity mode (transcode, one append per capacityBatchMs) beside
