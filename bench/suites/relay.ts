@@ -463,13 +463,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
       throw new Error(`relay bench (${describe(spec)}): the console live view got ${watched?.events ?? 0} events in ${Math.round(wallMs / 1000)} s`);
     }
     // Let the relay finish each call's teardown (model sockets, records) inside the measured window.
-    const settleUntil = performance.now() + 3000;
-    for (;;) {
-      await model.refresh?.();
-      if (!model.anyOpen() || performance.now() >= settleUntil) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    await new Promise((r) => setTimeout(r, 200));
+    await settle(model);
     await model.refresh?.();
     const cpuUs = processCpuUs(pid) - cpu0;
     const runq1 = processRunqWaitNs(pid);
@@ -560,6 +554,12 @@ async function warmUp(spec: RunSpec, port: number, model: StandInReader): Promis
   );
   const violations = results.reduce((n, r) => n + r.protocolViolations.length, 0);
   if (violations > 0) throw new Error(`relay bench (${describe(spec)}): the warm-up calls saw ${violations} protocol violations`);
+  await settle(model);
+  return countingFromNow(model);
+}
+
+/** Until the stand-in has no session open (the relay has torn every call down), at most 3 s, then 200 ms more. */
+async function settle(model: StandInReader): Promise<void> {
   const until = performance.now() + 3000;
   for (;;) {
     await model.refresh?.();
@@ -567,7 +567,6 @@ async function warmUp(spec: RunSpec, port: number, model: StandInReader): Promis
     await new Promise((r) => setTimeout(r, 50));
   }
   await new Promise((r) => setTimeout(r, 200));
-  return countingFromNow(model);
 }
 
 /** `r` as it reads from now on: what it has recorded so far is taken off each figure. */
