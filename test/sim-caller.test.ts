@@ -276,6 +276,36 @@ describe('simulated caller', () => {
     expect(result.protocolViolations).toEqual([]);
   });
 
+  it('hangs up only after the assistant has been quiet hangupAfterMs: speech resuming after a gap restarts the wait', async () => {
+    // A 300 ms reply, 300 ms of nothing (a stall that empties the caller's buffer, or a tool round), then 1200 ms more.
+    let resumedAt = 0;
+    relay = await startFakeRelay([
+      {
+        delayMs: 100,
+        audioMs: 300,
+        extra: (ws, streamSid) =>
+          setTimeout(() => {
+            resumedAt = performance.now();
+            ws.send(JSON.stringify({ event: 'media', streamSid, media: { payload: Buffer.from(ulawEncode(speechLike(1200, 8000, 13))).toString('base64') } }));
+          }, 600),
+      },
+    ]);
+    const result = await placeCall({
+      baseUrl: relay.baseUrl,
+      publicUrl: PUBLIC,
+      authToken: TOKEN,
+      utterances: [{ durationMs: 400, waitForReply: false, pauseMs: 200 }],
+      hangupAfterMs: 1000,
+      maxCallMs: 8000,
+    });
+    expect(resumedAt).toBeGreaterThan(0);
+    // Both parts heard whole: a wait counted from the first part's end would have cut the second 700 ms in.
+    expect(result.heardMs).toBeCloseTo(1500, -1);
+    expect(result.playback).toHaveLength(2);
+    expect(result.endedBy).toBe('caller');
+    expect(result.protocolViolations).toEqual([]);
+  });
+
   it('rejects are visible: a wrong auth token makes placeCall throw', async () => {
     relay = await startFakeRelay([]);
     await expect(placeCall({ baseUrl: relay.baseUrl, publicUrl: PUBLIC, authToken: 'wrong', utterances: [] })).rejects.toThrow(/403/);

@@ -46,6 +46,7 @@ export interface CallerOptions {
   recordHeard?: boolean;
   /** Keep every frame sent (µ-law bytes + its media timestamp) in `result.sent`. Off by default. */
   recordSent?: boolean;
+  /** Once every utterance is said: hang up this long after the assistant has gone quiet (its voice again restarts the wait). Default 1500. */
   hangupAfterMs?: number;
   maxCallMs?: number;
 }
@@ -466,6 +467,9 @@ class CallRun {
     if (rmsDbfs(ulawDecode(frame)) > VOICE_DBFS) {
       this.playedSinceUtterance = true;
       if (this.firstPlayAfterUtteranceMs === undefined && this.utteranceIdx > 0) this.firstPlayAfterUtteranceMs = now;
+      // The assistant speaks again after a gap (a stall that emptied this buffer, or the answer after a
+      // tool round): the hang-up waits for the next quiet, as a caller would, instead of cutting it off.
+      this.stopAtMs = undefined;
     }
     // Echo every mark whose audio has now played.
     while (this.pendingMarks.length > 0 && this.pendingMarks[0]!.atByte <= this.playedBytes) this.echoMark(this.pendingMarks.shift()!.name);
