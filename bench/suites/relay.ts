@@ -534,9 +534,10 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
 }
 
 /**
- * spec.warmupCalls calls through the relay on `port`, each to its end and the stand-in's sessions
- * closed; then this process's wire counts start again and the returned reader counts from here on,
- * so nothing of the warm-up is in the run's figures. Bounded by the calls' own limit.
+ * spec.warmupCalls calls through the relay on `port`, each to its end, the stand-in's sessions
+ * closed and the relay's after-work done (WARMUP_QUIET_MS); then this process's wire counts start
+ * again and the returned reader counts from here on, so nothing of the warm-up is in the run's
+ * figures. Bounded by the calls' own limit.
  */
 async function warmUp(spec: RunSpec, port: number, model: StandInReader): Promise<StandInReader> {
   const results = await Promise.all(
@@ -555,8 +556,14 @@ async function warmUp(spec: RunSpec, port: number, model: StandInReader): Promis
   const violations = results.reduce((n, r) => n + r.protocolViolations.length, 0);
   if (violations > 0) throw new Error(`relay bench (${describe(spec)}): the warm-up calls saw ${violations} protocol violations`);
   await settle(model);
+  // The warm-up's own after-work (records flushed every 250 ms, recordings sealed and written) finishes
+  // before the window opens, so none of it is counted against the run.
+  await new Promise((r) => setTimeout(r, WARMUP_QUIET_MS));
   return countingFromNow(model);
 }
+
+/** Quiet time between the warm-up's last session closing and the measured window, ms. */
+const WARMUP_QUIET_MS = 1000;
 
 /** Until the stand-in has no session open (the relay has torn every call down), at most 3 s, then 200 ms more. */
 async function settle(model: StandInReader): Promise<void> {
