@@ -113,9 +113,12 @@ export interface Step {
 /** Short key of a mode, as in result ids. */
 const MODE_KEY: Record<PercoreMode, string> = { capacity: 'cap', passthrough: 'pt', transcode: 'tc', floor: 'floorcap' };
 
+/** Modes that join caller frames into INBOUND_BATCH_MS appends: callbridge's capacity mode and the floor's. */
+const batched = (mode: PercoreMode): boolean => mode === 'capacity' || mode === 'floor';
+
 function specFor(mode: PercoreMode, calls: number, utterances: number, callers: RunSpec['callers'], standIn: RunSpec['standIn']): RunSpec {
   const base: RunSpec = { relay: mode === 'floor' ? 'floor' : 'callbridge', mode: mode === 'passthrough' ? 'passthrough' : 'transcode', calls, utterances, pinned: true, callers, standIn };
-  return mode === 'capacity' || mode === 'floor' ? { ...base, inboundBatchMs: CAPACITY_BATCH_MS } : base;
+  return batched(mode) ? { ...base, inboundBatchMs: CAPACITY_BATCH_MS } : base;
 }
 
 /**
@@ -289,7 +292,7 @@ export const percoreSuite: Suite = {
         suite: 'percore',
         ours: true,
         id: `percore.${MODE_KEY[mode]}.calls`,
-        name: `calls per core, ${mode === 'floor' ? `the floor relay (no call logic), capacity` : mode}${mode === 'capacity' || mode === 'floor' ? ` (transcode, INBOUND_BATCH_MS=${CAPACITY_BATCH_MS})` : ''}: last passing step (how it stopped: below the table)`,
+        name: `calls per core, ${mode === 'floor' ? `the floor relay (no call logic), capacity` : mode}${batched(mode) ? ` (transcode, INBOUND_BATCH_MS=${CAPACITY_BATCH_MS})` : ''}: last passing step (how it stopped: below the table)`,
         group: `calls per core (relay pinned to CPU 0, load generator on CPU 1; p99 ≤ ${P99_LIMIT_MS} ms each way, 0 frames lost)`,
         per: 'core',
         unit: 'count',
@@ -328,10 +331,12 @@ export const percoreSuite: Suite = {
     const cap = by.get('percore.cap.calls');
     if (floor && cap) {
       const target = CAPACITY_TARGET_CALLS;
+      // The step that decided the floor's count (as summarize reads it): its verdict, not its sentence.
+      const floorStop = lastSteps.find((s) => s.mode === 'floor' && !s.retried && s.verdict !== 'pass');
       const reach =
         floor.medianNs >= target
           ? `the floor carries the ${target}-call target, so what callbridge misses of it is its call logic's`
-          : floor.extra?.stoppedBy && String(floor.extra.stoppedBy).startsWith('relay failed')
+          : floorStop?.verdict === 'relay failed'
             ? `the floor itself failed below the ${target}-call target: on this machine no call layer on this edge and model writer reaches it`
             : `the floor's count is a lower bound (${String(floor.extra?.stoppedBy ?? '')})`;
       lines.push(`percore: capacity mode, calls per core: callbridge ${cap.medianNs}, the floor relay ${floor.medianNs} (no call logic, same steps): ${reach}`);
