@@ -25,7 +25,8 @@
  *   tiny payloads are bounded too), is held and sent in order on attach; the
  *   oldest is dropped and counted (`earlyDropped`).
  * - Allocation: one reused byte buffer per call for the batch, which holds
- *   µ-law: in transcode it goes through the DSP once per append.
+ *   µ-law (payloads are decoded straight into it): in transcode it goes
+ *   through the DSP once per append.
  */
 import { FRAME_BYTES, FRAME_MS, base64Bytes, bytesPerMs, dbfsToMeanSquare, ulawMeanSquare } from '../dsp/format.js';
 import type { AudioTranscoder } from './ports.js';
@@ -69,6 +70,10 @@ export class Inbound {
   private batchLen = 0;
   private batchCount = 0;
   private scratch = Buffer.alloc(1024);
+  private scratchView: Uint8Array = this.scratch.subarray(0, 0);
+  /** The transcoder's last output view and a Buffer over the same bytes (base64Of). */
+  private pcmView: Uint8Array | undefined;
+  private pcmBytes: Buffer = Buffer.alloc(0);
   private phase: Phase = 'quiet';
   /** Frames left in the current onset window or tail. */
   private phaseFramesLeft = 0;
@@ -98,15 +103,17 @@ export class Inbound {
     const t = this.opts.transcoder;
     if (this.batchFrames === 1) {
       if (!t) return this.send(payload); // passthrough: untouched
-      const n = this.decode(payload);
-      const pcm = t.inbound(this.scratch.subarray(0, n));
-      return this.send(Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength).toString('base64'));
+      return this.send(this.base64Of(t.inbound(this.decode(payload))));
     }
-    const n = this.decode(payload);
-    const ulaw = this.scratch.subarray(0, n);
-    const voiced = n > 0 && ulawMeanSquare(ulaw) > VOICE_MEAN_SQUARE;
+    // Decoded straight into the batch (µ-law: the batch is transcoded when it goes, one DSP call per
+    // append, the same samples); the speech detector reads the frame's bytes where they landed.
+    const at = this.batchLen;
+    this.reserve((payload.length * 3) >> 2);
+    const n = this.batch.write(payload, at, 'base64');
+    this.batchLen += n;
+    this.batchCount++;
+    const voiced = n > 0 && ulawMeanSquare(this.batch, at, at + n) > VOICE_MEAN_SQUARE;
     const urgent = this.advancePhase(voiced, Math.max(1, Math.round(n / FRAME_BYTES)));
-    this.hold(ulaw); // µ-law: the batch is transcoded when it goes (one DSP call per append, the same samples)
     if (urgent || this.batchCount >= this.batchFrames) this.flush();
   }
 
@@ -114,14 +121,22 @@ export class Inbound {
   flush(): void {
     if (this.batchLen === 0) return;
     const t = this.opts.transcoder;
-    let b64: string;
-    if (t) {
-      const pcm = t.inbound(this.batch.subarray(0, this.batchLen));
-      b64 = Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength).toString('base64');
-    } else b64 = this.batch.toString('base64', 0, this.batchLen);
+    const b64 = t ? this.base64Of(t.inbound(this.batch.subarray(0, this.batchLen))) : this.batch.toString('base64', 0, this.batchLen);
     this.batchLen = 0;
     this.batchCount = 0;
     this.send(b64);
+  }
+
+  /**
+   * Base64 of the transcoder's output. The transcoder hands out the same view while the length
+   * stays the same (every append of a call, in the steady state), so its Buffer is made once.
+   */
+  private base64Of(pcm: Uint8Array): string {
+    if (pcm !== this.pcmView) {
+      this.pcmView = pcm;
+      this.pcmBytes = Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength);
+    }
+    return this.pcmBytes.toString('base64');
   }
 
   /** Move the speech detector on by one frame; true = this frame must go out now. */
@@ -165,15 +180,12 @@ export class Inbound {
     }
   }
 
-  private hold(bytes: Uint8Array): void {
-    if (this.batchLen + bytes.length > this.batch.length) {
-      const next = Buffer.alloc(Math.max(this.batchLen + bytes.length, this.batch.length * 2, 4096));
-      this.batch.copy(next, 0, 0, this.batchLen);
-      this.batch = next;
-    }
-    this.batch.set(bytes, this.batchLen);
-    this.batchLen += bytes.length;
-    this.batchCount++;
+  /** Room for `extra` more bytes in the batch. */
+  private reserve(extra: number): void {
+    if (this.batchLen + extra <= this.batch.length) return;
+    const next = Buffer.alloc(Math.max(this.batchLen + extra, this.batch.length * 2, 4096));
+    this.batch.copy(next, 0, 0, this.batchLen);
+    this.batch = next;
   }
 
   private send(b64: string): void {
@@ -202,10 +214,13 @@ export class Inbound {
     return base64Bytes(b64) / bytesPerMs(this.opts.transcoder ? 'pcm24k' : 'ulaw8k');
   }
 
-  private decode(b64: string): number {
+  /** A payload decoded into the per-call scratch: a view of its bytes (the same view while frames keep their length). */
+  private decode(b64: string): Uint8Array {
     const need = Math.ceil((b64.length * 3) / 4);
     if (need > this.scratch.length) this.scratch = Buffer.alloc(Math.max(need, this.scratch.length * 2));
-    return this.scratch.write(b64, 'base64');
+    const n = this.scratch.write(b64, 'base64');
+    if (this.scratchView.buffer !== this.scratch.buffer || this.scratchView.length !== n) this.scratchView = this.scratch.subarray(0, n);
+    return this.scratchView;
   }
 
   /** Current phase of the speech detector (tests). */
