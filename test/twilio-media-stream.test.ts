@@ -343,6 +343,18 @@ describe('fast path for media and mark', () => {
     expect(cases.slice(0, 5).map((c) => parseTwilioMessage(c).ok)).toEqual([true, true, true, true, true]);
   });
 
+  it('a known stream SID skips nothing but its regex: another SID, valid or not, is still checked', () => {
+    const m = frames[2]!;
+    const sid = (parsed(m) as { streamSid: string }).streamSid;
+    expect(parseTwilioMessage(m, sid)).toStrictEqual(parseTwilioMessageFull(m));
+    const other = m.replace(sid, `MZ${'a'.repeat(32)}`);
+    expect(parseTwilioMessage(other, sid)).toStrictEqual(parseTwilioMessageFull(other));
+    const bad = m.replace(sid, `MZ${'g'.repeat(32)}`);
+    const r = parseTwilioMessage(bad, sid);
+    expect(r.ok).toBe(false);
+    expect(r).toStrictEqual(parseTwilioMessageFull(bad));
+  });
+
   it('on 20,000 generated valid and mutated messages, either defers or returns exactly the full parser’s answer', () => {
     const seed = 20261130;
     const rnd = prng(seed);
@@ -428,6 +440,10 @@ describe('fast path for media and mark', () => {
         expect(fast, `seed ${seed} message ${i}: ${text.slice(0, 200)}`).toStrictEqual(full);
       }
       expect(parseTwilioMessage(text)).toStrictEqual(full);
+      // The call's own stream SID as known-valid (the session passes it): the same answer, whatever the text.
+      const ownSid = top.find(([k]) => k === 'streamSid')?.[1];
+      if (typeof ownSid === 'string' && /^MZ[0-9a-fA-F]{32}$/.test(ownSid)) expect(parseTwilioMessage(text, ownSid)).toStrictEqual(full);
+      expect(parseTwilioMessage(text, `MZ${'0'.repeat(32)}`)).toStrictEqual(full);
       if (plain && full.ok) {
         plainValid++;
         if (fast !== undefined) plainTaken++;

@@ -307,7 +307,7 @@ export class CallSession implements StreamHandler {
 
   onText(text: string): void {
     const t0 = this.now();
-    const parsed = parseTwilioMessage(text);
+    const parsed = parseTwilioMessage(text, this.streamSid); // '' before `start`
     if (!parsed.ok) return this.protocolError('malformed', parsed.error);
     const msg = parsed.msg;
     try {

@@ -277,11 +277,16 @@ function parseConnected(m: Obj): ConnectedMessage {
   return { event: 'connected', protocol: str(m, 'protocol', ''), version: str(m, 'version', '') };
 }
 
-/** Parse one Twilio → server text frame. Never throws. */
-export function parseTwilioMessage(text: string): ParseResult {
+/**
+ * Parse one Twilio → server text frame. Never throws. `knownSid`: a stream SID
+ * that already passed validation (the call's own, from its `start`), so a
+ * media or mark frame naming it is not matched against STREAM_SID_RE again;
+ * the result is the same with or without it.
+ */
+export function parseTwilioMessage(text: string, knownSid = ''): ParseResult {
   if (typeof text !== 'string') return { ok: false, error: 'not a text frame' };
   if (text.length > MAX_MESSAGE_CHARS) return { ok: false, error: `message too large (${text.length} chars)` };
-  return parseMediaOrMarkFast(text) ?? parseFull(text);
+  return fastScan.run(text, knownSid) ?? parseFull(text);
 }
 
 /**
@@ -369,8 +374,11 @@ class FastScan {
   track = '';
   payload = '';
   name = '';
+  /** A stream SID known to be valid (the caller's own, from its `start`): a message naming it skips STREAM_SID_RE. */
+  knownSid = '';
 
-  run(text: string): ParseResult | undefined {
+  run(text: string, knownSid = ''): ParseResult | undefined {
+    this.knownSid = knownSid;
     const n = text.length;
     if (text.charCodeAt(0) !== LBRACE || text.charCodeAt(n - 1) !== RBRACE) return undefined;
     this.text = text;
@@ -409,7 +417,7 @@ class FastScan {
       p = this.cursor + 1;
     }
     if (this.event === EV_MEDIA) {
-      if (this.seen !== MEDIA_FIELDS || !STREAM_SID_RE.test(this.sid) || !isMediaPayload(this.payload)) return undefined;
+      if (this.seen !== MEDIA_FIELDS || !this.validSid() || !isMediaPayload(this.payload)) return undefined;
       return {
         ok: true,
         msg: {
@@ -420,10 +428,14 @@ class FastScan {
         },
       };
     }
-    if (this.event === EV_MARK && this.seen === MARK_FIELDS && STREAM_SID_RE.test(this.sid)) {
+    if (this.event === EV_MARK && this.seen === MARK_FIELDS && this.validSid()) {
       return { ok: true, msg: { event: 'mark', sequenceNumber: this.seq, streamSid: this.sid, mark: { name: this.name } } };
     }
     return undefined;
+  }
+
+  private validSid(): boolean {
+    return (this.knownSid !== '' && this.sid === this.knownSid) || STREAM_SID_RE.test(this.sid);
   }
 
   /** The fields of the nested `media` or `mark` object whose `{` is at p; false = defer. */
