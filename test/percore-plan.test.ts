@@ -102,7 +102,9 @@ describe('percore plan and budget', () => {
       const p = plan(quick);
       expect(p.utterances).toBe(3);
       for (const steps of Object.values(p.steps)) expect(steps).toEqual([...steps].sort((a, b) => a - b));
-      expect(p.budgetMs).toBeLessThanOrEqual(quick ? 140_000 : 420_000);
+      expect(p.budgetMs).toBeLessThanOrEqual(quick ? 180_000 : 450_000);
+      // Each step's relay is warmed up first, as the relay suite's CPU runs are.
+      expect(p.warmupCalls).toBeGreaterThan(0);
       // The floor relay is stepped to the capacity target at least, so the target is read against it.
       expect(Math.max(...p.steps.floor)).toBeGreaterThanOrEqual(800);
     }

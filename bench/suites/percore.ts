@@ -3,7 +3,8 @@
  * carries, per audio mode.
  *
  * Each step is one relay run (measureRelay in ./relay.ts) of N concurrent
- * calls (a greeting, three 0.9 s utterances and their replies: ~14 s), the
+ * calls (a greeting, three 0.9 s utterances and their replies: ~14 s),
+ * after warm-up calls that are not counted (PercorePlan.warmupCalls), the
  * relay's child process pinned to CPU 0 and the load generator to CPU 1: the
  * simulated callers in worker processes (../loadgen.ts), the model stand-in
  * in its own process (../loadgen-model.ts), and this process, which only
@@ -60,6 +61,12 @@ export interface PercorePlan {
   /** Per mode, how many "load generator behind" steps are run once more (a burst of other work on a shared box). */
   retries: number;
   /**
+   * Calls through each step's relay before its measured window (RunSpec.warmupCalls, as in the relay
+   * suite): a step reads a running relay, whose code is compiled and optimised, not a fresh process
+   * taking its first calls, hundreds at once, while V8 compiles the code that serves them.
+   */
+  warmupCalls: number;
+  /**
    * The suite's time budget, ms: a step is not started when the time so far
    * plus the last step's run time would pass it (the mode stops there, said
    * as such). Steps run ~20 s each (a ~14 s call of three turns, the ramp,
@@ -75,8 +82,8 @@ export interface PercorePlan {
  */
 export function plan(quick: boolean): PercorePlan {
   return quick
-    ? { utterances: 3, retries: 0, budgetMs: 140_000, steps: { capacity: [400, 800], passthrough: [400], transcode: [400], floor: [800] } }
-    : { utterances: 3, retries: 1, budgetMs: 420_000, steps: { capacity: [200, 400, 600, 800, 1000, 1200], passthrough: [300, 600, 900, 1200], transcode: [300, 600, 900], floor: [600, 800, 1000, 1200] } };
+    ? { utterances: 3, retries: 0, warmupCalls: 30, budgetMs: 180_000, steps: { capacity: [400, 800], passthrough: [400], transcode: [400], floor: [800] } }
+    : { utterances: 3, retries: 1, warmupCalls: 30, budgetMs: 450_000, steps: { capacity: [400, 600, 800, 1000, 1200], passthrough: [300, 600, 900, 1200], transcode: [300, 600, 900], floor: [600, 800, 1000, 1200] } };
 }
 
 /** Whether a step fits the budget: `elapsedMs` run so far, `lastStepMs` the last step's run time (0 before the first). */
@@ -116,8 +123,17 @@ const MODE_KEY: Record<PercoreMode, string> = { capacity: 'cap', passthrough: 'p
 /** Modes that join caller frames into INBOUND_BATCH_MS appends: callbridge's capacity mode and the floor's. */
 const batched = (mode: PercoreMode): boolean => mode === 'capacity' || mode === 'floor';
 
-function specFor(mode: PercoreMode, calls: number, utterances: number, callers: RunSpec['callers'], standIn: RunSpec['standIn']): RunSpec {
-  const base: RunSpec = { relay: mode === 'floor' ? 'floor' : 'callbridge', mode: mode === 'passthrough' ? 'passthrough' : 'transcode', calls, utterances, pinned: true, callers, standIn };
+function specFor(mode: PercoreMode, calls: number, p: PercorePlan, callers: RunSpec['callers'], standIn: RunSpec['standIn']): RunSpec {
+  const base: RunSpec = {
+    relay: mode === 'floor' ? 'floor' : 'callbridge',
+    mode: mode === 'passthrough' ? 'passthrough' : 'transcode',
+    calls,
+    utterances: p.utterances,
+    warmupCalls: p.warmupCalls,
+    pinned: true,
+    callers,
+    standIn,
+  };
   return batched(mode) ? { ...base, inboundBatchMs: CAPACITY_BATCH_MS } : base;
 }
 
@@ -230,7 +246,7 @@ export const percoreSuite: Suite = {
           // The callers run in worker processes and the model stand-in in its own, all pinned with this one to CPU 1.
           const pool = loadgenPool({ cpu: '1' });
           const standIn = standInProcess({ cpu: '1' });
-          const figures = await measureRelay(specFor(mode, calls, p.utterances, pool, standIn), opts.log);
+          const figures = await measureRelay(specFor(mode, calls, p, pool, standIn), opts.log);
           const wallMs = performance.now() - t0;
           const cpu = process.cpuUsage(cpu0);
           const runq1 = processRunqWaitNs(process.pid);
