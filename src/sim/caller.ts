@@ -49,6 +49,8 @@ export interface CallerOptions {
   /** Once every utterance is said: hang up this long after the assistant has gone quiet (its voice again restarts the wait). Default 1500. */
   hangupAfterMs?: number;
   maxCallMs?: number;
+  /** Send `start` this long after `connected`, ms (Twilio sends them back to back): what a relay does with model audio that comes first. Default 0. */
+  startAfterMs?: number;
 }
 
 export interface CallResult {
@@ -317,21 +319,31 @@ class CallRun {
       this.t0 = performance.now();
       this.result.startedAtPerfMs = this.t0;
       this.sendJson({ event: 'connected', protocol: 'Call', version: '1.0.0' });
-      this.sendJson({
-        event: 'start',
-        sequenceNumber: String(++this.seq),
-        streamSid: this.ids.streamSid,
-        start: {
-          accountSid: this.ids.accountSid,
-          streamSid: this.ids.streamSid,
-          callSid: this.ids.callSid,
-          tracks: ['inbound'],
-          customParameters: this.ids.customParameters,
-          mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 },
-        },
-      });
-      this.tick(0);
+      const startAfterMs = this.opts.startAfterMs ?? 0;
+      if (startAfterMs > 0) setTimeout(() => this.start(), startAfterMs);
+      else this.start();
     });
+  }
+
+  /** `start`, then the 20 ms clock from now (the call's time 0). */
+  private start(): void {
+    if (this.done) return;
+    this.t0 = performance.now();
+    this.result.startedAtPerfMs = this.t0;
+    this.sendJson({
+      event: 'start',
+      sequenceNumber: String(++this.seq),
+      streamSid: this.ids.streamSid,
+      start: {
+        accountSid: this.ids.accountSid,
+        streamSid: this.ids.streamSid,
+        callSid: this.ids.callSid,
+        tracks: ['inbound'],
+        customParameters: this.ids.customParameters,
+        mediaFormat: { encoding: 'audio/x-mulaw', sampleRate: 8000, channels: 1 },
+      },
+    });
+    this.tick(0);
   }
 
   private nowMs(): number {
