@@ -87,8 +87,9 @@ describe('bench floor relay', () => {
   const AUTH = 'floor-test-auth';
   const PUBLIC = 'https://relay.floor.invalid';
 
-  for (const [mode, batchMs] of [['passthrough', 20], ['transcode', 100]] as const) {
-    it(`relays a call both ways in ${mode}, ${batchMs} ms appends (signed, through callbridge's edge)`, async () => {
+  for (const [mode, batchMs, startAfterMs] of [['passthrough', 20, 0], ['transcode', 100, 0], ['transcode', 20, 400]] as const) {
+    const late = startAfterMs ? `, Twilio's start ${startAfterMs} ms late (the greeting arrives first and is held)` : '';
+    it(`relays a call both ways in ${mode}, ${batchMs} ms appends (signed, through callbridge's edge)${late}`, async () => {
       const model = await startModelStandIn({ scenario });
       const config = loadConfig({ PORT: '0', HOST: '127.0.0.1', PUBLIC_URL: PUBLIC, TWILIO_AUTH_TOKEN: AUTH, OPENAI_API_KEY: 'test', AUDIO_MODE: mode });
       const relay = await startFloorRelay({ config, log: silentLogger, modelBaseUrl: model.baseUrl, apiKey: 'test', mode, batchMs });
@@ -100,7 +101,9 @@ describe('bench floor relay', () => {
           utterances: [{ durationMs: 600 }],
           hangupAfterMs: 200,
           maxCallMs: 20_000,
+          startAfterMs,
         });
+        if (startAfterMs) expect(model.sessions[0]!.responses[0]!.audioMsSent).toBeGreaterThan(0);
         await expectRelayedBothWays(call, model, relay, mode);
         // Batched: about one append per 100 ms.
         if (batchMs > 20) expect(model.sessions[0]!.appendTimes.length).toBeLessThan(call.durationMs / 20 / 3);

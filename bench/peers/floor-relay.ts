@@ -22,7 +22,9 @@
  * event type is read from the raw bytes (the first `"type":"` in the
  * message: the stand-in writes event_id then type, OpenAI type first) and
  * only `response.output_audio.delta` is JSON.parsed; `speech_started` sends
- * `clear`, every other event is dropped unread. Audio goes to Twilio the
+ * `clear`, every other event is dropped unread. What the model sends before
+ * Twilio's `start` (the greeting, when the model answers first) is held and
+ * replayed at `start`, as callbridge's playout holds it. Audio goes to Twilio the
  * moment it arrives (no pacing, no marks, so no barge-in bookkeeping and no
  * truncate); no admission tokens, records, transcripts, tools, turn latency,
  * reconnects, timeouts or backpressure handling. Capacity mode (`batchMs` >
@@ -158,6 +160,8 @@ class FloorCall implements StreamHandler {
   private clearMessage = '';
   /** Appends (base64) waiting for the model socket to open. */
   private pending: string[] = [];
+  /** Model messages that arrived before Twilio's `start` (the greeting can): replayed once the stream is known. */
+  private early: Buffer[] = [];
   /** Phone audio held for the next append (capacity mode, or transcode), µ-law bytes. */
   private held = Buffer.alloc(1024);
   private heldLen = 0;
@@ -200,6 +204,7 @@ class FloorCall implements StreamHandler {
       const sid = JSON.stringify(streamSid);
       this.mediaPrefix = `{"event":"media","streamSid":${sid},"media":{"payload":"`;
       this.clearMessage = `{"event":"clear","streamSid":${sid}}`;
+      for (const data of this.early.splice(0)) this.onModelMessage(data);
     } else if (text.includes('"event":"stop"')) {
       this.flush();
       this.model.close();
@@ -256,7 +261,11 @@ class FloorCall implements StreamHandler {
   private onModelMessage(data: Buffer): void {
     const t0 = performance.now();
     // After the stream closed, the transcoder is gone and there is no one to send to.
-    if (this.closed || this.mediaPrefix === undefined) return;
+    if (this.closed) return;
+    if (this.mediaPrefix === undefined) {
+      this.early.push(data);
+      return;
+    }
     const p = data.indexOf(TYPE_KEY);
     if (p < 0) return;
     const at = p + TYPE_KEY.length;
