@@ -1,5 +1,7 @@
 // The Realtime stand-in (src/sim/model-server.ts) driven by hand over loopback,
 // plus the openai package's own OpenAIRealtimeWS client against it over wss.
+import { once } from 'node:events';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import WebSocket from 'ws';
@@ -170,6 +172,33 @@ describe('model stand-in: handshake', () => {
     expect(status).toBe(401);
     expect(server.sessions).toHaveLength(0);
     expect(logged.join()).toMatch(/401/);
+  });
+
+  it('a client that resets the connection once it has read a refused upgrade is no error in the stand-in’s process', async () => {
+    server = await startModelStandIn();
+    server.refuseAll(true, 503);
+    const uncaught: unknown[] = [];
+    const onUncaught = (err: unknown) => uncaught.push(err);
+    process.prependListener('uncaughtException', onUncaught);
+    try {
+      for (let i = 0; i < 5; i++) {
+        const sock = connect(server.port, '127.0.0.1');
+        sock.on('error', () => {});
+        await once(sock, 'connect');
+        sock.write(
+          'GET /v1/realtime?model=gpt-realtime HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+            'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer sk-test\r\n\r\n',
+        );
+        const [reply] = (await once(sock, 'data')) as [Buffer];
+        expect(reply.toString('latin1')).toMatch(/^HTTP\/1\.1 503 /);
+        sock.resetAndDestroy(); // RST, not FIN: the stand-in's socket is still open for reading
+      }
+      await sleep(200);
+      expect(uncaught).toEqual([]);
+      expect(server.refused).toHaveLength(5);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
   });
 
   it('rejects an OpenAI-Beta header with beta_api_shape_disabled and closes', async () => {

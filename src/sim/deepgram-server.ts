@@ -160,6 +160,8 @@ export async function startDeepgramStandIn(opts: DeepgramStandInOptions = {}): P
   };
 
   http.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    // A client that resets the connection (it read our refusal and went): the socket's error has no one else to go to.
+    socket.on('error', () => {});
     const u = new URL(req.url ?? '/', 'http://x');
     if (opts.refuseStatus) return refuse(socket, opts.refuseStatus, 'refused by test');
     if (u.pathname !== DEEPGRAM_PATH) return refuse(socket, 404, 'unknown path');

@@ -147,6 +147,8 @@ export async function startElevenLabsStandIn(opts: ElevenStandInOptions = {}): P
   const wss = new WebSocketServer({ noServer: true, maxPayload: 1024 * 1024 });
 
   http.on('upgrade', (req: IncomingMessage, socket, head) => {
+    // A client that resets the connection (it read our refusal and went): the socket's error has no one else to go to.
+    socket.on('error', () => {});
     const u = new URL(req.url ?? '/', 'http://x');
     const m = /^\/v1\/text-to-speech\/([^/]+)\/stream-input$/.exec(u.pathname);
     if (!m) {

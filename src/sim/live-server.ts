@@ -240,6 +240,8 @@ export async function startLiveStandIn(opts: LiveStandInOptions = {}): Promise<L
   let refuseAllStatus: number | null = null;
 
   http.on('upgrade', (req: IncomingMessage, socket, head) => {
+    // A client that resets the connection (it read our refusal and went): the socket's error has no one else to go to.
+    socket.on('error', () => {});
     const url = new URL(req.url ?? '/', 'http://x');
     if (url.pathname !== LIVE_PATH) {
       socket.end('HTTP/1.1 404 Not Found\r\n\r\n');

@@ -281,6 +281,8 @@ export async function startModelStandIn(opts: ModelStandInOptions = {}): Promise
   let refuseAllStatus: number | null = null;
 
   http.on('upgrade', (req: IncomingMessage, socket, head) => {
+    // A client that resets the connection (it read our refusal and went): the socket's error has no one else to go to.
+    socket.on('error', () => {});
     const url = new URL(req.url ?? '/', 'http://x');
     if (url.pathname !== '/v1/realtime') {
       socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
