@@ -60,7 +60,7 @@ import { startModelStandIn } from '../../src/sim/model-server.js';
 import type { ProxyTimingStats } from '../delay-proxy.js';
 import { pct } from '../measure.js';
 import { burstEnv, scenario } from './relay.js';
-import { ask, processRunqWaitNs, stopChild } from '../proc.js';
+import { ask, processRunqWaitNs, RELAY_CHILD_ENV, stopChild } from '../proc.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 
 // ── The seed's budget (ms): change here ──────────────────────────────────
@@ -160,6 +160,7 @@ export async function measureLatency(spec: LatencySpec, log: (s: string) => void
       LOG_LEVEL: 'error',
       RECORDING: 'off',
       ...burstEnv(spec.calls),
+      ...RELAY_CHILD_ENV,
     };
     for (const k of ['INBOUND_BATCH_MS', 'EDGE', 'RECORDING_S3_URL', 'ADMIN_TOKEN', 'CONSOLE_TOKENS']) delete env[k];
     if (spec.inboundBatchMs !== undefined) env.INBOUND_BATCH_MS = String(spec.inboundBatchMs);

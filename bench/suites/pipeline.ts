@@ -62,7 +62,7 @@ import { startModelStandIn } from '../../src/sim/model-server.js';
 import { startPipelineStandIns } from '../../src/sim/pipeline-standins.js';
 import { openCallStore } from '../../src/store/open.js';
 import { pct } from '../measure.js';
-import { ask, processCpuUs, stopChild } from '../proc.js';
+import { ask, processCpuUs, RELAY_CHILD_ENV, stopChild } from '../proc.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 import { GENERATION_MS, SYNTHESIS_MS } from './latency.js';
 import { burstEnv, scenario } from './relay.js';
@@ -207,6 +207,7 @@ async function runPath(key: PathKey, calls: number, log: (s: string) => void): P
     RECORDING: 'off',
     ...burstEnv(calls),
     ...(stands?.env ?? {}),
+    ...RELAY_CHILD_ENV,
   };
   for (const k of ['INBOUND_BATCH_MS', 'EDGE', 'RECORDING_S3_URL', 'ADMIN_TOKEN', 'CONSOLE_TOKENS', 'DATABASE_URL']) delete env[k];
   if (key === 'realtime') delete env.PROVIDER;

@@ -69,7 +69,7 @@ import { startModelStandIn, type StandInResponse, type StandInSession } from '..
 import { startLiveStandIn } from '../../src/sim/live-server.js';
 import { scenarioOf, type Scenario } from '../../src/sim/scenarios.js';
 import type { LatencySummary } from '../../src/call/stats.js';
-import { countWriteSyscalls, perfAvailable, pin, processCpuUs, processRunqWaitNs, processSyscw, stopChild } from '../proc.js';
+import { countWriteSyscalls, perfAvailable, pin, processCpuUs, processRunqWaitNs, processSyscw, RELAY_CHILD_ENV, stopChild } from '../proc.js';
 import { median, pct } from '../measure.js';
 import { installWireCounter, resetWireCounts, wireCounts, type WireCounts } from '../wire-count.js';
 import { watchConsole } from '../console-watcher.js';
@@ -394,6 +394,7 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
     CALLBRIDGE_DB: join(dir, 'bench.db'),
     LOG_LEVEL: 'error',
     ...burstEnv(spec.calls),
+    ...RELAY_CHILD_ENV,
   };
   if (spec.inboundBatchMs !== undefined) env.INBOUND_BATCH_MS = String(spec.inboundBatchMs);
   else delete env.INBOUND_BATCH_MS;

@@ -45,7 +45,7 @@ import { placeCall, type CallResult, type Utterance } from '../../src/sim/caller
 import { startModelStandIn } from '../../src/sim/model-server.js';
 import type { Scenario } from '../../src/sim/scenarios.js';
 import { median, pct } from '../measure.js';
-import { stopChild } from '../proc.js';
+import { RELAY_CHILD_ENV, stopChild } from '../proc.js';
 import { burstEnv } from './relay.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 
@@ -138,6 +138,7 @@ async function runOnce(lead: Lead, calls: number, log: (s: string) => void): Pro
     LOG_LEVEL: 'error',
     RECORDING: 'off',
     ...burstEnv(calls),
+    ...RELAY_CHILD_ENV,
   };
   for (const k of ['INBOUND_BATCH_MS', 'EDGE', 'RECORDING_S3_URL', 'ADMIN_TOKEN', 'CONSOLE_TOKENS']) delete env[k];
   const child = fork(relayScript, [], { env, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
