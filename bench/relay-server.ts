@@ -5,8 +5,9 @@
  * OPENAI_BASE_URL = the stand-in, and INBOUND_BATCH_MS for capacity mode).
  *
  * IPC: sends {type:'ready', port, node, config} once listening; on
- * {type:'stop'} sends {type:'stats', callsEnded, inbound, outbound, turn}
- * (relay-added latency over all ended calls, ms) and exits. It prints
+ * {type:'stop'} sends {type:'stats', callsEnded, inbound, outbound, turn,
+ * modelConnect} (relay-added latency over all ended calls, turn latency and
+ * model session connect time, ms) and exits. It prints
  * `edge: <description>` on stdout when the app names its WebSocket edge
  * (as `callbridge serve` does); the suite reads that line.
  */
@@ -40,6 +41,7 @@ process.on('message', async (msg: { type: string }) => {
     inbound: relay.relayIn.summary(),
     outbound: relay.relayOut.summary(),
     turn: relay.turnLatency.summary(),
+    modelConnect: relay.modelConnect.summary(),
   };
   await app.close();
   process.send!(stats, () => process.exit(0));

@@ -105,6 +105,9 @@ describe('bench floor relay', () => {
         });
         if (startAfterMs) expect(model.sessions[0]!.responses[0]!.audioMsSent).toBeGreaterThan(0);
         await expectRelayedBothWays(call, model, relay, mode);
+        // Its one model socket's connect was timed (the calls-per-core verdict reads it, as callbridge's).
+        expect(relay.modelConnect.count).toBe(1);
+        expect(relay.modelConnect.maxMs).toBeGreaterThan(0);
         // Batched: about one append per 100 ms.
         if (batchMs > 20) expect(model.sessions[0]!.appendTimes.length).toBeLessThan(call.durationMs / 20 / 3);
       } finally {

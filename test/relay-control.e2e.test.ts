@@ -324,6 +324,10 @@ describe.each(availableEdges())('%s edge', (edge) => {
       const s2 = openStream(b, callSid, leg2.parameters);
       await s2.firstMedia; // admitted: the agent speaks (the failed-dial greeting)
       expect(b.model.sessions.length).toBe(sessionsBefore + 1); // the pre-warm was taken over, no other session
+      // Each leg's session connect was timed, dial to ready (the bench's calls-per-core verdict reads it).
+      expect(b.relay.modelConnect.count).toBe(2);
+      expect(b.relay.modelConnect.minMs).toBeGreaterThan(0);
+      expect(b.relay.modelConnect.maxMs).toBeLessThan(20_000);
       expect(b.responses[0]![0]).toBe('Greet the caller.');
       expect(b.responses.at(-1)![0]).toBe(DIAL_FAILED_GREETING);
       const again = openStream(b, callSid, leg2.parameters);

@@ -6,7 +6,7 @@
  * AUDIO_MODE and the batch from INBOUND_BATCH_MS, the model from
  * OPENAI_BASE_URL / OPENAI_API_KEY. Prints `edge: <description>` on stdout;
  * sends {type:'ready', port, node, config} then, on {type:'stop'},
- * {type:'stats', callsEnded, inbound, outbound} and exits.
+ * {type:'stats', callsEnded, inbound, outbound, modelConnect} and exits.
  */
 import { loadConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
@@ -32,7 +32,7 @@ process.send!({
 
 process.on('message', async (msg: { type: string }) => {
   if (msg.type !== 'stop') return;
-  const stats = { type: 'stats', callsEnded: relay.callsEnded, inbound: relay.relayIn.summary(), outbound: relay.relayOut.summary() };
+  const stats = { type: 'stats', callsEnded: relay.callsEnded, inbound: relay.relayIn.summary(), outbound: relay.relayOut.summary(), modelConnect: relay.modelConnect.summary() };
   await relay.close();
   process.send!(stats, () => process.exit(0));
 });

@@ -65,6 +65,8 @@ export interface FloorRelayOptions {
 export interface FloorRelay extends PeerRelay {
   /** The edge serving, as `callbridge serve` prints it. */
   edge: string;
+  /** Model socket connects, dial to open, ms: the calls-per-core verdict tells a slow model side by it. */
+  readonly modelConnect: LatencyHistogram;
 }
 
 /** What transcode mode runs (printed by the bench). */
@@ -87,6 +89,7 @@ export async function startFloorRelay(opts: FloorRelayOptions): Promise<FloorRel
   const batchFrames = Math.max(1, Math.floor((opts.batchMs ?? FRAME_MS) / FRAME_MS));
   const relayIn = new LatencyHistogram();
   const relayOut = new LatencyHistogram();
+  const modelConnect = new LatencyHistogram();
   const calls = new Set<FloorCall>();
   let callsEnded = 0;
   const startedAt = Date.now();
@@ -98,6 +101,7 @@ export async function startFloorRelay(opts: FloorRelayOptions): Promise<FloorRel
     batchFrames,
     relayIn,
     relayOut,
+    modelConnect,
     ended(call) {
       if (calls.delete(call)) callsEnded++;
     },
@@ -137,6 +141,7 @@ export async function startFloorRelay(opts: FloorRelayOptions): Promise<FloorRel
     },
     relayIn,
     relayOut,
+    modelConnect,
     close: () => server.close(),
   };
 }
@@ -148,6 +153,8 @@ interface CallShared {
   batchFrames: number;
   relayIn: LatencyHistogram;
   relayOut: LatencyHistogram;
+  /** Model socket connects, dial to open, ms (as callbridge's Relay.modelConnect). */
+  modelConnect: LatencyHistogram;
   ended(call: FloorCall): void;
 }
 
@@ -175,8 +182,10 @@ class FloorCall implements StreamHandler {
     private readonly shared: CallShared,
   ) {
     this.transcoder = shared.transcode ? Transcoder.open() : undefined;
+    const dialled = performance.now();
     const model = (this.model = new WebSocket(shared.modelUrl, { headers: { Authorization: `Bearer ${shared.apiKey}` } }));
     model.on('open', () => {
+      shared.modelConnect.record(performance.now() - dialled);
       model.send(peerSessionUpdate(shared.transcode));
       model.send('{"type":"response.create"}');
       for (const b64 of this.pending.splice(0)) this.append(b64);

@@ -197,6 +197,8 @@ interface ChildStats {
   inbound: LatencySummary;
   outbound: LatencySummary;
   turn?: LatencySummary;
+  /** Model session connects, dial to answer, ms (src/call/relay.ts Relay.modelConnect; the floor relay times its model socket the same way). */
+  modelConnect?: LatencySummary;
 }
 
 export interface RunFigures {

@@ -264,6 +264,12 @@ export class Relay implements VoiceApp {
   readonly relayIn = new LatencyHistogram();
   readonly relayOut = new LatencyHistogram();
   readonly turnLatency = new LatencyHistogram();
+  /**
+   * Model session connects, dial to answer (ready or failed; not those given up on by the call), ms:
+   * how long the model side took to take a session. A slow one costs the caller the audio held past
+   * MAX_EARLY_MS (src/call/inbound.ts); the calls-per-core bench reads it to tell the model's delay from the relay's.
+   */
+  readonly modelConnect = new LatencyHistogram();
   callsEnded = 0;
   private readonly pending = new Map<string, Pending>();
   private readonly startedAt = Date.now();
@@ -695,7 +701,11 @@ export class Relay implements VoiceApp {
               return [] as ConversationItem[];
             })
             .then((items) => this.deps.provider.connect(items.length > 0 ? { ...options, history: items } : options, abort.signal));
-    model.catch(() => {}); // observed on `start`; an unused session must not raise
+    const t0 = performance.now();
+    const answered = (): void => {
+      if (!abort.signal.aborted) this.modelConnect.record(performance.now() - t0);
+    };
+    model.then(answered, answered); // also observes a failure: `start` awaits it; an unused session must not raise
     return model;
   }
 
