@@ -3,6 +3,7 @@
  * startModelStandIn with the run's scenario; on request, what measureRelay
  * reads of its sessions, its side of the wire counts and its own CPU.
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
 import { installWireCounter, wireCounts } from './wire-count.js';
 import type { ModelWorkerReply, ModelWorkerRequest } from './loadgen-model.js';
@@ -11,6 +12,11 @@ import type { ModelWorkerReply, ModelWorkerRequest } from './loadgen-model.js';
 installWireCounter();
 let model: ModelStandIn | undefined;
 let cpu0 = process.cpuUsage();
+// How late this process's event loop ran (from 'start' on): a stand-in whose loop runs late sends
+// audio late and accepts sessions late (Node accepts one connection per loop turn), whatever the
+// relay does; at 800 calls on its shared core its accept queue was seen holding ~480 connections.
+const LOOP_RESOLUTION_MS = 10;
+const loopDelay = monitorEventLoopDelay({ resolution: LOOP_RESOLUTION_MS });
 
 const reply = (m: ModelWorkerReply): void => {
   process.send!(m);
@@ -22,6 +28,7 @@ process.on('message', (m: ModelWorkerRequest) => {
       void startModelStandIn({ scenario: m.scenario }).then((s) => {
         model = s;
         cpu0 = process.cpuUsage();
+        loopDelay.enable();
         reply({ type: 'started', baseUrl: s.baseUrl });
       });
       return;
@@ -39,6 +46,11 @@ process.on('message', (m: ModelWorkerRequest) => {
         modelSent: c.modelSent,
         modelReceived: c.modelReceived,
         cpuUs: cpu.user + cpu.system,
+        // The histogram holds the sampling timer's own period besides the delay.
+        loopDelayMs: {
+          p99: Math.max(0, loopDelay.percentile(99) / 1e6 - LOOP_RESOLUTION_MS),
+          max: Math.max(0, loopDelay.max / 1e6 - LOOP_RESOLUTION_MS),
+        },
       });
       return;
     }

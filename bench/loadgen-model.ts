@@ -27,7 +27,13 @@ export type ModelWorkerRequest = { type: 'start'; scenario: Scenario } | { type:
 export type ModelWorkerReply =
   | { type: 'ready' }
   | { type: 'started'; baseUrl: string }
-  | { type: 'figures'; sessions: SessionFigures[]; modelSent: number; modelReceived: number; cpuUs: number };
+  | { type: 'figures'; sessions: SessionFigures[]; modelSent: number; modelReceived: number; cpuUs: number; loopDelayMs: LoopDelay };
+
+/** How late a process's event loop ran, ms (p99 and max of node:perf_hooks monitorEventLoopDelay). */
+export interface LoopDelay {
+  p99: number;
+  max: number;
+}
 
 const workerScript = fileURLToPath(new URL('./loadgen-model-worker.js', import.meta.url));
 
@@ -36,6 +42,8 @@ export interface StandInFigures {
   /** Its CPU from listening to the last refresh, µs (user + system). */
   cpuUs: number;
   sessions: number;
+  /** Its event loop's delay from listening to the last refresh (warm-up and run): late here is late to every call. */
+  loopDelayMs: LoopDelay;
 }
 
 /**
@@ -76,7 +84,7 @@ export function standInProcess(opts: { cpu?: string } = {}): ((scenario: Scenari
           const f = await ask('figures', { type: 'figures' });
           view.sessions = f.sessions.map((s) => ({ closed: s.closed, audioMsReceived: s.audioMsReceived, events: { length: s.events }, responses: s.responses }));
           view.counts = { modelSent: f.modelSent, modelReceived: f.modelReceived };
-          start.last = { cpuUs: f.cpuUs, sessions: f.sessions.length };
+          start.last = { cpuUs: f.cpuUs, sessions: f.sessions.length, loopDelayMs: f.loopDelayMs };
         },
         async close() {
           await stopChild(child, { type: 'stop' } satisfies ModelWorkerRequest);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { base64Bytes, clientFrame, clientTextFrame, mediaText, phaseOffsetMs, readServerFrame, schedule, TICK_MS } from '../bench/loadgen.js';
-import { cpuBusyMs, fitsBudget, judge, MIN_GENERATOR_REALTIME, P99_LIMIT_MS, plan, summarize } from '../bench/suites/percore.js';
+import { cpuBusyMs, fitsBudget, judge, MIN_GENERATOR_REALTIME, MODEL_CONNECT_P99_LIMIT_MS, P99_LIMIT_MS, plan, summarize } from '../bench/suites/percore.js';
 
 describe('load generator schedule', () => {
   it('spreads calls over workers, the ramp and the tick phases', () => {
@@ -84,6 +84,20 @@ describe('percore verdicts', () => {
     expect(judge(stalled, 10, false)).toEqual({ verdict: 'pass', reasons: [] });
     // Lost frames are the floor's all the same.
     expect(judge({ ...stalled, framesLostIn: 2 } as typeof ok, 10, false).verdict).toBe('relay failed');
+  });
+  it("blames a failed step on the model side when its sessions connected slower than the relay's hold", () => {
+    const connect = (p99Ms: number) => ({ count: 800, p50Ms: 100, p99Ms, maxMs: p99Ms, meanMs: 200 });
+    const lost = { ...ok, framesLostIn: 5000, stats: { ...ok.stats, modelConnect: connect(MODEL_CONNECT_P99_LIMIT_MS + 1) } } as typeof ok;
+    const v = judge(lost, 10);
+    expect(v.verdict).toBe('load generator behind');
+    expect(v.reasons[0]).toMatch(/model stand-in took 3001 ms \(p99\) to take a session/);
+    expect(v.reasons).toContain('5000 inbound frames lost');
+    // The same losses with sessions taken in time are the relay's.
+    expect(judge({ ...lost, stats: { ...lost.stats, modelConnect: connect(MODEL_CONNECT_P99_LIMIT_MS) } } as typeof ok, 10).verdict).toBe('relay failed');
+    // A step that carried every call passes, however slow the connects were.
+    expect(judge({ ...ok, stats: { ...ok.stats, modelConnect: connect(9000) } } as typeof ok, 10).verdict).toBe('pass');
+    // The floor relay reports no connect times: its losses stay its own.
+    expect(judge({ ...lost, stats: ok.stats } as typeof ok, 10, false).verdict).toBe('relay failed');
   });
   it('takes the last passing step and says how the mode stopped', () => {
     const s = summarize([

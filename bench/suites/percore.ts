@@ -36,6 +36,7 @@
 import { readFileSync } from 'node:fs';
 import { isClean, measureRelay, MAX_RELAY_RUNQ, type RunFigures, type RunSpec } from './relay.js';
 import { processRunqWaitNs } from '../proc.js';
+import { MAX_EARLY_MS } from '../../src/call/inbound.js';
 import { loadgenPool } from '../loadgen.js';
 import { standInProcess } from '../loadgen-model.js';
 import type { Result, RunOptions, Suite } from '../types.js';
@@ -44,6 +45,16 @@ import type { Result, RunOptions, Suite } from '../types.js';
 export const P99_LIMIT_MS = 5;
 /** Least share of caller frames sent on time for a step to count as the relay's (below: "load generator behind"). */
 export const MIN_GENERATOR_REALTIME = 0.97;
+/**
+ * Model session connect time, p99, ms, past which a failed step is the model side's, not the
+ * relay's: the relay holds a caller's audio for MAX_EARLY_MS while its session connects, so a
+ * slower connect loses audio whatever the relay does. The model stand-in runs on the generator's
+ * core, and Node accepts one connection per event-loop turn (libuv ≥ 1.45): when that core is
+ * saturated, the relay's connects wait in the stand-in's accept queue (seen at 800 calls: ~480
+ * connections queued for seconds, connects of 5–10 s) while the relay's own loop answers in well
+ * under a millisecond.
+ */
+export const MODEL_CONNECT_P99_LIMIT_MS = MAX_EARLY_MS;
 /** Issue 21's target: calls per core in capacity mode (printed as target.percore.cap>=800, not checked). */
 export const CAPACITY_TARGET_CALLS = 800;
 /** Capacity mode's inbound batch (the relay suite's capacityBatchMs). */
@@ -114,7 +125,10 @@ export interface Step {
     cpuShare: number;
     /** CPU 1's busy time not the generator's ÷ wall time: other work on the generator's core (undefined without /proc/stat). */
     otherShare?: number;
-    runqShare: number; callersMsPerCallS: number; standInMsPerCallS: number; parentMsPerCallS: number; workers: number; skippedLate: number };
+    runqShare: number; callersMsPerCallS: number; standInMsPerCallS: number; parentMsPerCallS: number; workers: number; skippedLate: number;
+    /** How late the stand-in's event loop ran over the step (warm-up included), ms. */
+    standInLoopDelayMs?: { p99: number; max: number };
+  };
 }
 
 /** Short key of a mode, as in result ids. */
@@ -143,7 +157,7 @@ function specFor(mode: PercoreMode, calls: number, p: PercorePlan, callers: RunS
  * whatever the relay's figures were (they are still reported).
  */
 export function judge(
-  f: Pick<RunFigures, 'realtime' | 'stats' | 'framesLostIn' | 'framesLostOut' | 'cancelled' | 'violations'>,
+  f: Pick<RunFigures, 'realtime' | 'framesLostIn' | 'framesLostOut' | 'cancelled' | 'violations'> & { stats: Pick<RunFigures['stats'], 'inbound' | 'outbound' | 'callsEnded' | 'modelConnect'> },
   calls: number,
   /**
    * Whether outbound stalls are the relay's. Not for the floor relay: it forwards the model's audio
@@ -162,6 +176,12 @@ export function judge(
   if (f.stats.callsEnded < calls) reasons.push(`only ${f.stats.callsEnded} of ${calls} calls ended`);
   if (f.realtime < MIN_GENERATOR_REALTIME) {
     return { verdict: 'load generator behind', reasons: [`load generator sent ${(f.realtime * 100).toFixed(1)} % of frames on time (< ${MIN_GENERATOR_REALTIME * 100} %)`, ...reasons] };
+  }
+  // A step that failed while the model side was too slow to take its sessions says nothing about the relay.
+  const connect = f.stats.modelConnect;
+  if (reasons.length && connect && connect.count > 0 && connect.p99Ms > MODEL_CONNECT_P99_LIMIT_MS) {
+    const why = `the model stand-in took ${Math.round(connect.p99Ms)} ms (p99) to take a session (> ${MODEL_CONNECT_P99_LIMIT_MS} ms, the audio the relay holds while it connects): its core was too busy to accept connections`;
+    return { verdict: 'load generator behind', reasons: [why, ...reasons] };
   }
   return { verdict: reasons.length ? 'relay failed' : 'pass', reasons };
 }
@@ -212,7 +232,9 @@ function stepLabel(s: Step): string {
   const g = s.generator
     ? `, generator CPU ${(s.generator.cpuShare * 100).toFixed(0)} % of its core (callers ${s.generator.callersMsPerCallS.toFixed(2)} + stand-in ${s.generator.standInMsPerCallS.toFixed(2)} + bench ${s.generator.parentMsPerCallS.toFixed(2)} ms per call-second = ${(generatorMsPerCallS(s.generator) / cpuMsPerCallSecond(f)).toFixed(2)}× the relay's ${cpuMsPerCallSecond(f).toFixed(2)}; ${s.generator.workers} workers, ${s.generator.skippedLate} frames skipped late), run-queue wait ${(s.generator.runqShare * 100).toFixed(0)} %${s.generator.otherShare !== undefined ? `, other work on CPU 1 ${(s.generator.otherShare * 100).toFixed(0)} %` : ''}`
     : '';
-  return `${s.calls}: ${s.verdict} (realtime ${f.realtime.toFixed(3)}${g}, p99 in/out ${f.stats.inbound.p99Ms.toFixed(2)}/${f.stats.outbound.p99Ms.toFixed(2)} ms, lost ${f.framesLostIn}/${f.framesLostOut}, stalls ${f.cancelled})`;
+  const connect = f.stats.modelConnect && f.stats.modelConnect.count > 0 ? `, model connect p99 ${Math.round(f.stats.modelConnect.p99Ms)} ms` : '';
+  const standInLate = s.generator?.standInLoopDelayMs ? `, stand-in loop late p99 ${Math.round(s.generator.standInLoopDelayMs.p99)} ms` : '';
+  return `${s.calls}: ${s.verdict} (realtime ${f.realtime.toFixed(3)}${g}${standInLate}${connect}, p99 in/out ${f.stats.inbound.p99Ms.toFixed(2)}/${f.stats.outbound.p99Ms.toFixed(2)} ms, lost ${f.framesLostIn}/${f.framesLostOut}, stalls ${f.cancelled})`;
 }
 
 export const percoreSuite: Suite = {
@@ -263,6 +285,7 @@ export const percoreSuite: Suite = {
             parentMsPerCallS: ownMs / figures.callSeconds,
             workers: pool.last?.workers ?? 0,
             skippedLate: pool.last?.framesSkippedLate ?? 0,
+            standInLoopDelayMs: standIn.last?.loopDelayMs,
           };
           step = { mode, calls, figures, generator, ...judge(figures, calls, mode !== 'floor') };
         } catch (e) {
@@ -349,18 +372,23 @@ export const percoreSuite: Suite = {
       const target = CAPACITY_TARGET_CALLS;
       // The step that decided the floor's count (as summarize reads it): its verdict, not its sentence.
       const floorStop = lastSteps.find((s) => s.mode === 'floor' && !s.retried && s.verdict !== 'pass');
-      const reach =
-        floor.medianNs >= target
-          ? `the floor carries the ${target}-call target, so what callbridge misses of it is its call logic's`
-          : floorStop?.verdict === 'relay failed'
-            ? `the floor itself failed below the ${target}-call target: on this machine no call layer on this edge and model writer reaches it`
-            : `the floor's count is a lower bound (${String(floor.extra?.stoppedBy ?? '')})`;
+      const capStop = lastSteps.find((s) => s.mode === 'capacity' && !s.retried && s.verdict !== 'pass');
+      let reach: string;
+      if (floor.medianNs >= target && cap.medianNs < target && capStop?.verdict === 'load generator behind') {
+        reach = `the floor carries the ${target}-call target; callbridge's count is a lower bound: at ${capStop.calls} calls the load generator fell behind (${capStop.reasons[0] ?? ''}), so that step says nothing about callbridge`;
+      } else if (floor.medianNs >= target) {
+        reach = `the floor carries the ${target}-call target, so what callbridge misses of it is its call logic's`;
+      } else if (floorStop?.verdict === 'relay failed') {
+        reach = `the floor itself failed below the ${target}-call target: on this machine no call layer on this edge and model writer reaches it`;
+      } else {
+        reach = `the floor's count is a lower bound (${String(floor.extra?.stoppedBy ?? '')})`;
+      }
       lines.push(`percore: capacity mode, calls per core: callbridge ${cap.medianNs}, the floor relay ${floor.medianNs} (no call logic, same steps): ${reach}`);
     }
-    const hdr = ['mode', 'calls', 'verdict', 'realtime', 'gen CPU/other CPU1', 'gen ÷ relay', 'relay runq', 'in p50/p99 ms', 'out p50/p99 ms', 'lost in/out', 'stalls', 'CPU ms/call-s', 'relay CPU share'];
+    const hdr = ['mode', 'calls', 'verdict', 'realtime', 'gen CPU/other CPU1', 'gen ÷ relay', 'relay runq', 'model connect p99 ms', 'stand-in late p99 ms', 'in p50/p99 ms', 'out p50/p99 ms', 'lost in/out', 'stalls', 'CPU ms/call-s', 'relay CPU share'];
     const rows = lastSteps.map((s): string[] => {
       const f = s.figures;
-      if (!f) return [s.mode, String(s.calls), s.verdict, '-', '-', '-', '-', '-', '-', '-', '-', '-', '-'];
+      if (!f) return [s.mode, String(s.calls), s.verdict, ...hdr.slice(3).map(() => '-')];
       // Share of one core the relay used over the run (CPU time ÷ wall time of the calls).
       const coreShare = f.cpuUs / 1000 / f.wallMs;
       return [
@@ -371,6 +399,8 @@ export const percoreSuite: Suite = {
         s.generator ? `${(s.generator.cpuShare * 100).toFixed(0)} %/${s.generator.otherShare !== undefined ? (s.generator.otherShare * 100).toFixed(0) : '?'} %` : '-',
         s.generator ? `${(generatorMsPerCallS(s.generator) / cpuMsPerCallSecond(f)).toFixed(2)}×` : '-',
         `${f.relayRunqShare.toFixed(2)}${f.relayRunqShare > MAX_RELAY_RUNQ ? '!' : ''}`,
+        f.stats.modelConnect && f.stats.modelConnect.count > 0 ? String(Math.round(f.stats.modelConnect.p99Ms)) : '-',
+        s.generator?.standInLoopDelayMs ? String(Math.round(s.generator.standInLoopDelayMs.p99)) : '-',
         `${f.stats.inbound.p50Ms.toFixed(2)}/${f.stats.inbound.p99Ms.toFixed(2)}`,
         `${f.stats.outbound.p50Ms.toFixed(2)}/${f.stats.outbound.p99Ms.toFixed(2)}`,
         `${f.framesLostIn}/${f.framesLostOut}`,

@@ -31,7 +31,8 @@
 import { FRAME_BYTES, FRAME_MS, base64Bytes, bytesPerMs, dbfsToMeanSquare, ulawMeanSquare } from '../dsp/format.js';
 import type { AudioTranscoder } from './ports.js';
 
-const MAX_EARLY_MS = 3000;
+/** Caller audio held while the model session connects, at most, ms (the oldest is dropped past it). */
+export const MAX_EARLY_MS = 3000;
 /** Memory held before attach, at most: 3 s of transcoded frames (~200 KB) fit; a flood of tiny payloads does not grow past it. */
 export const MAX_EARLY_BYTES = 256 * 1024;
 /** What one held payload costs besides its characters (string and array slot), for MAX_EARLY_BYTES. */
