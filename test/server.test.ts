@@ -390,7 +390,7 @@ describe.each(availableEdges())('%s edge', (edge) => {
         'callbridge_relay_latency_seconds', 'callbridge_turn_latency_seconds', 'callbridge_active_streams',
         'callbridge_http_requests_total', 'callbridge_streams_opened_total', 'callbridge_streams_refused_total',
         'callbridge_twilio_protocol_errors_total', 'callbridge_ws_backpressure_total', 'callbridge_signature_rejections_total',
-        'callbridge_rate_limited_total', 'callbridge_handler_errors_total', 'callbridge_model_connect_failures_total',
+        'callbridge_rate_limited_total', 'callbridge_handler_errors_total', 'callbridge_model_connect_failures_total', 'callbridge_model_connect_seconds',
         'callbridge_process_cpu_seconds_total', 'callbridge_active_calls',
       ]) {
         expect(metrics).toContain(name);

@@ -324,6 +324,12 @@ export interface CallMetrics {
   modelLink(what: 'drop' | 'reconnect' | 'give_up'): void;
   /** A stream closed 1008 without being admitted (call/relay.ts): see StartRefusal. */
   streamStartRefused(reason: StartRefusal): void;
+  /**
+   * A call's model session connect was answered after `ms` (dial to ready, back-off retries
+   * included): `ok` false when it failed for good (refused, timed out, unreachable). Not called for
+   * a connect the call itself gave up on (the caller went away first).
+   */
+  modelConnect(ms: number, ok: boolean): void;
 }
 
 /** What a call used, for the call metrics (duration, cost). */
@@ -352,6 +358,7 @@ export const noMetrics: CallMetrics = {
   responseFailed() {},
   modelLink() {},
   streamStartRefused() {},
+  modelConnect() {},
 };
 
 /** Resolved on the stream's `start`: the model session and who this call is. */

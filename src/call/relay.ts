@@ -702,10 +702,17 @@ export class Relay implements VoiceApp {
             })
             .then((items) => this.deps.provider.connect(items.length > 0 ? { ...options, history: items } : options, abort.signal));
     const t0 = performance.now();
-    const answered = (): void => {
-      if (!abort.signal.aborted) this.modelConnect.record(performance.now() - t0);
+    const answered = (ok: boolean): void => {
+      if (abort.signal.aborted) return;
+      const ms = performance.now() - t0;
+      this.modelConnect.record(ms);
+      this.metrics.modelConnect(ms, ok);
     };
-    model.then(answered, answered); // also observes a failure: `start` awaits it; an unused session must not raise
+    // Also observes a failure: `start` awaits it; an unused session must not raise.
+    model.then(
+      () => answered(true),
+      () => answered(false),
+    );
     return model;
   }
 

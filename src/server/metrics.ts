@@ -140,7 +140,7 @@ export interface Metrics {
   rateLimited: Counter<'kind'>;
   /** Exceptions caught around VoiceApp/StreamHandler calls (each is a bug in the call layer, never a crash). */
   handlerErrors: Counter<'handler'>;
-  /** Model session connects that failed (timeout, refused, handshake error): for the call layer to record. */
+  /** Calls' model session connects that failed for good (the call layer reports them through `call.modelConnect`). */
   modelConnectFailures: Counter;
   activeStreams: Gauge;
   /** Streams admitted, by whether the pre-warmed model session was on this instance (`hit`) or had to be opened (`miss`). */
@@ -208,6 +208,17 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     name: 'callbridge_twilio_protocol_errors_total',
     help: 'Malformed or unexpected Twilio stream messages, by reason',
     labelNames: ['reason'] as const,
+    ...reg,
+  });
+  const modelConnectFailures = new Counter({
+    name: 'callbridge_model_connect_failures_total',
+    help: "Calls' model sessions that failed to connect for good (refused, timed out or unreachable after the dial's retries)",
+    ...reg,
+  });
+  const modelConnect = new Histogram({
+    name: 'callbridge_model_connect_seconds',
+    help: "Calls' model session connects that succeeded, dial to a configured session (back-off retries included), seconds: the first part of a call's time to its greeting",
+    buckets: [0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10],
     ...reg,
   });
   const bargeIns = new Counter({ name: 'callbridge_barge_ins_total', help: 'Caller interruptions that cleared playback', ...reg });
@@ -348,6 +359,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
       responseFailed: (status, action) => responsesFailed.inc({ status, action }),
       modelLink: (what) => modelLink.inc({ what }),
       streamStartRefused: (reason) => startsRefused.inc({ reason }),
+      modelConnect: (ms, ok) => (ok ? modelConnect.observe(ms / 1000) : modelConnectFailures.inc()),
     },
     httpRequests: new Counter({ name: 'callbridge_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'] as const, ...reg }),
     signatureRejections: new Counter({ name: 'callbridge_signature_rejections_total', help: 'Requests refused for a missing or bad X-Twilio-Signature', labelNames: ['route'] as const, ...reg }),
@@ -357,7 +369,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     backpressure: new Counter({ name: 'callbridge_ws_backpressure_total', help: 'Media Stream sends that met backpressure, by result (backpressure = queued, dropped = over the limit)', labelNames: ['result'] as const, ...reg }),
     rateLimited: new Counter({ name: 'callbridge_rate_limited_total', help: 'Requests refused by a rate limit, by kind (http, upgrade: per client address; unsigned: failed signatures per client address; signed: signed upgrades and status callbacks per client address; caller: call set-ups per calling number)', labelNames: ['kind'] as const, ...reg }),
     handlerErrors: new Counter({ name: 'callbridge_handler_errors_total', help: 'Exceptions caught around call-layer handlers, by handler', labelNames: ['handler'] as const, ...reg }),
-    modelConnectFailures: new Counter({ name: 'callbridge_model_connect_failures_total', help: 'Realtime model sessions that failed to connect', ...reg }),
+    modelConnectFailures,
     activeStreams: new Gauge({ name: 'callbridge_active_streams', help: 'Open Media Stream websockets', ...reg }),
     prewarm: new Counter({
       name: 'callbridge_prewarm_total',
