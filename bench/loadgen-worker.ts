@@ -9,7 +9,9 @@
  * read only while a caller waits for the greeting or a reply).
  */
 import { randomBytes } from 'node:crypto';
+import { realpathSync } from 'node:fs';
 import net from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { rmsDbfs, speechLike, ulawDecode, ulawEncode } from '../src/sim/audio.js';
 import { streamOfTwiml, twilioSignature } from '../src/sim/caller.js';
 import { base64Bytes, clientFrame, clientTextFrame, mediaText, phaseOffsetMs, readServerFrame, TICK_MS, type WorkerDone, type WorkerJob } from './loadgen.js';
@@ -50,7 +52,8 @@ function utteranceFrames(durationMs: number, idx: number): string[] {
   return frames;
 }
 
-class LeanCall {
+/** One simulated caller: `tick` sends and plays what is due; it hangs up `hangupAfterMs` after the assistant went quiet, once every utterance is said. Exported for its tests. */
+export class LeanCall {
   t0 = 0;
   n = 0;
   seq = 0;
@@ -178,6 +181,10 @@ class LeanCall {
     this.queuedBytes -= n;
     this.playedBytes += n;
     this.lastPlayedAtMs = t;
+    // The assistant speaks again after its audio ran out for a moment (a late tick that played
+    // what it owed at once, or a stall): the hang-up waits for the next quiet, as src/sim/caller.ts
+    // does, instead of cutting the answer off and counting its rest as lost by the relay.
+    this.stopAtMs = undefined;
     while (n > 0) {
       const head = this.queue[0]!;
       if (head.voiced) this.playedSinceUtterance = true;
@@ -402,14 +409,25 @@ async function run(job: WorkerJob): Promise<WorkerDone> {
   return { type: 'done', results: calls.map((c) => c.out), counts, cpuUs: cpu.user + cpu.system, framesSkippedLate: skippedLate, errors };
 }
 
-process.on('message', (m: WorkerJob | { type: 'stop' }) => {
-  if (m.type === 'stop') process.exit(0);
-  if (m.type !== 'job') return;
-  run(m).then(
-    (done) => process.send!(done, () => process.exit(0)),
-    (e: unknown) => {
-      process.send!({ type: 'done', results: [], counts, cpuUs: 0, framesSkippedLate: skippedLate, errors: [e instanceof Error ? e.message : String(e)] } satisfies WorkerDone, () => process.exit(1));
-    },
-  );
-});
-process.send!({ type: 'ready' });
+/** Whether this module is the forked worker's entry point (a test imports it for LeanCall only). */
+function isEntryPoint(): boolean {
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) {
+  process.on('message', (m: WorkerJob | { type: 'stop' }) => {
+    if (m.type === 'stop') process.exit(0);
+    if (m.type !== 'job') return;
+    run(m).then(
+      (done) => process.send!(done, () => process.exit(0)),
+      (e: unknown) => {
+        process.send!({ type: 'done', results: [], counts, cpuUs: 0, framesSkippedLate: skippedLate, errors: [e instanceof Error ? e.message : String(e)] } satisfies WorkerDone, () => process.exit(1));
+      },
+    );
+  });
+  process.send!({ type: 'ready' });
+}
