@@ -85,7 +85,7 @@ describe('percore verdicts', () => {
     // Lost frames are the floor's all the same.
     expect(judge({ ...stalled, framesLostIn: 2 } as typeof ok, 10, false).verdict).toBe('relay failed');
   });
-  it("blames a failed step on the model side when its sessions connected slower than the relay's hold", () => {
+  it("blames a step on the model side when its sessions connected slower than callbridge's hold", () => {
     const connect = (p99Ms: number) => ({ count: 800, p50Ms: 100, p99Ms, maxMs: p99Ms, meanMs: 200 });
     const lost = { ...ok, framesLostIn: 5000, stats: { ...ok.stats, modelConnect: connect(MODEL_CONNECT_P99_LIMIT_MS + 1) } } as typeof ok;
     const v = judge(lost, 10);
@@ -94,9 +94,10 @@ describe('percore verdicts', () => {
     expect(v.reasons).toContain('5000 inbound frames lost');
     // The same losses with sessions taken in time are the relay's.
     expect(judge({ ...lost, stats: { ...lost.stats, modelConnect: connect(MODEL_CONNECT_P99_LIMIT_MS) } } as typeof ok, 10).verdict).toBe('relay failed');
-    // A step that carried every call passes, however slow the connects were.
-    expect(judge({ ...ok, stats: { ...ok.stats, modelConnect: connect(9000) } } as typeof ok, 10).verdict).toBe('pass');
-    // The floor relay reports no connect times: its losses stay its own.
+    // So is a step that lost nothing (the floor holds all the audio while it connects): its calls ran without their model for seconds.
+    expect(judge({ ...ok, stats: { ...ok.stats, modelConnect: connect(9000) } } as typeof ok, 10, false).verdict).toBe('load generator behind');
+    expect(judge({ ...ok, stats: { ...ok.stats, modelConnect: connect(MODEL_CONNECT_P99_LIMIT_MS) } } as typeof ok, 10).verdict).toBe('pass');
+    // A relay that reports no connect times: its losses stay its own.
     expect(judge({ ...lost, stats: ok.stats } as typeof ok, 10, false).verdict).toBe('relay failed');
   });
   it('takes the last passing step and says how the mode stopped', () => {
