@@ -15,10 +15,10 @@ import { linkedProvider } from '../src/call/model-link.js';
 import { Transcoder } from '../src/dsp/index.js';
 import { standInProvider } from './helpers/stand-in-provider.js';
 import { silentLogger } from '../src/log.js';
-import { startServer, type RunningServer } from '../src/server/app.js';
+import { startServer } from '../src/server/app.js';
 import { createMetrics } from '../src/server/metrics.js';
 import { twilioSignature } from '../src/sim/caller.js';
-import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
+import { startModelStandIn } from '../src/sim/model-server.js';
 import { createDefaultTools } from '../src/tools/eligibility.js';
 import { useCallbridge } from './helpers/e2e.js';
 import { dropSchema, freshSchema, PG_URL, postgresAvailable, adminSql } from './helpers/postgres.js';
@@ -26,6 +26,7 @@ import { edgeSettings, relaySettings } from './helpers/settings.js';
 import { presentToken } from './helpers/stream.js';
 import { startTcpProxy, type TcpProxy } from './helpers/tcp-proxy.js';
 import { postIncoming } from './helpers/webhooks.js';
+import { stopRelaysAfterEach } from './helpers/relay-teardown.js';
 
 const TOKEN = 'claims-test-auth-token';
 const PUBLIC = 'https://claims.example.test';
@@ -41,15 +42,7 @@ async function tokenFor(base: string, callSid: string): Promise<string> {
   return token!;
 }
 
-const running: { server: RunningServer; relay: Relay; model: ModelStandIn }[] = [];
-afterEach(async () => {
-  for (const r of running.splice(0)) {
-    r.relay.shutdown();
-    await r.relay.settled();
-    await r.server.close();
-    await r.model.close();
-  }
-});
+const running = stopRelaysAfterEach();
 
 async function start(claim: (callSid: string) => Promise<boolean>) {
   const model = await startModelStandIn({ audioSpeedup: 8, responseDelayMs: 50 });

@@ -7,32 +7,25 @@
  * and edge, the real OpenAI provider client against the model stand-in, a
  * signed webhook on loopback (the relay dials the model at the webhook).
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Relay } from '../src/call/relay.js';
 import { linkedProvider } from '../src/call/model-link.js';
 import { Transcoder } from '../src/dsp/index.js';
 import { silentLogger } from '../src/log.js';
-import { startServer, type RunningServer } from '../src/server/app.js';
+import { startServer } from '../src/server/app.js';
 import { createMetrics, type Metrics } from '../src/server/metrics.js';
 import { startModelStandIn, type ModelStandIn } from '../src/sim/model-server.js';
 import { standInProvider } from './helpers/stand-in-provider.js';
 import { edgeSettings, relaySettings } from './helpers/settings.js';
 import { postIncoming } from './helpers/webhooks.js';
 import { until } from './helpers/until.js';
+import { stopRelaysAfterEach } from './helpers/relay-teardown.js';
 
 const TOKEN = 'connect-metrics-auth-token';
 const PUBLIC = 'https://connect.example.test';
 const sid = (i: number) => `CA${i.toString(16).padStart(32, '0')}`;
 
-const running: { server: RunningServer; relay: Relay; model: ModelStandIn }[] = [];
-afterEach(async () => {
-  for (const r of running.splice(0)) {
-    r.relay.shutdown();
-    await r.relay.settled();
-    await r.server.close();
-    await r.model.close();
-  }
-});
+const running = stopRelaysAfterEach();
 
 async function start(model: ModelStandIn) {
   const metrics = createMetrics({ processMetrics: false });

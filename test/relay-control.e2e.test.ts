@@ -12,7 +12,7 @@
  * TwiML document the relay answers.
  * Also: the pure transcript → conversation mapping (call/history.ts).
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { NO_RECORDING, type CallAgent, type CallPolicies, type TransferPolicy } from '../src/call/agent.js';
 import { transcriptToConversation, MAX_HISTORY_ENTRIES } from '../src/call/history.js';
@@ -23,7 +23,7 @@ import { Transcoder } from '../src/dsp/index.js';
 import { standInProvider } from './helpers/stand-in-provider.js';
 import { silentLogger } from '../src/log.js';
 import { nullRecorder, type CallRecorder, type TranscriptLine, type TransferDecision } from '../src/records.js';
-import { availableEdges, startServer, type EdgeKind, type RunningServer } from '../src/server/app.js';
+import { availableEdges, startServer, type EdgeKind } from '../src/server/app.js';
 import { createMetrics } from '../src/server/metrics.js';
 import { twilioSignature } from '../src/sim/caller.js';
 import { startModelStandIn, type ModelStandIn, type ModelStandInOptions } from '../src/sim/model-server.js';
@@ -34,6 +34,7 @@ import type { AmdCallback } from '../src/twilio/webhooks.js';
 import type { ModelProvider, ModelSession } from '../src/call/voice-model.js';
 import { edgeSettings, relaySettings } from './helpers/settings.js';
 import { until } from './helpers/until.js';
+import { stopRelaysAfterEach } from './helpers/relay-teardown.js';
 
 const TOKEN = 'relay-control-auth-token';
 const PUBLIC = 'https://control.example.test';
@@ -131,15 +132,7 @@ function noting(inner: ModelProvider, responses: string[][]): ModelProvider {
   };
 }
 
-const running: { server: RunningServer; relay: Relay; model: ModelStandIn }[] = [];
-afterEach(async () => {
-  for (const r of running.splice(0)) {
-    r.relay.shutdown();
-    await r.relay.settled();
-    await r.server.close();
-    await r.model.close();
-  }
-});
+const running = stopRelaysAfterEach();
 
 async function start(edge: EdgeKind, opts: { audioMode?: 'transcode' | 'passthrough'; outbound?: boolean; model?: ModelStandInOptions } = {}): Promise<Bench> {
   const audioMode = opts.audioMode ?? 'transcode';
