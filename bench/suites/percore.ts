@@ -152,6 +152,12 @@ function specFor(mode: PercoreMode, calls: number, p: PercorePlan, callers: RunS
   return batched(mode) ? { ...base, inboundBatchMs: CAPACITY_BATCH_MS } : base;
 }
 
+/** The relay's model connect time, p99, ms; undefined when it reported none (a relay that does not time them, or no connect). */
+function modelConnectP99(stats: Pick<RunFigures['stats'], 'modelConnect'>): number | undefined {
+  const c = stats.modelConnect;
+  return c && c.count > 0 ? c.p99Ms : undefined;
+}
+
 /**
  * Judges one run against the limits. Pure: the verdict is the relay's only
  * when the generator kept real time and its model side took the relay's
@@ -180,9 +186,9 @@ export function judge(
     return { verdict: 'load generator behind', reasons: [`load generator sent ${(f.realtime * 100).toFixed(1)} % of frames on time (< ${MIN_GENERATOR_REALTIME * 100} %)`, ...reasons] };
   }
   // A step whose model side was too slow to take its sessions says nothing about the relay, passed or failed.
-  const connect = f.stats.modelConnect;
-  if (connect && connect.count > 0 && connect.p99Ms > MODEL_CONNECT_P99_LIMIT_MS) {
-    const why = `the model stand-in took ${Math.round(connect.p99Ms)} ms (p99) to take a session (> ${MODEL_CONNECT_P99_LIMIT_MS} ms, the audio the relay holds while it connects): its core was too busy to accept connections`;
+  const connectP99 = modelConnectP99(f.stats);
+  if (connectP99 !== undefined && connectP99 > MODEL_CONNECT_P99_LIMIT_MS) {
+    const why = `the model stand-in took ${Math.round(connectP99)} ms (p99) to take a session (> ${MODEL_CONNECT_P99_LIMIT_MS} ms, the audio the relay holds while it connects): its core was too busy to accept connections`;
     return { verdict: 'load generator behind', reasons: [why, ...reasons] };
   }
   return { verdict: reasons.length ? 'relay failed' : 'pass', reasons };
@@ -234,7 +240,8 @@ function stepLabel(s: Step): string {
   const g = s.generator
     ? `, generator CPU ${(s.generator.cpuShare * 100).toFixed(0)} % of its core (callers ${s.generator.callersMsPerCallS.toFixed(2)} + stand-in ${s.generator.standInMsPerCallS.toFixed(2)} + bench ${s.generator.parentMsPerCallS.toFixed(2)} ms per call-second = ${(generatorMsPerCallS(s.generator) / cpuMsPerCallSecond(f)).toFixed(2)}× the relay's ${cpuMsPerCallSecond(f).toFixed(2)}; ${s.generator.workers} workers, ${s.generator.skippedLate} frames skipped late), run-queue wait ${(s.generator.runqShare * 100).toFixed(0)} %${s.generator.otherShare !== undefined ? `, other work on CPU 1 ${(s.generator.otherShare * 100).toFixed(0)} %` : ''}`
     : '';
-  const connect = f.stats.modelConnect && f.stats.modelConnect.count > 0 ? `, model connect p99 ${Math.round(f.stats.modelConnect.p99Ms)} ms` : '';
+  const connectP99 = modelConnectP99(f.stats);
+  const connect = connectP99 !== undefined ? `, model connect p99 ${Math.round(connectP99)} ms` : '';
   const standInLate = s.generator?.standInLoopDelayMs ? `, stand-in loop late p99 ${Math.round(s.generator.standInLoopDelayMs.p99)} ms` : '';
   return `${s.calls}: ${s.verdict} (realtime ${f.realtime.toFixed(3)}${g}${standInLate}${connect}, p99 in/out ${f.stats.inbound.p99Ms.toFixed(2)}/${f.stats.outbound.p99Ms.toFixed(2)} ms, lost ${f.framesLostIn}/${f.framesLostOut}, stalls ${f.cancelled})`;
 }
@@ -401,7 +408,7 @@ export const percoreSuite: Suite = {
         s.generator ? `${(s.generator.cpuShare * 100).toFixed(0)} %/${s.generator.otherShare !== undefined ? (s.generator.otherShare * 100).toFixed(0) : '?'} %` : '-',
         s.generator ? `${(generatorMsPerCallS(s.generator) / cpuMsPerCallSecond(f)).toFixed(2)}×` : '-',
         `${f.relayRunqShare.toFixed(2)}${f.relayRunqShare > MAX_RELAY_RUNQ ? '!' : ''}`,
-        f.stats.modelConnect && f.stats.modelConnect.count > 0 ? String(Math.round(f.stats.modelConnect.p99Ms)) : '-',
+        modelConnectP99(f.stats)?.toFixed(0) ?? '-',
         s.generator?.standInLoopDelayMs ? String(Math.round(s.generator.standInLoopDelayMs.p99)) : '-',
         `${f.stats.inbound.p50Ms.toFixed(2)}/${f.stats.inbound.p99Ms.toFixed(2)}`,
         `${f.stats.outbound.p50Ms.toFixed(2)}/${f.stats.outbound.p99Ms.toFixed(2)}`,
