@@ -30,6 +30,11 @@
  * Realtime, relay-added latency both providers); after the rounds, barge-in
  * calls on each provider, audio at real time (caller's onset → last frame of
  * the old answer heard, see bargeInFigure);
+ * in each round, callbridge and the floor relay side by side (measurePair:
+ * both at 100 calls in the same seconds, each with its own caller workers and
+ * stand-in process), passthrough and transcode per frame: issue 21's
+ * callbridge ÷ floor is read from these, since this box's CPU time moves
+ * more between runs minutes apart than the ratio's margin;
  * then one more run of any configuration that had no clean run (isClean:
  * nothing else on the box starved the callers or the relay), twice at most
  * (not the pinned or the flood run).
@@ -39,7 +44,8 @@
  *   /proc) over call-seconds = caller frames sent / 50; median over runs.
  *   Ratio = callbridge (or floor) ÷ naive, same mode (capacity: ÷ naive
  *   transcode), same bench run; and callbridge ÷ floor, same mode and batch
- *   (issue 21's restated targets, in the conclusions: see floorLine).
+ *   (issue 21's restated targets, in the conclusions: see floorLine; per
+ *   frame, from the side-by-side runs).
  * - relay-added latency per audio message, each way, measured inside each
  *   relay at the same points (message handler entry → outgoing send done)
  *   with the same histogram; p50/p99 = median over runs of each run's.
@@ -73,6 +79,8 @@ import { countWriteSyscalls, perfAvailable, pin, processCpuUs, processRunqWaitNs
 import { median, pct } from '../measure.js';
 import { installWireCounter, resetWireCounts, wireCounts, type WireCounts } from '../wire-count.js';
 import { watchConsole } from '../console-watcher.js';
+import { loadgenPool } from '../loadgen.js';
+import { standInProcess } from '../loadgen-model.js';
 import type { Result, RunOptions, Suite } from '../types.js';
 import { FRAME_MS } from '../../src/dsp/format.js';
 
@@ -122,6 +130,12 @@ export interface RunSpec {
   recording?: boolean;
   /** An operator has the console's live view open for the whole run (bench/console-watcher.ts): issue 18's cost. */
   console?: boolean;
+  /**
+   * One of two runs measured at the same time (measurePair): each awaits this once its warm-up is
+   * quiet, and both measured windows open together. The pair's callers and stand-ins are processes
+   * of their own (the wire counts of this process are shared by both runs).
+   */
+  gate?: () => Promise<void>;
   /** Who places the calls (default: src/sim/caller.ts placeCall for each, in this process; bench/loadgen.ts: worker processes). */
   callers?: CallerPool;
   /** Starts the model stand-in for the run (default: startModelStandIn in this process; bench/loadgen-model.ts: its own process). */
@@ -362,6 +376,50 @@ async function startFlood(port: number, ratePerS: number, maxMs: number): Promis
 }
 
 /**
+ * measurePair's gate: `gate()` resolves for both callers once the second has called it; `fail(e)`
+ * rejects every call, waiting or to come (a run that failed releases its partner). Exported for its test.
+ */
+export function pairGate(): { gate: () => Promise<void>; fail: (e: Error) => void } {
+  let arrived = 0;
+  let open!: () => void;
+  let reject!: (e: Error) => void;
+  const opened = new Promise<void>((res, rej) => {
+    open = res;
+    reject = rej;
+  });
+  opened.catch(() => {});
+  return {
+    gate: () => {
+      if (++arrived === 2) open();
+      return opened;
+    },
+    fail: (e) => reject(e),
+  };
+}
+
+/**
+ * Two runs measured side by side: both relays take their calls at the same time, their windows
+ * opened together (RunSpec.gate), each with its own caller workers and stand-in process. CPU time on
+ * this box moves with what else its host runs (the same configuration read 1.66 and then 2.72 ms per
+ * call-second in consecutive runs); two relays measured in the same seconds see the same host, so
+ * their ratio holds to a few percent where consecutive runs' ratios spread by a third. If one run
+ * fails, the other is released from the gate and fails too; the first error is thrown once both
+ * have cleaned up.
+ */
+export async function measurePair(a: RunSpec, b: RunSpec, log: (s: string) => void): Promise<[RunFigures, RunFigures]> {
+  const g = pairGate();
+  const run = (spec: RunSpec): Promise<RunFigures> =>
+    measureRelay({ ...spec, gate: g.gate, callers: loadgenPool(), standIn: standInProcess() }, log).catch((e: unknown) => {
+      g.fail(new Error(`the other run of the pair failed (${describe(spec)})`));
+      throw e;
+    });
+  const [ra, rb] = await Promise.allSettled([run(a), run(b)]);
+  if (ra.status === 'rejected') throw ra.reason;
+  if (rb.status === 'rejected') throw rb.reason;
+  return [ra.value, rb.value];
+}
+
+/**
  * The relay child's caps for `calls` calls set up at once from one address: the
  * concurrent-call cap, the calls waiting for their stream, the streams awaiting
  * `start` (all open in one burst) and the per-address limiter must not refuse
@@ -430,6 +488,10 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
       pinnedSelf = true;
     }
     if (spec.warmupCalls) model = await warmUp(spec, ready.port, model);
+    else if (spec.gate) {
+      await spec.gate();
+      model = await countingFromNow(model);
+    }
     const label = `${spec.relay} ${spec.mode}${spec.inboundBatchMs ? ` INBOUND_BATCH_MS=${spec.inboundBatchMs}` : ''}${spec.pinned ? ' pinned' : ''}`;
     log(`relay: ${spec.calls} calls, ${label}…`);
     const cpu0 = processCpuUs(pid);
@@ -562,6 +624,7 @@ async function warmUp(spec: RunSpec, port: number, model: StandInReader): Promis
   // The warm-up's own after-work (records flushed every 250 ms, recordings sealed and written) finishes
   // before the window opens, so none of it is counted against the run.
   await new Promise((r) => setTimeout(r, WARMUP_QUIET_MS));
+  await spec.gate?.();
   return countingFromNow(model);
 }
 
@@ -660,13 +723,13 @@ function key(spec: RunSpec): string {
   const k = spec.relay === 'callbridge' ? 'cb' : spec.relay;
   const m = spec.inboundBatchMs !== undefined ? 'cap' : spec.mode === 'passthrough' ? 'pt' : 'tc';
   // 'gl' = the GPT-Live provider ('live' was taken by the console's live view).
-  return `${k}.${m}${spec.pinned ? 'pin' : ''}${spec.edge ? spec.edge : ''}${spec.flood ? 'flood' : ''}${spec.recording ? 'rec' : ''}${spec.console ? 'live' : ''}${spec.bargeIn ? 'barge' : ''}${spec.provider === 'live' ? 'gl' : ''}`;
+  return `${k}.${m}${spec.pinned ? 'pin' : ''}${spec.edge ? spec.edge : ''}${spec.flood ? 'flood' : ''}${spec.recording ? 'rec' : ''}${spec.console ? 'live' : ''}${spec.bargeIn ? 'barge' : ''}${spec.provider === 'live' ? 'gl' : ''}${spec.gate ? 'pair' : ''}`;
 }
 
 function describe(spec: RunSpec): string {
   const who = spec.relay;
   const mode = spec.inboundBatchMs !== undefined ? `capacity (${spec.mode}, INBOUND_BATCH_MS=${spec.inboundBatchMs})` : spec.mode;
-  return `${who} ${mode}, ${spec.calls} calls${spec.pinned ? ', relay pinned to 1 core' : ''}${spec.edge ? `, ${spec.edge === 'node' ? 'node:http + ws' : spec.edge} edge` : ''}${spec.flood ? `, ${spec.flood} forged webhooks/s` : ''}${spec.recording ? ', every call recorded' : ''}${spec.console ? ', the console live view open' : ''}${spec.provider === 'live' ? ', GPT-Live' : ''}${spec.bargeIn ? ', barge-in calls' : ''}`;
+  return `${who} ${mode}, ${spec.calls} calls${spec.pinned ? ', relay pinned to 1 core' : ''}${spec.edge ? `, ${spec.edge === 'node' ? 'node:http + ws' : spec.edge} edge` : ''}${spec.flood ? `, ${spec.flood} forged webhooks/s` : ''}${spec.recording ? ', every call recorded' : ''}${spec.console ? ', the console live view open' : ''}${spec.provider === 'live' ? ', GPT-Live' : ''}${spec.bargeIn ? ', barge-in calls' : ''}${spec.gate ? ', side by side with the other relay' : ''}`;
 }
 
 /** Turns the runs of one configuration (several rounds) into results. */
@@ -852,12 +915,13 @@ export const relaySuite: Suite = {
     const p = plan(opts.quick);
     if (!perfAvailable()) opts.log('relay: perf cannot count syscalls here; write syscalls fall back to /proc syscw (write/writev only)');
     const runs: RunFigures[] = [];
-    const go = async (spec: RunSpec) => {
-      const f = await measureRelay(spec, opts.log);
+    const accept = (f: RunFigures): void => {
+      const spec = f.spec;
       if (f.violations > 0) throw new Error(`relay bench (${describe(spec)}): simulated callers saw ${f.violations} protocol violations`);
       if (f.stats.callsEnded < spec.calls) throw new Error(`relay bench (${describe(spec)}): only ${f.stats.callsEnded} of ${spec.calls} calls ended`);
       runs.push(f);
     };
+    const go = async (spec: RunSpec) => accept(await measureRelay(spec, opts.log));
     const base = { calls: p.calls, utterances: p.utterances, warmupCalls: p.warmupCalls };
     for (let round = 0; round < p.rounds; round++) {
       // The floor runs beside the pair it is read against: passthrough per frame beside the passthrough
@@ -884,6 +948,11 @@ export const relaySuite: Suite = {
       ];
       // Alternate who goes first, so a drift in background load hits every relay alike.
       for (const group of groups) for (const spec of round % 2 === 0 ? group : [...group].reverse()) await go(spec);
+      // Issue 21's ratio, callbridge ÷ floor, from the two relays side by side (measurePair): the
+      // runs above are minutes apart, and this box's CPU time moves more than the ratio's margin.
+      for (const mode of ['passthrough', 'transcode'] as const) {
+        for (const f of await measurePair({ ...base, relay: 'callbridge', mode }, { ...base, relay: 'floor', mode }, opts.log)) accept(f);
+      }
     }
     await go({ ...base, relay: 'callbridge', mode: 'transcode', inboundBatchMs: p.capacityBatchMs });
     // The portable edge (what Node 24/26 get without an upstream uWS build): its cost is a number too.
@@ -907,7 +976,8 @@ export const relaySuite: Suite = {
       // Not the pinned run: the longest, and on a shared box the one least likely to come out clean.
       // Nor the flood run: the flood is meant to disturb it.
       // Nor the barge-in runs: they are not read for CPU.
-      if (fs[0]!.spec.pinned || fs[0]!.spec.flood || fs[0]!.spec.bargeIn || fs.some(isClean)) continue;
+      // Nor a side-by-side run: alone it would not be what its figure says.
+      if (fs[0]!.spec.pinned || fs[0]!.spec.flood || fs[0]!.spec.bargeIn || fs[0]!.spec.gate || fs.some(isClean)) continue;
       retries--;
       opts.log(`relay: no clean run of ${describe(fs[0]!.spec)} (realtime ${fs.map((f) => f.realtime.toFixed(2)).join('/')}, relay run-queue wait ${fs.map((f) => f.relayRunqShare.toFixed(2)).join('/')}); once more`);
       await go(fs[0]!.spec);
@@ -1032,7 +1102,8 @@ export const relaySuite: Suite = {
 
 /**
  * Issue 21's restated CPU targets beside the floor: callbridge ÷ floor CPU per
- * call-second in passthrough and transcode (per frame) and capacity mode, each
+ * call-second in passthrough and transcode (per frame; the two relays side by
+ * side, see measurePair) and capacity mode, each
  * against the floor at the same settings in the same run, with the target's
  * PASS/FAIL (bench/thresholds.json `targets`); capacity mode ÷ the naive
  * transcode relay; the floor's own ratio to the naive relay; and what the
@@ -1049,10 +1120,13 @@ function floorLine(by: Map<string, Result>, runs: RunFigures[]): string | undefi
     v === undefined || limit === undefined ? '' : ` ${v <= limit ? 'PASS' : 'FAIL'} (target ≤ ${limit})`;
   const added = (cb: number | undefined, fl: number | undefined) =>
     cb === undefined || fl === undefined ? '-' : `${cb >= fl ? '+' : '−'}${(Math.abs(cb - fl) / 1e6).toFixed(2)}`;
+  // Passthrough and transcode are read side by side (measurePair: keys …pair); the runs minutes apart follow in brackets.
   const vsFloor = (k: string, targetId?: string) => {
     const v = ratio(cpu(`cb.${k}`), cpu(`floor.${k}`));
     return `${x(v)}${targetId ? verdict(v, issueTarget(targetId)) : ''}`;
   };
+  const sideBySide = (k: string, targetId: string) =>
+    cpu(`cb.${k}pair`) === undefined ? vsFloor(k, targetId) : `${vsFloor(`${k}pair`, targetId)} side by side (${vsFloor(k)} minutes apart)`;
   const capVsNaive = ratio(cpu('cb.cap'), cpu('naive.tc'));
   const floorCapVsNaive = ratio(cpu('floor.cap'), cpu('naive.tc'));
   const capTarget = issueTarget('target.relay.cap.cpuVsNaive');
@@ -1060,9 +1134,9 @@ function floorLine(by: Map<string, Result>, runs: RunFigures[]): string | undefi
   const floorEdge = runs.find((f) => f.spec.relay === 'floor')?.edge;
   const out =
     `relay: callbridge ÷ floor (edge + model writer, no call logic${floorEdge && floorEdge !== cbEdge ? `; edge ${floorEdge}` : ''}; CPU per call-second, same run): ` +
-    `passthrough ${vsFloor('pt', 'target.relay.pt.cpuVsFloor')}, transcode ${vsFloor('tc', 'target.relay.tc.cpuVsFloor')}, capacity ${vsFloor('cap')}; ` +
+    `passthrough ${sideBySide('pt', 'target.relay.pt.cpuVsFloor')}, transcode ${sideBySide('tc', 'target.relay.tc.cpuVsFloor')}, capacity ${vsFloor('cap')}; ` +
     `capacity ÷ naive tc ${x(capVsNaive)}${verdict(capVsNaive, capTarget)}; ` +
-    `call logic adds ${added(cpu('cb.pt'), cpu('floor.pt'))} / ${added(cpu('cb.tc'), cpu('floor.tc'))} / ${added(cpu('cb.cap'), cpu('floor.cap'))} ms per call-second (pt/tc/cap); ` +
+    `call logic adds ${added(cpu('cb.ptpair') ?? cpu('cb.pt'), cpu('floor.ptpair') ?? cpu('floor.pt'))} / ${added(cpu('cb.tcpair') ?? cpu('cb.tc'), cpu('floor.tcpair') ?? cpu('floor.tc'))} / ${added(cpu('cb.cap'), cpu('floor.cap'))} ms per call-second (pt/tc/cap); ` +
     `floor ÷ naive ${x(ratio(cpu('floor.pt'), cpu('naive.pt')))} pt, ${x(ratio(cpu('floor.tc'), cpu('naive.tc')))} tc, ${x(floorCapVsNaive)} cap`;
   const floorAbove = floorCapVsNaive !== undefined && capTarget !== undefined && floorCapVsNaive > capTarget;
   return out + (floorAbove ? `; the floor itself is above the capacity ÷ naive target: out of this design's reach on this machine` : '');
