@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { pairGate } from '../bench/suites/relay.js';
+import { pairGate, runsForFigures } from '../bench/suites/relay.js';
 
 /** Whether `p` has settled after the pending microtasks and one macrotask ran. */
 async function settled(p: Promise<unknown>): Promise<'resolved' | 'rejected' | 'pending'> {
@@ -33,5 +33,21 @@ describe('pairGate (bench/suites/relay.ts measurePair: two relays measured side 
     const g = pairGate();
     g.fail(new Error('partner failed'));
     await expect(g.gate()).rejects.toThrow('partner failed');
+  });
+});
+
+describe('runsForFigures (which runs of a configuration its figures come from)', () => {
+  const run = (realtime: number, relayRunqShare: number, paired: boolean) => ({ realtime, relayRunqShare, spec: paired ? { gate: () => Promise.resolve() } : {} });
+
+  it('keeps only the clean runs of a configuration measured alone, when it has one', () => {
+    const clean = run(1, 0.05, false);
+    const starved = run(1, 0.4, false);
+    expect(runsForFigures([starved, clean])).toEqual([clean]);
+    expect(runsForFigures([starved])).toEqual([starved]);
+  });
+
+  it('keeps every run of a side-by-side configuration, clean or not, so both relays of a pair read the same seconds', () => {
+    const runs = [run(1, 0.05, true), run(1, 0.25, true)];
+    expect(runsForFigures(runs)).toEqual(runs);
   });
 });

@@ -732,15 +732,28 @@ function describe(spec: RunSpec): string {
   return `${who} ${mode}, ${spec.calls} calls${spec.pinned ? ', relay pinned to 1 core' : ''}${spec.edge ? `, ${spec.edge === 'node' ? 'node:http + ws' : spec.edge} edge` : ''}${spec.flood ? `, ${spec.flood} forged webhooks/s` : ''}${spec.recording ? ', every call recorded' : ''}${spec.console ? ', the console live view open' : ''}${spec.provider === 'live' ? ', GPT-Live' : ''}${spec.bargeIn ? ', barge-in calls' : ''}${spec.gate ? ', side by side with the other relay' : ''}`;
 }
 
+/**
+ * The runs of one configuration its figures come from: the clean ones when there is one (see
+ * isClean), else all (flagged DISTURBED). Side-by-side runs (RunSpec.gate) always give all their
+ * runs: a disturbance hits both relays of a pair alike, which is what the pair is for, and keeping
+ * one relay's clean run against the other's every run would compare different seconds (a CI run
+ * read 1.79× that way from pairs of 1.45× and 1.49×: two relays two rounds each, the floor's one
+ * clean round against both of callbridge's). Exported for its test.
+ */
+export function runsForFigures<T extends Pick<RunFigures, 'realtime' | 'relayRunqShare'> & { spec: Pick<RunSpec, 'gate'> }>(runs: T[]): T[] {
+  if (runs[0]?.spec.gate) return runs;
+  const clean = runs.filter(isClean);
+  return clean.length ? clean : runs;
+}
+
 /** Turns the runs of one configuration (several rounds) into results. */
 function resultsFor(runs: RunFigures[], peerKey: string | undefined): Result[] {
   const spec = runs[0]!.spec;
   const k = key(spec);
   const ours = spec.relay === 'callbridge';
   const allCpus = runs.map(cpuPerCallSecondNs);
-  // Figures come from the clean runs when there is one (see isClean), else from all, flagged.
   const clean = runs.filter(isClean);
-  const used = clean.length ? clean : runs;
+  const used = runsForFigures(runs);
   const cpus = used.map(cpuPerCallSecondNs);
   const cpu = median(cpus);
   // The run whose CPU is nearest the median supplies the per-direction counts.
@@ -759,7 +772,7 @@ function resultsFor(runs: RunFigures[], peerKey: string | undefined): Result[] {
       per: 'call-second',
       medianNs: cpu,
       peer: peerKey ? `relay.${peerKey}.cpu` : undefined,
-      note: clean.length ? undefined : 'DISTURBED: no clean run (load generator behind real time, or relay starved by other work); figures from all runs',
+      note: clean.length || spec.gate ? undefined : 'DISTURBED: no clean run (load generator behind real time, or relay starved by other work); figures from all runs',
       extra: {
         rounds: allCpus.map((c) => (c / 1e6).toFixed(3)).join(' '),
         realtime: runs.map((f) => f.realtime.toFixed(3)).join(' '),
