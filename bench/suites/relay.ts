@@ -487,9 +487,11 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
       pin(process.pid, '1');
       pinnedSelf = true;
     }
-    if (spec.warmupCalls) model = await warmUp(spec, ready.port, model);
-    else if (spec.gate) {
-      await spec.gate();
+    if (spec.warmupCalls) await warmUp(spec, ready.port, model);
+    // The window opens once the warm-up is quiet and, side by side, once the partner is there too:
+    // this process's wire counts start again and the reader counts from here on.
+    if (spec.warmupCalls || spec.gate) {
+      await spec.gate?.();
       model = await countingFromNow(model);
     }
     const label = `${spec.relay} ${spec.mode}${spec.inboundBatchMs ? ` INBOUND_BATCH_MS=${spec.inboundBatchMs}` : ''}${spec.pinned ? ' pinned' : ''}`;
@@ -600,11 +602,10 @@ export async function measureRelay(spec: RunSpec, log: (s: string) => void): Pro
 
 /**
  * spec.warmupCalls calls through the relay on `port`, each to its end, the stand-in's sessions
- * closed and the relay's after-work done (WARMUP_QUIET_MS); then this process's wire counts start
- * again and the returned reader counts from here on, so nothing of the warm-up is in the run's
- * figures. Bounded by the calls' own limit.
+ * closed and the relay's after-work done (WARMUP_QUIET_MS); measureRelay then counts from there
+ * (countingFromNow), so nothing of the warm-up is in the run's figures. Bounded by the calls' own limit.
  */
-async function warmUp(spec: RunSpec, port: number, model: StandInReader): Promise<StandInReader> {
+async function warmUp(spec: RunSpec, port: number, model: StandInReader): Promise<void> {
   const results = await Promise.all(
     Array.from({ length: spec.warmupCalls! }, (_, i) =>
       placeCall({
@@ -624,8 +625,6 @@ async function warmUp(spec: RunSpec, port: number, model: StandInReader): Promis
   // The warm-up's own after-work (records flushed every 250 ms, recordings sealed and written) finishes
   // before the window opens, so none of it is counted against the run.
   await new Promise((r) => setTimeout(r, WARMUP_QUIET_MS));
-  await spec.gate?.();
-  return countingFromNow(model);
 }
 
 /** Quiet time between the warm-up's last session closing and the measured window, ms. */
